@@ -1,0 +1,299 @@
+//! The validated, typed configuration. Everything here has passed validation: connectors and the
+//! pipeline can trust it without checking again.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A whole `bridges.yaml`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Named endpoints, shared by any number of routes.
+    pub connections: BTreeMap<String, Connection>,
+    pub routes: Vec<Route>,
+    /// How long SIGINT/SIGTERM waits for queued messages to reach their sinks.
+    pub shutdown_timeout: Duration,
+}
+
+/// A named endpoint: one client connection to a broker, supervised.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Connection {
+    pub name: String,
+    pub kind: ConnectionKind,
+    pub reconnect: Reconnect,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConnectionKind {
+    Mqtt(MqttConnection),
+    Nats(NatsConnection),
+}
+
+impl ConnectionKind {
+    /// The protocol's name as a user writes it in the config.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            ConnectionKind::Mqtt(_) => "mqtt",
+            ConnectionKind::Nats(_) => "nats",
+        }
+    }
+}
+
+/// How a connection that failed is retried: exponential backoff with jitter, capped.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Reconnect {
+    /// Delay before the first retry.
+    pub initial_delay: Duration,
+    /// The cap the delay doubles up to.
+    pub max_delay: Duration,
+    /// How long one connection attempt may take before it counts as failed.
+    pub connect_timeout: Duration,
+}
+
+impl Default for Reconnect {
+    fn default() -> Self {
+        Reconnect {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A password, token or key. Its `Debug` never shows the value, so it cannot leak into logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// TLS settings shared by every protocol.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tls {
+    /// PEM file of the CA(s) to trust instead of the system roots.
+    pub ca: Option<PathBuf>,
+    /// PEM client certificate (chain) for mutual TLS; `key` goes with it.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Turns certificate verification off. Only ever explicit; logged as a warning.
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttVersion {
+    V311,
+    V5,
+}
+
+/// How the MQTT connection reaches the broker, from the URL's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttTransport {
+    /// `mqtt://`
+    Tcp,
+    /// `mqtts://`
+    Tls,
+    /// `ws://`
+    Ws,
+    /// `wss://`
+    Wss,
+}
+
+impl MqttTransport {
+    pub fn is_tls(self) -> bool {
+        matches!(self, MqttTransport::Tls | MqttTransport::Wss)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttConnection {
+    /// The URL as written (without credentials), for logs.
+    pub url: String,
+    pub transport: MqttTransport,
+    pub host: String,
+    pub port: u16,
+    /// For ws:// and wss://: the full URL the WebSocket handshake goes to.
+    pub ws_url: Option<String>,
+    pub version: MqttVersion,
+    pub client_id: String,
+    /// `false` keeps a persistent session: the broker holds messages while ferry is away.
+    pub clean_start: bool,
+    /// MQTT 5 session expiry interval; `None` means the session ends with the connection.
+    pub session_expiry: Option<Duration>,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: Tls,
+    /// Largest packet accepted from the broker.
+    pub max_packet_size: u32,
+    pub last_will: Option<LastWill>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LastWill {
+    pub topic: String,
+    pub payload: String,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NatsConnection {
+    /// One or more server URLs (nats://, tls://, ws://, wss://); the client fails over.
+    pub urls: Vec<String>,
+    /// Connection name shown by the server (`nats server report connections`).
+    pub name: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub token: Option<Secret>,
+    /// An nkey seed (`SU...`).
+    pub nkey: Option<Secret>,
+    /// A `.creds` file (JWT + seed).
+    pub creds: Option<PathBuf>,
+    pub tls: Tls,
+}
+
+/// One route: a source, the mapping stage, one or more sinks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub name: String,
+    pub from: Source,
+    pub to: Vec<Sink>,
+    /// jq program applied to JSON payloads; each value it yields becomes one message.
+    pub transform: Option<String>,
+    /// jq program; a message passes when it yields `true` (anything but `false`/`null`).
+    pub filter: Option<String>,
+    pub queue: Queue,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Source {
+    /// Name of the connection (a key of `connections`).
+    pub connection: String,
+    pub spec: SourceSpec,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SourceSpec {
+    Mqtt(MqttSource),
+    Nats(NatsSource),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttSource {
+    /// Topic filters, as the user wrote them (without any `$share/` prefix).
+    pub topics: Vec<String>,
+    pub qos: u8,
+    /// Shared-subscription group: the broker spreads messages over the group's members.
+    pub share: Option<String>,
+    /// MQTT 5: do not receive what this same connection published.
+    pub no_local: bool,
+}
+
+impl MqttSource {
+    /// The filters as subscribed, with `$share/GROUP/` in front when a group is set.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.topics
+            .iter()
+            .map(|t| match &self.share {
+                Some(group) => format!("$share/{group}/{t}"),
+                None => t.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NatsSource {
+    pub subject: String,
+    /// Queue group: the server gives each message to one member.
+    pub queue_group: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sink {
+    pub connection: String,
+    pub spec: SinkSpec,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum SinkSpec {
+    Mqtt(MqttSink),
+    Nats(NatsSink),
+}
+
+impl SinkSpec {
+    /// The subject/topic template of this sink.
+    pub fn target(&self) -> &Target {
+        match self {
+            SinkSpec::Mqtt(s) => &s.topic,
+            SinkSpec::Nats(s) => &s.subject,
+        }
+    }
+}
+
+/// Where a sink publishes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// The source subject, converted between MQTT and NATS by nats-server's own rules.
+    Auto,
+    /// A minijinja template over the source message.
+    Template(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttSink {
+    pub topic: Target,
+    pub qos: u8,
+    pub retain: Retain,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retain {
+    Fixed(bool),
+    /// Copy the retain flag of the source message.
+    FromSource,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct NatsSink {
+    pub subject: Target,
+}
+
+/// A route's bounded queue between source and sinks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queue {
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub when_full: WhenFull,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            max_messages: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+            when_full: WhenFull::Block,
+        }
+    }
+}
+
+/// What a full queue does with a new message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WhenFull {
+    /// The source waits: it stops reading, and the broker's own flow control takes over.
+    Block,
+    /// The oldest queued message is dropped (counted) to make room.
+    DropOldest,
+    /// The new message is dropped (counted).
+    DropNewest,
+}

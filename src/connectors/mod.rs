@@ -1,0 +1,91 @@
+//! Connectors: one module per protocol, each behind the small [`Connection`] and [`Sink`]
+//! traits. No protocol crate is named outside its module.
+//!
+//! A connection is opened once per `connections:` entry that some route uses. Before it starts,
+//! every route registers on it: a route's source with [`Connection::add_source`] (messages go
+//! into the route's queue), a route's sink with [`Connection::add_sink`]. Then
+//! [`Connection::start`] spawns the supervised task that connects, subscribes, serves, and on
+//! failure backs off, reconnects and subscribes again.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, ConnectionKind};
+use crate::message::Message;
+use crate::pipeline::queue::RouteInput;
+use crate::pipeline::status::ConnectionStatus;
+
+pub mod mqtt;
+pub mod nats;
+pub(crate) mod tls;
+
+/// A boxed future, so the traits stay object-safe.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a sink did not take a message.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The connection is down or the broker is busy: the same message may succeed later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The message itself cannot be published here (bad topic, too large): retrying is futile.
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// Publishes a route's mapped messages on one connection.
+pub trait Sink: Send + Sync {
+    /// Publishes `message` (its `subject` already rendered for this sink). Resolves once the
+    /// message is as far as this protocol can confirm.
+    fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>>;
+}
+
+/// What a started connection needs from the daemon.
+#[derive(Clone)]
+pub struct Runtime {
+    /// Every spawned task goes here, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+    /// Cancelled when the sources must stop reading (shutdown step one).
+    pub stop_sources: CancellationToken,
+    /// Cancelled when the connection must close (shutdown step two, after the queues drained).
+    pub close: CancellationToken,
+}
+
+/// One supervised client connection to a broker.
+pub trait Connection: Send {
+    /// Registers a route's source: every message it receives goes to `input`.
+    fn add_source(
+        &mut self,
+        route: &str,
+        source: &config::SourceSpec,
+        input: RouteInput,
+    ) -> anyhow::Result<()>;
+
+    /// Registers a route's sink and returns the handle the route publishes through.
+    fn add_sink(&mut self, sink: &config::SinkSpec) -> anyhow::Result<Arc<dyn Sink>>;
+
+    /// Spawns the supervised connection task(s) on `runtime.tasks`.
+    fn start(self: Box<Self>, runtime: &Runtime);
+}
+
+/// Opens (but does not start) the connection a config entry describes.
+pub fn open(connection: &config::Connection, status: ConnectionStatus) -> Box<dyn Connection> {
+    match &connection.kind {
+        ConnectionKind::Mqtt(mqtt) => Box::new(mqtt::MqttConnection::new(
+            &connection.name,
+            mqtt.clone(),
+            connection.reconnect.clone(),
+            status,
+        )),
+        ConnectionKind::Nats(nats) => Box::new(nats::NatsConnection::new(
+            &connection.name,
+            nats.clone(),
+            connection.reconnect.clone(),
+            status,
+        )),
+    }
+}

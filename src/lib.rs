@@ -1,0 +1,12 @@
+//! ferry relays messages between MQTT, NATS (and, later, SSE and HTTP) from declarative routes.
+//!
+//! The message flow: a [`connectors::Connection`] (supervised) receives a message and pushes it
+//! into its route's bounded queue ([`pipeline::queue`]); the route's worker filters and
+//! transforms it ([`mapping`]), renders each sink's subject, and hands it to every
+//! [`connectors::Sink`]; once every sink took it, the source's [`message::Ack`] is confirmed.
+
+pub mod config;
+pub mod connectors;
+pub mod mapping;
+pub mod message;
+pub mod pipeline;

@@ -1,0 +1,1 @@
+//! The mapping stage: pure functions over a [`crate::message::Message`].

@@ -1,0 +1,4 @@
+//! Routes, queues, acks, supervision and shutdown.
+
+pub mod queue;
+pub mod status;

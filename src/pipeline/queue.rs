@@ -1,0 +1,203 @@
+//! A route's bounded queue between its source and its sinks.
+//!
+//! Bounded twice, by message count and by payload bytes, so a slow sink can never make ferry's
+//! memory grow without limit. When it is full, the route's `when_full` decides: `block` makes the
+//! source wait (it stops reading from its connection, and the broker's own flow control takes
+//! over), `drop_oldest` / `drop_newest` drop a message and count it.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use crate::config::{Queue as QueueConfig, WhenFull};
+use crate::message::Incoming;
+
+/// Counters a route exposes about its queue.
+#[derive(Debug, Default)]
+pub struct QueueCounters {
+    /// Messages accepted into the queue.
+    pub accepted: AtomicU64,
+    /// Messages dropped because the queue was full (drop_oldest / drop_newest).
+    pub dropped: AtomicU64,
+}
+
+struct State {
+    items: VecDeque<Incoming>,
+    bytes: usize,
+    /// No more pushes will come (the sources stopped): the consumer drains and ends.
+    closed: bool,
+}
+
+struct Shared {
+    config: QueueConfig,
+    route: Arc<str>,
+    state: Mutex<State>,
+    /// Wakes the consumer when a message arrives or the queue closes.
+    not_empty: Notify,
+    /// Wakes blocked producers when room frees up.
+    not_full: Notify,
+    counters: QueueCounters,
+    drop_log: crate::pipeline::status::RateLimitedLog,
+}
+
+/// Creates a route's queue: the input its source pushes into, the output its worker pops from.
+pub fn bounded(route: &str, config: QueueConfig) -> (RouteInput, RouteOutput) {
+    let shared = Arc::new(Shared {
+        config,
+        route: route.into(),
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            bytes: 0,
+            closed: false,
+        }),
+        not_empty: Notify::new(),
+        not_full: Notify::new(),
+        counters: QueueCounters::default(),
+        drop_log: Default::default(),
+    });
+    (
+        RouteInput {
+            shared: shared.clone(),
+        },
+        RouteOutput { shared },
+    )
+}
+
+/// The source side of a route's queue. Cheap to clone.
+#[derive(Clone)]
+pub struct RouteInput {
+    shared: Arc<Shared>,
+}
+
+impl RouteInput {
+    /// The route this queue feeds.
+    pub fn route(&self) -> &str {
+        &self.shared.route
+    }
+
+    /// Hands a message to the route. With `when_full: block` this waits for room; otherwise it
+    /// never waits. Returns `false` when the route no longer takes messages (shutting down).
+    pub async fn push(&self, incoming: Incoming) -> bool {
+        let shared = &*self.shared;
+        let size = incoming.message.payload.len();
+        let mut incoming = Some(incoming);
+        loop {
+            let room = shared.not_full.notified();
+            {
+                let mut state = shared.state.lock().expect("queue lock");
+                if state.closed {
+                    return false;
+                }
+                let full = state.items.len() >= shared.config.max_messages
+                    // One message larger than max_bytes still passes alone, or it never would.
+                    || (state.bytes + size > shared.config.max_bytes && !state.items.is_empty());
+                if !full {
+                    state.bytes += size;
+                    state.items.push_back(incoming.take().expect("pushed once"));
+                    drop(state);
+                    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    shared.not_empty.notify_one();
+                    return true;
+                }
+                match shared.config.when_full {
+                    WhenFull::Block => {}
+                    WhenFull::DropNewest => {
+                        drop(state);
+                        self.count_drop("drop_newest");
+                        // The dropped message's ack goes with it: a nack, so a source that can
+                        // redeliver will.
+                        return true;
+                    }
+                    WhenFull::DropOldest => {
+                        while !state.items.is_empty()
+                            && (state.items.len() >= shared.config.max_messages
+                                || state.bytes + size > shared.config.max_bytes)
+                        {
+                            let old = state.items.pop_front().expect("not empty");
+                            state.bytes -= old.message.payload.len();
+                            shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        state.bytes += size;
+                        state.items.push_back(incoming.take().expect("pushed once"));
+                        drop(state);
+                        shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
+                        self.log_drop("drop_oldest");
+                        shared.not_empty.notify_one();
+                        return true;
+                    }
+                }
+            }
+            room.await;
+        }
+    }
+
+    fn count_drop(&self, policy: &str) {
+        self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+        self.log_drop(policy);
+    }
+
+    fn log_drop(&self, policy: &str) {
+        let dropped = self.shared.counters.dropped.load(Ordering::Relaxed);
+        self.shared.drop_log.warn(|| {
+            format!(
+                "route {}: queue full, dropping messages ({policy}); {dropped} dropped so far",
+                self.shared.route
+            )
+        });
+    }
+
+    /// Counters of this queue.
+    pub fn counters(&self) -> &QueueCounters {
+        &self.shared.counters
+    }
+}
+
+/// The worker side of a route's queue.
+pub struct RouteOutput {
+    shared: Arc<Shared>,
+}
+
+impl RouteOutput {
+    /// The next message, or `None` once the queue is closed and empty.
+    pub async fn pop(&self) -> Option<Incoming> {
+        let shared = &*self.shared;
+        loop {
+            let arrived = shared.not_empty.notified();
+            {
+                let mut state = shared.state.lock().expect("queue lock");
+                if let Some(incoming) = state.items.pop_front() {
+                    state.bytes -= incoming.message.payload.len();
+                    drop(state);
+                    shared.not_full.notify_waiters();
+                    return Some(incoming);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            arrived.await;
+        }
+    }
+
+    /// Stops accepting messages: pushes fail from now on; `pop` drains what is queued, then ends.
+    pub fn close(&self) {
+        self.shared.state.lock().expect("queue lock").closed = true;
+        self.shared.not_empty.notify_one();
+        self.shared.not_full.notify_waiters();
+    }
+
+    /// Messages waiting in the queue.
+    pub fn len(&self) -> usize {
+        self.shared.state.lock().expect("queue lock").items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn counters(&self) -> &QueueCounters {
+        &self.shared.counters
+    }
+}
