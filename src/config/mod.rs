@@ -3,3 +3,4 @@
 
 mod model;
 pub use model::*;
+pub mod yaml;
