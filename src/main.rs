@@ -1,1 +1,134 @@
-fn main() {}
+//! The `ferry` command line: parses arguments, calls into the library, maps errors to exit
+//! codes (0 ok, 1 runtime failure, 2 bad configuration or usage).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "ferry",
+    version,
+    about = "Relays messages between MQTT and NATS from declarative routes in bridges.yaml",
+    after_help = "Examples:
+  ferry check                       validate ./bridges.yaml and print every route
+  ferry run -c /etc/ferry/bridges.yaml
+  RUST_LOG=ferry=debug ferry run    more detail in the log
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG, when set, wins.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: relay every route until SIGINT or SIGTERM.
+    Run {
+        /// Configuration file [default: ./bridges.yaml, then /etc/ferry/bridges.yaml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration and print every route as source → mapping → sinks.
+    Check {
+        /// Configuration file [default: ./bridges.yaml, then /etc/ferry/bridges.yaml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Check { config } => {
+            let path = config_path(config);
+            match ferry::config::load(&path) {
+                Ok(config) => {
+                    print!("{}", ferry::explain::explain(&config));
+                    println!("{}: OK", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(errors) => config_failed(&errors),
+            }
+        }
+        Command::Run { config } => {
+            let path = config_path(config);
+            let config = match ferry::config::load(&path) {
+                Ok(config) => config,
+                Err(errors) => return config_failed(&errors),
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ferry: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            runtime.block_on(async {
+                match ferry::pipeline::Pipeline::start(&config) {
+                    Ok(pipeline) => {
+                        pipeline.run_until(ferry::shutdown_signal()).await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        ExitCode::from(1)
+                    }
+                }
+            })
+        }
+    }
+}
+
+fn config_failed(errors: &ferry::config::ConfigErrors) -> ExitCode {
+    eprintln!("{errors}");
+    let n = errors.errors.len();
+    eprintln!(
+        "ferry: {n} error{} in {}; nothing was started",
+        if n == 1 { "" } else { "s" },
+        errors.file
+    );
+    ExitCode::from(2)
+}
+
+/// `-c FILE`, else ./bridges.yaml if it exists, else /etc/ferry/bridges.yaml.
+fn config_path(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        let local = PathBuf::from("bridges.yaml");
+        if local.exists() {
+            local
+        } else {
+            PathBuf::from("/etc/ferry/bridges.yaml")
+        }
+    })
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,ferry={level}")));
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,6 +1,30 @@
 //! `bridges.yaml` to a validated, typed [`Config`]. No I/O beyond reading the file (and the
 //! `${file:...}` secrets it names).
 
+mod diagnostics;
+mod interpolate;
 mod model;
-pub use model::*;
+mod parse;
 pub mod yaml;
+
+use std::path::Path;
+
+pub use diagnostics::{ConfigErrors, Diagnostic};
+pub use interpolate::Lookup;
+pub use model::*;
+pub use parse::{parse, parse_duration, parse_size, redact_url};
+
+/// Reads and validates the configuration file at `path`, interpolating from the process
+/// environment and the file system.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: file.clone(),
+        errors: vec![Diagnostic {
+            pos: yaml::Pos { line: 1, col: 1 },
+            message: format!("cannot read the configuration: {e}"),
+            hint: Some("pass the file with -c PATH".into()),
+        }],
+    })?;
+    parse(&text, &file, &Lookup::system())
+}

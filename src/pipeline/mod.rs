@@ -1,4 +1,166 @@
-//! Routes, queues, acks, supervision and shutdown.
+//! Routes, queues, acks, supervision and shutdown: everything between the connectors.
 
 pub mod queue;
+pub mod route;
 pub mod status;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::connectors::{self, Runtime};
+use crate::mapping::{Mapping, SinkTarget};
+use route::{RouteCounters, RouteSink, RouteWorker};
+use status::{ConnectionStatus, State};
+
+/// A running set of routes and the connections they use.
+pub struct Pipeline {
+    runtime: Runtime,
+    /// Cancelled when the shutdown deadline passed.
+    abandon: CancellationToken,
+    queues: Vec<queue::RouteOutputHandle>,
+    workers: TaskTracker,
+    statuses: Vec<ConnectionStatus>,
+    shutdown_timeout: Duration,
+    /// Per-route counters, by route name.
+    pub counters: BTreeMap<String, Arc<RouteCounters>>,
+}
+
+impl Pipeline {
+    /// Opens every connection a route uses, wires every route, and starts them all.
+    pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
+        connectors::tls::install_crypto_provider();
+        let runtime = Runtime {
+            tasks: TaskTracker::new(),
+            stop_sources: CancellationToken::new(),
+            close: CancellationToken::new(),
+        };
+        let abandon = CancellationToken::new();
+        let mut connections = BTreeMap::new();
+        let mut statuses = Vec::new();
+        let mut used = |name: &str| -> anyhow::Result<()> {
+            if !connections.contains_key(name) {
+                let c = config
+                    .connections
+                    .get(name)
+                    .with_context(|| format!("connection {name} is not defined"))?;
+                let status = ConnectionStatus::new(name, c.kind.protocol());
+                statuses.push(status.clone());
+                connections.insert(name.to_string(), (c.kind.protocol(), connectors::open(c, status)));
+            }
+            Ok(())
+        };
+        for route in &config.routes {
+            used(&route.from.connection)?;
+            for sink in &route.to {
+                used(&sink.connection)?;
+            }
+        }
+
+        let workers = TaskTracker::new();
+        let mut queues = Vec::new();
+        let mut counters = BTreeMap::new();
+        let mut route_workers = Vec::new();
+        for route in &config.routes {
+            let (input, output) = queue::bounded(&route.name, route.queue.clone());
+            let (from_protocol, source) = connections
+                .get_mut(&route.from.connection)
+                .expect("opened above");
+            let from_protocol = *from_protocol;
+            source
+                .add_source(&route.name, &route.from.spec, input)
+                .with_context(|| format!("route {}", route.name))?;
+            let mut sinks = Vec::new();
+            for sink in &route.to {
+                let (to_protocol, connection) = connections.get_mut(&sink.connection).expect("opened above");
+                let target = SinkTarget::new(sink.spec.target(), from_protocol, to_protocol)
+                    .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?;
+                sinks.push(RouteSink {
+                    connection: sink.connection.clone(),
+                    sink: connection.add_sink(&sink.spec)?,
+                    target,
+                });
+            }
+            let route_counters = Arc::new(RouteCounters::default());
+            counters.insert(route.name.clone(), route_counters.clone());
+            queues.push(output.handle());
+            route_workers.push(RouteWorker {
+                name: route.name.as_str().into(),
+                queue: output,
+                mapping: Mapping::new(route).map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
+                sinks,
+                counters: route_counters,
+                abandon: abandon.clone(),
+                warnings: Default::default(),
+            });
+        }
+        for (_, (_, connection)) in connections {
+            connection.start(&runtime);
+        }
+        for worker in route_workers {
+            workers.spawn(worker.run());
+        }
+        workers.close();
+        Ok(Pipeline {
+            runtime,
+            abandon,
+            queues,
+            workers,
+            statuses,
+            shutdown_timeout: config.shutdown_timeout,
+            counters,
+        })
+    }
+
+    /// Resolves once every connection is up (connected and subscribed), logging `ferry ready`.
+    pub async fn ready(&self) {
+        loop {
+            if self.statuses.iter().all(|s| s.state() == State::Up) {
+                tracing::info!(
+                    "ferry ready: {} route(s) over {} connection(s)",
+                    self.counters.len(),
+                    self.statuses.len()
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Runs until `stop` resolves, then shuts down: the sources stop reading, what is queued
+    /// is delivered within the shutdown timeout, and the connections close cleanly.
+    pub async fn run_until(self, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        tokio::select! {
+            _ = self.ready() => stop.await,
+            _ = &mut stop => {}
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(self) {
+        tracing::info!("shutting down: sources stop, queued messages drain (up to {:?})", self.shutdown_timeout);
+        self.runtime.stop_sources.cancel();
+        for q in &self.queues {
+            q.close();
+        }
+        if tokio::time::timeout(self.shutdown_timeout, self.workers.wait()).await.is_err() {
+            let left: usize = self.queues.iter().map(|q| q.len()).sum();
+            tracing::warn!("shutdown timeout passed with {left} message(s) undelivered; giving up on them");
+            self.abandon.cancel();
+            self.workers.wait().await;
+        }
+        self.runtime.close.cancel();
+        self.runtime.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), self.runtime.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within 5s");
+        }
+        tracing::info!("ferry stopped");
+    }
+}

@@ -201,3 +201,29 @@ impl RouteOutput {
         &self.shared.counters
     }
 }
+
+impl RouteOutput {
+    /// A handle that can close the queue and read its length from elsewhere (shutdown).
+    pub fn handle(&self) -> RouteOutputHandle {
+        RouteOutputHandle(RouteOutput {
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+/// Shutdown's view of a route's queue.
+pub struct RouteOutputHandle(RouteOutput);
+
+impl RouteOutputHandle {
+    pub fn close(&self) {
+        self.0.close();
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -116,39 +116,41 @@ impl RateLimitedLog {
     }
 }
 
-/// The delays between reconnection attempts: exponential with jitter, capped, never giving up.
+/// The delay before reconnection attempt `attempt` (0-based): doubling from `initial_delay`,
+/// capped at `max_delay`, with jitter (50-100 % of the step) so that many ferries restarted
+/// together do not all knock at once. A pure function of the attempt number, because the NATS
+/// client asks for delays that way; [`Backoff`] uses it too.
+pub fn reconnect_delay(config: &crate::config::Reconnect, attempt: u32) -> Duration {
+    let step = config
+        .initial_delay
+        .saturating_mul(1u32 << attempt.min(20))
+        .min(config.max_delay);
+    step.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+/// The delays between reconnection attempts of one connection, never giving up.
 pub struct Backoff {
     config: crate::config::Reconnect,
-    delays: Box<dyn Iterator<Item = Duration> + Send>,
+    attempt: u32,
 }
 
 impl Backoff {
     pub fn new(config: &crate::config::Reconnect) -> Self {
         Backoff {
-            delays: Self::delays(config),
             config: config.clone(),
+            attempt: 0,
         }
-    }
-
-    fn delays(config: &crate::config::Reconnect) -> Box<dyn Iterator<Item = Duration> + Send> {
-        use backon::BackoffBuilder;
-        Box::new(
-            backon::ExponentialBuilder::default()
-                .with_min_delay(config.initial_delay)
-                .with_max_delay(config.max_delay)
-                .with_jitter()
-                .without_max_times()
-                .build(),
-        )
     }
 
     /// The delay before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
-        self.delays.next().unwrap_or(self.config.max_delay)
+        let delay = reconnect_delay(&self.config, self.attempt);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
     }
 
     /// The connection worked: the next failure starts from the initial delay again.
     pub fn reset(&mut self) {
-        self.delays = Self::delays(&self.config);
+        self.attempt = 0;
     }
 }

@@ -1,0 +1,109 @@
+//! `${ENV}`, `${ENV:-default}` and `${file:/path}` in configuration strings.
+
+/// Where interpolation looks things up. The daemon uses the process environment and the file
+/// system; tests pass their own.
+pub struct Lookup<'a> {
+    pub var: &'a dyn Fn(&str) -> Option<String>,
+    pub file: &'a dyn Fn(&str) -> std::io::Result<String>,
+}
+
+impl Lookup<'static> {
+    /// The process environment and the real file system.
+    pub fn system() -> Lookup<'static> {
+        Lookup {
+            var: &|name| std::env::var(name).ok(),
+            file: &|path| std::fs::read_to_string(path),
+        }
+    }
+}
+
+/// Why a string could not be interpolated: the message and a hint.
+pub type Failure = (String, String);
+
+/// Replaces every `${...}` in `raw`. `$$` stands for a literal `$`.
+pub fn interpolate(raw: &str, lookup: &Lookup) -> Result<String, Failure> {
+    if !raw.contains('$') {
+        return Ok(raw.to_string());
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err((
+                    "unterminated `${` in a value".into(),
+                    "close it with `}`, or write `$$` for a literal `$`".into(),
+                ));
+            };
+            out.push_str(&expand(&body[..end], lookup)?);
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn expand(expr: &str, lookup: &Lookup) -> Result<String, Failure> {
+    if let Some(path) = expr.strip_prefix("file:") {
+        return match (lookup.file)(path) {
+            // Secret files usually end with a newline that is not part of the secret.
+            Ok(content) => Ok(content.trim_end_matches(['\n', '\r']).to_string()),
+            Err(e) => Err((
+                format!("cannot read `{path}` named by `${{file:{path}}}`: {e}"),
+                "check the path and that ferry's user may read it".into(),
+            )),
+        };
+    }
+    let (name, default) = match expr.split_once(":-") {
+        Some((name, default)) => (name, Some(default)),
+        None => (expr, None),
+    };
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err((
+            format!("`${{{expr}}}` is not a valid reference"),
+            "write ${NAME}, ${NAME:-default} or ${file:/path}".into(),
+        ));
+    }
+    match ((lookup.var)(name), default) {
+        (Some(value), _) => Ok(value),
+        (None, Some(default)) => Ok(default.to_string()),
+        (None, None) => Err((
+            format!("environment variable `{name}` is not set"),
+            format!("set it, or give a default: ${{{name}:-value}}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expands_variables_defaults_and_files() {
+        let lookup = Lookup {
+            var: &|n| (n == "HOST").then(|| "broker".to_string()),
+            file: &|p| {
+                if p == "/s" {
+                    Ok("hunter2\n".into())
+                } else {
+                    Err(std::io::Error::other("nope"))
+                }
+            },
+        };
+        assert_eq!(interpolate("mqtt://${HOST}:1", &lookup).unwrap(), "mqtt://broker:1");
+        assert_eq!(interpolate("${PORT:-1883}", &lookup).unwrap(), "1883");
+        assert_eq!(interpolate("${file:/s}", &lookup).unwrap(), "hunter2");
+        assert_eq!(interpolate("a$$b $x", &lookup).unwrap(), "a$b $x");
+        assert!(interpolate("${MISSING}", &lookup).unwrap_err().0.contains("MISSING"));
+        assert!(interpolate("${file:/x}", &lookup).is_err());
+        assert!(interpolate("${OPEN", &lookup).is_err());
+    }
+}

@@ -1,0 +1,909 @@
+//! The YAML tree to the typed [`Config`], collecting every error on the way.
+//!
+//! serde's derive stops at the first error; operators fixing a file want them all, each with its
+//! position and a hint. So the typed model is filled by hand from the positioned tree: each
+//! mapping is an [`Obj`] that remembers which keys were asked for, and reports the rest as
+//! unknown with a "did you mean".
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
+use super::interpolate::{Lookup, interpolate};
+use super::model::*;
+use super::yaml::{self, Key, Node, Pos, Value};
+use crate::mapping::{jq, names, template};
+
+/// Parses and validates the text of a configuration file called `file`.
+pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigErrors> {
+    let fail = |errors| ConfigErrors {
+        file: file.to_string(),
+        errors,
+    };
+    let root = yaml::parse(text).map_err(|(pos, message)| {
+        fail(vec![Diagnostic {
+            pos,
+            message: format!("invalid YAML: {message}"),
+            hint: None,
+        }])
+    })?;
+    let mut d = Decoder {
+        lookup,
+        errors: Vec::new(),
+    };
+    let config = d.config(&root);
+    match config {
+        Some(config) if d.errors.is_empty() => Ok(config),
+        _ => {
+            d.errors.sort_by_key(|e| (e.pos.line, e.pos.col));
+            Err(fail(d.errors))
+        }
+    }
+}
+
+struct Decoder<'a> {
+    lookup: &'a Lookup<'a>,
+    errors: Vec<Diagnostic>,
+}
+
+/// A mapping being decoded: knows which keys were asked for.
+struct Obj<'n> {
+    pos: Pos,
+    entries: &'n [(Key, Node)],
+    known: Vec<&'static str>,
+    /// What this mapping is to the user ("a NATS sink"), for messages.
+    what: &'static str,
+}
+
+impl<'n> Obj<'n> {
+    fn get(&mut self, key: &'static str) -> Option<&'n Node> {
+        self.known.push(key);
+        self.entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.entries.iter().any(|(k, _)| k.name == key)
+    }
+
+    /// Reports every key nobody asked for.
+    fn finish(self, d: &mut Decoder) {
+        for (key, _) in self.entries {
+            if self.known.contains(&key.name.as_str()) {
+                continue;
+            }
+            let hint = match did_you_mean(&key.name, self.known.iter().copied()) {
+                Some(close) => format!("did you mean `{close}`?"),
+                None => format!("valid keys here: {}", self.known.join(", ")),
+            };
+            d.error(
+                key.pos,
+                format!("unknown key `{}` in {}", key.name, self.what),
+                Some(hint),
+            );
+        }
+    }
+}
+
+impl<'a> Decoder<'a> {
+    fn error(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
+        self.errors.push(Diagnostic {
+            pos,
+            message: message.into(),
+            hint,
+        });
+    }
+
+    fn obj<'n>(&mut self, node: &'n Node, what: &'static str) -> Option<Obj<'n>> {
+        match &node.value {
+            Value::Map(entries) => Some(Obj {
+                pos: node.pos,
+                entries,
+                known: Vec::new(),
+                what,
+            }),
+            other => {
+                self.error(
+                    node.pos,
+                    format!("expected a mapping for {what}, found {}", other.kind()),
+                    Some("write `key: value` pairs, indented under it".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn required<'n>(&mut self, obj: &mut Obj<'n>, key: &'static str) -> Option<&'n Node> {
+        let node = obj.get(key);
+        if node.is_none() {
+            self.error(
+                obj.pos,
+                format!("{} needs `{key}`", obj.what),
+                Some(format!("add `{key}: ...`")),
+            );
+        }
+        node
+    }
+
+    /// A string value, `${...}` interpolated. Numbers and booleans are taken as their text.
+    fn string(&mut self, node: &Node, what: &str) -> Option<String> {
+        let raw = match &node.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                self.error(
+                    node.pos,
+                    format!("expected a string for {what}, found {}", other.kind()),
+                    None,
+                );
+                return None;
+            }
+        };
+        match interpolate(&raw, self.lookup) {
+            Ok(s) => Some(s),
+            Err((message, hint)) => {
+                self.error(node.pos, message, Some(hint));
+                None
+            }
+        }
+    }
+
+    fn opt_string(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
+        let node = obj.get(key)?;
+        self.string(node, key)
+    }
+
+    fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
+        match &node.value {
+            Value::Bool(b) => Some(*b),
+            Value::Str(s) => match self.string(node, what)?.as_str() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => {
+                    self.error(node.pos, format!("`{what}` must be true or false, not `{s}`"), None);
+                    None
+                }
+            },
+            other => {
+                self.error(node.pos, format!("`{what}` must be true or false, not {}", other.kind()), None);
+                None
+            }
+        }
+    }
+
+    fn opt_bool(&mut self, obj: &mut Obj, key: &'static str, default: bool) -> bool {
+        match obj.get(key) {
+            Some(node) => self.bool(node, key).unwrap_or(default),
+            None => default,
+        }
+    }
+
+    fn number(&mut self, node: &Node, what: &str, min: u64, max: u64) -> Option<u64> {
+        let value = match &node.value {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            Value::Str(_) => self.string(node, what)?.trim().parse::<u64>().ok(),
+            _ => None,
+        };
+        match value {
+            Some(v) if (min..=max).contains(&v) => Some(v),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!("`{what}` must be a whole number from {min} to {max}"),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    fn qos(&mut self, obj: &mut Obj, default: u8) -> u8 {
+        match obj.get("qos") {
+            Some(node) => self.number(node, "qos", 0, 2).map(|q| q as u8).unwrap_or(default),
+            None => default,
+        }
+    }
+
+    fn duration(&mut self, obj: &mut Obj, key: &'static str, default: Duration) -> Duration {
+        let Some(node) = obj.get(key) else {
+            return default;
+        };
+        let text = match &node.value {
+            Value::Int(i) if *i >= 0 => return Duration::from_secs(*i as u64),
+            Value::Float(f) if *f >= 0.0 => return Duration::from_secs_f64(*f),
+            _ => self.string(node, key),
+        };
+        match text.as_deref().and_then(parse_duration) {
+            Some(d) => d,
+            None => {
+                if text.is_some() {
+                    self.error(
+                        node.pos,
+                        format!("`{key}` is not a duration"),
+                        Some("write e.g. `250ms`, `30s`, `5m`, `1h`, or a number of seconds".into()),
+                    );
+                }
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, obj: &mut Obj, key: &'static str, default: u64) -> u64 {
+        let Some(node) = obj.get(key) else {
+            return default;
+        };
+        let text = match &node.value {
+            Value::Int(i) if *i >= 0 => return *i as u64,
+            _ => self.string(node, key),
+        };
+        match text.as_deref().and_then(parse_size) {
+            Some(n) => n,
+            None => {
+                if text.is_some() {
+                    self.error(
+                        node.pos,
+                        format!("`{key}` is not a size"),
+                        Some("write a number of bytes, or e.g. `512KiB`, `16MiB`, `1GiB`".into()),
+                    );
+                }
+                default
+            }
+        }
+    }
+
+    fn choice(&mut self, node: &Node, what: &str, choices: &[&'static str]) -> Option<&'static str> {
+        let s = self.string(node, what)?;
+        if let Some(c) = choices.iter().find(|c| **c == s) {
+            return Some(c);
+        }
+        let hint = match did_you_mean(&s, choices.iter().copied()) {
+            Some(close) => format!("did you mean `{close}`? one of: {}", choices.join(", ")),
+            None => format!("one of: {}", choices.join(", ")),
+        };
+        self.error(node.pos, format!("`{s}` is not a valid {what}"), Some(hint));
+        None
+    }
+
+    fn path(&mut self, obj: &mut Obj, key: &'static str) -> Option<PathBuf> {
+        self.opt_string(obj, key).map(PathBuf::from)
+    }
+
+    // ---------------------------------------------------------------------------------------
+
+    fn config(&mut self, root: &Node) -> Option<Config> {
+        let mut top = self.obj(root, "the configuration")?;
+        let shutdown_timeout = self.duration(&mut top, "shutdown_timeout", Duration::from_secs(10));
+        let mut connections = BTreeMap::new();
+        match top.get("connections") {
+            Some(node) => {
+                if let Some(mut map) = self.obj(node, "`connections`") {
+                    for (key, value) in map.entries {
+                        if let Some(c) = self.connection(key, value) {
+                            connections.insert(key.name.clone(), c);
+                        }
+                    }
+                    // Every key is a connection name.
+                    map.known = map.entries.iter().map(|_| "").collect();
+                    map.entries = &[];
+                    map.finish(self);
+                }
+            }
+            None => self.error(
+                root.pos,
+                "the configuration has no `connections:`",
+                Some("name at least one MQTT or NATS endpoint under `connections:`".into()),
+            ),
+        }
+        let mut routes = Vec::new();
+        match top.get("routes") {
+            Some(Node { value: Value::Seq(items), .. }) => {
+                for item in items {
+                    if let Some(route) = self.route(item, &connections) {
+                        if routes.iter().any(|r: &Route| r.name == route.name) {
+                            self.error(
+                                item.pos,
+                                format!("two routes are called `{}`", route.name),
+                                Some("give every route its own name".into()),
+                            );
+                        }
+                        routes.push(route);
+                    }
+                }
+            }
+            Some(other) => self.error(
+                other.pos,
+                format!("`routes` must be a list, found {}", other.value.kind()),
+                Some("start each route with `- name: ...`".into()),
+            ),
+            None => self.error(
+                root.pos,
+                "the configuration has no `routes:`",
+                Some("add a list of routes, each with `name`, `from` and `to`".into()),
+            ),
+        }
+        top.finish(self);
+        Some(Config {
+            connections,
+            routes,
+            shutdown_timeout,
+        })
+    }
+
+    fn connection(&mut self, key: &Key, node: &Node) -> Option<Connection> {
+        let name = key.name.clone();
+        let mut obj = self.obj(node, "a connection")?;
+        let reconnect = match obj.get("reconnect") {
+            Some(node) => self.reconnect(node),
+            None => Reconnect::default(),
+        };
+        let mqtt = obj.get("mqtt");
+        let nats = obj.get("nats");
+        let kind = match (mqtt, nats) {
+            (Some(m), None) => self.mqtt_connection(&name, m).map(ConnectionKind::Mqtt),
+            (None, Some(n)) => self.nats_connection(n).map(ConnectionKind::Nats),
+            (Some(_), Some(_)) => {
+                self.error(
+                    node.pos,
+                    format!("connection `{name}` is both `mqtt` and `nats`"),
+                    Some("a connection is one endpoint: split it into two connections".into()),
+                );
+                None
+            }
+            (None, None) => {
+                obj.finish(self);
+                self.error(
+                    key.pos,
+                    format!("connection `{name}` names no protocol"),
+                    Some("put its settings under `mqtt:` or `nats:`".into()),
+                );
+                return None;
+            }
+        };
+        obj.finish(self);
+        Some(Connection {
+            name,
+            kind: kind?,
+            reconnect,
+        })
+    }
+
+    fn reconnect(&mut self, node: &Node) -> Reconnect {
+        let defaults = Reconnect::default();
+        let Some(mut obj) = self.obj(node, "`reconnect`") else {
+            return defaults;
+        };
+        let r = Reconnect {
+            initial_delay: self.duration(&mut obj, "initial_delay", defaults.initial_delay),
+            max_delay: self.duration(&mut obj, "max_delay", defaults.max_delay),
+            connect_timeout: self.duration(&mut obj, "connect_timeout", defaults.connect_timeout),
+        };
+        if r.initial_delay > r.max_delay {
+            self.error(
+                node.pos,
+                "`initial_delay` is longer than `max_delay`",
+                Some("the delay doubles from initial_delay up to max_delay".into()),
+            );
+        }
+        obj.finish(self);
+        r
+    }
+
+    fn tls(&mut self, obj: &mut Obj) -> Tls {
+        let Some(node) = obj.get("tls") else {
+            return Tls::default();
+        };
+        let Some(mut t) = self.obj(node, "`tls`") else {
+            return Tls::default();
+        };
+        let tls = Tls {
+            ca: self.path(&mut t, "ca"),
+            cert: self.path(&mut t, "cert"),
+            key: self.path(&mut t, "key"),
+            insecure_skip_verify: self.opt_bool(&mut t, "insecure_skip_verify", false),
+        };
+        if tls.cert.is_some() != tls.key.is_some() {
+            self.error(
+                node.pos,
+                "a client certificate needs both `cert` and `key`",
+                Some("give both PEM files, or neither".into()),
+            );
+        }
+        t.finish(self);
+        tls
+    }
+
+    fn mqtt_connection(&mut self, name: &str, node: &Node) -> Option<MqttConnection> {
+        let mut obj = self.obj(node, "an MQTT connection")?;
+        let url_node = self.required(&mut obj, "url");
+        let url = url_node.and_then(|n| self.string(n, "url").map(|u| (n.pos, u)));
+        let version = match obj.get("version") {
+            Some(n) => match self.string(n, "version").as_deref() {
+                Some("5" | "5.0") => MqttVersion::V5,
+                Some("3.1.1" | "3" | "4" | "311") => MqttVersion::V311,
+                Some(other) => {
+                    self.error(
+                        n.pos,
+                        format!("MQTT version `{other}` is not supported"),
+                        Some("write `version: 5` or `version: \"3.1.1\"`".into()),
+                    );
+                    MqttVersion::V5
+                }
+                None => MqttVersion::V5,
+            },
+            None => MqttVersion::V5,
+        };
+        let client_id = self
+            .opt_string(&mut obj, "client_id")
+            .unwrap_or_else(|| format!("ferry-{name}"));
+        let clean_start = self.opt_bool(&mut obj, "clean_start", true);
+        let session_expiry = obj.has("session_expiry").then(|| {
+            self.duration(&mut obj, "session_expiry", Duration::ZERO)
+        });
+        if session_expiry.is_none() {
+            obj.get("session_expiry");
+        }
+        let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(30));
+        let username = self.opt_string(&mut obj, "username");
+        let password = self.opt_string(&mut obj, "password").map(Secret);
+        let mut tls = self.tls(&mut obj);
+        let max_packet_size = self.size(&mut obj, "max_packet_size", 16 * 1024 * 1024);
+        if max_packet_size < 1024 * 1024 || max_packet_size > 268_435_455 {
+            self.error(
+                obj.pos,
+                "`max_packet_size` must be between 1MiB and 256MiB",
+                Some("ferry needs room for real payloads; MQTT caps packets at 256MiB".into()),
+            );
+        }
+        let last_will = obj.get("last_will").and_then(|n| self.last_will(n));
+        obj.finish(self);
+
+        let (url_pos, url) = url?;
+        let parsed = match url::Url::parse(&url) {
+            Ok(u) => u,
+            Err(e) => {
+                self.error(
+                    url_pos,
+                    format!("invalid MQTT url `{}`: {e}", redact_url(&url)),
+                    Some("write e.g. `mqtt://broker:1883`, `mqtts://broker:8883` or `ws://broker:9001/mqtt`".into()),
+                );
+                return None;
+            }
+        };
+        let (transport, default_port) = match parsed.scheme() {
+            "mqtt" | "tcp" => (MqttTransport::Tcp, 1883),
+            "mqtts" | "ssl" => (MqttTransport::Tls, 8883),
+            "ws" => (MqttTransport::Ws, 80),
+            "wss" => (MqttTransport::Wss, 443),
+            other => {
+                self.error(
+                    url_pos,
+                    format!("`{other}://` is not an MQTT url scheme"),
+                    Some("use mqtt://, mqtts://, ws:// or wss://".into()),
+                );
+                return None;
+            }
+        };
+        let host = parsed.host_str().unwrap_or("").to_string();
+        if host.is_empty() {
+            self.error(url_pos, "the MQTT url has no host", Some("write e.g. `mqtt://broker:1883`".into()));
+            return None;
+        }
+        let port = parsed.port().unwrap_or(default_port);
+        // Credentials may also come in the URL; the fields win.
+        let username = username.or_else(|| {
+            (!parsed.username().is_empty()).then(|| parsed.username().to_string())
+        });
+        let password = password.or_else(|| parsed.password().map(|p| Secret(p.to_string())));
+        let ws_url = matches!(transport, MqttTransport::Ws | MqttTransport::Wss).then(|| {
+            let mut u = parsed.clone();
+            let _ = u.set_username("");
+            let _ = u.set_password(None);
+            u.to_string()
+        });
+        if !transport.is_tls() && (tls.ca.is_some() || tls.cert.is_some()) {
+            self.error(
+                url_pos,
+                "`tls` is set but the url is not a TLS one",
+                Some("use mqtts:// or wss:// to connect with TLS".into()),
+            );
+        }
+        if version == MqttVersion::V311 && session_expiry.is_some() {
+            self.error(
+                url_pos,
+                "`session_expiry` needs MQTT 5",
+                Some("with MQTT 3.1.1, `clean_start: false` alone keeps the session".into()),
+            );
+        }
+        if transport.is_tls() && tls.ca.is_none() && !tls.insecure_skip_verify {
+            // System roots: nothing to add.
+            tls.ca = None;
+        }
+        Some(MqttConnection {
+            url: redact_url(&url),
+            transport,
+            host,
+            port,
+            ws_url,
+            version,
+            client_id,
+            clean_start,
+            session_expiry,
+            keep_alive,
+            username,
+            password,
+            tls,
+            max_packet_size: max_packet_size.min(u32::MAX as u64) as u32,
+            last_will,
+        })
+    }
+
+    fn last_will(&mut self, node: &Node) -> Option<LastWill> {
+        let mut obj = self.obj(node, "`last_will`")?;
+        let topic = self.required(&mut obj, "topic").and_then(|n| {
+            let t = self.string(n, "topic")?;
+            self.check(n.pos, names::mqtt_topic(&t)).then_some(t)
+        });
+        let payload = self.opt_string(&mut obj, "payload").unwrap_or_default();
+        let qos = self.qos(&mut obj, 0);
+        let retain = self.opt_bool(&mut obj, "retain", false);
+        obj.finish(self);
+        Some(LastWill {
+            topic: topic?,
+            payload,
+            qos,
+            retain,
+        })
+    }
+
+    fn nats_connection(&mut self, node: &Node) -> Option<NatsConnection> {
+        let mut obj = self.obj(node, "a NATS connection")?;
+        let urls = match self.required(&mut obj, "url") {
+            Some(Node { value: Value::Seq(items), .. }) => items
+                .iter()
+                .filter_map(|n| self.string(n, "url").map(|u| (n.pos, u)))
+                .collect(),
+            Some(n) => self.string(n, "url").map(|u| vec![(n.pos, u)]).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for (pos, url) in &urls {
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                self.error(
+                    *pos,
+                    format!("`{}` is not a NATS url", redact_url(url)),
+                    Some("write e.g. `nats://server:4222`, `tls://server:4222` or `ws://server:8080`".into()),
+                );
+            }
+        }
+        let nats = NatsConnection {
+            urls: urls.into_iter().map(|(_, u)| u).collect(),
+            name: self.opt_string(&mut obj, "name"),
+            user: self.opt_string(&mut obj, "user"),
+            password: self.opt_string(&mut obj, "password").map(Secret),
+            token: self.opt_string(&mut obj, "token").map(Secret),
+            nkey: self.opt_string(&mut obj, "nkey").map(Secret),
+            creds: self.path(&mut obj, "creds"),
+            tls: self.tls(&mut obj),
+        };
+        let auths = [nats.user.is_some(), nats.token.is_some(), nats.nkey.is_some(), nats.creds.is_some()];
+        if auths.iter().filter(|a| **a).count() > 1 {
+            self.error(
+                obj.pos,
+                "a NATS connection takes one way to authenticate",
+                Some("use either user/password, token, nkey, or creds".into()),
+            );
+        }
+        if nats.password.is_some() && nats.user.is_none() {
+            self.error(obj.pos, "`password` without `user`", Some("add `user: ...`".into()));
+        }
+        obj.finish(self);
+        Some(nats)
+    }
+
+    /// Records a name-rule problem; true when there was none.
+    fn check(&mut self, pos: Pos, result: Result<(), names::Problem>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err((message, hint)) => {
+                self.error(pos, message, Some(hint));
+                false
+            }
+        }
+    }
+
+    fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {
+        let mut obj = self.obj(node, "a route")?;
+        let name = self.required(&mut obj, "name").and_then(|n| self.string(n, "name"));
+        let route_name = name.clone().unwrap_or_else(|| "?".into());
+        let from = self
+            .required(&mut obj, "from")
+            .and_then(|n| self.source(n, &route_name, connections));
+        let to = match self.required(&mut obj, "to") {
+            Some(Node { value: Value::Seq(items), pos }) => {
+                if items.is_empty() {
+                    self.error(*pos, "`to` is an empty list", Some("name at least one sink".into()));
+                }
+                // Decode every sink before giving up on any, so all their errors are reported.
+                let sinks: Vec<_> = items
+                    .iter()
+                    .map(|n| self.sink(n, &route_name, connections))
+                    .collect();
+                sinks.into_iter().collect::<Option<Vec<_>>>()
+            }
+            Some(n) => self.sink(n, &route_name, connections).map(|s| vec![s]),
+            None => None,
+        };
+        let transform = self.jq(&mut obj, "transform");
+        let filter = self.jq(&mut obj, "filter");
+        let queue = match obj.get("queue") {
+            Some(n) => self.queue(n),
+            None => Queue::default(),
+        };
+        obj.finish(self);
+        Some(Route {
+            name: name?,
+            from: from?,
+            to: to?,
+            transform,
+            filter,
+            queue,
+        })
+    }
+
+    fn jq(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
+        let node = obj.get(key)?;
+        let code = self.string(node, key)?;
+        match jq::Program::compile(&code) {
+            Ok(_) => Some(code),
+            Err(message) => {
+                self.error(
+                    node.pos,
+                    format!("jq expression in `{key}` does not compile: {message}"),
+                    Some("check it with `jq` on a sample payload; it must be a jq program, e.g. `{room: .room}`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    fn queue(&mut self, node: &Node) -> Queue {
+        let defaults = Queue::default();
+        let Some(mut obj) = self.obj(node, "`queue`") else {
+            return defaults;
+        };
+        let max_messages = match obj.get("max_messages") {
+            Some(n) => self.number(n, "max_messages", 1, 100_000_000).unwrap_or(defaults.max_messages as u64) as usize,
+            None => defaults.max_messages,
+        };
+        let max_bytes = self.size(&mut obj, "max_bytes", defaults.max_bytes as u64) as usize;
+        let when_full = match obj.get("when_full") {
+            Some(n) => match self.choice(n, "`when_full` policy", &["block", "drop_oldest", "drop_newest"]) {
+                Some("drop_oldest") => WhenFull::DropOldest,
+                Some("drop_newest") => WhenFull::DropNewest,
+                _ => WhenFull::Block,
+            },
+            None => WhenFull::Block,
+        };
+        obj.finish(self);
+        Queue {
+            max_messages,
+            max_bytes,
+            when_full,
+        }
+    }
+
+    /// The `connection:` of a source or sink, checked against the defined connections.
+    fn connection_ref<'c>(
+        &mut self,
+        obj: &mut Obj,
+        route: &str,
+        connections: &'c BTreeMap<String, Connection>,
+    ) -> Option<(String, &'c Connection)> {
+        let node = self.required(obj, "connection")?;
+        let name = self.string(node, "connection")?;
+        match connections.get(&name) {
+            Some(c) => Some((name, c)),
+            None => {
+                let defined: Vec<&str> = connections.keys().map(String::as_str).collect();
+                let mut hint = match did_you_mean(&name, defined.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`? "),
+                    None => String::new(),
+                };
+                if defined.is_empty() {
+                    hint.push_str("define it under `connections:`");
+                } else {
+                    hint.push_str(&format!("defined connections: {}", defined.join(", ")));
+                }
+                self.error(
+                    node.pos,
+                    format!("route `{route}` names connection `{name}`, which is not defined"),
+                    Some(hint),
+                );
+                None
+            }
+        }
+    }
+
+    fn source(&mut self, node: &Node, route: &str, connections: &BTreeMap<String, Connection>) -> Option<Source> {
+        let mut obj = self.obj(node, "a source (`from`)")?;
+        let Some((connection, c)) = self.connection_ref(&mut obj, route, connections) else {
+            // Without the protocol the other keys cannot be judged; leave them be.
+            return None;
+        };
+        let spec = match &c.kind {
+            ConnectionKind::Mqtt(mqtt) => {
+                obj.what = "an MQTT source";
+                let mut topics = Vec::new();
+                let mut list = |d: &mut Self, n: &Node| {
+                    if let Some(t) = d.string(n, "topic")
+                        && d.check(n.pos, names::mqtt_filter(&t))
+                    {
+                        topics.push(t);
+                    }
+                };
+                match (obj.get("topic"), obj.get("topics")) {
+                    (Some(n), None) => list(self, n),
+                    (None, Some(Node { value: Value::Seq(items), .. })) => {
+                        for n in items {
+                            list(self, n);
+                        }
+                    }
+                    (None, Some(n)) => list(self, n),
+                    (Some(_), Some(_)) => self.error(
+                        obj.pos,
+                        "an MQTT source takes `topic` or `topics`, not both",
+                        Some("put every filter in `topics: [...]`".into()),
+                    ),
+                    (None, None) => self.error(
+                        obj.pos,
+                        "an MQTT source needs `topic`",
+                        Some("add e.g. `topic: \"sensors/#\"`".into()),
+                    ),
+                }
+                let qos = self.qos(&mut obj, 0);
+                let share = obj.get("share").and_then(|n| {
+                    let g = self.string(n, "share")?;
+                    if g.is_empty() || g.contains(['/', '+', '#']) {
+                        self.error(
+                            n.pos,
+                            format!("`{g}` is not a valid shared-subscription group"),
+                            Some("a group name is one level: no `/`, `+` or `#`".into()),
+                        );
+                    }
+                    Some(g)
+                });
+                let no_local = self.opt_bool(&mut obj, "no_local", false);
+                if no_local && mqtt.version != MqttVersion::V5 {
+                    self.error(
+                        obj.pos,
+                        "`no_local` needs MQTT 5",
+                        Some(format!("set `version: 5` on connection `{connection}`")),
+                    );
+                }
+                SourceSpec::Mqtt(MqttSource {
+                    topics,
+                    qos,
+                    share,
+                    no_local,
+                })
+            }
+            ConnectionKind::Nats(_) => {
+                obj.what = "a NATS source";
+                let subject = self.required(&mut obj, "subject").and_then(|n| {
+                    let s = self.string(n, "subject")?;
+                    self.check(n.pos, names::nats_subscription(&s)).then_some(s)
+                });
+                let queue_group = self.opt_string(&mut obj, "queue");
+                SourceSpec::Nats(NatsSource {
+                    subject: subject.unwrap_or_default(),
+                    queue_group,
+                })
+            }
+        };
+        obj.finish(self);
+        Some(Source { connection, spec })
+    }
+
+    fn sink(&mut self, node: &Node, route: &str, connections: &BTreeMap<String, Connection>) -> Option<Sink> {
+        let mut obj = self.obj(node, "a sink (`to`)")?;
+        let (connection, c) = self.connection_ref(&mut obj, route, connections)?;
+        let spec = match &c.kind {
+            ConnectionKind::Mqtt(_) => {
+                obj.what = "an MQTT sink";
+                let topic = self.target(&mut obj, "topic", names::mqtt_topic);
+                let qos = self.qos(&mut obj, 0);
+                let retain = match obj.get("retain") {
+                    Some(n) => match self.choice(n, "`retain` setting", &["true", "false", "source"]) {
+                        Some("true") => Retain::Fixed(true),
+                        Some("source") => Retain::FromSource,
+                        _ => Retain::Fixed(false),
+                    },
+                    None => Retain::Fixed(false),
+                };
+                SinkSpec::Mqtt(MqttSink { topic, qos, retain })
+            }
+            ConnectionKind::Nats(_) => {
+                obj.what = "a NATS sink";
+                let subject = self.target(&mut obj, "subject", names::nats_subject);
+                SinkSpec::Nats(NatsSink { subject })
+            }
+        };
+        obj.finish(self);
+        Some(Sink { connection, spec })
+    }
+
+    /// A sink's `topic`/`subject`: `auto`, or a template. A template without `{{` is a plain
+    /// name and is checked against the protocol's rules right away.
+    fn target(
+        &mut self,
+        obj: &mut Obj,
+        key: &'static str,
+        rule: fn(&str) -> Result<(), names::Problem>,
+    ) -> Target {
+        let Some(node) = obj.get(key) else {
+            return Target::Auto;
+        };
+        let Some(text) = self.string(node, key) else {
+            return Target::Auto;
+        };
+        if text == "auto" {
+            return Target::Auto;
+        }
+        if let Err(message) = template::Template::compile(&text) {
+            self.error(
+                node.pos,
+                format!("template in `{key}` does not compile: {message}"),
+                Some("templates use {{ ... }}, e.g. `iot.{{ topic[1] }}.temperature`".into()),
+            );
+        } else if !text.contains("{{") && !text.contains("{%") {
+            self.check(node.pos, rule(&text));
+        }
+        Target::Template(text)
+    }
+}
+
+/// A URL with any password replaced, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, `2d`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let seconds = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        _ => return None,
+    };
+    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+}
+
+/// Bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, `K`/`M`/`G`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}

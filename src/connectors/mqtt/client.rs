@@ -1,0 +1,590 @@
+//! The two MQTT client crates behind one small surface.
+//!
+//! rumqttc-next (`mqtt5`, MQTT 5) and rumqttc-v4-next (`mqtt4`, MQTT 3.1.1) have nearly the same
+//! API but distinct types. Every call the connector makes goes through the enums here, one match
+//! arm per version. The MQTT 5-only parts (session expiry, no_local, retain-as-published, user
+//! properties <-> headers, the broker's limits in CONNACK) live in the `V5` arms. Nothing else in
+//! the connector names either crate.
+//!
+//! The settings below fix crate defaults that lose messages or bloat memory (DESIGN.md, "Measured
+//! facts about the chosen crates").
+
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use mqtt5::QoS;
+
+use crate::config::{self, MqttTransport, MqttVersion};
+use crate::message::Headers;
+
+/// Requests (publishes, subscribes, acks) the client queues before `publish` waits. The crates'
+/// default of 10 made mosquitto drop QoS 1 messages for a slow client (8 % lost).
+pub const REQUEST_CHANNEL_CAPACITY: usize = 4096;
+/// Requests the event loop takes per turn (the default is one).
+const MAX_REQUEST_BATCH: usize = 256;
+/// Outgoing QoS 1/2 publishes awaiting their ack. rumqttc-next otherwise preallocates 65,536
+/// slots (37 MB per connection).
+const OUTGOING_INFLIGHT: u16 = 100;
+/// The largest remaining length MQTT can encode (a four-byte variable integer).
+const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
+
+/// One subscription as sent to the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscription {
+    /// The filter as subscribed, `$share/GROUP/` included.
+    pub filter: String,
+    pub qos: u8,
+    /// MQTT 5: do not send back what this connection published. Ignored by MQTT 3.1.1.
+    pub no_local: bool,
+}
+
+/// A PUBLISH that arrived from the broker.
+pub struct Received {
+    pub topic: String,
+    pub payload: Bytes,
+    pub qos: u8,
+    pub retain: bool,
+    /// MQTT 5 user properties.
+    pub headers: Headers,
+    // Manual acks (at-least-once) go here: the version's `ManualAck` from `prepare_ack`.
+}
+
+/// What the CONNACK told us.
+pub struct ConnAck {
+    /// The broker kept our session, subscriptions included.
+    pub session_present: bool,
+    /// MQTT 5: the largest packet the broker accepts.
+    pub max_packet_size: Option<u32>,
+    /// MQTT 5: the broker refuses retained messages.
+    pub retain_available: bool,
+    /// MQTT 5: the broker resumed a session this process has no local state for (a restart with
+    /// `clean_start: false`). rumqttc-next then refuses anything that needs a new packet id
+    /// (QoS 1/2 publishes, SUBSCRIBE) until the broker starts a fresh session.
+    pub broker_only_resume: bool,
+}
+
+/// What one turn of the event loop produced, as far as the connector cares.
+pub enum Event {
+    ConnAck(ConnAck),
+    Publish(Received),
+    /// Our DISCONNECT went out (after a requested disconnect).
+    Disconnected,
+    Other,
+}
+
+/// Why a publish was not queued.
+pub enum PublishError {
+    /// The client refused the request itself (bad topic or properties).
+    Invalid,
+    /// The event loop is gone.
+    Closed,
+}
+
+/// A cheap, cloneable handle that queues requests on the connection's event loop.
+#[derive(Clone)]
+pub enum Client {
+    V5(mqtt5::AsyncClient),
+    V311(mqtt4::AsyncClient),
+}
+
+/// The connection's event loop: polling it drives the network, and after an error polling it
+/// again reconnects.
+pub enum EventLoop {
+    V5(Box<mqtt5::EventLoop>),
+    V311(Box<mqtt4::EventLoop>),
+}
+
+/// Builds the client and event loop `cfg` describes (no I/O yet).
+pub fn build(
+    name: &str,
+    cfg: &config::MqttConnection,
+    reconnect: &config::Reconnect,
+) -> anyhow::Result<(Client, EventLoop)> {
+    match cfg.version {
+        MqttVersion::V5 => build_v5(name, cfg, reconnect),
+        MqttVersion::V311 => build_v311(name, cfg, reconnect),
+    }
+}
+
+fn build_v5(
+    name: &str,
+    cfg: &config::MqttConnection,
+    reconnect: &config::Reconnect,
+) -> anyhow::Result<(Client, EventLoop)> {
+    use mqtt5::{Broker, MqttOptions, TlsConfiguration, Transport};
+
+    let id = cfg.client_id.clone();
+    let mut options = match cfg.transport {
+        MqttTransport::Tcp => MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port)),
+        MqttTransport::Tls => {
+            let mut options = MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port));
+            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
+            options.set_transport(Transport::tls_with_config(tls));
+            options
+        }
+        MqttTransport::Ws => MqttOptions::new(
+            id,
+            Broker::websocket(ws_url(cfg)?).map_err(|e| anyhow!("{e}"))?,
+        ),
+        MqttTransport::Wss => {
+            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
+            MqttOptions::websocket_with_tls_config(id, ws_url(cfg)?, tls)
+                .map_err(|e| anyhow!("{e}"))?
+        }
+    };
+    options
+        .set_keep_alive(keep_alive_secs(cfg.keep_alive))
+        .set_clean_start(cfg.clean_start)
+        // `Strict` loops forever on SessionStateMismatch after a restart with a kept session.
+        .set_broker_session_resume_policy(mqtt5::BrokerSessionResumePolicy::AllowBrokerOnly)
+        .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY)
+        .set_max_request_batch(MAX_REQUEST_BATCH)
+        .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT)
+        .set_connect_timeout(reconnect.connect_timeout);
+    // Session expiry first: it creates the CONNECT properties, and creating them resets the
+    // incoming size limit that `set_max_packet_size` sets (default 10 KiB).
+    options.set_session_expiry_interval(cfg.session_expiry.map(saturating_secs));
+    options.set_max_packet_size(Some(cfg.max_packet_size));
+    match (&cfg.username, &cfg.password) {
+        (Some(user), Some(password)) => {
+            options.set_credentials(user.clone(), Bytes::from(password.expose().to_owned()))
+        }
+        (Some(user), None) => options.set_username(user.clone()),
+        (None, Some(password)) => options.set_password(Bytes::from(password.expose().to_owned())),
+        (None, None) => &mut options,
+    };
+    if let Some(will) = &cfg.last_will {
+        options.set_last_will(mqtt5::LastWill::new(
+            &will.topic,
+            will.payload.as_bytes(),
+            qos(will.qos),
+            will.retain,
+            None,
+        ));
+    }
+    let mut network = mqtt5::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
+
+    let (client, eventloop) = mqtt5::AsyncClient::builder(options).try_build()?;
+    Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
+}
+
+fn build_v311(
+    name: &str,
+    cfg: &config::MqttConnection,
+    reconnect: &config::Reconnect,
+) -> anyhow::Result<(Client, EventLoop)> {
+    use mqtt4::{Broker, MqttOptions, TlsConfiguration, Transport};
+
+    let id = cfg.client_id.clone();
+    let mut options = match cfg.transport {
+        MqttTransport::Tcp => MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port)),
+        MqttTransport::Tls => {
+            let mut options = MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port));
+            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
+            options.set_transport(Transport::tls_with_config(tls));
+            options
+        }
+        MqttTransport::Ws => MqttOptions::new(
+            id,
+            Broker::websocket(ws_url(cfg)?).map_err(|e| anyhow!("{e}"))?,
+        ),
+        MqttTransport::Wss => {
+            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
+            MqttOptions::websocket_with_tls_config(id, ws_url(cfg)?, tls)
+                .map_err(|e| anyhow!("{e}"))?
+        }
+    };
+    options
+        .try_set_clean_session(cfg.clean_start)
+        .map_err(|e| anyhow!("{e}"))
+        .context("clean_start: false needs a client_id")?;
+    options
+        .set_keep_alive(keep_alive_secs(cfg.keep_alive))
+        .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY)
+        .set_max_request_batch(MAX_REQUEST_BATCH)
+        .set_inflight(OUTGOING_INFLIGHT)
+        // Both default to 10 KiB. MQTT 3.1.1 has no way to learn the broker's limit, so outgoing
+        // is only bounded by what MQTT can encode.
+        .set_max_packet_size(cfg.max_packet_size as usize, MQTT_MAX_REMAINING_LENGTH);
+    match (&cfg.username, &cfg.password) {
+        (Some(user), Some(password)) => {
+            options.set_credentials(user.clone(), Bytes::from(password.expose().to_owned()))
+        }
+        (Some(user), None) => options.set_username(user.clone()),
+        (None, Some(_)) => bail!("MQTT 3.1.1 cannot send a password without a username"),
+        (None, None) => &mut options,
+    };
+    if let Some(will) = &cfg.last_will {
+        options.set_last_will(mqtt4::LastWill::new(
+            &will.topic,
+            will.payload.as_bytes(),
+            qos(will.qos),
+            will.retain,
+        ));
+    }
+
+    let (client, mut eventloop) = mqtt4::AsyncClient::builder(options).try_build()?;
+    // MQTT 3.1.1 keeps these on the event loop; the connect timeout is in whole seconds.
+    let mut network = mqtt4::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    network.set_connection_timeout(reconnect.connect_timeout.as_secs_f64().ceil().max(1.0) as u64);
+    eventloop.set_network_options(network);
+    Ok((Client::V311(client), EventLoop::V311(Box::new(eventloop))))
+}
+
+fn ws_url(cfg: &config::MqttConnection) -> anyhow::Result<String> {
+    cfg.ws_url
+        .clone()
+        .with_context(|| format!("{}: a WebSocket connection needs its ws:// URL", cfg.url))
+}
+
+/// Whole seconds, rounded up so a sub-second keep-alive does not turn keep-alive off (0).
+fn keep_alive_secs(keep_alive: Duration) -> u16 {
+    if keep_alive.is_zero() {
+        return 0;
+    }
+    u16::try_from(keep_alive.as_secs_f64().ceil() as u64).unwrap_or(u16::MAX)
+}
+
+fn saturating_secs(duration: Duration) -> u32 {
+    u32::try_from(duration.as_secs()).unwrap_or(u32::MAX)
+}
+
+/// Both crates share mqttbytes-core's `QoS`. The config only allows 0, 1 and 2.
+fn qos(qos: u8) -> QoS {
+    match qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        _ => QoS::ExactlyOnce,
+    }
+}
+
+impl Client {
+    pub fn version(&self) -> MqttVersion {
+        match self {
+            Client::V5(_) => MqttVersion::V5,
+            Client::V311(_) => MqttVersion::V311,
+        }
+    }
+
+    /// Queues a PUBLISH; waits only while the request channel is full. `headers` become MQTT 5
+    /// user properties (MQTT 3.1.1 has nowhere to put them).
+    pub async fn publish(
+        &self,
+        topic: String,
+        payload: Bytes,
+        qos_level: u8,
+        retain: bool,
+        headers: &Headers,
+    ) -> Result<(), PublishError> {
+        // QoS 1/2 completion tracking comes later: `publish_tracked` returns a `PublishNotice`
+        // that resolves on PUBACK/PUBCOMP; return it from here and have the sink await it.
+        match self {
+            Client::V5(client) => {
+                let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
+                if !headers.is_empty() {
+                    options = options.properties(mqtt5::PublishProperties {
+                        user_properties: headers.clone(),
+                        ..Default::default()
+                    });
+                }
+                client
+                    .publish(topic, payload, options)
+                    .await
+                    .map_err(|e| match e {
+                        mqtt5::ClientError::InvalidRequest(_) => PublishError::Invalid,
+                        _ => PublishError::Closed,
+                    })
+            }
+            Client::V311(client) => {
+                let options = mqtt4::PublishOptions::new(qos(qos_level)).retain(retain);
+                client
+                    .publish(topic, payload, options)
+                    .await
+                    .map_err(|e| match e {
+                        mqtt4::ClientError::InvalidRequest(_) => PublishError::Invalid,
+                        _ => PublishError::Closed,
+                    })
+            }
+        }
+    }
+
+    /// Size of the PUBLISH packet `publish` would send, fixed header included.
+    pub fn publish_size(&self, topic: &str, payload: usize, qos: u8, headers: &Headers) -> usize {
+        let properties = match self {
+            Client::V5(_) => {
+                let len: usize = headers
+                    .iter()
+                    .map(|(k, v)| 1 + 2 + k.len() + 2 + v.len())
+                    .sum();
+                varint_len(len) + len
+            }
+            Client::V311(_) => 0,
+        };
+        let packet_id = if qos > 0 { 2 } else { 0 };
+        let remaining = 2 + topic.len() + packet_id + properties + payload;
+        1 + varint_len(remaining) + remaining
+    }
+
+    /// The largest remaining length MQTT can encode; larger packets are refused locally.
+    pub const MAX_REMAINING_LENGTH: usize = MQTT_MAX_REMAINING_LENGTH;
+
+    /// Queues one SUBSCRIBE for all of `subscriptions` without waiting (the caller is the task
+    /// that polls the event loop, so waiting on the channel could block it forever). The notice
+    /// resolves with the SUBACK.
+    pub fn subscribe(&self, subscriptions: &[Subscription]) -> anyhow::Result<SubscribeNotice> {
+        match self {
+            Client::V5(client) => {
+                let filters = subscriptions.iter().map(|s| {
+                    mqtt5::SubscribeFilterInput::new(s.filter.clone(), qos(s.qos))
+                        .no_local(s.no_local)
+                        // Keep the publisher's retain flag, so `retain: from_source` copies it
+                        // for live messages too (as MQTT 3.1.1 brokers and mosquitto bridges do).
+                        .preserve_retain(true)
+                });
+                let notice = client.try_subscribe_many_tracked(filters)?;
+                Ok(SubscribeNotice::V5(notice))
+            }
+            Client::V311(client) => {
+                let filters = subscriptions
+                    .iter()
+                    .map(|s| mqtt4::SubscribeFilterInput::new(s.filter.clone(), qos(s.qos)));
+                let notice = client.try_subscribe_many_tracked(filters)?;
+                Ok(SubscribeNotice::V311(notice))
+            }
+        }
+    }
+
+    /// Queues a DISCONNECT that first waits up to `drain` for in-flight QoS 1/2 publishes.
+    /// `false` when it could not be queued.
+    pub fn disconnect(&self, drain: Duration) -> bool {
+        match self {
+            Client::V5(client) => client.try_disconnect_with_timeout(drain).is_ok(),
+            Client::V311(client) => client.try_disconnect_with_timeout(drain).is_ok(),
+        }
+    }
+}
+
+fn varint_len(n: usize) -> usize {
+    match n {
+        0..=127 => 1,
+        128..=16_383 => 2,
+        16_384..=2_097_151 => 3,
+        _ => 4,
+    }
+}
+
+/// Resolves when the broker answered a SUBSCRIBE.
+pub enum SubscribeNotice {
+    V5(mqtt5::SubscribeNotice),
+    V311(mqtt4::SubscribeNotice),
+}
+
+impl SubscribeNotice {
+    /// Per subscription, in order: `None` when granted, or the broker's reason for refusing it.
+    /// `Err` when the SUBSCRIBE never got an answer (the connection dropped first).
+    pub async fn wait(self) -> Result<Vec<Option<String>>, String> {
+        match self {
+            SubscribeNotice::V5(notice) => {
+                let suback = notice.wait_async().await.map_err(|e| e.to_string())?;
+                Ok(suback
+                    .return_codes
+                    .into_iter()
+                    .map(|code| match code {
+                        mqtt5::SubscribeReasonCode::Success(_) => None,
+                        refused => Some(format!("{refused:?}")),
+                    })
+                    .collect())
+            }
+            SubscribeNotice::V311(notice) => {
+                let suback = notice.wait_async().await.map_err(|e| e.to_string())?;
+                Ok(suback
+                    .return_codes
+                    .into_iter()
+                    .map(|code| match code {
+                        mqtt4::SubscribeReasonCode::Success(_) => None,
+                        mqtt4::SubscribeReasonCode::Failure => Some("Failure".to_string()),
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+impl EventLoop {
+    /// Runs the event loop until it has something to report. After an error, the next call
+    /// reconnects.
+    pub async fn poll(&mut self) -> anyhow::Result<Event> {
+        match self {
+            EventLoop::V5(eventloop) => Ok(match eventloop.poll().await? {
+                mqtt5::Event::Incoming(mqtt5::Packet::Publish(publish)) => {
+                    Event::Publish(Received {
+                        topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                        payload: publish.payload,
+                        qos: publish.qos as u8,
+                        retain: publish.retain,
+                        headers: publish
+                            .properties
+                            .map(|p| p.user_properties)
+                            .unwrap_or_default(),
+                    })
+                }
+                mqtt5::Event::Incoming(mqtt5::Packet::ConnAck(connack)) => {
+                    let properties = connack.properties.as_ref();
+                    Event::ConnAck(ConnAck {
+                        session_present: connack.session_present,
+                        max_packet_size: properties.and_then(|p| p.max_packet_size),
+                        retain_available: properties.and_then(|p| p.retain_available) != Some(0),
+                        broker_only_resume: eventloop
+                            .diagnostics()
+                            .session
+                            .broker_only_session_resume,
+                    })
+                }
+                mqtt5::Event::Outgoing(mqtt5::Outgoing::Disconnect) => Event::Disconnected,
+                _ => Event::Other,
+            }),
+            EventLoop::V311(eventloop) => Ok(match eventloop.poll().await? {
+                mqtt4::Event::Incoming(mqtt4::Packet::Publish(publish)) => {
+                    Event::Publish(Received {
+                        topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                        payload: publish.payload,
+                        qos: publish.qos as u8,
+                        retain: publish.retain,
+                        headers: Headers::new(),
+                    })
+                }
+                mqtt4::Event::Incoming(mqtt4::Packet::ConnAck(connack)) => {
+                    Event::ConnAck(ConnAck {
+                        session_present: connack.session_present,
+                        max_packet_size: None,
+                        retain_available: true,
+                        broker_only_resume: false,
+                    })
+                }
+                mqtt4::Event::Outgoing(mqtt4::Outgoing::Disconnect) => Event::Disconnected,
+                _ => Event::Other,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{LastWill, Secret, Tls};
+
+    fn config(version: MqttVersion) -> config::MqttConnection {
+        config::MqttConnection {
+            url: "mqtt://127.0.0.1:1".into(),
+            transport: MqttTransport::Tcp,
+            host: "127.0.0.1".into(),
+            port: 1,
+            ws_url: None,
+            version,
+            client_id: "ferry-test".into(),
+            clean_start: false,
+            session_expiry: Some(Duration::from_secs(3600)),
+            keep_alive: Duration::from_millis(1500),
+            username: Some("user".into()),
+            password: Some(Secret("pw".into())),
+            tls: Tls::default(),
+            max_packet_size: 2 * 1024 * 1024,
+            last_will: Some(LastWill {
+                topic: "ferry/status".into(),
+                payload: "offline".into(),
+                qos: 1,
+                retain: true,
+            }),
+        }
+    }
+
+    #[test]
+    fn v5_options_fix_the_crate_defaults() {
+        let (_, eventloop) =
+            build("t", &config(MqttVersion::V5), &config::Reconnect::default()).unwrap();
+        let EventLoop::V5(eventloop) = eventloop else {
+            panic!("v5")
+        };
+        let options = &eventloop.options;
+        assert_eq!(
+            options.incoming_packet_size_limit(),
+            mqtt5::IncomingPacketSizeLimit::Bytes(2 * 1024 * 1024)
+        );
+        assert_eq!(options.max_packet_size(), Some(2 * 1024 * 1024));
+        assert_eq!(options.session_expiry_interval(), Some(3600));
+        assert_eq!(
+            options.get_outgoing_inflight_upper_limit(),
+            Some(OUTGOING_INFLIGHT)
+        );
+        assert_eq!(options.request_channel_capacity(), REQUEST_CHANNEL_CAPACITY);
+        assert_eq!(options.max_request_batch(), MAX_REQUEST_BATCH);
+        assert_eq!(
+            options.broker_session_resume_policy(),
+            mqtt5::BrokerSessionResumePolicy::AllowBrokerOnly
+        );
+        assert_eq!(options.keep_alive(), Duration::from_secs(2));
+        assert!(!options.clean_start());
+        assert_eq!(
+            options.connect_timeout(),
+            config::Reconnect::default().connect_timeout
+        );
+        assert!(options.last_will().is_some());
+        assert!(format!("{:?}", options.network_options()).contains("tcp_nodelay: true"));
+    }
+
+    #[test]
+    fn v311_options_fix_the_crate_defaults() {
+        let (_, eventloop) = build(
+            "t",
+            &config(MqttVersion::V311),
+            &config::Reconnect::default(),
+        )
+        .unwrap();
+        let EventLoop::V311(eventloop) = eventloop else {
+            panic!("v3.1.1")
+        };
+        assert_eq!(eventloop.mqtt_options.max_packet_size(), 2 * 1024 * 1024);
+        assert_eq!(eventloop.mqtt_options.inflight(), OUTGOING_INFLIGHT);
+        assert_eq!(
+            eventloop.mqtt_options.request_channel_capacity(),
+            REQUEST_CHANNEL_CAPACITY
+        );
+        assert_eq!(
+            eventloop.mqtt_options.max_request_batch(),
+            MAX_REQUEST_BATCH
+        );
+        assert!(!eventloop.mqtt_options.clean_session());
+        assert_eq!(eventloop.network_options().connection_timeout(), 10);
+        assert!(format!("{:?}", eventloop.network_options()).contains("tcp_nodelay: true"));
+    }
+
+    #[test]
+    fn publish_size_counts_headers_only_on_v5() {
+        let (v5, _) = build("t", &config(MqttVersion::V5), &config::Reconnect::default()).unwrap();
+        let (v4, _) = build(
+            "t",
+            &config(MqttVersion::V311),
+            &config::Reconnect::default(),
+        )
+        .unwrap();
+        let headers = vec![("k".to_string(), "vv".to_string())];
+        // 1 type + 1 length + (2 + 3 topic) + 2 packet id + 10 payload
+        assert_eq!(v4.publish_size("a/b", 10, 1, &headers), 19);
+        // + 1 properties length + (1 + 2 + 1 + 2 + 2) user property
+        assert_eq!(v5.publish_size("a/b", 10, 1, &headers), 28);
+        assert_eq!(v5.publish_size("a/b", 10, 0, &Vec::new()), 18);
+        assert_eq!(v4.publish_size("t", 200, 0, &headers), 1 + 2 + 3 + 200);
+    }
+
+    #[test]
+    fn keep_alive_rounds_up() {
+        assert_eq!(keep_alive_secs(Duration::ZERO), 0);
+        assert_eq!(keep_alive_secs(Duration::from_millis(200)), 1);
+        assert_eq!(keep_alive_secs(Duration::from_secs(60)), 60);
+        assert_eq!(keep_alive_secs(Duration::from_secs(1 << 20)), u16::MAX);
+    }
+}

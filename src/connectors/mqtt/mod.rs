@@ -1,0 +1,283 @@
+//! MQTT connector: one client (one client id) per `connections:` entry, shared by every route
+//! that reads from it or publishes through it. MQTT 3.1.1 and 5 both work.
+//!
+//! - [`client`] puts the two client crates (MQTT 5 and 3.1.1) behind one surface and sets the
+//!   options that matter for throughput and memory.
+//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to routes, back
+//!   off and reconnect, disconnect cleanly on close.
+//! - [`topic`] holds the pure topic and filter rules.
+//!
+//! Delivery today: incoming messages are acknowledged to the broker when they arrive (automatic
+//! acks), and a sink's `send` resolves once the publish is queued on the client. Manual acks and
+//! per-publish completion slot in where the comments in `event_loop::dispatch` and
+//! `Client::publish` say.
+
+mod client;
+mod event_loop;
+mod topic;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, ensure};
+
+use self::client::{Client, EventLoop, PublishError, Subscription};
+use self::event_loop::{RouteSource, Supervisor};
+use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
+use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
+use crate::message::Message;
+use crate::pipeline::queue::RouteInput;
+use crate::pipeline::status::{Backoff, ConnectionStatus};
+
+/// How long a sink waits for room when the client's request queue is full (the broker is not
+/// keeping up, or the connection is down) before it reports the connection unavailable.
+const PUBLISH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One MQTT connection, collecting the routes that use it until [`Connection::start`].
+pub struct MqttConnection {
+    name: Arc<str>,
+    config: config::MqttConnection,
+    reconnect: config::Reconnect,
+    status: ConnectionStatus,
+    /// Built in `new`, so sinks can hold the client before the connection starts; or why it
+    /// could not be built (reported by `add_source` / `add_sink`, which can fail).
+    built: Result<(Client, EventLoop), String>,
+    limits: Arc<BrokerLimits>,
+    routes: Vec<RouteSource>,
+    /// What this connection subscribes to, one entry per distinct filter.
+    subscriptions: Vec<Subscription>,
+}
+
+/// What the broker told us about itself (MQTT 5 CONNACK), for sinks to check before queuing a
+/// publish the broker would refuse: a refused packet costs the whole connection.
+#[derive(Debug, Default)]
+struct BrokerLimits {
+    /// The largest packet the broker accepts; 0 when it did not say.
+    max_packet_size: AtomicU32,
+    retain_unavailable: AtomicBool,
+    /// See `client::ConnAck::broker_only_resume`.
+    broker_only_resume: AtomicBool,
+}
+
+impl MqttConnection {
+    pub fn new(
+        name: &str,
+        config: config::MqttConnection,
+        reconnect: config::Reconnect,
+        status: ConnectionStatus,
+    ) -> Self {
+        let built = client::build(name, &config, &reconnect).map_err(|e| format!("{e:#}"));
+        MqttConnection {
+            name: name.into(),
+            config,
+            reconnect,
+            status,
+            built,
+            limits: Arc::default(),
+            routes: Vec::new(),
+            subscriptions: Vec::new(),
+        }
+    }
+
+    fn client(&self) -> anyhow::Result<&Client> {
+        match &self.built {
+            Ok((client, _)) => Ok(client),
+            Err(error) => Err(anyhow!("connection {}: {error}", self.name)),
+        }
+    }
+
+    /// Adds `subscription`, or merges it into the one with the same filter: one MQTT
+    /// subscription per filter, at the highest QoS any route asked for, no_local only if every
+    /// route asked for it.
+    fn subscribe(&mut self, subscription: Subscription) {
+        match self
+            .subscriptions
+            .iter_mut()
+            .find(|s| s.filter == subscription.filter)
+        {
+            Some(existing) => {
+                existing.qos = existing.qos.max(subscription.qos);
+                existing.no_local &= subscription.no_local;
+            }
+            None => self.subscriptions.push(subscription),
+        }
+    }
+}
+
+impl Connection for MqttConnection {
+    fn add_source(
+        &mut self,
+        route: &str,
+        source: &SourceSpec,
+        input: RouteInput,
+    ) -> anyhow::Result<()> {
+        let SourceSpec::Mqtt(source) = source else {
+            bail!(
+                "route {route}: connection {} is MQTT, but the source is not",
+                self.name
+            );
+        };
+        self.client()?;
+        ensure!(source.qos <= 2, "route {route}: qos must be 0, 1 or 2");
+        // MQTT 5 forbids no_local on a shared subscription [MQTT-3.8.3-4].
+        let no_local = source.no_local && source.share.is_none();
+        if source.no_local && source.share.is_some() {
+            tracing::warn!(
+                route,
+                "no_local does not apply to shared subscriptions; ignored"
+            );
+        }
+        let mut filters = Vec::new();
+        for subscribed in source.subscriptions() {
+            let filter = topic::strip_share(&subscribed);
+            if let Some(why) = topic::filter_error(filter) {
+                bail!("route {route}: topic filter {filter:?} is not valid: {why}");
+            }
+            filters.push(filter.to_string());
+            self.subscribe(Subscription {
+                filter: subscribed,
+                qos: source.qos,
+                no_local,
+            });
+        }
+        self.routes.push(RouteSource { input, filters });
+        Ok(())
+    }
+
+    fn add_sink(&mut self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        let SinkSpec::Mqtt(sink) = sink else {
+            bail!("connection {} is MQTT, but the sink is not", self.name);
+        };
+        ensure!(
+            sink.qos <= 2,
+            "connection {}: qos must be 0, 1 or 2",
+            self.name
+        );
+        Ok(Arc::new(MqttSink {
+            connection: self.name.clone(),
+            client: self.client()?.clone(),
+            qos: sink.qos,
+            retain: sink.retain,
+            limits: self.limits.clone(),
+        }))
+    }
+
+    fn start(self: Box<Self>, runtime: &Runtime) {
+        let this = *self;
+        let (client, eventloop) = match this.built {
+            Ok(built) => built,
+            Err(error) => {
+                // add_source / add_sink already failed with this, so no route uses us.
+                tracing::error!(connection = %this.name, "not started: {error}");
+                return;
+            }
+        };
+        let supervisor = Supervisor {
+            name: this.name,
+            url: this.config.url,
+            client,
+            eventloop,
+            status: this.status,
+            backoff: Backoff::new(&this.reconnect),
+            subscriptions: this.subscriptions,
+            limits: this.limits,
+        };
+        supervisor.spawn(this.routes, runtime);
+    }
+}
+
+/// Publishes a route's messages through its connection's client.
+struct MqttSink {
+    connection: Arc<str>,
+    client: Client,
+    qos: u8,
+    retain: Retain,
+    limits: Arc<BrokerLimits>,
+}
+
+impl Sink for MqttSink {
+    fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(self.publish(message))
+    }
+}
+
+impl MqttSink {
+    async fn publish(&self, message: &Message) -> Result<(), SinkError> {
+        let retain = match self.retain {
+            Retain::Fixed(retain) => retain,
+            Retain::FromSource => message.retain,
+        };
+        self.check(message, retain)?;
+        let publish = self.client.publish(
+            message.subject.clone(),
+            message.payload.clone(),
+            self.qos,
+            retain,
+            &message.headers,
+        );
+        match tokio::time::timeout(PUBLISH_QUEUE_TIMEOUT, publish).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(PublishError::Invalid)) => Err(SinkError::Rejected(format!(
+                "connection {}: the MQTT client refused to publish to {:?}",
+                self.connection, message.subject
+            ))),
+            Ok(Err(PublishError::Closed)) => Err(SinkError::Unavailable(format!(
+                "connection {} is closed",
+                self.connection
+            ))),
+            Err(_) => Err(SinkError::Unavailable(format!(
+                "connection {}: {} publishes are already waiting for the broker (connection down \
+                 or broker too slow)",
+                self.connection,
+                client::REQUEST_CHANNEL_CAPACITY
+            ))),
+        }
+    }
+
+    /// Refuses, before queuing it, what the broker or the client would refuse: the client
+    /// drops a connection over a packet that is too large.
+    fn check(&self, message: &Message, retain: bool) -> Result<(), SinkError> {
+        let topic = &message.subject;
+        if let Some(why) = topic::publish_topic_error(topic) {
+            return Err(SinkError::Rejected(format!(
+                "connection {}: cannot publish to MQTT topic {topic:?}: {why}",
+                self.connection
+            )));
+        }
+        let size =
+            self.client
+                .publish_size(topic, message.payload.len(), self.qos, &message.headers);
+        let broker_max = self.limits.max_packet_size.load(Ordering::Relaxed) as usize;
+        let remaining = size - 2; // at least 1 type byte + 1 length byte
+        if remaining > Client::MAX_REMAINING_LENGTH || (broker_max > 0 && size > broker_max) {
+            let limit = if broker_max > 0 {
+                broker_max
+            } else {
+                Client::MAX_REMAINING_LENGTH
+            };
+            return Err(SinkError::Rejected(format!(
+                "connection {}: message to {topic:?} is {size} bytes as an MQTT packet; the \
+                 broker accepts at most {limit}",
+                self.connection
+            )));
+        }
+        if retain && self.limits.retain_unavailable.load(Ordering::Relaxed) {
+            return Err(SinkError::Rejected(format!(
+                "connection {}: the broker does not accept retained messages (retain: true)",
+                self.connection
+            )));
+        }
+        if self.qos > 0
+            && self.client.version() == MqttVersion::V5
+            && self.limits.broker_only_resume.load(Ordering::Relaxed)
+        {
+            return Err(SinkError::Unavailable(format!(
+                "connection {}: QoS {} publishes are refused while the connection continues a \
+                 broker session this process has no state for (see the warning at connect)",
+                self.connection, self.qos
+            )));
+        }
+        Ok(())
+    }
+}

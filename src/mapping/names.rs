@@ -1,0 +1,128 @@
+//! The rules for MQTT topics and filters and NATS subjects. Each check returns what is wrong
+//! and what would be right, for configuration errors and dead-letter reasons alike.
+
+/// A problem with a name: (what is wrong, hint).
+pub type Problem = (String, String);
+
+/// An MQTT topic filter (may contain `+` and `#`).
+pub fn mqtt_filter(filter: &str) -> Result<(), Problem> {
+    if filter.is_empty() {
+        return Err(("an MQTT topic filter cannot be empty".into(), "use `#` for every topic".into()));
+    }
+    common_mqtt(filter)?;
+    let levels: Vec<&str> = filter.split('/').collect();
+    for (i, level) in levels.iter().enumerate() {
+        if level.contains('#') && (*level != "#" || i != levels.len() - 1) {
+            return Err((
+                format!("`#` must be the last level of an MQTT topic filter, alone: `{filter}`"),
+                "write it as the whole last level, e.g. `sensors/#`".into(),
+            ));
+        }
+        if level.contains('+') && *level != "+" {
+            return Err((
+                format!("`+` must stand alone in its level of an MQTT topic filter: `{filter}`"),
+                "write it as a whole level, e.g. `sensors/+/temp`".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// An MQTT topic to publish to (no wildcards).
+pub fn mqtt_topic(topic: &str) -> Result<(), Problem> {
+    if topic.is_empty() {
+        return Err(("an MQTT topic cannot be empty".into(), "give the topic a name".into()));
+    }
+    common_mqtt(topic)?;
+    if topic.contains(['+', '#']) {
+        return Err((
+            format!("an MQTT topic to publish to cannot contain `+` or `#`: `{topic}`"),
+            "wildcards belong in filters (sources), not in topics (sinks)".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn common_mqtt(name: &str) -> Result<(), Problem> {
+    if name.len() > 65_535 {
+        return Err(("an MQTT topic is longer than 65535 bytes".into(), "shorten it".into()));
+    }
+    if name.contains('\0') {
+        return Err(("an MQTT topic cannot contain a NUL character".into(), "remove it".into()));
+    }
+    Ok(())
+}
+
+/// A NATS subject to subscribe to (may contain `*` and `>`).
+pub fn nats_subscription(subject: &str) -> Result<(), Problem> {
+    nats(subject, true)
+}
+
+/// A NATS subject to publish to (no wildcards).
+pub fn nats_subject(subject: &str) -> Result<(), Problem> {
+    nats(subject, false)
+}
+
+fn nats(subject: &str, wildcards: bool) -> Result<(), Problem> {
+    if subject.is_empty() {
+        return Err(("a NATS subject cannot be empty".into(), "give it a name, e.g. `iot.>`".into()));
+    }
+    if subject.chars().any(char::is_whitespace) {
+        return Err((
+            format!("NATS subject `{subject}` contains whitespace"),
+            "NATS subjects cannot hold spaces or tabs; use `_` or `-`, or split into tokens with `.`".into(),
+        ));
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err((
+                format!("NATS subject `{subject}` has an empty token"),
+                "remove the leading, trailing or doubled `.`".into(),
+            ));
+        }
+        let wild = token.contains(['*', '>']);
+        if wild && !wildcards {
+            return Err((
+                format!("a NATS subject to publish to cannot contain `*` or `>`: `{subject}`"),
+                "wildcards belong in sources, not in sinks".into(),
+            ));
+        }
+        if wild && (token.len() > 1 || (*token == ">" && i != tokens.len() - 1)) {
+            return Err((
+                format!("NATS wildcard misplaced in `{subject}`"),
+                "`*` must be a whole token, and `>` the whole last token, e.g. `iot.*.temp`, `iot.>`".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mqtt_rules() {
+        for ok in ["#", "a/#", "+", "a/+/b", "$SYS/#", "a//b", "/a", "a.b/$x"] {
+            mqtt_filter(ok).unwrap();
+        }
+        for bad in ["", "a/#/b", "a#", "a/b+", "#/a"] {
+            assert!(mqtt_filter(bad).is_err(), "{bad}");
+        }
+        assert!(mqtt_topic("a/+").is_err());
+        mqtt_topic("a/b.c").unwrap();
+    }
+
+    #[test]
+    fn nats_rules() {
+        for ok in ["a", "a.b", "a.*.c", "a.>", ">", "a.b//c", "/./"] {
+            nats_subscription(ok).unwrap();
+        }
+        for bad in ["", "a b", "a..b", ".a", "a.", "a.>.b", "a.b*"] {
+            assert!(nats_subscription(bad).is_err(), "{bad}");
+        }
+        assert!(nats_subject("a.*").is_err());
+        assert!(nats_subject("a\tb").unwrap_err().0.contains("whitespace"));
+    }
+}
