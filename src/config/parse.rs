@@ -62,6 +62,12 @@ impl<'n> Obj<'n> {
         self.entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
     }
 
+    /// At the top level, `x-...` keys are free for the user (YAML anchors to merge elsewhere),
+    /// as in docker-compose files.
+    fn allows_extension(&self, key: &str) -> bool {
+        self.what == "the configuration" && key.starts_with("x-")
+    }
+
     fn has(&self, key: &str) -> bool {
         self.entries.iter().any(|(k, _)| k.name == key)
     }
@@ -69,7 +75,7 @@ impl<'n> Obj<'n> {
     /// Reports every key nobody asked for.
     fn finish(self, d: &mut Decoder) {
         for (key, _) in self.entries {
-            if self.known.contains(&key.name.as_str()) {
+            if self.known.contains(&key.name.as_str()) || self.allows_extension(&key.name) {
                 continue;
             }
             let hint = match did_you_mean(&key.name, self.known.iter().copied()) {
@@ -277,19 +283,22 @@ impl<'a> Decoder<'a> {
         let shutdown_timeout = self.duration(&mut top, "shutdown_timeout", Duration::from_secs(10));
         let mut connections = BTreeMap::new();
         match top.get("connections") {
-            Some(node) => {
-                if let Some(mut map) = self.obj(node, "`connections`") {
-                    for (key, value) in map.entries {
-                        if let Some(c) = self.connection(key, value) {
-                            connections.insert(key.name.clone(), c);
-                        }
+            // Every key of `connections` is a name the user chose: none is unknown.
+            Some(Node {
+                value: Value::Map(entries),
+                ..
+            }) => {
+                for (key, value) in entries {
+                    if let Some(c) = self.connection(key, value) {
+                        connections.insert(key.name.clone(), c);
                     }
-                    // Every key is a connection name.
-                    map.known = map.entries.iter().map(|_| "").collect();
-                    map.entries = &[];
-                    map.finish(self);
                 }
             }
+            Some(other) => self.error(
+                other.pos,
+                format!("`connections` must be a mapping, found {}", other.value.kind()),
+                Some("name each connection: `plant: {mqtt: {url: ...}}`".into()),
+            ),
             None => self.error(
                 root.pos,
                 "the configuration has no `connections:`",
@@ -906,4 +915,124 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup() -> Lookup<'static> {
+        Lookup {
+            var: &|n| (n == "NATS_URL").then(|| "nats://127.0.0.1:4222".to_string()),
+            file: &|_| Ok("s3cret\n".to_string()),
+        }
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match parse(text, "b.yaml", &lookup()) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    const GOOD: &str = r#"
+defaults: &mqtt_defaults
+  version: "3.1.1"
+  keep_alive: 15s
+connections:
+  plant:
+    mqtt:
+      <<: *mqtt_defaults
+      url: mqtt://user@broker:1884
+      password: ${file:/run/secret}
+  core:
+    nats: { url: "${NATS_URL}", name: ferry }
+routes:
+  - name: telemetry
+    from: { connection: plant, topics: ["sensors/+/temp", "x/#"], qos: 1, share: g }
+    filter: '.value != null'
+    transform: '{celsius: .value}'
+    to:
+      - { connection: core, subject: "iot.{{ topic[1] }}.temperature" }
+      - { connection: plant, topic: "copy/{{ topic }}", retain: source }
+    queue: { max_messages: 5, max_bytes: 1MiB, when_full: drop_oldest }
+  - name: back
+    from: { connection: core, subject: "cmd.>", queue: workers }
+    to: { connection: plant }
+"#;
+
+    #[test]
+    fn anchors_live_under_x_keys() {
+        let text = GOOD.replace("defaults: &mqtt_defaults", "x-defaults: &mqtt_defaults");
+        let config = parse(&text, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else { panic!() };
+        assert_eq!(m.version, MqttVersion::V311, "merged from the anchor");
+        let err = parse(GOOD, "b.yaml", &lookup()).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert!(err.errors[0].message.contains("unknown key `defaults`"), "{err}");
+    }
+
+    #[test]
+    fn decodes_every_field() {
+        let text = GOOD.replace("defaults: &mqtt_defaults\n  version: \"3.1.1\"\n  keep_alive: 15s\n", "");
+        let text = text.replace("      <<: *mqtt_defaults\n", "      version: \"3.1.1\"\n      keep_alive: 15s\n");
+        let config = parse(&text, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else { panic!() };
+        assert_eq!(m.version, MqttVersion::V311);
+        assert_eq!(m.port, 1884);
+        assert_eq!(m.username.as_deref(), Some("user"));
+        assert_eq!(m.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(m.keep_alive, Duration::from_secs(15));
+        assert_eq!(m.client_id, "ferry-plant");
+        let ConnectionKind::Nats(n) = &config.connections["core"].kind else { panic!() };
+        assert_eq!(n.urls, vec!["nats://127.0.0.1:4222"]);
+        let r = &config.routes[0];
+        let SourceSpec::Mqtt(s) = &r.from.spec else { panic!() };
+        assert_eq!(s.subscriptions(), vec!["$share/g/sensors/+/temp", "$share/g/x/#"]);
+        assert_eq!(r.to.len(), 2);
+        assert_eq!(r.queue.when_full, WhenFull::DropOldest);
+        assert_eq!(r.queue.max_bytes, 1 << 20);
+        let SinkSpec::Mqtt(sink) = &config.routes[1].to[0].spec else { panic!() };
+        assert_eq!(sink.topic, Target::Auto);
+        assert!(!format!("{config:?}").contains("s3cret"), "secrets stay out of Debug");
+    }
+
+    #[test]
+    fn reports_every_error_with_its_position() {
+        let lines = errors(
+            "connections:\n  core:\n    nats: { url: nats://x:4222 }\nroutes:\n  - name: r\n    from: { connection: core, subject: \"a b\" }\n    to: { connection: nope, subject: x }\n    filter: '.a =='\n",
+        );
+        let text = lines.join("\n");
+        assert!(text.contains("b.yaml:6:40: error: NATS subject `a b` contains whitespace"), "{text}");
+        assert!(text.contains("b.yaml:7:23: error: route `r` names connection `nope`, which is not defined"), "{text}");
+        assert!(text.contains("error: jq expression in `filter` does not compile"), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_suggest() {
+        let text = errors("connections:\n  c:\n    nats: { url: nats://x, nmae: a }\nroutes: []\n").join("\n");
+        assert!(text.contains("b.yaml:3:28: error: unknown key `nmae` in a NATS connection"), "{text}");
+        assert!(text.contains("hint: did you mean `name`?"), "{text}");
+    }
+
+    #[test]
+    fn missing_variables_and_bad_values() {
+        let text = errors(
+            "connections:\n  m:\n    mqtt: { url: \"${NOPE}\", version: 4.5, keep_alive: soon }\nroutes: []\n",
+        )
+        .join("\n");
+        assert!(text.contains("environment variable `NOPE` is not set"), "{text}");
+        assert!(text.contains("MQTT version `4.5` is not supported"), "{text}");
+        assert!(text.contains("`keep_alive` is not a duration"), "{text}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("lots"), None);
+    }
 }

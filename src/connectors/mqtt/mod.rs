@@ -15,6 +15,8 @@
 mod client;
 mod event_loop;
 mod topic;
+#[cfg(test)]
+mod smoke;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
