@@ -34,13 +34,15 @@ pub fn interpolate(raw: &str, lookup: &Lookup) -> Result<String, Failure> {
             out.push('$');
             rest = stripped;
         } else if let Some(body) = after.strip_prefix('{') {
-            let Some(end) = body.find('}') else {
+            let Some(end) = closing_brace(body) else {
                 return Err((
                     "unterminated `${` in a value".into(),
                     "close it with `}`, or write `$$` for a literal `$`".into(),
                 ));
             };
-            out.push_str(&expand(&body[..end], lookup)?);
+            // `${file:${CREDENTIALS_DIRECTORY}/x}`: references inside are expanded first.
+            let inner = interpolate(&body[..end], lookup)?;
+            out.push_str(&expand(&inner, lookup)?);
             rest = &body[end + 1..];
         } else {
             out.push('$');
@@ -49,6 +51,20 @@ pub fn interpolate(raw: &str, lookup: &Lookup) -> Result<String, Failure> {
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// The index of the `}` that closes a `${` whose body starts `body`.
+fn closing_brace(body: &str) -> Option<usize> {
+    let mut depth = 0;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return Some(i),
+            '}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
 }
 
 fn expand(expr: &str, lookup: &Lookup) -> Result<String, Failure> {
@@ -105,5 +121,6 @@ mod tests {
         assert!(interpolate("${MISSING}", &lookup).unwrap_err().0.contains("MISSING"));
         assert!(interpolate("${file:/x}", &lookup).is_err());
         assert!(interpolate("${OPEN", &lookup).is_err());
+        assert_eq!(interpolate("${file:${DIR:-}/s}", &lookup).unwrap(), "hunter2");
     }
 }

@@ -117,7 +117,7 @@ impl Supervisor {
                     connected = false;
                     suback = None;
                     let delay = self.backoff.next_delay();
-                    self.status.down(&format!("{error:#}"), delay);
+                    self.status.down(&error, delay);
                     tokio::select! {
                         _ = runtime.close.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
