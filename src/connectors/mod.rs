@@ -47,8 +47,11 @@ pub trait Sink: Send + Sync {
 /// What a started connection needs from the daemon.
 #[derive(Clone)]
 pub struct Runtime {
-    /// Every spawned task goes here, so shutdown can wait for them.
+    /// Every connection task goes here, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Tasks that only feed route queues. Shutdown waits for them (after `stop_sources`) before
+    /// it closes the queues, so what a source already received still gets delivered.
+    pub sources: TaskTracker,
     /// Cancelled when the sources must stop reading (shutdown step one).
     pub stop_sources: CancellationToken,
     /// Cancelled when the connection must close (shutdown step two, after the queues drained).

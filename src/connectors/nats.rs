@@ -92,7 +92,10 @@ impl NatsConnection {
             // Messages wait here while a route's queue is full (`when_full: block`); past this
             // the server would see a slow consumer.
             .subscription_capacity(64 * 1024)
-            .client_capacity(16 * 1024)
+            // Outgoing messages waiting for the socket. Small: while the server is slow or
+            // away, the route's own bounded queue is where messages wait, so memory stays
+            // bounded by the route's `queue` settings.
+            .client_capacity(1024)
             .reconnect_delay_callback(move |attempt| {
                 reconnect_delay(&reconnect, attempt.saturating_sub(1) as u32)
             })
@@ -166,7 +169,7 @@ impl NatsConnection {
                 None => client.subscribe(source.subject.clone()).await,
             }
             .with_context(|| format!("connection {}: cannot subscribe to {}", self.name, source.subject))?;
-            runtime.tasks.spawn(feed(
+            runtime.sources.spawn(feed(
                 self.name.clone(),
                 subscriber,
                 source.input.clone(),
@@ -217,11 +220,20 @@ impl NatsConnection {
     }
 }
 
-/// Moves one subscription's messages into its route's queue until the sources stop.
+/// Moves one subscription's messages into its route's queue. When the sources stop, it
+/// unsubscribes and still hands over what the client had already received, so a shutdown does
+/// not drop messages that were in ferry's hands.
 async fn feed(origin: Arc<str>, mut subscriber: Subscriber, input: RouteInput, stop: tokio_util::sync::CancellationToken) {
+    let mut draining = false;
     loop {
         let message = tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                if subscriber.drain().await.is_err() {
+                    break;
+                }
+                continue;
+            }
             m = subscriber.next() => match m { Some(m) => m, None => break },
         };
         let mut m = Message::new(origin.clone(), message.subject.to_string(), message.payload);
@@ -237,7 +249,6 @@ async fn feed(origin: Arc<str>, mut subscriber: Subscriber, input: RouteInput, s
             break;
         }
     }
-    let _ = subscriber.unsubscribe().await;
 }
 
 struct NatsSink {

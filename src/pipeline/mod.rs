@@ -38,6 +38,7 @@ impl Pipeline {
         connectors::tls::install_crypto_provider();
         let runtime = Runtime {
             tasks: TaskTracker::new(),
+            sources: TaskTracker::new(),
             stop_sources: CancellationToken::new(),
             close: CancellationToken::new(),
         };
@@ -146,11 +147,16 @@ impl Pipeline {
 
     async fn shutdown(self) {
         tracing::info!("shutting down: sources stop, queued messages drain (up to {:?})", self.shutdown_timeout);
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         self.runtime.stop_sources.cancel();
+        // Sources hand over what they already received; a queue that stays full past the
+        // deadline (a sink that never comes back) must not hold shutdown up forever.
+        self.runtime.sources.close();
+        let _ = tokio::time::timeout_at(deadline, self.runtime.sources.wait()).await;
         for q in &self.queues {
             q.close();
         }
-        if tokio::time::timeout(self.shutdown_timeout, self.workers.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.workers.wait()).await.is_err() {
             let left: usize = self.queues.iter().map(|q| q.len()).sum();
             tracing::warn!("shutdown timeout passed with {left} message(s) undelivered; giving up on them");
             self.abandon.cancel();

@@ -47,6 +47,9 @@ pub struct Received {
     pub retain: bool,
     /// MQTT 5 user properties.
     pub headers: Headers,
+    /// MQTT 5: the identifiers of the subscriptions this copy was delivered for (see
+    /// [`Client::subscribe`]); empty on MQTT 3.1.1.
+    pub subscription_ids: Vec<usize>,
     // Manual acks (at-least-once) go here: the version's `ManualAck` from `prepare_ack`.
 }
 
@@ -62,6 +65,8 @@ pub struct ConnAck {
     /// `clean_start: false`). rumqttc-next then refuses anything that needs a new packet id
     /// (QoS 1/2 publishes, SUBSCRIBE) until the broker starts a fresh session.
     pub broker_only_resume: bool,
+    /// MQTT 5: the broker supports subscription identifiers.
+    pub subscription_ids_available: bool,
 }
 
 /// What one turn of the event loop produced, as far as the connector cares.
@@ -332,28 +337,53 @@ impl Client {
     /// The largest remaining length MQTT can encode; larger packets are refused locally.
     pub const MAX_REMAINING_LENGTH: usize = MQTT_MAX_REMAINING_LENGTH;
 
-    /// Queues one SUBSCRIBE for all of `subscriptions` without waiting (the caller is the task
-    /// that polls the event loop, so waiting on the channel could block it forever). The notice
-    /// resolves with the SUBACK.
-    pub fn subscribe(&self, subscriptions: &[Subscription]) -> anyhow::Result<SubscribeNotice> {
+    /// Subscribes to all of `subscriptions` without waiting (the caller is the task that polls
+    /// the event loop: waiting on the request channel could block it for good). The returned
+    /// [`SubAcks`] resolve once the broker answered.
+    ///
+    /// With `identify` (MQTT 5, when the broker supports it), each filter gets its own SUBSCRIBE
+    /// carrying the subscription identifier `index + 1`. A broker may send one copy of a message
+    /// per matching subscription (mosquitto does, on MQTT 5); the identifiers in each copy tell
+    /// which subscriptions it is for, so each route takes exactly one copy.
+    pub fn subscribe(
+        &self,
+        subscriptions: &[Subscription],
+        identify: bool,
+    ) -> anyhow::Result<SubAcks> {
         match self {
             Client::V5(client) => {
-                let filters = subscriptions.iter().map(|s| {
+                let filter = |s: &Subscription| {
                     mqtt5::SubscribeFilterInput::new(s.filter.clone(), qos(s.qos))
                         .no_local(s.no_local)
                         // Keep the publisher's retain flag, so `retain: from_source` copies it
-                        // for live messages too (as MQTT 3.1.1 brokers and mosquitto bridges do).
+                        // for live messages too (as mosquitto bridges do).
                         .preserve_retain(true)
-                });
-                let notice = client.try_subscribe_many_tracked(filters)?;
-                Ok(SubscribeNotice::V5(notice))
+                };
+                if !identify {
+                    let notice =
+                        client.try_subscribe_many_tracked(subscriptions.iter().map(filter))?;
+                    return Ok(SubAcks(vec![SubscribeNotice::V5(notice)]));
+                }
+                let mut notices = Vec::with_capacity(subscriptions.len());
+                for (index, subscription) in subscriptions.iter().enumerate() {
+                    let properties = mqtt5::SubscribeProperties {
+                        id: Some(index + 1),
+                        user_properties: Vec::new(),
+                    };
+                    let notice = client.try_subscribe_many_with_properties_tracked(
+                        [filter(subscription)],
+                        properties,
+                    )?;
+                    notices.push(SubscribeNotice::V5(notice));
+                }
+                Ok(SubAcks(notices))
             }
             Client::V311(client) => {
                 let filters = subscriptions
                     .iter()
                     .map(|s| mqtt4::SubscribeFilterInput::new(s.filter.clone(), qos(s.qos)));
                 let notice = client.try_subscribe_many_tracked(filters)?;
-                Ok(SubscribeNotice::V311(notice))
+                Ok(SubAcks(vec![SubscribeNotice::V311(notice)]))
             }
         }
     }
@@ -377,16 +407,29 @@ fn varint_len(n: usize) -> usize {
     }
 }
 
-/// Resolves when the broker answered a SUBSCRIBE.
-pub enum SubscribeNotice {
+/// The pending answers to the SUBSCRIBE packets [`Client::subscribe`] sent.
+pub struct SubAcks(Vec<SubscribeNotice>);
+
+impl SubAcks {
+    /// Per subscription, in order: `None` when granted, or the broker's reason for refusing it.
+    /// `Err` when a SUBSCRIBE never got an answer (the connection dropped first).
+    pub async fn wait(self) -> Result<Vec<Option<String>>, String> {
+        let mut codes = Vec::new();
+        for notice in self.0 {
+            codes.extend(notice.wait().await?);
+        }
+        Ok(codes)
+    }
+}
+
+/// Resolves when the broker answered one SUBSCRIBE.
+enum SubscribeNotice {
     V5(mqtt5::SubscribeNotice),
     V311(mqtt4::SubscribeNotice),
 }
 
 impl SubscribeNotice {
-    /// Per subscription, in order: `None` when granted, or the broker's reason for refusing it.
-    /// `Err` when the SUBSCRIBE never got an answer (the connection dropped first).
-    pub async fn wait(self) -> Result<Vec<Option<String>>, String> {
+    async fn wait(self) -> Result<Vec<Option<String>>, String> {
         match self {
             SubscribeNotice::V5(notice) => {
                 let suback = notice.wait_async().await.map_err(|e| e.to_string())?;
@@ -415,33 +458,52 @@ impl SubscribeNotice {
 }
 
 impl EventLoop {
+    /// Requests still on their way to the broker: queued on the client, waiting for a
+    /// retransmission, or published at QoS 1/2 and not yet acknowledged. Scans the client's
+    /// state: for shutdown, not for the hot path.
+    pub fn unsent(&self) -> usize {
+        match self {
+            EventLoop::V5(eventloop) => {
+                let d = eventloop.diagnostics();
+                d.queues.requests_rx_len + d.queues.pending_len + usize::from(d.outbound.inflight)
+            }
+            EventLoop::V311(eventloop) => {
+                let d = eventloop.diagnostics();
+                d.queues.requests_rx_len + d.queues.pending_len + usize::from(d.outbound.inflight)
+            }
+        }
+    }
+
     /// Runs the event loop until it has something to report. After an error, the next call
     /// reconnects.
     pub async fn poll(&mut self) -> anyhow::Result<Event> {
         match self {
             EventLoop::V5(eventloop) => Ok(match eventloop.poll().await? {
                 mqtt5::Event::Incoming(mqtt5::Packet::Publish(publish)) => {
+                    let (headers, subscription_ids) = match publish.properties {
+                        Some(p) => (p.user_properties, p.subscription_identifiers),
+                        None => Default::default(),
+                    };
                     Event::Publish(Received {
                         topic: String::from_utf8_lossy(&publish.topic).into_owned(),
                         payload: publish.payload,
                         qos: publish.qos as u8,
                         retain: publish.retain,
-                        headers: publish
-                            .properties
-                            .map(|p| p.user_properties)
-                            .unwrap_or_default(),
+                        headers,
+                        subscription_ids,
                     })
                 }
                 mqtt5::Event::Incoming(mqtt5::Packet::ConnAck(connack)) => {
                     let properties = connack.properties.as_ref();
+                    let diagnostics = eventloop.diagnostics();
                     Event::ConnAck(ConnAck {
                         session_present: connack.session_present,
                         max_packet_size: properties.and_then(|p| p.max_packet_size),
                         retain_available: properties.and_then(|p| p.retain_available) != Some(0),
-                        broker_only_resume: eventloop
-                            .diagnostics()
-                            .session
-                            .broker_only_session_resume,
+                        broker_only_resume: diagnostics.session.broker_only_session_resume,
+                        subscription_ids_available: properties
+                            .and_then(|p| p.subscription_identifiers_available)
+                            != Some(0),
                     })
                 }
                 mqtt5::Event::Outgoing(mqtt5::Outgoing::Disconnect) => Event::Disconnected,
@@ -455,6 +517,7 @@ impl EventLoop {
                         qos: publish.qos as u8,
                         retain: publish.retain,
                         headers: Headers::new(),
+                        subscription_ids: Vec::new(),
                     })
                 }
                 mqtt4::Event::Incoming(mqtt4::Packet::ConnAck(connack)) => {
@@ -463,6 +526,7 @@ impl EventLoop {
                         max_packet_size: None,
                         retain_available: true,
                         broker_only_resume: false,
+                        subscription_ids_available: false,
                     })
                 }
                 mqtt4::Event::Outgoing(mqtt4::Outgoing::Disconnect) => Event::Disconnected,

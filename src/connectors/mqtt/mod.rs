@@ -14,9 +14,9 @@
 
 mod client;
 mod event_loop;
-mod topic;
 #[cfg(test)]
 mod smoke;
+mod topic;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -91,19 +91,25 @@ impl MqttConnection {
 
     /// Adds `subscription`, or merges it into the one with the same filter: one MQTT
     /// subscription per filter, at the highest QoS any route asked for, no_local only if every
-    /// route asked for it.
-    fn subscribe(&mut self, subscription: Subscription) {
-        match self
+    /// route asked for it. Returns its subscription identifier (index + 1).
+    fn subscribe(&mut self, subscription: Subscription) -> usize {
+        let same = self
             .subscriptions
-            .iter_mut()
-            .find(|s| s.filter == subscription.filter)
-        {
-            Some(existing) => {
+            .iter()
+            .position(|s| s.filter == subscription.filter);
+        let index = match same {
+            Some(index) => {
+                let existing = &mut self.subscriptions[index];
                 existing.qos = existing.qos.max(subscription.qos);
                 existing.no_local &= subscription.no_local;
+                index
             }
-            None => self.subscriptions.push(subscription),
-        }
+            None => {
+                self.subscriptions.push(subscription);
+                self.subscriptions.len() - 1
+            }
+        };
+        index + 1
     }
 }
 
@@ -130,18 +136,25 @@ impl Connection for MqttConnection {
                 "no_local does not apply to shared subscriptions; ignored"
             );
         }
+        if let Some(why) = source.share.as_deref().and_then(topic::share_group_error) {
+            bail!(
+                "route {route}: share group {:?} is not valid: {why}",
+                source.share
+            );
+        }
         let mut filters = Vec::new();
         for subscribed in source.subscriptions() {
             let filter = topic::strip_share(&subscribed);
             if let Some(why) = topic::filter_error(filter) {
                 bail!("route {route}: topic filter {filter:?} is not valid: {why}");
             }
-            filters.push(filter.to_string());
-            self.subscribe(Subscription {
+            let filter = filter.to_string();
+            let id = self.subscribe(Subscription {
                 filter: subscribed,
                 qos: source.qos,
                 no_local,
             });
+            filters.push((id, filter));
         }
         self.routes.push(RouteSource { input, filters });
         Ok(())
@@ -184,6 +197,7 @@ impl Connection for MqttConnection {
             backoff: Backoff::new(&this.reconnect),
             subscriptions: this.subscriptions,
             limits: this.limits,
+            trust_subscription_ids: true,
         };
         supervisor.spawn(this.routes, runtime);
     }

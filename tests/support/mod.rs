@@ -1,0 +1,196 @@
+//! The integration-test harness: real brokers, a real ferry process, and real peers.
+//!
+//! Every integration test file pulls this in with `mod support;`. Nothing here is a mock:
+//! - [`Mosquitto`] and [`NatsServer`] run the real broker binaries on free loopback ports,
+//!   each in its own temporary directory, and can be killed (`kill -9`), restarted on the same
+//!   ports, paused (`SIGSTOP`) and resumed (`SIGCONT`);
+//! - [`TestPki`] makes a CA, a server certificate signed by it and an unrelated second CA;
+//! - [`Ferry`] runs the ferry binary built by cargo on a YAML file and watches its log;
+//! - [`MqttPeer`] and [`NatsPeer`] are the test's own clients, publishing and collecting
+//!   messages into an [`Inbox`].
+//!
+//! Waiting is always bounded and always on an event (a port accepts connections, a log line
+//! appears, a SUBACK or a probe message arrives); a wait that runs out panics and says what did
+//! not happen.
+
+#![allow(dead_code)]
+
+mod brokers;
+mod certs;
+mod ferry;
+mod peers;
+
+#[allow(unused_imports)]
+pub use brokers::*;
+#[allow(unused_imports)]
+pub use certs::*;
+#[allow(unused_imports)]
+pub use ferry::*;
+#[allow(unused_imports)]
+pub use peers::*;
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Shorthand for durations in seconds.
+pub const fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}
+
+/// Shorthand for durations in milliseconds.
+pub const fn millis(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A loopback TCP port nobody listens on right now (the kernel picks it: we bind to port 0).
+/// Ports handed out by this process are never handed out twice.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut given = GIVEN.lock().unwrap();
+    let given = given.get_or_insert_with(HashSet::new);
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().unwrap().port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
+
+/// True when something accepts TCP connections on 127.0.0.1:`port`.
+pub fn port_accepts(port: u16) -> bool {
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    TcpStream::connect_timeout(&addr, millis(200)).is_ok()
+}
+
+/// Finds a program on PATH or in the sbin directories Debian installs brokers into; panics
+/// with what to install when it is missing (a missing broker is a failure, never a skip).
+pub fn require_binary(name: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    for extra in [
+        "/usr/sbin",
+        "/usr/local/sbin",
+        "/sbin",
+        "/usr/local/bin",
+        "/usr/bin",
+    ] {
+        dirs.push(PathBuf::from(extra));
+    }
+    for dir in dirs {
+        let candidate = dir.join(name);
+        if is_executable(&candidate) {
+            return candidate;
+        }
+    }
+    panic!(
+        "`{name}` not found on PATH or in /usr/sbin: the integration tests need a real {name}. \
+         Run scripts/setup, or install it with \
+         `apt-get install -y {package}` (Debian/Ubuntu)."
+    );
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Sends a signal (`"TERM"`, `"KILL"`, `"STOP"`, `"CONT"`, ...) to a process with kill(1).
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(status.success(), "kill -{signal} {pid} failed: {status}");
+    if signal == "STOP" {
+        // kill(2) returns before the process has stopped: wait until every thread has, so a
+        // test acting right after `pause()` really acts on a paused process.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "process {pid} did not stop within 10s of SIGSTOP"
+            );
+            std::thread::sleep(millis(1));
+        }
+    }
+}
+
+/// True when every thread of `pid` is in state `T` (stopped) per /proc/PID/task/*/stat.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            // The state follows the command name, which is in parentheses.
+            .and_then(|stat| {
+                stat.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('T'))
+            })
+            .unwrap_or(true) // a thread that vanished is not running either
+    })
+}
+
+/// Resident memory of a process in KiB, from /proc/PID/status (None once it is gone).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Waits (bounded) until every port accepts TCP connections, checking `alive` in between so a
+/// process that died is reported at once instead of at the deadline.
+pub(crate) fn wait_for_ports(
+    what: &str,
+    ports: &[u16],
+    timeout: Duration,
+    mut alive: impl FnMut() -> Result<(), String>,
+) {
+    let deadline = Instant::now() + timeout;
+    for &port in ports {
+        loop {
+            if let Err(why) = alive() {
+                panic!("{what} is not running: {why}");
+            }
+            if port_accepts(port) {
+                break;
+            }
+            if Instant::now() > deadline {
+                panic!("{what} did not accept connections on 127.0.0.1:{port} within {timeout:?}");
+            }
+            std::thread::sleep(millis(20));
+        }
+    }
+}
+
+/// The last `n` lines of a text file (for failure messages).
+pub(crate) fn tail_file(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// 1-based (line, column) of the `occurrence`-th (0-based) appearance of `needle` in `text`:
+/// used to check the positions ferry reports in its config errors.
+pub fn position_of(text: &str, needle: &str, occurrence: usize) -> (usize, usize) {
+    let mut seen = 0;
+    for (i, line) in text.lines().enumerate() {
+        let mut from = 0;
+        while let Some(at) = line[from..].find(needle) {
+            if seen == occurrence {
+                return (i + 1, line[..from + at].chars().count() + 1);
+            }
+            seen += 1;
+            from += at + needle.len();
+        }
+    }
+    panic!("`{needle}` (occurrence {occurrence}) is not in the text:\n{text}");
+}

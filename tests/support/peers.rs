@@ -1,0 +1,564 @@
+//! The test's own MQTT and NATS clients: they publish what ferry should relay and collect what
+//! ferry delivered into an [`Inbox`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use mqtt5::{
+    AsyncClient, Broker, Event, IncomingPacketSizeLimit, MqttOptions, NetworkOptions, Packet,
+    PublishOptions, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use super::{millis, secs};
+
+/// One message as a peer received it: MQTT topic or NATS subject, payload, retain flag
+/// (always false for NATS).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+}
+
+impl Msg {
+    /// The payload as text (lossy), for assertions on text payloads.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.payload).into_owned()
+    }
+
+    /// The payload parsed as JSON (panics with the payload if it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on `{}` is not JSON ({e}): {:?}",
+                self.topic,
+                self.text()
+            )
+        })
+    }
+}
+
+impl fmt::Debug for Msg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.text();
+        if text.len() > 80 {
+            text.truncate(80);
+            text.push('…');
+        }
+        write!(
+            f,
+            "{:?} {:?}{}",
+            self.topic,
+            text,
+            if self.retain { " (retained)" } else { "" }
+        )
+    }
+}
+
+/// Messages a peer received, in arrival order, with bounded waits.
+pub struct Inbox {
+    rx: mpsc::UnboundedReceiver<Msg>,
+    label: String,
+}
+
+impl Inbox {
+    fn new(label: String) -> (mpsc::UnboundedSender<Msg>, Inbox) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (tx, Inbox { rx, label })
+    }
+
+    /// The next message, or None if none arrives within `timeout`.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<Msg> {
+        tokio::time::timeout(timeout, self.rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Exactly `n` messages; panics if fewer arrive within `timeout`, saying how many did.
+    pub async fn collect(&mut self, n: usize, timeout: Duration) -> Vec<Msg> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut got = Vec::with_capacity(n);
+        while got.len() < n {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => got.push(m),
+                Ok(None) | Err(_) => panic!(
+                    "{}: expected {n} messages within {timeout:?}, {} arrived{}",
+                    self.label,
+                    got.len(),
+                    describe(&got)
+                ),
+            }
+        }
+        got
+    }
+
+    /// Messages up to and including the first one matching `pred`; panics if none matches
+    /// within `timeout`, saying what did arrive.
+    pub async fn collect_until(
+        &mut self,
+        what: &str,
+        pred: impl Fn(&Msg) -> bool,
+        timeout: Duration,
+    ) -> Vec<Msg> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut got = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(m)) => {
+                    let done = pred(&m);
+                    got.push(m);
+                    if done {
+                        return got;
+                    }
+                }
+                Ok(None) | Err(_) => panic!(
+                    "{}: {what} did not arrive within {timeout:?}; {} other messages did{}",
+                    self.label,
+                    got.len(),
+                    describe(&got)
+                ),
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for `quiet` (an absence can only be checked over a window).
+    pub async fn expect_nothing(&mut self, quiet: Duration) {
+        if let Ok(Some(m)) = tokio::time::timeout(quiet, self.rx.recv()).await {
+            panic!("{}: expected no message, got {m:?}", self.label);
+        }
+    }
+
+    /// Whatever has arrived already, without waiting.
+    pub fn drain(&mut self) -> Vec<Msg> {
+        let mut got = Vec::new();
+        while let Ok(m) = self.rx.try_recv() {
+            got.push(m);
+        }
+        got
+    }
+}
+
+fn describe(got: &[Msg]) -> String {
+    if got.is_empty() {
+        return String::new();
+    }
+    let first: Vec<_> = got.iter().take(5).collect();
+    let last: Vec<_> = got.iter().rev().take(3).rev().collect();
+    format!("; first: {first:?}; last: {last:?}")
+}
+
+static PEER_ID: AtomicUsize = AtomicUsize::new(0);
+
+fn unique_id(kind: &str) -> String {
+    format!(
+        "test-{kind}-{}-{}",
+        std::process::id(),
+        PEER_ID.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// MQTT
+
+/// An MQTT 5 client (rumqttc-next) whose received publishes land in [`MqttPeer::inbox`].
+pub struct MqttPeer {
+    pub client: AsyncClient,
+    pub inbox: Inbox,
+    url: String,
+    task: JoinHandle<()>,
+}
+
+impl MqttPeer {
+    /// Connects to `mqtt://host:port` or `ws://host:port/path`; panics if no CONNACK within
+    /// 10 s.
+    pub async fn connect(url: &str) -> MqttPeer {
+        let broker = if url.starts_with("ws://") {
+            Broker::websocket(url).unwrap()
+        } else {
+            let (host, port) = host_port(url, "mqtt://");
+            Broker::tcp(host, port)
+        };
+        Self::connect_with(url, MqttOptions::new(unique_id("mqtt"), broker))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Connects to `mqtts://host:port` trusting only the CA in `ca_pem`. Returns the error
+    /// instead of panicking, so a test can check that a wrong CA is refused.
+    pub async fn connect_tls(url: &str, ca_pem: &Path) -> Result<MqttPeer, String> {
+        let (host, port) = host_port(url, "mqtts://");
+        let mut options = MqttOptions::new(unique_id("mqtts"), Broker::tcp(host, port));
+        let ca = std::fs::read(ca_pem).unwrap();
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth: None,
+        }));
+        Self::connect_with(url, options).await
+    }
+
+    async fn connect_with(url: &str, mut options: MqttOptions) -> Result<MqttPeer, String> {
+        // The settings DESIGN.md found necessary: without them QoS 1 bursts lose messages.
+        options
+            .set_keep_alive(60)
+            .set_clean_start(true)
+            .set_request_channel_capacity(10_000)
+            .set_max_request_batch(256)
+            .set_outgoing_inflight_upper_limit(100)
+            .set_incoming_packet_size_limit(IncomingPacketSizeLimit::Bytes(64 << 20))
+            .set_max_packet_size(Some(64 << 20));
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(5);
+        options.set_network_options(network);
+
+        let capacity = options.request_channel_capacity();
+        let (client, mut eventloop) = AsyncClient::builder(options).capacity(capacity).build();
+        let label = format!("MQTT peer on {url}");
+        let (tx, inbox) = Inbox::new(label.clone());
+        // Ok(true) once connected; Err(last error) while it is not.
+        let (state_tx, mut state_rx) = watch::channel::<Result<bool, String>>(Ok(false));
+        let task = tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = state_tx.send_replace(Ok(true));
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = tx.send(Msg {
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                            payload: p.payload,
+                            retain: p.retain,
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        let _ = state_tx.send_replace(Err(e.to_string()));
+                        // rumqttc reconnects on the next poll; do not spin.
+                        tokio::time::sleep(millis(100)).await;
+                    }
+                }
+            }
+        });
+        let connected = tokio::time::timeout(secs(10), async {
+            loop {
+                if let Ok(true) = &*state_rx.borrow_and_update() {
+                    return Ok(());
+                }
+                if let Err(e) = &*state_rx.borrow() {
+                    return Err(e.clone());
+                }
+                if state_rx.changed().await.is_err() {
+                    return Err("event loop ended".to_string());
+                }
+            }
+        })
+        .await;
+        match connected {
+            Ok(Ok(())) => Ok(MqttPeer {
+                client,
+                inbox,
+                url: url.to_string(),
+                task,
+            }),
+            Ok(Err(e)) => {
+                task.abort();
+                Err(format!("{label}: could not connect: {e}"))
+            }
+            Err(_) => {
+                task.abort();
+                Err(format!("{label}: no CONNACK within 10s"))
+            }
+        }
+    }
+
+    /// Subscribes and returns once the broker granted the subscription (SUBACK).
+    pub async fn subscribe(&self, filter: &str, qos: u8) {
+        let notice = self
+            .client
+            .subscribe_tracked(filter, qos_of(qos))
+            .await
+            .unwrap_or_else(|e| panic!("subscribe to {filter:?} on {}: {e}", self.url));
+        tokio::time::timeout(secs(10), notice.wait_completion_async())
+            .await
+            .unwrap_or_else(|_| panic!("no SUBACK for {filter:?} on {} within 10s", self.url))
+            .unwrap_or_else(|e| panic!("subscription to {filter:?} on {} refused: {e}", self.url));
+    }
+
+    /// Publishes one message; with QoS 1 returns once the broker acknowledged it (PUBACK).
+    pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: u8, retain: bool) {
+        let notice = self
+            .client
+            .publish_tracked(
+                topic,
+                payload.into(),
+                PublishOptions::new(qos_of(qos)).retain(retain),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("publish to {topic:?} on {}: {e}", self.url));
+        tokio::time::timeout(secs(30), notice.wait_completion_async())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "publish to {topic:?} on {} not acknowledged within 30s",
+                    self.url
+                )
+            })
+            .unwrap_or_else(|e| panic!("publish to {topic:?} on {} failed: {e}", self.url));
+    }
+
+    /// Publishes many messages pipelined (not one round trip each) and returns once the
+    /// broker acknowledged every one of them.
+    pub async fn publish_all<I, P>(&self, messages: I, qos: u8)
+    where
+        I: IntoIterator<Item = (String, P)>,
+        P: Into<Bytes>,
+    {
+        let mut notices = Vec::new();
+        for (topic, payload) in messages {
+            let notice = self
+                .client
+                .publish_tracked(
+                    topic.as_str(),
+                    payload.into(),
+                    PublishOptions::new(qos_of(qos)),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("publish to {topic:?} on {}: {e}", self.url));
+            notices.push((topic, notice));
+        }
+        let count = notices.len();
+        tokio::time::timeout(secs(120), async {
+            for (topic, notice) in notices {
+                notice
+                    .wait_completion_async()
+                    .await
+                    .unwrap_or_else(|e| panic!("publish to {topic:?} on {} failed: {e}", self.url));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{count} publishes on {} not all acknowledged within 120s",
+                self.url
+            )
+        });
+    }
+}
+
+impl Drop for MqttPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn qos_of(qos: u8) -> QoS {
+    match qos {
+        0 => QoS::AtMostOnce,
+        1 => QoS::AtLeastOnce,
+        2 => QoS::ExactlyOnce,
+        _ => panic!("QoS {qos}?"),
+    }
+}
+
+fn host_port(url: &str, scheme: &str) -> (String, u16) {
+    let rest = url
+        .strip_prefix(scheme)
+        .unwrap_or_else(|| panic!("{url} does not start with {scheme}"));
+    let rest = rest.split('/').next().unwrap();
+    let (host, port) = rest
+        .rsplit_once(':')
+        .unwrap_or_else(|| panic!("{url} has no port"));
+    (host.to_string(), port.parse().unwrap())
+}
+
+// ---------------------------------------------------------------------------------------------
+// NATS
+
+/// Subjects of [`NatsPeer::sync`]'s probes; inboxes skip them. A ferry route whose source is
+/// a wide subject (`>`) relays them too: tests that use such a route ignore this prefix.
+pub const SYNC_PREFIX: &str = "_ferry_test_sync.";
+
+/// A NATS client (async-nats).
+pub struct NatsPeer {
+    pub client: async_nats::Client,
+    url: String,
+}
+
+impl NatsPeer {
+    /// Connects to `nats://...` or `ws://...`; panics if not connected within 10 s.
+    pub async fn connect(url: &str) -> NatsPeer {
+        let client = tokio::time::timeout(
+            secs(10),
+            async_nats::ConnectOptions::new()
+                .name(unique_id("nats"))
+                .subscription_capacity(1 << 20)
+                .connect(url),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("NATS peer: no connection to {url} within 10s"))
+        .unwrap_or_else(|e| panic!("NATS peer: could not connect to {url}: {e}"));
+        NatsPeer {
+            client,
+            url: url.to_string(),
+        }
+    }
+
+    /// Subscribes to `subject` and returns once the server has registered the subscription
+    /// (a round trip on the same connection, see [`Self::sync`]).
+    pub async fn subscribe(&self, subject: &str) -> Inbox {
+        let mut subscriber = self
+            .client
+            .subscribe(subject.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("NATS subscribe {subject:?} on {}: {e}", self.url));
+        let (tx, inbox) = Inbox::new(format!("NATS subscriber {subject:?} on {}", self.url));
+        tokio::spawn(async move {
+            while let Some(m) = subscriber.next().await {
+                if m.subject.as_str().starts_with(SYNC_PREFIX) {
+                    continue; // our own round-trip probes (a wide subscription sees them too)
+                }
+                if tx
+                    .send(Msg {
+                        topic: m.subject.as_str().to_string(),
+                        payload: m.payload,
+                        retain: false,
+                    })
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        self.sync().await;
+        inbox
+    }
+
+    /// A round trip through the server on this connection: once it returns, the server has
+    /// processed everything this client sent before (subscriptions included). async-nats's
+    /// `flush()` only waits for the socket write, so this publishes to a private subject and
+    /// waits for the message to come back.
+    pub async fn sync(&self) {
+        let subject = format!("{SYNC_PREFIX}{}", unique_id("sync"));
+        let mut probe = self.client.subscribe(subject.clone()).await.unwrap();
+        self.client
+            .publish(subject.clone(), Bytes::from_static(b"sync"))
+            .await
+            .unwrap();
+        self.client.flush().await.unwrap();
+        tokio::time::timeout(secs(10), probe.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "NATS round trip to {} did not complete within 10s",
+                    self.url
+                )
+            })
+            .expect("NATS probe subscription ended");
+        let _ = probe.unsubscribe().await;
+    }
+
+    /// Publishes one message (core NATS: no acknowledgement; call [`Self::flush`] or
+    /// [`Self::sync`] to make sure it left).
+    pub async fn publish(&self, subject: &str, payload: impl Into<Bytes>) {
+        self.client
+            .publish(subject.to_string(), payload.into())
+            .await
+            .unwrap_or_else(|e| panic!("NATS publish to {subject:?} on {}: {e}", self.url));
+    }
+
+    /// Publishes many messages, then a round trip so the server has them all.
+    pub async fn publish_all<I, P>(&self, messages: I)
+    where
+        I: IntoIterator<Item = (String, P)>,
+        P: Into<Bytes>,
+    {
+        for (subject, payload) in messages {
+            self.client
+                .publish(subject.clone(), payload.into())
+                .await
+                .unwrap_or_else(|e| panic!("NATS publish to {subject:?} on {}: {e}", self.url));
+        }
+        self.sync().await;
+    }
+
+    pub async fn flush(&self) {
+        self.client.flush().await.unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// sequence checks
+
+/// A payload carrying a stream name and a sequence number, `STREAM:SEQ:padding`, so tests can
+/// check loss, duplicates and order.
+pub fn seq_payload(stream: &str, seq: usize, pad_to: usize) -> Bytes {
+    let mut s = format!("{stream}:{seq}:");
+    while s.len() < pad_to {
+        s.push('x');
+    }
+    Bytes::from(s)
+}
+
+/// Parses a [`seq_payload`]: (stream, seq).
+pub fn parse_seq(payload: &[u8]) -> Option<(String, usize)> {
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut parts = text.splitn(3, ':');
+    let stream = parts.next()?.to_string();
+    let seq = parts.next()?.parse().ok()?;
+    Some((stream, seq))
+}
+
+/// Checks that, per stream, the sequence numbers that arrived are exactly 0..count, in order,
+/// each once. Panics with the first problem found.
+pub fn assert_sequences(msgs: &[Msg], streams: &[&str], count: usize) {
+    let mut seen: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for m in msgs {
+        let (stream, seq) = parse_seq(&m.payload)
+            .unwrap_or_else(|| panic!("unexpected message (no sequence number): {m:?}"));
+        seen.entry(stream).or_default().push(seq);
+    }
+    for stream in streams {
+        let seqs = seen.remove(*stream).unwrap_or_default();
+        assert_in_order(stream, &seqs, count);
+    }
+    assert!(
+        seen.is_empty(),
+        "messages from unexpected streams: {:?}",
+        seen.keys().collect::<Vec<_>>()
+    );
+}
+
+/// `seqs` must be exactly 0, 1, ..., count-1.
+pub fn assert_in_order(stream: &str, seqs: &[usize], count: usize) {
+    let mut expected = 0;
+    for (i, &seq) in seqs.iter().enumerate() {
+        if seq != expected {
+            let kind = if seq < expected {
+                "duplicate or reordered"
+            } else {
+                "gap (lost)"
+            };
+            panic!(
+                "stream {stream}: message #{i} has seq {seq}, expected {expected} ({kind}); \
+                 {} messages arrived, {count} were sent",
+                seqs.len()
+            );
+        }
+        expected += 1;
+    }
+    assert_eq!(
+        seqs.len(),
+        count,
+        "stream {stream}: {} of {count} messages arrived",
+        seqs.len()
+    );
+}
