@@ -309,10 +309,11 @@ fn max_dropped(lines: &[String]) -> u64 {
             .split(|c: char| c.is_whitespace() || c == ',' || c == ';')
             .collect();
         for (i, w) in words.iter().enumerate() {
-            if *w == "dropped" && i > 0 {
-                if let Ok(n) = words[i - 1].parse::<u64>() {
-                    max = max.max(n);
-                }
+            if *w == "dropped"
+                && i > 0
+                && let Ok(n) = words[i - 1].parse::<u64>()
+            {
+                max = max.max(n);
             }
             for prefix in ["dropped=", "dropped:"] {
                 if let Some(n) = w.strip_prefix(prefix).and_then(|n| n.parse::<u64>().ok()) {

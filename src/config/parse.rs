@@ -447,18 +447,16 @@ impl<'a> Decoder<'a> {
             .opt_string(&mut obj, "client_id")
             .unwrap_or_else(|| format!("ferry-{name}"));
         let clean_start = self.opt_bool(&mut obj, "clean_start", true);
-        let session_expiry = obj.has("session_expiry").then(|| {
-            self.duration(&mut obj, "session_expiry", Duration::ZERO)
-        });
-        if session_expiry.is_none() {
-            obj.get("session_expiry");
-        }
+        let session_expiry = obj
+            .has("session_expiry")
+            .then(|| self.duration(&mut obj, "session_expiry", Duration::ZERO));
+        obj.known.push("session_expiry");
         let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(30));
         let username = self.opt_string(&mut obj, "username");
         let password = self.opt_string(&mut obj, "password").map(Secret);
-        let mut tls = self.tls(&mut obj);
+        let tls = self.tls(&mut obj);
         let max_packet_size = self.size(&mut obj, "max_packet_size", 16 * 1024 * 1024);
-        if max_packet_size < 1024 * 1024 || max_packet_size > 268_435_455 {
+        if !(1024 * 1024..=268_435_455).contains(&max_packet_size) {
             self.error(
                 obj.pos,
                 "`max_packet_size` must be between 1MiB and 256MiB",
@@ -524,10 +522,6 @@ impl<'a> Decoder<'a> {
                 "`session_expiry` needs MQTT 5",
                 Some("with MQTT 3.1.1, `clean_start: false` alone keeps the session".into()),
             );
-        }
-        if transport.is_tls() && tls.ca.is_none() && !tls.insecure_skip_verify {
-            // System roots: nothing to add.
-            tls.ca = None;
         }
         Some(MqttConnection {
             url: redact_url(&url),

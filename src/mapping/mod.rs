@@ -64,7 +64,7 @@ impl Mapping {
 pub enum SinkTarget {
     /// The source subject, converted for the sink's protocol (or left alone).
     Auto(Conversion),
-    Template(template::Template),
+    Template(Box<template::Template>),
 }
 
 /// The `auto` conversion between a source's and a sink's protocols.
@@ -91,7 +91,7 @@ impl SinkTarget {
     pub fn new(target: &Target, from: &str, to: &str) -> Result<SinkTarget, String> {
         Ok(match target {
             Target::Auto => SinkTarget::Auto(Conversion::between(from, to)),
-            Target::Template(t) => SinkTarget::Template(template::Template::compile(t)?),
+            Target::Template(t) => SinkTarget::Template(Box::new(template::Template::compile(t)?)),
         })
     }
 

@@ -539,8 +539,8 @@ pub fn assert_sequences(msgs: &[Msg], streams: &[&str], count: usize) {
 
 /// `seqs` must be exactly 0, 1, ..., count-1.
 pub fn assert_in_order(stream: &str, seqs: &[usize], count: usize) {
-    let mut expected = 0;
     for (i, &seq) in seqs.iter().enumerate() {
+        let expected = i;
         if seq != expected {
             let kind = if seq < expected {
                 "duplicate or reordered"
@@ -553,7 +553,6 @@ pub fn assert_in_order(stream: &str, seqs: &[usize], count: usize) {
                 seqs.len()
             );
         }
-        expected += 1;
     }
     assert_eq!(
         seqs.len(),
