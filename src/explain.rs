@@ -19,9 +19,15 @@ pub fn explain(config: &Config) -> String {
                 },
                 m.url,
                 m.client_id,
-                if m.clean_start { "" } else { " (persistent session)" }
+                if m.clean_start {
+                    ""
+                } else {
+                    " (persistent session)"
+                }
             ),
-            ConnectionKind::Nats(n) => writeln!(out, "connection {name}: NATS at {}", n.urls.join(", ")),
+            ConnectionKind::Nats(n) => {
+                writeln!(out, "connection {name}: NATS at {}", n.urls.join(", "))
+            }
         };
     }
     for route in &config.routes {
@@ -36,7 +42,10 @@ pub fn explain(config: &Config) -> String {
                 "nats {} [{}]{}",
                 route.from.connection,
                 s.subject,
-                s.queue_group.as_ref().map(|q| format!(" queue {q}")).unwrap_or_default()
+                s.queue_group
+                    .as_ref()
+                    .map(|q| format!(" queue {q}"))
+                    .unwrap_or_default()
             ),
         };
         let mut mapping = Vec::new();

@@ -7,10 +7,10 @@
 
 pub mod config;
 pub mod connectors;
+pub mod explain;
 pub mod mapping;
 pub mod message;
 pub mod pipeline;
-pub mod explain;
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

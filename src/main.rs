@@ -72,7 +72,10 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(errors) => return config_failed(&errors),
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("ferry: cannot start the runtime: {e}");

@@ -25,10 +25,18 @@ fn every_example_checks_and_keeps_its_secrets() {
         assert!(out.status.success(), "{}: {stderr}", path.display());
         let yaml = std::fs::read_to_string(&path).unwrap();
         let routes = yaml.matches("  - name: ").count();
-        assert_eq!(stdout.matches("\nroute ").count() + usize::from(stdout.starts_with("route ")), routes, "{stdout}");
+        assert_eq!(
+            stdout.matches("\nroute ").count() + usize::from(stdout.starts_with("route ")),
+            routes,
+            "{stdout}"
+        );
         assert!(stdout.contains(" → "), "{stdout}");
         for secret in ["mqtt-hunter2", "nats-hunter2"] {
-            assert!(!stdout.contains(secret) && !stderr.contains(secret), "{}: secret leaked", path.display());
+            assert!(
+                !stdout.contains(secret) && !stderr.contains(secret),
+                "{}: secret leaked",
+                path.display()
+            );
         }
         checked += 1;
     }

@@ -114,13 +114,24 @@ mod tests {
                 }
             },
         };
-        assert_eq!(interpolate("mqtt://${HOST}:1", &lookup).unwrap(), "mqtt://broker:1");
+        assert_eq!(
+            interpolate("mqtt://${HOST}:1", &lookup).unwrap(),
+            "mqtt://broker:1"
+        );
         assert_eq!(interpolate("${PORT:-1883}", &lookup).unwrap(), "1883");
         assert_eq!(interpolate("${file:/s}", &lookup).unwrap(), "hunter2");
         assert_eq!(interpolate("a$$b $x", &lookup).unwrap(), "a$b $x");
-        assert!(interpolate("${MISSING}", &lookup).unwrap_err().0.contains("MISSING"));
+        assert!(
+            interpolate("${MISSING}", &lookup)
+                .unwrap_err()
+                .0
+                .contains("MISSING")
+        );
         assert!(interpolate("${file:/x}", &lookup).is_err());
         assert!(interpolate("${OPEN", &lookup).is_err());
-        assert_eq!(interpolate("${file:${DIR:-}/s}", &lookup).unwrap(), "hunter2");
+        assert_eq!(
+            interpolate("${file:${DIR:-}/s}", &lookup).unwrap(),
+            "hunter2"
+        );
     }
 }

@@ -59,7 +59,10 @@ struct Obj<'n> {
 impl<'n> Obj<'n> {
     fn get(&mut self, key: &'static str) -> Option<&'n Node> {
         self.known.push(key);
-        self.entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v)
+        self.entries
+            .iter()
+            .find(|(k, _)| k.name == key)
+            .map(|(_, v)| v)
     }
 
     /// At the top level, `x-...` keys are free for the user (YAML anchors to merge elsewhere),
@@ -168,12 +171,20 @@ impl<'a> Decoder<'a> {
                 "true" => Some(true),
                 "false" => Some(false),
                 _ => {
-                    self.error(node.pos, format!("`{what}` must be true or false, not `{s}`"), None);
+                    self.error(
+                        node.pos,
+                        format!("`{what}` must be true or false, not `{s}`"),
+                        None,
+                    );
                     None
                 }
             },
             other => {
-                self.error(node.pos, format!("`{what}` must be true or false, not {}", other.kind()), None);
+                self.error(
+                    node.pos,
+                    format!("`{what}` must be true or false, not {}", other.kind()),
+                    None,
+                );
                 None
             }
         }
@@ -207,7 +218,10 @@ impl<'a> Decoder<'a> {
 
     fn qos(&mut self, obj: &mut Obj, default: u8) -> u8 {
         match obj.get("qos") {
-            Some(node) => self.number(node, "qos", 0, 2).map(|q| q as u8).unwrap_or(default),
+            Some(node) => self
+                .number(node, "qos", 0, 2)
+                .map(|q| q as u8)
+                .unwrap_or(default),
             None => default,
         }
     }
@@ -228,7 +242,9 @@ impl<'a> Decoder<'a> {
                     self.error(
                         node.pos,
                         format!("`{key}` is not a duration"),
-                        Some("write e.g. `250ms`, `30s`, `5m`, `1h`, or a number of seconds".into()),
+                        Some(
+                            "write e.g. `250ms`, `30s`, `5m`, `1h`, or a number of seconds".into(),
+                        ),
                     );
                 }
                 default
@@ -259,7 +275,12 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn choice(&mut self, node: &Node, what: &str, choices: &[&'static str]) -> Option<&'static str> {
+    fn choice(
+        &mut self,
+        node: &Node,
+        what: &str,
+        choices: &[&'static str],
+    ) -> Option<&'static str> {
         let s = self.string(node, what)?;
         if let Some(c) = choices.iter().find(|c| **c == s) {
             return Some(c);
@@ -296,7 +317,10 @@ impl<'a> Decoder<'a> {
             }
             Some(other) => self.error(
                 other.pos,
-                format!("`connections` must be a mapping, found {}", other.value.kind()),
+                format!(
+                    "`connections` must be a mapping, found {}",
+                    other.value.kind()
+                ),
                 Some("name each connection: `plant: {mqtt: {url: ...}}`".into()),
             ),
             None => self.error(
@@ -307,7 +331,10 @@ impl<'a> Decoder<'a> {
         }
         let mut routes = Vec::new();
         match top.get("routes") {
-            Some(Node { value: Value::Seq(items), .. }) => {
+            Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) => {
                 for item in items {
                     if let Some(route) = self.route(item, &connections) {
                         if routes.iter().any(|r: &Route| r.name == route.name) {
@@ -494,14 +521,17 @@ impl<'a> Decoder<'a> {
         };
         let host = parsed.host_str().unwrap_or("").to_string();
         if host.is_empty() {
-            self.error(url_pos, "the MQTT url has no host", Some("write e.g. `mqtt://broker:1883`".into()));
+            self.error(
+                url_pos,
+                "the MQTT url has no host",
+                Some("write e.g. `mqtt://broker:1883`".into()),
+            );
             return None;
         }
         let port = parsed.port().unwrap_or(default_port);
         // Credentials may also come in the URL; the fields win.
-        let username = username.or_else(|| {
-            (!parsed.username().is_empty()).then(|| parsed.username().to_string())
-        });
+        let username = username
+            .or_else(|| (!parsed.username().is_empty()).then(|| parsed.username().to_string()));
         let password = password.or_else(|| parsed.password().map(|p| Secret(p.to_string())));
         let ws_url = matches!(transport, MqttTransport::Ws | MqttTransport::Wss).then(|| {
             let mut u = parsed.clone();
@@ -563,11 +593,17 @@ impl<'a> Decoder<'a> {
     fn nats_connection(&mut self, node: &Node) -> Option<NatsConnection> {
         let mut obj = self.obj(node, "a NATS connection")?;
         let urls = match self.required(&mut obj, "url") {
-            Some(Node { value: Value::Seq(items), .. }) => items
+            Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) => items
                 .iter()
                 .filter_map(|n| self.string(n, "url").map(|u| (n.pos, u)))
                 .collect(),
-            Some(n) => self.string(n, "url").map(|u| vec![(n.pos, u)]).unwrap_or_default(),
+            Some(n) => self
+                .string(n, "url")
+                .map(|u| vec![(n.pos, u)])
+                .unwrap_or_default(),
             None => Vec::new(),
         };
         for (pos, url) in &urls {
@@ -590,7 +626,12 @@ impl<'a> Decoder<'a> {
             creds: self.path(&mut obj, "creds"),
             tls: self.tls(&mut obj),
         };
-        let auths = [nats.user.is_some(), nats.token.is_some(), nats.nkey.is_some(), nats.creds.is_some()];
+        let auths = [
+            nats.user.is_some(),
+            nats.token.is_some(),
+            nats.nkey.is_some(),
+            nats.creds.is_some(),
+        ];
         if auths.iter().filter(|a| **a).count() > 1 {
             self.error(
                 obj.pos,
@@ -599,7 +640,11 @@ impl<'a> Decoder<'a> {
             );
         }
         if nats.password.is_some() && nats.user.is_none() {
-            self.error(obj.pos, "`password` without `user`", Some("add `user: ...`".into()));
+            self.error(
+                obj.pos,
+                "`password` without `user`",
+                Some("add `user: ...`".into()),
+            );
         }
         obj.finish(self);
         Some(nats)
@@ -618,15 +663,24 @@ impl<'a> Decoder<'a> {
 
     fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {
         let mut obj = self.obj(node, "a route")?;
-        let name = self.required(&mut obj, "name").and_then(|n| self.string(n, "name"));
+        let name = self
+            .required(&mut obj, "name")
+            .and_then(|n| self.string(n, "name"));
         let route_name = name.clone().unwrap_or_else(|| "?".into());
         let from = self
             .required(&mut obj, "from")
             .and_then(|n| self.source(n, &route_name, connections));
         let to = match self.required(&mut obj, "to") {
-            Some(Node { value: Value::Seq(items), pos }) => {
+            Some(Node {
+                value: Value::Seq(items),
+                pos,
+            }) => {
                 if items.is_empty() {
-                    self.error(*pos, "`to` is an empty list", Some("name at least one sink".into()));
+                    self.error(
+                        *pos,
+                        "`to` is an empty list",
+                        Some("name at least one sink".into()),
+                    );
                 }
                 // Decode every sink before giving up on any, so all their errors are reported.
                 let sinks: Vec<_> = items
@@ -677,12 +731,18 @@ impl<'a> Decoder<'a> {
             return defaults;
         };
         let max_messages = match obj.get("max_messages") {
-            Some(n) => self.number(n, "max_messages", 1, 100_000_000).unwrap_or(defaults.max_messages as u64) as usize,
+            Some(n) => self
+                .number(n, "max_messages", 1, 100_000_000)
+                .unwrap_or(defaults.max_messages as u64) as usize,
             None => defaults.max_messages,
         };
         let max_bytes = self.size(&mut obj, "max_bytes", defaults.max_bytes as u64) as usize;
         let when_full = match obj.get("when_full") {
-            Some(n) => match self.choice(n, "`when_full` policy", &["block", "drop_oldest", "drop_newest"]) {
+            Some(n) => match self.choice(
+                n,
+                "`when_full` policy",
+                &["block", "drop_oldest", "drop_newest"],
+            ) {
                 Some("drop_oldest") => WhenFull::DropOldest,
                 Some("drop_newest") => WhenFull::DropNewest,
                 _ => WhenFull::Block,
@@ -729,7 +789,12 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn source(&mut self, node: &Node, route: &str, connections: &BTreeMap<String, Connection>) -> Option<Source> {
+    fn source(
+        &mut self,
+        node: &Node,
+        route: &str,
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Source> {
         let mut obj = self.obj(node, "a source (`from`)")?;
         let Some((connection, c)) = self.connection_ref(&mut obj, route, connections) else {
             // Without the protocol the other keys cannot be judged; leave them be.
@@ -748,7 +813,13 @@ impl<'a> Decoder<'a> {
                 };
                 match (obj.get("topic"), obj.get("topics")) {
                     (Some(n), None) => list(self, n),
-                    (None, Some(Node { value: Value::Seq(items), .. })) => {
+                    (
+                        None,
+                        Some(Node {
+                            value: Value::Seq(items),
+                            ..
+                        }),
+                    ) => {
                         for n in items {
                             list(self, n);
                         }
@@ -809,7 +880,12 @@ impl<'a> Decoder<'a> {
         Some(Source { connection, spec })
     }
 
-    fn sink(&mut self, node: &Node, route: &str, connections: &BTreeMap<String, Connection>) -> Option<Sink> {
+    fn sink(
+        &mut self,
+        node: &Node,
+        route: &str,
+        connections: &BTreeMap<String, Connection>,
+    ) -> Option<Sink> {
         let mut obj = self.obj(node, "a sink (`to`)")?;
         let (connection, c) = self.connection_ref(&mut obj, route, connections)?;
         let spec = match &c.kind {
@@ -818,11 +894,13 @@ impl<'a> Decoder<'a> {
                 let topic = self.target(&mut obj, "topic", names::mqtt_topic);
                 let qos = self.qos(&mut obj, 0);
                 let retain = match obj.get("retain") {
-                    Some(n) => match self.choice(n, "`retain` setting", &["true", "false", "source"]) {
-                        Some("true") => Retain::Fixed(true),
-                        Some("source") => Retain::FromSource,
-                        _ => Retain::Fixed(false),
-                    },
+                    Some(n) => {
+                        match self.choice(n, "`retain` setting", &["true", "false", "source"]) {
+                            Some("true") => Retain::Fixed(true),
+                            Some("source") => Retain::FromSource,
+                            _ => Retain::Fixed(false),
+                        }
+                    }
                     None => Retain::Fixed(false),
                 };
                 SinkSpec::Mqtt(MqttSink { topic, qos, retain })
@@ -881,7 +959,9 @@ pub fn redact_url(url: &str) -> String {
 /// `250ms`, `30s`, `5m`, `1h`, `2d`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
     let n: f64 = number.parse().ok()?;
     let seconds = match unit.trim() {
@@ -959,36 +1039,61 @@ routes:
     fn anchors_live_under_x_keys() {
         let text = GOOD.replace("defaults: &mqtt_defaults", "x-defaults: &mqtt_defaults");
         let config = parse(&text, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
-        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else { panic!() };
+        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else {
+            panic!()
+        };
         assert_eq!(m.version, MqttVersion::V311, "merged from the anchor");
         let err = parse(GOOD, "b.yaml", &lookup()).unwrap_err();
         assert_eq!(err.errors.len(), 1, "{err}");
-        assert!(err.errors[0].message.contains("unknown key `defaults`"), "{err}");
+        assert!(
+            err.errors[0].message.contains("unknown key `defaults`"),
+            "{err}"
+        );
     }
 
     #[test]
     fn decodes_every_field() {
-        let text = GOOD.replace("defaults: &mqtt_defaults\n  version: \"3.1.1\"\n  keep_alive: 15s\n", "");
-        let text = text.replace("      <<: *mqtt_defaults\n", "      version: \"3.1.1\"\n      keep_alive: 15s\n");
+        let text = GOOD.replace(
+            "defaults: &mqtt_defaults\n  version: \"3.1.1\"\n  keep_alive: 15s\n",
+            "",
+        );
+        let text = text.replace(
+            "      <<: *mqtt_defaults\n",
+            "      version: \"3.1.1\"\n      keep_alive: 15s\n",
+        );
         let config = parse(&text, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
-        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else { panic!() };
+        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else {
+            panic!()
+        };
         assert_eq!(m.version, MqttVersion::V311);
         assert_eq!(m.port, 1884);
         assert_eq!(m.username.as_deref(), Some("user"));
         assert_eq!(m.password.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(m.keep_alive, Duration::from_secs(15));
         assert_eq!(m.client_id, "ferry-plant");
-        let ConnectionKind::Nats(n) = &config.connections["core"].kind else { panic!() };
+        let ConnectionKind::Nats(n) = &config.connections["core"].kind else {
+            panic!()
+        };
         assert_eq!(n.urls, vec!["nats://127.0.0.1:4222"]);
         let r = &config.routes[0];
-        let SourceSpec::Mqtt(s) = &r.from.spec else { panic!() };
-        assert_eq!(s.subscriptions(), vec!["$share/g/sensors/+/temp", "$share/g/x/#"]);
+        let SourceSpec::Mqtt(s) = &r.from.spec else {
+            panic!()
+        };
+        assert_eq!(
+            s.subscriptions(),
+            vec!["$share/g/sensors/+/temp", "$share/g/x/#"]
+        );
         assert_eq!(r.to.len(), 2);
         assert_eq!(r.queue.when_full, WhenFull::DropOldest);
         assert_eq!(r.queue.max_bytes, 1 << 20);
-        let SinkSpec::Mqtt(sink) = &config.routes[1].to[0].spec else { panic!() };
+        let SinkSpec::Mqtt(sink) = &config.routes[1].to[0].spec else {
+            panic!()
+        };
         assert_eq!(sink.topic, Target::Auto);
-        assert!(!format!("{config:?}").contains("s3cret"), "secrets stay out of Debug");
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "secrets stay out of Debug"
+        );
     }
 
     #[test]
@@ -997,15 +1102,30 @@ routes:
             "connections:\n  core:\n    nats: { url: nats://x:4222 }\nroutes:\n  - name: r\n    from: { connection: core, subject: \"a b\" }\n    to: { connection: nope, subject: x }\n    filter: '.a =='\n",
         );
         let text = lines.join("\n");
-        assert!(text.contains("b.yaml:6:40: error: NATS subject `a b` contains whitespace"), "{text}");
-        assert!(text.contains("b.yaml:7:23: error: route `r` names connection `nope`, which is not defined"), "{text}");
-        assert!(text.contains("error: jq expression in `filter` does not compile"), "{text}");
+        assert!(
+            text.contains("b.yaml:6:40: error: NATS subject `a b` contains whitespace"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "b.yaml:7:23: error: route `r` names connection `nope`, which is not defined"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("error: jq expression in `filter` does not compile"),
+            "{text}"
+        );
     }
 
     #[test]
     fn unknown_keys_suggest() {
-        let text = errors("connections:\n  c:\n    nats: { url: nats://x, nmae: a }\nroutes: []\n").join("\n");
-        assert!(text.contains("b.yaml:3:28: error: unknown key `nmae` in a NATS connection"), "{text}");
+        let text = errors("connections:\n  c:\n    nats: { url: nats://x, nmae: a }\nroutes: []\n")
+            .join("\n");
+        assert!(
+            text.contains("b.yaml:3:28: error: unknown key `nmae` in a NATS connection"),
+            "{text}"
+        );
         assert!(text.contains("hint: did you mean `name`?"), "{text}");
     }
 
@@ -1015,8 +1135,14 @@ routes:
             "connections:\n  m:\n    mqtt: { url: \"${NOPE}\", version: 4.5, keep_alive: soon }\nroutes: []\n",
         )
         .join("\n");
-        assert!(text.contains("environment variable `NOPE` is not set"), "{text}");
-        assert!(text.contains("MQTT version `4.5` is not supported"), "{text}");
+        assert!(
+            text.contains("environment variable `NOPE` is not set"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MQTT version `4.5` is not supported"),
+            "{text}"
+        );
         assert!(text.contains("`keep_alive` is not a duration"), "{text}");
     }
 

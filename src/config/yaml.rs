@@ -73,7 +73,10 @@ pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
     match serde_saphyr::from_str_with_options::<Node>(text, options) {
         Ok(node) => Ok(node),
         Err(e) => {
-            let at = e.location().map(|l| pos(&l)).unwrap_or(Pos { line: 1, col: 1 });
+            let at = e
+                .location()
+                .map(|l| pos(&l))
+                .unwrap_or(Pos { line: 1, col: 1 });
             // The message alone: the caller prints its own `file:line:col`.
             let message = e.to_string();
             let message = message.lines().next().unwrap_or("invalid YAML").to_string();
@@ -163,11 +166,17 @@ mod tests {
     fn keeps_positions_and_merges() {
         let text = "base: &b\n  x: 1\nroutes:\n  - name: a\n    <<: *b\n    y: \"two\"\n";
         let node = parse(text).unwrap();
-        let Value::Map(top) = &node.value else { panic!() };
+        let Value::Map(top) = &node.value else {
+            panic!()
+        };
         assert_eq!(top[1].0.name, "routes");
         assert_eq!(top[1].0.pos, Pos { line: 3, col: 1 });
-        let Value::Seq(routes) = &top[1].1.value else { panic!() };
-        let Value::Map(route) = &routes[0].value else { panic!() };
+        let Value::Seq(routes) = &top[1].1.value else {
+            panic!()
+        };
+        let Value::Map(route) = &routes[0].value else {
+            panic!()
+        };
         let names: Vec<_> = route.iter().map(|(k, _)| k.name.as_str()).collect();
         assert!(names.contains(&"x"), "merge key applied: {names:?}");
         let y = route.iter().find(|(k, _)| k.name == "y").unwrap();

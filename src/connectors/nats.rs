@@ -60,7 +60,10 @@ impl NatsConnection {
         }
     }
 
-    async fn options(&self, events: mpsc::UnboundedSender<Event>) -> anyhow::Result<ConnectOptions> {
+    async fn options(
+        &self,
+        events: mpsc::UnboundedSender<Event>,
+    ) -> anyhow::Result<ConnectOptions> {
         let c = &self.config;
         let mut options = ConnectOptions::new();
         if let Some(creds) = &c.creds {
@@ -78,14 +81,23 @@ impl NatsConnection {
         if let Some(seed) = &c.nkey {
             options = options.nkey(seed.expose().to_string());
         }
-        let uses_tls = c.urls.iter().any(|u| u.starts_with("tls://") || u.starts_with("wss://"));
+        let uses_tls = c
+            .urls
+            .iter()
+            .any(|u| u.starts_with("tls://") || u.starts_with("wss://"));
         if uses_tls || c.tls != config::Tls::default() {
             let tls = super::tls::client_config(&c.tls, &self.name)?;
-            options = options.tls_client_config((*tls).clone()).require_tls(uses_tls);
+            options = options
+                .tls_client_config((*tls).clone())
+                .require_tls(uses_tls);
         }
         let reconnect = self.reconnect.clone();
         options = options
-            .name(c.name.clone().unwrap_or_else(|| format!("ferry-{}", self.name)))
+            .name(
+                c.name
+                    .clone()
+                    .unwrap_or_else(|| format!("ferry-{}", self.name)),
+            )
             .connection_timeout(self.reconnect.connect_timeout)
             .retry_on_initial_connect()
             .max_reconnects(None)
@@ -110,7 +122,12 @@ impl NatsConnection {
 }
 
 impl Connection for NatsConnection {
-    fn add_source(&mut self, _route: &str, source: &SourceSpec, input: RouteInput) -> anyhow::Result<()> {
+    fn add_source(
+        &mut self,
+        _route: &str,
+        source: &SourceSpec,
+        input: RouteInput,
+    ) -> anyhow::Result<()> {
         let SourceSpec::Nats(source) = source else {
             anyhow::bail!("connection {} is NATS, the source is not", self.name);
         };
@@ -123,7 +140,11 @@ impl Connection for NatsConnection {
     }
 
     fn add_sink(&mut self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
-        anyhow::ensure!(matches!(sink, SinkSpec::Nats(_)), "connection {} is NATS, the sink is not", self.name);
+        anyhow::ensure!(
+            matches!(sink, SinkSpec::Nats(_)),
+            "connection {} is NATS, the sink is not",
+            self.name
+        );
         Ok(Arc::new(NatsSink {
             client: self.client.clone(),
         }))
@@ -165,10 +186,19 @@ impl NatsConnection {
 
         for source in &self.sources {
             let subscriber = match &source.queue_group {
-                Some(group) => client.queue_subscribe(source.subject.clone(), group.clone()).await,
+                Some(group) => {
+                    client
+                        .queue_subscribe(source.subject.clone(), group.clone())
+                        .await
+                }
                 None => client.subscribe(source.subject.clone()).await,
             }
-            .with_context(|| format!("connection {}: cannot subscribe to {}", self.name, source.subject))?;
+            .with_context(|| {
+                format!(
+                    "connection {}: cannot subscribe to {}",
+                    self.name, source.subject
+                )
+            })?;
             runtime.sources.spawn(feed(
                 self.name.clone(),
                 subscriber,
@@ -223,7 +253,12 @@ impl NatsConnection {
 /// Moves one subscription's messages into its route's queue. When the sources stop, it
 /// unsubscribes and still hands over what the client had already received, so a shutdown does
 /// not drop messages that were in ferry's hands.
-async fn feed(origin: Arc<str>, mut subscriber: Subscriber, input: RouteInput, stop: tokio_util::sync::CancellationToken) {
+async fn feed(
+    origin: Arc<str>,
+    mut subscriber: Subscriber,
+    input: RouteInput,
+    stop: tokio_util::sync::CancellationToken,
+) {
     let mut draining = false;
     loop {
         let message = tokio::select! {
@@ -241,7 +276,9 @@ async fn feed(origin: Arc<str>, mut subscriber: Subscriber, input: RouteInput, s
             m.headers = headers
                 .iter()
                 .flat_map(|(name, values)| {
-                    values.iter().map(move |v| (name.to_string(), v.as_str().to_string()))
+                    values
+                        .iter()
+                        .map(move |v| (name.to_string(), v.as_str().to_string()))
                 })
                 .collect();
         }

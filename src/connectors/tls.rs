@@ -34,9 +34,9 @@ pub fn client_config(tls: &Tls, connection: &str) -> anyhow::Result<Arc<ClientCo
         match &tls.ca {
             Some(ca) => {
                 for cert in read_certs(ca)? {
-                    roots
-                        .add(cert)
-                        .with_context(|| format!("{}: not a usable CA certificate", ca.display()))?;
+                    roots.add(cert).with_context(|| {
+                        format!("{}: not a usable CA certificate", ca.display())
+                    })?;
                 }
             }
             None => {
@@ -62,7 +62,11 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("{}: not a PEM certificate file", path.display()))?;
-    anyhow::ensure!(!certs.is_empty(), "{}: no PEM certificate in it", path.display());
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "{}: no PEM certificate in it",
+        path.display()
+    );
     Ok(certs)
 }
 

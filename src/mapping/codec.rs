@@ -108,8 +108,14 @@ mod tests {
             for topic in &longer {
                 let subject = topic_to_subject(topic);
                 assert_eq!(&subject_to_topic(&subject), topic, "via {subject:?}");
-                assert!(!subject.starts_with('.') && !subject.ends_with('.'), "{subject:?}");
-                assert!(!subject.contains(".."), "{topic:?} -> {subject:?} has an empty token");
+                assert!(
+                    !subject.starts_with('.') && !subject.ends_with('.'),
+                    "{subject:?}"
+                );
+                assert!(
+                    !subject.contains(".."),
+                    "{topic:?} -> {subject:?} has an empty token"
+                );
             }
             topics = longer;
         }

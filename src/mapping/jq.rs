@@ -57,8 +57,8 @@ impl Program {
 
     /// Runs the program on a JSON payload; every value it yields, serialised as compact JSON.
     pub fn run(&self, payload: &[u8]) -> Result<Vec<Vec<u8>>, RunError> {
-        let input = jaq_json::read::parse_single(payload)
-            .map_err(|e| RunError::NotJson(e.to_string()))?;
+        let input =
+            jaq_json::read::parse_single(payload).map_err(|e| RunError::NotJson(e.to_string()))?;
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         let mut out = Vec::new();
         for value in self.filter.id.run((ctx, input)) {
@@ -73,8 +73,8 @@ impl Program {
     /// Runs the program as a predicate: true unless its first value is `false` or `null`
     /// (or it yields nothing), as jq's `select` decides.
     pub fn matches(&self, payload: &[u8]) -> Result<bool, RunError> {
-        let input = jaq_json::read::parse_single(payload)
-            .map_err(|e| RunError::NotJson(e.to_string()))?;
+        let input =
+            jaq_json::read::parse_single(payload).map_err(|e| RunError::NotJson(e.to_string()))?;
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
         match self.filter.id.run((ctx, input)).next() {
             None => Ok(false),

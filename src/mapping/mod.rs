@@ -32,8 +32,16 @@ impl Mapping {
     /// Compiles a route's programs (already validated with the configuration).
     pub fn new(route: &config::Route) -> Result<Mapping, String> {
         Ok(Mapping {
-            filter: route.filter.as_deref().map(jq::Program::compile).transpose()?,
-            transform: route.transform.as_deref().map(jq::Program::compile).transpose()?,
+            filter: route
+                .filter
+                .as_deref()
+                .map(jq::Program::compile)
+                .transpose()?,
+            transform: route
+                .transform
+                .as_deref()
+                .map(jq::Program::compile)
+                .transpose()?,
         })
     }
 
@@ -48,7 +56,9 @@ impl Mapping {
         let Some(transform) = &self.transform else {
             return Ok(vec![message.clone()]);
         };
-        let outputs = transform.run(&message.payload).map_err(MapError::Transform)?;
+        let outputs = transform
+            .run(&message.payload)
+            .map_err(MapError::Transform)?;
         Ok(outputs
             .into_iter()
             .map(|payload| Message {
@@ -99,8 +109,12 @@ impl SinkTarget {
     pub fn render(&self, message: &Message, route: &str) -> Result<String, String> {
         match self {
             SinkTarget::Auto(Conversion::Unchanged) => Ok(message.subject.clone()),
-            SinkTarget::Auto(Conversion::MqttToNats) => Ok(codec::topic_to_subject(&message.subject)),
-            SinkTarget::Auto(Conversion::NatsToMqtt) => Ok(codec::subject_to_topic(&message.subject)),
+            SinkTarget::Auto(Conversion::MqttToNats) => {
+                Ok(codec::topic_to_subject(&message.subject))
+            }
+            SinkTarget::Auto(Conversion::NatsToMqtt) => {
+                Ok(codec::subject_to_topic(&message.subject))
+            }
             SinkTarget::Template(t) => t.render(message, route),
         }
     }

@@ -7,7 +7,10 @@ pub type Problem = (String, String);
 /// An MQTT topic filter (may contain `+` and `#`).
 pub fn mqtt_filter(filter: &str) -> Result<(), Problem> {
     if filter.is_empty() {
-        return Err(("an MQTT topic filter cannot be empty".into(), "use `#` for every topic".into()));
+        return Err((
+            "an MQTT topic filter cannot be empty".into(),
+            "use `#` for every topic".into(),
+        ));
     }
     common_mqtt(filter)?;
     let levels: Vec<&str> = filter.split('/').collect();
@@ -31,7 +34,10 @@ pub fn mqtt_filter(filter: &str) -> Result<(), Problem> {
 /// An MQTT topic to publish to (no wildcards).
 pub fn mqtt_topic(topic: &str) -> Result<(), Problem> {
     if topic.is_empty() {
-        return Err(("an MQTT topic cannot be empty".into(), "give the topic a name".into()));
+        return Err((
+            "an MQTT topic cannot be empty".into(),
+            "give the topic a name".into(),
+        ));
     }
     common_mqtt(topic)?;
     if topic.contains(['+', '#']) {
@@ -45,10 +51,16 @@ pub fn mqtt_topic(topic: &str) -> Result<(), Problem> {
 
 fn common_mqtt(name: &str) -> Result<(), Problem> {
     if name.len() > 65_535 {
-        return Err(("an MQTT topic is longer than 65535 bytes".into(), "shorten it".into()));
+        return Err((
+            "an MQTT topic is longer than 65535 bytes".into(),
+            "shorten it".into(),
+        ));
     }
     if name.contains('\0') {
-        return Err(("an MQTT topic cannot contain a NUL character".into(), "remove it".into()));
+        return Err((
+            "an MQTT topic cannot contain a NUL character".into(),
+            "remove it".into(),
+        ));
     }
     Ok(())
 }
@@ -65,7 +77,10 @@ pub fn nats_subject(subject: &str) -> Result<(), Problem> {
 
 fn nats(subject: &str, wildcards: bool) -> Result<(), Problem> {
     if subject.is_empty() {
-        return Err(("a NATS subject cannot be empty".into(), "give it a name, e.g. `iot.>`".into()));
+        return Err((
+            "a NATS subject cannot be empty".into(),
+            "give it a name, e.g. `iot.>`".into(),
+        ));
     }
     if subject.chars().any(char::is_whitespace) {
         return Err((

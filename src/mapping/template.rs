@@ -52,7 +52,11 @@ impl Template {
         let payload = if self.uses_payload {
             match serde_json::from_slice::<serde_json::Value>(&message.payload) {
                 Ok(json) => Value::from(minijinja::value::Serde(json)),
-                Err(e) => return Err(format!("the template uses `payload`, which is not JSON: {e}")),
+                Err(e) => {
+                    return Err(format!(
+                        "the template uses `payload`, which is not JSON: {e}"
+                    ));
+                }
             }
         } else {
             Value::UNDEFINED
@@ -72,7 +76,10 @@ impl Template {
 
 /// minijinja's message without its template-name decoration.
 fn describe(e: &minijinja::Error) -> String {
-    let mut s = e.detail().map(str::to_string).unwrap_or_else(|| e.kind().to_string());
+    let mut s = e
+        .detail()
+        .map(str::to_string)
+        .unwrap_or_else(|| e.kind().to_string());
     if let Some(line) = e.line() {
         s = format!("{s} (template line {line})");
     }

@@ -53,7 +53,10 @@ impl Pipeline {
                     .with_context(|| format!("connection {name} is not defined"))?;
                 let status = ConnectionStatus::new(name, c.kind.protocol());
                 statuses.push(status.clone());
-                connections.insert(name.to_string(), (c.kind.protocol(), connectors::open(c, status)));
+                connections.insert(
+                    name.to_string(),
+                    (c.kind.protocol(), connectors::open(c, status)),
+                );
             }
             Ok(())
         };
@@ -79,7 +82,8 @@ impl Pipeline {
                 .with_context(|| format!("route {}", route.name))?;
             let mut sinks = Vec::new();
             for sink in &route.to {
-                let (to_protocol, connection) = connections.get_mut(&sink.connection).expect("opened above");
+                let (to_protocol, connection) =
+                    connections.get_mut(&sink.connection).expect("opened above");
                 let target = SinkTarget::new(sink.spec.target(), from_protocol, to_protocol)
                     .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?;
                 sinks.push(RouteSink {
@@ -94,7 +98,8 @@ impl Pipeline {
             route_workers.push(RouteWorker {
                 name: route.name.as_str().into(),
                 queue: output,
-                mapping: Mapping::new(route).map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
+                mapping: Mapping::new(route)
+                    .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
                 sinks,
                 counters: route_counters,
                 abandon: abandon.clone(),
@@ -146,7 +151,10 @@ impl Pipeline {
     }
 
     async fn shutdown(self) {
-        tracing::info!("shutting down: sources stop, queued messages drain (up to {:?})", self.shutdown_timeout);
+        tracing::info!(
+            "shutting down: sources stop, queued messages drain (up to {:?})",
+            self.shutdown_timeout
+        );
         let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
         self.runtime.stop_sources.cancel();
         // Sources hand over what they already received; a queue that stays full past the
@@ -156,15 +164,23 @@ impl Pipeline {
         for q in &self.queues {
             q.close();
         }
-        if tokio::time::timeout_at(deadline, self.workers.wait()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.workers.wait())
+            .await
+            .is_err()
+        {
             let left: usize = self.queues.iter().map(|q| q.len()).sum();
-            tracing::warn!("shutdown timeout passed with {left} message(s) undelivered; giving up on them");
+            tracing::warn!(
+                "shutdown timeout passed with {left} message(s) undelivered; giving up on them"
+            );
             self.abandon.cancel();
             self.workers.wait().await;
         }
         self.runtime.close.cancel();
         self.runtime.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.runtime.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), self.runtime.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close within 5s");
         }
         tracing::info!("ferry stopped");

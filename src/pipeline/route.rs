@@ -90,7 +90,10 @@ impl RouteWorker {
                 out.subject = match sink.target.render(&output, &self.name) {
                     Ok(subject) => subject,
                     Err(e) => {
-                        self.fail(&output, &format!("cannot name the subject for {}: {e}", sink.connection));
+                        self.fail(
+                            &output,
+                            &format!("cannot name the subject for {}: {e}", sink.connection),
+                        );
                         continue;
                     }
                 };
@@ -113,7 +116,10 @@ impl RouteWorker {
                     return true;
                 }
                 Err(SinkError::Rejected(reason)) => {
-                    self.fail(message, &format!("{} rejected it: {reason}", sink.connection));
+                    self.fail(
+                        message,
+                        &format!("{} rejected it: {reason}", sink.connection),
+                    );
                     return true;
                 }
                 Err(SinkError::Unavailable(reason)) => {

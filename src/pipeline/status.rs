@@ -50,7 +50,8 @@ impl ConnectionStatus {
 
     /// The connection is up (and subscribed). Logs only when it was not already up.
     pub fn up(&self, detail: &str) {
-        let previous = std::mem::replace(&mut *self.0.state.lock().expect("status lock"), State::Up);
+        let previous =
+            std::mem::replace(&mut *self.0.state.lock().expect("status lock"), State::Up);
         match previous {
             State::Up => {}
             State::Connecting => {

@@ -14,8 +14,6 @@
 
 mod client;
 mod event_loop;
-#[cfg(test)]
-mod smoke;
 mod topic;
 
 use std::sync::Arc;
