@@ -112,32 +112,42 @@ pub fn build(
     }
 }
 
+/// `MqttOptions` for the connection's transport (tcp, tls, ws, wss). A macro because the two
+/// crates have the same API under different types.
+macro_rules! options_for_transport {
+    ($krate:ident, $name:expr, $cfg:expr) => {{
+        use $krate::{Broker, MqttOptions, TlsConfiguration, Transport};
+        let cfg = $cfg;
+        let id = cfg.client_id.clone();
+        match cfg.transport {
+            MqttTransport::Tcp => MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port)),
+            MqttTransport::Tls => {
+                let mut options = MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port));
+                let tls =
+                    TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, $name)?);
+                options.set_transport(Transport::tls_with_config(tls));
+                options
+            }
+            MqttTransport::Ws => MqttOptions::new(
+                id,
+                Broker::websocket(ws_url(cfg)?).map_err(|e| anyhow!("{e}"))?,
+            ),
+            MqttTransport::Wss => {
+                let tls =
+                    TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, $name)?);
+                MqttOptions::websocket_with_tls_config(id, ws_url(cfg)?, tls)
+                    .map_err(|e| anyhow!("{e}"))?
+            }
+        }
+    }};
+}
+
 fn build_v5(
     name: &str,
     cfg: &config::MqttConnection,
     reconnect: &config::Reconnect,
 ) -> anyhow::Result<(Client, EventLoop)> {
-    use mqtt5::{Broker, MqttOptions, TlsConfiguration, Transport};
-
-    let id = cfg.client_id.clone();
-    let mut options = match cfg.transport {
-        MqttTransport::Tcp => MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port)),
-        MqttTransport::Tls => {
-            let mut options = MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port));
-            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
-            options.set_transport(Transport::tls_with_config(tls));
-            options
-        }
-        MqttTransport::Ws => MqttOptions::new(
-            id,
-            Broker::websocket(ws_url(cfg)?).map_err(|e| anyhow!("{e}"))?,
-        ),
-        MqttTransport::Wss => {
-            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
-            MqttOptions::websocket_with_tls_config(id, ws_url(cfg)?, tls)
-                .map_err(|e| anyhow!("{e}"))?
-        }
-    };
+    let mut options = options_for_transport!(mqtt5, name, cfg);
     options
         .set_keep_alive(keep_alive_secs(cfg.keep_alive))
         .set_clean_start(cfg.clean_start)
@@ -181,27 +191,7 @@ fn build_v311(
     cfg: &config::MqttConnection,
     reconnect: &config::Reconnect,
 ) -> anyhow::Result<(Client, EventLoop)> {
-    use mqtt4::{Broker, MqttOptions, TlsConfiguration, Transport};
-
-    let id = cfg.client_id.clone();
-    let mut options = match cfg.transport {
-        MqttTransport::Tcp => MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port)),
-        MqttTransport::Tls => {
-            let mut options = MqttOptions::new(id, Broker::tcp(&cfg.host, cfg.port));
-            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
-            options.set_transport(Transport::tls_with_config(tls));
-            options
-        }
-        MqttTransport::Ws => MqttOptions::new(
-            id,
-            Broker::websocket(ws_url(cfg)?).map_err(|e| anyhow!("{e}"))?,
-        ),
-        MqttTransport::Wss => {
-            let tls = TlsConfiguration::Rustls(super::super::tls::client_config(&cfg.tls, name)?);
-            MqttOptions::websocket_with_tls_config(id, ws_url(cfg)?, tls)
-                .map_err(|e| anyhow!("{e}"))?
-        }
-    };
+    let mut options = options_for_transport!(mqtt4, name, cfg);
     options
         .try_set_clean_session(cfg.clean_start)
         .map_err(|e| anyhow!("{e}"))
