@@ -61,9 +61,19 @@ pub fn free_port() -> u16 {
 }
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`.
+///
+/// A connection whose local end is the port itself does not count: when nothing listens yet
+/// and the kernel happens to pick the same ephemeral port for the client side, TCP connects
+/// the socket to itself ("self-connect"), which looks like success.
 pub fn port_accepts(port: u16) -> bool {
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    TcpStream::connect_timeout(&addr, millis(200)).is_ok()
+    match TcpStream::connect_timeout(&addr, millis(200)) {
+        Ok(stream) => stream
+            .local_addr()
+            .map(|local| local != addr)
+            .unwrap_or(false),
+        Err(_) => false,
+    }
 }
 
 /// Finds a program on PATH or in the sbin directories Debian installs brokers into; panics
