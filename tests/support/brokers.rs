@@ -1,7 +1,7 @@
 //! Real brokers on free loopback ports: mosquitto and nats-server.
 //!
 //! Each broker gets a temporary directory holding its config file and its log; the config is
-//! written once, so [`Mosquitto::restart`] and [`NatsServer::restart`] bring the broker back
+//! written once, so [`BrokerProcess::restart`] brings the broker back
 //! on the very same ports with the very same settings (what a broker restart looks like to a
 //! client).
 
@@ -20,16 +20,45 @@ pub struct ServerTls {
     pub key: PathBuf,
 }
 
-/// A broker process started from a config file, with its output in a log file.
-struct Process {
+/// A broker process started from a config file in its own temporary directory, with its
+/// output in a log file there. Both broker wrappers deref to it for what they share: `pid`,
+/// `kill9`, `restart`, `pause`, `resume`, `log`, `dir`.
+pub struct BrokerProcess {
     what: String,
     program: PathBuf,
     args: Vec<String>,
     log: PathBuf,
+    /// Every port it listens on; readiness waits for all of them.
+    ports: Vec<u16>,
     child: Option<Child>,
+    dir: TempDir,
 }
 
-impl Process {
+impl BrokerProcess {
+    /// Starts the program and returns once every port accepts TCP connections (panics after
+    /// 15 s, with the broker's log).
+    fn start(
+        what: String,
+        program: PathBuf,
+        args: Vec<String>,
+        log: &str,
+        ports: Vec<u16>,
+        dir: TempDir,
+    ) -> Self {
+        let mut process = BrokerProcess {
+            what,
+            program,
+            args,
+            log: dir.path().join(log),
+            ports,
+            child: None,
+            dir,
+        };
+        process.spawn();
+        process.wait_ready();
+        process
+    }
+
     fn spawn(&mut self) {
         let log = OpenOptions::new()
             .create(true)
@@ -59,24 +88,54 @@ impl Process {
         }
     }
 
-    fn wait_ready(&mut self, ports: &[u16]) {
+    fn wait_ready(&mut self) {
         let what = self.what.clone();
-        wait_for_ports(&what, ports, secs(15), || self.alive());
+        let ports = self.ports.clone();
+        wait_for_ports(&what, &ports, secs(15), || self.alive());
     }
 
-    fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("broker is not running").id()
     }
 
-    fn kill9(&mut self) {
+    /// `kill -9`: the broker vanishes without a goodbye, as in a crash.
+    pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill(); // SIGKILL
             let _ = child.wait();
         }
     }
+
+    /// Starts the broker again with the same config on the same ports (after [`Self::kill9`];
+    /// kills it first if it still runs).
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// `SIGSTOP`: the broker keeps its sockets open but stops reading and writing, so a
+    /// client's writes pile up in socket buffers and then block.
+    pub fn pause(&self) {
+        send_signal(self.pid(), "STOP");
+    }
+
+    /// `SIGCONT` after [`Self::pause`].
+    pub fn resume(&self) {
+        send_signal(self.pid(), "CONT");
+    }
+
+    /// The broker's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
-impl Drop for Process {
+impl Drop for BrokerProcess {
     fn drop(&mut self) {
         self.kill9();
     }
@@ -104,8 +163,7 @@ pub struct Mosquitto {
     pub ws_port: Option<u16>,
     pub tls_port: Option<u16>,
     pub conf: PathBuf,
-    process: Process,
-    dir: TempDir,
+    process: BrokerProcess,
 }
 
 impl Mosquitto {
@@ -152,36 +210,25 @@ impl Mosquitto {
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf).unwrap();
 
-        let mut process = Process {
-            what: format!("mosquitto (port {port})"),
+        let ports = [Some(port), ws_port, tls_port]
+            .into_iter()
+            .flatten()
+            .collect();
+        let process = BrokerProcess::start(
+            format!("mosquitto (port {port})"),
             program,
-            args: vec!["-c".into(), conf_path.display().to_string()],
-            log: dir.path().join("mosquitto.log"),
-            child: None,
-        };
-        process.spawn();
-        let mut broker = Mosquitto {
+            vec!["-c".into(), conf_path.display().to_string()],
+            "mosquitto.log",
+            ports,
+            dir,
+        );
+        Mosquitto {
             port,
             ws_port,
             tls_port,
             conf: conf_path,
             process,
-            dir,
-        };
-        broker.wait_ready();
-        broker
-    }
-
-    fn ports(&self) -> Vec<u16> {
-        [Some(self.port), self.ws_port, self.tls_port]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    fn wait_ready(&mut self) {
-        let ports = self.ports();
-        self.process.wait_ready(&ports);
+        }
     }
 
     /// `mqtt://127.0.0.1:PORT`
@@ -204,42 +251,6 @@ impl Mosquitto {
             .tls_port
             .expect("mosquitto was started without a TLS listener");
         format!("mqtts://localhost:{port}")
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// `kill -9`: the broker vanishes without a goodbye, as in a crash.
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Starts the broker again with the same config on the same ports (after [`Self::kill9`];
-    /// kills it first if it still runs).
-    pub fn restart(&mut self) {
-        self.process.kill9();
-        self.process.spawn();
-        self.wait_ready();
-    }
-
-    /// `SIGSTOP`: the broker keeps its sockets open but stops reading and writing.
-    pub fn pause(&self) {
-        send_signal(self.pid(), "STOP");
-    }
-
-    /// `SIGCONT` after [`Self::pause`].
-    pub fn resume(&self) {
-        send_signal(self.pid(), "CONT");
-    }
-
-    /// The broker's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.process.log).unwrap_or_default()
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
@@ -277,8 +288,7 @@ pub struct NatsServer {
     pub ws_port: Option<u16>,
     pub monitor_port: Option<u16>,
     pub conf: PathBuf,
-    process: Process,
-    dir: TempDir,
+    process: BrokerProcess,
 }
 
 impl NatsServer {
@@ -322,36 +332,25 @@ impl NatsServer {
         let conf_path = dir.path().join("nats.conf");
         std::fs::write(&conf_path, conf).unwrap();
 
-        let mut process = Process {
-            what: format!("nats-server (port {port})"),
+        let ports = [Some(port), ws_port, monitor_port]
+            .into_iter()
+            .flatten()
+            .collect();
+        let process = BrokerProcess::start(
+            format!("nats-server (port {port})"),
             program,
-            args: vec!["-c".into(), conf_path.display().to_string()],
-            log: dir.path().join("nats.log"),
-            child: None,
-        };
-        process.spawn();
-        let mut server = NatsServer {
+            vec!["-c".into(), conf_path.display().to_string()],
+            "nats.log",
+            ports,
+            dir,
+        );
+        NatsServer {
             port,
             ws_port,
             monitor_port,
             conf: conf_path,
             process,
-            dir,
-        };
-        server.wait_ready();
-        server
-    }
-
-    fn ports(&self) -> Vec<u16> {
-        [Some(self.port), self.ws_port, self.monitor_port]
-            .into_iter()
-            .flatten()
-            .collect()
-    }
-
-    fn wait_ready(&mut self) {
-        let ports = self.ports();
-        self.process.wait_ready(&ports);
+        }
     }
 
     /// `nats://127.0.0.1:PORT`
@@ -366,40 +365,23 @@ impl NatsServer {
             .expect("nats-server was started without websocket");
         format!("ws://127.0.0.1:{port}")
     }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// `kill -9`: the server vanishes without a goodbye, as in a crash.
-    pub fn kill9(&mut self) {
-        self.process.kill9();
-    }
-
-    /// Starts the server again with the same config on the same ports.
-    pub fn restart(&mut self) {
-        self.process.kill9();
-        self.process.spawn();
-        self.wait_ready();
-    }
-
-    /// `SIGSTOP`: the server keeps its sockets open but stops reading and writing, so a
-    /// publisher's writes pile up in socket buffers and then block.
-    pub fn pause(&self) {
-        send_signal(self.pid(), "STOP");
-    }
-
-    /// `SIGCONT` after [`Self::pause`].
-    pub fn resume(&self) {
-        send_signal(self.pid(), "CONT");
-    }
-
-    /// The server's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.process.log).unwrap_or_default()
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
 }
+
+/// What both brokers share ([`BrokerProcess`]: pid, kill9, restart, pause, resume, log, dir).
+macro_rules! derefs_to_process {
+    ($broker:ty) => {
+        impl std::ops::Deref for $broker {
+            type Target = BrokerProcess;
+            fn deref(&self) -> &BrokerProcess {
+                &self.process
+            }
+        }
+        impl std::ops::DerefMut for $broker {
+            fn deref_mut(&mut self) -> &mut BrokerProcess {
+                &mut self.process
+            }
+        }
+    };
+}
+derefs_to_process!(Mosquitto);
+derefs_to_process!(NatsServer);
