@@ -239,3 +239,75 @@ async fn mqtt_over_websocket_relays_both_ways() {
     // Only the WebSocket listener is at that URL: a relay that works went over WebSocket.
     let _ferry = assert_two_way(&mq, &nc, &mosquitto, &nats).await;
 }
+
+/// NATS user/password from a `${file:...}` secret: the relay works against a server that
+/// requires it; with a wrong password ferry reports the connection down and keeps running, and
+/// neither password ever appears in its log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_user_and_password_from_a_secret_file() {
+    const PASSWORD: &str = "s3cret-pw-4711";
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions {
+        extra_config: vec![format!(
+            "authorization {{ user: ferry, password: \"{PASSWORD}\" }}"
+        )],
+        ..Default::default()
+    });
+    let secrets = tempfile::tempdir().unwrap();
+    std::fs::write(secrets.path().join("right"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(secrets.path().join("wrong"), "not-the-password\n").unwrap();
+    let config = |file: &str| {
+        format!(
+            r#"
+connections:
+  mq:
+    mqtt: {{ url: "{mqtt}" }}
+  nc:
+    nats: {{ url: "{nats}", user: ferry, password: "${{file:{dir}/{file}}}" }}
+    reconnect: {{ initial_delay: 100ms, max_delay: 500ms }}
+routes:
+  - name: up
+    from: {{ connection: mq, topic: "up/#", qos: 1 }}
+    to: {{ connection: nc, subject: auto }}
+"#,
+            mqtt = mosquitto.url(),
+            nats = nats.url(),
+            dir = secrets.path().display()
+        )
+    };
+
+    let mut ferry = Ferry::start(&config("right"));
+    ferry.wait_ready().await;
+    let authed = format!("nats://ferry:{PASSWORD}@127.0.0.1:{}", nats.port);
+    let nats_peer = NatsPeer::connect(&authed).await;
+    let mut in_nats = nats_peer.subscribe("up.>").await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    publisher
+        .publish_all(
+            (0..N).map(|i| ("up/x".to_string(), seq_payload("up", i, 0))),
+            1,
+        )
+        .await;
+    assert_sequences(&in_nats.collect(N, secs(20)).await, &["up"], N);
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+    assert!(
+        !ferry.lines().join("\n").contains(PASSWORD),
+        "the password leaked into the log"
+    );
+
+    let mut refused = Ferry::start(&config("wrong"));
+    refused.wait_for_line("connection down", secs(20)).await;
+    assert!(
+        refused.is_running(),
+        "a refused connection must not stop ferry"
+    );
+    let log = refused.lines().join("\n");
+    assert!(
+        log.to_lowercase().contains("authorization"),
+        "the log should say why the connection failed:\n{log}"
+    );
+    assert!(
+        !log.contains("not-the-password") && !log.contains(PASSWORD),
+        "a password leaked:\n{log}"
+    );
+}

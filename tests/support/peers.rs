@@ -394,18 +394,22 @@ pub struct NatsPeer {
 }
 
 impl NatsPeer {
-    /// Connects to `nats://...` or `ws://...`; panics if not connected within 10 s.
+    /// Connects to `nats://[user:password@]...` or `ws://...`; panics if not connected
+    /// within 10 s.
     pub async fn connect(url: &str) -> NatsPeer {
-        let client = tokio::time::timeout(
-            secs(10),
-            async_nats::ConnectOptions::new()
-                .name(unique_id("nats"))
-                .subscription_capacity(1 << 20)
-                .connect(url),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("NATS peer: no connection to {url} within 10s"))
-        .unwrap_or_else(|e| panic!("NATS peer: could not connect to {url}: {e}"));
+        let mut options = async_nats::ConnectOptions::new()
+            .name(unique_id("nats"))
+            .subscription_capacity(1 << 20);
+        // async-nats takes credentials from options only, not from the URL.
+        if let Ok(parsed) = url::Url::parse(url)
+            && let Some(password) = parsed.password()
+        {
+            options = options.user_and_password(parsed.username().into(), password.into());
+        }
+        let client = tokio::time::timeout(secs(10), options.connect(url))
+            .await
+            .unwrap_or_else(|_| panic!("NATS peer: no connection to {url} within 10s"))
+            .unwrap_or_else(|e| panic!("NATS peer: could not connect to {url}: {e}"));
         NatsPeer {
             client,
             url: url.to_string(),
