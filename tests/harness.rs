@@ -167,6 +167,7 @@ fn sequence_checks_catch_loss_duplicates_and_reordering() {
         topic: "t".into(),
         payload: seq_payload("s", seq, 0),
         retain: false,
+        headers: Vec::new(),
     };
     let ok: Vec<Msg> = (0..3).map(msg).collect();
     assert_sequences(&ok, &["s"], 3);

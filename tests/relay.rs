@@ -382,3 +382,64 @@ routes:
         .await;
     assert!(ferry.is_running(), "ferry exited after a bad payload");
 }
+
+/// Headers travel: MQTT 5 user properties become NATS headers, and NATS headers become MQTT 5
+/// user properties, names and values intact (repeated names included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_user_properties_travel_both_ways() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start(&format!(
+        r#"
+connections:
+  mq:
+    mqtt: {{ url: "{mqtt}", version: 5 }}
+  nc:
+    nats: {{ url: "{nats}" }}
+routes:
+  - name: up
+    from: {{ connection: mq, topic: "up/#", qos: 1 }}
+    to: {{ connection: nc, subject: auto }}
+  - name: down
+    from: {{ connection: nc, subject: "down.>" }}
+    to: {{ connection: mq, topic: auto, qos: 1 }}
+"#,
+        mqtt = mosquitto.url(),
+        nats = nats.url()
+    ));
+    ferry.wait_ready().await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut in_nats = nats_peer.subscribe("up.>").await;
+    let mut mqtt_peer = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt_peer.subscribe("down/#", 1).await;
+
+    let sent = [("trace-id", "42"), ("tag", "a"), ("tag", "b")];
+    mqtt_peer
+        .publish_with_user_properties("up/x", "hello", &sent)
+        .await;
+    let got = in_nats.collect(1, secs(20)).await.remove(0);
+    assert_eq!(got.topic, "up.x");
+    for (k, v) in sent {
+        assert!(
+            got.headers.iter().any(|(hk, hv)| hk == k && hv == v),
+            "NATS header {k}: {v} missing from {:?}",
+            got.headers
+        );
+    }
+
+    nats_peer
+        .publish_with_headers("down.y", "world", &[("trace-id", "43")])
+        .await;
+    let got = mqtt_peer.inbox.collect(1, secs(20)).await.remove(0);
+    assert_eq!(
+        (got.topic.as_str(), got.text().as_str()),
+        ("down/y", "world")
+    );
+    assert!(
+        got.headers
+            .iter()
+            .any(|(k, v)| k == "trace-id" && v == "43"),
+        "user property trace-id=43 missing from {:?}",
+        got.headers
+    );
+}

@@ -25,6 +25,8 @@ pub struct Msg {
     pub topic: String,
     pub payload: Bytes,
     pub retain: bool,
+    /// NATS headers, or MQTT 5 user properties.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Msg {
@@ -237,6 +239,7 @@ impl MqttPeer {
                             topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
                             retain: p.retain,
+                            headers: p.properties.map(|p| p.user_properties).unwrap_or_default(),
                         });
                     }
                     Ok(_) => {}
@@ -295,13 +298,41 @@ impl MqttPeer {
 
     /// Publishes one message; with QoS 1 returns once the broker acknowledged it (PUBACK).
     pub async fn publish(&self, topic: &str, payload: impl Into<Bytes>, qos: u8, retain: bool) {
+        self.publish_with_options(
+            topic,
+            payload,
+            PublishOptions::new(qos_of(qos)).retain(retain),
+        )
+        .await
+    }
+
+    /// Publishes at QoS 1 with MQTT 5 user properties; returns once acknowledged.
+    pub async fn publish_with_user_properties(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        user_properties: &[(&str, &str)],
+    ) {
+        let properties = mqtt5::mqttbytes::v5::PublishProperties {
+            user_properties: user_properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        };
+        let options = PublishOptions::new(qos_of(1)).properties(properties);
+        self.publish_with_options(topic, payload, options).await
+    }
+
+    async fn publish_with_options(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+        options: PublishOptions,
+    ) {
         let notice = self
             .client
-            .publish_tracked(
-                topic,
-                payload.into(),
-                PublishOptions::new(qos_of(qos)).retain(retain),
-            )
+            .publish_tracked(topic, payload.into(), options)
             .await
             .unwrap_or_else(|e| panic!("publish to {topic:?} on {}: {e}", self.url));
         tokio::time::timeout(secs(30), notice.wait_completion_async())
@@ -435,6 +466,15 @@ impl NatsPeer {
                         topic: m.subject.as_str().to_string(),
                         payload: m.payload,
                         retain: false,
+                        headers: m
+                            .headers
+                            .iter()
+                            .flat_map(|h| h.iter())
+                            .flat_map(|(k, vs)| {
+                                vs.iter()
+                                    .map(move |v| (k.to_string(), v.as_str().to_string()))
+                            })
+                            .collect(),
                     })
                     .is_err()
                 {
@@ -475,6 +515,23 @@ impl NatsPeer {
     pub async fn publish(&self, subject: &str, payload: impl Into<Bytes>) {
         self.client
             .publish(subject.to_string(), payload.into())
+            .await
+            .unwrap_or_else(|e| panic!("NATS publish to {subject:?} on {}: {e}", self.url));
+    }
+
+    /// Publishes one message with headers.
+    pub async fn publish_with_headers(
+        &self,
+        subject: &str,
+        payload: impl Into<Bytes>,
+        headers: &[(&str, &str)],
+    ) {
+        let mut map = async_nats::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(*k, *v);
+        }
+        self.client
+            .publish_with_headers(subject.to_string(), map, payload.into())
             .await
             .unwrap_or_else(|e| panic!("NATS publish to {subject:?} on {}: {e}", self.url));
     }
