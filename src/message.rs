@@ -41,14 +41,6 @@ impl Message {
             received: SystemTime::now(),
         }
     }
-
-    /// The first header called `name` (case-insensitive, as in HTTP and NATS).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// Tells a source what became of a message it handed over. Confirm it once every sink took the

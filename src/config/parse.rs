@@ -71,10 +71,6 @@ impl<'n> Obj<'n> {
         self.what == "the configuration" && key.starts_with("x-")
     }
 
-    fn has(&self, key: &str) -> bool {
-        self.entries.iter().any(|(k, _)| k.name == key)
-    }
-
     /// Reports every key nobody asked for.
     fn finish(self, d: &mut Decoder) {
         for (key, _) in self.entries {
@@ -227,16 +223,19 @@ impl<'a> Decoder<'a> {
     }
 
     fn duration(&mut self, obj: &mut Obj, key: &'static str, default: Duration) -> Duration {
-        let Some(node) = obj.get(key) else {
-            return default;
-        };
+        self.opt_duration(obj, key).unwrap_or(default)
+    }
+
+    /// A duration, or `None` when the key is absent (or wrong, which is reported).
+    fn opt_duration(&mut self, obj: &mut Obj, key: &'static str) -> Option<Duration> {
+        let node = obj.get(key)?;
         let text = match &node.value {
-            Value::Int(i) if *i >= 0 => return Duration::from_secs(*i as u64),
-            Value::Float(f) if *f >= 0.0 => return Duration::from_secs_f64(*f),
+            Value::Int(i) if *i >= 0 => return Some(Duration::from_secs(*i as u64)),
+            Value::Float(f) if *f >= 0.0 => return Some(Duration::from_secs_f64(*f)),
             _ => self.string(node, key),
         };
         match text.as_deref().and_then(parse_duration) {
-            Some(d) => d,
+            Some(d) => Some(d),
             None => {
                 if text.is_some() {
                     self.error(
@@ -247,7 +246,7 @@ impl<'a> Decoder<'a> {
                         ),
                     );
                 }
-                default
+                None
             }
         }
     }
@@ -474,10 +473,7 @@ impl<'a> Decoder<'a> {
             .opt_string(&mut obj, "client_id")
             .unwrap_or_else(|| format!("ferry-{name}"));
         let clean_start = self.opt_bool(&mut obj, "clean_start", true);
-        let session_expiry = obj
-            .has("session_expiry")
-            .then(|| self.duration(&mut obj, "session_expiry", Duration::ZERO));
-        obj.known.push("session_expiry");
+        let session_expiry = self.opt_duration(&mut obj, "session_expiry");
         let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(30));
         let username = self.opt_string(&mut obj, "username");
         let password = self.opt_string(&mut obj, "password").map(Secret);

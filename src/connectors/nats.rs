@@ -20,7 +20,7 @@ use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
 use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
 use crate::message::{Incoming, Message};
 use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{ConnectionStatus, reconnect_delay};
+use crate::pipeline::status::{Backoff, ConnectionStatus, reconnect_delay};
 
 /// How long a publish may wait for room in the client's outgoing channel before the sink
 /// reports the connection unavailable.
@@ -207,7 +207,9 @@ impl NatsConnection {
             ));
         }
 
-        let mut delay_hint = self.reconnect.initial_delay;
+        // The client picks its own delays (from the same function); this copy only tells the
+        // log when the next attempt comes.
+        let mut backoff = Backoff::new(&self.reconnect);
         loop {
             tokio::select! {
                 _ = runtime.close.cancelled() => break,
@@ -221,15 +223,14 @@ impl NatsConnection {
                             if matches!(flushed, Ok(Ok(()))) {
                                 let info = client.server_info();
                                 self.status.up(&format!("to {}:{} ({})", info.host, info.port, info.server_name));
-                                delay_hint = self.reconnect.initial_delay;
+                                backoff.reset();
                             }
                         }
                         Event::Disconnected => {
-                            self.status.down(&"disconnected from the server", delay_hint);
-                            delay_hint = (delay_hint * 2).min(self.reconnect.max_delay);
+                            self.status.down(&"disconnected from the server", backoff.next_delay());
                         }
                         Event::ClientError(e) => {
-                            self.status.down(&e, delay_hint);
+                            self.status.down(&e, backoff.next_delay());
                         }
                         Event::SlowConsumer(_) => tracing::warn!(
                             connection = %self.name,

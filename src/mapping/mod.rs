@@ -45,27 +45,22 @@ impl Mapping {
         })
     }
 
-    /// The messages `message` becomes: none when the filter drops it (or the transform yields
-    /// nothing), several when the transform yields several values.
-    pub fn apply(&self, message: &Message) -> Result<Vec<Message>, MapError> {
+    /// The payloads `message` becomes: none when the filter drops it (or the transform yields
+    /// nothing), several when the transform yields several values, its own payload (shared,
+    /// not copied) when there is no transform.
+    pub fn apply(&self, message: &Message) -> Result<Vec<Bytes>, MapError> {
         if let Some(filter) = &self.filter
             && !filter.matches(&message.payload).map_err(MapError::Filter)?
         {
             return Ok(Vec::new());
         }
         let Some(transform) = &self.transform else {
-            return Ok(vec![message.clone()]);
+            return Ok(vec![message.payload.clone()]);
         };
         let outputs = transform
             .run(&message.payload)
             .map_err(MapError::Transform)?;
-        Ok(outputs
-            .into_iter()
-            .map(|payload| Message {
-                payload: Bytes::from(payload),
-                ..message.clone()
-            })
-            .collect())
+        Ok(outputs.into_iter().map(Bytes::from).collect())
     }
 }
 

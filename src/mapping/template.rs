@@ -18,7 +18,16 @@ use crate::message::Message;
 /// A compiled subject/topic template.
 pub struct Template {
     env: Environment<'static>,
-    uses_payload: bool,
+    /// The variables the template names; only those are built for each message.
+    uses: Uses,
+}
+
+#[derive(Default)]
+struct Uses {
+    topic: bool,
+    subject: bool,
+    payload: bool,
+    headers: bool,
 }
 
 impl fmt::Debug for Template {
@@ -40,16 +49,23 @@ impl Template {
         env.add_filter("mqtt", |v: Value| codec::subject_to_topic(&v.to_string()));
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| describe(&e))?;
-        let uses_payload = env
+        let names = env
             .get_template(NAME)
-            .map(|t| t.undeclared_variables(false).contains("payload"))
-            .unwrap_or(true);
-        Ok(Template { env, uses_payload })
+            .map_err(|e| describe(&e))?
+            .undeclared_variables(false);
+        let uses = Uses {
+            topic: names.contains("topic"),
+            subject: names.contains("subject"),
+            payload: names.contains("payload"),
+            headers: names.contains("headers"),
+        };
+        Ok(Template { env, uses })
     }
 
     /// Renders the template for `message` on route `route`.
     pub fn render(&self, message: &Message, route: &str) -> Result<String, String> {
-        let payload = if self.uses_payload {
+        let uses = &self.uses;
+        let payload = if uses.payload {
             match serde_json::from_slice::<serde_json::Value>(&message.payload) {
                 Ok(json) => Value::from(minijinja::value::Serde(json)),
                 Err(e) => {
@@ -61,13 +77,25 @@ impl Template {
         } else {
             Value::UNDEFINED
         };
-        let headers: BTreeMap<String, String> = message.headers.iter().cloned().collect();
+        let segments = |used: bool, separator| {
+            if used {
+                Value::from_object(Segments::new(&message.subject, separator))
+            } else {
+                Value::UNDEFINED
+            }
+        };
+        let headers = if uses.headers {
+            let map: BTreeMap<String, String> = message.headers.iter().cloned().collect();
+            Value::from(map)
+        } else {
+            Value::UNDEFINED
+        };
         let ctx = minijinja::context! {
-            topic => Value::from_object(Segments::new(&message.subject, '/')),
-            subject => Value::from_object(Segments::new(&message.subject, '.')),
+            topic => segments(uses.topic, '/'),
+            subject => segments(uses.subject, '.'),
             payload => payload,
             headers => headers,
-            route => route.to_string(),
+            route => route,
         };
         let template = self.env.get_template(NAME).map_err(|e| describe(&e))?;
         template.render(ctx).map_err(|e| describe(&e))
@@ -145,6 +173,10 @@ mod tests {
         let m = message("cmd.a//b.c", "x");
         let t = Template::compile("out/{{ subject | mqtt }}/{{ subject[1] }}").unwrap();
         assert_eq!(t.render(&m, "r").unwrap(), "out/cmd/a.b/c/a//b");
+        let mut m = message("a.b", "x");
+        m.headers.push(("site".into(), "plant-1".into()));
+        let t = Template::compile("{{ route }}.{{ headers.site }}.{{ subject[-1] }}").unwrap();
+        assert_eq!(t.render(&m, "r").unwrap(), "r.plant-1.b");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub struct Pipeline {
     runtime: Runtime,
     /// Cancelled when the shutdown deadline passed.
     abandon: CancellationToken,
-    queues: Vec<queue::RouteOutputHandle>,
+    queues: Vec<queue::RouteOutput>,
     workers: TaskTracker,
     statuses: Vec<ConnectionStatus>,
     shutdown_timeout: Duration,
@@ -94,7 +94,7 @@ impl Pipeline {
             }
             let route_counters = Arc::new(RouteCounters::default());
             counters.insert(route.name.clone(), route_counters.clone());
-            queues.push(output.handle());
+            queues.push(output.clone());
             route_workers.push(RouteWorker {
                 name: route.name.as_str().into(),
                 queue: output,

@@ -14,15 +14,6 @@ use tokio::sync::Notify;
 use crate::config::{Queue as QueueConfig, WhenFull};
 use crate::message::Incoming;
 
-/// Counters a route exposes about its queue.
-#[derive(Debug, Default)]
-pub struct QueueCounters {
-    /// Messages accepted into the queue.
-    pub accepted: AtomicU64,
-    /// Messages dropped because the queue was full (drop_oldest / drop_newest).
-    pub dropped: AtomicU64,
-}
-
 struct State {
     items: VecDeque<Incoming>,
     bytes: usize,
@@ -38,7 +29,8 @@ struct Shared {
     not_empty: Notify,
     /// Wakes blocked producers when room frees up.
     not_full: Notify,
-    counters: QueueCounters,
+    /// Messages dropped because the queue was full (drop_oldest / drop_newest).
+    dropped: AtomicU64,
     drop_log: crate::pipeline::status::RateLimitedLog,
 }
 
@@ -54,7 +46,7 @@ pub fn bounded(route: &str, config: QueueConfig) -> (RouteInput, RouteOutput) {
         }),
         not_empty: Notify::new(),
         not_full: Notify::new(),
-        counters: QueueCounters::default(),
+        dropped: AtomicU64::new(0),
         drop_log: Default::default(),
     });
     (
@@ -72,11 +64,6 @@ pub struct RouteInput {
 }
 
 impl RouteInput {
-    /// The route this queue feeds.
-    pub fn route(&self) -> &str {
-        &self.shared.route
-    }
-
     /// Hands a message to the route. With `when_full: block` this waits for room; otherwise it
     /// never waits. Returns `false` when the route no longer takes messages (shutting down).
     pub async fn push(&self, incoming: Incoming) -> bool {
@@ -97,7 +84,6 @@ impl RouteInput {
                     state.bytes += size;
                     state.items.push_back(incoming.take().expect("pushed once"));
                     drop(state);
-                    shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
                     shared.not_empty.notify_one();
                     return true;
                 }
@@ -105,7 +91,8 @@ impl RouteInput {
                     WhenFull::Block => {}
                     WhenFull::DropNewest => {
                         drop(state);
-                        self.count_drop("drop_newest");
+                        shared.dropped.fetch_add(1, Ordering::Relaxed);
+                        self.log_drop("drop_newest");
                         // The dropped message's ack goes with it: a nack, so a source that can
                         // redeliver will.
                         return true;
@@ -117,12 +104,11 @@ impl RouteInput {
                         {
                             let old = state.items.pop_front().expect("not empty");
                             state.bytes -= old.message.payload.len();
-                            shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                            shared.dropped.fetch_add(1, Ordering::Relaxed);
                         }
                         state.bytes += size;
                         state.items.push_back(incoming.take().expect("pushed once"));
                         drop(state);
-                        shared.counters.accepted.fetch_add(1, Ordering::Relaxed);
                         self.log_drop("drop_oldest");
                         shared.not_empty.notify_one();
                         return true;
@@ -133,13 +119,8 @@ impl RouteInput {
         }
     }
 
-    fn count_drop(&self, policy: &str) {
-        self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        self.log_drop(policy);
-    }
-
     fn log_drop(&self, policy: &str) {
-        let dropped = self.shared.counters.dropped.load(Ordering::Relaxed);
+        let dropped = self.shared.dropped.load(Ordering::Relaxed);
         self.shared.drop_log.warn(|| {
             format!(
                 "route {}: queue full, dropping messages ({policy}); {dropped} dropped so far",
@@ -147,14 +128,11 @@ impl RouteInput {
             )
         });
     }
-
-    /// Counters of this queue.
-    pub fn counters(&self) -> &QueueCounters {
-        &self.shared.counters
-    }
 }
 
-/// The worker side of a route's queue.
+/// The worker side of a route's queue. Shutdown keeps a clone to close it and count what is
+/// left.
+#[derive(Clone)]
 pub struct RouteOutput {
     shared: Arc<Shared>,
 }
@@ -197,33 +175,8 @@ impl RouteOutput {
         self.len() == 0
     }
 
-    pub fn counters(&self) -> &QueueCounters {
-        &self.shared.counters
-    }
-}
-
-impl RouteOutput {
-    /// A handle that can close the queue and read its length from elsewhere (shutdown).
-    pub fn handle(&self) -> RouteOutputHandle {
-        RouteOutputHandle(RouteOutput {
-            shared: self.shared.clone(),
-        })
-    }
-}
-
-/// Shutdown's view of a route's queue.
-pub struct RouteOutputHandle(RouteOutput);
-
-impl RouteOutputHandle {
-    pub fn close(&self) {
-        self.0.close();
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+    /// Messages dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 }

@@ -57,7 +57,7 @@ impl RouteWorker {
             }
         }
         let c = &self.counters;
-        let dropped = self.queue.counters().dropped.load(Ordering::Relaxed);
+        let dropped = self.queue.dropped();
         tracing::info!(
             route = %self.name,
             "route stopped: {} received, {} sent, {} filtered, {} failed, {} dropped, {} left in queue",
@@ -84,14 +84,24 @@ impl RouteWorker {
             self.counters.filtered.fetch_add(1, Ordering::Relaxed);
             return true;
         }
-        for output in outputs {
-            for sink in &self.sinks {
-                let mut out = output.clone();
-                out.subject = match sink.target.render(&output, &self.name) {
+        // One copy of the message per output; the sinks take turns with it, each under the
+        // subject rendered for it (all rendered first, from the source's subject).
+        for payload in outputs {
+            let mut out = Message {
+                payload,
+                ..message.clone()
+            };
+            let subjects: Vec<_> = self
+                .sinks
+                .iter()
+                .map(|sink| sink.target.render(&out, &self.name))
+                .collect();
+            for (sink, subject) in self.sinks.iter().zip(subjects) {
+                out.subject = match subject {
                     Ok(subject) => subject,
                     Err(e) => {
                         self.fail(
-                            &output,
+                            message,
                             &format!("cannot name the subject for {}: {e}", sink.connection),
                         );
                         continue;

@@ -1,7 +1,6 @@
 //! Connection state as the supervisor sees it, logged once per change (not once per retry),
 //! and a rate limiter for warnings that could otherwise flood the log.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,6 @@ struct Inner {
     name: String,
     protocol: &'static str,
     state: Mutex<State>,
-    reconnects: AtomicU64,
 }
 
 /// The shared, observable state of one connection. Cheap to clone.
@@ -31,7 +29,6 @@ impl ConnectionStatus {
             name: name.to_string(),
             protocol,
             state: Mutex::new(State::Connecting),
-            reconnects: AtomicU64::new(0),
         }))
     }
 
@@ -41,11 +38,6 @@ impl ConnectionStatus {
 
     pub fn state(&self) -> State {
         *self.0.state.lock().expect("status lock")
-    }
-
-    /// How many times the connection came back after being down.
-    pub fn reconnects(&self) -> u64 {
-        self.0.reconnects.load(Ordering::Relaxed)
     }
 
     /// The connection is up (and subscribed). Logs only when it was not already up.
@@ -58,7 +50,6 @@ impl ConnectionStatus {
                 tracing::info!(connection = %self.0.name, protocol = self.0.protocol, "connected {detail}")
             }
             State::Down => {
-                self.0.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(connection = %self.0.name, protocol = self.0.protocol, "reconnected {detail}")
             }
         }
