@@ -47,17 +47,25 @@ routes:
     publisher.publish_all(messages, 1).await;
     publisher.publish("load/end", "end", 1, false).await;
 
+    expect_load(&mut inbox, ".").await;
+}
+
+/// Collects up to the final `load<sep>end` message, then checks that every message came on
+/// its stream's own subject (`load<sep>sN`) and that every stream arrived complete, once and
+/// in order.
+async fn expect_load(inbox: &mut Inbox, separator: &str) {
+    let end = format!("load{separator}end");
     let mut got = inbox
-        .collect_until(
-            "the final `end` message",
-            |m| m.topic == "load.end",
-            secs(120),
-        )
+        .collect_until("the final `end` message", |m| m.topic == end, secs(120))
         .await;
     got.pop();
     for m in &got {
         let (stream, _) = parse_seq(&m.payload).expect("sequence payload");
-        assert_eq!(m.topic, format!("load.{stream}"), "subject of {m:?}");
+        assert_eq!(
+            m.topic,
+            format!("load{separator}{stream}"),
+            "subject of {m:?}"
+        );
     }
     assert_sequences(&got, &STREAMS, PER_STREAM);
 }
@@ -101,20 +109,7 @@ routes:
     publisher.publish("load.end", "end").await;
     publisher.flush().await;
 
-    let mut got = subscriber
-        .inbox
-        .collect_until(
-            "the final `end` message",
-            |m| m.topic == "load/end",
-            secs(120),
-        )
-        .await;
-    got.pop();
-    for m in &got {
-        let (stream, _) = parse_seq(&m.payload).expect("sequence payload");
-        assert_eq!(m.topic, format!("load/{stream}"), "topic of {m:?}");
-    }
-    assert_sequences(&got, &STREAMS, PER_STREAM);
+    expect_load(&mut subscriber.inbox, "/").await;
 }
 
 /// `sensors/+/temp` → `iot.{{ topic[1] }}.temperature`: the room lands in the subject, the

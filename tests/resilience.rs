@@ -89,6 +89,19 @@ async fn expect_stream(inbox: &mut Inbox, stream: &str, count: usize) {
 
 /// Publishes `stream:0..` on `stream/during` every 2 ms until stopped: traffic in flight while
 /// a broker dies.
+/// Publishes `count` messages of stream `name` on `stream/<name>` (QoS 1) and expects every
+/// one of them on NATS, once and in order.
+async fn relay_stream(publisher: &MqttPeer, inbox: &mut Inbox, name: &str, count: usize) {
+    let topic = format!("stream/{name}");
+    publisher
+        .publish_all(
+            (0..count).map(|i| (topic.clone(), seq_payload(name, i, 0))),
+            1,
+        )
+        .await;
+    expect_stream(inbox, name, count).await;
+}
+
 fn background_publisher(
     publisher: Arc<MqttPeer>,
     stop: Arc<AtomicBool>,
@@ -125,13 +138,7 @@ async fn nats_server_killed_mid_stream_and_restarted_traffic_resumes() {
     let subscriber = NatsPeer::connect(&nats.url()).await;
     let mut inbox = subscriber.subscribe("stream.>").await;
     let publisher = Arc::new(MqttPeer::connect(&mosquitto.url()).await);
-    publisher
-        .publish_all(
-            (0..100).map(|i| ("stream/before".to_string(), seq_payload("before", i, 0))),
-            1,
-        )
-        .await;
-    expect_stream(&mut inbox, "before", 100).await;
+    relay_stream(&publisher, &mut inbox, "before", 100).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = background_publisher(publisher.clone(), stop.clone());
@@ -153,13 +160,7 @@ async fn nats_server_killed_mid_stream_and_restarted_traffic_resumes() {
     let subscriber = NatsPeer::connect(&nats.url()).await;
     let mut inbox = subscriber.subscribe("stream.>").await;
     mqtt_probe_until_through(&publisher, &mut inbox).await;
-    publisher
-        .publish_all(
-            (0..200).map(|i| ("stream/after".to_string(), seq_payload("after", i, 0))),
-            1,
-        )
-        .await;
-    expect_stream(&mut inbox, "after", 200).await;
+    relay_stream(&publisher, &mut inbox, "after", 200).await;
 
     assert!(
         ferry.terminate().await.success(),
@@ -181,13 +182,7 @@ async fn mosquitto_killed_and_restarted_ferry_resubscribes_and_publishes_again()
     let nats_peer = NatsPeer::connect(&nats.url()).await;
     let mut from_mqtt = nats_peer.subscribe("stream.>").await;
     let publisher = Arc::new(MqttPeer::connect(&mosquitto.url()).await);
-    publisher
-        .publish_all(
-            (0..100).map(|i| ("stream/before".to_string(), seq_payload("before", i, 0))),
-            1,
-        )
-        .await;
-    expect_stream(&mut from_mqtt, "before", 100).await;
+    relay_stream(&publisher, &mut from_mqtt, "before", 100).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = background_publisher(publisher.clone(), stop.clone());
@@ -208,13 +203,7 @@ async fn mosquitto_killed_and_restarted_ferry_resubscribes_and_publishes_again()
     // forgot the subscription).
     let publisher = MqttPeer::connect(&mosquitto.url()).await;
     mqtt_probe_until_through(&publisher, &mut from_mqtt).await;
-    publisher
-        .publish_all(
-            (0..200).map(|i| ("stream/after".to_string(), seq_payload("after", i, 0))),
-            1,
-        )
-        .await;
-    expect_stream(&mut from_mqtt, "after", 200).await;
+    relay_stream(&publisher, &mut from_mqtt, "after", 200).await;
 
     // And the route whose sink is MQTT publishes again.
     let mut to_mqtt = MqttPeer::connect(&mosquitto.url()).await;
