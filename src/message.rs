@@ -26,6 +26,10 @@ pub struct Message {
     /// Name of the connection the message came from.
     pub origin: Arc<str>,
     pub received: SystemTime,
+    /// The SSE event type (`event:`), for messages from an SSE stream.
+    pub event: Option<String>,
+    /// The SSE event id (`id:`), for messages from an SSE stream.
+    pub id: Option<String>,
 }
 
 impl Message {
@@ -39,6 +43,8 @@ impl Message {
             retain: false,
             origin,
             received: SystemTime::now(),
+            event: None,
+            id: None,
         }
     }
 }

@@ -14,6 +14,26 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// How long SIGINT/SIGTERM waits for queued messages to reach their sinks.
     pub shutdown_timeout: Duration,
+    pub loop_guard: LoopGuard,
+}
+
+/// How ferry keeps two-way routes from looping: it marks what it publishes and drops its own
+/// echoes (see `mapping::marker`), and gives up on a message after `max_hops` ferry hops.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoopGuard {
+    /// The name ferry marks its messages with; `None` means the host name, found at start.
+    pub instance: Option<String>,
+    /// A message that has crossed this many ferry hops (of any instance) is dropped.
+    pub max_hops: u32,
+}
+
+impl Default for LoopGuard {
+    fn default() -> Self {
+        LoopGuard {
+            instance: None,
+            max_hops: 8,
+        }
+    }
 }
 
 /// A named endpoint: one client connection to a broker, supervised.
@@ -36,6 +56,15 @@ impl ConnectionKind {
         match self {
             ConnectionKind::Mqtt(_) => "mqtt",
             ConnectionKind::Nats(_) => "nats",
+        }
+    }
+
+    /// Whether headers (and so ferry's loop marker) survive a publish over this connection:
+    /// NATS headers and MQTT 5 user properties do, MQTT 3.1.1 has nowhere to put them.
+    pub fn carries_headers(&self) -> bool {
+        match self {
+            ConnectionKind::Mqtt(m) => m.version == MqttVersion::V5,
+            ConnectionKind::Nats(_) => true,
         }
     }
 }
@@ -172,7 +201,43 @@ pub struct Route {
     pub transform: Option<String>,
     /// jq program; a message passes when it yields `true` (anything but `false`/`null`).
     pub filter: Option<String>,
+    pub headers: HeaderRules,
     pub queue: Queue,
+    /// Where messages that cannot be mapped or delivered go, unchanged, with the reason.
+    pub dead_letter: Option<Sink>,
+}
+
+/// How a payload is read (by jq, templates and envelopes) or written (from jq's outputs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PayloadFormat {
+    /// JSON; jq sees the parsed value, and writes its outputs as compact JSON.
+    #[default]
+    Json,
+    /// UTF-8 text; jq sees a string, and string outputs are written without quotes.
+    Text,
+    /// Raw bytes; jq sees a byte string, envelopes carry it as base64.
+    Bytes,
+}
+
+/// Which headers (NATS headers, MQTT 5 user properties) a route passes on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeaderRules {
+    /// Pass on the source's headers (default true).
+    pub forward: bool,
+    /// Names not passed on (compared case-insensitively).
+    pub remove: Vec<String>,
+    /// Headers added or replaced: name and template.
+    pub set: Vec<(String, String)>,
+}
+
+impl Default for HeaderRules {
+    fn default() -> Self {
+        HeaderRules {
+            forward: true,
+            remove: Vec::new(),
+            set: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -180,6 +245,11 @@ pub struct Source {
     /// Name of the connection (a key of `connections`).
     pub connection: String,
     pub spec: SourceSpec,
+    /// A regex the source name must match; its named captures feed templates and jq.
+    pub pattern: Option<String>,
+    pub format: PayloadFormat,
+    /// The payload is a ferry envelope, unwrapped before anything else.
+    pub envelope: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -223,6 +293,10 @@ pub struct NatsSource {
 pub struct Sink {
     pub connection: String,
     pub spec: SinkSpec,
+    /// How jq's outputs are written.
+    pub format: PayloadFormat,
+    /// Wrap what is published in a ferry envelope.
+    pub envelope: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -13,7 +13,7 @@ use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
 use super::yaml::{self, Key, Node, Pos, Value};
-use crate::mapping::{jq, names, template};
+use crate::mapping::{jq, loops, names, template};
 
 /// Parses and validates the text of a configuration file called `file`.
 pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigErrors> {
@@ -301,6 +301,10 @@ impl<'a> Decoder<'a> {
     fn config(&mut self, root: &Node) -> Option<Config> {
         let mut top = self.obj(root, "the configuration")?;
         let shutdown_timeout = self.duration(&mut top, "shutdown_timeout", Duration::from_secs(10));
+        let loop_guard = match top.get("loop_guard") {
+            Some(n) => self.loop_guard(n),
+            None => LoopGuard::default(),
+        };
         let mut connections = BTreeMap::new();
         match top.get("connections") {
             // Every key of `connections` is a name the user chose: none is unknown.
@@ -329,6 +333,7 @@ impl<'a> Decoder<'a> {
             ),
         }
         let mut routes = Vec::new();
+        let mut route_positions = Vec::new();
         match top.get("routes") {
             Some(Node {
                 value: Value::Seq(items),
@@ -344,6 +349,7 @@ impl<'a> Decoder<'a> {
                             );
                         }
                         routes.push(route);
+                        route_positions.push(item.pos);
                     }
                 }
             }
@@ -359,11 +365,59 @@ impl<'a> Decoder<'a> {
             ),
         }
         top.finish(self);
-        Some(Config {
+        let config = Config {
             connections,
             routes,
             shutdown_timeout,
-        })
+            loop_guard,
+        };
+        self.refuse_endless_loops(&config, &route_positions);
+        Some(config)
+    }
+
+    fn loop_guard(&mut self, node: &Node) -> LoopGuard {
+        let defaults = LoopGuard::default();
+        let Some(mut obj) = self.obj(node, "`loop_guard`") else {
+            return defaults;
+        };
+        let instance = obj.get("instance").and_then(|n| {
+            let name = self.string(n, "instance")?;
+            if name.is_empty() || name.contains([',', '\r', '\n']) {
+                self.error(
+                    n.pos,
+                    format!("`{name}` cannot name a ferry instance"),
+                    Some("use a short name without commas, e.g. the host name".into()),
+                );
+            }
+            Some(name)
+        });
+        let max_hops = match obj.get("max_hops") {
+            Some(n) => self
+                .number(n, "max_hops", 1, 255)
+                .unwrap_or(defaults.max_hops as u64) as u32,
+            None => defaults.max_hops,
+        };
+        obj.finish(self);
+        LoopGuard { instance, max_hops }
+    }
+
+    /// Routes whose cycle no loop marker can break would relay the same messages forever:
+    /// refuse them before anything starts.
+    fn refuse_endless_loops(&mut self, config: &Config, positions: &[Pos]) {
+        let analysis = loops::analyse(config);
+        for cycle in &analysis.cycles {
+            if let loops::Verdict::Unguarded = cycle.verdict {
+                let first = cycle.hops[0].route;
+                self.error(
+                    positions.get(first).copied().unwrap_or(Pos { line: 1, col: 1 }),
+                    format!(
+                        "these routes form an endless loop: {}",
+                        cycle.describe(config)
+                    ),
+                    Some("ferry's loop marker cannot travel over MQTT 3.1.1; use `version: 5` on one of its connections, or make the topics not overlap".into()),
+                );
+            }
+        }
     }
 
     fn connection(&mut self, key: &Key, node: &Node) -> Option<Connection> {
@@ -666,6 +720,9 @@ impl<'a> Decoder<'a> {
         let from = self
             .required(&mut obj, "from")
             .and_then(|n| self.source(n, &route_name, connections));
+        // Templates may only name the captures the source's `match:` defines.
+        let captures = from.as_ref().map(capture_names).unwrap_or_default();
+        let captures = &captures;
         let to = match self.required(&mut obj, "to") {
             Some(Node {
                 value: Value::Seq(items),
@@ -681,19 +738,34 @@ impl<'a> Decoder<'a> {
                 // Decode every sink before giving up on any, so all their errors are reported.
                 let sinks: Vec<_> = items
                     .iter()
-                    .map(|n| self.sink(n, &route_name, connections))
+                    .map(|n| self.sink(n, &route_name, connections, captures, "a sink (`to`)"))
                     .collect();
                 sinks.into_iter().collect::<Option<Vec<_>>>()
             }
-            Some(n) => self.sink(n, &route_name, connections).map(|s| vec![s]),
+            Some(n) => self
+                .sink(n, &route_name, connections, captures, "a sink (`to`)")
+                .map(|s| vec![s]),
             None => None,
         };
         let transform = self.jq(&mut obj, "transform");
         let filter = self.jq(&mut obj, "filter");
+        let headers = match obj.get("headers") {
+            Some(n) => self.header_rules(n, captures),
+            None => HeaderRules::default(),
+        };
         let queue = match obj.get("queue") {
             Some(n) => self.queue(n),
             None => Queue::default(),
         };
+        let dead_letter = obj.get("dead_letter").and_then(|n| {
+            self.sink(
+                n,
+                &route_name,
+                connections,
+                captures,
+                "the dead-letter sink",
+            )
+        });
         obj.finish(self);
         Some(Route {
             name: name?,
@@ -701,8 +773,107 @@ impl<'a> Decoder<'a> {
             to: to?,
             transform,
             filter,
+            headers,
             queue,
+            dead_letter,
         })
+    }
+
+    fn header_rules(&mut self, node: &Node, captures: &[String]) -> HeaderRules {
+        let mut rules = HeaderRules::default();
+        let Some(mut obj) = self.obj(node, "`headers`") else {
+            return rules;
+        };
+        rules.forward = self.opt_bool(&mut obj, "forward", true);
+        match obj.get("remove") {
+            Some(Node {
+                value: Value::Seq(items),
+                ..
+            }) => {
+                rules.remove = items
+                    .iter()
+                    .filter_map(|n| self.string(n, "header name"))
+                    .collect()
+            }
+            Some(n) => rules.remove = self.string(n, "header name").into_iter().collect(),
+            None => {}
+        }
+        match obj.get("set") {
+            Some(Node {
+                value: Value::Map(entries),
+                ..
+            }) => {
+                for (key, value) in entries {
+                    if let Some(text) = self.string(value, "header value") {
+                        if key.name.is_empty() || key.name.contains([':', ' ', '\r', '\n']) {
+                            self.error(
+                                value.pos,
+                                format!("`{}` cannot be a header name", key.name),
+                                Some(
+                                    "header names are single words like `site` or `x-trace-id`"
+                                        .into(),
+                                ),
+                            );
+                        }
+                        self.template(value.pos, "headers.set", &text, captures);
+                        rules.set.push((key.name.clone(), text));
+                    }
+                }
+            }
+            Some(other) => self.error(
+                other.pos,
+                format!(
+                    "`headers.set` must be a mapping, found {}",
+                    other.value.kind()
+                ),
+                Some("e.g. `set: { site: plant-1 }`".into()),
+            ),
+            None => {}
+        }
+        obj.finish(self);
+        rules
+    }
+
+    /// A payload format (`payload_format`), json when not given.
+    fn payload_format(&mut self, obj: &mut Obj) -> PayloadFormat {
+        match obj.get("payload_format") {
+            Some(n) => match self.choice(n, "payload format", &["json", "text", "bytes"]) {
+                Some("text") => PayloadFormat::Text,
+                Some("bytes") => PayloadFormat::Bytes,
+                _ => PayloadFormat::Json,
+            },
+            None => PayloadFormat::Json,
+        }
+    }
+
+    /// Compiles a template (reporting what is wrong with it); true when it is usable.
+    fn template(&mut self, pos: Pos, key: &str, text: &str, captures: &[String]) -> bool {
+        match template::Template::compile(text) {
+            Err(message) => {
+                self.error(
+                    pos,
+                    format!("template in `{key}` does not compile: {message}"),
+                    Some("templates use {{ ... }}, e.g. `iot.{{ topic[1] }}.temperature`".into()),
+                );
+                false
+            }
+            Ok(t) => match t.unknown_capture(captures) {
+                Some(name) => {
+                    let hint = if captures.is_empty() {
+                        "give the source a `match:` regex with named groups, e.g. `match: '^sensors/(?P<room>[^/]+)/temp$'`".to_string()
+                    } else {
+                        format!("the source's `match:` defines: {}", captures.join(", "))
+                    };
+                    self.error(
+                        pos,
+                        format!("template in `{key}` uses `{name}`, which the source's `match:` does not capture"),
+                        Some(hint),
+                    );
+                    false
+                }
+                None => true,
+            },
+        }
     }
 
     fn jq(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
@@ -872,8 +1043,35 @@ impl<'a> Decoder<'a> {
                 })
             }
         };
+        let pattern = obj.get("match").and_then(|n| {
+            let text = self.string(n, "match")?;
+            match regex::Regex::new(&text) {
+                Ok(_) => Some(text),
+                Err(e) => {
+                    self.error(
+                        n.pos,
+                        format!(
+                            "`match` is not a valid regular expression: {}",
+                            one_line(&e.to_string())
+                        ),
+                        Some(
+                            "name the parts you need, e.g. `^sensors/(?P<room>[^/]+)/temp$`".into(),
+                        ),
+                    );
+                    None
+                }
+            }
+        });
+        let format = self.payload_format(&mut obj);
+        let envelope = self.opt_bool(&mut obj, "envelope", false);
         obj.finish(self);
-        Some(Source { connection, spec })
+        Some(Source {
+            connection,
+            spec,
+            pattern,
+            format,
+            envelope,
+        })
     }
 
     fn sink(
@@ -881,13 +1079,15 @@ impl<'a> Decoder<'a> {
         node: &Node,
         route: &str,
         connections: &BTreeMap<String, Connection>,
+        captures: &[String],
+        what: &'static str,
     ) -> Option<Sink> {
-        let mut obj = self.obj(node, "a sink (`to`)")?;
+        let mut obj = self.obj(node, what)?;
         let (connection, c) = self.connection_ref(&mut obj, route, connections)?;
         let spec = match &c.kind {
             ConnectionKind::Mqtt(_) => {
                 obj.what = "an MQTT sink";
-                let topic = self.target(&mut obj, "topic", names::mqtt_topic);
+                let topic = self.target(&mut obj, "topic", names::mqtt_topic, captures);
                 let qos = self.qos(&mut obj, 0);
                 let retain = match obj.get("retain") {
                     Some(n) => {
@@ -903,12 +1103,19 @@ impl<'a> Decoder<'a> {
             }
             ConnectionKind::Nats(_) => {
                 obj.what = "a NATS sink";
-                let subject = self.target(&mut obj, "subject", names::nats_subject);
+                let subject = self.target(&mut obj, "subject", names::nats_subject, captures);
                 SinkSpec::Nats(NatsSink { subject })
             }
         };
+        let format = self.payload_format(&mut obj);
+        let envelope = self.opt_bool(&mut obj, "envelope", false);
         obj.finish(self);
-        Some(Sink { connection, spec })
+        Some(Sink {
+            connection,
+            spec,
+            format,
+            envelope,
+        })
     }
 
     /// A sink's `topic`/`subject`: `auto`, or a template. A template without `{{` is a plain
@@ -918,6 +1125,7 @@ impl<'a> Decoder<'a> {
         obj: &mut Obj,
         key: &'static str,
         rule: fn(&str) -> Result<(), names::Problem>,
+        captures: &[String],
     ) -> Target {
         let Some(node) = obj.get(key) else {
             return Target::Auto;
@@ -928,17 +1136,33 @@ impl<'a> Decoder<'a> {
         if text == "auto" {
             return Target::Auto;
         }
-        if let Err(message) = template::Template::compile(&text) {
-            self.error(
-                node.pos,
-                format!("template in `{key}` does not compile: {message}"),
-                Some("templates use {{ ... }}, e.g. `iot.{{ topic[1] }}.temperature`".into()),
-            );
-        } else if !text.contains("{{") && !text.contains("{%") {
+        if self.template(node.pos, key, &text, captures)
+            && !text.contains("{{")
+            && !text.contains("{%")
+        {
             self.check(node.pos, rule(&text));
         }
         Target::Template(text)
     }
+}
+
+/// The named groups of a source's `match:` regex.
+fn capture_names(source: &Source) -> Vec<String> {
+    let Some(pattern) = &source.pattern else {
+        return Vec::new();
+    };
+    regex::Regex::new(pattern)
+        .map(|re| re.capture_names().flatten().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The first line of a multi-line message (regex errors draw the pattern over several lines).
+fn one_line(s: &str) -> String {
+    s.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// A URL with any password replaced, for messages and logs.

@@ -1,10 +1,16 @@
-//! jq programs (run by jaq) over JSON payloads: `transform:` and `filter:`.
+//! jq programs (run by jaq) over payloads: `transform:` and `filter:`.
+//!
+//! Programs see the payload as `.` and the message around it as variables: `$subject`,
+//! `$topic`, `$headers`, `$match` and `$meta` (see [`VARIABLES`]).
 
 use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::Val;
 
 type Filter = jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>;
+
+/// The variables every program may use, in the order [`Program::run`] takes their values.
+pub const VARIABLES: [&str; 5] = ["$subject", "$topic", "$headers", "$match", "$meta"];
 
 /// A compiled jq program.
 pub struct Program {
@@ -17,14 +23,10 @@ impl std::fmt::Debug for Program {
     }
 }
 
-/// Why a payload could not be run through a program.
+/// A jq runtime error (e.g. `.a` on an array, or the program's own `error(...)`).
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("payload is not JSON: {0}")]
-    NotJson(String),
-    #[error("jq error: {0}")]
-    Failed(String),
-}
+#[error("{0}")]
+pub struct RunError(pub String);
 
 impl Program {
     /// Compiles `code`; the error is jq's own message, with the offending part of the program.
@@ -42,6 +44,7 @@ impl Program {
             .map_err(|errors| load_errors(code, errors))?;
         let filter = Compiler::default()
             .with_funs(funs)
+            .with_global_vars(VARIABLES)
             .compile(modules)
             .map_err(|errors| {
                 let mut out = Vec::new();
@@ -55,16 +58,15 @@ impl Program {
         Ok(Program { filter })
     }
 
-    /// Runs the program on a JSON payload; every value it yields, serialised as compact JSON.
-    pub fn run(&self, payload: &[u8]) -> Result<Vec<Vec<u8>>, RunError> {
-        let input =
-            jaq_json::read::parse_single(payload).map_err(|e| RunError::NotJson(e.to_string()))?;
-        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+    /// Runs the program on `input`; every value it yields. `vars` are the values of
+    /// [`VARIABLES`], in order.
+    pub fn run(&self, input: Val, vars: &[Val; 5]) -> Result<Vec<Val>, RunError> {
+        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(vars.clone()));
         let mut out = Vec::new();
         for value in self.filter.id.run((ctx, input)) {
             match jaq_core::unwrap_valr(value) {
-                Ok(v) => out.push(v.to_string().into_bytes()),
-                Err(e) => return Err(RunError::Failed(e.to_string())),
+                Ok(v) => out.push(v),
+                Err(e) => return Err(RunError(e.to_string())),
             }
         }
         Ok(out)
@@ -72,15 +74,13 @@ impl Program {
 
     /// Runs the program as a predicate: true unless its first value is `false` or `null`
     /// (or it yields nothing), as jq's `select` decides.
-    pub fn matches(&self, payload: &[u8]) -> Result<bool, RunError> {
-        let input =
-            jaq_json::read::parse_single(payload).map_err(|e| RunError::NotJson(e.to_string()))?;
-        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new([]));
+    pub fn matches(&self, input: Val, vars: &[Val; 5]) -> Result<bool, RunError> {
+        let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(vars.clone()));
         match self.filter.id.run((ctx, input)).next() {
             None => Ok(false),
             Some(value) => match jaq_core::unwrap_valr(value) {
                 Ok(v) => Ok(!matches!(v, Val::Null | Val::Bool(false))),
-                Err(e) => Err(RunError::Failed(e.to_string())),
+                Err(e) => Err(RunError(e.to_string())),
             },
         }
     }
@@ -119,22 +119,53 @@ fn load_errors(code: &str, errors: jaq_core::load::Errors<&str, ()>) -> String {
 mod tests {
     use super::*;
 
+    fn json(text: &str) -> Val {
+        jaq_json::read::parse_single(text.as_bytes()).unwrap()
+    }
+
+    fn no_vars() -> [Val; 5] {
+        Default::default()
+    }
+
+    fn run(p: &Program, input: &str) -> Vec<String> {
+        let out = p.run(json(input), &no_vars()).unwrap();
+        out.iter().map(|v| v.to_string()).collect()
+    }
+
     #[test]
     fn transforms_and_splits() {
         let p = Program::compile("{room: .room, celsius: .value}").unwrap();
-        let out = p.run(br#"{"room":"hall","value":21.5}"#).unwrap();
-        assert_eq!(out, vec![br#"{"room":"hall","celsius":21.5}"#.to_vec()]);
+        assert_eq!(
+            run(&p, r#"{"room":"hall","value":21.5}"#),
+            vec![r#"{"room":"hall","celsius":21.5}"#]
+        );
         let p = Program::compile(".[]").unwrap();
-        assert_eq!(p.run(b"[1,2]").unwrap().len(), 2);
-        assert_eq!(p.run(b"[]").unwrap().len(), 0);
+        assert_eq!(run(&p, "[1,2]").len(), 2);
+        assert_eq!(run(&p, "[]").len(), 0);
+    }
+
+    #[test]
+    fn sees_the_variables() {
+        let p =
+            Program::compile("[$subject, $topic, $headers.site, $match.room, $meta.qos]").unwrap();
+        let vars = [
+            Val::from("a.b".to_string()),
+            Val::from("a/b".to_string()),
+            json(r#"{"site":"p1"}"#),
+            json(r#"{"room":"hall"}"#),
+            json(r#"{"qos":1}"#),
+        ];
+        let out = p.run(Val::Null, &vars).unwrap();
+        assert_eq!(out[0].to_string(), r#"["a.b","a/b","p1","hall",1]"#);
     }
 
     #[test]
     fn filters() {
         let p = Program::compile(".value > 20").unwrap();
-        assert!(p.matches(br#"{"value":21}"#).unwrap());
-        assert!(!p.matches(br#"{"value":19}"#).unwrap());
-        assert!(matches!(p.matches(b"not json"), Err(RunError::NotJson(_))));
+        assert!(p.matches(json(r#"{"value":21}"#), &no_vars()).unwrap());
+        assert!(!p.matches(json(r#"{"value":19}"#), &no_vars()).unwrap());
+        let p = Program::compile("error(\"no\")").unwrap();
+        assert!(matches!(p.matches(Val::Null, &no_vars()), Err(RunError(_))));
     }
 
     #[test]
@@ -143,5 +174,7 @@ mod tests {
         assert!(e.contains("expected"), "{e}");
         let e = Program::compile("nosuchfn(1)").unwrap_err();
         assert!(e.contains("undefined filter `nosuchfn`"), "{e}");
+        let e = Program::compile("$nosuchvar").unwrap_err();
+        assert!(e.contains("nosuchvar"), "{e}");
     }
 }

@@ -1,116 +1,561 @@
-//! The mapping stage: pure functions over a [`Message`]. A route's [`Mapping`] filters and
-//! transforms a message into zero or more messages; each sink's [`SinkTarget`] names the
-//! subject or topic it is published to.
+//! The mapping stage: pure functions over a [`Message`]. A route's [`Mapping`] turns one message
+//! from its source into what each sink publishes — or into a reason it cannot, for the route's
+//! dead-letter sink.
+//!
+//! In order: unwrap an envelope (`envelope: true` on the source) → `match:` the source name →
+//! `filter` → `transform` (each value it yields is one message, none filters it out) → per sink:
+//! the loop guard, the subject or topic, headers, the payload written per the sink's format, an
+//! envelope (`envelope: true` on the sink).
 
 pub mod codec;
 pub mod jq;
+pub mod loops;
+pub mod marker;
 pub mod names;
+pub mod payload;
 pub mod template;
 
-use bytes::Bytes;
+use std::borrow::Cow;
+use std::fmt;
+use std::time::UNIX_EPOCH;
 
-use crate::config::{self, Target};
-use crate::message::Message;
+use jaq_json::Val;
+use regex::Regex;
 
-/// Why a message could not be mapped. It is counted, logged and (later) dead-lettered.
-#[derive(Debug, thiserror::Error)]
-pub enum MapError {
-    #[error("filter: {0}")]
-    Filter(jq::RunError),
-    #[error("transform: {0}")]
-    Transform(jq::RunError),
+use crate::config::{self, Config, PayloadFormat, Target};
+use crate::message::{Headers, Message};
+use marker::Marker;
+use payload::Payload;
+use template::{Scope, Template};
+
+/// Where in a route a message failed; it names the stage in dead letters (`Ferry-Stage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Unwrapping the envelope or reading the payload (`payload_format`).
+    Decode,
+    Filter,
+    Transform,
+    /// Naming the subject or topic, or rendering a header.
+    Template,
+    /// A sink refused the message for good.
+    Sink,
 }
 
-/// A route's filter and transform, compiled.
-#[derive(Debug, Default)]
-pub struct Mapping {
-    filter: Option<jq::Program>,
-    transform: Option<jq::Program>,
-}
-
-impl Mapping {
-    /// Compiles a route's programs (already validated with the configuration).
-    pub fn new(route: &config::Route) -> Result<Mapping, String> {
-        Ok(Mapping {
-            filter: route
-                .filter
-                .as_deref()
-                .map(jq::Program::compile)
-                .transpose()?,
-            transform: route
-                .transform
-                .as_deref()
-                .map(jq::Program::compile)
-                .transpose()?,
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Stage::Decode => "decode",
+            Stage::Filter => "filter",
+            Stage::Transform => "transform",
+            Stage::Template => "template",
+            Stage::Sink => "sink",
         })
     }
+}
 
-    /// The payloads `message` becomes: none when the filter drops it (or the transform yields
-    /// nothing), several when the transform yields several values, its own payload (shared,
-    /// not copied) when there is no transform.
-    pub fn apply(&self, message: &Message) -> Result<Vec<Bytes>, MapError> {
-        if let Some(filter) = &self.filter
-            && !filter.matches(&message.payload).map_err(MapError::Filter)?
-        {
-            return Ok(Vec::new());
-        }
-        let Some(transform) = &self.transform else {
-            return Ok(vec![message.payload.clone()]);
-        };
-        let outputs = transform
-            .run(&message.payload)
-            .map_err(MapError::Transform)?;
-        Ok(outputs.into_iter().map(Bytes::from).collect())
+/// Why a message could not be mapped or delivered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Failure {
+    pub stage: Stage,
+    pub reason: String,
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.stage, self.reason)
     }
+}
+
+fn fail<T>(stage: Stage, reason: impl Into<String>) -> Result<T, Failure> {
+    Err(Failure {
+        stage,
+        reason: reason.into(),
+    })
+}
+
+/// What became of one message.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Nothing to publish: `match:` or the filter left it out, or the transform yielded nothing.
+    Filtered,
+    /// It has crossed `loop_guard.max_hops` ferry hops: a loop between ferry instances.
+    TooManyHops(u32),
+    /// It failed before reaching any sink.
+    Failed(Failure),
+    /// In order, what to publish where (or why one output cannot be), and how many publishes
+    /// the loop guard left out.
+    Mapped { steps: Vec<Step>, echoes: u32 },
+}
+
+#[derive(Debug)]
+pub enum Step {
+    /// Publish `message` on sink number `sink` of the route.
+    Publish {
+        sink: usize,
+        message: Message,
+    },
+    Fail(Failure),
+}
+
+/// A route's mapping stage, compiled.
+#[derive(Debug)]
+pub struct Mapping {
+    route: String,
+    source: SourceSide,
+    filter: Option<jq::Program>,
+    transform: Option<jq::Program>,
+    /// Whether either program names a variable, so they are built only when used.
+    programs_use_variables: bool,
+    headers: HeaderMapping,
+    sinks: Vec<SinkSide>,
+    dead_letter: Option<SinkSide>,
+    instance: String,
+    max_hops: u32,
+}
+
+#[derive(Debug)]
+struct SourceSide {
+    connection: String,
+    protocol: &'static str,
+    pattern: Option<Regex>,
+    format: PayloadFormat,
+    unwrap: bool,
+}
+
+#[derive(Debug)]
+struct HeaderMapping {
+    forward: bool,
+    remove: Vec<String>,
+    set: Vec<(String, Template)>,
+}
+
+/// One sink as the mapping stage sees it.
+#[derive(Debug)]
+struct SinkSide {
+    connection: String,
+    protocol: &'static str,
+    target: SinkTarget,
+    format: PayloadFormat,
+    wrap: bool,
+    /// When this sink lies on a cycle of routes: every connection name of its broker, which a
+    /// message must not have been on.
+    guard: Option<Vec<String>>,
 }
 
 /// How a sink names what it publishes.
 #[derive(Debug)]
-pub enum SinkTarget {
-    /// The source subject, converted for the sink's protocol (or left alone).
-    Auto(Conversion),
-    Template(Box<template::Template>),
+enum SinkTarget {
+    /// The source name, converted for the sink's protocol by the codec.
+    Auto,
+    Template(Box<Template>),
 }
 
-/// The `auto` conversion between a source's and a sink's protocols.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Conversion {
-    Unchanged,
-    MqttToNats,
-    NatsToMqtt,
-}
-
-impl Conversion {
-    /// The conversion from a `from` protocol to a `to` protocol ("mqtt" or "nats").
-    pub fn between(from: &str, to: &str) -> Conversion {
-        match (from, to) {
-            ("mqtt", "nats") => Conversion::MqttToNats,
-            ("nats", "mqtt") => Conversion::NatsToMqtt,
-            _ => Conversion::Unchanged,
-        }
-    }
-}
-
-impl SinkTarget {
-    /// `target` for a sink fed by a source of protocol `from`, publishing over protocol `to`.
-    pub fn new(target: &Target, from: &str, to: &str) -> Result<SinkTarget, String> {
-        Ok(match target {
-            Target::Auto => SinkTarget::Auto(Conversion::between(from, to)),
-            Target::Template(t) => SinkTarget::Template(Box::new(template::Template::compile(t)?)),
+impl Mapping {
+    /// Compiles route number `index` of `config` (already validated). `analysis` tells which
+    /// sinks lie on cycles; `instance` is the name ferry marks its messages with.
+    pub fn new(
+        config: &Config,
+        index: usize,
+        analysis: &loops::Analysis,
+        instance: &str,
+    ) -> Result<Mapping, String> {
+        let route = &config.routes[index];
+        let protocol = |name: &str| -> Result<&'static str, String> {
+            config
+                .connections
+                .get(name)
+                .map(|c| c.kind.protocol())
+                .ok_or_else(|| format!("connection {name} is not defined"))
+        };
+        let program = |code: &Option<String>| code.as_deref().map(jq::Program::compile).transpose();
+        let sink_side = |sink: &config::Sink, guarded: bool| -> Result<SinkSide, String> {
+            let guard = guarded.then(|| {
+                let own = &config.connections[&sink.connection];
+                config
+                    .connections
+                    .values()
+                    .filter(|c| loops::same_broker(own, c))
+                    .map(|c| c.name.clone())
+                    .collect()
+            });
+            Ok(SinkSide {
+                connection: sink.connection.clone(),
+                protocol: protocol(&sink.connection)?,
+                target: match sink.spec.target() {
+                    Target::Auto => SinkTarget::Auto,
+                    Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
+                },
+                format: sink.format,
+                wrap: sink.envelope,
+                guard,
+            })
+        };
+        let uses_variables =
+            |code: &Option<String>| code.as_deref().is_some_and(|c| c.contains('$'));
+        Ok(Mapping {
+            route: route.name.clone(),
+            source: SourceSide {
+                connection: route.from.connection.clone(),
+                protocol: protocol(&route.from.connection)?,
+                pattern: route
+                    .from
+                    .pattern
+                    .as_deref()
+                    .map(Regex::new)
+                    .transpose()
+                    .map_err(|e| e.to_string())?,
+                format: route.from.format,
+                unwrap: route.from.envelope,
+            },
+            filter: program(&route.filter)?,
+            transform: program(&route.transform)?,
+            programs_use_variables: uses_variables(&route.filter)
+                || uses_variables(&route.transform),
+            headers: HeaderMapping {
+                forward: route.headers.forward,
+                remove: route.headers.remove.clone(),
+                set: route
+                    .headers
+                    .set
+                    .iter()
+                    .map(|(name, t)| Ok((name.clone(), Template::compile(t)?)))
+                    .collect::<Result<_, String>>()?,
+            },
+            sinks: route
+                .to
+                .iter()
+                .enumerate()
+                .map(|(k, sink)| sink_side(sink, analysis.guarded.contains(&(index, k))))
+                .collect::<Result<_, _>>()?,
+            dead_letter: route
+                .dead_letter
+                .as_ref()
+                .map(|sink| sink_side(sink, false))
+                .transpose()?,
+            instance: instance.to_string(),
+            max_hops: config.loop_guard.max_hops,
         })
     }
 
-    /// The subject or topic `message` is published to.
-    pub fn render(&self, message: &Message, route: &str) -> Result<String, String> {
-        match self {
-            SinkTarget::Auto(Conversion::Unchanged) => Ok(message.subject.clone()),
-            SinkTarget::Auto(Conversion::MqttToNats) => {
-                Ok(codec::topic_to_subject(&message.subject))
-            }
-            SinkTarget::Auto(Conversion::NatsToMqtt) => {
-                Ok(codec::subject_to_topic(&message.subject))
-            }
-            SinkTarget::Template(t) => t.render(message, route),
+    /// The connection each sink publishes on, by sink number.
+    pub fn sink_connection(&self, sink: usize) -> &str {
+        &self.sinks[sink].connection
+    }
+
+    /// Maps one message from the route's source.
+    pub fn apply(&self, message: &Message) -> Outcome {
+        let marker = Marker::read(&message.headers, &self.instance);
+        if marker.hops >= self.max_hops {
+            return Outcome::TooManyHops(marker.hops);
+        }
+        match self.map(message, &marker) {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => Outcome::Filtered,
+            Err(failure) => Outcome::Failed(failure),
         }
     }
+
+    fn map(&self, original: &Message, marker: &Marker) -> Result<Option<Outcome>, Failure> {
+        let message = self.unwrap(original)?;
+        let captures = match &self.source.pattern {
+            None => Vec::new(),
+            Some(re) => match re.captures(&message.subject) {
+                None => return Ok(None),
+                Some(c) => re
+                    .capture_names()
+                    .flatten()
+                    .filter_map(|name| Some((name.to_string(), c.name(name)?.as_str().to_string())))
+                    .collect(),
+            },
+        };
+        let outputs = self.run_programs(&message, &captures)?;
+        if outputs.is_empty() {
+            return Ok(None);
+        }
+        let mut steps = Vec::with_capacity(outputs.len() * self.sinks.len());
+        let mut echoes = 0;
+        for output in &outputs {
+            let scope = Scope {
+                route: &self.route,
+                message: &message,
+                protocol: self.source.protocol,
+                captures: &captures,
+                payload: output,
+                format: self.source.format,
+            };
+            let headers = match self.headers(&scope) {
+                Ok(h) => h,
+                Err(failure) => {
+                    steps.push(Step::Fail(failure));
+                    continue;
+                }
+            };
+            for (k, sink) in self.sinks.iter().enumerate() {
+                if let Some(broker) = &sink.guard
+                    && marker.has_been_on(broker)
+                {
+                    echoes += 1;
+                    continue;
+                }
+                let mut headers = headers.clone();
+                marker.stamp(
+                    &mut headers,
+                    &self.instance,
+                    &self.source.connection,
+                    &sink.connection,
+                );
+                steps.push(match sink.publish(&scope, headers) {
+                    Ok(message) => Step::Publish { sink: k, message },
+                    Err(failure) => Step::Fail(failure),
+                });
+            }
+        }
+        Ok(Some(Outcome::Mapped { steps, echoes }))
+    }
+
+    /// The message with its envelope taken off (`envelope: true` on the source).
+    fn unwrap<'m>(&self, message: &'m Message) -> Result<Cow<'m, Message>, Failure> {
+        if !self.source.unwrap {
+            return Ok(Cow::Borrowed(message));
+        }
+        let inner = match payload::unwrap(&message.payload, self.source.format) {
+            Ok(inner) => inner,
+            Err(reason) => return fail(Stage::Decode, reason),
+        };
+        let mut m = message.clone();
+        m.payload = inner.payload;
+        if let Some(subject) = inner.subject {
+            m.subject = subject;
+        }
+        if let Some(headers) = inner.headers {
+            // Keep the marker the message arrived with: it tells where *this* copy has been.
+            m.headers.retain(|(k, _)| marker::is_ferry_header(k));
+            m.headers.extend(
+                headers
+                    .into_iter()
+                    .filter(|(k, _)| !marker::is_ferry_header(k)),
+            );
+        }
+        if let Some(time) = inner.time {
+            m.received = time;
+        }
+        Ok(Cow::Owned(m))
+    }
+
+    /// The filter and the transform: the payloads to publish (none when filtered out).
+    fn run_programs(
+        &self,
+        message: &Message,
+        captures: &[(String, String)],
+    ) -> Result<Vec<Payload>, Failure> {
+        if self.filter.is_none() && self.transform.is_none() {
+            return Ok(vec![Payload::Raw(message.payload.clone())]);
+        }
+        let input = match payload::read(&message.payload, self.source.format) {
+            Ok(v) => v,
+            Err(reason) => return fail(Stage::Decode, reason),
+        };
+        let vars = if self.programs_use_variables {
+            self.variables(message, captures)
+        } else {
+            Default::default()
+        };
+        if let Some(filter) = &self.filter {
+            match filter.matches(input.clone(), &vars) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Vec::new()),
+                Err(e) => return fail(Stage::Filter, e.to_string()),
+            }
+        }
+        match &self.transform {
+            None => Ok(vec![Payload::Raw(message.payload.clone())]),
+            Some(transform) => match transform.run(input, &vars) {
+                Ok(values) => Ok(values.into_iter().map(Payload::Value).collect()),
+                Err(e) => fail(Stage::Transform, e.to_string()),
+            },
+        }
+    }
+
+    /// The values of `$subject $topic $headers $match $meta`.
+    fn variables(&self, message: &Message, captures: &[(String, String)]) -> [Val; 5] {
+        let scope = Scope {
+            route: &self.route,
+            message,
+            protocol: self.source.protocol,
+            captures,
+            payload: &Payload::Raw(Default::default()),
+            format: self.source.format,
+        };
+        let text = |s: &str| Val::from(s.to_string());
+        let object = |pairs: &mut dyn Iterator<Item = (&str, Val)>| {
+            Val::obj(pairs.map(|(k, v)| (text(k), v)).collect())
+        };
+        let received = message
+            .received
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let optional = |v: &Option<String>| v.as_deref().map_or(Val::Null, text);
+        [
+            text(&scope.subject()),
+            text(&scope.topic()),
+            object(&mut message.headers.iter().map(|(k, v)| (k.as_str(), text(v)))),
+            object(&mut captures.iter().map(|(k, v)| (k.as_str(), text(v)))),
+            object(
+                &mut [
+                    ("qos", Val::from(message.qos as usize)),
+                    ("retain", Val::from(message.retain)),
+                    ("origin", text(&message.origin)),
+                    ("received", Val::from(received)),
+                    ("event", optional(&message.event)),
+                    ("id", optional(&message.id)),
+                ]
+                .into_iter(),
+            ),
+        ]
+    }
+
+    /// The headers every sink gets for one output: the source's (unless `forward: false`),
+    /// without `remove`d ones and ferry's own, plus `set`.
+    fn headers(&self, scope: &Scope) -> Result<Headers, Failure> {
+        let rules = &self.headers;
+        let mut headers: Headers = if rules.forward {
+            scope
+                .message
+                .headers
+                .iter()
+                .filter(|(k, _)| {
+                    !marker::is_ferry_header(k)
+                        && !rules.remove.iter().any(|r| r.eq_ignore_ascii_case(k))
+                })
+                .cloned()
+                .collect()
+        } else {
+            Headers::new()
+        };
+        for (name, template) in &rules.set {
+            let value = match template.render(scope) {
+                Ok(v) => v,
+                Err(e) => return fail(Stage::Template, format!("header `{name}`: {e}")),
+            };
+            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            headers.push((name.clone(), value));
+        }
+        Ok(headers)
+    }
+
+    /// The dead letter for a message that failed: the message as it arrived, with headers
+    /// naming the route, the stage and the reason, for the route's `dead_letter` sink. `None`
+    /// when the route has none.
+    pub fn dead_letter(
+        &self,
+        original: &Message,
+        failure: &Failure,
+    ) -> Option<Result<Message, String>> {
+        let sink = self.dead_letter.as_ref()?;
+        let mut headers: Headers = original
+            .headers
+            .iter()
+            .filter(|(k, _)| !marker::is_ferry_header(k))
+            .cloned()
+            .collect();
+        headers.push((marker::ROUTE.into(), self.route.clone()));
+        headers.push((marker::STAGE.into(), failure.stage.to_string()));
+        headers.push((marker::ERROR.into(), header_value(&failure.reason)));
+        let payload = Payload::Raw(original.payload.clone());
+        let scope = Scope {
+            route: &self.route,
+            message: original,
+            protocol: self.source.protocol,
+            captures: &[],
+            payload: &payload,
+            format: self.source.format,
+        };
+        Some(sink.publish(&scope, headers).map_err(|f| f.reason))
+    }
+
+    /// The connection of the dead-letter sink, if there is one.
+    pub fn dead_letter_connection(&self) -> Option<&str> {
+        self.dead_letter.as_ref().map(|s| s.connection.as_str())
+    }
+}
+
+impl SinkSide {
+    /// The message this sink publishes for one output.
+    fn publish(&self, scope: &Scope, headers: Headers) -> Result<Message, Failure> {
+        let subject = self.subject(scope)?;
+        let payload = if self.wrap {
+            match payload::wrap(
+                &scope.message.subject,
+                scope.payload,
+                // A raw payload is embedded as the source reads it; a jq value as the sink writes it.
+                match scope.payload {
+                    Payload::Raw(_) => scope.format,
+                    Payload::Value(_) => self.format,
+                },
+                &headers,
+                scope.message.received,
+            ) {
+                Ok(p) => p,
+                Err(reason) => return fail(Stage::Decode, reason),
+            }
+        } else {
+            scope.payload.write(self.format)
+        };
+        let mut message = scope.message.clone();
+        message.subject = subject;
+        message.payload = payload;
+        message.headers = headers;
+        Ok(message)
+    }
+
+    /// The subject or topic to publish to, checked against the sink protocol's rules.
+    fn subject(&self, scope: &Scope) -> Result<String, Failure> {
+        let name = match &self.target {
+            SinkTarget::Auto => match self.protocol {
+                "mqtt" => scope.topic(),
+                "nats" => scope.subject(),
+                _ => scope.message.subject.clone(),
+            },
+            SinkTarget::Template(t) => match t.render(scope) {
+                Ok(name) => name,
+                Err(e) => {
+                    return fail(
+                        Stage::Template,
+                        format!("{} `{}`: {e}", self.noun(), self.connection),
+                    );
+                }
+            },
+        };
+        let check = match self.protocol {
+            "mqtt" => names::mqtt_topic(&name),
+            _ => names::nats_subject(&name),
+        };
+        match check {
+            Ok(()) => Ok(name),
+            Err((what, _)) => fail(Stage::Template, format!("{what} (for {})", self.connection)),
+        }
+    }
+
+    fn noun(&self) -> &'static str {
+        match self.protocol {
+            "mqtt" => "topic for",
+            _ => "subject for",
+        }
+    }
+}
+
+/// A reason as a header value: one line (NATS headers cannot hold line breaks), at most 1 KiB.
+fn header_value(reason: &str) -> String {
+    let mut line: String = reason
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if line.len() > 1024 {
+        let mut end = 1024;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+    }
+    line
 }

@@ -1,9 +1,16 @@
-//! Subject and topic templates (minijinja) over the source message.
+//! Subject, topic and header templates (minijinja) over the message being mapped.
 //!
-//! Variables: `topic` and `subject` both render as the source's subject; indexed, `topic[1]` is
-//! its second `/` level and `subject[-1]` its last `.` token. `payload` is the JSON payload
-//! (parsed only when a template uses it), `headers` a map, `route` the route's name.
-//! Filters: `nats` (MQTT topic → NATS subject) and `mqtt` (the inverse), besides minijinja's own.
+//! Variables (see [`Scope`]):
+//! - `topic`: the source name as an MQTT topic, `subject`: the same name as a NATS subject,
+//!   whichever protocol it came from (converted by the codec). Both render whole; indexed,
+//!   `topic[1]` is the second `/` level and `subject[-1]` the last `.` token.
+//! - `payload`: the payload being published (after the transform), read per the route's
+//!   `payload_format`; parsed only when a template uses it.
+//! - `headers` (a map), `match` (the named captures of the source's `match:` regex),
+//!   `event` and `id` (of SSE messages), `route` (the route's name).
+//!
+//! Filters: `nats` (MQTT topic → NATS subject) and `mqtt` (the inverse), besides minijinja's own
+//! (`lower`, `upper`, `replace`, `default`, ...).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,13 +20,49 @@ use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 use minijinja::{Environment, UndefinedBehavior};
 
 use super::codec;
+use super::payload::Payload;
+use crate::config::PayloadFormat;
 use crate::message::Message;
 
-/// A compiled subject/topic template.
+/// What a template can see of one message.
+pub struct Scope<'a> {
+    pub route: &'a str,
+    /// The message as the source handed it over (after unwrapping an envelope).
+    pub message: &'a Message,
+    /// The source's protocol ("mqtt" or "nats"): which way `topic`/`subject` are converted.
+    pub protocol: &'static str,
+    /// Named captures of the source's `match:` regex.
+    pub captures: &'a [(String, String)],
+    pub payload: &'a Payload,
+    /// How a payload that is still raw bytes is read.
+    pub format: PayloadFormat,
+}
+
+impl Scope<'_> {
+    /// The source name as an MQTT topic.
+    pub fn topic(&self) -> String {
+        match self.protocol {
+            "nats" => codec::subject_to_topic(&self.message.subject),
+            _ => self.message.subject.clone(),
+        }
+    }
+
+    /// The source name as a NATS subject.
+    pub fn subject(&self) -> String {
+        match self.protocol {
+            "mqtt" => codec::topic_to_subject(&self.message.subject),
+            _ => self.message.subject.clone(),
+        }
+    }
+}
+
+/// A compiled template.
 pub struct Template {
     env: Environment<'static>,
     /// The variables the template names; only those are built for each message.
     uses: Uses,
+    /// `match.NAME` names the template uses.
+    captures: Vec<String>,
 }
 
 #[derive(Default)]
@@ -28,6 +71,7 @@ struct Uses {
     subject: bool,
     payload: bool,
     headers: bool,
+    captures: bool,
 }
 
 impl fmt::Debug for Template {
@@ -43,63 +87,98 @@ impl Template {
     pub fn compile(source: &str) -> Result<Template, String> {
         let mut env = Environment::new();
         // A missing variable or payload field is an error (the message is dead-lettered), not
-        // an empty string that would silently publish to the wrong subject.
+        // an empty string that would silently publish to the wrong subject. `default` and
+        // `is defined` still work for values that may be absent.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.add_filter("nats", |v: Value| codec::topic_to_subject(&v.to_string()));
         env.add_filter("mqtt", |v: Value| codec::subject_to_topic(&v.to_string()));
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| describe(&e))?;
-        let names = env
-            .get_template(NAME)
-            .map_err(|e| describe(&e))?
-            .undeclared_variables(false);
+        let template = env.get_template(NAME).map_err(|e| describe(&e))?;
+        let names = template.undeclared_variables(false);
+        let captures = template
+            .undeclared_variables(true)
+            .iter()
+            .filter_map(|n| n.strip_prefix("match.").map(str::to_string))
+            .collect();
         let uses = Uses {
             topic: names.contains("topic"),
             subject: names.contains("subject"),
             payload: names.contains("payload"),
             headers: names.contains("headers"),
+            captures: names.contains("match"),
         };
-        Ok(Template { env, uses })
+        Ok(Template {
+            env,
+            uses,
+            captures,
+        })
     }
 
-    /// Renders the template for `message` on route `route`.
-    pub fn render(&self, message: &Message, route: &str) -> Result<String, String> {
+    /// The first `match.NAME` the template uses that is not among `available`; `match` when
+    /// the template uses captures and there are none.
+    pub fn unknown_capture(&self, available: &[String]) -> Option<String> {
+        if let Some(name) = self.captures.iter().find(|c| !available.contains(c)) {
+            return Some(format!("match.{name}"));
+        }
+        (self.uses.captures && available.is_empty()).then(|| "match".to_string())
+    }
+
+    /// Renders the template for one message.
+    pub fn render(&self, scope: &Scope) -> Result<String, String> {
         let uses = &self.uses;
         let payload = if uses.payload {
-            match serde_json::from_slice::<serde_json::Value>(&message.payload) {
-                Ok(json) => Value::from(minijinja::value::Serde(json)),
-                Err(e) => {
-                    return Err(format!(
-                        "the template uses `payload`, which is not JSON: {e}"
-                    ));
-                }
-            }
+            scope.payload.template_value(scope.format)?
         } else {
             Value::UNDEFINED
         };
-        let segments = |used: bool, separator| {
-            if used {
-                Value::from_object(Segments::new(&message.subject, separator))
-            } else {
-                Value::UNDEFINED
-            }
+        let topic = match uses.topic {
+            true => Value::from_object(Segments::new(scope.topic(), '/')),
+            false => Value::UNDEFINED,
+        };
+        let subject = match uses.subject {
+            true => Value::from_object(Segments::new(scope.subject(), '.')),
+            false => Value::UNDEFINED,
         };
         let headers = if uses.headers {
-            let map: BTreeMap<String, String> = message.headers.iter().cloned().collect();
-            Value::from(map)
+            let map: BTreeMap<&str, &str> = scope
+                .message
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            map_value(map)
         } else {
             Value::UNDEFINED
         };
-        let ctx = minijinja::context! {
-            topic => segments(uses.topic, '/'),
-            subject => segments(uses.subject, '.'),
-            payload => payload,
-            headers => headers,
-            route => route,
+        let captures = if uses.captures {
+            map_value(scope.captures.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        } else {
+            Value::UNDEFINED
         };
+        let optional = |v: &Option<String>| v.as_deref().map_or(Value::UNDEFINED, Value::from);
+        let ctx: BTreeMap<&str, Value> = BTreeMap::from_iter([
+            ("topic", topic),
+            ("subject", subject),
+            ("payload", payload),
+            ("headers", headers),
+            ("match", captures),
+            ("event", optional(&scope.message.event)),
+            ("id", optional(&scope.message.id)),
+            ("route", Value::from(scope.route)),
+        ]);
         let template = self.env.get_template(NAME).map_err(|e| describe(&e))?;
-        template.render(ctx).map_err(|e| describe(&e))
+        template.render(Value::from(ctx)).map_err(|e| describe(&e))
     }
+}
+
+/// A map of strings as a template value.
+fn map_value<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
+    let map: BTreeMap<&str, Value> = pairs
+        .into_iter()
+        .map(|(k, v)| (k, Value::from(v)))
+        .collect();
+    Value::from(map)
 }
 
 /// minijinja's message without its template-name decoration.
@@ -108,13 +187,15 @@ fn describe(e: &minijinja::Error) -> String {
         .detail()
         .map(str::to_string)
         .unwrap_or_else(|| e.kind().to_string());
-    if let Some(line) = e.line() {
+    if let Some(line) = e.line()
+        && line > 1
+    {
         s = format!("{s} (template line {line})");
     }
     s
 }
 
-/// A subject that renders whole and indexes by level (negative indexes count from the end).
+/// A name that renders whole and indexes by level (negative indexes count from the end).
 #[derive(Debug)]
 struct Segments {
     whole: String,
@@ -122,11 +203,9 @@ struct Segments {
 }
 
 impl Segments {
-    fn new(subject: &str, separator: char) -> Segments {
-        Segments {
-            whole: subject.to_string(),
-            parts: subject.split(separator).map(str::to_string).collect(),
-        }
+    fn new(whole: String, separator: char) -> Segments {
+        let parts = whole.split(separator).map(str::to_string).collect();
+        Segments { whole, parts }
     }
 }
 
@@ -157,38 +236,118 @@ impl Object for Segments {
 mod tests {
     use super::*;
 
-    fn message(subject: &str, payload: &str) -> Message {
-        Message::new("test".into(), subject, payload.as_bytes().to_vec())
+    struct Case {
+        message: Message,
+        protocol: &'static str,
+        captures: Vec<(String, String)>,
+        payload: Payload,
+    }
+
+    fn case(protocol: &'static str, subject: &str, payload: &str) -> Case {
+        Case {
+            message: Message::new("test".into(), subject, payload.as_bytes().to_vec()),
+            protocol,
+            captures: Vec::new(),
+            payload: Payload::Raw(bytes::Bytes::copy_from_slice(payload.as_bytes())),
+        }
+    }
+
+    impl Case {
+        fn render(&self, template: &str) -> Result<String, String> {
+            let scope = Scope {
+                route: "r",
+                message: &self.message,
+                protocol: self.protocol,
+                captures: &self.captures,
+                payload: &self.payload,
+                format: PayloadFormat::Json,
+            };
+            Template::compile(template).unwrap().render(&scope)
+        }
     }
 
     #[test]
-    fn segments_payload_and_filters() {
-        let m = message("sensors/kitchen/temp", r#"{"room":"Kitchen"}"#);
-        let t = Template::compile("iot.{{ topic[1] }}.temperature").unwrap();
-        assert_eq!(t.render(&m, "r").unwrap(), "iot.kitchen.temperature");
-        let t = Template::compile("{{ topic[-1] }}.{{ payload.room | lower }}").unwrap();
-        assert_eq!(t.render(&m, "r").unwrap(), "temp.kitchen");
-        let t = Template::compile("fwd.{{ topic | nats }}").unwrap();
-        assert_eq!(t.render(&m, "r").unwrap(), "fwd.sensors.kitchen.temp");
-        let m = message("cmd.a//b.c", "x");
-        let t = Template::compile("out/{{ subject | mqtt }}/{{ subject[1] }}").unwrap();
-        assert_eq!(t.render(&m, "r").unwrap(), "out/cmd/a.b/c/a//b");
-        let mut m = message("a.b", "x");
-        m.headers.push(("site".into(), "plant-1".into()));
-        let t = Template::compile("{{ route }}.{{ headers.site }}.{{ subject[-1] }}").unwrap();
-        assert_eq!(t.render(&m, "r").unwrap(), "r.plant-1.b");
+    fn segments_and_codec_views() {
+        let c = case("mqtt", "sensors/kitchen/temp", "{}");
+        assert_eq!(
+            c.render("iot.{{ topic[1] }}.temperature").unwrap(),
+            "iot.kitchen.temperature"
+        );
+        assert_eq!(c.render("{{ subject }}").unwrap(), "sensors.kitchen.temp");
+        assert_eq!(c.render("{{ subject[-1] }}").unwrap(), "temp");
+        assert_eq!(
+            c.render("fwd.{{ topic | nats }}").unwrap(),
+            "fwd.sensors.kitchen.temp"
+        );
+        let c = case("nats", "cmd.a//b.c", "x");
+        assert_eq!(c.render("{{ topic }}").unwrap(), "cmd/a.b/c");
+        assert_eq!(c.render("out/{{ topic[1] }}").unwrap(), "out/a.b");
+        assert_eq!(c.render("{{ subject | mqtt }}").unwrap(), "cmd/a.b/c");
+        assert_eq!(c.render("{{ subject[1] }}").unwrap(), "a//b");
+    }
+
+    #[test]
+    fn payload_headers_captures_and_builtin_filters() {
+        let mut c = case("mqtt", "a/b", r#"{"room":"Kitchen","n":3}"#);
+        c.message.headers.push(("site".into(), "plant-1".into()));
+        c.captures.push(("x".into(), "b".into()));
+        assert_eq!(
+            c.render("{{ route }}.{{ headers.site }}.{{ match.x }}")
+                .unwrap(),
+            "r.plant-1.b"
+        );
+        assert_eq!(
+            c.render("{{ payload.room | lower }}.{{ payload.n }}")
+                .unwrap(),
+            "kitchen.3"
+        );
+        assert_eq!(c.render("{{ payload.room | upper }}").unwrap(), "KITCHEN");
+        assert_eq!(c.render("{{ topic | replace('/', '-') }}").unwrap(), "a-b");
+        assert_eq!(
+            c.render("{{ payload.floor | default('ground') }}").unwrap(),
+            "ground"
+        );
+        assert_eq!(
+            c.render("{{ headers.zone | default('none') }}").unwrap(),
+            "none"
+        );
+        assert_eq!(c.render("{{ event | default('-') }}").unwrap(), "-");
+        c.message.event = Some("update".into());
+        c.message.id = Some("42".into());
+        assert_eq!(c.render("{{ event }}/{{ id }}").unwrap(), "update/42");
+    }
+
+    #[test]
+    fn a_transformed_payload_is_what_templates_see() {
+        let mut c = case("nats", "a", "ignored");
+        c.payload = Payload::Value(jaq_json::read::parse_single(br#"{"room":"hall"}"#).unwrap());
+        assert_eq!(c.render("{{ payload.room }}").unwrap(), "hall");
     }
 
     #[test]
     fn missing_values_are_errors() {
-        let m = message("a/b", r#"{"x":1}"#);
-        let t = Template::compile("{{ payload.room }}").unwrap();
-        assert!(t.render(&m, "r").is_err());
-        let t = Template::compile("{{ topic[5] }}").unwrap();
-        assert!(t.render(&m, "r").is_err());
-        let m = message("a/b", "not json");
-        let t = Template::compile("{{ payload.x }}").unwrap();
-        assert!(t.render(&m, "r").unwrap_err().contains("not JSON"));
+        let c = case("mqtt", "a/b", r#"{"x":1}"#);
+        assert!(c.render("{{ payload.room }}").is_err());
+        assert!(c.render("{{ topic[5] }}").is_err());
+        assert!(c.render("{{ event }}").is_err());
+        let c = case("mqtt", "a/b", "not json");
+        assert!(
+            c.render("{{ payload.x }}")
+                .unwrap_err()
+                .contains("not JSON")
+        );
         assert!(Template::compile("{{ topic[1 }}").is_err());
+    }
+
+    #[test]
+    fn knows_which_captures_it_uses() {
+        let t = Template::compile("{{ match.room }}.{{ topic }}").unwrap();
+        assert_eq!(t.unknown_capture(&["room".into()]), None);
+        assert_eq!(
+            t.unknown_capture(&["site".into()]).as_deref(),
+            Some("match.room")
+        );
+        let t = Template::compile("{{ topic }}").unwrap();
+        assert_eq!(t.unknown_capture(&[]), None);
     }
 }

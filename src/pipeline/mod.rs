@@ -13,9 +13,9 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, SourceSpec};
 use crate::connectors::{self, Runtime};
-use crate::mapping::{Mapping, SinkTarget};
+use crate::mapping::{Mapping, loops};
 use route::{RouteCounters, RouteSink, RouteWorker};
 use status::{ConnectionStatus, State};
 
@@ -53,17 +53,24 @@ impl Pipeline {
                     .with_context(|| format!("connection {name} is not defined"))?;
                 let status = ConnectionStatus::new(name, c.kind.protocol());
                 statuses.push(status.clone());
-                connections.insert(
-                    name.to_string(),
-                    (c.kind.protocol(), connectors::open(c, status)),
-                );
+                connections.insert(name.to_string(), connectors::open(c, status));
             }
             Ok(())
         };
         for route in &config.routes {
             used(&route.from.connection)?;
-            for sink in &route.to {
+            for sink in route.to.iter().chain(&route.dead_letter) {
                 used(&sink.connection)?;
+            }
+        }
+        let analysis = loops::analyse(config);
+        let instance = match &config.loop_guard.instance {
+            Some(name) => name.clone(),
+            None => host_name(),
+        };
+        for cycle in &analysis.cycles {
+            if let loops::Verdict::EchoOnce { .. } = cycle.verdict {
+                tracing::warn!("{}", cycle.describe(config));
             }
         }
 
@@ -71,42 +78,51 @@ impl Pipeline {
         let mut queues = Vec::new();
         let mut counters = BTreeMap::new();
         let mut route_workers = Vec::new();
-        for route in &config.routes {
+        for (index, route) in config.routes.iter().enumerate() {
             let (input, output) = queue::bounded(&route.name, route.queue.clone());
-            let (from_protocol, source) = connections
+            let source = connections
                 .get_mut(&route.from.connection)
                 .expect("opened above");
-            let from_protocol = *from_protocol;
+            let mut spec = route.from.spec.clone();
+            if let SourceSpec::Mqtt(mqtt) = &mut spec
+                && analysis.no_local.contains(&index)
+            {
+                // The other half of a two-way pair publishes here: let the broker keep our
+                // own publishes from coming back at all (MQTT 5), rather than drop them later.
+                mqtt.no_local = true;
+            }
             source
-                .add_source(&route.name, &route.from.spec, input)
+                .add_source(&route.name, &spec, input)
                 .with_context(|| format!("route {}", route.name))?;
-            let mut sinks = Vec::new();
-            for sink in &route.to {
-                let (to_protocol, connection) =
-                    connections.get_mut(&sink.connection).expect("opened above");
-                let target = SinkTarget::new(sink.spec.target(), from_protocol, to_protocol)
-                    .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?;
-                sinks.push(RouteSink {
+            let mut sink = |sink: &crate::config::Sink| -> anyhow::Result<RouteSink> {
+                let connection = connections.get_mut(&sink.connection).expect("opened above");
+                Ok(RouteSink {
                     connection: sink.connection.clone(),
                     sink: connection.add_sink(&sink.spec)?,
-                    target,
-                });
-            }
+                })
+            };
+            let sinks = route
+                .to
+                .iter()
+                .map(&mut sink)
+                .collect::<anyhow::Result<_>>()?;
+            let dead_letter = route.dead_letter.as_ref().map(&mut sink).transpose()?;
             let route_counters = Arc::new(RouteCounters::default());
             counters.insert(route.name.clone(), route_counters.clone());
             queues.push(output.clone());
             route_workers.push(RouteWorker {
                 name: route.name.as_str().into(),
                 queue: output,
-                mapping: Mapping::new(route)
+                mapping: Mapping::new(config, index, &analysis, &instance)
                     .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
                 sinks,
+                dead_letter,
                 counters: route_counters,
                 abandon: abandon.clone(),
                 warnings: Default::default(),
             });
         }
-        for (_, (_, connection)) in connections {
+        for (_, connection) in connections {
             connection.start(&runtime);
         }
         for worker in route_workers {
@@ -185,4 +201,13 @@ impl Pipeline {
         }
         tracing::info!("ferry stopped");
     }
+}
+
+/// The machine's host name, the loop guard's default instance name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ferry".to_string())
 }

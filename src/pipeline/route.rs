@@ -1,5 +1,6 @@
-//! A route's worker: takes messages from the route's queue in order, maps them, hands them to
-//! every sink, and confirms the source's ack once every sink took the message.
+//! A route's worker: takes messages from the route's queue in order, maps them, hands the
+//! results to the sinks (and failures to the dead-letter sink), and confirms the source's ack
+//! once the message is dealt with.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +11,7 @@ use super::queue::RouteOutput;
 use super::status::{Backoff, RateLimitedLog};
 use crate::config::Reconnect;
 use crate::connectors::{Sink, SinkError};
-use crate::mapping::{Mapping, SinkTarget};
+use crate::mapping::{Failure, Mapping, Outcome, Stage, Step};
 use crate::message::Message;
 
 /// What happened to a route's messages.
@@ -20,28 +21,43 @@ pub struct RouteCounters {
     pub received: AtomicU64,
     /// Published, counted once per sink.
     pub sent: AtomicU64,
-    /// Dropped by the filter (or a transform that yielded nothing).
+    /// Left out by `match:`, the filter, or a transform that yielded nothing.
     pub filtered: AtomicU64,
     /// Could not be mapped or published: not JSON, jq error, bad subject, rejected by a sink.
     pub failed: AtomicU64,
+    /// Of the failed, how many the dead-letter sink took.
+    pub dead_lettered: AtomicU64,
+    /// Publishes the loop guard left out: the message had already been on that connection.
+    pub echoes: AtomicU64,
+    /// Dropped after `loop_guard.max_hops` ferry hops.
+    pub looped: AtomicU64,
 }
 
-/// One sink of a route with the way it names its subjects.
+/// One sink of a route.
 pub struct RouteSink {
     pub connection: String,
     pub sink: Arc<dyn Sink>,
-    pub target: SinkTarget,
 }
 
 pub struct RouteWorker {
     pub name: Arc<str>,
     pub queue: RouteOutput,
     pub mapping: Mapping,
+    /// In the order of the route's `to:`, as the mapping numbers them.
     pub sinks: Vec<RouteSink>,
+    pub dead_letter: Option<RouteSink>,
     pub counters: Arc<RouteCounters>,
     /// Cancelled when the shutdown deadline passed: stop retrying unavailable sinks.
     pub abandon: CancellationToken,
     pub warnings: RateLimitedLog,
+}
+
+/// How one publish ended.
+enum Published {
+    Sent,
+    Rejected(String),
+    /// The shutdown deadline passed while the sink was unavailable.
+    Abandoned,
 }
 
 impl RouteWorker {
@@ -49,108 +65,138 @@ impl RouteWorker {
     pub async fn run(self) {
         while let Some(incoming) = self.queue.pop().await {
             self.counters.received.fetch_add(1, Ordering::Relaxed);
-            let delivered = self.deliver(&incoming.message).await;
-            if delivered {
+            let finished = self.deliver(&incoming.message).await;
+            if finished {
                 incoming.ack.confirm();
             } else if self.abandon.is_cancelled() {
                 break;
             }
         }
         let c = &self.counters;
-        let dropped = self.queue.dropped();
+        let n = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         tracing::info!(
             route = %self.name,
-            "route stopped: {} received, {} sent, {} filtered, {} failed, {} dropped, {} left in queue",
-            c.received.load(Ordering::Relaxed),
-            c.sent.load(Ordering::Relaxed),
-            c.filtered.load(Ordering::Relaxed),
-            c.failed.load(Ordering::Relaxed),
-            dropped,
+            "route stopped: {} received, {} sent, {} filtered, {} failed ({} dead-lettered), {} echoes suppressed, {} looped, {} dropped, {} left in queue",
+            n(&c.received),
+            n(&c.sent),
+            n(&c.filtered),
+            n(&c.failed),
+            n(&c.dead_lettered),
+            n(&c.echoes),
+            n(&c.looped),
+            self.queue.dropped(),
             self.queue.len(),
         );
     }
 
-    /// Maps one message and publishes the result on every sink. True when the message is
-    /// finished with (delivered, filtered, or failed for good); false when it was abandoned.
+    /// Maps one message and publishes the results. True when the message is finished with
+    /// (delivered, filtered, or failed and dead-lettered/counted); false when it was abandoned.
     async fn deliver(&self, message: &Message) -> bool {
-        let outputs = match self.mapping.apply(message) {
-            Ok(outputs) => outputs,
-            Err(e) => {
-                self.fail(message, &e.to_string());
+        let steps = match self.mapping.apply(message) {
+            Outcome::Filtered => {
+                self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                 return true;
             }
+            Outcome::TooManyHops(hops) => {
+                let looped = self.counters.looped.fetch_add(1, Ordering::Relaxed) + 1;
+                self.warnings.warn(|| {
+                    format!(
+                        "route {}: dropped a message on `{}` after {hops} ferry hops (loop_guard.max_hops); ferry instances are relaying it in a loop ({looped} so far)",
+                        self.name, message.subject
+                    )
+                });
+                return true;
+            }
+            Outcome::Failed(failure) => return self.fail(message, failure).await,
+            Outcome::Mapped { steps, echoes } => {
+                self.counters
+                    .echoes
+                    .fetch_add(echoes.into(), Ordering::Relaxed);
+                steps
+            }
         };
-        if outputs.is_empty() {
-            self.counters.filtered.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        // One copy of the message per output; the sinks take turns with it, each under the
-        // subject rendered for it (all rendered first, from the source's subject).
-        for payload in outputs {
-            let mut out = Message {
-                payload,
-                ..message.clone()
-            };
-            let subjects: Vec<_> = self
-                .sinks
-                .iter()
-                .map(|sink| sink.target.render(&out, &self.name))
-                .collect();
-            for (sink, subject) in self.sinks.iter().zip(subjects) {
-                out.subject = match subject {
-                    Ok(subject) => subject,
-                    Err(e) => {
-                        self.fail(
-                            message,
-                            &format!("cannot name the subject for {}: {e}", sink.connection),
-                        );
-                        continue;
+        for step in steps {
+            let finished = match step {
+                Step::Publish { sink, message: out } => {
+                    let sink = &self.sinks[sink];
+                    match self.publish(sink, &out).await {
+                        Published::Sent => {
+                            self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                            true
+                        }
+                        Published::Rejected(reason) => {
+                            let reason = format!("{} rejected it: {reason}", sink.connection);
+                            self.fail(
+                                message,
+                                Failure {
+                                    stage: Stage::Sink,
+                                    reason,
+                                },
+                            )
+                            .await
+                        }
+                        Published::Abandoned => false,
                     }
-                };
-                if !self.publish(sink, &out).await {
-                    return false;
                 }
+                Step::Fail(failure) => self.fail(message, failure).await,
+            };
+            if !finished {
+                return false;
             }
         }
         true
     }
 
-    /// Publishes on one sink, retrying with backoff while the sink is unavailable. False only
-    /// when the shutdown deadline made us give up.
-    async fn publish(&self, sink: &RouteSink, message: &Message) -> bool {
+    /// Publishes on one sink, retrying with backoff while the sink is unavailable.
+    async fn publish(&self, sink: &RouteSink, message: &Message) -> Published {
         let mut backoff = Backoff::new(&Reconnect::default());
         loop {
             match sink.sink.send(message).await {
-                Ok(()) => {
-                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    return true;
-                }
-                Err(SinkError::Rejected(reason)) => {
-                    self.fail(
-                        message,
-                        &format!("{} rejected it: {reason}", sink.connection),
-                    );
-                    return true;
-                }
+                Ok(()) => return Published::Sent,
+                Err(SinkError::Rejected(reason)) => return Published::Rejected(reason),
                 Err(SinkError::Unavailable(reason)) => {
                     let delay = backoff.next_delay();
                     tracing::debug!(route = %self.name, "sink {} unavailable ({reason}); retrying in {delay:?}", sink.connection);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = self.abandon.cancelled() => return false,
+                        _ = self.abandon.cancelled() => return Published::Abandoned,
                     }
                 }
             }
         }
     }
 
-    fn fail(&self, message: &Message, reason: &str) {
+    /// Counts and logs (rate-limited) a message that failed, and hands it to the dead-letter
+    /// sink when the route has one. False only when the shutdown deadline made us give up.
+    async fn fail(&self, original: &Message, failure: Failure) -> bool {
         let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut fate = "";
+        let mut finished = true;
+        if let (Some(sink), Some(letter)) = (
+            &self.dead_letter,
+            self.mapping.dead_letter(original, &failure),
+        ) {
+            fate = match letter {
+                Err(_) => "; the dead-letter sink cannot name it either",
+                Ok(letter) => match self.publish(sink, &letter).await {
+                    Published::Sent => {
+                        self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                        "; sent to the dead-letter sink"
+                    }
+                    Published::Rejected(_) => "; the dead-letter sink rejected it too",
+                    Published::Abandoned => {
+                        finished = false;
+                        "; not dead-lettered before the shutdown deadline"
+                    }
+                },
+            };
+        }
         self.warnings.warn(|| {
             format!(
-                "route {}: message on `{}` not delivered: {reason} ({failed} failed so far)",
-                self.name, message.subject
+                "route {}: message on `{}` not delivered, {failure}{fate} ({failed} failed so far)",
+                self.name, original.subject
             )
         });
+        finished
     }
 }

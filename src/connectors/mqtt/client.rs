@@ -29,6 +29,9 @@ const OUTGOING_INFLIGHT: u16 = 100;
 /// The largest remaining length MQTT can encode (a four-byte variable integer).
 const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
 
+/// The header that stands for the MQTT 5 content type property.
+const CONTENT_TYPE: &str = "Content-Type";
+
 /// One subscription as sent to the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscription {
@@ -266,7 +269,7 @@ impl Client {
     }
 
     /// Queues a PUBLISH; waits only while the request channel is full. `headers` become MQTT 5
-    /// user properties (MQTT 3.1.1 has nowhere to put them).
+    /// user properties and content type (MQTT 3.1.1 has nowhere to put them).
     pub async fn publish(
         &self,
         topic: String,
@@ -281,8 +284,15 @@ impl Client {
             Client::V5(client) => {
                 let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
                 if !headers.is_empty() {
+                    // A `Content-Type` header is MQTT 5's own content type property, as it
+                    // would be over HTTP or NATS; every other header is a user property.
+                    let (content_type, user_properties): (Vec<_>, Vec<_>) = headers
+                        .iter()
+                        .cloned()
+                        .partition(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE));
                     options = options.properties(mqtt5::PublishProperties {
-                        user_properties: headers.clone(),
+                        user_properties,
+                        content_type: content_type.into_iter().next().map(|(_, v)| v),
                         ..Default::default()
                     });
                 }
@@ -471,7 +481,13 @@ impl EventLoop {
             EventLoop::V5(eventloop) => Ok(match eventloop.poll().await? {
                 mqtt5::Event::Incoming(mqtt5::Packet::Publish(publish)) => {
                     let (headers, subscription_ids) = match publish.properties {
-                        Some(p) => (p.user_properties, p.subscription_identifiers),
+                        Some(p) => {
+                            let mut headers = p.user_properties;
+                            if let Some(content_type) = p.content_type {
+                                headers.push((CONTENT_TYPE.to_string(), content_type));
+                            }
+                            (headers, p.subscription_identifiers)
+                        }
                         None => Default::default(),
                     };
                     Event::Publish(Received {

@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -226,15 +226,10 @@ impl Supervisor {
 
     /// What routes see of what arrived.
     fn delivery(&self, received: Received) -> Delivery {
-        let message = Message {
-            subject: received.topic,
-            payload: received.payload,
-            headers: received.headers,
-            qos: received.qos,
-            retain: received.retain,
-            origin: self.name.clone(),
-            received: SystemTime::now(),
-        };
+        let mut message = Message::new(self.name.clone(), received.topic, received.payload);
+        message.headers = received.headers;
+        message.qos = received.qos;
+        message.retain = received.retain;
         let subscription_ids = match self.trust_subscription_ids {
             true => received.subscription_ids,
             false => Vec::new(),
