@@ -3,7 +3,11 @@
 
 use std::fmt::Write;
 
-use crate::config::{Config, ConnectionKind, Retain, SinkSpec, SourceSpec, Target, WhenFull};
+use crate::config::{
+    Config, ConnectionKind, PayloadFormat, Retain, SinkSpec, SourceSpec, Target, WhenFull,
+};
+use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker};
+use crate::message::Message;
 
 /// A human-readable description of every route.
 pub fn explain(config: &Config) -> String {
@@ -49,38 +53,61 @@ pub fn explain(config: &Config) -> String {
             ),
         };
         let mut mapping = Vec::new();
+        if route.from.envelope {
+            mapping.push("unwrap envelope".to_string());
+        }
+        if route.from.format != PayloadFormat::Json {
+            mapping.push(format!("read as {}", format_name(route.from.format)));
+        }
+        if let Some(m) = &route.from.pattern {
+            mapping.push(format!("match `{m}`"));
+        }
         if let Some(f) = &route.filter {
             mapping.push(format!("filter `{f}`"));
         }
         if let Some(t) = &route.transform {
             mapping.push(format!("transform `{t}`"));
         }
+        let h = &route.headers;
+        if !h.forward {
+            mapping.push("headers dropped".into());
+        }
+        if !h.remove.is_empty() {
+            mapping.push(format!("headers without {}", h.remove.join(", ")));
+        }
+        for (name, value) in &h.set {
+            mapping.push(format!("header {name}: `{value}`"));
+        }
         if mapping.is_empty() {
             mapping.push("as is".into());
         }
-        let sinks: Vec<String> = route
-            .to
-            .iter()
-            .map(|s| {
-                let target = match s.spec.target() {
-                    Target::Auto => "auto".to_string(),
-                    Target::Template(t) => t.clone(),
-                };
-                match &s.spec {
-                    SinkSpec::Mqtt(m) => format!(
-                        "mqtt {} topic {target} qos {}{}",
-                        s.connection,
-                        m.qos,
-                        match m.retain {
-                            Retain::Fixed(true) => " retained",
-                            Retain::Fixed(false) => "",
-                            Retain::FromSource => " retain as source",
-                        }
-                    ),
-                    SinkSpec::Nats(_) => format!("nats {} subject {target}", s.connection),
-                }
-            })
-            .collect();
+        let sink = |s: &crate::config::Sink| {
+            let target = match s.spec.target() {
+                Target::Auto => "auto".to_string(),
+                Target::Template(t) => t.clone(),
+            };
+            let mut text = match &s.spec {
+                SinkSpec::Mqtt(m) => format!(
+                    "mqtt {} topic {target} qos {}{}",
+                    s.connection,
+                    m.qos,
+                    match m.retain {
+                        Retain::Fixed(true) => " retained",
+                        Retain::Fixed(false) => "",
+                        Retain::FromSource => " retain as source",
+                    }
+                ),
+                SinkSpec::Nats(_) => format!("nats {} subject {target}", s.connection),
+            };
+            if s.format != PayloadFormat::Json {
+                text.push_str(&format!(", written as {}", format_name(s.format)));
+            }
+            if s.envelope {
+                text.push_str(", in an envelope");
+            }
+            text
+        };
+        let sinks: Vec<String> = route.to.iter().map(sink).collect();
         let when_full = match route.queue.when_full {
             WhenFull::Block => "block",
             WhenFull::DropOldest => "drop_oldest",
@@ -95,6 +122,110 @@ pub fn explain(config: &Config) -> String {
             route.queue.max_messages,
             route.queue.max_bytes,
         );
+        if let Some(d) = &route.dead_letter {
+            let _ = writeln!(out, "  dead letters: {}", sink(d));
+        }
+    }
+    let analysis = loops::analyse(config);
+    for cycle in &analysis.cycles {
+        let _ = writeln!(out, "{}", cycle.describe(config));
     }
     out
+}
+
+fn format_name(format: PayloadFormat) -> &'static str {
+    match format {
+        PayloadFormat::Json => "json",
+        PayloadFormat::Text => "text",
+        PayloadFormat::Bytes => "bytes",
+    }
+}
+
+/// `ferry map`'s account of what route `route` would make of `message`: each publish (sink,
+/// subject, headers, payload), or why nothing is published. Connects to nothing. The flag is
+/// false when the message (or one of its outputs) would fail and be dead-lettered.
+pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, bool), String> {
+    let Some(index) = config.routes.iter().position(|r| r.name == route) else {
+        let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        return Err(format!(
+            "no route is called `{route}`; the routes are: {}",
+            names.join(", ")
+        ));
+    };
+    let r = &config.routes[index];
+    let analysis = loops::analyse(config);
+    let instance = config.loop_guard.instance.as_deref().unwrap_or("ferry");
+    let mapping = Mapping::new(config, index, &analysis, instance)?;
+    let protocol = |connection: &str| config.connections[connection].kind.protocol();
+    let mut out = format!(
+        "route {route}: {} {} `{}`\n",
+        protocol(&r.from.connection),
+        r.from.connection,
+        message.subject
+    );
+    let mut ok = true;
+    let mut failed = |out: &mut String, failure: &Failure| {
+        ok = false;
+        let _ = writeln!(out, "  ✗ fails at {failure}");
+        match mapping.dead_letter(message, failure) {
+            None => out.push_str("    no dead_letter sink: counted and logged\n"),
+            Some(Err(e)) => {
+                let _ = writeln!(out, "    the dead-letter sink cannot name it: {e}");
+            }
+            Some(Ok(letter)) => {
+                let connection = mapping.dead_letter_connection().unwrap_or("?");
+                describe(out, connection, protocol(connection), &letter);
+            }
+        }
+    };
+    match mapping.apply(message) {
+        Outcome::Filtered => {
+            out.push_str("  left out by `match:`, the filter or a transform that yields nothing: nothing is published\n");
+        }
+        Outcome::TooManyHops(hops) => {
+            let _ = writeln!(
+                out,
+                "  dropped: it has made {hops} ferry hops (loop_guard.max_hops)"
+            );
+        }
+        Outcome::Failed(failure) => failed(&mut out, &failure),
+        Outcome::Mapped { steps, echoes } => {
+            for step in steps {
+                match step {
+                    Step::Publish { sink, message } => {
+                        let connection = mapping.sink_connection(sink);
+                        describe(&mut out, connection, protocol(connection), &message);
+                    }
+                    Step::Fail(failure) => failed(&mut out, &failure),
+                }
+            }
+            if echoes > 0 {
+                let _ = writeln!(
+                    out,
+                    "  {echoes} publish(es) left out by the loop guard: the message has been on that connection"
+                );
+            }
+        }
+    }
+    Ok((out, ok))
+}
+
+/// One publish: `→ connection (protocol) `subject``, its headers (ferry's loop marker left out)
+/// and its payload.
+fn describe(out: &mut String, connection: &str, protocol: &str, message: &Message) {
+    let _ = writeln!(out, "  → {connection} ({protocol}) `{}`", message.subject);
+    let headers: Vec<String> = message
+        .headers
+        .iter()
+        .filter(|(k, _)| ![marker::INSTANCE, marker::VIA, marker::HOPS].contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    if !headers.is_empty() {
+        let _ = writeln!(out, "    headers: {}", headers.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "    payload: {}",
+        String::from_utf8_lossy(&message.payload)
+    );
 }

@@ -15,6 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
   ferry check                       validate ./bridges.yaml and print every route
   ferry run -c /etc/ferry/bridges.yaml
   RUST_LOG=ferry=debug ferry run    more detail in the log
+  ferry map -r temperatures sensors/kitchen/temp '{\"room\": \"kitchen\", \"value\": 21.5}'
+                                    what a route makes of one message, connecting to nothing
 
 Exit codes: 0 ok, 1 runtime failure, 2 bad configuration or usage."
 )]
@@ -49,6 +51,29 @@ enum Command {
         #[arg(short, long)]
         config: Option<PathBuf>,
     },
+    /// Show what a route makes of one message (subject, headers, payload, which sinks),
+    /// without connecting to anything. Exits 1 when the message would fail.
+    Map {
+        /// Configuration file [default: ./bridges.yaml, then /etc/ferry/bridges.yaml]
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// The route to run the message through.
+        #[arg(short, long)]
+        route: String,
+        /// The MQTT topic or NATS subject the message arrives on.
+        subject: String,
+        /// The payload; `-` reads it from standard input. Empty when not given.
+        payload: Option<String>,
+        /// A header (NATS) or user property (MQTT 5) the message arrives with; repeatable.
+        #[arg(short = 'H', long = "header", value_name = "NAME=VALUE")]
+        headers: Vec<String>,
+        /// The QoS it arrives with.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
+        qos: u8,
+        /// It arrives retained.
+        #[arg(long)]
+        retain: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +89,63 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(errors) => config_failed(&errors),
+            }
+        }
+        Command::Map {
+            config,
+            route,
+            subject,
+            payload,
+            headers,
+            qos,
+            retain,
+        } => {
+            let path = config_path(config);
+            let config = match ferry::config::load(&path) {
+                Ok(config) => config,
+                Err(errors) => return config_failed(&errors),
+            };
+            let payload = match payload.as_deref() {
+                Some("-") => {
+                    let mut buf = Vec::new();
+                    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf) {
+                        eprintln!("ferry: cannot read the payload from standard input: {e}");
+                        return ExitCode::from(1);
+                    }
+                    buf
+                }
+                Some(text) => text.as_bytes().to_vec(),
+                None => Vec::new(),
+            };
+            let origin = config
+                .routes
+                .iter()
+                .find(|r| r.name == route)
+                .map(|r| r.from.connection.as_str())
+                .unwrap_or("?");
+            let mut message = ferry::message::Message::new(origin.into(), subject, payload);
+            message.qos = qos;
+            message.retain = retain;
+            for header in headers {
+                let Some((name, value)) = header.split_once('=') else {
+                    eprintln!("ferry: `--header {header}` is not NAME=VALUE");
+                    return ExitCode::from(2);
+                };
+                message.headers.push((name.to_string(), value.to_string()));
+            }
+            match ferry::explain::map(&config, &route, &message) {
+                Ok((text, ok)) => {
+                    print!("{text}");
+                    if ok {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    ExitCode::from(2)
+                }
             }
         }
         Command::Run { config } => {

@@ -559,3 +559,6 @@ fn header_value(reason: &str) -> String {
     }
     line
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,312 @@
+//! The mapping stage end to end: a route from YAML, a message in, what each sink gets out.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{Lookup, parse};
+
+const CONNECTIONS: &str = r#"
+connections:
+  plant: { mqtt: { url: "mqtt://127.0.0.1:1883", version: 5 } }
+  core: { nats: { url: "nats://127.0.0.1:4222" } }
+"#;
+
+fn config(routes: &str) -> Config {
+    let lookup = Lookup {
+        var: &|_| None,
+        file: &|_| Ok(String::new()),
+    };
+    let text = format!("{CONNECTIONS}routes:\n{routes}");
+    parse(&text, "test.yaml", &lookup).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn no_cycles() -> loops::Analysis {
+    loops::Analysis {
+        guarded: BTreeSet::new(),
+        no_local: BTreeSet::new(),
+        cycles: Vec::new(),
+    }
+}
+
+fn mapping(routes: &str) -> Mapping {
+    Mapping::new(&config(routes), 0, &no_cycles(), "edge").unwrap()
+}
+
+fn message(origin: &str, subject: &str, payload: &str) -> Message {
+    Message::new(origin.into(), subject, payload.as_bytes().to_vec())
+}
+
+/// The publishes of a mapped message as (sink, subject, payload); panics on anything else.
+fn publishes(outcome: Outcome) -> Vec<(usize, String, String)> {
+    match outcome {
+        Outcome::Mapped { steps, .. } => steps
+            .into_iter()
+            .map(|s| match s {
+                Step::Publish { sink, message } => (
+                    sink,
+                    message.subject,
+                    String::from_utf8_lossy(&message.payload).into_owned(),
+                ),
+                Step::Fail(f) => panic!("unexpected failure: {f}"),
+            })
+            .collect(),
+        other => panic!("not mapped: {other:?}"),
+    }
+}
+
+fn header<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
+    marker::header(&m.headers, name)
+}
+
+#[test]
+fn match_captures_name_subjects_and_headers() {
+    let m = mapping(
+        r#"
+  - name: telemetry
+    from: { connection: plant, topic: "sensors/#", match: '^sensors/(?P<room>[^/]+)/temp$' }
+    headers: { remove: [x-debug], set: { room: "{{ match.room | upper }}" } }
+    to: { connection: core, subject: "iot.{{ match.room }}.temp" }
+"#,
+    );
+    let mut msg = message("plant", "sensors/kitchen/temp", "21.5");
+    msg.headers = vec![("x-debug".into(), "1".into()), ("site".into(), "p1".into())];
+    let Outcome::Mapped { steps, .. } = m.apply(&msg) else {
+        panic!()
+    };
+    let Step::Publish { message: out, .. } = &steps[0] else {
+        panic!()
+    };
+    assert_eq!(out.subject, "iot.kitchen.temp");
+    assert_eq!(
+        &out.payload[..],
+        b"21.5",
+        "no transform: the payload as it came"
+    );
+    assert_eq!(header(out, "room"), Some("KITCHEN"));
+    assert_eq!(header(out, "site"), Some("p1"));
+    assert_eq!(header(out, "x-debug"), None);
+    assert_eq!(header(out, marker::VIA), Some("plant,core"));
+    assert_eq!(header(out, marker::HOPS), Some("1"));
+    assert!(matches!(
+        m.apply(&message("plant", "sensors/kitchen/humidity", "1")),
+        Outcome::Filtered
+    ));
+}
+
+#[test]
+fn a_transform_splits_and_templates_see_each_output() {
+    let m = mapping(
+        r#"
+  - name: split
+    from: { connection: core, subject: "batch.>" }
+    transform: '.readings[]'
+    to: { connection: plant, topic: "rooms/{{ payload.room }}" }
+"#,
+    );
+    let out = publishes(m.apply(&message(
+        "core",
+        "batch.1",
+        r#"{"readings":[{"room":"a","v":1},{"room":"b","v":2}]}"#,
+    )));
+    assert_eq!(
+        out,
+        vec![
+            (0, "rooms/a".into(), r#"{"room":"a","v":1}"#.into()),
+            (0, "rooms/b".into(), r#"{"room":"b","v":2}"#.into()),
+        ]
+    );
+    assert!(matches!(
+        m.apply(&message("core", "batch.2", r#"{"readings":[]}"#)),
+        Outcome::Filtered
+    ));
+}
+
+#[test]
+fn jq_sees_the_message_around_the_payload() {
+    let m = mapping(
+        r#"
+  - name: vars
+    from: { connection: plant, topic: "a/#", match: '^a/(?P<x>.*)$' }
+    filter: '$meta.qos == 1'
+    transform: '{topic: $topic, subject: $subject, site: $headers.site, x: $match.x, origin: $meta.origin, retain: $meta.retain}'
+    to: { connection: core }
+"#,
+    );
+    let mut msg = message("plant", "a/b.c", "{}");
+    msg.qos = 1;
+    msg.headers.push(("site".into(), "p1".into()));
+    let out = publishes(m.apply(&msg));
+    assert_eq!(out[0].1, "a.b//c", "auto: the codec's subject");
+    assert_eq!(
+        out[0].2,
+        r#"{"topic":"a/b.c","subject":"a.b//c","site":"p1","x":"b.c","origin":"plant","retain":false}"#
+    );
+    msg.qos = 0;
+    assert!(matches!(m.apply(&msg), Outcome::Filtered));
+}
+
+#[test]
+fn text_and_bytes_payloads() {
+    let m = mapping(
+        r#"
+  - name: text
+    from: { connection: core, subject: "t", payload_format: text }
+    transform: 'ascii_upcase'
+    to:
+      - { connection: core, subject: raw, payload_format: text }
+      - { connection: core, subject: json }
+"#,
+    );
+    let out = publishes(m.apply(&message("core", "t", "hello")));
+    assert_eq!(out[0].2, "HELLO");
+    assert_eq!(out[1].2, "\"HELLO\"");
+    let m = mapping(
+        r#"
+  - name: bytes
+    from: { connection: core, subject: "b", payload_format: bytes }
+    transform: 'length'
+    to: { connection: core, subject: n }
+"#,
+    );
+    let mut msg = message("core", "b", "");
+    msg.payload = Bytes::from_static(b"\x00\xff\x01");
+    assert_eq!(publishes(m.apply(&msg))[0].2, "3");
+}
+
+#[test]
+fn envelopes_wrap_and_unwrap() {
+    let wrap = mapping(
+        r#"
+  - name: wrap
+    from: { connection: plant, topic: "raw/#", payload_format: text }
+    to: { connection: core, subject: wrapped, envelope: true }
+"#,
+    );
+    let mut msg = message("plant", "raw/a b", "plain text");
+    msg.headers.push(("site".into(), "p1".into()));
+    let Outcome::Mapped { mut steps, .. } = wrap.apply(&msg) else {
+        panic!()
+    };
+    let Step::Publish {
+        message: wrapped, ..
+    } = steps.remove(0)
+    else {
+        panic!()
+    };
+    let json: serde_json::Value = serde_json::from_slice(&wrapped.payload).unwrap();
+    assert_eq!(json["subject"], "raw/a b");
+    assert_eq!(json["payload"], "plain text");
+    assert_eq!(json["headers"]["site"], "p1");
+    assert!(json["time"].is_string());
+
+    let unwrap = mapping(
+        r#"
+  - name: unwrap
+    from: { connection: plant, topic: "wrapped", envelope: true, payload_format: text }
+    to: { connection: plant, topic: "out/{{ topic }}" }
+"#,
+    );
+    let mut carried = message("plant", "wrapped", "");
+    carried.payload = wrapped.payload.clone();
+    let Outcome::Mapped { steps, .. } = unwrap.apply(&carried) else {
+        panic!()
+    };
+    let Step::Publish { message: out, .. } = &steps[0] else {
+        panic!()
+    };
+    assert_eq!(out.subject, "out/raw/a b");
+    assert_eq!(&out.payload[..], b"plain text");
+    assert_eq!(header(out, "site"), Some("p1"));
+}
+
+#[test]
+fn failures_name_their_stage_and_dead_letters_keep_the_message() {
+    let m = mapping(
+        r#"
+  - name: rooms
+    from: { connection: core, subject: "in.>" }
+    transform: '.items[]'
+    to: { connection: core, subject: "room.{{ payload.room }}" }
+    dead_letter: { connection: core, subject: "dead.{{ route }}" }
+"#,
+    );
+    let bad = message("core", "in.x", "not json");
+    let Outcome::Failed(failure) = m.apply(&bad) else {
+        panic!()
+    };
+    assert_eq!(failure.stage, Stage::Decode);
+    let letter = m.dead_letter(&bad, &failure).unwrap().unwrap();
+    assert_eq!(letter.subject, "dead.rooms");
+    assert_eq!(&letter.payload[..], b"not json", "unchanged");
+    assert_eq!(header(&letter, marker::ROUTE), Some("rooms"));
+    assert_eq!(header(&letter, marker::STAGE), Some("decode"));
+    assert!(header(&letter, marker::ERROR).unwrap().contains("not JSON"));
+
+    // One output lacks the field its subject needs, one renders a subject NATS cannot hold:
+    // only those fail; the good output is still published, in order.
+    let Outcome::Mapped { steps, .. } = m.apply(&message(
+        "core",
+        "in.y",
+        r#"{"items":[{"room":"a"},{"x":1},{"room":"b c"}]}"#,
+    )) else {
+        panic!()
+    };
+    assert!(matches!(&steps[0], Step::Publish { message, .. } if message.subject == "room.a"));
+    assert!(matches!(&steps[1], Step::Fail(f) if f.stage == Stage::Template));
+    assert!(
+        matches!(&steps[2], Step::Fail(f) if f.stage == Stage::Template && f.reason.contains("whitespace")),
+        "{steps:?}"
+    );
+
+    let Outcome::Failed(failure) = m.apply(&message("core", "in.z", r#"{"items": 3}"#)) else {
+        panic!()
+    };
+    assert_eq!(failure.stage, Stage::Transform);
+    let no_dead_letter = mapping(
+        r#"
+  - name: plain
+    from: { connection: core, subject: "in.>" }
+    to: { connection: core, subject: out }
+"#,
+    );
+    assert!(no_dead_letter.dead_letter(&bad, &failure).is_none());
+}
+
+#[test]
+fn the_loop_guard_drops_echoes_on_cycle_sinks_only() {
+    let config = config(
+        r#"
+  - name: down
+    from: { connection: core, subject: "bridge.>" }
+    to:
+      - { connection: plant }
+      - { connection: core, subject: "mirror.{{ subject[-1] }}" }
+"#,
+    );
+    let mut analysis = no_cycles();
+    analysis.guarded.insert((0, 0));
+    let m = Mapping::new(&config, 0, &analysis, "edge").unwrap();
+    // A message that came from plant through this instance: not back to plant.
+    let mut echo = message("core", "bridge.x", "1");
+    echo.headers = vec![
+        (marker::INSTANCE.into(), "edge".into()),
+        (marker::VIA.into(), "plant,core".into()),
+        (marker::HOPS.into(), "1".into()),
+    ];
+    let Outcome::Mapped { steps, echoes } = m.apply(&echo) else {
+        panic!()
+    };
+    assert_eq!(echoes, 1);
+    assert_eq!(steps.len(), 1, "the mirror sink is not on a cycle");
+    // The same from another instance is a first hop here.
+    echo.headers[0].1 = "other".into();
+    let Outcome::Mapped { steps, echoes } = m.apply(&echo) else {
+        panic!()
+    };
+    assert_eq!((steps.len(), echoes), (2, 0));
+    // Too many hops, whoever counted them.
+    echo.headers[2].1 = "8".into();
+    assert!(matches!(m.apply(&echo), Outcome::TooManyHops(8)));
+}
