@@ -35,6 +35,21 @@ impl Msg {
         String::from_utf8_lossy(&self.payload).into_owned()
     }
 
+    /// Every value of the NATS header or MQTT 5 user property `name`, in order. Names are
+    /// compared ignoring ASCII case, as NATS (like HTTP) treats header names.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The first value of header / user property `name` (see [`Self::header_values`]).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_values(name).into_iter().next()
+    }
+
     /// The payload parsed as JSON (panics with the payload if it is not JSON).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
@@ -136,6 +151,17 @@ impl Inbox {
         if let Ok(Some(m)) = tokio::time::timeout(quiet, self.rx.recv()).await {
             panic!("{}: expected no message, got {m:?}", self.label);
         }
+    }
+
+    /// Everything that arrives within `window` (a bounded quiet period: used after a final
+    /// sentinel to catch what should never come, such as echoes or loop copies).
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<Msg> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut got = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            got.push(m);
+        }
+        got
     }
 
     /// Whatever has arrived already, without waiting.
