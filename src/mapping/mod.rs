@@ -4,6 +4,7 @@
 
 pub mod codec;
 pub mod jq;
+pub mod loops;
 pub mod names;
 pub mod template;
 
