@@ -128,9 +128,40 @@ pub fn explain(config: &Config) -> String {
     }
     let analysis = loops::analyse(config);
     for cycle in &analysis.cycles {
-        let _ = writeln!(out, "{}", cycle.describe(config));
+        match echo_warning(config, cycle) {
+            Some(warning) => {
+                let _ = writeln!(out, "warning: {warning}");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "loop: {}
+  guarded: ferry's marker stops each message before it returns to a connection it has been on",
+                    cycle.describe(config)
+                );
+            }
+        }
+    }
+    if analysis.truncated {
+        out.push_str("warning: the routes form more loops than ferry checks one by one; some may not be listed
+");
     }
     out
+}
+
+/// For a loop the guard stops only after one echo (one hop over MQTT 3.1.1), what a user must
+/// know; `None` for every other loop.
+pub fn echo_warning(config: &Config, cycle: &loops::Cycle) -> Option<String> {
+    let loops::Verdict::EchoOnce { connection, topics } = &cycle.verdict else {
+        return None;
+    };
+    let topics: Vec<String> = topics.iter().map(|t| format!("`{t}`")).collect();
+    Some(format!(
+        "loop {}
+  MQTT 3.1.1 connection {connection} cannot carry ferry's loop marker: a message that entered elsewhere comes back once (an echo) on {}; use `version: 5` on {connection} to stop it",
+        cycle.describe(config),
+        topics.join(", ")
+    ))
 }
 
 fn format_name(format: PayloadFormat) -> &'static str {

@@ -406,7 +406,7 @@ impl<'a> Decoder<'a> {
     fn refuse_endless_loops(&mut self, config: &Config, positions: &[Pos]) {
         let analysis = loops::analyse(config);
         for cycle in &analysis.cycles {
-            if let loops::Verdict::Unguarded = cycle.verdict {
+            if let loops::Verdict::Unguarded { connections } = &cycle.verdict {
                 let first = cycle.hops[0].route;
                 self.error(
                     positions.get(first).copied().unwrap_or(Pos { line: 1, col: 1 }),
@@ -414,7 +414,10 @@ impl<'a> Decoder<'a> {
                         "these routes form an endless loop: {}",
                         cycle.describe(config)
                     ),
-                    Some("ferry's loop marker cannot travel over MQTT 3.1.1; use `version: 5` on one of its connections, or make the topics not overlap".into()),
+                    Some(format!(
+                        "ferry's loop marker cannot travel over MQTT 3.1.1 ({}); use `version: 5` there, or make the topics not overlap",
+                        connections.join(", ")
+                    )),
                 );
             }
         }

@@ -1,38 +1,1001 @@
-//! STUB — replaced by the helper's module on merge.
-use std::collections::BTreeSet;
+//! Loops between routes, found before anything runs.
+//!
+//! A two-way bridge (MQTT `bridge/#` → NATS, NATS `bridge.>` → MQTT) feeds each message back to
+//! where it came from, forever. At run time ferry marks what it publishes (NATS headers, MQTT 5
+//! user properties: the instance, the connections the message entered on and was published to,
+//! a hop count) and never publishes a message to a connection it has already been on. That guard
+//! must only apply to sinks that can close a loop: a deliberate "mirror" route back to the
+//! origin broker under a topic nothing subscribes to has to keep working. This module is the
+//! static analysis that says which sinks those are, and whether the guard can really stop each
+//! loop: MQTT 3.1.1 has no user properties, so the marker is lost on every hop through it.
+//!
+//! The route graph: one node per route, and an edge from route `r` through its sink `k` to
+//! route `r'` when sink `k` publishes to the broker `r'` subscribes on, under names `r'`'s
+//! filter(s) may match. Names are estimated from the sink's `auto` conversion or its template;
+//! every estimate errs towards more overlap, since a missed loop is worse than a guarded sink.
+//!
+//! Pure code: no I/O, only the validated [`Config`].
 
-use crate::config::{Config, Connection};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use super::codec::{subject_to_topic, topic_to_subject};
+use crate::config::{
+    Config, Connection, ConnectionKind, MqttVersion, Route, SinkSpec, SourceSpec, Target,
+};
+
+/// At most this many simple cycles are listed; beyond it [`Analysis::truncated`] is set.
+const MAX_CYCLES: usize = 4096;
+
+/// At most this many search steps are spent listing cycles, so a dense graph cannot hang
+/// `ferry check`.
+const MAX_STEPS: usize = 1_000_000;
+
+/// What the analysis found: where the run-time guard applies, and every loop with its verdict.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Analysis {
+    /// (route index, sink index) pairs that lie on at least one cycle: the runtime guard
+    /// applies there, and only there. Exact, even when the cycle list is truncated.
     pub guarded: BTreeSet<(usize, usize)>,
+    /// Routes whose MQTT 5 source subscriptions can use `no_local`: everything ferry itself
+    /// publishes on that connection and the route could receive back would be dropped by the
+    /// guard anyway, so the broker need not send it.
     pub no_local: BTreeSet<usize>,
+    /// Every simple cycle of the route graph (up to a cap), each starting at its lowest route.
     pub cycles: Vec<Cycle>,
+    /// `true` when there were more cycles than could be listed: verdicts may be missing.
+    pub truncated: bool,
+    /// Each connection's broker, named by the first (in name order) connection to the same
+    /// server. The run-time marker should record these, so a message that left through one
+    /// connection is recognised before it returns through another to the same broker.
+    pub brokers: BTreeMap<String, String>,
 }
+
+/// One loop: a route publishes what the next one receives, around back to the first.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cycle {
     pub hops: Vec<Hop>,
     pub verdict: Verdict,
 }
+
+/// One step of a loop: a route's sink, publishing what the next route in the loop receives.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hop {
     pub route: usize,
     pub sink: usize,
+    /// The connection the sink publishes to.
+    pub connection: String,
+    /// The names the sink may publish, as patterns in its protocol's syntax.
+    pub names: Vec<String>,
+    /// `false` when the sink's connection is MQTT 3.1.1: the marker is lost on this hop.
+    pub marked: bool,
 }
+
+/// Whether the run-time guard can stop a loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
+    /// Every hop carries the marker: a message is dropped before it would return to a
+    /// connection it has been on, the one it entered on included.
     Guarded,
-    EchoOnce,
-    Unguarded,
+    /// One hop crosses an MQTT 3.1.1 connection, where the marker is lost. The guard still
+    /// stops the loop, but a message that entered elsewhere comes back once: it is published
+    /// on `connection` under `topics`, received there as new, and relayed round again.
+    EchoOnce {
+        connection: String,
+        topics: Vec<String>,
+    },
+    /// Nothing remembers where the message has been (two hops or more over MQTT 3.1.1, or a
+    /// route feeding itself over 3.1.1): an endless loop. `ferry check` refuses the config.
+    Unguarded { connections: Vec<String> },
 }
+
 impl Cycle {
-    pub fn describe(&self, _config: &Config) -> String {
-        String::new()
+    /// The loop for a person, e.g. route up (plant `bridge/#` → core `bridge.>`, `bridge`) →
+    /// route down (core `bridge.>` → plant `bridge/#`) → route up.
+    pub fn describe(&self, config: &Config) -> String {
+        let mut parts: Vec<String> = self
+            .hops
+            .iter()
+            .map(|hop| {
+                let route = &config.routes[hop.route];
+                format!(
+                    "route {} ({} {} → {} {})",
+                    route.name,
+                    route.from.connection,
+                    quoted(&source_filters(route)),
+                    hop.connection,
+                    quoted(&hop.names),
+                )
+            })
+            .collect();
+        if let Some(first) = self.hops.first() {
+            parts.push(format!("route {}", config.routes[first.route].name));
+        }
+        parts.join(" → ")
     }
 }
-pub fn analyse(_config: &Config) -> Analysis {
+
+/// Patterns in backticks, separated by commas.
+fn quoted(patterns: &[String]) -> String {
+    patterns
+        .iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Finds every loop in `config`'s routes, where the guard applies, and where `no_local` is safe.
+pub fn analyse(config: &Config) -> Analysis {
+    let brokers = brokers(config);
+    let edges = edges(config, &brokers);
+    let guarded = on_cycles(config.routes.len(), &edges);
+    let no_local = no_local(config, &edges, &guarded);
+    let (found, truncated) = simple_cycles(config.routes.len(), &edges);
+    let cycles = found.into_iter().map(|path| cycle(config, &path)).collect();
     Analysis {
-        guarded: BTreeSet::new(),
-        no_local: BTreeSet::new(),
-        cycles: Vec::new(),
+        guarded,
+        no_local,
+        cycles,
+        truncated,
+        brokers,
     }
 }
-pub fn same_broker(a: &Connection, b: &Connection) -> bool {
-    a.name == b.name
+
+// ---------------------------------------------------------------------------------------------
+// Names: what a source subscribes to and what a sink may publish.
+
+/// A protocol's name syntax.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syntax {
+    /// `/` between levels, `+` one level, `#` zero or more (the last level).
+    Mqtt,
+    /// `.` between tokens, `*` one token, `>` one or more (the last token).
+    Nats,
+}
+
+impl Syntax {
+    fn separator(self) -> char {
+        match self {
+            Syntax::Mqtt => '/',
+            Syntax::Nats => '.',
+        }
+    }
+
+    fn one_level(self) -> &'static str {
+        match self {
+            Syntax::Mqtt => "+",
+            Syntax::Nats => "*",
+        }
+    }
+
+    fn rest(self) -> &'static str {
+        match self {
+            Syntax::Mqtt => "#",
+            Syntax::Nats => ">",
+        }
+    }
+}
+
+fn source_syntax(spec: &SourceSpec) -> Syntax {
+    match spec {
+        SourceSpec::Mqtt(_) => Syntax::Mqtt,
+        SourceSpec::Nats(_) => Syntax::Nats,
+    }
+}
+
+fn sink_syntax(spec: &SinkSpec) -> Syntax {
+    match spec {
+        SinkSpec::Mqtt(_) => Syntax::Mqtt,
+        SinkSpec::Nats(_) => Syntax::Nats,
+    }
+}
+
+/// The filter(s) a route's source subscribes to.
+fn source_filters(route: &Route) -> Vec<String> {
+    match &route.from.spec {
+        SourceSpec::Mqtt(s) => s.topics.clone(),
+        SourceSpec::Nats(s) => vec![s.subject.clone()],
+    }
+}
+
+/// The names a route's sink `sink` may publish, as patterns in the sink protocol's syntax.
+fn sink_names(route: &Route, sink: usize) -> Vec<String> {
+    let spec = &route.to[sink].spec;
+    let to = sink_syntax(spec);
+    match spec.target() {
+        Target::Auto => auto_names(&source_filters(route), source_syntax(&route.from.spec), to),
+        Target::Template(template) => vec![template_pattern(template, to)],
+    }
+}
+
+/// `auto` publishes the source's own names, converted: the source filters, converted.
+fn auto_names(filters: &[String], from: Syntax, to: Syntax) -> Vec<String> {
+    match (from, to) {
+        (Syntax::Mqtt, Syntax::Nats) => filters
+            .iter()
+            .flat_map(|f| {
+                // MQTT `a/#` also receives `a` itself, which NATS `a.>` would not cover.
+                let parent = f.strip_suffix("/#").map(topic_to_subject);
+                std::iter::once(topic_to_subject(f)).chain(parent)
+            })
+            .collect(),
+        (Syntax::Nats, Syntax::Mqtt) => filters.iter().map(|s| subject_to_topic(s)).collect(),
+        _ => filters.to_vec(),
+    }
+}
+
+/// The names a template may render, as one pattern. Each level of pure literal text stays; a
+/// level with an expression becomes a one-level wildcard, unless the expression may span levels
+/// (see [`spans_levels`]): then the rest is a multi-level wildcard. Control blocks (`{% %}`)
+/// and comments make it a multi-level wildcard from the start.
+pub fn template_pattern(template: &str, syntax: Syntax) -> String {
+    if template.contains("{%") || template.contains("{#") {
+        return syntax.rest().to_string();
+    }
+    let mut levels: Vec<String> = Vec::new();
+    let mut literal = String::new();
+    let mut has_expression = false;
+    let mut rest = template;
+    loop {
+        let (text, expression, after) = match rest.split_once("{{") {
+            Some((text, tail)) => match tail.split_once("}}") {
+                Some((expression, after)) => (text, Some(expression), after),
+                None => (rest, None, ""),
+            },
+            None => (rest, None, ""),
+        };
+        for (i, piece) in text.split(syntax.separator()).enumerate() {
+            if i > 0 {
+                levels.push(level(&literal, has_expression, syntax));
+                literal.clear();
+                has_expression = false;
+            }
+            literal.push_str(piece);
+        }
+        let Some(expression) = expression else {
+            levels.push(level(&literal, has_expression, syntax));
+            break;
+        };
+        if spans_levels(expression) {
+            levels.push(syntax.rest().to_string());
+            break;
+        }
+        has_expression = true;
+        rest = after;
+    }
+    levels.join(&syntax.separator().to_string())
+}
+
+/// One level of a template's pattern: its literal text, or a one-level wildcard.
+fn level(literal: &str, has_expression: bool, syntax: Syntax) -> String {
+    if has_expression {
+        syntax.one_level().to_string()
+    } else {
+        literal.to_string()
+    }
+}
+
+/// Whether a template expression may render several levels: the whole `topic` or `subject`
+/// (not indexed), or a filter that rewrites a whole name (`nats`, `mqtt`, `replace`, `join`).
+/// Anything else (an index, a payload field, a header) is taken to be one level.
+fn spans_levels(expression: &str) -> bool {
+    identifiers(expression).into_iter().any(|(start, end)| {
+        let word = &expression[start..end];
+        let before = expression[..start].trim_end().chars().last();
+        let after = expression[end..].trim_start().chars().next();
+        match word {
+            "topic" | "subject" => before != Some('.') && after != Some('['),
+            "nats" | "mqtt" | "replace" | "join" => before == Some('|'),
+            _ => false,
+        }
+    })
+}
+
+/// The byte ranges of the identifiers in a template expression, outside string literals.
+fn identifiers(expression: &str) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut start: Option<usize> = None;
+    for (i, c) in expression.char_indices() {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        let word_char = c.is_alphanumeric() || c == '_';
+        match (start, word_char) {
+            (None, true) => start = Some(i),
+            (Some(s), false) => {
+                found.push((s, i));
+                start = None;
+            }
+            _ => {}
+        }
+        if c == '\'' || c == '"' {
+            quote = Some(c);
+        }
+    }
+    if let Some(s) = start {
+        found.push((s, expression.len()));
+    }
+    found
+}
+
+// ---------------------------------------------------------------------------------------------
+// Overlap: whether a name a sink publishes can be received by a filter.
+
+/// One level of a pattern.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Level<'a> {
+    Literal(&'a str),
+    /// `+` or `*`.
+    One,
+    /// `#` (at least 0 more levels) or `>` (at least 1).
+    Rest {
+        at_least: usize,
+    },
+}
+
+fn levels(pattern: &str, syntax: Syntax) -> Vec<Level<'_>> {
+    pattern
+        .split(syntax.separator())
+        .map(|l| match (syntax, l) {
+            (Syntax::Mqtt, "+") | (Syntax::Nats, "*") => Level::One,
+            (Syntax::Mqtt, "#") => Level::Rest { at_least: 0 },
+            (Syntax::Nats, ">") => Level::Rest { at_least: 1 },
+            _ => Level::Literal(l),
+        })
+        .collect()
+}
+
+/// Whether some name matched by `published` (what a sink may publish) is received by a
+/// subscription to `filter`. MQTT `a/#` receives `a` too; MQTT filters that start with a
+/// wildcard do not receive topics whose first level starts with `$` (MQTT 4.7.2), but a
+/// published pattern that starts with a wildcard may still name ordinary topics.
+pub fn overlaps(published: &str, filter: &str, syntax: Syntax) -> bool {
+    let names = levels(published, syntax);
+    let subscribed = levels(filter, syntax);
+    if syntax == Syntax::Mqtt
+        && matches!(names.first(), Some(Level::Literal(l)) if l.starts_with('$'))
+        && matches!(subscribed.first(), Some(Level::One | Level::Rest { .. }))
+    {
+        return false;
+    }
+    intersect(&names, &subscribed)
+}
+
+/// Whether two level patterns match a common name. A multi-level wildcard is always last.
+fn intersect(a: &[Level], b: &[Level]) -> bool {
+    match (a.first(), b.first()) {
+        (Some(Level::Rest { at_least }), _) => has_at_least(b, *at_least),
+        (_, Some(Level::Rest { at_least })) => has_at_least(a, *at_least),
+        (None, None) => true,
+        (None, _) | (_, None) => false,
+        (Some(x), Some(y)) => one_level_meets(*x, *y) && intersect(&a[1..], &b[1..]),
+    }
+}
+
+/// Whether a pattern can match a name of at least `n` levels.
+fn has_at_least(pattern: &[Level], n: usize) -> bool {
+    pattern.len() >= n || pattern.iter().any(|l| matches!(l, Level::Rest { .. }))
+}
+
+fn one_level_meets(a: Level, b: Level) -> bool {
+    match (a, b) {
+        (Level::Literal(x), Level::Literal(y)) => x == y,
+        _ => true,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Brokers: which connections reach the same server.
+
+/// Each connection's broker: connections of one protocol that share a server (MQTT host:port,
+/// NATS any URL's host:port, counted transitively, since URLs of one cluster fail over to each
+/// other) are one broker, named by the first of them in name order.
+pub fn brokers(config: &Config) -> BTreeMap<String, String> {
+    let names: Vec<&Connection> = config.connections.values().collect();
+    let mut group: Vec<usize> = (0..names.len()).collect();
+    for i in 0..names.len() {
+        for j in 0..i {
+            if same_server(names[i], names[j]) {
+                let (gi, gj) = (group[i], group[j]);
+                let low = gi.min(gj);
+                for g in group.iter_mut() {
+                    if *g == gi || *g == gj {
+                        *g = low;
+                    }
+                }
+            }
+        }
+    }
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.clone(), names[group[i]].name.clone()))
+        .collect()
+}
+
+/// Whether two connections of the same protocol point at a common server.
+pub fn same_server(a: &Connection, b: &Connection) -> bool {
+    match (&a.kind, &b.kind) {
+        (ConnectionKind::Mqtt(x), ConnectionKind::Mqtt(y)) => {
+            server(&x.host, x.port) == server(&y.host, y.port)
+        }
+        (ConnectionKind::Nats(x), ConnectionKind::Nats(y)) => {
+            let theirs: Vec<String> = y.urls.iter().filter_map(|u| nats_server(u)).collect();
+            x.urls
+                .iter()
+                .filter_map(|u| nats_server(u))
+                .any(|s| theirs.contains(&s))
+        }
+        _ => false,
+    }
+}
+
+/// `host:port` of a NATS URL, with the scheme's default port.
+fn nats_server(url: &str) -> Option<String> {
+    let parsed = url::Url::parse(url).ok()?;
+    let default = match parsed.scheme() {
+        "ws" => 80,
+        "wss" => 443,
+        _ => 4222,
+    };
+    Some(server(parsed.host_str()?, parsed.port().unwrap_or(default)))
+}
+
+/// `host:port`, with the names of the loopback interface made one.
+fn server(host: &str, port: u16) -> String {
+    let host = host.to_ascii_lowercase();
+    let host = match host.as_str() {
+        "127.0.0.1" | "::1" | "[::1]" => "localhost",
+        h => h,
+    };
+    format!("{host}:{port}")
+}
+
+// ---------------------------------------------------------------------------------------------
+// The route graph.
+
+/// Route `from` publishes, through its sink `sink`, what route `to` receives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Edge {
+    from: usize,
+    sink: usize,
+    to: usize,
+}
+
+/// Every edge of the route graph, in (route, sink, next route) order.
+fn edges(config: &Config, brokers: &BTreeMap<String, String>) -> Vec<Edge> {
+    let mut found = Vec::new();
+    for (from, route) in config.routes.iter().enumerate() {
+        for (sink, s) in route.to.iter().enumerate() {
+            let names = sink_names(route, sink);
+            let syntax = sink_syntax(&s.spec);
+            for (to, next) in config.routes.iter().enumerate() {
+                let reaches = broker_of(brokers, &s.connection)
+                    == broker_of(brokers, &next.from.connection)
+                    && source_syntax(&next.from.spec) == syntax
+                    && source_filters(next)
+                        .iter()
+                        .any(|f| names.iter().any(|n| overlaps(n, f, syntax)));
+                if reaches {
+                    found.push(Edge { from, sink, to });
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The broker of a connection (an unknown connection is its own).
+fn broker_of<'a>(brokers: &'a BTreeMap<String, String>, connection: &'a str) -> &'a str {
+    brokers.get(connection).map_or(connection, String::as_str)
+}
+
+/// The sinks on at least one cycle: an edge `r → r'` is on one when `r'` leads back to `r`.
+fn on_cycles(routes: usize, edges: &[Edge]) -> BTreeSet<(usize, usize)> {
+    edges
+        .iter()
+        .filter(|e| reachable(routes, edges, e.to).contains(&e.from))
+        .map(|e| (e.from, e.sink))
+        .collect()
+}
+
+/// The routes reachable from `start` (itself included).
+fn reachable(routes: usize, edges: &[Edge], start: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::from([start]);
+    let mut queue = VecDeque::from([start]);
+    while let Some(r) = queue.pop_front() {
+        for e in edges.iter().filter(|e| e.from == r) {
+            if e.to < routes && seen.insert(e.to) {
+                queue.push_back(e.to);
+            }
+        }
+    }
+    seen
+}
+
+/// Every simple cycle (no route twice), each listed once from its lowest route, up to
+/// [`MAX_CYCLES`] cycles and [`MAX_STEPS`] search steps; the flag says whether it stopped early.
+fn simple_cycles(routes: usize, edges: &[Edge]) -> (Vec<Vec<Edge>>, bool) {
+    let mut search = CycleSearch {
+        edges,
+        found: Vec::new(),
+        steps: 0,
+        truncated: false,
+    };
+    for start in 0..routes {
+        // Only routes that lead back to `start` can be on a cycle through it.
+        let back: BTreeSet<usize> = (start..routes)
+            .filter(|&r| reachable(routes, edges, r).contains(&start))
+            .collect();
+        let mut path = Vec::new();
+        search.extend(start, start, &back, &mut path);
+        if search.truncated {
+            break;
+        }
+    }
+    (search.found, search.truncated)
+}
+
+/// A depth-first search for simple cycles through one start route.
+struct CycleSearch<'a> {
+    edges: &'a [Edge],
+    found: Vec<Vec<Edge>>,
+    steps: usize,
+    truncated: bool,
+}
+
+impl CycleSearch<'_> {
+    /// Follows every edge out of `at` that stays within `allowed` and off `path`.
+    fn extend(&mut self, start: usize, at: usize, allowed: &BTreeSet<usize>, path: &mut Vec<Edge>) {
+        for &edge in self.edges.iter().filter(|e| e.from == at) {
+            self.steps += 1;
+            if self.found.len() >= MAX_CYCLES || self.steps >= MAX_STEPS {
+                self.truncated = true;
+                return;
+            }
+            if edge.to == start {
+                path.push(edge);
+                self.found.push(path.clone());
+                path.pop();
+            } else if allowed.contains(&edge.to) && !path.iter().any(|e| e.from == edge.to) {
+                path.push(edge);
+                self.extend(start, edge.to, allowed, path);
+                path.pop();
+                if self.truncated {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Verdicts.
+
+/// Whether a connection carries the marker: NATS (headers) and MQTT 5 (user properties) do,
+/// MQTT 3.1.1 does not. An unknown connection is taken not to.
+fn carries_marker(config: &Config, connection: &str) -> bool {
+    config
+        .connections
+        .get(connection)
+        .is_some_and(|c| match &c.kind {
+            ConnectionKind::Mqtt(m) => m.version == MqttVersion::V5,
+            ConnectionKind::Nats(_) => true,
+        })
+}
+
+/// A cycle's hops and verdict, from its edges.
+fn cycle(config: &Config, path: &[Edge]) -> Cycle {
+    let hops: Vec<Hop> = path
+        .iter()
+        .map(|e| {
+            let route = &config.routes[e.from];
+            let connection = route.to[e.sink].connection.clone();
+            Hop {
+                route: e.from,
+                sink: e.sink,
+                marked: carries_marker(config, &connection),
+                names: sink_names(route, e.sink),
+                connection,
+            }
+        })
+        .collect();
+    let verdict = verdict(&hops);
+    Cycle { hops, verdict }
+}
+
+/// The guard stops a loop when something remembers where the message has been. The marker
+/// records the connection a message entered on, so with one unmarked hop the loop still ends
+/// when it gets back to that hop's connection, after one echo of what entered elsewhere; with
+/// two, or when the only hop is unmarked, every pass looks new.
+fn verdict(hops: &[Hop]) -> Verdict {
+    let unmarked: Vec<&Hop> = hops.iter().filter(|h| !h.marked).collect();
+    match unmarked.as_slice() {
+        [] => Verdict::Guarded,
+        [hop] if hops.len() >= 2 => Verdict::EchoOnce {
+            connection: hop.connection.clone(),
+            topics: hop.names.clone(),
+        },
+        _ => {
+            let mut connections: Vec<String> = Vec::new();
+            for hop in unmarked {
+                if !connections.contains(&hop.connection) {
+                    connections.push(hop.connection.clone());
+                }
+            }
+            Verdict::Unguarded { connections }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// no_local.
+
+/// Routes whose MQTT 5 subscriptions can ask the broker not to send back what the same
+/// connection published. Route `r`, subscribed on connection `C`, qualifies when all its sinks
+/// are guarded and on one connection `D`, and every route that feeds it through a sink on `C`
+/// has its source on `D`: what such a route publishes on `C` entered on `D`, so `r`'s guard
+/// would drop it before it reached `D` again. The broker's `no_local` just saves the trip.
+fn no_local(
+    config: &Config,
+    edges: &[Edge],
+    guarded: &BTreeSet<(usize, usize)>,
+) -> BTreeSet<usize> {
+    config
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|&(r, route)| {
+            let source = &route.from.connection;
+            let on_mqtt5 = config.connections.get(source).is_some_and(
+                |c| matches!(&c.kind, ConnectionKind::Mqtt(m) if m.version == MqttVersion::V5),
+            );
+            let Some(first) = route.to.first() else {
+                return false;
+            };
+            let sink = &first.connection;
+            let all_guarded_on_one = route
+                .to
+                .iter()
+                .enumerate()
+                .all(|(k, s)| &s.connection == sink && guarded.contains(&(r, k)));
+            let feeders_from_sink = edges
+                .iter()
+                .filter(|e| e.to == r && &config.routes[e.from].to[e.sink].connection == source)
+                .all(|e| &config.routes[e.from].from.connection == sink);
+            on_mqtt5 && all_guarded_on_one && feeders_from_sink
+        })
+        .map(|(r, _)| r)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Lookup, parse};
+
+    /// The config of `yaml`, loops and all. Parsing refuses endless loops, which these tests
+    /// must see; so MQTT 3.1.1 connections (one line each here) are parsed as MQTT 5 and set
+    /// back afterwards.
+    fn config(yaml: &str) -> Config {
+        let v311: Vec<&str> = yaml
+            .lines()
+            .filter(|l| l.contains(r#"version: "3.1.1""#))
+            .filter_map(|l| l.trim().split(':').next())
+            .collect();
+        let text = yaml.replace(r#"version: "3.1.1""#, r#"version: "5""#);
+        let mut config =
+            parse(&text, "test.yaml", &Lookup::system()).unwrap_or_else(|e| panic!("{e}"));
+        for name in v311 {
+            if let ConnectionKind::Mqtt(m) = &mut config.connections.get_mut(name).unwrap().kind {
+                m.version = MqttVersion::V311;
+            }
+        }
+        config
+    }
+
+    /// `plant` (MQTT, version as given) and `core` (NATS), bridged both ways under `bridge`.
+    fn two_way(version: &str) -> Config {
+        config(&format!(
+            r#"
+connections:
+  plant: {{ mqtt: {{ url: "mqtt://plant:1883", version: "{version}" }} }}
+  core: {{ nats: {{ url: "nats://core:4222" }} }}
+routes:
+  - name: up
+    from: {{ connection: plant, topic: "bridge/#" }}
+    to: {{ connection: core }}
+  - name: down
+    from: {{ connection: core, subject: "bridge.>" }}
+    to: {{ connection: plant }}
+"#
+        ))
+    }
+
+    #[test]
+    fn mqtt_overlap() {
+        let yes = |a, b| overlaps(a, b, Syntax::Mqtt);
+        assert!(yes("a", "a/#"), "`a/#` receives its parent");
+        assert!(yes("a/#", "a"));
+        assert!(yes("a/b/c", "a/#"));
+        assert!(yes("a/+/c", "+/b/#"));
+        assert!(yes("a/", "a/+"), "`+` matches an empty level");
+        assert!(!yes("a/b/c", "a/+"));
+        assert!(!yes("a/b", "a/c"));
+        assert!(!yes("b/#", "a/#"));
+        // MQTT 4.7.2: a filter starting with a wildcard never receives a `$` topic ...
+        assert!(!yes("$SYS/x", "#"));
+        assert!(!yes("$SYS/x", "+/x"));
+        assert!(yes("$SYS/x", "$SYS/#"));
+        assert!(yes("a/$x", "a/+"), "only the first level counts");
+        // ... but a published pattern starting with a wildcard may name any topic.
+        assert!(yes("+/x", "$SYS/x"));
+        assert!(yes("#", "$SYS/#"));
+    }
+
+    #[test]
+    fn nats_overlap() {
+        let yes = |a, b| overlaps(a, b, Syntax::Nats);
+        assert!(!yes("a", "a.>"), "`>` needs at least one more token");
+        assert!(yes("a.b", "a.>"));
+        assert!(yes("a.>", "a.b.c"));
+        assert!(yes("a.*.c", "*.b.>"));
+        assert!(!yes("a.b.c", "a.*"));
+        assert!(!yes("a.b", "a.c"));
+        assert!(yes("$SYS.x", ">"), "NATS has no `$` rule");
+        assert!(yes(">", "*"));
+    }
+
+    #[test]
+    fn template_patterns() {
+        let nats = |t| template_pattern(t, Syntax::Nats);
+        let mqtt = |t| template_pattern(t, Syntax::Mqtt);
+        assert_eq!(nats("iot.{{ topic[1] }}.temperature"), "iot.*.temperature");
+        assert_eq!(nats("fwd.{{ topic | nats }}"), "fwd.>");
+        assert_eq!(nats("{{ subject }}"), ">");
+        assert_eq!(nats("{{ subject[-1] }}.{{ payload.room | lower }}"), "*.*");
+        assert_eq!(nats("plain.name"), "plain.name");
+        assert_eq!(mqtt("copy/{{ topic }}/x"), "copy/#");
+        assert_eq!(mqtt("out/{{ subject | mqtt }}"), "out/#");
+        assert_eq!(mqtt("x/{{ subject | replace('.', '/') }}"), "x/#");
+        assert_eq!(mqtt("a/b{{ topic[0] }}c/d"), "a/+/d");
+        assert_eq!(
+            mqtt("x/{{ payload.topic }}"),
+            "x/+",
+            "a payload field, not the topic"
+        );
+        assert_eq!(mqtt("x/{{ 'topic' }}"), "x/+", "a string, not the topic");
+        assert_eq!(mqtt("{% if true %}a{% endif %}"), "#");
+    }
+
+    #[test]
+    fn auto_names_keep_the_parent() {
+        let filters = ["a/#".to_string(), "b/+".to_string()];
+        assert_eq!(
+            auto_names(&filters, Syntax::Mqtt, Syntax::Nats),
+            ["a.>", "a", "b.*"]
+        );
+        assert_eq!(
+            auto_names(&["a.>".to_string()], Syntax::Nats, Syntax::Mqtt),
+            ["a/#"]
+        );
+    }
+
+    #[test]
+    fn same_broker() {
+        let c = config(
+            r#"
+connections:
+  a: { mqtt: { url: "mqtt://Broker" } }
+  b: { mqtt: { url: "mqtt://broker:1883", version: "3.1.1" } }
+  c: { mqtt: { url: "mqtt://broker:1884" } }
+  d: { mqtt: { url: "mqtt://127.0.0.1:1883" } }
+  e: { mqtt: { url: "mqtt://localhost:1883" } }
+  n1: { nats: { url: ["nats://n1:4222", "nats://n2:4222"] } }
+  n2: { nats: { url: "tls://n2" } }
+  n3: { nats: { url: "nats://n3:4222" } }
+  nb: { nats: { url: "nats://broker:1883" } }
+routes: []
+"#,
+        );
+        let b = brokers(&c);
+        let broker = |name: &str| b[name].as_str();
+        assert_eq!(broker("a"), "a");
+        assert_eq!(broker("b"), "a", "default port, host case");
+        assert_eq!(broker("c"), "c", "another port");
+        assert_eq!(broker("e"), "d", "loopback names");
+        assert_eq!(broker("n2"), "n1", "a shared URL, default port");
+        assert_eq!(broker("n3"), "n3");
+        assert_eq!(broker("nb"), "nb", "another protocol");
+    }
+
+    #[test]
+    fn a_loop_through_two_connections_to_one_broker() {
+        let c = config(
+            r#"
+connections:
+  in: { mqtt: { url: "mqtt://plant" } }
+  out: { mqtt: { url: "mqtt://plant:1883" } }
+  core: { nats: { url: "nats://core" } }
+routes:
+  - name: up
+    from: { connection: in, topic: "a/#" }
+    to: { connection: core }
+  - name: down
+    from: { connection: core, subject: "a.>" }
+    to: { connection: out }
+"#,
+        );
+        let a = analyse(&c);
+        assert_eq!(a.guarded, BTreeSet::from([(0, 0), (1, 0)]));
+        assert_eq!(a.cycles.len(), 1);
+    }
+
+    #[test]
+    fn two_way_mqtt5_and_nats_is_guarded() {
+        let c = two_way("5");
+        let a = analyse(&c);
+        assert_eq!(a.guarded, BTreeSet::from([(0, 0), (1, 0)]));
+        assert_eq!(a.no_local, BTreeSet::from([0]));
+        assert_eq!(a.cycles.len(), 1);
+        assert_eq!(a.cycles[0].verdict, Verdict::Guarded);
+        assert_eq!(
+            a.cycles[0].describe(&c),
+            "route up (plant `bridge/#` → core `bridge.>`, `bridge`) → \
+             route down (core `bridge.>` → plant `bridge/#`) → route up"
+        );
+        assert!(!a.truncated);
+    }
+
+    #[test]
+    fn a_mirror_route_is_no_loop() {
+        let c = config(
+            r#"
+connections:
+  plant: { mqtt: { url: "mqtt://plant" } }
+  core: { nats: { url: "nats://core" } }
+routes:
+  - name: up
+    from: { connection: plant, topic: "bridge/#" }
+    to: { connection: core }
+  - name: mirror
+    from: { connection: core, subject: "bridge.>" }
+    to: { connection: plant, topic: "mirror/{{ subject | mqtt }}" }
+"#,
+        );
+        let a = analyse(&c);
+        assert!(a.guarded.is_empty());
+        assert!(a.cycles.is_empty());
+        assert!(a.no_local.is_empty());
+    }
+
+    #[test]
+    fn two_way_mqtt311_and_nats_echoes_once() {
+        let a = analyse(&two_way("3.1.1"));
+        assert_eq!(a.guarded, BTreeSet::from([(0, 0), (1, 0)]));
+        assert!(a.no_local.is_empty(), "3.1.1 has no no_local");
+        assert_eq!(a.cycles.len(), 1);
+        assert_eq!(
+            a.cycles[0].verdict,
+            Verdict::EchoOnce {
+                connection: "plant".into(),
+                topics: vec!["bridge/#".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn a_loop_over_two_mqtt311_connections_is_unguarded() {
+        let c = config(
+            r#"
+connections:
+  plant: { mqtt: { url: "mqtt://plant", version: "3.1.1" } }
+  edge: { mqtt: { url: "mqtt://edge", version: "3.1.1" } }
+routes:
+  - name: out
+    from: { connection: plant, topic: "x/#" }
+    to: { connection: edge }
+  - name: in
+    from: { connection: edge, topic: "x/+/y" }
+    to: { connection: plant, topic: "x/{{ topic[1] }}/z" }
+"#,
+        );
+        let a = analyse(&c);
+        assert_eq!(a.cycles.len(), 1);
+        assert_eq!(
+            a.cycles[0].verdict,
+            Verdict::Unguarded {
+                connections: vec!["edge".into(), "plant".into()],
+            }
+        );
+    }
+
+    fn self_loop(version: &str) -> Config {
+        config(&format!(
+            r#"
+connections:
+  plant: {{ mqtt: {{ url: "mqtt://plant", version: "{version}" }} }}
+routes:
+  - name: echo
+    from: {{ connection: plant, topic: "a/#" }}
+    to: {{ connection: plant, topic: "a/x" }}
+"#
+        ))
+    }
+
+    #[test]
+    fn a_self_loop_is_unguarded_on_mqtt311() {
+        let a = analyse(&self_loop("3.1.1"));
+        assert_eq!(a.guarded, BTreeSet::from([(0, 0)]));
+        assert_eq!(a.cycles.len(), 1);
+        assert_eq!(
+            a.cycles[0].verdict,
+            Verdict::Unguarded {
+                connections: vec!["plant".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn a_self_loop_is_guarded_on_mqtt5() {
+        let c = self_loop("5");
+        let a = analyse(&c);
+        assert_eq!(a.guarded, BTreeSet::from([(0, 0)]));
+        assert_eq!(a.no_local, BTreeSet::from([0]));
+        assert_eq!(a.cycles[0].verdict, Verdict::Guarded);
+        assert_eq!(
+            a.cycles[0].describe(&c),
+            "route echo (plant `a/#` → plant `a/x`) → route echo"
+        );
+    }
+
+    #[test]
+    fn a_three_route_loop() {
+        let c = config(
+            r#"
+connections:
+  a: { mqtt: { url: "mqtt://a" } }
+  b: { mqtt: { url: "mqtt://b" } }
+  n: { nats: { url: "nats://n" } }
+routes:
+  - name: a-to-n
+    from: { connection: a, topic: "t/#" }
+    to: [{ connection: n }, { connection: a, topic: "archive/{{ topic }}" }]
+  - name: n-to-b
+    from: { connection: n, subject: "t.*.x" }
+    to: { connection: b }
+  - name: b-to-a
+    from: { connection: b, topic: "t/+/x" }
+    to: { connection: a, topic: "t/{{ topic[1] }}/back" }
+"#,
+        );
+        let a = analyse(&c);
+        assert_eq!(a.guarded, BTreeSet::from([(0, 0), (1, 0), (2, 0)]));
+        assert_eq!(a.cycles.len(), 1);
+        let hops: Vec<(usize, usize)> =
+            a.cycles[0].hops.iter().map(|h| (h.route, h.sink)).collect();
+        assert_eq!(hops, [(0, 0), (1, 0), (2, 0)]);
+        assert_eq!(a.cycles[0].verdict, Verdict::Guarded);
+        // `a-to-n` also archives (unguarded); `b-to-a` is fed on `b` by a route from `n`, and a
+        // message that entered on `n` must still reach `a`: neither may use no_local.
+        assert!(a.no_local.is_empty());
+    }
+
+    #[test]
+    fn a_dense_graph_is_cut_short_but_fully_guarded() {
+        let mut yaml =
+            String::from("connections:\n  c: { nats: { url: \"nats://c\" } }\nroutes:\n");
+        for i in 0..12 {
+            yaml.push_str(&format!(
+                "  - {{ name: r{i}, from: {{ connection: c, subject: \">\" }}, to: {{ connection: c, subject: x }} }}\n"
+            ));
+        }
+        let a = analyse(&config(&yaml));
+        assert!(a.truncated);
+        assert_eq!(a.cycles.len(), MAX_CYCLES);
+        assert_eq!(a.guarded.len(), 12);
+    }
 }

@@ -170,12 +170,12 @@ impl Mapping {
         let program = |code: &Option<String>| code.as_deref().map(jq::Program::compile).transpose();
         let sink_side = |sink: &config::Sink, guarded: bool| -> Result<SinkSide, String> {
             let guard = guarded.then(|| {
-                let own = &config.connections[&sink.connection];
+                let broker = analysis.brokers.get(&sink.connection);
                 config
                     .connections
-                    .values()
-                    .filter(|c| loops::same_broker(own, c))
-                    .map(|c| c.name.clone())
+                    .keys()
+                    .filter(|c| *c == &sink.connection || analysis.brokers.get(*c) == broker)
+                    .cloned()
                     .collect()
             });
             Ok(SinkSide {
@@ -499,7 +499,16 @@ impl SinkSide {
                 Err(reason) => return fail(Stage::Decode, reason),
             }
         } else {
-            scope.payload.write(self.format)
+            match scope.payload {
+                // No transform, but the sink writes another format: read it, write it anew.
+                Payload::Raw(bytes) if self.format != scope.format => {
+                    match payload::read(bytes, scope.format) {
+                        Ok(value) => Payload::Value(value).write(self.format),
+                        Err(reason) => return fail(Stage::Decode, reason),
+                    }
+                }
+                payload => payload.write(self.format),
+            }
         };
         let mut message = scope.message.clone();
         message.subject = subject;

@@ -27,6 +27,8 @@ fn no_cycles() -> loops::Analysis {
         guarded: BTreeSet::new(),
         no_local: BTreeSet::new(),
         cycles: Vec::new(),
+        truncated: false,
+        brokers: Default::default(),
     }
 }
 
@@ -205,7 +207,7 @@ fn envelopes_wrap_and_unwrap() {
         r#"
   - name: unwrap
     from: { connection: plant, topic: "wrapped", envelope: true, payload_format: text }
-    to: { connection: plant, topic: "out/{{ topic }}" }
+    to: { connection: plant, topic: "out/{{ topic }}", payload_format: text }
 "#,
     );
     let mut carried = message("plant", "wrapped", "");
