@@ -34,7 +34,8 @@ pub fn explain(config: &Config) -> String {
             }
         };
     }
-    for route in &config.routes {
+    let analysis = loops::analyse(config);
+    for (index, route) in config.routes.iter().enumerate() {
         let source = match &route.from.spec {
             SourceSpec::Mqtt(s) => format!(
                 "mqtt {} [{}] qos {}",
@@ -125,8 +126,14 @@ pub fn explain(config: &Config) -> String {
         if let Some(d) = &route.dead_letter {
             let _ = writeln!(out, "  dead letters: {}", sink(d));
         }
+        if analysis.no_local.contains(&index) {
+            let _ = writeln!(
+                out,
+                "  no_local: {} does not send back what ferry itself publishes there",
+                route.from.connection
+            );
+        }
     }
-    let analysis = loops::analyse(config);
     for cycle in &analysis.cycles {
         match echo_warning(config, cycle) {
             Some(warning) => {
