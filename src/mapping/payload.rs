@@ -191,7 +191,9 @@ fn json_string(s: &str) -> String {
 fn to_template(v: &Val) -> minijinja::Value {
     use minijinja::Value;
     match v {
-        Val::Null => Value::from(()),
+        // A JSON null counts as missing: naming a subject after it is an error (or `default`),
+        // never the word "none".
+        Val::Null => Value::UNDEFINED,
         Val::Bool(b) => Value::from(*b),
         Val::Num(Num::Int(i)) => Value::from(*i as i64),
         Val::Num(Num::Float(f)) => Value::from(*f),
