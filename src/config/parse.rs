@@ -1378,4 +1378,76 @@ routes:
         assert_eq!(parse_size("10"), Some(10));
         assert_eq!(parse_size("lots"), None);
     }
+
+    const MAPPING: &str = r#"
+connections:
+  m: { mqtt: { url: "mqtt://127.0.0.1:1883" } }
+  n: { nats: { url: "nats://127.0.0.1:4222" } }
+loop_guard: { instance: edge-1, max_hops: 4 }
+routes:
+  - name: r
+    from: { connection: m, topic: "s/#", match: '^s/(?P<room>[^/]+)$', payload_format: text, envelope: true }
+    headers: { forward: false, remove: [a, B], set: { room: "{{ match.room }}" } }
+    to: { connection: n, subject: "x.{{ match.room }}", payload_format: bytes, envelope: true }
+    dead_letter: { connection: n, subject: dead }
+"#;
+
+    #[test]
+    fn decodes_the_mapping_keys() {
+        let config = parse(MAPPING, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.loop_guard.instance.as_deref(), Some("edge-1"));
+        assert_eq!(config.loop_guard.max_hops, 4);
+        let r = &config.routes[0];
+        assert_eq!(r.from.pattern.as_deref(), Some("^s/(?P<room>[^/]+)$"));
+        assert_eq!(
+            (r.from.format, r.from.envelope),
+            (PayloadFormat::Text, true)
+        );
+        assert_eq!(
+            (r.to[0].format, r.to[0].envelope),
+            (PayloadFormat::Bytes, true)
+        );
+        assert!(!r.headers.forward);
+        assert_eq!(r.headers.remove, vec!["a", "B"]);
+        assert_eq!(r.headers.set[0].0, "room");
+        assert_eq!(r.dead_letter.as_ref().unwrap().connection, "n");
+    }
+
+    #[test]
+    fn reports_mapping_mistakes() {
+        let bad = MAPPING
+            .replace("(?P<room>[^/]+)$", "(?P<room>[^/]+$")
+            .replace("payload_format: bytes", "payload_format: binary")
+            .replace("max_hops: 4", "max_hops: 0")
+            .replace("set: { room", "set: { \"bad name\"");
+        let text = errors(&bad).join("\n");
+        assert!(
+            text.contains("`match` is not a valid regular expression"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`binary` is not a valid payload format"),
+            "{text}"
+        );
+        assert!(text.contains("max_hops"), "{text}");
+        assert!(
+            text.contains("`bad name` cannot be a header name"),
+            "{text}"
+        );
+        let text = errors(&MAPPING.replace("x.{{ match.room }}", "x.{{ match.site }}")).join("\n");
+        assert!(
+            text.contains("b.yaml:10:")
+                && text.contains("uses `match.site`, which the source's `match:` does not capture"),
+            "{text}"
+        );
+        let text = errors(&MAPPING.replace(
+            "dead_letter: { connection: n",
+            "dead_letter: { connection: nn",
+        ))
+        .join("\n");
+        assert!(
+            text.contains("connection `nn`, which is not defined"),
+            "{text}"
+        );
+    }
 }
