@@ -53,6 +53,10 @@ const SAME_TOPICS: &[&str] = &[
     "//",
     "x/$cost",
     "x/a$",
+    "x/$SYS",
+    "$app/x",
+    "$sys/x",
+    "$SYSTEM/x",
     "é/ü/日本",
     "a\u{1}b/\u{1f}",
     "a%b&c=d",
@@ -291,6 +295,7 @@ const FILTERS: &[&str] = &[
     "#",
     "$SYS/#",
     "$SYS/+/load",
+    "$app/#",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,17 +17,21 @@
 //! | `.` inside a level                                   | `//`                                 | nats-server | `v1.2/x` ⇄ `v1//2.x`                         |
 //! | filter level `+` (a whole level)                     | the token `*`                        | nats-server | `a/+/b` ⇄ `a.*.b`                            |
 //! | filter level `#` (a whole level)                     | the token `>`                        | nats-server | `a/#` ⇄ `a.>`                                |
-//! | `$` as the first character of the topic              | `/$`                                 | *ferry*     | `$SYS/broker/load` ⇄ `/$SYS.broker.load`     |
+//! | a first level NATS reserves: `$GNR` `$GR` `$JS` `$JSC` `$KV` `$LDS` `$MQTT` `$NRG` `$O` `$OBJ` `$SRV` `$SYS` | `/` in front of it | *ferry* | `$SYS/broker/load` ⇄ `/$SYS.broker.load` |
 //! | `*` and `>` (anywhere, also a whole level)           | `/x2a`, `/x3e`                       | *ferry*     | `a/*/b` ⇄ `a./x2a.b`, `t>30` ⇄ `t/x3e30`     |
 //! | space, tab, `\n`, `\r`, `\f`                         | `/x20`, `/x09`, `/x0a`, `/x0d`, `/x0c` | *ferry*   | `living room` ⇄ `living/x20room`             |
 //! | NUL, DEL (U+007F)                                    | `/x00`, `/x7f`                       | *ferry*     | `a\x7fb` ⇄ `a/x7fb`                          |
 //! | other Unicode whitespace up to U+00FF: `\v`, U+0085, U+00A0 | `/x0b`, `/x85`, `/xa0`        | *ferry*     | `a\u{a0}b` ⇄ `a/xa0b`                        |
 //! | Unicode whitespace above U+00FF: U+1680, U+2000–U+200A, U+2028, U+2029, U+202F, U+205F, U+3000 | `/u` + 4 lowercase hex digits | *ferry* | `a\u{3000}b` ⇄ `a/u3000b` |
-//! | anything else (`$` after the start, `+`/`#` inside a level, other control characters, any non-ASCII) | itself | nats-server | `x/$cost` ⇄ `x.$cost`, `é/ü` ⇄ `é.ü` |
+//! | anything else (other `$` names, `+`/`#` inside a level, other control characters, any non-ASCII) | itself | nats-server | `$app/x` ⇄ `$app.x`, `x/$SYS` ⇄ `x.$SYS`, `é/ü` ⇄ `é.ü` |
 //!
 //! "Unicode whitespace" is Rust's [`char::is_whitespace`], the same set
 //! [`crate::mapping::names::nats_subject`] refuses. Hex digits are lowercase; `/x` takes exactly
-//! two, `/u` exactly four.
+//! two, `/u` exactly four. The reserved names ([`RESERVED_FIRST_LEVELS`]) are the first tokens
+//! nats-server gives a meaning of its own (`server/*.go`: `$SYS.`, `$JS.`, `$JSC.`, `$KV.`,
+//! `$OBJ.`, `$MQTT.`, `$NRG.`, `$LDS.`, `$GNR.`, `$GR.`) plus the object store's `$O.` and the
+//! service API's `$SRV.` from the NATS clients; they match case and whole level: `$SYS/x` is
+//! escaped, `$sys/x`, `$SYSTEM/x` and `x/$SYS` are not.
 //!
 //! NATS → MQTT reads the same table right to left, and for a `/` that none of the rows explains
 //! it does what nats-server does: it drops the `/` (`a/b` → `ab`, `/a` → `a`, `a/` → `a`). An
@@ -56,12 +60,14 @@
 //! topic, `+` or `#` anywhere; it closes the connection. ferry escapes those characters instead
 //! (`+`/`#` inside a level, which MQTT forbids, stay as they are). nats-server *accepts* three
 //! things ferry escapes:
-//! - **a leading `$`**: nats-server publishes `$SYS/broker/load` to `$SYS.broker.load`, straight
-//!   into NATS's reserved `$` namespace: `$JS/API/…` reaches the JetStream API, `$KV/b/k` is a
-//!   KV put, `$MQTT/msgs/x` lands in nats-server's own MQTT message stream, `$NRG/x` is refused
-//!   as a publish violation, and `$SYS.…` sits next to the server's own events in the system
-//!   account (in any other account it is an ordinary subject). A relay should not speak there on
-//!   behalf of whatever an MQTT broker calls `$SYS`; `/$` keeps it out.
+//! - **a reserved first level**: nats-server publishes `$SYS/broker/load` to `$SYS.broker.load`,
+//!   straight into the names NATS keeps for itself: `$JS/API/…` reaches the JetStream API,
+//!   `$KV/b/k` is a KV put, `$MQTT/msgs/x` is captured by nats-server's own MQTT message
+//!   stream, `$NRG/x` is refused as a publish violation, and `$SYS.…` sits next to the server's
+//!   own events in the system account (in any other account, an ordinary client's `$SYS.x` is an
+//!   ordinary subject). A relay should not speak there on behalf of whatever an MQTT broker calls
+//!   `$SYS` (mosquitto's statistics); the `/` keeps it out. Other `$` topics (`$app/x`) are
+//!   named as nats-server names them.
 //! - **`*` and `>`**: nats-server publishes `a/*/b` to `a.*.b`, a wildcard, which NATS forbids
 //!   publishing to; NATS reserves both characters for wildcards and ferry's subject check refuses
 //!   them anywhere in a token. In a filter nats-server even turns the literal level `*` into
@@ -78,13 +84,19 @@
 //!
 //! [`filter_to_subjects`] gives the NATS subscriptions an MQTT filter stands for, as nats-server
 //! subscribes them: `a/#` also matches `a` itself (MQTT's `#` includes the parent level), so it
-//! is `a` and `a.>`; `#` alone is `>`. A filter that starts with `$` also gets nats-server's
-//! spelling of each subscription (`$SYS/#` → `/$SYS`, `/$SYS.>`, `$SYS`, `$SYS.>`), so messages
-//! named by ferry and by nats-server (or any NATS client) are both received; both read back as
-//! the same topic. MQTT says a filter starting with `#` or `+` does not match topics starting
+//! is `a` and `a.>`; `#` alone is `>`. A filter whose first level is reserved also gets
+//! nats-server's spelling of each subscription (`$SYS/#` → `/$SYS`, `/$SYS.>`, `$SYS`,
+//! `$SYS.>`), so messages named by ferry and by nats-server (or any NATS client) are both
+//! received; both read back as the same topic. MQTT says a filter starting with `#` or `+` does not match topics starting
 //! with `$` (MQTT-4.7.2-1); nats-server drops those at delivery, and so must the user of
 //! `filter_to_subjects` (`>` and `*.…` match `$…` and `/$…` subjects): drop a message whose
 //! [`subject_to_topic`] starts with `$`.
+
+/// The first levels ferry writes with a `/` in front: the `$` names nats-server and NATS's own
+/// protocols (JetStream, KV, object store, services, MQTT, Raft, gateways, leaf nodes) use.
+pub const RESERVED_FIRST_LEVELS: &[&str] = &[
+    "$GNR", "$GR", "$JS", "$JSC", "$KV", "$LDS", "$MQTT", "$NRG", "$O", "$OBJ", "$SRV", "$SYS",
+];
 
 /// True for the characters ferry escapes as `/xHH` or `/uHHHH` (see the module doc).
 fn escaped(c: char) -> bool {
@@ -140,14 +152,10 @@ pub fn topic_to_subject(topic: &str) -> String {
             "+" => out.push('*'),
             "#" => out.push('>'),
             _ => {
-                let mut rest = level;
-                if i == 0
-                    && let Some(after) = level.strip_prefix('$')
-                {
-                    out.push_str("/$");
-                    rest = after;
+                if i == 0 && RESERVED_FIRST_LEVELS.contains(&level) {
+                    out.push('/');
                 }
-                for c in rest.chars() {
+                for c in level.chars() {
                     match c {
                         '.' => out.push_str("//"),
                         c if escaped(c) => push_escape(&mut out, c),
@@ -209,7 +217,11 @@ pub fn filter_to_subjects(filter: &str) -> Vec<String> {
         subjects.push(parent.to_string());
     }
     subjects.push(subject);
-    if filter.starts_with('$') {
+    if filter
+        .split('/')
+        .next()
+        .is_some_and(|first| RESERVED_FIRST_LEVELS.contains(&first))
+    {
         // The same subscriptions as nats-server spells them: without ferry's `/` before `$`.
         let native: Vec<String> = subjects.iter().map(|s| s[1..].to_string()).collect();
         subjects.extend(native);
@@ -252,12 +264,25 @@ mod tests {
         ("+", "*"),
         ("#", ">"),
         ("+/+/#", "*.*.>"),
-        // ferry: a leading `$`
+        // `$` names NATS does not reserve: as nats-server
+        ("$app/x", "$app.x"),
+        ("$", "$"),
+        ("$$/x", "$$.x"),
+        ("$a.b", "$a//b"),
+        ("$.", "$//"),
+        ("$sys/x", "$sys.x"),
+        ("$SYSTEM/x", "$SYSTEM.x"),
+        ("$SYS.x/y", "$SYS//x.y"),
+        ("x/$SYS", "x.$SYS"),
+        // ferry: a first level NATS reserves
         ("$SYS/broker/load", "/$SYS.broker.load"),
-        ("$", "/$"),
-        ("$$/x", "/$$.x"),
-        ("$a.b", "/$a//b"),
+        ("$SYS", "/$SYS"),
+        ("$SYS/", "/$SYS./"),
         ("$SYS/#", "/$SYS.>"),
+        ("$JS/API/INFO", "/$JS.API.INFO"),
+        ("$KV/bucket/key", "/$KV.bucket.key"),
+        ("$MQTT/msgs/x", "/$MQTT.msgs.x"),
+        ("$NRG/x", "/$NRG.x"),
         // ferry: `*` and `>`
         ("a/*/b", "a./x2a.b"),
         ("*", "/x2a"),
@@ -284,7 +309,6 @@ mod tests {
         (" /", "/x20./"),
         // escapes next to nats-server's `//`
         (". .", "///x20//"),
-        ("$.", "/$//"),
         ("x20", "x20"),
         (".x20", "//x20"),
     ];
@@ -322,6 +346,7 @@ mod tests {
             ("x/$y", "x$y"),
             ("$SYS.x", "$SYS/x"),
             ("/$SYS.x", "$SYS/x"),
+            ("/$app.x", "$app/x"),
             // not ferry's exact form of an escape: the `/` is dropped
             ("a/x41", "ax41"),
             ("a/X20", "aX20"),
@@ -356,6 +381,9 @@ mod tests {
             ("$SYS/#", &["/$SYS", "/$SYS.>", "$SYS", "$SYS.>"]),
             ("$SYS/+/load", &["/$SYS.*.load", "$SYS.*.load"]),
             ("$SYS", &["/$SYS", "$SYS"]),
+            ("$KV/b/#", &["/$KV.b", "/$KV.b.>", "$KV.b", "$KV.b.>"]),
+            ("$app/#", &["$app", "$app.>"]),
+            ("$SYSTEM/#", &["$SYSTEM", "$SYSTEM.>"]),
             ("a/*", &["a./x2a"]),
             ("a/>", &["a./x3e"]),
             ("a b/#", &["a/x20b", "a/x20b.>"]),
@@ -410,6 +438,18 @@ mod tests {
                 }
             }
             topics = longer;
+        }
+        // Behind every reserved first level too (up to 3 more characters).
+        let short: Vec<String> = seen.values().filter(|t| t.len() <= 3).cloned().collect();
+        for reserved in RESERVED_FIRST_LEVELS {
+            for rest in std::iter::once("").chain(short.iter().map(String::as_str)) {
+                let topic = format!("{reserved}{rest}");
+                let subject = topic_to_subject(&topic);
+                assert_eq!(subject_to_topic(&subject), topic, "via {subject:?}");
+                if let Some(other) = seen.insert(subject.clone(), topic.clone()) {
+                    assert_eq!(other, topic, "both give {subject:?}");
+                }
+            }
         }
     }
 
@@ -477,7 +517,7 @@ mod tests {
     }
 
     /// A topic nats-server accepts and ferry does not escape: none of ferry's characters, no
-    /// `+` or `#`, no leading `$`.
+    /// `+` or `#`, no reserved first level.
     fn plain_topic() -> impl Strategy<Value = String> {
         let plain = prop_oneof![
             4 => prop::sample::select(vec![
@@ -492,14 +532,19 @@ mod tests {
                     .collect::<String>()
             })
             .prop_filter("a topic nats-server accepts", |t| {
-                !t.is_empty() && !t.starts_with('$')
+                !t.is_empty() && !RESERVED_FIRST_LEVELS.contains(&t.split('/').next().unwrap())
             })
     }
 
-    /// Any valid MQTT topic or filter text: non-empty, no NUL, any UTF-8.
+    /// Any valid MQTT topic or filter text: non-empty, no NUL, any UTF-8; now and then behind
+    /// a reserved `$` name.
     fn any_topic() -> impl Strategy<Value = String> {
-        prop::collection::vec(tricky_char(), 1..24)
-            .prop_map(|cs| cs.into_iter().collect::<String>())
+        let prefix = prop_oneof![
+            4 => Just(""),
+            1 => prop::sample::select(RESERVED_FIRST_LEVELS),
+        ];
+        (prefix, prop::collection::vec(tricky_char(), 1..24))
+            .prop_map(|(p, cs)| format!("{p}{}", cs.into_iter().collect::<String>()))
             .prop_filter("no NUL", |t| !t.contains('\0'))
     }
 
@@ -515,12 +560,21 @@ mod tests {
                 .prop_map(|cs| cs.into_iter().filter(|c| !matches!(c, '/' | '+' | '#' | '\0')).collect::<String>()),
             1 => Just("+".to_string()),
         ];
-        (prop::collection::vec(level, 1..5), any::<bool>()).prop_map(|(mut levels, hash)| {
-            if hash {
-                levels.push("#".into());
-            }
-            levels.join("/")
-        })
+        let first = prop_oneof![
+            4 => Just(None),
+            1 => prop::sample::select(RESERVED_FIRST_LEVELS).prop_map(Some),
+        ];
+        (first, prop::collection::vec(level, 1..5), any::<bool>()).prop_map(
+            |(first, mut levels, hash)| {
+                if let Some(first) = first {
+                    levels.insert(0, first.to_string());
+                }
+                if hash {
+                    levels.push("#".into());
+                }
+                levels.join("/")
+            },
+        )
     }
 
     fn config() -> ProptestConfig {
