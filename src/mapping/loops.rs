@@ -18,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::codec::{subject_to_topic, topic_to_subject};
+use super::codec::{filter_to_subjects, subject_to_topic};
 use crate::config::{
     Config, Connection, ConnectionKind, MqttVersion, Route, SinkSpec, SourceSpec, Target,
 };
@@ -89,7 +89,7 @@ pub enum Verdict {
 }
 
 impl Cycle {
-    /// The loop for a person, e.g. route up (plant `bridge/#` → core `bridge.>`, `bridge`) →
+    /// The loop for a person, e.g. route up (plant `bridge/#` → core `bridge`, `bridge.>`) →
     /// route down (core `bridge.>` → plant `bridge/#`) → route up.
     pub fn describe(&self, config: &Config) -> String {
         let mut parts: Vec<String> = self
@@ -210,14 +210,11 @@ fn sink_names(route: &Route, sink: usize) -> Vec<String> {
 /// `auto` publishes the source's own names, converted: the source filters, converted.
 fn auto_names(filters: &[String], from: Syntax, to: Syntax) -> Vec<String> {
     match (from, to) {
-        (Syntax::Mqtt, Syntax::Nats) => filters
-            .iter()
-            .flat_map(|f| {
-                // MQTT `a/#` also receives `a` itself, which NATS `a.>` would not cover.
-                let parent = f.strip_suffix("/#").map(topic_to_subject);
-                std::iter::once(topic_to_subject(f)).chain(parent)
-            })
-            .collect(),
+        // MQTT `a/#` also receives `a` itself, which NATS `a.>` would not cover: the codec's
+        // filter conversion names both, as nats-server subscribes both.
+        (Syntax::Mqtt, Syntax::Nats) => {
+            filters.iter().flat_map(|f| filter_to_subjects(f)).collect()
+        }
         (Syntax::Nats, Syntax::Mqtt) => filters.iter().map(|s| subject_to_topic(s)).collect(),
         _ => filters.to_vec(),
     }
@@ -776,7 +773,7 @@ routes:
         let filters = ["a/#".to_string(), "b/+".to_string()];
         assert_eq!(
             auto_names(&filters, Syntax::Mqtt, Syntax::Nats),
-            ["a.>", "a", "b.*"]
+            ["a", "a.>", "b.*"]
         );
         assert_eq!(
             auto_names(&["a.>".to_string()], Syntax::Nats, Syntax::Mqtt),
@@ -844,7 +841,7 @@ routes:
         assert_eq!(a.cycles[0].verdict, Verdict::Guarded);
         assert_eq!(
             a.cycles[0].describe(&c),
-            "route up (plant `bridge/#` → core `bridge.>`, `bridge`) → \
+            "route up (plant `bridge/#` → core `bridge`, `bridge.>`) → \
              route down (core `bridge.>` → plant `bridge/#`) → route up"
         );
         assert!(!a.truncated);
