@@ -7,19 +7,6 @@ use std::time::Duration;
 
 use support::*;
 
-/// `yaml` with each placeholder (`@MQTT@`, `@NATS@`, ...) replaced by its value.
-fn fill(yaml: &str, values: &[(&str, String)]) -> String {
-    let mut out = yaml.to_string();
-    for (placeholder, value) in values {
-        assert!(
-            out.contains(placeholder),
-            "{placeholder} is not in the YAML"
-        );
-        out = out.replace(placeholder, value);
-    }
-    out
-}
-
 /// A loopback URL nothing listens on: `ferry check` must not connect anywhere.
 fn unused(scheme: &str) -> String {
     format!("{scheme}://127.0.0.1:{}", free_port())

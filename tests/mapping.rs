@@ -12,20 +12,6 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 use support::*;
 
-/// `yaml` with each placeholder (`@MQTT@`, `@NATS@`, ...) replaced by its value. Placeholders
-/// instead of `format!` keep the YAML (and its `{{ templates }}`) readable.
-fn fill(yaml: &str, values: &[(&str, String)]) -> String {
-    let mut out = yaml.to_string();
-    for (placeholder, value) in values {
-        assert!(
-            out.contains(placeholder),
-            "{placeholder} is not in the YAML"
-        );
-        out = out.replace(placeholder, value);
-    }
-    out
-}
-
 /// Messages up to the moment every topic in `sentinels` has arrived at least once.
 async fn collect_until_all(inbox: &mut Inbox, sentinels: &[&str], timeout: Duration) -> Vec<Msg> {
     let pending: RefCell<BTreeSet<&str>> = RefCell::new(sentinels.iter().copied().collect());

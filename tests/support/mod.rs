@@ -204,3 +204,17 @@ pub fn position_of(text: &str, needle: &str, occurrence: usize) -> (usize, usize
     }
     panic!("`{needle}` (occurrence {occurrence}) is not in the text:\n{text}");
 }
+
+/// `yaml` with each placeholder (`@MQTT@`, `@NATS@`, ...) replaced by its value. Placeholders
+/// instead of `format!` keep the YAML (and its `{{ templates }}`) readable.
+pub fn fill(yaml: &str, values: &[(&str, String)]) -> String {
+    let mut out = yaml.to_string();
+    for (placeholder, value) in values {
+        assert!(
+            out.contains(placeholder),
+            "{placeholder} is not in the YAML"
+        );
+        out = out.replace(placeholder, value);
+    }
+    out
+}
