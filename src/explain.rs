@@ -6,7 +6,7 @@ use std::fmt::Write;
 use crate::config::{
     Config, ConnectionKind, PayloadFormat, Retain, SinkSpec, SourceSpec, Target, WhenFull,
 };
-use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker};
+use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker, names};
 use crate::message::Message;
 
 /// A human-readable description of every route.
@@ -76,8 +76,9 @@ pub fn explain(config: &Config) -> String {
         if !h.remove.is_empty() {
             mapping.push(format!("headers without {}", h.remove.join(", ")));
         }
-        for (name, value) in &h.set {
-            mapping.push(format!("header {name}: `{value}`"));
+        // Names only: a value may hold a secret from `${...}`.
+        for (name, _) in &h.set {
+            mapping.push(format!("header {name} set"));
         }
         if mapping.is_empty() {
             mapping.push("as is".into());
@@ -191,10 +192,28 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
         ));
     };
     let r = &config.routes[index];
-    let analysis = loops::analyse(config);
-    let instance = config.loop_guard.instance.as_deref().unwrap_or("ferry");
-    let mapping = Mapping::new(config, index, &analysis, instance)?;
     let protocol = |connection: &str| config.connections[connection].kind.protocol();
+    let valid = match protocol(&r.from.connection) {
+        "mqtt" => names::mqtt_topic(&message.subject),
+        _ => names::nats_subject(&message.subject),
+    };
+    if let Err((what, hint)) = valid {
+        return Err(format!("{what} ({hint})"));
+    }
+    if !loops::receives(r, &message.subject) {
+        let filters: Vec<String> = loops::source_filters(r)
+            .iter()
+            .map(|f| format!("`{f}`"))
+            .collect();
+        return Err(format!(
+            "route `{route}` never receives `{}`: its source subscribes to {}",
+            message.subject,
+            filters.join(", ")
+        ));
+    }
+    let analysis = loops::analyse(config);
+    let instance = crate::pipeline::instance_name(config);
+    let mapping = Mapping::new(config, index, &analysis, &instance)?;
     let mut out = format!(
         "route {route}: {} {} `{}`\n",
         protocol(&r.from.connection),

@@ -93,9 +93,23 @@ fn ferry_map_shows_publishes_and_dead_letters_without_brokers() {
         "the dead letter is unchanged: {out}"
     );
 
-    let (code, out, _) = map(&["-r", "readings", "gateways/plant-1/other", "{}"]);
+    let (code, out, _) = map(&[
+        "-r",
+        "readings",
+        "gateways/plant-1/batch",
+        r#"{"readings": []}"#,
+    ]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("nothing is published"), "{out}");
+
+    let (code, _, err) = map(&["-r", "readings", "gateways/plant-1/other", "{}"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(
+            "never receives `gateways/plant-1/other`: its source subscribes to `gateways/+/batch`"
+        ),
+        "{err}"
+    );
 
     let (code, _, err) = map(&["-r", "nope", "a/b"]);
     assert_eq!(code, Some(2));

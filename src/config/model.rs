@@ -58,15 +58,6 @@ impl ConnectionKind {
             ConnectionKind::Nats(_) => "nats",
         }
     }
-
-    /// Whether headers (and so ferry's loop marker) survive a publish over this connection:
-    /// NATS headers and MQTT 5 user properties do, MQTT 3.1.1 has nowhere to put them.
-    pub fn carries_headers(&self) -> bool {
-        match self {
-            ConnectionKind::Mqtt(m) => m.version == MqttVersion::V5,
-            ConnectionKind::Nats(_) => true,
-        }
-    }
 }
 
 /// How a connection that failed is retried: exponential backoff with jitter, capped.

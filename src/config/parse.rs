@@ -13,7 +13,7 @@ use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
 use super::yaml::{self, Key, Node, Pos, Value};
-use crate::mapping::{jq, loops, names, template};
+use crate::mapping::{jq, loops, marker, names, template};
 
 /// Parses and validates the text of a configuration file called `file`.
 pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigErrors> {
@@ -761,13 +761,25 @@ impl<'a> Decoder<'a> {
             None => Queue::default(),
         };
         let dead_letter = obj.get("dead_letter").and_then(|n| {
-            self.sink(
+            let sink = self.sink(
                 n,
                 &route_name,
                 connections,
                 captures,
                 "the dead-letter sink",
-            )
+            )?;
+            if *sink.spec.target() == Target::Auto {
+                // `auto` would publish a failed message under its own name, where the route
+                // (or its twin) may pick it up again.
+                self.error(
+                    n.pos,
+                    "a dead-letter sink needs a name of its own",
+                    Some(
+                        "add e.g. `subject: dead.{{ route }}` or `topic: dead/{{ route }}`".into(),
+                    ),
+                );
+            }
+            Some(sink)
         });
         obj.finish(self);
         Some(Route {
@@ -808,14 +820,17 @@ impl<'a> Decoder<'a> {
             }) => {
                 for (key, value) in entries {
                     if let Some(text) = self.string(value, "header value") {
-                        if key.name.is_empty() || key.name.contains([':', ' ', '\r', '\n']) {
+                        if names::nats_header(&key.name, "").is_err() {
                             self.error(
-                                value.pos,
+                                key.pos,
                                 format!("`{}` cannot be a header name", key.name),
-                                Some(
-                                    "header names are single words like `site` or `x-trace-id`"
-                                        .into(),
-                                ),
+                                Some("header names are printable ASCII without spaces or `:`, like `site` or `x-trace-id`".into()),
+                            );
+                        } else if marker::is_ferry_header(&key.name) {
+                            self.error(
+                                key.pos,
+                                format!("`{}` is one of ferry's own headers", key.name),
+                                Some("ferry sets `Ferry-*` headers itself (loop marker, dead letters); choose another name".into()),
                             );
                         }
                         self.template(value.pos, "headers.set", &text, captures);
@@ -1391,6 +1406,20 @@ routes:
     to: { connection: n, subject: "x.{{ match.room }}", payload_format: bytes, envelope: true }
     dead_letter: { connection: n, subject: dead }
 "#;
+
+    #[test]
+    fn dead_letters_need_a_name_and_headers_a_good_one() {
+        let text = errors(&MAPPING.replace("subject: dead }", "}")).join("\n");
+        assert!(
+            text.contains("a dead-letter sink needs a name of its own"),
+            "{text}"
+        );
+        let text = errors(&MAPPING.replace("set: { room", "set: { Ferry-Hops")).join("\n");
+        assert!(
+            text.contains("`Ferry-Hops` is one of ferry's own headers"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn decodes_the_mapping_keys() {

@@ -302,6 +302,12 @@ impl Sink for NatsSink {
             if let Err((what, _)) = crate::mapping::names::nats_subject(&message.subject) {
                 return Err(SinkError::Rejected(what));
             }
+            // async-nats panics on a header it cannot write: refuse the message instead.
+            for (k, v) in &message.headers {
+                if let Err((what, _)) = crate::mapping::names::nats_header(k, v) {
+                    return Err(SinkError::Rejected(what));
+                }
+            }
             let subject = message.subject.clone();
             let payload: Bytes = message.payload.clone();
             let publish = async {

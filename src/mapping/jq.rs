@@ -12,6 +12,10 @@ type Filter = jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>;
 /// The variables every program may use, in the order [`Program::run`] takes their values.
 pub const VARIABLES: [&str; 5] = ["$subject", "$topic", "$headers", "$match", "$meta"];
 
+/// The most values one run may yield: a program that yields more (`range(.n)` on a payload
+/// that says a billion) fails instead of holding the route and its memory.
+pub const MAX_OUTPUTS: usize = 10_000;
+
 /// A compiled jq program.
 pub struct Program {
     filter: Filter,
@@ -64,6 +68,11 @@ impl Program {
         let ctx = Ctx::<data::JustLut<Val>>::new(&self.filter.lut, Vars::new(vars.clone()));
         let mut out = Vec::new();
         for value in self.filter.id.run((ctx, input)) {
+            if out.len() == MAX_OUTPUTS {
+                return Err(RunError(format!(
+                    "the program yields more than {MAX_OUTPUTS} values"
+                )));
+            }
             match jaq_core::unwrap_valr(value) {
                 Ok(v) => out.push(v),
                 Err(e) => return Err(RunError(e.to_string())),
@@ -142,6 +151,9 @@ mod tests {
         let p = Program::compile(".[]").unwrap();
         assert_eq!(run(&p, "[1,2]").len(), 2);
         assert_eq!(run(&p, "[]").len(), 0);
+        let p = Program::compile("range(.)").unwrap();
+        let too_many = p.run(json("1000000000"), &no_vars()).unwrap_err();
+        assert!(too_many.0.contains("more than 10000"), "{too_many}");
     }
 
     #[test]

@@ -190,7 +190,16 @@ fn sink_syntax(spec: &SinkSpec) -> Syntax {
 }
 
 /// The filter(s) a route's source subscribes to.
-fn source_filters(route: &Route) -> Vec<String> {
+/// Whether `route`'s source subscribes to the name `name` (a topic or subject of its protocol).
+pub fn receives(route: &Route, name: &str) -> bool {
+    let syntax = source_syntax(&route.from.spec);
+    source_filters(route)
+        .iter()
+        .any(|filter| overlaps(name, filter, syntax))
+}
+
+/// The filters (or subject) a route's source subscribes to, as the user wrote them.
+pub fn source_filters(route: &Route) -> Vec<String> {
     match &route.from.spec {
         SourceSpec::Mqtt(s) => s.topics.clone(),
         SourceSpec::Nats(s) => vec![s.subject.clone()],

@@ -25,7 +25,7 @@ pub const ERROR: &str = "Ferry-Error";
 
 /// Whether `name` is one of ferry's own headers, which a route never forwards as they came.
 pub fn is_ferry_header(name: &str) -> bool {
-    name.len() > 6 && name[..6].eq_ignore_ascii_case("ferry-")
+    name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"ferry-")
 }
 
 /// The first value of header `name` (names compare case-insensitively).
@@ -121,5 +121,6 @@ mod tests {
         assert!(m.via.is_empty());
         assert_eq!(m.hops, 1);
         assert!(is_ferry_header("ferry-hops") && !is_ferry_header("ferry"));
+        assert!(!is_ferry_header("aéééx"), "no panic inside a character");
     }
 }

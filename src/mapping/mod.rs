@@ -37,6 +37,10 @@ pub enum Stage {
     Transform,
     /// Naming the subject or topic, or rendering a header.
     Template,
+    /// A header the sink's protocol cannot carry.
+    Headers,
+    /// Writing the payload for the sink (an envelope around a payload not in its format).
+    Encode,
     /// A sink refused the message for good.
     Sink,
 }
@@ -48,6 +52,8 @@ impl fmt::Display for Stage {
             Stage::Filter => "filter",
             Stage::Transform => "transform",
             Stage::Template => "template",
+            Stage::Headers => "headers",
+            Stage::Encode => "encode",
             Stage::Sink => "sink",
         })
     }
@@ -324,8 +330,8 @@ impl Mapping {
         };
         let mut m = message.clone();
         m.payload = inner.payload;
-        if let Some(subject) = inner.subject {
-            m.subject = subject;
+        if let Some(name) = inner.name {
+            m.subject = self.source_name(name);
         }
         if let Some(headers) = inner.headers {
             // Keep the marker the message arrived with: it tells where *this* copy has been.
@@ -340,6 +346,31 @@ impl Mapping {
             m.received = time;
         }
         Ok(Cow::Owned(m))
+    }
+
+    /// An envelope's name as a name of the source's protocol, converted if it came from the
+    /// other one.
+    fn source_name(&self, name: payload::Name) -> String {
+        use payload::Name;
+        match (name, self.source.protocol) {
+            (Name::Subject(s), "mqtt") => codec::subject_to_topic(&s),
+            (Name::Topic(t), "nats") => codec::topic_to_subject(&t),
+            (Name::Topic(n) | Name::Subject(n), _) => n,
+        }
+    }
+
+    /// The named captures of the source's `match:` regex; `None` when the name does not match.
+    fn captures(&self, name: &str) -> Option<Vec<(String, String)>> {
+        let Some(re) = &self.source.pattern else {
+            return Some(Vec::new());
+        };
+        let c = re.captures(name)?;
+        Some(
+            re.capture_names()
+                .flatten()
+                .filter_map(|n| Some((n.to_string(), c.name(n)?.as_str().to_string())))
+                .collect(),
+        )
     }
 
     /// The filter and the transform: the payloads to publish (none when filtered out).
@@ -461,16 +492,25 @@ impl Mapping {
         headers.push((marker::ROUTE.into(), self.route.clone()));
         headers.push((marker::STAGE.into(), failure.stage.to_string()));
         headers.push((marker::ERROR.into(), header_value(&failure.reason)));
+        // Marked like any publish, so a dead letter that feeds a route again cannot circle
+        // for ever (`max_hops`).
+        Marker::read(&original.headers, &self.instance).stamp(
+            &mut headers,
+            &self.instance,
+            &self.source.connection,
+            &sink.connection,
+        );
         let payload = Payload::Raw(original.payload.clone());
+        let captures = self.captures(&original.subject).unwrap_or_default();
         let scope = Scope {
             route: &self.route,
             message: original,
             protocol: self.source.protocol,
-            captures: &[],
+            captures: &captures,
             payload: &payload,
             format: self.source.format,
         };
-        Some(sink.publish(&scope, headers).map_err(|f| f.reason))
+        Some(sink.dead_letter(&scope, headers).map_err(|f| f.reason))
     }
 
     /// The connection of the dead-letter sink, if there is one.
@@ -483,20 +523,16 @@ impl SinkSide {
     /// The message this sink publishes for one output.
     fn publish(&self, scope: &Scope, headers: Headers) -> Result<Message, Failure> {
         let subject = self.subject(scope)?;
+        self.check_headers(&headers)?;
         let payload = if self.wrap {
-            match payload::wrap(
-                &scope.message.subject,
-                scope.payload,
-                // A raw payload is embedded as the source reads it; a jq value as the sink writes it.
-                match scope.payload {
-                    Payload::Raw(_) => scope.format,
-                    Payload::Value(_) => self.format,
-                },
-                &headers,
-                scope.message.received,
-            ) {
+            // A raw payload is embedded as the source reads it; a jq value as the sink writes it.
+            let format = match scope.payload {
+                Payload::Raw(_) => scope.format,
+                Payload::Value(_) => self.format,
+            };
+            match self.wrap(scope, format, &headers) {
                 Ok(p) => p,
-                Err(reason) => return fail(Stage::Decode, reason),
+                Err(reason) => return fail(Stage::Encode, reason),
             }
         } else {
             match scope.payload {
@@ -515,6 +551,64 @@ impl SinkSide {
         message.payload = payload;
         message.headers = headers;
         Ok(message)
+    }
+
+    /// A dead letter: the payload exactly as it arrived (in an envelope as base64 when it is
+    /// not in the source's format: the envelope must not fail for the very reason the message
+    /// did). Headers NATS cannot carry are left out rather than losing the letter.
+    fn dead_letter(&self, scope: &Scope, mut headers: Headers) -> Result<Message, Failure> {
+        let subject = self.subject(scope)?;
+        if self.protocol == "nats" {
+            headers.retain(|(k, v)| names::nats_header(k, v).is_ok());
+        }
+        let payload = match (self.wrap, scope.payload) {
+            (false, payload) => payload.write(scope.format),
+            (true, _) => self
+                .wrap(scope, scope.format, &headers)
+                .or_else(|_| self.wrap(scope, PayloadFormat::Bytes, &headers))
+                .map_err(|reason| Failure {
+                    stage: Stage::Encode,
+                    reason,
+                })?,
+        };
+        let mut message = scope.message.clone();
+        message.subject = subject;
+        message.payload = payload;
+        message.headers = headers;
+        Ok(message)
+    }
+
+    fn wrap(
+        &self,
+        scope: &Scope,
+        format: PayloadFormat,
+        headers: &Headers,
+    ) -> Result<bytes::Bytes, String> {
+        let name = match scope.protocol {
+            "mqtt" => payload::Name::Topic(scope.message.subject.clone()),
+            _ => payload::Name::Subject(scope.message.subject.clone()),
+        };
+        payload::wrap(
+            &name,
+            scope.payload,
+            format,
+            headers,
+            scope.message.received,
+        )
+    }
+
+    /// Headers this sink's protocol cannot carry fail the publish (MQTT 5 user properties take
+    /// any UTF-8; NATS headers do not).
+    fn check_headers(&self, headers: &Headers) -> Result<(), Failure> {
+        if self.protocol != "nats" {
+            return Ok(());
+        }
+        for (k, v) in headers {
+            if let Err((what, _)) = names::nats_header(k, v) {
+                return fail(Stage::Headers, format!("{what} (for {})", self.connection));
+            }
+        }
+        Ok(())
     }
 
     /// The subject or topic to publish to, checked against the sink protocol's rules.

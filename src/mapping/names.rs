@@ -113,6 +113,24 @@ fn nats(subject: &str, wildcards: bool) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A header that can travel over NATS (and HTTP): the name printable ASCII without `:`, the
+/// value on one line.
+pub fn nats_header(name: &str, value: &str) -> Result<(), Problem> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err((
+            format!("header name `{name}` cannot travel over NATS"),
+            "header names are printable ASCII without spaces or `:`, e.g. `x-site`".into(),
+        ));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err((
+            format!("the value of header `{name}` has a line break, which NATS cannot carry"),
+            "keep header values on one line".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +157,15 @@ mod tests {
         }
         assert!(nats_subject("a.*").is_err());
         assert!(nats_subject("a\tb").unwrap_err().0.contains("whitespace"));
+        nats_header("x-site", "plant 1").unwrap();
+        for (name, value) in [
+            ("a b", "v"),
+            ("é", "v"),
+            ("a:b", "v"),
+            ("", "v"),
+            ("k", "a\nb"),
+        ] {
+            assert!(nats_header(name, value).is_err(), "{name:?}: {value:?}");
+        }
     }
 }

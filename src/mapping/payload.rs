@@ -6,12 +6,13 @@
 //! (a JSON line on stdout, an MQTT 3.1.1 message that cannot carry headers):
 //!
 //! ```json
-//! {"subject": "sensors/kitchen/temp", "payload": {"value": 21.5},
+//! {"topic": "sensors/kitchen/temp", "payload": {"value": 21.5},
 //!  "headers": {"site": "plant-1"}, "time": "2026-11-22T10:00:00.000Z"}
 //! ```
 //!
 //! `payload` is the JSON value itself (`payload_format: json`), a string (`text`) or base64
-//! (`bytes`). `subject` is the name the message had at its source.
+//! (`bytes`). The name the message had at its source is `topic` when it is an MQTT topic and
+//! `subject` when it is a NATS subject, so a route of the other protocol can convert it.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -96,9 +97,18 @@ impl Payload {
     }
 }
 
-/// Wraps a payload in an envelope naming `subject`, with `headers` and `time`.
+/// The source name an envelope carries.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Name {
+    /// An MQTT topic (`"topic"`).
+    Topic(String),
+    /// A NATS subject, or any other protocol's name (`"subject"`).
+    Subject(String),
+}
+
+/// Wraps a payload in an envelope with its source `name`, `headers` and `time`.
 pub fn wrap(
-    subject: &str,
+    name: &Name,
     payload: &Payload,
     format: PayloadFormat,
     headers: &Headers,
@@ -109,9 +119,13 @@ pub fn wrap(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
+    let (key, name) = match name {
+        Name::Topic(t) => ("topic", t),
+        Name::Subject(s) => ("subject", s),
+    };
     let text = format!(
-        r#"{{"subject":{},"payload":{},"headers":{},"time":"{}"}}"#,
-        json_string(subject),
+        r#"{{"{key}":{},"payload":{},"headers":{},"time":"{}"}}"#,
+        json_string(name),
         payload.envelope_field(format)?,
         serde_json::to_string(&headers).expect("strings serialise"),
         humantime::format_rfc3339_millis(time),
@@ -122,7 +136,7 @@ pub fn wrap(
 /// What an envelope held.
 #[derive(Debug, PartialEq)]
 pub struct Unwrapped {
-    pub subject: Option<String>,
+    pub name: Option<Name>,
     pub payload: Bytes,
     pub headers: Option<Headers>,
     pub time: Option<SystemTime>,
@@ -130,6 +144,7 @@ pub struct Unwrapped {
 
 #[derive(Deserialize)]
 struct Envelope<'a> {
+    topic: Option<String>,
     subject: Option<String>,
     #[serde(borrow)]
     payload: &'a RawValue,
@@ -175,8 +190,16 @@ pub fn unwrap(bytes: &[u8], format: PayloadFormat) -> Result<Unwrapped, String> 
         ),
         None => None,
     };
+    let name = match (envelope.topic, envelope.subject) {
+        (Some(topic), None) => Some(Name::Topic(topic)),
+        (None, Some(subject)) => Some(Name::Subject(subject)),
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err("the envelope has both `topic` and `subject`; keep one".into());
+        }
+    };
     Ok(Unwrapped {
-        subject: envelope.subject,
+        name,
         payload,
         headers,
         time,
@@ -273,14 +296,15 @@ mod tests {
             (PayloadFormat::Text, &b"hello \"world\"\n"[..]),
             (PayloadFormat::Bytes, &b"\x00\xff\x10"[..]),
         ] {
-            let wrapped = wrap("a/b c", &raw(payload), format, &headers, time).unwrap();
+            let name = Name::Topic("a/b c".into());
+            let wrapped = wrap(&name, &raw(payload), format, &headers, time).unwrap();
             let json: serde_json::Value = serde_json::from_slice(&wrapped).unwrap();
-            assert_eq!(json["subject"], "a/b c");
+            assert_eq!(json["topic"], "a/b c");
             assert_eq!(json["headers"]["site"], "p1");
             assert!(json["time"].as_str().unwrap().ends_with(".123Z"), "{json}");
             let back = unwrap(&wrapped, format).unwrap();
             assert_eq!(back.payload, Bytes::copy_from_slice(payload), "{format:?}");
-            assert_eq!(back.subject.as_deref(), Some("a/b c"));
+            assert_eq!(back.name, Some(name));
             assert_eq!(back.headers, Some(headers.clone()));
             assert_eq!(back.time, Some(time));
         }
@@ -289,7 +313,8 @@ mod tests {
     #[test]
     fn refuses_what_it_cannot_wrap_or_unwrap() {
         let now = SystemTime::now();
-        let e = wrap("a", &raw(b"not json"), PayloadFormat::Json, &vec![], now).unwrap_err();
+        let name = Name::Subject("a".into());
+        let e = wrap(&name, &raw(b"not json"), PayloadFormat::Json, &vec![], now).unwrap_err();
         assert!(e.contains("payload_format"), "{e}");
         assert!(unwrap(b"{}", PayloadFormat::Json).is_err());
         assert!(unwrap(b"not json", PayloadFormat::Json).is_err());
@@ -297,6 +322,13 @@ mod tests {
         assert!(unwrap(br#"{"payload": "!!"}"#, PayloadFormat::Bytes).is_err());
         let minimal = unwrap(br#"{"payload": [1]}"#, PayloadFormat::Json).unwrap();
         assert_eq!(minimal.payload, Bytes::from_static(b"[1]"));
-        assert_eq!(minimal.subject, None);
+        assert_eq!(minimal.name, None);
+        assert!(
+            unwrap(
+                br#"{"topic": "a", "subject": "a", "payload": 1}"#,
+                PayloadFormat::Json
+            )
+            .is_err()
+        );
     }
 }

@@ -63,8 +63,6 @@ pub struct Template {
     uses: Uses,
     /// `match.NAME` names the template uses.
     captures: Vec<String>,
-    /// The template as written, to show with errors.
-    source: String,
 }
 
 #[derive(Default)]
@@ -114,7 +112,6 @@ impl Template {
             env,
             uses,
             captures,
-            source: source.to_string(),
         })
     }
 
@@ -171,9 +168,7 @@ impl Template {
             ("route", Value::from(scope.route)),
         ]);
         let template = self.env.get_template(NAME).map_err(|e| describe(&e))?;
-        template
-            .render(Value::from(ctx))
-            .map_err(|e| format!("{} in `{}`", describe(&e), self.source))
+        template.render(Value::from(ctx)).map_err(|e| describe(&e))
     }
 }
 

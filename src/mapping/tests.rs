@@ -198,7 +198,7 @@ fn envelopes_wrap_and_unwrap() {
         panic!()
     };
     let json: serde_json::Value = serde_json::from_slice(&wrapped.payload).unwrap();
-    assert_eq!(json["subject"], "raw/a b");
+    assert_eq!(json["topic"], "raw/a b");
     assert_eq!(json["payload"], "plain text");
     assert_eq!(json["headers"]["site"], "p1");
     assert!(json["time"].is_string());
@@ -311,4 +311,84 @@ fn the_loop_guard_drops_echoes_on_cycle_sinks_only() {
     // Too many hops, whoever counted them.
     echo.headers[2].1 = "8".into();
     assert!(matches!(m.apply(&echo), Outcome::TooManyHops(8)));
+}
+
+#[test]
+fn dead_letters_see_captures_stay_unchanged_and_survive_an_envelope() {
+    let m = mapping(
+        r#"
+  - name: sites
+    from: { connection: plant, topic: "g/+/batch", match: '^g/(?P<site>[^/]+)/batch$' }
+    transform: '.x'
+    to: { connection: core, subject: ok, payload_format: text }
+    dead_letter: { connection: plant, topic: "dead/{{ match.site }}", envelope: true }
+"#,
+    );
+    let bad = message("plant", "g/p1/batch", "\u{1}not json");
+    let Outcome::Failed(failure) = m.apply(&bad) else {
+        panic!()
+    };
+    let letter = m.dead_letter(&bad, &failure).unwrap().unwrap();
+    assert_eq!(letter.subject, "dead/p1");
+    let json: serde_json::Value = serde_json::from_slice(&letter.payload).unwrap();
+    assert_eq!(json["topic"], "g/p1/batch");
+    assert_eq!(
+        json["payload"], "AW5vdCBqc29u",
+        "not JSON: carried as base64, not lost"
+    );
+    assert_eq!(json["headers"][marker::STAGE], "decode");
+    assert!(
+        header(&letter, marker::HOPS).is_some(),
+        "marked like any publish"
+    );
+}
+
+#[test]
+fn envelopes_carry_names_across_protocols() {
+    let wrap = mapping(
+        r#"
+  - name: wrap
+    from: { connection: core, subject: "raw.>" }
+    to: { connection: plant, topic: carried, envelope: true }
+"#,
+    );
+    let publish = |m: &Mapping, msg: &Message| match m.apply(msg) {
+        Outcome::Mapped { mut steps, .. } => match steps.remove(0) {
+            Step::Publish { message, .. } => message,
+            Step::Fail(f) => panic!("{f}"),
+        },
+        other => panic!("{other:?}"),
+    };
+    let carried = publish(&wrap, &message("core", "raw.a//b.c", "{}"));
+    let unwrap = mapping(
+        r#"
+  - name: unwrap
+    from: { connection: plant, topic: carried, envelope: true }
+    to: { connection: plant, topic: "out/{{ topic }}" }
+"#,
+    );
+    let mut arrived = carried.clone();
+    arrived.origin = "plant".into();
+    arrived.subject = "carried".into();
+    assert_eq!(publish(&unwrap, &arrived).subject, "out/raw/a.b/c");
+}
+
+#[test]
+fn headers_nats_cannot_carry_fail_the_publish_not_the_daemon() {
+    let m = mapping(
+        r#"
+  - name: props
+    from: { connection: plant, topic: "a/#" }
+    to: { connection: core }
+"#,
+    );
+    let mut msg = message("plant", "a/b", "1");
+    msg.headers.push(("é ü".into(), "x".into()));
+    let Outcome::Mapped { steps, .. } = m.apply(&msg) else {
+        panic!()
+    };
+    assert!(
+        matches!(&steps[0], Step::Fail(f) if f.stage == Stage::Headers && f.reason.contains("cannot travel over NATS")),
+        "{steps:?}"
+    );
 }

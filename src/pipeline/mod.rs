@@ -64,10 +64,7 @@ impl Pipeline {
             }
         }
         let analysis = loops::analyse(config);
-        let instance = match &config.loop_guard.instance {
-            Some(name) => name.clone(),
-            None => host_name(),
-        };
+        let instance = instance_name(config);
         for cycle in &analysis.cycles {
             if let loops::Verdict::EchoOnce { .. } = cycle.verdict {
                 tracing::warn!("{}", cycle.describe(config));
@@ -203,7 +200,15 @@ impl Pipeline {
     }
 }
 
-/// The machine's host name, the loop guard's default instance name.
+/// The name this ferry marks what it publishes with: `loop_guard.instance`, else the host name.
+pub fn instance_name(config: &Config) -> String {
+    match &config.loop_guard.instance {
+        Some(name) => name.clone(),
+        None => host_name(),
+    }
+}
+
+/// The machine's host name.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

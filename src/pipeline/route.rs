@@ -115,34 +115,38 @@ impl RouteWorker {
                 steps
             }
         };
+        // A message is counted as failed, and dead-lettered, once, however many of its
+        // outputs or sinks failed; the later failures are only logged.
+        let mut failed = false;
         for step in steps {
-            let finished = match step {
+            let failure = match step {
                 Step::Publish { sink, message: out } => {
                     let sink = &self.sinks[sink];
                     match self.publish(sink, &out).await {
                         Published::Sent => {
                             self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                            true
+                            continue;
                         }
-                        Published::Rejected(reason) => {
-                            let reason = format!("{} rejected it: {reason}", sink.connection);
-                            self.fail(
-                                message,
-                                Failure {
-                                    stage: Stage::Sink,
-                                    reason,
-                                },
-                            )
-                            .await
-                        }
-                        Published::Abandoned => false,
+                        Published::Rejected(reason) => Failure {
+                            stage: Stage::Sink,
+                            reason: format!("{} rejected it: {reason}", sink.connection),
+                        },
+                        Published::Abandoned => return false,
                     }
                 }
-                Step::Fail(failure) => self.fail(message, failure).await,
+                Step::Fail(failure) => failure,
             };
-            if !finished {
+            if failed {
+                self.warnings.warn(|| {
+                    format!(
+                        "route {}: message on `{}`: also {failure}",
+                        self.name, message.subject
+                    )
+                });
+            } else if !self.fail(message, failure).await {
                 return false;
             }
+            failed = true;
         }
         true
     }
