@@ -43,6 +43,46 @@ const PER_STREAM: usize = 2_500; // 10,000 messages each way
 /// publishes carries the loop-guard headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_way_bridge_relays_10k_each_way_exactly_once_without_echoes() {
+    two_way_bridge("", "").await;
+}
+
+/// The same bridge where the broker cannot help: route `up` also copies everything to a second
+/// NATS server, so ferry cannot subscribe with MQTT 5 `no_local` and mosquitto sends ferry's
+/// own publishes back. The loop guard, reading its marker from MQTT user properties, must drop
+/// every one of those echoes itself, and says so when the route stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_way_bridge_without_no_local_drops_echoes_by_its_marker() {
+    let audit = NatsServer::start(NatsOptions::default());
+    let (mut ferry, _brokers) = two_way_bridge(
+        &format!("  audit:\n    nats: {{ url: \"{}\" }}\n", audit.url()),
+        "      - { connection: audit, subject: \"audit.{{ subject }}\" }\n",
+    )
+    .await;
+    ferry.terminate().await;
+    let stopped = ferry
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("route stopped") && l.contains("route=up"))
+        .expect("route up's stop line");
+    let echoes: u64 = stopped
+        .split(", ")
+        .find_map(|part| part.strip_suffix(" echoes suppressed"))
+        .and_then(|n| n.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no echo count in {stopped:?}"));
+    assert_eq!(
+        echoes,
+        (FROM_NATS.len() * PER_STREAM + 1) as u64,
+        "every NATS-originated message came back once over MQTT and was dropped: {stopped}"
+    );
+}
+
+/// Runs the two-way bridge test; `extra_connections` (YAML entries) are more connections,
+/// `extra_up_sinks` (YAML list items) more sinks for route `up`. Returns the still running
+/// ferry, and the brokers it runs on.
+async fn two_way_bridge(
+    extra_connections: &str,
+    extra_up_sinks: &str,
+) -> (Ferry, (Mosquitto, NatsServer)) {
     // No per-client queue limit: neither ferry nor a test peer may lose a QoS 1 message.
     let mosquitto = Mosquitto::start(MosquittoOptions {
         max_queued_messages: Some(0),
@@ -56,17 +96,23 @@ connections:
     mqtt: { url: "@MQTT@", version: 5, client_id: ferry-two-way }
   nc:
     nats: { url: "@NATS@" }
-routes:
+@CONNECTIONS@routes:
   - name: up
     from: { connection: mq, topic: "bridge/#", qos: 1 }
-    to: { connection: nc, subject: auto }
-    queue: { max_messages: 10000, when_full: block }
+    to:
+      - { connection: nc, subject: auto }
+@EXTRA@    queue: { max_messages: 10000, when_full: block }
   - name: down
     from: { connection: nc, subject: "bridge.>" }
     to: { connection: mq, topic: auto, qos: 1 }
     queue: { max_messages: 10000, when_full: block }
 "#,
-        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
+        &[
+            ("@MQTT@", mosquitto.url()),
+            ("@NATS@", nats.url()),
+            ("@CONNECTIONS@", extra_connections.to_string()),
+            ("@EXTRA@", extra_up_sinks.to_string()),
+        ],
     ));
     ferry.wait_ready().await;
 
@@ -138,6 +184,7 @@ routes:
             );
         }
     }
+    (ferry, (mosquitto, nats))
 }
 
 /// One side of the two-way bridge: every `own` stream (published on this side) and every
