@@ -72,6 +72,7 @@ struct Uses {
     payload: bool,
     headers: bool,
     captures: bool,
+    route: bool,
 }
 
 impl fmt::Debug for Template {
@@ -90,8 +91,8 @@ impl Template {
         // an empty string that would silently publish to the wrong subject. `default` and
         // `is defined` still work for values that may be absent.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.add_filter("nats", |v: Value| codec::topic_to_subject(&v.to_string()));
-        env.add_filter("mqtt", |v: Value| codec::subject_to_topic(&v.to_string()));
+        env.add_filter("nats", |v: Value| codec::topic_to_subject(&text(&v)));
+        env.add_filter("mqtt", |v: Value| codec::subject_to_topic(&text(&v)));
         env.add_template_owned(NAME, source.to_string())
             .map_err(|e| describe(&e))?;
         let template = env.get_template(NAME).map_err(|e| describe(&e))?;
@@ -107,6 +108,7 @@ impl Template {
             payload: names.contains("payload"),
             headers: names.contains("headers"),
             captures: names.contains("match"),
+            route: names.contains("route"),
         };
         Ok(Template {
             env,
@@ -127,58 +129,68 @@ impl Template {
     /// Renders the template for one message.
     pub fn render(&self, scope: &Scope) -> Result<String, String> {
         let uses = &self.uses;
-        let payload = if uses.payload {
-            scope.payload.template_value(scope.format)?
-        } else {
-            Value::UNDEFINED
+        // Only what the template names is built (this is most of a render's cost).
+        let strings = |used: bool, pairs: &mut dyn Iterator<Item = (&String, &String)>| {
+            used.then(|| {
+                let map: BTreeMap<&str, Value> = pairs
+                    .map(|(k, v)| (k.as_str(), Value::from(v.as_str())))
+                    .collect();
+                Value::from(map)
+            })
         };
-        let topic = match uses.topic {
-            true => Value::from_object(Segments::new(scope.topic(), '/')),
-            false => Value::UNDEFINED,
+        let context = Context {
+            topic: uses.topic.then(|| Segments::value(scope.topic(), '/')),
+            subject: uses.subject.then(|| Segments::value(scope.subject(), '.')),
+            payload: match uses.payload {
+                true => Some(scope.payload.template_value(scope.format)?),
+                false => None,
+            },
+            headers: strings(
+                uses.headers,
+                &mut scope.message.headers.iter().map(|(k, v)| (k, v)),
+            ),
+            captures: strings(
+                uses.captures,
+                &mut scope.captures.iter().map(|(k, v)| (k, v)),
+            ),
+            event: scope.message.event.as_deref().map(Value::from),
+            id: scope.message.id.as_deref().map(Value::from),
+            route: uses.route.then(|| Value::from(scope.route)),
         };
-        let subject = match uses.subject {
-            true => Value::from_object(Segments::new(scope.subject(), '.')),
-            false => Value::UNDEFINED,
-        };
-        let headers = if uses.headers {
-            let map: BTreeMap<&str, &str> = scope
-                .message
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            map_value(map)
-        } else {
-            Value::UNDEFINED
-        };
-        let captures = if uses.captures {
-            map_value(scope.captures.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        } else {
-            Value::UNDEFINED
-        };
-        let optional = |v: &Option<String>| v.as_deref().map_or(Value::UNDEFINED, Value::from);
-        let ctx: BTreeMap<&str, Value> = BTreeMap::from_iter([
-            ("topic", topic),
-            ("subject", subject),
-            ("payload", payload),
-            ("headers", headers),
-            ("match", captures),
-            ("event", optional(&scope.message.event)),
-            ("id", optional(&scope.message.id)),
-            ("route", Value::from(scope.route)),
-        ]);
         let template = self.env.get_template(NAME).map_err(|e| describe(&e))?;
-        template.render(Value::from(ctx)).map_err(|e| describe(&e))
+        template
+            .render(Value::from_object(context))
+            .map_err(|e| describe(&e))
     }
 }
 
-/// A map of strings as a template value.
-fn map_value<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
-    let map: BTreeMap<&str, Value> = pairs
-        .into_iter()
-        .map(|(k, v)| (k, Value::from(v)))
-        .collect();
-    Value::from(map)
+/// The variables of one render, as one object that minijinja asks by name.
+#[derive(Debug)]
+struct Context {
+    topic: Option<Value>,
+    subject: Option<Value>,
+    payload: Option<Value>,
+    headers: Option<Value>,
+    captures: Option<Value>,
+    event: Option<Value>,
+    id: Option<Value>,
+    route: Option<Value>,
+}
+
+impl Object for Context {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        match key.as_str()? {
+            "topic" => self.topic.clone(),
+            "subject" => self.subject.clone(),
+            "payload" => self.payload.clone(),
+            "headers" => self.headers.clone(),
+            "match" => self.captures.clone(),
+            "event" => self.event.clone(),
+            "id" => self.id.clone(),
+            "route" => self.route.clone(),
+            _ => None,
+        }
+    }
 }
 
 /// minijinja's message without its template-name decoration.
@@ -195,17 +207,30 @@ fn describe(e: &minijinja::Error) -> String {
     s
 }
 
-/// A name that renders whole and indexes by level (negative indexes count from the end).
+/// A name that renders whole and indexes by level (negative indexes count from the end). It
+/// is split only when indexed.
 #[derive(Debug)]
 struct Segments {
     whole: String,
-    parts: Vec<String>,
+    separator: char,
 }
 
 impl Segments {
-    fn new(whole: String, separator: char) -> Segments {
-        let parts = whole.split(separator).map(str::to_string).collect();
-        Segments { whole, parts }
+    fn value(whole: String, separator: char) -> Value {
+        Value::from_object(Segments { whole, separator })
+    }
+
+    fn parts(&self) -> std::str::Split<'_, char> {
+        self.whole.split(self.separator)
+    }
+}
+
+/// The text of a value: a [`Segments`] name as it is, anything else as it renders.
+fn text(v: &Value) -> std::borrow::Cow<'_, str> {
+    match (v.downcast_object_ref::<Segments>(), v.as_str()) {
+        (Some(segments), _) => segments.whole.as_str().into(),
+        (None, Some(s)) => s.into(),
+        (None, None) => v.to_string().into(),
     }
 }
 
@@ -216,15 +241,16 @@ impl Object for Segments {
 
     fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
         let index = i64::try_from(key.clone()).ok()?;
-        let len = self.parts.len() as i64;
-        let index = if index < 0 { len + index } else { index };
-        self.parts
-            .get(usize::try_from(index).ok()?)
-            .map(|s| Value::from(s.as_str()))
+        let index = if index < 0 {
+            usize::try_from(self.parts().count() as i64 + index).ok()?
+        } else {
+            usize::try_from(index).ok()?
+        };
+        self.parts().nth(index).map(Value::from)
     }
 
     fn enumerate(self: &Arc<Self>) -> Enumerator {
-        Enumerator::Seq(self.parts.len())
+        Enumerator::Seq(self.parts().count())
     }
 
     fn render(self: &Arc<Self>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
