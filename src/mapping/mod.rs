@@ -546,11 +546,7 @@ impl SinkSide {
                 payload => payload.write(self.format),
             }
         };
-        let mut message = scope.message.clone();
-        message.subject = subject;
-        message.payload = payload;
-        message.headers = headers;
-        Ok(message)
+        Ok(outgoing(scope.message, subject, payload, headers))
     }
 
     /// A dead letter: the payload exactly as it arrived (in an envelope as base64 when it is
@@ -571,11 +567,7 @@ impl SinkSide {
                     reason,
                 })?,
         };
-        let mut message = scope.message.clone();
-        message.subject = subject;
-        message.payload = payload;
-        message.headers = headers;
-        Ok(message)
+        Ok(outgoing(scope.message, subject, payload, headers))
     }
 
     fn wrap(
@@ -644,6 +636,22 @@ impl SinkSide {
             "mqtt" => "topic for",
             _ => "subject for",
         }
+    }
+}
+
+/// What a sink publishes for `source`: a new name, payload and headers, the rest as it came.
+/// Built field by field: cloning `source` would copy its name and headers only to drop them.
+fn outgoing(source: &Message, subject: String, payload: bytes::Bytes, headers: Headers) -> Message {
+    Message {
+        subject,
+        payload,
+        headers,
+        qos: source.qos,
+        retain: source.retain,
+        origin: source.origin.clone(),
+        received: source.received,
+        event: source.event.clone(),
+        id: source.id.clone(),
     }
 }
 

@@ -40,22 +40,34 @@ fn message(origin: &str, subject: &str, payload: &str) -> Message {
     Message::new(origin.into(), subject, payload.as_bytes().to_vec())
 }
 
-/// The publishes of a mapped message as (sink, subject, payload); panics on anything else.
-fn publishes(outcome: Outcome) -> Vec<(usize, String, String)> {
+/// The publishes of a mapped message as (sink, message); panics on anything else.
+fn published(outcome: Outcome) -> Vec<(usize, Message)> {
     match outcome {
         Outcome::Mapped { steps, .. } => steps
             .into_iter()
             .map(|s| match s {
-                Step::Publish { sink, message } => (
-                    sink,
-                    message.subject,
-                    String::from_utf8_lossy(&message.payload).into_owned(),
-                ),
+                Step::Publish { sink, message } => (sink, message),
                 Step::Fail(f) => panic!("unexpected failure: {f}"),
             })
             .collect(),
         other => panic!("not mapped: {other:?}"),
     }
+}
+
+/// The first message a mapped message publishes.
+fn first(outcome: Outcome) -> Message {
+    published(outcome).remove(0).1
+}
+
+/// The publishes of a mapped message as (sink, subject, payload); panics on anything else.
+fn publishes(outcome: Outcome) -> Vec<(usize, String, String)> {
+    published(outcome)
+        .into_iter()
+        .map(|(sink, m)| {
+            let payload = String::from_utf8_lossy(&m.payload).into_owned();
+            (sink, m.subject, payload)
+        })
+        .collect()
 }
 
 fn header<'m>(m: &'m Message, name: &str) -> Option<&'m str> {
@@ -74,12 +86,7 @@ fn match_captures_name_subjects_and_headers() {
     );
     let mut msg = message("plant", "sensors/kitchen/temp", "21.5");
     msg.headers = vec![("x-debug".into(), "1".into()), ("site".into(), "p1".into())];
-    let Outcome::Mapped { steps, .. } = m.apply(&msg) else {
-        panic!()
-    };
-    let Step::Publish { message: out, .. } = &steps[0] else {
-        panic!()
-    };
+    let out = &first(m.apply(&msg));
     assert_eq!(out.subject, "iot.kitchen.temp");
     assert_eq!(
         &out.payload[..],
@@ -188,15 +195,7 @@ fn envelopes_wrap_and_unwrap() {
     );
     let mut msg = message("plant", "raw/a b", "plain text");
     msg.headers.push(("site".into(), "p1".into()));
-    let Outcome::Mapped { mut steps, .. } = wrap.apply(&msg) else {
-        panic!()
-    };
-    let Step::Publish {
-        message: wrapped, ..
-    } = steps.remove(0)
-    else {
-        panic!()
-    };
+    let wrapped = first(wrap.apply(&msg));
     let json: serde_json::Value = serde_json::from_slice(&wrapped.payload).unwrap();
     assert_eq!(json["topic"], "raw/a b");
     assert_eq!(json["payload"], "plain text");
@@ -212,12 +211,7 @@ fn envelopes_wrap_and_unwrap() {
     );
     let mut carried = message("plant", "wrapped", "");
     carried.payload = wrapped.payload.clone();
-    let Outcome::Mapped { steps, .. } = unwrap.apply(&carried) else {
-        panic!()
-    };
-    let Step::Publish { message: out, .. } = &steps[0] else {
-        panic!()
-    };
+    let out = &first(unwrap.apply(&carried));
     assert_eq!(out.subject, "out/raw/a b");
     assert_eq!(&out.payload[..], b"plain text");
     assert_eq!(header(out, "site"), Some("p1"));
@@ -352,14 +346,7 @@ fn envelopes_carry_names_across_protocols() {
     to: { connection: plant, topic: carried, envelope: true }
 "#,
     );
-    let publish = |m: &Mapping, msg: &Message| match m.apply(msg) {
-        Outcome::Mapped { mut steps, .. } => match steps.remove(0) {
-            Step::Publish { message, .. } => message,
-            Step::Fail(f) => panic!("{f}"),
-        },
-        other => panic!("{other:?}"),
-    };
-    let carried = publish(&wrap, &message("core", "raw.a//b.c", "{}"));
+    let carried = first(wrap.apply(&message("core", "raw.a//b.c", "{}")));
     let unwrap = mapping(
         r#"
   - name: unwrap
@@ -370,7 +357,7 @@ fn envelopes_carry_names_across_protocols() {
     let mut arrived = carried.clone();
     arrived.origin = "plant".into();
     arrived.subject = "carried".into();
-    assert_eq!(publish(&unwrap, &arrived).subject, "out/raw/a.b/c");
+    assert_eq!(first(unwrap.apply(&arrived)).subject, "out/raw/a.b/c");
 }
 
 #[test]
