@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use crate::config::{
-    Config, ConnectionKind, PayloadFormat, Retain, SinkSpec, SourceSpec, Target, WhenFull,
+    Config, ConnectionKind, PayloadFormat, Protocol, Retain, SinkSpec, SourceSpec, Target, WhenFull,
 };
 use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker, names};
 use crate::message::Message;
@@ -32,6 +32,56 @@ pub fn explain(config: &Config) -> String {
             ConnectionKind::Nats(n) => {
                 writeln!(out, "connection {name}: NATS at {}", n.urls.join(", "))
             }
+            ConnectionKind::Sse(e) => {
+                // Header names only: their values are usually API keys.
+                let mut extras = Vec::new();
+                if !e.headers.is_empty() {
+                    let names: Vec<&str> = e.headers.iter().map(|(k, _)| k.as_str()).collect();
+                    extras.push(format!("headers {}", names.join(", ")));
+                }
+                if let Some(h) = &e.handshake {
+                    extras.push(format!(
+                        "handshake {} {} on `{}`",
+                        h.method.as_str(),
+                        h.url,
+                        h.on
+                    ));
+                }
+                extras.push(if e.resume {
+                    format!(
+                        "resumes with Last-Event-ID (cursor in {})",
+                        config.state_dir().display()
+                    )
+                } else {
+                    "no resume".into()
+                });
+                extras.push(format!("idle timeout {:?}", e.idle_timeout));
+                writeln!(
+                    out,
+                    "connection {name}: SSE stream {} {}; {}",
+                    e.method.as_str(),
+                    redact_query(&e.url),
+                    extras.join(", ")
+                )
+            }
+            ConnectionKind::Http(h) => writeln!(
+                out,
+                "connection {name}: HTTP to {}, {} request(s) at once, timeout {:?}",
+                redact_query(&h.url),
+                h.max_concurrent,
+                h.timeout
+            ),
+            ConnectionKind::SseServer(s) => writeln!(
+                out,
+                "connection {name}: SSE stream served at http://{}{} (replays the last {} events)",
+                config
+                    .admin
+                    .as_ref()
+                    .map(|a| a.listen.to_string())
+                    .unwrap_or_default(),
+                s.path,
+                s.buffer
+            ),
         };
     }
     let analysis = loops::analyse(config);
@@ -52,6 +102,12 @@ pub fn explain(config: &Config) -> String {
                     .map(|q| format!(" queue {q}"))
                     .unwrap_or_default()
             ),
+            SourceSpec::Sse(s) if s.events.is_empty() => {
+                format!("sse {} [every event]", route.from.connection)
+            }
+            SourceSpec::Sse(s) => {
+                format!("sse {} [{}]", route.from.connection, s.events.join(", "))
+            }
         };
         let mut mapping = Vec::new();
         if route.from.envelope {
@@ -100,6 +156,16 @@ pub fn explain(config: &Config) -> String {
                     }
                 ),
                 SinkSpec::Nats(_) => format!("nats {} subject {target}", s.connection),
+                SinkSpec::Http(h) => format!(
+                    "http {} {} {}",
+                    s.connection,
+                    h.method.as_str(),
+                    match &h.url {
+                        Target::Auto => "(the connection's URL)".to_string(),
+                        Target::Template(t) => t.clone(),
+                    }
+                ),
+                SinkSpec::SseServer(_) => format!("sse_server {} event {target}", s.connection),
             };
             if s.format != PayloadFormat::Json {
                 text.push_str(&format!(", written as {}", format_name(s.format)));
@@ -194,8 +260,9 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     let r = &config.routes[index];
     let protocol = |connection: &str| config.connections[connection].kind.protocol();
     let valid = match protocol(&r.from.connection) {
-        "mqtt" => names::mqtt_topic(&message.subject),
-        _ => names::nats_subject(&message.subject),
+        Protocol::Mqtt => names::mqtt_topic(&message.subject),
+        Protocol::Nats => names::nats_subject(&message.subject),
+        _ => names::sse_event(&message.subject),
     };
     if let Err((what, hint)) = valid {
         return Err(format!("{what} ({hint})"));
@@ -267,9 +334,17 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     Ok((out, ok))
 }
 
+/// A URL without its query string, which often carries an API key.
+fn redact_query(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?…"),
+        None => url.to_string(),
+    }
+}
+
 /// One publish: `→ connection (protocol) `subject``, its headers (ferry's loop marker left out)
 /// and its payload.
-fn describe(out: &mut String, connection: &str, protocol: &str, message: &Message) {
+fn describe(out: &mut String, connection: &str, protocol: Protocol, message: &Message) {
     let _ = writeln!(out, "  → {connection} ({protocol}) `{}`", message.subject);
     let headers: Vec<String> = message
         .headers

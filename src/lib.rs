@@ -5,6 +5,7 @@
 //! transforms it ([`mapping`]), renders each sink's subject, and hands it to every
 //! [`connectors::Sink`]; once every sink took it, the source's [`message::Ack`] is confirmed.
 
+pub mod admin;
 pub mod config;
 pub mod connectors;
 pub mod explain;

@@ -15,6 +15,32 @@ pub struct Config {
     /// How long SIGINT/SIGTERM waits for queued messages to reach their sinks.
     pub shutdown_timeout: Duration,
     pub loop_guard: LoopGuard,
+    /// Where ferry keeps what must survive a restart (SSE resume cursors). `None`: systemd's
+    /// `$STATE_DIRECTORY`, else `/var/lib/ferry`; see [`Config::state_dir`].
+    pub state_dir: Option<PathBuf>,
+    /// The admin HTTP listener (`sse_server` streams); off unless configured.
+    pub admin: Option<Admin>,
+}
+
+impl Config {
+    /// The state directory: `state_dir:` if set, else the first of systemd's
+    /// `$STATE_DIRECTORY` (set by `StateDirectory=`), else `/var/lib/ferry`.
+    pub fn state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        std::env::var_os("STATE_DIRECTORY")
+            .and_then(|dirs| std::env::split_paths(&dirs).next())
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("/var/lib/ferry"))
+    }
+}
+
+/// ferry's own HTTP listener.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Admin {
+    /// Address and port; a bare port listens on 127.0.0.1.
+    pub listen: std::net::SocketAddr,
 }
 
 /// How ferry keeps two-way routes from looping: it marks what it publishes and drops its own
@@ -48,15 +74,63 @@ pub struct Connection {
 pub enum ConnectionKind {
     Mqtt(MqttConnection),
     Nats(NatsConnection),
+    Sse(SseConnection),
+    Http(HttpConnection),
+    SseServer(SseServerConnection),
 }
 
 impl ConnectionKind {
-    /// The protocol's name as a user writes it in the config.
-    pub fn protocol(&self) -> &'static str {
+    pub fn protocol(&self) -> Protocol {
         match self {
-            ConnectionKind::Mqtt(_) => "mqtt",
-            ConnectionKind::Nats(_) => "nats",
+            ConnectionKind::Mqtt(_) => Protocol::Mqtt,
+            ConnectionKind::Nats(_) => Protocol::Nats,
+            ConnectionKind::Sse(_) => Protocol::Sse,
+            ConnectionKind::Http(_) => Protocol::Http,
+            ConnectionKind::SseServer(_) => Protocol::SseServer,
         }
+    }
+}
+
+/// What a connection speaks: decides how names are converted and checked, and which
+/// directions it can serve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Mqtt,
+    Nats,
+    /// A server-sent-events stream ferry reads (source only).
+    Sse,
+    /// HTTP requests ferry makes (sink only).
+    Http,
+    /// A server-sent-events stream ferry serves on the admin listener (sink only).
+    SseServer,
+}
+
+impl Protocol {
+    /// The protocol's name as a user writes it in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Mqtt => "mqtt",
+            Protocol::Nats => "nats",
+            Protocol::Sse => "sse",
+            Protocol::Http => "http",
+            Protocol::SseServer => "sse_server",
+        }
+    }
+
+    /// Whether a route can read from it.
+    pub fn is_source(self) -> bool {
+        matches!(self, Protocol::Mqtt | Protocol::Nats | Protocol::Sse)
+    }
+
+    /// Whether a route can write to it.
+    pub fn is_sink(self) -> bool {
+        !matches!(self, Protocol::Sse)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -182,6 +256,83 @@ pub struct NatsConnection {
     pub tls: Tls,
 }
 
+/// A server-sent-events stream ferry reads: database change feeds and the like.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseConnection {
+    /// The stream's URL (http:// or https://), query parameters already added.
+    pub url: String,
+    pub method: HttpMethod,
+    /// Request body, for `method: POST`.
+    pub body: Option<String>,
+    /// Request headers (API keys come from `${ENV}` or `${file:...}`).
+    pub headers: Vec<(String, Secret)>,
+    pub tls: Tls,
+    /// No event and no comment for this long: the stream is dead, reconnect.
+    pub idle_timeout: Duration,
+    /// Save the id of the last delivered event and send it as `Last-Event-ID`, after a
+    /// reconnect and after a restart.
+    pub resume: bool,
+    pub handshake: Option<Handshake>,
+}
+
+/// An HTTP request fired when a given event arrives on an SSE stream, e.g. PocketBase's
+/// subscription POST after `PB_CONNECT`. The event itself is not delivered to routes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handshake {
+    /// The event type that triggers it.
+    pub on: String,
+    pub method: HttpMethod,
+    /// Template; relative URLs are resolved against the stream's URL.
+    pub url: String,
+    /// Name and template.
+    pub headers: Vec<(String, String)>,
+    /// Template over the event (`payload`, `event`, `id`).
+    pub body: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+    Put,
+}
+
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+        }
+    }
+}
+
+/// HTTP endpoints ferry sends messages to (webhooks, REST APIs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConnection {
+    /// Base URL; a sink's `url` is resolved against it.
+    pub url: String,
+    /// Headers sent with every request (credentials from `${ENV}` or `${file:...}`).
+    pub headers: Vec<(String, Secret)>,
+    pub tls: Tls,
+    /// How long one request may take, connecting included.
+    pub timeout: Duration,
+    /// Requests in flight at once on this connection, over all routes.
+    pub max_concurrent: usize,
+}
+
+/// A `text/event-stream` ferry serves on the admin listener, for browsers (`EventSource`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseServerConnection {
+    /// The path on the admin listener, e.g. `/events/sensors`.
+    pub path: String,
+    /// Events kept for clients that reconnect with `Last-Event-ID`.
+    pub buffer: usize,
+    /// A comment line this often keeps proxies from closing an idle stream.
+    pub keep_alive: Duration,
+}
+
 /// One route: a source, the mapping stage, one or more sinks.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Route {
@@ -247,6 +398,19 @@ pub struct Source {
 pub enum SourceSpec {
     Mqtt(MqttSource),
     Nats(NatsSource),
+    Sse(SseSource),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseSource {
+    /// Event types this route takes; empty takes every event.
+    pub events: Vec<String>,
+}
+
+impl SseSource {
+    pub fn takes(&self, event: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == event)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -294,16 +458,34 @@ pub struct Sink {
 pub enum SinkSpec {
     Mqtt(MqttSink),
     Nats(NatsSink),
+    Http(HttpSink),
+    SseServer(SseServerSink),
 }
 
 impl SinkSpec {
-    /// The subject/topic template of this sink.
+    /// The subject/topic/URL/event template of this sink.
     pub fn target(&self) -> &Target {
         match self {
             SinkSpec::Mqtt(s) => &s.topic,
             SinkSpec::Nats(s) => &s.subject,
+            SinkSpec::Http(s) => &s.url,
+            SinkSpec::SseServer(s) => &s.event,
         }
     }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSink {
+    /// Rendered into the message's subject and resolved against the connection's URL;
+    /// `Auto` posts to the connection's URL itself.
+    pub url: Target,
+    pub method: HttpMethod,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseServerSink {
+    /// The `event:` of each served event; `Auto` is the source's name as it came.
+    pub event: Target,
 }
 
 /// Where a sink publishes.

@@ -305,6 +305,8 @@ impl<'a> Decoder<'a> {
             Some(n) => self.loop_guard(n),
             None => LoopGuard::default(),
         };
+        let state_dir = self.path(&mut top, "state_dir");
+        let admin = top.get("admin").and_then(|n| self.admin(n));
         let mut connections = BTreeMap::new();
         match top.get("connections") {
             // Every key of `connections` is a name the user chose: none is unknown.
@@ -317,6 +319,7 @@ impl<'a> Decoder<'a> {
                         connections.insert(key.name.clone(), c);
                     }
                 }
+                self.check_sse_servers(entries, &connections, admin.is_some());
             }
             Some(other) => self.error(
                 other.pos,
@@ -370,9 +373,74 @@ impl<'a> Decoder<'a> {
             routes,
             shutdown_timeout,
             loop_guard,
+            state_dir,
+            admin,
         };
         self.refuse_endless_loops(&config, &route_positions);
         Some(config)
+    }
+
+    fn admin(&mut self, node: &Node) -> Option<Admin> {
+        let mut obj = self.obj(node, "`admin`")?;
+        let listen = self.required(&mut obj, "listen").and_then(|n| {
+            let text = self.string(n, "listen")?;
+            let parsed = match text.parse::<u16>() {
+                Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+                Err(_) => text.parse::<std::net::SocketAddr>(),
+            };
+            match parsed {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.error(
+                        n.pos,
+                        format!("`{text}` is not an address to listen on"),
+                        Some("write a port (`9090`, on 127.0.0.1) or `ADDRESS:PORT`, e.g. `127.0.0.1:9090`".into()),
+                    );
+                    None
+                }
+            }
+        });
+        obj.finish(self);
+        Some(Admin { listen: listen? })
+    }
+
+    /// `sse_server` connections live on the admin listener, each on a path of its own.
+    fn check_sse_servers(
+        &mut self,
+        entries: &[(Key, Node)],
+        connections: &BTreeMap<String, Connection>,
+        admin: bool,
+    ) {
+        let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+        for (key, _) in entries {
+            let Some(Connection {
+                kind: ConnectionKind::SseServer(server),
+                ..
+            }) = connections.get(&key.name)
+            else {
+                continue;
+            };
+            if !admin {
+                self.error(
+                    key.pos,
+                    format!(
+                        "connection `{}` serves SSE on the admin listener, which is off",
+                        key.name
+                    ),
+                    Some("turn it on at the top level: `admin: {listen: 127.0.0.1:9090}`".into()),
+                );
+            }
+            if let Some(other) = paths.insert(&server.path, &key.name) {
+                self.error(
+                    key.pos,
+                    format!(
+                        "connections `{other}` and `{}` both serve `{}`",
+                        key.name, server.path
+                    ),
+                    Some("give each sse_server a path of its own".into()),
+                );
+            }
+        }
     }
 
     fn loop_guard(&mut self, node: &Node) -> LoopGuard {
@@ -430,27 +498,36 @@ impl<'a> Decoder<'a> {
             Some(node) => self.reconnect(node),
             None => Reconnect::default(),
         };
-        let mqtt = obj.get("mqtt");
-        let nats = obj.get("nats");
-        let kind = match (mqtt, nats) {
-            (Some(m), None) => self.mqtt_connection(&name, m).map(ConnectionKind::Mqtt),
-            (None, Some(n)) => self.nats_connection(n).map(ConnectionKind::Nats),
-            (Some(_), Some(_)) => {
-                self.error(
-                    node.pos,
-                    format!("connection `{name}` is both `mqtt` and `nats`"),
-                    Some("a connection is one endpoint: split it into two connections".into()),
-                );
-                None
-            }
-            (None, None) => {
+        const PROTOCOLS: [&str; 5] = ["mqtt", "nats", "sse", "http", "sse_server"];
+        let given: Vec<(&'static str, &Node)> = PROTOCOLS
+            .iter()
+            .filter_map(|p| obj.get(p).map(|n| (*p, n)))
+            .collect();
+        let kind = match given.as_slice() {
+            [("mqtt", n)] => self.mqtt_connection(&name, n).map(ConnectionKind::Mqtt),
+            [("nats", n)] => self.nats_connection(n).map(ConnectionKind::Nats),
+            [("sse", n)] => self.sse_connection(n).map(ConnectionKind::Sse),
+            [("http", n)] => self.http_connection(n).map(ConnectionKind::Http),
+            [(_, n)] => self.sse_server_connection(n).map(ConnectionKind::SseServer),
+            [] => {
                 obj.finish(self);
                 self.error(
                     key.pos,
                     format!("connection `{name}` names no protocol"),
-                    Some("put its settings under `mqtt:` or `nats:`".into()),
+                    Some(
+                        "put its settings under `mqtt:`, `nats:`, `sse:`, `http:` or `sse_server:`"
+                            .into(),
+                    ),
                 );
                 return None;
+            }
+            [(a, _), (b, _), ..] => {
+                self.error(
+                    node.pos,
+                    format!("connection `{name}` is both `{a}` and `{b}`"),
+                    Some("a connection is one endpoint: split it into two connections".into()),
+                );
+                None
             }
         };
         obj.finish(self);
@@ -701,6 +778,211 @@ impl<'a> Decoder<'a> {
         }
         obj.finish(self);
         Some(nats)
+    }
+
+    /// An http:// or https:// URL, checked.
+    fn http_url(&mut self, obj: &mut Obj, key: &'static str) -> Option<url::Url> {
+        let node = self.required(obj, key)?;
+        let text = self.string(node, key)?;
+        match url::Url::parse(&text) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+            _ => {
+                self.error(
+                    node.pos,
+                    format!("`{}` is not an http:// or https:// URL", redact_url(&text)),
+                    Some("write e.g. `https://db.example.com/realtime`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A mapping of header names to values (or templates), in the order written.
+    fn header_map(&mut self, obj: &mut Obj, key: &'static str) -> Vec<(String, String)> {
+        let Some(node) = obj.get(key) else {
+            return Vec::new();
+        };
+        let Value::Map(entries) = &node.value else {
+            self.error(
+                node.pos,
+                format!("`{key}` must be a mapping, found {}", node.value.kind()),
+                Some(format!("write `{key}: {{x-api-key: ${{API_KEY}}}}`")),
+            );
+            return Vec::new();
+        };
+        let mut headers = Vec::new();
+        for (k, v) in entries {
+            let Some(value) = self.string(v, &k.name) else {
+                continue;
+            };
+            if self.check(k.pos, names::http_header(&k.name, &value)) {
+                headers.push((k.name.clone(), value));
+            }
+        }
+        headers
+    }
+
+    fn method(
+        &mut self,
+        obj: &mut Obj,
+        allowed: &[&'static str],
+        default: HttpMethod,
+    ) -> HttpMethod {
+        let Some(node) = obj.get("method") else {
+            return default;
+        };
+        match self.choice(node, "method here", allowed) {
+            Some("GET") => HttpMethod::Get,
+            Some("POST") => HttpMethod::Post,
+            Some("PUT") => HttpMethod::Put,
+            _ => default,
+        }
+    }
+
+    fn sse_connection(&mut self, node: &Node) -> Option<SseConnection> {
+        let mut obj = self.obj(node, "an SSE connection")?;
+        let mut url = self.http_url(&mut obj, "url");
+        let method = self.method(&mut obj, &["GET", "POST"], HttpMethod::Get);
+        let body = self.opt_string(&mut obj, "body");
+        if body.is_some() && method == HttpMethod::Get {
+            self.error(
+                obj.pos,
+                "a `body` needs `method: POST`",
+                Some("add `method: POST`, or drop the body".into()),
+            );
+        }
+        let headers = self
+            .header_map(&mut obj, "headers")
+            .into_iter()
+            .map(|(k, v)| (k, Secret(v)))
+            .collect();
+        let query = obj.get("query");
+        if let Some(node) = query {
+            match &node.value {
+                Value::Map(entries) => {
+                    let mut pairs = Vec::new();
+                    for (k, v) in entries {
+                        if let Some(value) = self.string(v, &k.name) {
+                            pairs.push((k.name.clone(), value));
+                        }
+                    }
+                    if let Some(u) = &mut url {
+                        u.query_pairs_mut().extend_pairs(pairs);
+                    }
+                }
+                other => self.error(
+                    node.pos,
+                    format!("`query` must be a mapping, found {}", other.kind()),
+                    Some("write `query: {apiKey: ${API_KEY}}`".into()),
+                ),
+            }
+        }
+        let tls = self.tls(&mut obj);
+        let idle_timeout = self.duration(&mut obj, "idle_timeout", Duration::from_secs(60));
+        let resume = self.opt_bool(&mut obj, "resume", true);
+        let handshake = obj.get("handshake").and_then(|n| self.handshake(n));
+        obj.finish(self);
+        Some(SseConnection {
+            url: url?.to_string(),
+            method,
+            body,
+            headers,
+            tls,
+            idle_timeout,
+            resume,
+            handshake,
+        })
+    }
+
+    fn handshake(&mut self, node: &Node) -> Option<Handshake> {
+        let mut obj = self.obj(node, "a `handshake`")?;
+        let on = self
+            .required(&mut obj, "on")
+            .and_then(|n| self.string(n, "on"));
+        let method = self.method(&mut obj, &["GET", "POST", "PUT"], HttpMethod::Post);
+        let template = |d: &mut Self, obj: &mut Obj, key: &'static str| {
+            let n = obj.get(key)?;
+            let text = d.string(n, key)?;
+            d.template(n.pos, key, &text, &[]).then_some(text)
+        };
+        let url = match obj.get("url") {
+            Some(_) => template(self, &mut obj, "url"),
+            None => {
+                self.error(
+                    obj.pos,
+                    "a `handshake` needs `url`",
+                    Some(
+                        "add `url: /api/realtime` (relative to the stream's URL) or a full URL"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        };
+        let body = template(self, &mut obj, "body");
+        let headers = self.header_map(&mut obj, "headers");
+        for (name, value) in &headers {
+            self.template(obj.pos, name, value, &[]);
+        }
+        obj.finish(self);
+        Some(Handshake {
+            on: on?,
+            method,
+            url: url?,
+            headers,
+            body,
+        })
+    }
+
+    fn http_connection(&mut self, node: &Node) -> Option<HttpConnection> {
+        let mut obj = self.obj(node, "an HTTP connection")?;
+        let url = self.http_url(&mut obj, "url");
+        let headers = self
+            .header_map(&mut obj, "headers")
+            .into_iter()
+            .map(|(k, v)| (k, Secret(v)))
+            .collect();
+        let tls = self.tls(&mut obj);
+        let timeout = self.duration(&mut obj, "timeout", Duration::from_secs(30));
+        let max_concurrent = match obj.get("max_concurrent") {
+            Some(n) => self.number(n, "max_concurrent", 1, 1024).unwrap_or(8) as usize,
+            None => 8,
+        };
+        obj.finish(self);
+        Some(HttpConnection {
+            url: url?.to_string(),
+            headers,
+            tls,
+            timeout,
+            max_concurrent,
+        })
+    }
+
+    fn sse_server_connection(&mut self, node: &Node) -> Option<SseServerConnection> {
+        let mut obj = self.obj(node, "an sse_server connection")?;
+        let path = self.required(&mut obj, "path").and_then(|n| {
+            let p = self.string(n, "path")?;
+            if !p.starts_with('/') || p.contains(['?', '#', ' ']) || p == "/" {
+                self.error(
+                    n.pos,
+                    format!("`{p}` is not a path ferry can serve a stream on"),
+                    Some("write an absolute path such as `/events/sensors`".into()),
+                );
+                return None;
+            }
+            Some(p)
+        });
+        let buffer = match obj.get("buffer") {
+            Some(n) => self.number(n, "buffer", 0, 1_000_000).unwrap_or(1000) as usize,
+            None => 1000,
+        };
+        let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(15));
+        obj.finish(self);
+        Some(SseServerConnection {
+            path: path?,
+            buffer,
+            keep_alive,
+        })
     }
 
     /// Records a name-rule problem; true when there was none.
@@ -1048,6 +1330,44 @@ impl<'a> Decoder<'a> {
                     no_local,
                 })
             }
+            ConnectionKind::Sse(_) => {
+                obj.what = "an SSE source";
+                let mut events = Vec::new();
+                match obj.get("events") {
+                    Some(Node {
+                        value: Value::Seq(items),
+                        ..
+                    }) => {
+                        for n in items {
+                            if let Some(e) = self.string(n, "event")
+                                && self.check(n.pos, names::sse_event(&e))
+                            {
+                                events.push(e);
+                            }
+                        }
+                    }
+                    Some(n) => {
+                        if let Some(e) = self.string(n, "events")
+                            && self.check(n.pos, names::sse_event(&e))
+                        {
+                            events.push(e);
+                        }
+                    }
+                    None => {}
+                }
+                SourceSpec::Sse(SseSource { events })
+            }
+            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
+                self.error(
+                    obj.pos,
+                    format!(
+                        "connection `{connection}` is {}, which ferry writes to: it cannot be a source",
+                        c.kind.protocol()
+                    ),
+                    Some("read from an mqtt, nats or sse connection".into()),
+                );
+                return None;
+            }
             ConnectionKind::Nats(_) => {
                 obj.what = "a NATS source";
                 let subject = self.required(&mut obj, "subject").and_then(|n| {
@@ -1123,6 +1443,25 @@ impl<'a> Decoder<'a> {
                 obj.what = "a NATS sink";
                 let subject = self.target(&mut obj, "subject", names::nats_subject, captures);
                 SinkSpec::Nats(NatsSink { subject })
+            }
+            ConnectionKind::Http(_) => {
+                obj.what = "an HTTP sink";
+                let url = self.target(&mut obj, "url", |_| Ok(()), captures);
+                let method = self.method(&mut obj, &["POST", "PUT"], HttpMethod::Post);
+                SinkSpec::Http(HttpSink { url, method })
+            }
+            ConnectionKind::SseServer(_) => {
+                obj.what = "an sse_server sink";
+                let event = self.target(&mut obj, "event", names::sse_event, captures);
+                SinkSpec::SseServer(SseServerSink { event })
+            }
+            ConnectionKind::Sse(_) => {
+                self.error(
+                    obj.pos,
+                    format!("connection `{connection}` is an SSE stream ferry reads: it cannot be a sink"),
+                    Some("to serve SSE to browsers use an `sse_server` connection; to POST events use `http`".into()),
+                );
+                return None;
             }
         };
         let format = self.payload_format(&mut obj);

@@ -8,8 +8,10 @@
 //! failure backs off, reconnects and subscribes again.
 
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,8 +21,11 @@ use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::ConnectionStatus;
 
+pub mod http;
 pub mod mqtt;
 pub mod nats;
+pub mod sse;
+pub mod sse_server;
 pub(crate) mod tls;
 
 /// A boxed future, so the traits stay object-safe.
@@ -35,6 +40,13 @@ pub enum SinkError {
     /// The message itself cannot be published here (bad topic, too large): retrying is futile.
     #[error("{0}")]
     Rejected(String),
+    /// The server asked to be left alone for a while (HTTP 429/503 with `Retry-After`): try
+    /// the same message again after `retry_after`.
+    #[error("{reason}")]
+    Busy {
+        reason: String,
+        retry_after: Duration,
+    },
 }
 
 /// Publishes a route's mapped messages on one connection.
@@ -73,21 +85,49 @@ pub trait Connection: Send {
 
     /// Spawns the supervised connection task(s) on `runtime.tasks`.
     fn start(self: Box<Self>, runtime: &Runtime);
+
+    /// HTTP routes this connection serves on the admin listener (`sse_server`), taken once,
+    /// after every route registered and before `start`.
+    fn admin_routes(&mut self) -> Option<crate::admin::Routes> {
+        None
+    }
 }
 
-/// Opens (but does not start) the connection a config entry describes.
-pub fn open(connection: &config::Connection, status: ConnectionStatus) -> Box<dyn Connection> {
+/// Opens (but does not start) the connection a config entry describes. `state_dir` is where
+/// a connection keeps what must survive a restart (SSE resume cursors).
+pub fn open(
+    connection: &config::Connection,
+    status: ConnectionStatus,
+    state_dir: &Path,
+) -> Box<dyn Connection> {
+    let name = &connection.name;
+    let reconnect = connection.reconnect.clone();
     match &connection.kind {
         ConnectionKind::Mqtt(mqtt) => Box::new(mqtt::MqttConnection::new(
-            &connection.name,
+            name,
             mqtt.clone(),
-            connection.reconnect.clone(),
+            reconnect,
             status,
         )),
         ConnectionKind::Nats(nats) => Box::new(nats::NatsConnection::new(
-            &connection.name,
+            name,
             nats.clone(),
-            connection.reconnect.clone(),
+            reconnect,
+            status,
+        )),
+        ConnectionKind::Sse(sse) => Box::new(sse::SseConnection::new(
+            name,
+            sse.clone(),
+            reconnect,
+            status,
+            state_dir,
+        )),
+        ConnectionKind::Http(http) => {
+            Box::new(http::HttpConnection::new(name, http.clone(), status))
+        }
+        ConnectionKind::SseServer(server) => Box::new(sse_server::SseServerConnection::new(
+            name,
+            server.clone(),
             status,
         )),
     }

@@ -175,43 +175,62 @@ impl Syntax {
     }
 }
 
-fn source_syntax(spec: &SourceSpec) -> Syntax {
+/// The name syntax of a route's source; `None` for SSE, whose event types no ferry sink
+/// publishes to.
+fn source_syntax(spec: &SourceSpec) -> Option<Syntax> {
     match spec {
-        SourceSpec::Mqtt(_) => Syntax::Mqtt,
-        SourceSpec::Nats(_) => Syntax::Nats,
+        SourceSpec::Mqtt(_) => Some(Syntax::Mqtt),
+        SourceSpec::Nats(_) => Some(Syntax::Nats),
+        SourceSpec::Sse(_) => None,
     }
 }
 
-fn sink_syntax(spec: &SinkSpec) -> Syntax {
+/// The name syntax of a sink; `None` for HTTP and SSE-server sinks, which feed no broker.
+fn sink_syntax(spec: &SinkSpec) -> Option<Syntax> {
     match spec {
-        SinkSpec::Mqtt(_) => Syntax::Mqtt,
-        SinkSpec::Nats(_) => Syntax::Nats,
+        SinkSpec::Mqtt(_) => Some(Syntax::Mqtt),
+        SinkSpec::Nats(_) => Some(Syntax::Nats),
+        SinkSpec::Http(_) | SinkSpec::SseServer(_) => None,
     }
 }
 
-/// The filter(s) a route's source subscribes to.
-/// Whether `route`'s source subscribes to the name `name` (a topic or subject of its protocol).
+/// Whether `route`'s source subscribes to the name `name` (a topic or subject of its protocol,
+/// or an SSE event type).
 pub fn receives(route: &Route, name: &str) -> bool {
-    let syntax = source_syntax(&route.from.spec);
-    source_filters(route)
-        .iter()
-        .any(|filter| overlaps(name, filter, syntax))
+    match (&route.from.spec, source_syntax(&route.from.spec)) {
+        (SourceSpec::Sse(sse), _) => sse.takes(name),
+        (_, Some(syntax)) => source_filters(route)
+            .iter()
+            .any(|filter| overlaps(name, filter, syntax)),
+        (_, None) => false,
+    }
 }
 
-/// The filters (or subject) a route's source subscribes to, as the user wrote them.
+/// The filters (or subject, or SSE event types) a route's source subscribes to, as the user
+/// wrote them.
 pub fn source_filters(route: &Route) -> Vec<String> {
     match &route.from.spec {
         SourceSpec::Mqtt(s) => s.topics.clone(),
         SourceSpec::Nats(s) => vec![s.subject.clone()],
+        SourceSpec::Sse(s) => s.events.clone(),
     }
 }
 
 /// The names a route's sink `sink` may publish, as patterns in the sink protocol's syntax.
 fn sink_names(route: &Route, sink: usize) -> Vec<String> {
     let spec = &route.to[sink].spec;
-    let to = sink_syntax(spec);
+    let Some(to) = sink_syntax(spec) else {
+        return Vec::new();
+    };
     match spec.target() {
-        Target::Auto => auto_names(&source_filters(route), source_syntax(&route.from.spec), to),
+        Target::Auto => match source_syntax(&route.from.spec) {
+            Some(from) => auto_names(&source_filters(route), from, to),
+            // SSE event types become names as they are; no types listed means any name.
+            None => match source_filters(route) {
+                events if events.is_empty() => vec![to.rest().to_string()],
+                events => events,
+            },
+        },
         Target::Template(template) => vec![template_pattern(template, to)],
     }
 }
@@ -476,12 +495,14 @@ fn edges(config: &Config, brokers: &BTreeMap<String, String>) -> Vec<Edge> {
     let mut found = Vec::new();
     for (from, route) in config.routes.iter().enumerate() {
         for (sink, s) in route.to.iter().enumerate() {
+            let Some(syntax) = sink_syntax(&s.spec) else {
+                continue;
+            };
             let names = sink_names(route, sink);
-            let syntax = sink_syntax(&s.spec);
             for (to, next) in config.routes.iter().enumerate() {
                 let reaches = broker_of(brokers, &s.connection)
                     == broker_of(brokers, &next.from.connection)
-                    && source_syntax(&next.from.spec) == syntax
+                    && source_syntax(&next.from.spec) == Some(syntax)
                     && source_filters(next)
                         .iter()
                         .any(|f| names.iter().any(|n| overlaps(n, f, syntax)));
@@ -590,6 +611,9 @@ fn carries_marker(config: &Config, connection: &str) -> bool {
         .is_some_and(|c| match &c.kind {
             ConnectionKind::Mqtt(m) => m.version == MqttVersion::V5,
             ConnectionKind::Nats(_) => true,
+            ConnectionKind::Sse(_) | ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
+                false
+            }
         })
 }
 

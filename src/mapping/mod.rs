@@ -22,7 +22,7 @@ use std::time::UNIX_EPOCH;
 use jaq_json::Val;
 use regex::Regex;
 
-use crate::config::{self, Config, PayloadFormat, Target};
+use crate::config::{self, Config, PayloadFormat, Protocol, Target};
 use crate::message::{Headers, Message};
 use marker::Marker;
 use payload::Payload;
@@ -122,7 +122,7 @@ pub struct Mapping {
 #[derive(Debug)]
 struct SourceSide {
     connection: String,
-    protocol: &'static str,
+    protocol: Protocol,
     pattern: Option<Regex>,
     format: PayloadFormat,
     unwrap: bool,
@@ -139,7 +139,7 @@ struct HeaderMapping {
 #[derive(Debug)]
 struct SinkSide {
     connection: String,
-    protocol: &'static str,
+    protocol: Protocol,
     target: SinkTarget,
     format: PayloadFormat,
     wrap: bool,
@@ -166,7 +166,7 @@ impl Mapping {
         instance: &str,
     ) -> Result<Mapping, String> {
         let route = &config.routes[index];
-        let protocol = |name: &str| -> Result<&'static str, String> {
+        let protocol = |name: &str| -> Result<Protocol, String> {
             config
                 .connections
                 .get(name)
@@ -353,8 +353,8 @@ impl Mapping {
     fn source_name(&self, name: payload::Name) -> String {
         use payload::Name;
         match (name, self.source.protocol) {
-            (Name::Subject(s), "mqtt") => codec::subject_to_topic(&s),
-            (Name::Topic(t), "nats") => codec::topic_to_subject(&t),
+            (Name::Subject(s), Protocol::Mqtt) => codec::subject_to_topic(&s),
+            (Name::Topic(t), Protocol::Nats) => codec::topic_to_subject(&t),
             (Name::Topic(n) | Name::Subject(n), _) => n,
         }
     }
@@ -554,8 +554,8 @@ impl SinkSide {
     /// did). Headers NATS cannot carry are left out rather than losing the letter.
     fn dead_letter(&self, scope: &Scope, mut headers: Headers) -> Result<Message, Failure> {
         let subject = self.subject(scope)?;
-        if self.protocol == "nats" {
-            headers.retain(|(k, v)| names::nats_header(k, v).is_ok());
+        if let Some(rule) = header_rule(self.protocol) {
+            headers.retain(|(k, v)| rule(k, v).is_ok());
         }
         let payload = match (self.wrap, scope.payload) {
             (false, payload) => payload.write(scope.format),
@@ -577,7 +577,7 @@ impl SinkSide {
         headers: &Headers,
     ) -> Result<bytes::Bytes, String> {
         let name = match scope.protocol {
-            "mqtt" => payload::Name::Topic(scope.message.subject.clone()),
+            Protocol::Mqtt => payload::Name::Topic(scope.message.subject.clone()),
             _ => payload::Name::Subject(scope.message.subject.clone()),
         };
         payload::wrap(
@@ -592,11 +592,11 @@ impl SinkSide {
     /// Headers this sink's protocol cannot carry fail the publish (MQTT 5 user properties take
     /// any UTF-8; NATS headers do not).
     fn check_headers(&self, headers: &Headers) -> Result<(), Failure> {
-        if self.protocol != "nats" {
+        let Some(rule) = header_rule(self.protocol) else {
             return Ok(());
-        }
+        };
         for (k, v) in headers {
-            if let Err((what, _)) = names::nats_header(k, v) {
+            if let Err((what, _)) = rule(k, v) {
                 return fail(Stage::Headers, format!("{what} (for {})", self.connection));
             }
         }
@@ -607,9 +607,11 @@ impl SinkSide {
     fn subject(&self, scope: &Scope) -> Result<String, Failure> {
         let name = match &self.target {
             SinkTarget::Auto => match self.protocol {
-                "mqtt" => scope.topic(),
-                "nats" => scope.subject(),
-                _ => scope.message.subject.clone(),
+                Protocol::Mqtt => scope.topic(),
+                Protocol::Nats => scope.subject(),
+                // The connection's own URL.
+                Protocol::Http => String::new(),
+                Protocol::Sse | Protocol::SseServer => scope.message.subject.clone(),
             },
             SinkTarget::Template(t) => match t.render(scope) {
                 Ok(name) => name,
@@ -622,8 +624,11 @@ impl SinkSide {
             },
         };
         let check = match self.protocol {
-            "mqtt" => names::mqtt_topic(&name),
-            _ => names::nats_subject(&name),
+            Protocol::Mqtt => names::mqtt_topic(&name),
+            Protocol::Nats => names::nats_subject(&name),
+            Protocol::SseServer | Protocol::Sse => names::sse_event(&name),
+            // A URL that does not resolve is the sink's to refuse.
+            Protocol::Http => Ok(()),
         };
         match check {
             Ok(()) => Ok(name),
@@ -633,8 +638,10 @@ impl SinkSide {
 
     fn noun(&self) -> &'static str {
         match self.protocol {
-            "mqtt" => "topic for",
-            _ => "subject for",
+            Protocol::Mqtt => "topic for",
+            Protocol::Nats => "subject for",
+            Protocol::Http => "URL for",
+            Protocol::Sse | Protocol::SseServer => "event type for",
         }
     }
 }
@@ -652,6 +659,16 @@ fn outgoing(source: &Message, subject: String, payload: bytes::Bytes, headers: H
         received: source.received,
         event: source.event.clone(),
         id: source.id.clone(),
+    }
+}
+
+/// The rule headers must follow on a protocol, where it has one: MQTT 5 user properties take
+/// any UTF-8, and an SSE stream carries no headers at all.
+fn header_rule(protocol: Protocol) -> Option<fn(&str, &str) -> Result<(), names::Problem>> {
+    match protocol {
+        Protocol::Nats => Some(names::nats_header),
+        Protocol::Http => Some(names::http_header),
+        Protocol::Mqtt | Protocol::Sse | Protocol::SseServer => None,
     }
 }
 

@@ -131,6 +131,36 @@ pub fn nats_header(name: &str, value: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// An HTTP header name is a token (RFC 9110: letters, digits and ``!#$%&'*+-.^_`|~``); its
+/// value has no line breaks and no NUL.
+pub fn http_header(name: &str, value: &str) -> Result<(), Problem> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err((
+            format!("`{name}` is not a valid HTTP header name"),
+            "header names are letters, digits and `-`, e.g. `x-api-key`".into(),
+        ));
+    }
+    if value.contains(['\r', '\n', '\0']) {
+        return Err((
+            format!("the value of header `{name}` has a line break, which HTTP cannot carry"),
+            "keep header values on one line".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// An SSE event type is one line of text.
+pub fn sse_event(name: &str) -> Result<(), Problem> {
+    if name.is_empty() || name.contains(['\r', '\n']) {
+        return Err((
+            format!("`{name}` cannot be an SSE event type"),
+            "an event type is one non-empty line of text".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

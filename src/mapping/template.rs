@@ -5,7 +5,8 @@
 //!   whichever protocol it came from (converted by the codec). Both render whole; indexed,
 //!   `topic[1]` is the second `/` level and `subject[-1]` the last `.` token.
 //! - `payload`: the payload being published (after the transform), read per the route's
-//!   `payload_format`; parsed only when a template uses it.
+//!   `payload_format`; parsed only when a template uses it. `input`: the payload as the source
+//!   delivered it, before the transform (e.g. a field the transform leaves out).
 //! - `headers` (a map), `match` (the named captures of the source's `match:` regex),
 //!   `event` and `id` (of SSE messages), `route` (the route's name).
 //!
@@ -21,7 +22,7 @@ use minijinja::{Environment, UndefinedBehavior};
 
 use super::codec;
 use super::payload::Payload;
-use crate::config::PayloadFormat;
+use crate::config::{PayloadFormat, Protocol};
 use crate::message::Message;
 
 /// What a template can see of one message.
@@ -29,8 +30,8 @@ pub struct Scope<'a> {
     pub route: &'a str,
     /// The message as the source handed it over (after unwrapping an envelope).
     pub message: &'a Message,
-    /// The source's protocol ("mqtt" or "nats"): which way `topic`/`subject` are converted.
-    pub protocol: &'static str,
+    /// The source's protocol: which way `topic`/`subject` are converted.
+    pub protocol: Protocol,
     /// Named captures of the source's `match:` regex.
     pub captures: &'a [(String, String)],
     pub payload: &'a Payload,
@@ -42,7 +43,7 @@ impl Scope<'_> {
     /// The source name as an MQTT topic.
     pub fn topic(&self) -> String {
         match self.protocol {
-            "nats" => codec::subject_to_topic(&self.message.subject),
+            Protocol::Nats => codec::subject_to_topic(&self.message.subject),
             _ => self.message.subject.clone(),
         }
     }
@@ -50,7 +51,7 @@ impl Scope<'_> {
     /// The source name as a NATS subject.
     pub fn subject(&self) -> String {
         match self.protocol {
-            "mqtt" => codec::topic_to_subject(&self.message.subject),
+            Protocol::Mqtt => codec::topic_to_subject(&self.message.subject),
             _ => self.message.subject.clone(),
         }
     }
@@ -70,6 +71,7 @@ struct Uses {
     topic: bool,
     subject: bool,
     payload: bool,
+    input: bool,
     headers: bool,
     captures: bool,
     route: bool,
@@ -106,6 +108,7 @@ impl Template {
             topic: names.contains("topic"),
             subject: names.contains("subject"),
             payload: names.contains("payload"),
+            input: names.contains("input"),
             headers: names.contains("headers"),
             captures: names.contains("match"),
             route: names.contains("route"),
@@ -145,6 +148,12 @@ impl Template {
                 true => Some(scope.payload.template_value(scope.format)?),
                 false => None,
             },
+            input: match uses.input {
+                true => {
+                    Some(Payload::Raw(scope.message.payload.clone()).template_value(scope.format)?)
+                }
+                false => None,
+            },
             headers: strings(
                 uses.headers,
                 &mut scope.message.headers.iter().map(|(k, v)| (k, v)),
@@ -170,6 +179,7 @@ struct Context {
     topic: Option<Value>,
     subject: Option<Value>,
     payload: Option<Value>,
+    input: Option<Value>,
     headers: Option<Value>,
     captures: Option<Value>,
     event: Option<Value>,
@@ -183,6 +193,7 @@ impl Object for Context {
             "topic" => self.topic.clone(),
             "subject" => self.subject.clone(),
             "payload" => self.payload.clone(),
+            "input" => self.input.clone(),
             "headers" => self.headers.clone(),
             "match" => self.captures.clone(),
             "event" => self.event.clone(),
@@ -264,12 +275,12 @@ mod tests {
 
     struct Case {
         message: Message,
-        protocol: &'static str,
+        protocol: Protocol,
         captures: Vec<(String, String)>,
         payload: Payload,
     }
 
-    fn case(protocol: &'static str, subject: &str, payload: &str) -> Case {
+    fn case(protocol: Protocol, subject: &str, payload: &str) -> Case {
         Case {
             message: Message::new("test".into(), subject, payload.as_bytes().to_vec()),
             protocol,
@@ -294,7 +305,7 @@ mod tests {
 
     #[test]
     fn segments_and_codec_views() {
-        let c = case("mqtt", "sensors/kitchen/temp", "{}");
+        let c = case(Protocol::Mqtt, "sensors/kitchen/temp", "{}");
         assert_eq!(
             c.render("iot.{{ topic[1] }}.temperature").unwrap(),
             "iot.kitchen.temperature"
@@ -305,7 +316,7 @@ mod tests {
             c.render("fwd.{{ topic | nats }}").unwrap(),
             "fwd.sensors.kitchen.temp"
         );
-        let c = case("nats", "cmd.a//b.c", "x");
+        let c = case(Protocol::Nats, "cmd.a//b.c", "x");
         assert_eq!(c.render("{{ topic }}").unwrap(), "cmd/a.b/c");
         assert_eq!(c.render("out/{{ topic[1] }}").unwrap(), "out/a.b");
         assert_eq!(c.render("{{ subject | mqtt }}").unwrap(), "cmd/a.b/c");
@@ -314,7 +325,7 @@ mod tests {
 
     #[test]
     fn payload_headers_captures_and_builtin_filters() {
-        let mut c = case("mqtt", "a/b", r#"{"room":"Kitchen","n":3}"#);
+        let mut c = case(Protocol::Mqtt, "a/b", r#"{"room":"Kitchen","n":3}"#);
         c.message.headers.push(("site".into(), "plant-1".into()));
         c.captures.push(("x".into(), "b".into()));
         assert_eq!(
@@ -345,18 +356,18 @@ mod tests {
 
     #[test]
     fn a_transformed_payload_is_what_templates_see() {
-        let mut c = case("nats", "a", "ignored");
+        let mut c = case(Protocol::Nats, "a", "ignored");
         c.payload = Payload::Value(jaq_json::read::parse_single(br#"{"room":"hall"}"#).unwrap());
         assert_eq!(c.render("{{ payload.room }}").unwrap(), "hall");
     }
 
     #[test]
     fn missing_values_are_errors() {
-        let c = case("mqtt", "a/b", r#"{"x":1}"#);
+        let c = case(Protocol::Mqtt, "a/b", r#"{"x":1}"#);
         assert!(c.render("{{ payload.room }}").is_err());
         assert!(c.render("{{ topic[5] }}").is_err());
         assert!(c.render("{{ event }}").is_err());
-        let c = case("mqtt", "a/b", "not json");
+        let c = case(Protocol::Mqtt, "a/b", "not json");
         assert!(
             c.render("{{ payload.x }}")
                 .unwrap_err()

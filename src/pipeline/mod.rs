@@ -51,9 +51,12 @@ impl Pipeline {
                     .connections
                     .get(name)
                     .with_context(|| format!("connection {name} is not defined"))?;
-                let status = ConnectionStatus::new(name, c.kind.protocol());
+                let status = ConnectionStatus::new(name, c.kind.protocol().name());
                 statuses.push(status.clone());
-                connections.insert(name.to_string(), connectors::open(c, status));
+                connections.insert(
+                    name.to_string(),
+                    connectors::open(c, status, &config.state_dir()),
+                );
             }
             Ok(())
         };

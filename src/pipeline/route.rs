@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
@@ -158,9 +159,21 @@ impl RouteWorker {
             match sink.sink.send(message).await {
                 Ok(()) => return Published::Sent,
                 Err(SinkError::Rejected(reason)) => return Published::Rejected(reason),
-                Err(SinkError::Unavailable(reason)) => {
-                    let delay = backoff.next_delay();
-                    tracing::debug!(route = %self.name, "sink {} unavailable ({reason}); retrying in {delay:?}", sink.connection);
+                Err(error) => {
+                    // The server's own word on when to come back wins over our backoff (capped,
+                    // so a silly Retry-After cannot park the route for a day).
+                    let delay = match &error {
+                        SinkError::Busy { retry_after, .. } => {
+                            (*retry_after).min(Duration::from_secs(600))
+                        }
+                        _ => backoff.next_delay(),
+                    };
+                    self.warnings.warn(|| {
+                        format!(
+                            "route {}: sink {} unavailable ({error}); retrying in {delay:?}",
+                            self.name, sink.connection
+                        )
+                    });
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.abandon.cancelled() => return Published::Abandoned,
