@@ -664,7 +664,7 @@ fn outgoing(source: &Message, subject: String, payload: bytes::Bytes, headers: H
 
 /// The rule headers must follow on a protocol, where it has one: MQTT 5 user properties take
 /// any UTF-8, and an SSE stream carries no headers at all.
-fn header_rule(protocol: Protocol) -> Option<fn(&str, &str) -> Result<(), names::Problem>> {
+fn header_rule(protocol: Protocol) -> Option<names::HeaderRule> {
     match protocol {
         Protocol::Nats => Some(names::nats_header),
         Protocol::Http => Some(names::http_header),

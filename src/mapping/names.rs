@@ -131,6 +131,9 @@ pub fn nats_header(name: &str, value: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A rule a header (name, value) must follow on some protocol.
+pub type HeaderRule = fn(&str, &str) -> Result<(), Problem>;
+
 /// An HTTP header name is a token (RFC 9110: letters, digits and ``!#$%&'*+-.^_`|~``); its
 /// value has no line breaks and no NUL.
 pub fn http_header(name: &str, value: &str) -> Result<(), Problem> {
