@@ -59,7 +59,7 @@ fn render(template: &Template, message: &Message, payload: &Payload) -> String {
         .render(&Scope {
             route: "bench",
             message,
-            protocol: "mqtt",
+            protocol: ferry::config::Protocol::Mqtt,
             captures: &[],
             payload,
             format: PayloadFormat::Json,
@@ -111,7 +111,7 @@ fn template(c: &mut Criterion) {
             Scope {
                 route: "bench",
                 message: black_box(&typical),
-                protocol: "mqtt",
+                protocol: ferry::config::Protocol::Mqtt,
                 captures: &[],
                 payload: &payload,
                 format: PayloadFormat::Json,
