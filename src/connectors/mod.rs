@@ -22,6 +22,8 @@ use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::ConnectionStatus;
 
 pub mod http;
+#[allow(dead_code)] // used by the SSE and HTTP connectors, being built
+pub(crate) mod http_client;
 pub mod mqtt;
 pub mod nats;
 pub mod sse;

@@ -1,0 +1,41 @@
+//! The one HTTP client stack (reqwest over hyper, rustls with ring) that the SSE source, the
+//! HTTP sink and SSE handshakes share, so TLS options behave as for MQTT and NATS.
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::tls;
+use crate::config::Tls;
+
+/// What differs between the users of the client.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timeouts {
+    /// Connecting (TCP and TLS).
+    pub connect: Option<Duration>,
+    /// A whole request, response body included. Never set for a stream.
+    pub request: Option<Duration>,
+    /// Between two reads of the response: a stream silent for this long fails (`idle_timeout`).
+    pub read: Option<Duration>,
+}
+
+/// A client for `connection` with its TLS settings and `timeouts`.
+pub fn client(tls: &Tls, connection: &str, timeouts: Timeouts) -> anyhow::Result<reqwest::Client> {
+    let tls = tls::client_config(tls, connection)?;
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+        .tls_backend_preconfigured((*tls).clone())
+        .tcp_nodelay(true);
+    if let Some(t) = timeouts.connect {
+        builder = builder.connect_timeout(t);
+    }
+    if let Some(t) = timeouts.request {
+        builder = builder.timeout(t);
+    }
+    if let Some(t) = timeouts.read {
+        builder = builder.read_timeout(t);
+    }
+    builder
+        .build()
+        .with_context(|| format!("connection {connection}: cannot build the HTTP client"))
+}
