@@ -1,0 +1,424 @@
+//! SSE source: reads a server-sent-events stream (a database change feed, a pub/sub channel)
+//! and hands each event to the routes that take its type.
+//!
+//! eventsource-client parses the stream (`event:`, `id:`, `retry:`, multi-line `data:`,
+//! comments, LF/CRLF) and builds each request (method, headers, body, `Last-Event-ID`) over
+//! [`transport::ReqwestTransport`]. ferry supervises the connection itself rather than letting
+//! the library reconnect: the library retries a refused connection silently (logging each
+//! attempt at warn level), so ferry could neither mark the connection down nor log the failure
+//! once. Here every failure comes back to this module, which logs the change once, waits (the
+//! server's `retry:` as the base of ferry's backoff), and opens a new stream that carries the
+//! id of the last event received as `Last-Event-ID`.
+//!
+//! One HTTP stream per connection, whatever the number of routes reading it. While a route's
+//! queue is full (`when_full: block`) the stream is not read, and TCP flow control reaches the
+//! server. With `resume: true` each route's ack settles its event in the [`cursor::Tracker`],
+//! whose cursor (the id of the last event every route has) is saved under the state
+//! directory and sent as `Last-Event-ID` after a restart.
+
+mod cursor;
+mod handshake;
+mod transport;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use eventsource_client::{Client, ClientBuilder, ReconnectOptions, SSE};
+use futures_util::StreamExt;
+
+use super::http_client::{self, Timeouts};
+use super::{Connection, Runtime, Sink};
+use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
+use crate::message::{Incoming, Message};
+use crate::pipeline::queue::RouteInput;
+use crate::pipeline::status::{Backoff, ConnectionStatus};
+use cursor::{CursorFile, Tracker};
+use handshake::Handshake;
+use transport::ReqwestTransport;
+
+/// How much of a refusing server's answer goes into the log, and how long it is waited for.
+const EXCERPT: usize = 200;
+const EXCERPT_WAIT: Duration = Duration::from_secs(2);
+
+/// A route reading this stream.
+struct SourceRoute {
+    source: config::SseSource,
+    input: RouteInput,
+}
+
+/// Built on the first route's `add_source`, where a failure can still stop `ferry run`.
+struct Prepared {
+    client: reqwest::Client,
+    handshake: Option<Handshake>,
+    /// With `resume: true`: the cursor file and the cursor read from it.
+    cursor: Option<(CursorFile, Arc<Tracker>)>,
+}
+
+/// A server-sent-events stream ferry reads.
+pub struct SseConnection {
+    name: Arc<str>,
+    config: config::SseConnection,
+    reconnect: Reconnect,
+    status: ConnectionStatus,
+    state_dir: PathBuf,
+    routes: Vec<SourceRoute>,
+    prepared: Option<Prepared>,
+}
+
+impl SseConnection {
+    pub fn new(
+        name: &str,
+        config: config::SseConnection,
+        reconnect: Reconnect,
+        status: ConnectionStatus,
+        state_dir: &Path,
+    ) -> Self {
+        SseConnection {
+            name: name.into(),
+            config,
+            reconnect,
+            status,
+            state_dir: state_dir.to_path_buf(),
+            routes: Vec::new(),
+            prepared: None,
+        }
+    }
+
+    fn prepare(&self) -> anyhow::Result<Prepared> {
+        let client = http_client::client(
+            &self.config.tls,
+            &self.name,
+            Timeouts {
+                connect: Some(self.reconnect.connect_timeout),
+                read: Some(self.config.idle_timeout),
+                request: None,
+            },
+        )?;
+        let handshake = self
+            .config
+            .handshake
+            .as_ref()
+            .map(Handshake::compile)
+            .transpose()?;
+        let cursor = if self.config.resume {
+            let (file, saved) =
+                CursorFile::open(&self.state_dir, self.name.clone(), &self.config.url)?;
+            Some((file, Tracker::new(self.name.clone(), saved)))
+        } else {
+            None
+        };
+        Ok(Prepared {
+            client,
+            handshake,
+            cursor,
+        })
+    }
+}
+
+impl Connection for SseConnection {
+    fn add_source(
+        &mut self,
+        _route: &str,
+        source: &SourceSpec,
+        input: RouteInput,
+    ) -> anyhow::Result<()> {
+        let SourceSpec::Sse(source) = source else {
+            anyhow::bail!(
+                "connection {} is an SSE stream, the source is not",
+                self.name
+            );
+        };
+        if self.prepared.is_none() {
+            let prepared = self
+                .prepare()
+                .with_context(|| format!("connection {}", self.name))?;
+            self.prepared = Some(prepared);
+        }
+        self.routes.push(SourceRoute {
+            source: source.clone(),
+            input,
+        });
+        Ok(())
+    }
+
+    fn add_sink(&mut self, _sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        anyhow::bail!(
+            "connection {} is an SSE stream ferry reads: it cannot be a sink",
+            self.name
+        )
+    }
+
+    fn start(mut self: Box<Self>, runtime: &Runtime) {
+        let Some(prepared) = self.prepared.take() else {
+            return; // no route reads it
+        };
+        let tracker = match prepared.cursor {
+            Some((file, tracker)) => {
+                runtime
+                    .tasks
+                    .spawn(file.keep(tracker.subscribe(), runtime.close.clone()));
+                Some(tracker)
+            }
+            None => None,
+        };
+        let reader = Reader {
+            url: url::Url::parse(&self.config.url).expect("validated http(s) URL"),
+            shown_url: cursor::stream_url(&self.config.url),
+            name: self.name,
+            config: self.config,
+            reconnect: self.reconnect,
+            status: self.status,
+            routes: self.routes,
+            client: prepared.client,
+            handshake: prepared.handshake,
+            tracker,
+        };
+        let stop = runtime.stop_sources.clone();
+        runtime.sources.spawn(reader.run(stop));
+    }
+}
+
+/// The task that reads the stream: connects, feeds the routes, and reconnects.
+struct Reader {
+    name: Arc<str>,
+    config: config::SseConnection,
+    url: url::Url,
+    /// The URL for logs: without query (API keys) or credentials.
+    shown_url: String,
+    reconnect: Reconnect,
+    status: ConnectionStatus,
+    routes: Vec<SourceRoute>,
+    client: reqwest::Client,
+    handshake: Option<Handshake>,
+    tracker: Option<Arc<Tracker>>,
+}
+
+/// Where the reconnection state stands between two streams.
+struct Resume {
+    /// The id of the last event received: `Last-Event-ID` of the next stream.
+    last_id: Option<String>,
+    /// The server's `retry:`, the base of the backoff once it sent one.
+    retry: Option<Duration>,
+    backoff: Backoff,
+}
+
+/// How one stream ended.
+enum Ended {
+    /// It failed; reconnect after a delay.
+    Failed(String),
+    /// The routes stopped taking messages (shutdown).
+    Stopped,
+}
+
+impl Reader {
+    async fn run(mut self, stop: tokio_util::sync::CancellationToken) {
+        let mut resume = Resume {
+            last_id: self.tracker.as_ref().and_then(|t| t.cursor()),
+            retry: None,
+            backoff: Backoff::new(&self.reconnect),
+        };
+        loop {
+            let ended = tokio::select! {
+                _ = stop.cancelled() => break,
+                ended = self.serve(&mut resume) => ended,
+            };
+            let reason = match ended {
+                Ended::Stopped => break,
+                Ended::Failed(reason) => reason,
+            };
+            let delay = resume.backoff.next_delay();
+            self.status.down(&reason, delay);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        tracing::debug!(connection = %self.name, "stopped reading");
+    }
+
+    /// Opens one stream and reads it until it fails.
+    async fn serve(&mut self, resume: &mut Resume) -> Ended {
+        let mut builder = match ClientBuilder::for_url(self.url.as_str()) {
+            Ok(b) => b,
+            Err(e) => return Ended::Failed(format!("invalid URL: {e}")),
+        };
+        builder = builder
+            .method(self.config.method.as_str().to_string())
+            // ferry reconnects itself (see the module documentation).
+            .reconnect(
+                ReconnectOptions::reconnect(false)
+                    .retry_initial(false)
+                    .build(),
+            );
+        for (name, value) in &self.config.headers {
+            builder = match builder.header(name, value.expose()) {
+                Ok(b) => b,
+                // The name and value were validated; never show the value.
+                Err(_) => return Ended::Failed(format!("header `{name}` cannot be sent")),
+            };
+        }
+        if let Some(body) = &self.config.body {
+            builder = builder.body(body.clone());
+        }
+        if self.config.resume
+            && let Some(id) = &resume.last_id
+        {
+            builder = builder.last_event_id(id.clone());
+        }
+        let transport = ReqwestTransport::new(self.client.clone(), self.config.idle_timeout);
+        let mut stream = builder.build_with_transport(transport).stream();
+        // Until the handshake went through, the server sends nothing a route asked for.
+        let mut live = self.handshake.is_none();
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(SSE::Connected(_)) => {
+                    if live {
+                        self.connected(resume);
+                    }
+                    continue;
+                }
+                Ok(SSE::Comment(_)) => continue,
+                Ok(SSE::Event(event)) => event,
+                Err(e) => return Ended::Failed(describe(e).await),
+            };
+            if let Some(retry) = event.retry {
+                let retry = Duration::from_millis(retry);
+                if resume.retry != Some(retry) {
+                    resume.retry = Some(retry);
+                    resume.backoff = Backoff::new(&Reconnect {
+                        initial_delay: retry,
+                        max_delay: self.reconnect.max_delay.max(retry),
+                        ..self.reconnect.clone()
+                    });
+                }
+            }
+            if event.id.is_some() {
+                resume.last_id.clone_from(&event.id);
+            }
+            let mut message = Message::new(
+                self.name.clone(),
+                event.event_type.clone(),
+                Bytes::from(event.data),
+            );
+            message.event = Some(event.event_type);
+            message.id = event.id;
+            if let Some(handshake) = &self.handshake
+                && message.event.as_deref() == Some(handshake.on.as_str())
+            {
+                if let Some(tracker) = &self.tracker {
+                    tracker.begin(message.id.clone(), 0);
+                }
+                let sent = handshake
+                    .send(
+                        &self.client,
+                        &self.name,
+                        &self.url,
+                        &message,
+                        self.config.idle_timeout,
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    return Ended::Failed(format!("{e:#}"));
+                }
+                live = true;
+                self.connected(resume);
+                continue;
+            }
+            if !self.deliver(message).await {
+                return Ended::Stopped;
+            }
+        }
+        Ended::Failed("the stream ended".into())
+    }
+
+    /// The stream is open (and the handshake, if any, went through).
+    fn connected(&self, resume: &mut Resume) {
+        resume.backoff.reset();
+        let detail = match (&resume.last_id, self.config.resume) {
+            (Some(id), true) => format!("to {} (resuming after event id {id:?})", self.shown_url),
+            _ => format!("to {}", self.shown_url),
+        };
+        self.status.up(&detail);
+    }
+
+    /// Hands one event to every route that takes its type, waiting while a queue is full.
+    /// False when a route no longer takes messages (shutdown).
+    async fn deliver(&self, message: Message) -> bool {
+        let event = message.event.as_deref().unwrap_or_default();
+        let takers: Vec<&SourceRoute> = self
+            .routes
+            .iter()
+            .filter(|r| r.source.takes(event))
+            .collect();
+        let mut acks = match &self.tracker {
+            Some(tracker) => tracker.begin(message.id.clone(), takers.len()),
+            None => Vec::new(),
+        };
+        for route in takers {
+            let ack = acks.pop().unwrap_or_else(crate::message::Ack::none);
+            let incoming = Incoming {
+                message: message.clone(),
+                ack,
+            };
+            if !route.input.push(incoming).await {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// One line for the log about why a stream failed.
+async fn describe(error: eventsource_client::Error) -> String {
+    use eventsource_client::Error;
+    match error {
+        Error::Transport(e) => e.inner().to_string(),
+        Error::UnexpectedResponse(response, body) => {
+            let status = http::StatusCode::from_u16(response.status())
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| response.status().to_string());
+            let excerpt = excerpt(body.into_stream()).await;
+            if excerpt.is_empty() {
+                format!("the server answered {status}")
+            } else {
+                format!("the server answered {status}: {excerpt}")
+            }
+        }
+        Error::Eof | Error::UnexpectedEof => "the server closed the stream".into(),
+        Error::InvalidLine(why) => format!("the stream is not valid SSE ({why})"),
+        other => other.to_string(),
+    }
+}
+
+/// The start of a refusing server's answer (read for two seconds at most), on one line.
+async fn excerpt(mut body: launchdarkly_sdk_transport::ByteStream) -> String {
+    let mut bytes = Vec::new();
+    let read = async {
+        while bytes.len() < EXCERPT {
+            match body.next().await {
+                Some(Ok(chunk)) => bytes.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(EXCERPT_WAIT, read).await;
+    one_line(&bytes)
+}
+
+/// The first [`EXCERPT`] bytes of a server's answer as one line of text, for the log.
+fn one_line(answer: &[u8]) -> String {
+    let text = String::from_utf8_lossy(answer);
+    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > EXCERPT {
+        let mut end = EXCERPT;
+        while !line.is_char_boundary(end) {
+            end -= 1;
+        }
+        line.truncate(end);
+        line.push('…');
+    }
+    line
+}
