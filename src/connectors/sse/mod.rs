@@ -37,7 +37,7 @@ use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
 use cursor::{CursorFile, Tracker};
 use handshake::Handshake;
-use transport::ReqwestTransport;
+use transport::{ReqwestTransport, ServerRetry};
 
 /// How much of a refusing server's answer goes into the log, and how long it is waited for.
 const EXCERPT: usize = 200;
@@ -175,6 +175,7 @@ impl Connection for SseConnection {
             client: prepared.client,
             handshake: prepared.handshake,
             tracker,
+            server_retry: ServerRetry::new(),
         };
         let stop = runtime.stop_sources.clone();
         runtime.sources.spawn(reader.run(stop));
@@ -194,13 +195,15 @@ struct Reader {
     client: reqwest::Client,
     handshake: Option<Handshake>,
     tracker: Option<Arc<Tracker>>,
+    /// The `retry:` the server sent last.
+    server_retry: ServerRetry,
 }
 
 /// Where the reconnection state stands between two streams.
 struct Resume {
     /// The id of the last event received: `Last-Event-ID` of the next stream.
     last_id: Option<String>,
-    /// The server's `retry:`, the base of the backoff once it sent one.
+    /// The server's `retry:` the backoff is built on.
     retry: Option<Duration>,
     backoff: Backoff,
 }
@@ -229,6 +232,17 @@ impl Reader {
                 Ended::Stopped => break,
                 Ended::Failed(reason) => reason,
             };
+            let retry = self.server_retry.get();
+            if retry.is_some() && retry != resume.retry {
+                // The server's reconnection time becomes the base of the backoff.
+                resume.retry = retry;
+                let retry = retry.unwrap_or_default();
+                resume.backoff = Backoff::new(&Reconnect {
+                    initial_delay: retry,
+                    max_delay: self.reconnect.max_delay.max(retry),
+                    ..self.reconnect.clone()
+                });
+            }
             let delay = resume.backoff.next_delay();
             self.status.down(&reason, delay);
             tokio::select! {
@@ -268,7 +282,11 @@ impl Reader {
         {
             builder = builder.last_event_id(id.clone());
         }
-        let transport = ReqwestTransport::new(self.client.clone(), self.config.idle_timeout);
+        let transport = ReqwestTransport::new(
+            self.client.clone(),
+            self.config.idle_timeout,
+            self.server_retry.clone(),
+        );
         let mut stream = builder.build_with_transport(transport).stream();
         // Until the handshake went through, the server sends nothing a route asked for.
         let mut live = self.handshake.is_none();
@@ -284,17 +302,6 @@ impl Reader {
                 Ok(SSE::Event(event)) => event,
                 Err(e) => return Ended::Failed(describe(e).await),
             };
-            if let Some(retry) = event.retry {
-                let retry = Duration::from_millis(retry);
-                if resume.retry != Some(retry) {
-                    resume.retry = Some(retry);
-                    resume.backoff = Backoff::new(&Reconnect {
-                        initial_delay: retry,
-                        max_delay: self.reconnect.max_delay.max(retry),
-                        ..self.reconnect.clone()
-                    });
-                }
-            }
             if event.id.is_some() {
                 resume.last_id.clone_from(&event.id);
             }

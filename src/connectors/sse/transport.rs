@@ -5,9 +5,15 @@
 //! the stream; this only sends the request and hands back the status, headers and body bytes.
 //! The client's read timeout is the connection's `idle_timeout`: a stream that sends no byte
 //! (no event, no comment) for that long fails here, and the connection reconnects.
+//!
+//! It also watches the bytes for `retry:` fields. eventsource-client reports `retry:` only on
+//! events it dispatches, and an event without data is never dispatched, so the common
+//! `retry: 10000` block on its own would be lost.
 
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,13 +27,15 @@ pub(super) struct ReqwestTransport {
     client: reqwest::Client,
     /// For the message when the stream falls silent.
     idle_timeout: Duration,
+    retry: ServerRetry,
 }
 
 impl ReqwestTransport {
-    pub(super) fn new(client: reqwest::Client, idle_timeout: Duration) -> Self {
+    pub(super) fn new(client: reqwest::Client, idle_timeout: Duration, retry: ServerRetry) -> Self {
         ReqwestTransport {
             client,
             idle_timeout,
+            retry,
         }
     }
 }
@@ -43,6 +51,7 @@ impl HttpTransport for ReqwestTransport {
             builder = builder.body(body);
         }
         let idle_timeout = self.idle_timeout;
+        let mut retry = RetryField::new(self.retry.clone());
         // eventsource-client wants Sync futures and streams; reqwest's are Send only. They are
         // only ever polled from one task, so wrapping them is all it takes.
         Box::pin(SyncFuture::new(async move {
@@ -54,12 +63,86 @@ impl HttpTransport for ReqwestTransport {
             if let Some(headers) = answer.headers_mut() {
                 *headers = response.headers().clone();
             }
-            let body: ByteStream =
-                Box::pin(SyncStream::new(response.bytes_stream().map_err(move |e| {
-                    TransportError::new(Failure::from_reqwest(e, idle_timeout))
-                })));
+            let bytes = response
+                .bytes_stream()
+                .inspect_ok(move |chunk| retry.feed(chunk))
+                .map_err(move |e| TransportError::new(Failure::from_reqwest(e, idle_timeout)));
+            let body: ByteStream = Box::pin(SyncStream::new(bytes));
             answer.body(body).map_err(TransportError::new)
         }))
+    }
+}
+
+/// The reconnection time the server last asked for with `retry:`, shared by the streams of
+/// one connection.
+#[derive(Clone, Debug)]
+pub(super) struct ServerRetry(Arc<AtomicU64>);
+
+impl ServerRetry {
+    const NONE: u64 = u64::MAX;
+
+    pub(super) fn new() -> Self {
+        ServerRetry(Arc::new(AtomicU64::new(Self::NONE)))
+    }
+
+    pub(super) fn get(&self) -> Option<Duration> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::NONE => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+}
+
+/// Finds `retry:` lines in a stream's bytes, whichever way chunks split them.
+struct RetryField {
+    /// The start of the current line: enough to tell a `retry:` line and its value.
+    line: Vec<u8>,
+    /// The current line is longer than any `retry:` line ferry takes.
+    long: bool,
+    found: ServerRetry,
+}
+
+impl RetryField {
+    const MAX_LINE: usize = 32;
+
+    fn new(found: ServerRetry) -> Self {
+        RetryField {
+            line: Vec::with_capacity(Self::MAX_LINE),
+            long: false,
+            found,
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if b == b'\n' || b == b'\r' {
+                self.end_line();
+            } else if self.line.len() < Self::MAX_LINE {
+                self.line.push(b);
+            } else {
+                self.long = true;
+            }
+        }
+    }
+
+    /// Per the SSE specification: field `retry`, one optional space, then only ASCII digits.
+    fn end_line(&mut self) {
+        if !self.long
+            && let Some(value) = self.line.strip_prefix(b"retry:")
+        {
+            let value = value.strip_prefix(b" ").unwrap_or(value);
+            if !value.is_empty()
+                && value.iter().all(u8::is_ascii_digit)
+                && let Some(ms) = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .filter(|&ms| ms != ServerRetry::NONE)
+            {
+                self.found.0.store(ms, Ordering::Relaxed);
+            }
+        }
+        self.line.clear();
+        self.long = false;
     }
 }
 
@@ -103,3 +186,52 @@ impl fmt::Display for Failure {
 }
 
 impl StdError for Failure {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(chunks: &[&str]) -> Option<Duration> {
+        let found = ServerRetry::new();
+        let mut field = RetryField::new(found.clone());
+        for chunk in chunks {
+            field.feed(chunk.as_bytes());
+        }
+        found.get()
+    }
+
+    #[test]
+    fn retry_fields_are_found_however_the_stream_is_cut() {
+        assert_eq!(
+            retry_after(&["retry: 1500\n\n"]),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            retry_after(&["retry:20\r\n"]),
+            Some(Duration::from_millis(20))
+        );
+        assert_eq!(
+            retry_after(&["data: x\nre", "try: 7", "5\r"]),
+            Some(Duration::from_millis(75))
+        );
+        assert_eq!(
+            retry_after(&["retry: 5\n", "retry: 9\n"]),
+            Some(Duration::from_millis(9)),
+            "the last one counts"
+        );
+    }
+
+    #[test]
+    fn other_lines_are_not_retry_fields() {
+        assert_eq!(retry_after(&["retry: soon\n"]), None);
+        assert_eq!(retry_after(&["retry:  5\n"]), None, "one space only");
+        assert_eq!(retry_after(&["data: retry: 5\n"]), None);
+        assert_eq!(retry_after(&[":retry: 5\n"]), None);
+        assert_eq!(retry_after(&["retry: 5"]), None, "not a whole line yet");
+        assert_eq!(
+            retry_after(&["retry: 1", "00000000000000000000000000000\n"]),
+            None,
+            "absurdly long"
+        );
+    }
+}
