@@ -334,6 +334,66 @@ routes:
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 
+/// `method: POST` with a body, headers and query parameters: the server receives exactly
+/// those. The API key in the query string (from `${ENV}`) and the header values never show
+/// in ferry's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_with_body_headers_and_query_and_no_key_in_the_log() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let server = ScriptedSse::start().await;
+    let key = "sse-key-0d9f7c";
+    let mut ferry = Ferry::start_with_env(
+        &fill(
+            r#"
+connections:
+  feed:
+    sse:
+      url: "@SSE@"
+      method: POST
+      body: '{"subscribe": ["orders"]}'
+      headers: { content-type: application/json, x-tenant: "${TENANT_KEY}" }
+      query: { apikey: "${TENANT_KEY}", channel: "a b" }
+      resume: false
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-sse-post }
+routes:
+  - name: events
+    from: { connection: feed }
+    to: { connection: mq, qos: 1 }
+"#,
+            &[
+                ("@SSE@", server.url("/subscribe?v=2")),
+                ("@MQTT@", mosquitto.url()),
+            ],
+        ),
+        &[("TENANT_KEY", key)],
+    );
+    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
+    peer.subscribe("#", 1).await;
+    let requests = server.wait_for_requests(1, secs(15)).await;
+    let request = &requests[0];
+    assert_eq!(request.method, "POST");
+    assert_eq!(
+        request.uri,
+        format!("/subscribe?v=2&apikey={key}&channel=a+b")
+    );
+    assert_eq!(request.body, r#"{"subscribe": ["orders"]}"#);
+    assert_eq!(request.header("x-tenant"), Some(key));
+    assert_eq!(request.header("content-type"), Some("application/json"));
+    ferry.wait_ready().await;
+    server.send("event: order\ndata: 1\n\n");
+    let got = peer.inbox.collect(1, secs(10)).await;
+    assert_eq!(pairs(&got), owned(&[("order", "1")]));
+    // A failure and its reconnection are logged too: still no key.
+    server.close_stream();
+    server.wait_for_requests(2, secs(10)).await;
+    ferry.wait_for_line("reconnected to", secs(10)).await;
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+    for line in ferry.lines() {
+        assert!(!line.contains(key), "the key leaked: {line}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Reconnecting
 
@@ -499,4 +559,347 @@ routes:
     assert!(text.contains("state_dir"), "{text}");
     assert!(text.contains("StateDirectory=ferry"), "{text}");
     assert!(text.contains("connection feed"), "{text}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Resuming after a restart: real nchan
+
+/// The promise of `resume`: 1,000 events wait in an nchan channel; ferry relays them to MQTT
+/// (QoS 1) and is stopped (SIGTERM) once 300 arrived; 500 more are published while it is
+/// away; ferry starts again on the same state directory and asks nchan for what came after
+/// the last event it delivered (`Last-Event-ID`). Every event arrives exactly once, in order.
+/// Without the saved cursor nchan would replay its whole buffer (duplicates); a cursor ahead
+/// of what was delivered would lose events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nchan_every_event_exactly_once_across_a_ferry_restart() {
+    const FIRST: usize = 1_000;
+    const ALL: usize = 1_500;
+    let nchan = Nchan::start();
+    let mosquitto = Mosquitto::start(MosquittoOptions {
+        max_queued_messages: Some(0),
+        ..Default::default()
+    });
+    let state = tempfile::tempdir().unwrap();
+    let yaml = fill(
+        r#"
+state_dir: "@STATE@"
+connections:
+  feed:
+    sse: { url: "@SSE@" }
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-sse-nchan }
+routes:
+  - name: events
+    from: { connection: feed }
+    to: { connection: mq, topic: "nchan/events", qos: 1 }
+    queue: { max_messages: 20, when_full: block }
+"#,
+        &[
+            ("@STATE@", state.path().display().to_string()),
+            ("@SSE@", nchan.sub_url("orders")),
+            ("@MQTT@", mosquitto.url()),
+        ],
+    );
+    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
+    peer.subscribe("nchan/#", 1).await;
+    within(secs(60), "publishing the first 1,000 events", async {
+        for i in 0..FIRST {
+            nchan.publish("orders", &i.to_string()).await;
+        }
+    })
+    .await;
+
+    let mut ferry = Ferry::start(&yaml);
+    let mut got = peer.inbox.collect(300, secs(60)).await;
+    let status = ferry.terminate().await;
+    assert_eq!(status.code(), Some(0), "{}", ferry.tail(20));
+    got.extend(peer.inbox.collect_for(millis(500)).await);
+    let first_run = got.len();
+    eprintln!("[test] the first run delivered {first_run} events");
+    let saved = std::fs::read_to_string(state.path().join("sse/feed.json")).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&saved).unwrap();
+    assert_eq!(saved["url"], nchan.sub_url("orders"));
+    assert!(saved["last_event_id"].is_string(), "{saved}");
+
+    within(secs(60), "publishing 500 more while ferry is away", async {
+        for i in FIRST..ALL {
+            nchan.publish("orders", &i.to_string()).await;
+        }
+    })
+    .await;
+    let mut ferry = Ferry::start(&yaml);
+    ferry
+        .wait_for_line(
+            &format!("resuming after event id {}", saved["last_event_id"]),
+            secs(30),
+        )
+        .await;
+    let last = (ALL - 1).to_string();
+    got.extend(
+        peer.inbox
+            .collect_until("the last event", |m| m.text() == last, secs(60))
+            .await,
+    );
+    got.extend(peer.inbox.collect_for(millis(500)).await);
+    let payloads: Vec<String> = got.iter().map(Msg::text).collect();
+    let expected: Vec<String> = (0..ALL).map(|i| i.to_string()).collect();
+    if payloads != expected {
+        let mut seen = std::collections::BTreeMap::<&str, usize>::new();
+        for p in &payloads {
+            *seen.entry(p).or_default() += 1;
+        }
+        let twice: Vec<_> = seen
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(p, _)| *p)
+            .collect();
+        let missing: Vec<_> = expected
+            .iter()
+            .filter(|e| !seen.contains_key(e.as_str()))
+            .collect();
+        panic!(
+            "{} events arrived for {ALL} (first run {first_run}); twice: {twice:?}; missing: {missing:?}",
+            payloads.len()
+        );
+    }
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The examples, against their servers
+
+/// examples/pocketbase-to-mqtt.yaml against a real PocketBase: ferry does the handshake
+/// (PB_CONNECT → POST /api/realtime with the clientId and the subscriptions), then every
+/// create, update and delete arrives on MQTT as `db/<collection>/<action>` with the record as
+/// payload, in order; PB_CONNECT itself is not relayed. After PocketBase restarts, ferry
+/// reconnects, does the handshake again, and changes flow again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pocketbase_example_relays_record_changes() {
+    let mut pb = PocketBase::start();
+    pb.create_collection("posts").await;
+    pb.create_collection("comments").await;
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let yaml = fill(
+        include_str!("../examples/pocketbase-to-mqtt.yaml"),
+        &[
+            ("http://127.0.0.1:8090", pb.url()),
+            ("mqtt://127.0.0.1:1883", mosquitto.url()),
+        ],
+    );
+    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
+    peer.subscribe("#", 1).await;
+    let mut ferry = Ferry::start(&yaml);
+    // Ready only once the handshake went through: PocketBase sends changes from then on.
+    ferry.wait_ready().await;
+
+    let post = pb
+        .create_record("posts", serde_json::json!({"title": "hello", "n": 1}))
+        .await;
+    pb.update_record(
+        "posts",
+        &post,
+        serde_json::json!({"title": "hello again", "n": 2}),
+    )
+    .await;
+    pb.delete_record("posts", &post).await;
+    let comment = pb
+        .create_record("comments", serde_json::json!({"title": "first!", "n": 7}))
+        .await;
+    let got = peer.inbox.collect(4, secs(20)).await;
+    let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "db/posts/create",
+            "db/posts/update",
+            "db/posts/delete",
+            "db/comments/create"
+        ]
+    );
+    let expect = [
+        (&post, "posts", "hello", 1),
+        (&post, "posts", "hello again", 2),
+        (&post, "posts", "hello again", 2),
+        (&comment, "comments", "first!", 7),
+    ];
+    for (m, (id, collection, title, n)) in got.iter().zip(expect) {
+        let record = m.json();
+        assert_eq!(record["id"], id.as_str(), "{m:?}");
+        assert_eq!(record["collectionName"], collection, "{m:?}");
+        assert_eq!(record["title"], title, "{m:?}");
+        assert_eq!(record["n"], n, "{m:?}");
+    }
+    peer.inbox.expect_nothing(millis(300)).await;
+
+    // A restart: a new stream, a new clientId, the handshake again.
+    let mark = ferry.mark();
+    pb.restart();
+    ferry
+        .wait_for_line_since(mark, "reconnected to", secs(30))
+        .await;
+    pb.create_record(
+        "posts",
+        serde_json::json!({"title": "after the restart", "n": 3}),
+    )
+    .await;
+    let got = peer.inbox.collect(1, secs(20)).await;
+    assert_eq!(got[0].topic, "db/posts/create");
+    assert_eq!(got[0].json()["title"], "after the restart");
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
+
+/// A handshake the server refuses is logged with its method, URL (without query), status
+/// and the start of the answer, never a header value; the connection stays down and is
+/// retried with backoff (one warning, not one per attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_handshake_is_reported_without_secrets_and_retried() {
+    let pb = PocketBase::start();
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let secret = "pb-token-hunter2";
+    let mut ferry = Ferry::start_with_env(
+        &fill(
+            r#"
+connections:
+  pocketbase:
+    sse:
+      url: "@PB@/api/realtime"
+      resume: false
+      handshake:
+        on: PB_CONNECT
+        url: "/api/realtime?token=${PB_TOKEN}"
+        headers: { Authorization: "${PB_TOKEN}" }
+        body: '{"clientId": "not-{{ payload.clientId }}", "subscriptions": ["posts/*"]}'
+    reconnect: { initial_delay: 50ms, max_delay: 200ms }
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-sse-refused }
+routes:
+  - name: changes
+    from: { connection: pocketbase }
+    to: { connection: mq }
+"#,
+            &[("@PB@", pb.url()), ("@MQTT@", mosquitto.url())],
+        ),
+        &[("PB_TOKEN", secret)],
+    );
+    let line = ferry.wait_for_line("handshake POST", secs(20)).await;
+    assert!(line.contains("WARN"), "{line}");
+    assert!(
+        line.contains(&format!("{}/api/realtime answered 404 Not Found", pb.url())),
+        "{line}"
+    );
+    assert!(
+        line.contains("invalid client id"),
+        "the server's answer: {line}"
+    );
+    for _ in 0..2 {
+        ferry
+            .wait_for_line_since(ferry.mark(), "still down: handshake", secs(10))
+            .await;
+    }
+    let lines = ferry.lines();
+    assert!(
+        lines.iter().all(|l| !l.contains(secret)),
+        "the token leaked:\n{}",
+        ferry.tail(40)
+    );
+    let warnings = lines.iter().filter(|l| l.contains("WARN")).count();
+    assert_eq!(warnings, 1, "{}", ferry.tail(40));
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
+
+/// examples/restdb-to-mqtt.yaml against the restdb.io fake: `post`, `put` and `delete`
+/// arrive on MQTT as `db/<collection>/<event>` with the event's data unchanged; `ping` and
+/// custom `publish` events do not. The API key, from `${RESTDB_API_KEY}`, goes in the
+/// `x-apikey` header and appears neither in ferry's log nor in `ferry check`. Stopped and
+/// started again, ferry resumes after the last delivered event: the two changes made while
+/// it was away arrive, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restdb_example_relays_changes_and_keeps_the_key_secret() {
+    let key = "restdb-key-5f1c9a07e2";
+    let fake = RestdbFake::start(key);
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().display().to_string();
+    let yaml = fill(
+        include_str!("../examples/restdb-to-mqtt.yaml"),
+        &[
+            ("https://mydb-1234.restdb.io", fake.url()),
+            ("mqtt://127.0.0.1:1883", mosquitto.url()),
+        ],
+    );
+    let env = [
+        ("RESTDB_API_KEY", key),
+        ("STATE_DIRECTORY", state_dir.as_str()),
+    ];
+    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
+    peer.subscribe("#", 1).await;
+    let mut ferry = Ferry::start_with_env(&yaml, &env);
+    ferry.wait_ready().await;
+    let connections = fake.wait_for_connections(1, secs(10)).await;
+    assert!(connections[0].key_in_header, "the key goes in x-apikey");
+    assert_eq!(fake.refused(), 0);
+
+    fake.emit_post("customers", serde_json::json!({"_id": "c1", "name": "Ada"}));
+    fake.emit("publish", serde_json::json!({"event": "custom", "data": 1}));
+    fake.emit_put("customers", "c1");
+    fake.emit_delete("customers", &["c1"]);
+    let got = peer.inbox.collect(3, secs(20)).await;
+    let history = fake.history();
+    let data = |event: &str| {
+        history
+            .iter()
+            .find(|e| e.event == event)
+            .map(|e| e.data.clone())
+            .unwrap()
+    };
+    assert_eq!(
+        pairs(&got),
+        vec![
+            ("db/customers/post".to_string(), data("post")),
+            ("db/customers/put".to_string(), data("put")),
+            ("db/customers/delete".to_string(), data("delete")),
+        ]
+    );
+    peer.inbox.expect_nothing(millis(300)).await;
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+    let first_lines = ferry.lines();
+
+    fake.emit_post("orders", serde_json::json!({"_id": "o1", "total": 12}));
+    let last = fake.emit_delete("orders", &["o1"]);
+    let mut ferry = Ferry::start_with_env(&yaml, &env);
+    let got = peer.inbox.collect(2, secs(20)).await;
+    let topics: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["db/orders/post", "db/orders/delete"]);
+    peer.inbox.expect_nothing(millis(500)).await;
+    let resumed = fake.connections();
+    let delete_id = history.iter().find(|e| e.event == "delete").unwrap().id;
+    assert_eq!(
+        resumed.last().unwrap().last_event_id.as_deref(),
+        Some(delete_id.to_string().as_str()),
+        "resumes after the last delivered event"
+    );
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+    let saved = std::fs::read_to_string(state.path().join("sse/restdb.json")).unwrap();
+    assert!(saved.contains(&format!("\"{last}\"")), "{saved}");
+
+    for line in first_lines.iter().chain(&ferry.lines()) {
+        assert!(!line.contains(key), "the API key leaked: {line}");
+    }
+    let check = std::process::Command::new(ferry_bin())
+        .args(["check", "-c"])
+        .arg(&ferry.config)
+        .env("RESTDB_API_KEY", key)
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(check.status.success(), "{out}");
+    assert!(out.contains("headers x-apikey"), "{out}");
+    assert!(
+        !out.contains(key),
+        "the API key leaked into `ferry check`: {out}"
+    );
 }

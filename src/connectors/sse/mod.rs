@@ -28,6 +28,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use eventsource_client::{Client, ClientBuilder, ReconnectOptions, SSE};
 use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
 
 use super::http_client::{self, Timeouts};
 use super::{Connection, Runtime, Sink};
@@ -212,22 +213,19 @@ struct Resume {
 enum Ended {
     /// It failed; reconnect after a delay.
     Failed(String),
-    /// The routes stopped taking messages (shutdown).
+    /// Shutdown: the sources stop, or the routes no longer take messages.
     Stopped,
 }
 
 impl Reader {
-    async fn run(mut self, stop: tokio_util::sync::CancellationToken) {
+    async fn run(mut self, stop: CancellationToken) {
         let mut resume = Resume {
             last_id: self.tracker.as_ref().and_then(|t| t.cursor()),
             retry: None,
             backoff: Backoff::new(&self.reconnect),
         };
         loop {
-            let ended = tokio::select! {
-                _ = stop.cancelled() => break,
-                ended = self.serve(&mut resume) => ended,
-            };
+            let ended = self.serve(&mut resume, &stop).await;
             let reason = match ended {
                 Ended::Stopped => break,
                 Ended::Failed(reason) => reason,
@@ -253,8 +251,10 @@ impl Reader {
         tracing::debug!(connection = %self.name, "stopped reading");
     }
 
-    /// Opens one stream and reads it until it fails.
-    async fn serve(&mut self, resume: &mut Resume) -> Ended {
+    /// Opens one stream and reads it until it fails or `stop`. An event already taken from
+    /// the stream is always handed to every route that takes it: stopping mid-way would
+    /// count as not delivered and hold the resume cursor back for nothing.
+    async fn serve(&mut self, resume: &mut Resume, stop: &CancellationToken) -> Ended {
         let mut builder = match ClientBuilder::for_url(self.url.as_str()) {
             Ok(b) => b,
             Err(e) => return Ended::Failed(format!("invalid URL: {e}")),
@@ -290,7 +290,14 @@ impl Reader {
         let mut stream = builder.build_with_transport(transport).stream();
         // Until the handshake went through, the server sends nothing a route asked for.
         let mut live = self.handshake.is_none();
-        while let Some(item) = stream.next().await {
+        loop {
+            let item = tokio::select! {
+                _ = stop.cancelled() => return Ended::Stopped,
+                item = stream.next() => item,
+            };
+            let Some(item) = item else {
+                return Ended::Failed("the stream ended".into());
+            };
             let event = match item {
                 Ok(SSE::Connected(_)) => {
                     if live {
@@ -318,17 +325,18 @@ impl Reader {
                 if let Some(tracker) = &self.tracker {
                     tracker.begin(message.id.clone(), 0);
                 }
-                let sent = handshake
-                    .send(
-                        &self.client,
-                        &self.name,
-                        &self.url,
-                        &message,
-                        self.config.idle_timeout,
-                    )
-                    .await;
-                if let Err(e) = sent {
-                    return Ended::Failed(format!("{e:#}"));
+                let sent = handshake.send(
+                    &self.client,
+                    &self.name,
+                    &self.url,
+                    &message,
+                    self.config.idle_timeout,
+                );
+                tokio::select! {
+                    _ = stop.cancelled() => return Ended::Stopped,
+                    sent = sent => if let Err(e) = sent {
+                        return Ended::Failed(format!("{e:#}"));
+                    },
                 }
                 live = true;
                 self.connected(resume);
@@ -338,7 +346,6 @@ impl Reader {
                 return Ended::Stopped;
             }
         }
-        Ended::Failed("the stream ended".into())
     }
 
     /// The stream is open (and the handshake, if any, went through).
