@@ -130,6 +130,15 @@ impl ScriptedSse {
             .expect("the stream is gone");
     }
 
+    /// Writes raw bytes to the newest stream, if one is open; false if none is.
+    fn try_send(&self, bytes: &str) -> bool {
+        let state = self.state.lock().unwrap();
+        state
+            .current
+            .as_ref()
+            .is_some_and(|tx| tx.send(Bytes::from(bytes.to_string())).is_ok())
+    }
+
     /// Ends the newest stream (the response body finishes: a clean close).
     fn close_stream(&self) {
         self.state.lock().unwrap().current = None;
@@ -467,6 +476,79 @@ routes:
     server.send("id: a-4\ndata: four\n\n");
     let got = peer.inbox.collect(1, secs(10)).await;
     assert_eq!(pairs(&got), owned(&[("e/a-4", "four")]));
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
+
+/// Backpressure is not silence: while the broker is paused, ferry's MQTT client, then the
+/// route's queue fill up, and ferry stops reading the stream for longer than `idle_timeout`
+/// though the server keeps sending. When the broker comes back every event arrives, in order,
+/// over the same stream: no reconnect, no "idle" verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_in_reading_longer_than_idle_timeout_is_not_a_dead_stream() {
+    // More than the MQTT client's request channel (4096) and inflight window (100) hold.
+    const EVENTS: usize = 5_000;
+    let mosquitto = Mosquitto::start(MosquittoOptions {
+        max_queued_messages: Some(0),
+        ..Default::default()
+    });
+    let server = Arc::new(ScriptedSse::start().await);
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  feed:
+    sse: { url: "@SSE@", resume: false, idle_timeout: 1s }
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-sse-backpressure, keep_alive: 60s }
+routes:
+  - name: events
+    from: { connection: feed }
+    to: { connection: mq, topic: "e", qos: 1 }
+    queue: { max_messages: 1, when_full: block }
+"#,
+        &[
+            ("@SSE@", server.url("/stream")),
+            ("@MQTT@", mosquitto.url()),
+        ],
+    ));
+    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
+    peer.subscribe("#", 1).await;
+    server.wait_for_requests(1, secs(15)).await;
+    ferry.wait_ready().await;
+    // The server is never silent: a comment every 200 ms.
+    let keep_alive = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            loop {
+                server.try_send(":\n");
+                tokio::time::sleep(millis(200)).await;
+            }
+        })
+    };
+    server.send("data: 0\n\n");
+    assert_eq!(peer.inbox.collect(1, secs(10)).await[0].text(), "0");
+
+    mosquitto.pause();
+    let events: String = (1..=EVENTS).map(|i| format!("data: {i}\n\n")).collect();
+    server.send(&events);
+    // What is under test is time passing: 3 s, most of it not reading; idle_timeout is 1 s.
+    tokio::time::sleep(secs(3)).await;
+    mosquitto.resume();
+    let got = peer.inbox.collect(EVENTS, secs(60)).await;
+    let payloads: Vec<String> = got.iter().map(Msg::text).collect();
+    let expected: Vec<String> = (1..=EVENTS).map(|i| i.to_string()).collect();
+    assert_eq!(payloads, expected);
+    keep_alive.abort();
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "no reconnect:\n{}",
+        ferry.tail(30)
+    );
+    assert!(
+        ferry.lines().iter().all(|l| !l.contains("idle_timeout")),
+        "{}",
+        ferry.tail(30)
+    );
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 

@@ -94,7 +94,8 @@ impl SseConnection {
             &self.name,
             Timeouts {
                 connect: Some(self.reconnect.connect_timeout),
-                read: Some(self.config.idle_timeout),
+                // Not reqwest's read timeout: see `transport` for why.
+                read: None,
                 request: None,
             },
         )?;

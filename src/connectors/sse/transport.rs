@@ -3,8 +3,11 @@
 //!
 //! eventsource-client builds the request (method, headers, body, `Last-Event-ID`) and parses
 //! the stream; this only sends the request and hands back the status, headers and body bytes.
-//! The client's read timeout is the connection's `idle_timeout`: a stream that sends no byte
-//! (no event, no comment) for that long fails here, and the connection reconnects.
+//!
+//! A stream that sends no byte (no event, no comment) for `idle_timeout` while ferry waits
+//! for one fails here, and the connection reconnects. The clock runs only while ferry waits:
+//! reqwest's own read timeout keeps running while ferry does not read (a route's queue is
+//! full), so a long backpressure pause would have looked like a dead stream.
 //!
 //! It also watches the bytes for `retry:` fields. eventsource-client reports `retry:` only on
 //! events it dispatches, and an event without data is never dispatched, so the common
@@ -17,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use launchdarkly_sdk_transport::{ByteStream, HttpTransport, ResponseFuture, TransportError};
 use sync_wrapper::{SyncFuture, SyncStream};
 
@@ -55,18 +58,27 @@ impl HttpTransport for ReqwestTransport {
         // eventsource-client wants Sync futures and streams; reqwest's are Send only. They are
         // only ever polled from one task, so wrapping them is all it takes.
         Box::pin(SyncFuture::new(async move {
-            let response = builder
-                .send()
+            let silent = move || TransportError::new(Failure::silent(idle_timeout));
+            let response = tokio::time::timeout(idle_timeout, builder.send())
                 .await
-                .map_err(|e| TransportError::new(Failure::from_reqwest(e, idle_timeout)))?;
+                .map_err(|_| silent())?
+                .map_err(|e| TransportError::new(Failure::from_reqwest(e)))?;
             let mut answer = http::Response::builder().status(response.status());
             if let Some(headers) = answer.headers_mut() {
                 *headers = response.headers().clone();
             }
-            let bytes = response
-                .bytes_stream()
-                .inspect_ok(move |chunk| retry.feed(chunk))
-                .map_err(move |e| TransportError::new(Failure::from_reqwest(e, idle_timeout)));
+            let chunks = response.bytes_stream();
+            // Each wait for the next chunk starts when ferry asks for it.
+            let bytes = futures_util::stream::unfold(chunks, move |mut chunks| async move {
+                let chunk = match tokio::time::timeout(idle_timeout, chunks.next()).await {
+                    Ok(None) => return None,
+                    Ok(Some(Ok(chunk))) => Ok(chunk),
+                    Ok(Some(Err(e))) => Err(TransportError::new(Failure::from_reqwest(e))),
+                    Err(_) => Err(silent()),
+                };
+                Some((chunk, chunks))
+            })
+            .inspect_ok(move |chunk| retry.feed(chunk));
             let body: ByteStream = Box::pin(SyncStream::new(bytes));
             answer.body(body).map_err(TransportError::new)
         }))
@@ -152,14 +164,15 @@ impl RetryField {
 pub(super) struct Failure(String);
 
 impl Failure {
-    pub(super) fn from_reqwest(error: reqwest::Error, idle_timeout: Duration) -> Self {
-        if error.is_timeout() && !error.is_connect() {
-            return Failure(format!(
-                "nothing received for {} (idle_timeout): the stream is taken for dead",
-                humantime::format_duration(idle_timeout)
-            ));
-        }
+    pub(super) fn from_reqwest(error: reqwest::Error) -> Self {
         Failure(chain(&error.without_url()))
+    }
+
+    fn silent(idle_timeout: Duration) -> Self {
+        Failure(format!(
+            "nothing received for {} (idle_timeout): the stream is taken for dead",
+            humantime::format_duration(idle_timeout)
+        ))
     }
 }
 
