@@ -407,7 +407,7 @@ routes:
 // Reconnecting
 
 /// The server ends the stream: ferry reconnects and sends the id of the last event it
-/// received as `Last-Event-ID`, waiting the `retry:` the server asked for. The server then
+/// received as `Last-Event-ID` (UTF-8, as the id came), waiting the `retry:` the server asked for. The server then
 /// falls silent (no byte at all): after `idle_timeout` ferry takes the stream for dead and
 /// reconnects, again with `Last-Event-ID`. Events sent on each new stream arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -443,14 +443,15 @@ routes:
     assert_eq!(first[0].header("accept"), Some("text/event-stream"));
     ferry.wait_ready().await;
 
-    server.send("retry: 300\n\nid: a-1\ndata: one\n\nid: a-2\ndata: two\n\n");
+    // Ids are any text, not only ASCII.
+    server.send("retry: 300\n\nid: a-1\ndata: one\n\nid: ä-2\ndata: two\n\n");
     let got = peer.inbox.collect(2, secs(10)).await;
-    assert_eq!(pairs(&got), owned(&[("e/a-1", "one"), ("e/a-2", "two")]));
+    assert_eq!(pairs(&got), owned(&[("e/a-1", "one"), ("e/ä-2", "two")]));
 
     let closed_at = std::time::Instant::now();
     server.close_stream();
     let requests = server.wait_for_requests(2, secs(10)).await;
-    assert_eq!(requests[1].header("last-event-id"), Some("a-2"));
+    assert_eq!(requests[1].header("last-event-id"), Some("ä-2"));
     let waited = closed_at.elapsed();
     assert!(
         waited >= millis(140),

@@ -2,7 +2,7 @@
 //! and hands each event to the routes that take its type.
 //!
 //! eventsource-client parses the stream (`event:`, `id:`, `retry:`, multi-line `data:`,
-//! comments, LF/CRLF) and builds each request (method, headers, body, `Last-Event-ID`) over
+//! comments, LF/CRLF) and builds each request (method, headers, body) over
 //! [`transport::ReqwestTransport`]. ferry supervises the connection itself rather than letting
 //! the library reconnect: the library retries a refused connection silently (logging each
 //! attempt at warn level), so ferry could neither mark the connection down nor log the failure
@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use eventsource_client::{Client, ClientBuilder, ReconnectOptions, SSE};
+use eventsource_client::{BoxStream, Client, ClientBuilder, ReconnectOptions, SSE};
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -219,7 +219,7 @@ enum Ended {
 }
 
 impl Reader {
-    async fn run(mut self, stop: CancellationToken) {
+    async fn run(self, stop: CancellationToken) {
         let mut resume = Resume {
             last_id: self.tracker.as_ref().and_then(|t| t.cursor()),
             retry: None,
@@ -252,15 +252,13 @@ impl Reader {
         tracing::debug!(connection = %self.name, "stopped reading");
     }
 
-    /// Opens one stream and reads it until it fails or `stop`. An event already taken from
-    /// the stream is always handed to every route that takes it: stopping mid-way would
-    /// count as not delivered and hold the resume cursor back for nothing.
-    async fn serve(&mut self, resume: &mut Resume, stop: &CancellationToken) -> Ended {
-        let mut builder = match ClientBuilder::for_url(self.url.as_str()) {
-            Ok(b) => b,
-            Err(e) => return Ended::Failed(format!("invalid URL: {e}")),
-        };
-        builder = builder
+    /// A new stream (not connected until polled), asking for what came after `last_id`.
+    fn open(
+        &self,
+        last_id: Option<&str>,
+    ) -> Result<BoxStream<eventsource_client::Result<SSE>>, String> {
+        let mut builder = ClientBuilder::for_url(self.url.as_str())
+            .map_err(|e| format!("invalid URL: {e}"))?
             .method(self.config.method.as_str().to_string())
             // ferry reconnects itself (see the module documentation).
             .reconnect(
@@ -269,26 +267,41 @@ impl Reader {
                     .build(),
             );
         for (name, value) in &self.config.headers {
-            builder = match builder.header(name, value.expose()) {
-                Ok(b) => b,
+            builder = builder
+                .header(name, value.expose())
                 // The name and value were validated; never show the value.
-                Err(_) => return Ended::Failed(format!("header `{name}` cannot be sent")),
-            };
+                .map_err(|_| format!("header `{name}` cannot be sent"))?;
         }
         if let Some(body) = &self.config.body {
             builder = builder.body(body.clone());
         }
-        if self.config.resume
-            && let Some(id) = &resume.last_id
-        {
-            builder = builder.last_event_id(id.clone());
-        }
+        // Set by the transport rather than the library, which refuses ids that are not plain
+        // ASCII (SSE ids are any text).
+        let last_event_id = last_id.and_then(|id| match http::HeaderValue::from_bytes(id.as_bytes()) {
+            Ok(value) => Some(value),
+            Err(_) => {
+                tracing::warn!(connection = %self.name, "event id {id:?} cannot be sent as Last-Event-ID; connecting without it");
+                None
+            }
+        });
         let transport = ReqwestTransport::new(
             self.client.clone(),
             self.config.idle_timeout,
             self.server_retry.clone(),
+            last_event_id,
         );
-        let mut stream = builder.build_with_transport(transport).stream();
+        Ok(builder.build_with_transport(transport).stream())
+    }
+
+    /// Opens one stream and reads it until it fails or `stop`. An event already taken from
+    /// the stream is always handed to every route that takes it: stopping mid-way would
+    /// count as not delivered and hold the resume cursor back for nothing.
+    async fn serve(&self, resume: &mut Resume, stop: &CancellationToken) -> Ended {
+        let last_id = resume.last_id.as_deref().filter(|_| self.config.resume);
+        let mut stream = match self.open(last_id) {
+            Ok(stream) => stream,
+            Err(reason) => return Ended::Failed(reason),
+        };
         // Until the handshake went through, the server sends nothing a route asked for.
         let mut live = self.handshake.is_none();
         loop {
@@ -296,19 +309,17 @@ impl Reader {
                 _ = stop.cancelled() => return Ended::Stopped,
                 item = stream.next() => item,
             };
-            let Some(item) = item else {
-                return Ended::Failed("the stream ended".into());
-            };
             let event = match item {
-                Ok(SSE::Connected(_)) => {
+                None => return Ended::Failed("the stream ended".into()),
+                Some(Ok(SSE::Connected(_))) => {
                     if live {
                         self.connected(resume);
                     }
                     continue;
                 }
-                Ok(SSE::Comment(_)) => continue,
-                Ok(SSE::Event(event)) => event,
-                Err(e) => return Ended::Failed(describe(e).await),
+                Some(Ok(SSE::Comment(_))) => continue,
+                Some(Ok(SSE::Event(event))) => event,
+                Some(Err(e)) => return Ended::Failed(describe(e).await),
             };
             if event.id.is_some() {
                 resume.last_id.clone_from(&event.id);
@@ -320,31 +331,33 @@ impl Reader {
             );
             message.event = Some(event.event_type);
             message.id = event.id;
-            if let Some(handshake) = &self.handshake
-                && message.event.as_deref() == Some(handshake.on.as_str())
-            {
-                if let Some(tracker) = &self.tracker {
-                    tracker.begin(message.id.clone(), 0);
+            match &self.handshake {
+                Some(handshake) if message.event.as_deref() == Some(handshake.on.as_str()) => {
+                    // Not for the routes; its id still moves the cursor.
+                    if let Some(tracker) = &self.tracker {
+                        tracker.begin(message.id.clone(), 0);
+                    }
+                    let sent = handshake.send(
+                        &self.client,
+                        &self.name,
+                        &self.url,
+                        &message,
+                        self.config.idle_timeout,
+                    );
+                    tokio::select! {
+                        _ = stop.cancelled() => return Ended::Stopped,
+                        sent = sent => if let Err(e) = sent {
+                            return Ended::Failed(format!("{e:#}"));
+                        },
+                    }
+                    live = true;
+                    self.connected(resume);
                 }
-                let sent = handshake.send(
-                    &self.client,
-                    &self.name,
-                    &self.url,
-                    &message,
-                    self.config.idle_timeout,
-                );
-                tokio::select! {
-                    _ = stop.cancelled() => return Ended::Stopped,
-                    sent = sent => if let Err(e) = sent {
-                        return Ended::Failed(format!("{e:#}"));
-                    },
+                _ => {
+                    if !self.deliver(message).await {
+                        return Ended::Stopped;
+                    }
                 }
-                live = true;
-                self.connected(resume);
-                continue;
-            }
-            if !self.deliver(message).await {
-                return Ended::Stopped;
             }
         }
     }

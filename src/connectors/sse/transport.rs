@@ -1,8 +1,9 @@
 //! The HTTP transport eventsource-client runs on: ferry's one reqwest client (rustls with ring,
 //! the connection's TLS options), so SSE needs no second HTTP/TLS stack.
 //!
-//! eventsource-client builds the request (method, headers, body, `Last-Event-ID`) and parses
-//! the stream; this only sends the request and hands back the status, headers and body bytes.
+//! eventsource-client builds the request (method, headers, body) and parses the stream; this
+//! sends the request, with `Last-Event-ID` (as UTF-8: the library accepts only ASCII ids),
+//! and hands back the status, headers and body bytes.
 //!
 //! A stream that sends no byte (no event, no comment) for `idle_timeout` while ferry waits
 //! for one fails here, and the connection reconnects. The clock runs only while ferry waits:
@@ -31,14 +32,21 @@ pub(super) struct ReqwestTransport {
     /// For the message when the stream falls silent.
     idle_timeout: Duration,
     retry: ServerRetry,
+    last_event_id: Option<http::HeaderValue>,
 }
 
 impl ReqwestTransport {
-    pub(super) fn new(client: reqwest::Client, idle_timeout: Duration, retry: ServerRetry) -> Self {
+    pub(super) fn new(
+        client: reqwest::Client,
+        idle_timeout: Duration,
+        retry: ServerRetry,
+        last_event_id: Option<http::HeaderValue>,
+    ) -> Self {
         ReqwestTransport {
             client,
             idle_timeout,
             retry,
+            last_event_id,
         }
     }
 }
@@ -52,6 +60,9 @@ impl HttpTransport for ReqwestTransport {
             .headers(parts.headers);
         if let Some(body) = body {
             builder = builder.body(body);
+        }
+        if let Some(id) = &self.last_event_id {
+            builder = builder.header("last-event-id", id.clone());
         }
         let idle_timeout = self.idle_timeout;
         let mut retry = RetryField::new(self.retry.clone());
