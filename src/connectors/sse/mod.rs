@@ -52,6 +52,7 @@ struct SourceRoute {
 
 /// Built on the first route's `add_source`, where a failure can still stop `ferry run`.
 struct Prepared {
+    url: url::Url,
     client: reqwest::Client,
     handshake: Option<Handshake>,
     /// With `resume: true`: the cursor file and the cursor read from it.
@@ -89,6 +90,7 @@ impl SseConnection {
     }
 
     fn prepare(&self) -> anyhow::Result<Prepared> {
+        let url = url::Url::parse(&self.config.url).context("invalid url")?;
         let client = http_client::client(
             &self.config.tls,
             &self.name,
@@ -113,6 +115,7 @@ impl SseConnection {
             None
         };
         Ok(Prepared {
+            url,
             client,
             handshake,
             cursor,
@@ -167,7 +170,7 @@ impl Connection for SseConnection {
             None => None,
         };
         let reader = Reader {
-            url: url::Url::parse(&self.config.url).expect("validated http(s) URL"),
+            url: prepared.url,
             shown_url: cursor::stream_url(&self.config.url),
             name: self.name,
             config: self.config,
