@@ -962,11 +962,28 @@ impl<'a> Decoder<'a> {
         let mut obj = self.obj(node, "an sse_server connection")?;
         let path = self.required(&mut obj, "path").and_then(|n| {
             let p = self.string(n, "path")?;
-            if !p.starts_with('/') || p.contains(['?', '#', ' ']) || p == "/" {
+            // What a browser sends unescaped (RFC 3986 path characters), so the path in the
+            // config is the path in the request; `{`, `}` and `%` stay out.
+            let url_char = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c);
+            if !p.starts_with('/') || p == "/" || !p.chars().all(url_char) {
                 self.error(
                     n.pos,
                     format!("`{p}` is not a path ferry can serve a stream on"),
-                    Some("write an absolute path such as `/events/sensors`".into()),
+                    Some(
+                        "write an absolute path of plain URL characters, such as `/events/sensors`"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+            if crate::admin::OWN_PATHS.contains(&p.as_str()) {
+                self.error(
+                    n.pos,
+                    format!("`{p}` is the admin listener's own path"),
+                    Some(format!(
+                        "choose another path; {} are taken",
+                        crate::admin::OWN_PATHS.join(", ")
+                    )),
                 );
                 return None;
             }
@@ -977,11 +994,30 @@ impl<'a> Decoder<'a> {
             None => 1000,
         };
         let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(15));
+        let cors_origin = obj.get("cors_origin").and_then(|n| {
+            let origin = self.string(n, "cors_origin")?;
+            // One origin exactly as a browser sends it in `Origin:` (scheme, host, port).
+            let is_origin = |o: &str| {
+                url::Url::parse(o).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.origin().ascii_serialization() == o
+                })
+            };
+            if origin == "*" || is_origin(&origin) {
+                return Some(origin);
+            }
+            self.error(
+                n.pos,
+                format!("`{origin}` is not an origin"),
+                Some("write `*` (pages from anywhere) or one origin, scheme and host, such as `https://dashboard.example.com`".into()),
+            );
+            None
+        });
         obj.finish(self);
         Some(SseServerConnection {
             path: path?,
             buffer,
             keep_alive,
+            cors_origin,
         })
     }
 
@@ -1817,5 +1853,71 @@ routes:
             text.contains("connection `nn`, which is not defined"),
             "{text}"
         );
+    }
+
+    const SSE_SERVER: &str = r#"
+admin: { listen: 9090 }
+connections:
+  m: { mqtt: { url: "mqtt://127.0.0.1:1883" } }
+  web: { sse_server: { path: "/events/sensors", cors_origin: "https://dash.example.com" } }
+routes:
+  - name: r
+    from: { connection: m, topic: "s/#" }
+    to: { connection: web, event: "{{ topic[1] }}" }
+"#;
+
+    #[test]
+    fn decodes_sse_server_streams() {
+        let config = parse(SSE_SERVER, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.admin.as_ref().unwrap().listen,
+            "127.0.0.1:9090".parse().unwrap()
+        );
+        let ConnectionKind::SseServer(s) = &config.connections["web"].kind else {
+            panic!()
+        };
+        assert_eq!(s.path, "/events/sensors");
+        assert_eq!((s.buffer, s.keep_alive), (1000, Duration::from_secs(15)));
+        assert_eq!(s.cors_origin.as_deref(), Some("https://dash.example.com"));
+        let any = SSE_SERVER.replace("\"https://dash.example.com\"", "\"*\"");
+        let config = parse(&any, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::SseServer(s) = &config.connections["web"].kind else {
+            panic!()
+        };
+        assert_eq!(s.cors_origin.as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn refuses_sse_server_mistakes() {
+        let text = errors(&SSE_SERVER.replace("admin: { listen: 9090 }\n", "")).join("\n");
+        assert!(
+            text.contains("serves SSE on the admin listener, which is off"),
+            "{text}"
+        );
+        for (path, says) in [
+            ("/healthz", "is the admin listener's own path"),
+            ("/metrics", "is the admin listener's own path"),
+            ("/events/{id}", "is not a path ferry can serve a stream on"),
+            ("/caf%C3%A9", "is not a path ferry can serve a stream on"),
+            ("events", "is not a path ferry can serve a stream on"),
+        ] {
+            let text = errors(&SSE_SERVER.replace("/events/sensors", path)).join("\n");
+            assert!(text.contains(says), "{path}: {text}");
+        }
+        for origin in [
+            "https://dash.example.com/",
+            "https://dash.example.com/app",
+            "dash.example.com",
+            "ftp://x",
+        ] {
+            let text = errors(&SSE_SERVER.replace("https://dash.example.com", origin)).join("\n");
+            assert!(text.contains("is not an origin"), "{origin}: {text}");
+        }
+        let two = SSE_SERVER.replace(
+            "  web: {",
+            "  web2: { sse_server: { path: \"/events/sensors\" } }\n  web: {",
+        );
+        let text = errors(&two).join("\n");
+        assert!(text.contains("both serve `/events/sensors`"), "{text}");
     }
 }
