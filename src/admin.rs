@@ -52,11 +52,6 @@ impl AdminListener {
         })
     }
 
-    /// The address it listens on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// Serves on `runtime.tasks` until `runtime.close`; then stops accepting and waits for the
     /// requests in flight (the streams end on `close` too).
     pub fn serve(self, runtime: &Runtime) {

@@ -221,7 +221,7 @@ impl Hub {
     fn publish(&self, message: &Message) -> Result<u64, SinkError> {
         let text = std::str::from_utf8(&message.payload).map_err(|_| {
             SinkError::Rejected(
-                "the payload is not UTF-8 text, and an SSE stream carries text; use payload_format: json or text, or an envelope".into(),
+                "the payload is not UTF-8 text, and an SSE stream carries only text; `payload_format: bytes` on the source and `envelope: true` on the sink send it as base64 in JSON".into(),
             )
         })?;
         if text.is_empty() {
@@ -241,12 +241,14 @@ impl Hub {
             true => Cow::Owned(text.replace("\r\n", "\n")),
             false => Cow::Borrowed(text),
         };
-        let body = Event::default().event(&message.subject).data(text);
         let mut ring = self.ring.lock().expect("sse ring lock");
         let id = ring.push(|id| Stored {
             id,
             event: message.subject.clone(),
-            frame: body.id(id.to_string()),
+            frame: Event::default()
+                .id(id.to_string())
+                .event(&message.subject)
+                .data(text),
         });
         // Under the lock, so the clients see ids change in order.
         self.newest.send_replace(id);
@@ -489,7 +491,7 @@ mod tests {
         client.fetch(usize::MAX);
         assert_eq!(
             wire(&mut client),
-            "event: sensors/kitchen\ndata: {\"a\": 1,\ndata:  \"b\": 2}\ndata: end\nid: 1000\n\n"
+            "id: 1000\nevent: sensors/kitchen\ndata: {\"a\": 1,\ndata:  \"b\": 2}\ndata: end\n\n"
         );
     }
 

@@ -122,19 +122,13 @@ impl Pipeline {
                 warnings: Default::default(),
             });
         }
-        // Bound before anything starts, so a taken port fails the start.
-        let admin = match &config.admin {
-            Some(admin) => Some(crate::admin::AdminListener::bind(
-                admin,
-                connections.values_mut().filter_map(|c| c.admin_routes()),
-            )?),
-            None => None,
-        };
+        // Bound before any connection starts, so a taken port fails the start.
+        if let Some(admin) = &config.admin {
+            let streams = connections.values_mut().filter_map(|c| c.admin_routes());
+            crate::admin::AdminListener::bind(admin, streams)?.serve(&runtime);
+        }
         for (_, connection) in connections {
             connection.start(&runtime);
-        }
-        if let Some(admin) = admin {
-            admin.serve(&runtime);
         }
         for worker in route_workers {
             workers.spawn(worker.run());
