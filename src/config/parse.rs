@@ -1985,8 +1985,7 @@ routes:
             panic!()
         };
         assert_eq!(
-            sse.url,
-            "https://db.example.com/realtime?x=1&apikey=k3y",
+            sse.url, "https://db.example.com/realtime?x=1&apikey=k3y",
             "query parameters are appended"
         );
         assert_eq!(sse.headers[0].1.expose(), "k3y");
