@@ -7,7 +7,11 @@
 //! - [`TestPki`] makes a CA, a server certificate signed by it and an unrelated second CA;
 //! - [`Ferry`] runs the ferry binary built by cargo on a YAML file and watches its log;
 //! - [`MqttPeer`] and [`NatsPeer`] are the test's own clients, publishing and collecting
-//!   messages into an [`Inbox`].
+//!   messages into an [`Inbox`];
+//! - [`Nchan`] (nginx + nchan) and [`PocketBase`] are real SSE servers, [`WebhookServer`] a
+//!   recording HTTP receiver with scripted answers, [`SseClient`] a real `curl` subscriber
+//!   with a WHATWG SSE parser, and [`RestdbFake`] the one hand-written fake (restdb.io is a
+//!   hosted service; restdb.rs says what documentation it follows).
 //!
 //! Waiting is always bounded and always on an event (a port accepts connections, a log line
 //! appears, a SUBACK or a probe message arrives); a wait that runs out panics and says what did
@@ -19,6 +23,8 @@ mod brokers;
 mod certs;
 mod ferry;
 mod peers;
+mod restdb;
+mod servers;
 
 #[allow(unused_imports)]
 pub use brokers::*;
@@ -28,6 +34,10 @@ pub use certs::*;
 pub use ferry::*;
 #[allow(unused_imports)]
 pub use peers::*;
+#[allow(unused_imports)]
+pub use restdb::*;
+#[allow(unused_imports)]
+pub use servers::*;
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, TcpListener, TcpStream};
