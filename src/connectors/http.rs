@@ -245,7 +245,7 @@ impl Endpoint {
                 format!("cannot connect: {}", chain(error))
             };
             self.status
-                .unreachable(&format_args!("{} {reason}", self.origin));
+                .unreachable(&format_args!("{}: {reason}", self.origin));
             reason
         } else if error.is_timeout() {
             format!(
@@ -407,20 +407,24 @@ fn shown(target: &str) -> String {
     shown
 }
 
-/// A request error and its causes, without the URL reqwest would put in it.
+/// A request error by its causes (`tcp connect error: Connection refused`), without the URL
+/// reqwest would put in it and without the wrappers that say only that a request failed.
 fn chain(error: reqwest::Error) -> String {
     let error = error.without_url();
-    let mut text = error.to_string();
+    let mut causes = Vec::new();
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
+        let text = cause.to_string();
+        if !text.starts_with("client error (") {
+            causes.push(text);
         }
         source = cause.source();
     }
-    text
+    if causes.is_empty() {
+        error.to_string()
+    } else {
+        causes.join(": ")
+    }
 }
 
 #[cfg(test)]
