@@ -2,8 +2,10 @@
 //! ([`WebhookServer`], answering from a script): messages arrive as requests, in order, with
 //! their path and headers; 503 and connection errors are retried until the message arrives,
 //! once; a 429's `Retry-After` is waited out; a 400 sends the message to the dead-letter sink
-//! with the server's reason while the rest flow on; PUT, the request timeout and the limit on
-//! concurrent requests do what they say; and `examples/nats-to-webhook.yaml` runs as written.
+//! with the server's reason while the rest flow on; PUT, the request timeout, the URL's user
+//! info and the limit on concurrent requests do what they say; a request left hanging does not
+//! hold shutdown up; no credential reaches the log or `ferry check`; and
+//! `examples/nats-to-webhook.yaml` runs as written.
 
 mod support;
 
@@ -88,7 +90,7 @@ routes:
 
     const N: usize = 200;
     let peer = NatsPeer::connect(&nats.url()).await;
-    let region = |i: usize| if i % 2 == 0 { "eu" } else { "us" };
+    let region = |i: usize| ["eu", "us"][i % 2];
     for i in 0..N {
         let trace = format!("trace-{i}");
         peer.publish_with_headers(
@@ -283,13 +285,13 @@ async fn put_requests_that_time_out_are_retried_not_left_hanging() {
         r#"
 connections:
   core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "@HOOK@/items/", timeout: 500ms } }
+  hook: { http: { url: "http://ferry:pw-secret-5@127.0.0.1:@PORT@/items/", timeout: 500ms } }
 routes:
   - name: items
     from: { connection: core, subject: "items.*" }
     to: { connection: hook, url: "{{ subject[1] }}", method: PUT }
 "#,
-        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
+        &[("@NATS@", nats.url()), ("@PORT@", hook.port().to_string())],
     ));
     ferry.wait_ready().await;
     let peer = NatsPeer::connect(&nats.url()).await;
@@ -301,6 +303,13 @@ routes:
     hook.set_delay(millis(0));
     let requests = hook.wait_for_requests(4, secs(10)).await;
     assert!(requests.iter().all(|r| r.method == "PUT"), "{requests:?}");
+    // The URL's user info is sent as Basic auth: base64("ferry:pw-secret-5").
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.header("authorization") == Some("Basic ZmVycnk6cHctc2VjcmV0LTU=")),
+        "{requests:?}"
+    );
     assert_eq!(
         requests
             .iter()
@@ -319,6 +328,7 @@ routes:
         "the retry came {waited:?} after the first try: not after the 500ms timeout"
     );
     ferry.wait_for_line("no answer within 500ms", secs(5)).await;
+    assert_never_logged(&ferry, "pw-secret-5");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -519,4 +529,30 @@ routes:
     ferry
         .wait_for_line("shutdown timeout passed", secs(1))
         .await;
+}
+
+/// `ferry check` describes the HTTP connection without the password in its URL or its query.
+#[test]
+fn ferry_check_shows_neither_the_urls_password_nor_its_query() {
+    let out = ferry_check(
+        r#"
+connections:
+  core: { nats: { url: "nats://127.0.0.1:4222" } }
+  hook: { http: { url: "https://ferry:pw-secret-7@example.com/hook?key=query-secret-7" } }
+routes:
+  - name: orders
+    from: { connection: core, subject: "orders" }
+    to: { connection: hook }
+"#,
+    );
+    assert_eq!(out.code, Some(0), "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("connection hook: HTTP to https://ferry:***@example.com/hook?…"),
+        "{}",
+        out.stdout
+    );
+    for secret in ["pw-secret-7", "query-secret-7"] {
+        assert!(!out.all().contains(secret), "{secret} in {}", out.all());
+    }
 }

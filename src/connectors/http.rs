@@ -17,8 +17,8 @@
 //! - any other 4xx: refused for good; the route's dead-letter sink gets the message with the
 //!   status and the start of the response body in `Ferry-Error`.
 //!
-//! Secrets: the connection's headers (API keys, `Authorization`) are marked sensitive and never
-//! logged; URLs are never logged beyond their origin (scheme, host and port), because query
+//! Secrets: the connection's headers (API keys, `Authorization`, and `user:password@` from its
+//! URL as Basic auth) are marked sensitive and never logged; URLs are never logged beyond their origin (scheme, host and port), because query
 //! strings and even paths (Slack-style webhook URLs) carry credentials.
 
 use std::sync::Arc;
@@ -90,12 +90,9 @@ impl HttpConnection {
             return Ok(endpoint.clone());
         }
         let c = &self.config;
-        let base = Url::parse(&c.url).with_context(|| {
-            format!(
-                "connection {}: `url` is not a URL",
-                self.name // the URL itself may hold a key
-            )
-        })?;
+        // Errors name the connection, not the URL, which may hold a key.
+        let url = Url::parse(&c.url)
+            .with_context(|| format!("connection {}: `url` is not a URL", self.name))?;
         let client = http_client::sender(
             &c.tls,
             &self.name,
@@ -105,6 +102,15 @@ impl HttpConnection {
                 read: None,
             },
         )?;
+        // `https://user:password@host/...`: reqwest turns the user info into a Basic
+        // `Authorization` header (sensitive) as it builds a request, and takes it out of the
+        // URL. Do it once here, so that it is one of the connection's headers like the rest
+        // (which a message's own headers cannot replace) and no URL ferry holds carries it.
+        let probe = client
+            .get(url)
+            .build()
+            .with_context(|| format!("connection {}: `url` cannot be requested", self.name))?;
+        let base = probe.url().clone();
         let mut headers = HeaderMap::new();
         for (name, value) in &c.headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -114,6 +120,11 @@ impl HttpConnection {
             })?;
             value.set_sensitive(true);
             headers.append(name, value);
+        }
+        if let Some(basic) = probe.headers().get(header::AUTHORIZATION)
+            && !headers.contains_key(header::AUTHORIZATION)
+        {
+            headers.insert(header::AUTHORIZATION, basic.clone());
         }
         let endpoint = Arc::new(Endpoint {
             origin: base.origin().ascii_serialization(),
@@ -502,6 +513,31 @@ mod tests {
         assert_eq!(
             e.resolve("orders").unwrap().as_str(),
             "http://127.0.0.1:9/orders"
+        );
+    }
+
+    #[test]
+    fn user_info_in_the_url_becomes_basic_auth_and_leaves_the_url() {
+        let e = endpoint("http://ferry:pa%20ss@127.0.0.1:9/hook", &[]);
+        assert_eq!(e.base.as_str(), "http://127.0.0.1:9/hook");
+        assert_eq!(e.resolve("x").unwrap().as_str(), "http://127.0.0.1:9/x");
+        let h = e
+            .headers(&message("", b"", &[("Authorization", "Bearer forged")]))
+            .unwrap();
+        // base64("ferry:pa ss")
+        assert_eq!(
+            h.get_all("authorization").iter().collect::<Vec<_>>(),
+            ["Basic ZmVycnk6cGEgc3M="]
+        );
+        assert!(h["authorization"].is_sensitive());
+        // An explicit Authorization header is the one sent.
+        let e = endpoint(
+            "http://ferry:pw@127.0.0.1:9/hook",
+            &[("Authorization", "Bearer s3cret")],
+        );
+        assert_eq!(
+            e.headers(&message("", b"", &[])).unwrap()["authorization"],
+            "Bearer s3cret"
         );
     }
 
