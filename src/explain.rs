@@ -348,6 +348,7 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
 
 /// A URL without its query string, which often carries an API key.
 fn redact_query(url: &str) -> String {
+    let url = crate::config::redact_url(url); // and the password of `https://user:pw@host`
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?…"),
         None => url.to_string(),
