@@ -267,6 +267,18 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     if let Err((what, hint)) = valid {
         return Err(format!("{what} ({hint})"));
     }
+    // From an SSE stream, the name is the event type, which templates also see as `event`.
+    let sse_message;
+    let message = match protocol(&r.from.connection) {
+        Protocol::Sse if message.event.is_none() => {
+            sse_message = Message {
+                event: Some(message.subject.clone()),
+                ..message.clone()
+            };
+            &sse_message
+        }
+        _ => message,
+    };
     if !loops::receives(r, &message.subject) {
         let filters: Vec<String> = loops::source_filters(r)
             .iter()
@@ -336,6 +348,7 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
 
 /// A URL without its query string, which often carries an API key.
 fn redact_query(url: &str) -> String {
+    let url = crate::config::redact_url(url); // and the password of `https://user:pw@host`
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?…"),
         None => url.to_string(),

@@ -18,6 +18,7 @@ fn every_example_checks_and_keeps_its_secrets() {
             .arg(&path)
             .env("CREDENTIALS_DIRECTORY", secrets.path())
             .env("NATS_PASSWORD", "nats-hunter2")
+            .env("WEBHOOK_TOKEN", "webhook-hunter2")
             .env("RESTDB_API_KEY", "restdb-hunter2")
             .output()
             .unwrap();
@@ -32,7 +33,12 @@ fn every_example_checks_and_keeps_its_secrets() {
             "{stdout}"
         );
         assert!(stdout.contains(" → "), "{stdout}");
-        for secret in ["mqtt-hunter2", "nats-hunter2", "restdb-hunter2"] {
+        for secret in [
+            "mqtt-hunter2",
+            "nats-hunter2",
+            "webhook-hunter2",
+            "restdb-hunter2",
+        ] {
             assert!(
                 !stdout.contains(secret) && !stderr.contains(secret),
                 "{}: secret leaked",

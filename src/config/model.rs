@@ -331,6 +331,10 @@ pub struct SseServerConnection {
     pub buffer: usize,
     /// A comment line this often keeps proxies from closing an idle stream.
     pub keep_alive: Duration,
+    /// `Access-Control-Allow-Origin` sent with the stream, so that pages from another origin
+    /// may read it: `*` or one origin (`https://dashboard.example.com`). `None`: no header,
+    /// only pages served from the admin listener's own origin can read the stream.
+    pub cors_origin: Option<String>,
 }
 
 /// One route: a source, the mapping stage, one or more sinks.

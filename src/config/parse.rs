@@ -31,6 +31,7 @@ pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigEr
     let mut d = Decoder {
         lookup,
         errors: Vec::new(),
+        broken: Vec::new(),
     };
     let config = d.config(&root);
     match config {
@@ -45,6 +46,8 @@ pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigEr
 struct Decoder<'a> {
     lookup: &'a Lookup<'a>,
     errors: Vec<Diagnostic>,
+    /// Connections whose own errors were reported: routes naming them say nothing more.
+    broken: Vec<String>,
 }
 
 /// A mapping being decoded: knows which keys were asked for.
@@ -315,8 +318,11 @@ impl<'a> Decoder<'a> {
                 ..
             }) => {
                 for (key, value) in entries {
-                    if let Some(c) = self.connection(key, value) {
-                        connections.insert(key.name.clone(), c);
+                    match self.connection(key, value) {
+                        Some(c) => {
+                            connections.insert(key.name.clone(), c);
+                        }
+                        None => self.broken.push(key.name.clone()),
                     }
                 }
                 self.check_sse_servers(entries, &connections, admin.is_some());
@@ -962,11 +968,28 @@ impl<'a> Decoder<'a> {
         let mut obj = self.obj(node, "an sse_server connection")?;
         let path = self.required(&mut obj, "path").and_then(|n| {
             let p = self.string(n, "path")?;
-            if !p.starts_with('/') || p.contains(['?', '#', ' ']) || p == "/" {
+            // What a browser sends unescaped (RFC 3986 path characters), so the path in the
+            // config is the path in the request; `{`, `}` and `%` stay out.
+            let url_char = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c);
+            if !p.starts_with('/') || p == "/" || !p.chars().all(url_char) {
                 self.error(
                     n.pos,
                     format!("`{p}` is not a path ferry can serve a stream on"),
-                    Some("write an absolute path such as `/events/sensors`".into()),
+                    Some(
+                        "write an absolute path of plain URL characters, such as `/events/sensors`"
+                            .into(),
+                    ),
+                );
+                return None;
+            }
+            if crate::admin::OWN_PATHS.contains(&p.as_str()) {
+                self.error(
+                    n.pos,
+                    format!("`{p}` is the admin listener's own path"),
+                    Some(format!(
+                        "choose another path; {} are taken",
+                        crate::admin::OWN_PATHS.join(", ")
+                    )),
                 );
                 return None;
             }
@@ -977,11 +1000,30 @@ impl<'a> Decoder<'a> {
             None => 1000,
         };
         let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(15));
+        let cors_origin = obj.get("cors_origin").and_then(|n| {
+            let origin = self.string(n, "cors_origin")?;
+            // One origin exactly as a browser sends it in `Origin:` (scheme, host, port).
+            let is_origin = |o: &str| {
+                url::Url::parse(o).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https") && u.origin().ascii_serialization() == o
+                })
+            };
+            if origin == "*" || is_origin(&origin) {
+                return Some(origin);
+            }
+            self.error(
+                n.pos,
+                format!("`{origin}` is not an origin"),
+                Some("write `*` (pages from anywhere) or one origin, scheme and host, such as `https://dashboard.example.com`".into()),
+            );
+            None
+        });
         obj.finish(self);
         Some(SseServerConnection {
             path: path?,
             buffer,
             keep_alive,
+            cors_origin,
         })
     }
 
@@ -1235,6 +1277,7 @@ impl<'a> Decoder<'a> {
         let name = self.string(node, "connection")?;
         match connections.get(&name) {
             Some(c) => Some((name, c)),
+            None if self.broken.contains(&name) => None,
             None => {
                 let defined: Vec<&str> = connections.keys().map(String::as_str).collect();
                 let mut hint = match did_you_mean(&name, defined.iter().copied()) {
@@ -1817,5 +1860,191 @@ routes:
             text.contains("connection `nn`, which is not defined"),
             "{text}"
         );
+    }
+
+    const SSE_SERVER: &str = r#"
+admin: { listen: 9090 }
+connections:
+  m: { mqtt: { url: "mqtt://127.0.0.1:1883" } }
+  web: { sse_server: { path: "/events/sensors", cors_origin: "https://dash.example.com" } }
+routes:
+  - name: r
+    from: { connection: m, topic: "s/#" }
+    to: { connection: web, event: "{{ topic[1] }}" }
+"#;
+
+    #[test]
+    fn decodes_sse_server_streams() {
+        let config = parse(SSE_SERVER, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.admin.as_ref().unwrap().listen,
+            "127.0.0.1:9090".parse().unwrap()
+        );
+        let ConnectionKind::SseServer(s) = &config.connections["web"].kind else {
+            panic!()
+        };
+        assert_eq!(s.path, "/events/sensors");
+        assert_eq!((s.buffer, s.keep_alive), (1000, Duration::from_secs(15)));
+        assert_eq!(s.cors_origin.as_deref(), Some("https://dash.example.com"));
+        let any = SSE_SERVER.replace("\"https://dash.example.com\"", "\"*\"");
+        let config = parse(&any, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::SseServer(s) = &config.connections["web"].kind else {
+            panic!()
+        };
+        assert_eq!(s.cors_origin.as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn refuses_sse_server_mistakes() {
+        let text = errors(&SSE_SERVER.replace("admin: { listen: 9090 }\n", "")).join("\n");
+        assert!(
+            text.contains("serves SSE on the admin listener, which is off"),
+            "{text}"
+        );
+        for (path, says) in [
+            ("/healthz", "is the admin listener's own path"),
+            ("/metrics", "is the admin listener's own path"),
+            ("/events/{id}", "is not a path ferry can serve a stream on"),
+            ("/caf%C3%A9", "is not a path ferry can serve a stream on"),
+            ("events", "is not a path ferry can serve a stream on"),
+        ] {
+            let text = errors(&SSE_SERVER.replace("/events/sensors", path)).join("\n");
+            assert!(text.contains(says), "{path}: {text}");
+        }
+        for origin in [
+            "https://dash.example.com/",
+            "https://dash.example.com/app",
+            "dash.example.com",
+            "ftp://x",
+        ] {
+            let text = errors(&SSE_SERVER.replace("https://dash.example.com", origin)).join("\n");
+            assert!(text.contains("is not an origin"), "{origin}: {text}");
+        }
+        let two = SSE_SERVER.replace(
+            "  web: {",
+            "  web2: { sse_server: { path: \"/events/sensors\" } }\n  web: {",
+        );
+        let text = errors(&two).join("\n");
+        assert!(text.contains("both serve `/events/sensors`"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod web_tests {
+    use super::*;
+
+    fn lookup() -> Lookup<'static> {
+        Lookup {
+            var: &|n| (n == "KEY").then(|| "k3y".to_string()),
+            file: &|_| Ok("s3cret\n".to_string()),
+        }
+    }
+
+    fn errors(text: &str) -> String {
+        match parse(text, "b.yaml", &lookup()) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    const WEB: &str = r#"
+state_dir: /tmp/ferry-state
+admin: { listen: 9090 }
+connections:
+  db:
+    sse:
+      url: https://db.example.com/realtime?x=1
+      headers: { x-apikey: "${KEY}" }
+      query: { apikey: "${KEY}" }
+      idle_timeout: 90s
+      handshake:
+        on: PB_CONNECT
+        url: /api/realtime
+        body: '{"clientId": "{{ payload.clientId }}"}'
+  hook:
+    http: { url: "https://hooks.example.com/in/", timeout: 5s, max_concurrent: 2 }
+  browser:
+    sse_server: { path: /events, buffer: 50 }
+  plant:
+    mqtt: { url: mqtt://broker }
+routes:
+  - name: changes
+    from: { connection: db, events: [post, put] }
+    to:
+      - { connection: plant, topic: "db/{{ event }}" }
+      - { connection: hook, url: "{{ event }}", method: PUT }
+      - { connection: browser }
+"#;
+
+    #[test]
+    fn decodes_sse_http_and_sse_server() {
+        let config = parse(WEB, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.state_dir(), PathBuf::from("/tmp/ferry-state"));
+        assert_eq!(config.admin.unwrap().listen.to_string(), "127.0.0.1:9090");
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            sse.url, "https://db.example.com/realtime?x=1&apikey=k3y",
+            "query parameters are appended"
+        );
+        assert_eq!(sse.headers[0].1.expose(), "k3y");
+        assert_eq!(sse.idle_timeout, Duration::from_secs(90));
+        assert!(sse.resume);
+        let handshake = sse.handshake.as_ref().unwrap();
+        assert_eq!(
+            (handshake.on.as_str(), handshake.method),
+            ("PB_CONNECT", HttpMethod::Post)
+        );
+        let ConnectionKind::Http(http) = &config.connections["hook"].kind else {
+            panic!()
+        };
+        assert_eq!((http.max_concurrent, http.timeout.as_secs()), (2, 5));
+        let route = &config.routes[0];
+        assert_eq!(
+            route.from.spec,
+            SourceSpec::Sse(SseSource {
+                events: vec!["post".into(), "put".into()]
+            })
+        );
+        assert_eq!(
+            route.to[1].spec,
+            SinkSpec::Http(HttpSink {
+                url: Target::Template("{{ event }}".into()),
+                method: HttpMethod::Put
+            })
+        );
+        assert_eq!(
+            route.to[2].spec,
+            SinkSpec::SseServer(SseServerSink {
+                event: Target::Auto
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_wrong_directions_and_missing_pieces() {
+        let text = WEB
+            .replace("admin: { listen: 9090 }\n", "")
+            .replace("{ connection: browser }", "{ connection: db }")
+            .replace("from: { connection: db,", "from: { connection: hook,")
+            .replace("x-apikey", "x api key");
+        let e = errors(&text);
+        for expected in [
+            "connection `browser` serves SSE on the admin listener, which is off",
+            "it cannot be a sink",
+            "it cannot be a source",
+            "`x api key` is not a valid HTTP header name",
+        ] {
+            assert!(e.contains(expected), "missing `{expected}` in:\n{e}");
+        }
+        let e = errors(&WEB.replace("https://db.example.com/realtime?x=1", "ftp://db"));
+        assert!(
+            e.contains("`ftp://db` is not an http:// or https:// URL"),
+            "{e}"
+        );
+        let e = errors(&WEB.replace("url: /api/realtime", "method: PATCH"));
+        assert!(e.contains("a `handshake` needs `url`"), "{e}");
+        assert!(e.contains("`PATCH` is not a valid method here"), "{e}");
     }
 }

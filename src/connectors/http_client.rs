@@ -19,12 +19,34 @@ pub struct Timeouts {
     pub read: Option<Duration>,
 }
 
-/// A client for `connection` with its TLS settings and `timeouts`.
+/// A client for `connection` with its TLS settings and `timeouts`. It follows redirects.
 pub fn client(tls: &Tls, connection: &str, timeouts: Timeouts) -> anyhow::Result<reqwest::Client> {
+    build(
+        tls,
+        connection,
+        timeouts,
+        reqwest::redirect::Policy::default(),
+    )
+}
+
+/// A client that never follows redirects, for sending messages: on a 301, 302 or 303 a
+/// client repeats a POST as a GET without its body, so a redirect would lose the message
+/// while the final 200 claims it arrived. The sender reports the redirect instead.
+pub fn sender(tls: &Tls, connection: &str, timeouts: Timeouts) -> anyhow::Result<reqwest::Client> {
+    build(tls, connection, timeouts, reqwest::redirect::Policy::none())
+}
+
+fn build(
+    tls: &Tls,
+    connection: &str,
+    timeouts: Timeouts,
+    redirects: reqwest::redirect::Policy,
+) -> anyhow::Result<reqwest::Client> {
     let tls = tls::client_config(tls, connection)?;
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
         .tls_backend_preconfigured((*tls).clone())
+        .redirect(redirects)
         .tcp_nodelay(true);
     if let Some(t) = timeouts.connect {
         builder = builder.connect_timeout(t);

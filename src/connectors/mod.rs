@@ -124,9 +124,12 @@ pub fn open(
             status,
             state_dir,
         )),
-        ConnectionKind::Http(http) => {
-            Box::new(http::HttpConnection::new(name, http.clone(), status))
-        }
+        ConnectionKind::Http(http) => Box::new(http::HttpConnection::new(
+            name,
+            http.clone(),
+            reconnect,
+            status,
+        )),
         ConnectionKind::SseServer(server) => Box::new(sse_server::SseServerConnection::new(
             name,
             server.clone(),

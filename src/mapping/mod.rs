@@ -304,12 +304,16 @@ impl Mapping {
                     continue;
                 }
                 let mut headers = headers.clone();
-                marker.stamp(
-                    &mut headers,
-                    &self.instance,
-                    &self.source.connection,
-                    &sink.connection,
-                );
+                // Only brokers can hand a message back to a route; a webhook or a browser
+                // has no use for ferry's loop marker (nor for the host name in it).
+                if matches!(sink.protocol, Protocol::Mqtt | Protocol::Nats) {
+                    marker.stamp(
+                        &mut headers,
+                        &self.instance,
+                        &self.source.connection,
+                        &sink.connection,
+                    );
+                }
                 steps.push(match sink.publish(&scope, headers) {
                     Ok(message) => Step::Publish { sink: k, message },
                     Err(failure) => Step::Fail(failure),

@@ -122,6 +122,11 @@ impl Pipeline {
                 warnings: Default::default(),
             });
         }
+        // Bound before any connection starts, so a taken port fails the start.
+        if let Some(admin) = &config.admin {
+            let streams = connections.values_mut().filter_map(|c| c.admin_routes());
+            crate::admin::AdminListener::bind(admin, streams)?.serve(&runtime);
+        }
         for (_, connection) in connections {
             connection.start(&runtime);
         }

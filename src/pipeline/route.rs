@@ -156,7 +156,13 @@ impl RouteWorker {
     async fn publish(&self, sink: &RouteSink, message: &Message) -> Published {
         let mut backoff = Backoff::new(&Reconnect::default());
         loop {
-            match sink.sink.send(message).await {
+            // A send may take as long as its protocol allows (an HTTP request: the connection's
+            // `timeout`); past the shutdown deadline, stop waiting for it.
+            let sent = tokio::select! {
+                sent = sink.sink.send(message) => sent,
+                _ = self.abandon.cancelled() => return Published::Abandoned,
+            };
+            match sent {
                 Ok(()) => return Published::Sent,
                 Err(SinkError::Rejected(reason)) => return Published::Rejected(reason),
                 Err(error) => {

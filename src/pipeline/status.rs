@@ -69,6 +69,23 @@ impl ConnectionStatus {
             );
         }
     }
+
+    /// The connection failed, for a connection without a session of its own to re-establish
+    /// (HTTP): each route retries its message on its own backoff, so there is no single next
+    /// attempt to announce. Logs like [`Self::down`]: a warning on the change, debug after.
+    pub fn unreachable(&self, error: &dyn std::fmt::Display) {
+        let previous =
+            std::mem::replace(&mut *self.0.state.lock().expect("status lock"), State::Down);
+        if previous == State::Down {
+            tracing::debug!(connection = %self.0.name, "still down: {error}");
+        } else {
+            tracing::warn!(
+                connection = %self.0.name,
+                protocol = self.0.protocol,
+                "connection down: {error}; routes retry their messages with backoff"
+            );
+        }
+    }
 }
 
 /// Logs a warning at most once per interval; the ones in between are counted and reported with

@@ -193,27 +193,30 @@ impl RestdbFake {
     /// A record created in `collection`: event `post`,
     /// data `{"event":"post","collection":C,"data":RECORD}`.
     pub fn emit_post(&self, collection: &str, record: Value) -> u64 {
-        self.emit(
+        broadcast_raw(
+            &self.shared,
             "post",
-            json!({"event": "post", "collection": collection, "data": record}),
+            ordered("post", Some(collection), &record),
         )
     }
 
     /// A record changed in `collection`: event `put`,
     /// data `{"event":"put","collection":C,"data":"ID"}`.
     pub fn emit_put(&self, collection: &str, id: &str) -> u64 {
-        self.emit(
+        broadcast_raw(
+            &self.shared,
             "put",
-            json!({"event": "put", "collection": collection, "data": id}),
+            ordered("put", Some(collection), &json!(id)),
         )
     }
 
     /// Records deleted from `collection`: event `delete`,
     /// data `{"event":"delete","collection":C,"data":["ID1",…]}`.
     pub fn emit_delete(&self, collection: &str, ids: &[&str]) -> u64 {
-        self.emit(
+        broadcast_raw(
+            &self.shared,
             "delete",
-            json!({"event": "delete", "collection": collection, "data": ids}),
+            ordered("delete", Some(collection), &json!(ids)),
         )
     }
 
@@ -520,7 +523,7 @@ async fn publish(
         )
             .into_response();
     };
-    broadcast(&shared, "publish", &json!({"event": event, "data": data}));
+    broadcast_raw(&shared, "publish", ordered(&event, None, &data));
     shared
         .state
         .lock()
@@ -535,8 +538,22 @@ async fn publish(
         .into_response()
 }
 
+/// `{"event":EVENT,"collection":COLLECTION,"data":DATA}` with the keys in the documented order
+/// (serde_json's maps would sort them), without `collection` when it is None.
+fn ordered(event: &str, collection: Option<&str>, data: &Value) -> String {
+    let mut out = format!("{{\"event\":{}", json!(event));
+    if let Some(collection) = collection {
+        out.push_str(&format!(",\"collection\":{}", json!(collection)));
+    }
+    out.push_str(&format!(",\"data\":{data}}}"));
+    out
+}
+
 fn broadcast(shared: &Shared, event: &str, data: &Value) -> u64 {
-    let data = data.to_string();
+    broadcast_raw(shared, event, data.to_string())
+}
+
+fn broadcast_raw(shared: &Shared, event: &str, data: String) -> u64 {
     let mut inner = shared.state.lock().unwrap();
     let id = inner.next_id;
     inner.next_id += 1;

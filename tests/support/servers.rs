@@ -180,11 +180,29 @@ impl GroupProcess {
             .id()
     }
 
-    /// SIGKILL to the whole group (the program, its children, the watcher); reaps the program.
+    /// SIGKILL to the whole group (the program, its children, the watcher); reaps the program
+    /// and returns once every process of the group is gone (10 s at most: SIGKILL is
+    /// delivered asynchronously, and a dying nginx worker still holds the listening socket that
+    /// a restart needs).
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            kill_group(child.id());
+            let pgid = child.id();
+            kill_group(pgid);
             let _ = child.wait();
+            let deadline = Instant::now() + secs(10);
+            while !group_members(pgid).is_empty() {
+                if Instant::now() > deadline {
+                    // No panic: this runs in drop, maybe while a test is already panicking.
+                    eprintln!(
+                        "{}: processes {:?} still alive 10s after SIGKILL",
+                        self.what,
+                        group_members(pgid)
+                    );
+                    break;
+                }
+                kill_group(pgid);
+                std::thread::sleep(millis(5));
+            }
         }
         self.tie = None;
     }
@@ -271,8 +289,10 @@ pub const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
 /// - ids are `T:N`: T the Unix time in seconds when the message was published, N its index
 ///   among the messages published to that channel in that second, from 0
 ///   (`1795337933:0`, `1795337933:1`, …, then `1795337934:0`). Ordered, but not a counter;
-/// - a subscriber **without** `Last-Event-ID` gets every message still in the buffer first
-///   (`nchan_subscriber_first_message oldest`, set here and nchan's default), then live ones;
+/// - a subscriber **without** `Last-Event-ID` gets every message still in the buffer first,
+///   then live ones (`nchan_subscriber_first_message oldest`: set here explicitly; 1.3.6
+///   behaved so without it too, although older nchan documentation gives `newest` as the
+///   default);
 /// - **with** `Last-Event-ID: T:N` it gets exactly the messages after T:N; with the id of
 ///   the newest message, nothing until the next publish; with an id older than the oldest
 ///   kept message (or not of the form `T:N`, e.g. `garbage`), everything kept, from the
@@ -280,9 +300,10 @@ pub const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
 /// - the publish answers `201` when the channel had subscribers, `202` when it had none;
 ///   with `Accept: application/json` its body is
 ///   `{"messages": 3, "requested": -1, "subscribers": 0, "last_message_id": "T:N" }`;
-/// - with no subscriber for a while nothing is sent at all (no keep-alive, no ping: pings
-///   would need `nchan_eventsource_ping_interval`, and are `event: ping` blocks with no data,
-///   which EventSource never dispatches).
+/// - while nothing is published nothing is sent at all: a stream stayed silent and open for
+///   100 s after `: hi` (no keep-alive, no subscriber timeout; pings would need
+///   `nchan_eventsource_ping_interval`, and are `event: ping` blocks without data, which an
+///   EventSource never dispatches).
 pub struct Nchan {
     pub port: u16,
     pub conf: PathBuf,
@@ -547,10 +568,15 @@ pub fn pocketbase_binary() -> PathBuf {
 ///   topics that match give the change twice. `action` is `create`, `update` or `delete`;
 ///   `record` is the record after the change (for `delete`, as it was); `record` comes
 ///   before `action` in the JSON;
+/// - events of changes made in quick succession may arrive **out of order**: PocketBase hands
+///   each message to the client's channel in a goroutine of its own (`routine.FireAndForget`
+///   in its apis/realtime.go); seen here as `update` before `create` for a create and an
+///   update made one after the other (a few runs in a hundred, with other tests running);
 /// - the `id:` of **every** event is the client id, not a per-event id: a reconnect with
 ///   `Last-Event-ID` gets a new client id, no replay, and must subscribe again;
-/// - by PocketBase's documentation, a client that receives nothing for 5 minutes is sent a
-///   disconnect (the stream ends) and is expected to reconnect; there are no keep-alive pings.
+/// - there are no keep-alive pings; a client that receives nothing for 5 minutes is
+///   disconnected (documented, and verified: exactly 300 s after `PB_CONNECT` the response
+///   ended cleanly, with no last event), and is expected to reconnect and subscribe again.
 pub struct PocketBase {
     pub port: u16,
     process: GroupProcess,
