@@ -32,9 +32,8 @@ use url::Url;
 
 use super::http_client::{self, Timeouts};
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
-use crate::config::{self, HttpMethod, Reconnect, SinkSpec, SourceSpec};
+use crate::config::{self, HttpMethod, Reconnect, SinkSpec};
 use crate::message::Message;
-use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::ConnectionStatus;
 
 /// How much of an error response's body goes into the reason (logs, `Ferry-Error`).
@@ -142,18 +141,6 @@ impl HttpConnection {
 }
 
 impl Connection for HttpConnection {
-    fn add_source(
-        &mut self,
-        _route: &str,
-        _source: &SourceSpec,
-        _input: RouteInput,
-    ) -> anyhow::Result<()> {
-        anyhow::bail!(
-            "connection {} is HTTP, which ferry sends to: it cannot be a source",
-            self.name
-        )
-    }
-
     fn add_sink(&mut self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
         let SinkSpec::Http(sink) = sink else {
             anyhow::bail!("connection {} is HTTP, the sink is not", self.name);

@@ -22,7 +22,6 @@ use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::ConnectionStatus;
 
 pub mod http;
-#[allow(dead_code)] // used by the SSE and HTTP connectors, being built
 pub(crate) mod http_client;
 pub mod mqtt;
 pub mod nats;
@@ -74,16 +73,23 @@ pub struct Runtime {
 
 /// One supervised client connection to a broker.
 pub trait Connection: Send {
-    /// Registers a route's source: every message it receives goes to `input`.
+    /// Registers a route's source: every message it receives goes to `input`. Connections
+    /// ferry only writes to keep the default, a refusal (the config parser refuses such a
+    /// route first, with its position).
     fn add_source(
         &mut self,
         route: &str,
-        source: &config::SourceSpec,
-        input: RouteInput,
-    ) -> anyhow::Result<()>;
+        _source: &config::SourceSpec,
+        _input: RouteInput,
+    ) -> anyhow::Result<()> {
+        anyhow::bail!("route {route}: this connection cannot be a source")
+    }
 
     /// Registers a route's sink and returns the handle the route publishes through.
-    fn add_sink(&mut self, sink: &config::SinkSpec) -> anyhow::Result<Arc<dyn Sink>>;
+    /// Connections ferry only reads keep the default, a refusal.
+    fn add_sink(&mut self, _sink: &config::SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        anyhow::bail!("this connection cannot be a sink")
+    }
 
     /// Spawns the supervised connection task(s) on `runtime.tasks`.
     fn start(self: Box<Self>, runtime: &Runtime);

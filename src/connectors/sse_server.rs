@@ -43,9 +43,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
-use crate::config::{self, SinkSpec, SourceSpec};
+use crate::config::{self, SinkSpec};
 use crate::message::Message;
-use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::ConnectionStatus;
 
 /// Events the ring keeps at least, however small `buffer` is: how far a live client may fall
@@ -54,7 +53,6 @@ const LIVE_SLACK: usize = 256;
 
 /// A stream ferry serves on the admin listener.
 pub struct SseServerConnection {
-    name: String,
     path: String,
     status: ConnectionStatus,
     hub: Arc<Hub>,
@@ -67,7 +65,6 @@ impl SseServerConnection {
             .map_or(1, |t| t.as_micros() as u64)
             .max(1);
         SseServerConnection {
-            name: name.to_string(),
             path: config.path.clone(),
             status,
             hub: Arc::new(Hub::new(name, &config, first_id)),
@@ -76,18 +73,6 @@ impl SseServerConnection {
 }
 
 impl Connection for SseServerConnection {
-    fn add_source(
-        &mut self,
-        _route: &str,
-        _source: &SourceSpec,
-        _input: RouteInput,
-    ) -> anyhow::Result<()> {
-        anyhow::bail!(
-            "connection {} serves an SSE stream: it can only be a route's sink",
-            self.name
-        )
-    }
-
     fn add_sink(&mut self, _sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
         Ok(Arc::new(StreamSink(self.hub.clone())))
     }

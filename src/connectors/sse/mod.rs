@@ -31,8 +31,8 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::http_client::{self, Timeouts};
-use super::{Connection, Runtime, Sink};
-use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
+use super::{Connection, Runtime};
+use crate::config::{self, Reconnect, SourceSpec};
 use crate::message::{Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
@@ -147,13 +147,6 @@ impl Connection for SseConnection {
             input,
         });
         Ok(())
-    }
-
-    fn add_sink(&mut self, _sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
-        anyhow::bail!(
-            "connection {} is an SSE stream ferry reads: it cannot be a sink",
-            self.name
-        )
     }
 
     fn start(mut self: Box<Self>, runtime: &Runtime) {
