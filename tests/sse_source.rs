@@ -1008,3 +1008,60 @@ async fn restdb_example_relays_changes_and_keeps_the_key_secret() {
         "the API key leaked into `ferry check`: {out}"
     );
 }
+
+/// A stream URL that redirects to another server: ferry does not follow it, so the API key in
+/// the connection's headers never reaches that server; the 307 is logged as the failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redirect_to_another_server_is_not_followed_with_the_api_key() {
+    let elsewhere = WebhookServer::start();
+    let target = format!("{}/stream", elsewhere.url());
+    let redirector = Router::new().fallback(move || {
+        let target = target.clone();
+        async move {
+            Response::builder()
+                .status(307)
+                .header("location", target)
+                .body(Body::empty())
+                .unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let mut ferry = Ferry::start_with_env(
+        &fill(
+            r#"
+state_dir: "@STATE@"
+connections:
+  db: { sse: { url: "http://127.0.0.1:@PORT@/realtime", headers: { x-apikey: "${KEY}" } } }
+  broker: { mqtt: { url: "@MQTT@" } }
+routes:
+  - name: changes
+    from: { connection: db }
+    to: { connection: broker, topic: "db/{{ event }}" }
+"#,
+            &[
+                ("@STATE@", state.path().display().to_string()),
+                ("@PORT@", port.to_string()),
+                ("@MQTT@", mosquitto.url()),
+            ],
+        ),
+        &[("KEY", "key-that-stays-home")],
+    );
+    ferry
+        .wait_for_line("redirected the stream to another origin", secs(15))
+        .await;
+    assert!(
+        elsewhere.requests().is_empty(),
+        "the redirect was followed: {:?}",
+        elsewhere.requests()
+    );
+    assert!(
+        ferry
+            .lines()
+            .iter()
+            .all(|l| !l.contains("key-that-stays-home"))
+    );
+}

@@ -19,14 +19,23 @@ pub struct Timeouts {
     pub read: Option<Duration>,
 }
 
-/// A client for `connection` with its TLS settings and `timeouts`. It follows redirects.
+/// A client for `connection` with its TLS settings and `timeouts`. It follows up to 10
+/// redirects within the first URL's origin (scheme, host, port) and stops at one that leaves
+/// it: the requests carry the connection's headers (API keys), which must not go to another
+/// server. The 3xx answer is then reported like any other failure.
 pub fn client(tls: &Tls, connection: &str, timeouts: Timeouts) -> anyhow::Result<reqwest::Client> {
-    build(
-        tls,
-        connection,
-        timeouts,
-        reqwest::redirect::Policy::default(),
-    )
+    let same_origin = reqwest::redirect::Policy::custom(|attempt| {
+        let leaves = attempt
+            .previous()
+            .first()
+            .is_some_and(|first| first.origin() != attempt.url().origin());
+        if leaves || attempt.previous().len() >= 10 {
+            attempt.stop()
+        } else {
+            attempt.follow()
+        }
+    });
+    build(tls, connection, timeouts, same_origin)
 }
 
 /// A client that never follows redirects, for sending messages: on a 301, 302 or 303 a

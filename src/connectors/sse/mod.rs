@@ -206,6 +206,14 @@ struct Resume {
     backoff: Backoff,
 }
 
+impl Resume {
+    /// The stream sent something: it works, so the next failure starts the backoff afresh. A
+    /// server that accepts and closes at once keeps backing off instead of being hammered.
+    fn settled(&mut self) {
+        self.backoff.reset();
+    }
+}
+
 /// How one stream ended.
 enum Ended {
     /// It failed; reconnect after a delay.
@@ -256,6 +264,9 @@ impl Reader {
         let mut builder = ClientBuilder::for_url(self.url.as_str())
             .map_err(|e| format!("invalid URL: {e}"))?
             .method(self.config.method.as_str().to_string())
+            // The HTTP client follows redirects within the stream's origin; one it stopped at
+            // leaves it, and the connection's headers (API keys) must not go with it.
+            .redirect_limit(0)
             // ferry reconnects itself (see the module documentation).
             .reconnect(
                 ReconnectOptions::reconnect(false)
@@ -313,8 +324,14 @@ impl Reader {
                     }
                     continue;
                 }
-                Some(Ok(SSE::Comment(_))) => continue,
-                Some(Ok(SSE::Event(event))) => event,
+                Some(Ok(SSE::Comment(_))) => {
+                    resume.settled();
+                    continue;
+                }
+                Some(Ok(SSE::Event(event))) => {
+                    resume.settled();
+                    event
+                }
                 Some(Err(e)) => return Ended::Failed(describe(e).await),
             };
             if event.id.is_some() {
@@ -360,7 +377,6 @@ impl Reader {
 
     /// The stream is open (and the handshake, if any, went through).
     fn connected(&self, resume: &mut Resume) {
-        resume.backoff.reset();
         let detail = match (&resume.last_id, self.config.resume) {
             (Some(id), true) => format!("to {} (resuming after event id {id:?})", self.shown_url),
             _ => format!("to {}", self.shown_url),
@@ -412,6 +428,9 @@ async fn describe(error: eventsource_client::Error) -> String {
             }
         }
         Error::Eof | Error::UnexpectedEof => "the server closed the stream".into(),
+        Error::MaxRedirectLimitReached(_) => {
+            "the server redirected the stream to another origin; not followed, so the connection's headers go nowhere else (put the new URL in the config)".into()
+        }
         Error::InvalidLine(why) => format!("the stream is not valid SSE ({why})"),
         other => other.to_string(),
     }
