@@ -51,6 +51,39 @@ async fn wait_idle(hook: &WebhookServer) {
     .await;
 }
 
+/// What every relay test here starts with: a real nats-server, ferry running `yaml` (with
+/// `values` filled in, then `@NATS@` by the server's URL; `env` in its environment), ready,
+/// and a NATS peer to publish with. The test keeps the server (`_nats`) to its end.
+async fn nats_to_http(
+    yaml: &str,
+    values: &[(&str, String)],
+    env: &[(&str, &str)],
+) -> (NatsServer, Ferry, NatsPeer) {
+    let nats = NatsServer::start(NatsOptions::default());
+    let yaml = fill(&fill(yaml, values), &[("@NATS@", nats.url())]);
+    let mut ferry = Ferry::start_with_env(&yaml, env);
+    ferry.wait_ready().await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+    (nats, ferry, peer)
+}
+
+/// The route most tests here use: NATS subject `orders` to the webhook at `@HOOK@/hook`.
+const ORDERS_TO_HOOK: &str = r#"
+connections:
+  core: { nats: { url: "@NATS@" } }
+  hook: { http: { url: "@HOOK@/hook" } }
+routes:
+  - name: orders
+    from: { connection: core, subject: "orders" }
+    to: { connection: hook }
+"#;
+
+/// Publishes `order("orders", i)` for `i` in `0..n` on subject `orders`, in order.
+async fn publish_orders(peer: &NatsPeer, n: usize) {
+    peer.publish_all((0..n).map(|i| ("orders".to_string(), order("orders", i))))
+        .await;
+}
+
 /// No line of ferry's log contains `secret`.
 fn assert_never_logged(ferry: &Ferry, secret: &str) {
     let leaked: Vec<String> = ferry
@@ -63,11 +96,9 @@ fn assert_never_logged(ferry: &Ferry, secret: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_messages_arrive_as_requests_in_order_with_path_and_headers() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
-    let mut ferry = Ferry::start_with_env(
-        &fill(
-            r#"
+    let (_nats, mut ferry, peer) = nats_to_http(
+        r#"
 connections:
   core:
     nats: { url: "@NATS@" }
@@ -82,14 +113,12 @@ routes:
       set: { x-region: "{{ subject[1] | upper }}" }
     to: { connection: hook, url: "orders/{{ subject[1] }}/{{ subject[2] }}" }
 "#,
-            &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
-        ),
+        &[("@HOOK@", hook.url())],
         &[("WEBHOOK_TOKEN", TOKEN)],
-    );
-    ferry.wait_ready().await;
+    )
+    .await;
 
     const N: usize = 200;
-    let peer = NatsPeer::connect(&nats.url()).await;
     let region = |i: usize| ["eu", "us"][i % 2];
     for i in 0..N {
         let trace = format!("trace-{i}");
@@ -131,26 +160,12 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_503_is_retried_until_the_message_arrives_once_and_nothing_overtakes_it() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     hook.respond_next(503, &[], "down for maintenance");
     hook.respond_next(503, &[], "down for maintenance");
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "@HOOK@/hook" } }
-routes:
-  - name: orders
-    from: { connection: core, subject: "orders" }
-    to: { connection: hook }
-"#,
-        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
-    ));
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
-    peer.publish_all((0..10).map(|i| ("orders".to_string(), order("orders", i))))
-        .await;
+    let (_nats, mut ferry, peer) =
+        nats_to_http(ORDERS_TO_HOOK, &[("@HOOK@", hook.url())], &[]).await;
+    publish_orders(&peer, 10).await;
 
     // Two refusals, then the ten messages.
     let requests = hook.wait_for_requests(12, secs(30)).await;
@@ -184,25 +199,10 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_with_retry_after_is_retried_no_sooner_than_the_server_asked() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     hook.respond_next(429, &[("Retry-After", "1")], "slow down");
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "@HOOK@/hook" } }
-routes:
-  - name: orders
-    from: { connection: core, subject: "orders" }
-    to: { connection: hook }
-"#,
-        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
-    ));
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
-    peer.publish_all((0..2).map(|i| ("orders".to_string(), order("orders", i))))
-        .await;
+    let (_nats, _ferry, peer) = nats_to_http(ORDERS_TO_HOOK, &[("@HOOK@", hook.url())], &[]).await;
+    publish_orders(&peer, 2).await;
 
     let requests = hook.wait_for_requests(3, secs(30)).await;
     assert_eq!(
@@ -223,10 +223,9 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_400_goes_to_the_dead_letter_sink_with_the_reason_and_the_rest_flow_on() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     hook.respond_next(400, &[], "{\"error\": \"field `id` is missing\"}");
-    let mut ferry = Ferry::start(&fill(
+    let (_nats, mut ferry, peer) = nats_to_http(
         r#"
 connections:
   core: { nats: { url: "@NATS@" } }
@@ -237,13 +236,12 @@ routes:
     to: { connection: hook }
     dead_letter: { connection: core, subject: "dead.{{ route }}" }
 "#,
-        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
-    ));
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
+        &[("@HOOK@", hook.url())],
+        &[],
+    )
+    .await;
     let mut dead = peer.subscribe("dead.>").await;
-    peer.publish_all((0..5).map(|i| ("orders".to_string(), order("orders", i))))
-        .await;
+    publish_orders(&peer, 5).await;
 
     let letters = dead.collect(1, secs(20)).await;
     let letter = &letters[0];
@@ -278,10 +276,9 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn put_requests_that_time_out_are_retried_not_left_hanging() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     hook.set_delay(secs(5));
-    let mut ferry = Ferry::start(&fill(
+    let (_nats, mut ferry, peer) = nats_to_http(
         r#"
 connections:
   core: { nats: { url: "@NATS@" } }
@@ -291,10 +288,10 @@ routes:
     from: { connection: core, subject: "items.*" }
     to: { connection: hook, url: "{{ subject[1] }}", method: PUT }
 "#,
-        &[("@NATS@", nats.url()), ("@PORT@", hook.port().to_string())],
-    ));
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
+        &[("@PORT@", hook.port().to_string())],
+        &[],
+    )
+    .await;
     peer.publish_all((0..3).map(|i| (format!("items.i{i}"), order("items", i))))
         .await;
 
@@ -333,11 +330,10 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_concurrent_limits_requests_over_every_route_of_the_connection() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     hook.set_delay(millis(200));
     // Three routes, each sending one request at a time: without the limit, three in flight.
-    let mut ferry = Ferry::start(&fill(
+    let (_nats, _ferry, peer) = nats_to_http(
         r#"
 connections:
   core: { nats: { url: "@NATS@" } }
@@ -353,10 +349,10 @@ routes:
     from: { connection: core, subject: "c" }
     to: { connection: hook, url: c }
 "#,
-        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
-    ));
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
+        &[("@HOOK@", hook.url())],
+        &[],
+    )
+    .await;
     const N: usize = 6;
     peer.publish_all((0..N).flat_map(|i| ["a", "b", "c"].map(|s| (s.to_string(), order(s, i)))))
         .await;
@@ -400,26 +396,16 @@ fn listen_late(port: u16, target: SocketAddr) -> tokio::task::JoinHandle<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_wait_while_the_webhook_is_down_and_arrive_once_it_is_up() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     let port = free_port(); // nothing listens here yet: connection refused
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "http://127.0.0.1:@PORT@/hook" } }
-routes:
-  - name: orders
-    from: { connection: core, subject: "orders" }
-    to: { connection: hook }
-"#,
-        &[("@NATS@", nats.url()), ("@PORT@", port.to_string())],
-    ));
     // HTTP has no session to wait for: ferry is ready with the webhook down.
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
-    peer.publish_all((0..5).map(|i| ("orders".to_string(), order("orders", i))))
-        .await;
+    let (_nats, mut ferry, peer) = nats_to_http(
+        ORDERS_TO_HOOK,
+        &[("@HOOK@", format!("http://127.0.0.1:{port}"))],
+        &[],
+    )
+    .await;
+    publish_orders(&peer, 5).await;
     ferry
         .wait_for_line(
             &format!("connection down: http://127.0.0.1:{port}: cannot connect"),
@@ -439,7 +425,6 @@ routes:
 /// examples/nats-to-webhook.yaml as a user runs it, with the test's own addresses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_nats_to_webhook_example_runs_as_written() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     hook.respond_next(422, &[], "{\"error\": \"unknown order\"}");
     let example = std::fs::read_to_string(concat!(
@@ -447,18 +432,15 @@ async fn the_nats_to_webhook_example_runs_as_written() {
         "/examples/nats-to-webhook.yaml"
     ))
     .unwrap();
-    let mut ferry = Ferry::start_with_env(
-        &fill(
-            &example,
-            &[
-                ("nats://127.0.0.1:4222", nats.url()),
-                ("http://127.0.0.1:8080", hook.url()),
-            ],
-        ),
+    let (_nats, mut ferry, peer) = nats_to_http(
+        &example,
+        &[
+            ("nats://127.0.0.1:4222", "@NATS@".into()),
+            ("http://127.0.0.1:8080", hook.url()),
+        ],
         &[("WEBHOOK_TOKEN", TOKEN)],
-    );
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
+    )
+    .await;
     let mut dead = peer.subscribe("dead.>").await;
     let events = ["created", "paid", "shipped"];
     peer.publish_all(
@@ -495,10 +477,9 @@ async fn the_nats_to_webhook_example_runs_as_written() {
 /// when the request timeout is longer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_does_not_wait_for_a_hanging_request() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
     hook.set_delay(secs(120));
-    let mut ferry = Ferry::start(&fill(
+    let (_nats, mut ferry, peer) = nats_to_http(
         r#"
 shutdown_timeout: 1s
 connections:
@@ -509,12 +490,11 @@ routes:
     from: { connection: core, subject: "orders" }
     to: { connection: hook }
 "#,
-        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
-    ));
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
-    peer.publish_all((0..2).map(|i| ("orders".to_string(), order("orders", i))))
-        .await;
+        &[("@HOOK@", hook.url())],
+        &[],
+    )
+    .await;
+    publish_orders(&peer, 2).await;
     hook.wait_for_requests(1, secs(10)).await;
 
     ferry.signal("TERM");

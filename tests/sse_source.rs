@@ -190,6 +190,46 @@ async fn stream(
         .unwrap()
 }
 
+/// What the tests against a [`ScriptedSse`] server start with.
+struct ScriptedRun {
+    mosquitto: Mosquitto,
+    server: ScriptedSse,
+    ferry: Ferry,
+    /// Subscribed to every topic (`#`, QoS 1).
+    peer: MqttPeer,
+    /// ferry's first request to the server.
+    first: SseRequest,
+}
+
+/// Starts mosquitto (with `options`), a [`ScriptedSse`] server and ferry running `yaml`
+/// (`@SSE@` filled in by the server's URL with `path`, `@MQTT@` by the broker's, then
+/// `values`; `env` in its environment), subscribes a peer to everything, and returns once
+/// ferry's first request reached the server and ferry is ready.
+async fn scripted_run(
+    options: MosquittoOptions,
+    path: &str,
+    yaml: &str,
+    values: &[(&str, String)],
+    env: &[(&str, &str)],
+) -> ScriptedRun {
+    let mosquitto = Mosquitto::start(options);
+    let server = ScriptedSse::start().await;
+    let mut all = vec![("@SSE@", server.url(path)), ("@MQTT@", mosquitto.url())];
+    all.extend(values.iter().cloned());
+    let mut ferry = Ferry::start_with_env(&fill(yaml, &all), env);
+    let peer = MqttPeer::connect(&mosquitto.url()).await;
+    peer.subscribe("#", 1).await;
+    let first = server.wait_for_requests(1, secs(15)).await.remove(0);
+    ferry.wait_ready().await;
+    ScriptedRun {
+        mosquitto,
+        server,
+        ferry,
+        peer,
+        first,
+    }
+}
+
 /// Messages as `(topic, payload)` pairs, for exact comparisons.
 fn pairs(messages: &[Msg]) -> Vec<(String, String)> {
     messages
@@ -215,9 +255,15 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// without `event:` (type `message`), and events without data (never dispatched).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_framing_arrives_exactly_as_sent() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let server = ScriptedSse::start().await;
-    let mut ferry = Ferry::start(&fill(
+    let ScriptedRun {
+        mosquitto: _mosquitto,
+        server,
+        mut ferry,
+        mut peer,
+        ..
+    } = scripted_run(
+        MosquittoOptions::default(),
+        "/stream",
         r#"
 connections:
   feed:
@@ -229,15 +275,10 @@ routes:
     from: { connection: feed }
     to: { connection: mq, qos: 1 }
 "#,
-        &[
-            ("@SSE@", server.url("/stream")),
-            ("@MQTT@", mosquitto.url()),
-        ],
-    ));
-    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
-    peer.subscribe("#", 1).await;
-    server.wait_for_requests(1, secs(15)).await;
-    ferry.wait_ready().await;
+        &[],
+        &[],
+    )
+    .await;
 
     server.send(": a comment, then a retry on its own\n\nretry: 250\n\n");
     server.send("event: greeting\nid: 1\ndata: hello\n\n");
@@ -348,12 +389,17 @@ routes:
 /// in ferry's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_with_body_headers_and_query_and_no_key_in_the_log() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let server = ScriptedSse::start().await;
     let key = "sse-key-0d9f7c";
-    let mut ferry = Ferry::start_with_env(
-        &fill(
-            r#"
+    let ScriptedRun {
+        mosquitto: _mosquitto,
+        server,
+        mut ferry,
+        mut peer,
+        first: request,
+    } = scripted_run(
+        MosquittoOptions::default(),
+        "/subscribe?v=2",
+        r#"
 connections:
   feed:
     sse:
@@ -370,17 +416,10 @@ routes:
     from: { connection: feed }
     to: { connection: mq, qos: 1 }
 "#,
-            &[
-                ("@SSE@", server.url("/subscribe?v=2")),
-                ("@MQTT@", mosquitto.url()),
-            ],
-        ),
+        &[],
         &[("TENANT_KEY", key)],
-    );
-    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
-    peer.subscribe("#", 1).await;
-    let requests = server.wait_for_requests(1, secs(15)).await;
-    let request = &requests[0];
+    )
+    .await;
     assert_eq!(request.method, "POST");
     assert_eq!(
         request.uri,
@@ -389,7 +428,6 @@ routes:
     assert_eq!(request.body, r#"{"subscribe": ["orders"]}"#);
     assert_eq!(request.header("x-tenant"), Some(key));
     assert_eq!(request.header("content-type"), Some("application/json"));
-    ferry.wait_ready().await;
     server.send("event: order\ndata: 1\n\n");
     let got = peer.inbox.collect(1, secs(10)).await;
     assert_eq!(pairs(&got), owned(&[("order", "1")]));
@@ -412,10 +450,16 @@ routes:
 /// reconnects, again with `Last-Event-ID`. Events sent on each new stream arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconnects_with_last_event_id_after_a_close_and_after_silence() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let server = ScriptedSse::start().await;
     let state = tempfile::tempdir().unwrap();
-    let mut ferry = Ferry::start(&fill(
+    let ScriptedRun {
+        mosquitto: _mosquitto,
+        server,
+        mut ferry,
+        mut peer,
+        first,
+    } = scripted_run(
+        MosquittoOptions::default(),
+        "/stream",
         r#"
 state_dir: "@STATE@"
 connections:
@@ -430,18 +474,12 @@ routes:
     from: { connection: feed }
     to: { connection: mq, topic: "e/{{ id }}", qos: 1 }
 "#,
-        &[
-            ("@STATE@", state.path().display().to_string()),
-            ("@SSE@", server.url("/stream")),
-            ("@MQTT@", mosquitto.url()),
-        ],
-    ));
-    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
-    peer.subscribe("#", 1).await;
-    let first = server.wait_for_requests(1, secs(15)).await;
-    assert_eq!(first[0].header("last-event-id"), None, "no cursor yet");
-    assert_eq!(first[0].header("accept"), Some("text/event-stream"));
-    ferry.wait_ready().await;
+        &[("@STATE@", state.path().display().to_string())],
+        &[],
+    )
+    .await;
+    assert_eq!(first.header("last-event-id"), None, "no cursor yet");
+    assert_eq!(first.header("accept"), Some("text/event-stream"));
 
     // Ids are any text, not only ASCII.
     server.send("retry: 300\n\nid: a-1\ndata: one\n\nid: ä-2\ndata: two\n\n");
@@ -488,12 +526,18 @@ routes:
 async fn a_pause_in_reading_longer_than_idle_timeout_is_not_a_dead_stream() {
     // More than the MQTT client's request channel (4096) and inflight window (100) hold.
     const EVENTS: usize = 5_000;
-    let mosquitto = Mosquitto::start(MosquittoOptions {
-        max_queued_messages: Some(0),
-        ..Default::default()
-    });
-    let server = Arc::new(ScriptedSse::start().await);
-    let mut ferry = Ferry::start(&fill(
+    let ScriptedRun {
+        mosquitto,
+        server,
+        mut ferry,
+        mut peer,
+        ..
+    } = scripted_run(
+        MosquittoOptions {
+            max_queued_messages: Some(0),
+            ..Default::default()
+        },
+        "/stream",
         r#"
 connections:
   feed:
@@ -506,15 +550,11 @@ routes:
     to: { connection: mq, topic: "e", qos: 1 }
     queue: { max_messages: 1, when_full: block }
 "#,
-        &[
-            ("@SSE@", server.url("/stream")),
-            ("@MQTT@", mosquitto.url()),
-        ],
-    ));
-    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
-    peer.subscribe("#", 1).await;
-    server.wait_for_requests(1, secs(15)).await;
-    ferry.wait_ready().await;
+        &[],
+        &[],
+    )
+    .await;
+    let server = Arc::new(server);
     // The server is never silent: a comment every 200 ms.
     let keep_alive = {
         let server = server.clone();

@@ -1,146 +1,20 @@
 //! Real brokers on free loopback ports: mosquitto and nats-server.
 //!
 //! Each broker gets a temporary directory holding its config file and its log; the config is
-//! written once, so [`BrokerProcess::restart`] brings the broker back
+//! written once, so [`ServerProcess::restart`] brings the broker back
 //! on the very same ports with the very same settings (what a broker restart looks like to a
 //! client).
 
-use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use tempfile::TempDir;
-
-use super::{
-    free_port, is_executable, require_binary, secs, send_signal, tail_file, wait_for_ports,
-};
+use super::{Readiness, ServerProcess, free_port, is_executable, is_root, require_binary, secs};
 
 /// A certificate and key (PEM files) for a broker's TLS listener.
 #[derive(Clone, Debug)]
 pub struct ServerTls {
     pub cert: PathBuf,
     pub key: PathBuf,
-}
-
-/// A broker process started from a config file in its own temporary directory, with its
-/// output in a log file there. Both broker wrappers deref to it for what they share: `pid`,
-/// `kill9`, `restart`, `pause`, `resume`, `log`, `dir`.
-pub struct BrokerProcess {
-    what: String,
-    program: PathBuf,
-    args: Vec<String>,
-    log: PathBuf,
-    /// Every port it listens on; readiness waits for all of them.
-    ports: Vec<u16>,
-    child: Option<Child>,
-    dir: TempDir,
-}
-
-impl BrokerProcess {
-    /// Starts the program and returns once every port accepts TCP connections (panics after
-    /// 15 s, with the broker's log).
-    fn start(
-        what: String,
-        program: PathBuf,
-        args: Vec<String>,
-        log: &str,
-        ports: Vec<u16>,
-        dir: TempDir,
-    ) -> Self {
-        let mut process = BrokerProcess {
-            what,
-            program,
-            args,
-            log: dir.path().join(log),
-            ports,
-            child: None,
-            dir,
-        };
-        process.spawn();
-        process.wait_ready();
-        process
-    }
-
-    fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open broker log");
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.program.display()));
-        self.child = Some(child);
-    }
-
-    /// Ok while the process runs; the reason (exit status and log tail) once it is gone.
-    fn alive(&mut self) -> Result<(), String> {
-        match self.child.as_mut().map(|c| c.try_wait()) {
-            None => Err("it was never started or was killed".into()),
-            Some(Ok(None)) => Ok(()),
-            Some(Ok(Some(status))) => Err(format!(
-                "it exited with {status}; its log ends with:\n{}",
-                tail_file(&self.log, 30)
-            )),
-            Some(Err(e)) => Err(format!("wait failed: {e}")),
-        }
-    }
-
-    fn wait_ready(&mut self) {
-        let what = self.what.clone();
-        let ports = self.ports.clone();
-        wait_for_ports(&what, &ports, secs(15), || self.alive());
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().expect("broker is not running").id()
-    }
-
-    /// `kill -9`: the broker vanishes without a goodbye, as in a crash.
-    pub fn kill9(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill(); // SIGKILL
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the broker again with the same config on the same ports (after [`Self::kill9`];
-    /// kills it first if it still runs).
-    pub fn restart(&mut self) {
-        self.kill9();
-        self.spawn();
-        self.wait_ready();
-    }
-
-    /// `SIGSTOP`: the broker keeps its sockets open but stops reading and writing, so a
-    /// client's writes pile up in socket buffers and then block.
-    pub fn pause(&self) {
-        send_signal(self.pid(), "STOP");
-    }
-
-    /// `SIGCONT` after [`Self::pause`].
-    pub fn resume(&self) {
-        send_signal(self.pid(), "CONT");
-    }
-
-    /// The broker's log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for BrokerProcess {
-    fn drop(&mut self) {
-        self.kill9();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -165,7 +39,7 @@ pub struct Mosquitto {
     pub ws_port: Option<u16>,
     pub tls_port: Option<u16>,
     pub conf: PathBuf,
-    process: BrokerProcess,
+    process: ServerProcess,
 }
 
 impl Mosquitto {
@@ -216,13 +90,17 @@ impl Mosquitto {
             .into_iter()
             .flatten()
             .collect();
-        let process = BrokerProcess::start(
+        let process = ServerProcess::start(
             format!("mosquitto (port {port})"),
             program,
             vec!["-c".into(), conf_path.display().to_string()],
-            "mosquitto.log",
-            ports,
             dir,
+            "mosquitto.log",
+            Readiness {
+                ports,
+                http_health: None,
+                within: secs(15),
+            },
         );
         Mosquitto {
             port,
@@ -256,15 +134,6 @@ impl Mosquitto {
     }
 }
 
-fn is_root() -> bool {
-    // Debian's mosquitto drops privileges only when started as root; `id -u` avoids libc.
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
 // ---------------------------------------------------------------------------------------------
 // nats-server
 
@@ -294,7 +163,7 @@ pub struct NatsServer {
     pub monitor_port: Option<u16>,
     pub mqtt_port: Option<u16>,
     pub conf: PathBuf,
-    process: BrokerProcess,
+    process: ServerProcess,
 }
 
 impl NatsServer {
@@ -348,13 +217,17 @@ impl NatsServer {
             .into_iter()
             .flatten()
             .collect();
-        let process = BrokerProcess::start(
+        let process = ServerProcess::start(
             format!("nats-server (port {port})"),
             program,
             vec!["-c".into(), conf_path.display().to_string()],
-            "nats.log",
-            ports,
             dir,
+            "nats.log",
+            Readiness {
+                ports,
+                http_health: None,
+                within: secs(15),
+            },
         );
         NatsServer {
             port,
@@ -449,21 +322,5 @@ fn nats_server_version(path: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// What both brokers share ([`BrokerProcess`]: pid, kill9, restart, pause, resume, log, dir).
-macro_rules! derefs_to_process {
-    ($broker:ty) => {
-        impl std::ops::Deref for $broker {
-            type Target = BrokerProcess;
-            fn deref(&self) -> &BrokerProcess {
-                &self.process
-            }
-        }
-        impl std::ops::DerefMut for $broker {
-            fn deref_mut(&mut self) -> &mut BrokerProcess {
-                &mut self.process
-            }
-        }
-    };
-}
 derefs_to_process!(Mosquitto);
 derefs_to_process!(NatsServer);

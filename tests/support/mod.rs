@@ -3,7 +3,8 @@
 //! Every integration test file pulls this in with `mod support;`. Nothing here is a mock:
 //! - [`Mosquitto`] and [`NatsServer`] run the real broker binaries on free loopback ports,
 //!   each in its own temporary directory, and can be killed (`kill -9`), restarted on the same
-//!   ports, paused (`SIGSTOP`) and resumed (`SIGCONT`);
+//!   ports, paused (`SIGSTOP`) and resumed (`SIGCONT`); they, nginx and PocketBase all run
+//!   as a [`ServerProcess`], tied to the test process so none outlives it;
 //! - [`TestPki`] makes a CA, a server certificate signed by it and an unrelated second CA;
 //! - [`Ferry`] runs the ferry binary built by cargo on a YAML file and watches its log;
 //! - [`MqttPeer`] and [`NatsPeer`] are the test's own clients, publishing and collecting
@@ -19,6 +20,9 @@
 
 #![allow(dead_code)]
 
+// First, so its `derefs_to_process!` macro is visible in the modules after it.
+#[macro_use]
+mod process;
 mod brokers;
 mod certs;
 mod ferry;
@@ -34,6 +38,8 @@ pub use certs::*;
 pub use ferry::*;
 #[allow(unused_imports)]
 pub use peers::*;
+#[allow(unused_imports)]
+pub use process::*;
 #[allow(unused_imports)]
 pub use restdb::*;
 #[allow(unused_imports)]
@@ -117,6 +123,17 @@ fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// True when the tests run as root: then mosquitto would switch to the `mosquitto` user and
+/// nginx run its workers as `nobody`, who may not read the test's private temporary files, so
+/// their configs say to stay root. `id -u` avoids libc.
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
 }
 

@@ -18,10 +18,9 @@
 //! be raced.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,12 +30,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use super::{free_port, is_executable, millis, secs, tail_file, wait_for_ports};
+use super::{Readiness, ServerProcess, free_port, is_executable, is_root, secs, tied_command};
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
@@ -58,210 +56,6 @@ pub async fn within<F: std::future::Future>(limit: Duration, what: &str, fut: F)
         Ok(out) => out,
         Err(_) => panic!("{what} did not finish within {limit:?}"),
     }
-}
-
-/// The shell wrapper that ties a process to the test process (see [`tied_command`]).
-const TIE: &str = r#"exec 3<&0 </dev/null
-( read _ <&3; kill -KILL 0 ) >/dev/null 2>&1 &
-exec "$@" 3<&-"#;
-
-/// `program args...` wrapped so that it cannot outlive the test process: `sh` puts a watcher
-/// in the background that reads the child's stdin (a pipe from the test process, which must be
-/// `Stdio::piped()` and kept open) and, when it reaches end of file, kills the whole process
-/// group; then `sh` execs the program, which keeps the wrapper's pid. The watcher holds none
-/// of the program's output pipes, so they end when the program does. The command starts a
-/// process group of its own, so killing the group kills the program, whatever it forked
-/// (nginx's workers) and the watcher, and nothing of the test's. The pipe ends when the test
-/// drops it or dies in any way (even `kill -9`): no orphaned server is left behind.
-pub fn tied_command(program: &Path) -> Command {
-    use std::os::unix::process::CommandExt;
-    let mut command = Command::new("sh");
-    command
-        .arg("-c")
-        .arg(TIE)
-        .arg("sh")
-        .arg(program)
-        .stdin(Stdio::piped())
-        .process_group(0);
-    command
-}
-
-/// `kill -KILL -PGID`: the whole process group.
-fn kill_group(pgid: u32) {
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Pids of the live (not zombie) processes in process group `pgid`, from /proc.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            // After the command name in parentheses: state, ppid, pgrp, ...
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
-        })
-        .collect()
-}
-
-/// A server process started with [`tied_command`], its output in a log file.
-struct GroupProcess {
-    what: String,
-    program: PathBuf,
-    args: Vec<String>,
-    cwd: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
-    tie: Option<ChildStdin>,
-}
-
-impl GroupProcess {
-    fn spawn(what: String, program: PathBuf, args: Vec<String>, cwd: &Path, log: PathBuf) -> Self {
-        let mut process = GroupProcess {
-            what,
-            program,
-            args,
-            cwd: cwd.to_path_buf(),
-            log,
-            child: None,
-            tie: None,
-        };
-        process.respawn();
-        process
-    }
-
-    fn respawn(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open server log");
-        let mut child = tied_command(&self.program)
-            .args(&self.args)
-            .current_dir(&self.cwd)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start {}: {e}", self.program.display()));
-        self.tie = child.stdin.take();
-        self.child = Some(child);
-    }
-
-    /// Ok while the process runs; the reason (exit status and log tail) once it is gone.
-    fn alive(&mut self) -> Result<(), String> {
-        match self.child.as_mut().map(|c| c.try_wait()) {
-            None => Err("it was never started or was killed".into()),
-            Some(Ok(None)) => Ok(()),
-            Some(Ok(Some(status))) => Err(format!(
-                "it exited with {status}; its log ends with:\n{}",
-                tail_file(&self.log, 30)
-            )),
-            Some(Err(e)) => Err(format!("wait failed: {e}")),
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child
-            .as_ref()
-            .unwrap_or_else(|| panic!("{} is not running", self.what))
-            .id()
-    }
-
-    /// SIGKILL to the whole group (the program, its children, the watcher); reaps the program
-    /// and returns once every process of the group is gone (10 s at most: SIGKILL is
-    /// delivered asynchronously, and a dying nginx worker still holds the listening socket that
-    /// a restart needs).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let pgid = child.id();
-            kill_group(pgid);
-            let _ = child.wait();
-            let deadline = Instant::now() + secs(10);
-            while !group_members(pgid).is_empty() {
-                if Instant::now() > deadline {
-                    // No panic: this runs in drop, maybe while a test is already panicking.
-                    eprintln!(
-                        "{}: processes {:?} still alive 10s after SIGKILL",
-                        self.what,
-                        group_members(pgid)
-                    );
-                    break;
-                }
-                kill_group(pgid);
-                std::thread::sleep(millis(5));
-            }
-        }
-        self.tie = None;
-    }
-
-    /// Polls (bounded) until `ready` says yes, failing at once if the process died.
-    fn wait_until(&mut self, timeout: Duration, what: &str, mut ready: impl FnMut() -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Err(why) = self.alive() {
-                panic!("{} is not running: {why}", self.what);
-            }
-            if ready() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "{}: {what} within {timeout:?}; its log ends with:\n{}",
-                    self.what,
-                    tail_file(&self.log, 30)
-                );
-            }
-            std::thread::sleep(millis(20));
-        }
-    }
-}
-
-impl Drop for GroupProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// `GET path` on 127.0.0.1:`port` with a plain blocking socket (HTTP/1.0): the status and the
-/// body, or None if nothing answered. For readiness checks, before any runtime is involved.
-fn http_get_blocking(port: u16, path: &str) -> Option<(u16, String)> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let mut stream = TcpStream::connect_timeout(&addr, millis(500)).ok()?;
-    stream.set_read_timeout(Some(secs(2))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((status, body))
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -304,11 +98,14 @@ pub const NCHAN_MODULE: &str = "/usr/lib/nginx/modules/ngx_nchan_module.so";
 ///   100 s after `: hi` (no keep-alive, no subscriber timeout; pings would need
 ///   `nchan_eventsource_ping_interval`, and are `event: ping` blocks without data, which an
 ///   EventSource never dispatches).
+///
+/// [`ServerProcess`] (by deref) gives `pid`, `processes`, `kill9` (master and workers:
+/// subscribers' streams break, published messages are lost, as nchan keeps them in memory),
+/// `restart` (same port, same config, channels empty), `log` (nginx's error log) and `dir`.
 pub struct Nchan {
     pub port: u16,
     pub conf: PathBuf,
-    process: GroupProcess,
-    dir: TempDir,
+    process: ServerProcess,
 }
 
 impl Nchan {
@@ -376,32 +173,23 @@ impl Nchan {
             "-e".to_string(),
             format!("{d}/error.log"),
         ];
-        let process = GroupProcess::spawn(
+        let process = ServerProcess::start(
             format!("nginx/nchan (port {port})"),
             nginx,
             args,
-            dir.path(),
-            dir.path().join("error.log"),
+            dir,
+            "error.log",
+            Readiness {
+                ports: vec![port],
+                http_health: Some("/health"),
+                within: secs(15),
+            },
         );
-        let mut nchan = Nchan {
+        Nchan {
             port,
             conf: conf_path,
             process,
-            dir,
-        };
-        nchan.wait_ready();
-        nchan
-    }
-
-    fn wait_ready(&mut self) {
-        let port = self.port;
-        wait_for_ports(&self.process.what.clone(), &[port], secs(15), || {
-            self.process.alive()
-        });
-        self.process
-            .wait_until(secs(15), "GET /health was not answered", || {
-                http_get_blocking(port, "/health").is_some_and(|(s, _)| s == 200)
-            });
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -455,39 +243,6 @@ impl Nchan {
             .as_str()
             .unwrap_or_else(|| panic!("nchan publish answer has no last_message_id: {text}"))
             .to_string()
-    }
-
-    /// Pid of the nginx master.
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// Every live process of this nginx (master, worker, and the watcher of [`tied_command`]).
-    pub fn processes(&self) -> Vec<u32> {
-        group_members(self.process.pid())
-    }
-
-    /// `kill -9` of master and workers: subscribers' streams break, published messages are
-    /// lost (nchan keeps them in memory).
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts nginx again on the same port with the same config (after [`Self::kill`]; kills
-    /// it first if it still runs). The channels start empty.
-    pub fn restart(&mut self) {
-        self.process.kill();
-        self.process.respawn();
-        self.wait_ready();
-    }
-
-    /// nginx's error log so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
@@ -577,10 +332,13 @@ pub fn pocketbase_binary() -> PathBuf {
 /// - there are no keep-alive pings; a client that receives nothing for 5 minutes is
 ///   disconnected (documented, and verified: exactly 300 s after `PB_CONNECT` the response
 ///   ended cleanly, with no last event), and is expected to reconnect and subscribe again.
+///
+/// [`ServerProcess`] (by deref) gives `pid`, `processes`, `kill9` (realtime streams break),
+/// `restart` (same port, same data; realtime clients must reconnect and subscribe again),
+/// `log` and `dir`.
 pub struct PocketBase {
     pub port: u16,
-    process: GroupProcess,
-    dir: TempDir,
+    process: ServerProcess,
     client: reqwest::Client,
     token: tokio::sync::Mutex<Option<String>>,
 }
@@ -621,30 +379,24 @@ impl PocketBase {
             "--dir".to_string(),
             data.display().to_string(),
         ];
-        let process = GroupProcess::spawn(
+        let process = ServerProcess::start(
             format!("pocketbase (port {port})"),
             binary,
             args,
-            dir.path(),
-            dir.path().join("pocketbase.log"),
+            dir,
+            "pocketbase.log",
+            Readiness {
+                ports: vec![port],
+                http_health: Some("/api/health"),
+                within: secs(20),
+            },
         );
-        let mut pb = PocketBase {
+        PocketBase {
             port,
             process,
-            dir,
             client: http_client(),
             token: tokio::sync::Mutex::new(None),
-        };
-        pb.wait_ready();
-        pb
-    }
-
-    fn wait_ready(&mut self) {
-        let port = self.port;
-        self.process
-            .wait_until(secs(20), "GET /api/health did not answer 200", || {
-                http_get_blocking(port, "/api/health").is_some_and(|(s, _)| s == 200)
-            });
+        }
     }
 
     /// `http://127.0.0.1:PORT`
@@ -787,32 +539,6 @@ impl PocketBase {
                 panic!("pocketbase {method} {path}: answer is not JSON ({e}): {text}")
             })
         }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// `kill -9`: realtime streams break.
-    pub fn kill(&mut self) {
-        self.process.kill();
-    }
-
-    /// Starts PocketBase again on the same port with the same data (after [`Self::kill`];
-    /// kills it first if it still runs). Realtime clients must reconnect and subscribe again.
-    pub fn restart(&mut self) {
-        self.process.kill();
-        self.process.respawn();
-        self.wait_ready();
-    }
-
-    /// PocketBase's output so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.process.log).unwrap_or_default()
-    }
-
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }
 
@@ -1508,3 +1234,6 @@ impl SseClient {
         }
     }
 }
+
+derefs_to_process!(Nchan);
+derefs_to_process!(PocketBase);
