@@ -240,7 +240,7 @@ impl Endpoint {
             let reason = if error.is_timeout() {
                 format!("cannot connect within {:?}", self.connect_timeout)
             } else {
-                format!("cannot connect: {}", chain(error))
+                format!("cannot connect: {}", http_client::describe(error))
             };
             self.status
                 .unreachable(&format_args!("{}: {reason}", self.origin));
@@ -251,9 +251,12 @@ impl Endpoint {
                 self.timeout
             )
         } else if error.is_builder() {
-            return SinkError::Rejected(format!("cannot build the request: {}", chain(error)));
+            return SinkError::Rejected(format!(
+                "cannot build the request: {}",
+                http_client::describe(error)
+            ));
         } else {
-            chain(error)
+            http_client::describe(error)
         };
         SinkError::Unavailable(reason)
     }
@@ -293,7 +296,11 @@ impl Sink for HttpSink {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
             let (body, complete) = read_up_to(&mut response, EXCERPT_BYTES).await;
-            Err(failure(status, retry_after, &excerpt(&body, complete)))
+            Err(failure(
+                status,
+                retry_after,
+                &http_client::excerpt(&body, EXCERPT_BYTES, complete),
+            ))
         })
     }
 }
@@ -352,28 +359,6 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// A response body as one line of text, at most [`EXCERPT_BYTES`] of it, `…` when cut.
-fn excerpt(body: &[u8], complete: bool) -> String {
-    let cut = body.len() > EXCERPT_BYTES;
-    let mut text = String::with_capacity(EXCERPT_BYTES);
-    let mut space = false;
-    for c in String::from_utf8_lossy(&body[..body.len().min(EXCERPT_BYTES)]).chars() {
-        if c.is_whitespace() || c.is_control() {
-            space = !text.is_empty();
-        } else {
-            if space {
-                text.push(' ');
-                space = false;
-            }
-            text.push(c);
-        }
-    }
-    if cut || !complete {
-        text.push('…');
-    }
-    text
-}
-
 /// The `Content-Type` of a message that has none: JSON when the payload parses as JSON, text
 /// when it is UTF-8, bytes otherwise; none for an empty body.
 fn content_type(payload: &Bytes) -> Option<&'static str> {
@@ -403,26 +388,6 @@ fn shown(target: &str) -> String {
         shown.push('…');
     }
     shown
-}
-
-/// A request error by its causes (`tcp connect error: Connection refused`), without the URL
-/// reqwest would put in it and without the wrappers that say only that a request failed.
-fn chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut causes = Vec::new();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !text.starts_with("client error (") {
-            causes.push(text);
-        }
-        source = cause.source();
-    }
-    if causes.is_empty() {
-        error.to_string()
-    } else {
-        causes.join(": ")
-    }
 }
 
 #[cfg(test)]
@@ -640,14 +605,14 @@ mod tests {
     #[test]
     fn excerpts_are_one_short_line() {
         assert_eq!(
-            excerpt(b"  {\"error\":\n\t\"bad\"}\r\n", true),
+            http_client::excerpt(b"  {\"error\":\n\t\"bad\"}\r\n", EXCERPT_BYTES, true),
             "{\"error\": \"bad\"}"
         );
         let long = vec![b'x'; 2000];
-        let e = excerpt(&long, false);
+        let e = http_client::excerpt(&long, EXCERPT_BYTES, false);
         assert_eq!(e.len(), EXCERPT_BYTES + '…'.len_utf8());
         assert!(e.ends_with('…'));
-        assert_eq!(excerpt(b"", true), "");
+        assert_eq!(http_client::excerpt(b"", EXCERPT_BYTES, true), "");
     }
 
     #[test]

@@ -70,3 +70,51 @@ fn build(
         .build()
         .with_context(|| format!("connection {connection}: cannot build the HTTP client"))
 }
+
+/// A request error as one line for the log: its causes (`tcp connect error: Connection
+/// refused`), without the URL reqwest would put in it (its query may carry an API key), without
+/// the wrappers that only say a request failed, and without causes that repeat one another.
+pub fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut line = String::new();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !text.is_empty() && !text.starts_with("client error (") && !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if line.is_empty() {
+        error.to_string()
+    } else {
+        line
+    }
+}
+
+/// The start of a server's answer as one line of text for a log or a dead letter: at most
+/// `max` bytes of `body`, whitespace runs made one space, `…` when it was cut (or `complete`
+/// is false: more was left unread).
+pub fn excerpt(body: &[u8], max: usize, complete: bool) -> String {
+    let cut = body.len() > max;
+    let mut text = String::with_capacity(max.min(body.len()));
+    let mut space = false;
+    for c in String::from_utf8_lossy(&body[..body.len().min(max)]).chars() {
+        if c.is_whitespace() || c.is_control() {
+            space = !text.is_empty();
+        } else {
+            if space {
+                text.push(' ');
+                space = false;
+            }
+            text.push(c);
+        }
+    }
+    if cut || !complete {
+        text.push('…');
+    }
+    text
+}

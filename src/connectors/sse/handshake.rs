@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::{self, PayloadFormat, Protocol};
+use crate::connectors::http_client;
 use crate::mapping::payload::Payload;
 use crate::mapping::template::{Scope, Template};
 use crate::message::Message;
@@ -97,7 +98,7 @@ impl Handshake {
             anyhow::anyhow!(
                 "handshake {} {shown} failed: {}",
                 self.method,
-                super::transport::chain(&e.without_url())
+                http_client::describe(e)
             )
         })?;
         let status = response.status();
@@ -105,7 +106,7 @@ impl Handshake {
             return Ok(());
         }
         let answer = response.bytes().await.unwrap_or_default();
-        let excerpt = super::one_line(&answer);
+        let excerpt = http_client::excerpt(&answer, super::EXCERPT, true);
         anyhow::bail!(
             "handshake {} {shown} answered {status}{}",
             self.method,

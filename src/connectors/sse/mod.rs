@@ -447,21 +447,6 @@ async fn excerpt(mut body: launchdarkly_sdk_transport::ByteStream) -> String {
             }
         }
     };
-    let _ = tokio::time::timeout(EXCERPT_WAIT, read).await;
-    one_line(&bytes)
-}
-
-/// The first [`EXCERPT`] bytes of a server's answer as one line of text, for the log.
-fn one_line(answer: &[u8]) -> String {
-    let text = String::from_utf8_lossy(answer);
-    let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.len() > EXCERPT {
-        let mut end = EXCERPT;
-        while !line.is_char_boundary(end) {
-            end -= 1;
-        }
-        line.truncate(end);
-        line.push('…');
-    }
-    line
+    let complete = tokio::time::timeout(EXCERPT_WAIT, read).await.is_ok() && bytes.len() <= EXCERPT;
+    http_client::excerpt(&bytes, EXCERPT, complete)
 }

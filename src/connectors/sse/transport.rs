@@ -176,7 +176,7 @@ pub(super) struct Failure(String);
 
 impl Failure {
     pub(super) fn from_reqwest(error: reqwest::Error) -> Self {
-        Failure(chain(&error.without_url()))
+        Failure(super::http_client::describe(error))
     }
 
     fn silent(idle_timeout: Duration) -> Self {
@@ -185,22 +185,6 @@ impl Failure {
             humantime::format_duration(idle_timeout)
         ))
     }
-}
-
-/// `error: cause: root cause`, leaving out a cause whose text is already in the line (hyper
-/// and reqwest repeat their causes).
-pub(crate) fn chain(error: &dyn StdError) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let text = e.to_string();
-        if !text.is_empty() && !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = e.source();
-    }
-    out
 }
 
 impl fmt::Display for Failure {
