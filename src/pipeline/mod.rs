@@ -2,6 +2,7 @@
 
 pub mod queue;
 pub mod route;
+pub mod spool;
 pub mod status;
 
 use std::collections::BTreeMap;
