@@ -29,7 +29,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -696,6 +696,11 @@ impl Spool {
         self.log().is_empty()
     }
 
+    /// Some appends are not yet durable: the acks behind them must wait for [`Spool::sync`].
+    pub fn unsynced(&self) -> bool {
+        self.log().unsynced
+    }
+
     /// Bytes waiting to be forwarded.
     pub fn pending_bytes(&self) -> u64 {
         self.log().pending
@@ -753,6 +758,7 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::SystemTime;
 
     fn message(n: usize) -> Message {
         let mut m = Message::new("plant".into(), format!("iot.{n}"), format!("payload {n}"));
