@@ -190,6 +190,9 @@ impl RouteWorker {
     /// sources may send those messages again (and the spool may still forward them: at least
     /// once, never lost).
     async fn make_durable(&self, waiting: &mut Vec<Ack>) {
+        if waiting.is_empty() && !self.spools().any(Spool::unsynced) {
+            return;
+        }
         let mut durable = true;
         for spool in self.spools() {
             if let Err(e) = spool.sync().await {
@@ -357,16 +360,23 @@ impl RouteWorker {
                     .publish(sink, message, &self.abandon, &Reconnect::default())
                     .await;
             }
-            self.warnings.warn(|| {
-                let why = match &error {
-                    AppendError::Full { .. } => format!("{error}"),
-                    AppendError::Io(_) => format!("{error}; retrying"),
-                };
-                format!(
-                    "route {}: spool for sink {}: {why}; the route waits until it drains (the source is not read meanwhile)",
-                    self.name, sink.connection
-                )
-            });
+            match &error {
+                AppendError::Full { .. } => {
+                    if spool.newly_full() {
+                        tracing::warn!(
+                            route = %self.name,
+                            "spool for sink {}: {error}; the route waits for room (its source is not read meanwhile)",
+                            sink.connection
+                        );
+                    }
+                }
+                AppendError::Io(_) => self.warnings.warn(|| {
+                    format!(
+                        "route {}: spool for sink {}: {error}; retrying",
+                        self.name, sink.connection
+                    )
+                }),
+            }
             tokio::select! {
                 _ = room => {}
                 // A disk error may pass without anything forwarded.

@@ -108,6 +108,8 @@ struct SegmentLog {
     buffer: Vec<u8>,
     /// What was damaged and skipped, as logged (for tests).
     repairs: Vec<String>,
+    /// The spool was found full since it last emptied (so that is logged once).
+    full: bool,
 }
 
 fn segment_name(id: u64) -> String {
@@ -151,6 +153,7 @@ impl SegmentLog {
             next_id: 1,
             buffer: Vec::new(),
             repairs: Vec::new(),
+            full: false,
         };
         let cursor = log.load_cursor();
         for &id in &ids {
@@ -479,6 +482,7 @@ impl SegmentLog {
         }
         if self.segments.is_empty() {
             self.writer = None;
+            self.full = false;
         }
         self.reader = None;
         self.save_cursor()?;
@@ -699,6 +703,12 @@ impl Spool {
     /// Some appends are not yet durable: the acks behind them must wait for [`Spool::sync`].
     pub fn unsynced(&self) -> bool {
         self.log().unsynced
+    }
+
+    /// True the first time it is asked after an append found the spool full, until the spool
+    /// empties: a full spool is a state worth one log line, not one per message.
+    pub fn newly_full(&self) -> bool {
+        !std::mem::replace(&mut self.log().full, true)
     }
 
     /// Bytes waiting to be forwarded.
