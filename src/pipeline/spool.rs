@@ -1078,6 +1078,42 @@ mod tests {
         assert!(SegmentLog::open(&file.join("spool"), 1 << 20, Default::default()).is_err());
     }
 
+    /// Append + fdatasync throughput, 128-byte payloads, one fsync per message and one per
+    /// group of messages (group commit). Run with
+    /// `cargo test --release --lib spool::tests::throughput -- --ignored --nocapture`;
+    /// `FERRY_SPOOL_BENCH_DIR` picks the file system (default: the system's temp dir).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn throughput() {
+        let base = std::env::var_os("FERRY_SPOOL_BENCH_DIR").map(PathBuf::from);
+        let dir = match &base {
+            Some(base) => tempfile::tempdir_in(base).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let mut m = message(0);
+        m.payload = Bytes::from(vec![b'x'; 128]);
+        for group in [1usize, 16, 64, 256, 1024] {
+            let mut log = open(&dir.path().join(format!("g{group}")), 1 << 30);
+            let n = (group * 200).clamp(2_000, 50_000);
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                log.append(&m).unwrap();
+                if (i + 1) % group == 0 {
+                    log.sync_handle().unwrap().sync_data().unwrap();
+                }
+            }
+            let appended = start.elapsed();
+            let start = std::time::Instant::now();
+            assert_eq!(drain(&mut log).len(), n);
+            let read = start.elapsed();
+            println!(
+                "group of {group:>4}: {:>9.0} msg/s appended and made durable, {:>9.0} msg/s read and forwarded",
+                n as f64 / appended.as_secs_f64(),
+                n as f64 / read.as_secs_f64()
+            );
+        }
+    }
+
     #[tokio::test]
     async fn the_forwarder_waits_for_appends() {
         let dir = tempfile::tempdir().unwrap();
