@@ -707,6 +707,7 @@ mod tests {
                 qos: 1,
                 retain: true,
             }),
+            probe: None,
         }
     }
 
