@@ -169,31 +169,6 @@ routes:
 // ---------------------------------------------------------------------------------------------
 // Acks wait for the sink
 
-/// MQTT to NATS with a persistent MQTT session (fixed client id, `clean_start: false`).
-fn mqtt_to_nats(mqtt: &str, nats: &str, state_dir: &std::path::Path) -> String {
-    fill(
-        r#"
-state_dir: "@STATE@"
-shutdown_timeout: 2s
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", client_id: ferry-delivery, clean_start: false, session_expiry: 1h }
-  nc:
-    nats: { url: "@NATS@" }
-routes:
-  - name: up
-    from: { connection: mq, topic: "up/#", qos: 1 }
-    to: { connection: nc, subject: "up.{{ topic[1] }}" }
-    queue: { max_messages: 100, when_full: block }
-"#,
-        &[
-            ("@MQTT@", mqtt.to_string()),
-            ("@NATS@", nats.to_string()),
-            ("@STATE@", state_dir.display().to_string()),
-        ],
-    )
-}
-
 /// The number in ferry's shutdown line `N received message(s) not delivered stay
 /// unacknowledged`, 0 without one.
 fn left_unacknowledged(ferry: &Ferry) -> usize {
@@ -277,23 +252,36 @@ routes:
     assert!(ferry.terminate().await.success());
 }
 
-/// 20,000 QoS 1 messages; ferry is killed with SIGKILL while relaying them and started again
-/// with the same client id: the broker kept the session, and with it every message ferry had
-/// not acknowledged. Nothing is lost; duplicates (delivered, not yet acknowledged) are
-/// counted.
+/// 20,000 QoS 1 messages from one broker to another; ferry is killed with SIGKILL while
+/// relaying them and started again with the same client ids: the source broker kept the
+/// session, and with it every message ferry had not acknowledged, which ferry acknowledges only
+/// once the other broker acknowledged its copy. Nothing is lost; duplicates (delivered, not yet
+/// acknowledged at the kill) are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_killed_mid_stream_loses_nothing() {
     const SENT: usize = 20_000;
-    let mosquitto = unlimited_mosquitto();
-    let nats = NatsServer::start(NatsOptions::default());
-    let state = tempfile::tempdir().unwrap();
-    let config = mqtt_to_nats(&mosquitto.url(), &nats.url(), state.path());
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("up.>").await;
+    let source = unlimited_mosquitto();
+    let sink = unlimited_mosquitto();
+    let config = fill(
+        r#"
+connections:
+  plant:
+    mqtt: { url: "@SOURCE@", client_id: ferry-killed }
+  out:
+    mqtt: { url: "@SINK@", client_id: ferry-killed-out }
+routes:
+  - name: up
+    from: { connection: plant, topic: "up/#", qos: 1 }
+    to: { connection: out, topic: "relayed/{{ topic[1] }}", qos: 1 }
+"#,
+        &[("@SOURCE@", source.url()), ("@SINK@", sink.url())],
+    );
+    let mut subscriber = MqttPeer::connect(&sink.url()).await;
+    subscriber.subscribe("relayed/#", 1).await;
 
     let mut ferry = Ferry::start(&config);
     ferry.wait_ready().await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let publisher = MqttPeer::connect(&source.url()).await;
     let publishing = tokio::spawn(async move {
         publisher
             .publish_all(messages("up/s", "kill", SENT), 1)
@@ -301,14 +289,22 @@ async fn ferry_killed_mid_stream_loses_nothing() {
         publisher
     });
     // Kill once a good part went through, while the rest is still coming.
-    let mut before = inbox.collect(SENT / 4, secs(60)).await;
+    let mut before = subscriber.inbox.collect(SENT / 4, secs(60)).await;
     ferry.signal("KILL");
     ferry.wait_exit(secs(10)).await;
-    before.extend(inbox.drain());
+    before.extend(subscriber.inbox.drain());
 
     let mut ferry = Ferry::start(&config);
     let _publisher = publishing.await.unwrap();
-    let got = collect_stream(&mut inbox, "kill", SENT, before, secs(120), secs(1)).await;
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "kill",
+        SENT,
+        before,
+        secs(120),
+        secs(1),
+    )
+    .await;
     let tally = Tally::of(&got, "kill", SENT);
     tally.report("kill -9");
     assert!(
@@ -317,6 +313,85 @@ async fn ferry_killed_mid_stream_loses_nothing() {
         tally.lost.len(),
         &tally.lost[..tally.lost.len().min(20)]
     );
+    assert!(ferry.terminate().await.success());
+}
+
+/// A restarted ferry takes over the session the broker kept for its client id as its own: the
+/// connection that is a source also publishes (QoS 2, so every packet id the dead process may
+/// have left half-released is released first) and subscribes (the probe's topic is
+/// subscribed again), which the client would refuse had it resumed the session without local
+/// state. The messages that arrive while ferry is down come too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ferry_publishes_and_subscribes_on_its_kept_session() {
+    const BATCH: usize = 200;
+    let mosquitto = unlimited_mosquitto();
+    let config = fill(
+        r#"
+connections:
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-kept }
+routes:
+  - name: echo
+    from: { connection: mq, topic: "in/#", qos: 1 }
+    to: { connection: mq, topic: "out/{{ topic[1] }}", qos: 2 }
+"#,
+        &[("@MQTT@", mosquitto.url())],
+    );
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("out/#", 2).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_ready().await;
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish_all(messages("in/a", "first", BATCH), 1)
+            .await;
+        publisher
+    });
+    let mut got = subscriber.inbox.collect(BATCH / 4, secs(30)).await;
+    ferry.signal("KILL");
+    ferry.wait_exit(secs(10)).await;
+    let publisher = publishing.await.unwrap();
+    // While ferry is down: the broker keeps these for its session.
+    publisher
+        .publish_all(messages("in/b", "second", BATCH), 1)
+        .await;
+
+    let mut ferry = Ferry::start(&config);
+    let ready = ferry.wait_ready().await;
+    let subscribed = ferry.wait_for_line("subscriptions)", secs(10)).await;
+    eprintln!("[kept session] {ready}\n[kept session] {subscribed}");
+    assert!(
+        !ferry
+            .lines()
+            .iter()
+            .any(|l| l.contains("without local session state")),
+        "the client resumed the kept session broker-only"
+    );
+    got = collect_stream(
+        &mut subscriber.inbox,
+        "first",
+        BATCH,
+        got,
+        secs(60),
+        millis(0),
+    )
+    .await;
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "second",
+        BATCH,
+        got,
+        secs(60),
+        millis(500),
+    )
+    .await;
+    for stream in ["first", "second"] {
+        let tally = Tally::of(&got, stream, BATCH);
+        tally.report(&format!("kept session, {stream}"));
+        assert!(tally.lost.is_empty(), "{stream}: lost {:?}", tally.lost);
+    }
     assert!(ferry.terminate().await.success());
 }
 
@@ -561,4 +636,102 @@ routes:
     let got = subscriber.inbox.collect(1, secs(30)).await;
     assert_eq!(got[0].payload.len(), SIZE);
     assert!(ferry.terminate().await.success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement (not a check): `cargo test --test mqtt_delivery -- --ignored --nocapture`
+
+/// Relay rates with the MQTT 5 persistent session (the default), and how often the client's
+/// session checkpoint was offered to ferry's session file and written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_relay_rates_with_a_persistent_session() {
+    const N: usize = 20_000;
+    let mosquitto = unlimited_mosquitto();
+    let nats = NatsServer::start(NatsOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let mut ferry = Ferry::start(&fill(
+        r#"
+state_dir: "@STATE@"
+connections:
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-measure }
+  nc:
+    nats: { url: "@NATS@" }
+routes:
+  - name: up
+    from: { connection: mq, topic: "up/#", qos: 1 }
+    to: { connection: nc, subject: "up.x" }
+  - name: echo
+    from: { connection: mq, topic: "echo/#", qos: 1 }
+    to: { connection: mq, topic: echoed/x, qos: 1 }
+  - name: down
+    from: { connection: nc, subject: "down.>" }
+    to: { connection: mq, topic: down/x, qos: 1 }
+"#,
+        &[
+            ("@MQTT@", mosquitto.url()),
+            ("@NATS@", nats.url()),
+            ("@STATE@", state.path().display().to_string()),
+        ],
+    ));
+    ferry.wait_ready().await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut up = nats_peer.subscribe("up.>").await;
+    let mut mqtt_sub = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt_sub.subscribe("echoed/#", 1).await;
+    mqtt_sub.subscribe("down/#", 1).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    let started = std::time::Instant::now();
+    publisher.publish_all(messages("up/s", "up", N), 1).await;
+    collect_stream(&mut up, "up", N, Vec::new(), secs(300), millis(0)).await;
+    eprintln!(
+        "[measure] MQTT QoS 1 -> NATS: {:.0} msg/s",
+        N as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let started = std::time::Instant::now();
+    publisher
+        .publish_all(messages("echo/s", "echo", N / 4), 1)
+        .await;
+    collect_stream(
+        &mut mqtt_sub.inbox,
+        "echo",
+        N / 4,
+        Vec::new(),
+        secs(300),
+        millis(0),
+    )
+    .await;
+    eprintln!(
+        "[measure] MQTT QoS 1 -> same connection QoS 1: {:.0} msg/s",
+        (N / 4) as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let started = std::time::Instant::now();
+    nats_peer
+        .publish_all((0..N / 4).map(|i| ("down.x".to_string(), seq_payload("down", i, 64))))
+        .await;
+    collect_stream(
+        &mut mqtt_sub.inbox,
+        "down",
+        N / 4,
+        Vec::new(),
+        secs(300),
+        millis(0),
+    )
+    .await;
+    eprintln!(
+        "[measure] NATS -> MQTT QoS 1: {:.0} msg/s",
+        (N / 4) as f64 / started.elapsed().as_secs_f64()
+    );
+    assert!(ferry.terminate().await.success());
+    for line in ferry
+        .lines()
+        .iter()
+        .filter(|l| l.contains("session checkpoints"))
+    {
+        eprintln!("[measure] {line}");
+    }
 }

@@ -263,6 +263,11 @@ fn build_v5(
     let mut network = mqtt5::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
+    if !cfg.clean_start {
+        // Set last: the session to adopt is made from the options (see `session`).
+        let adopt = super::session::adopt_v5(&options);
+        options.set_session_store(adopt);
+    }
 
     let (client, eventloop) = mqtt5::AsyncClient::builder(options).try_build()?;
     Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
@@ -612,6 +617,18 @@ impl EventLoop {
         match self {
             EventLoop::V5(eventloop) => eventloop.clean(),
             EventLoop::V311(eventloop) => eventloop.clean(),
+        }
+    }
+
+    /// After the first connection: the MQTT 5 client has taken the session it adopts (see
+    /// `session`), and must not build a checkpoint of its state on every request for a store
+    /// that keeps nothing.
+    pub fn forget_session_store(&mut self) {
+        match self {
+            EventLoop::V5(eventloop) => {
+                eventloop.options.clear_session_store();
+            }
+            EventLoop::V311(_) => {}
         }
     }
 

@@ -242,6 +242,7 @@ impl Supervisor {
                     }
                 }
                 Step::Poll(Ok(Event::ConnAck(ack))) => {
+                    self.eventloop.forget_session_store();
                     turn.connected = true;
                     self.link.set_connected(true);
                     self.liveness.restart(Instant::now());

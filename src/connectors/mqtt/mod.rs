@@ -19,6 +19,7 @@ mod acks;
 mod client;
 mod event_loop;
 mod liveness;
+mod session;
 mod topic;
 
 use std::sync::Arc;
