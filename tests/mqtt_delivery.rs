@@ -551,6 +551,82 @@ routes:
     assert!(ferry.terminate().await.success());
 }
 
+/// Acks belong to the connection their messages arrived on. The sink's broker is paused, so
+/// the route holds a batch unconfirmed; meanwhile the source connection goes silent and ferry
+/// replaces it, and the broker delivers the batch again on the new connection. When the sink's
+/// broker resumes, the route confirms the old copies too: their acks must not go out on the
+/// new connection (the client would fail it over an unknown packet id, or acknowledge a
+/// redelivered copy before it was delivered). Every message arrives, the connection never
+/// fails over an ack, and at the end nothing is left unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_of_a_replaced_connection_never_reach_the_new_one() {
+    const BATCH: usize = 50;
+    let source = unlimited_mosquitto();
+    let sink = unlimited_mosquitto();
+    let proxy = StallingProxy::start(source.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  watched:
+    mqtt:
+      url: "@PROXY@"
+      client_id: ferry-generations
+      keep_alive: 60s
+      probe: { interval: 1s, timeout: 1s }
+  out:
+    mqtt: { url: "@SINK@", client_id: ferry-generations-out }
+routes:
+  - name: relay
+    from: { connection: watched, topic: "in/#", qos: 1 }
+    to: { connection: out, topic: "out/{{ topic[1] }}", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@SINK@", sink.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&sink.url()).await;
+    subscriber.subscribe("out/#", 1).await;
+    let publisher = MqttPeer::connect(&source.url()).await;
+
+    sink.pause();
+    publisher
+        .publish_all(messages("in/held", "held", BATCH), 1)
+        .await;
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    ferry
+        .wait_for_line_since(mark, "did not come back within", secs(10))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    sink.resume();
+
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "held",
+        BATCH,
+        Vec::new(),
+        secs(60),
+        millis(500),
+    )
+    .await;
+    let tally = Tally::of(&got, "held", BATCH);
+    tally.report("generations");
+    assert!(tally.lost.is_empty(), "lost {:?}", tally.lost);
+    let failed_over_an_ack = ferry
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("unsolicited"))
+        .collect::<Vec<_>>();
+    assert!(failed_over_an_ack.is_empty(), "{failed_over_an_ack:?}");
+    assert!(ferry.terminate().await.success());
+    assert_eq!(
+        left_unacknowledged(&ferry),
+        0,
+        "messages delivered but left unacknowledged"
+    );
+}
+
 /// A connection without a probe (it only publishes) stalls: the keep-alive notices. The
 /// route's message goes out on the new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

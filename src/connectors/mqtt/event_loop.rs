@@ -306,8 +306,17 @@ impl Supervisor {
         turn.connected = false;
         self.link.set_connected(false);
         turn.suback = None;
-        // The client dropped the acks still queued in it when the connection ended; the ones
-        // released from now on would be for the old connection.
+        // Acks of the old connection must never reach a new one (see `acks`). Three places
+        // could hold them:
+        // - the client's request channel and its own queue: both crates' `EventLoop::clean`,
+        //   which `poll` runs when a connection fails and `drop_connection` runs when we tear
+        //   one down, drains them and drops every PUBACK/PUBREC ("should_replay_after_reconnect"
+        //   in the crates), keeping only publishes, PUBRELs and SUBSCRIBEs for the next
+        //   connection. Only this task queues acks, and only between two `poll`s, so every
+        //   ack it queued for the old connection was in the client before that `clean` ran;
+        // - `turn.acks`, released but not yet queued: dropped here;
+        // - the tracker, for messages still with the routes: a new generation, so their
+        //   receipts settle into nothing. The broker delivers those messages again.
         tracker.new_generation();
         turn.acks.clear();
         let delay = self.backoff.next_delay();
