@@ -133,6 +133,8 @@ struct Turn {
     suback: Option<Pin<Box<SubAckFuture>>>,
     /// After a failure: when to poll (and so reconnect) again.
     retry_at: Option<Instant>,
+    /// QoS 1/2 messages that arrived after the sources stopped: never taken, never acknowledged.
+    left_with_broker: usize,
 }
 
 impl Supervisor {
@@ -166,6 +168,7 @@ impl Supervisor {
             subscribed: false,
             suback: None,
             retry_at: None,
+            left_with_broker: 0,
         };
         loop {
             tracker.take_released(&mut turn.acks);
@@ -270,12 +273,14 @@ impl Supervisor {
                         continue;
                     }
                     // After the sources stopped, nothing more is taken (nor acknowledged).
-                    if let Some(tx) = &turn.dispatch {
-                        let delivery = self.delivery(received, &tracker);
-                        turn.pending.push(delivery);
-                        if feed(tx, &mut turn.pending).is_err() {
-                            turn.dispatch = None;
-                        }
+                    let Some(tx) = &turn.dispatch else {
+                        turn.left_with_broker += usize::from(received.ack.is_some());
+                        continue;
+                    };
+                    let delivery = self.delivery(received, &tracker);
+                    turn.pending.push(delivery);
+                    if feed(tx, &mut turn.pending).is_err() {
+                        turn.dispatch = None;
                     }
                 }
                 Step::Poll(Ok(Event::Disconnected | Event::Other)) => {}
@@ -284,7 +289,7 @@ impl Supervisor {
         }
         turn.dispatch = None;
         tracker.take_released(&mut turn.acks);
-        let left = tracker.unacknowledged();
+        let left = tracker.unacknowledged() + turn.left_with_broker;
         if left > 0 && turn.connected {
             tracing::info!(
                 connection = %self.name,
