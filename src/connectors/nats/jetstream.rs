@@ -14,10 +14,10 @@
 //! - **Acks.** A message is acked (`+ACK`) only once the route confirmed it: every sink took it.
 //!   While it waits (in the route's queue, or in a slow sink), ferry sends progress acks (`+WPI`)
 //!   every third of `ack_wait`, so the server does not hand out again what ferry is still
-//!   working on. A message the route gives up on (the shutdown deadline passed, or a `when_full`
-//!   drop policy dropped it) is nacked (`-NAK` with a one-second delay): the server hands it
-//!   out again at once — to a peer ferry on the same consumer, or to this one after a restart —
-//!   instead of after `ack_wait`, and the delay keeps a route that keeps dropping from spinning.
+//!   working on. A message the route gives up on (the shutdown deadline passed with it still
+//!   queued or in a sink) is nacked (`-NAK`): the server hands it out again at once — to a
+//!   peer ferry on the same consumer, or to this one after its restart — instead of after
+//!   `ack_wait`. (A `when_full` drop policy does not nack: the route chose to lose it.)
 //! - **Recovery.** When the pull stream fails or ends (a reconnect, a server restart, missed
 //!   heartbeats, a consumer deleted under ferry), ferry binds again and rebuilds it, with
 //!   backoff. The problem is logged once, and its end once.
@@ -43,8 +43,6 @@ use crate::message::{Ack, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::Backoff;
 
-/// How long a nacked message waits before the server hands it out again.
-const NAK_DELAY: Duration = Duration::from_secs(1);
 /// Idle heartbeat asked of the server for each pull: two missed, and the pull stream is
 /// rebuilt. Short, so a consumer lost on the server is noticed within seconds.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -352,7 +350,7 @@ impl Tracker {
         let kind = if delivered {
             AckKind::Ack
         } else {
-            AckKind::Nak(Some(NAK_DELAY))
+            AckKind::Nak(None)
         };
         // Fails only once the connection closed: the server redelivers after ack_wait.
         let _ = self.acks.send((pending.reply, kind));
