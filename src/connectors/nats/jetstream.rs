@@ -264,7 +264,18 @@ struct Tracker {
     inflight: Mutex<Inflight>,
     /// Signalled when a message is finished, so the reader may pull again.
     room: Notify,
-    acks: mpsc::UnboundedSender<(Subject, AckKind)>,
+    acks: mpsc::UnboundedSender<AckOut>,
+}
+
+/// What goes to the acker.
+#[derive(Debug)]
+enum AckOut {
+    /// An ack (or nack) for one delivery.
+    Send(Subject, AckKind),
+    /// The reader dropped its pull subscription for good: nacks may go out now. Sent earlier,
+    /// a nack would make the server hand the message straight back to that subscription,
+    /// where nobody reads it any more, and it would wait `ack_wait` after all.
+    PullStopped,
 }
 
 struct Inflight {
@@ -283,10 +294,7 @@ struct Pending {
 }
 
 impl Tracker {
-    fn new(
-        acks: mpsc::UnboundedSender<(Subject, AckKind)>,
-        wanted: &config::JetStreamSource,
-    ) -> Self {
+    fn new(acks: mpsc::UnboundedSender<AckOut>, wanted: &config::JetStreamSource) -> Self {
         Tracker {
             inflight: Mutex::new(Inflight {
                 next_id: 0,
@@ -353,7 +361,7 @@ impl Tracker {
             AckKind::Nak(None)
         };
         // Fails only once the connection closed: the server redelivers after ack_wait.
-        let _ = self.acks.send((pending.reply, kind));
+        let _ = self.acks.send(AckOut::Send(pending.reply, kind));
     }
 
     /// The messages held for at least `age` since they came or since their last progress ack;
@@ -378,7 +386,7 @@ impl Tracker {
 async fn acknowledge(
     client: Client,
     tracker: Arc<Tracker>,
-    mut acks: mpsc::UnboundedReceiver<(Subject, AckKind)>,
+    mut acks: mpsc::UnboundedReceiver<AckOut>,
     close: CancellationToken,
 ) {
     let send = |reply: Subject, kind: AckKind| {
@@ -392,11 +400,23 @@ async fn acknowledge(
     let mut period = tracker.progress_period();
     let mut progress = tokio::time::interval(period);
     progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Nacks wait here until the pull subscription is gone (see `AckOut::PullStopped`).
+    let mut nacks = Some(Vec::new());
     loop {
         tokio::select! {
             biased;
             _ = close.cancelled() => break,
-            Some((reply, kind)) = acks.recv() => send(reply, kind).await,
+            Some(out) = acks.recv() => match out {
+                AckOut::Send(reply, kind @ AckKind::Nak(_)) if nacks.is_some() => {
+                    nacks.as_mut().expect("checked").push((reply, kind));
+                }
+                AckOut::Send(reply, kind) => send(reply, kind).await,
+                AckOut::PullStopped => {
+                    for (reply, kind) in nacks.take().unwrap_or_default() {
+                        send(reply, kind).await;
+                    }
+                }
+            },
             _ = progress.tick() => {
                 // A message that came just before a tick waits for the next one.
                 for reply in tracker.due_for_progress(period / 2) {
@@ -411,8 +431,14 @@ async fn acknowledge(
             }
         }
     }
-    while let Ok((reply, kind)) = acks.try_recv() {
+    // The connection closes: whatever is left goes now (the reader has stopped by then).
+    for (reply, kind) in nacks.take().unwrap_or_default() {
         send(reply, kind).await;
+    }
+    while let Ok(out) = acks.try_recv() {
+        if let AckOut::Send(reply, kind) = out {
+            send(reply, kind).await;
+        }
     }
     let _ = tokio::time::timeout(Duration::from_secs(4), client.flush()).await;
 }
@@ -504,16 +530,18 @@ impl Source {
                 )
                 .await
             {
-                Pulled::Stopped => return,
+                Pulled::Stopped => break,
                 Pulled::Failed { problem, refused } => (problem, refused),
             };
             let delay = backoff.next_delay();
             trouble.report(problem, refused, delay);
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+        // The pull subscription is gone (dropped with `pull`): the nacks may go.
+        let _ = tracker.acks.send(AckOut::PullStopped);
     }
 
     /// One binding: binds, then pulls until the pull stream fails or the sources stop.
@@ -589,12 +617,18 @@ impl Source {
             // The window: pull only while fewer than max_ack_pending messages are held.
             while tracker.is_full() {
                 tokio::select! {
-                    _ = stop.cancelled() => return Pulled::Stopped,
+                    _ = stop.cancelled() => {
+                        give_back(&mut messages, tracker);
+                        return Pulled::Stopped;
+                    }
                     _ = tracker.room.notified() => {}
                 }
             }
             let next = tokio::select! {
-                _ = stop.cancelled() => return Pulled::Stopped,
+                _ = stop.cancelled() => {
+                    give_back(&mut messages, tracker);
+                    return Pulled::Stopped;
+                }
                 next = messages.next() => next,
             };
             let message = match next {
@@ -637,6 +671,18 @@ impl Source {
             m.id = (!id.is_empty()).then_some(id);
             // Fails only once the hand-over stopped (shutdown): the ack nacks on drop.
             let _ = hand.send(Incoming { message: m, ack });
+        }
+    }
+}
+
+/// The sources stop: the messages the server already sent and ferry has not read yet are
+/// nacked (once the subscription is gone), so they go out again at once instead of after
+/// `ack_wait`.
+fn give_back(messages: &mut pull::Stream, tracker: &Arc<Tracker>) {
+    use futures_util::FutureExt;
+    while let Some(Some(Ok(message))) = messages.next().now_or_never() {
+        if let Some(reply) = message.message.reply {
+            drop(tracker.hold(reply));
         }
     }
 }
@@ -877,12 +923,16 @@ mod tests {
 
         first.confirm();
         assert!(!tracker.is_full());
-        let (reply, kind) = acks.try_recv().unwrap();
+        let AckOut::Send(reply, kind) = acks.try_recv().unwrap() else {
+            panic!("not an ack")
+        };
         assert_eq!(reply.as_str(), "$JS.ACK.1");
         assert_eq!(Bytes::from(kind), Bytes::from_static(b"+ACK"));
 
         drop(second); // given up on: the server may hand it out again at once
-        let (reply, kind) = acks.try_recv().unwrap();
+        let AckOut::Send(reply, kind) = acks.try_recv().unwrap() else {
+            panic!("not a nack")
+        };
         assert_eq!(reply.as_str(), "$JS.ACK.2");
         assert_eq!(Bytes::from(kind), Bytes::from_static(b"-NAK"));
         assert!(tracker.due_for_progress(Duration::ZERO).is_empty());
