@@ -48,6 +48,8 @@ struct SourceRoute {
 struct Handles {
     client: async_nats::Client,
     jetstream: async_nats::jetstream::Context,
+    /// Bumped on every disconnect, so a sink waiting for a write hears of it.
+    disconnects: watch::Receiver<u64>,
 }
 
 pub struct NatsConnection {
@@ -253,9 +255,11 @@ impl NatsConnection {
             .with_context(|| format!("connection {}", self.name))?;
         let mut context = async_nats::jetstream::new(client.clone());
         context.set_timeout(jetstream::REQUEST_TIMEOUT);
+        let (disconnects_tx, disconnects) = watch::channel(0u64);
         let _ = self.handles.set(Handles {
             client: client.clone(),
             jetstream: context.clone(),
+            disconnects,
         });
 
         let feeds_routes = !self.sources.is_empty() || !self.jetstream_sources.is_empty();
@@ -330,6 +334,7 @@ impl NatsConnection {
                         }
                         Event::Disconnected => {
                             connected = false;
+                            disconnects_tx.send_modify(|n| *n += 1);
                             self.status.down(&"disconnected from the server", pacing.announce());
                         }
                         Event::ClientError(e) => {
@@ -454,19 +459,37 @@ impl Sink for NatsSink {
             if self.jetstream {
                 return jetstream::publish(&handles.jetstream, message, headers).await;
             }
-            self.publish_core(&handles.client, message, headers).await
+            self.publish_core(handles, message, headers).await
         })
     }
 }
 
 impl NatsSink {
-    /// Publishes on core NATS and waits for the flush: the message has left ferry.
+    /// Publishes on core NATS and waits until the message has left ferry: the client wrote it
+    /// to the socket (a flush), on the same connection it was queued for.
+    ///
+    /// Once queued, a message is never reported unavailable while that connection lives, or
+    /// the route's retry would send it twice: a sink that is merely slow (a paused server, a
+    /// full socket) holds the route until the write completes or the client gives the
+    /// connection up (missed pings). async-nats drops what it had not written when a
+    /// connection dies, yet a flush waiting across the reconnect then succeeds: so a
+    /// reconnect in between means "unavailable", and the route sends the message again.
     async fn publish_core(
         &self,
-        client: &async_nats::Client,
+        handles: &Handles,
         message: &Message,
         headers: HeaderMap,
     ) -> Result<(), SinkError> {
+        let client = &handles.client;
+        let connects = || {
+            client
+                .statistics()
+                .connects
+                .load(std::sync::atomic::Ordering::SeqCst)
+        };
+        let mut disconnects = handles.disconnects.clone();
+        disconnects.borrow_and_update();
+        let connection = connects();
         let subject = message.subject.clone();
         let payload = message.payload.clone();
         let publish = async {
@@ -487,17 +510,19 @@ impl NatsSink {
                 )));
             }
         }
-        match tokio::time::timeout(PUBLISH_TIMEOUT, client.flush()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(SinkError::Unavailable(format!(
-                "connection {}: {e}",
+        let lost = || {
+            SinkError::Unavailable(format!(
+                "connection {}: the connection was lost before the message was written",
                 self.connection
-            ))),
-            Err(_) => Err(SinkError::Unavailable(format!(
-                "connection {}: the message did not leave within {PUBLISH_TIMEOUT:?} (the \
-                 connection is down or stalled)",
-                self.connection
-            ))),
+            ))
+        };
+        tokio::select! {
+            flushed = client.flush() => match flushed {
+                Ok(()) if connects() == connection => Ok(()),
+                Ok(()) => Err(lost()),
+                Err(e) => Err(SinkError::Unavailable(format!("connection {}: {e}", self.connection))),
+            },
+            _ = disconnects.changed() => Err(lost()),
         }
     }
 }
