@@ -64,42 +64,34 @@ pub struct NatsConnection {
 }
 
 /// The delays async-nats asks for between connection attempts, from ferry's [`Backoff`]: it
-/// starts over only once a connection stayed up for `stable_after`. The delay before the first
-/// attempt after a disconnect is drawn when the disconnect is logged, so the log tells it.
+/// starts over only once a connection stayed up for `stable_after` (async-nats's own attempt
+/// counter starts over at every connection).
 #[derive(Clone)]
-struct Pacing(Arc<Mutex<(Backoff, Option<Duration>)>>);
+struct Pacing(Arc<Mutex<(Backoff, Duration)>>);
 
 impl Pacing {
     fn new(reconnect: &Reconnect) -> Self {
-        Pacing(Arc::new(Mutex::new((Backoff::new(reconnect), None))))
+        Pacing(Arc::new(Mutex::new((
+            Backoff::new(reconnect),
+            Duration::ZERO,
+        ))))
     }
 
     /// The delay before the next attempt (async-nats's callback).
     fn next_attempt(&self) -> Duration {
         let mut state = self.0.lock().expect("pacing lock");
-        match state.1.take() {
-            Some(delay) => delay,
-            None => state.0.next_delay(),
-        }
+        state.1 = state.0.next_delay();
+        state.1
     }
 
-    /// The connection just failed: the delay before its next attempt, for the log.
-    fn announce(&self) -> Duration {
-        let mut state = self.0.lock().expect("pacing lock");
-        match state.1 {
-            Some(delay) => delay,
-            None => {
-                let delay = state.0.next_delay();
-                state.1 = Some(delay);
-                delay
-            }
-        }
+    /// The delay async-nats was last given, for the log: async-nats asks for it as it
+    /// notices a disconnect, before ferry hears of the disconnect.
+    fn last_delay(&self) -> Duration {
+        self.0.lock().expect("pacing lock").1
     }
 
     fn connected(&self) {
-        let mut state = self.0.lock().expect("pacing lock");
-        state.1 = None;
-        state.0.reset();
+        self.0.lock().expect("pacing lock").0.reset();
     }
 }
 
@@ -335,11 +327,11 @@ impl NatsConnection {
                         Event::Disconnected => {
                             connected = false;
                             disconnects_tx.send_modify(|n| *n += 1);
-                            self.status.down(&"disconnected from the server", pacing.announce());
+                            self.status.down(&"disconnected from the server", pacing.last_delay());
                         }
                         Event::ClientError(e) => {
                             connected = false;
-                            self.status.down(&e, pacing.announce());
+                            self.status.down(&e, pacing.last_delay());
                         }
                         Event::SlowConsumer(_) => tracing::warn!(
                             connection = %self.name,
