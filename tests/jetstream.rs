@@ -505,7 +505,8 @@ async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
     create_stream(&js, "OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
-    let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ""));
+    // Deliveries lost with the connection come back after ack_wait.
+    let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ", ack_wait: 5s"));
     ferry.wait_ready().await;
     wait_stream_len(&js, "OUT", 500, secs(30)).await;
     let mark = ferry.mark();
