@@ -4,7 +4,8 @@
 use std::fmt::Write;
 
 use crate::config::{
-    Config, ConnectionKind, PayloadFormat, Protocol, Retain, SinkSpec, SourceSpec, Target, WhenFull,
+    Config, ConnectionKind, Delivery, PayloadFormat, Protocol, Retain, SinkSpec, SourceSpec,
+    Target, WhenFull, delivery,
 };
 use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker, names};
 use crate::message::Message;
@@ -97,10 +98,11 @@ pub fn explain(config: &Config) -> String {
                 "nats {} [{}]{}",
                 route.from.connection,
                 s.subject,
-                s.queue_group
-                    .as_ref()
-                    .map(|q| format!(" queue {q}"))
-                    .unwrap_or_default()
+                match (&s.queue_group, &s.jetstream) {
+                    (_, Some(js)) => format!(" jetstream {}/{}", js.stream, js.consumer),
+                    (Some(q), None) => format!(" queue {q}"),
+                    (None, None) => String::new(),
+                }
             ),
             SourceSpec::Sse(s) if s.events.is_empty() => {
                 format!("sse {} [every event]", route.from.connection)
@@ -155,7 +157,11 @@ pub fn explain(config: &Config) -> String {
                         Retain::FromSource => " retain as source",
                     }
                 ),
-                SinkSpec::Nats(_) => format!("nats {} subject {target}", s.connection),
+                SinkSpec::Nats(n) => format!(
+                    "nats {} subject {target}{}",
+                    s.connection,
+                    if n.jetstream { " (jetstream)" } else { "" }
+                ),
                 SinkSpec::Http(h) => format!(
                     "http {} {} {}",
                     s.connection,
@@ -192,6 +198,20 @@ pub fn explain(config: &Config) -> String {
         );
         if let Some(d) = &route.dead_letter {
             let _ = writeln!(out, "  dead letters: {}", sink(d));
+        }
+        if let Some(dir) = config.spool_dir(route) {
+            let max = route.spool.as_ref().map_or(0, |s| s.max_bytes);
+            let _ = writeln!(out, "  spool: {} (up to {max} bytes)", dir.display());
+        }
+        let guarantee = delivery::guarantee(route, &config.connections);
+        let why = match (route.delivery, guarantee.limits.first()) {
+            (Some(Delivery::AtMostOnce), _) => " (as configured)".to_string(),
+            (_, Some(limit)) => format!(": {}; {}", limit.what, limit.fix),
+            (_, None) => String::new(),
+        };
+        let _ = writeln!(out, "  delivery: {}{why}", guarantee.delivery.name());
+        for note in &guarantee.notes {
+            let _ = writeln!(out, "    {note}");
         }
         if analysis.no_local.contains(&index) {
             let _ = writeln!(

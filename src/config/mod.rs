@@ -1,6 +1,7 @@
 //! `bridges.yaml` to a validated, typed [`Config`]. No I/O beyond reading the file (and the
 //! `${file:...}` secrets it names).
 
+pub mod delivery;
 mod diagnostics;
 mod interpolate;
 mod model;

@@ -34,6 +34,15 @@ impl Config {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or_else(|| PathBuf::from("/var/lib/ferry"))
     }
+
+    /// Where `route`'s spool lives, when it has one.
+    pub fn spool_dir(&self, route: &Route) -> Option<PathBuf> {
+        let spool = route.spool.as_ref()?;
+        Some(match &spool.dir {
+            Some(dir) => dir.clone(),
+            None => self.state_dir().join("spool").join(&route.name),
+        })
+    }
 }
 
 /// ferry's own HTTP listener.
@@ -143,6 +152,9 @@ pub struct Reconnect {
     pub max_delay: Duration,
     /// How long one connection attempt may take before it counts as failed.
     pub connect_timeout: Duration,
+    /// The backoff starts over only after a connection stayed up this long, so a broker that
+    /// accepts and then drops every connection is not hammered at `initial_delay`.
+    pub stable_after: Duration,
 }
 
 impl Default for Reconnect {
@@ -151,6 +163,31 @@ impl Default for Reconnect {
             initial_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
+            stable_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A connection's liveness probe: ferry publishes on a private topic/subject it subscribes to
+/// and expects the probe back. A subscription that stays silent while the connection claims to
+/// be up is torn down and rebuilt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    /// How often a probe is published.
+    pub interval: Duration,
+    /// How long a probe may take to come back before the connection counts as dead.
+    pub timeout: Duration,
+    /// The probe topic/subject; `None` picks a private one per connection
+    /// (`ferry/probe/<client_id>` on MQTT, `_FERRY.probe.<connection>.<random>` on NATS).
+    pub topic: Option<String>,
+}
+
+impl Default for Probe {
+    fn default() -> Self {
+        Probe {
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+            topic: None,
         }
     }
 }
@@ -230,6 +267,8 @@ pub struct MqttConnection {
     /// Largest packet accepted from the broker.
     pub max_packet_size: u32,
     pub last_will: Option<LastWill>,
+    /// `None` when turned off (`probe: false`).
+    pub probe: Option<Probe>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -254,6 +293,11 @@ pub struct NatsConnection {
     /// A `.creds` file (JWT + seed).
     pub creds: Option<PathBuf>,
     pub tls: Tls,
+    /// How often the client pings the server; two missed pongs and it reconnects, so a
+    /// stalled TCP connection is noticed.
+    pub ping_interval: Duration,
+    /// `None` when turned off (`probe: false`).
+    pub probe: Option<Probe>,
 }
 
 /// A server-sent-events stream ferry reads: database change feeds and the like.
@@ -351,6 +395,41 @@ pub struct Route {
     pub queue: Queue,
     /// Where messages that cannot be mapped or delivered go, unchanged, with the reason.
     pub dead_letter: Option<Sink>,
+    /// The guarantee the user asked for; `None` gives what the sides allow (`ferry check`
+    /// says which).
+    pub delivery: Option<Delivery>,
+    /// Store-and-forward: while a sink is unreachable, its messages wait on disk.
+    pub spool: Option<Spool>,
+}
+
+/// A route's delivery promise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The source is acknowledged as soon as the route takes a message: a crash or a failed
+    /// sink can lose it, never duplicate it.
+    AtMostOnce,
+    /// The source is acknowledged only after every sink confirmed: nothing is lost, a crash
+    /// can duplicate.
+    AtLeastOnce,
+}
+
+impl Delivery {
+    pub fn name(self) -> &'static str {
+        match self {
+            Delivery::AtMostOnce => "at-most-once",
+            Delivery::AtLeastOnce => "at-least-once",
+        }
+    }
+}
+
+/// A route's store-and-forward spool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spool {
+    /// Where the spool's files live; `None` is `<state_dir>/spool/<route>` (see
+    /// [`Config::spool_dir`]).
+    pub dir: Option<PathBuf>,
+    /// When the spool holds this much, the route blocks its source instead.
+    pub max_bytes: u64,
 }
 
 /// How a payload is read (by jq, templates and envelopes) or written (from jq's outputs).
@@ -443,9 +522,34 @@ impl MqttSource {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct NatsSource {
+    /// The subject subscribed to; for JetStream, the consumer's filter subject.
     pub subject: String,
     /// Queue group: the server gives each message to one member.
     pub queue_group: Option<String>,
+    /// Read through a durable JetStream pull consumer instead of a core subscription.
+    pub jetstream: Option<JetStreamSource>,
+}
+
+/// A durable JetStream pull consumer: ferry binds to it, or creates it when absent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JetStreamSource {
+    pub stream: String,
+    /// The durable consumer's name.
+    pub consumer: String,
+    /// Messages delivered and not yet acknowledged, at most: the backpressure window.
+    pub max_ack_pending: i64,
+    /// How long the server waits for an ack before it redelivers.
+    pub ack_wait: Duration,
+    /// Where a newly created consumer starts.
+    pub deliver: JetStreamDeliver,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JetStreamDeliver {
+    /// Every message the stream holds.
+    All,
+    /// Only messages stored after the consumer was created.
+    New,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -518,6 +622,9 @@ pub enum Retain {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NatsSink {
     pub subject: Target,
+    /// Publish to JetStream and wait for the stream's ack (with `Nats-Msg-Id` for
+    /// deduplication), rather than core NATS.
+    pub jetstream: bool,
 }
 
 /// A route's bounded queue between source and sinks.

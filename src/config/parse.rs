@@ -9,11 +9,18 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::delivery;
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
 use super::yaml::{self, Key, Node, Pos, Value};
 use crate::mapping::{jq, loops, marker, names, template};
+
+/// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
+/// to ride out a maintenance window, short enough that a retired ferry's session goes away.
+const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
+/// A spool's size limit when `max_bytes` is not given.
+const DEFAULT_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Parses and validates the text of a configuration file called `file`.
 pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigErrors> {
@@ -553,6 +560,7 @@ impl<'a> Decoder<'a> {
             initial_delay: self.duration(&mut obj, "initial_delay", defaults.initial_delay),
             max_delay: self.duration(&mut obj, "max_delay", defaults.max_delay),
             connect_timeout: self.duration(&mut obj, "connect_timeout", defaults.connect_timeout),
+            stable_after: self.duration(&mut obj, "stable_after", defaults.stable_after),
         };
         if r.initial_delay > r.max_delay {
             self.error(
@@ -612,7 +620,10 @@ impl<'a> Decoder<'a> {
         let client_id = self
             .opt_string(&mut obj, "client_id")
             .unwrap_or_else(|| format!("ferry-{name}"));
-        let clean_start = self.opt_bool(&mut obj, "clean_start", true);
+        // A persistent session by default: the broker keeps what arrives while ferry is away,
+        // and redelivers what ferry had not acknowledged.
+        let clean_start = self.opt_bool(&mut obj, "clean_start", false);
+        let session_expiry_node = obj.get("session_expiry").is_some();
         let session_expiry = self.opt_duration(&mut obj, "session_expiry");
         let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(30));
         let username = self.opt_string(&mut obj, "username");
@@ -627,6 +638,7 @@ impl<'a> Decoder<'a> {
             );
         }
         let last_will = obj.get("last_will").and_then(|n| self.last_will(n));
+        let probe = self.probe(&mut obj, names::mqtt_topic);
         obj.finish(self);
 
         let (url_pos, url) = url?;
@@ -682,6 +694,10 @@ impl<'a> Decoder<'a> {
                 Some("use mqtts:// or wss:// to connect with TLS".into()),
             );
         }
+        let session_expiry = match (version, session_expiry_node) {
+            (MqttVersion::V5, false) if !clean_start => Some(DEFAULT_SESSION_EXPIRY),
+            _ => session_expiry,
+        };
         if version == MqttVersion::V311 && session_expiry.is_some() {
             self.error(
                 url_pos,
@@ -705,6 +721,7 @@ impl<'a> Decoder<'a> {
             tls,
             max_packet_size: max_packet_size.min(u32::MAX as u64) as u32,
             last_will,
+            probe,
         })
     }
 
@@ -761,6 +778,8 @@ impl<'a> Decoder<'a> {
             nkey: self.opt_string(&mut obj, "nkey").map(Secret),
             creds: self.path(&mut obj, "creds"),
             tls: self.tls(&mut obj),
+            ping_interval: self.duration(&mut obj, "ping_interval", Duration::from_secs(20)),
+            probe: self.probe(&mut obj, names::nats_subject),
         };
         let auths = [
             nats.user.is_some(),
@@ -784,6 +803,46 @@ impl<'a> Decoder<'a> {
         }
         obj.finish(self);
         Some(nats)
+    }
+
+    /// A connection's `probe:`: `false` turns it off, a map tunes it.
+    fn probe(
+        &mut self,
+        obj: &mut Obj,
+        check_topic: fn(&str) -> Result<(), names::Problem>,
+    ) -> Option<Probe> {
+        let defaults = Probe::default();
+        let Some(node) = obj.get("probe") else {
+            return Some(defaults);
+        };
+        if let Value::Bool(on) = node.value {
+            return on.then_some(defaults);
+        }
+        let mut probe_obj = self.obj(
+            node,
+            "`probe` (false, or a map of interval, timeout, topic)",
+        )?;
+        let interval = self.duration(&mut probe_obj, "interval", defaults.interval);
+        let timeout = self.duration(&mut probe_obj, "timeout", defaults.timeout);
+        let topic = probe_obj.get("topic").and_then(|n| {
+            let t = self.string(n, "topic")?;
+            self.check(n.pos, check_topic(&t)).then_some(t)
+        });
+        if interval.is_zero() || timeout.is_zero() {
+            self.error(
+                node.pos,
+                "a probe needs a non-zero `interval` and `timeout`",
+                Some(
+                    "write e.g. `probe: { interval: 30s, timeout: 10s }`, or `probe: false`".into(),
+                ),
+            );
+        }
+        probe_obj.finish(self);
+        Some(Probe {
+            interval,
+            timeout,
+            topic,
+        })
     }
 
     /// An http:// or https:// URL, checked.
@@ -1084,6 +1143,14 @@ impl<'a> Decoder<'a> {
             Some(n) => self.queue(n),
             None => Queue::default(),
         };
+        let delivery_node = obj.get("delivery");
+        let delivery = delivery_node.and_then(|n| {
+            match self.choice(n, "`delivery`", &["at-least-once", "at-most-once"])? {
+                "at-least-once" => Some(Delivery::AtLeastOnce),
+                _ => Some(Delivery::AtMostOnce),
+            }
+        });
+        let spool = obj.get("spool").and_then(|n| self.spool(n));
         let dead_letter = obj.get("dead_letter").and_then(|n| {
             let sink = self.sink(
                 n,
@@ -1106,7 +1173,7 @@ impl<'a> Decoder<'a> {
             Some(sink)
         });
         obj.finish(self);
-        Some(Route {
+        let route = Route {
             name: name?,
             from: from?,
             to: to?,
@@ -1115,7 +1182,38 @@ impl<'a> Decoder<'a> {
             headers,
             queue,
             dead_letter,
-        })
+            delivery,
+            spool,
+        };
+        if let (Some(node), Some(Delivery::AtLeastOnce)) = (delivery_node, delivery) {
+            let guarantee = delivery::guarantee(&route, connections);
+            for limit in &guarantee.limits {
+                self.error(
+                    node.pos,
+                    format!(
+                        "route `{}` cannot be at-least-once: {}",
+                        route.name, limit.what
+                    ),
+                    Some(limit.fix.clone()),
+                );
+            }
+        }
+        Some(route)
+    }
+
+    fn spool(&mut self, node: &Node) -> Option<Spool> {
+        let mut obj = self.obj(node, "`spool` (a map of dir, max_bytes)")?;
+        let dir = self.path(&mut obj, "dir");
+        let max_bytes = self.size(&mut obj, "max_bytes", DEFAULT_SPOOL_BYTES);
+        if max_bytes < 1024 * 1024 {
+            self.error(
+                node.pos,
+                "`max_bytes` of a spool must be at least 1MiB",
+                Some("write e.g. `max_bytes: 1GiB`".into()),
+            );
+        }
+        obj.finish(self);
+        Some(Spool { dir, max_bytes })
     }
 
     fn header_rules(&mut self, node: &Node, captures: &[String]) -> HeaderRules {
@@ -1418,9 +1516,21 @@ impl<'a> Decoder<'a> {
                     self.check(n.pos, names::nats_subscription(&s)).then_some(s)
                 });
                 let queue_group = self.opt_string(&mut obj, "queue");
+                let jetstream = obj.get("jetstream").and_then(|n| self.jetstream_source(n));
+                if let (Some(_), Some(_)) = (&queue_group, &jetstream) {
+                    self.error(
+                        obj.pos,
+                        "a JetStream source takes no `queue`",
+                        Some(
+                            "instances that bind the same durable `consumer` share its messages"
+                                .into(),
+                        ),
+                    );
+                }
                 SourceSpec::Nats(NatsSource {
                     subject: subject.unwrap_or_default(),
                     queue_group,
+                    jetstream,
                 })
             }
         };
@@ -1455,6 +1565,48 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    fn jetstream_source(&mut self, node: &Node) -> Option<JetStreamSource> {
+        let mut obj = self.obj(node, "`jetstream` (a map of stream, consumer, ...)")?;
+        let name = |d: &mut Self, obj: &mut Obj, key: &'static str| {
+            let n = d.required(obj, key)?;
+            let s = d.string(n, key)?;
+            // JetStream names become subject tokens: no dots, wildcards or spaces.
+            if s.is_empty() || s.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
+                d.error(
+                    n.pos,
+                    format!("`{s}` is not a valid JetStream {key} name"),
+                    Some("use letters, digits, `-` and `_`".into()),
+                );
+                return None;
+            }
+            Some(s)
+        };
+        let stream = name(self, &mut obj, "stream");
+        let consumer = name(self, &mut obj, "consumer");
+        let max_ack_pending = match obj.get("max_ack_pending") {
+            Some(n) => self
+                .number(n, "max_ack_pending", 1, 1_000_000)
+                .unwrap_or(1000) as i64,
+            None => 1000,
+        };
+        let ack_wait = self.duration(&mut obj, "ack_wait", Duration::from_secs(30));
+        let deliver = match obj.get("deliver") {
+            Some(n) => match self.choice(n, "`deliver` policy", &["all", "new"]) {
+                Some("new") => JetStreamDeliver::New,
+                _ => JetStreamDeliver::All,
+            },
+            None => JetStreamDeliver::All,
+        };
+        obj.finish(self);
+        Some(JetStreamSource {
+            stream: stream?,
+            consumer: consumer?,
+            max_ack_pending,
+            ack_wait,
+            deliver,
+        })
+    }
+
     fn sink(
         &mut self,
         node: &Node,
@@ -1485,7 +1637,8 @@ impl<'a> Decoder<'a> {
             ConnectionKind::Nats(_) => {
                 obj.what = "a NATS sink";
                 let subject = self.target(&mut obj, "subject", names::nats_subject, captures);
-                SinkSpec::Nats(NatsSink { subject })
+                let jetstream = self.opt_bool(&mut obj, "jetstream", false);
+                SinkSpec::Nats(NatsSink { subject, jetstream })
             }
             ConnectionKind::Http(_) => {
                 obj.what = "an HTTP sink";
@@ -2046,5 +2199,183 @@ routes:
         let e = errors(&WEB.replace("url: /api/realtime", "method: PATCH"));
         assert!(e.contains("a `handshake` needs `url`"), "{e}");
         assert!(e.contains("`PATCH` is not a valid method here"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Config, String> {
+        let lookup = Lookup {
+            var: &|_| None,
+            file: &|_| Ok(String::new()),
+        };
+        parse(text, "b.yaml", &lookup).map_err(|e| e.to_string())
+    }
+
+    const CONNECTIONS: &str = r#"
+connections:
+  plant: { mqtt: { url: mqtt://broker } }
+  legacy: { mqtt: { url: mqtt://broker, version: "3.1.1", clean_start: true, probe: false } }
+  core:
+    nats:
+      url: nats://server
+      ping_interval: 5s
+      probe: { interval: 2s, timeout: 1s, topic: _FERRY.me }
+"#;
+
+    #[test]
+    fn decodes_delivery_spool_jetstream_and_probes() {
+        let text = format!(
+            "{CONNECTIONS}{}",
+            r#"routes:
+  - name: up
+    from: { connection: plant, topic: "s/#", qos: 1 }
+    to: { connection: core, subject: iot.s, jetstream: true }
+    delivery: at-least-once
+    spool: { dir: /tmp/spool-up, max_bytes: 2MiB }
+  - name: down
+    from:
+      connection: core
+      subject: "cmd.>"
+      jetstream: { stream: CMD, consumer: ferry-cmd, max_ack_pending: 50, ack_wait: 5s, deliver: new }
+    to: { connection: plant, topic: cmd, qos: 1 }
+    spool: {}
+    reconnect_note: &x 1
+"#
+        );
+        // The stray key shows an unknown key is still refused next to the new ones.
+        assert!(parse_text(&text).unwrap_err().contains("reconnect_note"));
+        let config = parse_text(&text.replace("    reconnect_note: &x 1\n", ""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Mqtt(plant) = &config.connections["plant"].kind else {
+            panic!()
+        };
+        // A persistent session by default, with a day of session expiry on MQTT 5.
+        assert!(!plant.clean_start);
+        assert_eq!(plant.session_expiry, Some(DEFAULT_SESSION_EXPIRY));
+        assert_eq!(plant.probe, Some(Probe::default()));
+        let ConnectionKind::Mqtt(legacy) = &config.connections["legacy"].kind else {
+            panic!()
+        };
+        assert_eq!((legacy.clean_start, legacy.session_expiry), (true, None));
+        assert_eq!(legacy.probe, None);
+        let ConnectionKind::Nats(core) = &config.connections["core"].kind else {
+            panic!()
+        };
+        assert_eq!(core.ping_interval, Duration::from_secs(5));
+        assert_eq!(
+            core.probe,
+            Some(Probe {
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                topic: Some("_FERRY.me".into()),
+            })
+        );
+        let up = &config.routes[0];
+        assert_eq!(up.delivery, Some(Delivery::AtLeastOnce));
+        assert_eq!(config.spool_dir(up), Some(PathBuf::from("/tmp/spool-up")));
+        assert_eq!(up.spool.as_ref().unwrap().max_bytes, 2 << 20);
+        let SinkSpec::Nats(sink) = &up.to[0].spec else {
+            panic!()
+        };
+        assert!(sink.jetstream);
+        let down = &config.routes[1];
+        assert_eq!(down.delivery, None);
+        assert_eq!(
+            config.spool_dir(down),
+            Some(config.state_dir().join("spool").join("down"))
+        );
+        let SourceSpec::Nats(source) = &down.from.spec else {
+            panic!()
+        };
+        assert_eq!(
+            source.jetstream,
+            Some(JetStreamSource {
+                stream: "CMD".into(),
+                consumer: "ferry-cmd".into(),
+                max_ack_pending: 50,
+                ack_wait: Duration::from_secs(5),
+                deliver: JetStreamDeliver::New,
+            })
+        );
+        assert_eq!(
+            delivery::guarantee(down, &config.connections).delivery,
+            Delivery::AtLeastOnce
+        );
+    }
+
+    #[test]
+    fn refuses_at_least_once_where_a_side_cannot_keep_it() {
+        let route = |from: &str, to: &str, extra: &str| {
+            format!(
+                "{CONNECTIONS}routes:\n  - name: r\n    from: {from}\n    to: {to}\n    delivery: at-least-once\n{extra}"
+            )
+        };
+        let cases = [
+            (
+                route(
+                    "{ connection: core, subject: a }",
+                    "{ connection: plant, topic: a, qos: 1 }",
+                    "",
+                ),
+                "core NATS subscription `a` on `core` has no redelivery",
+                "jetstream: { stream: NAME, consumer: NAME }",
+            ),
+            (
+                route(
+                    "{ connection: plant, topic: a }",
+                    "{ connection: core, subject: a }",
+                    "",
+                ),
+                "at QoS 0, which the broker never redelivers",
+                "set `qos: 1` on the source",
+            ),
+            (
+                route(
+                    "{ connection: legacy, topic: a, qos: 1 }",
+                    "{ connection: core, subject: a }",
+                    "",
+                ),
+                "starts a clean session",
+                "remove `clean_start: true`",
+            ),
+            (
+                route(
+                    "{ connection: plant, topic: a, qos: 1 }",
+                    "{ connection: legacy, topic: b }",
+                    "",
+                ),
+                "publishes to `legacy` at QoS 0",
+                "set `qos: 1` on the sink",
+            ),
+            (
+                route(
+                    "{ connection: plant, topic: a, qos: 1 }",
+                    "{ connection: core, subject: a }",
+                    "    queue: { when_full: drop_oldest }\n",
+                ),
+                "drops messages when it is full",
+                "when_full: block",
+            ),
+        ];
+        for (text, what, fix) in cases {
+            let error = parse_text(&text).unwrap_err();
+            assert!(error.contains("b.yaml:"), "{error}");
+            assert!(error.contains(what), "{what:?} not in {error}");
+            assert!(error.contains(fix), "{fix:?} not in {error}");
+        }
+        // A bad name and a probe without interval are refused with the rule.
+        let error = parse_text(&route(
+            "{ connection: core, subject: a, jetstream: { stream: a.b, consumer: c } }",
+            "{ connection: plant, topic: a, qos: 1 }",
+            "",
+        ))
+        .unwrap_err();
+        assert!(
+            error.contains("`a.b` is not a valid JetStream stream name"),
+            "{error}"
+        );
     }
 }

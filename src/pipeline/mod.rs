@@ -75,6 +75,7 @@ impl Pipeline {
         }
 
         let workers = TaskTracker::new();
+        let ids = Arc::new(route::MessageIds::default());
         let mut queues = Vec::new();
         let mut counters = BTreeMap::new();
         let mut route_workers = Vec::new();
@@ -120,6 +121,8 @@ impl Pipeline {
                 counters: route_counters,
                 abandon: abandon.clone(),
                 warnings: Default::default(),
+                at_most_once: route.delivery == Some(crate::config::Delivery::AtMostOnce),
+                ids: ids.clone(),
             });
         }
         // Bound before any connection starts, so a taken port fails the start.

@@ -51,6 +51,42 @@ pub struct RouteWorker {
     /// Cancelled when the shutdown deadline passed: stop retrying unavailable sinks.
     pub abandon: CancellationToken,
     pub warnings: RateLimitedLog,
+    /// `delivery: at-most-once`: the source is confirmed as soon as a message is taken.
+    pub at_most_once: bool,
+    /// Gives messages without an id of their own one (see [`MessageIds`]).
+    pub ids: Arc<MessageIds>,
+}
+
+/// Ids for messages whose source gave none (MQTT, core NATS), unique across processes: the
+/// time this process started and a counter. A sink derives an idempotency key from
+/// `Message.id` (JetStream's `Nats-Msg-Id`), so a message re-sent after a failed confirmation is
+/// recognised, and two different messages never share a key.
+#[derive(Debug)]
+pub struct MessageIds {
+    boot: String,
+    next: AtomicU64,
+}
+
+impl Default for MessageIds {
+    fn default() -> Self {
+        let micros = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        MessageIds {
+            boot: format!("{micros:x}.{:x}", std::process::id()),
+            next: AtomicU64::new(0),
+        }
+    }
+}
+
+impl MessageIds {
+    /// Gives `message` an id if its source did not.
+    pub fn assign(&self, message: &mut Message) {
+        if message.id.is_none() {
+            let n = self.next.fetch_add(1, Ordering::Relaxed);
+            message.id = Some(format!("{}.{n}", self.boot));
+        }
+    }
 }
 
 /// How one publish ended.
@@ -64,11 +100,21 @@ enum Published {
 impl RouteWorker {
     /// Runs until the queue is closed and drained (or the shutdown deadline passed).
     pub async fn run(self) {
-        while let Some(incoming) = self.queue.pop().await {
+        while let Some(mut incoming) = self.queue.pop().await {
             self.counters.received.fetch_add(1, Ordering::Relaxed);
+            self.ids.assign(&mut incoming.message);
+            let ack = match self.at_most_once {
+                true => {
+                    incoming.ack.confirm();
+                    None
+                }
+                false => Some(incoming.ack),
+            };
             let finished = self.deliver(&incoming.message).await;
             if finished {
-                incoming.ack.confirm();
+                if let Some(ack) = ack {
+                    ack.confirm();
+                }
             } else if self.abandon.is_cancelled() {
                 break;
             }
@@ -119,9 +165,21 @@ impl RouteWorker {
         // A message is counted as failed, and dead-lettered, once, however many of its
         // outputs or sinks failed; the later failures are only logged.
         let mut failed = false;
+        // How many outputs each sink got so far: the second and later outputs of one message
+        // for one sink get ids of their own (`<id>#<n>`).
+        let mut outputs = vec![0usize; self.sinks.len()];
         for step in steps {
             let failure = match step {
-                Step::Publish { sink, message: out } => {
+                Step::Publish {
+                    sink,
+                    message: mut out,
+                } => {
+                    if outputs[sink] > 0
+                        && let Some(id) = &mut out.id
+                    {
+                        id.push_str(&format!("#{}", outputs[sink]));
+                    }
+                    outputs[sink] += 1;
                     let sink = &self.sinks[sink];
                     match self.publish(sink, &out).await {
                         Published::Sent => {

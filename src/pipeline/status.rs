@@ -138,9 +138,15 @@ pub fn reconnect_delay(config: &crate::config::Reconnect, attempt: u32) -> Durat
 }
 
 /// The delays between reconnection attempts of one connection, never giving up.
+///
+/// The delay starts over only once a connection has stayed up for `stable_after`: a broker that
+/// accepts each connection and drops it at once (a bad ACL, a crash loop, a load balancer with
+/// no backend) sees the delays grow to `max_delay`, not a storm of reconnects.
 pub struct Backoff {
     config: crate::config::Reconnect,
     attempt: u32,
+    /// When the current connection came up, if it is up.
+    up_since: Option<Instant>,
 }
 
 impl Backoff {
@@ -148,18 +154,51 @@ impl Backoff {
         Backoff {
             config: config.clone(),
             attempt: 0,
+            up_since: None,
         }
     }
 
-    /// The delay before the next attempt.
+    /// The delay before the next attempt (the connection just failed).
     pub fn next_delay(&mut self) -> Duration {
+        if let Some(since) = self.up_since.take()
+            && since.elapsed() >= self.config.stable_after
+        {
+            self.attempt = 0;
+        }
         let delay = reconnect_delay(&self.config, self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         delay
     }
 
-    /// The connection worked: the next failure starts from the initial delay again.
+    /// The connection is up. If it stays up for `stable_after`, the next failure starts from
+    /// the initial delay again.
     pub fn reset(&mut self) {
-        self.attempt = 0;
+        self.up_since = Some(Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_over_only_after_a_stable_connection() {
+        let config = crate::config::Reconnect {
+            initial_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(1),
+            stable_after: Duration::from_millis(50),
+        };
+        let mut backoff = Backoff::new(&config);
+        for _ in 0..4 {
+            backoff.next_delay();
+        }
+        // Up, and down again at once: the delays keep growing (at least half of 1.6 s).
+        backoff.reset();
+        assert!(backoff.next_delay() >= Duration::from_millis(800));
+        // Up for longer than stable_after: the next failure starts from the initial delay.
+        backoff.reset();
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(backoff.next_delay() <= Duration::from_millis(100));
     }
 }

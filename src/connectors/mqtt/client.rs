@@ -569,6 +569,7 @@ mod tests {
                 qos: 1,
                 retain: true,
             }),
+            probe: None,
         }
     }
 
