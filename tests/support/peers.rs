@@ -733,7 +733,10 @@ fn nats_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)
     headers
         .iter()
         .flat_map(|h| h.iter())
-        .flat_map(|(k, vs)| vs.iter().map(move |v| (k.to_string(), v.as_str().to_string())))
+        .flat_map(|(k, vs)| {
+            vs.iter()
+                .map(move |v| (k.to_string(), v.as_str().to_string()))
+        })
         .collect()
 }
 
