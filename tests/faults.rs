@@ -722,26 +722,33 @@ async fn sigterm_under_load_leaves_undelivered_messages_at_the_source() {
 
 /// Two ferry instances read one MQTT shared subscription (`share: relays`), each with its own
 /// client id and persistent session. In normal running mosquitto hands each message to one of
-/// them: all arrive, none twice, and both did part of the work. Then one is killed with
-/// `kill -9` mid-stream: the other carries on with what mosquitto hands it. mosquitto keeps
-/// the messages it had sent to the killed instance and not yet got a PUBACK for — and, for an
-/// offline member of a shared group with a persistent session, may queue more for it — in
-/// that client's session, and hands them back only to that client: so the killed instance is
-/// restarted with its session, and then nothing is lost.
+/// them: all arrive, none twice, and both did part of the work.
+///
+/// Then one of them (`share-a`) is killed with `kill -9` while it holds messages: its path to
+/// NATS is stalled first (a [`TcpProxy`]), so what mosquitto hands it piles up unconfirmed in
+/// ferry. The other carries on with its share. mosquitto keeps what it had sent `share-a`
+/// without a PUBACK — and, as mosquitto 2.0 does for an offline member of a shared group
+/// with a persistent session, queues `share-a`'s turns of the round robin for it — in that
+/// client's session, and hands them only to that client: so `share-a` is restarted with its
+/// session, and then nothing is lost. (Had ferry acknowledged them on arrival, they would have
+/// died with it.) Order is not promised across two instances: `reordered` is only reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_an_mqtt_subscription_and_survive_a_kill() {
     const NORMAL: usize = 10_000;
+    const HOLDING: usize = 20_000;
     const N: usize = 30_000;
     let brokers = Brokers::start(MosquittoOptions::default()).await;
     let (state_a, state_b) = (state_dir(), state_dir());
+    let proxy_a = TcpProxy::start(brokers.nats.port).await;
     let mut relay_a = brokers.relay("share-a", state_a.path());
     relay_a.share = Some("relays".into());
+    relay_a.nats_url = proxy_a.nats_url();
     let mut relay_b = brokers.relay("share-b", state_b.path());
     relay_b.share = Some("relays".into());
     let mut a = relay_a.start().await;
     let mut b = relay_b.start().await;
-
     let publisher = MqttPeer::connect(&brokers.mosquitto.url()).await;
+
     publish_load(&publisher, 0..NORMAL).await;
     let (tally, msgs) = collect(&brokers.observer, NORMAL, secs(60), "MQTT share, normal").await;
     let shares = per_instance(&msgs);
@@ -756,49 +763,57 @@ async fn two_instances_share_an_mqtt_subscription_and_survive_a_kill() {
         "both instances should have relayed part of the load: {shares:?}"
     );
 
-    let publisher = publish_load_in_background(&brokers.mosquitto.url(), NORMAL..N).await;
-    brokers
+    // share-a cannot deliver; share-b relays its share; then share-a dies holding its own.
+    proxy_a.stall();
+    publish_load(&publisher, NORMAL..HOLDING).await;
+    let before_kill = brokers
         .observer
-        .wait_stream_len(STREAM, NORMAL as u64 + 3_000, secs(60))
+        .wait_stream_settled(STREAM, secs(2), secs(60))
         .await;
     kill9(&mut a).await;
-    let killed_with = brokers.observer.stream_len(STREAM).await.unwrap_or(0);
-    publisher.await.unwrap();
-    // The survivor carries on: the stream grows with what it alone relays.
+    proxy_a.sever();
+    proxy_a.resume();
+    println!(
+        "MQTT share: share-a killed holding messages ({before_kill} of {HOLDING} in the stream)"
+    );
+
+    // The survivor carries on alone.
+    publish_load(&publisher, HOLDING..N).await;
     let settled = brokers
         .observer
         .wait_stream_settled(STREAM, secs(2), secs(60))
         .await;
-    let after_kill = brokers.observer.read_stream(STREAM).await;
-    let by_b = per_instance(&after_kill[killed_with as usize..]);
-    println!(
-        "MQTT share: share-a killed with {killed_with} messages in the stream; share-b alone \
-         brought it to {settled} ({by_b:?} after the kill)"
-    );
+    let alone = brokers.observer.read_stream(STREAM).await;
+    let after_kill = per_instance(&alone[before_kill as usize..]);
+    println!("MQTT share: share-b alone took the stream to {settled}: {after_kill:?}");
     assert!(
-        by_b.get("share-b").copied().unwrap_or(0) > 0 && !by_b.contains_key("share-a"),
-        "after the kill only share-b should relay, and it should: {by_b:?}"
+        after_kill.get("share-b").copied().unwrap_or(0) > 0 && !after_kill.contains_key("share-a"),
+        "after the kill share-b, and only share-b, should relay: {after_kill:?}"
     );
-    let survivor_alone = Tally::of_msgs(N, LOAD, &after_kill).report("MQTT share, survivor alone");
+    let waiting = Tally::of_msgs(N, LOAD, &alone)
+        .report("MQTT share, survivor alone")
+        .lost;
 
-    // The killed instance comes back with its session; mosquitto hands it what it kept.
+    // share-a comes back with its session; mosquitto hands it what it kept.
     let mut a = relay_a.start().await;
     let (tally, _) = collect(&brokers.observer, N, secs(60), "MQTT share, after restart").await;
+    println!("MQTT share: {waiting} messages waited in share-a's session for its restart");
     tally.assert_none_lost("MQTT share, after restart");
-    println!(
-        "MQTT share: {} messages waited in share-a's session for its restart",
-        survivor_alone.lost
-    );
     a.terminate().await;
     b.terminate().await;
 }
 
 /// Two ferry instances pull from one JetStream durable consumer (the same `consumer:` name:
 /// JetStream hands each message to one puller) and publish into a second stream. In normal
-/// running every message arrives once and both did part of the work. One is killed with
-/// `kill -9` mid-stream: what it had pulled and not acknowledged is redelivered to the other
-/// after `ack_wait` (3 s here), with no restart needed; re-sends carry the same `Nats-Msg-Id`
-/// (`<stream>:<sequence>`), so the output stream stores each message once.
+/// running every message arrives once and both did part of the work.
+///
+/// Then one of them (`js-a`) is killed with `kill -9` while it holds messages: its connection
+/// is stalled (a [`TcpProxy`]) while the load flows, so what it pulled sits unacknowledged
+/// in ferry. The other carries on, and gets `js-a`'s messages when JetStream redelivers them
+/// after `ack_wait` (3 s here), with no restart needed. A message `js-a` had already stored
+/// in the output stream comes again from `js-b` with the same `Nats-Msg-Id`
+/// (`<stream>:<sequence>`), so the output stream holds each message once. Order is not
+/// promised across two instances: `reordered` is only reported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_a_jetstream_consumer_and_survive_a_kill() {
     const NORMAL: usize = 10_000;
@@ -807,8 +822,10 @@ async fn two_instances_share_a_jetstream_consumer_and_survive_a_kill() {
     brokers.observer.create_stream("SRC", &["src.>"]).await;
     let source = "{ connection: nc, subject: \"src.load\", jetstream: { stream: SRC, consumer: ferry-share, max_ack_pending: 1000, ack_wait: 3s, deliver: all } }";
     let (state_a, state_b) = (state_dir(), state_dir());
+    let proxy_a = TcpProxy::start(brokers.nats.port).await;
     let mut relay_a = brokers.relay("js-a", state_a.path());
     relay_a.jetstream_source = Some(source);
+    relay_a.nats_url = proxy_a.nats_url();
     let mut relay_b = brokers.relay("js-b", state_b.path());
     relay_b.jetstream_source = Some(source);
     let mut a = relay_a.start().await;
@@ -840,17 +857,25 @@ async fn two_instances_share_a_jetstream_consumer_and_survive_a_kill() {
         "both instances should have relayed part of the load: {shares:?}"
     );
 
+    // Mid-stream, js-a's connection stalls with what it pulled, and it dies with it.
     let publisher = NatsPeer::connect(&brokers.nats.url()).await;
     let background = tokio::spawn(async move {
         publisher.jetstream_publish_all(publish(NORMAL..N)).await;
     });
     brokers
         .observer
-        .wait_stream_len(STREAM, NORMAL as u64 + 3_000, secs(60))
+        .wait_stream_len(STREAM, NORMAL as u64 + 2_000, secs(60))
+        .await;
+    proxy_a.stall();
+    brokers
+        .observer
+        .wait_stream_len(STREAM, NORMAL as u64 + 4_000, secs(60))
         .await;
     kill9(&mut a).await;
     let killed_with = brokers.observer.stream_len(STREAM).await.unwrap_or(0);
+    println!("JetStream consumer: js-a killed holding messages ({killed_with} in the stream)");
     background.await.unwrap();
+
     let (tally, msgs) = collect(
         &brokers.observer,
         N,
@@ -858,11 +883,8 @@ async fn two_instances_share_a_jetstream_consumer_and_survive_a_kill() {
         "JetStream consumer, one killed",
     )
     .await;
-    let by_b = per_instance(&msgs[killed_with as usize..]);
-    println!(
-        "JetStream consumer: js-a killed with {killed_with} messages in the stream; after the \
-         kill: {by_b:?}"
-    );
+    let after_kill = per_instance(&msgs[killed_with as usize..]);
+    println!("JetStream consumer: after the kill {after_kill:?}");
     tally.assert_none_lost("JetStream consumer, one killed");
     assert_eq!(
         tally.duplicates, 0,
