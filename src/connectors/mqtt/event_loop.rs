@@ -2,14 +2,27 @@
 //! messages to the routes.
 //!
 //! The event loop task is the only one polling the MQTT client: it connects, (re)subscribes,
-//! backs off after failures, and sends what sinks queued on the client. It never waits on a
-//! route: incoming messages go through a small channel to the dispatcher, which waits on full
-//! route queues (`when_full: block`). Only when that channel is full too does the event loop
-//! wait, and so stop reading: the broker's flow control (and TCP) takes over.
+//! backs off after failures, sends what sinks queued on the client, and sends the acks of
+//! delivered messages (see `acks`). It never waits on a route: a message goes to the
+//! dispatcher when its channel has room, and meanwhile waits in the event loop's own queue
+//! while the event loop keeps polling: reading the PUBACKs the sinks wait for, sending the
+//! acks the routes release. So a route that reads a connection and publishes back through it
+//! cannot stall it. The dispatcher is what waits on full route queues (`when_full: block`).
 //!
-//! Shutdown: when the sources stop, the event loop stops forwarding (it keeps running for the
-//! sinks until close) and the dispatcher hands over what it already has, then ends.
+//! Memory stays bounded by the broker's flow control: on MQTT 5 ferry asks for at most
+//! `RECEIVE_MAXIMUM` unacknowledged QoS 1/2 messages, and acks wait for the sinks, so that many
+//! messages at most are inside ferry. QoS 0 messages, and MQTT 3.1.1 (which has no receive
+//! maximum; the broker's own in-flight limit applies, 20 on mosquitto), are bounded by a hard
+//! cap on the event loop's queue (`PENDING_LIMIT`): once it is full the event loop stops
+//! polling, TCP pushes back on the broker, and what the sinks of this connection wait for
+//! waits too, until the routes catch up.
+//!
+//! Shutdown: when the sources stop, the event loop stops forwarding (what it still held is
+//! never acknowledged, so the broker delivers it again next time) and keeps running for the
+//! sinks and the acks until close; the dispatcher hands over what it already has, then ends.
+//! At close, the acks of what was delivered go out before DISCONNECT.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,18 +30,27 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::BrokerLimits;
-use super::client::{Client, ConnAck, Event, EventLoop, Received, SubAcks, Subscription};
+use super::acks::{AckTracker, Receipt};
+use super::client::{
+    AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, SubAcks,
+    Subscription,
+};
 use super::topic;
 use crate::connectors::Runtime;
-use crate::message::{Incoming, Message};
+use crate::message::{Ack, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
 
 /// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
 const DISPATCH_CAPACITY: usize = 256;
+/// Messages the event loop holds for the dispatcher before it stops reading from the broker.
+/// Above the receive maximum, so QoS 1/2 messages on MQTT 5 never fill it: only QoS 0 messages
+/// (and MQTT 3.1.1 with a broker that allows more in flight) can.
+const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
 /// On close, how long the publishes the sinks queued may take to reach the broker, DISCONNECT
 /// included. The daemon gives its connections 5 s to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -68,7 +90,8 @@ impl RouteSource {
 struct Delivery {
     message: Message,
     subscription_ids: Vec<usize>,
-    // At-least-once: the message's MQTT ack token (`client::Received`) travels here too.
+    /// QoS 1/2: the message's place in the ack order.
+    receipt: Option<Receipt<AckToken>>,
 }
 
 /// Everything the event loop task owns.
@@ -87,9 +110,27 @@ pub struct Supervisor {
     pub trust_subscription_ids: bool,
 }
 
+/// The event loop's state between turns.
+struct Turn {
+    /// To the dispatcher; `None` once the sources stopped (or without routes).
+    dispatch: Option<mpsc::Sender<Delivery>>,
+    /// Received, waiting for room in the dispatcher's channel.
+    pending: VecDeque<Delivery>,
+    /// Released acks the client's request queue had no room for yet.
+    acks: VecDeque<AckToken>,
+    connected: bool,
+    /// The broker confirmed our subscriptions in its current session.
+    subscribed: bool,
+    /// The SUBACK we wait for before calling the connection up.
+    suback: Option<Pin<Box<SubAckFuture>>>,
+    /// After a failure: when to poll (and so reconnect) again.
+    retry_at: Option<Instant>,
+}
+
 impl Supervisor {
     /// Spawns the event loop task and, when routes read from this connection, the dispatcher.
     pub fn spawn(self, routes: Vec<RouteSource>, runtime: &Runtime) {
+        let tracker = AckTracker::new(runtime.stop_sources.clone());
         let dispatch = if routes.is_empty() {
             None
         } else {
@@ -98,66 +139,134 @@ impl Supervisor {
             runtime.sources.spawn(dispatcher);
             Some(tx)
         };
-        runtime.tasks.spawn(self.run(dispatch, runtime.clone()));
+        runtime.tasks.spawn(self.run(dispatch, tracker, runtime.clone()));
     }
 
-    async fn run(mut self, mut dispatch: Option<mpsc::Sender<Delivery>>, runtime: Runtime) {
-        let mut connected = false;
-        // The broker confirmed our subscriptions in its current session.
-        let mut subscribed = false;
-        // The SUBACK we wait for before calling the connection up.
-        let mut suback: Option<Pin<Box<SubAckFuture>>> = None;
+    async fn run(
+        mut self,
+        dispatch: Option<mpsc::Sender<Delivery>>,
+        tracker: Arc<AckTracker<AckToken>>,
+        runtime: Runtime,
+    ) {
+        let mut turn = Turn {
+            dispatch,
+            pending: VecDeque::new(),
+            acks: VecDeque::new(),
+            connected: false,
+            subscribed: false,
+            suback: None,
+            retry_at: None,
+        };
         loop {
+            tracker.take_released(&mut turn.acks);
+            self.send_acks(&mut turn.acks);
+            let polling = turn.retry_at.is_none() && turn.pending.len() < PENDING_LIMIT;
             let step = tokio::select! {
                 biased;
                 _ = runtime.close.cancelled() => break,
-                _ = runtime.stop_sources.cancelled(), if dispatch.is_some() => Step::StopSources,
-                result = maybe(suback.as_mut()) => Step::SubAck(result),
-                event = self.eventloop.poll() => Step::Poll(event),
+                _ = runtime.stop_sources.cancelled(), if turn.dispatch.is_some() => {
+                    Step::StopSources
+                }
+                () = tracker.wait_released() => continue,
+                result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
+                room = has_room(turn.dispatch.as_ref()), if !turn.pending.is_empty() => {
+                    Step::Room(room)
+                }
+                () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
+                event = self.eventloop.poll(), if polling => Step::Poll(event),
             };
             match step {
-                // With automatic acks, what arrives from now on is lost to ferry; with manual
-                // acks it will stay unacked, for the broker to deliver again.
-                Step::StopSources => dispatch = None,
+                // What was not handed over yet is never acknowledged: the broker delivers it
+                // again to the next session.
+                Step::StopSources => {
+                    turn.dispatch = None;
+                    turn.pending.clear();
+                }
+                Step::Room(true) => {
+                    let tx = turn.dispatch.as_ref().expect("room in a channel");
+                    if feed(tx, &mut turn.pending).is_err() {
+                        turn.dispatch = None;
+                    }
+                }
+                Step::Room(false) => turn.dispatch = None,
+                Step::Retry => turn.retry_at = None,
                 Step::SubAck(result) => {
-                    suback = None;
+                    turn.suback = None;
                     if self.on_suback(result) {
-                        subscribed = true;
+                        turn.subscribed = true;
                     }
                 }
                 Step::Poll(Ok(Event::ConnAck(ack))) => {
-                    connected = true;
-                    if !ack.session_present {
-                        subscribed = false;
+                    turn.connected = true;
+                    self.limits.set_connected(true);
+                    // Acks belong to the connection they arrived on (see `acks`).
+                    tracker.new_generation();
+                    turn.acks.clear();
+                    if ack.session_present {
+                        // The broker delivers the unacknowledged messages of the old connection
+                        // again: the copies not handed over yet would only be duplicates.
+                        turn.pending.retain(|d| d.receipt.is_none());
+                    } else {
+                        turn.subscribed = false;
                     }
-                    suback = self
-                        .on_connack(ack, subscribed)
+                    turn.suback = self
+                        .on_connack(ack, turn.subscribed)
                         .map(|notice| -> Pin<Box<SubAckFuture>> { Box::pin(notice.wait()) });
                 }
                 Step::Poll(Ok(Event::Publish(received))) => {
-                    if let Some(tx) = &dispatch
-                        && !forward(tx, self.delivery(received), &runtime.close).await
-                    {
-                        dispatch = None;
+                    // After the sources stopped, nothing more is taken (nor acknowledged).
+                    if let Some(tx) = &turn.dispatch {
+                        let delivery = self.delivery(received, &tracker);
+                        turn.pending.push_back(delivery);
+                        if feed(tx, &mut turn.pending).is_err() {
+                            turn.dispatch = None;
+                        }
                     }
                 }
                 Step::Poll(Ok(Event::Disconnected | Event::Other)) => {}
                 Step::Poll(Err(error)) => {
-                    connected = false;
-                    suback = None;
+                    turn.connected = false;
+                    self.limits.set_connected(false);
+                    turn.suback = None;
+                    // The client dropped the acks still queued in it when the connection
+                    // failed; the ones released from now on would be for the old connection.
+                    tracker.new_generation();
+                    turn.acks.clear();
                     let delay = self.backoff.next_delay();
                     self.status.down(&error, delay);
-                    tokio::select! {
-                        _ = runtime.close.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                    turn.retry_at = Some(Instant::now() + delay);
                 }
             }
         }
-        drop(dispatch);
-        self.disconnect(connected).await;
+        turn.dispatch = None;
+        tracker.take_released(&mut turn.acks);
+        let left = tracker.unacknowledged();
+        if left > 0 && turn.connected {
+            tracing::info!(
+                connection = %self.name,
+                "{left} received message(s) not delivered stay unacknowledged: the broker \
+                 delivers them again"
+            );
+        }
+        self.disconnect(turn.connected, turn.acks).await;
     }
 
+    /// Queues released acks on the client, oldest first, until its request queue is full; the
+    /// rest wait for the next turn.
+    fn send_acks(&self, acks: &mut VecDeque<AckToken>) {
+        while let Some(token) = acks.front() {
+            match self.client.try_ack(token) {
+                Ok(()) => {
+                    acks.pop_front();
+                }
+                Err(AckError::Full) => return,
+                Err(AckError::Closed) => {
+                    acks.clear();
+                    return;
+                }
+            }
+        }
+    }
     /// A new connection: resets the backoff, records the broker's limits, and subscribes when
     /// the broker does not hold our subscriptions. Returns the SUBACK to wait for, or `None`
     /// when the connection is up already.
@@ -224,8 +333,8 @@ impl Supervisor {
         }
     }
 
-    /// What routes see of what arrived.
-    fn delivery(&self, received: Received) -> Delivery {
+    /// What routes see of what arrived; QoS 1/2 messages take their place in the ack order.
+    fn delivery(&self, received: Received, tracker: &Arc<AckTracker<AckToken>>) -> Delivery {
         let mut message = Message::new(self.name.clone(), received.topic, received.payload);
         message.headers = received.headers;
         message.qos = received.qos;
@@ -237,13 +346,15 @@ impl Supervisor {
         Delivery {
             message,
             subscription_ids,
+            receipt: received.ack.map(|token| tracker.track(token)),
         }
     }
 
-    /// Closes the connection: first lets what the sinks queued reach the broker (their `send`
-    /// resolved once queued, so their routes count it as delivered), then sends DISCONNECT, all
-    /// within `CLOSE_TIMEOUT`. Without a connection there is nothing to send.
-    async fn disconnect(mut self, connected: bool) {
+    /// Closes the connection: first sends the acks of what was delivered and lets what the
+    /// sinks queued reach the broker, then sends DISCONNECT, all within `CLOSE_TIMEOUT`.
+    /// Without a connection there is nothing to send (and the acks would be for a connection
+    /// that is gone).
+    async fn disconnect(mut self, connected: bool, mut acks: VecDeque<AckToken>) {
         if !connected {
             match self.eventloop.unsent() {
                 0 => tracing::debug!(connection = %self.name, "closed"),
@@ -255,7 +366,11 @@ impl Supervisor {
             return;
         }
         let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            while self.eventloop.unsent() > 0 {
+            loop {
+                self.send_acks(&mut acks);
+                if acks.is_empty() && self.eventloop.unsent() == 0 {
+                    break;
+                }
                 self.eventloop.poll().await?;
             }
             anyhow::ensure!(
@@ -279,33 +394,56 @@ impl Supervisor {
         };
         tracing::warn!(
             connection = %self.name,
-            "closed without a clean DISCONNECT ({why}); {} publish(es) never reached the broker",
-            self.eventloop.unsent()
+            "closed without a clean DISCONNECT ({why}); {} publish(es) and {} ack(s) never \
+             reached the broker",
+            self.eventloop.unsent(),
+            acks.len()
         );
     }
 }
 
-/// Hands a message to the dispatcher, waiting while its channel is full (the connection stops
-/// reading meanwhile). `false` when the dispatcher is gone.
-async fn forward(
-    tx: &mpsc::Sender<Delivery>,
-    delivery: Delivery,
-    close: &CancellationToken,
-) -> bool {
-    match tx.try_send(delivery) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(delivery)) => tokio::select! {
-            _ = close.cancelled() => false,
-            sent = tx.send(delivery) => sent.is_ok(),
-        },
+/// Hands pending messages to the dispatcher, oldest first, while its channel has room. `Err`
+/// when the dispatcher is gone.
+fn feed(tx: &mpsc::Sender<Delivery>, pending: &mut VecDeque<Delivery>) -> Result<(), ()> {
+    while let Some(delivery) = pending.pop_front() {
+        match tx.try_send(delivery) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(delivery)) => {
+                pending.push_front(delivery);
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves once the dispatcher's channel has room (`true`) or the dispatcher is gone
+/// (`false`). Never resolves without a dispatcher.
+async fn has_room(tx: Option<&mpsc::Sender<Delivery>>) -> bool {
+    match tx {
+        // The permit goes back at once; `feed` takes the room with `try_send`.
+        Some(tx) => tx.reserve().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
 type SubAckFuture = dyn Future<Output = Result<Vec<Option<String>>, String>> + Send;
 
+/// What a turn of the event loop brought that needs the supervisor.
 enum Step {
     StopSources,
+    /// The dispatcher's channel has room (or, `false`, the dispatcher is gone).
+    Room(bool),
+    /// The backoff after a failure is over: poll (and so reconnect) again.
+    Retry,
     SubAck(Result<Vec<Option<String>>, String>),
     Poll(anyhow::Result<Event>),
 }
@@ -331,6 +469,7 @@ async fn dispatch(
         let Delivery {
             message,
             subscription_ids: ids,
+            receipt,
         } = tokio::select! {
             biased;
             _ = close.cancelled() => return,
@@ -344,6 +483,9 @@ async fn dispatch(
             .rposition(|r| r.accepts(&message.subject, &ids))
         else {
             tracing::debug!(%connection, topic = %message.subject, "no route matches; dropped");
+            if let Some(receipt) = receipt {
+                receipt.confirm();
+            }
             continue;
         };
         // Every matching route but the last gets a (cheap) clone; the last the message itself.
@@ -351,23 +493,43 @@ async fn dispatch(
             .iter()
             .filter(|r| r.accepts(&message.subject, &ids))
         {
-            if !deliver(route, message.clone(), &close).await {
+            if !deliver(route, message.clone(), &receipt, &close).await {
                 return;
             }
         }
-        if !deliver(&routes[last], message, &close).await {
+        if !deliver(&routes[last], message, &receipt, &close).await {
             return;
+        }
+        // Every route has its own share of the receipt now: the message is acknowledged once
+        // they all confirmed.
+        if let Some(receipt) = receipt {
+            receipt.confirm();
         }
     }
 }
 
-/// Pushes `message` into the route's queue, waiting for room if the route blocks when full.
-/// `false` when the connection closed meanwhile.
-async fn deliver(route: &RouteSource, message: Message, close: &CancellationToken) -> bool {
-    // At-least-once: replace `unacked` with an `Ack` that, once every matching route confirmed,
-    // queues this message's MQTT ack (`prepare_ack` + `manual_ack`, in arrival order) with the
-    // client in manual ack mode.
-    let incoming = Incoming::unacked(message);
+/// Pushes `message` into the route's queue, waiting for room if the route blocks when full,
+/// with an ack that settles the route's share of `receipt`. `false` when the connection closed
+/// meanwhile.
+async fn deliver(
+    route: &RouteSource,
+    message: Message,
+    receipt: &Option<Receipt<AckToken>>,
+    close: &CancellationToken,
+) -> bool {
+    let ack = match receipt {
+        // Dropped unconfirmed, the closure drops the receipt unconfirmed: a nack.
+        Some(receipt) => {
+            let share = receipt.clone();
+            Ack::new(move |confirmed| {
+                if confirmed {
+                    share.confirm();
+                }
+            })
+        }
+        None => Ack::none(),
+    };
+    let incoming = Incoming { message, ack };
     tokio::select! {
         biased;
         _ = close.cancelled() => false,
@@ -384,6 +546,13 @@ impl BrokerLimits {
             .store(!ack.retain_available, Ordering::Relaxed);
         self.broker_only_resume
             .store(ack.broker_only_resume, Ordering::Relaxed);
+    }
+
+    /// Sinks waiting for the connection go ahead once it is up.
+    fn set_connected(&self, up: bool) {
+        self.connected.send_if_modified(|connected| {
+            std::mem::replace(connected, up) != up
+        });
     }
 }
 

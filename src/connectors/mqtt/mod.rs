@@ -5,13 +5,16 @@
 //!   options that matter for throughput and memory.
 //! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to routes, back
 //!   off and reconnect, disconnect cleanly on close.
+//! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
+//!   confirmed, and releases their acks in arrival order.
 //! - [`topic`] holds the pure topic and filter rules.
 //!
-//! Delivery today: incoming messages are acknowledged to the broker when they arrive (automatic
-//! acks), and a sink's `send` resolves once the publish is queued on the client. Manual acks and
-//! per-publish completion slot in where the comments in `event_loop::dispatch` and
-//! `Client::publish` say.
+//! Delivery: an incoming QoS 1/2 message is acknowledged (PUBACK / PUBREC) only once every
+//! route that took it confirmed it, so a message ferry did not deliver stays with the broker,
+//! which delivers it again. A sink's QoS 1/2 publish is confirmed by its own PUBACK / PUBCOMP;
+//! QoS 0 once queued on the client.
 
+mod acks;
 mod client;
 mod event_loop;
 mod topic;
@@ -22,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure};
 
-use self::client::{Client, EventLoop, PublishError, Subscription};
+use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{RouteSource, Supervisor};
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
 use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
@@ -30,9 +33,10 @@ use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
 
-/// How long a sink waits for room when the client's request queue is full (the broker is not
-/// keeping up, or the connection is down) before it reports the connection unavailable.
-const PUBLISH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a sink's publish may take, from waiting for the connection to the broker's
+/// PUBACK/PUBCOMP, before it reports the connection unavailable and its route tries again (a
+/// second copy: the client still holds the first and sends it after a reconnect).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One MQTT connection, collecting the routes that use it until [`Connection::start`].
 pub struct MqttConnection {
@@ -50,14 +54,28 @@ pub struct MqttConnection {
 }
 
 /// What the broker told us about itself (MQTT 5 CONNACK), for sinks to check before queuing a
-/// publish the broker would refuse: a refused packet costs the whole connection.
-#[derive(Debug, Default)]
+/// publish the broker would refuse: a refused packet costs the whole connection. And whether
+/// the connection is up: sinks queue publishes only then, so a long outage does not pile up a
+/// copy of the same message per retry.
+#[derive(Debug)]
 struct BrokerLimits {
     /// The largest packet the broker accepts; 0 when it did not say.
     max_packet_size: AtomicU32,
     retain_unavailable: AtomicBool,
     /// See `client::ConnAck::broker_only_resume`.
     broker_only_resume: AtomicBool,
+    connected: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for BrokerLimits {
+    fn default() -> Self {
+        BrokerLimits {
+            max_packet_size: AtomicU32::new(0),
+            retain_unavailable: AtomicBool::new(false),
+            broker_only_resume: AtomicBool::new(false),
+            connected: tokio::sync::watch::Sender::new(false),
+        }
+    }
 }
 
 impl MqttConnection {
@@ -223,6 +241,19 @@ impl MqttSink {
             Retain::FromSource => message.retain,
         };
         self.check(message, retain)?;
+        let timed_out = || {
+            SinkError::Unavailable(format!(
+                "connection {}: the broker did not confirm a publish within {PUBLISH_TIMEOUT:?} \
+                 (connection down or broker too slow)",
+                self.connection
+            ))
+        };
+        let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+        let mut connected = self.limits.connected.subscribe();
+        tokio::time::timeout_at(deadline, connected.wait_for(|up| *up))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|_| self.closed())?;
         let publish = self.client.publish(
             message.subject.clone(),
             message.payload.clone(),
@@ -230,23 +261,33 @@ impl MqttSink {
             retain,
             &message.headers,
         );
-        match tokio::time::timeout(PUBLISH_QUEUE_TIMEOUT, publish).await {
+        let queued = match tokio::time::timeout_at(deadline, publish).await {
+            Ok(Ok(queued)) => queued,
+            Ok(Err(PublishError::Invalid)) => {
+                return Err(SinkError::Rejected(format!(
+                    "connection {}: the MQTT client refused to publish to {:?}",
+                    self.connection, message.subject
+                )));
+            }
+            Ok(Err(PublishError::Closed)) => return Err(self.closed()),
+            Err(_) => return Err(timed_out()),
+        };
+        match tokio::time::timeout_at(deadline, queued.confirmed()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(PublishError::Invalid)) => Err(SinkError::Rejected(format!(
-                "connection {}: the MQTT client refused to publish to {:?}",
+            Ok(Err(Refused::Retry(why))) => Err(SinkError::Unavailable(format!(
+                "connection {}: publish to {:?} not confirmed: {why}",
                 self.connection, message.subject
             ))),
-            Ok(Err(PublishError::Closed)) => Err(SinkError::Unavailable(format!(
-                "connection {} is closed",
-                self.connection
+            Ok(Err(Refused::Rejected(why))) => Err(SinkError::Rejected(format!(
+                "connection {}: publish to {:?} refused: {why}",
+                self.connection, message.subject
             ))),
-            Err(_) => Err(SinkError::Unavailable(format!(
-                "connection {}: {} publishes are already waiting for the broker (connection down \
-                 or broker too slow)",
-                self.connection,
-                client::REQUEST_CHANNEL_CAPACITY
-            ))),
+            Err(_) => Err(timed_out()),
         }
+    }
+
+    fn closed(&self) -> SinkError {
+        SinkError::Unavailable(format!("connection {} is closed", self.connection))
     }
 
     /// Refuses, before queuing it, what the broker or the client would refuse: the client
