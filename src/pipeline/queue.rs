@@ -93,11 +93,15 @@ impl RouteInput {
                         drop(state);
                         shared.dropped.fetch_add(1, Ordering::Relaxed);
                         self.log_drop("drop_newest");
-                        // The dropped message's ack goes with it: a nack, so a source that can
-                        // redeliver will.
+                        // Dropping is what the route asked for (at-most-once), so the source
+                        // is told the message is dealt with. A nack would hold back every
+                        // later acknowledgement of an in-order source (MQTT, the SSE cursor)
+                        // until a restart, and then bring the dropped message back.
+                        incoming.take().expect("pushed once").ack.confirm();
                         return true;
                     }
                     WhenFull::DropOldest => {
+                        let mut dropped = Vec::new();
                         while !state.items.is_empty()
                             && (state.items.len() >= shared.config.max_messages
                                 || state.bytes + size > shared.config.max_bytes)
@@ -105,10 +109,13 @@ impl RouteInput {
                             let old = state.items.pop_front().expect("not empty");
                             state.bytes -= old.message.payload.len();
                             shared.dropped.fetch_add(1, Ordering::Relaxed);
+                            dropped.push(old.ack);
                         }
                         state.bytes += size;
                         state.items.push_back(incoming.take().expect("pushed once"));
                         drop(state);
+                        // As for drop_newest; outside the lock, as acks call into sources.
+                        dropped.into_iter().for_each(crate::message::Ack::confirm);
                         self.log_drop("drop_oldest");
                         shared.not_empty.notify_one();
                         return true;

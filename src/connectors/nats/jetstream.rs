@@ -1,0 +1,772 @@
+//! JetStream, the NATS server's persistence: a route's `jetstream:` source reads through a
+//! durable pull consumer, and a `jetstream: true` sink publishes and waits for the stream's ack.
+//!
+//! The source, in the order things happen:
+//! - **Binding.** ferry looks the durable consumer up on its stream. If it exists, ferry uses it
+//!   as it is, once it checked that it can serve the route: a pull consumer (no deliver subject),
+//!   explicit acks, and the route's `subject` as its filter. Anything else is refused, naming
+//!   what differs and how to fix it: ferry never changes nor recreates a consumer someone else
+//!   made. If it does not exist, ferry creates it from the route's settings. Several ferry
+//!   instances bound to one durable consumer share its messages: that is JetStream's queue group.
+//! - **Window.** The consumer's `max_ack_pending` caps the messages the server hands out and
+//!   nobody acked yet. ferry holds at most that many (from the pull to the ack), so a slow sink
+//!   stops the pulls, not ferry's memory.
+//! - **Acks.** A message is acked (`+ACK`) only once the route confirmed it: every sink took it.
+//!   While it waits (in the route's queue, or in a slow sink), ferry sends progress acks (`+WPI`)
+//!   every third of `ack_wait`, so the server does not hand out again what ferry is still
+//!   working on. A message the route gives up on (the shutdown deadline passed, or a `when_full`
+//!   drop policy dropped it) is nacked (`-NAK` with a one-second delay): the server hands it
+//!   out again at once — to a peer ferry on the same consumer, or to this one after a restart —
+//!   instead of after `ack_wait`, and the delay keeps a route that keeps dropping from spinning.
+//! - **Recovery.** When the pull stream fails or ends (a reconnect, a server restart, missed
+//!   heartbeats, a consumer deleted under ferry), ferry binds again and rebuilds it, with
+//!   backoff. The problem is logged once, and its end once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::{
+    self, AckPolicy, Consumer, DeliverPolicy, FromConsumer, pull,
+};
+use async_nats::jetstream::context::{ConsumerInfoErrorKind, PublishError, PublishErrorKind};
+use async_nats::jetstream::{self, AckKind, ErrorCode};
+use async_nats::{Client, HeaderMap, Subject};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{self, JetStreamDeliver, Reconnect};
+use crate::connectors::{Runtime, SinkError};
+use crate::message::{Ack, Incoming, Message};
+use crate::pipeline::queue::RouteInput;
+use crate::pipeline::status::Backoff;
+
+/// How long a nacked message waits before the server hands it out again.
+const NAK_DELAY: Duration = Duration::from_secs(1);
+/// Idle heartbeat asked of the server for each pull: two missed, and the pull stream is
+/// rebuilt. Short, so a consumer lost on the server is noticed within seconds.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+/// Messages asked for per pull request, at most (the window may be smaller).
+const MAX_BATCH: usize = 256;
+/// The window when neither the consumer nor the route set a positive `max_ack_pending`.
+const DEFAULT_WINDOW: usize = 1000;
+/// How long a JetStream API request, or a publish's ack, may take.
+pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A route reading a JetStream consumer, registered before the connection starts.
+pub(super) struct JetStreamRoute {
+    pub route: String,
+    /// The consumer's filter subject: the route's `subject`.
+    pub subject: String,
+    pub config: config::JetStreamSource,
+    pub input: RouteInput,
+}
+
+impl JetStreamRoute {
+    /// `stream/consumer`, as logs name it.
+    fn name(&self) -> String {
+        format!("{}/{}", self.config.stream, self.config.consumer)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// binding
+
+/// The consumer ferry creates when the route's is absent.
+pub(super) fn consumer_config(
+    route: &str,
+    subject: &str,
+    wanted: &config::JetStreamSource,
+) -> pull::Config {
+    pull::Config {
+        durable_name: Some(wanted.consumer.clone()),
+        description: Some(format!("ferry route {route}")),
+        filter_subject: subject.to_string(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: wanted.ack_wait,
+        max_ack_pending: wanted.max_ack_pending,
+        deliver_policy: match wanted.deliver {
+            JetStreamDeliver::All => DeliverPolicy::All,
+            JetStreamDeliver::New => DeliverPolicy::New,
+        },
+        ..Default::default()
+    }
+}
+
+/// Whether an existing consumer can serve a route.
+#[derive(Debug, PartialEq)]
+pub(super) enum Fit {
+    /// It can. Each note names a setting where the consumer differs from the route's config
+    /// and the consumer's own applies.
+    Usable(Vec<String>),
+    /// It cannot: what differs, and what would fix it.
+    Refused(String),
+}
+
+/// Checks an existing consumer against the route that wants to read through it.
+pub(super) fn fit(
+    existing: &consumer::Config,
+    subject: &str,
+    wanted: &config::JetStreamSource,
+) -> Fit {
+    let mut differs = Vec::new();
+    if let Some(deliver_subject) = &existing.deliver_subject {
+        differs.push(format!(
+            "it is a push consumer (it delivers to `{deliver_subject}`); ferry reads through a \
+             pull consumer"
+        ));
+    }
+    if existing.ack_policy != AckPolicy::Explicit {
+        let policy = match existing.ack_policy {
+            AckPolicy::None => "none",
+            AckPolicy::All => "all",
+            AckPolicy::Explicit => "explicit",
+        };
+        differs.push(format!(
+            "its ack policy is `{policy}`; ferry acks each message once its sinks have it \
+             (ack policy explicit)"
+        ));
+    }
+    if existing.filter_subject != subject {
+        let filter = if existing.filter_subject.is_empty() {
+            "it has no filter subject (or several)".to_string()
+        } else {
+            format!("it filters `{}`", existing.filter_subject)
+        };
+        differs.push(format!("{filter}, the route reads `{subject}`"));
+    }
+    if !differs.is_empty() {
+        return Fit::Refused(format!(
+            "JetStream consumer `{consumer}` on stream `{stream}` cannot serve this route: {}. \
+             Delete it (`nats consumer rm {stream} {consumer}`) and ferry creates it as the \
+             route says, or name another `consumer:`{}",
+            differs.join("; "),
+            if existing.filter_subject.is_empty() || existing.filter_subject == subject {
+                String::new()
+            } else {
+                format!(
+                    ", or set the route's `subject: {}`",
+                    existing.filter_subject
+                )
+            },
+            consumer = wanted.consumer,
+            stream = wanted.stream,
+        ));
+    }
+    let mut notes = Vec::new();
+    if existing.ack_wait != wanted.ack_wait {
+        notes.push(format!(
+            "ack_wait {:?} (the route says {:?})",
+            existing.ack_wait, wanted.ack_wait
+        ));
+    }
+    if existing.max_ack_pending != wanted.max_ack_pending {
+        notes.push(format!(
+            "max_ack_pending {} (the route says {})",
+            existing.max_ack_pending, wanted.max_ack_pending
+        ));
+    }
+    Fit::Usable(notes)
+}
+
+/// The messages ferry may hold at once: the consumer's `max_ack_pending`, or the route's when
+/// smaller (a consumer may allow any number, -1).
+fn window(consumer: i64, route: i64) -> usize {
+    [consumer, route]
+        .into_iter()
+        .filter(|n| *n > 0)
+        .min()
+        .map_or(DEFAULT_WINDOW, |n| n as usize)
+}
+
+/// Why binding failed. Either way ferry tries again later; the difference is what the log says.
+enum BindError {
+    /// The consumer exists and does not fit the route: someone must change it.
+    Refused(String),
+    /// The stream, JetStream or the server cannot be reached or is not there (yet).
+    Unavailable(String),
+}
+
+/// A consumer ferry can read through.
+struct Bound {
+    consumer: Consumer<pull::Config>,
+    created: bool,
+    /// The consumer's own `ack_wait` and window, which apply whatever the route says.
+    ack_wait: Duration,
+    window: usize,
+    notes: Vec<String>,
+}
+
+async fn bind(js: &jetstream::Context, route: &JetStreamRoute) -> Result<Bound, BindError> {
+    let wanted = &route.config;
+    let stream = js
+        .get_stream_no_info(&wanted.stream)
+        .await
+        .map_err(|e| BindError::Refused(format!("stream `{}`: {e}", wanted.stream)))?;
+    let info = match stream.consumer_info(&wanted.consumer).await {
+        Ok(info) => info,
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            let config = consumer_config(&route.route, &route.subject, wanted);
+            let consumer = stream.create_consumer(config).await.map_err(|e| {
+                BindError::Unavailable(format!(
+                    "cannot create JetStream consumer `{}` on stream `{}`: {e}",
+                    wanted.consumer, wanted.stream
+                ))
+            })?;
+            let info = consumer.cached_info();
+            return Ok(Bound {
+                ack_wait: info.config.ack_wait,
+                window: window(info.config.max_ack_pending, wanted.max_ack_pending),
+                consumer,
+                created: true,
+                notes: Vec::new(),
+            });
+        }
+        Err(e) => {
+            return Err(BindError::Unavailable(match e.kind() {
+                ConsumerInfoErrorKind::StreamNotFound => format!(
+                    "JetStream stream `{}` does not exist on the server: create it (e.g. `nats \
+                     stream add {} --subjects '{}'`)",
+                    wanted.stream, wanted.stream, route.subject
+                ),
+                ConsumerInfoErrorKind::NoResponders => {
+                    "JetStream does not answer on this connection (not enabled on the server, \
+                     or not for this account)"
+                        .to_string()
+                }
+                _ => format!(
+                    "cannot look up JetStream consumer `{}` on stream `{}`: {e}",
+                    wanted.consumer, wanted.stream
+                ),
+            }));
+        }
+    };
+    let notes = match fit(&info.config, &route.subject, wanted) {
+        Fit::Usable(notes) => notes,
+        Fit::Refused(why) => return Err(BindError::Refused(why)),
+    };
+    let config = pull::Config::try_from_consumer_config(info.config.clone())
+        .map_err(|e| BindError::Refused(e.to_string()))?;
+    Ok(Bound {
+        ack_wait: info.config.ack_wait,
+        window: window(info.config.max_ack_pending, wanted.max_ack_pending),
+        consumer: Consumer::new(config, info, js.clone()),
+        created: false,
+        notes,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// acks
+
+/// The messages ferry holds and has not acked yet, and the channel their acks leave through.
+struct Tracker {
+    inflight: Mutex<Inflight>,
+    /// Signalled when a message is finished, so the reader may pull again.
+    room: Notify,
+    acks: mpsc::UnboundedSender<(Subject, AckKind)>,
+}
+
+struct Inflight {
+    next_id: u64,
+    /// By a local id: a message the server handed out twice is held twice.
+    pending: HashMap<u64, Pending>,
+    window: usize,
+    ack_wait: Duration,
+}
+
+struct Pending {
+    /// Where its acks go: the server's `$JS.ACK...` subject for this delivery.
+    reply: Subject,
+    /// When ferry got it, or last sent a progress ack for it.
+    since: Instant,
+}
+
+impl Tracker {
+    fn new(
+        acks: mpsc::UnboundedSender<(Subject, AckKind)>,
+        wanted: &config::JetStreamSource,
+    ) -> Self {
+        Tracker {
+            inflight: Mutex::new(Inflight {
+                next_id: 0,
+                pending: HashMap::new(),
+                window: window(wanted.max_ack_pending, wanted.max_ack_pending),
+                ack_wait: wanted.ack_wait,
+            }),
+            room: Notify::new(),
+            acks,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inflight> {
+        self.inflight.lock().expect("tracker lock")
+    }
+
+    /// The consumer's settings, once bound.
+    fn set_limits(&self, window: usize, ack_wait: Duration) {
+        let mut inflight = self.lock();
+        inflight.window = window;
+        inflight.ack_wait = ack_wait;
+        drop(inflight);
+        self.room.notify_one();
+    }
+
+    fn is_full(&self) -> bool {
+        let inflight = self.lock();
+        inflight.pending.len() >= inflight.window
+    }
+
+    /// How often held messages get a progress ack: a third of `ack_wait`.
+    fn progress_period(&self) -> Duration {
+        (self.lock().ack_wait / 3).max(Duration::from_millis(100))
+    }
+
+    /// Holds a message until the route finishes with it; the returned [`Ack`] acks it (or
+    /// nacks it, when dropped unconfirmed).
+    fn hold(self: &Arc<Self>, reply: Subject) -> Ack {
+        let id = {
+            let mut inflight = self.lock();
+            let id = inflight.next_id;
+            inflight.next_id += 1;
+            inflight.pending.insert(
+                id,
+                Pending {
+                    reply,
+                    since: Instant::now(),
+                },
+            );
+            id
+        };
+        let tracker = self.clone();
+        Ack::new(move |delivered| tracker.finish(id, delivered))
+    }
+
+    fn finish(&self, id: u64, delivered: bool) {
+        let Some(pending) = self.lock().pending.remove(&id) else {
+            return;
+        };
+        self.room.notify_one();
+        let kind = if delivered {
+            AckKind::Ack
+        } else {
+            AckKind::Nak(Some(NAK_DELAY))
+        };
+        // Fails only once the connection closed: the server redelivers after ack_wait.
+        let _ = self.acks.send((pending.reply, kind));
+    }
+
+    /// The messages held for at least `age` since they came or since their last progress ack;
+    /// they count as progressed from now.
+    fn due_for_progress(&self, age: Duration) -> Vec<Subject> {
+        let now = Instant::now();
+        let mut inflight = self.lock();
+        inflight
+            .pending
+            .values_mut()
+            .filter(|p| now.duration_since(p.since) >= age)
+            .map(|p| {
+                p.since = now;
+                p.reply.clone()
+            })
+            .collect()
+    }
+}
+
+/// Sends the acks the route's confirmations produce, and progress acks for what is still held.
+/// Runs until the connection closes, then sends what is left and flushes.
+async fn acknowledge(
+    client: Client,
+    tracker: Arc<Tracker>,
+    mut acks: mpsc::UnboundedReceiver<(Subject, AckKind)>,
+    close: CancellationToken,
+) {
+    let send = |reply: Subject, kind: AckKind| {
+        let client = client.clone();
+        async move {
+            if let Err(e) = client.publish(reply, Bytes::from(kind)).await {
+                tracing::debug!("JetStream ack not sent: {e}");
+            }
+        }
+    };
+    let mut period = tracker.progress_period();
+    let mut progress = tokio::time::interval(period);
+    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            _ = close.cancelled() => break,
+            Some((reply, kind)) = acks.recv() => send(reply, kind).await,
+            _ = progress.tick() => {
+                // A message that came just before a tick waits for the next one.
+                for reply in tracker.due_for_progress(period / 2) {
+                    send(reply, AckKind::Progress).await;
+                }
+                let now = tracker.progress_period();
+                if now != period {
+                    period = now;
+                    progress = tokio::time::interval(period);
+                    progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
+            }
+        }
+    }
+    while let Ok((reply, kind)) = acks.try_recv() {
+        send(reply, kind).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(4), client.flush()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// the source
+
+/// Logs a problem once when it starts or changes, not on every retry, and once when it ends.
+struct Trouble {
+    what: String,
+    current: Option<String>,
+}
+
+impl Trouble {
+    fn report(&mut self, problem: String, refused: bool, retry_in: Duration) {
+        if self.current.as_ref() == Some(&problem) {
+            tracing::debug!("{}: still {problem}; retrying in {retry_in:?}", self.what);
+        } else if refused {
+            tracing::error!("{}: {problem}; retrying in {retry_in:?}", self.what);
+        } else {
+            tracing::warn!("{}: {problem}; retrying with backoff", self.what);
+        }
+        self.current = Some(problem);
+    }
+
+    /// True when there was a problem.
+    fn clear(&mut self) -> bool {
+        self.current.take().is_some()
+    }
+}
+
+/// Everything one JetStream source's tasks share.
+pub(super) struct Source {
+    pub route: JetStreamRoute,
+    pub origin: Arc<str>,
+    pub client: Client,
+    pub jetstream: jetstream::Context,
+    pub reconnect: Reconnect,
+    /// Counts the sources bound at least once: the connection is up when all are.
+    pub bound: watch::Sender<usize>,
+}
+
+impl Source {
+    /// Spawns the source's tasks: the reader (pulls, holds, hands over), the hand-over into
+    /// the route's queue, and the acker.
+    pub fn spawn(self, runtime: &Runtime) {
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let tracker = Arc::new(Tracker::new(acks_tx, &self.route.config));
+        let (hand_tx, hand_rx) = mpsc::unbounded_channel();
+        runtime.tasks.spawn(acknowledge(
+            self.client.clone(),
+            tracker.clone(),
+            acks_rx,
+            runtime.close.clone(),
+        ));
+        runtime.sources.spawn(hand_over(
+            hand_rx,
+            self.route.input.clone(),
+            runtime.stop_sources.clone(),
+        ));
+        runtime
+            .sources
+            .spawn(self.read(tracker, hand_tx, runtime.stop_sources.clone()));
+    }
+
+    /// Binds, pulls and holds messages, within the window; rebinds after any failure.
+    async fn read(
+        self,
+        tracker: Arc<Tracker>,
+        hand: mpsc::UnboundedSender<Incoming>,
+        stop: CancellationToken,
+    ) {
+        let name = self.route.name();
+        let mut trouble = Trouble {
+            what: format!("route {}: JetStream consumer {name}", self.route.route),
+            current: None,
+        };
+        let mut backoff = Backoff::new(&self.reconnect);
+        let mut first = true;
+        loop {
+            let (problem, refused) = match self
+                .pull(
+                    &tracker,
+                    &hand,
+                    &stop,
+                    &mut first,
+                    &mut trouble,
+                    &mut backoff,
+                )
+                .await
+            {
+                Pulled::Stopped => return,
+                Pulled::Failed { problem, refused } => (problem, refused),
+            };
+            let delay = backoff.next_delay();
+            trouble.report(problem, refused, delay);
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// One binding: binds, then pulls until the pull stream fails or the sources stop.
+    async fn pull(
+        &self,
+        tracker: &Arc<Tracker>,
+        hand: &mpsc::UnboundedSender<Incoming>,
+        stop: &CancellationToken,
+        first: &mut bool,
+        trouble: &mut Trouble,
+        backoff: &mut Backoff,
+    ) -> Pulled {
+        let route = &self.route;
+        let bound = tokio::select! {
+            _ = stop.cancelled() => return Pulled::Stopped,
+            bound = bind(&self.jetstream, route) => bound,
+        };
+        let bound = match bound {
+            Ok(bound) => bound,
+            Err(BindError::Refused(problem)) => {
+                return Pulled::Failed {
+                    problem,
+                    refused: true,
+                };
+            }
+            Err(BindError::Unavailable(problem)) => {
+                return Pulled::Failed {
+                    problem,
+                    refused: false,
+                };
+            }
+        };
+        tracker.set_limits(bound.window, bound.ack_wait);
+        let mut messages = match bound
+            .consumer
+            .stream()
+            .max_messages_per_batch(bound.window.min(MAX_BATCH))
+            .heartbeat(HEARTBEAT)
+            .messages()
+            .await
+        {
+            Ok(messages) => messages,
+            Err(e) => {
+                return Pulled::Failed {
+                    problem: format!("cannot pull: {e}"),
+                    refused: false,
+                };
+            }
+        };
+        backoff.reset();
+        let what = trouble.what.clone();
+        if std::mem::take(first) {
+            let notes = if bound.notes.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the consumer's own settings apply: {}",
+                    bound.notes.join(", ")
+                )
+            };
+            tracing::info!(
+                "{what}: {} (filter `{}`, window {}, ack_wait {:?}){notes}",
+                if bound.created { "created" } else { "bound" },
+                route.subject,
+                bound.window,
+                bound.ack_wait,
+            );
+            self.bound.send_modify(|n| *n += 1);
+        } else if trouble.clear() {
+            tracing::info!("{what}: pulling again");
+        }
+        loop {
+            // The window: pull only while fewer than max_ack_pending messages are held.
+            while tracker.is_full() {
+                tokio::select! {
+                    _ = stop.cancelled() => return Pulled::Stopped,
+                    _ = tracker.room.notified() => {}
+                }
+            }
+            let next = tokio::select! {
+                _ = stop.cancelled() => return Pulled::Stopped,
+                next = messages.next() => next,
+            };
+            let message = match next {
+                Some(Ok(message)) => message,
+                Some(Err(e)) => {
+                    return Pulled::Failed {
+                        problem: format!("the pull stream failed ({e})"),
+                        refused: false,
+                    };
+                }
+                None => {
+                    return Pulled::Failed {
+                        problem: "the pull stream ended".into(),
+                        refused: false,
+                    };
+                }
+            };
+            if trouble.clear() {
+                tracing::info!("{}: pulling again", trouble.what);
+            }
+            let id = match message.info() {
+                Ok(info) => format!("{}:{}", info.stream, info.stream_sequence),
+                Err(_) => String::new(),
+            };
+            let message = message.message;
+            let Some(reply) = message.reply.clone() else {
+                continue; // not a JetStream delivery (cannot be acked)
+            };
+            let ack = tracker.hold(reply);
+            if super::probe::is_probe(&message.subject) {
+                ack.confirm();
+                continue;
+            }
+            let mut m = Message::new(
+                self.origin.clone(),
+                message.subject.to_string(),
+                message.payload,
+            );
+            m.headers = super::headers_of(message.headers.as_ref());
+            m.id = (!id.is_empty()).then_some(id);
+            // Fails only once the hand-over stopped (shutdown): the ack nacks on drop.
+            let _ = hand.send(Incoming { message: m, ack });
+        }
+    }
+}
+
+/// How one binding ended.
+enum Pulled {
+    Stopped,
+    Failed { problem: String, refused: bool },
+}
+
+/// Moves held messages into the route's queue, in order. Stops with the sources: what it has
+/// not handed over is nacked, for the server to hand out again.
+async fn hand_over(
+    mut held: mpsc::UnboundedReceiver<Incoming>,
+    input: RouteInput,
+    stop: CancellationToken,
+) {
+    loop {
+        let incoming = tokio::select! {
+            _ = stop.cancelled() => return,
+            incoming = held.recv() => match incoming { Some(i) => i, None => return },
+        };
+        let pushed = tokio::select! {
+            _ = stop.cancelled() => return,
+            pushed = input.push(incoming) => pushed,
+        };
+        if !pushed {
+            return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// the sink
+
+/// The `Nats-Msg-Id` of a message: its origin connection and the origin's id for it, so the
+/// stream drops a message sent again (within its duplicate window) however it came back.
+pub(super) fn message_id(message: &Message) -> Option<String> {
+    message
+        .id
+        .as_ref()
+        .map(|id| format!("{}/{id}", message.origin))
+}
+
+/// Headers of the original publish that would change what this one means: its id (ferry sets
+/// its own) and its expectations of the stream it went to (`Nats-Expected-Stream`, ...).
+pub(super) fn is_publish_control(header: &str) -> bool {
+    let lower = header.to_ascii_lowercase();
+    lower == "nats-msg-id" || lower.starts_with("nats-expected-")
+}
+
+/// Publishes to JetStream and waits for the stream's ack. `headers` are the message's own,
+/// without [`is_publish_control`] ones; `Nats-Msg-Id` is set here.
+pub(super) async fn publish(
+    jetstream: &jetstream::Context,
+    message: &Message,
+    mut headers: HeaderMap,
+) -> Result<(), SinkError> {
+    if let Some(id) = message_id(message) {
+        headers.insert("Nats-Msg-Id", id.as_str());
+    }
+    let subject = &message.subject;
+    let sent = async {
+        jetstream
+            .publish_with_headers(subject.clone(), headers, message.payload.clone())
+            .await?
+            .await
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT * 2, sent).await {
+        Ok(Ok(_ack)) => Ok(()),
+        Ok(Err(e)) => Err(publish_error(subject, &e)),
+        Err(_) => Err(SinkError::Unavailable(format!(
+            "no ack from JetStream for `{subject}` within {:?}",
+            REQUEST_TIMEOUT * 2
+        ))),
+    }
+}
+
+/// Server refusals that may pass: its resources, its cluster, a full stream that discards new
+/// messages.
+const TRANSIENT: &[ErrorCode] = &[
+    ErrorCode::STREAM_STORE_FAILED,
+    ErrorCode::INSUFFICIENT_RESOURCES,
+    ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+    ErrorCode::MEMORY_RESOURCES_EXCEEDED,
+    ErrorCode::ACCOUNT_RESOURCES_EXCEEDED,
+    ErrorCode::CLUSTER_NOT_AVAILABLE,
+    ErrorCode::STREAM_OFFLINE,
+    ErrorCode::JETSTREAM_NOT_ENABLED,
+    ErrorCode::JETSTREAM_NOT_ENABLED_FOR_ACCOUNT,
+];
+
+/// What a failed JetStream publish means for the route: try again later (the server, the
+/// stream or the connection is not there now), or give up on the message (it is too large, or
+/// the stream refuses it for what it is).
+fn publish_error(subject: &str, error: &PublishError) -> SinkError {
+    match error.kind() {
+        PublishErrorKind::StreamNotFound => SinkError::Unavailable(format!(
+            "no JetStream stream captures subject `{subject}` (no responders): create one, or \
+             check the sink's subject"
+        )),
+        PublishErrorKind::MaxPayloadExceeded => {
+            SinkError::Rejected(format!("message to `{subject}`: {error}"))
+        }
+        PublishErrorKind::WrongLastMessageId | PublishErrorKind::WrongLastSequence => {
+            SinkError::Rejected(format!(
+                "JetStream refused the message to `{subject}`: {error}"
+            ))
+        }
+        PublishErrorKind::TimedOut
+        | PublishErrorKind::BrokenPipe
+        | PublishErrorKind::MaxAckPending => {
+            SinkError::Unavailable(format!("JetStream publish to `{subject}`: {error}"))
+        }
+        PublishErrorKind::Other => {
+            let server = std::error::Error::source(error)
+                .and_then(|source| source.downcast_ref::<jetstream::Error>());
+            let text = format!("JetStream refused the message to `{subject}`: {error}");
+            match server {
+                Some(e)
+                    if e.code() < 500
+                        && e.code() != 429
+                        && !TRANSIENT.contains(&e.error_code()) =>
+                {
+                    SinkError::Rejected(text)
+                }
+                _ => SinkError::Unavailable(text),
+            }
+        }
+    }
+}

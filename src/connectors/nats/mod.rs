@@ -1,0 +1,503 @@
+//! NATS connector, on async-nats: core NATS subscriptions and publishes, and JetStream
+//! ([`jetstream`]) sources and sinks.
+//!
+//! async-nats supervises the connection itself: it retries the first connection, reconnects
+//! with the delay we give it (ferry's capped, jittered backoff), fails over between the URLs,
+//! and re-sends every subscription after a reconnect. This module wires that to ferry: the
+//! connection's events become state changes (logged once each), every route's source becomes a
+//! subscription (or a JetStream consumer) feeding the route's queue, and sinks publish with a
+//! timeout, because the client's publish waits silently when its internal channel is full.
+//!
+//! Two things catch a connection that claims to be up and is not: the client's pings
+//! (`ping_interval`; two unanswered and it reconnects) and, on connections that feed routes,
+//! the liveness [`probe`].
+//!
+//! What a sink's `send` confirms: on core NATS, that the message left ferry's socket (a flush;
+//! core NATS has no server ack, so that is the most it can say); with `jetstream: true`, that
+//! the stream stored it (its PubAck).
+
+mod jetstream;
+mod probe;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::{ConnectOptions, Event, HeaderMap, Subscriber};
+use futures_util::StreamExt;
+use tokio::sync::{mpsc, watch};
+
+use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
+use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
+use crate::message::{Headers, Incoming, Message};
+use crate::pipeline::queue::RouteInput;
+use crate::pipeline::status::{Backoff, ConnectionStatus};
+
+/// How long a publish may wait for room in the client's outgoing channel, and then for the
+/// socket write (core NATS), before the sink reports the connection unavailable.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A route's core NATS subscription, registered before the connection starts.
+struct SourceRoute {
+    subject: String,
+    queue_group: Option<String>,
+    input: RouteInput,
+}
+
+/// The client, once it exists, with its JetStream context.
+struct Handles {
+    client: async_nats::Client,
+    jetstream: async_nats::jetstream::Context,
+}
+
+pub struct NatsConnection {
+    name: Arc<str>,
+    config: config::NatsConnection,
+    reconnect: Reconnect,
+    status: ConnectionStatus,
+    sources: Vec<SourceRoute>,
+    jetstream_sources: Vec<jetstream::JetStreamRoute>,
+    /// Sinks get the client once it exists; until then they report the connection unavailable.
+    handles: Arc<tokio::sync::OnceCell<Handles>>,
+}
+
+/// The delays async-nats asks for between connection attempts, from ferry's [`Backoff`]: it
+/// starts over only once a connection stayed up for `stable_after`. The delay before the first
+/// attempt after a disconnect is drawn when the disconnect is logged, so the log tells it.
+#[derive(Clone)]
+struct Pacing(Arc<Mutex<(Backoff, Option<Duration>)>>);
+
+impl Pacing {
+    fn new(reconnect: &Reconnect) -> Self {
+        Pacing(Arc::new(Mutex::new((Backoff::new(reconnect), None))))
+    }
+
+    /// The delay before the next attempt (async-nats's callback).
+    fn next_attempt(&self) -> Duration {
+        let mut state = self.0.lock().expect("pacing lock");
+        match state.1.take() {
+            Some(delay) => delay,
+            None => state.0.next_delay(),
+        }
+    }
+
+    /// The connection just failed: the delay before its next attempt, for the log.
+    fn announce(&self) -> Duration {
+        let mut state = self.0.lock().expect("pacing lock");
+        match state.1 {
+            Some(delay) => delay,
+            None => {
+                let delay = state.0.next_delay();
+                state.1 = Some(delay);
+                delay
+            }
+        }
+    }
+
+    fn connected(&self) {
+        let mut state = self.0.lock().expect("pacing lock");
+        state.1 = None;
+        state.0.reset();
+    }
+}
+
+impl NatsConnection {
+    pub fn new(
+        name: &str,
+        config: config::NatsConnection,
+        reconnect: Reconnect,
+        status: ConnectionStatus,
+    ) -> Self {
+        NatsConnection {
+            name: name.into(),
+            config,
+            reconnect,
+            status,
+            sources: Vec::new(),
+            jetstream_sources: Vec::new(),
+            handles: Arc::new(tokio::sync::OnceCell::new()),
+        }
+    }
+
+    async fn options(
+        &self,
+        events: mpsc::UnboundedSender<Event>,
+        pacing: Pacing,
+    ) -> anyhow::Result<ConnectOptions> {
+        let c = &self.config;
+        let mut options = ConnectOptions::new();
+        if let Some(creds) = &c.creds {
+            options = options
+                .credentials_file(creds)
+                .await
+                .with_context(|| format!("cannot read the creds file {}", creds.display()))?;
+        }
+        if let (Some(user), Some(password)) = (&c.user, &c.password) {
+            options = options.user_and_password(user.clone(), password.expose().to_string());
+        }
+        if let Some(token) = &c.token {
+            options = options.token(token.expose().to_string());
+        }
+        if let Some(seed) = &c.nkey {
+            options = options.nkey(seed.expose().to_string());
+        }
+        let uses_tls = c
+            .urls
+            .iter()
+            .any(|u| u.starts_with("tls://") || u.starts_with("wss://"));
+        if uses_tls || c.tls != config::Tls::default() {
+            let tls = super::tls::client_config(&c.tls, &self.name)?;
+            options = options
+                .tls_client_config((*tls).clone())
+                .require_tls(uses_tls);
+        }
+        options = options
+            .name(
+                c.name
+                    .clone()
+                    .unwrap_or_else(|| format!("ferry-{}", self.name)),
+            )
+            .connection_timeout(self.reconnect.connect_timeout)
+            // Two pings without a pong and the client reconnects: a stalled TCP connection is
+            // noticed within about three intervals instead of never.
+            .ping_interval(c.ping_interval)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            // Messages wait here while a route's queue is full (`when_full: block`); past this
+            // the server would see a slow consumer.
+            .subscription_capacity(64 * 1024)
+            // Outgoing messages waiting for the socket. Small: while the server is slow or
+            // away, the route's own bounded queue is where messages wait, so memory stays
+            // bounded by the route's `queue` settings.
+            .client_capacity(1024)
+            .reconnect_delay_callback(move |_attempt| pacing.next_attempt())
+            .event_callback(move |event| {
+                let events = events.clone();
+                async move {
+                    let _ = events.send(event);
+                }
+            });
+        Ok(options)
+    }
+}
+
+impl Connection for NatsConnection {
+    fn add_source(
+        &mut self,
+        route: &str,
+        source: &SourceSpec,
+        input: RouteInput,
+    ) -> anyhow::Result<()> {
+        let SourceSpec::Nats(source) = source else {
+            anyhow::bail!("connection {} is NATS, the source is not", self.name);
+        };
+        match &source.jetstream {
+            Some(consumer) => self.jetstream_sources.push(jetstream::JetStreamRoute {
+                route: route.to_string(),
+                subject: source.subject.clone(),
+                config: consumer.clone(),
+                input,
+            }),
+            None => self.sources.push(SourceRoute {
+                subject: source.subject.clone(),
+                queue_group: source.queue_group.clone(),
+                input,
+            }),
+        }
+        Ok(())
+    }
+
+    fn add_sink(&mut self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        let SinkSpec::Nats(sink) = sink else {
+            anyhow::bail!("connection {} is NATS, the sink is not", self.name);
+        };
+        Ok(Arc::new(NatsSink {
+            connection: self.name.clone(),
+            handles: self.handles.clone(),
+            jetstream: sink.jetstream,
+        }))
+    }
+
+    fn start(self: Box<Self>, runtime: &Runtime) {
+        let runtime = runtime.clone();
+        let tasks = runtime.tasks.clone();
+        tasks.spawn(async move {
+            let name = self.name.clone();
+            if let Err(e) = self.run(runtime).await {
+                tracing::error!(connection = %name, "{e:#}");
+            }
+        });
+    }
+}
+
+impl NatsConnection {
+    async fn run(mut self: Box<Self>, runtime: Runtime) -> anyhow::Result<()> {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let pacing = Pacing::new(&self.reconnect);
+        let options = self
+            .options(events_tx, pacing.clone())
+            .await
+            .with_context(|| format!("connection {}", self.name))?;
+        let urls: Vec<async_nats::ServerAddr> = self
+            .config
+            .urls
+            .iter()
+            .map(|u| u.parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("connection {}: invalid url", self.name))?;
+        // With retry_on_initial_connect this returns at once; the client connects in the
+        // background and reports through the event callback.
+        let client = options
+            .connect(urls)
+            .await
+            .with_context(|| format!("connection {}", self.name))?;
+        let mut context = async_nats::jetstream::new(client.clone());
+        context.set_timeout(jetstream::REQUEST_TIMEOUT);
+        let _ = self.handles.set(Handles {
+            client: client.clone(),
+            jetstream: context.clone(),
+        });
+
+        let feeds_routes = !self.sources.is_empty() || !self.jetstream_sources.is_empty();
+        let probe_subject = match &self.config.probe {
+            Some(probe) if feeds_routes => {
+                let subject = probe::subject(&self.name, probe);
+                runtime.tasks.spawn(probe::run(
+                    client.clone(),
+                    subject.clone(),
+                    probe.clone(),
+                    self.status.clone(),
+                    runtime.close.clone(),
+                ));
+                Some(Arc::<str>::from(subject))
+            }
+            _ => None,
+        };
+        for source in &self.sources {
+            let subscriber = match &source.queue_group {
+                Some(group) => {
+                    client
+                        .queue_subscribe(source.subject.clone(), group.clone())
+                        .await
+                }
+                None => client.subscribe(source.subject.clone()).await,
+            }
+            .with_context(|| {
+                format!(
+                    "connection {}: cannot subscribe to {}",
+                    self.name, source.subject
+                )
+            })?;
+            runtime.sources.spawn(feed(
+                self.name.clone(),
+                subscriber,
+                source.input.clone(),
+                probe_subject.clone(),
+                runtime.stop_sources.clone(),
+            ));
+        }
+        // The connection is up once connected and, the first time, once every JetStream
+        // source is bound to its consumer (so `ferry ready` means they read).
+        let consumers = self.jetstream_sources.len();
+        let (bound_tx, mut bound) = watch::channel(0usize);
+        for route in std::mem::take(&mut self.jetstream_sources) {
+            jetstream::Source {
+                route,
+                origin: self.name.clone(),
+                client: client.clone(),
+                jetstream: context.clone(),
+                reconnect: self.reconnect.clone(),
+                bound: bound_tx.clone(),
+            }
+            .spawn(&runtime);
+        }
+        drop(bound_tx);
+
+        let mut connected = false;
+        loop {
+            tokio::select! {
+                _ = runtime.close.cancelled() => break,
+                Ok(()) = bound.changed() => {}
+                event = events.recv() => {
+                    let Some(event) = event else { break };
+                    match event {
+                        Event::Connected => {
+                            pacing.connected();
+                            // Subscriptions are re-sent first thing after a (re)connect; once a
+                            // flush returns, the server has them and the sources are live.
+                            let flushed = tokio::time::timeout(self.reconnect.connect_timeout, client.flush()).await;
+                            connected = matches!(flushed, Ok(Ok(())));
+                        }
+                        Event::Disconnected => {
+                            connected = false;
+                            self.status.down(&"disconnected from the server", pacing.announce());
+                        }
+                        Event::ClientError(e) => {
+                            connected = false;
+                            self.status.down(&e, pacing.announce());
+                        }
+                        Event::SlowConsumer(_) => tracing::warn!(
+                            connection = %self.name,
+                            "the server is dropping messages for ferry (slow consumer): a route's queue is full"
+                        ),
+                        Event::ServerError(e) => tracing::warn!(connection = %self.name, "server error: {e}"),
+                        Event::LameDuckMode => tracing::info!(connection = %self.name, "server entering lame duck mode; will move to another"),
+                        Event::Draining | Event::Closed => {}
+                    }
+                }
+            }
+            if connected && *bound.borrow() >= consumers {
+                let info = client.server_info();
+                self.status.up(&format!(
+                    "to {}:{} ({})",
+                    info.host, info.port, info.server_name
+                ));
+            }
+        }
+        // Close: whatever the sinks published goes out before the connection does.
+        let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
+        drop(client);
+        tracing::debug!(connection = %self.name, "closed");
+        Ok(())
+    }
+}
+
+/// A message's NATS headers as ferry's header list.
+fn headers_of(headers: Option<&HeaderMap>) -> Headers {
+    let Some(headers) = headers else {
+        return Vec::new();
+    };
+    headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |v| (name.to_string(), v.as_str().to_string()))
+        })
+        .collect()
+}
+
+/// Moves one subscription's messages into its route's queue. When the sources stop, it
+/// unsubscribes and still hands over what the client had already received, so a shutdown does
+/// not drop messages that were in ferry's hands. Probes are not the route's: skipped.
+async fn feed(
+    origin: Arc<str>,
+    mut subscriber: Subscriber,
+    input: RouteInput,
+    probe_subject: Option<Arc<str>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut draining = false;
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled(), if !draining => {
+                draining = true;
+                if subscriber.drain().await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            m = subscriber.next() => match m { Some(m) => m, None => break },
+        };
+        let subject = message.subject.as_str();
+        if probe::is_probe(subject) || probe_subject.as_deref() == Some(subject) {
+            continue;
+        }
+        let mut m = Message::new(origin.clone(), subject.to_string(), message.payload);
+        m.headers = headers_of(message.headers.as_ref());
+        if !input.push(Incoming::unacked(m)).await {
+            break;
+        }
+    }
+}
+
+/// A route's NATS sink: core NATS, or JetStream with `jetstream: true`.
+struct NatsSink {
+    connection: Arc<str>,
+    handles: Arc<tokio::sync::OnceCell<Handles>>,
+    jetstream: bool,
+}
+
+impl Sink for NatsSink {
+    fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>> {
+        Box::pin(async move {
+            let Some(handles) = self.handles.get() else {
+                return Err(SinkError::Unavailable(format!(
+                    "connection {} is not started yet",
+                    self.connection
+                )));
+            };
+            if let Err((what, _)) = crate::mapping::names::nats_subject(&message.subject) {
+                return Err(SinkError::Rejected(what));
+            }
+            // Published while disconnected, a message would wait in the client and go out at
+            // the reconnect, after the route (or its spool) had already taken it back as
+            // unavailable: a duplicate. Say so at once instead.
+            if handles.client.connection_state() != async_nats::connection::State::Connected {
+                return Err(SinkError::Unavailable(format!(
+                    "connection {} is down",
+                    self.connection
+                )));
+            }
+            // async-nats panics on a header it cannot write: refuse the message instead.
+            for (k, v) in &message.headers {
+                if let Err((what, _)) = crate::mapping::names::nats_header(k, v) {
+                    return Err(SinkError::Rejected(what));
+                }
+            }
+            let mut headers = HeaderMap::new();
+            for (k, v) in &message.headers {
+                if !(self.jetstream && jetstream::is_publish_control(k)) {
+                    headers.append(k.as_str(), v.as_str());
+                }
+            }
+            if self.jetstream {
+                return jetstream::publish(&handles.jetstream, message, headers).await;
+            }
+            self.publish_core(&handles.client, message, headers).await
+        })
+    }
+}
+
+impl NatsSink {
+    /// Publishes on core NATS and waits for the flush: the message has left ferry.
+    async fn publish_core(
+        &self,
+        client: &async_nats::Client,
+        message: &Message,
+        headers: HeaderMap,
+    ) -> Result<(), SinkError> {
+        let subject = message.subject.clone();
+        let payload = message.payload.clone();
+        let publish = async {
+            if headers.is_empty() {
+                client.publish(subject, payload).await
+            } else {
+                client.publish_with_headers(subject, headers, payload).await
+            }
+        };
+        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(SinkError::Unavailable(e.to_string())),
+            Err(_) => {
+                return Err(SinkError::Unavailable(format!(
+                    "connection {}: publish timed out: the client's buffer is full (the server \
+                     is slow or away)",
+                    self.connection
+                )));
+            }
+        }
+        match tokio::time::timeout(PUBLISH_TIMEOUT, client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(SinkError::Unavailable(format!(
+                "connection {}: {e}",
+                self.connection
+            ))),
+            Err(_) => Err(SinkError::Unavailable(format!(
+                "connection {}: the message did not leave within {PUBLISH_TIMEOUT:?} (the \
+                 connection is down or stalled)",
+                self.connection
+            ))),
+        }
+    }
+}
