@@ -2,6 +2,7 @@
 
 pub mod queue;
 pub mod route;
+pub mod spool;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::config::{Config, SourceSpec};
 use crate::connectors::{self, Runtime};
 use crate::mapping::{Mapping, loops};
 use route::{RouteCounters, RouteSink, RouteWorker};
+use spool::Spool;
 use status::{ConnectionStatus, State};
 
 /// A running set of routes and the connections they use.
@@ -100,15 +102,29 @@ impl Pipeline {
                 Ok(RouteSink {
                     connection: sink.connection.clone(),
                     sink: connection.add_sink(&sink.spec)?,
+                    spool: None,
                 })
             };
-            let sinks = route
+            let mut sinks: Vec<RouteSink> = route
                 .to
                 .iter()
                 .map(&mut sink)
                 .collect::<anyhow::Result<_>>()?;
             let dead_letter = route.dead_letter.as_ref().map(&mut sink).transpose()?;
             let route_counters = Arc::new(RouteCounters::default());
+            if let (Some(spool), Some(dir)) = (&route.spool, config.spool_dir(route)) {
+                // One spool per sink, so a sink that is up never gets another's backlog twice.
+                for (index, sink) in sinks.iter_mut().enumerate() {
+                    let dir = dir.join(format!("{index}-{}", sink.connection));
+                    let opened = Spool::open(&dir, spool.max_bytes, route_counters.spool_bytes.clone())
+                        .with_context(|| format!(
+                            "route {}: cannot use the spool directory {}; set the route's `spool: {{ dir: ... }}` or `state_dir:` to a directory ferry may write",
+                            route.name,
+                            dir.display()
+                        ))?;
+                    sink.spool = Some(opened);
+                }
+            }
             counters.insert(route.name.clone(), route_counters.clone());
             queues.push(output.clone());
             route_workers.push(RouteWorker {

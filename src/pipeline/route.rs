@@ -1,19 +1,34 @@
 //! A route's worker: takes messages from the route's queue in order, maps them, hands the
 //! results to the sinks (and failures to the dead-letter sink), and confirms the source's ack
 //! once the message is dealt with.
+//!
+//! A sink with a spool (`spool:` on the route) never holds the route up while it is
+//! unreachable: its messages go to the spool on disk, the sources are confirmed once the spool
+//! made them durable, and a forwarder task per spooled sink sends them on, in order, when the
+//! sink is back. While a sink's spool holds anything, that sink's new messages go behind it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::queue::RouteOutput;
+use super::spool::{AppendError, Spool};
 use super::status::{Backoff, RateLimitedLog};
 use crate::config::Reconnect;
 use crate::connectors::{Sink, SinkError};
 use crate::mapping::{Failure, Mapping, Outcome, Stage, Step};
-use crate::message::Message;
+use crate::message::{Ack, Message};
+
+/// At most this many acks wait for one spool fsync (group commit), so a source that never
+/// pauses still sees its acks.
+const MAX_GROUP_COMMIT: usize = 4096;
+
+/// The longest a spool's forwarder waits between two tries of an unavailable sink: a spool
+/// exists to ride out outages, and its backlog should start moving soon after one ends.
+const SPOOL_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What happened to a route's messages.
 #[derive(Debug, Default)]
@@ -32,12 +47,21 @@ pub struct RouteCounters {
     pub echoes: AtomicU64,
     /// Dropped after `loop_guard.max_hops` ferry hops.
     pub looped: AtomicU64,
+    /// Publishes that went to a sink's spool (the sink was unreachable, or its spool not empty).
+    pub spooled: AtomicU64,
+    /// Of the spooled, how many were forwarded to their sink since (also counted in `sent`).
+    pub forwarded: AtomicU64,
+    /// Bytes the route's spools hold now, shared with the spools themselves (their
+    /// `max_bytes` applies to this sum).
+    pub spool_bytes: Arc<AtomicU64>,
 }
 
 /// One sink of a route.
 pub struct RouteSink {
     pub connection: String,
     pub sink: Arc<dyn Sink>,
+    /// Where its messages wait while it is unreachable, when the route has a spool.
+    pub spool: Option<Spool>,
 }
 
 pub struct RouteWorker {
@@ -92,15 +116,46 @@ impl MessageIds {
 /// How one publish ended.
 enum Published {
     Sent,
+    /// In the sink's spool, durable at the next [`RouteWorker::make_durable`].
+    Spooled,
     Rejected(String),
     /// The shutdown deadline passed while the sink was unavailable.
     Abandoned,
 }
 
 impl RouteWorker {
-    /// Runs until the queue is closed and drained (or the shutdown deadline passed).
+    /// Runs until the queue is closed and drained (or the shutdown deadline passed). Each
+    /// spooled sink gets a forwarder, which stops once the queue is done: what its spool still
+    /// holds then waits on disk for the next start.
     pub async fn run(self) {
-        while let Some(mut incoming) = self.queue.pop().await {
+        let worker = Arc::new(self);
+        let forwarding = worker.abandon.child_token();
+        let forwarders = TaskTracker::new();
+        for (index, sink) in worker.sinks.iter().enumerate() {
+            if sink.spool.is_some() {
+                forwarders.spawn(worker.clone().forward(index, forwarding.clone()));
+            }
+        }
+        forwarders.close();
+        worker.take_messages().await;
+        forwarding.cancel();
+        forwarders.wait().await;
+        worker.log_stopped();
+    }
+
+    async fn take_messages(&self) {
+        // Acks of messages a spool took wait for the fsync that makes them durable, and every
+        // ack after them waits too, since sources expect acks in order. One fsync serves all
+        // the messages that were queued together (group commit).
+        let mut waiting: Vec<Ack> = Vec::new();
+        loop {
+            if !waiting.is_empty() && (waiting.len() >= MAX_GROUP_COMMIT || self.queue.is_empty()) {
+                self.make_durable(&mut waiting).await;
+                continue;
+            }
+            let Some(mut incoming) = self.queue.pop().await else {
+                break;
+            };
             self.counters.received.fetch_add(1, Ordering::Relaxed);
             self.ids.assign(&mut incoming.message);
             let ack = match self.at_most_once {
@@ -113,17 +168,69 @@ impl RouteWorker {
             let finished = self.deliver(&incoming.message).await;
             if finished {
                 if let Some(ack) = ack {
-                    ack.confirm();
+                    if waiting.is_empty() && !self.spools().any(Spool::unsynced) {
+                        ack.confirm();
+                    } else {
+                        waiting.push(ack);
+                    }
                 }
             } else if self.abandon.is_cancelled() {
                 break;
             }
         }
+        self.make_durable(&mut waiting).await;
+    }
+
+    fn spools(&self) -> impl Iterator<Item = &Spool> {
+        self.sinks.iter().filter_map(|s| s.spool.as_ref())
+    }
+
+    /// Makes what the spools took durable (one fsync each), then confirms the acks that
+    /// waited for it, in order. If a spool cannot sync, they are dropped unconfirmed: the
+    /// sources may send those messages again (and the spool may still forward them: at least
+    /// once, never lost).
+    async fn make_durable(&self, waiting: &mut Vec<Ack>) {
+        if waiting.is_empty() && !self.spools().any(Spool::unsynced) {
+            return;
+        }
+        let mut durable = true;
+        for spool in self.spools() {
+            if let Err(e) = spool.sync().await {
+                durable = false;
+                tracing::error!(
+                    route = %self.name,
+                    "cannot make the spool in {} durable: {e}; its messages stay unconfirmed at the source",
+                    spool.dir().display()
+                );
+            }
+        }
+        let acks = std::mem::take(waiting);
+        tracing::debug!(
+            route = %self.name,
+            "{} message(s) confirmed after the spool's fsync ({} spooled so far)",
+            acks.len(),
+            self.counters.spooled.load(Ordering::Relaxed)
+        );
+        if durable {
+            acks.into_iter().for_each(Ack::confirm);
+        }
+    }
+
+    fn log_stopped(&self) {
         let c = &self.counters;
         let n = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let spool = match self.spools().next() {
+            None => String::new(),
+            Some(_) => format!(
+                "; spool: {} spooled, {} forwarded, {} byte(s) kept for the next start",
+                n(&c.spooled),
+                n(&c.forwarded),
+                n(&c.spool_bytes)
+            ),
+        };
         tracing::info!(
             route = %self.name,
-            "route stopped: {} received, {} sent, {} filtered, {} failed ({} dead-lettered), {} echoes suppressed, {} looped, {} dropped, {} left in queue",
+            "route stopped: {} received, {} sent, {} filtered, {} failed ({} dead-lettered), {} echoes suppressed, {} looped, {} dropped, {} left in queue{spool}",
             n(&c.received),
             n(&c.sent),
             n(&c.filtered),
@@ -181,11 +288,12 @@ impl RouteWorker {
                     }
                     outputs[sink] += 1;
                     let sink = &self.sinks[sink];
-                    match self.publish(sink, &out).await {
+                    match self.publish_or_spool(sink, &out).await {
                         Published::Sent => {
                             self.counters.sent.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
+                        Published::Spooled => continue,
                         Published::Rejected(reason) => Failure {
                             stage: Stage::Sink,
                             reason: format!("{} rejected it: {reason}", sink.connection),
@@ -210,40 +318,211 @@ impl RouteWorker {
         true
     }
 
-    /// Publishes on one sink, retrying with backoff while the sink is unavailable.
-    async fn publish(&self, sink: &RouteSink, message: &Message) -> Published {
-        let mut backoff = Backoff::new(&Reconnect::default());
+    /// Publishes on one sink; if the sink has a spool, spools instead while the sink is
+    /// unreachable or its spool holds anything (so order holds). A full spool blocks the route
+    /// until the forwarder makes room, as a sink without a spool would.
+    async fn publish_or_spool(&self, sink: &RouteSink, message: &Message) -> Published {
+        let Some(spool) = &sink.spool else {
+            return self
+                .publish(sink, message, &self.abandon, &Reconnect::default())
+                .await;
+        };
         loop {
-            // A send may take as long as its protocol allows (an HTTP request: the connection's
-            // `timeout`); past the shutdown deadline, stop waiting for it.
-            let sent = tokio::select! {
-                sent = sink.sink.send(message) => sent,
-                _ = self.abandon.cancelled() => return Published::Abandoned,
+            if spool.is_empty() {
+                match self.send(sink, message, &self.abandon).await {
+                    Err(error) => tracing::warn!(
+                        route = %self.name,
+                        "sink {} unavailable ({error}); spooling its messages in {} until it is back",
+                        sink.connection,
+                        spool.dir().display()
+                    ),
+                    Ok(published) => return published,
+                }
+            }
+            let room = spool.room();
+            let error = match spool.append(message) {
+                Ok(_) => {
+                    self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                    return Published::Spooled;
+                }
+                Err(error) => error,
             };
-            match sent {
-                Ok(()) => return Published::Sent,
-                Err(SinkError::Rejected(reason)) => return Published::Rejected(reason),
-                Err(error) => {
-                    // The server's own word on when to come back wins over our backoff (capped,
-                    // so a silly Retry-After cannot park the route for a day).
-                    let delay = match &error {
-                        SinkError::Busy { retry_after, .. } => {
-                            (*retry_after).min(Duration::from_secs(600))
-                        }
-                        _ => backoff.next_delay(),
-                    };
+            if spool.is_empty() {
+                // Larger than what the spool may hold, or the route's other spools hold it
+                // all, or the disk refuses: wait for the sink itself.
+                self.warnings.warn(|| {
+                    format!(
+                        "route {}: spool for sink {} cannot take a message ({error}); waiting for the sink",
+                        self.name, sink.connection
+                    )
+                });
+                return self
+                    .publish(sink, message, &self.abandon, &Reconnect::default())
+                    .await;
+            }
+            match &error {
+                AppendError::Full { .. } => {
+                    if spool.newly_full() {
+                        tracing::warn!(
+                            route = %self.name,
+                            "spool for sink {}: {error}; the route waits for room (its source is not read meanwhile)",
+                            sink.connection
+                        );
+                    }
+                }
+                AppendError::Io(_) => self.warnings.warn(|| {
+                    format!(
+                        "route {}: spool for sink {}: {error}; retrying",
+                        self.name, sink.connection
+                    )
+                }),
+            }
+            tokio::select! {
+                _ = room => {}
+                // A disk error may pass without anything forwarded.
+                _ = tokio::time::sleep(Duration::from_secs(1)), if matches!(error, AppendError::Io(_)) => {}
+                _ = self.abandon.cancelled() => return Published::Abandoned,
+            }
+        }
+    }
+
+    /// One try on one sink. `Err` when the sink is unavailable (the same message may succeed
+    /// later); a send may take as long as its protocol allows (an HTTP request: the
+    /// connection's `timeout`), but not past `give_up`.
+    async fn send(
+        &self,
+        sink: &RouteSink,
+        message: &Message,
+        give_up: &CancellationToken,
+    ) -> Result<Published, SinkError> {
+        let sent = tokio::select! {
+            sent = sink.sink.send(message) => sent,
+            _ = give_up.cancelled() => return Ok(Published::Abandoned),
+        };
+        match sent {
+            Ok(()) => Ok(Published::Sent),
+            Err(SinkError::Rejected(reason)) => Ok(Published::Rejected(reason)),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Publishes on one sink, retrying with backoff while the sink is unavailable, until
+    /// `give_up` (the shutdown deadline, or the end of a forwarder).
+    async fn publish(
+        &self,
+        sink: &RouteSink,
+        message: &Message,
+        give_up: &CancellationToken,
+        retry: &Reconnect,
+    ) -> Published {
+        let mut backoff = Backoff::new(retry);
+        loop {
+            let error = match self.send(sink, message, give_up).await {
+                Ok(published) => return published,
+                Err(error) => error,
+            };
+            // The server's own word on when to come back wins over our backoff (capped, so a
+            // silly Retry-After cannot park the route for a day).
+            let delay = match &error {
+                SinkError::Busy { retry_after, .. } => (*retry_after).min(Duration::from_secs(600)),
+                _ => backoff.next_delay(),
+            };
+            self.warnings.warn(|| {
+                format!(
+                    "route {}: sink {} unavailable ({error}); retrying in {delay:?}",
+                    self.name, sink.connection
+                )
+            });
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = give_up.cancelled() => return Published::Abandoned,
+            }
+        }
+    }
+
+    /// Sends sink `index`'s spooled messages on, oldest first, each once the one before was
+    /// confirmed, retrying while the sink is unavailable; until `stop`.
+    async fn forward(self: Arc<Self>, index: usize, stop: CancellationToken) {
+        let sink = &self.sinks[index];
+        let spool = sink
+            .spool
+            .as_ref()
+            .expect("only spooled sinks have a forwarder");
+        if !spool.is_empty() {
+            tracing::info!(
+                route = %self.name,
+                "sink {}: {} byte(s) spooled in {} before this start; forwarding them first",
+                sink.connection,
+                spool.pending_bytes(),
+                spool.dir().display()
+            );
+        }
+        let retry = Reconnect {
+            max_delay: SPOOL_RETRY_MAX,
+            ..Reconnect::default()
+        };
+        let mut forwarded = 0u64;
+        loop {
+            let next = tokio::select! {
+                next = spool.next() => next,
+                _ = stop.cancelled() => break,
+            };
+            let message = match next {
+                Ok(message) => message,
+                Err(e) => {
                     self.warnings.warn(|| {
                         format!(
-                            "route {}: sink {} unavailable ({error}); retrying in {delay:?}",
-                            self.name, sink.connection
+                            "route {}: cannot read the spool in {}: {e}; retrying",
+                            self.name,
+                            spool.dir().display()
                         )
                     });
                     tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = self.abandon.cancelled() => return Published::Abandoned,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.cancelled() => break,
                     }
                 }
+            };
+            match self.publish(sink, &message, &stop, &retry).await {
+                Published::Sent => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                    self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                }
+                // The spooled output stands in for the original: it is all the spool has.
+                Published::Rejected(reason) => {
+                    let failure = Failure {
+                        stage: Stage::Sink,
+                        reason: format!("{} rejected it: {reason}", sink.connection),
+                    };
+                    if !self.fail(&message, failure).await {
+                        break;
+                    }
+                }
+                Published::Abandoned | Published::Spooled => break,
             }
+            if let Err(e) = spool.forwarded() {
+                tracing::error!(
+                    route = %self.name,
+                    "cannot update the spool in {}: {e}",
+                    spool.dir().display()
+                );
+            }
+            forwarded += 1;
+            if spool.is_empty() {
+                tracing::info!(
+                    route = %self.name,
+                    "sink {} is back: {forwarded} spooled message(s) forwarded, its spool is empty",
+                    sink.connection
+                );
+                forwarded = 0;
+            }
+        }
+        if let Err(e) = spool.close() {
+            tracing::error!(
+                route = %self.name,
+                "cannot close the spool in {}: {e}",
+                spool.dir().display()
+            );
         }
     }
 
@@ -259,13 +538,16 @@ impl RouteWorker {
         ) {
             fate = match letter {
                 Err(_) => "; the dead-letter sink cannot name it either",
-                Ok(letter) => match self.publish(sink, &letter).await {
+                Ok(letter) => match self
+                    .publish(sink, &letter, &self.abandon, &Reconnect::default())
+                    .await
+                {
                     Published::Sent => {
                         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         "; sent to the dead-letter sink"
                     }
                     Published::Rejected(_) => "; the dead-letter sink rejected it too",
-                    Published::Abandoned => {
+                    Published::Abandoned | Published::Spooled => {
                         finished = false;
                         "; not dead-lettered before the shutdown deadline"
                     }
