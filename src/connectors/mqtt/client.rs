@@ -134,12 +134,13 @@ impl Queued {
         match self {
             Queued::Qos0 => Ok(()),
             Queued::V5(notice) => match notice.wait_async().await {
-                Ok(mqtt5::PublishResult::Qos1(ack)) if (ack.reason as u8) >= 0x80 => {
-                    Err(refused_v5(&format!("PUBACK {:?}", ack.reason), ack.reason as u8))
-                }
-                Ok(mqtt5::PublishResult::Qos2PubRecRejected(rec)) => {
-                    Err(refused_v5(&format!("PUBREC {:?}", rec.reason), rec.reason as u8))
-                }
+                Ok(mqtt5::PublishResult::Qos1(ack)) if (ack.reason as u8) >= 0x80 => Err(
+                    refused_v5(&format!("PUBACK {:?}", ack.reason), ack.reason as u8),
+                ),
+                Ok(mqtt5::PublishResult::Qos2PubRecRejected(rec)) => Err(refused_v5(
+                    &format!("PUBREC {:?}", rec.reason),
+                    rec.reason as u8,
+                )),
                 Ok(mqtt5::PublishResult::Qos2Completed(comp)) if (comp.reason as u8) >= 0x80 => {
                     Err(Refused::Retry(format!("PUBCOMP {:?}", comp.reason)))
                 }
@@ -375,7 +376,10 @@ impl Client {
                     });
                 }
                 let queued = if qos_level == 0 {
-                    client.publish(topic, payload, options).await.map(|()| Queued::Qos0)
+                    client
+                        .publish(topic, payload, options)
+                        .await
+                        .map(|()| Queued::Qos0)
                 } else {
                     client
                         .publish_tracked(topic, payload, options)
@@ -390,7 +394,10 @@ impl Client {
             Client::V311(client) => {
                 let options = mqtt4::PublishOptions::new(qos(qos_level)).retain(retain);
                 let queued = if qos_level == 0 {
-                    client.publish(topic, payload, options).await.map(|()| Queued::Qos0)
+                    client
+                        .publish(topic, payload, options)
+                        .await
+                        .map(|()| Queued::Qos0)
                 } else {
                     client
                         .publish_tracked(topic, payload, options)
@@ -421,7 +428,11 @@ impl Client {
             }
             _ => unreachable!("an ack token comes from its own connection's client"),
         };
-        Err(if full { AckError::Full } else { AckError::Closed })
+        Err(if full {
+            AckError::Full
+        } else {
+            AckError::Closed
+        })
     }
 
     /// Size of the PUBLISH packet `publish` would send, fixed header included.

@@ -139,7 +139,9 @@ impl Supervisor {
             runtime.sources.spawn(dispatcher);
             Some(tx)
         };
-        runtime.tasks.spawn(self.run(dispatch, tracker, runtime.clone()));
+        runtime
+            .tasks
+            .spawn(self.run(dispatch, tracker, runtime.clone()));
     }
 
     async fn run(
@@ -550,9 +552,8 @@ impl BrokerLimits {
 
     /// Sinks waiting for the connection go ahead once it is up.
     fn set_connected(&self, up: bool) {
-        self.connected.send_if_modified(|connected| {
-            std::mem::replace(connected, up) != up
-        });
+        self.connected
+            .send_if_modified(|connected| std::mem::replace(connected, up) != up);
     }
 }
 
