@@ -264,6 +264,89 @@ async fn a_full_spool_blocks_the_source_and_loses_nothing() {
     .expect("the test did not finish within 180s");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_sink_gets_every_message_live_and_once_while_another_spools() {
+    tokio::time::timeout(secs(180), async {
+        const BEFORE: usize = 10;
+        const DURING: usize = 200;
+        let mosquitto = Mosquitto::start(MosquittoOptions::default());
+        let mut nats = NatsServer::start(NatsOptions {
+            jetstream: true,
+            ..Default::default()
+        });
+        create_capture(&nats).await;
+        let spool = tempfile::tempdir().unwrap();
+        let yaml = fill(
+            r#"
+shutdown_timeout: 10s
+connections:
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-spool-fanout }
+  mqout:
+    mqtt: { url: "@MQTT@", client_id: ferry-spool-fanout-out, clean_start: true }
+  nc:
+    nats: { url: "@NATS@" }
+    reconnect: { initial_delay: 50ms, max_delay: 500ms }
+routes:
+  - name: up
+    from: { connection: mq, topic: "spool/#", qos: 1 }
+    to:
+      - { connection: nc, subject: "spooled.{{ topic[1] }}" }
+      - { connection: mqout, topic: "out/{{ topic[1] }}", qos: 1 }
+    spool: { dir: "@SPOOL@" }
+"#,
+            &[
+                ("@MQTT@", mosquitto.url()),
+                ("@NATS@", nats.url()),
+                ("@SPOOL@", spool.path().display().to_string()),
+            ],
+        );
+        let publisher = MqttPeer::connect(&mosquitto.url()).await;
+        let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+        subscriber.subscribe("out/#", 1).await;
+
+        let mut ferry = Ferry::start(&yaml);
+        ferry.wait_ready().await;
+        publish_range(&publisher, 0, BEFORE, 0).await;
+        let mut on_mqtt = subscriber.inbox.collect(BEFORE, secs(30)).await;
+        wait_captured(&nats, BEFORE as u64, secs(30)).await;
+
+        let mark = ferry.mark();
+        nats.kill9();
+        ferry
+            .wait_for_line_since(mark, "connection down", secs(30))
+            .await;
+        publish_range(&publisher, BEFORE, BEFORE + DURING, 0).await;
+        // The MQTT sink does not wait for NATS: everything reaches it during the outage.
+        on_mqtt.extend(subscriber.inbox.collect(DURING, secs(30)).await);
+        ferry
+            .wait_for_line(&format!("({DURING} spooled so far)"), secs(30))
+            .await;
+
+        nats.restart();
+        let total = BEFORE + DURING;
+        wait_captured(&nats, total as u64, secs(60)).await;
+        assert!(ferry.terminate().await.success());
+        let stopped = ferry.wait_for_line("route stopped", secs(1)).await;
+        assert!(
+            stopped.contains(&format!("{} sent", 2 * total)),
+            "{stopped}"
+        );
+        assert!(
+            stopped.contains(&format!(
+                "spool: {DURING} spooled, {DURING} forwarded, 0 byte(s) kept"
+            )),
+            "{stopped}"
+        );
+        on_mqtt.extend(subscriber.inbox.collect_for(millis(500)).await);
+        let on_mqtt: Vec<Bytes> = on_mqtt.into_iter().map(|m| m.payload).collect();
+        tally("fan-out, MQTT sink", &on_mqtt, total);
+        tally("fan-out, spooled NATS sink", &captured(&nats).await, total);
+    })
+    .await
+    .expect("the test did not finish within 180s");
+}
+
 #[test]
 fn a_spool_directory_ferry_cannot_create_fails_the_start() {
     let dir = tempfile::tempdir().unwrap();

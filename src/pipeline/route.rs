@@ -175,6 +175,9 @@ impl RouteWorker {
                     }
                 }
             } else if self.abandon.is_cancelled() {
+                // The acks before this one first (it is dropped unconfirmed, a nack).
+                self.make_durable(&mut waiting).await;
+                drop(ack);
                 break;
             }
         }

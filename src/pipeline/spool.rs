@@ -10,6 +10,8 @@
 //!   (write, rename) every [`CURSOR_EVERY`] forwarded records, when a segment is finished and
 //!   when the spool empties. It may lag behind: a restart then forwards a few messages again
 //!   (at least once, never lost).
+//! - `lock`: locked (`flock`) while a ferry has the spool open, so two processes (or two
+//!   routes given the same `dir`) never write into one log.
 //!
 //! Segments before the cursor are deleted as soon as they are forwarded; when the spool is
 //! empty, no segment is left. The checksum covers the length too, so a torn write at the tail
@@ -79,6 +81,8 @@ struct Segment {
 /// The spool's files, used under [`Spool`]'s lock (or alone, in the tests).
 struct SegmentLog {
     dir: PathBuf,
+    /// `<dir>/lock`, locked while the log is open: two writers would interleave records.
+    _lock: File,
     /// The route's limit, shared by its sinks' spools.
     max_bytes: u64,
     /// Bytes not yet forwarded in every spool of the route (records with their headers).
@@ -121,6 +125,20 @@ impl SegmentLog {
     /// left: segments, cursor, and a torn tail in the last segment.
     fn open(dir: &Path, max_bytes: u64, used: Arc<AtomicU64>) -> io::Result<SegmentLog> {
         fs::create_dir_all(dir)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("lock"))?;
+        if let Err(e) = lock.try_lock() {
+            return Err(match e {
+                fs::TryLockError::WouldBlock => io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    "another ferry (or route) is using this spool; give each its own `dir`",
+                ),
+                fs::TryLockError::Error(e) => e,
+            });
+        }
         let mut ids = Vec::new();
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -136,6 +154,7 @@ impl SegmentLog {
         ids.sort_unstable();
         let mut log = SegmentLog {
             dir: dir.to_path_buf(),
+            _lock: lock,
             max_bytes,
             used,
             segment_limit: (max_bytes / 4).clamp(MIN_SEGMENT, MAX_SEGMENT),
@@ -777,8 +796,8 @@ mod tests {
             ("room".into(), "again".into()),
         ];
         m.qos = 1;
-        m.retain = n % 2 == 0;
-        m.event = (n % 3 == 0).then(|| "update".to_string());
+        m.retain = n.is_multiple_of(2);
+        m.event = n.is_multiple_of(3).then(|| "update".to_string());
         m.id = Some(format!("id-{n}"));
         m
     }
@@ -1071,11 +1090,58 @@ mod tests {
     }
 
     #[test]
+    fn a_spool_in_use_cannot_be_opened_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path(), 1 << 20);
+        let second = SegmentLog::open(dir.path(), 1 << 20, Default::default());
+        let error = second.err().expect("the second open fails");
+        assert!(error.to_string().contains("another ferry"), "{error}");
+        drop(first);
+        open(dir.path(), 1 << 20);
+    }
+
+    #[test]
     fn an_unwritable_directory_fails_the_open() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("a-file");
         fs::write(&file, "").unwrap();
         assert!(SegmentLog::open(&file.join("spool"), 1 << 20, Default::default()).is_err());
+    }
+
+    /// Append + fdatasync throughput, 128-byte payloads, one fsync per message and one per
+    /// group of messages (group commit). Run with
+    /// `cargo test --release --lib spool::tests::throughput -- --ignored --nocapture`;
+    /// `FERRY_SPOOL_BENCH_DIR` picks the file system (default: the system's temp dir).
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn throughput() {
+        let base = std::env::var_os("FERRY_SPOOL_BENCH_DIR").map(PathBuf::from);
+        let dir = match &base {
+            Some(base) => tempfile::tempdir_in(base).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let mut m = message(0);
+        m.payload = Bytes::from(vec![b'x'; 128]);
+        for group in [1usize, 16, 64, 256, 1024] {
+            let mut log = open(&dir.path().join(format!("g{group}")), 1 << 30);
+            let n = (group * 200).clamp(2_000, 50_000);
+            let start = std::time::Instant::now();
+            for i in 0..n {
+                log.append(&m).unwrap();
+                if (i + 1).is_multiple_of(group) {
+                    log.sync_handle().unwrap().sync_data().unwrap();
+                }
+            }
+            let appended = start.elapsed();
+            let start = std::time::Instant::now();
+            assert_eq!(drain(&mut log).len(), n);
+            let read = start.elapsed();
+            println!(
+                "group of {group:>4}: {:>9.0} msg/s appended and made durable, {:>9.0} msg/s read and forwarded",
+                n as f64 / appended.as_secs_f64(),
+                n as f64 / read.as_secs_f64()
+            );
+        }
     }
 
     #[tokio::test]
