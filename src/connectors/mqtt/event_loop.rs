@@ -9,13 +9,17 @@
 //! acks the routes release. So a route that reads a connection and publishes back through it
 //! cannot stall it. The dispatcher is what waits on full route queues (`when_full: block`).
 //!
-//! Memory stays bounded by the broker's flow control: on MQTT 5 ferry asks for at most
-//! `RECEIVE_MAXIMUM` unacknowledged QoS 1/2 messages, and acks wait for the sinks, so that many
-//! messages at most are inside ferry. QoS 0 messages, and MQTT 3.1.1 (which has no receive
-//! maximum; the broker's own in-flight limit applies, 20 on mosquitto), are bounded by a hard
-//! cap on the event loop's queue (`PENDING_LIMIT`): once it is full the event loop stops
-//! polling, TCP pushes back on the broker, and what the sinks of this connection wait for
-//! waits too, until the routes catch up.
+//! Memory: on MQTT 5 ferry asks the broker for at most `RECEIVE_MAXIMUM` unacknowledged QoS
+//! 1/2 messages, and acks wait for the sinks, so a broker that keeps to it never has more than
+//! that many messages inside ferry. Not every broker keeps to it (mosquitto 2.0.11 sends on
+//! after any ack), QoS 0 has no flow control, and MQTT 3.1.1 has no receive maximum; so the
+//! event loop's queue has a cap (`PENDING_LIMIT` messages): once it is full the event loop
+//! stops reading, and TCP pushes back on the broker. Unless one of this connection's own sinks
+//! waits for a confirmation, which only reading brings: then it reads on, up to
+//! `PENDING_MAX_BYTES` of payload, past which it stops anyway (a broker that ignores the
+//! receive maximum, feeding a route that publishes back to the same connection, slower than
+//! the inflow, for that long). The trade-off: memory bounded by the cap, against a stall that
+//! needs a misbehaving broker and sustained overload.
 //!
 //! Shutdown: when the sources stop, the event loop stops forwarding (what it still held is
 //! never acknowledged, so the broker delivers it again next time) and keeps running for the
@@ -33,7 +37,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::BrokerLimits;
+use super::Link;
 use super::acks::{AckTracker, Receipt};
 use super::client::{
     AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, SubAcks,
@@ -48,9 +52,11 @@ use crate::pipeline::status::{Backoff, ConnectionStatus};
 /// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
 const DISPATCH_CAPACITY: usize = 256;
 /// Messages the event loop holds for the dispatcher before it stops reading from the broker.
-/// Above the receive maximum, so QoS 1/2 messages on MQTT 5 never fill it: only QoS 0 messages
-/// (and MQTT 3.1.1 with a broker that allows more in flight) can.
+/// Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never fill
+/// it.
 const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
+/// Payload bytes past which the event loop stops reading even while its own sinks wait.
+const PENDING_MAX_BYTES: usize = 64 << 20;
 /// On close, how long the publishes the sinks queued may take to reach the broker, DISCONNECT
 /// included. The daemon gives its connections 5 s to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -104,7 +110,7 @@ pub struct Supervisor {
     pub status: ConnectionStatus,
     pub backoff: Backoff,
     pub subscriptions: Vec<Subscription>,
-    pub limits: Arc<BrokerLimits>,
+    pub link: Arc<Link>,
     /// The subscription identifiers in incoming messages are ours. Not after resuming a
     /// session a previous process made (its identifiers may mean other filters).
     pub trust_subscription_ids: bool,
@@ -115,7 +121,7 @@ struct Turn {
     /// To the dispatcher; `None` once the sources stopped (or without routes).
     dispatch: Option<mpsc::Sender<Delivery>>,
     /// Received, waiting for room in the dispatcher's channel.
-    pending: VecDeque<Delivery>,
+    pending: Pending,
     /// Released acks the client's request queue had no room for yet.
     acks: VecDeque<AckToken>,
     connected: bool,
@@ -152,7 +158,7 @@ impl Supervisor {
     ) {
         let mut turn = Turn {
             dispatch,
-            pending: VecDeque::new(),
+            pending: Pending::default(),
             acks: VecDeque::new(),
             connected: false,
             subscribed: false,
@@ -162,7 +168,7 @@ impl Supervisor {
         loop {
             tracker.take_released(&mut turn.acks);
             self.send_acks(&mut turn.acks);
-            let polling = turn.retry_at.is_none() && turn.pending.len() < PENDING_LIMIT;
+            let polling = turn.retry_at.is_none() && self.may_read(&turn.pending);
             let step = tokio::select! {
                 biased;
                 _ = runtime.close.cancelled() => break,
@@ -170,6 +176,8 @@ impl Supervisor {
                     Step::StopSources
                 }
                 () = tracker.wait_released() => continue,
+                // A sink of this connection now waits for a confirmation: read again.
+                () = self.link.sink_arrived.notified(), if !polling => continue,
                 result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
                 room = has_room(turn.dispatch.as_ref()), if !turn.pending.is_empty() => {
                     Step::Room(room)
@@ -200,7 +208,7 @@ impl Supervisor {
                 }
                 Step::Poll(Ok(Event::ConnAck(ack))) => {
                     turn.connected = true;
-                    self.limits.set_connected(true);
+                    self.link.set_connected(true);
                     // Acks belong to the connection they arrived on (see `acks`).
                     tracker.new_generation();
                     turn.acks.clear();
@@ -219,7 +227,7 @@ impl Supervisor {
                     // After the sources stopped, nothing more is taken (nor acknowledged).
                     if let Some(tx) = &turn.dispatch {
                         let delivery = self.delivery(received, &tracker);
-                        turn.pending.push_back(delivery);
+                        turn.pending.push(delivery);
                         if feed(tx, &mut turn.pending).is_err() {
                             turn.dispatch = None;
                         }
@@ -228,7 +236,7 @@ impl Supervisor {
                 Step::Poll(Ok(Event::Disconnected | Event::Other)) => {}
                 Step::Poll(Err(error)) => {
                     turn.connected = false;
-                    self.limits.set_connected(false);
+                    self.link.set_connected(false);
                     turn.suback = None;
                     // The client dropped the acks still queued in it when the connection
                     // failed; the ones released from now on would be for the old connection.
@@ -253,6 +261,15 @@ impl Supervisor {
         self.disconnect(turn.connected, turn.acks).await;
     }
 
+    /// Whether to read from the broker with `pending` waiting for the dispatcher (see the
+    /// module doc).
+    fn may_read(&self, pending: &Pending) -> bool {
+        if pending.items.len() < PENDING_LIMIT {
+            return true;
+        }
+        pending.bytes < PENDING_MAX_BYTES && self.link.sinks_waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Queues released acks on the client, oldest first, until its request queue is full; the
     /// rest wait for the next turn.
     fn send_acks(&self, acks: &mut VecDeque<AckToken>) {
@@ -269,12 +286,12 @@ impl Supervisor {
             }
         }
     }
-    /// A new connection: resets the backoff, records the broker's limits, and subscribes when
+    /// A new connection: resets the backoff, records the broker's link, and subscribes when
     /// the broker does not hold our subscriptions. Returns the SUBACK to wait for, or `None`
     /// when the connection is up already.
     fn on_connack(&mut self, ack: ConnAck, subscribed: bool) -> Option<SubAcks> {
         self.backoff.reset();
-        self.limits.update(&ack);
+        self.link.update(&ack);
         self.trust_subscription_ids = !ack.broker_only_resume;
         if ack.broker_only_resume {
             tracing::warn!(
@@ -404,17 +421,50 @@ impl Supervisor {
     }
 }
 
+/// Received messages waiting for room in the dispatcher's channel, oldest first.
+#[derive(Default)]
+struct Pending {
+    items: VecDeque<Delivery>,
+    /// Their payload bytes.
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, delivery: Delivery) {
+        self.bytes += delivery.message.payload.len();
+        self.items.push_back(delivery);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+        self.items.retain(keep);
+        self.bytes = self.items.iter().map(|d| d.message.payload.len()).sum();
+    }
+}
+
 /// Hands pending messages to the dispatcher, oldest first, while its channel has room. `Err`
 /// when the dispatcher is gone.
-fn feed(tx: &mpsc::Sender<Delivery>, pending: &mut VecDeque<Delivery>) -> Result<(), ()> {
-    while let Some(delivery) = pending.pop_front() {
+fn feed(tx: &mpsc::Sender<Delivery>, pending: &mut Pending) -> Result<(), ()> {
+    while let Some(delivery) = pending.items.pop_front() {
+        let size = delivery.message.payload.len();
         match tx.try_send(delivery) {
-            Ok(()) => {}
+            Ok(()) => pending.bytes -= size,
             Err(mpsc::error::TrySendError::Full(delivery)) => {
-                pending.push_front(delivery);
+                pending.items.push_front(delivery);
                 return Ok(());
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                pending.clear();
+                return Err(());
+            }
         }
     }
     Ok(())
@@ -540,7 +590,7 @@ async fn deliver(
     }
 }
 
-impl BrokerLimits {
+impl Link {
     fn update(&self, ack: &ConnAck) {
         self.max_packet_size
             .store(ack.max_packet_size.unwrap_or(0), Ordering::Relaxed);

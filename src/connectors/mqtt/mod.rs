@@ -20,7 +20,7 @@ mod event_loop;
 mod topic;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure};
@@ -33,9 +33,12 @@ use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
 
-/// How long a sink's publish may take, from waiting for the connection to the broker's
-/// PUBACK/PUBCOMP, before it reports the connection unavailable and its route tries again (a
-/// second copy: the client still holds the first and sends it after a reconnect).
+/// How long a sink waits for its connection to come up before it reports it unavailable (its
+/// route then retries with backoff).
+const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+/// How long a queued publish may wait for the broker's PUBACK/PUBCOMP before the sink reports
+/// the connection unavailable and its route tries again (a second copy: the client still holds
+/// the first and sends it after a reconnect).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One MQTT connection, collecting the routes that use it until [`Connection::start`].
@@ -47,34 +50,60 @@ pub struct MqttConnection {
     /// Built in `new`, so sinks can hold the client before the connection starts; or why it
     /// could not be built (reported by `add_source` / `add_sink`, which can fail).
     built: Result<(Client, EventLoop), String>,
-    limits: Arc<BrokerLimits>,
+    link: Arc<Link>,
     routes: Vec<RouteSource>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
 }
 
-/// What the broker told us about itself (MQTT 5 CONNACK), for sinks to check before queuing a
-/// publish the broker would refuse: a refused packet costs the whole connection. And whether
-/// the connection is up: sinks queue publishes only then, so a long outage does not pile up a
-/// copy of the same message per retry.
+/// What the event loop and the sinks of one connection share.
 #[derive(Debug)]
-struct BrokerLimits {
+struct Link {
+    /// What the broker told us about itself (MQTT 5 CONNACK), for sinks to check before
+    /// queuing a publish the broker would refuse: a refused packet costs the whole connection.
     /// The largest packet the broker accepts; 0 when it did not say.
     max_packet_size: AtomicU32,
     retain_unavailable: AtomicBool,
     /// See `client::ConnAck::broker_only_resume`.
     broker_only_resume: AtomicBool,
+    /// Whether the connection is up: sinks queue publishes only then, so a long outage does not
+    /// pile up a copy of the same message per retry.
     connected: tokio::sync::watch::Sender<bool>,
+    /// Sinks waiting for a publish on this connection to be confirmed. While there are any,
+    /// the event loop keeps reading even past its queue's cap: the confirmations come in
+    /// through the same reads (see `event_loop`).
+    sinks_waiting: AtomicUsize,
+    /// Woken when a sink starts waiting.
+    sink_arrived: tokio::sync::Notify,
 }
 
-impl Default for BrokerLimits {
+impl Default for Link {
     fn default() -> Self {
-        BrokerLimits {
+        Link {
             max_packet_size: AtomicU32::new(0),
             retain_unavailable: AtomicBool::new(false),
             broker_only_resume: AtomicBool::new(false),
             connected: tokio::sync::watch::Sender::new(false),
+            sinks_waiting: AtomicUsize::new(0),
+            sink_arrived: tokio::sync::Notify::new(),
         }
+    }
+}
+
+/// A sink waiting on its connection, counted in `Link::sinks_waiting` while it lives.
+struct Waiting<'a>(&'a Link);
+
+impl<'a> Waiting<'a> {
+    fn on(link: &'a Link) -> Self {
+        link.sinks_waiting.fetch_add(1, Ordering::SeqCst);
+        link.sink_arrived.notify_one();
+        Waiting(link)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.sinks_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -92,7 +121,7 @@ impl MqttConnection {
             reconnect,
             status,
             built,
-            limits: Arc::default(),
+            link: Arc::default(),
             routes: Vec::new(),
             subscriptions: Vec::new(),
         }
@@ -190,7 +219,7 @@ impl Connection for MqttConnection {
             client: self.client()?.clone(),
             qos: sink.qos,
             retain: sink.retain,
-            limits: self.limits.clone(),
+            link: self.link.clone(),
         }))
     }
 
@@ -212,7 +241,7 @@ impl Connection for MqttConnection {
             status: this.status,
             backoff: Backoff::new(&this.reconnect),
             subscriptions: this.subscriptions,
-            limits: this.limits,
+            link: this.link,
             trust_subscription_ids: true,
         };
         supervisor.spawn(this.routes, runtime);
@@ -225,7 +254,7 @@ struct MqttSink {
     client: Client,
     qos: u8,
     retain: Retain,
-    limits: Arc<BrokerLimits>,
+    link: Arc<Link>,
 }
 
 impl Sink for MqttSink {
@@ -248,12 +277,13 @@ impl MqttSink {
                 self.connection
             ))
         };
-        let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
-        let mut connected = self.limits.connected.subscribe();
-        tokio::time::timeout_at(deadline, connected.wait_for(|up| *up))
+        let _waiting = Waiting::on(&self.link);
+        let mut connected = self.link.connected.subscribe();
+        tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
             .await
-            .map_err(|_| timed_out())?
+            .map_err(|_| SinkError::Unavailable(format!("connection {} is down", self.connection)))?
             .map_err(|_| self.closed())?;
+        let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         let publish = self.client.publish(
             message.subject.clone(),
             message.payload.clone(),
@@ -303,7 +333,7 @@ impl MqttSink {
         let size =
             self.client
                 .publish_size(topic, message.payload.len(), self.qos, &message.headers);
-        let broker_max = self.limits.max_packet_size.load(Ordering::Relaxed) as usize;
+        let broker_max = self.link.max_packet_size.load(Ordering::Relaxed) as usize;
         let remaining = size - 2; // at least 1 type byte + 1 length byte
         if remaining > Client::MAX_REMAINING_LENGTH || (broker_max > 0 && size > broker_max) {
             let limit = if broker_max > 0 {
@@ -317,7 +347,7 @@ impl MqttSink {
                 self.connection
             )));
         }
-        if retain && self.limits.retain_unavailable.load(Ordering::Relaxed) {
+        if retain && self.link.retain_unavailable.load(Ordering::Relaxed) {
             return Err(SinkError::Rejected(format!(
                 "connection {}: the broker does not accept retained messages (retain: true)",
                 self.connection
@@ -325,7 +355,7 @@ impl MqttSink {
         }
         if self.qos > 0
             && self.client.version() == MqttVersion::V5
-            && self.limits.broker_only_resume.load(Ordering::Relaxed)
+            && self.link.broker_only_resume.load(Ordering::Relaxed)
         {
             return Err(SinkError::Unavailable(format!(
                 "connection {}: QoS {} publishes are refused while the connection continues a \
