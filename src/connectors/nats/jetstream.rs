@@ -14,10 +14,10 @@
 //! - **Acks.** A message is acked (`+ACK`) only once the route confirmed it: every sink took it.
 //!   While it waits (in the route's queue, or in a slow sink), ferry sends progress acks (`+WPI`)
 //!   every third of `ack_wait`, so the server does not hand out again what ferry is still
-//!   working on. A message the route gives up on (the shutdown deadline passed, or a `when_full`
-//!   drop policy dropped it) is nacked (`-NAK` with a one-second delay): the server hands it
-//!   out again at once — to a peer ferry on the same consumer, or to this one after a restart —
-//!   instead of after `ack_wait`, and the delay keeps a route that keeps dropping from spinning.
+//!   working on. A message the route gives up on (the shutdown deadline passed with it still
+//!   queued or in a sink) is nacked (`-NAK`): the server hands it out again at once — to a
+//!   peer ferry on the same consumer, or to this one after its restart — instead of after
+//!   `ack_wait`. (A `when_full` drop policy does not nack: the route chose to lose it.)
 //! - **Recovery.** When the pull stream fails or ends (a reconnect, a server restart, missed
 //!   heartbeats, a consumer deleted under ferry), ferry binds again and rebuilds it, with
 //!   backoff. The problem is logged once, and its end once.
@@ -43,8 +43,6 @@ use crate::message::{Ack, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::Backoff;
 
-/// How long a nacked message waits before the server hands it out again.
-const NAK_DELAY: Duration = Duration::from_secs(1);
 /// Idle heartbeat asked of the server for each pull: two missed, and the pull stream is
 /// rebuilt. Short, so a consumer lost on the server is noticed within seconds.
 const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -352,7 +350,7 @@ impl Tracker {
         let kind = if delivered {
             AckKind::Ack
         } else {
-            AckKind::Nak(Some(NAK_DELAY))
+            AckKind::Nak(None)
         };
         // Fails only once the connection closed: the server redelivers after ack_wait.
         let _ = self.acks.send((pending.reply, kind));
@@ -768,5 +766,173 @@ fn publish_error(subject: &str, error: &PublishError) -> SinkError {
                 _ => SinkError::Unavailable(text),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted() -> config::JetStreamSource {
+        config::JetStreamSource {
+            stream: "IOT".into(),
+            consumer: "ferry-iot".into(),
+            max_ack_pending: 1000,
+            ack_wait: Duration::from_secs(30),
+            deliver: JetStreamDeliver::All,
+        }
+    }
+
+    /// The consumer ferry would create, as the server describes it.
+    fn created(subject: &str) -> consumer::Config {
+        use async_nats::jetstream::consumer::IntoConsumerConfig;
+        consumer_config("iot", subject, &wanted()).into_consumer_config()
+    }
+
+    #[test]
+    fn the_consumer_ferry_creates_fits_its_route() {
+        let config = created("iot.>");
+        assert_eq!(config.durable_name.as_deref(), Some("ferry-iot"));
+        assert_eq!(config.ack_policy, AckPolicy::Explicit);
+        assert_eq!(config.deliver_policy, DeliverPolicy::All);
+        assert!(config.deliver_subject.is_none());
+        assert_eq!(fit(&config, "iot.>", &wanted()), Fit::Usable(vec![]));
+        let new = config::JetStreamSource {
+            deliver: JetStreamDeliver::New,
+            ..wanted()
+        };
+        assert_eq!(
+            consumer_config("iot", "iot.>", &new).deliver_policy,
+            DeliverPolicy::New
+        );
+    }
+
+    #[test]
+    fn another_filter_subject_is_refused_with_both_fixes() {
+        let Fit::Refused(why) = fit(&created("other.>"), "iot.>", &wanted()) else {
+            panic!("accepted a consumer with another filter");
+        };
+        assert!(
+            why.contains("it filters `other.>`, the route reads `iot.>`"),
+            "{why}"
+        );
+        assert!(why.contains("nats consumer rm IOT ferry-iot"), "{why}");
+        assert!(why.contains("set the route's `subject: other.>`"), "{why}");
+    }
+
+    #[test]
+    fn a_push_consumer_or_other_ack_policy_is_refused() {
+        let mut push = created("iot.>");
+        push.deliver_subject = Some("deliver.here".into());
+        push.ack_policy = AckPolicy::None;
+        push.filter_subject = String::new();
+        let Fit::Refused(why) = fit(&push, "iot.>", &wanted()) else {
+            panic!("accepted a push consumer");
+        };
+        assert!(
+            why.contains("push consumer (it delivers to `deliver.here`)"),
+            "{why}"
+        );
+        assert!(why.contains("ack policy is `none`"), "{why}");
+        assert!(why.contains("no filter subject"), "{why}");
+        assert!(!why.contains("set the route's `subject"), "{why}");
+    }
+
+    #[test]
+    fn other_limits_are_used_as_the_consumer_has_them_and_noted() {
+        let mut config = created("iot.>");
+        config.ack_wait = Duration::from_secs(10);
+        config.max_ack_pending = 20;
+        let Fit::Usable(notes) = fit(&config, "iot.>", &wanted()) else {
+            panic!("refused a usable consumer");
+        };
+        assert_eq!(
+            notes,
+            [
+                "ack_wait 10s (the route says 30s)",
+                "max_ack_pending 20 (the route says 1000)"
+            ]
+        );
+        assert_eq!(window(20, 1000), 20);
+        assert_eq!(
+            window(-1, 1000),
+            1000,
+            "an unlimited consumer: the route's bound"
+        );
+        assert_eq!(window(5000, 1000), 1000);
+        assert_eq!(window(0, 0), DEFAULT_WINDOW);
+    }
+
+    #[test]
+    fn the_tracker_holds_a_window_acks_and_nacks() {
+        let (tx, mut acks) = mpsc::unbounded_channel();
+        let tracker = Arc::new(Tracker::new(tx, &wanted()));
+        tracker.set_limits(2, Duration::from_secs(3));
+        assert_eq!(tracker.progress_period(), Duration::from_secs(1));
+        let first = tracker.hold(Subject::from("$JS.ACK.1"));
+        let second = tracker.hold(Subject::from("$JS.ACK.2"));
+        assert!(tracker.is_full());
+        assert_eq!(tracker.due_for_progress(Duration::ZERO).len(), 2);
+        assert!(tracker.due_for_progress(Duration::from_secs(60)).is_empty());
+
+        first.confirm();
+        assert!(!tracker.is_full());
+        let (reply, kind) = acks.try_recv().unwrap();
+        assert_eq!(reply.as_str(), "$JS.ACK.1");
+        assert_eq!(Bytes::from(kind), Bytes::from_static(b"+ACK"));
+
+        drop(second); // given up on: the server may hand it out again at once
+        let (reply, kind) = acks.try_recv().unwrap();
+        assert_eq!(reply.as_str(), "$JS.ACK.2");
+        assert_eq!(Bytes::from(kind), Bytes::from_static(b"-NAK"));
+        assert!(tracker.due_for_progress(Duration::ZERO).is_empty());
+    }
+
+    #[test]
+    fn message_ids_name_the_origin_and_publish_controls_are_dropped() {
+        let mut message = Message::new("plant".into(), "s", "p");
+        assert_eq!(message_id(&message), None);
+        message.id = Some("IN:42#2".into());
+        assert_eq!(message_id(&message).as_deref(), Some("plant/IN:42#2"));
+        assert!(is_publish_control("Nats-Msg-Id"));
+        assert!(is_publish_control("nats-expected-stream"));
+        assert!(!is_publish_control("Nats-Sequence"));
+        assert!(!is_publish_control("content-type"));
+    }
+
+    #[test]
+    fn publish_errors_say_whether_to_retry() {
+        let server = |code: usize, err_code: u64, text: &str| -> PublishError {
+            let error: jetstream::Error = serde_json::from_value(serde_json::json!({
+                "code": code, "err_code": err_code, "description": text
+            }))
+            .unwrap();
+            PublishError::with_source(PublishErrorKind::Other, error)
+        };
+        let retry = |e: &SinkError| matches!(e, SinkError::Unavailable(_));
+        let no_stream = publish_error(
+            "out.x",
+            &PublishError::new(PublishErrorKind::StreamNotFound),
+        );
+        assert!(retry(&no_stream));
+        assert!(
+            no_stream
+                .to_string()
+                .contains("no JetStream stream captures subject `out.x`")
+        );
+        assert!(retry(&publish_error(
+            "out.x",
+            &PublishError::new(PublishErrorKind::TimedOut)
+        )));
+        assert!(!retry(&publish_error(
+            "out.x",
+            &PublishError::new(PublishErrorKind::MaxPayloadExceeded)
+        )));
+        let too_large = server(400, 10054, "message size exceeds maximum allowed");
+        assert!(!retry(&publish_error("out.x", &too_large)));
+        let full = server(503, 10077, "maximum messages exceeded");
+        assert!(retry(&publish_error("out.x", &full)));
+        let storage = server(500, 10047, "insufficient storage resources available");
+        assert!(retry(&publish_error("out.x", &storage)));
     }
 }
