@@ -179,6 +179,20 @@ impl Brokers {
         }
     }
 
+    /// The end of each broker's log, for a failure's explanation (who disconnected whom).
+    fn print_logs(&self) {
+        for (name, log) in [
+            ("mosquitto", self.mosquitto.log()),
+            ("nats-server", self.nats.log()),
+        ] {
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- the last lines of {name}'s log:\n{}",
+                lines[lines.len().saturating_sub(60)..].join("\n")
+            );
+        }
+    }
+
     fn relay(&self, instance: &str, state_dir: &Path) -> Relay {
         Relay::new(&self.mosquitto.url(), &self.nats.url(), instance, state_dir)
     }
@@ -214,13 +228,15 @@ async fn publish_load_in_background(
 /// Reads the stream until every one of `0..sent` is in it (re-reading when it grows, as
 /// redeliveries and late messages come in); gives up after `timeout`, or once the stream
 /// has not grown for [`GIVE_UP_QUIET`] while messages are missing. Prints the tally as
-/// `label: sent=… …` and returns it with the messages.
+/// `label: sent=… …` (and, when some are lost, the brokers' logs) and returns it with the
+/// messages.
 async fn collect(
-    observer: &NatsPeer,
+    brokers: &Brokers,
     sent: usize,
     timeout: Duration,
     label: &str,
 ) -> (Tally, Vec<Msg>) {
+    let observer = &brokers.observer;
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut read_len = 0;
@@ -238,6 +254,9 @@ async fn collect(
             let tally = Tally::of_msgs(sent, LOAD, &msgs);
             if tally.lost == 0 || give_up {
                 let tally = tally.report(label);
+                if tally.lost > 0 {
+                    brokers.print_logs();
+                }
                 println!(
                     "{label}: collected in {:.1}s",
                     started.elapsed().as_secs_f64()
@@ -348,7 +367,7 @@ async fn kill_9_under_load_loses_nothing() {
 
     let mut ferry = relay.start().await;
     publisher.await.unwrap();
-    let (tally, _) = collect(&brokers.observer, N, secs(120), "kill -9 under load").await;
+    let (tally, _) = collect(&brokers, N, secs(120), "kill -9 under load").await;
     tally.assert_none_lost("kill -9 under load");
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     ferry.terminate().await;
@@ -420,7 +439,7 @@ async fn broker_restarts_mid_stream_lose_nothing() {
     );
     publisher.await.unwrap();
 
-    let (tally, _) = collect(&brokers.observer, 2 * BATCH, secs(120), "broker restarts").await;
+    let (tally, _) = collect(&brokers, 2 * BATCH, secs(120), "broker restarts").await;
     tally.assert_none_lost("broker restarts");
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     ferry.terminate().await;
@@ -508,7 +527,7 @@ async fn nats_down_30s_with_spool_keeps_taking_mqtt_and_delivers_in_order() {
     brokers.nats.start_again();
     publish_load(&publisher, BEFORE + DURING..N).await;
 
-    let (tally, _) = collect(&brokers.observer, N, secs(120), "NATS down 30s, spool").await;
+    let (tally, _) = collect(&brokers, N, secs(120), "NATS down 30s, spool").await;
     tally.assert_none_lost("NATS down 30s, spool");
     assert_eq!(
         tally.reordered, 0,
@@ -662,7 +681,7 @@ async fn stalled_connection(which: Stalled) {
     );
 
     let label = format!("stalled {which:?} connection");
-    let (tally, _) = collect(&brokers.observer, 2 * PHASE, secs(60), &label).await;
+    let (tally, _) = collect(&brokers, 2 * PHASE, secs(60), &label).await;
     tally.assert_none_lost(&label);
     if which == Stalled::Nats {
         // The MQTT side never broke, so nothing came twice from mosquitto; a JetStream publish
@@ -729,7 +748,7 @@ async fn sigterm_under_load_leaves_undelivered_messages_at_the_source() {
 
     let mut ferry = relay.start().await;
     publisher.await.unwrap();
-    let (tally, _) = collect(&brokers.observer, N, secs(120), "SIGTERM under load").await;
+    let (tally, _) = collect(&brokers, N, secs(120), "SIGTERM under load").await;
     tally.assert_none_lost("SIGTERM under load");
     println!("total {:.1}s", started.elapsed().as_secs_f64());
     ferry.terminate().await;
@@ -768,7 +787,7 @@ async fn two_instances_share_an_mqtt_subscription_and_survive_a_kill() {
     let publisher = MqttPeer::connect(&brokers.mosquitto.url()).await;
 
     publish_load(&publisher, 0..NORMAL).await;
-    let (tally, msgs) = collect(&brokers.observer, NORMAL, secs(60), "MQTT share, normal").await;
+    let (tally, msgs) = collect(&brokers, NORMAL, secs(60), "MQTT share, normal").await;
     let shares = per_instance(&msgs);
     println!("MQTT share, normal: per instance {shares:?}");
     tally.assert_none_lost("MQTT share, normal");
@@ -814,7 +833,7 @@ async fn two_instances_share_an_mqtt_subscription_and_survive_a_kill() {
 
     // share-a comes back with its session; mosquitto hands it what it kept.
     let mut a = relay_a.start().await;
-    let (tally, _) = collect(&brokers.observer, N, secs(60), "MQTT share, after restart").await;
+    let (tally, _) = collect(&brokers, N, secs(60), "MQTT share, after restart").await;
     println!("MQTT share: {waiting} messages waited in share-a's session for its restart");
     tally.assert_none_lost("MQTT share, after restart");
     a.terminate().await;
@@ -856,13 +875,7 @@ async fn two_instances_share_a_jetstream_consumer_and_survive_a_kill() {
         .observer
         .jetstream_publish_all(publish(0..NORMAL))
         .await;
-    let (tally, msgs) = collect(
-        &brokers.observer,
-        NORMAL,
-        secs(60),
-        "JetStream consumer, normal",
-    )
-    .await;
+    let (tally, msgs) = collect(&brokers, NORMAL, secs(60), "JetStream consumer, normal").await;
     let shares = per_instance(&msgs);
     println!("JetStream consumer, normal: per instance {shares:?}");
     tally.assert_none_lost("JetStream consumer, normal");
@@ -894,13 +907,7 @@ async fn two_instances_share_a_jetstream_consumer_and_survive_a_kill() {
     println!("JetStream consumer: js-a killed holding messages ({killed_with} in the stream)");
     background.await.unwrap();
 
-    let (tally, msgs) = collect(
-        &brokers.observer,
-        N,
-        secs(60),
-        "JetStream consumer, one killed",
-    )
-    .await;
+    let (tally, msgs) = collect(&brokers, N, secs(60), "JetStream consumer, one killed").await;
     let after_kill = per_instance(&msgs[killed_with as usize..]);
     println!("JetStream consumer: after the kill {after_kill:?}");
     tally.assert_none_lost("JetStream consumer, one killed");
