@@ -179,16 +179,24 @@ impl Brokers {
         }
     }
 
-    /// The end of each broker's log, for a failure's explanation (who disconnected whom).
+    /// Keeps both brokers' logs (their own directories go with the test) in a directory that
+    /// stays, prints where, and prints the end of each: who disconnected whom, and why.
     fn print_logs(&self) {
+        let kept = tempfile::Builder::new()
+            .prefix("ferry-faults-logs-")
+            .tempdir()
+            .unwrap()
+            .keep();
         for (name, log) in [
             ("mosquitto", self.mosquitto.log()),
             ("nats-server", self.nats.log()),
         ] {
+            std::fs::write(kept.join(format!("{name}.log")), &log).unwrap();
             let lines: Vec<&str> = log.lines().collect();
             eprintln!(
-                "--- the last lines of {name}'s log:\n{}",
-                lines[lines.len().saturating_sub(60)..].join("\n")
+                "--- the last lines of {name}'s log (all of it: {}):\n{}",
+                kept.join(format!("{name}.log")).display(),
+                lines[lines.len().saturating_sub(40)..].join("\n")
             );
         }
     }
@@ -699,6 +707,73 @@ async fn stalled_mqtt_connection_is_noticed_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_nats_connection_is_noticed_and_recovers() {
     stalled_connection(Stalled::Nats).await;
+}
+
+/// The sink stops answering (nats-server frozen with SIGSTOP) for 8 s — four MQTT keep-alives
+/// — while ferry relays a backlog. Nothing is wrong with the MQTT connection: ferry must keep
+/// it alive (PINGREQ within the keep-alive) while its route waits, so mosquitto does not drop
+/// it, and so nothing is delivered twice; and, as always, nothing is lost.
+///
+/// FINDING (helper-mqtt, seen on the merge of helper-mqtt 129d7a1 with helper-jetstream
+/// e2a3db3 and main 7705bb2): this fails. Once the route's queue is full, the MQTT event loop
+/// stops polling the client (`may_read` false: `PENDING_LIMIT` reached and no sink of the
+/// connection waiting), so no PINGREQ goes out; mosquitto logs `Client ferry-frozen has
+/// exceeded timeout, disconnecting` 1.5 keep-alives later, ferry notices only ~7 s after that
+/// when it polls again, and on the new connection mosquitto sends every unacknowledged
+/// message again while ferry still delivers its old copies (their acks belong to the old
+/// connection): `sent=20000 received=30482 duplicates=10482 lost=0`. The same happens with
+/// the default 30 s keep-alive once a sink is blocked for 45 s. Under CPU contention the
+/// broker-restart test (2) falls into the same cycle repeatedly after a JetStream publish
+/// times out (5 s blocked route): there it ended at `sent=30000 received=109579
+/// duplicates=81825 lost=2246` after 145 s, the stream still short of 2246 messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_frozen_longer_than_keep_alive_keeps_the_mqtt_session() {
+    const N: usize = 20_000;
+    const FROZEN: Duration = secs(8);
+    let brokers = Brokers::start(MosquittoOptions::default()).await;
+    let state = state_dir();
+    let relay = brokers.relay("frozen", state.path());
+    let mut ferry = relay.start().await;
+    let publisher = MqttPeer::connect(&brokers.mosquitto.url()).await;
+    publish_load(&publisher, 0..N).await;
+    brokers
+        .observer
+        .wait_stream_len(STREAM, 2_000, secs(30))
+        .await;
+    let mark = ferry.mark();
+    brokers.nats.pause();
+    tokio::time::sleep(FROZEN).await;
+    brokers.nats.resume();
+
+    let (tally, _) = collect(&brokers, N, secs(120), "sink frozen 8s").await;
+    let drops: Vec<String> = ferry.lines()[mark..]
+        .iter()
+        .filter(|l| l.contains("connection down") && l.contains("connection=mq"))
+        .cloned()
+        .collect();
+    let timeouts: Vec<String> = brokers
+        .mosquitto
+        .log()
+        .lines()
+        .filter(|l| l.contains("ferry-frozen") && l.contains("exceeded timeout"))
+        .map(str::to_string)
+        .collect();
+    println!(
+        "sink frozen 8s: the MQTT connection went down {} time(s); mosquitto: {timeouts:?}",
+        drops.len()
+    );
+    tally.assert_none_lost("sink frozen 8s");
+    assert!(
+        drops.is_empty() && timeouts.is_empty(),
+        "{tally}: the MQTT connection was dropped while only the sink was frozen: ferry \
+         {drops:?}; mosquitto {timeouts:?}"
+    );
+    assert_eq!(
+        tally.duplicates, 0,
+        "{tally}: nothing broke, nothing should come twice"
+    );
+    brokers.nats.resume();
+    ferry.terminate().await;
 }
 
 // ---------------------------------------------------------------------------------------------
