@@ -301,7 +301,8 @@ async fn kill9(ferry: &mut Ferry) {
 // the harness's own fault: the proxy
 
 /// The proxy that test 4 relies on really stalls: bytes stop in both directions while the
-/// sockets stay open, and flow again on `resume`; `sever` closes them.
+/// sockets stay open, new connections are held (`stall`) or let through (`stall_existing`),
+/// and everything flows again on `resume`; `sever` closes what it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_stalls_without_closing_and_resumes() {
     let nats = NatsServer::start(NatsOptions::default());
@@ -317,16 +318,43 @@ async fn proxy_stalls_without_closing_and_resumes() {
     proxy.stall();
     publisher.publish("p.two", "2").await;
     publisher.flush().await;
+    let mut held = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
     inbox.expect_nothing(secs(1)).await;
-    assert_eq!(proxy.open(), 1, "a stalled proxy keeps its sockets open");
+    assert_eq!(
+        server_greeting(&mut held).await,
+        None,
+        "a new connection reached the server through a stalled proxy"
+    );
+    assert_eq!(proxy.open(), 2, "a stalled proxy keeps its sockets open");
 
     proxy.resume();
     assert_eq!(inbox.collect(1, secs(5)).await[0].text(), "2");
+    assert!(
+        server_greeting(&mut held).await.is_some(),
+        "the held connection did not reach the server after resume"
+    );
+
+    proxy.stall_existing();
+    publisher.publish("p.three", "3").await;
+    publisher.flush().await;
+    let mut fresh = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
+    assert!(
+        server_greeting(&mut fresh).await.is_some(),
+        "stall_existing held a new connection"
+    );
+    inbox.expect_nothing(secs(1)).await;
+    proxy.resume();
+    assert_eq!(inbox.collect(1, secs(5)).await[0].text(), "3");
+    drop((held, fresh));
 
     proxy.sever();
     let deadline = Instant::now() + secs(5);
     // The old connection is closed; the client noticed and came back through the proxy.
-    while proxy.open() != 1 || proxy.accepted() < 2 {
+    while proxy.open() != 1 || proxy.accepted() < 4 {
         assert!(
             Instant::now() < deadline,
             "after sever: {} open, {} accepted (the client should have reconnected once)",
@@ -340,6 +368,17 @@ async fn proxy_stalls_without_closing_and_resumes() {
     inbox
         .collect_until("message 4", |m| m.text() == "4", secs(5))
         .await;
+}
+
+/// The first bytes nats-server sends on a new connection (its `INFO`), or None if nothing
+/// comes within a second.
+async fn server_greeting(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    match tokio::time::timeout(secs(1), stream.read(&mut buf)).await {
+        Ok(Ok(n)) if n > 0 => Some(buf[..n].to_vec()),
+        _ => None,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

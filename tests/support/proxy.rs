@@ -1,16 +1,17 @@
 //! A TCP proxy in the test process, between ferry and a broker, that can stop forwarding
 //! without closing anything: the "up but silent" connection (a NAT box that forgot the flow, a
-//! peer frozen mid-write) that only keep-alives and timeouts can detect.
+//! peer frozen mid-write) that only keep-alives, probes and timeouts can detect.
 //!
-//! While [`TcpProxy::stall`]ed, no byte moves in either direction on any connection, open or
-//! new: open sockets stay open (the kernel still ACKs, so neither end sees an error), and new
-//! connections are accepted and held without reaching the broker. [`TcpProxy::resume`] lets
-//! everything flow again; [`TcpProxy::sever`] closes every connection it holds, as a middlebox
-//! that finally gives up on a flow would.
+//! While a connection is stalled, no byte moves on it in either direction, and its sockets stay
+//! open (the kernel still acknowledges TCP segments, so neither end sees an error).
+//! [`TcpProxy::stall`] stalls every connection, open or new: new ones are accepted and held
+//! without reaching the broker. [`TcpProxy::stall_existing`] stalls only the open ones, so a
+//! client that gives up on its connection gets through with a new one.
+//! [`TcpProxy::resume`] lets everything flow again; [`TcpProxy::sever`] closes every
+//! connection the proxy holds, as a middlebox that finally gives up on a flow would.
 
-use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -18,16 +19,33 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
+/// One proxied connection, as the proxy controls it.
+struct Connection {
+    /// Closes both of its sockets (aborts its task).
+    task: AbortHandle,
+    /// True while it is stalled.
+    stalled: watch::Sender<bool>,
+}
+
 /// State shared by the proxy's tasks.
 struct Shared {
-    /// True while stalled.
-    stalled: watch::Sender<bool>,
+    /// New connections start stalled (held) while this is true.
+    stall_new: AtomicBool,
     /// Connections accepted so far.
     accepted: AtomicUsize,
     /// Connections currently open (accepted and not yet closed by either side or by `sever`).
     open: AtomicUsize,
-    /// Every connection task, so `sever` can close them.
-    connections: Mutex<Vec<AbortHandle>>,
+    connections: Mutex<Vec<Connection>>,
+}
+
+impl Shared {
+    fn set_stalled(&self, stalled: bool) {
+        let mut connections = self.connections.lock().unwrap();
+        connections.retain(|c| !c.task.is_finished());
+        for connection in connections.iter() {
+            connection.stalled.send_replace(stalled);
+        }
+    }
 }
 
 /// A TCP proxy on a free loopback port forwarding to `127.0.0.1:upstream`. Dropping it stops
@@ -47,9 +65,8 @@ impl TcpProxy {
             .await
             .expect("bind the proxy's port");
         let port = listener.local_addr().unwrap().port();
-        let (stalled, _) = watch::channel(false);
         let shared = Arc::new(Shared {
-            stalled,
+            stall_new: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             connections: Mutex::new(Vec::new()),
@@ -59,10 +76,14 @@ impl TcpProxy {
             while let Ok((client, _)) = listener.accept().await {
                 s.accepted.fetch_add(1, Ordering::SeqCst);
                 s.open.fetch_add(1, Ordering::SeqCst);
-                let task = tokio::spawn(serve(client, upstream, s.clone()));
+                let (stalled, held) = watch::channel(s.stall_new.load(Ordering::SeqCst));
+                let task = tokio::spawn(serve(client, upstream, held, OpenGuard(s.clone())));
                 let mut connections = s.connections.lock().unwrap();
-                connections.retain(|c| !c.is_finished());
-                connections.push(task.abort_handle());
+                connections.retain(|c| !c.task.is_finished());
+                connections.push(Connection {
+                    task: task.abort_handle(),
+                    stalled,
+                });
             }
         });
         eprintln!("[harness] TCP proxy 127.0.0.1:{port} -> 127.0.0.1:{upstream}");
@@ -85,36 +106,34 @@ impl TcpProxy {
     }
 
     /// Stops forwarding in both directions on every connection, open or new, without closing
-    /// any socket.
+    /// any socket: new connections are accepted and held.
     pub fn stall(&self) {
-        eprintln!(
-            "[harness] TCP proxy :{} -> :{} stalled",
-            self.port, self.upstream
-        );
-        self.shared.stalled.send_replace(true);
+        self.log("stalled");
+        self.shared.stall_new.store(true, Ordering::SeqCst);
+        self.shared.set_stalled(true);
+    }
+
+    /// Stops forwarding on the connections open now, without closing them; new connections
+    /// are forwarded as usual.
+    pub fn stall_existing(&self) {
+        self.log("stalled its open connections");
+        self.shared.set_stalled(true);
     }
 
     /// Forwards again: what was held moves on, and held new connections reach the broker.
     pub fn resume(&self) {
-        eprintln!(
-            "[harness] TCP proxy :{} -> :{} resumed",
-            self.port, self.upstream
-        );
-        self.shared.stalled.send_replace(false);
+        self.log("resumed");
+        self.shared.stall_new.store(false, Ordering::SeqCst);
+        self.shared.set_stalled(false);
     }
 
     /// Closes every connection the proxy holds now (both sockets of each); new ones are
     /// accepted as before.
     pub fn sever(&self) {
         let connections = std::mem::take(&mut *self.shared.connections.lock().unwrap());
-        eprintln!(
-            "[harness] TCP proxy :{} -> :{} closes {} connection(s)",
-            self.port,
-            self.upstream,
-            connections.len()
-        );
+        self.log(&format!("closes {} connection(s)", connections.len()));
         for connection in connections {
-            connection.abort();
+            connection.task.abort();
         }
     }
 
@@ -127,13 +146,20 @@ impl TcpProxy {
     pub fn open(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
     }
+
+    fn log(&self, what: &str) {
+        eprintln!(
+            "[harness] TCP proxy :{} -> :{} {what}",
+            self.port, self.upstream
+        );
+    }
 }
 
 impl Drop for TcpProxy {
     fn drop(&mut self) {
         self.acceptor.abort();
         for connection in self.shared.connections.lock().unwrap().drain(..) {
-            connection.abort();
+            connection.task.abort();
         }
     }
 }
@@ -149,9 +175,12 @@ impl Drop for OpenGuard {
 
 /// One proxied connection: held while stalled, then connected upstream, then two pumps until
 /// either side closes.
-async fn serve(client: TcpStream, upstream: u16, shared: Arc<Shared>) {
-    let _open = OpenGuard(shared.clone());
-    let mut stalled = shared.stalled.subscribe();
+async fn serve(
+    client: TcpStream,
+    upstream: u16,
+    mut stalled: watch::Receiver<bool>,
+    _open: OpenGuard,
+) {
     wait_unstalled(&mut stalled).await;
     let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
         return; // the broker is down: close the client's socket, as a refused connect would
@@ -160,8 +189,8 @@ async fn serve(client: TcpStream, upstream: u16, shared: Arc<Shared>) {
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, shared.stalled.subscribe());
-    let down = pump(server_read, client_write, shared.stalled.subscribe());
+    let up = pump(client_read, server_write, stalled.clone());
+    let down = pump(server_read, client_write, stalled);
     // Either direction ending (EOF or error) ends the connection: a half-closed proxy would
     // keep a socket the broker or ferry already gave up on.
     tokio::select! {
@@ -170,7 +199,7 @@ async fn serve(client: TcpStream, upstream: u16, shared: Arc<Shared>) {
     }
 }
 
-/// Copies bytes from `from` to `to`, holding each chunk while the proxy is stalled.
+/// Copies bytes from `from` to `to`, holding each chunk while the connection is stalled.
 async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut stalled: watch::Receiver<bool>) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -189,6 +218,7 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut stalled: watc
 }
 
 async fn wait_unstalled(stalled: &mut watch::Receiver<bool>) {
-    // The sender lives as long as the proxy; if it is gone, nothing is held any more.
+    // The sender lives as long as the connection's entry; once `sever` or the proxy's drop
+    // removed it, the task is being aborted anyway.
     let _ = stalled.wait_for(|s| !*s).await;
 }
