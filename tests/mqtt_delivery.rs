@@ -319,3 +319,246 @@ async fn ferry_killed_mid_stream_loses_nothing() {
     );
     assert!(ferry.terminate().await.success());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Liveness
+
+/// A TCP proxy in front of a broker that can stop forwarding on the connections it has, in
+/// both directions, without closing them: to the client, the connection is up and silent. New
+/// connections are forwarded normally.
+struct StallingProxy {
+    port: u16,
+    stalls: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    async fn start(target: u16) -> StallingProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stalls: Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let registry = stalls.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    continue;
+                };
+                let stalled = Arc::new(AtomicBool::new(false));
+                registry.lock().unwrap().push(stalled.clone());
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::spawn(pump(in_read, out_write, stalled.clone()));
+                tokio::spawn(pump(out_read, in_write, stalled));
+            }
+        });
+        StallingProxy { port, stalls, task }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Every connection open now stops forwarding, for good, and stays open.
+    fn stall_existing(&self) {
+        for stalled in self.stalls.lock().unwrap().iter() {
+            stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.load(Ordering::SeqCst) {
+            // Hold both halves open and never forward again.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads `in/#` through the stalling proxy (probe every second, keep-alive long enough not to
+/// notice first) and publishes to `out/...` directly. A first batch passes; then the proxy
+/// stalls ferry's connection and a second batch is published: only the probe can tell that
+/// the connection is dead. ferry drops it, reconnects (through the proxy again) and the
+/// broker delivers the second batch on the new connection: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_notices_a_silent_connection_and_ferry_recovers_without_loss() {
+    const BATCH: usize = 100;
+    let mosquitto = unlimited_mosquitto();
+    let proxy = StallingProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  watched:
+    mqtt:
+      url: "@PROXY@"
+      client_id: ferry-watched
+      keep_alive: 60s
+      probe: { interval: 1s, timeout: 1s }
+  direct:
+    mqtt: { url: "@MQTT@", client_id: ferry-direct }
+routes:
+  - name: relay
+    from: { connection: watched, topic: "in/#", qos: 1 }
+    to: { connection: direct, topic: "out/{{ topic[1] }}", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@MQTT@", mosquitto.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("out/#", 1).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    publisher
+        .publish_all(messages("in/a", "before", BATCH), 1)
+        .await;
+    let before = collect_stream(
+        &mut subscriber.inbox,
+        "before",
+        BATCH,
+        Vec::new(),
+        secs(30),
+        millis(0),
+    )
+    .await;
+    assert!(Tally::of(&before, "before", BATCH).lost.is_empty());
+
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    publisher
+        .publish_all(messages("in/b", "after", BATCH), 1)
+        .await;
+    let started = std::time::Instant::now();
+    ferry
+        .wait_for_line_since(mark, "did not come back within", secs(10))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    eprintln!(
+        "[probe] noticed and reconnected {:?} after the stall",
+        started.elapsed()
+    );
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "after",
+        BATCH,
+        Vec::new(),
+        secs(30),
+        millis(500),
+    )
+    .await;
+    let tally = Tally::of(&got, "after", BATCH);
+    tally.report("probe");
+    assert!(tally.lost.is_empty(), "lost {:?}", tally.lost);
+    assert!(ferry.terminate().await.success());
+}
+
+/// A connection without a probe (it only publishes) stalls: the keep-alive notices. The
+/// route's message goes out on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_notices_a_stalled_sink_connection() {
+    let mosquitto = unlimited_mosquitto();
+    let nats = NatsServer::start(NatsOptions::default());
+    let proxy = StallingProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  nc:
+    nats: { url: "@NATS@" }
+  out:
+    mqtt: { url: "@PROXY@", client_id: ferry-stalled-sink, keep_alive: 1s }
+routes:
+  - name: down
+    from: { connection: nc, subject: "cmd.>" }
+    to: { connection: out, topic: "cmd/{{ subject[1] }}", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@NATS@", nats.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("cmd/#", 1).await;
+    let publisher = NatsPeer::connect(&nats.url()).await;
+    publisher.publish("cmd.first", "first").await;
+    subscriber.inbox.collect(1, secs(10)).await;
+
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    publisher.publish("cmd.second", "second").await;
+    ferry
+        .wait_for_line_since(mark, "connection down", secs(10))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    let got = subscriber
+        .inbox
+        .collect_until("the second message", |m| m.text() == "second", secs(30))
+        .await;
+    eprintln!("[keep-alive] {} message(s) after the stall", got.len());
+    assert!(ferry.terminate().await.success());
+}
+
+/// The write itself blocks: ferry's sink connection stalls while it sends a 12 MiB message,
+/// more than the socket buffers hold, so the client's `poll` waits in that write and its own
+/// keep-alive (which needs `poll`) cannot run. ferry's watchdog, outside `poll`, notices; the
+/// client sends the message again on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_never_completes_is_noticed() {
+    const SIZE: usize = 12 << 20;
+    let mosquitto = unlimited_mosquitto();
+    let proxy = StallingProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  src:
+    mqtt: { url: "@MQTT@", client_id: ferry-big-in, max_packet_size: 64MiB }
+  out:
+    mqtt: { url: "@PROXY@", client_id: ferry-big-out, keep_alive: 1s }
+routes:
+  - name: big
+    from: { connection: src, topic: "big/in", qos: 1 }
+    to: { connection: out, topic: big/out, qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@MQTT@", mosquitto.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("big/out", 1).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    publisher.publish("big/in", vec![7u8; SIZE], 1, false).await;
+    ferry
+        .wait_for_line_since(mark, "the connection is stalled", secs(15))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    let got = subscriber.inbox.collect(1, secs(30)).await;
+    assert_eq!(got[0].payload.len(), SIZE);
+    assert!(ferry.terminate().await.success());
+}

@@ -8,13 +8,10 @@
 //! worker): no await, no I/O. Once the oldest messages are done, their ack tokens are released
 //! and the event loop is woken to send them; a token is never sent from anywhere else.
 //!
-//! A receipt let go of unconfirmed is a nack, and means one of two things:
-//! - while the connection's sources still run, a route dropped the message on purpose
-//!   (`when_full: drop_oldest` / `drop_newest`): it counts as done, or the broker would hold
-//!   the whole connection back for a message the user chose to lose;
-//! - once the sources stopped (shutdown), the message was not delivered: it is never
-//!   acknowledged, nor is anything that arrived after it, so the broker delivers them again to
-//!   the next session.
+//! A receipt let go of unconfirmed is a nack: the message was not delivered (shutdown came
+//! first). It is never acknowledged, nor is anything that arrived after it, so the broker
+//! delivers them again to the next session. (A queue that drops a message on purpose,
+//! `when_full: drop_*`, confirms it: the route chose to lose it.)
 //!
 //! Generations: packet ids, and so ack tokens, belong to one network connection. When it ends,
 //! [`AckTracker::new_generation`] forgets every message of the old one: the broker delivers
@@ -26,15 +23,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// The messages of the current connection that are not acknowledged yet, oldest first.
 pub struct AckTracker<T> {
     window: Mutex<Window<T>>,
-    /// Woken when tokens are released.
+    /// Woken when tokens are released, or a nack blocked the window.
     released: Notify,
-    /// Cancelled when the sources stop: from then on a nack blocks (see the module doc).
-    stopping: CancellationToken,
 }
 
 struct Window<T> {
@@ -44,13 +38,15 @@ struct Window<T> {
     slots: VecDeque<Slot<T>>,
     /// Tokens whose turn came, for the event loop to send.
     released: Vec<T>,
+    /// A message of this generation was nacked: nothing from it on is released.
+    blocked: bool,
 }
 
 struct Slot<T> {
     token: T,
     /// Receipts still out: the event loop's or dispatcher's own, and one per route.
     holders: usize,
-    /// Let go of unconfirmed after the sources stopped: this slot and all after it stay.
+    /// Let go of unconfirmed: this slot and all after it stay.
     blocked: bool,
 }
 
@@ -64,16 +60,16 @@ pub struct Receipt<T> {
 }
 
 impl<T> AckTracker<T> {
-    pub fn new(stopping: CancellationToken) -> Arc<Self> {
+    pub fn new() -> Arc<Self> {
         Arc::new(AckTracker {
             window: Mutex::new(Window {
                 generation: 0,
                 first: 0,
                 slots: VecDeque::new(),
                 released: Vec::new(),
+                blocked: false,
             }),
             released: Notify::new(),
-            stopping,
         })
     }
 
@@ -102,6 +98,12 @@ impl<T> AckTracker<T> {
         window.first += window.slots.len() as u64;
         window.slots.clear();
         window.released.clear();
+        window.blocked = false;
+    }
+
+    /// A message of the current connection was nacked.
+    pub fn blocked(&self) -> bool {
+        self.lock().blocked
     }
 
     /// Moves the released tokens (oldest first) to the end of `into`.
@@ -132,14 +134,14 @@ impl<T> AckTracker<T> {
     }
 
     fn settle(&self, generation: u64, sequence: u64, confirmed: bool) {
-        let blocks = !confirmed && self.stopping.is_cancelled();
         let mut window = self.lock();
         let Some(slot) = window.slot(generation, sequence) else {
             return;
         };
         slot.holders -= 1;
-        slot.blocked |= blocks;
-        if window.release() {
+        slot.blocked |= !confirmed;
+        window.blocked |= !confirmed;
+        if window.release() || !confirmed {
             drop(window);
             self.released.notify_one();
         }
@@ -213,7 +215,7 @@ mod tests {
     /// out of order. Acks go out only for the confirmed prefix, in arrival order.
     #[test]
     fn acks_follow_arrival_order_across_routes_of_different_speed() {
-        let tracker = AckTracker::new(CancellationToken::new());
+        let tracker = AckTracker::new();
         let mut slow = Vec::new();
         for token in 1..=5 {
             let own = tracker.track(token);
@@ -242,7 +244,7 @@ mod tests {
 
     #[test]
     fn a_message_no_route_takes_is_acknowledged_in_its_turn() {
-        let tracker = AckTracker::new(CancellationToken::new());
+        let tracker = AckTracker::new();
         let first = tracker.track(1);
         let route = first.clone();
         first.confirm();
@@ -254,11 +256,9 @@ mod tests {
     }
 
     #[test]
-    fn after_the_sources_stop_a_nack_holds_back_itself_and_everything_after() {
-        let stopping = CancellationToken::new();
-        let tracker = AckTracker::new(stopping.clone());
+    fn a_nack_holds_back_itself_and_everything_after() {
+        let tracker = AckTracker::new();
         let receipts: Vec<_> = (1..=4).map(|t| tracker.track(t)).collect();
-        stopping.cancel();
         let mut receipts = receipts.into_iter();
         receipts.next().unwrap().confirm();
         drop(receipts.next().unwrap()); // 2: not delivered at shutdown
@@ -266,21 +266,15 @@ mod tests {
         receipts.next().unwrap().confirm();
         assert_eq!(released(&tracker), vec![1]);
         assert_eq!(tracker.unacknowledged(), 3);
-    }
-
-    #[test]
-    fn while_the_sources_run_a_dropped_message_counts_as_done() {
-        let tracker = AckTracker::new(CancellationToken::new());
-        let first = tracker.track(1);
-        let second = tracker.track(2);
-        drop(first); // when_full: drop_oldest let it go
-        second.confirm();
-        assert_eq!(released(&tracker), vec![1, 2]);
+        assert!(tracker.blocked());
+        // A new connection starts unblocked.
+        tracker.new_generation();
+        assert!(!tracker.blocked());
     }
 
     #[test]
     fn a_new_connection_forgets_the_old_ones_messages_and_tokens() {
-        let tracker = AckTracker::new(CancellationToken::new());
+        let tracker = AckTracker::new();
         let old = tracker.track(1);
         let old_route = old.clone();
         tracker.track(2).confirm(); // released? no: 1 is still out
@@ -303,7 +297,7 @@ mod tests {
 
     #[tokio::test]
     async fn releasing_wakes_the_event_loop_even_before_it_waits() {
-        let tracker = AckTracker::new(CancellationToken::new());
+        let tracker = AckTracker::new();
         tracker.track(1).confirm();
         tokio::time::timeout(std::time::Duration::from_secs(1), tracker.wait_released())
             .await

@@ -412,6 +412,19 @@ impl Client {
         }
     }
 
+    /// Queues a QoS 0 liveness probe without waiting (the caller polls the event loop). `false`
+    /// when the request queue had no room.
+    pub fn try_publish_probe(&self, topic: &str, payload: Bytes) -> bool {
+        match self {
+            Client::V5(client) => client
+                .try_publish(topic, payload, mqtt5::PublishOptions::new(QoS::AtMostOnce))
+                .is_ok(),
+            Client::V311(client) => client
+                .try_publish(topic, payload, mqtt4::PublishOptions::new(QoS::AtMostOnce))
+                .is_ok(),
+        }
+    }
+
     /// Queues the acknowledgement of an incoming message without waiting (the caller is the
     /// task that polls the event loop). On `Full`, nothing was queued.
     pub fn try_ack(&self, token: &AckToken) -> Result<(), AckError> {
@@ -589,6 +602,16 @@ impl EventLoop {
                 let d = eventloop.diagnostics();
                 d.queues.requests_rx_len + d.queues.pending_len + usize::from(d.outbound.inflight)
             }
+        }
+    }
+
+    /// Drops the network connection without a goodbye (it is stalled or silent); the next
+    /// `poll` connects again. Unacknowledged publishes are kept for the new connection; queued
+    /// acks are dropped (they belong to this one).
+    pub fn drop_connection(&mut self) {
+        match self {
+            EventLoop::V5(eventloop) => eventloop.clean(),
+            EventLoop::V311(eventloop) => eventloop.clean(),
         }
     }
 

@@ -43,6 +43,7 @@ use super::client::{
     AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, SubAcks,
     Subscription,
 };
+use super::liveness::{Due, Liveness};
 use super::topic;
 use crate::connectors::Runtime;
 use crate::message::{Ack, Incoming, Message};
@@ -114,6 +115,7 @@ pub struct Supervisor {
     /// The subscription identifiers in incoming messages are ours. Not after resuming a
     /// session a previous process made (its identifiers may mean other filters).
     pub trust_subscription_ids: bool,
+    pub liveness: Liveness,
 }
 
 /// The event loop's state between turns.
@@ -136,7 +138,7 @@ struct Turn {
 impl Supervisor {
     /// Spawns the event loop task and, when routes read from this connection, the dispatcher.
     pub fn spawn(self, routes: Vec<RouteSource>, runtime: &Runtime) {
-        let tracker = AckTracker::new(runtime.stop_sources.clone());
+        let tracker = AckTracker::new();
         let dispatch = if routes.is_empty() {
             None
         } else {
@@ -168,7 +170,20 @@ impl Supervisor {
         loop {
             tracker.take_released(&mut turn.acks);
             self.send_acks(&mut turn.acks);
+            if turn.connected && turn.dispatch.is_some() && tracker.blocked() {
+                // Only shutdown lets go of messages unconfirmed, and the sources have not
+                // stopped: whatever did, the broker must deliver it again.
+                self.lose_connection(
+                    &mut turn,
+                    &tracker,
+                    &"a route let go of a message without confirming it: reconnecting, so the \
+                      broker delivers it (and what came after it) again",
+                );
+            }
             let polling = turn.retry_at.is_none() && self.may_read(&turn.pending);
+            let wake =
+                self.liveness
+                    .wake_at(Instant::now(), turn.connected, polling, turn.subscribed);
             let step = tokio::select! {
                 biased;
                 _ = runtime.close.cancelled() => break,
@@ -183,8 +198,13 @@ impl Supervisor {
                     Step::Room(room)
                 }
                 () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
+                // Outside `poll`, so it fires even while `poll` is stuck on the network.
+                () = sleep_until(wake), if wake.is_some() => Step::Liveness,
                 event = self.eventloop.poll(), if polling => Step::Poll(event),
             };
+            if let Step::Poll(_) = step {
+                self.liveness.progress(Instant::now());
+            }
             match step {
                 // What was not handed over yet is never acknowledged: the broker delivers it
                 // again to the next session.
@@ -200,6 +220,21 @@ impl Supervisor {
                 }
                 Step::Room(false) => turn.dispatch = None,
                 Step::Retry => turn.retry_at = None,
+                Step::Liveness => match self.liveness.due(Instant::now()) {
+                    Due::Nothing => {}
+                    Due::SendProbe(payload) => {
+                        let topic = self.liveness.probe_topic().unwrap_or_default();
+                        if !self.client.try_publish_probe(topic, payload) {
+                            self.liveness.probe_not_sent();
+                        }
+                    }
+                    Due::Dead(why) => {
+                        self.eventloop.drop_connection();
+                        // The broker may have lost our subscriptions without a word.
+                        turn.subscribed = false;
+                        self.lose_connection(&mut turn, &tracker, &why);
+                    }
+                },
                 Step::SubAck(result) => {
                     turn.suback = None;
                     if self.on_suback(result) {
@@ -209,6 +244,7 @@ impl Supervisor {
                 Step::Poll(Ok(Event::ConnAck(ack))) => {
                     turn.connected = true;
                     self.link.set_connected(true);
+                    self.liveness.restart(Instant::now());
                     // Acks belong to the connection they arrived on (see `acks`).
                     tracker.new_generation();
                     turn.acks.clear();
@@ -222,8 +258,16 @@ impl Supervisor {
                     turn.suback = self
                         .on_connack(ack, turn.subscribed)
                         .map(|notice| -> Pin<Box<SubAckFuture>> { Box::pin(notice.wait()) });
+                    if turn.suback.is_none() {
+                        turn.subscribed = true;
+                    }
                 }
                 Step::Poll(Ok(Event::Publish(received))) => {
+                    if self.liveness.is_probe_topic(&received.topic) {
+                        // Probes never reach routes, and are never acknowledged (QoS 0).
+                        self.liveness.probe_came_back(&received.payload);
+                        continue;
+                    }
                     // After the sources stopped, nothing more is taken (nor acknowledged).
                     if let Some(tx) = &turn.dispatch {
                         let delivery = self.delivery(received, &tracker);
@@ -234,18 +278,7 @@ impl Supervisor {
                     }
                 }
                 Step::Poll(Ok(Event::Disconnected | Event::Other)) => {}
-                Step::Poll(Err(error)) => {
-                    turn.connected = false;
-                    self.link.set_connected(false);
-                    turn.suback = None;
-                    // The client dropped the acks still queued in it when the connection
-                    // failed; the ones released from now on would be for the old connection.
-                    tracker.new_generation();
-                    turn.acks.clear();
-                    let delay = self.backoff.next_delay();
-                    self.status.down(&error, delay);
-                    turn.retry_at = Some(Instant::now() + delay);
-                }
+                Step::Poll(Err(error)) => self.lose_connection(&mut turn, &tracker, &error),
             }
         }
         turn.dispatch = None;
@@ -259,6 +292,26 @@ impl Supervisor {
             );
         }
         self.disconnect(turn.connected, turn.acks).await;
+    }
+
+    /// The network connection is gone (failed, or torn down by us): what belonged to it goes,
+    /// and the next attempt waits for the backoff.
+    fn lose_connection(
+        &mut self,
+        turn: &mut Turn,
+        tracker: &AckTracker<AckToken>,
+        why: &dyn std::fmt::Display,
+    ) {
+        turn.connected = false;
+        self.link.set_connected(false);
+        turn.suback = None;
+        // The client dropped the acks still queued in it when the connection ended; the ones
+        // released from now on would be for the old connection.
+        tracker.new_generation();
+        turn.acks.clear();
+        let delay = self.backoff.next_delay();
+        self.status.down(why, delay);
+        turn.retry_at = Some(Instant::now() + delay);
     }
 
     /// Whether to read from the broker with `pending` waiting for the dispatcher (see the
@@ -496,6 +549,8 @@ enum Step {
     Room(bool),
     /// The backoff after a failure is over: poll (and so reconnect) again.
     Retry,
+    /// A liveness timer fired (see `liveness`).
+    Liveness,
     SubAck(Result<Vec<Option<String>>, String>),
     Poll(anyhow::Result<Event>),
 }

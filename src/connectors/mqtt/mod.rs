@@ -5,6 +5,7 @@
 //!   options that matter for throughput and memory.
 //! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to routes, back
 //!   off and reconnect, disconnect cleanly on close.
+//! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
 //! - [`topic`] holds the pure topic and filter rules.
@@ -17,6 +18,7 @@
 mod acks;
 mod client;
 mod event_loop;
+mod liveness;
 mod topic;
 
 use std::sync::Arc;
@@ -27,6 +29,7 @@ use anyhow::{anyhow, bail, ensure};
 
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{RouteSource, Supervisor};
+use self::liveness::Liveness;
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
 use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
 use crate::message::Message;
@@ -134,6 +137,26 @@ impl MqttConnection {
         }
     }
 
+    /// Subscribes to the liveness probe's topic, for a connection with sources (only one that
+    /// reads needs to know its subscriptions still deliver). Returns the probe's topic,
+    /// interval and timeout.
+    fn add_probe(&mut self) -> Option<(String, Duration, Duration)> {
+        let probe = self
+            .config
+            .probe
+            .clone()
+            .filter(|_| !self.routes.is_empty())?;
+        let topic = probe
+            .topic
+            .unwrap_or_else(|| format!("{}{}", liveness::PROBE_PREFIX, self.config.client_id));
+        self.subscribe(Subscription {
+            filter: topic.clone(),
+            qos: 0,
+            no_local: false,
+        });
+        Some((topic, probe.interval, probe.timeout))
+    }
+
     /// Adds `subscription`, or merges it into the one with the same filter: one MQTT
     /// subscription per filter, at the highest QoS any route asked for, no_local only if every
     /// route asked for it. Returns its subscription identifier (index + 1).
@@ -224,7 +247,8 @@ impl Connection for MqttConnection {
     }
 
     fn start(self: Box<Self>, runtime: &Runtime) {
-        let this = *self;
+        let mut this = *self;
+        let probe = this.add_probe();
         let (client, eventloop) = match this.built {
             Ok(built) => built,
             Err(error) => {
@@ -243,6 +267,7 @@ impl Connection for MqttConnection {
             subscriptions: this.subscriptions,
             link: this.link,
             trust_subscription_ids: true,
+            liveness: Liveness::new(probe, this.config.keep_alive),
         };
         supervisor.spawn(this.routes, runtime);
     }
