@@ -805,9 +805,17 @@ async fn sink_frozen_longer_than_keep_alive_keeps_the_mqtt_session() {
         .filter(|l| l.contains("ferry-frozen") && l.contains("exceeded timeout"))
         .map(str::to_string)
         .collect();
+    let log = brokers.mosquitto.log();
+    let connects = log.matches("as ferry-frozen").count();
+    let broken = log
+        .matches("ferry-frozen disconnected: Broken pipe")
+        .count();
     println!(
-        "sink frozen 8s: the MQTT connection went down {} time(s); mosquitto: {timeouts:?}",
-        drops.len()
+        "sink frozen 8s: ferry logged its MQTT connection down {} time(s); mosquitto saw {connects} \
+         connection(s) from ferry ({broken} ended by a broken pipe) and dropped {} for a missed \
+         keep-alive",
+        drops.len(),
+        timeouts.len()
     );
     tally.assert_none_lost("sink frozen 8s");
     assert!(
