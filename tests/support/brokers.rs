@@ -29,6 +29,14 @@ pub struct MosquittoOptions {
     pub tls: Option<ServerTls>,
     /// `max_queued_messages` per client (mosquitto's default is 1000; 0 means no limit).
     pub max_queued_messages: Option<u32>,
+    /// Keep sessions, queued and in-flight messages on disk (in the broker's temporary
+    /// directory), so they survive a restart: written when mosquitto stops
+    /// ([`ServerProcess::stop`]), not when it is killed.
+    pub persistence: bool,
+    /// Publish the `$SYS/broker/...` statistics this often, in seconds (mosquitto's default
+    /// is 10), e.g. `$SYS/broker/store/messages/count`: messages the broker holds, queued or
+    /// in flight to clients, so a test can see that a subscriber acknowledged everything.
+    pub sys_interval: Option<u32>,
     /// Extra lines appended to mosquitto.conf (global section).
     pub extra_config: Vec<String>,
 }
@@ -57,7 +65,18 @@ impl Mosquitto {
 
         let mut conf = String::new();
         conf.push_str("# written by ferry's test harness\n");
-        conf.push_str("per_listener_settings false\nallow_anonymous true\npersistence false\n");
+        conf.push_str("per_listener_settings false\nallow_anonymous true\n");
+        if options.persistence {
+            conf.push_str(&format!(
+                "persistence true\npersistence_location {}/\n",
+                dir.path().display()
+            ));
+        } else {
+            conf.push_str("persistence false\n");
+        }
+        if let Some(n) = options.sys_interval {
+            conf.push_str(&format!("sys_interval {n}\n"));
+        }
         conf.push_str("log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n");
         conf.push_str("log_type information\nconnection_messages true\nlog_timestamp true\n");
         if is_root() {

@@ -8,7 +8,9 @@
 //! - [`TestPki`] makes a CA, a server certificate signed by it and an unrelated second CA;
 //! - [`Ferry`] runs the ferry binary built by cargo on a YAML file and watches its log;
 //! - [`MqttPeer`] and [`NatsPeer`] are the test's own clients, publishing and collecting
-//!   messages into an [`Inbox`];
+//!   messages into an [`Inbox`] (or, for JetStream, reading a whole stream back), and
+//!   [`Tally`] counts what arrived of a numbered load (lost, duplicated, reordered);
+//! - [`TcpProxy`] sits between ferry and a broker and can stop forwarding without closing;
 //! - [`Nchan`] (nginx + nchan) and [`PocketBase`] are real SSE servers, [`WebhookServer`] a
 //!   recording HTTP receiver with scripted answers, [`SseClient`] a real `curl` subscriber
 //!   with a WHATWG SSE parser, and [`RestdbFake`] the one hand-written fake (restdb.io is a
@@ -27,6 +29,7 @@ mod brokers;
 mod certs;
 mod ferry;
 mod peers;
+mod proxy;
 mod restdb;
 mod servers;
 
@@ -40,6 +43,8 @@ pub use ferry::*;
 pub use peers::*;
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use proxy::*;
 #[allow(unused_imports)]
 pub use restdb::*;
 #[allow(unused_imports)]
@@ -181,6 +186,38 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples a process's resident memory every 50 ms in the background, keeping the peak.
+pub struct RssSampler {
+    peak: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssSampler {
+    /// Starts sampling `pid` (needs a tokio runtime).
+    pub fn start(pid: u32) -> RssSampler {
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let p = peak.clone();
+        let task = tokio::spawn(async move {
+            while let Some(kib) = rss_kib(pid) {
+                p.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(millis(50)).await;
+            }
+        });
+        RssSampler { peak, task }
+    }
+
+    /// The highest resident memory seen so far, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Drop for RssSampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// Waits (bounded) until every port accepts TCP connections, checking `alive` in between so a

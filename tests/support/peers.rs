@@ -492,15 +492,7 @@ impl NatsPeer {
                         topic: m.subject.as_str().to_string(),
                         payload: m.payload,
                         retain: false,
-                        headers: m
-                            .headers
-                            .iter()
-                            .flat_map(|h| h.iter())
-                            .flat_map(|(k, vs)| {
-                                vs.iter()
-                                    .map(move |v| (k.to_string(), v.as_str().to_string()))
-                            })
-                            .collect(),
+                        headers: nats_headers(m.headers.as_ref()),
                     })
                     .is_err()
                 {
@@ -583,6 +575,172 @@ impl NatsPeer {
 }
 
 // ---------------------------------------------------------------------------------------------
+// JetStream
+
+impl NatsPeer {
+    /// JetStream on this connection.
+    pub fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client.clone())
+    }
+
+    /// Creates stream `name` capturing `subjects`, stored in files (so it survives a restart
+    /// of the server), with the server's default 2-minute duplicate window for `Nats-Msg-Id`.
+    pub async fn create_stream(&self, name: &str, subjects: &[&str]) {
+        let config = async_nats::jetstream::stream::Config {
+            name: name.to_string(),
+            subjects: subjects.iter().map(|s| s.to_string()).collect(),
+            storage: async_nats::jetstream::stream::StorageType::File,
+            ..Default::default()
+        };
+        tokio::time::timeout(secs(10), self.jetstream().create_stream(config))
+            .await
+            .unwrap_or_else(|_| panic!("create stream {name} on {}: no answer in 10s", self.url))
+            .unwrap_or_else(|e| panic!("create stream {name} on {}: {e}", self.url));
+    }
+
+    /// How many messages stream `name` holds now; None while the server does not answer
+    /// (it is down, or the client is still reconnecting).
+    pub async fn stream_len(&self, name: &str) -> Option<u64> {
+        let info = async {
+            let mut stream = self.jetstream().get_stream(name).await.ok()?;
+            stream.info().await.ok().map(|info| info.state.messages)
+        };
+        tokio::time::timeout(secs(2), info).await.ok().flatten()
+    }
+
+    /// Waits until stream `name` holds at least `n` messages and returns how many it holds;
+    /// panics after `timeout`, saying how many it had. Rides out a server restart.
+    pub async fn wait_stream_len(&self, name: &str, n: u64, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = None;
+        loop {
+            if let Some(len) = self.stream_len(name).await {
+                if len >= n {
+                    return len;
+                }
+                last = Some(len);
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stream {name} on {}: expected at least {n} messages within {timeout:?}, it has {}",
+                self.url,
+                last.map_or("(no answer)".to_string(), |l| l.to_string())
+            );
+            tokio::time::sleep(millis(20)).await;
+        }
+    }
+
+    /// Waits until stream `name` has not grown for `quiet` (its producers are done, or stuck)
+    /// and returns its length; panics if it is still growing after `timeout`.
+    pub async fn wait_stream_settled(&self, name: &str, quiet: Duration, timeout: Duration) -> u64 {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut last = (None, tokio::time::Instant::now());
+        loop {
+            let len = self.stream_len(name).await;
+            if len != last.0 {
+                last = (len, tokio::time::Instant::now());
+            } else if let Some(len) = len
+                && last.1.elapsed() >= quiet
+            {
+                return len;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stream {name} on {}: still changing after {timeout:?} ({:?} messages)",
+                self.url,
+                last.0
+            );
+            tokio::time::sleep(millis(50)).await;
+        }
+    }
+
+    /// Every message stream `name` holds, in stream order (read with an ordered consumer).
+    pub async fn read_stream(&self, name: &str) -> Vec<Msg> {
+        use async_nats::jetstream::consumer::pull::OrderedConfig;
+        let n = self
+            .stream_len(name)
+            .await
+            .unwrap_or_else(|| panic!("stream {name} on {}: no answer", self.url))
+            as usize;
+        let read = async {
+            let stream = self.jetstream().get_stream(name).await.unwrap();
+            let consumer = stream
+                .create_consumer(OrderedConfig::default())
+                .await
+                .unwrap();
+            let mut messages = consumer.messages().await.unwrap();
+            let mut got = Vec::with_capacity(n);
+            while got.len() < n {
+                let m = messages
+                    .next()
+                    .await
+                    .expect("ordered consumer ended")
+                    .unwrap_or_else(|e| panic!("reading stream {name}: {e}"));
+                got.push(Msg {
+                    topic: m.subject.as_str().to_string(),
+                    payload: m.payload.clone(),
+                    retain: false,
+                    headers: nats_headers(m.headers.as_ref()),
+                });
+            }
+            got
+        };
+        tokio::time::timeout(secs(60), read)
+            .await
+            .unwrap_or_else(|_| panic!("stream {name}: {n} messages not read within 60s"))
+    }
+
+    /// Publishes to JetStream one by one, pipelined, and returns once the server acknowledged
+    /// (stored) every one.
+    pub async fn jetstream_publish_all<I, P>(&self, messages: I)
+    where
+        I: IntoIterator<Item = (String, P)>,
+        P: Into<Bytes>,
+    {
+        let js = self.jetstream();
+        let mut acks = futures_util::stream::FuturesOrdered::new();
+        let mut count = 0;
+        for (subject, payload) in messages {
+            let ack = js
+                .publish(subject.clone(), payload.into())
+                .await
+                .unwrap_or_else(|e| panic!("JetStream publish to {subject:?}: {e}"));
+            acks.push_back(ack.into_future());
+            count += 1;
+            // A bounded window keeps the client's buffers small.
+            while acks.len() >= 256 {
+                expect_stored(acks.next().await);
+            }
+        }
+        tokio::time::timeout(secs(60), async {
+            while let Some(ack) = acks.next().await {
+                expect_stored(Some(ack));
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{count} JetStream publishes not all acknowledged in 60s"));
+    }
+}
+
+fn expect_stored<T, E: fmt::Display>(ack: Option<Result<T, E>>) {
+    if let Some(Err(e)) = ack {
+        panic!("JetStream publish not stored: {e}");
+    }
+}
+
+/// NATS headers as a list of (name, value), each value of a repeated name on its own.
+fn nats_headers(headers: Option<&async_nats::HeaderMap>) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .flat_map(|h| h.iter())
+        .flat_map(|(k, vs)| {
+            vs.iter()
+                .map(move |v| (k.to_string(), v.as_str().to_string()))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
 // sequence checks
 
 /// A payload carrying a stream name and a sequence number, `STREAM:SEQ:padding`, so tests can
@@ -647,4 +805,95 @@ pub fn assert_in_order(stream: &str, seqs: &[usize], count: usize) {
         "stream {stream}: {} of {count} messages arrived",
         seqs.len()
     );
+}
+
+/// What a collector saw of a numbered load (sequence numbers `0..sent`): the counts a fault
+/// test reports and asserts on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Messages the publisher had acknowledged (numbered `0..sent`).
+    pub sent: usize,
+    /// Messages that arrived, duplicates included.
+    pub received: usize,
+    /// Arrivals of a number that had already arrived.
+    pub duplicates: usize,
+    /// Numbers below `sent` that never arrived.
+    pub lost: usize,
+    /// First arrivals of a number lower than one that arrived before it.
+    pub reordered: usize,
+    /// The first few lost numbers, for the failure message.
+    pub first_lost: Vec<usize>,
+}
+
+impl Tally {
+    /// Counts `seqs`, in arrival order, against `0..sent`. Numbers outside it count as
+    /// received and neither lost nor duplicated.
+    pub fn of(sent: usize, seqs: impl IntoIterator<Item = usize>) -> Tally {
+        let mut seen = vec![false; sent];
+        let mut tally = Tally {
+            sent,
+            ..Tally::default()
+        };
+        let mut highest = None;
+        for seq in seqs {
+            tally.received += 1;
+            if seq < sent {
+                if seen[seq] {
+                    tally.duplicates += 1;
+                    continue;
+                }
+                seen[seq] = true;
+            }
+            if highest.is_some_and(|h| seq < h) {
+                tally.reordered += 1;
+            }
+            highest = highest.max(Some(seq));
+        }
+        for (seq, seen) in seen.iter().enumerate() {
+            if !seen {
+                tally.lost += 1;
+                if tally.first_lost.len() < 10 {
+                    tally.first_lost.push(seq);
+                }
+            }
+        }
+        tally
+    }
+
+    /// Counts the [`seq_payload`]s of `stream` among `msgs` (other messages are ignored).
+    pub fn of_msgs(sent: usize, stream: &str, msgs: &[Msg]) -> Tally {
+        Tally::of(
+            sent,
+            msgs.iter()
+                .filter_map(|m| parse_seq(&m.payload))
+                .filter(|(s, _)| s == stream)
+                .map(|(_, seq)| seq),
+        )
+    }
+
+    /// Prints `label: sent=… received=… duplicates=… lost=… reordered=…` on stdout (shown with
+    /// `--nocapture`) and returns the tally.
+    pub fn report(self, label: &str) -> Tally {
+        println!("{label}: {self}");
+        self
+    }
+
+    /// Panics unless every number arrived.
+    pub fn assert_none_lost(&self, label: &str) {
+        assert_eq!(
+            self.lost, 0,
+            "{label}: {self}: lost messages, the first ones: {:?}",
+            self.first_lost
+        );
+    }
+}
+
+impl fmt::Display for Tally {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "sent={} received={} duplicates={} lost={} reordered={}",
+            self.sent, self.received, self.duplicates, self.lost, self.reordered
+        )
+    }
 }

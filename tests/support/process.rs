@@ -1,7 +1,9 @@
 //! The one wrapper for every server process a test starts (mosquitto, nats-server, nginx with
 //! nchan, PocketBase): started from files in its own temporary directory, its output in a log
 //! file there, tied to the test process so that nothing outlives the test, and able to crash
-//! (`kill -9`), come back on the same ports ([`ServerProcess::restart`]), pause and resume.
+//! (`kill -9`), come back on the same ports ([`ServerProcess::restart`]), stop gracefully and
+//! stay down for a while ([`ServerProcess::stop`], [`ServerProcess::start_again`]), pause and
+//! resume.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -232,6 +234,39 @@ impl ServerProcess {
     /// memory is gone.
     pub fn restart(&mut self) {
         self.kill9();
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// `SIGTERM`, as a service manager stops a server: it finishes what it does on the way out
+    /// (mosquitto writes its persistence file) and exits. Waits for that (15 s at most, then
+    /// `kill -9`) and for the rest of its group. The server stays down, its directory and
+    /// ports kept, until [`Self::start_again`].
+    pub fn stop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        send_signal(child.id(), "TERM");
+        let deadline = Instant::now() + secs(15);
+        while matches!(child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                eprintln!("{}: still running 15s after SIGTERM; kill -9", self.what);
+                break;
+            }
+            std::thread::sleep(millis(10));
+        }
+        // Reaps it and takes the watcher of `tied_command` with it.
+        self.kill9();
+    }
+
+    /// Starts the server again after [`Self::stop`] or [`Self::kill9`], with the same config,
+    /// ports and data directory, and returns once it is ready.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "{} is still running: stop() it first",
+            self.what
+        );
         self.spawn();
         self.wait_ready();
     }

@@ -26,6 +26,10 @@ const MAX_REQUEST_BATCH: usize = 256;
 /// Outgoing QoS 1/2 publishes awaiting their ack. rumqttc-next otherwise preallocates 65,536
 /// slots (37 MB per connection).
 const OUTGOING_INFLIGHT: u16 = 100;
+/// MQTT 5: incoming QoS 1/2 messages the broker may send before ferry acknowledged them (the
+/// broker's flow control, [MQTT-3.3.4-9]). Acks wait for the sinks, so this bounds what one
+/// connection holds in memory: at most this many unacknowledged messages.
+pub const RECEIVE_MAXIMUM: u16 = 1000;
 /// The largest remaining length MQTT can encode (a four-byte variable integer).
 const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
 
@@ -53,7 +57,25 @@ pub struct Received {
     /// MQTT 5: the identifiers of the subscriptions this copy was delivered for (see
     /// [`Client::subscribe`]); empty on MQTT 3.1.1.
     pub subscription_ids: Vec<usize>,
-    // Manual acks (at-least-once) go here: the version's `ManualAck` from `prepare_ack`.
+    /// The PUBACK (QoS 1) or PUBREC (QoS 2) to send once the message is delivered; `None` at
+    /// QoS 0. The client runs in manual ack mode: nothing is acknowledged unless sent.
+    pub ack: Option<AckToken>,
+}
+
+/// The acknowledgement of one incoming QoS 1/2 message, valid on the network connection it
+/// arrived on only (see `acks`).
+#[derive(Clone, Debug)]
+pub enum AckToken {
+    V5(mqtt5::ManualAck),
+    V311(mqtt4::ManualAck),
+}
+
+/// Why an ack was not queued.
+pub enum AckError {
+    /// The client's request queue is full: try again after the event loop ran.
+    Full,
+    /// The event loop is gone.
+    Closed,
 }
 
 /// What the CONNACK told us.
@@ -87,6 +109,60 @@ pub enum PublishError {
     Invalid,
     /// The event loop is gone.
     Closed,
+}
+
+/// What became of a queued QoS 1/2 publish, as far as the broker said.
+pub enum Refused {
+    /// Not now: the session was reset, the connection resumed without local state, the broker
+    /// is over its quota. The same message may succeed later.
+    Retry(String),
+    /// The broker refused this message (not authorized, invalid topic or payload).
+    Rejected(String),
+}
+
+/// A queued publish: QoS 0 is done once queued; QoS 1/2 wait for the broker's PUBACK/PUBCOMP.
+pub enum Queued {
+    Qos0,
+    V5(mqtt5::PublishNotice),
+    V311(mqtt4::PublishNotice),
+}
+
+impl Queued {
+    /// Resolves once the broker confirmed the publish (QoS 1: PUBACK, QoS 2: PUBCOMP). The
+    /// client replays an unconfirmed publish after a reconnect, so this may take that long.
+    pub async fn confirmed(self) -> Result<(), Refused> {
+        match self {
+            Queued::Qos0 => Ok(()),
+            Queued::V5(notice) => match notice.wait_async().await {
+                Ok(mqtt5::PublishResult::Qos1(ack)) if (ack.reason as u8) >= 0x80 => Err(
+                    refused_v5(&format!("PUBACK {:?}", ack.reason), ack.reason as u8),
+                ),
+                Ok(mqtt5::PublishResult::Qos2PubRecRejected(rec)) => Err(refused_v5(
+                    &format!("PUBREC {:?}", rec.reason),
+                    rec.reason as u8,
+                )),
+                Ok(mqtt5::PublishResult::Qos2Completed(comp)) if (comp.reason as u8) >= 0x80 => {
+                    Err(Refused::Retry(format!("PUBCOMP {:?}", comp.reason)))
+                }
+                Ok(_) => Ok(()),
+                Err(error) => Err(Refused::Retry(error.to_string())),
+            },
+            Queued::V311(notice) => match notice.wait_async().await {
+                Ok(_) => Ok(()),
+                Err(error) => Err(Refused::Retry(error.to_string())),
+            },
+        }
+    }
+}
+
+/// A refusal by reason code: over quota or a packet id clash pass, the rest are about the
+/// message itself.
+fn refused_v5(what: &str, code: u8) -> Refused {
+    // 0x91 Packet Identifier in use, 0x97 Quota exceeded, 0x80 Unspecified error.
+    match code {
+        0x80 | 0x91 | 0x97 => Refused::Retry(format!("the broker answered {what}")),
+        _ => Refused::Rejected(format!("the broker answered {what}")),
+    }
 }
 
 /// A cheap, cloneable handle that queues requests on the connection's event loop.
@@ -159,10 +235,13 @@ fn build_v5(
         .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY)
         .set_max_request_batch(MAX_REQUEST_BATCH)
         .set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT)
+        .set_ack_mode(mqtt5::AckMode::Manual)
         .set_connect_timeout(reconnect.connect_timeout);
-    // Session expiry first: it creates the CONNECT properties, and creating them resets the
-    // incoming size limit that `set_max_packet_size` sets (default 10 KiB).
+    // Session expiry and receive maximum first: they create the CONNECT properties, and
+    // creating them resets the incoming size limit that `set_max_packet_size` sets (default
+    // 10 KiB).
     options.set_session_expiry_interval(cfg.session_expiry.map(saturating_secs));
+    options.set_receive_maximum(Some(RECEIVE_MAXIMUM));
     options.set_max_packet_size(Some(cfg.max_packet_size));
     match (&cfg.username, &cfg.password) {
         (Some(user), Some(password)) => {
@@ -184,6 +263,11 @@ fn build_v5(
     let mut network = mqtt5::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
+    if !cfg.clean_start {
+        // Set last: the session to adopt is made from the options (see `session`).
+        let adopt = super::session::adopt_v5(&options);
+        options.set_session_store(adopt);
+    }
 
     let (client, eventloop) = mqtt5::AsyncClient::builder(options).try_build()?;
     Ok((Client::V5(client), EventLoop::V5(Box::new(eventloop))))
@@ -204,6 +288,7 @@ fn build_v311(
         .set_request_channel_capacity(REQUEST_CHANNEL_CAPACITY)
         .set_max_request_batch(MAX_REQUEST_BATCH)
         .set_inflight(OUTGOING_INFLIGHT)
+        .set_ack_mode(mqtt4::AckMode::Manual)
         // Both default to 10 KiB. MQTT 3.1.1 has no way to learn the broker's limit, so outgoing
         // is only bounded by what MQTT can encode.
         .set_max_packet_size(cfg.max_packet_size as usize, MQTT_MAX_REMAINING_LENGTH);
@@ -269,7 +354,8 @@ impl Client {
     }
 
     /// Queues a PUBLISH; waits only while the request channel is full. `headers` become MQTT 5
-    /// user properties and content type (MQTT 3.1.1 has nowhere to put them).
+    /// user properties and content type (MQTT 3.1.1 has nowhere to put them). A QoS 1/2 publish
+    /// comes back with the notice its PUBACK/PUBCOMP resolves ([`Queued::confirmed`]).
     pub async fn publish(
         &self,
         topic: String,
@@ -277,9 +363,7 @@ impl Client {
         qos_level: u8,
         retain: bool,
         headers: &Headers,
-    ) -> Result<(), PublishError> {
-        // QoS 1/2 completion tracking comes later: `publish_tracked` returns a `PublishNotice`
-        // that resolves on PUBACK/PUBCOMP; return it from here and have the sink await it.
+    ) -> Result<Queued, PublishError> {
         match self {
             Client::V5(client) => {
                 let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
@@ -296,25 +380,77 @@ impl Client {
                         ..Default::default()
                     });
                 }
-                client
-                    .publish(topic, payload, options)
-                    .await
-                    .map_err(|e| match e {
-                        mqtt5::ClientError::InvalidRequest(_) => PublishError::Invalid,
-                        _ => PublishError::Closed,
-                    })
+                let queued = if qos_level == 0 {
+                    client
+                        .publish(topic, payload, options)
+                        .await
+                        .map(|()| Queued::Qos0)
+                } else {
+                    client
+                        .publish_tracked(topic, payload, options)
+                        .await
+                        .map(Queued::V5)
+                };
+                queued.map_err(|e| match e {
+                    mqtt5::ClientError::InvalidRequest(_) => PublishError::Invalid,
+                    _ => PublishError::Closed,
+                })
             }
             Client::V311(client) => {
                 let options = mqtt4::PublishOptions::new(qos(qos_level)).retain(retain);
-                client
-                    .publish(topic, payload, options)
-                    .await
-                    .map_err(|e| match e {
-                        mqtt4::ClientError::InvalidRequest(_) => PublishError::Invalid,
-                        _ => PublishError::Closed,
-                    })
+                let queued = if qos_level == 0 {
+                    client
+                        .publish(topic, payload, options)
+                        .await
+                        .map(|()| Queued::Qos0)
+                } else {
+                    client
+                        .publish_tracked(topic, payload, options)
+                        .await
+                        .map(Queued::V311)
+                };
+                queued.map_err(|e| match e {
+                    mqtt4::ClientError::InvalidRequest(_) => PublishError::Invalid,
+                    _ => PublishError::Closed,
+                })
             }
         }
+    }
+
+    /// Queues a QoS 0 liveness probe without waiting (the caller polls the event loop). `false`
+    /// when the request queue had no room.
+    pub fn try_publish_probe(&self, topic: &str, payload: Bytes) -> bool {
+        match self {
+            Client::V5(client) => client
+                .try_publish(topic, payload, mqtt5::PublishOptions::new(QoS::AtMostOnce))
+                .is_ok(),
+            Client::V311(client) => client
+                .try_publish(topic, payload, mqtt4::PublishOptions::new(QoS::AtMostOnce))
+                .is_ok(),
+        }
+    }
+
+    /// Queues the acknowledgement of an incoming message without waiting (the caller is the
+    /// task that polls the event loop). On `Full`, nothing was queued.
+    pub fn try_ack(&self, token: &AckToken) -> Result<(), AckError> {
+        let full = match (self, token) {
+            (Client::V5(client), AckToken::V5(ack)) => match client.try_manual_ack(ack.clone()) {
+                Ok(()) => return Ok(()),
+                Err(e) => matches!(e, mqtt5::ClientError::RequestChannelFull(_)),
+            },
+            (Client::V311(client), AckToken::V311(ack)) => {
+                match client.try_manual_ack(ack.clone()) {
+                    Ok(()) => return Ok(()),
+                    Err(e) => matches!(e, mqtt4::ClientError::RequestChannelFull(_)),
+                }
+            }
+            _ => unreachable!("an ack token comes from its own connection's client"),
+        };
+        Err(if full {
+            AckError::Full
+        } else {
+            AckError::Closed
+        })
     }
 
     /// Size of the PUBLISH packet `publish` would send, fixed header included.
@@ -474,6 +610,28 @@ impl EventLoop {
         }
     }
 
+    /// Drops the network connection without a goodbye (it is stalled or silent); the next
+    /// `poll` connects again. Unacknowledged publishes are kept for the new connection; queued
+    /// acks are dropped (they belong to this one).
+    pub fn drop_connection(&mut self) {
+        match self {
+            EventLoop::V5(eventloop) => eventloop.clean(),
+            EventLoop::V311(eventloop) => eventloop.clean(),
+        }
+    }
+
+    /// After the first connection: the MQTT 5 client has taken the session it adopts (see
+    /// `session`), and must not build a checkpoint of its state on every request for a store
+    /// that keeps nothing.
+    pub fn forget_session_store(&mut self) {
+        match self {
+            EventLoop::V5(eventloop) => {
+                eventloop.options.clear_session_store();
+            }
+            EventLoop::V311(_) => {}
+        }
+    }
+
     /// Runs the event loop until it has something to report. After an error, the next call
     /// reconnects.
     pub async fn poll(&mut self) -> anyhow::Result<Event> {
@@ -490,6 +648,15 @@ impl EventLoop {
                         }
                         None => Default::default(),
                     };
+                    let ack = match publish.qos {
+                        QoS::AtMostOnce => None,
+                        QoS::AtLeastOnce => Some(AckToken::V5(mqtt5::ManualAck::PubAck(
+                            mqtt5::PubAck::new(publish.pkid, None),
+                        ))),
+                        QoS::ExactlyOnce => Some(AckToken::V5(mqtt5::ManualAck::PubRec(
+                            mqtt5::PubRec::new(publish.pkid, None),
+                        ))),
+                    };
                     Event::Publish(Received {
                         topic: String::from_utf8_lossy(&publish.topic).into_owned(),
                         payload: publish.payload,
@@ -497,6 +664,7 @@ impl EventLoop {
                         retain: publish.retain,
                         headers,
                         subscription_ids,
+                        ack,
                     })
                 }
                 mqtt5::Event::Incoming(mqtt5::Packet::ConnAck(connack)) => {
@@ -517,6 +685,15 @@ impl EventLoop {
             }),
             EventLoop::V311(eventloop) => Ok(match eventloop.poll().await? {
                 mqtt4::Event::Incoming(mqtt4::Packet::Publish(publish)) => {
+                    let ack = match publish.qos {
+                        QoS::AtMostOnce => None,
+                        QoS::AtLeastOnce => Some(AckToken::V311(mqtt4::ManualAck::PubAck(
+                            mqtt4::PubAck::new(publish.pkid),
+                        ))),
+                        QoS::ExactlyOnce => Some(AckToken::V311(mqtt4::ManualAck::PubRec(
+                            mqtt4::PubRec::new(publish.pkid),
+                        ))),
+                    };
                     Event::Publish(Received {
                         topic: String::from_utf8_lossy(&publish.topic).into_owned(),
                         payload: publish.payload,
@@ -524,6 +701,7 @@ impl EventLoop {
                         retain: publish.retain,
                         headers: Headers::new(),
                         subscription_ids: Vec::new(),
+                        ack,
                     })
                 }
                 mqtt4::Event::Incoming(mqtt4::Packet::ConnAck(connack)) => {
@@ -593,6 +771,8 @@ mod tests {
         );
         assert_eq!(options.request_channel_capacity(), REQUEST_CHANNEL_CAPACITY);
         assert_eq!(options.max_request_batch(), MAX_REQUEST_BATCH);
+        assert_eq!(options.ack_mode(), mqtt5::AckMode::Manual);
+        assert_eq!(options.receive_maximum(), Some(RECEIVE_MAXIMUM));
         assert_eq!(
             options.broker_session_resume_policy(),
             mqtt5::BrokerSessionResumePolicy::AllowBrokerOnly
@@ -629,6 +809,7 @@ mod tests {
             MAX_REQUEST_BATCH
         );
         assert!(!eventloop.mqtt_options.clean_session());
+        assert_eq!(eventloop.mqtt_options.ack_mode(), mqtt4::AckMode::Manual);
         assert_eq!(eventloop.network_options().connection_timeout(), 10);
         assert!(format!("{:?}", eventloop.network_options()).contains("tcp_nodelay: true"));
     }

@@ -2,14 +2,31 @@
 //! messages to the routes.
 //!
 //! The event loop task is the only one polling the MQTT client: it connects, (re)subscribes,
-//! backs off after failures, and sends what sinks queued on the client. It never waits on a
-//! route: incoming messages go through a small channel to the dispatcher, which waits on full
-//! route queues (`when_full: block`). Only when that channel is full too does the event loop
-//! wait, and so stop reading: the broker's flow control (and TCP) takes over.
+//! backs off after failures, sends what sinks queued on the client, and sends the acks of
+//! delivered messages (see `acks`). It never waits on a route: a message goes to the
+//! dispatcher when its channel has room, and meanwhile waits in the event loop's own queue
+//! while the event loop keeps polling: reading the PUBACKs the sinks wait for, sending the
+//! acks the routes release. So a route that reads a connection and publishes back through it
+//! cannot stall it. The dispatcher is what waits on full route queues (`when_full: block`).
 //!
-//! Shutdown: when the sources stop, the event loop stops forwarding (it keeps running for the
-//! sinks until close) and the dispatcher hands over what it already has, then ends.
+//! Memory: on MQTT 5 ferry asks the broker for at most `RECEIVE_MAXIMUM` unacknowledged QoS
+//! 1/2 messages, and acks wait for the sinks, so a broker that keeps to it never has more than
+//! that many messages inside ferry. Not every broker keeps to it (mosquitto 2.0.11 sends on
+//! after any ack), QoS 0 has no flow control, and MQTT 3.1.1 has no receive maximum; so the
+//! event loop's queue has a cap (`PENDING_LIMIT` messages): once it is full the event loop
+//! stops reading, and TCP pushes back on the broker. Unless one of this connection's own sinks
+//! waits for a confirmation, which only reading brings: then it reads on, up to
+//! `PENDING_MAX_BYTES` of payload, past which it stops anyway (a broker that ignores the
+//! receive maximum, feeding a route that publishes back to the same connection, slower than
+//! the inflow, for that long). The trade-off: memory bounded by the cap, against a stall that
+//! needs a misbehaving broker and sustained overload.
+//!
+//! Shutdown: when the sources stop, the event loop stops forwarding (what it still held is
+//! never acknowledged, so the broker delivers it again next time) and keeps running for the
+//! sinks and the acks until close; the dispatcher hands over what it already has, then ends.
+//! At close, the acks of what was delivered go out before DISCONNECT.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,18 +34,30 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::BrokerLimits;
-use super::client::{Client, ConnAck, Event, EventLoop, Received, SubAcks, Subscription};
+use super::Link;
+use super::acks::{AckTracker, Receipt};
+use super::client::{
+    AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, SubAcks,
+    Subscription,
+};
+use super::liveness::{Due, Liveness};
 use super::topic;
 use crate::connectors::Runtime;
-use crate::message::{Incoming, Message};
+use crate::message::{Ack, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
 
 /// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
 const DISPATCH_CAPACITY: usize = 256;
+/// Messages the event loop holds for the dispatcher before it stops reading from the broker.
+/// Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never fill
+/// it.
+const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
+/// Payload bytes past which the event loop stops reading even while its own sinks wait.
+const PENDING_MAX_BYTES: usize = 64 << 20;
 /// On close, how long the publishes the sinks queued may take to reach the broker, DISCONNECT
 /// included. The daemon gives its connections 5 s to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -68,7 +97,8 @@ impl RouteSource {
 struct Delivery {
     message: Message,
     subscription_ids: Vec<usize>,
-    // At-least-once: the message's MQTT ack token (`client::Received`) travels here too.
+    /// QoS 1/2: the message's place in the ack order.
+    receipt: Option<Receipt<AckToken>>,
 }
 
 /// Everything the event loop task owns.
@@ -81,15 +111,36 @@ pub struct Supervisor {
     pub status: ConnectionStatus,
     pub backoff: Backoff,
     pub subscriptions: Vec<Subscription>,
-    pub limits: Arc<BrokerLimits>,
+    pub link: Arc<Link>,
     /// The subscription identifiers in incoming messages are ours. Not after resuming a
     /// session a previous process made (its identifiers may mean other filters).
     pub trust_subscription_ids: bool,
+    pub liveness: Liveness,
+}
+
+/// The event loop's state between turns.
+struct Turn {
+    /// To the dispatcher; `None` once the sources stopped (or without routes).
+    dispatch: Option<mpsc::Sender<Delivery>>,
+    /// Received, waiting for room in the dispatcher's channel.
+    pending: Pending,
+    /// Released acks the client's request queue had no room for yet.
+    acks: VecDeque<AckToken>,
+    connected: bool,
+    /// The broker confirmed our subscriptions in its current session.
+    subscribed: bool,
+    /// The SUBACK we wait for before calling the connection up.
+    suback: Option<Pin<Box<SubAckFuture>>>,
+    /// After a failure: when to poll (and so reconnect) again.
+    retry_at: Option<Instant>,
+    /// QoS 1/2 messages that arrived after the sources stopped: never taken, never acknowledged.
+    left_with_broker: usize,
 }
 
 impl Supervisor {
     /// Spawns the event loop task and, when routes read from this connection, the dispatcher.
     pub fn spawn(self, routes: Vec<RouteSource>, runtime: &Runtime) {
+        let tracker = AckTracker::new();
         let dispatch = if routes.is_empty() {
             None
         } else {
@@ -98,72 +149,217 @@ impl Supervisor {
             runtime.sources.spawn(dispatcher);
             Some(tx)
         };
-        runtime.tasks.spawn(self.run(dispatch, runtime.clone()));
+        runtime
+            .tasks
+            .spawn(self.run(dispatch, tracker, runtime.clone()));
     }
 
-    async fn run(mut self, mut dispatch: Option<mpsc::Sender<Delivery>>, runtime: Runtime) {
-        let mut connected = false;
-        // The broker confirmed our subscriptions in its current session.
-        let mut subscribed = false;
-        // The SUBACK we wait for before calling the connection up.
-        let mut suback: Option<Pin<Box<SubAckFuture>>> = None;
+    async fn run(
+        mut self,
+        dispatch: Option<mpsc::Sender<Delivery>>,
+        tracker: Arc<AckTracker<AckToken>>,
+        runtime: Runtime,
+    ) {
+        let mut turn = Turn {
+            dispatch,
+            pending: Pending::default(),
+            acks: VecDeque::new(),
+            connected: false,
+            subscribed: false,
+            suback: None,
+            retry_at: None,
+            left_with_broker: 0,
+        };
         loop {
+            tracker.take_released(&mut turn.acks);
+            self.send_acks(&mut turn.acks);
+            if turn.connected && turn.dispatch.is_some() && tracker.blocked() {
+                // Only shutdown lets go of messages unconfirmed, and the sources have not
+                // stopped: whatever did, the broker must deliver it again.
+                self.lose_connection(
+                    &mut turn,
+                    &tracker,
+                    &"a route let go of a message without confirming it: reconnecting, so the \
+                      broker delivers it (and what came after it) again",
+                );
+            }
+            let polling = turn.retry_at.is_none() && self.may_read(&turn.pending);
+            let wake =
+                self.liveness
+                    .wake_at(Instant::now(), turn.connected, polling, turn.subscribed);
             let step = tokio::select! {
                 biased;
                 _ = runtime.close.cancelled() => break,
-                _ = runtime.stop_sources.cancelled(), if dispatch.is_some() => Step::StopSources,
-                result = maybe(suback.as_mut()) => Step::SubAck(result),
-                event = self.eventloop.poll() => Step::Poll(event),
+                _ = runtime.stop_sources.cancelled(), if turn.dispatch.is_some() => {
+                    Step::StopSources
+                }
+                () = tracker.wait_released() => continue,
+                // A sink of this connection now waits for a confirmation: read again.
+                () = self.link.sink_arrived.notified(), if !polling => continue,
+                result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
+                room = has_room(turn.dispatch.as_ref()), if !turn.pending.is_empty() => {
+                    Step::Room(room)
+                }
+                () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
+                // Outside `poll`, so it fires even while `poll` is stuck on the network.
+                () = sleep_until(wake), if wake.is_some() => Step::Liveness,
+                event = self.eventloop.poll(), if polling => Step::Poll(event),
             };
+            if let Step::Poll(_) = step {
+                self.liveness.progress(Instant::now());
+            }
             match step {
-                // With automatic acks, what arrives from now on is lost to ferry; with manual
-                // acks it will stay unacked, for the broker to deliver again.
-                Step::StopSources => dispatch = None,
+                // What was not handed over yet is never acknowledged: the broker delivers it
+                // again to the next session.
+                Step::StopSources => {
+                    turn.dispatch = None;
+                    turn.pending.clear();
+                }
+                Step::Room(true) => {
+                    let tx = turn.dispatch.as_ref().expect("room in a channel");
+                    if feed(tx, &mut turn.pending).is_err() {
+                        turn.dispatch = None;
+                    }
+                }
+                Step::Room(false) => turn.dispatch = None,
+                Step::Retry => turn.retry_at = None,
+                Step::Liveness => match self.liveness.due(Instant::now()) {
+                    Due::Nothing => {}
+                    Due::SendProbe(payload) => {
+                        let topic = self.liveness.probe_topic().unwrap_or_default();
+                        if !self.client.try_publish_probe(topic, payload) {
+                            self.liveness.probe_not_sent();
+                        }
+                    }
+                    Due::Dead(why) => {
+                        self.eventloop.drop_connection();
+                        // The broker may have lost our subscriptions without a word.
+                        turn.subscribed = false;
+                        self.lose_connection(&mut turn, &tracker, &why);
+                    }
+                },
                 Step::SubAck(result) => {
-                    suback = None;
+                    turn.suback = None;
                     if self.on_suback(result) {
-                        subscribed = true;
+                        turn.subscribed = true;
                     }
                 }
                 Step::Poll(Ok(Event::ConnAck(ack))) => {
-                    connected = true;
-                    if !ack.session_present {
-                        subscribed = false;
+                    self.eventloop.forget_session_store();
+                    turn.connected = true;
+                    self.link.set_connected(true);
+                    self.liveness.restart(Instant::now());
+                    // Acks belong to the connection they arrived on (see `acks`).
+                    tracker.new_generation();
+                    turn.acks.clear();
+                    if ack.session_present {
+                        // The broker delivers the unacknowledged messages of the old connection
+                        // again: the copies not handed over yet would only be duplicates.
+                        turn.pending.retain(|d| d.receipt.is_none());
+                    } else {
+                        turn.subscribed = false;
                     }
-                    suback = self
-                        .on_connack(ack, subscribed)
+                    turn.suback = self
+                        .on_connack(ack, turn.subscribed)
                         .map(|notice| -> Pin<Box<SubAckFuture>> { Box::pin(notice.wait()) });
+                    if turn.suback.is_none() {
+                        turn.subscribed = true;
+                    }
                 }
                 Step::Poll(Ok(Event::Publish(received))) => {
-                    if let Some(tx) = &dispatch
-                        && !forward(tx, self.delivery(received), &runtime.close).await
-                    {
-                        dispatch = None;
+                    if self.liveness.is_probe_topic(&received.topic) {
+                        // Probes never reach routes, and are never acknowledged (QoS 0).
+                        self.liveness.probe_came_back(&received.payload);
+                        continue;
+                    }
+                    // After the sources stopped, nothing more is taken (nor acknowledged).
+                    let Some(tx) = &turn.dispatch else {
+                        turn.left_with_broker += usize::from(received.ack.is_some());
+                        continue;
+                    };
+                    let delivery = self.delivery(received, &tracker);
+                    turn.pending.push(delivery);
+                    if feed(tx, &mut turn.pending).is_err() {
+                        turn.dispatch = None;
                     }
                 }
                 Step::Poll(Ok(Event::Disconnected | Event::Other)) => {}
-                Step::Poll(Err(error)) => {
-                    connected = false;
-                    suback = None;
-                    let delay = self.backoff.next_delay();
-                    self.status.down(&error, delay);
-                    tokio::select! {
-                        _ = runtime.close.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
+                Step::Poll(Err(error)) => self.lose_connection(&mut turn, &tracker, &error),
+            }
+        }
+        turn.dispatch = None;
+        tracker.take_released(&mut turn.acks);
+        let left = tracker.unacknowledged() + turn.left_with_broker;
+        if left > 0 && turn.connected {
+            tracing::info!(
+                connection = %self.name,
+                "{left} received message(s) not delivered stay unacknowledged: the broker \
+                 delivers them again"
+            );
+        }
+        self.disconnect(turn.connected, turn.acks).await;
+    }
+
+    /// The network connection is gone (failed, or torn down by us): what belonged to it goes,
+    /// and the next attempt waits for the backoff.
+    fn lose_connection(
+        &mut self,
+        turn: &mut Turn,
+        tracker: &AckTracker<AckToken>,
+        why: &dyn std::fmt::Display,
+    ) {
+        turn.connected = false;
+        self.link.set_connected(false);
+        turn.suback = None;
+        // Acks of the old connection must never reach a new one (see `acks`). Three places
+        // could hold them:
+        // - the client's request channel and its own queue: both crates' `EventLoop::clean`,
+        //   which `poll` runs when a connection fails and `drop_connection` runs when we tear
+        //   one down, drains them and drops every PUBACK/PUBREC ("should_replay_after_reconnect"
+        //   in the crates), keeping only publishes, PUBRELs and SUBSCRIBEs for the next
+        //   connection. Only this task queues acks, and only between two `poll`s, so every
+        //   ack it queued for the old connection was in the client before that `clean` ran;
+        // - `turn.acks`, released but not yet queued: dropped here;
+        // - the tracker, for messages still with the routes: a new generation, so their
+        //   receipts settle into nothing. The broker delivers those messages again.
+        tracker.new_generation();
+        turn.acks.clear();
+        let delay = self.backoff.next_delay();
+        self.status.down(why, delay);
+        turn.retry_at = Some(Instant::now() + delay);
+    }
+
+    /// Whether to read from the broker with `pending` waiting for the dispatcher (see the
+    /// module doc).
+    fn may_read(&self, pending: &Pending) -> bool {
+        if pending.items.len() < PENDING_LIMIT {
+            return true;
+        }
+        pending.bytes < PENDING_MAX_BYTES && self.link.sinks_waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// Queues released acks on the client, oldest first, until its request queue is full; the
+    /// rest wait for the next turn.
+    fn send_acks(&self, acks: &mut VecDeque<AckToken>) {
+        while let Some(token) = acks.front() {
+            match self.client.try_ack(token) {
+                Ok(()) => {
+                    acks.pop_front();
+                }
+                Err(AckError::Full) => return,
+                Err(AckError::Closed) => {
+                    acks.clear();
+                    return;
                 }
             }
         }
-        drop(dispatch);
-        self.disconnect(connected).await;
     }
-
-    /// A new connection: resets the backoff, records the broker's limits, and subscribes when
+    /// A new connection: resets the backoff, records the broker's link, and subscribes when
     /// the broker does not hold our subscriptions. Returns the SUBACK to wait for, or `None`
     /// when the connection is up already.
     fn on_connack(&mut self, ack: ConnAck, subscribed: bool) -> Option<SubAcks> {
         self.backoff.reset();
-        self.limits.update(&ack);
+        self.link.update(&ack);
         self.trust_subscription_ids = !ack.broker_only_resume;
         if ack.broker_only_resume {
             tracing::warn!(
@@ -224,8 +420,8 @@ impl Supervisor {
         }
     }
 
-    /// What routes see of what arrived.
-    fn delivery(&self, received: Received) -> Delivery {
+    /// What routes see of what arrived; QoS 1/2 messages take their place in the ack order.
+    fn delivery(&self, received: Received, tracker: &Arc<AckTracker<AckToken>>) -> Delivery {
         let mut message = Message::new(self.name.clone(), received.topic, received.payload);
         message.headers = received.headers;
         message.qos = received.qos;
@@ -237,13 +433,15 @@ impl Supervisor {
         Delivery {
             message,
             subscription_ids,
+            receipt: received.ack.map(|token| tracker.track(token)),
         }
     }
 
-    /// Closes the connection: first lets what the sinks queued reach the broker (their `send`
-    /// resolved once queued, so their routes count it as delivered), then sends DISCONNECT, all
-    /// within `CLOSE_TIMEOUT`. Without a connection there is nothing to send.
-    async fn disconnect(mut self, connected: bool) {
+    /// Closes the connection: first sends the acks of what was delivered and lets what the
+    /// sinks queued reach the broker, then sends DISCONNECT, all within `CLOSE_TIMEOUT`.
+    /// Without a connection there is nothing to send (and the acks would be for a connection
+    /// that is gone).
+    async fn disconnect(mut self, connected: bool, mut acks: VecDeque<AckToken>) {
         if !connected {
             match self.eventloop.unsent() {
                 0 => tracing::debug!(connection = %self.name, "closed"),
@@ -255,7 +453,11 @@ impl Supervisor {
             return;
         }
         let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
-            while self.eventloop.unsent() > 0 {
+            loop {
+                self.send_acks(&mut acks);
+                if acks.is_empty() && self.eventloop.unsent() == 0 {
+                    break;
+                }
                 self.eventloop.poll().await?;
             }
             anyhow::ensure!(
@@ -279,33 +481,91 @@ impl Supervisor {
         };
         tracing::warn!(
             connection = %self.name,
-            "closed without a clean DISCONNECT ({why}); {} publish(es) never reached the broker",
-            self.eventloop.unsent()
+            "closed without a clean DISCONNECT ({why}); {} publish(es) and {} ack(s) never \
+             reached the broker",
+            self.eventloop.unsent(),
+            acks.len()
         );
     }
 }
 
-/// Hands a message to the dispatcher, waiting while its channel is full (the connection stops
-/// reading meanwhile). `false` when the dispatcher is gone.
-async fn forward(
-    tx: &mpsc::Sender<Delivery>,
-    delivery: Delivery,
-    close: &CancellationToken,
-) -> bool {
-    match tx.try_send(delivery) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-        Err(mpsc::error::TrySendError::Full(delivery)) => tokio::select! {
-            _ = close.cancelled() => false,
-            sent = tx.send(delivery) => sent.is_ok(),
-        },
+/// Received messages waiting for room in the dispatcher's channel, oldest first.
+#[derive(Default)]
+struct Pending {
+    items: VecDeque<Delivery>,
+    /// Their payload bytes.
+    bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, delivery: Delivery) {
+        self.bytes += delivery.message.payload.len();
+        self.items.push_back(delivery);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    fn clear(&mut self) {
+        self.items.clear();
+        self.bytes = 0;
+    }
+
+    fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+        self.items.retain(keep);
+        self.bytes = self.items.iter().map(|d| d.message.payload.len()).sum();
+    }
+}
+
+/// Hands pending messages to the dispatcher, oldest first, while its channel has room. `Err`
+/// when the dispatcher is gone.
+fn feed(tx: &mpsc::Sender<Delivery>, pending: &mut Pending) -> Result<(), ()> {
+    while let Some(delivery) = pending.items.pop_front() {
+        let size = delivery.message.payload.len();
+        match tx.try_send(delivery) {
+            Ok(()) => pending.bytes -= size,
+            Err(mpsc::error::TrySendError::Full(delivery)) => {
+                pending.items.push_front(delivery);
+                return Ok(());
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                pending.clear();
+                return Err(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Resolves once the dispatcher's channel has room (`true`) or the dispatcher is gone
+/// (`false`). Never resolves without a dispatcher.
+async fn has_room(tx: Option<&mpsc::Sender<Delivery>>) -> bool {
+    match tx {
+        // The permit goes back at once; `feed` takes the room with `try_send`.
+        Some(tx) => tx.reserve().await.is_ok(),
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
 type SubAckFuture = dyn Future<Output = Result<Vec<Option<String>>, String>> + Send;
 
+/// What a turn of the event loop brought that needs the supervisor.
 enum Step {
     StopSources,
+    /// The dispatcher's channel has room (or, `false`, the dispatcher is gone).
+    Room(bool),
+    /// The backoff after a failure is over: poll (and so reconnect) again.
+    Retry,
+    /// A liveness timer fired (see `liveness`).
+    Liveness,
     SubAck(Result<Vec<Option<String>>, String>),
     Poll(anyhow::Result<Event>),
 }
@@ -331,6 +591,7 @@ async fn dispatch(
         let Delivery {
             message,
             subscription_ids: ids,
+            receipt,
         } = tokio::select! {
             biased;
             _ = close.cancelled() => return,
@@ -344,6 +605,9 @@ async fn dispatch(
             .rposition(|r| r.accepts(&message.subject, &ids))
         else {
             tracing::debug!(%connection, topic = %message.subject, "no route matches; dropped");
+            if let Some(receipt) = receipt {
+                receipt.confirm();
+            }
             continue;
         };
         // Every matching route but the last gets a (cheap) clone; the last the message itself.
@@ -351,23 +615,43 @@ async fn dispatch(
             .iter()
             .filter(|r| r.accepts(&message.subject, &ids))
         {
-            if !deliver(route, message.clone(), &close).await {
+            if !deliver(route, message.clone(), &receipt, &close).await {
                 return;
             }
         }
-        if !deliver(&routes[last], message, &close).await {
+        if !deliver(&routes[last], message, &receipt, &close).await {
             return;
+        }
+        // Every route has its own share of the receipt now: the message is acknowledged once
+        // they all confirmed.
+        if let Some(receipt) = receipt {
+            receipt.confirm();
         }
     }
 }
 
-/// Pushes `message` into the route's queue, waiting for room if the route blocks when full.
-/// `false` when the connection closed meanwhile.
-async fn deliver(route: &RouteSource, message: Message, close: &CancellationToken) -> bool {
-    // At-least-once: replace `unacked` with an `Ack` that, once every matching route confirmed,
-    // queues this message's MQTT ack (`prepare_ack` + `manual_ack`, in arrival order) with the
-    // client in manual ack mode.
-    let incoming = Incoming::unacked(message);
+/// Pushes `message` into the route's queue, waiting for room if the route blocks when full,
+/// with an ack that settles the route's share of `receipt`. `false` when the connection closed
+/// meanwhile.
+async fn deliver(
+    route: &RouteSource,
+    message: Message,
+    receipt: &Option<Receipt<AckToken>>,
+    close: &CancellationToken,
+) -> bool {
+    let ack = match receipt {
+        // Dropped unconfirmed, the closure drops the receipt unconfirmed: a nack.
+        Some(receipt) => {
+            let share = receipt.clone();
+            Ack::new(move |confirmed| {
+                if confirmed {
+                    share.confirm();
+                }
+            })
+        }
+        None => Ack::none(),
+    };
+    let incoming = Incoming { message, ack };
     tokio::select! {
         biased;
         _ = close.cancelled() => false,
@@ -376,7 +660,7 @@ async fn deliver(route: &RouteSource, message: Message, close: &CancellationToke
     }
 }
 
-impl BrokerLimits {
+impl Link {
     fn update(&self, ack: &ConnAck) {
         self.max_packet_size
             .store(ack.max_packet_size.unwrap_or(0), Ordering::Relaxed);
@@ -384,6 +668,12 @@ impl BrokerLimits {
             .store(!ack.retain_available, Ordering::Relaxed);
         self.broker_only_resume
             .store(ack.broker_only_resume, Ordering::Relaxed);
+    }
+
+    /// Sinks waiting for the connection go ahead once it is up.
+    fn set_connected(&self, up: bool) {
+        self.connected
+            .send_if_modified(|connected| std::mem::replace(connected, up) != up);
     }
 }
 

@@ -5,34 +5,45 @@
 //!   options that matter for throughput and memory.
 //! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to routes, back
 //!   off and reconnect, disconnect cleanly on close.
+//! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
+//! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
+//!   confirmed, and releases their acks in arrival order.
 //! - [`topic`] holds the pure topic and filter rules.
 //!
-//! Delivery today: incoming messages are acknowledged to the broker when they arrive (automatic
-//! acks), and a sink's `send` resolves once the publish is queued on the client. Manual acks and
-//! per-publish completion slot in where the comments in `event_loop::dispatch` and
-//! `Client::publish` say.
+//! Delivery: an incoming QoS 1/2 message is acknowledged (PUBACK / PUBREC) only once every
+//! route that took it confirmed it, so a message ferry did not deliver stays with the broker,
+//! which delivers it again. A sink's QoS 1/2 publish is confirmed by its own PUBACK / PUBCOMP;
+//! QoS 0 once queued on the client.
 
+mod acks;
 mod client;
 mod event_loop;
+mod liveness;
+mod session;
 mod topic;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure};
 
-use self::client::{Client, EventLoop, PublishError, Subscription};
+use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{RouteSource, Supervisor};
+use self::liveness::Liveness;
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
 use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
 use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
 
-/// How long a sink waits for room when the client's request queue is full (the broker is not
-/// keeping up, or the connection is down) before it reports the connection unavailable.
-const PUBLISH_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a sink waits for its connection to come up before it reports it unavailable (its
+/// route then retries with backoff).
+const CONNECTION_WAIT: Duration = Duration::from_secs(5);
+/// How long a queued publish may wait for the broker's PUBACK/PUBCOMP before the sink reports
+/// the connection unavailable and its route tries again (a second copy: the client still holds
+/// the first and sends it after a reconnect).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One MQTT connection, collecting the routes that use it until [`Connection::start`].
 pub struct MqttConnection {
@@ -43,21 +54,61 @@ pub struct MqttConnection {
     /// Built in `new`, so sinks can hold the client before the connection starts; or why it
     /// could not be built (reported by `add_source` / `add_sink`, which can fail).
     built: Result<(Client, EventLoop), String>,
-    limits: Arc<BrokerLimits>,
+    link: Arc<Link>,
     routes: Vec<RouteSource>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
 }
 
-/// What the broker told us about itself (MQTT 5 CONNACK), for sinks to check before queuing a
-/// publish the broker would refuse: a refused packet costs the whole connection.
-#[derive(Debug, Default)]
-struct BrokerLimits {
+/// What the event loop and the sinks of one connection share.
+#[derive(Debug)]
+struct Link {
+    /// What the broker told us about itself (MQTT 5 CONNACK), for sinks to check before
+    /// queuing a publish the broker would refuse: a refused packet costs the whole connection.
     /// The largest packet the broker accepts; 0 when it did not say.
     max_packet_size: AtomicU32,
     retain_unavailable: AtomicBool,
     /// See `client::ConnAck::broker_only_resume`.
     broker_only_resume: AtomicBool,
+    /// Whether the connection is up: sinks queue publishes only then, so a long outage does not
+    /// pile up a copy of the same message per retry.
+    connected: tokio::sync::watch::Sender<bool>,
+    /// Sinks waiting for a publish on this connection to be confirmed. While there are any,
+    /// the event loop keeps reading even past its queue's cap: the confirmations come in
+    /// through the same reads (see `event_loop`).
+    sinks_waiting: AtomicUsize,
+    /// Woken when a sink starts waiting.
+    sink_arrived: tokio::sync::Notify,
+}
+
+impl Default for Link {
+    fn default() -> Self {
+        Link {
+            max_packet_size: AtomicU32::new(0),
+            retain_unavailable: AtomicBool::new(false),
+            broker_only_resume: AtomicBool::new(false),
+            connected: tokio::sync::watch::Sender::new(false),
+            sinks_waiting: AtomicUsize::new(0),
+            sink_arrived: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// A sink waiting on its connection, counted in `Link::sinks_waiting` while it lives.
+struct Waiting<'a>(&'a Link);
+
+impl<'a> Waiting<'a> {
+    fn on(link: &'a Link) -> Self {
+        link.sinks_waiting.fetch_add(1, Ordering::SeqCst);
+        link.sink_arrived.notify_one();
+        Waiting(link)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.sinks_waiting.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl MqttConnection {
@@ -74,7 +125,7 @@ impl MqttConnection {
             reconnect,
             status,
             built,
-            limits: Arc::default(),
+            link: Arc::default(),
             routes: Vec::new(),
             subscriptions: Vec::new(),
         }
@@ -85,6 +136,26 @@ impl MqttConnection {
             Ok((client, _)) => Ok(client),
             Err(error) => Err(anyhow!("connection {}: {error}", self.name)),
         }
+    }
+
+    /// Subscribes to the liveness probe's topic, for a connection with sources (only one that
+    /// reads needs to know its subscriptions still deliver). Returns the probe's topic,
+    /// interval and timeout.
+    fn add_probe(&mut self) -> Option<(String, Duration, Duration)> {
+        let probe = self
+            .config
+            .probe
+            .clone()
+            .filter(|_| !self.routes.is_empty())?;
+        let topic = probe
+            .topic
+            .unwrap_or_else(|| format!("{}{}", liveness::PROBE_PREFIX, self.config.client_id));
+        self.subscribe(Subscription {
+            filter: topic.clone(),
+            qos: 0,
+            no_local: false,
+        });
+        Some((topic, probe.interval, probe.timeout))
     }
 
     /// Adds `subscription`, or merges it into the one with the same filter: one MQTT
@@ -172,12 +243,13 @@ impl Connection for MqttConnection {
             client: self.client()?.clone(),
             qos: sink.qos,
             retain: sink.retain,
-            limits: self.limits.clone(),
+            link: self.link.clone(),
         }))
     }
 
     fn start(self: Box<Self>, runtime: &Runtime) {
-        let this = *self;
+        let mut this = *self;
+        let probe = this.add_probe();
         let (client, eventloop) = match this.built {
             Ok(built) => built,
             Err(error) => {
@@ -194,8 +266,9 @@ impl Connection for MqttConnection {
             status: this.status,
             backoff: Backoff::new(&this.reconnect),
             subscriptions: this.subscriptions,
-            limits: this.limits,
+            link: this.link,
             trust_subscription_ids: true,
+            liveness: Liveness::new(probe, this.config.keep_alive),
         };
         supervisor.spawn(this.routes, runtime);
     }
@@ -207,7 +280,7 @@ struct MqttSink {
     client: Client,
     qos: u8,
     retain: Retain,
-    limits: Arc<BrokerLimits>,
+    link: Arc<Link>,
 }
 
 impl Sink for MqttSink {
@@ -223,6 +296,20 @@ impl MqttSink {
             Retain::FromSource => message.retain,
         };
         self.check(message, retain)?;
+        let timed_out = || {
+            SinkError::Unavailable(format!(
+                "connection {}: the broker did not confirm a publish within {PUBLISH_TIMEOUT:?} \
+                 (connection down or broker too slow)",
+                self.connection
+            ))
+        };
+        let _waiting = Waiting::on(&self.link);
+        let mut connected = self.link.connected.subscribe();
+        tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
+            .await
+            .map_err(|_| SinkError::Unavailable(format!("connection {} is down", self.connection)))?
+            .map_err(|_| self.closed())?;
+        let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         let publish = self.client.publish(
             message.subject.clone(),
             message.payload.clone(),
@@ -230,23 +317,33 @@ impl MqttSink {
             retain,
             &message.headers,
         );
-        match tokio::time::timeout(PUBLISH_QUEUE_TIMEOUT, publish).await {
+        let queued = match tokio::time::timeout_at(deadline, publish).await {
+            Ok(Ok(queued)) => queued,
+            Ok(Err(PublishError::Invalid)) => {
+                return Err(SinkError::Rejected(format!(
+                    "connection {}: the MQTT client refused to publish to {:?}",
+                    self.connection, message.subject
+                )));
+            }
+            Ok(Err(PublishError::Closed)) => return Err(self.closed()),
+            Err(_) => return Err(timed_out()),
+        };
+        match tokio::time::timeout_at(deadline, queued.confirmed()).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(PublishError::Invalid)) => Err(SinkError::Rejected(format!(
-                "connection {}: the MQTT client refused to publish to {:?}",
+            Ok(Err(Refused::Retry(why))) => Err(SinkError::Unavailable(format!(
+                "connection {}: publish to {:?} not confirmed: {why}",
                 self.connection, message.subject
             ))),
-            Ok(Err(PublishError::Closed)) => Err(SinkError::Unavailable(format!(
-                "connection {} is closed",
-                self.connection
+            Ok(Err(Refused::Rejected(why))) => Err(SinkError::Rejected(format!(
+                "connection {}: publish to {:?} refused: {why}",
+                self.connection, message.subject
             ))),
-            Err(_) => Err(SinkError::Unavailable(format!(
-                "connection {}: {} publishes are already waiting for the broker (connection down \
-                 or broker too slow)",
-                self.connection,
-                client::REQUEST_CHANNEL_CAPACITY
-            ))),
+            Err(_) => Err(timed_out()),
         }
+    }
+
+    fn closed(&self) -> SinkError {
+        SinkError::Unavailable(format!("connection {} is closed", self.connection))
     }
 
     /// Refuses, before queuing it, what the broker or the client would refuse: the client
@@ -262,7 +359,7 @@ impl MqttSink {
         let size =
             self.client
                 .publish_size(topic, message.payload.len(), self.qos, &message.headers);
-        let broker_max = self.limits.max_packet_size.load(Ordering::Relaxed) as usize;
+        let broker_max = self.link.max_packet_size.load(Ordering::Relaxed) as usize;
         let remaining = size - 2; // at least 1 type byte + 1 length byte
         if remaining > Client::MAX_REMAINING_LENGTH || (broker_max > 0 && size > broker_max) {
             let limit = if broker_max > 0 {
@@ -276,7 +373,7 @@ impl MqttSink {
                 self.connection
             )));
         }
-        if retain && self.limits.retain_unavailable.load(Ordering::Relaxed) {
+        if retain && self.link.retain_unavailable.load(Ordering::Relaxed) {
             return Err(SinkError::Rejected(format!(
                 "connection {}: the broker does not accept retained messages (retain: true)",
                 self.connection
@@ -284,7 +381,7 @@ impl MqttSink {
         }
         if self.qos > 0
             && self.client.version() == MqttVersion::V5
-            && self.limits.broker_only_resume.load(Ordering::Relaxed)
+            && self.link.broker_only_resume.load(Ordering::Relaxed)
         {
             return Err(SinkError::Unavailable(format!(
                 "connection {}: QoS {} publishes are refused while the connection continues a \

@@ -1,0 +1,880 @@
+//! At-least-once on MQTT: ferry acknowledges a message to the broker only once its sinks have
+//! it, so what ferry did not deliver (a sink down, ferry killed) stays with the broker and
+//! comes again; a route that reads an MQTT connection and publishes back through it never
+//! stalls it. Every test states what it counted: sent, received, duplicates, lost.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::*;
+
+/// What a subscriber received of the sequence `0..sent` of one stream.
+struct Tally {
+    sent: usize,
+    received: usize,
+    /// Copies beyond the first, per sequence number.
+    duplicates: usize,
+    lost: Vec<usize>,
+    /// A sequence number that arrived before a smaller one that was new (first copies only).
+    reordered: usize,
+}
+
+impl Tally {
+    fn of(msgs: &[Msg], stream: &str, sent: usize) -> Tally {
+        let mut seen = BTreeMap::new();
+        let mut reordered = 0;
+        let mut highest_new = None;
+        for m in msgs {
+            let Some((s, seq)) = parse_seq(&m.payload) else {
+                continue;
+            };
+            if s != stream {
+                continue;
+            }
+            let copies = seen.entry(seq).or_insert(0usize);
+            *copies += 1;
+            if *copies == 1 {
+                if highest_new.is_some_and(|h| seq < h) {
+                    reordered += 1;
+                }
+                highest_new = highest_new.max(Some(seq));
+            }
+        }
+        Tally {
+            sent,
+            received: seen.values().sum(),
+            duplicates: seen.values().map(|c| c - 1).sum(),
+            lost: (0..sent).filter(|s| !seen.contains_key(s)).collect(),
+            reordered,
+        }
+    }
+
+    fn report(&self, test: &str) {
+        eprintln!(
+            "[{test}] sent {}, received {}, duplicates {}, lost {}, out of order {}",
+            self.sent,
+            self.received,
+            self.duplicates,
+            self.lost.len(),
+            self.reordered
+        );
+    }
+}
+
+/// Receives until every sequence number `0..sent` of `stream` arrived at least once, counting
+/// those `got` already holds (or until `timeout` passed), then for `settle` more, to catch late
+/// duplicates. Returns `got` with what arrived.
+async fn collect_stream(
+    inbox: &mut Inbox,
+    stream: &str,
+    sent: usize,
+    mut got: Vec<Msg>,
+    timeout: Duration,
+    settle: Duration,
+) -> Vec<Msg> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut missing: std::collections::BTreeSet<usize> = (0..sent).collect();
+    for m in &got {
+        if let Some((s, seq)) = parse_seq(&m.payload)
+            && s == stream
+        {
+            missing.remove(&seq);
+        }
+    }
+    while !missing.is_empty() {
+        let Ok(Some(m)) = tokio::time::timeout_at(deadline, inbox.recv(timeout)).await else {
+            break;
+        };
+        if let Some((s, seq)) = parse_seq(&m.payload)
+            && s == stream
+        {
+            missing.remove(&seq);
+        }
+        got.push(m);
+    }
+    got.extend(inbox.collect_for(settle).await);
+    got
+}
+
+fn messages(topic: &str, stream: &str, count: usize) -> Vec<(String, bytes::Bytes)> {
+    (0..count)
+        .map(|seq| (topic.to_string(), seq_payload(stream, seq, 64)))
+        .collect()
+}
+
+/// The broker must keep everything for a ferry that is down or slow: no per-client limit.
+fn unlimited_mosquitto() -> Mosquitto {
+    Mosquitto::start(MosquittoOptions {
+        max_queued_messages: Some(0),
+        ..Default::default()
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// A route that publishes back to the connection it reads
+
+/// One route reads `in/#` and publishes every message back to `out/echo` on the same MQTT
+/// connection, QoS 1 both ways, through a two-message queue that blocks when full. Each
+/// publish waits for its PUBACK, which only the connection's event loop can read: it must keep
+/// polling while the route's queue is full. 10,000 messages: all arrive, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_publishing_back_to_its_own_connection_never_stalls_it() {
+    const SENT: usize = 10_000;
+    let mosquitto = unlimited_mosquitto();
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-echo }
+routes:
+  - name: echo
+    from: { connection: mq, topic: "in/#", qos: 1 }
+    to: { connection: mq, topic: out/echo, qos: 1 }
+    queue: { max_messages: 2, when_full: block }
+"#,
+        &[("@MQTT@", mosquitto.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("out/#", 1).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    publisher
+        .publish_all(messages("in/s", "echo", SENT), 1)
+        .await;
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "echo",
+        SENT,
+        Vec::new(),
+        secs(120),
+        millis(500),
+    )
+    .await;
+
+    let tally = Tally::of(&got, "echo", SENT);
+    tally.report("same connection");
+    assert!(
+        tally.lost.is_empty(),
+        "lost {:?}",
+        &tally.lost[..tally.lost.len().min(20)]
+    );
+    assert_eq!(tally.duplicates, 0, "duplicates in normal running");
+    assert_eq!(tally.reordered, 0, "messages out of order");
+    assert!(ferry.terminate().await.success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Acks wait for the sink
+
+/// The number in ferry's shutdown line `N received message(s) not delivered stay
+/// unacknowledged`, 0 without one.
+fn left_unacknowledged(ferry: &Ferry) -> usize {
+    ferry
+        .lines()
+        .iter()
+        .filter_map(|l| {
+            let (before, _) = l.split_once(" received message(s) not delivered")?;
+            before.rsplit(' ').next()?.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// The sink's broker is down while 500 QoS 1 messages reach ferry, then ferry stops (its
+/// shutdown deadline passes with the sink still down). Had ferry acknowledged them on arrival,
+/// they would be gone; the source broker kept them instead, and the next ferry delivers every
+/// one once the sink's broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_a_dead_sink_never_took_stay_with_the_broker() {
+    const SENT: usize = 500;
+    let source = unlimited_mosquitto();
+    let mut sink = unlimited_mosquitto();
+    let state = tempfile::tempdir().unwrap();
+    let config = fill(
+        r#"
+state_dir: "@STATE@"
+shutdown_timeout: 2s
+connections:
+  plant:
+    mqtt: { url: "@SOURCE@", client_id: ferry-held, clean_start: false, session_expiry: 1h }
+  out:
+    mqtt: { url: "@SINK@", client_id: ferry-held-out }
+routes:
+  - name: up
+    from: { connection: plant, topic: "up/#", qos: 1 }
+    to: { connection: out, topic: "relayed/{{ topic[1] }}", qos: 1 }
+    queue: { max_messages: 100, when_full: block }
+"#,
+        &[
+            ("@SOURCE@", source.url()),
+            ("@SINK@", sink.url()),
+            ("@STATE@", state.path().display().to_string()),
+        ],
+    );
+    sink.kill9();
+
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_for_line("subscriptions)", secs(30)).await;
+    let publisher = MqttPeer::connect(&source.url()).await;
+    publisher
+        .publish_all(messages("up/s", "held", SENT), 1)
+        .await;
+    ferry.wait_for_line("sink out unavailable", secs(30)).await;
+    assert!(ferry.terminate().await.success());
+    let held = left_unacknowledged(&ferry);
+    eprintln!("[dead sink] ferry stopped holding {held} unacknowledged message(s)");
+    assert!(held > 0, "ferry held no unacknowledged message at shutdown");
+
+    sink.restart();
+    let mut subscriber = MqttPeer::connect(&sink.url()).await;
+    subscriber.subscribe("relayed/#", 1).await;
+    let mut ferry = Ferry::start(&config);
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "held",
+        SENT,
+        Vec::new(),
+        secs(60),
+        millis(500),
+    )
+    .await;
+    let tally = Tally::of(&got, "held", SENT);
+    tally.report("dead sink");
+    assert!(
+        tally.lost.is_empty(),
+        "the broker did not keep {} message(s) ferry never delivered: {:?}",
+        tally.lost.len(),
+        &tally.lost[..tally.lost.len().min(20)]
+    );
+    assert!(ferry.terminate().await.success());
+}
+
+/// 20,000 QoS 1 messages from one broker to another; ferry is killed with SIGKILL while
+/// relaying them and started again with the same client ids: the source broker kept the
+/// session, and with it every message ferry had not acknowledged, which ferry acknowledges only
+/// once the other broker acknowledged its copy. Nothing is lost; duplicates (delivered, not yet
+/// acknowledged at the kill) are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_killed_mid_stream_loses_nothing() {
+    const SENT: usize = 20_000;
+    let source = unlimited_mosquitto();
+    let sink = unlimited_mosquitto();
+    let config = fill(
+        r#"
+connections:
+  plant:
+    mqtt: { url: "@SOURCE@", client_id: ferry-killed }
+  out:
+    mqtt: { url: "@SINK@", client_id: ferry-killed-out }
+routes:
+  - name: up
+    from: { connection: plant, topic: "up/#", qos: 1 }
+    to: { connection: out, topic: "relayed/{{ topic[1] }}", qos: 1 }
+"#,
+        &[("@SOURCE@", source.url()), ("@SINK@", sink.url())],
+    );
+    let mut subscriber = MqttPeer::connect(&sink.url()).await;
+    subscriber.subscribe("relayed/#", 1).await;
+
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_ready().await;
+    let publisher = MqttPeer::connect(&source.url()).await;
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish_all(messages("up/s", "kill", SENT), 1)
+            .await;
+        publisher
+    });
+    // Kill once a good part went through, while the rest is still coming.
+    let mut before = subscriber.inbox.collect(SENT / 4, secs(60)).await;
+    ferry.signal("KILL");
+    ferry.wait_exit(secs(10)).await;
+    before.extend(subscriber.inbox.drain());
+
+    let mut ferry = Ferry::start(&config);
+    let _publisher = publishing.await.unwrap();
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "kill",
+        SENT,
+        before,
+        secs(120),
+        secs(1),
+    )
+    .await;
+    let tally = Tally::of(&got, "kill", SENT);
+    tally.report("kill -9");
+    assert!(
+        tally.lost.is_empty(),
+        "lost {} message(s) across kill -9: {:?}",
+        tally.lost.len(),
+        &tally.lost[..tally.lost.len().min(20)]
+    );
+    assert!(ferry.terminate().await.success());
+}
+
+/// SIGTERM in the middle of a burst: what ferry took in is delivered and its acks go out
+/// before DISCONNECT; what it had not handed to the route yet stays unacknowledged. The next
+/// ferry on the same session gets exactly the rest: nothing lost, nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_mid_stream_neither_loses_nor_repeats() {
+    const SENT: usize = 10_000;
+    let source = unlimited_mosquitto();
+    let sink = unlimited_mosquitto();
+    let config = fill(
+        r#"
+connections:
+  plant:
+    mqtt: { url: "@SOURCE@", client_id: ferry-clean-stop }
+  out:
+    mqtt: { url: "@SINK@", client_id: ferry-clean-stop-out }
+routes:
+  - name: up
+    from: { connection: plant, topic: "up/#", qos: 1 }
+    to: { connection: out, topic: "relayed/{{ topic[1] }}", qos: 1 }
+    queue: { max_messages: 10 }
+"#,
+        &[("@SOURCE@", source.url()), ("@SINK@", sink.url())],
+    );
+    let mut subscriber = MqttPeer::connect(&sink.url()).await;
+    subscriber.subscribe("relayed/#", 1).await;
+
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_ready().await;
+    let publisher = MqttPeer::connect(&source.url()).await;
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish_all(messages("up/s", "stop", SENT), 1)
+            .await;
+        publisher
+    });
+    let mut before = subscriber.inbox.collect(SENT / 4, secs(60)).await;
+    assert!(ferry.terminate().await.success());
+    before.extend(subscriber.inbox.drain());
+    let held = left_unacknowledged(&ferry);
+
+    let mut ferry = Ferry::start(&config);
+    let _publisher = publishing.await.unwrap();
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "stop",
+        SENT,
+        before,
+        secs(120),
+        secs(1),
+    )
+    .await;
+    let tally = Tally::of(&got, "stop", SENT);
+    tally.report("SIGTERM");
+    eprintln!("[SIGTERM] the first ferry left {held} message(s) unacknowledged");
+    assert!(
+        held > 0,
+        "the first ferry had taken in everything: nothing was tested"
+    );
+    assert!(
+        tally.lost.is_empty(),
+        "lost {:?}",
+        &tally.lost[..tally.lost.len().min(20)]
+    );
+    assert_eq!(tally.duplicates, 0, "delivered twice across a clean stop");
+    assert!(ferry.terminate().await.success());
+}
+
+/// A restarted ferry takes over the session the broker kept for its client id as its own: the
+/// connection that is a source also publishes (QoS 2, so every packet id the dead process may
+/// have left half-released is released first) and subscribes (the probe's topic is
+/// subscribed again), which the client would refuse had it resumed the session without local
+/// state. The messages that arrive while ferry is down come too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_ferry_publishes_and_subscribes_on_its_kept_session() {
+    const BATCH: usize = 200;
+    let mosquitto = unlimited_mosquitto();
+    let config = fill(
+        r#"
+connections:
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-kept }
+routes:
+  - name: echo
+    from: { connection: mq, topic: "in/#", qos: 1 }
+    to: { connection: mq, topic: "out/{{ topic[1] }}", qos: 2 }
+"#,
+        &[("@MQTT@", mosquitto.url())],
+    );
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("out/#", 2).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_ready().await;
+    let publishing = tokio::spawn(async move {
+        publisher
+            .publish_all(messages("in/a", "first", BATCH), 1)
+            .await;
+        publisher
+    });
+    let mut got = subscriber.inbox.collect(BATCH / 4, secs(30)).await;
+    ferry.signal("KILL");
+    ferry.wait_exit(secs(10)).await;
+    let publisher = publishing.await.unwrap();
+    // While ferry is down: the broker keeps these for its session.
+    publisher
+        .publish_all(messages("in/b", "second", BATCH), 1)
+        .await;
+
+    let mut ferry = Ferry::start(&config);
+    let ready = ferry.wait_ready().await;
+    let subscribed = ferry.wait_for_line("subscriptions)", secs(10)).await;
+    eprintln!("[kept session] {ready}\n[kept session] {subscribed}");
+    assert!(
+        !ferry
+            .lines()
+            .iter()
+            .any(|l| l.contains("without local session state")),
+        "the client resumed the kept session broker-only"
+    );
+    got = collect_stream(
+        &mut subscriber.inbox,
+        "first",
+        BATCH,
+        got,
+        secs(60),
+        millis(0),
+    )
+    .await;
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "second",
+        BATCH,
+        got,
+        secs(60),
+        millis(500),
+    )
+    .await;
+    for stream in ["first", "second"] {
+        let tally = Tally::of(&got, stream, BATCH);
+        tally.report(&format!("kept session, {stream}"));
+        assert!(tally.lost.is_empty(), "{stream}: lost {:?}", tally.lost);
+    }
+    assert!(ferry.terminate().await.success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Liveness
+
+/// A TCP proxy in front of a broker that can stop forwarding on the connections it has, in
+/// both directions, without closing them: to the client, the connection is up and silent. New
+/// connections are forwarded normally.
+struct StallingProxy {
+    port: u16,
+    stalls: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    async fn start(target: u16) -> StallingProxy {
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicBool;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stalls: Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+        let registry = stalls.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    continue;
+                };
+                let stalled = Arc::new(AtomicBool::new(false));
+                registry.lock().unwrap().push(stalled.clone());
+                let (in_read, in_write) = inbound.into_split();
+                let (out_read, out_write) = outbound.into_split();
+                tokio::spawn(pump(in_read, out_write, stalled.clone()));
+                tokio::spawn(pump(out_read, in_write, stalled));
+            }
+        });
+        StallingProxy { port, stalls, task }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// Every connection open now stops forwarding, for good, and stays open.
+    fn stall_existing(&self) {
+        for stalled in self.stalls.lock().unwrap().iter() {
+            stalled.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.load(Ordering::SeqCst) {
+            // Hold both halves open and never forward again.
+            std::future::pending::<()>().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads `in/#` through the stalling proxy (probe every second, keep-alive long enough not to
+/// notice first) and publishes to `out/...` directly. A first batch passes; then the proxy
+/// stalls ferry's connection and a second batch is published: only the probe can tell that
+/// the connection is dead. ferry drops it, reconnects (through the proxy again) and the
+/// broker delivers the second batch on the new connection: nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_probe_notices_a_silent_connection_and_ferry_recovers_without_loss() {
+    const BATCH: usize = 100;
+    let mosquitto = unlimited_mosquitto();
+    let proxy = StallingProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  watched:
+    mqtt:
+      url: "@PROXY@"
+      client_id: ferry-watched
+      keep_alive: 60s
+      probe: { interval: 1s, timeout: 1s }
+  direct:
+    mqtt: { url: "@MQTT@", client_id: ferry-direct }
+routes:
+  - name: relay
+    from: { connection: watched, topic: "in/#", qos: 1 }
+    to: { connection: direct, topic: "out/{{ topic[1] }}", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@MQTT@", mosquitto.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("out/#", 1).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    publisher
+        .publish_all(messages("in/a", "before", BATCH), 1)
+        .await;
+    let before = collect_stream(
+        &mut subscriber.inbox,
+        "before",
+        BATCH,
+        Vec::new(),
+        secs(30),
+        millis(0),
+    )
+    .await;
+    assert!(Tally::of(&before, "before", BATCH).lost.is_empty());
+
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    publisher
+        .publish_all(messages("in/b", "after", BATCH), 1)
+        .await;
+    let started = std::time::Instant::now();
+    ferry
+        .wait_for_line_since(mark, "did not come back within", secs(10))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    eprintln!(
+        "[probe] noticed and reconnected {:?} after the stall",
+        started.elapsed()
+    );
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "after",
+        BATCH,
+        Vec::new(),
+        secs(30),
+        millis(500),
+    )
+    .await;
+    let tally = Tally::of(&got, "after", BATCH);
+    tally.report("probe");
+    assert!(tally.lost.is_empty(), "lost {:?}", tally.lost);
+    assert!(ferry.terminate().await.success());
+}
+
+/// Acks belong to the connection their messages arrived on. The sink's broker is paused, so
+/// the route holds a batch unconfirmed; meanwhile the source connection goes silent and ferry
+/// replaces it, and the broker delivers the batch again on the new connection. When the sink's
+/// broker resumes, the route confirms the old copies too: their acks must not go out on the
+/// new connection (the client would fail it over an unknown packet id, or acknowledge a
+/// redelivered copy before it was delivered). Every message arrives, the connection never
+/// fails over an ack, and at the end nothing is left unacknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_of_a_replaced_connection_never_reach_the_new_one() {
+    const BATCH: usize = 50;
+    let source = unlimited_mosquitto();
+    let sink = unlimited_mosquitto();
+    let proxy = StallingProxy::start(source.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  watched:
+    mqtt:
+      url: "@PROXY@"
+      client_id: ferry-generations
+      keep_alive: 60s
+      probe: { interval: 1s, timeout: 1s }
+  out:
+    mqtt: { url: "@SINK@", client_id: ferry-generations-out }
+routes:
+  - name: relay
+    from: { connection: watched, topic: "in/#", qos: 1 }
+    to: { connection: out, topic: "out/{{ topic[1] }}", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@SINK@", sink.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&sink.url()).await;
+    subscriber.subscribe("out/#", 1).await;
+    let publisher = MqttPeer::connect(&source.url()).await;
+
+    sink.pause();
+    publisher
+        .publish_all(messages("in/held", "held", BATCH), 1)
+        .await;
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    ferry
+        .wait_for_line_since(mark, "did not come back within", secs(10))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    sink.resume();
+
+    let got = collect_stream(
+        &mut subscriber.inbox,
+        "held",
+        BATCH,
+        Vec::new(),
+        secs(60),
+        millis(500),
+    )
+    .await;
+    let tally = Tally::of(&got, "held", BATCH);
+    tally.report("generations");
+    assert!(tally.lost.is_empty(), "lost {:?}", tally.lost);
+    let failed_over_an_ack = ferry
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("unsolicited"))
+        .collect::<Vec<_>>();
+    assert!(failed_over_an_ack.is_empty(), "{failed_over_an_ack:?}");
+    assert!(ferry.terminate().await.success());
+    assert_eq!(
+        left_unacknowledged(&ferry),
+        0,
+        "messages delivered but left unacknowledged"
+    );
+}
+
+/// A connection without a probe (it only publishes) stalls: the keep-alive notices. The
+/// route's message goes out on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_notices_a_stalled_sink_connection() {
+    let mosquitto = unlimited_mosquitto();
+    let nats = NatsServer::start(NatsOptions::default());
+    let proxy = StallingProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  nc:
+    nats: { url: "@NATS@" }
+  out:
+    mqtt: { url: "@PROXY@", client_id: ferry-stalled-sink, keep_alive: 1s }
+routes:
+  - name: down
+    from: { connection: nc, subject: "cmd.>" }
+    to: { connection: out, topic: "cmd/{{ subject[1] }}", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@NATS@", nats.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("cmd/#", 1).await;
+    let publisher = NatsPeer::connect(&nats.url()).await;
+    publisher.publish("cmd.first", "first").await;
+    subscriber.inbox.collect(1, secs(10)).await;
+
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    publisher.publish("cmd.second", "second").await;
+    ferry
+        .wait_for_line_since(mark, "connection down", secs(10))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    let got = subscriber
+        .inbox
+        .collect_until("the second message", |m| m.text() == "second", secs(30))
+        .await;
+    eprintln!("[keep-alive] {} message(s) after the stall", got.len());
+    assert!(ferry.terminate().await.success());
+}
+
+/// The write itself blocks: ferry's sink connection stalls while it sends a 12 MiB message,
+/// more than the socket buffers hold, so the client's `poll` waits in that write and its own
+/// keep-alive (which needs `poll`) cannot run. ferry's watchdog, outside `poll`, notices; the
+/// client sends the message again on the new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_that_never_completes_is_noticed() {
+    const SIZE: usize = 12 << 20;
+    let mosquitto = unlimited_mosquitto();
+    let proxy = StallingProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  src:
+    mqtt: { url: "@MQTT@", client_id: ferry-big-in, max_packet_size: 64MiB }
+  out:
+    mqtt: { url: "@PROXY@", client_id: ferry-big-out, keep_alive: 1s }
+routes:
+  - name: big
+    from: { connection: src, topic: "big/in", qos: 1 }
+    to: { connection: out, topic: big/out, qos: 1 }
+"#,
+        &[("@PROXY@", proxy.url()), ("@MQTT@", mosquitto.url())],
+    ));
+    ferry.wait_ready().await;
+    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
+    subscriber.subscribe("big/out", 1).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    let mark = ferry.mark();
+    proxy.stall_existing();
+    publisher.publish("big/in", vec![7u8; SIZE], 1, false).await;
+    ferry
+        .wait_for_line_since(mark, "the connection is stalled", secs(15))
+        .await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+    let got = subscriber.inbox.collect(1, secs(30)).await;
+    assert_eq!(got[0].payload.len(), SIZE);
+    assert!(ferry.terminate().await.success());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurement (not a check): `cargo test --test mqtt_delivery -- --ignored --nocapture`
+
+/// Relay rates with the MQTT 5 persistent session (the default), and how often the client's
+/// session checkpoint was offered to ferry's session file and written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn measure_relay_rates_with_a_persistent_session() {
+    const N: usize = 20_000;
+    let mosquitto = unlimited_mosquitto();
+    let nats = NatsServer::start(NatsOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let mut ferry = Ferry::start(&fill(
+        r#"
+state_dir: "@STATE@"
+connections:
+  mq:
+    mqtt: { url: "@MQTT@", client_id: ferry-measure }
+  nc:
+    nats: { url: "@NATS@" }
+routes:
+  - name: up
+    from: { connection: mq, topic: "up/#", qos: 1 }
+    to: { connection: nc, subject: "up.x" }
+  - name: echo
+    from: { connection: mq, topic: "echo/#", qos: 1 }
+    to: { connection: mq, topic: echoed/x, qos: 1 }
+  - name: down
+    from: { connection: nc, subject: "down.>" }
+    to: { connection: mq, topic: down/x, qos: 1 }
+"#,
+        &[
+            ("@MQTT@", mosquitto.url()),
+            ("@NATS@", nats.url()),
+            ("@STATE@", state.path().display().to_string()),
+        ],
+    ));
+    ferry.wait_ready().await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut up = nats_peer.subscribe("up.>").await;
+    let mut mqtt_sub = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt_sub.subscribe("echoed/#", 1).await;
+    mqtt_sub.subscribe("down/#", 1).await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+
+    let started = std::time::Instant::now();
+    publisher.publish_all(messages("up/s", "up", N), 1).await;
+    collect_stream(&mut up, "up", N, Vec::new(), secs(300), millis(0)).await;
+    eprintln!(
+        "[measure] MQTT QoS 1 -> NATS: {:.0} msg/s",
+        N as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let started = std::time::Instant::now();
+    publisher
+        .publish_all(messages("echo/s", "echo", N / 4), 1)
+        .await;
+    collect_stream(
+        &mut mqtt_sub.inbox,
+        "echo",
+        N / 4,
+        Vec::new(),
+        secs(300),
+        millis(0),
+    )
+    .await;
+    eprintln!(
+        "[measure] MQTT QoS 1 -> same connection QoS 1: {:.0} msg/s",
+        (N / 4) as f64 / started.elapsed().as_secs_f64()
+    );
+
+    let started = std::time::Instant::now();
+    nats_peer
+        .publish_all((0..N / 4).map(|i| ("down.x".to_string(), seq_payload("down", i, 64))))
+        .await;
+    collect_stream(
+        &mut mqtt_sub.inbox,
+        "down",
+        N / 4,
+        Vec::new(),
+        secs(300),
+        millis(0),
+    )
+    .await;
+    eprintln!(
+        "[measure] NATS -> MQTT QoS 1: {:.0} msg/s",
+        (N / 4) as f64 / started.elapsed().as_secs_f64()
+    );
+    assert!(ferry.terminate().await.success());
+    for line in ferry
+        .lines()
+        .iter()
+        .filter(|l| l.contains("session checkpoints"))
+    {
+        eprintln!("[measure] {line}");
+    }
+}
