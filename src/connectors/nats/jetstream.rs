@@ -744,14 +744,20 @@ pub(super) fn is_publish_control(header: &str) -> bool {
 
 /// Publishes to JetStream and waits for the stream's ack. `headers` are the message's own,
 /// without [`is_publish_control`] ones; `Nats-Msg-Id` is set here.
+///
+/// A disconnect while the ack is awaited ends the wait at once (the request went down with
+/// the connection, or its answer did): the route sends the message again, and the stream
+/// drops the copy if the first one was stored.
 pub(super) async fn publish(
     jetstream: &jetstream::Context,
     message: &Message,
     mut headers: HeaderMap,
+    mut disconnects: watch::Receiver<u64>,
 ) -> Result<(), SinkError> {
     if let Some(id) = message_id(message) {
         headers.insert("Nats-Msg-Id", id.as_str());
     }
+    disconnects.borrow_and_update();
     let subject = &message.subject;
     let sent = async {
         jetstream
@@ -759,12 +765,17 @@ pub(super) async fn publish(
             .await?
             .await
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT * 2, sent).await {
-        Ok(Ok(_ack)) => Ok(()),
-        Ok(Err(e)) => Err(publish_error(subject, &e)),
-        Err(_) => Err(SinkError::Unavailable(format!(
-            "no ack from JetStream for `{subject}` within {:?}",
-            REQUEST_TIMEOUT * 2
+    tokio::select! {
+        sent = tokio::time::timeout(REQUEST_TIMEOUT * 2, sent) => match sent {
+            Ok(Ok(_ack)) => Ok(()),
+            Ok(Err(e)) => Err(publish_error(subject, &e)),
+            Err(_) => Err(SinkError::Unavailable(format!(
+                "no ack from JetStream for `{subject}` within {:?}",
+                REQUEST_TIMEOUT * 2
+            ))),
+        },
+        _ = disconnects.changed() => Err(SinkError::Unavailable(format!(
+            "the connection was lost before JetStream acknowledged the message to `{subject}`"
         ))),
     }
 }
@@ -789,8 +800,8 @@ const TRANSIENT: &[ErrorCode] = &[
 fn publish_error(subject: &str, error: &PublishError) -> SinkError {
     match error.kind() {
         PublishErrorKind::StreamNotFound => SinkError::Unavailable(format!(
-            "no JetStream stream captures subject `{subject}` (no responders): create one, or \
-             check the sink's subject"
+            "no JetStream stream captures subject `{subject}` (no responders): create one, \
+             check the sink's subject, or wait for JetStream if the server is starting"
         )),
         PublishErrorKind::MaxPayloadExceeded => {
             SinkError::Rejected(format!("message to `{subject}`: {error}"))
