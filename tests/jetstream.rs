@@ -596,6 +596,56 @@ async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
     ferry.terminate().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_liveness_probe_catches_a_connection_that_went_silent() {
+    const N: usize = 200;
+    let nats = jetstream_server();
+    let js = js(&nats).await;
+    create_stream(&js, "IN", &["in.>"]).await;
+    create_stream(&js, "OUT", &["out.>"]).await;
+    let proxy = TcpProxy::start(nats.port).await;
+    // Pings so rare they cannot be what notices: only the probe can.
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  src:
+    nats: { url: "@PROXY@", ping_interval: 1h, probe: { interval: 1s, timeout: 1s } }
+  dst:
+    nats: { url: "@NATS@", probe: false }
+routes:
+  - name: relay
+    from: { connection: src, subject: "in.>", jetstream: { stream: IN, consumer: relay, ack_wait: 5s } }
+    to: { connection: dst, subject: "out.data", jetstream: true }
+"#,
+        &[("@PROXY@", proxy.nats_url()), ("@NATS@", nats.url())],
+    ));
+    ferry.wait_ready().await;
+    let mark = ferry.mark();
+    // What the server sends into the stalled connection is lost with it, and comes back
+    // after ack_wait.
+    proxy.stall();
+    let stalled = Instant::now();
+    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    let line = ferry
+        .wait_for_line_since(mark, "liveness probe", secs(10))
+        .await;
+    let noticed = stalled.elapsed();
+    assert!(line.contains("did not come back within 1s"), "{line}");
+    assert!(line.contains("connection=src"), "{line}");
+    ferry
+        .wait_for_line_since(mark, "connection down", secs(5))
+        .await;
+    println!("silent connection noticed by the probe after {noticed:?}");
+    assert!(noticed < secs(5), "{noticed:?}");
+    proxy.resume();
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(30))
+        .await;
+    wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
+    let out = read_stream(&js, "OUT").await;
+    assert_sequences(&out, &["in"], N);
+}
+
 // ---------------------------------------------------------------------------------------------
 // the JetStream sink
 

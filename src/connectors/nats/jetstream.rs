@@ -179,12 +179,23 @@ fn window(consumer: i64, route: i64) -> usize {
         .map_or(DEFAULT_WINDOW, |n| n as usize)
 }
 
-/// Why binding failed. Either way ferry tries again later; the difference is what the log says.
-enum BindError {
-    /// The consumer exists and does not fit the route: someone must change it.
+/// Why a source cannot read now. Either way ferry tries again later; the difference is what
+/// the log says.
+#[derive(Debug, PartialEq)]
+enum Problem {
+    /// The consumer exists and does not fit the route: someone must change it (an error).
     Refused(String),
-    /// The stream, JetStream or the server cannot be reached or is not there (yet).
+    /// The stream, JetStream or the server cannot be reached, is not there (yet), or the pull
+    /// stream failed (a warning).
     Unavailable(String),
+}
+
+impl Problem {
+    fn text(&self) -> &str {
+        match self {
+            Problem::Refused(text) | Problem::Unavailable(text) => text,
+        }
+    }
 }
 
 /// A consumer ferry can read through.
@@ -197,18 +208,18 @@ struct Bound {
     notes: Vec<String>,
 }
 
-async fn bind(js: &jetstream::Context, route: &JetStreamRoute) -> Result<Bound, BindError> {
+async fn bind(js: &jetstream::Context, route: &JetStreamRoute) -> Result<Bound, Problem> {
     let wanted = &route.config;
     let stream = js
         .get_stream_no_info(&wanted.stream)
         .await
-        .map_err(|e| BindError::Refused(format!("stream `{}`: {e}", wanted.stream)))?;
+        .map_err(|e| Problem::Refused(format!("stream `{}`: {e}", wanted.stream)))?;
     let info = match stream.consumer_info(&wanted.consumer).await {
         Ok(info) => info,
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
             let config = consumer_config(&route.route, &route.subject, wanted);
             let consumer = stream.create_consumer(config).await.map_err(|e| {
-                BindError::Unavailable(format!(
+                Problem::Unavailable(format!(
                     "cannot create JetStream consumer `{}` on stream `{}`: {e}",
                     wanted.consumer, wanted.stream
                 ))
@@ -223,7 +234,7 @@ async fn bind(js: &jetstream::Context, route: &JetStreamRoute) -> Result<Bound, 
             });
         }
         Err(e) => {
-            return Err(BindError::Unavailable(match e.kind() {
+            return Err(Problem::Unavailable(match e.kind() {
                 ConsumerInfoErrorKind::StreamNotFound => format!(
                     "JetStream stream `{}` does not exist on the server: create it (e.g. `nats \
                      stream add {} --subjects '{}'`)",
@@ -243,10 +254,10 @@ async fn bind(js: &jetstream::Context, route: &JetStreamRoute) -> Result<Bound, 
     };
     let notes = match fit(&info.config, &route.subject, wanted) {
         Fit::Usable(notes) => notes,
-        Fit::Refused(why) => return Err(BindError::Refused(why)),
+        Fit::Refused(why) => return Err(Problem::Refused(why)),
     };
     let config = pull::Config::try_from_consumer_config(info.config.clone())
-        .map_err(|e| BindError::Refused(e.to_string()))?;
+        .map_err(|e| Problem::Refused(e.to_string()))?;
     Ok(Bound {
         ack_wait: info.config.ack_wait,
         window: window(info.config.max_ack_pending, wanted.max_ack_pending),
@@ -448,29 +459,40 @@ async fn acknowledge(
 
 /// Logs a problem once when it starts or changes, not on every retry, and once when it ends.
 struct Trouble {
+    /// `route R: JetStream consumer S/C`, what the log lines start with.
     what: String,
-    current: Option<String>,
+    current: Option<Problem>,
 }
 
 impl Trouble {
-    fn report(&mut self, problem: String, refused: bool, retry_in: Duration) {
-        if self.current.as_ref() == Some(&problem) {
-            tracing::debug!("{}: still {problem}; retrying in {retry_in:?}", self.what);
-        } else if refused {
-            tracing::error!("{}: {problem}; retrying in {retry_in:?}", self.what);
-        } else {
-            tracing::warn!("{}: {problem}; retrying with backoff", self.what);
+    fn report(&mut self, problem: Problem, retry_in: Duration) {
+        match &problem {
+            _ if self.current.as_ref() == Some(&problem) => {
+                tracing::debug!(
+                    "{}: still {}; retrying in {retry_in:?}",
+                    self.what,
+                    problem.text()
+                );
+            }
+            Problem::Refused(why) => {
+                tracing::error!("{}: {why}; retrying in {retry_in:?}", self.what);
+            }
+            Problem::Unavailable(why) => {
+                tracing::warn!("{}: {why}; retrying with backoff", self.what);
+            }
         }
         self.current = Some(problem);
     }
 
-    /// True when there was a problem.
-    fn clear(&mut self) -> bool {
-        self.current.take().is_some()
+    /// The source reads again: logs it, if there was a problem.
+    fn clear(&mut self) {
+        if self.current.take().is_some() {
+            tracing::info!("{}: pulling again", self.what);
+        }
     }
 }
 
-/// Everything one JetStream source's tasks share.
+/// What a JetStream source needs, handed over by its connection.
 pub(super) struct Source {
     pub route: JetStreamRoute,
     pub origin: Arc<str>,
@@ -482,8 +504,8 @@ pub(super) struct Source {
 }
 
 impl Source {
-    /// Spawns the source's tasks: the reader (pulls, holds, hands over), the hand-over into
-    /// the route's queue, and the acker.
+    /// Spawns the source's tasks: the reader (binds, pulls, holds), the hand-over into the
+    /// route's queue, and the acker.
     pub fn spawn(self, runtime: &Runtime) {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let tracker = Arc::new(Tracker::new(acks_tx, &self.route.config));
@@ -499,82 +521,74 @@ impl Source {
             self.route.input.clone(),
             runtime.stop_sources.clone(),
         ));
-        runtime
-            .sources
-            .spawn(self.read(tracker, hand_tx, runtime.stop_sources.clone()));
-    }
-
-    /// Binds, pulls and holds messages, within the window; rebinds after any failure.
-    async fn read(
-        self,
-        tracker: Arc<Tracker>,
-        hand: mpsc::UnboundedSender<Incoming>,
-        stop: CancellationToken,
-    ) {
-        let name = self.route.name();
-        let mut trouble = Trouble {
-            what: format!("route {}: JetStream consumer {name}", self.route.route),
-            current: None,
+        let reader = Reader {
+            trouble: Trouble {
+                what: format!(
+                    "route {}: JetStream consumer {}",
+                    self.route.route,
+                    self.route.name()
+                ),
+                current: None,
+            },
+            backoff: Backoff::new(&self.reconnect),
+            source: self,
+            tracker,
+            hand: hand_tx,
+            stop: runtime.stop_sources.clone(),
+            bound_once: false,
         };
-        let mut backoff = Backoff::new(&self.reconnect);
-        let mut first = true;
+        runtime.sources.spawn(reader.run());
+    }
+}
+
+/// The task that binds to the consumer, pulls, and holds messages within the window.
+struct Reader {
+    source: Source,
+    tracker: Arc<Tracker>,
+    /// To the hand-over task.
+    hand: mpsc::UnboundedSender<Incoming>,
+    stop: CancellationToken,
+    trouble: Trouble,
+    backoff: Backoff,
+    bound_once: bool,
+}
+
+/// How one binding ended.
+enum Pulled {
+    Stopped,
+    Failed(Problem),
+}
+
+impl Reader {
+    /// Binds and pulls until the sources stop; after any failure, binds again with backoff.
+    async fn run(mut self) {
         loop {
-            let (problem, refused) = match self
-                .pull(
-                    &tracker,
-                    &hand,
-                    &stop,
-                    &mut first,
-                    &mut trouble,
-                    &mut backoff,
-                )
-                .await
-            {
+            let problem = match self.pull().await {
                 Pulled::Stopped => break,
-                Pulled::Failed { problem, refused } => (problem, refused),
+                Pulled::Failed(problem) => problem,
             };
-            let delay = backoff.next_delay();
-            trouble.report(problem, refused, delay);
+            let delay = self.backoff.next_delay();
+            self.trouble.report(problem, delay);
             tokio::select! {
-                _ = stop.cancelled() => break,
+                _ = self.stop.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        // The pull subscription is gone (dropped with `pull`): the nacks may go.
-        let _ = tracker.acks.send(AckOut::PullStopped);
+        // The pull subscription is gone (dropped with `pull`'s stream): the nacks may go.
+        let _ = self.tracker.acks.send(AckOut::PullStopped);
     }
 
     /// One binding: binds, then pulls until the pull stream fails or the sources stop.
-    async fn pull(
-        &self,
-        tracker: &Arc<Tracker>,
-        hand: &mpsc::UnboundedSender<Incoming>,
-        stop: &CancellationToken,
-        first: &mut bool,
-        trouble: &mut Trouble,
-        backoff: &mut Backoff,
-    ) -> Pulled {
-        let route = &self.route;
+    async fn pull(&mut self) -> Pulled {
         let bound = tokio::select! {
-            _ = stop.cancelled() => return Pulled::Stopped,
-            bound = bind(&self.jetstream, route) => bound,
+            _ = self.stop.cancelled() => return Pulled::Stopped,
+            bound = bind(&self.source.jetstream, &self.source.route) => bound,
         };
         let bound = match bound {
             Ok(bound) => bound,
-            Err(BindError::Refused(problem)) => {
-                return Pulled::Failed {
-                    problem,
-                    refused: true,
-                };
-            }
-            Err(BindError::Unavailable(problem)) => {
-                return Pulled::Failed {
-                    problem,
-                    refused: false,
-                };
-            }
+            Err(problem) => return Pulled::Failed(problem),
         };
-        tracker.set_limits(bound.window, bound.ack_wait);
+        self.tracker.set_limits(bound.window, bound.ack_wait);
         let mut messages = match bound
             .consumer
             .stream()
@@ -584,94 +598,94 @@ impl Source {
             .await
         {
             Ok(messages) => messages,
-            Err(e) => {
-                return Pulled::Failed {
-                    problem: format!("cannot pull: {e}"),
-                    refused: false,
-                };
-            }
+            Err(e) => return Pulled::Failed(Problem::Unavailable(format!("cannot pull: {e}"))),
         };
-        backoff.reset();
-        let what = trouble.what.clone();
-        if std::mem::take(first) {
-            let notes = if bound.notes.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; the consumer's own settings apply: {}",
-                    bound.notes.join(", ")
-                )
-            };
-            tracing::info!(
-                "{what}: {} (filter `{}`, window {}, ack_wait {:?}){notes}",
-                if bound.created { "created" } else { "bound" },
-                route.subject,
-                bound.window,
-                bound.ack_wait,
-            );
-            self.bound.send_modify(|n| *n += 1);
-        } else if trouble.clear() {
-            tracing::info!("{what}: pulling again");
+        self.backoff.reset();
+        if !std::mem::replace(&mut self.bound_once, true) {
+            self.announce(&bound);
+        } else {
+            self.trouble.clear();
         }
         loop {
             // The window: pull only while fewer than max_ack_pending messages are held.
-            while tracker.is_full() {
+            while self.tracker.is_full() {
                 tokio::select! {
-                    _ = stop.cancelled() => {
-                        give_back(&mut messages, tracker);
+                    _ = self.stop.cancelled() => {
+                        give_back(&mut messages, &self.tracker);
                         return Pulled::Stopped;
                     }
-                    _ = tracker.room.notified() => {}
+                    _ = self.tracker.room.notified() => {}
                 }
             }
             let next = tokio::select! {
-                _ = stop.cancelled() => {
-                    give_back(&mut messages, tracker);
+                _ = self.stop.cancelled() => {
+                    give_back(&mut messages, &self.tracker);
                     return Pulled::Stopped;
                 }
                 next = messages.next() => next,
             };
-            let message = match next {
-                Some(Ok(message)) => message,
+            match next {
+                Some(Ok(message)) => {
+                    self.trouble.clear();
+                    self.hold(message);
+                }
                 Some(Err(e)) => {
-                    return Pulled::Failed {
-                        problem: format!("the pull stream failed ({e})"),
-                        refused: false,
-                    };
+                    let problem = format!("the pull stream failed ({e})");
+                    return Pulled::Failed(Problem::Unavailable(problem));
                 }
                 None => {
-                    return Pulled::Failed {
-                        problem: "the pull stream ended".into(),
-                        refused: false,
-                    };
+                    let problem = "the pull stream ended".to_string();
+                    return Pulled::Failed(Problem::Unavailable(problem));
                 }
-            };
-            if trouble.clear() {
-                tracing::info!("{}: pulling again", trouble.what);
             }
-            let id = match message.info() {
-                Ok(info) => format!("{}:{}", info.stream, info.stream_sequence),
-                Err(_) => String::new(),
-            };
-            let message = message.message;
-            let Some(reply) = message.reply.clone() else {
-                continue; // not a JetStream delivery (cannot be acked)
-            };
-            let ack = tracker.hold(reply);
-            if super::probe::is_probe(&message.subject) {
-                ack.confirm();
-                continue;
-            }
-            let mut m = Message::new(
-                self.origin.clone(),
-                message.subject.to_string(),
-                message.payload,
-            );
-            m.headers = super::headers_of(message.headers.as_ref());
-            m.id = (!id.is_empty()).then_some(id);
-            // Fails only once the hand-over stopped (shutdown): the ack nacks on drop.
-            let _ = hand.send(Incoming { message: m, ack });
         }
+    }
+
+    /// The first binding: logs what ferry reads through, and counts the source as bound.
+    fn announce(&self, bound: &Bound) {
+        let notes = if bound.notes.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the consumer's own settings apply: {}",
+                bound.notes.join(", ")
+            )
+        };
+        tracing::info!(
+            "{}: {} (filter `{}`, window {}, ack_wait {:?}){notes}",
+            self.trouble.what,
+            if bound.created { "created" } else { "bound" },
+            self.source.route.subject,
+            bound.window,
+            bound.ack_wait,
+        );
+        self.source.bound.send_modify(|n| *n += 1);
+    }
+
+    /// Holds a message until the route finishes with it, and hands it over.
+    fn hold(&self, message: jetstream::Message) {
+        let id = message
+            .info()
+            .map(|info| format!("{}:{}", info.stream, info.stream_sequence))
+            .ok();
+        let message = message.message;
+        let Some(reply) = message.reply.clone() else {
+            return; // not a JetStream delivery: nothing to ack
+        };
+        let ack = self.tracker.hold(reply);
+        if super::probe::is_probe(&message.subject) {
+            ack.confirm();
+            return;
+        }
+        let mut m = Message::new(
+            self.source.origin.clone(),
+            message.subject.to_string(),
+            message.payload,
+        );
+        m.headers = super::headers_of(message.headers.as_ref());
+        m.id = id;
+        // Fails only once the hand-over stopped (shutdown): the ack nacks on drop.
+        let _ = self.hand.send(Incoming { message: m, ack });
     }
 }
 
@@ -685,12 +699,6 @@ fn give_back(messages: &mut pull::Stream, tracker: &Arc<Tracker>) {
             drop(tracker.hold(reply));
         }
     }
-}
-
-/// How one binding ended.
-enum Pulled {
-    Stopped,
-    Failed { problem: String, refused: bool },
 }
 
 /// Moves held messages into the route's queue, in order. Stops with the sources: what it has
@@ -736,14 +744,20 @@ pub(super) fn is_publish_control(header: &str) -> bool {
 
 /// Publishes to JetStream and waits for the stream's ack. `headers` are the message's own,
 /// without [`is_publish_control`] ones; `Nats-Msg-Id` is set here.
+///
+/// A disconnect while the ack is awaited ends the wait at once (the request went down with
+/// the connection, or its answer did): the route sends the message again, and the stream
+/// drops the copy if the first one was stored.
 pub(super) async fn publish(
     jetstream: &jetstream::Context,
     message: &Message,
     mut headers: HeaderMap,
+    mut disconnects: watch::Receiver<u64>,
 ) -> Result<(), SinkError> {
     if let Some(id) = message_id(message) {
         headers.insert("Nats-Msg-Id", id.as_str());
     }
+    disconnects.borrow_and_update();
     let subject = &message.subject;
     let sent = async {
         jetstream
@@ -751,12 +765,17 @@ pub(super) async fn publish(
             .await?
             .await
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT * 2, sent).await {
-        Ok(Ok(_ack)) => Ok(()),
-        Ok(Err(e)) => Err(publish_error(subject, &e)),
-        Err(_) => Err(SinkError::Unavailable(format!(
-            "no ack from JetStream for `{subject}` within {:?}",
-            REQUEST_TIMEOUT * 2
+    tokio::select! {
+        sent = tokio::time::timeout(REQUEST_TIMEOUT * 2, sent) => match sent {
+            Ok(Ok(_ack)) => Ok(()),
+            Ok(Err(e)) => Err(publish_error(subject, &e)),
+            Err(_) => Err(SinkError::Unavailable(format!(
+                "no ack from JetStream for `{subject}` within {:?}",
+                REQUEST_TIMEOUT * 2
+            ))),
+        },
+        _ = disconnects.changed() => Err(SinkError::Unavailable(format!(
+            "the connection was lost before JetStream acknowledged the message to `{subject}`"
         ))),
     }
 }
@@ -781,8 +800,8 @@ const TRANSIENT: &[ErrorCode] = &[
 fn publish_error(subject: &str, error: &PublishError) -> SinkError {
     match error.kind() {
         PublishErrorKind::StreamNotFound => SinkError::Unavailable(format!(
-            "no JetStream stream captures subject `{subject}` (no responders): create one, or \
-             check the sink's subject"
+            "no JetStream stream captures subject `{subject}` (no responders): create one, \
+             check the sink's subject, or wait for JetStream if the server is starting"
         )),
         PublishErrorKind::MaxPayloadExceeded => {
             SinkError::Rejected(format!("message to `{subject}`: {error}"))

@@ -449,7 +449,13 @@ impl Sink for NatsSink {
                 }
             }
             if self.jetstream {
-                return jetstream::publish(&handles.jetstream, message, headers).await;
+                return jetstream::publish(
+                    &handles.jetstream,
+                    message,
+                    headers,
+                    handles.disconnects.clone(),
+                )
+                .await;
             }
             self.publish_core(handles, message, headers).await
         })
