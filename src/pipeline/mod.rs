@@ -214,6 +214,11 @@ impl Pipeline {
             );
             self.abandon.cancel();
             self.workers.wait().await;
+            // Nack what is left while the connections are still open, so a source that can
+            // (JetStream) hands those messages out again at once rather than after ack_wait.
+            for q in &self.queues {
+                q.discard();
+            }
         }
         self.runtime.close.cancel();
         self.runtime.tasks.close();

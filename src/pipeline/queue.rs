@@ -173,6 +173,17 @@ impl RouteOutput {
         self.shared.not_full.notify_waiters();
     }
 
+    /// Drops every queued message unconfirmed (a nack to its source): shutdown gave up on them.
+    pub fn discard(&self) {
+        let items = {
+            let mut state = self.shared.state.lock().expect("queue lock");
+            state.bytes = 0;
+            std::mem::take(&mut state.items)
+        };
+        // Outside the lock, as acks call into sources.
+        drop(items);
+    }
+
     /// Messages waiting in the queue.
     pub fn len(&self) -> usize {
         self.shared.state.lock().expect("queue lock").items.len()
