@@ -878,3 +878,59 @@ routes:
         eprintln!("[measure] {line}");
     }
 }
+
+/// A broker that accepts each connection and drops it right after its CONNACK (a bad ACL, a
+/// crash loop, a load balancer without a backend) sees ferry's reconnects paced by the
+/// backoff: the delay keeps growing, because no connection stays up for `stable_after`, and
+/// each reconnect is in ferry's log. Over 5 s with `initial_delay: 100ms` and `max_delay: 1s`
+/// the delays add up to at most ~10 attempts (before the fix, a connect interrupted by a route
+/// confirming a message retried at once: up to ~95 connections a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_dropping_every_connection_sees_reconnects_paced_by_the_backoff() {
+    const WATCHED: Duration = secs(5);
+    let mosquitto = unlimited_mosquitto();
+    let proxy = TcpProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  flaky:
+    mqtt:
+      url: "@PROXY@"
+      client_id: ferry-flaky
+    reconnect: { initial_delay: 100ms, max_delay: 1s, connect_timeout: 2s, stable_after: 30s }
+  direct:
+    mqtt: { url: "@MQTT@", client_id: ferry-direct }
+routes:
+  - name: relay
+    from: { connection: flaky, topic: "in/#", qos: 1 }
+    to: { connection: direct, topic: "out/x", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.mqtt_url()), ("@MQTT@", mosquitto.url())],
+    ));
+    ferry.wait_ready().await;
+    let mark = ferry.mark();
+    proxy.drop_after_first_reply();
+    let before = proxy.accepted();
+    proxy.sever();
+    tokio::time::sleep(WATCHED).await;
+    let attempts = proxy.accepted() - before;
+    let downs = ferry.lines()[mark..]
+        .iter()
+        .filter(|l| l.contains("connection down") && l.contains("connection=flaky"))
+        .count();
+    eprintln!(
+        "[backoff] {attempts} connection attempts in {WATCHED:?}; ferry logged the connection \
+         down {downs} time(s)"
+    );
+    assert!(
+        (3..=12).contains(&attempts),
+        "{attempts} connection attempts in {WATCHED:?}: not paced by the backoff \
+         (100ms doubling to 1s allows ~10)"
+    );
+    // Each connection came up (CONNACK) and went down: each drop is in the log.
+    assert!(
+        downs + 1 >= attempts,
+        "{attempts} attempts, but ferry logged only {downs} drops"
+    );
+    assert!(ferry.terminate().await.success());
+}

@@ -12,8 +12,8 @@
 //!   in); nothing for two keep-alives means the event loop is stuck on the network.
 //!
 //! Either way the event loop tears the network connection down and builds it again,
-//! subscriptions included. Neither timer runs while the event loop deliberately stops reading
-//! (its queue is full), or the pause itself would look like a dead connection.
+//! subscriptions included. Neither timer runs while the event loop waits out a backoff (it
+//! does not poll then); it reads all the time otherwise, full routes included.
 
 use std::time::Duration;
 
