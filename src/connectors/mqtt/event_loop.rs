@@ -18,7 +18,11 @@
 //! the routes are full: it must, to send keep-alives (the client sends PINGREQ only while it is
 //! polled, and a broker drops a client whose keep-alive lapsed, then sends every unacknowledged
 //! message again while ferry still delivers its copies) and to read the PUBACKs its own sinks
-//! wait for. What arrives while the queue is full is left with the broker instead:
+//! wait for. A full queue only pauses reading for a moment (`Liveness::max_pause`: at most
+//! 1 s, well within the keep-alive), which is all a burst into a fast route needs: TCP holds
+//! the broker back meanwhile and nothing has to be sent again. If the queue is still full
+//! after that, reading resumes and what arrives while the queue is full is left with the
+//! broker instead:
 //! - the first QoS 1/2 message over the cap opens a "hole": it is not acknowledged, and nor is
 //!   anything after it (acks go out in arrival order), so the event loop takes no further QoS
 //!   1/2 message on this connection. Once the routes confirmed everything before the hole and
@@ -152,6 +156,8 @@ struct Turn {
     /// QoS 1/2 messages of this connection that arrived while the queue was full, left
     /// unacknowledged with the broker (see the module doc). More than zero: the hole is open.
     held_back: usize,
+    /// Since when the queue is full (reading pauses for a moment first).
+    full_since: Option<Instant>,
     /// QoS 0 messages dropped because the queue was full, since the start.
     qos0_dropped: u64,
     qos0_dropped_log: RateLimitedLog,
@@ -190,6 +196,7 @@ impl Supervisor {
             retry_at: None,
             left_with_broker: 0,
             held_back: 0,
+            full_since: None,
             qos0_dropped: 0,
             qos0_dropped_log: RateLimitedLog::default(),
         };
@@ -224,7 +231,17 @@ impl Supervisor {
                     self.reconnect(&mut turn, &tracker, &why);
                 }
             }
-            let polling = turn.retry_at.is_none();
+            // A full queue first pauses reading, briefly (see the module doc).
+            let now = Instant::now();
+            turn.full_since = match turn.pending.is_full() {
+                true => Some(turn.full_since.unwrap_or(now)),
+                false => None,
+            };
+            let pause_until = turn
+                .full_since
+                .map(|since| since + self.liveness.max_pause())
+                .filter(|until| turn.connected && turn.held_back == 0 && now < *until);
+            let polling = turn.retry_at.is_none() && pause_until.is_none();
             // Inside `poll` the client is connecting: see the module doc.
             let connecting = polling && !turn.connected;
             let wake =
@@ -244,6 +261,7 @@ impl Supervisor {
                 // Outside `poll`, so it fires even while `poll` is stuck on the network.
                 () = sleep_until(wake), if wake.is_some() => Step::Liveness,
                 () = tokio::time::sleep(HOLE_RECHECK), if hole_waits_for_client => continue,
+                () = sleep_until(pause_until), if pause_until.is_some() => continue,
                 event = self.eventloop.poll(), if polling => Step::Poll(event),
             };
             if let Step::Poll(_) = step {

@@ -73,6 +73,13 @@ impl Liveness {
         }
     }
 
+    /// How long the event loop may pause reading (its queue is full) and still send its
+    /// keep-alive in time: a quarter of it, at most 1 s.
+    pub fn max_pause(&self) -> Duration {
+        let most = Duration::from_secs(1);
+        self.stall_after.map_or(most, |after| (after / 8).min(most))
+    }
+
     pub fn probe_topic(&self) -> Option<&str> {
         self.probe.as_ref().map(|p| p.topic.as_str())
     }
