@@ -5,63 +5,9 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use support::*;
-
-/// What a subscriber received of the sequence `0..sent` of one stream.
-struct Tally {
-    sent: usize,
-    received: usize,
-    /// Copies beyond the first, per sequence number.
-    duplicates: usize,
-    lost: Vec<usize>,
-    /// A sequence number that arrived before a smaller one that was new (first copies only).
-    reordered: usize,
-}
-
-impl Tally {
-    fn of(msgs: &[Msg], stream: &str, sent: usize) -> Tally {
-        let mut seen = BTreeMap::new();
-        let mut reordered = 0;
-        let mut highest_new = None;
-        for m in msgs {
-            let Some((s, seq)) = parse_seq(&m.payload) else {
-                continue;
-            };
-            if s != stream {
-                continue;
-            }
-            let copies = seen.entry(seq).or_insert(0usize);
-            *copies += 1;
-            if *copies == 1 {
-                if highest_new.is_some_and(|h| seq < h) {
-                    reordered += 1;
-                }
-                highest_new = highest_new.max(Some(seq));
-            }
-        }
-        Tally {
-            sent,
-            received: seen.values().sum(),
-            duplicates: seen.values().map(|c| c - 1).sum(),
-            lost: (0..sent).filter(|s| !seen.contains_key(s)).collect(),
-            reordered,
-        }
-    }
-
-    fn report(&self, test: &str) {
-        eprintln!(
-            "[{test}] sent {}, received {}, duplicates {}, lost {}, out of order {}",
-            self.sent,
-            self.received,
-            self.duplicates,
-            self.lost.len(),
-            self.reordered
-        );
-    }
-}
 
 /// Receives until every sequence number `0..sent` of `stream` arrived at least once, counting
 /// those `got` already holds (or until `timeout` passed), then for `settle` more, to catch late
@@ -154,13 +100,8 @@ routes:
     )
     .await;
 
-    let tally = Tally::of(&got, "echo", SENT);
-    tally.report("same connection");
-    assert!(
-        tally.lost.is_empty(),
-        "lost {:?}",
-        &tally.lost[..tally.lost.len().min(20)]
-    );
+    let tally = Tally::of_msgs(SENT, "echo", &got).report("same connection");
+    tally.assert_none_lost("same connection");
     assert_eq!(tally.duplicates, 0, "duplicates in normal running");
     assert_eq!(tally.reordered, 0, "messages out of order");
     assert!(ferry.terminate().await.success());
@@ -241,14 +182,8 @@ routes:
         millis(500),
     )
     .await;
-    let tally = Tally::of(&got, "held", SENT);
-    tally.report("dead sink");
-    assert!(
-        tally.lost.is_empty(),
-        "the broker did not keep {} message(s) ferry never delivered: {:?}",
-        tally.lost.len(),
-        &tally.lost[..tally.lost.len().min(20)]
-    );
+    let tally = Tally::of_msgs(SENT, "held", &got).report("dead sink");
+    tally.assert_none_lost("dead sink");
     assert!(ferry.terminate().await.success());
 }
 
@@ -305,14 +240,8 @@ routes:
         secs(1),
     )
     .await;
-    let tally = Tally::of(&got, "kill", SENT);
-    tally.report("kill -9");
-    assert!(
-        tally.lost.is_empty(),
-        "lost {} message(s) across kill -9: {:?}",
-        tally.lost.len(),
-        &tally.lost[..tally.lost.len().min(20)]
-    );
+    let tally = Tally::of_msgs(SENT, "kill", &got).report("kill -9");
+    tally.assert_none_lost("kill -9");
     assert!(ferry.terminate().await.success());
 }
 
@@ -367,18 +296,13 @@ routes:
         secs(1),
     )
     .await;
-    let tally = Tally::of(&got, "stop", SENT);
-    tally.report("SIGTERM");
+    let tally = Tally::of_msgs(SENT, "stop", &got).report("SIGTERM");
     eprintln!("[SIGTERM] the first ferry left {held} message(s) unacknowledged");
     assert!(
         held > 0,
         "the first ferry had taken in everything: nothing was tested"
     );
-    assert!(
-        tally.lost.is_empty(),
-        "lost {:?}",
-        &tally.lost[..tally.lost.len().min(20)]
-    );
+    tally.assert_none_lost("SIGTERM");
     assert_eq!(tally.duplicates, 0, "delivered twice across a clean stop");
     assert!(ferry.terminate().await.success());
 }
@@ -455,90 +379,14 @@ routes:
     )
     .await;
     for stream in ["first", "second"] {
-        let tally = Tally::of(&got, stream, BATCH);
-        tally.report(&format!("kept session, {stream}"));
-        assert!(tally.lost.is_empty(), "{stream}: lost {:?}", tally.lost);
+        let tally = Tally::of_msgs(BATCH, stream, &got).report(&format!("kept session, {stream}"));
+        tally.assert_none_lost(&format!("kept session, {stream}"));
     }
     assert!(ferry.terminate().await.success());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Liveness
-
-/// A TCP proxy in front of a broker that can stop forwarding on the connections it has, in
-/// both directions, without closing them: to the client, the connection is up and silent. New
-/// connections are forwarded normally.
-struct StallingProxy {
-    port: u16,
-    stalls: std::sync::Arc<std::sync::Mutex<Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StallingProxy {
-    async fn start(target: u16) -> StallingProxy {
-        use std::sync::Arc;
-        use std::sync::atomic::AtomicBool;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let stalls: Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
-        let registry = stalls.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((inbound, _)) = listener.accept().await {
-                let Ok(outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                else {
-                    continue;
-                };
-                let stalled = Arc::new(AtomicBool::new(false));
-                registry.lock().unwrap().push(stalled.clone());
-                let (in_read, in_write) = inbound.into_split();
-                let (out_read, out_write) = outbound.into_split();
-                tokio::spawn(pump(in_read, out_write, stalled.clone()));
-                tokio::spawn(pump(out_read, in_write, stalled));
-            }
-        });
-        StallingProxy { port, stalls, task }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    /// Every connection open now stops forwarding, for good, and stays open.
-    fn stall_existing(&self) {
-        for stalled in self.stalls.lock().unwrap().iter() {
-            stalled.store(true, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-}
-
-impl Drop for StallingProxy {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    use std::sync::atomic::Ordering;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if stalled.load(Ordering::SeqCst) {
-            // Hold both halves open and never forward again.
-            std::future::pending::<()>().await;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
 
 /// Reads `in/#` through the stalling proxy (probe every second, keep-alive long enough not to
 /// notice first) and publishes to `out/...` directly. A first batch passes; then the proxy
@@ -549,7 +397,7 @@ async fn pump(
 async fn the_probe_notices_a_silent_connection_and_ferry_recovers_without_loss() {
     const BATCH: usize = 100;
     let mosquitto = unlimited_mosquitto();
-    let proxy = StallingProxy::start(mosquitto.port).await;
+    let proxy = TcpProxy::start(mosquitto.port).await;
     let mut ferry = Ferry::start(&fill(
         r#"
 connections:
@@ -566,7 +414,7 @@ routes:
     from: { connection: watched, topic: "in/#", qos: 1 }
     to: { connection: direct, topic: "out/{{ topic[1] }}", qos: 1 }
 "#,
-        &[("@PROXY@", proxy.url()), ("@MQTT@", mosquitto.url())],
+        &[("@PROXY@", proxy.mqtt_url()), ("@MQTT@", mosquitto.url())],
     ));
     ferry.wait_ready().await;
     let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
@@ -585,7 +433,7 @@ routes:
         millis(0),
     )
     .await;
-    assert!(Tally::of(&before, "before", BATCH).lost.is_empty());
+    Tally::of_msgs(BATCH, "before", &before).assert_none_lost("before");
 
     let mark = ferry.mark();
     proxy.stall_existing();
@@ -612,9 +460,8 @@ routes:
         millis(500),
     )
     .await;
-    let tally = Tally::of(&got, "after", BATCH);
-    tally.report("probe");
-    assert!(tally.lost.is_empty(), "lost {:?}", tally.lost);
+    let tally = Tally::of_msgs(BATCH, "after", &got).report("probe");
+    tally.assert_none_lost("probe");
     assert!(ferry.terminate().await.success());
 }
 
@@ -630,7 +477,7 @@ async fn acks_of_a_replaced_connection_never_reach_the_new_one() {
     const BATCH: usize = 50;
     let source = unlimited_mosquitto();
     let sink = unlimited_mosquitto();
-    let proxy = StallingProxy::start(source.port).await;
+    let proxy = TcpProxy::start(source.port).await;
     let mut ferry = Ferry::start(&fill(
         r#"
 connections:
@@ -647,7 +494,7 @@ routes:
     from: { connection: watched, topic: "in/#", qos: 1 }
     to: { connection: out, topic: "out/{{ topic[1] }}", qos: 1 }
 "#,
-        &[("@PROXY@", proxy.url()), ("@SINK@", sink.url())],
+        &[("@PROXY@", proxy.mqtt_url()), ("@SINK@", sink.url())],
     ));
     ferry.wait_ready().await;
     let mut subscriber = MqttPeer::connect(&sink.url()).await;
@@ -677,9 +524,8 @@ routes:
         millis(500),
     )
     .await;
-    let tally = Tally::of(&got, "held", BATCH);
-    tally.report("generations");
-    assert!(tally.lost.is_empty(), "lost {:?}", tally.lost);
+    let tally = Tally::of_msgs(BATCH, "held", &got).report("generations");
+    tally.assert_none_lost("generations");
     let failed_over_an_ack = ferry
         .lines()
         .into_iter()
@@ -700,7 +546,7 @@ routes:
 async fn keep_alive_notices_a_stalled_sink_connection() {
     let mosquitto = unlimited_mosquitto();
     let nats = NatsServer::start(NatsOptions::default());
-    let proxy = StallingProxy::start(mosquitto.port).await;
+    let proxy = TcpProxy::start(mosquitto.port).await;
     let mut ferry = Ferry::start(&fill(
         r#"
 connections:
@@ -713,7 +559,7 @@ routes:
     from: { connection: nc, subject: "cmd.>" }
     to: { connection: out, topic: "cmd/{{ subject[1] }}", qos: 1 }
 "#,
-        &[("@PROXY@", proxy.url()), ("@NATS@", nats.url())],
+        &[("@PROXY@", proxy.mqtt_url()), ("@NATS@", nats.url())],
     ));
     ferry.wait_ready().await;
     let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
@@ -747,7 +593,7 @@ routes:
 async fn a_write_that_never_completes_is_noticed() {
     const SIZE: usize = 12 << 20;
     let mosquitto = unlimited_mosquitto();
-    let proxy = StallingProxy::start(mosquitto.port).await;
+    let proxy = TcpProxy::start(mosquitto.port).await;
     let mut ferry = Ferry::start(&fill(
         r#"
 connections:
@@ -760,7 +606,7 @@ routes:
     from: { connection: src, topic: "big/in", qos: 1 }
     to: { connection: out, topic: big/out, qos: 1 }
 "#,
-        &[("@PROXY@", proxy.url()), ("@MQTT@", mosquitto.url())],
+        &[("@PROXY@", proxy.mqtt_url()), ("@MQTT@", mosquitto.url())],
     ));
     ferry.wait_ready().await;
     let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
@@ -877,4 +723,60 @@ routes:
     {
         eprintln!("[measure] {line}");
     }
+}
+
+/// A broker that accepts each connection and drops it right after its CONNACK (a bad ACL, a
+/// crash loop, a load balancer without a backend) sees ferry's reconnects paced by the
+/// backoff: the delay keeps growing, because no connection stays up for `stable_after`, and
+/// each reconnect is in ferry's log. Over 5 s with `initial_delay: 100ms` and `max_delay: 1s`
+/// the delays add up to at most ~10 attempts (before the fix, a connect interrupted by a route
+/// confirming a message retried at once: up to ~95 connections a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_dropping_every_connection_sees_reconnects_paced_by_the_backoff() {
+    const WATCHED: Duration = secs(5);
+    let mosquitto = unlimited_mosquitto();
+    let proxy = TcpProxy::start(mosquitto.port).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  flaky:
+    mqtt:
+      url: "@PROXY@"
+      client_id: ferry-flaky
+    reconnect: { initial_delay: 100ms, max_delay: 1s, connect_timeout: 2s, stable_after: 30s }
+  direct:
+    mqtt: { url: "@MQTT@", client_id: ferry-direct }
+routes:
+  - name: relay
+    from: { connection: flaky, topic: "in/#", qos: 1 }
+    to: { connection: direct, topic: "out/x", qos: 1 }
+"#,
+        &[("@PROXY@", proxy.mqtt_url()), ("@MQTT@", mosquitto.url())],
+    ));
+    ferry.wait_ready().await;
+    let mark = ferry.mark();
+    proxy.drop_after_first_reply();
+    let before = proxy.accepted();
+    proxy.sever();
+    tokio::time::sleep(WATCHED).await;
+    let attempts = proxy.accepted() - before;
+    let downs = ferry.lines()[mark..]
+        .iter()
+        .filter(|l| l.contains("connection down") && l.contains("connection=flaky"))
+        .count();
+    eprintln!(
+        "[backoff] {attempts} connection attempts in {WATCHED:?}; ferry logged the connection \
+         down {downs} time(s)"
+    );
+    assert!(
+        (3..=12).contains(&attempts),
+        "{attempts} connection attempts in {WATCHED:?}: not paced by the backoff \
+         (100ms doubling to 1s allows ~10)"
+    );
+    // Each connection came up (CONNACK) and went down: each drop is in the log.
+    assert!(
+        downs + 1 >= attempts,
+        "{attempts} attempts, but ferry logged only {downs} drops"
+    );
+    assert!(ferry.terminate().await.success());
 }

@@ -31,6 +31,8 @@ struct Connection {
 struct Shared {
     /// New connections start stalled (held) while this is true.
     stall_new: AtomicBool,
+    /// New connections are closed right after the broker's first reply reached the client.
+    drop_after_reply: AtomicBool,
     /// Connections accepted so far.
     accepted: AtomicUsize,
     /// Connections currently open (accepted and not yet closed by either side or by `sever`).
@@ -67,6 +69,7 @@ impl TcpProxy {
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             stall_new: AtomicBool::new(false),
+            drop_after_reply: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             connections: Mutex::new(Vec::new()),
@@ -77,7 +80,9 @@ impl TcpProxy {
                 s.accepted.fetch_add(1, Ordering::SeqCst);
                 s.open.fetch_add(1, Ordering::SeqCst);
                 let (stalled, held) = watch::channel(s.stall_new.load(Ordering::SeqCst));
-                let task = tokio::spawn(serve(client, upstream, held, OpenGuard(s.clone())));
+                let once = s.drop_after_reply.load(Ordering::SeqCst);
+                let guard = OpenGuard(s.clone());
+                let task = tokio::spawn(serve(client, upstream, held, once, guard));
                 let mut connections = s.connections.lock().unwrap();
                 connections.retain(|c| !c.task.is_finished());
                 connections.push(Connection {
@@ -137,6 +142,13 @@ impl TcpProxy {
         }
     }
 
+    /// From now on, closes each new connection as soon as the broker's first reply (an MQTT
+    /// CONNACK, a NATS INFO) reached the client: a broker that accepts and drops at once.
+    pub fn drop_after_first_reply(&self) {
+        self.log("drops new connections after the first reply");
+        self.shared.drop_after_reply.store(true, Ordering::SeqCst);
+    }
+
     /// Connections accepted since the start.
     pub fn accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
@@ -179,6 +191,7 @@ async fn serve(
     client: TcpStream,
     upstream: u16,
     mut stalled: watch::Receiver<bool>,
+    drop_after_reply: bool,
     _open: OpenGuard,
 ) {
     wait_unstalled(&mut stalled).await;
@@ -189,8 +202,8 @@ async fn serve(
     let _ = server.set_nodelay(true);
     let (client_read, client_write) = client.into_split();
     let (server_read, server_write) = server.into_split();
-    let up = pump(client_read, server_write, stalled.clone());
-    let down = pump(server_read, client_write, stalled);
+    let up = pump(client_read, server_write, stalled.clone(), false);
+    let down = pump(server_read, client_write, stalled, drop_after_reply);
     // Either direction ending (EOF or error) ends the connection: a half-closed proxy would
     // keep a socket the broker or ferry already gave up on.
     tokio::select! {
@@ -199,8 +212,14 @@ async fn serve(
     }
 }
 
-/// Copies bytes from `from` to `to`, holding each chunk while the connection is stalled.
-async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut stalled: watch::Receiver<bool>) {
+/// Copies bytes from `from` to `to`, holding each chunk while the connection is stalled;
+/// `once`: only the first chunk.
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut stalled: watch::Receiver<bool>,
+    once: bool,
+) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         wait_unstalled(&mut stalled).await;
@@ -210,7 +229,7 @@ async fn pump(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, mut stalled: watc
         };
         // Read before the stall began: hold it, as a link that stopped mid-flight would.
         wait_unstalled(&mut stalled).await;
-        if to.write_all(&buf[..n]).await.is_err() {
+        if to.write_all(&buf[..n]).await.is_err() || once {
             break;
         }
     }

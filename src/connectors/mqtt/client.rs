@@ -610,6 +610,23 @@ impl EventLoop {
         }
     }
 
+    /// Whether requests the event loop has not written yet wait in the client (acks among
+    /// them, possibly). Before tearing a connection down on purpose, the acks queued for it
+    /// must be on the wire: `drop_connection` throws the unsent ones away.
+    pub fn requests_queued(&self) -> bool {
+        let queued = |q: usize, c: usize, p: usize| q + c + p > 0;
+        match self {
+            EventLoop::V5(eventloop) => {
+                let d = eventloop.diagnostics().queues;
+                queued(d.requests_rx_len, d.control_requests_rx_len, d.pending_len)
+            }
+            EventLoop::V311(eventloop) => {
+                let d = eventloop.diagnostics().queues;
+                queued(d.requests_rx_len, d.control_requests_rx_len, d.pending_len)
+            }
+        }
+    }
+
     /// Drops the network connection without a goodbye (it is stalled or silent); the next
     /// `poll` connects again. Unacknowledged publishes are kept for the new connection; queued
     /// acks are dropped (they belong to this one).

@@ -9,17 +9,33 @@
 //! acks the routes release. So a route that reads a connection and publishes back through it
 //! cannot stall it. The dispatcher is what waits on full route queues (`when_full: block`).
 //!
-//! Memory: on MQTT 5 ferry asks the broker for at most `RECEIVE_MAXIMUM` unacknowledged QoS
-//! 1/2 messages, and acks wait for the sinks, so a broker that keeps to it never has more than
-//! that many messages inside ferry. Not every broker keeps to it (mosquitto 2.0.11 sends on
-//! after any ack), QoS 0 has no flow control, and MQTT 3.1.1 has no receive maximum; so the
-//! event loop's queue has a cap (`PENDING_LIMIT` messages): once it is full the event loop
-//! stops reading, and TCP pushes back on the broker. Unless one of this connection's own sinks
-//! waits for a confirmation, which only reading brings: then it reads on, up to
-//! `PENDING_MAX_BYTES` of payload, past which it stops anyway (a broker that ignores the
-//! receive maximum, feeding a route that publishes back to the same connection, slower than
-//! the inflow, for that long). The trade-off: memory bounded by the cap, against a stall that
-//! needs a misbehaving broker and sustained overload.
+//! Memory and slow routes: on MQTT 5 ferry asks the broker for at most `RECEIVE_MAXIMUM`
+//! unacknowledged QoS 1/2 messages, and acks wait for the sinks, so a broker that keeps to it
+//! never has more than that many messages inside ferry. Not every broker keeps to it
+//! (mosquitto 2.0.11 sends on after any ack), QoS 0 has no flow control, and MQTT 3.1.1 has no
+//! receive maximum; so the event loop's queue has a cap (`PENDING_LIMIT` messages,
+//! `PENDING_MAX_BYTES` of payload). The event loop never stops reading, though, however long
+//! the routes are full: it must, to send keep-alives (the client sends PINGREQ only while it is
+//! polled, and a broker drops a client whose keep-alive lapsed, then sends every unacknowledged
+//! message again while ferry still delivers its copies) and to read the PUBACKs its own sinks
+//! wait for. A full queue only pauses reading for a moment (`Liveness::max_pause`: at most
+//! 1 s, well within the keep-alive), which is all a burst into a fast route needs: TCP holds
+//! the broker back meanwhile and nothing has to be sent again. If the queue is still full
+//! after that, reading resumes and what arrives while the queue is full is left with the
+//! broker instead:
+//! - the first QoS 1/2 message over the cap opens a "hole": it is not acknowledged, and nor is
+//!   anything after it (acks go out in arrival order), so the event loop takes no further QoS
+//!   1/2 message on this connection. Once the routes confirmed everything before the hole and
+//!   its acks are on the wire, the event loop reconnects (through the backoff, logged like any
+//!   reconnect) and the broker, resuming the session, sends the held-back messages again. Each
+//!   is delivered once: nothing from the hole on was handed to a route.
+//! - a QoS 0 message over the cap is dropped and counted (a rate-limited warning), as a broker
+//!   drops QoS 0 messages for a slow client.
+//!
+//! Connecting is never interrupted: the client's connect runs inside `poll`, and a `poll`
+//! dropped half-way drops the half-open connection with it, so while connecting only close and
+//! stop_sources may cut in (anything else would reconnect at once, past the backoff, each time
+//! a route confirms a message).
 //!
 //! Shutdown: when the sources stop, the event loop stops forwarding (what it still held is
 //! never acknowledged, so the broker delivers it again next time) and keeps running for the
@@ -48,16 +64,18 @@ use super::topic;
 use crate::connectors::Runtime;
 use crate::message::{Ack, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus};
+use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 
 /// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
 const DISPATCH_CAPACITY: usize = 256;
-/// Messages the event loop holds for the dispatcher before it stops reading from the broker.
-/// Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never fill
-/// it.
+/// Messages the event loop holds for the dispatcher before it leaves further ones with the
+/// broker. Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never
+/// fill it.
 const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
-/// Payload bytes past which the event loop stops reading even while its own sinks wait.
+/// Payload bytes the event loop holds for the dispatcher at most.
 const PENDING_MAX_BYTES: usize = 64 << 20;
+/// With a hole open and its acks still in the client, how soon to look again.
+const HOLE_RECHECK: Duration = Duration::from_millis(20);
 /// On close, how long the publishes the sinks queued may take to reach the broker, DISCONNECT
 /// included. The daemon gives its connections 5 s to close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
@@ -135,6 +153,14 @@ struct Turn {
     retry_at: Option<Instant>,
     /// QoS 1/2 messages that arrived after the sources stopped: never taken, never acknowledged.
     left_with_broker: usize,
+    /// QoS 1/2 messages of this connection that arrived while the queue was full, left
+    /// unacknowledged with the broker (see the module doc). More than zero: the hole is open.
+    held_back: usize,
+    /// Since when the queue is full (reading pauses for a moment first).
+    full_since: Option<Instant>,
+    /// QoS 0 messages dropped because the queue was full, since the start.
+    qos0_dropped: u64,
+    qos0_dropped_log: RateLimitedLog,
 }
 
 impl Supervisor {
@@ -169,21 +195,55 @@ impl Supervisor {
             suback: None,
             retry_at: None,
             left_with_broker: 0,
+            held_back: 0,
+            full_since: None,
+            qos0_dropped: 0,
+            qos0_dropped_log: RateLimitedLog::default(),
         };
         loop {
             tracker.take_released(&mut turn.acks);
             self.send_acks(&mut turn.acks);
+            // The hole waits for the routes to confirm what came before it, and for those acks
+            // to leave the client.
+            let mut hole_waits_for_client = false;
             if turn.connected && turn.dispatch.is_some() && tracker.blocked() {
                 // Only shutdown lets go of messages unconfirmed, and the sources have not
                 // stopped: whatever did, the broker must deliver it again.
-                self.lose_connection(
+                self.reconnect(
                     &mut turn,
                     &tracker,
                     &"a route let go of a message without confirming it: reconnecting, so the \
                       broker delivers it (and what came after it) again",
                 );
+            } else if turn.connected
+                && turn.held_back > 0
+                && tracker.unacknowledged() == 0
+                && turn.acks.is_empty()
+            {
+                if self.eventloop.requests_queued() {
+                    hole_waits_for_client = true;
+                } else {
+                    let why = format!(
+                        "{} message(s) arrived while the routes were full and were left with \
+                         the broker; reconnecting so that it sends them again",
+                        turn.held_back
+                    );
+                    self.reconnect(&mut turn, &tracker, &why);
+                }
             }
-            let polling = turn.retry_at.is_none() && self.may_read(&turn.pending);
+            // A full queue first pauses reading, briefly (see the module doc).
+            let now = Instant::now();
+            turn.full_since = match turn.pending.is_full() {
+                true => Some(turn.full_since.unwrap_or(now)),
+                false => None,
+            };
+            let pause_until = turn
+                .full_since
+                .map(|since| since + self.liveness.max_pause())
+                .filter(|until| turn.connected && turn.held_back == 0 && now < *until);
+            let polling = turn.retry_at.is_none() && pause_until.is_none();
+            // Inside `poll` the client is connecting: see the module doc.
+            let connecting = polling && !turn.connected;
             let wake =
                 self.liveness
                     .wake_at(Instant::now(), turn.connected, polling, turn.subscribed);
@@ -193,16 +253,15 @@ impl Supervisor {
                 _ = runtime.stop_sources.cancelled(), if turn.dispatch.is_some() => {
                     Step::StopSources
                 }
-                () = tracker.wait_released() => continue,
-                // A sink of this connection now waits for a confirmation: read again.
-                () = self.link.sink_arrived.notified(), if !polling => continue,
+                () = tracker.wait_released(), if !connecting => continue,
                 result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
-                room = has_room(turn.dispatch.as_ref()), if !turn.pending.is_empty() => {
-                    Step::Room(room)
-                }
+                room = has_room(turn.dispatch.as_ref()),
+                    if !connecting && !turn.pending.is_empty() => Step::Room(room),
                 () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
                 // Outside `poll`, so it fires even while `poll` is stuck on the network.
                 () = sleep_until(wake), if wake.is_some() => Step::Liveness,
+                () = tokio::time::sleep(HOLE_RECHECK), if hole_waits_for_client => continue,
+                () = sleep_until(pause_until), if pause_until.is_some() => continue,
                 event = self.eventloop.poll(), if polling => Step::Poll(event),
             };
             if let Step::Poll(_) = step {
@@ -232,10 +291,9 @@ impl Supervisor {
                         }
                     }
                     Due::Dead(why) => {
-                        self.eventloop.drop_connection();
                         // The broker may have lost our subscriptions without a word.
                         turn.subscribed = false;
-                        self.lose_connection(&mut turn, &tracker, &why);
+                        self.reconnect(&mut turn, &tracker, &why);
                     }
                 },
                 Step::SubAck(result) => {
@@ -277,6 +335,32 @@ impl Supervisor {
                         turn.left_with_broker += usize::from(received.ack.is_some());
                         continue;
                     };
+                    let acknowledged = received.ack.is_some();
+                    if acknowledged && turn.held_back > 0 {
+                        turn.held_back += 1;
+                        continue;
+                    }
+                    if turn.pending.is_full() {
+                        if acknowledged {
+                            tracing::debug!(
+                                connection = %self.name,
+                                "the routes are full: leaving QoS 1/2 messages with the broker \
+                                 until they caught up"
+                            );
+                            turn.held_back = 1;
+                        } else {
+                            turn.qos0_dropped += 1;
+                            let dropped = turn.qos0_dropped;
+                            turn.qos0_dropped_log.warn(|| {
+                                format!(
+                                    "connection {}: QoS 0 message dropped: the routes are full \
+                                     ({dropped} dropped since the start)",
+                                    self.name
+                                )
+                            });
+                        }
+                        continue;
+                    }
                     let delivery = self.delivery(received, &tracker);
                     turn.pending.push(delivery);
                     if feed(tx, &mut turn.pending).is_err() {
@@ -289,7 +373,7 @@ impl Supervisor {
         }
         turn.dispatch = None;
         tracker.take_released(&mut turn.acks);
-        let left = tracker.unacknowledged() + turn.left_with_broker;
+        let left = tracker.unacknowledged() + turn.left_with_broker + turn.held_back;
         if left > 0 && turn.connected {
             tracing::info!(
                 connection = %self.name,
@@ -298,6 +382,18 @@ impl Supervisor {
             );
         }
         self.disconnect(turn.connected, turn.acks).await;
+    }
+
+    /// Tears the network connection down on purpose and builds it again after the backoff,
+    /// like a failed one.
+    fn reconnect(
+        &mut self,
+        turn: &mut Turn,
+        tracker: &AckTracker<AckToken>,
+        why: &dyn std::fmt::Display,
+    ) {
+        self.eventloop.drop_connection();
+        self.lose_connection(turn, tracker, why);
     }
 
     /// The network connection is gone (failed, or torn down by us): what belonged to it goes,
@@ -324,18 +420,11 @@ impl Supervisor {
         //   receipts settle into nothing. The broker delivers those messages again.
         tracker.new_generation();
         turn.acks.clear();
+        // The broker sends the held-back messages again on the next connection.
+        turn.held_back = 0;
         let delay = self.backoff.next_delay();
         self.status.down(why, delay);
         turn.retry_at = Some(Instant::now() + delay);
-    }
-
-    /// Whether to read from the broker with `pending` waiting for the dispatcher (see the
-    /// module doc).
-    fn may_read(&self, pending: &Pending) -> bool {
-        if pending.items.len() < PENDING_LIMIT {
-            return true;
-        }
-        pending.bytes < PENDING_MAX_BYTES && self.link.sinks_waiting.load(Ordering::SeqCst) > 0
     }
 
     /// Queues released acks on the client, oldest first, until its request queue is full; the
@@ -505,6 +594,11 @@ impl Pending {
 
     fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// At the cap: what arrives now stays with the broker (see the module doc).
+    fn is_full(&self) -> bool {
+        self.items.len() >= PENDING_LIMIT || self.bytes >= PENDING_MAX_BYTES
     }
 
     fn clear(&mut self) {

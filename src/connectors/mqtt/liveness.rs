@@ -12,8 +12,8 @@
 //!   in); nothing for two keep-alives means the event loop is stuck on the network.
 //!
 //! Either way the event loop tears the network connection down and builds it again,
-//! subscriptions included. Neither timer runs while the event loop deliberately stops reading
-//! (its queue is full), or the pause itself would look like a dead connection.
+//! subscriptions included. Neither timer runs while the event loop waits out a backoff (it
+//! does not poll then); it reads all the time otherwise, full routes included.
 
 use std::time::Duration;
 
@@ -71,6 +71,13 @@ impl Liveness {
             stall_after: (!keep_alive.is_zero()).then(|| keep_alive * 2),
             last_progress: now,
         }
+    }
+
+    /// How long the event loop may pause reading (its queue is full) and still send its
+    /// keep-alive in time: a quarter of it, at most 1 s.
+    pub fn max_pause(&self) -> Duration {
+        let most = Duration::from_secs(1);
+        self.stall_after.map_or(most, |after| (after / 8).min(most))
     }
 
     pub fn probe_topic(&self) -> Option<&str> {

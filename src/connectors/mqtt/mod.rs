@@ -23,7 +23,7 @@ mod session;
 mod topic;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure};
@@ -73,12 +73,6 @@ struct Link {
     /// Whether the connection is up: sinks queue publishes only then, so a long outage does not
     /// pile up a copy of the same message per retry.
     connected: tokio::sync::watch::Sender<bool>,
-    /// Sinks waiting for a publish on this connection to be confirmed. While there are any,
-    /// the event loop keeps reading even past its queue's cap: the confirmations come in
-    /// through the same reads (see `event_loop`).
-    sinks_waiting: AtomicUsize,
-    /// Woken when a sink starts waiting.
-    sink_arrived: tokio::sync::Notify,
 }
 
 impl Default for Link {
@@ -88,26 +82,7 @@ impl Default for Link {
             retain_unavailable: AtomicBool::new(false),
             broker_only_resume: AtomicBool::new(false),
             connected: tokio::sync::watch::Sender::new(false),
-            sinks_waiting: AtomicUsize::new(0),
-            sink_arrived: tokio::sync::Notify::new(),
         }
-    }
-}
-
-/// A sink waiting on its connection, counted in `Link::sinks_waiting` while it lives.
-struct Waiting<'a>(&'a Link);
-
-impl<'a> Waiting<'a> {
-    fn on(link: &'a Link) -> Self {
-        link.sinks_waiting.fetch_add(1, Ordering::SeqCst);
-        link.sink_arrived.notify_one();
-        Waiting(link)
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.sinks_waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -303,7 +278,6 @@ impl MqttSink {
                 self.connection
             ))
         };
-        let _waiting = Waiting::on(&self.link);
         let mut connected = self.link.connected.subscribe();
         tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
             .await
