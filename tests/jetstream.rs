@@ -10,61 +10,27 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, consumer, stream};
-use futures_util::StreamExt;
+use async_nats::jetstream::consumer;
 use support::*;
 
 // ---------------------------------------------------------------------------------------------
 // helpers: JetStream as the test sees it
 
-/// The test's own JetStream client.
-async fn js(server: &NatsServer) -> jetstream::Context {
-    let client = tokio::time::timeout(secs(10), async_nats::connect(server.url()))
-        .await
-        .expect("connect within 10s")
-        .expect("connect to nats-server");
-    jetstream::new(client)
-}
-
-/// Creates a file-backed stream (it survives a server restart) capturing `subjects`.
-async fn create_stream(js: &jetstream::Context, name: &str, subjects: &[&str]) {
-    js.create_stream(stream::Config {
-        name: name.to_string(),
-        subjects: subjects.iter().map(|s| s.to_string()).collect(),
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("create stream {name}: {e}"));
-}
-
 /// Publishes `count` numbered messages (`seq_payload(label, i)`) on `subject(i)`, each one
 /// stored (PubAck) before this returns.
 async fn publish_numbered(
-    js: &jetstream::Context,
+    peer: &NatsPeer,
     label: &str,
     count: usize,
     subject: impl Fn(usize) -> String,
 ) {
-    let mut acks = futures_util::stream::FuturesOrdered::new();
-    for i in 0..count {
-        let ack = js
-            .publish(subject(i), seq_payload(label, i, 0))
-            .await
-            .unwrap_or_else(|e| panic!("JetStream publish #{i}: {e}"));
-        acks.push_back(ack.into_future());
-        while acks.len() >= 256 {
-            acks.next().await.unwrap().expect("stored");
-        }
-    }
-    while let Some(ack) = acks.next().await {
-        ack.expect("stored");
-    }
+    peer.jetstream_publish_all((0..count).map(|i| (subject(i), seq_payload(label, i, 0))))
+        .await;
 }
 
 /// What the server says of a consumer now.
-async fn consumer_info(js: &jetstream::Context, stream: &str, name: &str) -> consumer::Info {
-    let stream = js.get_stream_no_info(stream).await.unwrap();
+async fn consumer_info(peer: &NatsPeer, stream: &str, name: &str) -> consumer::Info {
+    let stream = peer.jetstream().get_stream_no_info(stream).await.unwrap();
     tokio::time::timeout(secs(5), stream.consumer_info(name))
         .await
         .expect("consumer info within 5s")
@@ -74,7 +40,7 @@ async fn consumer_info(js: &jetstream::Context, stream: &str, name: &str) -> con
 /// Waits until the consumer has acked everything up to stream sequence `count`, with nothing
 /// pending, and returns its info.
 async fn wait_all_acked(
-    js: &jetstream::Context,
+    peer: &NatsPeer,
     stream: &str,
     name: &str,
     count: u64,
@@ -82,7 +48,7 @@ async fn wait_all_acked(
 ) -> consumer::Info {
     let deadline = Instant::now() + timeout;
     loop {
-        let info = consumer_info(js, stream, name).await;
+        let info = consumer_info(peer, stream, name).await;
         if info.ack_floor.stream_sequence >= count && info.num_ack_pending == 0 {
             return info;
         }
@@ -102,90 +68,6 @@ async fn wait_all_acked(
 /// `num_redelivered` counts only those still unacked).
 fn redeliveries(info: &consumer::Info) -> u64 {
     info.delivered.consumer_sequence - info.delivered.stream_sequence
-}
-
-/// How many messages the stream holds.
-async fn stream_len(js: &jetstream::Context, name: &str) -> u64 {
-    let mut stream = js.get_stream(name).await.unwrap();
-    stream.info().await.unwrap().state.messages
-}
-
-/// Waits until the stream holds at least `count` messages; rides out a server restart.
-async fn wait_stream_len(js: &jetstream::Context, name: &str, count: u64, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    let mut last = None;
-    loop {
-        let len = tokio::time::timeout(secs(2), async {
-            let mut stream = js.get_stream(name).await.ok()?;
-            Some(stream.info().await.ok()?.state.messages)
-        })
-        .await
-        .ok()
-        .flatten();
-        if len.is_some_and(|len| len >= count) {
-            return;
-        }
-        last = len.or(last);
-        assert!(
-            Instant::now() < deadline,
-            "stream {name}: {count} messages expected within {timeout:?}, it holds {last:?}"
-        );
-        tokio::time::sleep(millis(50)).await;
-    }
-}
-
-/// Every message the stream holds, in stream order.
-async fn read_stream(js: &jetstream::Context, name: &str) -> Vec<Msg> {
-    let n = stream_len(js, name).await as usize;
-    let stream = js.get_stream(name).await.unwrap();
-    let consumer = stream
-        .create_consumer(consumer::pull::OrderedConfig::default())
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut got = Vec::with_capacity(n);
-    tokio::time::timeout(secs(60), async {
-        while got.len() < n {
-            let m = messages
-                .next()
-                .await
-                .expect("ordered consumer ended")
-                .unwrap();
-            got.push(Msg {
-                topic: m.subject.to_string(),
-                payload: m.payload.clone(),
-                retain: false,
-                headers: m
-                    .headers
-                    .iter()
-                    .flat_map(|h| h.iter())
-                    .flat_map(|(k, vs)| {
-                        vs.iter()
-                            .map(move |v| (k.to_string(), v.as_str().to_string()))
-                    })
-                    .collect(),
-            });
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("stream {name}: {n} messages not read within 60s"));
-    got
-}
-
-/// Counts, per sequence number of `label`, how many times it arrived: (lost, duplicates).
-fn lost_and_duplicated(msgs: &[Msg], label: &str, count: usize) -> (usize, usize) {
-    let mut seen = vec![0usize; count];
-    for m in msgs {
-        if let Some((l, seq)) = parse_seq(&m.payload)
-            && l == label
-            && seq < count
-        {
-            seen[seq] += 1;
-        }
-    }
-    let lost = seen.iter().filter(|n| **n == 0).count();
-    let duplicates = seen.iter().map(|n| n.saturating_sub(1)).sum();
-    (lost, duplicates)
 }
 
 fn jetstream_server() -> NatsServer {
@@ -228,8 +110,8 @@ async fn jetstream_source_delivers_every_message_to_mqtt_and_acks_each() {
     const N: usize = 500;
     let nats = jetstream_server();
     let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let js = js(&nats).await;
-    create_stream(&js, "IOT", &["iot.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IOT", &["iot.>"]).await;
     publish_numbered(&js, "iot", N, |i| format!("iot.room{}.temp", i % 5)).await;
     let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
     subscriber.subscribe("iot/#", 1).await;
@@ -289,11 +171,11 @@ routes:
 async fn an_existing_consumer_is_bound_as_it_is() {
     const N: usize = 200;
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
     // Made by an operator: a smaller window and a longer ack_wait than ferry's defaults.
-    let stream = js.get_stream("IN").await.unwrap();
+    let stream = js.jetstream().get_stream("IN").await.unwrap();
     stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some("ops".into()),
@@ -318,8 +200,8 @@ async fn an_existing_consumer_is_bound_as_it_is() {
         "{line}"
     );
 
-    wait_stream_len(&js, "OUT", N as u64, secs(30)).await;
-    let out = read_stream(&js, "OUT").await;
+    js.wait_stream_len("OUT", N as u64, secs(30)).await;
+    let out = js.read_stream("OUT").await;
     assert_sequences(&out, &["in"], N);
     let info = wait_all_acked(&js, "IN", "ops", N as u64, secs(10)).await;
     assert_eq!(info.num_redelivered, 0);
@@ -333,10 +215,10 @@ async fn an_existing_consumer_is_bound_as_it_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_does_not_fit_is_refused_until_fixed() {
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>", "other.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
-    let stream = js.get_stream("IN").await.unwrap();
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>", "other.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
+    let stream = js.jetstream().get_stream("IN").await.unwrap();
     stream
         .create_consumer(consumer::pull::Config {
             durable_name: Some("ferry-in".into()),
@@ -378,8 +260,8 @@ async fn a_consumer_that_does_not_fit_is_refused_until_fixed() {
         .wait_for_line("JetStream consumer IN/ferry-in: created", secs(30))
         .await;
     ferry.wait_ready().await;
-    wait_stream_len(&js, "OUT", 10, secs(30)).await;
-    assert_sequences(&read_stream(&js, "OUT").await, &["in"], 10);
+    js.wait_stream_len("OUT", 10, secs(30)).await;
+    assert_sequences(&js.read_stream("OUT").await, &["in"], 10);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,10 +271,10 @@ async fn progress_acks_keep_a_slow_sink_from_causing_redeliveries() {
     // messages it cannot deliver.
     let source = jetstream_server();
     let mut sink = jetstream_server();
-    let source_js = js(&source).await;
-    let sink_js = js(&sink).await;
-    create_stream(&source_js, "IN", &["in.>"]).await;
-    create_stream(&sink_js, "OUT", &["out.>"]).await;
+    let source_js = NatsPeer::connect(&source.url()).await;
+    let sink_js = NatsPeer::connect(&sink.url()).await;
+    source_js.create_stream("IN", &["in.>"]).await;
+    sink_js.create_stream("OUT", &["out.>"]).await;
 
     let mut ferry = Ferry::start(&fill(
         r#"
@@ -442,9 +324,9 @@ routes:
     assert_eq!(held.num_ack_pending, 50, "the window holds: {held:?}");
 
     sink.restart();
-    let sink_js = js(&sink).await;
-    wait_stream_len(&sink_js, "OUT", N as u64, secs(60)).await;
-    let out = read_stream(&sink_js, "OUT").await;
+    let sink_js = NatsPeer::connect(&sink.url()).await;
+    sink_js.wait_stream_len("OUT", N as u64, secs(60)).await;
+    let out = sink_js.read_stream("OUT").await;
     assert_sequences(&out, &["in"], N);
     let info = wait_all_acked(&source_js, "IN", "slow", N as u64, secs(10)).await;
     assert_eq!(info.num_redelivered, 0, "{info:?}");
@@ -463,19 +345,19 @@ routes:
 async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
     const N: usize = 3000;
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
     // What ferry held unacked when it died comes back after ack_wait.
     let config = in_to_out(&nats, "relay", ", ack_wait: 5s");
     let mut ferry = Ferry::start(&config);
     ferry.wait_ready().await;
-    wait_stream_len(&js, "OUT", 500, secs(30)).await;
+    js.wait_stream_len("OUT", 500, secs(30)).await;
     ferry.signal("KILL");
     ferry.wait_exit(secs(10)).await;
-    let at_kill = stream_len(&js, "OUT").await;
+    let at_kill = js.stream_len("OUT").await.expect("stream length");
     let unacked = consumer_info(&js, "IN", "relay").await;
 
     let mut ferry = Ferry::start(&config);
@@ -484,8 +366,10 @@ async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
         .wait_for_line("JetStream consumer IN/relay: bound", secs(5))
         .await;
     let info = wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
-    let out = read_stream(&js, "OUT").await;
-    let (lost, duplicates) = lost_and_duplicated(&out, "in", N);
+    let out = js.read_stream("OUT").await;
+    let Tally {
+        lost, duplicates, ..
+    } = Tally::of_msgs(N, "in", &out);
     println!(
         "kill -9 at {at_kill} stored ({} delivered, {} unacked): sent={N} stored={} \
          redeliveries={} duplicates={duplicates} lost={lost}",
@@ -506,15 +390,15 @@ async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
 async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
     const N: usize = 3000;
     let mut nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
     // Deliveries lost with the connection come back after ack_wait.
     let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ", ack_wait: 5s"));
     ferry.wait_ready().await;
-    wait_stream_len(&js, "OUT", 500, secs(30)).await;
+    js.wait_stream_len("OUT", 500, secs(30)).await;
     let mark = ferry.mark();
     nats.kill9();
     ferry
@@ -525,10 +409,12 @@ async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
         .wait_for_line_since(mark, "reconnected", secs(30))
         .await;
 
-    let js = self::js(&nats).await;
+    let js = NatsPeer::connect(&nats.url()).await;
     let info = wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
-    let out = read_stream(&js, "OUT").await;
-    let (lost, duplicates) = lost_and_duplicated(&out, "in", N);
+    let out = js.read_stream("OUT").await;
+    let Tally {
+        lost, duplicates, ..
+    } = Tally::of_msgs(N, "in", &out);
     println!(
         "nats-server kill -9 and restart: sent={N} stored={} redeliveries={} \
          duplicates={duplicates} lost={lost}",
@@ -543,37 +429,37 @@ async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliver_new_starts_after_the_messages_already_stored() {
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "old", 5, |_| "in.data".into()).await;
 
     let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ", deliver: new"));
     ferry.wait_ready().await;
     publish_numbered(&js, "new", 5, |_| "in.data".into()).await;
     wait_all_acked(&js, "IN", "relay", 10, secs(30)).await;
-    assert_sequences(&read_stream(&js, "OUT").await, &["new"], 5);
+    assert_sequences(&js.read_stream("OUT").await, &["new"], 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
     const N: usize = 3000;
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
     let config = in_to_out(&nats, "relay", "");
     let mut ferry = Ferry::start(&config);
     ferry.wait_ready().await;
-    wait_stream_len(&js, "OUT", 500, secs(30)).await;
+    js.wait_stream_len("OUT", 500, secs(30)).await;
     let status = ferry.terminate().await;
     assert!(status.success(), "ferry exited with {status}");
 
     let info = consumer_info(&js, "IN", "relay").await;
     let acked = info.ack_floor.stream_sequence as usize;
-    let stored = read_stream(&js, "OUT").await;
+    let stored = js.read_stream("OUT").await;
     println!(
         "SIGTERM: {acked} acked, {} stored, {} pending at the server",
         stored.len(),
@@ -584,14 +470,18 @@ async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
         "ferry acked what it delivered before exiting: {info:?}"
     );
     // Everything acked is in the sink's stream: acked means stored, never acked and dropped.
-    let (lost, duplicates) = lost_and_duplicated(&stored, "in", acked);
+    let Tally {
+        lost, duplicates, ..
+    } = Tally::of_msgs(acked, "in", &stored);
     assert_eq!((lost, duplicates), (0, 0), "of the {acked} acked messages");
 
     let mut ferry = Ferry::start(&config);
     ferry.wait_ready().await;
     wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
-    let out = read_stream(&js, "OUT").await;
-    let (lost, duplicates) = lost_and_duplicated(&out, "in", N);
+    let out = js.read_stream("OUT").await;
+    let Tally {
+        lost, duplicates, ..
+    } = Tally::of_msgs(N, "in", &out);
     assert_eq!((lost, duplicates), (0, 0));
     ferry.terminate().await;
 }
@@ -600,9 +490,9 @@ async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
 async fn the_liveness_probe_catches_a_connection_that_went_silent() {
     const N: usize = 200;
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
     let proxy = TcpProxy::start(nats.port).await;
     // Pings so rare they cannot be what notices: only the probe can.
     let mut ferry = Ferry::start(&fill(
@@ -642,7 +532,7 @@ routes:
         .wait_for_line_since(mark, "reconnected", secs(30))
         .await;
     wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
-    let out = read_stream(&js, "OUT").await;
+    let out = js.read_stream("OUT").await;
     assert_sequences(&out, &["in"], N);
 }
 
@@ -654,8 +544,8 @@ async fn mqtt_to_jetstream_stores_every_message_with_its_id() {
     const N: usize = 500;
     let nats = jetstream_server();
     let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let js = js(&nats).await;
-    create_stream(&js, "SENSORS", &["sensors.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("SENSORS", &["sensors.>"]).await;
 
     let mut ferry = Ferry::start(&fill(
         r#"
@@ -679,8 +569,8 @@ routes:
             1,
         )
         .await;
-    wait_stream_len(&js, "SENSORS", N as u64, secs(30)).await;
-    let stored = read_stream(&js, "SENSORS").await;
+    js.wait_stream_len("SENSORS", N as u64, secs(30)).await;
+    let stored = js.read_stream("SENSORS").await;
     assert_sequences(&stored, &["s"], N);
     assert_eq!(stored[0].topic, "sensors.kitchen.temp");
     let ids: std::collections::HashSet<&str> = stored
@@ -702,9 +592,9 @@ routes:
 async fn a_message_sent_twice_with_one_id_is_stored_once() {
     const N: usize = 300;
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
-    create_stream(&js, "OUT", &["out.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
     // Two routes read the same messages through two consumers and publish each one to the
@@ -727,7 +617,7 @@ routes:
     ferry.wait_ready().await;
     wait_all_acked(&js, "IN", "first", N as u64, secs(30)).await;
     wait_all_acked(&js, "IN", "second", N as u64, secs(30)).await;
-    let stored = read_stream(&js, "OUT").await;
+    let stored = js.read_stream("OUT").await;
     assert_eq!(stored.len(), N, "{} sends, {} stored", 2 * N, stored.len());
     let mut seqs: Vec<usize> = stored
         .iter()
@@ -741,8 +631,8 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_no_stream_captures_is_retried_until_one_does() {
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
     publish_numbered(&js, "in", 5, |_| "in.data".into()).await;
 
     let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ""));
@@ -754,9 +644,9 @@ async fn a_subject_no_stream_captures_is_retried_until_one_does() {
     let info = consumer_info(&js, "IN", "relay").await;
     assert_eq!(info.ack_floor.stream_sequence, 0, "nothing acked: {info:?}");
 
-    create_stream(&js, "OUT", &["out.>"]).await;
-    wait_stream_len(&js, "OUT", 5, secs(60)).await;
-    assert_sequences(&read_stream(&js, "OUT").await, &["in"], 5);
+    js.create_stream("OUT", &["out.>"]).await;
+    js.wait_stream_len("OUT", 5, secs(60)).await;
+    assert_sequences(&js.read_stream("OUT").await, &["in"], 5);
     wait_all_acked(&js, "IN", "relay", 5, secs(10)).await;
 }
 
@@ -767,8 +657,8 @@ async fn a_subject_no_stream_captures_is_retried_until_one_does() {
 async fn core_nats_sink_confirms_each_message_once_flushed() {
     const N: usize = 20_000;
     let nats = jetstream_server();
-    let js = js(&nats).await;
-    create_stream(&js, "IN", &["in.>"]).await;
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("IN", &["in.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
     let subscriber = NatsPeer::connect(&nats.url()).await;
     let mut inbox = subscriber.subscribe("out.>").await;
