@@ -7,7 +7,6 @@ mod support;
 
 use std::path::Path;
 
-use async_nats::jetstream;
 use bytes::Bytes;
 use support::*;
 
@@ -42,47 +41,20 @@ routes:
 /// Creates the capture stream (file storage: it survives a nats-server restart).
 async fn create_capture(nats: &NatsServer) {
     let peer = NatsPeer::connect(&nats.url()).await;
-    jetstream::new(peer.client.clone())
-        .create_stream(jetstream::stream::Config {
-            name: CAPTURE.into(),
-            subjects: vec!["spooled.>".into()],
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        })
-        .await
-        .expect("create the capture stream");
+    peer.create_stream(CAPTURE, &["spooled.>"]).await;
 }
 
 /// Waits (bounded) until the capture stream holds at least `n` messages; returns its count.
 async fn wait_captured(nats: &NatsServer, n: u64, timeout: std::time::Duration) -> u64 {
     let peer = NatsPeer::connect(&nats.url()).await;
-    let js = jetstream::new(peer.client.clone());
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let mut stream = js.get_stream(CAPTURE).await.expect("capture stream");
-        let count = stream.info().await.expect("stream info").state.messages;
-        if count >= n {
-            return count;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the capture stream holds {count} message(s), not {n}, after {timeout:?}"
-        );
-        tokio::time::sleep(millis(50)).await;
-    }
+    peer.wait_stream_len(CAPTURE, n, timeout).await
 }
 
 /// Every payload in the capture stream, in stream order.
 async fn captured(nats: &NatsServer) -> Vec<Bytes> {
     let peer = NatsPeer::connect(&nats.url()).await;
-    let js = jetstream::new(peer.client.clone());
-    let mut stream = js.get_stream(CAPTURE).await.expect("capture stream");
-    let state = stream.info().await.expect("stream info").state.clone();
-    let mut out = Vec::new();
-    for seq in state.first_sequence..=state.last_sequence {
-        out.push(stream.get_raw_message(seq).await.expect("message").payload);
-    }
-    out
+    let stored = peer.read_stream(CAPTURE).await;
+    stored.into_iter().map(|m| m.payload).collect()
 }
 
 /// Prints what arrived against what was sent (stream `seq`, 0..sent) and checks that every
@@ -96,16 +68,7 @@ fn tally(test: &str, payloads: &[Bytes], sent: usize) {
             seq
         })
         .collect();
-    let mut distinct = seqs.clone();
-    distinct.sort_unstable();
-    distinct.dedup();
-    let duplicates = seqs.len() - distinct.len();
-    let lost = sent - distinct.iter().filter(|&&s| s < sent).count();
-    let out_of_order = seqs.windows(2).filter(|w| w[1] < w[0]).count();
-    eprintln!(
-        "[{test}] sent {sent}, received {}, duplicates {duplicates}, lost {lost}, out of order {out_of_order}",
-        seqs.len()
-    );
+    Tally::of(sent, seqs.iter().copied()).report(test);
     assert_in_order("seq", &seqs, sent);
 }
 
