@@ -14,6 +14,9 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// How long SIGINT/SIGTERM waits for queued messages to reach their sinks.
     pub shutdown_timeout: Duration,
+    /// How long `ferry run` waits for every connection to come up before it tells systemd it is
+    /// ready anyway (naming the ones still down in the log and on `/readyz`).
+    pub startup_timeout: Duration,
     pub loop_guard: LoopGuard,
     /// Where ferry keeps what must survive a restart (SSE resume cursors). `None`: systemd's
     /// `$STATE_DIRECTORY`, else `/var/lib/ferry`; see [`Config::state_dir`].

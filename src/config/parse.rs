@@ -311,6 +311,7 @@ impl<'a> Decoder<'a> {
     fn config(&mut self, root: &Node) -> Option<Config> {
         let mut top = self.obj(root, "the configuration")?;
         let shutdown_timeout = self.duration(&mut top, "shutdown_timeout", Duration::from_secs(10));
+        let startup_timeout = self.duration(&mut top, "startup_timeout", Duration::from_secs(30));
         let loop_guard = match top.get("loop_guard") {
             Some(n) => self.loop_guard(n),
             None => LoopGuard::default(),
@@ -385,6 +386,7 @@ impl<'a> Decoder<'a> {
             connections,
             routes,
             shutdown_timeout,
+            startup_timeout,
             loop_guard,
             state_dir,
             admin,
