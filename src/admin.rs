@@ -14,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket};
 
 use crate::config::Admin;
 use crate::connectors::Runtime;
+use crate::pipeline::observe::Observed;
 
 /// HTTP routes a connection contributes to the admin listener.
 pub type Routes = axum::Router;
@@ -35,7 +36,9 @@ impl AdminListener {
     pub fn bind(
         config: &Admin,
         streams: impl IntoIterator<Item = Routes>,
+        observed: Observed,
     ) -> anyhow::Result<AdminListener> {
+        let _ = observed;
         let addr = config.listen;
         let listener = listen(addr).map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr}: {e} (admin.listen in the config)")

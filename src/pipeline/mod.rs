@@ -1,9 +1,11 @@
 //! Routes, queues, acks, supervision and shutdown: everything between the connectors.
 
+pub mod observe;
 pub mod queue;
 pub mod route;
 pub mod spool;
 pub mod status;
+pub mod tap;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,6 +34,7 @@ pub struct Pipeline {
     shutdown_timeout: Duration,
     /// Per-route counters, by route name.
     pub counters: BTreeMap<String, Arc<RouteCounters>>,
+    observed: observe::Observed,
 }
 
 impl Pipeline {
@@ -81,6 +84,7 @@ impl Pipeline {
         let mut queues = Vec::new();
         let mut counters = BTreeMap::new();
         let mut route_workers = Vec::new();
+        let mut views = Vec::new();
         for (index, route) in config.routes.iter().enumerate() {
             let (input, output) = queue::bounded(&route.name, route.queue.clone());
             let source = connections
@@ -126,6 +130,7 @@ impl Pipeline {
                 }
             }
             counters.insert(route.name.clone(), route_counters.clone());
+            let tap = tap::Tap::default();
             queues.push(output.clone());
             route_workers.push(RouteWorker {
                 name: route.name.as_str().into(),
@@ -134,17 +139,36 @@ impl Pipeline {
                     .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
                 sinks,
                 dead_letter,
-                counters: route_counters,
+                counters: route_counters.clone(),
                 abandon: abandon.clone(),
                 warnings: Default::default(),
                 at_most_once: route.delivery == Some(crate::config::Delivery::AtMostOnce),
                 ids: ids.clone(),
+                stop: CancellationToken::new(),
+                tap: tap.clone(),
+            });
+            views.push(observe::RouteView {
+                name: route.name.clone(),
+                from: route.from.connection.clone(),
+                to: route.to.iter().map(|s| s.connection.clone()).collect(),
+                dead_letter: route.dead_letter.as_ref().map(|s| s.connection.clone()),
+                at_least_once: crate::config::delivery::guarantee(route, &config.connections)
+                    .delivery
+                    == crate::config::Delivery::AtLeastOnce,
+                counters: route_counters.clone(),
+                queue: queues.last().expect("pushed above").clone(),
+                tap,
             });
         }
+        let observed = observe::Observed::default();
+        observed.set(observe::View {
+            routes: views,
+            connections: statuses.clone(),
+        });
         // Bound before any connection starts, so a taken port fails the start.
         if let Some(admin) = &config.admin {
             let streams = connections.values_mut().filter_map(|c| c.admin_routes());
-            crate::admin::AdminListener::bind(admin, streams)?.serve(&runtime);
+            crate::admin::AdminListener::bind(admin, streams, observed.clone())?.serve(&runtime);
         }
         for (_, connection) in connections {
             connection.start(&runtime);
@@ -161,7 +185,13 @@ impl Pipeline {
             statuses,
             shutdown_timeout: config.shutdown_timeout,
             counters,
+            observed,
         })
+    }
+
+    /// What the admin listener sees of this pipeline; stays current across reloads.
+    pub fn observed(&self) -> observe::Observed {
+        self.observed.clone()
     }
 
     /// Resolves once every connection is up (connected and subscribed), logging `ferry ready`.
@@ -300,7 +330,13 @@ pub struct ReloadSummary {
 
 impl std::fmt::Display for ReloadSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         write!(
             f,
             "routes started: {}; restarted: {}; stopped: {}; unchanged: {}; connections restarted: {}",
@@ -311,7 +347,11 @@ impl std::fmt::Display for ReloadSummary {
             list(&self.connections_restarted),
         )?;
         if !self.needs_restart.is_empty() {
-            write!(f, "; takes effect only after a restart: {}", self.needs_restart.join(", "))?;
+            write!(
+                f,
+                "; takes effect only after a restart: {}",
+                self.needs_restart.join(", ")
+            )?;
         }
         Ok(())
     }

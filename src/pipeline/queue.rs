@@ -189,6 +189,11 @@ impl RouteOutput {
         self.shared.state.lock().expect("queue lock").items.len()
     }
 
+    /// Payload bytes waiting in the queue.
+    pub fn bytes(&self) -> usize {
+        self.shared.state.lock().expect("queue lock").bytes
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -51,6 +51,9 @@ pub struct RouteCounters {
     pub spooled: AtomicU64,
     /// Of the spooled, how many were forwarded to their sink since (also counted in `sent`).
     pub forwarded: AtomicU64,
+    /// Messages taken from the queue whose source is not confirmed yet (being delivered, or
+    /// waiting for the spool's fsync). With the queue's depth, the route's pending acks.
+    pub unconfirmed: AtomicU64,
     /// Bytes the route's spools hold now, shared with the spools themselves (their
     /// `max_bytes` applies to this sum).
     pub spool_bytes: Arc<AtomicU64>,
@@ -72,8 +75,13 @@ pub struct RouteWorker {
     pub sinks: Vec<RouteSink>,
     pub dead_letter: Option<RouteSink>,
     pub counters: Arc<RouteCounters>,
-    /// Cancelled when the shutdown deadline passed: stop retrying unavailable sinks.
+    /// Cancelled when the shutdown deadline passed (or a reload's, for this route): stop
+    /// retrying unavailable sinks.
     pub abandon: CancellationToken,
+    /// Cancelled when a reload replaces this worker: finish the message in hand, confirm what
+    /// is durable, and return, leaving the queue to the next worker.
+    pub stop: CancellationToken,
+    pub tap: super::tap::Tap,
     pub warnings: RateLimitedLog,
     /// `delivery: at-most-once`: the source is confirmed as soon as a message is taken.
     pub at_most_once: bool,
@@ -153,11 +161,18 @@ impl RouteWorker {
                 self.make_durable(&mut waiting).await;
                 continue;
             }
-            let Some(mut incoming) = self.queue.pop().await else {
+            let next = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => None,
+                next = self.queue.pop() => next,
+            };
+            let Some(mut incoming) = next else {
                 break;
             };
             self.counters.received.fetch_add(1, Ordering::Relaxed);
+            self.counters.unconfirmed.fetch_add(1, Ordering::Relaxed);
             self.ids.assign(&mut incoming.message);
+            self.tap.before(&incoming.message);
             let ack = match self.at_most_once {
                 true => {
                     incoming.ack.confirm();
@@ -167,17 +182,23 @@ impl RouteWorker {
             };
             let finished = self.deliver(&incoming.message).await;
             if finished {
-                if let Some(ack) = ack {
-                    if waiting.is_empty() && !self.spools().any(Spool::unsynced) {
-                        ack.confirm();
-                    } else {
-                        waiting.push(ack);
+                match ack {
+                    Some(ack) if !waiting.is_empty() || self.spools().any(Spool::unsynced) => {
+                        waiting.push(ack)
+                    }
+                    ack => {
+                        if let Some(ack) = ack {
+                            ack.confirm();
+                        }
+                        self.counters.unconfirmed.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
-            } else if self.abandon.is_cancelled() {
-                // The acks before this one first (it is dropped unconfirmed, a nack).
+            } else {
+                // Abandoned (the deadline passed): the acks before this one first; it is
+                // dropped unconfirmed, a nack.
                 self.make_durable(&mut waiting).await;
                 drop(ack);
+                self.counters.unconfirmed.fetch_sub(1, Ordering::Relaxed);
                 break;
             }
         }
@@ -208,6 +229,9 @@ impl RouteWorker {
             }
         }
         let acks = std::mem::take(waiting);
+        self.counters
+            .unconfirmed
+            .fetch_sub(acks.len() as u64, Ordering::Relaxed);
         tracing::debug!(
             route = %self.name,
             "{} message(s) confirmed after the spool's fsync ({} spooled so far)",
@@ -291,6 +315,7 @@ impl RouteWorker {
                     }
                     outputs[sink] += 1;
                     let sink = &self.sinks[sink];
+                    self.tap.after(&sink.connection, &out);
                     match self.publish_or_spool(sink, &out).await {
                         Published::Sent => {
                             self.counters.sent.fetch_add(1, Ordering::Relaxed);
