@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::http_client::{self, Timeouts};
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
+use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
 use crate::config::{self, HttpMethod, Reconnect, SinkSpec};
 use crate::message::Message;
 use crate::pipeline::status::ConnectionStatus;
@@ -140,8 +140,15 @@ impl HttpConnection {
     }
 }
 
-impl Connection for HttpConnection {
-    fn add_sink(&mut self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+/// Makes the sinks of one HTTP connection: each shares its endpoint.
+struct HttpSinks {
+    name: Arc<str>,
+    /// Or why it could not be built (a bad URL or TLS file).
+    endpoint: Result<Arc<Endpoint>, String>,
+}
+
+impl Sinks for HttpSinks {
+    fn add_sink(&self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
         let SinkSpec::Http(sink) = sink else {
             anyhow::bail!("connection {} is HTTP, the sink is not", self.name);
         };
@@ -151,9 +158,18 @@ impl Connection for HttpConnection {
             HttpMethod::Put => reqwest::Method::PUT,
         };
         Ok(Arc::new(HttpSink {
-            endpoint: self.endpoint()?,
+            endpoint: self.endpoint.clone().map_err(|e| anyhow::anyhow!(e))?,
             method,
         }))
+    }
+}
+
+impl Connection for HttpConnection {
+    fn sinks(&mut self) -> Arc<dyn Sinks> {
+        Arc::new(HttpSinks {
+            name: self.name.clone(),
+            endpoint: self.endpoint().map_err(|e| format!("{e:#}")),
+        })
     }
 
     /// There is no session to open: the connection counts as up until a request cannot reach

@@ -2,10 +2,11 @@
 //! traits. No protocol crate is named outside its module.
 //!
 //! A connection is opened once per `connections:` entry that some route uses. Before it starts,
-//! every route registers on it: a route's source with [`Connection::add_source`] (messages go
-//! into the route's queue), a route's sink with [`Connection::add_sink`]. Then
-//! [`Connection::start`] spawns the supervised task that connects, subscribes, serves, and on
-//! failure backs off, reconnects and subscribes again.
+//! every route reading from it registers its source with [`Connection::add_source`] (messages go
+//! into the route's queue). Then [`Connection::start`] spawns the supervised task that connects,
+//! subscribes, serves, and on failure backs off, reconnects and subscribes again. Routes publish
+//! through sinks made by the connection's [`Sinks`], which also works once the connection runs,
+//! so a reload can restart a route without restarting the connections it publishes through.
 
 use std::future::Future;
 use std::path::Path;
@@ -57,6 +58,21 @@ pub trait Sink: Send + Sync {
     fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>>;
 }
 
+/// Makes the sinks routes publish through on one connection.
+pub trait Sinks: Send + Sync {
+    /// A route's sink: the handle the route publishes through.
+    fn add_sink(&self, sink: &config::SinkSpec) -> anyhow::Result<Arc<dyn Sink>>;
+}
+
+/// The sinks of a connection that cannot be one (an SSE source).
+struct NoSinks;
+
+impl Sinks for NoSinks {
+    fn add_sink(&self, _sink: &config::SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        anyhow::bail!("this connection cannot be a sink")
+    }
+}
+
 /// What a started connection needs from the daemon.
 #[derive(Clone)]
 pub struct Runtime {
@@ -69,6 +85,25 @@ pub struct Runtime {
     pub stop_sources: CancellationToken,
     /// Cancelled when the connection must close (shutdown step two, after the queues drained).
     pub close: CancellationToken,
+}
+
+impl Runtime {
+    /// A runtime with its own tasks and tokens: each connection has one, so a reload can stop
+    /// one connection while the others run.
+    pub fn new() -> Runtime {
+        Runtime {
+            tasks: TaskTracker::new(),
+            sources: TaskTracker::new(),
+            stop_sources: CancellationToken::new(),
+            close: CancellationToken::new(),
+        }
+    }
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime::new()
+    }
 }
 
 /// One supervised client connection to a broker.
@@ -85,10 +120,10 @@ pub trait Connection: Send {
         anyhow::bail!("route {route}: this connection cannot be a source")
     }
 
-    /// Registers a route's sink and returns the handle the route publishes through.
-    /// Connections ferry only reads keep the default, a refusal.
-    fn add_sink(&mut self, _sink: &config::SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
-        anyhow::bail!("this connection cannot be a sink")
+    /// What makes this connection's sinks, before or after it started. Connections ferry only
+    /// reads keep the default, which refuses every sink.
+    fn sinks(&mut self) -> Arc<dyn Sinks> {
+        Arc::new(NoSinks)
     }
 
     /// Spawns the supervised connection task(s) on `runtime.tasks`.

@@ -42,7 +42,7 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
+use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
 use crate::config::{self, SinkSpec};
 use crate::message::Message;
 use crate::pipeline::status::ConnectionStatus;
@@ -72,9 +72,18 @@ impl SseServerConnection {
     }
 }
 
+/// Makes the sinks of one stream: each publishes into its hub.
+struct StreamSinks(Arc<Hub>);
+
+impl Sinks for StreamSinks {
+    fn add_sink(&self, _sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        Ok(Arc::new(StreamSink(self.0.clone())))
+    }
+}
+
 impl Connection for SseServerConnection {
-    fn add_sink(&mut self, _sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
-        Ok(Arc::new(StreamSink(self.hub.clone())))
+    fn sinks(&mut self) -> Arc<dyn Sinks> {
+        Arc::new(StreamSinks(self.hub.clone()))
     }
 
     fn admin_routes(&mut self) -> Option<crate::admin::Routes> {

@@ -1,4 +1,21 @@
-//! Routes, queues, acks, supervision and shutdown: everything between the connectors.
+//! Routes, queues, acks, supervision, reload and shutdown: everything between the connectors.
+//!
+//! Starting and reloading are one operation ([`Pipeline::apply`]): compare what runs with what
+//! the configuration asks for, stop what changed, start what is new. Starting is applying a
+//! configuration to an empty pipeline.
+//!
+//! What a reload restarts:
+//! - a **connection** when its own settings changed, or the set of routes reading from it (what
+//!   it subscribes to, and the queues it fills) changed: subscriptions are made when a
+//!   connection connects, so a new subscription set means a new connection. Routes that only
+//!   publish through it do not count: their sinks can be made on a running connection.
+//! - a **route** when its own settings changed, or one of its connections restarts. Its queue,
+//!   counters and tap survive when its queue settings did not change, so a route whose mapping
+//!   changed loses nothing: the new worker takes the next message from the same queue.
+//!
+//! Before a source connection stops, the routes it feeds finish what it already gave them
+//! (within `shutdown_timeout`), so their acknowledgements still reach the broker on the
+//! connection that received them: no duplicates from a reload on a quiet path.
 
 pub mod observe;
 pub mod queue;
@@ -7,201 +24,150 @@ pub mod spool;
 pub mod status;
 pub mod tap;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{Config, SourceSpec};
-use crate::connectors::{self, Runtime};
+use crate::config::{self, Config, SourceSpec};
+use crate::connectors::{self, Runtime, Sinks};
 use crate::mapping::{Mapping, loops};
-use route::{RouteCounters, RouteSink, RouteWorker};
+use queue::{RouteInput, RouteOutput};
+use route::{MessageIds, RouteCounters, RouteSink, RouteWorker};
 use spool::Spool;
 use status::{ConnectionStatus, State};
 
 /// A running set of routes and the connections they use.
 pub struct Pipeline {
-    runtime: Runtime,
+    /// The configuration that runs.
+    config: Option<Config>,
+    connections: BTreeMap<String, LiveConnection>,
+    /// In the configuration's order.
+    routes: Vec<LiveRoute>,
+    /// The admin listener's tasks; closed last, so it answers through the shutdown drain.
+    admin: Runtime,
+    admin_bound: bool,
     /// Cancelled when the shutdown deadline passed.
     abandon: CancellationToken,
-    queues: Vec<queue::RouteOutput>,
-    workers: TaskTracker,
-    statuses: Vec<ConnectionStatus>,
-    shutdown_timeout: Duration,
-    /// Per-route counters, by route name.
-    pub counters: BTreeMap<String, Arc<RouteCounters>>,
+    ids: Arc<MessageIds>,
     observed: observe::Observed,
+    health: Health,
+}
+
+/// One connection as it runs.
+struct LiveConnection {
+    plan: ConnectionPlan,
+    runtime: Runtime,
+    sinks: Arc<dyn Sinks>,
+    status: ConnectionStatus,
+    /// An `sse_server` stream is served by the admin listener's router, which is built once:
+    /// it keeps running as started until the next restart.
+    serves_admin: bool,
+}
+
+/// What a connection is made of; a connection restarts on a reload when this changes.
+#[derive(Clone, PartialEq)]
+struct ConnectionPlan {
+    connection: config::Connection,
+    /// The routes reading from it: name, what they subscribe to, the queue they fill.
+    sources: Vec<(String, SourceSpec, config::Queue)>,
+    state_dir: PathBuf,
+}
+
+/// One route as it runs.
+struct LiveRoute {
+    plan: RoutePlan,
+    input: RouteInput,
+    output: RouteOutput,
+    counters: Arc<RouteCounters>,
+    tap: tap::Tap,
+    worker: WorkerHandle,
+}
+
+/// What a route's worker is made of; the worker restarts on a reload when this changes.
+#[derive(Clone, PartialEq)]
+struct RoutePlan {
+    route: config::Route,
+    /// Its sinks (by index) that lie on a loop, where the loop guard applies.
+    guarded: Vec<usize>,
+    no_local: bool,
+    brokers: BTreeMap<String, String>,
+    loop_guard: config::LoopGuard,
+    instance: String,
+    spool_dir: Option<PathBuf>,
+}
+
+/// A route worker's task and how to stop it.
+struct WorkerHandle {
+    /// Finish the message in hand and return (a reload replaces the worker).
+    stop: CancellationToken,
+    /// Stop retrying an unavailable sink (a deadline passed).
+    abandon: CancellationToken,
+    done: TaskTracker,
+}
+
+impl WorkerHandle {
+    fn none() -> WorkerHandle {
+        let done = TaskTracker::new();
+        done.close();
+        WorkerHandle {
+            stop: CancellationToken::new(),
+            abandon: CancellationToken::new(),
+            done,
+        }
+    }
+
+    /// Stops the worker, giving it until `deadline` to finish the message in hand.
+    async fn stop(&self, deadline: Instant) {
+        self.stop.cancel();
+        if tokio::time::timeout_at(deadline, self.done.wait())
+            .await
+            .is_err()
+        {
+            self.abandon.cancel();
+            self.done.wait().await;
+        }
+    }
 }
 
 impl Pipeline {
-    /// Opens every connection a route uses, wires every route, and starts them all.
+    /// Opens every connection a route uses, wires every route, and starts them all. Fails
+    /// (nothing keeps running) when a connection or route cannot be set up, or the admin
+    /// listener's port is taken.
     pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
         connectors::tls::install_crypto_provider();
-        let runtime = Runtime {
-            tasks: TaskTracker::new(),
-            sources: TaskTracker::new(),
-            stop_sources: CancellationToken::new(),
-            close: CancellationToken::new(),
+        let mut pipeline = Pipeline {
+            config: None,
+            connections: BTreeMap::new(),
+            routes: Vec::new(),
+            admin: Runtime::new(),
+            admin_bound: false,
+            abandon: CancellationToken::new(),
+            ids: Arc::new(MessageIds::default()),
+            observed: observe::Observed::default(),
+            health: Health::default(),
         };
-        let abandon = CancellationToken::new();
-        let mut connections = BTreeMap::new();
-        let mut statuses = Vec::new();
-        let mut used = |name: &str| -> anyhow::Result<()> {
-            if !connections.contains_key(name) {
-                let c = config
-                    .connections
-                    .get(name)
-                    .with_context(|| format!("connection {name} is not defined"))?;
-                let status = ConnectionStatus::new(name, c.kind.protocol().name());
-                statuses.push(status.clone());
-                connections.insert(
-                    name.to_string(),
-                    connectors::open(c, status, &config.state_dir()),
-                );
-            }
-            Ok(())
-        };
-        for route in &config.routes {
-            used(&route.from.connection)?;
-            for sink in route.to.iter().chain(&route.dead_letter) {
-                used(&sink.connection)?;
-            }
-        }
-        let analysis = loops::analyse(config);
-        let instance = instance_name(config);
-        for cycle in &analysis.cycles {
-            if let loops::Verdict::EchoOnce { .. } = cycle.verdict {
-                tracing::warn!("{}", cycle.describe(config));
-            }
-        }
-
-        let workers = TaskTracker::new();
-        let ids = Arc::new(route::MessageIds::default());
-        let mut queues = Vec::new();
-        let mut counters = BTreeMap::new();
-        let mut route_workers = Vec::new();
-        let mut views = Vec::new();
-        for (index, route) in config.routes.iter().enumerate() {
-            let (input, output) = queue::bounded(&route.name, route.queue.clone());
-            let source = connections
-                .get_mut(&route.from.connection)
-                .expect("opened above");
-            let mut spec = route.from.spec.clone();
-            if let SourceSpec::Mqtt(mqtt) = &mut spec
-                && analysis.no_local.contains(&index)
-            {
-                // The other half of a two-way pair publishes here: let the broker keep our
-                // own publishes from coming back at all (MQTT 5), rather than drop them later.
-                mqtt.no_local = true;
-            }
-            source
-                .add_source(&route.name, &spec, input)
-                .with_context(|| format!("route {}", route.name))?;
-            let mut sink = |sink: &crate::config::Sink| -> anyhow::Result<RouteSink> {
-                let connection = connections.get_mut(&sink.connection).expect("opened above");
-                Ok(RouteSink {
-                    connection: sink.connection.clone(),
-                    sink: connection.add_sink(&sink.spec)?,
-                    spool: None,
-                })
-            };
-            let mut sinks: Vec<RouteSink> = route
-                .to
-                .iter()
-                .map(&mut sink)
-                .collect::<anyhow::Result<_>>()?;
-            let dead_letter = route.dead_letter.as_ref().map(&mut sink).transpose()?;
-            let route_counters = Arc::new(RouteCounters::default());
-            if let (Some(spool), Some(dir)) = (&route.spool, config.spool_dir(route)) {
-                // One spool per sink, so a sink that is up never gets another's backlog twice.
-                for (index, sink) in sinks.iter_mut().enumerate() {
-                    let dir = dir.join(format!("{index}-{}", sink.connection));
-                    let opened = Spool::open(&dir, spool.max_bytes, route_counters.spool_bytes.clone())
-                        .with_context(|| format!(
-                            "route {}: cannot use the spool directory {}; set the route's `spool: {{ dir: ... }}` or `state_dir:` to a directory ferry may write",
-                            route.name,
-                            dir.display()
-                        ))?;
-                    sink.spool = Some(opened);
-                }
-            }
-            counters.insert(route.name.clone(), route_counters.clone());
-            let tap = tap::Tap::default();
-            queues.push(output.clone());
-            route_workers.push(RouteWorker {
-                name: route.name.as_str().into(),
-                queue: output,
-                mapping: Mapping::new(config, index, &analysis, &instance)
-                    .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
-                sinks,
-                dead_letter,
-                counters: route_counters.clone(),
-                abandon: abandon.clone(),
-                warnings: Default::default(),
-                at_most_once: route.delivery == Some(crate::config::Delivery::AtMostOnce),
-                ids: ids.clone(),
-                stop: CancellationToken::new(),
-                tap: tap.clone(),
-            });
-            views.push(observe::RouteView {
-                name: route.name.clone(),
-                from: route.from.connection.clone(),
-                to: route.to.iter().map(|s| s.connection.clone()).collect(),
-                dead_letter: route.dead_letter.as_ref().map(|s| s.connection.clone()),
-                at_least_once: crate::config::delivery::guarantee(route, &config.connections)
-                    .delivery
-                    == crate::config::Delivery::AtLeastOnce,
-                counters: route_counters.clone(),
-                queue: queues.last().expect("pushed above").clone(),
-                tap,
-            });
-        }
-        let observed = observe::Observed::default();
-        observed.set(observe::View {
-            routes: views,
-            connections: statuses.clone(),
-        });
-        // Bound before any connection starts, so a taken port fails the start.
-        if let Some(admin) = &config.admin {
-            let streams = connections.values_mut().filter_map(|c| c.admin_routes());
-            crate::admin::AdminListener::bind(admin, streams, observed.clone())?.serve(&runtime);
-        }
-        for (_, connection) in connections {
-            connection.start(&runtime);
-        }
-        for worker in route_workers {
-            workers.spawn(worker.run());
-        }
-        workers.close();
-        Ok(Pipeline {
-            runtime,
-            abandon,
-            queues,
-            workers,
-            statuses,
-            shutdown_timeout: config.shutdown_timeout,
-            counters,
-            observed,
-        })
-    }
-
-    /// What the admin listener sees of this pipeline; stays current across reloads.
-    pub fn observed(&self) -> observe::Observed {
-        self.observed.clone()
+        // Nothing runs yet, so nothing is stopped and applying cannot wait on anything.
+        let mut summary = ReloadSummary::default();
+        pipeline.start_new(config, &BTreeSet::new(), &mut summary, true)?;
+        Ok(pipeline)
     }
 
     /// Resolves once every connection is up (connected and subscribed), logging `ferry ready`.
     pub async fn ready(&self) {
         loop {
-            if self.statuses.iter().all(|s| s.state() == State::Up) {
+            if self.not_up().is_empty() {
                 tracing::info!(
                     "ferry ready: {} route(s) over {} connection(s)",
-                    self.counters.len(),
-                    self.statuses.len()
+                    self.routes.len(),
+                    self.connections.len()
                 );
                 return;
             }
@@ -212,8 +178,9 @@ impl Pipeline {
     /// The names of the connections that are not up, each with its state, for the log and
     /// `/readyz` while (or after) startup waits for them.
     pub fn not_up(&self) -> Vec<String> {
-        self.statuses
-            .iter()
+        self.connections
+            .values()
+            .map(|c| &c.status)
             .filter(|s| s.state() != State::Up)
             .map(|s| format!("{} ({:?})", s.name(), s.state()).to_lowercase())
             .collect()
@@ -221,19 +188,322 @@ impl Pipeline {
 
     /// A handle the systemd watchdog asks whether the supervisor is healthy.
     pub fn health(&self) -> Health {
-        Health {}
+        self.health.clone()
+    }
+
+    /// What the admin listener sees of this pipeline; stays current across reloads.
+    pub fn observed(&self) -> observe::Observed {
+        self.observed.clone()
     }
 
     /// Replaces the running configuration with `config` (already validated): restarts only the
-    /// connections and routes that changed. (Lead is implementing this; for now it only logs.)
+    /// connections and routes that changed (see the module's doc). What cannot be set up (a
+    /// spool directory that cannot be written, say) is logged and left stopped; the rest runs.
     pub async fn reload(&mut self, config: Config) -> ReloadSummary {
-        let _ = config;
-        tracing::warn!("reload is not implemented yet");
-        ReloadSummary::default()
+        let mut summary = ReloadSummary::default();
+        let old = self
+            .config
+            .take()
+            .expect("a started pipeline has a configuration");
+        if old.admin != config.admin {
+            summary.needs_restart.push("admin".into());
+        }
+        let restarted = self.stop_changed(&old, &config, &mut summary).await;
+        // Not at start, so every failure is noted in the summary and nothing is returned.
+        let _ = self.start_new(&config, &restarted, &mut summary, false);
+        summary
     }
 
-    /// Runs until `stop` resolves, then shuts down: the sources stop reading, what is queued
-    /// is delivered within the shutdown timeout, and the connections close cleanly.
+    /// Stops what `new` changes or removes: source connections first (their routes finish
+    /// what they already received), then route workers, then the connections themselves.
+    /// Returns the connections it stopped.
+    async fn stop_changed(
+        &mut self,
+        old: &Config,
+        new: &Config,
+        summary: &mut ReloadSummary,
+    ) -> BTreeSet<String> {
+        let deadline = Instant::now() + old.shutdown_timeout;
+        let plans = Plans::of(new);
+        let mut stopping: BTreeSet<String> = BTreeSet::new();
+        for (name, live) in &self.connections {
+            if plans.connections.get(name) == Some(&live.plan) {
+                continue;
+            }
+            if live.serves_admin && plans.connections.contains_key(name) {
+                summary.needs_restart.push(format!("connection {name}"));
+                continue;
+            }
+            stopping.insert(name.clone());
+        }
+        let stops_route = |live: &LiveRoute| {
+            let route = &live.plan.route;
+            plans.routes.get(&route.name) != Some(&live.plan)
+                || route_connections(route).any(|c| stopping.contains(c))
+        };
+        // 1. Sources of the connections that stop: they hand over what they received.
+        for name in &stopping {
+            let runtime = &self.connections[name].runtime;
+            runtime.stop_sources.cancel();
+            runtime.sources.close();
+            let _ = tokio::time::timeout_at(deadline, runtime.sources.wait()).await;
+        }
+        // 2. Their routes deliver it and confirm it while the connections are still open.
+        for live in &self.routes {
+            if stopping.contains(&live.plan.route.from.connection) {
+                live.drain(deadline).await;
+            }
+        }
+        // 3. The workers that change stop.
+        let mut kept = Vec::new();
+        for live in std::mem::take(&mut self.routes) {
+            if !stops_route(&live) {
+                kept.push(live);
+                continue;
+            }
+            live.worker.stop(deadline).await;
+            let name = &live.plan.route.name;
+            match plans.routes.get(name) {
+                Some(_) => summary.routes_restarted.push(name.clone()),
+                None => {
+                    summary.routes_stopped.push(name.clone());
+                    // Nothing will take what is left: the source sends it again.
+                    live.output.discard();
+                }
+            }
+            kept.push(live);
+        }
+        self.routes = kept;
+        // 4. The connections close.
+        for name in &stopping {
+            let live = self.connections.remove(name).expect("listed above");
+            live.runtime.close.cancel();
+            live.runtime.tasks.close();
+            if tokio::time::timeout(Duration::from_secs(5), live.runtime.tasks.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(connection = %name, "did not close within 5s");
+            }
+            if plans.connections.contains_key(name) {
+                summary.connections_restarted.push(name.clone());
+            }
+        }
+        stopping
+    }
+
+    /// Opens the connections `config` uses that do not run, and starts every route whose worker
+    /// does not run (new, or stopped by [`Self::stop_changed`]). `restarted` names the
+    /// connections that were stopped to be opened again. At the `initial` start, the first
+    /// connection or route that cannot be set up fails it all; on a reload, it is left stopped,
+    /// noted in `summary`, and the rest starts.
+    fn start_new(
+        &mut self,
+        config: &Config,
+        restarted: &BTreeSet<String>,
+        summary: &mut ReloadSummary,
+        initial: bool,
+    ) -> anyhow::Result<()> {
+        self.config = Some(config.clone());
+        let mut failed = |e: anyhow::Error| -> anyhow::Result<()> {
+            if initial {
+                return Err(e);
+            }
+            tracing::error!("reload: {e:#}; left stopped");
+            summary.failed.push(format!("{e:#}"));
+            Ok(())
+        };
+        let plans = Plans::of(config);
+        let analysis = &plans.analysis;
+        for cycle in &analysis.cycles {
+            if let loops::Verdict::EchoOnce { .. } = cycle.verdict {
+                tracing::warn!("{}", cycle.describe(config));
+            }
+        }
+        // Routes: keep the running ones, give the others their queue (the old one when its
+        // settings did not change, so nothing in it is lost).
+        let mut old: BTreeMap<String, LiveRoute> = std::mem::take(&mut self.routes)
+            .into_iter()
+            .map(|r| (r.plan.route.name.clone(), r))
+            .collect();
+        let mut to_start = Vec::new();
+        for (index, route) in config.routes.iter().enumerate() {
+            let plan = plans.routes[&route.name].clone();
+            let live = match old.remove(&route.name) {
+                Some(live) if !live.worker.done.is_empty() => {
+                    summary.routes_unchanged.push(route.name.clone());
+                    LiveRoute { plan, ..live }
+                }
+                Some(live) if live.plan.route.queue == route.queue => {
+                    to_start.push(index);
+                    LiveRoute { plan, ..live }
+                }
+                previous => {
+                    let (input, output) = queue::bounded(&route.name, route.queue.clone());
+                    to_start.push(index);
+                    if previous.is_none() && !initial {
+                        summary.routes_started.push(route.name.clone());
+                    }
+                    LiveRoute {
+                        plan,
+                        input,
+                        output,
+                        counters: previous
+                            .as_ref()
+                            .map_or_else(Default::default, |p| p.counters.clone()),
+                        tap: previous.map(|p| p.tap).unwrap_or_default(),
+                        worker: WorkerHandle::none(),
+                    }
+                }
+            };
+            self.routes.push(live);
+        }
+        // Connections: open the ones that do not run, their sources registered.
+        let mut opened = Vec::new();
+        for (name, plan) in &plans.connections {
+            if self.connections.contains_key(name) {
+                continue;
+            }
+            let status = ConnectionStatus::new(name, plan.connection.kind.protocol().name());
+            let mut connection =
+                connectors::open(&plan.connection, status.clone(), &plan.state_dir);
+            let mut refused = None;
+            for (route, spec, _) in &plan.sources {
+                let live = self.routes.iter().find(|r| &r.plan.route.name == route);
+                let live = live.expect("every planned route is listed");
+                if let Err(e) = connection.add_source(route, spec, live.input.clone()) {
+                    refused = Some(e.context(format!("route {route}")));
+                    break;
+                }
+            }
+            if let Some(e) = refused {
+                // Its routes find no connection and stay stopped too.
+                failed(e.context(format!("connection {name}")))?;
+                continue;
+            }
+            let sinks = connection.sinks();
+            let serves_admin = matches!(plan.connection.kind, config::ConnectionKind::SseServer(_));
+            if serves_admin && self.admin_bound {
+                summary.needs_restart.push(format!("connection {name}"));
+            }
+            self.connections.insert(
+                name.clone(),
+                LiveConnection {
+                    plan: plan.clone(),
+                    runtime: Runtime::new(),
+                    sinks,
+                    status,
+                    serves_admin,
+                },
+            );
+            opened.push((name.clone(), connection));
+        }
+        // Workers, built before anything starts so a route that cannot be set up fails a start.
+        let mut workers = Vec::new();
+        for index in to_start {
+            let live = &self.routes[index];
+            match self.worker(config, index, live, analysis) {
+                Ok(worker) => workers.push((index, worker)),
+                Err(e) => failed(e)?,
+            }
+        }
+        self.observed.set(observe::View {
+            routes: self
+                .routes
+                .iter()
+                .map(|r| r.view(&config.connections))
+                .collect(),
+            connections: self
+                .connections
+                .values()
+                .map(|c| c.status.clone())
+                .collect(),
+        });
+        // Bound before any connection starts, so a taken port fails the start.
+        if let Some(admin) = config.admin.as_ref().filter(|_| initial) {
+            let streams = opened.iter_mut().filter_map(|(_, c)| c.admin_routes());
+            crate::admin::AdminListener::bind(admin, streams, self.observed.clone())?
+                .serve(&self.admin);
+            self.admin_bound = true;
+        }
+        for (name, connection) in opened {
+            connection.start(&self.connections[&name].runtime);
+            if !restarted.contains(&name) && !initial {
+                summary.connections_started.push(name);
+            }
+        }
+        for (index, worker) in workers {
+            let live = &mut self.routes[index];
+            live.worker = self.health.spawn(worker);
+        }
+        Ok(())
+    }
+
+    /// Builds the worker of route `index`: its mapping, its sinks (on the running
+    /// connections), their spools.
+    fn worker(
+        &self,
+        config: &Config,
+        index: usize,
+        live: &LiveRoute,
+        analysis: &loops::Analysis,
+    ) -> anyhow::Result<RouteWorker> {
+        let route = &config.routes[index];
+        anyhow::ensure!(
+            self.connections.contains_key(&route.from.connection),
+            "route {}: connection {} is not running",
+            route.name,
+            route.from.connection
+        );
+        let sink = |sink: &config::Sink| -> anyhow::Result<RouteSink> {
+            let connection = self.connections.get(&sink.connection).with_context(|| {
+                format!(
+                    "route {}: connection {} is not running",
+                    route.name, sink.connection
+                )
+            })?;
+            Ok(RouteSink {
+                connection: sink.connection.clone(),
+                sink: connection
+                    .sinks
+                    .add_sink(&sink.spec)
+                    .with_context(|| format!("route {}", route.name))?,
+                spool: None,
+            })
+        };
+        let mut sinks: Vec<RouteSink> = route.to.iter().map(sink).collect::<anyhow::Result<_>>()?;
+        let dead_letter = route.dead_letter.as_ref().map(sink).transpose()?;
+        if let (Some(spool), Some(dir)) = (&route.spool, &live.plan.spool_dir) {
+            // One spool per sink, so a sink that is up never gets another's backlog twice.
+            for (index, sink) in sinks.iter_mut().enumerate() {
+                let dir = dir.join(format!("{index}-{}", sink.connection));
+                let opened = Spool::open(&dir, spool.max_bytes, live.counters.spool_bytes.clone())
+                    .with_context(|| format!(
+                        "route {}: cannot use the spool directory {}; set the route's `spool: {{ dir: ... }}` or `state_dir:` to a directory ferry may write",
+                        route.name,
+                        dir.display()
+                    ))?;
+                sink.spool = Some(opened);
+            }
+        }
+        Ok(RouteWorker {
+            name: route.name.as_str().into(),
+            queue: live.output.clone(),
+            mapping: Mapping::new(config, index, analysis, &live.plan.instance)
+                .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
+            sinks,
+            dead_letter,
+            counters: live.counters.clone(),
+            abandon: self.abandon.child_token(),
+            warnings: Default::default(),
+            at_most_once: route.delivery == Some(config::Delivery::AtMostOnce),
+            ids: self.ids.clone(),
+            stop: CancellationToken::new(),
+            tap: live.tap.clone(),
+        })
+    }
+
+    /// Runs until `stop` resolves, then shuts down (see [`Self::shutdown`]).
     pub async fn run_until(self, stop: impl Future<Output = ()>) {
         let mut stop = std::pin::pin!(stop);
         tokio::select! {
@@ -246,44 +516,167 @@ impl Pipeline {
     /// Shuts down: the sources stop reading, what is queued is delivered within the shutdown
     /// timeout, and the connections close cleanly.
     pub async fn shutdown(self) {
-        tracing::info!(
-            "shutting down: sources stop, queued messages drain (up to {:?})",
-            self.shutdown_timeout
-        );
-        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-        self.runtime.stop_sources.cancel();
+        let timeout = self
+            .config
+            .as_ref()
+            .map_or(Duration::from_secs(10), |c| c.shutdown_timeout);
+        tracing::info!("shutting down: sources stop, queued messages drain (up to {timeout:?})");
+        self.health.shutting_down();
+        let deadline = Instant::now() + timeout;
+        for c in self.connections.values() {
+            c.runtime.stop_sources.cancel();
+            c.runtime.sources.close();
+        }
         // Sources hand over what they already received; a queue that stays full past the
         // deadline (a sink that never comes back) must not hold shutdown up forever.
-        self.runtime.sources.close();
-        let _ = tokio::time::timeout_at(deadline, self.runtime.sources.wait()).await;
-        for q in &self.queues {
-            q.close();
+        for c in self.connections.values() {
+            let _ = tokio::time::timeout_at(deadline, c.runtime.sources.wait()).await;
         }
-        if tokio::time::timeout_at(deadline, self.workers.wait())
-            .await
-            .is_err()
-        {
-            let left: usize = self.queues.iter().map(|q| q.len()).sum();
+        for r in &self.routes {
+            r.output.close();
+        }
+        let mut late = false;
+        for r in &self.routes {
+            late |= tokio::time::timeout_at(deadline, r.worker.done.wait())
+                .await
+                .is_err();
+        }
+        if late {
+            let left: usize = self.routes.iter().map(|r| r.output.len()).sum();
             tracing::warn!(
                 "shutdown timeout passed with {left} message(s) undelivered; giving up on them"
             );
             self.abandon.cancel();
-            self.workers.wait().await;
+            for r in &self.routes {
+                r.worker.done.wait().await;
+            }
             // Nack what is left while the connections are still open, so a source that can
             // (JetStream) hands those messages out again at once rather than after ack_wait.
-            for q in &self.queues {
-                q.discard();
+            for r in &self.routes {
+                r.output.discard();
             }
         }
-        self.runtime.close.cancel();
-        self.runtime.tasks.close();
-        if tokio::time::timeout(Duration::from_secs(5), self.runtime.tasks.wait())
+        let runtimes = self.connections.values().map(|c| &c.runtime);
+        for runtime in runtimes.clone().chain([&self.admin]) {
+            runtime.close.cancel();
+            runtime.tasks.close();
+        }
+        let closed = async {
+            for runtime in runtimes.chain([&self.admin]) {
+                runtime.tasks.wait().await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), closed)
             .await
             .is_err()
         {
             tracing::warn!("some connections did not close within 5s");
         }
         tracing::info!("ferry stopped");
+    }
+}
+
+impl LiveRoute {
+    /// Waits until the worker delivered and confirmed everything queued (the source stopped
+    /// feeding it), or `deadline`.
+    async fn drain(&self, deadline: Instant) {
+        while !self.worker.done.is_empty()
+            && (!self.output.is_empty() || self.counters.unconfirmed.load(Ordering::Relaxed) > 0)
+        {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    route = %self.plan.route.name,
+                    "reload: {} message(s) not delivered in time; their source sends them again",
+                    self.output.len() as u64 + self.counters.unconfirmed.load(Ordering::Relaxed)
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    fn view(&self, connections: &BTreeMap<String, config::Connection>) -> observe::RouteView {
+        let route = &self.plan.route;
+        observe::RouteView {
+            name: route.name.clone(),
+            from: route.from.connection.clone(),
+            to: route.to.iter().map(|s| s.connection.clone()).collect(),
+            dead_letter: route.dead_letter.as_ref().map(|s| s.connection.clone()),
+            at_least_once: config::delivery::guarantee(route, connections).delivery
+                == config::Delivery::AtLeastOnce,
+            counters: self.counters.clone(),
+            queue: self.output.clone(),
+            tap: self.tap.clone(),
+        }
+    }
+}
+
+/// Every connection a route uses: its source's, its sinks', its dead-letter sink's.
+fn route_connections(route: &config::Route) -> impl Iterator<Item = &String> {
+    std::iter::once(&route.from.connection)
+        .chain(route.to.iter().map(|s| &s.connection))
+        .chain(route.dead_letter.iter().map(|s| &s.connection))
+}
+
+/// What a configuration asks to run: a plan per connection some route uses and per route.
+struct Plans {
+    connections: BTreeMap<String, ConnectionPlan>,
+    routes: BTreeMap<String, RoutePlan>,
+    analysis: loops::Analysis,
+}
+
+impl Plans {
+    fn of(config: &Config) -> Plans {
+        let analysis = loops::analyse(config);
+        let instance = instance_name(config);
+        let state_dir = config.state_dir();
+        let mut connections = BTreeMap::new();
+        let mut routes = BTreeMap::new();
+        for (index, route) in config.routes.iter().enumerate() {
+            for name in route_connections(route) {
+                if let Some(c) = config.connections.get(name) {
+                    connections
+                        .entry(name.clone())
+                        .or_insert_with(|| ConnectionPlan {
+                            connection: c.clone(),
+                            sources: Vec::new(),
+                            state_dir: state_dir.clone(),
+                        });
+                }
+            }
+            let no_local = analysis.no_local.contains(&index);
+            let mut spec = route.from.spec.clone();
+            if let SourceSpec::Mqtt(mqtt) = &mut spec
+                && no_local
+            {
+                // The other half of a two-way pair publishes here: let the broker keep our
+                // own publishes from coming back at all (MQTT 5), rather than drop them later.
+                mqtt.no_local = true;
+            }
+            if let Some(plan) = connections.get_mut(&route.from.connection) {
+                plan.sources
+                    .push((route.name.clone(), spec, route.queue.clone()));
+            }
+            routes.insert(
+                route.name.clone(),
+                RoutePlan {
+                    route: route.clone(),
+                    guarded: (0..route.to.len())
+                        .filter(|sink| analysis.guarded.contains(&(index, *sink)))
+                        .collect(),
+                    no_local,
+                    brokers: analysis.brokers.clone(),
+                    loop_guard: config.loop_guard.clone(),
+                    instance: instance.clone(),
+                    spool_dir: config.spool_dir(route),
+                },
+            );
+        }
+        Plans {
+            connections,
+            routes,
+            analysis,
+        }
     }
 }
 
@@ -305,14 +698,55 @@ fn host_name() -> String {
 }
 
 /// Answers the systemd watchdog: whether the supervisor is healthy. Cheap to clone.
-#[derive(Clone)]
-pub struct Health {}
+#[derive(Clone, Default)]
+pub struct Health(Arc<HealthState>);
+
+#[derive(Default)]
+struct HealthState {
+    /// Routes whose worker ended without being asked to (a panic).
+    dead: Mutex<Vec<String>>,
+    shutting_down: std::sync::atomic::AtomicBool,
+}
 
 impl Health {
-    /// `Err(why)` when something that should run has stopped (a route worker or a connection's
-    /// supervisor ended unexpectedly); the watchdog then stops pinging.
+    /// `Err(why)` when something that should run has stopped (a route worker ended
+    /// unexpectedly); the watchdog then stops pinging, and systemd restarts ferry.
     pub fn check(&self) -> Result<(), String> {
-        Ok(())
+        let dead = self.0.dead.lock().expect("health lock");
+        if dead.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("route worker(s) stopped: {}", dead.join(", ")))
+        }
+    }
+
+    fn shutting_down(&self) {
+        self.0.shutting_down.store(true, Ordering::Relaxed);
+    }
+
+    /// Runs `worker`, noting it if it ends while nobody asked it to.
+    fn spawn(&self, worker: RouteWorker) -> WorkerHandle {
+        let handle = WorkerHandle {
+            stop: worker.stop.clone(),
+            abandon: worker.abandon.clone(),
+            done: TaskTracker::new(),
+        };
+        let name = worker.name.to_string();
+        let (stop, queue) = (worker.stop.clone(), worker.queue.clone());
+        let health = self.clone();
+        let task = tokio::spawn(worker.run());
+        handle.done.spawn(async move {
+            let ended = task.await;
+            let asked = stop.is_cancelled() || queue.is_closed();
+            if let Err(e) = &ended {
+                tracing::error!(route = %name, "route worker failed: {e}");
+            }
+            if (ended.is_err() || !asked) && !health.0.shutting_down.load(Ordering::Relaxed) {
+                health.0.dead.lock().expect("health lock").push(name);
+            }
+        });
+        handle.done.close();
+        handle
     }
 }
 
@@ -323,9 +757,12 @@ pub struct ReloadSummary {
     pub routes_restarted: Vec<String>,
     pub routes_stopped: Vec<String>,
     pub routes_unchanged: Vec<String>,
+    pub connections_started: Vec<String>,
     pub connections_restarted: Vec<String>,
-    /// Settings that take effect only at the next start (`admin:`, `state_dir:`), named.
+    /// Settings that take effect only at the next start (`admin:`, `sse_server` streams).
     pub needs_restart: Vec<String>,
+    /// What could not be set up (it stays stopped).
+    pub failed: Vec<String>,
 }
 
 impl std::fmt::Display for ReloadSummary {
@@ -339,19 +776,23 @@ impl std::fmt::Display for ReloadSummary {
         };
         write!(
             f,
-            "routes started: {}; restarted: {}; stopped: {}; unchanged: {}; connections restarted: {}",
+            "routes started: {}; restarted: {}; stopped: {}; unchanged: {}; connections started: {}; restarted: {}",
             list(&self.routes_started),
             list(&self.routes_restarted),
             list(&self.routes_stopped),
             list(&self.routes_unchanged),
+            list(&self.connections_started),
             list(&self.connections_restarted),
         )?;
         if !self.needs_restart.is_empty() {
             write!(
                 f,
-                "; takes effect only after a restart: {}",
+                "; changed but kept until the next restart: {}",
                 self.needs_restart.join(", ")
             )?;
+        }
+        if !self.failed.is_empty() {
+            write!(f, "; failed: {}", self.failed.join("; "))?;
         }
         Ok(())
     }

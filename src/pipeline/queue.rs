@@ -184,6 +184,11 @@ impl RouteOutput {
         drop(items);
     }
 
+    /// Whether the queue was closed (shutdown).
+    pub fn is_closed(&self) -> bool {
+        self.shared.state.lock().expect("queue lock").closed
+    }
+
     /// Messages waiting in the queue.
     pub fn len(&self) -> usize {
         self.shared.state.lock().expect("queue lock").items.len()

@@ -31,7 +31,7 @@ use anyhow::{anyhow, bail, ensure};
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{RouteSource, Supervisor};
 use self::liveness::Liveness;
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
+use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
 use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
 use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
@@ -52,12 +52,40 @@ pub struct MqttConnection {
     reconnect: config::Reconnect,
     status: ConnectionStatus,
     /// Built in `new`, so sinks can hold the client before the connection starts; or why it
-    /// could not be built (reported by `add_source` / `add_sink`, which can fail).
+    /// could not be built (reported by `add_source` and the sinks, which can fail).
     built: Result<(Client, EventLoop), String>,
     link: Arc<Link>,
     routes: Vec<RouteSource>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
+}
+
+/// Makes the sinks of one MQTT connection: each a handle on its client.
+struct MqttSinks {
+    name: Arc<str>,
+    /// Or why the client could not be built.
+    client: Result<Client, String>,
+    link: Arc<Link>,
+}
+
+impl Sinks for MqttSinks {
+    fn add_sink(&self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        let SinkSpec::Mqtt(sink) = sink else {
+            bail!("connection {} is MQTT, but the sink is not", self.name);
+        };
+        ensure!(
+            sink.qos <= 2,
+            "connection {}: qos must be 0, 1 or 2",
+            self.name
+        );
+        Ok(Arc::new(MqttSink {
+            connection: self.name.clone(),
+            client: self.client.clone().map_err(|e| anyhow!(e))?,
+            qos: sink.qos,
+            retain: sink.retain,
+            link: self.link.clone(),
+        }))
+    }
 }
 
 /// What the event loop and the sinks of one connection share.
@@ -204,22 +232,12 @@ impl Connection for MqttConnection {
         Ok(())
     }
 
-    fn add_sink(&mut self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
-        let SinkSpec::Mqtt(sink) = sink else {
-            bail!("connection {} is MQTT, but the sink is not", self.name);
-        };
-        ensure!(
-            sink.qos <= 2,
-            "connection {}: qos must be 0, 1 or 2",
-            self.name
-        );
-        Ok(Arc::new(MqttSink {
-            connection: self.name.clone(),
-            client: self.client()?.clone(),
-            qos: sink.qos,
-            retain: sink.retain,
+    fn sinks(&mut self) -> Arc<dyn Sinks> {
+        Arc::new(MqttSinks {
+            name: self.name.clone(),
+            client: self.client().cloned().map_err(|e| format!("{e:#}")),
             link: self.link.clone(),
-        }))
+        })
     }
 
     fn start(self: Box<Self>, runtime: &Runtime) {
@@ -228,7 +246,7 @@ impl Connection for MqttConnection {
         let (client, eventloop) = match this.built {
             Ok(built) => built,
             Err(error) => {
-                // add_source / add_sink already failed with this, so no route uses us.
+                // add_source and the sinks already failed with this, so no route uses us.
                 tracing::error!(connection = %this.name, "not started: {error}");
                 return;
             }

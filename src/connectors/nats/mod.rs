@@ -27,7 +27,7 @@ use async_nats::{ConnectOptions, Event, HeaderMap, Subscriber};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError};
+use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
 use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
 use crate::message::{Headers, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
@@ -175,6 +175,25 @@ impl NatsConnection {
     }
 }
 
+/// Makes the sinks of one NATS connection: each a handle on its client, once it connected.
+struct NatsSinks {
+    name: Arc<str>,
+    handles: Arc<tokio::sync::OnceCell<Handles>>,
+}
+
+impl Sinks for NatsSinks {
+    fn add_sink(&self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
+        let SinkSpec::Nats(sink) = sink else {
+            anyhow::bail!("connection {} is NATS, the sink is not", self.name);
+        };
+        Ok(Arc::new(NatsSink {
+            connection: self.name.clone(),
+            handles: self.handles.clone(),
+            jetstream: sink.jetstream,
+        }))
+    }
+}
+
 impl Connection for NatsConnection {
     fn add_source(
         &mut self,
@@ -201,15 +220,11 @@ impl Connection for NatsConnection {
         Ok(())
     }
 
-    fn add_sink(&mut self, sink: &SinkSpec) -> anyhow::Result<Arc<dyn Sink>> {
-        let SinkSpec::Nats(sink) = sink else {
-            anyhow::bail!("connection {} is NATS, the sink is not", self.name);
-        };
-        Ok(Arc::new(NatsSink {
-            connection: self.name.clone(),
+    fn sinks(&mut self) -> Arc<dyn Sinks> {
+        Arc::new(NatsSinks {
+            name: self.name.clone(),
             handles: self.handles.clone(),
-            jetstream: sink.jetstream,
-        }))
+        })
     }
 
     fn start(self: Box<Self>, runtime: &Runtime) {
