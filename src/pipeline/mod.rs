@@ -211,6 +211,7 @@ impl Pipeline {
         let restarted = self.stop_changed(&old, &config, &mut summary).await;
         // Not at start, so every failure is noted in the summary and nothing is returned.
         let _ = self.start_new(&config, &restarted, &mut summary, false);
+        tracing::info!("reloaded: {summary}");
         summary
     }
 
