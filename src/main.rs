@@ -165,11 +165,8 @@ fn main() -> ExitCode {
                 }
             };
             runtime.block_on(async {
-                match ferry::pipeline::Pipeline::start(&config) {
-                    Ok(pipeline) => {
-                        pipeline.run_until(ferry::shutdown_signal()).await;
-                        ExitCode::SUCCESS
-                    }
+                match ferry::daemon::run(&path, config).await {
+                    Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e:#}");
                         ExitCode::from(1)
@@ -211,8 +208,27 @@ fn init_logging(format: LogFormat, level: &str) {
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    // Under systemd, stderr is a journal stream: the journal stamps each line itself and keeps
+    // its level from a `<N>` prefix, and colours would be stored as escape codes.
+    if ferry::systemd::stderr_is_journal() {
+        let builder = builder.with_ansi(false);
+        match format {
+            LogFormat::Text => builder
+                .event_format(ferry::systemd::JournalPrefix(
+                    tracing_subscriber::fmt::format().without_time(),
+                ))
+                .init(),
+            LogFormat::Json => builder
+                .json()
+                .event_format(ferry::systemd::JournalPrefix(
+                    tracing_subscriber::fmt::format().json(),
+                ))
+                .init(),
+        }
+        return;
+    }
+    let builder = builder.with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -211,10 +211,13 @@ routes:
     tally.assert_none_lost("load");
 }
 
-/// Writes `yaml` over ferry's config file, sends SIGHUP, and returns the `reloaded:` line.
+/// Writes `yaml` over ferry's config file, sends SIGHUP, and returns the line that sums up what
+/// the reload changed.
 async fn reload(ferry: &mut Ferry, yaml: &str) -> String {
     let mark = ferry.mark();
     std::fs::write(&ferry.config, yaml).unwrap();
     ferry.signal("HUP");
-    ferry.wait_for_line_since(mark, "reloaded:", secs(30)).await
+    ferry
+        .wait_for_line_since(mark, "routes started:", secs(30))
+        .await
 }

@@ -191,6 +191,11 @@ impl Pipeline {
         self.health.clone()
     }
 
+    /// How many routes run.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+
     /// What the admin listener sees of this pipeline; stays current across reloads.
     pub fn observed(&self) -> observe::Observed {
         self.observed.clone()
@@ -211,7 +216,6 @@ impl Pipeline {
         let restarted = self.stop_changed(&old, &config, &mut summary).await;
         // Not at start, so every failure is noted in the summary and nothing is returned.
         let _ = self.start_new(&config, &restarted, &mut summary, false);
-        tracing::info!("reloaded: {summary}");
         summary
     }
 
