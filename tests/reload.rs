@@ -89,7 +89,10 @@ async fn untouched_route_keeps_flowing_through_reloads() {
 
     // The transform before any reload.
     nats_peer.publish("in.a", "\"x\"").await;
-    let m = changing_inbox.recv(secs(10)).await.expect("changing relays");
+    let m = changing_inbox
+        .recv(secs(10))
+        .await
+        .expect("changing relays");
     assert_eq!(m.json()["version"], 1, "{m:?}");
 
     // 1. A new transform: only `changing` restarts.
@@ -97,22 +100,35 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     assert!(line.contains("restarted: changing"), "{line}");
     assert!(line.contains("unchanged: steady"), "{line}");
     nats_peer.publish("in.a", "\"x\"").await;
-    let m = changing_inbox.recv(secs(10)).await.expect("changing relays");
+    let m = changing_inbox
+        .recv(secs(10))
+        .await
+        .expect("changing relays");
     assert_eq!(m.json()["version"], 2, "the new transform applies: {m:?}");
 
     // 2. A broken file: refused with its position, the old configuration keeps running.
     let mark = ferry.mark();
-    std::fs::write(&ferry.config, config(&mqtt_url, &nats_url, 3, false) + "  - nme: x\n").unwrap();
+    std::fs::write(
+        &ferry.config,
+        config(&mqtt_url, &nats_url, 3, false) + "  - nme: x\n",
+    )
+    .unwrap();
     ferry.signal("HUP");
     let refused = ferry
         .wait_for_line_since(mark, "unknown key `nme`", secs(20))
         .await;
-    assert!(refused.contains("bridges.yaml:"), "file:line:col: {refused}");
+    assert!(
+        refused.contains("bridges.yaml:"),
+        "file:line:col: {refused}"
+    );
     ferry
         .wait_for_line_since(mark, "keeps running", secs(20))
         .await;
     nats_peer.publish("in.a", "\"x\"").await;
-    let m = changing_inbox.recv(secs(10)).await.expect("changing relays");
+    let m = changing_inbox
+        .recv(secs(10))
+        .await
+        .expect("changing relays");
     assert_eq!(m.json()["version"], 2, "still the old configuration: {m:?}");
 
     // 3. A route added on `changing`'s source connection: that connection and `changing`
@@ -122,7 +138,10 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     assert!(line.contains("unchanged: steady"), "{line}");
     assert!(line.contains("restarted: nc2"), "{line}");
     nats_peer.publish("extra.a", "hello").await;
-    let m = extra_inbox.recv(secs(10)).await.expect("the added route relays");
+    let m = extra_inbox
+        .recv(secs(10))
+        .await
+        .expect("the added route relays");
     assert_eq!(m.text(), "hello");
 
     // 4. And removed again.
@@ -131,7 +150,10 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     assert!(line.contains("unchanged: steady"), "{line}");
     nats_peer.publish("extra.a", "gone").await;
     nats_peer.publish("in.a", "\"x\"").await;
-    changing_inbox.recv(secs(10)).await.expect("changing relays");
+    changing_inbox
+        .recv(secs(10))
+        .await
+        .expect("changing relays");
     extra_inbox.expect_nothing(Duration::from_millis(300)).await;
 
     assert!(
@@ -141,7 +163,11 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     streaming.store(false, Ordering::Relaxed);
     stream.await.unwrap();
     let mut got = steady_inbox
-        .collect_until("the final `end` message", |m| m.topic == "steady.end", secs(60))
+        .collect_until(
+            "the final `end` message",
+            |m| m.topic == "steady.end",
+            secs(60),
+        )
         .await;
     got.pop();
     let tally = Tally::of_msgs(STEADY, "s0", &got).report("steady through four reloads");
@@ -203,7 +229,11 @@ routes:
     }
     stream.await.unwrap();
     let mut got = inbox
-        .collect_until("the final `end` message", |m| m.topic == "load.end", secs(60))
+        .collect_until(
+            "the final `end` message",
+            |m| m.topic == "load.end",
+            secs(60),
+        )
         .await;
     got.pop();
     got.insert(0, first);

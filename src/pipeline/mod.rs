@@ -162,15 +162,16 @@ impl Pipeline {
 
     /// Resolves once every connection is up (connected and subscribed), logging `ferry ready`.
     pub async fn ready(&self) {
-        loop {
-            if self.not_up().is_empty() {
-                tracing::info!(
-                    "ferry ready: {} route(s) over {} connection(s)",
-                    self.routes.len(),
-                    self.connections.len()
-                );
-                return;
-            }
+        self.ready_quietly().await;
+        tracing::info!(
+            "ferry ready: {} route(s) over {} connection(s)",
+            self.routes.len(),
+            self.connections.len()
+        );
+    }
+
+    async fn ready_quietly(&self) {
+        while !self.not_up().is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -216,6 +217,16 @@ impl Pipeline {
         let restarted = self.stop_changed(&old, &config, &mut summary).await;
         // Not at start, so every failure is noted in the summary and nothing is returned.
         let _ = self.start_new(&config, &restarted, &mut summary, false);
+        // As at start: the reload is done once what it (re)started is up, or startup_timeout.
+        if tokio::time::timeout(config.startup_timeout, self.ready_quietly())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "reload: not every connection is up after startup_timeout; the routes over these connections wait for them: {}",
+                self.not_up().join(", ")
+            );
+        }
         summary
     }
 
