@@ -251,3 +251,49 @@ async fn reload(ferry: &mut Ferry, yaml: &str) -> String {
         .wait_for_line_since(mark, "routes started:", secs(30))
         .await
 }
+
+/// A route with a spool restarts on a reload: the new worker takes the spool over (the old one
+/// let go of its lock first) and relays through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_with_a_spool_restarts() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let yaml = |version: u32| {
+        format!(
+            r#"
+state_dir: state
+connections:
+  mq:
+    mqtt: {{ url: "{}", client_id: ferry-reload-spool }}
+  nc:
+    nats: {{ url: "{}" }}
+routes:
+  - name: spooled
+    from: {{ connection: mq, topic: "spooled/#", qos: 1 }}
+    to: {{ connection: nc, subject: auto }}
+    transform: '{{version: {version}, body: .}}'
+    spool: {{ max_bytes: 10MiB }}
+"#,
+            mosquitto.url(),
+            nats.url()
+        )
+    };
+    let mut ferry = Ferry::start(&yaml(1));
+    ferry.wait_ready().await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = nats_peer.subscribe("spooled.>").await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    for version in [1, 2, 3] {
+        if version > 1 {
+            let line = reload(&mut ferry, &yaml(version)).await;
+            assert!(line.contains("restarted: spooled"), "{line}");
+            assert!(!line.contains("failed"), "{line}");
+        }
+        publisher.publish("spooled/a", "\"x\"", 1, false).await;
+        let m = inbox
+            .recv(secs(10))
+            .await
+            .expect("the spooled route relays");
+        assert_eq!(m.json()["version"], version, "{m:?}");
+    }
+}

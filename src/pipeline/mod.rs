@@ -176,14 +176,25 @@ impl Pipeline {
         }
     }
 
-    /// The names of the connections that are not up, each with its state, for the log and
-    /// `/readyz` while (or after) startup waits for them.
+    /// The connections that are not up, each with its state and the routes that wait for it,
+    /// for the log while (or after) startup waits for them.
     pub fn not_up(&self) -> Vec<String> {
         self.connections
-            .values()
-            .map(|c| &c.status)
-            .filter(|s| s.state() != State::Up)
-            .map(|s| format!("{} ({:?})", s.name(), s.state()).to_lowercase())
+            .iter()
+            .filter(|(_, c)| c.status.state() != State::Up)
+            .map(|(name, c)| {
+                let routes: Vec<&str> = self
+                    .routes
+                    .iter()
+                    .filter(|r| route_connections(&r.plan.route).any(|c| c == name))
+                    .map(|r| r.plan.route.name.as_str())
+                    .collect();
+                format!(
+                    "{name} ({}; routes {})",
+                    format!("{:?}", c.status.state()).to_lowercase(),
+                    routes.join(", ")
+                )
+            })
             .collect()
     }
 
