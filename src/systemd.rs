@@ -141,7 +141,9 @@ where
             event,
         )?;
         let priority = syslog_priority(event.metadata().level());
-        for part in line.lines() {
+        for (i, part) in line.lines().enumerate() {
+            // The level is padded to a common width (" INFO"); the journal needs no alignment.
+            let part = if i == 0 { part.trim_start() } else { part };
             writeln!(writer, "<{priority}>{part}")?;
         }
         Ok(())
