@@ -182,14 +182,25 @@ fn ready_status(pipeline: &Pipeline) -> String {
     }
 }
 
-/// Pings systemd's watchdog every half `interval` while `health` says the pipeline is healthy;
-/// logs once when it stops pinging (and why), and once when it resumes.
+/// Pings systemd's watchdog every half `interval` while `health` says the pipeline is healthy.
 async fn watchdog(health: Health, interval: Duration, stop: CancellationToken) {
     tracing::debug!(
         "systemd watchdog: pinging every {:?} (WatchdogSec={:?})",
         interval / 2,
         interval
     );
+    keep_alive(move || health.check(), systemd::watchdog, interval, stop).await;
+}
+
+/// Every half `interval`, `ping`s if `check` passes; logs once when the pings stop (and why)
+/// and once when they resume, rather than at every tick. Separate from [`watchdog`] so that
+/// its logic can be tested without systemd.
+async fn keep_alive(
+    check: impl Fn() -> Result<(), String>,
+    ping: impl Fn(),
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let mut ticks = tokio::time::interval(interval / 2);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -198,12 +209,13 @@ async fn watchdog(health: Health, interval: Duration, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match health.check() {
+        match check() {
             Ok(()) => {
                 if std::mem::take(&mut failing) {
                     tracing::info!("healthy again: the systemd watchdog pings resume");
+                    systemd::status("healthy again");
                 }
-                systemd::watchdog();
+                ping();
             }
             Err(why) => {
                 if !failing {
@@ -217,5 +229,85 @@ async fn watchdog(health: Health, interval: Duration, stop: CancellationToken) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::mpsc;
+
+    #[derive(Debug, PartialEq)]
+    enum Seen {
+        /// The health check ran and passed (`true`) or failed.
+        Checked(bool),
+        Pinged,
+    }
+
+    async fn next(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Seen {
+        tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .expect("the watchdog ticks every 10 ms")
+            .unwrap()
+    }
+
+    /// The watchdog pings only right after a passing check, never while the check fails, and
+    /// resumes when it passes again.
+    #[tokio::test]
+    async fn keep_alive_pings_only_while_healthy() {
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (tx, mut seen) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(keep_alive(
+            {
+                let healthy = healthy.clone();
+                let tx = tx.clone();
+                move || {
+                    let ok = healthy.load(Ordering::SeqCst);
+                    let _ = tx.send(Seen::Checked(ok));
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err("route worker ended".to_string())
+                    }
+                }
+            },
+            move || {
+                let _ = tx.send(Seen::Pinged);
+            },
+            Duration::from_millis(20),
+            stop.clone(),
+        ));
+        let mut last_check = None;
+        let mut pings = 0;
+        let mut failed_checks = 0;
+        let mut pings_after_recovery = 0;
+        while pings_after_recovery < 2 {
+            match next(&mut seen).await {
+                Seen::Checked(ok) => {
+                    last_check = Some(ok);
+                    if !ok {
+                        failed_checks += 1;
+                    }
+                }
+                Seen::Pinged => {
+                    assert_eq!(last_check, Some(true), "a ping without a passing check");
+                    pings += 1;
+                    if failed_checks >= 3 {
+                        pings_after_recovery += 1;
+                    }
+                }
+            }
+            if pings == 3 && failed_checks == 0 {
+                healthy.store(false, Ordering::SeqCst);
+            }
+            if failed_checks == 3 {
+                healthy.store(true, Ordering::SeqCst);
+            }
+        }
+        stop.cancel();
+        task.await.unwrap();
     }
 }

@@ -58,11 +58,6 @@ pub fn watchdog_interval() -> Option<Duration> {
     sd_notify::watchdog_enabled().filter(|interval| !interval.is_zero())
 }
 
-/// True when systemd (or something speaking its protocol) listens for notifications.
-pub fn notify_socket_set() -> bool {
-    std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty())
-}
-
 /// Sends one notification; a failure is logged once at warn (it would repeat with every
 /// watchdog ping otherwise), and again at debug each time after.
 fn send(states: &[NotifyState]) {
@@ -141,7 +136,9 @@ where
             event,
         )?;
         let priority = syslog_priority(event.metadata().level());
-        for part in line.lines() {
+        for (i, part) in line.lines().enumerate() {
+            // The level is padded to a common width (" INFO"); the journal needs no alignment.
+            let part = if i == 0 { part.trim_start() } else { part };
             writeln!(writer, "<{priority}>{part}")?;
         }
         Ok(())

@@ -25,7 +25,6 @@ pub mod status;
 pub mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -528,16 +527,6 @@ impl Pipeline {
             stop: CancellationToken::new(),
             tap: live.tap.clone(),
         })
-    }
-
-    /// Runs until `stop` resolves, then shuts down (see [`Self::shutdown`]).
-    pub async fn run_until(self, stop: impl Future<Output = ()>) {
-        let mut stop = std::pin::pin!(stop);
-        tokio::select! {
-            _ = self.ready() => stop.await,
-            _ = &mut stop => {}
-        }
-        self.shutdown().await;
     }
 
     /// Shuts down: the sources stop reading, what is queued is delivered within the shutdown

@@ -69,6 +69,18 @@ impl Ferry {
 
     /// Like [`Ferry::start`], with extra environment variables.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Ferry {
+        Self::launch(yaml, env, false)
+    }
+
+    /// Like [`Ferry::start_with_env`], with stderr connected the way systemd connects a
+    /// service to the journal, as far as ferry can tell: `JOURNAL_STREAM` names the device and
+    /// inode of the pipe its stderr is (systemd uses a socket; ferry compares only the
+    /// numbers). The test reads the lines from that pipe, `<N>` prefixes included.
+    pub fn start_as_journal_stream(yaml: &str, env: &[(&str, &str)]) -> Ferry {
+        Self::launch(yaml, env, true)
+    }
+
+    fn launch(yaml: &str, env: &[(&str, &str)], journal: bool) -> Ferry {
         let dir = tempfile::Builder::new()
             .prefix("ferry-run-")
             .tempdir()
@@ -87,9 +99,23 @@ impl Ferry {
         for (k, v) in env {
             command.env(k, v);
         }
+        let journal_reader = journal.then(|| {
+            use std::os::fd::AsFd;
+            use std::os::unix::fs::MetadataExt;
+            let (reader, writer) = std::io::pipe().expect("create a pipe for ferry's stderr");
+            let fd = writer.as_fd().try_clone_to_owned().unwrap();
+            let stat = std::fs::File::from(fd).metadata().unwrap();
+            command
+                .env("JOURNAL_STREAM", format!("{}:{}", stat.dev(), stat.ino()))
+                .stderr(Stdio::from(writer));
+            reader
+        });
         let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("could not start {}: {e}", ferry_bin()));
+        // The parent's copy of the pipe's write end goes with the command, so the reader sees
+        // the end of the stream when ferry exits.
+        drop(command);
         let pid = child.id();
         let (changed, _) = watch::channel(0);
         let log = Arc::new(Log {
@@ -97,7 +123,10 @@ impl Ferry {
             changed,
             open: Mutex::new(2),
         });
-        spawn_reader(child.stderr.take().unwrap(), log.clone(), "[ferry]");
+        match journal_reader {
+            Some(reader) => spawn_reader(reader, log.clone(), "[ferry journal]"),
+            None => spawn_reader(child.stderr.take().unwrap(), log.clone(), "[ferry]"),
+        }
         spawn_reader(child.stdout.take().unwrap(), log.clone(), "[ferry stdout]");
         eprintln!(
             "[harness] started ferry (pid {pid}) with {}",
