@@ -74,34 +74,54 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
 /// A latency histogram per sink of a route, by the sink's connection name (two sinks of a
 /// route on one connection share one).
 #[derive(Debug, Default)]
-pub struct SinkLatency(RwLock<Vec<(String, Arc<Histogram>)>>);
+pub struct SinkLatency(RwLock<Vec<(String, Arc<SinkTiming>)>>);
+
+/// One sink's confirmed publishes and how long each took.
+#[derive(Debug)]
+pub struct SinkTiming {
+    /// Publishes the sink confirmed: the histogram's count.
+    pub sent: AtomicU64,
+    /// Seconds per confirmed publish, in [`LATENCY_BUCKETS`].
+    pub seconds: Histogram,
+}
+
+impl SinkTiming {
+    fn observe(&self, seconds: f64) {
+        self.seconds.observe(seconds);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 impl SinkLatency {
     /// Records one confirmed publish on the sink on connection `sink`.
     pub fn observe(&self, sink: &str, took: Duration) {
         let seconds = took.as_secs_f64();
-        if let Some((_, histogram)) = self
+        if let Some((_, timing)) = self
             .0
             .read()
             .expect("latency lock")
             .iter()
             .find(|(name, _)| name == sink)
         {
-            histogram.observe(seconds);
+            timing.observe(seconds);
             return;
         }
         let mut sinks = self.0.write().expect("latency lock");
-        if let Some((_, histogram)) = sinks.iter().find(|(name, _)| name == sink) {
-            histogram.observe(seconds);
-        } else {
-            let histogram = Arc::new(Histogram::new(LATENCY_BUCKETS));
-            histogram.observe(seconds);
-            sinks.push((sink.to_string(), histogram));
+        match sinks.iter().find(|(name, _)| name == sink) {
+            Some((_, timing)) => timing.observe(seconds),
+            None => {
+                let timing = Arc::new(SinkTiming {
+                    sent: AtomicU64::new(0),
+                    seconds: Histogram::new(LATENCY_BUCKETS),
+                });
+                timing.observe(seconds);
+                sinks.push((sink.to_string(), timing));
+            }
         }
     }
 
-    /// Each sink's histogram, in the order their first publish came.
-    pub fn sinks(&self) -> Vec<(String, Arc<Histogram>)> {
+    /// Each sink's timing, in the order their first publish came.
+    pub fn sinks(&self) -> Vec<(String, Arc<SinkTiming>)> {
         self.0.read().expect("latency lock").clone()
     }
 }
