@@ -40,11 +40,6 @@ impl Metrics {
     /// Metrics of the pipeline `observed` shows; `started` is the process's start time.
     pub(super) fn new(observed: Observed, started: SystemTime) -> Metrics {
         let mut registry = Registry::default();
-        registry.register(
-            "ferry_build",
-            "The ferry build serving these metrics (label version)",
-            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
-        );
         registry.register_collector(Box::new(PipelineCollector { observed, started }));
         Metrics { registry }
     }
@@ -142,13 +137,19 @@ impl Collector for PipelineCollector {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        family(
-            e,
+        let build = Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]);
+        build.encode(e.encode_descriptor(
+            "ferry_build",
+            "The ferry build serving these metrics (label version)",
+            None,
+            build.metric_type(),
+        )?)?;
+        ConstGauge::new(started).encode(e.encode_descriptor(
             "ferry_start_time_seconds",
             "When this ferry process started, in seconds since the Unix epoch",
+            None,
             Gauge,
-            [([], ConstGauge::new(started))],
-        )?;
+        )?)?;
 
         family(
             e,
