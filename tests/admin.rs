@@ -226,10 +226,7 @@ async fn metrics_and_routes_count_the_traffic_sent() {
             assert_eq!(v("ferry_spool_bytes", route), 0.0);
         }
         for connection in ["mq", "core"] {
-            assert_eq!(
-                v("ferry_connection_up", &[("connection", connection)]),
-                1.0
-            );
+            assert_eq!(v("ferry_connection_up", &[("connection", connection)]), 1.0);
             assert_eq!(
                 v(
                     "ferry_connection_state",
@@ -285,7 +282,13 @@ async fn metrics_and_routes_count_the_traffic_sent() {
     assert_eq!(warm["to"], serde_json::json!(["core"]));
     assert_eq!(warm["dead_letter"], Value::Null);
     assert!(["at-least-once", "at-most-once"].contains(&warm["delivery"].as_str().unwrap()));
-    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>();
+    let keys = |v: &Value| {
+        v.as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect::<BTreeSet<_>>()
+    };
     assert_eq!(
         keys(warm),
         [
@@ -310,16 +313,25 @@ async fn metrics_and_routes_count_the_traffic_sent() {
     assert_eq!(c["pending_acks"], 0);
     assert_eq!(
         keys(&warm["queue"]),
-        ["messages", "bytes", "max_messages", "max_bytes", "when_full"]
-            .map(String::from)
-            .into()
+        [
+            "messages",
+            "bytes",
+            "max_messages",
+            "max_bytes",
+            "when_full"
+        ]
+        .map(String::from)
+        .into()
     );
     assert_eq!(warm["queue"]["when_full"], "block");
     let raw = &routes["routes"][1];
     assert_eq!(raw["name"], "parsed");
     assert_eq!(raw["dead_letter"], "core");
     assert_eq!(
-        (&raw["counters"]["failed"], &raw["counters"]["dead_lettered"]),
+        (
+            &raw["counters"]["failed"],
+            &raw["counters"]["dead_lettered"]
+        ),
         (&5.into(), &5.into())
     );
     let connections = routes["connections"].as_array().unwrap();
@@ -471,7 +483,10 @@ async fn ferry_tap_shows_a_flowing_route_without_disturbing_it() {
         .iter()
         .find(|l| l.starts_with("after → core  iot.room"))
         .unwrap_or_else(|| panic!("no after line:\n{}", out.stdout));
-    assert!(before.ends_with('}') && before.contains("  {\"t\":"), "{before}");
+    assert!(
+        before.ends_with('}') && before.contains("  {\"t\":"),
+        "{before}"
+    );
     assert!(after.contains(".temp  {\"t\":"), "{after}");
     for line in &lines {
         assert!(

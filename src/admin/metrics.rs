@@ -295,11 +295,7 @@ impl Collector for PipelineCollector {
         }
 
         let e = &mut encoder;
-        let connections: Vec<_> = view
-            .connections
-            .iter()
-            .map(|c| (c, c.snapshot()))
-            .collect();
+        let connections: Vec<_> = view.connections.iter().map(|c| (c, c.snapshot())).collect();
         family(
             e,
             "ferry_connection_up",

@@ -159,7 +159,9 @@ async fn readyz(State(shared): State<Shared>) -> Response {
             status.state.as_str(),
             humantime::format_rfc3339_seconds(status.since),
             humantime::format_duration(std::time::Duration::from_secs(
-                now.duration_since(status.since).unwrap_or_default().as_secs()
+                now.duration_since(status.since)
+                    .unwrap_or_default()
+                    .as_secs()
             )),
         );
         if let Some(error) = &status.last_error {

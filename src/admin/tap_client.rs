@@ -155,7 +155,12 @@ pub async fn tap(options: &TapOptions, out: &mut impl Write) -> Result<(), TapEr
         let chunk = match response.chunk().await {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(e) => return Err(TapError::Failed(format!("the tap broke: {}", error_chain(&e)))),
+            Err(e) => {
+                return Err(TapError::Failed(format!(
+                    "the tap broke: {}",
+                    error_chain(&e)
+                )));
+            }
         };
         pending.extend_from_slice(&chunk);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
@@ -194,7 +199,9 @@ pub async fn tap(options: &TapOptions, out: &mut impl Write) -> Result<(), TapEr
             "the daemon ended the tap after {seen} of {count} event(s) (the route stopped, or ferry is shutting down)"
         ))),
         None => {
-            eprintln!("ferry: the daemon ended the tap (the route stopped, or ferry is shutting down)");
+            eprintln!(
+                "ferry: the daemon ended the tap (the route stopped, or ferry is shutting down)"
+            );
             Ok(())
         }
     }
@@ -244,15 +251,21 @@ mod tests {
     #[test]
     fn events_print_as_the_readme_shows() {
         assert_eq!(
-            human(&json!({"stage": "before", "subject": "sensors/kitchen", "payload": "{\"t\":21.5}"})),
+            human(
+                &json!({"stage": "before", "subject": "sensors/kitchen", "payload": "{\"t\":21.5}"})
+            ),
             "before  sensors/kitchen  {\"t\":21.5}"
         );
         assert_eq!(
-            human(&json!({"stage": "after", "sink": "nats", "subject": "iot.sensors.kitchen", "payload": "a\nb"})),
+            human(
+                &json!({"stage": "after", "sink": "nats", "subject": "iot.sensors.kitchen", "payload": "a\nb"})
+            ),
             "after → nats  iot.sensors.kitchen  a\\nb"
         );
         assert_eq!(
-            human(&json!({"stage": "before", "subject": "s", "payload": "/wA=", "payload_base64": true})),
+            human(
+                &json!({"stage": "before", "subject": "s", "payload": "/wA=", "payload_base64": true})
+            ),
             "before  s  (binary, base64) /wA="
         );
     }

@@ -498,7 +498,11 @@ impl RouteWorker {
         };
         match sent {
             Ok(()) => {
-                if !self.dead_letter.as_ref().is_some_and(|d| std::ptr::eq(d, sink)) {
+                if !self
+                    .dead_letter
+                    .as_ref()
+                    .is_some_and(|d| std::ptr::eq(d, sink))
+                {
                     self.counters
                         .sink_latency
                         .observe(&sink.connection, started.elapsed());
