@@ -21,7 +21,8 @@ pub struct Config {
     /// Where ferry keeps what must survive a restart (SSE resume cursors). `None`: systemd's
     /// `$STATE_DIRECTORY`, else `/var/lib/ferry`; see [`Config::state_dir`].
     pub state_dir: Option<PathBuf>,
-    /// The admin HTTP listener (`sse_server` streams); off unless configured.
+    /// The admin HTTP listener (health, metrics, routes, taps, `sse_server` streams); off
+    /// unless configured.
     pub admin: Option<Admin>,
 }
 

@@ -2033,6 +2033,27 @@ routes:
 "#;
 
     #[test]
+    fn admin_listens_on_loopback_by_default() {
+        let listen = |admin: &str| {
+            let yaml = SSE_SERVER.replace("admin: { listen: 9090 }", admin);
+            let config = parse(&yaml, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+            config.admin.unwrap().listen.to_string()
+        };
+        assert_eq!(
+            listen("admin: {}"),
+            format!("127.0.0.1:{DEFAULT_ADMIN_PORT}")
+        );
+        assert_eq!(listen("admin: { listen: 9000 }"), "127.0.0.1:9000");
+        assert_eq!(listen("admin: { listen: \"[::]:9000\" }"), "[::]:9000");
+        let bad = SSE_SERVER.replace("admin: { listen: 9090 }", "admin: { listen: nine }");
+        let text = errors(&bad).join("\n");
+        assert!(
+            text.contains("`nine` is not an address to listen on"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn decodes_sse_server_streams() {
         let config = parse(SSE_SERVER, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
