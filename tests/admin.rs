@@ -161,6 +161,10 @@ async fn metrics_and_routes_count_the_traffic_sent() {
                     "ferry_messages_dead_lettered_total",
                     &[("route", "parsed")],
                 ) == 5.0
+                // The last source acknowledgement follows its publish.
+                && ["warm", "parsed"].iter().all(|route| {
+                    sample_value(&families, "ferry_pending_acks", &[("route", route)]) == 0.0
+                })
         };
         if settled {
             break (text, open);
