@@ -22,10 +22,12 @@ pub enum AdminAddress {
 /// What `ferry tap` was asked to do.
 #[derive(Clone, Debug)]
 pub struct TapOptions {
+    /// The route to watch, by name.
     pub route: String,
     /// Exit after this many events (each `before`, `after`, `filtered` or `failed` line is
     /// one); `None` runs until interrupted.
     pub count: Option<u64>,
+    /// Where the daemon's admin listener is.
     pub admin: AdminAddress,
     /// Print the NDJSON lines as the daemon sends them.
     pub json: bool,
@@ -42,13 +44,23 @@ pub enum TapError {
     Usage(String),
     /// The daemon has no route of that name.
     #[error("the running ferry has no route `{route}`; its routes: {}", known.join(", "))]
-    UnknownRoute { route: String, known: Vec<String> },
+    UnknownRoute {
+        /// The route asked for.
+        route: String,
+        /// The routes the daemon has.
+        known: Vec<String>,
+    },
     /// The admin listener did not answer.
     #[error(
         "cannot reach ferry's admin listener at {url}: {reason}. Is `ferry run` running with the admin listener on (`admin: {{listen: 127.0.0.1:{port}}}` in its config)?",
         port = crate::config::DEFAULT_ADMIN_PORT
     )]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        /// The admin listener's URL tried.
+        url: String,
+        /// What the connection attempt said.
+        reason: String,
+    },
     /// The tap ended or broke before `--count` events.
     #[error("{0}")]
     Failed(String),

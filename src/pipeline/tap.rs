@@ -43,6 +43,7 @@ impl Stage {
 /// One thing a route did with a message, as a tapper receives it.
 #[derive(Debug)]
 pub struct TapEvent {
+    /// Where in the route it was seen.
     pub stage: Stage,
     /// The connection of the sink (`after`).
     pub sink: Option<String>,
@@ -135,6 +136,7 @@ impl Tap {
 /// What a tapper receives next.
 #[derive(Debug)]
 pub enum Tapped {
+    /// The next event.
     Event(Arc<TapEvent>),
     /// The tapper read too slowly and missed this many events.
     Skipped(u64),
