@@ -74,6 +74,25 @@ enum Command {
         #[arg(long)]
         retain: bool,
     },
+    /// Show a route's messages live, before and after mapping, from the running daemon
+    /// (through its admin listener), without disturbing the flow.
+    Tap {
+        /// The route to watch.
+        route: String,
+        /// Exit after N events (each `before`, `after`, `filtered` or `failed` line is one).
+        #[arg(short = 'n', long, value_name = "N")]
+        count: Option<u64>,
+        /// Configuration file whose `admin.listen` says where the daemon listens
+        /// [default: ./bridges.yaml, then /etc/ferry/bridges.yaml]
+        #[arg(short, long, conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// The admin listener's address instead: `http://HOST:PORT`, `HOST:PORT` or a port.
+        #[arg(long, value_name = "URL")]
+        admin: Option<String>,
+        /// Print each event as the JSON line the daemon sends.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -145,6 +164,42 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("ferry: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Tap {
+            route,
+            count,
+            config,
+            admin,
+            json,
+        } => {
+            let admin = match admin {
+                Some(url) => ferry::admin::AdminAddress::Url(url),
+                None => ferry::admin::AdminAddress::Config(config_path(config)),
+            };
+            let options = ferry::admin::TapOptions {
+                route,
+                count,
+                admin,
+                json,
+            };
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("ferry: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            match runtime.block_on(ferry::admin::tap(&options, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(ferry::admin::TapError::Config(errors)) => config_failed(&errors),
+                Err(e) => {
+                    eprintln!("ferry: {e}");
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

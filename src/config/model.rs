@@ -21,7 +21,8 @@ pub struct Config {
     /// Where ferry keeps what must survive a restart (SSE resume cursors). `None`: systemd's
     /// `$STATE_DIRECTORY`, else `/var/lib/ferry`; see [`Config::state_dir`].
     pub state_dir: Option<PathBuf>,
-    /// The admin HTTP listener (`sse_server` streams); off unless configured.
+    /// The admin HTTP listener (health, metrics, routes, taps, `sse_server` streams); off
+    /// unless configured.
     pub admin: Option<Admin>,
 }
 
@@ -51,9 +52,14 @@ impl Config {
 /// ferry's own HTTP listener.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Admin {
-    /// Address and port; a bare port listens on 127.0.0.1.
+    /// Address and port; a bare port listens on 127.0.0.1. Without `listen`,
+    /// 127.0.0.1:[`DEFAULT_ADMIN_PORT`].
     pub listen: std::net::SocketAddr,
 }
+
+/// The admin listener's port when `admin:` names none: one that no common service (brokers,
+/// Prometheus and its exporters, web proxies) uses by default.
+pub const DEFAULT_ADMIN_PORT: u16 = 7439;
 
 /// How ferry keeps two-way routes from looping: it marks what it publishes and drops its own
 /// echoes (see `mapping::marker`), and gives up on a message after `max_hops` ferry hops.

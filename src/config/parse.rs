@@ -397,24 +397,28 @@ impl<'a> Decoder<'a> {
 
     fn admin(&mut self, node: &Node) -> Option<Admin> {
         let mut obj = self.obj(node, "`admin`")?;
-        let listen = self.required(&mut obj, "listen").and_then(|n| {
-            let text = self.string(n, "listen")?;
-            let parsed = match text.parse::<u16>() {
-                Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
-                Err(_) => text.parse::<std::net::SocketAddr>(),
-            };
-            match parsed {
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    self.error(
-                        n.pos,
-                        format!("`{text}` is not an address to listen on"),
-                        Some("write a port (`9090`, on 127.0.0.1) or `ADDRESS:PORT`, e.g. `127.0.0.1:9090`".into()),
-                    );
-                    None
+        let listen = match obj.get("listen") {
+            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
+            Some(n) => self.string(n, "listen").and_then(|text| {
+                let parsed = match text.parse::<u16>() {
+                    Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
+                    Err(_) => text.parse::<std::net::SocketAddr>(),
+                };
+                match parsed {
+                    Ok(addr) => Some(addr),
+                    Err(_) => {
+                        self.error(
+                            n.pos,
+                            format!("`{text}` is not an address to listen on"),
+                            Some(format!(
+                                "write a port (`{DEFAULT_ADMIN_PORT}`, on 127.0.0.1) or `ADDRESS:PORT`, e.g. `127.0.0.1:{DEFAULT_ADMIN_PORT}`; without `listen`, ferry listens on 127.0.0.1:{DEFAULT_ADMIN_PORT}"
+                            )),
+                        );
+                        None
+                    }
                 }
-            }
-        });
+            }),
+        };
         obj.finish(self);
         Some(Admin { listen: listen? })
     }
@@ -2027,6 +2031,27 @@ routes:
     from: { connection: m, topic: "s/#" }
     to: { connection: web, event: "{{ topic[1] }}" }
 "#;
+
+    #[test]
+    fn admin_listens_on_loopback_by_default() {
+        let listen = |admin: &str| {
+            let yaml = SSE_SERVER.replace("admin: { listen: 9090 }", admin);
+            let config = parse(&yaml, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+            config.admin.unwrap().listen.to_string()
+        };
+        assert_eq!(
+            listen("admin: {}"),
+            format!("127.0.0.1:{DEFAULT_ADMIN_PORT}")
+        );
+        assert_eq!(listen("admin: { listen: 9000 }"), "127.0.0.1:9000");
+        assert_eq!(listen("admin: { listen: \"[::]:9000\" }"), "[::]:9000");
+        let bad = SSE_SERVER.replace("admin: { listen: 9090 }", "admin: { listen: nine }");
+        let text = errors(&bad).join("\n");
+        assert!(
+            text.contains("`nine` is not an address to listen on"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn decodes_sse_server_streams() {

@@ -203,6 +203,11 @@ impl RouteOutput {
         self.len() == 0
     }
 
+    /// The queue's bounds and `when_full` policy, as configured.
+    pub fn config(&self) -> &QueueConfig {
+        &self.shared.config
+    }
+
     /// Messages dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)

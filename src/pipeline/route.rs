@@ -7,9 +7,11 @@
 //! made them durable, and a forwarder task per spooled sink sends them on, in order, when the
 //! sink is back. While a sink's spool holds anything, that sink's new messages go behind it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use prometheus_client::metrics::histogram::Histogram;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,6 +59,71 @@ pub struct RouteCounters {
     /// Bytes the route's spools hold now, shared with the spools themselves (their
     /// `max_bytes` applies to this sum).
     pub spool_bytes: Arc<AtomicU64>,
+    /// How long each sink took to confirm the publishes it took (the dead-letter sink's are
+    /// not counted here); a histogram's count is that sink's messages sent.
+    pub sink_latency: SinkLatency,
+}
+
+/// The sink latency histograms' upper bounds, in seconds: 100 µs (a local broker) to 10 s
+/// (an HTTP endpoint at its timeout).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// A latency histogram per sink of a route, by the sink's connection name (two sinks of a
+/// route on one connection share one).
+#[derive(Debug, Default)]
+pub struct SinkLatency(RwLock<Vec<(String, Arc<SinkTiming>)>>);
+
+/// One sink's confirmed publishes and how long each took.
+#[derive(Debug)]
+pub struct SinkTiming {
+    /// Publishes the sink confirmed: the histogram's count.
+    pub sent: AtomicU64,
+    /// Seconds per confirmed publish, in [`LATENCY_BUCKETS`].
+    pub seconds: Histogram,
+}
+
+impl SinkTiming {
+    fn observe(&self, seconds: f64) {
+        self.seconds.observe(seconds);
+        self.sent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl SinkLatency {
+    /// Records one confirmed publish on the sink on connection `sink`.
+    pub fn observe(&self, sink: &str, took: Duration) {
+        let seconds = took.as_secs_f64();
+        if let Some((_, timing)) = self
+            .0
+            .read()
+            .expect("latency lock")
+            .iter()
+            .find(|(name, _)| name == sink)
+        {
+            timing.observe(seconds);
+            return;
+        }
+        let mut sinks = self.0.write().expect("latency lock");
+        match sinks.iter().find(|(name, _)| name == sink) {
+            Some((_, timing)) => timing.observe(seconds),
+            None => {
+                let timing = Arc::new(SinkTiming {
+                    sent: AtomicU64::new(0),
+                    seconds: Histogram::new(LATENCY_BUCKETS),
+                });
+                timing.observe(seconds);
+                sinks.push((sink.to_string(), timing));
+            }
+        }
+    }
+
+    /// Each sink's timing, in the order their first publish came.
+    pub fn sinks(&self) -> Vec<(String, Arc<SinkTiming>)> {
+        self.0.read().expect("latency lock").clone()
+    }
 }
 
 /// One sink of a route.
@@ -276,6 +343,7 @@ impl RouteWorker {
         let steps = match self.mapping.apply(message) {
             Outcome::Filtered => {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
+                self.tap.filtered(message);
                 return true;
             }
             Outcome::TooManyHops(hops) => {
@@ -423,12 +491,24 @@ impl RouteWorker {
         message: &Message,
         give_up: &CancellationToken,
     ) -> Result<Published, SinkError> {
+        let started = Instant::now();
         let sent = tokio::select! {
             sent = sink.sink.send(message) => sent,
             _ = give_up.cancelled() => return Ok(Published::Abandoned),
         };
         match sent {
-            Ok(()) => Ok(Published::Sent),
+            Ok(()) => {
+                if !self
+                    .dead_letter
+                    .as_ref()
+                    .is_some_and(|d| std::ptr::eq(d, sink))
+                {
+                    self.counters
+                        .sink_latency
+                        .observe(&sink.connection, started.elapsed());
+                }
+                Ok(Published::Sent)
+            }
             Err(SinkError::Rejected(reason)) => Ok(Published::Rejected(reason)),
             Err(error) => Err(error),
         }
@@ -558,6 +638,7 @@ impl RouteWorker {
     /// sink when the route has one. False only when the shutdown deadline made us give up.
     async fn fail(&self, original: &Message, failure: Failure) -> bool {
         let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
+        self.tap.failed(original, &failure);
         let mut fate = "";
         let mut finished = true;
         if let (Some(sink), Some(letter)) = (

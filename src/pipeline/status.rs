@@ -1,9 +1,14 @@
 //! Connection state as the supervisor sees it, logged once per change (not once per retry),
 //! and a rate limiter for warnings that could otherwise flood the log.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+/// The longest error text a connection keeps for `/readyz` and `/routes`.
+const MAX_ERROR_CHARS: usize = 300;
+
+/// Where a connection's supervisor stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// Not connected yet, first attempt under way.
@@ -13,10 +18,43 @@ pub enum State {
     Down,
 }
 
+impl State {
+    /// The state as `/readyz`, `/routes` and `/metrics` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Up => "up",
+            State::Down => "down",
+        }
+    }
+}
+
 struct Inner {
     name: String,
     protocol: &'static str,
-    state: Mutex<State>,
+    state: Mutex<Current>,
+    /// Times the connection came back up after being down.
+    reconnects: AtomicU64,
+}
+
+/// The state and what came with its last change.
+struct Current {
+    state: State,
+    since: SystemTime,
+    /// Why it last went down, secrets in URLs masked.
+    last_error: Option<String>,
+}
+
+/// A consistent copy of a connection's status, for the admin listener.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub state: State,
+    /// When the state last changed (or the connection was opened).
+    pub since: SystemTime,
+    /// Times the connection came back up after being down.
+    pub reconnects: u64,
+    /// Why it last went down (kept after it is back up), URL passwords masked.
+    pub last_error: Option<String>,
 }
 
 /// The shared, observable state of one connection. Cheap to clone.
@@ -24,26 +62,66 @@ struct Inner {
 pub struct ConnectionStatus(Arc<Inner>);
 
 impl ConnectionStatus {
+    /// A connection named `name` speaking `protocol`, connecting for the first time.
     pub fn new(name: &str, protocol: &'static str) -> Self {
         ConnectionStatus(Arc::new(Inner {
             name: name.to_string(),
             protocol,
-            state: Mutex::new(State::Connecting),
+            state: Mutex::new(Current {
+                state: State::Connecting,
+                since: SystemTime::now(),
+                last_error: None,
+            }),
+            reconnects: AtomicU64::new(0),
         }))
     }
 
+    /// The connection's name in the configuration.
     pub fn name(&self) -> &str {
         &self.0.name
     }
 
+    /// `mqtt`, `nats`, `sse`, `http`, `sse_server`.
+    pub fn protocol(&self) -> &'static str {
+        self.0.protocol
+    }
+
+    /// Where the connection stands now.
     pub fn state(&self) -> State {
-        *self.0.state.lock().expect("status lock")
+        self.0.state.lock().expect("status lock").state
+    }
+
+    /// State, time of its last change, reconnects and last error, read together.
+    pub fn snapshot(&self) -> Snapshot {
+        let current = self.0.state.lock().expect("status lock");
+        Snapshot {
+            state: current.state,
+            since: current.since,
+            reconnects: self.0.reconnects.load(Ordering::Relaxed),
+            last_error: current.last_error.clone(),
+        }
+    }
+
+    /// Sets the state; returns the previous one. The time moves only on a change.
+    fn set(&self, state: State, error: Option<String>) -> State {
+        let mut current = self.0.state.lock().expect("status lock");
+        let previous = current.state;
+        if previous != state {
+            current.state = state;
+            current.since = SystemTime::now();
+            if previous == State::Down && state == State::Up {
+                self.0.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if error.is_some() {
+            current.last_error = error;
+        }
+        previous
     }
 
     /// The connection is up (and subscribed). Logs only when it was not already up.
     pub fn up(&self, detail: &str) {
-        let previous =
-            std::mem::replace(&mut *self.0.state.lock().expect("status lock"), State::Up);
+        let previous = self.set(State::Up, None);
         match previous {
             State::Up => {}
             State::Connecting => {
@@ -57,8 +135,7 @@ impl ConnectionStatus {
 
     /// The connection failed. Logs a warning on the change, and only debug on later retries.
     pub fn down(&self, error: &dyn std::fmt::Display, retry_in: Duration) {
-        let previous =
-            std::mem::replace(&mut *self.0.state.lock().expect("status lock"), State::Down);
+        let previous = self.set(State::Down, Some(error_text(error)));
         if previous == State::Down {
             tracing::debug!(connection = %self.0.name, "still down: {error}; retrying in {retry_in:?}");
         } else {
@@ -74,8 +151,7 @@ impl ConnectionStatus {
     /// (HTTP): each route retries its message on its own backoff, so there is no single next
     /// attempt to announce. Logs like [`Self::down`]: a warning on the change, debug after.
     pub fn unreachable(&self, error: &dyn std::fmt::Display) {
-        let previous =
-            std::mem::replace(&mut *self.0.state.lock().expect("status lock"), State::Down);
+        let previous = self.set(State::Down, Some(error_text(error)));
         if previous == State::Down {
             tracing::debug!(connection = %self.0.name, "still down: {error}");
         } else {
@@ -86,6 +162,38 @@ impl ConnectionStatus {
             );
         }
     }
+}
+
+/// An error as `/readyz` and `/routes` show it: URL passwords masked (client errors may quote
+/// the URL they failed on), on one line, and short.
+fn error_text(error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string();
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        match word.find("://") {
+            Some(at) => {
+                // The URL starts after any quote or bracket before the scheme, and ends before
+                // one after it.
+                let start = word[..at]
+                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+                    .map_or(0, |i| i + 1);
+                let end = word[at..]
+                    .find(['"', '\'', ')', ']', '>', ','])
+                    .map_or(word.len(), |i| at + i);
+                out.push_str(&word[..start]);
+                out.push_str(&crate::config::redact_url(&word[start..end]));
+                out.push_str(&word[end..]);
+            }
+            None => out.push_str(word),
+        }
+    }
+    if out.chars().count() > MAX_ERROR_CHARS {
+        out = out.chars().take(MAX_ERROR_CHARS).collect::<String>() + "…";
+    }
+    out
 }
 
 /// Logs a warning at most once per interval; the ones in between are counted and reported with
@@ -180,6 +288,33 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn errors_kept_for_the_admin_listener_mask_url_passwords() {
+        let error = "cannot connect to 'nats://ferry:s3cret@10.0.0.1:4222' (refused)\nretry";
+        let kept = error_text(&error);
+        assert!(!kept.contains("s3cret"), "{kept}");
+        assert_eq!(
+            kept,
+            "cannot connect to 'nats://ferry:***@10.0.0.1:4222' (refused) retry"
+        );
+    }
+
+    #[test]
+    fn status_counts_reconnects_and_remembers_the_last_error() {
+        let status = ConnectionStatus::new("core", "nats");
+        status.up("first");
+        assert_eq!(status.snapshot().reconnects, 0);
+        status.down(&"mqtt://u:pw@host:1883 went away", Duration::from_secs(1));
+        status.down(&"again", Duration::from_secs(1));
+        let down = status.snapshot();
+        assert_eq!(down.state, State::Down);
+        assert_eq!(down.last_error.as_deref(), Some("again"));
+        status.up("back");
+        let up = status.snapshot();
+        assert_eq!((up.state, up.reconnects), (State::Up, 1));
+        assert!(up.since >= down.since);
+    }
 
     #[test]
     fn backoff_starts_over_only_after_a_stable_connection() {

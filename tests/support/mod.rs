@@ -10,6 +10,7 @@
 //! - [`MqttPeer`] and [`NatsPeer`] are the test's own clients, publishing and collecting
 //!   messages into an [`Inbox`] (or, for JetStream, reading a whole stream back), and
 //!   [`Tally`] counts what arrived of a numbered load (lost, duplicated, reordered);
+//! - [`parse_exposition`] reads `/metrics` with the official Prometheus parsers;
 //! - [`TcpProxy`] sits between ferry and a broker and can stop forwarding without closing;
 //! - [`Nchan`] (nginx + nchan) and [`PocketBase`] are real SSE servers, [`WebhookServer`] a
 //!   recording HTTP receiver with scripted answers, [`SseClient`] a real `curl` subscriber
@@ -29,6 +30,7 @@ mod brokers;
 mod certs;
 mod ferry;
 mod peers;
+mod prometheus;
 mod proxy;
 mod restdb;
 mod servers;
@@ -43,6 +45,8 @@ pub use ferry::*;
 pub use peers::*;
 #[allow(unused_imports)]
 pub use process::*;
+#[allow(unused_imports)]
+pub use prometheus::*;
 #[allow(unused_imports)]
 pub use proxy::*;
 #[allow(unused_imports)]
