@@ -1047,12 +1047,15 @@ impl<'a> Decoder<'a> {
                 );
                 return None;
             }
-            if crate::admin::OWN_PATHS.contains(&p.as_str()) {
+            if crate::admin::OWN_PATHS
+                .iter()
+                .any(|own| p == *own || p.starts_with(&format!("{own}/")))
+            {
                 self.error(
                     n.pos,
                     format!("`{p}` is the admin listener's own path"),
                     Some(format!(
-                        "choose another path; {} are taken",
+                        "choose another path; {} and what is under them are taken",
                         crate::admin::OWN_PATHS.join(", ")
                     )),
                 );
@@ -2084,6 +2087,7 @@ routes:
         for (path, says) in [
             ("/healthz", "is the admin listener's own path"),
             ("/metrics", "is the admin listener's own path"),
+            ("/routes/warm/tap", "is the admin listener's own path"),
             ("/events/{id}", "is not a path ferry can serve a stream on"),
             ("/caf%C3%A9", "is not a path ferry can serve a stream on"),
             ("events", "is not a path ferry can serve a stream on"),
