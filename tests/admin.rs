@@ -41,14 +41,7 @@ async fn two_routes() -> Setup {
     let mosquitto = Mosquitto::start(MosquittoOptions::default());
     let nats = NatsServer::start(NatsOptions::default());
     let port = free_port();
-    let yaml = fill(
-        TWO_ROUTES,
-        &[
-            ("@PORT@", port.to_string()),
-            ("@MQTT@", mosquitto.url()),
-            ("@NATS@", nats.url()),
-        ],
-    );
+    let yaml = two_routes_yaml(port, &mosquitto, &nats);
     let mut ferry = Ferry::start(&yaml);
     ferry.wait_ready().await;
     Setup {
@@ -364,14 +357,7 @@ async fn readyz_names_a_connection_until_its_broker_is_up() {
     let mut nats = NatsServer::start(NatsOptions::default());
     nats.stop();
     let port = free_port();
-    let yaml = fill(
-        TWO_ROUTES,
-        &[
-            ("@PORT@", port.to_string()),
-            ("@MQTT@", mosquitto.url()),
-            ("@NATS@", nats.url()),
-        ],
-    );
+    let yaml = two_routes_yaml(port, &mosquitto, &nats);
     let mut ferry = Ferry::start(&yaml);
     ferry
         .wait_for_line(
@@ -563,4 +549,16 @@ async fn ferry_tap_shows_a_flowing_route_without_disturbing_it() {
         "{}",
         gone.stderr
     );
+}
+
+/// [`TWO_ROUTES`] with the admin listener on `port` and the brokers' addresses.
+fn two_routes_yaml(port: u16, mosquitto: &Mosquitto, nats: &NatsServer) -> String {
+    fill(
+        TWO_ROUTES,
+        &[
+            ("@PORT@", port.to_string()),
+            ("@MQTT@", mosquitto.url()),
+            ("@NATS@", nats.url()),
+        ],
+    )
 }

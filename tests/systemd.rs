@@ -397,19 +397,7 @@ async fn notify_protocol_ready_watchdog_reload_stop_in_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_after_startup_timeout_names_the_connection_that_is_not_up() {
     let mut notify = NotifySocket::bind();
-    let yaml = fill(
-        r#"
-startup_timeout: 1s
-connections:
-  plant:
-    mqtt: { url: "mqtt://127.0.0.1:@PORT@", client_id: ferry-systemd-absent }
-routes:
-  - name: relay
-    from: { connection: plant, topic: "in/+" }
-    to: { connection: plant, topic: "out/{{ topic[1] }}" }
-"#,
-        &[("@PORT@", free_port().to_string())],
-    );
+    let yaml = absent_broker("ferry-systemd-absent");
     let started = Instant::now();
     let mut ferry = Ferry::start_with_env(
         &yaml,
@@ -466,19 +454,7 @@ fn has_timestamp(line: &str) -> bool {
 /// the usual one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn journal_lines_carry_priority_prefixes_and_no_timestamps() {
-    let yaml = fill(
-        r#"
-startup_timeout: 1s
-connections:
-  plant:
-    mqtt: { url: "mqtt://127.0.0.1:@PORT@", client_id: ferry-journal-test }
-routes:
-  - name: relay
-    from: { connection: plant, topic: "in/+" }
-    to: { connection: plant, topic: "out/{{ topic[1] }}" }
-"#,
-        &[("@PORT@", free_port().to_string())],
-    );
+    let yaml = absent_broker("ferry-journal-test");
     let mut ferry = Ferry::start_as_journal_stream(&yaml, &[]);
     let warning = ferry.wait_for_line("startup_timeout", secs(15)).await;
     assert!(
@@ -537,4 +513,25 @@ routes:
          {warning}"
     );
     ferry.terminate().await;
+}
+
+/// A config whose one MQTT connection (client id `client_id`) points at a free port where no
+/// broker listens, with `startup_timeout: 1s`.
+fn absent_broker(client_id: &str) -> String {
+    fill(
+        r#"
+startup_timeout: 1s
+connections:
+  plant:
+    mqtt: { url: "mqtt://127.0.0.1:@PORT@", client_id: @ID@ }
+routes:
+  - name: relay
+    from: { connection: plant, topic: "in/+" }
+    to: { connection: plant, topic: "out/{{ topic[1] }}" }
+"#,
+        &[
+            ("@PORT@", free_port().to_string()),
+            ("@ID@", client_id.to_string()),
+        ],
+    )
 }
