@@ -22,8 +22,8 @@ use std::marker::PhantomData;
 
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
-use serde_json::Value;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde_json::Value;
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
 pub fn json() -> String {
@@ -37,7 +37,9 @@ pub fn schema() -> Schema {
     let settings = SchemaSettings::draft2020_12().with(|s| {
         s.transforms.push(Box::new(RecursiveTransform(refuse_null)));
     });
-    settings.into_generator().into_root_schema_for::<BridgesFile>()
+    settings
+        .into_generator()
+        .into_root_schema_for::<BridgesFile>()
 }
 
 /// schemars lets an `Option` field be `null`; the parser refuses `key: null` (an absent key
@@ -878,4 +880,425 @@ struct SseServerSink {
     /// The event name (a template). Default: the MQTT topic or NATS subject.
     #[schemars(extend("default" = "auto"))]
     event: Option<Text>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+
+    use serde_json::{Map, Value, json};
+
+    use super::super::interpolate::Lookup;
+    use super::super::parse::{ASKED, parse};
+    use super::super::yaml::{self, Node};
+
+    /// A configuration that writes every key the parser knows, each kind of connection, source
+    /// and sink at least once.
+    const EVERY_KEY: &str = r#"
+x-tuning: &tuning
+  keep_alive: 15s
+shutdown_timeout: 10s
+startup_timeout: 30s
+state_dir: /var/lib/ferry
+admin: { listen: 127.0.0.1:9090 }
+loop_guard: { instance: edge-1, max_hops: 8 }
+connections:
+  plant:
+    reconnect: { initial_delay: 100ms, max_delay: 30s, connect_timeout: 10s, stable_after: 30s }
+    mqtt:
+      <<: *tuning
+      url: mqtts://broker.plant.local:8883
+      version: 5
+      client_id: ferry-plant
+      clean_start: false
+      session_expiry: 1h
+      username: ferry
+      password: ${file:/run/secrets/mqtt}
+      tls: { ca: /etc/ferry/ca.pem, cert: /etc/ferry/client.pem, key: /etc/ferry/client.key, insecure_skip_verify: false }
+      max_packet_size: 16MiB
+      last_will: { topic: ferry/status, payload: offline, qos: 1, retain: true }
+      probe: { interval: 30s, timeout: 10s, topic: ferry/probe }
+  legacy:
+    mqtt: { url: mqtt://legacy.local, version: "3.1.1", probe: false }
+  core:
+    nats:
+      url: [nats://n1:4222, nats://n2:4222]
+      name: ferry
+      user: ferry
+      password: ${NATS_PASSWORD}
+      tls: { ca: /etc/ferry/ca.pem }
+      ping_interval: 20s
+      probe: { interval: 30s, timeout: 10s, topic: _FERRY.probe }
+  orders: { nats: { url: tls://n3:4222, token: "${NATS_TOKEN}" } }
+  archive: { nats: { url: nats://n4:4222, nkey: "${NATS_NKEY}" } }
+  cloud: { nats: { url: nats://n5:4222, creds: /etc/ferry/ferry.creds } }
+  db:
+    sse:
+      url: https://db.example.com/realtime
+      method: POST
+      body: '{"subscribe": true}'
+      headers: { x-apikey: "${DB_KEY}" }
+      query: { apikey: "${DB_KEY}" }
+      tls: { insecure_skip_verify: false }
+      idle_timeout: 60s
+      resume: true
+      handshake:
+        on: PB_CONNECT
+        method: POST
+        url: /api/realtime
+        headers: { x-client: "{{ payload.clientId }}" }
+        body: '{"clientId": "{{ payload.clientId }}"}'
+  hook:
+    http:
+      url: https://hooks.example.com/in/
+      headers: { authorization: "Bearer ${TOKEN}" }
+      tls: { ca: /etc/ferry/ca.pem }
+      timeout: 5s
+      max_concurrent: 2
+  browser:
+    sse_server: { path: /events/sensors, buffer: 100, keep_alive: 15s, cors_origin: "*" }
+routes:
+  - name: telemetry
+    from:
+      connection: plant
+      topic: "sensors/+/temp"
+      qos: 1
+      share: g
+      no_local: true
+      match: '^sensors/(?P<room>[^/]+)/temp$'
+      payload_format: json
+      envelope: false
+    filter: '.value != null'
+    transform: '{room: .room, celsius: .value}'
+    headers: { forward: true, remove: [x-internal], set: { room: "{{ match.room }}" } }
+    to:
+      - { connection: core, subject: "iot.{{ match.room }}.temperature", jetstream: false, payload_format: json, envelope: false }
+      - { connection: legacy, topic: "copy/{{ topic }}", qos: 1, retain: source }
+      - { connection: hook, url: "readings/{{ match.room }}", method: PUT }
+      - { connection: browser, event: "{{ match.room }}" }
+    queue: { max_messages: 10000, max_bytes: 64MiB, when_full: block }
+    delivery: at-most-once
+    spool: { dir: /var/lib/ferry/spool/telemetry, max_bytes: 1GiB }
+    dead_letter: { connection: core, subject: dead.telemetry }
+  - name: commands
+    from: { connection: core, subject: "cmd.>", queue: workers }
+    to: { connection: plant, topic: auto }
+  - name: orders
+    from:
+      connection: orders
+      subject: "orders.>"
+      jetstream: { stream: ORDERS, consumer: ferry-orders, max_ack_pending: 1000, ack_wait: 30s, deliver: new }
+    to: { connection: legacy }
+  - name: changes
+    from: { connection: db, events: [post, put, delete] }
+    to: { connection: plant, topic: "db/{{ event }}" }
+  - name: legacy
+    from: { connection: legacy, topics: [a/#, b/#] }
+    to: { connection: archive, subject: auto }
+"#;
+
+    /// What the parser calls each mapping (`Obj::what`) → the schema definitions of that
+    /// mapping (`""` is the top level). A new kind of mapping in the parser must be added here,
+    /// and described in the schema.
+    const SHAPES: &[(&str, &[&str])] = &[
+        ("the configuration", &[""]),
+        ("`admin`", &["Admin"]),
+        ("`loop_guard`", &["LoopGuard"]),
+        ("a connection", &["Connection"]),
+        ("`reconnect`", &["Reconnect"]),
+        ("`tls`", &["Tls"]),
+        ("an MQTT connection", &["MqttConnection"]),
+        ("`last_will`", &["LastWill"]),
+        (
+            "`probe` (false, or a map of interval, timeout, topic)",
+            &["Probe"],
+        ),
+        ("a NATS connection", &["NatsConnection"]),
+        ("an SSE connection", &["SseConnection"]),
+        ("a `handshake`", &["Handshake"]),
+        ("an HTTP connection", &["HttpConnection"]),
+        ("an sse_server connection", &["SseServerConnection"]),
+        ("a route", &["Route"]),
+        ("`headers`", &["HeaderRules"]),
+        ("`queue`", &["Queue"]),
+        ("`spool` (a map of dir, max_bytes)", &["Spool"]),
+        (
+            "a source (`from`)",
+            &["MqttSource", "NatsSource", "SseSource"],
+        ),
+        ("an MQTT source", &["MqttSource"]),
+        ("a NATS source", &["NatsSource"]),
+        ("an SSE source", &["SseSource"]),
+        (
+            "`jetstream` (a map of stream, consumer, ...)",
+            &["JetStreamSource"],
+        ),
+        (
+            "a sink (`to`)",
+            &["MqttSink", "NatsSink", "HttpSink", "SseServerSink"],
+        ),
+        (
+            "the dead-letter sink",
+            &["MqttSink", "NatsSink", "HttpSink", "SseServerSink"],
+        ),
+        ("an MQTT sink", &["MqttSink"]),
+        ("a NATS sink", &["NatsSink"]),
+        ("an HTTP sink", &["HttpSink"]),
+        ("an sse_server sink", &["SseServerSink"]),
+    ];
+
+    fn lookup() -> Lookup<'static> {
+        Lookup {
+            var: &|_| Some("s3cret".to_string()),
+            file: &|_| Ok("s3cret\n".to_string()),
+        }
+    }
+
+    /// The YAML tree as JSON, as an editor's YAML language server sees it (anchors and merge
+    /// keys resolved).
+    fn to_json(node: &Node) -> Value {
+        match &node.value {
+            yaml::Value::Null => Value::Null,
+            yaml::Value::Bool(b) => json!(b),
+            yaml::Value::Int(i) => json!(i),
+            yaml::Value::Float(f) => json!(f),
+            yaml::Value::Str(s) => json!(s),
+            yaml::Value::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
+            yaml::Value::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), to_json(v)))
+                    .collect::<Map<_, _>>(),
+            ),
+        }
+    }
+
+    fn schema_json() -> Value {
+        super::schema().to_value()
+    }
+
+    /// Validates `text` against the schema: `Err` with boon's account of what is wrong.
+    fn validate(text: &str) -> Result<(), String> {
+        let node = yaml::parse(text).map_err(|(pos, e)| format!("YAML at {pos:?}: {e}"))?;
+        let instance = to_json(&node);
+        // Compiled once: checking the schema against the draft's meta-schema is the slow part.
+        static COMPILED: OnceLock<(boon::Schemas, boon::SchemaIndex)> = OnceLock::new();
+        let (schemas, index) = COMPILED.get_or_init(|| {
+            let mut schemas = boon::Schemas::new();
+            let mut compiler = boon::Compiler::new();
+            let url = "file:///ferry/bridges.schema.json";
+            compiler.add_resource(url, schema_json()).unwrap();
+            let index = compiler
+                .compile(url, &mut schemas)
+                .unwrap_or_else(|e| panic!("the schema does not compile: {e:#}"));
+            (schemas, index)
+        });
+        schemas
+            .validate(&instance, *index)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn repo_file(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    #[test]
+    fn every_shipped_configuration_validates() {
+        let mut files = vec![
+            repo_file("bridges.yaml"),
+            repo_file("packaging/bridges.yaml"),
+        ];
+        for entry in std::fs::read_dir(repo_file("examples")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+        assert!(files.len() >= 6, "{files:?}");
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if let Err(e) = validate(&text) {
+                panic!(
+                    "{} does not validate against the schema:\n{e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_validates_and_parses() {
+        parse(EVERY_KEY, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        validate(EVERY_KEY).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The schema knows exactly the keys the parser asks for, in the same mappings: a key added
+    /// to one and not the other fails here.
+    #[test]
+    fn schema_and_parser_know_the_same_keys() {
+        ASKED.with(|asked| asked.borrow_mut().clear());
+        parse(EVERY_KEY, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let asked = ASKED.with(|asked| asked.borrow().clone());
+        let schema = schema_json();
+        let properties = |def: &str| -> BTreeSet<String> {
+            let shape = if def.is_empty() {
+                &schema
+            } else {
+                &schema["$defs"][def]
+            };
+            let props = shape["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("no definition `{def}` with properties in the schema"));
+            props.keys().cloned().collect()
+        };
+        let shapes: BTreeMap<&str, &[&str]> = SHAPES.iter().copied().collect();
+        let mut asked_per_def: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (what, key) in &asked {
+            let defs = shapes.get(what).unwrap_or_else(|| {
+                panic!("the parser reads a mapping it calls {what:?} (key `{key}`): add it to SHAPES and describe it in schema.rs")
+            });
+            for def in *defs {
+                assert!(
+                    properties(def).contains(*key),
+                    "the parser reads `{key}` in {what}, which the schema's `{def}` does not describe"
+                );
+                asked_per_def.entry(def).or_default().insert(key);
+            }
+        }
+        for (_, defs) in SHAPES {
+            for def in *defs {
+                let parsed = asked_per_def.get(def).cloned().unwrap_or_default();
+                for key in properties(def) {
+                    assert!(
+                        parsed.contains(key.as_str()),
+                        "the schema's `{def}` has `{key}`, which the parser never reads there"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A misspelt key, at any level, is refused by the schema as by the parser; so is a value
+    /// outside a key's choices.
+    #[test]
+    fn mistakes_are_refused_at_every_level() {
+        let cases = [
+            (
+                "shutdown_timeout: 10s",
+                "shutdown_timout: 10s",
+                "shutdown_timout",
+            ),
+            ("listen: 127.0.0.1", "listne: 127.0.0.1", "listne"),
+            (
+                "      client_id: ferry",
+                "      clientid: ferry",
+                "clientid",
+            ),
+            ("{ initial_delay", "{ initial_dalay", "initial_dalay"),
+            (
+                "tls: { ca: /etc/ferry/ca.pem, cert",
+                "tls: { cafile: /etc/ferry/ca.pem, cert",
+                "cafile",
+            ),
+            ("last_will: { topic", "last_will: { topik", "topik"),
+            (
+                "probe: { interval: 30s, timeout: 10s, topic: ferry",
+                "probe: { intervall: 30s, timeout: 10s, topic: ferry",
+                "intervall",
+            ),
+            ("  legacy:\n    mqtt:", "  legacy:\n    mqtt3:", "mqtt3"),
+            ("      ping_interval", "      ping", "ping"),
+            ("        on: PB_CONNECT", "        when: PB_CONNECT", "when"),
+            ("cors_origin", "cors", "cors"),
+            ("    transform:", "    transfrom:", "transfrom"),
+            ("      share: g", "      shared: g", "shared"),
+            ("ack_wait", "ackwait", "ackwait"),
+            (
+                "subject: dead.telemetry",
+                "subjet: dead.telemetry",
+                "subjet",
+            ),
+            ("retain: source", "retian: source", "retian"),
+            ("when_full: block", "whenfull: block", "whenfull"),
+            ("{ forward: true", "{ forwrd: true", "forwrd"),
+            ("spool: { dir", "spool: { directory", "directory"),
+            ("events: [post", "event: [post", "event"),
+        ];
+        for (from, to, key) in cases {
+            assert_eq!(EVERY_KEY.matches(from).count(), 1, "{from:?} is not unique");
+            let text = EVERY_KEY.replace(from, to);
+            let refused = parse(&text, "every.yaml", &lookup())
+                .expect_err(&format!("the parser accepted `{key}`"))
+                .to_string();
+            assert!(
+                refused.contains(&format!("unknown key `{key}`")),
+                "{key}: {refused}"
+            );
+            assert!(validate(&text).is_err(), "the schema accepted `{key}`");
+        }
+        for (from, to) in [
+            ("when_full: block", "when_full: drop_all"),
+            ("qos: 1\n", "qos: 3\n"),
+            ("delivery: at-most-once", "delivery: exactly-once"),
+            ("version: 5", "version: 6"),
+            ("shutdown_timeout: 10s", "shutdown_timeout: soon"),
+            ("max_bytes: 64MiB", "max_bytes: lots"),
+            ("shutdown_timeout: 10s", "shutdown_timeout:"),
+        ] {
+            assert_eq!(EVERY_KEY.matches(from).count(), 1, "{from:?} is not unique");
+            let text = EVERY_KEY.replace(from, to);
+            assert!(
+                parse(&text, "every.yaml", &lookup()).is_err(),
+                "the parser accepted {to:?}"
+            );
+            assert!(validate(&text).is_err(), "the schema accepted {to:?}");
+        }
+        // What the parser takes loosely, the schema takes too: interpolations, numbers as
+        // text, text as numbers.
+        for (from, to) in [
+            ("max_hops: 8", "max_hops: \"${HOPS}\""),
+            ("when_full: block", "when_full: \"${WHEN_FULL:-block}\""),
+            ("client_id: ferry-plant", "client_id: 42"),
+            ("max_messages: 10000", "max_messages: \"10000\""),
+            ("shutdown_timeout: 10s", "shutdown_timeout: 2.5"),
+        ] {
+            let text = EVERY_KEY.replace(from, to);
+            if to.contains("${") {
+                let lookup = Lookup {
+                    var: &|name| Some(if name == "HOPS" { "4" } else { "block" }.to_string()),
+                    file: &|_| Ok("s3cret".to_string()),
+                };
+                parse(&text, "every.yaml", &lookup).unwrap_or_else(|e| panic!("{to}: {e}"));
+            } else {
+                parse(&text, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{to}: {e}"));
+            }
+            validate(&text).unwrap_or_else(|e| panic!("{to}: {e}"));
+        }
+    }
+
+    #[test]
+    fn schema_is_draft_2020_12_with_defaults_and_hover_text() {
+        let schema = schema_json();
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(schema["additionalProperties"], false);
+        assert!(schema["patternProperties"]["^x-"].is_object());
+        let queue = &schema["$defs"]["Queue"]["properties"];
+        assert_eq!(queue["max_messages"]["default"], 10000);
+        assert_eq!(queue["when_full"]["default"], "block");
+        let mqtt = &schema["$defs"]["MqttConnection"]["properties"];
+        assert_eq!(mqtt["keep_alive"]["default"], "30s");
+        assert!(
+            mqtt["password"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("${file:PATH}")),
+            "{}",
+            mqtt["password"]
+        );
+    }
 }

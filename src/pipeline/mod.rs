@@ -300,7 +300,13 @@ pub struct ReloadSummary {
 
 impl std::fmt::Display for ReloadSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
         write!(
             f,
             "routes started: {}; restarted: {}; stopped: {}; unchanged: {}; connections restarted: {}",
@@ -311,7 +317,11 @@ impl std::fmt::Display for ReloadSummary {
             list(&self.connections_restarted),
         )?;
         if !self.needs_restart.is_empty() {
-            write!(f, "; takes effect only after a restart: {}", self.needs_restart.join(", "))?;
+            write!(
+                f,
+                "; takes effect only after a restart: {}",
+                self.needs_restart.join(", ")
+            )?;
         }
         Ok(())
     }
