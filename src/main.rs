@@ -84,8 +84,11 @@ enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
-    /// Print the manual page (roff): `ferry man | man -l -`.
-    Man,
+    /// Print the manual page (roff): `ferry man | man -l -`; `ferry man run` prints ferry-run(1).
+    Man {
+        /// A subcommand whose page to print instead of ferry(1).
+        subcommand: Option<String>,
+    },
 }
 
 /// The shells `ferry completions` writes scripts for.
@@ -112,7 +115,25 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", out);
             Ok(())
         }),
-        Command::Man => print_generated(|out| clap_mangen::Man::new(Cli::command()).render(out)),
+        Command::Man { subcommand } => {
+            let ferry = Cli::command();
+            let page = match subcommand {
+                None => ferry,
+                // ferry(1) lists each subcommand as ferry-NAME(1), the page made here.
+                Some(name) => match ferry.find_subcommand(&name) {
+                    // clap names are 'static; leaking one string in a one-shot command is fine.
+                    Some(sub) => sub
+                        .clone()
+                        .name(&*Box::leak(format!("ferry-{name}").into_boxed_str()))
+                        .version(env!("CARGO_PKG_VERSION")),
+                    None => {
+                        eprintln!("ferry: no subcommand `{name}`; see `ferry --help`");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            print_generated(|out| clap_mangen::Man::new(page).render(out))
+        }
         Command::Check { config } => {
             let path = config_path(config);
             match ferry::config::load(&path) {
