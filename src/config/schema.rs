@@ -513,9 +513,10 @@ struct SseConnection {
 
 /// The method of an SSE stream's request.
 #[derive(JsonSchema)]
+#[schemars(rename_all = "UPPERCASE")]
 enum StreamMethod {
-    GET,
-    POST,
+    Get,
+    Post,
 }
 
 /// A request made when the stream sends the event `on`.
@@ -537,10 +538,11 @@ struct Handshake {
 
 /// The method of a handshake request.
 #[derive(JsonSchema)]
+#[schemars(rename_all = "UPPERCASE")]
 enum HandshakeMethod {
-    GET,
-    POST,
-    PUT,
+    Get,
+    Post,
+    Put,
 }
 
 /// An HTTP endpoint ferry sends each message to.
@@ -866,9 +868,10 @@ struct HttpSink {
 
 /// The method of an HTTP sink's requests.
 #[derive(JsonSchema)]
+#[schemars(rename_all = "UPPERCASE")]
 enum SinkMethod {
-    POST,
-    PUT,
+    Post,
+    Put,
 }
 
 /// An sse_server sink.
