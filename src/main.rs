@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
 #[command(
     name = "ferry",
     version,
-    about = "Relays messages between MQTT and NATS from declarative routes in bridges.yaml",
+    about = "Relays messages between MQTT, NATS, SSE and HTTP from declarative routes in bridges.yaml",
     after_help = "Examples:
   ferry check                       validate ./bridges.yaml and print every route
   ferry run -c /etc/ferry/bridges.yaml
@@ -93,12 +93,66 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the JSON Schema of bridges.yaml, for editors:
+    /// `ferry schema > bridges.schema.json`, then `# yaml-language-server: $schema=bridges.schema.json`
+    /// at the top of bridges.yaml.
+    Schema,
+    /// Print a shell completion script: `ferry completions bash > /etc/bash_completion.d/ferry`.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff): `ferry man | man -l -`; `ferry man run` prints ferry-run(1).
+    Man {
+        /// A subcommand whose page to print instead of ferry(1).
+        subcommand: Option<String>,
+    },
+}
+
+/// The shells `ferry completions` writes scripts for.
+#[derive(Clone, Copy, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
+        Command::Schema => {
+            print_generated(|out| out.write_all(ferry::config::schema::json().as_bytes()))
+        }
+        Command::Completions { shell } => print_generated(|out| {
+            let shell = match shell {
+                CompletionShell::Bash => clap_complete::Shell::Bash,
+                CompletionShell::Zsh => clap_complete::Shell::Zsh,
+                CompletionShell::Fish => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut Cli::command(), "ferry", out);
+            Ok(())
+        }),
+        Command::Man { subcommand } => {
+            let ferry = Cli::command();
+            let page = match subcommand {
+                None => ferry,
+                // ferry(1) lists each subcommand as ferry-NAME(1), the page made here.
+                Some(name) => match ferry.find_subcommand(&name) {
+                    // clap names are 'static; leaking one string in a one-shot command is fine.
+                    Some(sub) => sub
+                        .clone()
+                        .name(&*Box::leak(format!("ferry-{name}").into_boxed_str()))
+                        .version(env!("CARGO_PKG_VERSION")),
+                    None => {
+                        eprintln!("ferry: no subcommand `{name}`; see `ferry --help`");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            print_generated(|out| clap_mangen::Man::new(page).render(out))
+        }
         Command::Check { config } => {
             let path = config_path(config);
             match ferry::config::load(&path) {
@@ -228,6 +282,20 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+    }
+}
+
+/// Writes what a generator produced to stdout; a closed pipe (`ferry man | head`) is not an
+/// error worth a panic.
+fn print_generated(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match write(&mut out).and_then(|()| std::io::Write::flush(&mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: cannot write to standard output: {e}");
+            ExitCode::from(1)
         }
     }
 }

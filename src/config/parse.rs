@@ -57,6 +57,14 @@ struct Decoder<'a> {
     broken: Vec<String>,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Every (mapping, key) the parser asked for on this thread, so schema.rs's tests can check
+    /// that the schema knows exactly the keys the parser does.
+    pub(super) static ASKED: std::cell::RefCell<std::collections::BTreeSet<(&'static str, &'static str)>> =
+        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
+}
+
 /// A mapping being decoded: knows which keys were asked for.
 struct Obj<'n> {
     pos: Pos,
@@ -69,6 +77,8 @@ struct Obj<'n> {
 impl<'n> Obj<'n> {
     fn get(&mut self, key: &'static str) -> Option<&'n Node> {
         self.known.push(key);
+        #[cfg(test)]
+        ASKED.with(|asked| asked.borrow_mut().insert((self.what, key)));
         self.entries
             .iter()
             .find(|(k, _)| k.name == key)

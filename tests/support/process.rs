@@ -337,3 +337,29 @@ macro_rules! derefs_to_process {
         }
     };
 }
+
+/// Runs `command` to completion and returns its output; if it takes longer than `timeout`, kills
+/// it and whatever it started (its own process group) and panics saying what did not finish.
+/// For one-shot tools a test drives (packaging, `man`), not servers.
+pub fn output_within(command: &mut Command, timeout: Duration) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {command:?}: {e}"));
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done_tx.send(child.wait_with_output());
+    });
+    match done_rx.recv_timeout(timeout) {
+        Ok(output) => output.unwrap_or_else(|e| panic!("{command:?}: {e}")),
+        Err(_) => {
+            kill_group(pid);
+            panic!("{command:?} did not finish within {timeout:?}");
+        }
+    }
+}

@@ -1,0 +1,1309 @@
+//! The JSON Schema of `bridges.yaml` (`ferry schema`), for editors: completion, hover text and
+//! red squiggles while typing, before `ferry check` ever runs.
+//!
+//! The parser (`parse.rs`) fills the typed model by hand, and the model does not have the
+//! file's shape (durations are `10s` strings in the file, a connection is `name: {mqtt: ...}`),
+//! so the file's shape is written down here once, as types nothing ever builds: their doc
+//! comments are the hover text, schemars turns them into the schema. The tests at the bottom
+//! keep this and the parser in step: every key the parser asks for must be here, every key here
+//! must be one the parser asks for, and every example validates.
+//!
+//! The schema is as loose as the parser where the parser is loose: every scalar may be a
+//! `${...}` interpolation, numbers may be written as strings, text may be a number. It cannot
+//! know which protocol a route's `connection:` names, so a source or sink is any of the
+//! protocols' shapes; `ferry check` stays the authority.
+
+// Nothing constructs these types: they only describe the file.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+
+use schemars::generate::SchemaSettings;
+use schemars::transform::RecursiveTransform;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde_json::Value;
+
+/// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
+pub fn json() -> String {
+    let mut text = serde_json::to_string_pretty(&schema()).expect("a schema is JSON");
+    text.push('\n');
+    text
+}
+
+/// The schema of `bridges.yaml` (JSON Schema draft 2020-12).
+pub fn schema() -> Schema {
+    let settings = SchemaSettings::draft2020_12().with(|s| {
+        s.transforms.push(Box::new(RecursiveTransform(refuse_null)));
+    });
+    settings
+        .into_generator()
+        .into_root_schema_for::<BridgesFile>()
+}
+
+/// schemars lets an `Option` field be `null`; the parser refuses `key: null` (an absent key
+/// takes its default, an empty one is a mistake), so the schema does too.
+fn refuse_null(schema: &mut Schema) {
+    let Some(obj) = schema.as_object_mut() else {
+        return;
+    };
+    if let Some(Value::Array(types)) = obj.get_mut("type") {
+        types.retain(|t| t != "null");
+        if types.len() == 1 {
+            let only = types.remove(0);
+            obj.insert("type".into(), only);
+        }
+    }
+    if let Some(Value::Array(any)) = obj.get_mut("anyOf") {
+        any.retain(|s| s != &serde_json::json!({ "type": "null" }));
+        if any.len() == 1 {
+            // `anyOf: [X]` is X: lift it, keeping this level's description and default.
+            if let Some(Value::Object(only)) = any.pop() {
+                obj.remove("anyOf");
+                for (key, value) in only {
+                    obj.entry(key).or_insert(value);
+                }
+            }
+        }
+    }
+}
+
+/// A `${ENV}`, `${ENV:-default}` or `${file:PATH}` interpolation, which can stand for any
+/// scalar: the parser interpolates before it reads the value.
+const INTERPOLATION: &str = r"\$\{[^}]+\}";
+
+/// `T`, or a string with a `${...}` interpolation in it.
+struct Interpolated<T>(PhantomData<T>);
+
+impl<T: JsonSchema> JsonSchema for Interpolated<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("Interpolated_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let inner = generator.subschema_for::<T>();
+        let interpolation = serde_json::json!({ "type": "string", "pattern": INTERPOLATION });
+        // One flat list of alternatives reads better in an editor than nested ones.
+        let mut alternatives = match inner.as_object() {
+            Some(obj) if obj.len() == 1 && obj.contains_key("anyOf") => match &obj["anyOf"] {
+                Value::Array(items) => items.clone(),
+                _ => vec![inner.to_value()],
+            },
+            _ => vec![inner.to_value()],
+        };
+        alternatives.push(interpolation);
+        json_schema!({ "anyOf": alternatives })
+    }
+}
+
+/// Text: a string, or a number or boolean taken as its text (`client_id: 42`).
+struct Text;
+
+impl JsonSchema for Text {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Text".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+/// A duration: `250ms`, `30s`, `5m`, `1h`, `2d`, or a number of seconds.
+type Duration = Interpolated<DurationLiteral>;
+
+struct DurationLiteral;
+
+impl JsonSchema for DurationLiteral {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "number", "minimum": 0 },
+                {
+                    "type": "string",
+                    "pattern": r"^\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*(ms|s|m|min|h|d)?\s*$"
+                }
+            ]
+        })
+    }
+}
+
+/// A size: bytes, or a number with `KiB`, `MiB`, `GiB` (also `KB`/`MB`/`GB`, `K`/`M`/`G`).
+type Size = Interpolated<SizeLiteral>;
+
+struct SizeLiteral;
+
+impl JsonSchema for SizeLiteral {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": r"^\s*[0-9]+\s*([kKmMgG]([iI]?[bB])?|[bB])?\s*$" }
+            ]
+        })
+    }
+}
+
+/// A whole number from `MIN` to `MAX` (also written as a string of digits).
+type Whole<const MIN: u64, const MAX: u64> = Interpolated<WholeLiteral<MIN, MAX>>;
+
+struct WholeLiteral<const MIN: u64, const MAX: u64>;
+
+impl<const MIN: u64, const MAX: u64> JsonSchema for WholeLiteral<MIN, MAX> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("Whole_{MIN}_{MAX}").into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": MIN, "maximum": MAX },
+                { "type": "string", "pattern": r"^\s*[0-9]+\s*$" }
+            ]
+        })
+    }
+}
+
+/// `true` or `false` (also as a string).
+type Flag = Interpolated<FlagLiteral>;
+
+struct FlagLiteral;
+
+impl JsonSchema for FlagLiteral {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Flag".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [{ "type": "boolean" }, { "enum": ["true", "false"] }]
+        })
+    }
+}
+
+/// One `T`, or a list of them.
+struct OneOrList<T>(PhantomData<T>);
+
+impl<T: JsonSchema> JsonSchema for OneOrList<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("OneOrList_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<T>();
+        json_schema!({
+            "anyOf": [one.clone(), { "type": "array", "items": one, "minItems": 1 }]
+        })
+    }
+}
+
+/// A mapping of names of the user's choosing to text values.
+type TextMap = BTreeMap<String, Text>;
+
+// ------------------------------------------------------------------------------------------
+
+/// ferry's configuration: named connections, and routes that relay messages between them.
+/// Keys starting with `x-` are free for YAML anchors (`x-defaults: &defaults ...`).
+#[derive(JsonSchema)]
+#[schemars(
+    title = "ferry bridges.yaml",
+    deny_unknown_fields,
+    extend("patternProperties" = { "^x-": {} })
+)]
+struct BridgesFile {
+    /// On SIGTERM, how long queued messages may take to reach their sinks before ferry exits.
+    #[schemars(extend("default" = "10s"))]
+    shutdown_timeout: Option<Duration>,
+    /// How long `ferry run` waits for every connection to be up before it reports ready anyway
+    /// (to systemd), naming the routes that are not.
+    #[schemars(extend("default" = "30s"))]
+    startup_timeout: Option<Duration>,
+    /// Where ferry keeps SSE cursors, MQTT session state and spools. Default: the first
+    /// directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/ferry`.
+    state_dir: Option<Text>,
+    /// ferry's own HTTP listener (health, `sse_server` streams). Off unless given.
+    admin: Option<Admin>,
+    /// Keeps two-way routes from relaying the same message back and forth.
+    loop_guard: Option<LoopGuard>,
+    /// Named endpoints, shared by any number of routes: `plant: {mqtt: {url: ...}}`.
+    connections: BTreeMap<String, Connection>,
+    /// The routes: each reads one source, maps each message, and publishes to its sinks.
+    routes: Vec<Route>,
+}
+
+/// ferry's own HTTP listener.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Admin {
+    /// Where to listen: a port (on 127.0.0.1) or `ADDRESS:PORT`, e.g. `127.0.0.1:9090`.
+    /// `admin: {}` listens on 127.0.0.1:7439.
+    #[schemars(extend("default" = "127.0.0.1:7439"))]
+    listen: Option<Interpolated<Listen>>,
+}
+
+struct Listen;
+
+impl JsonSchema for Listen {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "Listen".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 0, "maximum": 65535 },
+                { "type": "string", "pattern": r"^([0-9]+|.+:[0-9]+)$" }
+            ]
+        })
+    }
+}
+
+/// The loop guard: ferry marks what it publishes, and drops what it has relayed too often.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct LoopGuard {
+    /// The name ferry marks what it publishes with. Default: the host name.
+    instance: Option<Text>,
+    /// A message that has made this many ferry hops is dropped.
+    #[schemars(extend("default" = 8))]
+    max_hops: Option<Whole<1, 255>>,
+}
+
+/// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http` or `sse_server`.
+#[derive(JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    extend("oneOf" = [
+        { "required": ["mqtt"] },
+        { "required": ["nats"] },
+        { "required": ["sse"] },
+        { "required": ["http"] },
+        { "required": ["sse_server"] }
+    ])
+)]
+struct Connection {
+    /// An MQTT broker (3.1.1 or 5).
+    mqtt: Option<MqttConnection>,
+    /// A NATS server or cluster.
+    nats: Option<NatsConnection>,
+    /// A server-sent-event stream ferry reads (a database's change feed, say).
+    sse: Option<SseConnection>,
+    /// An HTTP endpoint ferry sends each message to.
+    http: Option<HttpConnection>,
+    /// A server-sent-event stream ferry serves to browsers, on the admin listener.
+    sse_server: Option<SseServerConnection>,
+    /// How ferry reconnects when the connection drops: exponential backoff with jitter.
+    reconnect: Option<Reconnect>,
+}
+
+/// Reconnection backoff: the delay doubles from `initial_delay` up to `max_delay`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Reconnect {
+    /// The first delay after a connection drops.
+    #[schemars(extend("default" = "100ms"))]
+    initial_delay: Option<Duration>,
+    /// The longest delay between two attempts.
+    #[schemars(extend("default" = "30s"))]
+    max_delay: Option<Duration>,
+    /// How long one connection attempt may take.
+    #[schemars(extend("default" = "10s"))]
+    connect_timeout: Option<Duration>,
+    /// A connection up this long is stable: the next drop starts again from `initial_delay`.
+    #[schemars(extend("default" = "30s"))]
+    stable_after: Option<Duration>,
+}
+
+/// TLS settings (for mqtts://, wss://, tls://, https:// URLs).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Tls {
+    /// A PEM file of CA certificates to trust instead of the system's.
+    ca: Option<Text>,
+    /// A PEM client certificate (needs `key`).
+    cert: Option<Text>,
+    /// The PEM private key of `cert`.
+    key: Option<Text>,
+    /// Accept any server certificate. For tests only: anyone can pose as the server.
+    #[schemars(extend("default" = false))]
+    insecure_skip_verify: Option<Flag>,
+}
+
+/// A connection's liveness probe: `false` turns it off, a mapping tunes it.
+struct ProbeSetting;
+
+impl JsonSchema for ProbeSetting {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "ProbeSetting".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let probe = generator.subschema_for::<Probe>();
+        json_schema!({
+            "description": "ferry publishes on a private topic or subject it subscribes to and expects the probe back; a subscription that stays silent while the connection claims to be up is rebuilt. `false` turns it off.",
+            "anyOf": [{ "type": "boolean" }, probe],
+            "default": true
+        })
+    }
+}
+
+/// The liveness probe's timing.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Probe {
+    /// How often to probe.
+    #[schemars(extend("default" = "30s"))]
+    interval: Option<Duration>,
+    /// How long the probe may take to come back.
+    #[schemars(extend("default" = "10s"))]
+    timeout: Option<Duration>,
+    /// The topic or subject to probe on. Default: a private one under ferry's own prefix.
+    topic: Option<Text>,
+}
+
+/// An MQTT broker.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct MqttConnection {
+    /// `mqtt://host:1883`, `mqtts://host:8883`, `ws://host/path` or `wss://host/path`; may
+    /// carry `user:password@`.
+    url: Text,
+    /// MQTT protocol version.
+    #[schemars(extend("default" = "5"))]
+    version: Option<Interpolated<MqttVersion>>,
+    /// The client id; stable, so the broker keeps ferry's session. Default: `ferry-<name>`.
+    client_id: Option<Text>,
+    /// Start without the broker's kept session. By default ferry keeps a persistent session,
+    /// so the broker holds what arrives while ferry is away.
+    #[schemars(extend("default" = false))]
+    clean_start: Option<Flag>,
+    /// MQTT 5: how long the broker keeps the session after ferry disconnects. Default: a day
+    /// with a persistent session.
+    session_expiry: Option<Duration>,
+    /// The keep-alive interval.
+    #[schemars(extend("default" = "30s"))]
+    keep_alive: Option<Duration>,
+    /// The user name (also possible in the URL).
+    username: Option<Text>,
+    /// The password: write `${ENV}` or `${file:PATH}` rather than the secret itself.
+    password: Option<Text>,
+    /// TLS settings (for mqtts:// and wss://).
+    tls: Option<Tls>,
+    /// The largest packet ferry accepts, from 1MiB to 256MiB.
+    #[schemars(extend("default" = "16MiB"))]
+    max_packet_size: Option<Size>,
+    /// The message the broker publishes when ferry's connection is lost.
+    last_will: Option<LastWill>,
+    /// The liveness probe.
+    probe: Option<ProbeSetting>,
+}
+
+/// MQTT protocol version: 5, or 3.1.1 (also written 3, 4 or 311).
+struct MqttVersion;
+
+impl JsonSchema for MqttVersion {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "MqttVersion".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "enum": ["5", "5.0", "3.1.1", "3", "4", "311", 5, 3, 4, 311] })
+    }
+}
+
+/// The last will: published by the broker when ferry's connection is lost.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct LastWill {
+    /// The topic.
+    topic: Text,
+    /// The payload.
+    #[schemars(extend("default" = ""))]
+    payload: Option<Text>,
+    /// The QoS.
+    #[schemars(extend("default" = 0))]
+    qos: Option<Whole<0, 2>>,
+    /// Published retained.
+    #[schemars(extend("default" = false))]
+    retain: Option<Flag>,
+}
+
+/// A NATS server or cluster. One way to authenticate: user/password, token, nkey or creds.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct NatsConnection {
+    /// `nats://host:4222`, `tls://host:4222`, `ws://host:8080` or `wss://...`; a list fails
+    /// over between servers.
+    url: OneOrList<Text>,
+    /// The client name the server shows.
+    name: Option<Text>,
+    /// The user name (with `password`).
+    user: Option<Text>,
+    /// The password: write `${ENV}` or `${file:PATH}` rather than the secret itself.
+    password: Option<Text>,
+    /// An authentication token.
+    token: Option<Text>,
+    /// An nkey seed.
+    nkey: Option<Text>,
+    /// A credentials file (JWT and nkey seed).
+    creds: Option<Text>,
+    /// TLS settings.
+    tls: Option<Tls>,
+    /// How often the client pings the server to notice a dead connection.
+    #[schemars(extend("default" = "20s"))]
+    ping_interval: Option<Duration>,
+    /// The liveness probe.
+    probe: Option<ProbeSetting>,
+}
+
+/// A server-sent-event stream ferry reads; resumed with `Last-Event-ID`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct SseConnection {
+    /// The stream's http:// or https:// URL.
+    url: Text,
+    /// The request method.
+    #[schemars(extend("default" = "GET"))]
+    method: Option<Interpolated<StreamMethod>>,
+    /// A request body (needs `method: POST`).
+    body: Option<Text>,
+    /// Request headers, e.g. `{x-apikey: "${API_KEY}"}`.
+    headers: Option<TextMap>,
+    /// Query parameters appended to the URL.
+    query: Option<TextMap>,
+    /// TLS settings.
+    tls: Option<Tls>,
+    /// A stream silent this long is reconnected.
+    #[schemars(extend("default" = "60s"))]
+    idle_timeout: Option<Duration>,
+    /// Resume after a restart from the last event delivered (`Last-Event-ID`).
+    #[schemars(extend("default" = true))]
+    resume: Option<Flag>,
+    /// A request ferry makes when the stream sends a given event (e.g. PocketBase's
+    /// `PB_CONNECT`), to subscribe.
+    handshake: Option<Handshake>,
+}
+
+/// The method of an SSE stream's request.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "UPPERCASE")]
+enum StreamMethod {
+    Get,
+    Post,
+}
+
+/// A request made when the stream sends the event `on`.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Handshake {
+    /// The event that triggers the request.
+    on: Text,
+    /// The request method.
+    #[schemars(extend("default" = "POST"))]
+    method: Option<Interpolated<HandshakeMethod>>,
+    /// The URL (a template), absolute or relative to the stream's URL.
+    url: Text,
+    /// Request headers (templates).
+    headers: Option<TextMap>,
+    /// The request body (a template), e.g. `{"clientId": "{{ payload.clientId }}"}`.
+    body: Option<Text>,
+}
+
+/// The method of a handshake request.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "UPPERCASE")]
+enum HandshakeMethod {
+    Get,
+    Post,
+    Put,
+}
+
+/// An HTTP endpoint ferry sends each message to.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HttpConnection {
+    /// The base http:// or https:// URL; a sink's `url` is relative to it.
+    url: Text,
+    /// Headers sent with every request, e.g. `{authorization: "Bearer ${TOKEN}"}`.
+    headers: Option<TextMap>,
+    /// TLS settings.
+    tls: Option<Tls>,
+    /// How long one request may take.
+    #[schemars(extend("default" = "30s"))]
+    timeout: Option<Duration>,
+    /// Requests in flight at once on this connection.
+    #[schemars(extend("default" = 8))]
+    max_concurrent: Option<Whole<1, 1024>>,
+}
+
+/// A server-sent-event stream served to browsers on the admin listener.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct SseServerConnection {
+    /// The path on the admin listener, e.g. `/events/sensors`.
+    path: Text,
+    /// Events kept for clients that reconnect with `Last-Event-ID`.
+    #[schemars(extend("default" = 1000))]
+    buffer: Option<Whole<0, 1000000>>,
+    /// How often an idle stream gets a comment, so proxies keep it open.
+    #[schemars(extend("default" = "15s"))]
+    keep_alive: Option<Duration>,
+    /// The origin whose pages may read the stream (`*` for any). Default: the listener's own.
+    cors_origin: Option<Text>,
+}
+
+/// A route: one source, a mapping stage, one or more sinks.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Route {
+    /// The route's name, unique in the file.
+    name: Text,
+    /// Where messages come from.
+    from: Source,
+    /// Where messages go: a sink or a list of sinks.
+    to: OneOrList<Sink>,
+    /// A jq expression; messages for which it is false or null are dropped (JSON payloads).
+    filter: Option<Text>,
+    /// A jq expression that reshapes the payload, e.g. `{room: .room, celsius: .value}`.
+    transform: Option<Text>,
+    /// Which headers (NATS) or user properties (MQTT 5) go along.
+    headers: Option<HeaderRules>,
+    /// The route's bounded queue.
+    queue: Option<Queue>,
+    /// The delivery guarantee to insist on; `ferry check` refuses what cannot keep it.
+    delivery: Option<Interpolated<Delivery>>,
+    /// Store-and-forward: while a sink is down, messages go to disk instead of waiting.
+    spool: Option<Spool>,
+    /// Where messages that fail (transform, template, a refused publish) go, with the reason
+    /// in headers.
+    dead_letter: Option<Sink>,
+}
+
+/// Headers and user properties.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HeaderRules {
+    /// Pass on the headers the message arrived with.
+    #[schemars(extend("default" = true))]
+    forward: Option<Flag>,
+    /// Header names not to pass on.
+    remove: Option<OneOrList<Text>>,
+    /// Headers to set (values are templates), e.g. `{site: plant-1}`.
+    set: Option<TextMap>,
+}
+
+/// A route's bounded queue, and what happens when it is full.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Queue {
+    /// The most messages it holds.
+    #[schemars(extend("default" = 10000))]
+    max_messages: Option<Whole<1, 100000000>>,
+    /// The most payload bytes it holds.
+    #[schemars(extend("default" = "64MiB"))]
+    max_bytes: Option<Size>,
+    /// What a full queue does with a new message.
+    #[schemars(extend("default" = "block"))]
+    when_full: Option<Interpolated<WhenFull>>,
+}
+
+/// What a full queue does with a new message.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "snake_case")]
+enum WhenFull {
+    /// The source waits: it stops reading, and the broker's own flow control takes over.
+    Block,
+    /// The oldest queued message is dropped (counted).
+    DropOldest,
+    /// The new message is dropped (counted).
+    DropNewest,
+}
+
+/// A delivery guarantee.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "kebab-case")]
+enum Delivery {
+    /// The source is acknowledged only once every sink confirmed: nothing is lost, a message
+    /// may come twice.
+    AtLeastOnce,
+    /// Nothing is sent twice; a message may be lost.
+    AtMostOnce,
+}
+
+/// A route's spool on disk.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct Spool {
+    /// Where. Default: `<state_dir>/spool/<route>`.
+    dir: Option<Text>,
+    /// The most bytes it holds (at least 1MiB).
+    #[schemars(extend("default" = "1GiB"))]
+    max_bytes: Option<Size>,
+}
+
+/// A route's source; its keys depend on the protocol of the connection it names.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum Source {
+    Mqtt(MqttSource),
+    Nats(NatsSource),
+    Sse(SseSource),
+}
+
+/// Keys every source takes.
+#[derive(JsonSchema)]
+struct SourceCommon {
+    /// The connection to read from (a name under `connections`).
+    connection: Text,
+    /// A regular expression on the topic or subject; its named groups are `match.NAME` in
+    /// templates, and messages that do not match are dropped.
+    #[serde(rename = "match")]
+    pattern: Option<Text>,
+    /// How the payload is read.
+    #[schemars(extend("default" = "json"))]
+    payload_format: Option<Interpolated<PayloadFormat>>,
+    /// The payload is a ferry envelope (subject, headers and payload in JSON) to unwrap.
+    #[schemars(extend("default" = false))]
+    envelope: Option<Flag>,
+}
+
+/// How a payload is read or written.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+enum PayloadFormat {
+    /// JSON: jq filters and transforms see its value.
+    Json,
+    /// UTF-8 text, a JSON string to jq.
+    Text,
+    /// Any bytes, passed through untouched (base64 in an envelope).
+    Bytes,
+}
+
+/// An MQTT source: `topic` or `topics`.
+#[derive(JsonSchema)]
+#[schemars(
+    deny_unknown_fields,
+    extend("oneOf" = [{ "required": ["topic"] }, { "required": ["topics"] }])
+)]
+struct MqttSource {
+    #[serde(flatten)]
+    common: SourceCommon,
+    /// The topic filter to subscribe to (`+` and `#` wildcards).
+    topic: Option<Text>,
+    /// Several topic filters.
+    topics: Option<OneOrList<Text>>,
+    /// The subscription's QoS.
+    #[schemars(extend("default" = 0))]
+    qos: Option<Whole<0, 2>>,
+    /// A shared-subscription group: instances in the same group share the messages.
+    share: Option<Text>,
+    /// MQTT 5: do not receive what this connection itself publishes.
+    #[schemars(extend("default" = false))]
+    no_local: Option<Flag>,
+}
+
+/// A NATS source: a core NATS subscription, or a JetStream durable consumer.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct NatsSource {
+    #[serde(flatten)]
+    common: SourceCommon,
+    /// The subject to subscribe to (`*` and `>` wildcards).
+    subject: Text,
+    /// A queue group: instances in the same group share the messages.
+    queue: Option<Text>,
+    /// Read through a JetStream durable consumer (at-least-once).
+    jetstream: Option<JetStreamSource>,
+}
+
+/// A JetStream durable consumer.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct JetStreamSource {
+    /// The stream's name.
+    stream: Text,
+    /// The durable consumer's name (created if missing).
+    consumer: Text,
+    /// Messages delivered but not yet acknowledged, at most.
+    #[schemars(extend("default" = 1000))]
+    max_ack_pending: Option<Whole<1, 1000000>>,
+    /// How long the server waits for an ack before it redelivers.
+    #[schemars(extend("default" = "30s"))]
+    ack_wait: Option<Duration>,
+    /// Where a new consumer starts.
+    #[schemars(extend("default" = "all"))]
+    deliver: Option<Interpolated<Deliver>>,
+}
+
+/// Where a new JetStream consumer starts.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+enum Deliver {
+    /// Every message the stream holds.
+    All,
+    /// Only messages that arrive from now on.
+    New,
+}
+
+/// An SSE source.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct SseSource {
+    #[serde(flatten)]
+    common: SourceCommon,
+    /// The event names to relay. Default: all.
+    events: Option<OneOrList<Text>>,
+}
+
+/// A sink; its keys depend on the protocol of the connection it names.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+enum Sink {
+    Mqtt(MqttSink),
+    Nats(NatsSink),
+    Http(HttpSink),
+    SseServer(SseServerSink),
+}
+
+/// Keys every sink takes.
+#[derive(JsonSchema)]
+struct SinkCommon {
+    /// The connection to publish to (a name under `connections`).
+    connection: Text,
+    /// How the payload is written.
+    #[schemars(extend("default" = "json"))]
+    payload_format: Option<Interpolated<PayloadFormat>>,
+    /// Wrap the message in a ferry envelope (subject, headers and payload in JSON).
+    #[schemars(extend("default" = false))]
+    envelope: Option<Flag>,
+}
+
+/// An MQTT sink.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct MqttSink {
+    #[serde(flatten)]
+    common: SinkCommon,
+    /// The topic: a template such as `iot/{{ topic[1] }}`, or `auto` (the source's name,
+    /// converted).
+    #[schemars(extend("default" = "auto"))]
+    topic: Option<Text>,
+    /// The QoS to publish at.
+    #[schemars(extend("default" = 0))]
+    qos: Option<Whole<0, 2>>,
+    /// Publish retained: `true`, `false`, or `source` (as the message arrived).
+    #[schemars(extend("default" = false))]
+    retain: Option<Interpolated<RetainSetting>>,
+}
+
+/// `true`, `false` or `source`.
+struct RetainSetting;
+
+impl JsonSchema for RetainSetting {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "RetainSetting".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "enum": [true, false, "true", "false", "source"] })
+    }
+}
+
+/// A NATS sink.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct NatsSink {
+    #[serde(flatten)]
+    common: SinkCommon,
+    /// The subject: a template such as `iot.{{ topic[1] }}.temperature`, or `auto` (the
+    /// source's name, converted).
+    #[schemars(extend("default" = "auto"))]
+    subject: Option<Text>,
+    /// Publish to JetStream and wait for the server's ack.
+    #[schemars(extend("default" = false))]
+    jetstream: Option<Flag>,
+}
+
+/// An HTTP sink: one request per message.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct HttpSink {
+    #[serde(flatten)]
+    common: SinkCommon,
+    /// The URL (a template), relative to the connection's.
+    url: Option<Text>,
+    /// The request method.
+    #[schemars(extend("default" = "POST"))]
+    method: Option<Interpolated<SinkMethod>>,
+}
+
+/// The method of an HTTP sink's requests.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "UPPERCASE")]
+enum SinkMethod {
+    Post,
+    Put,
+}
+
+/// An sse_server sink.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct SseServerSink {
+    #[serde(flatten)]
+    common: SinkCommon,
+    /// The event name (a template). Default: the MQTT topic or NATS subject.
+    #[schemars(extend("default" = "auto"))]
+    event: Option<Text>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::{Path, PathBuf};
+    use std::sync::OnceLock;
+
+    use serde_json::{Map, Value, json};
+
+    use super::super::interpolate::Lookup;
+    use super::super::parse::{ASKED, parse};
+    use super::super::yaml::{self, Node};
+
+    /// A configuration that writes every key the parser knows, each kind of connection, source
+    /// and sink at least once.
+    const EVERY_KEY: &str = r#"
+x-tuning: &tuning
+  keep_alive: 15s
+shutdown_timeout: 10s
+startup_timeout: 30s
+state_dir: /var/lib/ferry
+admin: { listen: 127.0.0.1:9090 }
+loop_guard: { instance: edge-1, max_hops: 8 }
+connections:
+  plant:
+    reconnect: { initial_delay: 100ms, max_delay: 30s, connect_timeout: 10s, stable_after: 30s }
+    mqtt:
+      <<: *tuning
+      url: mqtts://broker.plant.local:8883
+      version: 5
+      client_id: ferry-plant
+      clean_start: false
+      session_expiry: 1h
+      username: ferry
+      password: ${file:/run/secrets/mqtt}
+      tls: { ca: /etc/ferry/ca.pem, cert: /etc/ferry/client.pem, key: /etc/ferry/client.key, insecure_skip_verify: false }
+      max_packet_size: 16MiB
+      last_will: { topic: ferry/status, payload: offline, qos: 1, retain: true }
+      probe: { interval: 30s, timeout: 10s, topic: ferry/probe }
+  legacy:
+    mqtt: { url: mqtt://legacy.local, version: "3.1.1", probe: false }
+  core:
+    nats:
+      url: [nats://n1:4222, nats://n2:4222]
+      name: ferry
+      user: ferry
+      password: ${NATS_PASSWORD}
+      tls: { ca: /etc/ferry/ca.pem }
+      ping_interval: 20s
+      probe: { interval: 30s, timeout: 10s, topic: _FERRY.probe }
+  orders: { nats: { url: tls://n3:4222, token: "${NATS_TOKEN}" } }
+  archive: { nats: { url: nats://n4:4222, nkey: "${NATS_NKEY}" } }
+  cloud: { nats: { url: nats://n5:4222, creds: /etc/ferry/ferry.creds } }
+  db:
+    sse:
+      url: https://db.example.com/realtime
+      method: POST
+      body: '{"subscribe": true}'
+      headers: { x-apikey: "${DB_KEY}" }
+      query: { apikey: "${DB_KEY}" }
+      tls: { insecure_skip_verify: false }
+      idle_timeout: 60s
+      resume: true
+      handshake:
+        on: PB_CONNECT
+        method: POST
+        url: /api/realtime
+        headers: { x-client: "{{ payload.clientId }}" }
+        body: '{"clientId": "{{ payload.clientId }}"}'
+  hook:
+    http:
+      url: https://hooks.example.com/in/
+      headers: { authorization: "Bearer ${TOKEN}" }
+      tls: { ca: /etc/ferry/ca.pem }
+      timeout: 5s
+      max_concurrent: 2
+  browser:
+    sse_server: { path: /events/sensors, buffer: 100, keep_alive: 15s, cors_origin: "*" }
+routes:
+  - name: telemetry
+    from:
+      connection: plant
+      topic: "sensors/+/temp"
+      qos: 1
+      share: g
+      no_local: true
+      match: '^sensors/(?P<room>[^/]+)/temp$'
+      payload_format: json
+      envelope: false
+    filter: '.value != null'
+    transform: '{room: .room, celsius: .value}'
+    headers: { forward: true, remove: [x-internal], set: { room: "{{ match.room }}" } }
+    to:
+      - { connection: core, subject: "iot.{{ match.room }}.temperature", jetstream: false, payload_format: json, envelope: false }
+      - { connection: legacy, topic: "copy/{{ topic }}", qos: 1, retain: source }
+      - { connection: hook, url: "readings/{{ match.room }}", method: PUT }
+      - { connection: browser, event: "{{ match.room }}" }
+    queue: { max_messages: 10000, max_bytes: 64MiB, when_full: block }
+    delivery: at-most-once
+    spool: { dir: /var/lib/ferry/spool/telemetry, max_bytes: 1GiB }
+    dead_letter: { connection: core, subject: dead.telemetry }
+  - name: commands
+    from: { connection: core, subject: "cmd.>", queue: workers }
+    to: { connection: plant, topic: auto }
+  - name: orders
+    from:
+      connection: orders
+      subject: "orders.>"
+      jetstream: { stream: ORDERS, consumer: ferry-orders, max_ack_pending: 1000, ack_wait: 30s, deliver: new }
+    to: { connection: legacy }
+  - name: changes
+    from: { connection: db, events: [post, put, delete] }
+    to: { connection: plant, topic: "db/{{ event }}" }
+  - name: legacy
+    from: { connection: legacy, topics: [a/#, b/#] }
+    to: { connection: archive, subject: auto }
+"#;
+
+    /// What the parser calls each mapping (`Obj::what`) → the schema definitions of that
+    /// mapping (`""` is the top level). A new kind of mapping in the parser must be added here,
+    /// and described in the schema.
+    const SHAPES: &[(&str, &[&str])] = &[
+        ("the configuration", &[""]),
+        ("`admin`", &["Admin"]),
+        ("`loop_guard`", &["LoopGuard"]),
+        ("a connection", &["Connection"]),
+        ("`reconnect`", &["Reconnect"]),
+        ("`tls`", &["Tls"]),
+        ("an MQTT connection", &["MqttConnection"]),
+        ("`last_will`", &["LastWill"]),
+        (
+            "`probe` (false, or a map of interval, timeout, topic)",
+            &["Probe"],
+        ),
+        ("a NATS connection", &["NatsConnection"]),
+        ("an SSE connection", &["SseConnection"]),
+        ("a `handshake`", &["Handshake"]),
+        ("an HTTP connection", &["HttpConnection"]),
+        ("an sse_server connection", &["SseServerConnection"]),
+        ("a route", &["Route"]),
+        ("`headers`", &["HeaderRules"]),
+        ("`queue`", &["Queue"]),
+        ("`spool` (a map of dir, max_bytes)", &["Spool"]),
+        (
+            "a source (`from`)",
+            &["MqttSource", "NatsSource", "SseSource"],
+        ),
+        ("an MQTT source", &["MqttSource"]),
+        ("a NATS source", &["NatsSource"]),
+        ("an SSE source", &["SseSource"]),
+        (
+            "`jetstream` (a map of stream, consumer, ...)",
+            &["JetStreamSource"],
+        ),
+        (
+            "a sink (`to`)",
+            &["MqttSink", "NatsSink", "HttpSink", "SseServerSink"],
+        ),
+        (
+            "the dead-letter sink",
+            &["MqttSink", "NatsSink", "HttpSink", "SseServerSink"],
+        ),
+        ("an MQTT sink", &["MqttSink"]),
+        ("a NATS sink", &["NatsSink"]),
+        ("an HTTP sink", &["HttpSink"]),
+        ("an sse_server sink", &["SseServerSink"]),
+    ];
+
+    fn lookup() -> Lookup<'static> {
+        Lookup {
+            var: &|_| Some("s3cret".to_string()),
+            file: &|_| Ok("s3cret\n".to_string()),
+        }
+    }
+
+    /// The YAML tree as JSON, as an editor's YAML language server sees it (anchors and merge
+    /// keys resolved).
+    fn to_json(node: &Node) -> Value {
+        match &node.value {
+            yaml::Value::Null => Value::Null,
+            yaml::Value::Bool(b) => json!(b),
+            yaml::Value::Int(i) => json!(i),
+            yaml::Value::Float(f) => json!(f),
+            yaml::Value::Str(s) => json!(s),
+            yaml::Value::Seq(items) => Value::Array(items.iter().map(to_json).collect()),
+            yaml::Value::Map(entries) => Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| (k.name.clone(), to_json(v)))
+                    .collect::<Map<_, _>>(),
+            ),
+        }
+    }
+
+    fn schema_json() -> Value {
+        super::schema().to_value()
+    }
+
+    /// Validates `text` against the schema: `Err` with boon's account of what is wrong.
+    fn validate(text: &str) -> Result<(), String> {
+        let node = yaml::parse(text).map_err(|(pos, e)| format!("YAML at {pos:?}: {e}"))?;
+        let instance = to_json(&node);
+        // Compiled once: checking the schema against the draft's meta-schema is the slow part.
+        static COMPILED: OnceLock<(boon::Schemas, boon::SchemaIndex)> = OnceLock::new();
+        let (schemas, index) = COMPILED.get_or_init(|| {
+            let mut schemas = boon::Schemas::new();
+            let mut compiler = boon::Compiler::new();
+            let url = "file:///ferry/bridges.schema.json";
+            compiler.add_resource(url, schema_json()).unwrap();
+            let index = compiler
+                .compile(url, &mut schemas)
+                .unwrap_or_else(|e| panic!("the schema does not compile: {e:#}"));
+            (schemas, index)
+        });
+        schemas
+            .validate(&instance, *index)
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    fn repo_file(path: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    #[test]
+    fn every_shipped_configuration_validates() {
+        let mut files = vec![
+            repo_file("bridges.yaml"),
+            repo_file("packaging/bridges.yaml"),
+        ];
+        for entry in std::fs::read_dir(repo_file("examples")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                files.push(path);
+            }
+        }
+        assert!(files.len() >= 6, "{files:?}");
+        for path in files {
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if let Err(e) = validate(&text) {
+                panic!(
+                    "{} does not validate against the schema:\n{e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_validates_and_parses() {
+        parse(EVERY_KEY, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        validate(EVERY_KEY).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// The schema knows exactly the keys the parser asks for, in the same mappings: a key added
+    /// to one and not the other fails here.
+    #[test]
+    fn schema_and_parser_know_the_same_keys() {
+        ASKED.with(|asked| asked.borrow_mut().clear());
+        parse(EVERY_KEY, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let asked = ASKED.with(|asked| asked.borrow().clone());
+        let schema = schema_json();
+        let properties = |def: &str| -> BTreeSet<String> {
+            let shape = if def.is_empty() {
+                &schema
+            } else {
+                &schema["$defs"][def]
+            };
+            let props = shape["properties"]
+                .as_object()
+                .unwrap_or_else(|| panic!("no definition `{def}` with properties in the schema"));
+            props.keys().cloned().collect()
+        };
+        let shapes: BTreeMap<&str, &[&str]> = SHAPES.iter().copied().collect();
+        let mut asked_per_def: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for (what, key) in &asked {
+            let defs = shapes.get(what).unwrap_or_else(|| {
+                panic!("the parser reads a mapping it calls {what:?} (key `{key}`): add it to SHAPES and describe it in schema.rs")
+            });
+            for def in *defs {
+                assert!(
+                    properties(def).contains(*key),
+                    "the parser reads `{key}` in {what}, which the schema's `{def}` does not describe"
+                );
+                asked_per_def.entry(def).or_default().insert(key);
+            }
+        }
+        for (_, defs) in SHAPES {
+            for def in *defs {
+                let parsed = asked_per_def.get(def).cloned().unwrap_or_default();
+                for key in properties(def) {
+                    assert!(
+                        parsed.contains(key.as_str()),
+                        "the schema's `{def}` has `{key}`, which the parser never reads there"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A misspelt key, at any level, is refused by the schema as by the parser; so is a value
+    /// outside a key's choices.
+    #[test]
+    fn mistakes_are_refused_at_every_level() {
+        let cases = [
+            (
+                "shutdown_timeout: 10s",
+                "shutdown_timout: 10s",
+                "shutdown_timout",
+            ),
+            ("listen: 127.0.0.1", "listne: 127.0.0.1", "listne"),
+            (
+                "      client_id: ferry",
+                "      clientid: ferry",
+                "clientid",
+            ),
+            ("{ initial_delay", "{ initial_dalay", "initial_dalay"),
+            (
+                "tls: { ca: /etc/ferry/ca.pem, cert",
+                "tls: { cafile: /etc/ferry/ca.pem, cert",
+                "cafile",
+            ),
+            ("last_will: { topic", "last_will: { topik", "topik"),
+            (
+                "probe: { interval: 30s, timeout: 10s, topic: ferry",
+                "probe: { intervall: 30s, timeout: 10s, topic: ferry",
+                "intervall",
+            ),
+            ("  legacy:\n    mqtt:", "  legacy:\n    mqtt3:", "mqtt3"),
+            ("      ping_interval", "      ping", "ping"),
+            ("        on: PB_CONNECT", "        when: PB_CONNECT", "when"),
+            ("cors_origin", "cors", "cors"),
+            ("    transform:", "    transfrom:", "transfrom"),
+            ("      share: g", "      shared: g", "shared"),
+            ("ack_wait", "ackwait", "ackwait"),
+            (
+                "subject: dead.telemetry",
+                "subjet: dead.telemetry",
+                "subjet",
+            ),
+            ("retain: source", "retian: source", "retian"),
+            ("when_full: block", "whenfull: block", "whenfull"),
+            ("{ forward: true", "{ forwrd: true", "forwrd"),
+            ("spool: { dir", "spool: { directory", "directory"),
+            ("events: [post", "event: [post", "event"),
+        ];
+        for (from, to, key) in cases {
+            assert_eq!(EVERY_KEY.matches(from).count(), 1, "{from:?} is not unique");
+            let text = EVERY_KEY.replace(from, to);
+            let refused = parse(&text, "every.yaml", &lookup())
+                .expect_err(&format!("the parser accepted `{key}`"))
+                .to_string();
+            assert!(
+                refused.contains(&format!("unknown key `{key}`")),
+                "{key}: {refused}"
+            );
+            assert!(validate(&text).is_err(), "the schema accepted `{key}`");
+        }
+        for (from, to) in [
+            ("when_full: block", "when_full: drop_all"),
+            ("qos: 1\n", "qos: 3\n"),
+            ("delivery: at-most-once", "delivery: exactly-once"),
+            ("version: 5", "version: 6"),
+            ("shutdown_timeout: 10s", "shutdown_timeout: soon"),
+            ("max_bytes: 64MiB", "max_bytes: lots"),
+            ("shutdown_timeout: 10s", "shutdown_timeout:"),
+        ] {
+            assert_eq!(EVERY_KEY.matches(from).count(), 1, "{from:?} is not unique");
+            let text = EVERY_KEY.replace(from, to);
+            assert!(
+                parse(&text, "every.yaml", &lookup()).is_err(),
+                "the parser accepted {to:?}"
+            );
+            assert!(validate(&text).is_err(), "the schema accepted {to:?}");
+        }
+        // What the parser takes loosely, the schema takes too: interpolations, numbers as
+        // text, text as numbers.
+        for (from, to) in [
+            ("max_hops: 8", "max_hops: \"${HOPS}\""),
+            ("when_full: block", "when_full: \"${WHEN_FULL:-block}\""),
+            ("client_id: ferry-plant", "client_id: 42"),
+            ("max_messages: 10000", "max_messages: \"10000\""),
+            ("shutdown_timeout: 10s", "shutdown_timeout: 2.5"),
+        ] {
+            let text = EVERY_KEY.replace(from, to);
+            if to.contains("${") {
+                let lookup = Lookup {
+                    var: &|name| Some(if name == "HOPS" { "4" } else { "block" }.to_string()),
+                    file: &|_| Ok("s3cret".to_string()),
+                };
+                parse(&text, "every.yaml", &lookup).unwrap_or_else(|e| panic!("{to}: {e}"));
+            } else {
+                parse(&text, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{to}: {e}"));
+            }
+            validate(&text).unwrap_or_else(|e| panic!("{to}: {e}"));
+        }
+    }
+
+    #[test]
+    fn schema_is_draft_2020_12_with_defaults_and_hover_text() {
+        let schema = schema_json();
+        assert_eq!(
+            schema["$schema"],
+            "https://json-schema.org/draft/2020-12/schema"
+        );
+        assert_eq!(schema["additionalProperties"], false);
+        assert!(schema["patternProperties"]["^x-"].is_object());
+        let queue = &schema["$defs"]["Queue"]["properties"];
+        assert_eq!(queue["max_messages"]["default"], 10000);
+        assert_eq!(queue["when_full"]["default"], "block");
+        let mqtt = &schema["$defs"]["MqttConnection"]["properties"];
+        assert_eq!(mqtt["keep_alive"]["default"], "30s");
+        assert!(
+            mqtt["password"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("${file:PATH}")),
+            "{}",
+            mqtt["password"]
+        );
+    }
+}
