@@ -238,15 +238,9 @@ fn main() -> ExitCode {
                 admin,
                 json,
             };
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("ferry: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
+                Err(code) => return code,
             };
             match runtime.block_on(ferry::admin::tap(&options, &mut std::io::stdout())) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -263,15 +257,9 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(errors) => return config_failed(&errors),
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("ferry: cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
+                Err(code) => return code,
             };
             runtime.block_on(async {
                 match ferry::daemon::run(&path, config).await {
@@ -298,6 +286,14 @@ fn print_generated(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Resul
             ExitCode::from(1)
         }
     }
+}
+
+/// Builds the tokio runtime `builder` describes, or says why not (exit 1).
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, ExitCode> {
+    builder.enable_all().build().map_err(|e| {
+        eprintln!("ferry: cannot start the runtime: {e}");
+        ExitCode::from(1)
+    })
 }
 
 fn config_failed(errors: &ferry::config::ConfigErrors) -> ExitCode {
