@@ -72,6 +72,15 @@ pub fn explain(config: &Config) -> String {
                 h.max_concurrent,
                 h.timeout
             ),
+            ConnectionKind::Stdio(s) => writeln!(
+                out,
+                "connection {name}: standard input/output, {}",
+                match s.lines {
+                    crate::config::LineFormat::Json { base64: false } => "JSON lines",
+                    crate::config::LineFormat::Json { base64: true } => "JSON lines, payloads in base64",
+                    crate::config::LineFormat::Raw => "raw lines",
+                }
+            ),
             ConnectionKind::SseServer(s) => writeln!(
                 out,
                 "connection {name}: SSE stream served at http://{}{} (replays the last {} events)",
@@ -110,6 +119,7 @@ pub fn explain(config: &Config) -> String {
             SourceSpec::Sse(s) => {
                 format!("sse {} [{}]", route.from.connection, s.events.join(", "))
             }
+            SourceSpec::Stdio => format!("stdin {}", route.from.connection),
         };
         let mut mapping = Vec::new();
         if route.from.envelope {
@@ -172,6 +182,7 @@ pub fn explain(config: &Config) -> String {
                     }
                 ),
                 SinkSpec::SseServer(_) => format!("sse_server {} event {target}", s.connection),
+                SinkSpec::Stdio(_) => format!("stdout {} subject {target}", s.connection),
             };
             if s.format != PayloadFormat::Json {
                 text.push_str(&format!(", written as {}", format_name(s.format)));

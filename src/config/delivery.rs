@@ -119,6 +119,9 @@ pub fn guarantee(route: &Route, connections: &BTreeMap<String, Connection>) -> G
             SinkSpec::Http(_) => notes.push(format!(
                 "{role}: HTTP via `{to}`, confirmed by a 2xx answer"
             )),
+            SinkSpec::Stdio(_) => notes.push(format!(
+                "{role}: standard output, confirmed once the line is written and flushed"
+            )),
             SinkSpec::SseServer(_) => {
                 let buffer = match connections.get(to).map(|c| &c.kind) {
                     Some(ConnectionKind::SseServer(s)) => s.buffer,

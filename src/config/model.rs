@@ -95,6 +95,9 @@ pub enum ConnectionKind {
     Sse(SseConnection),
     Http(HttpConnection),
     SseServer(SseServerConnection),
+    /// Standard input (as a source) or standard output (as a sink) of `ferry relay`, one
+    /// message per line. Not written in bridges.yaml: `ferry relay` builds it from `-`.
+    Stdio(StdioConnection),
 }
 
 impl ConnectionKind {
@@ -105,6 +108,7 @@ impl ConnectionKind {
             ConnectionKind::Sse(_) => Protocol::Sse,
             ConnectionKind::Http(_) => Protocol::Http,
             ConnectionKind::SseServer(_) => Protocol::SseServer,
+            ConnectionKind::Stdio(_) => Protocol::Stdio,
         }
     }
 }
@@ -121,6 +125,8 @@ pub enum Protocol {
     Http,
     /// A server-sent-events stream ferry serves on the admin listener (sink only).
     SseServer,
+    /// Lines on standard input or output (`ferry relay -`).
+    Stdio,
 }
 
 impl Protocol {
@@ -132,12 +138,16 @@ impl Protocol {
             Protocol::Sse => "sse",
             Protocol::Http => "http",
             Protocol::SseServer => "sse_server",
+            Protocol::Stdio => "stdio",
         }
     }
 
     /// Whether a route can read from it.
     pub fn is_source(self) -> bool {
-        matches!(self, Protocol::Mqtt | Protocol::Nats | Protocol::Sse)
+        matches!(
+            self,
+            Protocol::Mqtt | Protocol::Nats | Protocol::Sse | Protocol::Stdio
+        )
     }
 
     /// Whether a route can write to it.
@@ -409,6 +419,9 @@ pub struct Route {
     pub delivery: Option<Delivery>,
     /// Store-and-forward: while a sink is unreachable, its messages wait on disk.
     pub spool: Option<Spool>,
+    /// The route ends once this many messages were relayed (`ferry relay --count`; never set
+    /// from bridges.yaml).
+    pub stop_after: Option<u64>,
 }
 
 /// A route's delivery promise.
@@ -491,6 +504,8 @@ pub enum SourceSpec {
     Mqtt(MqttSource),
     Nats(NatsSource),
     Sse(SseSource),
+    /// Every line of standard input is a message; the route ends at the end of the input.
+    Stdio,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -577,6 +592,7 @@ pub enum SinkSpec {
     Nats(NatsSink),
     Http(HttpSink),
     SseServer(SseServerSink),
+    Stdio(StdioSink),
 }
 
 impl SinkSpec {
@@ -587,6 +603,7 @@ impl SinkSpec {
             SinkSpec::Nats(s) => &s.subject,
             SinkSpec::Http(s) => &s.url,
             SinkSpec::SseServer(s) => &s.event,
+            SinkSpec::Stdio(s) => &s.subject,
         }
     }
 }
@@ -603,6 +620,31 @@ pub struct HttpSink {
 pub struct SseServerSink {
     /// The `event:` of each served event; `Auto` is the source's name as it came.
     pub event: Target,
+}
+
+/// Standard input or output of `ferry relay`: how a line is a message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StdioConnection {
+    pub lines: LineFormat,
+}
+
+/// How one line of standard input or output is one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    /// `{"subject": ..., "payload": ..., "headers": {...}, "time": ...}`; the payload as text,
+    /// or base64 (`"payload_base64": true` on the line) when it is not UTF-8 or when
+    /// `base64` asks for it always.
+    Json { base64: bool },
+    /// The line is the payload, without its newline; the subject is the relay's `--subject`
+    /// (input) or dropped (output).
+    Raw,
+}
+
+/// Standard output as a sink.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StdioSink {
+    /// The subject written with each message; `Auto` keeps the source's own.
+    pub subject: Target,
 }
 
 /// Where a sink publishes.

@@ -1203,6 +1203,7 @@ impl<'a> Decoder<'a> {
             dead_letter,
             delivery,
             spool,
+            stop_after: None,
         };
         if let (Some(node), Some(Delivery::AtLeastOnce)) = (delivery_node, delivery) {
             let guarantee = delivery::guarantee(&route, connections);
@@ -1517,6 +1518,8 @@ impl<'a> Decoder<'a> {
                 }
                 SourceSpec::Sse(SseSource { events })
             }
+            // Never in a file: `ferry relay` builds standard input as a connection itself.
+            ConnectionKind::Stdio(_) => SourceSpec::Stdio,
             ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
                 self.error(
                     obj.pos,
@@ -1670,6 +1673,10 @@ impl<'a> Decoder<'a> {
                 let event = self.target(&mut obj, "event", names::sse_event, captures);
                 SinkSpec::SseServer(SseServerSink { event })
             }
+            // Never in a file: `ferry relay` builds standard output as a connection itself.
+            ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink {
+                subject: self.target(&mut obj, "subject", |_| Ok(()), captures),
+            }),
             ConnectionKind::Sse(_) => {
                 self.error(
                     obj.pos,

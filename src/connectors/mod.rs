@@ -28,6 +28,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod sse;
 pub mod sse_server;
+pub mod stdio;
 pub(crate) mod tls;
 
 /// A boxed future, so the traits stay object-safe.
@@ -169,6 +170,11 @@ pub fn open(
             name,
             http.clone(),
             reconnect,
+            status,
+        )),
+        ConnectionKind::Stdio(stdio) => Box::new(stdio::StdioConnection::new(
+            name,
+            stdio.clone(),
             status,
         )),
         ConnectionKind::SseServer(server) => Box::new(sse_server::SseServerConnection::new(

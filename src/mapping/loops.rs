@@ -181,7 +181,7 @@ fn source_syntax(spec: &SourceSpec) -> Option<Syntax> {
     match spec {
         SourceSpec::Mqtt(_) => Some(Syntax::Mqtt),
         SourceSpec::Nats(_) => Some(Syntax::Nats),
-        SourceSpec::Sse(_) => None,
+        SourceSpec::Sse(_) | SourceSpec::Stdio => None,
     }
 }
 
@@ -190,7 +190,7 @@ fn sink_syntax(spec: &SinkSpec) -> Option<Syntax> {
     match spec {
         SinkSpec::Mqtt(_) => Some(Syntax::Mqtt),
         SinkSpec::Nats(_) => Some(Syntax::Nats),
-        SinkSpec::Http(_) | SinkSpec::SseServer(_) => None,
+        SinkSpec::Http(_) | SinkSpec::SseServer(_) | SinkSpec::Stdio(_) => None,
     }
 }
 
@@ -213,6 +213,7 @@ pub fn source_filters(route: &Route) -> Vec<String> {
         SourceSpec::Mqtt(s) => s.topics.clone(),
         SourceSpec::Nats(s) => vec![s.subject.clone()],
         SourceSpec::Sse(s) => s.events.clone(),
+        SourceSpec::Stdio => Vec::new(),
     }
 }
 
@@ -611,9 +612,10 @@ fn carries_marker(config: &Config, connection: &str) -> bool {
         .is_some_and(|c| match &c.kind {
             ConnectionKind::Mqtt(m) => m.version == MqttVersion::V5,
             ConnectionKind::Nats(_) => true,
-            ConnectionKind::Sse(_) | ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
-                false
-            }
+            ConnectionKind::Sse(_)
+            | ConnectionKind::Http(_)
+            | ConnectionKind::SseServer(_)
+            | ConnectionKind::Stdio(_) => false,
         })
 }
 

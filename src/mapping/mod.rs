@@ -615,7 +615,9 @@ impl SinkSide {
                 Protocol::Nats => scope.subject(),
                 // The connection's own URL.
                 Protocol::Http => String::new(),
-                Protocol::Sse | Protocol::SseServer => scope.message.subject.clone(),
+                Protocol::Sse | Protocol::SseServer | Protocol::Stdio => {
+                    scope.message.subject.clone()
+                }
             },
             SinkTarget::Template(t) => match t.render(scope) {
                 Ok(name) => name,
@@ -631,8 +633,8 @@ impl SinkSide {
             Protocol::Mqtt => names::mqtt_topic(&name),
             Protocol::Nats => names::nats_subject(&name),
             Protocol::SseServer | Protocol::Sse => names::sse_event(&name),
-            // A URL that does not resolve is the sink's to refuse.
-            Protocol::Http => Ok(()),
+            // A URL that does not resolve is the sink's to refuse; a line takes any subject.
+            Protocol::Http | Protocol::Stdio => Ok(()),
         };
         match check {
             Ok(()) => Ok(name),
@@ -646,6 +648,7 @@ impl SinkSide {
             Protocol::Nats => "subject for",
             Protocol::Http => "URL for",
             Protocol::Sse | Protocol::SseServer => "event type for",
+            Protocol::Stdio => "subject for",
         }
     }
 }
@@ -672,7 +675,7 @@ fn header_rule(protocol: Protocol) -> Option<names::HeaderRule> {
     match protocol {
         Protocol::Nats => Some(names::nats_header),
         Protocol::Http => Some(names::http_header),
-        Protocol::Mqtt | Protocol::Sse | Protocol::SseServer => None,
+        Protocol::Mqtt | Protocol::Sse | Protocol::SseServer | Protocol::Stdio => None,
     }
 }
 

@@ -202,6 +202,22 @@ impl Pipeline {
         self.health.clone()
     }
 
+    /// Resolves once every route has ended by itself: its source ended (standard input) and
+    /// what it queued was delivered, or it relayed its `stop_after` messages.
+    pub async fn finished(&self) {
+        for route in &self.routes {
+            route.worker.done.wait().await;
+        }
+    }
+
+    /// What each route did so far, by name.
+    pub fn counters(&self) -> Vec<(String, Arc<RouteCounters>)> {
+        self.routes
+            .iter()
+            .map(|r| (r.plan.route.name.clone(), r.counters.clone()))
+            .collect()
+    }
+
     /// How many routes run.
     pub fn route_count(&self) -> usize {
         self.routes.len()
@@ -526,6 +542,7 @@ impl Pipeline {
             ids: self.ids.clone(),
             stop: CancellationToken::new(),
             tap: live.tap.clone(),
+            stop_after: route.stop_after,
         })
     }
 
@@ -749,11 +766,13 @@ impl Health {
         };
         let name = worker.name.to_string();
         let (stop, queue) = (worker.stop.clone(), worker.queue.clone());
+        // A route with `stop_after` ends by itself once it relayed that many.
+        let ends_by_itself = worker.stop_after.is_some();
         let health = self.clone();
         let task = tokio::spawn(worker.run());
         handle.done.spawn(async move {
             let ended = task.await;
-            let asked = stop.is_cancelled() || queue.is_closed();
+            let asked = stop.is_cancelled() || queue.is_closed() || ends_by_itself;
             if let Err(e) = &ended {
                 tracing::error!(route = %name, "route worker failed: {e}");
             }

@@ -126,6 +126,15 @@ impl RouteInput {
         }
     }
 
+    /// The source has nothing more to give (the end of standard input): the route delivers
+    /// what is queued, then ends.
+    pub fn finish(&self) {
+        let shared = &*self.shared;
+        shared.state.lock().expect("queue lock").closed = true;
+        shared.not_empty.notify_one();
+        shared.not_full.notify_waiters();
+    }
+
     fn log_drop(&self, policy: &str) {
         let dropped = self.shared.dropped.load(Ordering::Relaxed);
         self.shared.drop_log.warn(|| {

@@ -149,6 +149,8 @@ pub struct RouteWorker {
     /// is durable, and return, leaving the queue to the next worker.
     pub stop: CancellationToken,
     pub tap: super::tap::Tap,
+    /// End once this many messages were relayed (`ferry relay --count`).
+    pub stop_after: Option<u64>,
     pub warnings: RateLimitedLog,
     /// `delivery: at-most-once`: the source is confirmed as soon as a message is taken.
     pub at_most_once: bool,
@@ -266,6 +268,13 @@ impl RouteWorker {
                 self.make_durable(&mut waiting).await;
                 drop(ack);
                 self.counters.unconfirmed.fetch_sub(1, Ordering::Relaxed);
+                break;
+            }
+            if self
+                .stop_after
+                .is_some_and(|n| self.counters.sent.load(Ordering::Relaxed) >= n)
+            {
+                tracing::debug!(route = %self.name, "relayed the messages asked for; the route ends");
                 break;
             }
         }
