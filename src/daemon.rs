@@ -82,6 +82,17 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Resolves on SIGINT or SIGTERM, for commands that only stop on a signal (`ferry relay`).
+/// The handlers are installed now, so a signal that comes before the first poll still counts.
+pub fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut signals = Signals::install()?;
+    Ok(async move {
+        while let Event::Reload = signals.next().await {
+            tracing::debug!("SIGHUP ignored: a relay has no file to re-read");
+        }
+    })
+}
+
 /// What a signal asks the daemon to do.
 enum Event {
     /// SIGINT or SIGTERM.

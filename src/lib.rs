@@ -13,4 +13,5 @@ pub mod explain;
 pub mod mapping;
 pub mod message;
 pub mod pipeline;
+pub mod relay;
 pub mod systemd;
