@@ -1435,3 +1435,696 @@ fn refuse_endless_loop(config: &Config) -> Result<(), RelayError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::mapping::payload::Payload;
+    use crate::mapping::template::{Scope, Template};
+    use crate::message::Message;
+
+    fn args(from: &str, to: &str) -> RelayArgs {
+        RelayArgs {
+            from: from.into(),
+            to: to.into(),
+            ..RelayArgs::default()
+        }
+    }
+
+    fn ok(a: &RelayArgs) -> Config {
+        relay_config(a).unwrap_or_else(|e| panic!("{a:?} was refused: {e}"))
+    }
+
+    fn relay(from: &str, to: &str) -> Config {
+        ok(&args(from, to))
+    }
+
+    /// The error's whole text, as main prints it.
+    fn refused(a: &RelayArgs) -> String {
+        match relay_config(a) {
+            Ok(c) => panic!("{a:?} was accepted: {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    fn kind<'a>(c: &'a Config, name: &str) -> &'a ConnectionKind {
+        &c.connections[name].kind
+    }
+
+    fn mqtt_of<'a>(c: &'a Config, name: &str) -> &'a MqttConnection {
+        match kind(c, name) {
+            ConnectionKind::Mqtt(m) => m,
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
+    fn nats_of<'a>(c: &'a Config, name: &str) -> &'a NatsConnection {
+        match kind(c, name) {
+            ConnectionKind::Nats(n) => n,
+            other => panic!("{name} is {other:?}"),
+        }
+    }
+
+    fn route(c: &Config) -> &Route {
+        assert_eq!(c.routes.len(), 1);
+        &c.routes[0]
+    }
+
+    fn mqtt_source(c: &Config) -> &MqttSource {
+        match &route(c).from.spec {
+            SourceSpec::Mqtt(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn nats_source(c: &Config) -> &NatsSource {
+        match &route(c).from.spec {
+            SourceSpec::Nats(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn target(c: &Config) -> &Target {
+        route(c).to[0].spec.target()
+    }
+
+    /// What TO's name renders to for a message named `name` from FROM.
+    fn published(c: &Config, name: &str) -> Result<String, String> {
+        let Target::Template(text) = target(c) else {
+            return Err("auto".into());
+        };
+        let protocol = c.connections[FROM].kind.protocol();
+        let message = Message::new(Arc::from(FROM), name, b"{}".to_vec());
+        let payload = Payload::Raw(message.payload.clone());
+        let scope = Scope {
+            route: ROUTE,
+            message: &message,
+            protocol,
+            captures: &[],
+            payload: &payload,
+            format: PayloadFormat::Json,
+        };
+        Template::compile(text).unwrap().render(&scope)
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        let c = relay("mqtt://localhost/sensors/#", "-");
+        let m = mqtt_of(&c, FROM);
+        assert_eq!((m.host.as_str(), m.port), ("localhost", 1883));
+        assert_eq!(m.transport, MqttTransport::Tcp);
+        assert_eq!(m.version, MqttVersion::V5);
+        assert!(m.clean_start && m.session_expiry.is_none() && m.probe.is_none());
+        assert_eq!(
+            m.client_id,
+            format!("ferry-relay-{}-from", std::process::id())
+        );
+        assert_eq!(mqtt_source(&c).topics, ["sensors/#"]);
+        assert_eq!(mqtt_source(&c).qos, 0);
+        assert_eq!(route(&c).name, ROUTE);
+        assert_eq!(route(&c).delivery, None);
+
+        let c = relay(
+            "mqtt://u:p%40ss@broker:1884/$SYS/#?version=3.1.1&qos=1&share=g&client_id=me",
+            "-",
+        );
+        let m = mqtt_of(&c, FROM);
+        assert_eq!((m.host.as_str(), m.port), ("broker", 1884));
+        assert_eq!(m.version, MqttVersion::V311);
+        assert_eq!(m.client_id, "me");
+        assert_eq!(m.username.as_deref(), Some("u"));
+        assert_eq!(m.password.as_ref().map(Secret::expose), Some("p@ss"));
+        assert_eq!(m.url, "mqtt://broker:1884");
+        let s = mqtt_source(&c);
+        assert_eq!((s.topics[0].as_str(), s.qos), ("$SYS/#", 1));
+        assert_eq!(s.subscriptions(), ["$share/g/$SYS/#"]);
+
+        // Spaces (percent-encoded), dots, `+` (not a space) and a fragment-looking `#`.
+        let c = relay("mqtt://h/living%20room/v1.2/+/#?qos=2", "-");
+        assert_eq!(mqtt_source(&c).topics, ["living room/v1.2/+/#"]);
+        assert_eq!(mqtt_source(&c).qos, 2);
+        // An empty topic is every topic.
+        assert_eq!(mqtt_source(&relay("mqtt://h", "-")).topics, ["#"]);
+        assert_eq!(mqtt_source(&relay("mqtt://h/", "-")).topics, ["#"]);
+        assert_eq!(mqtt_source(&relay("mqtt://h#", "-")).topics, ["#"]);
+
+        let m = mqtt_of(&relay("mqtts://h/t", "-"), FROM).clone();
+        assert_eq!((m.transport, m.port), (MqttTransport::Tls, 8883));
+
+        let c = relay("wss+mqtt://h/mqtt?topic=a/%23&qos=1", "-");
+        let m = mqtt_of(&c, FROM);
+        assert_eq!((m.transport, m.port), (MqttTransport::Wss, 443));
+        assert_eq!(m.ws_url.as_deref(), Some("wss://h:443/mqtt"));
+        assert_eq!(mqtt_source(&c).topics, ["a/#"]);
+        let c = relay("ws://h:9001/mqtt?protocol=mqtt&topic=x/+", "-");
+        let m = mqtt_of(&c, FROM);
+        assert_eq!((m.transport, m.port), (MqttTransport::Ws, 9001));
+        assert_eq!(m.ws_url.as_deref(), Some("ws://h:9001/mqtt"));
+        assert_eq!(mqtt_source(&c).topics, ["x/+"]);
+        // Over TCP the topic may come from `?topic=` too.
+        assert_eq!(
+            mqtt_source(&relay("mqtt://h?topic=a/b", "-")).topics,
+            ["a/b"]
+        );
+
+        // As TO: QoS, retain, its own client id.
+        let c = relay("-", "mqtt://h:1883/out/x?qos=1&retain=source");
+        let MqttSink { topic, qos, retain } = match &route(&c).to[0].spec {
+            SinkSpec::Mqtt(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(topic, Target::Template("out/x".into()));
+        assert_eq!((qos, retain), (1, Retain::FromSource));
+        assert!(mqtt_of(&c, TO).client_id.ends_with("-to"));
+    }
+
+    #[test]
+    fn the_same_broker_on_both_sides_gets_two_client_ids() {
+        let c = relay("mqtt://h/a/#", "mqtt://h/b/#");
+        assert_ne!(mqtt_of(&c, FROM).client_id, mqtt_of(&c, TO).client_id);
+        let mut a = args("mqtt://h/a/#", "mqtt://h/b/#");
+        a.at_least_once = true;
+        let c = ok(&a);
+        assert_ne!(mqtt_of(&c, FROM).client_id, mqtt_of(&c, TO).client_id);
+    }
+
+    #[test]
+    fn nats_urls() {
+        let c = relay("nats://localhost/iot.>?queue=q", "-");
+        let n = nats_of(&c, FROM);
+        assert_eq!(n.urls, ["nats://localhost:4222"]);
+        assert_eq!(n.name.as_deref(), Some("ferry-relay"));
+        assert!(n.probe.is_none() && n.user.is_none() && n.token.is_none());
+        let s = nats_source(&c);
+        assert_eq!(s.subject, "iot.>");
+        assert_eq!(s.queue_group.as_deref(), Some("q"));
+        assert!(s.jetstream.is_none());
+
+        let c = relay("tls://u:pw@n1:4443/a.*.b", "-");
+        let n = nats_of(&c, FROM);
+        assert_eq!(n.urls, ["tls://n1:4443"]);
+        assert_eq!(n.user.as_deref(), Some("u"));
+        assert_eq!(n.password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(nats_source(&c).subject, "a.*.b");
+
+        // A user alone in a NATS URL is a token, as in the nats CLI.
+        let c = relay("nats://s3cret@h/x", "-");
+        let n = nats_of(&c, FROM);
+        assert_eq!(n.token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert!(n.user.is_none());
+
+        assert_eq!(nats_source(&relay("nats://h", "-")).subject, ">");
+        let c = relay("wss+nats://h:8443/?subject=a.b", "-");
+        assert_eq!(nats_of(&c, FROM).urls, ["wss://h:8443/"]);
+        assert_eq!(nats_source(&c).subject, "a.b");
+        let c = relay("ws://h:8080?protocol=nats&subject=a", "-");
+        assert_eq!(nats_of(&c, FROM).urls, ["ws://h:8080"]);
+
+        let c = relay(
+            "nats://h/orders.>?stream=ORDERS&consumer=relay&deliver=new",
+            "-",
+        );
+        let js = nats_source(&c).jetstream.clone().unwrap();
+        assert_eq!(
+            (js.stream.as_str(), js.consumer.as_str()),
+            ("ORDERS", "relay")
+        );
+        assert_eq!(js.deliver, JetStreamDeliver::New);
+
+        let c = relay("-", "nats://h/out.x?jetstream=true");
+        match &route(&c).to[0].spec {
+            SinkSpec::Nats(s) => {
+                assert!(s.jetstream);
+                assert_eq!(s.subject, Target::Template("out.x".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn sse_http_and_stdio() {
+        let c = relay(
+            "sse+https://db.example.com/realtime?event=post&apiKey=k&event=put",
+            "-",
+        );
+        match kind(&c, FROM) {
+            ConnectionKind::Sse(s) => {
+                assert_eq!(s.url, "https://db.example.com/realtime?apiKey=k");
+                assert!(s.headers.is_empty() && !s.resume);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            route(&c).from.spec,
+            SourceSpec::Sse(SseSource {
+                events: vec!["post".into(), "put".into()]
+            })
+        );
+        match kind(&relay("sse+http://h:8080/s", "-"), FROM) {
+            ConnectionKind::Sse(s) => assert_eq!(s.url, "http://h:8080/s"),
+            other => panic!("{other:?}"),
+        }
+
+        let mut a = args("mqtt://h/t", "https://hooks.example.com/in?x=1");
+        a.user = Some("me".into());
+        a.password = Some("pw".into());
+        let c = ok(&a);
+        match kind(&c, TO) {
+            ConnectionKind::Http(h) => {
+                assert_eq!(h.url, "https://hooks.example.com/in?x=1");
+                assert_eq!(h.headers.len(), 1);
+                assert_eq!(h.headers[0].0, "authorization");
+                assert_eq!(h.headers[0].1.expose(), "Basic bWU6cHc=");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            route(&c).to[0].spec,
+            SinkSpec::Http(HttpSink {
+                url: Target::Auto,
+                method: HttpMethod::Post
+            })
+        );
+
+        let c = relay("-", "mqtt://h/t");
+        assert_eq!(
+            *kind(&c, FROM),
+            ConnectionKind::Stdio(StdioConnection {
+                lines: LineFormat::Json { base64: false }
+            })
+        );
+        assert_eq!(route(&c).from.spec, SourceSpec::Stdio);
+        let mut a = args("mqtt://h/#", "-");
+        a.base64 = true;
+        let c = ok(&a);
+        assert_eq!(
+            *kind(&c, TO),
+            ConnectionKind::Stdio(StdioConnection {
+                lines: LineFormat::Json { base64: true }
+            })
+        );
+        assert_eq!(
+            route(&c).to[0].spec,
+            SinkSpec::Stdio(StdioSink {
+                subject: Target::Auto
+            })
+        );
+        let mut a = args("-", "nats://h/in");
+        a.raw = true;
+        a.count = Some(5);
+        let c = ok(&a);
+        assert_eq!(
+            *kind(&c, FROM),
+            ConnectionKind::Stdio(StdioConnection {
+                lines: LineFormat::Raw
+            })
+        );
+        assert_eq!(route(&c).stop_after, Some(5));
+    }
+
+    #[test]
+    fn to_without_a_name_is_auto_and_a_plain_name_is_fixed() {
+        assert_eq!(*target(&relay("mqtt://h/a/#", "nats://h")), Target::Auto);
+        assert_eq!(*target(&relay("mqtt://h/a/#", "nats://h/")), Target::Auto);
+        let c = relay("mqtt://h/a/#", "nats://h/all.in.one");
+        assert_eq!(published(&c, "a/b/c").unwrap(), "all.in.one");
+        // A name holding template syntax is taken literally.
+        let c = relay("nats://h/x", "mqtt://h/%7B%7B%20topic%20%7D%7D");
+        assert_eq!(published(&c, "x").unwrap(), "{{ topic }}");
+    }
+
+    #[test]
+    fn a_wildcard_to_maps_what_the_wildcard_from_matched() {
+        let c = relay("mqtt://h/sensors/#", "nats://h/iot.>");
+        assert_eq!(
+            published(&c, "sensors/kitchen/temp").unwrap(),
+            "iot.kitchen.temp"
+        );
+        // Names through the codec, as `auto` converts them.
+        assert_eq!(
+            published(&c, "sensors/living room/v1.2").unwrap(),
+            "iot.living/x20room.v1//2"
+        );
+        assert_eq!(published(&c, "sensors/$x/a").unwrap(), "iot.$x.a");
+        // `sensors/#` also matches `sensors` itself: the prefix alone.
+        assert_eq!(published(&c, "sensors").unwrap(), "iot");
+
+        let c = relay("mqtt://h/$SYS/#", "nats://h/sys.>");
+        assert_eq!(
+            published(&c, "$SYS/broker/load").unwrap(),
+            "sys.broker.load"
+        );
+        let c = relay("mqtt://h/#", "nats://h/m.>");
+        assert_eq!(published(&c, "$SYS/broker").unwrap(), "m./$SYS.broker");
+        let c = relay("mqtt://h/+/temp/#", "mqtt://h2/out/#");
+        assert_eq!(published(&c, "a/temp/x/y").unwrap(), "out/x/y");
+
+        let c = relay("nats://h/iot.>", "mqtt://h/copy/#");
+        assert_eq!(
+            published(&c, "iot.living/x20room.v1//2").unwrap(),
+            "copy/living room/v1.2"
+        );
+        let c = relay("nats://h/a.b.>", "nats://h2/c.>");
+        assert_eq!(published(&c, "a.b.x.y").unwrap(), "c.x.y");
+        let c = relay("nats://h/a.>", "nats://h2/>");
+        assert_eq!(published(&c, "a.x.y").unwrap(), "x.y");
+
+        // Without a wildcard in FROM, the whole name goes under the prefix.
+        let c = relay("-", "nats://h/replay.>");
+        assert_eq!(
+            published(&c, "sensors.kitchen").unwrap(),
+            "replay.sensors.kitchen"
+        );
+        let c = relay("mqtt://h/a/b", "nats://h/in.>");
+        assert_eq!(published(&c, "a/b").unwrap(), "in.a.b");
+        let c = relay("sse+https://h/s", "mqtt://h/db/#");
+        assert_eq!(published(&c, "post").unwrap(), "db/post");
+
+        // --subject overrides all of it.
+        let mut a = args("mqtt://h/sensors/#", "nats://h/iot.>");
+        a.subject = Some("t.{{ topic[1] }}".into());
+        let c = ok(&a);
+        assert_eq!(published(&c, "sensors/k/temp").unwrap(), "t.k");
+    }
+
+    #[test]
+    fn at_least_once() {
+        let mut a = args("mqtt://h/a/#", "nats://h/b.>?jetstream=true");
+        a.at_least_once = true;
+        let c = ok(&a);
+        let m = mqtt_of(&c, FROM);
+        assert!(!m.clean_start);
+        assert_eq!(m.session_expiry, Some(Duration::from_secs(86_400)));
+        assert!(m.client_id.starts_with("ferry-relay-"));
+        // Stable from one run to the next.
+        assert_eq!(ok(&a).connections, c.connections);
+        assert_eq!(mqtt_source(&c).qos, 1);
+        assert_eq!(route(&c).delivery, Some(Delivery::AtLeastOnce));
+
+        let mut a = args("nats://h/orders.>", "-");
+        a.at_least_once = true;
+        let e = refused(&a);
+        assert!(
+            e.contains("--delivery at-least-once: FROM is a core NATS subscription"),
+            "{e}"
+        );
+        assert!(e.contains("?stream=NAME&consumer=NAME"), "{e}");
+        a.from = "nats://h/orders.>?stream=S&consumer=C".into();
+        ok(&a);
+
+        let mut a = args("mqtt://h/a?qos=0", "-");
+        a.at_least_once = true;
+        assert!(refused(&a).contains("QoS 0"));
+        let mut a = args("-", "mqtt://h/a");
+        a.at_least_once = true;
+        a.qos = Some(0);
+        let e = refused(&a);
+        assert!(
+            e.contains("TO publishes at QoS 0") && e.contains("--qos 0"),
+            "{e}"
+        );
+        let mut a = args("sse+https://h/s", "-");
+        a.at_least_once = true;
+        assert!(matches!(kind(&ok(&a), FROM), ConnectionKind::Sse(s) if s.resume));
+    }
+
+    #[test]
+    fn credentials_fill_in_only_where_meant() {
+        let mut a = args("mqtt://h/t", "nats://h/x");
+        a.user = Some("u".into());
+        a.password = Some("pw".into());
+        let c = ok(&a);
+        assert_eq!(mqtt_of(&c, FROM).username.as_deref(), Some("u"));
+        assert_eq!(
+            mqtt_of(&c, FROM).password.as_ref().map(Secret::expose),
+            Some("pw")
+        );
+        assert_eq!(nats_of(&c, TO).user.as_deref(), Some("u"));
+
+        // A user named in one URL keeps the password to that side.
+        let mut a = args("mqtt://ferry@h/t", "https://hooks.example.com/x");
+        a.password = Some("pw".into());
+        let c = ok(&a);
+        assert_eq!(mqtt_of(&c, FROM).username.as_deref(), Some("ferry"));
+        assert_eq!(
+            mqtt_of(&c, FROM).password.as_ref().map(Secret::expose),
+            Some("pw")
+        );
+        assert!(matches!(kind(&c, TO), ConnectionKind::Http(h) if h.headers.is_empty()));
+
+        // A NATS URL naming a user takes the password (user + password, not a token).
+        let mut a = args("nats://ferry@h/x", "-");
+        a.password = Some("pw".into());
+        let n = nats_of(&ok(&a), FROM).clone();
+        assert_eq!(n.user.as_deref(), Some("ferry"));
+        assert!(n.token.is_none());
+        // A password and no user anywhere: a NATS token.
+        let mut a = args("nats://h/x", "-");
+        a.password = Some("tok".into());
+        let n = nats_of(&ok(&a), FROM).clone();
+        assert_eq!(n.token.as_ref().map(Secret::expose), Some("tok"));
+
+        // The URL's credentials win over --user.
+        let mut a = args("mqtt://a:b@h/t", "-");
+        a.user = Some("u".into());
+        a.password = Some("pw".into());
+        let m = mqtt_of(&ok(&a), FROM).clone();
+        assert_eq!(m.username.as_deref(), Some("a"));
+        assert_eq!(m.password.as_ref().map(Secret::expose), Some("b"));
+        // And nothing of them shows in the Debug of the args.
+        assert!(!format!("{a:?}").contains("pw") && !format!("{a:?}").contains(":b@"));
+    }
+
+    /// Each bad input: its message names the side or option, and endpoint errors list the
+    /// accepted forms.
+    #[test]
+    fn bad_input() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "https://h/x",
+                "-",
+                "FROM https://h/x: an https:// URL is where ferry POSTs: it can only be TO",
+            ),
+            (
+                "-",
+                "sse+https://h/x",
+                "TO sse+https://h/x: sse+https:// is a stream ferry reads: it can only be FROM",
+            ),
+            ("nat://h/x", "-", "did you mean nats://?"),
+            (
+                "kafka://h/x",
+                "-",
+                "`kafka://` is not a scheme ferry relays",
+            ),
+            (
+                "mqtt://h:99999/x",
+                "-",
+                "FROM mqtt://h:99999/x: the port is not a number",
+            ),
+            ("mqtt://h:abc/x", "-", "the port is not a number"),
+            ("mqtt:///x", "-", "no host"),
+            ("localhost", "-", "not a URL"),
+            ("mqtt://h/a/#/b", "-", "`#` must be the last level"),
+            (
+                "-",
+                "mqtt://h/out/+",
+                "TO mqtt://h/out/+: topic: an MQTT topic to publish to cannot contain",
+            ),
+            (
+                "-",
+                "mqtt://h/a/+/#",
+                "can only end in a multi-level wildcard",
+            ),
+            (
+                "-",
+                "nats://h/a.*.>",
+                "can only end in a multi-level wildcard",
+            ),
+            ("nats://h/a..b", "-", "empty token"),
+            ("-", "nats://h/a%20b", "contains whitespace"),
+            ("mqtt://h/x?qso=1", "-", "unknown query key `qso`"),
+            ("mqtt://h/x?qso=1", "-", "did you mean `qos`?"),
+            ("nats://h/x?qeue=g", "-", "did you mean `queue`?"),
+            ("mqtt://h/x?qos=3", "-", "`qos=3` is not an MQTT QoS"),
+            (
+                "mqtt://h/x?version=6",
+                "-",
+                "MQTT version `6` is not supported",
+            ),
+            ("mqtt://h/x?qos=1&qos=2", "-", "`qos` is given twice"),
+            ("-", "mqtt://h/x?share=g", "`share` applies to FROM"),
+            ("mqtt://h/x?retain=true", "-", "`retain` applies to TO"),
+            ("-", "nats://h/x?queue=q", "`queue` applies to FROM"),
+            (
+                "nats://h/x?jetstream=true",
+                "-",
+                "`jetstream` applies to TO",
+            ),
+            (
+                "nats://h/x?stream=S",
+                "-",
+                "needs both `stream` and `consumer`",
+            ),
+            (
+                "nats://h/x?stream=S.1&consumer=C",
+                "-",
+                "not a JetStream stream name",
+            ),
+            ("ws://h/x", "-", "does not say which protocol"),
+            (
+                "ws://h/x?protocol=amqp",
+                "-",
+                "`protocol=amqp` is not mqtt or nats",
+            ),
+            (
+                "mqtt://h/a?topic=b",
+                "-",
+                "both in the path and in `?topic=`",
+            ),
+            ("-", "-", "FROM and TO are both `-`"),
+        ];
+        for (from, to, expected) in cases {
+            let e = refused(&args(from, to));
+            assert!(e.contains(expected), "{from} {to}: {e}");
+            assert!(e.contains("accepted FROM and TO:"), "{from} {to}: {e}");
+            assert!(e.contains("\n  hint: "), "{from} {to}: {e}");
+        }
+
+        let option_cases: Vec<(RelayArgs, &str)> = vec![
+            (
+                RelayArgs {
+                    qos: Some(3),
+                    ..args("mqtt://h/a", "-")
+                },
+                "--qos: `3` is not an MQTT QoS",
+            ),
+            (
+                RelayArgs {
+                    count: Some(0),
+                    ..args("mqtt://h/a", "-")
+                },
+                "--count: 0",
+            ),
+            (
+                RelayArgs {
+                    transform: Some("{a:".into()),
+                    ..args("mqtt://h/a", "-")
+                },
+                "--transform: the jq program does not compile",
+            ),
+            (
+                RelayArgs {
+                    filter: Some(".a ==".into()),
+                    ..args("mqtt://h/a", "-")
+                },
+                "--filter: the jq program does not compile",
+            ),
+            (
+                RelayArgs {
+                    subject: Some("{{ topic[1 }}".into()),
+                    ..args("mqtt://h/a", "-")
+                },
+                "--subject: the template does not compile",
+            ),
+            (
+                RelayArgs {
+                    subject: Some("a.{{ match.x }}".into()),
+                    ..args("mqtt://h/a", "-")
+                },
+                "--subject: `match.x`",
+            ),
+            (
+                RelayArgs {
+                    subject: Some("a b".into()),
+                    ..args("mqtt://h/a", "nats://h")
+                },
+                "--subject: NATS subject `a b` contains whitespace",
+            ),
+            (
+                RelayArgs {
+                    raw: true,
+                    ..args("mqtt://h/a", "nats://h")
+                },
+                "--raw: neither FROM nor TO is `-`",
+            ),
+            (
+                RelayArgs {
+                    base64: true,
+                    ..args("-", "nats://h")
+                },
+                "--base64: TO is not `-`",
+            ),
+            (
+                RelayArgs {
+                    raw: true,
+                    base64: true,
+                    ..args("mqtt://h/a", "-")
+                },
+                "--base64 with --raw",
+            ),
+        ];
+        for (a, expected) in option_cases {
+            let e = refused(&a);
+            assert!(e.contains(expected), "{a:?}: {e}");
+            assert!(e.contains("\n  hint: "), "{a:?}: {e}");
+        }
+
+        // Raw input has no names: auto or a wildcard TO needs --subject or a fixed name.
+        for to in ["nats://h", "nats://h/replay.>", "mqtt://h/#"] {
+            let a = RelayArgs {
+                raw: true,
+                ..args("-", to)
+            };
+            assert!(
+                refused(&a).contains("raw lines from standard input carry no subject"),
+                "{to}"
+            );
+            ok(&RelayArgs {
+                subject: Some("in".into()),
+                ..a
+            });
+        }
+    }
+
+    #[test]
+    fn a_relay_that_feeds_itself_over_mqtt_3_1_1_is_refused() {
+        let a = args("mqtt://h/a/#?version=3.1.1", "mqtt://h/a/b?version=3.1.1");
+        let e = refused(&a);
+        assert!(e.contains("forever"), "{e}");
+        // Over MQTT 5 ferry's marker stops it.
+        ok(&args("mqtt://h/a/#", "mqtt://h/a/b"));
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let bad = [
+            ("mqtt://u:hunter2@h:99999/x", "-"),
+            ("mqtt://u:hunter2@h/x?qso=1", "-"),
+            ("kafka://u:hunter2@h/x", "-"),
+            ("https://u:hunter2@h/x", "-"),
+            ("-", "sse+https://u:hunter2@h/x"),
+            ("u:hunter2@h", "-"),
+            ("mqtt://u:hunter2@/x", "-"),
+            ("nats://u:hunter2@h/a..b", "-"),
+        ];
+        for (from, to) in bad {
+            let mut a = args(from, to);
+            a.password = Some("hunter2".into());
+            let e = refused(&a);
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.contains("***"), "{e}");
+        }
+        let mut a = args("nats://h/x", "-");
+        a.password = Some("hunter2".into());
+        a.at_least_once = true;
+        assert!(!refused(&a).contains("hunter2"));
+        // Nor in the built config's Debug (connectors log it).
+        let mut a = args("mqtt://u:hunter2@h/x", "https://v:hunter2@h/y");
+        a.password = Some("hunter2".into());
+        let c = ok(&a);
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{c:?}").contains("aHVudGVyMg"));
+    }
+}
