@@ -932,10 +932,13 @@ fn wildcard_prefix<'a>(name: &'a str, separator: char, wildcard: &str) -> Option
     name.strip_suffix(wildcard)?.strip_suffix(separator)
 }
 
+/// A protocol's rule for names (`names::mqtt_topic`, `names::nats_subject`, ...).
+type NameRule = fn(&str) -> Result<(), names::Problem>;
+
 /// Checks the prefix of a wildcard sink name: a valid name, with no other wildcard.
 fn sink_prefix_check(
     prefix: &str,
-    rule: fn(&str) -> Result<(), names::Problem>,
+    rule: NameRule,
     wildcards: &str,
     whole: &str,
 ) -> Result<(), names::Problem> {
@@ -1301,7 +1304,7 @@ fn subject_option(text: &str, protocol: Protocol) -> Result<Target, RelayError> 
         ));
     }
     if !text.contains("{{") && !text.contains("{%") {
-        let rule: Option<fn(&str) -> Result<(), names::Problem>> = match protocol {
+        let rule: Option<NameRule> = match protocol {
             Protocol::Mqtt => Some(names::mqtt_topic),
             Protocol::Nats => Some(names::nats_subject),
             _ => None,
