@@ -6,6 +6,7 @@ mod diagnostics;
 mod interpolate;
 mod model;
 mod parse;
+pub mod relay;
 pub mod schema;
 pub mod yaml;
 

@@ -104,9 +104,11 @@ impl Template {
             .iter()
             .filter_map(|n| n.strip_prefix("match.").map(str::to_string))
             .collect();
+        // minijinja's `undeclared_variables` misses the variable of a slice (`topic[1:]`), so
+        // the two names are also looked for in the text: a false find only builds a name.
         let uses = Uses {
-            topic: names.contains("topic"),
-            subject: names.contains("subject"),
+            topic: names.contains("topic") || mentions(source, "topic"),
+            subject: names.contains("subject") || mentions(source, "subject"),
             payload: names.contains("payload"),
             input: names.contains("input"),
             headers: names.contains("headers"),
@@ -202,6 +204,14 @@ impl Object for Context {
             _ => None,
         }
     }
+}
+
+/// Whether `word` occurs in `source` as a whole identifier.
+fn mentions(source: &str, word: &str) -> bool {
+    let ident = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    source.match_indices(word).any(|(at, _)| {
+        !ident(source[..at].chars().next_back()) && !ident(source[at + word.len()..].chars().next())
+    })
 }
 
 /// minijinja's message without its template-name decoration.
@@ -321,6 +331,21 @@ mod tests {
         assert_eq!(c.render("out/{{ topic[1] }}").unwrap(), "out/a.b");
         assert_eq!(c.render("{{ subject | mqtt }}").unwrap(), "cmd/a.b/c");
         assert_eq!(c.render("{{ subject[1] }}").unwrap(), "a//b");
+    }
+
+    #[test]
+    fn slices_of_names() {
+        let c = case(Protocol::Mqtt, "sensors/kitchen/temp", "{}");
+        assert_eq!(
+            c.render("{{ topic[1:] | join('/') }}").unwrap(),
+            "kitchen/temp"
+        );
+        assert_eq!(
+            c.render("iot{% for t in subject[1:] %}.{{ t }}{% endfor %}")
+                .unwrap(),
+            "iot.kitchen.temp"
+        );
+        assert!(!mentions("{{ topics }}", "topic") && mentions("{{topic[1:]}}", "topic"));
     }
 
     #[test]
