@@ -24,11 +24,24 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// Log level (error, warn, info, debug, trace); RUST_LOG, when set, wins.
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Log level (error, warn, info, debug, trace) [default: info; warn for `ferry relay`];
+    /// RUST_LOG, when set, wins.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RelayDelivery {
+    AtLeastOnce,
+    AtMostOnce,
+}
+
+/// `--timeout`: a duration as in bridges.yaml (`500ms`, `30s`, `5m`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    ferry::config::parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 30s, 5m)"))
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -76,6 +89,55 @@ enum Command {
     },
     /// Show a route's messages live, before and after mapping, from the running daemon
     /// (through its admin listener), without disturbing the flow.
+    /// Relay messages once from one endpoint to another, from the shell: the same engine as
+    /// `ferry run`, one route built from two URLs. Ends at the end of the input, after
+    /// --count messages, after --timeout, or on SIGINT; prints a one-line summary.
+    #[command(after_help = ferry::config::relay::ACCEPTED_FORMS)]
+    Relay {
+        /// Where messages come from: a URL (mqtt://, mqtts://, ws+mqtt://, nats://, tls://,
+        /// ws+nats://, sse+https://) or `-` for JSON lines on standard input.
+        from: String,
+        /// Where they go: a URL (mqtt://, nats://, https:// to POST, ...) or `-` for standard
+        /// output.
+        to: String,
+        /// jq program reshaping each JSON payload (each value it yields is one message).
+        #[arg(long, value_name = "JQ")]
+        transform: Option<String>,
+        /// jq program; a message passes when it yields true.
+        #[arg(long, value_name = "JQ")]
+        filter: Option<String>,
+        /// Template for the subject/topic each message goes to, e.g. `out/{{ topic[1] }}`.
+        #[arg(long, value_name = "TEMPLATE")]
+        subject: Option<String>,
+        /// Stop after relaying N messages (exit 0).
+        #[arg(short = 'n', long, value_name = "N")]
+        count: Option<u64>,
+        /// Stop after this long, e.g. `30s`, `5m` (exit 1 if --count was not reached by then).
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// QoS of MQTT subscriptions and publishes, unless a URL says `?qos=`.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
+        qos: Option<u8>,
+        /// `at-least-once`: acknowledge the source only after the sink confirmed (persistent
+        /// MQTT session, QoS 1; a NATS source must be JetStream).
+        #[arg(long, value_enum)]
+        delivery: Option<RelayDelivery>,
+        /// Standard input/output as raw lines (the payload) instead of JSON lines.
+        #[arg(long)]
+        raw: bool,
+        /// On standard output, every payload in base64 (else only those that are not UTF-8).
+        #[arg(long)]
+        base64: bool,
+        /// User name for endpoints whose URL names none.
+        #[arg(long)]
+        user: Option<String>,
+        /// File holding the password for endpoints whose URL has none (or FERRY_PASSWORD).
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<PathBuf>,
+        /// No live counter on standard error, no summary.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     Tap {
         /// The route to watch.
         route: String,
@@ -120,7 +182,12 @@ enum CompletionShell {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
+    // A one-shot relay stays quiet but for problems and its summary, like mosquitto_sub.
+    let quiet = matches!(cli.command, Command::Relay { .. });
+    let level = cli
+        .log_level
+        .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_string());
+    init_logging(cli.log_format, &level);
     match cli.command {
         Command::Schema => {
             print_generated(|out| out.write_all(ferry::config::schema::json().as_bytes()))
@@ -218,6 +285,80 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!("ferry: {e}");
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Relay {
+            from,
+            to,
+            transform,
+            filter,
+            subject,
+            count,
+            timeout,
+            qos,
+            delivery,
+            raw,
+            base64,
+            user,
+            password_file,
+            quiet,
+        } => {
+            let password = match password_file {
+                Some(path) => match std::fs::read_to_string(&path) {
+                    Ok(text) => Some(text.trim_end_matches(['\n', '\r']).to_string()),
+                    Err(e) => {
+                        eprintln!("ferry: cannot read --password-file {}: {e}", path.display());
+                        return ExitCode::from(2);
+                    }
+                },
+                None => std::env::var("FERRY_PASSWORD").ok(),
+            };
+            let args = ferry::config::relay::RelayArgs {
+                from,
+                to,
+                transform,
+                filter,
+                subject,
+                count,
+                qos,
+                at_least_once: delivery == Some(RelayDelivery::AtLeastOnce),
+                raw,
+                base64,
+                user,
+                password,
+            };
+            let config = match ferry::config::relay::relay_config(&args) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("ferry relay: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+                Ok(rt) => rt,
+                Err(code) => return code,
+            };
+            use std::io::IsTerminal;
+            let limits = ferry::relay::Limits {
+                count,
+                timeout,
+                progress: !quiet && std::io::stderr().is_terminal(),
+            };
+            match runtime.block_on(ferry::relay::run(&config, &limits)) {
+                Ok(outcome) => {
+                    if !quiet {
+                        eprintln!("{outcome}");
+                    }
+                    if outcome.succeeded() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("ferry relay: {e:#}");
+                    ExitCode::from(1)
                 }
             }
         }

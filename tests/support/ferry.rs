@@ -58,6 +58,9 @@ pub struct Ferry {
     status: Option<ExitStatus>,
     dir: TempDir,
     pub config: PathBuf,
+    /// Everything ferry wrote on stdout, byte for byte, for [`Ferry::relay`] (which writes
+    /// messages there); empty otherwise, where stdout lines go to the log.
+    stdout: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Ferry {
@@ -69,7 +72,21 @@ impl Ferry {
 
     /// Like [`Ferry::start`], with extra environment variables.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Ferry {
-        Self::launch(yaml, env, false)
+        Self::launch(&["run", "-c", "bridges.yaml"], yaml, env, false, None)
+    }
+
+    /// Starts `ferry relay ARGS` (in a fresh temporary directory, `RUST_LOG=ferry=info` so that
+    /// `ferry ready` shows), with `stdin` as its standard input (then closed; none: empty).
+    /// Its stdout is kept byte for byte ([`Ferry::stdout`]).
+    pub fn relay(args: &[&str], stdin: Option<Vec<u8>>) -> Ferry {
+        let mut all = vec!["relay"];
+        all.extend_from_slice(args);
+        Self::launch(&all, "", &[("RUST_LOG", "ferry=info")], false, Some(stdin))
+    }
+
+    /// What ferry wrote on stdout so far (for [`Ferry::relay`]).
+    pub fn stdout(&self) -> Vec<u8> {
+        self.stdout.lock().unwrap().clone()
     }
 
     /// Like [`Ferry::start_with_env`], with stderr connected the way systemd connects a
@@ -77,10 +94,17 @@ impl Ferry {
     /// inode of the pipe its stderr is (systemd uses a socket; ferry compares only the
     /// numbers). The test reads the lines from that pipe, `<N>` prefixes included.
     pub fn start_as_journal_stream(yaml: &str, env: &[(&str, &str)]) -> Ferry {
-        Self::launch(yaml, env, true)
+        Self::launch(&["run", "-c", "bridges.yaml"], yaml, env, true, None)
     }
 
-    fn launch(yaml: &str, env: &[(&str, &str)], journal: bool) -> Ferry {
+    /// `relay_stdin`: a relay, fed this standard input; its stdout is kept raw.
+    fn launch(
+        args: &[&str],
+        yaml: &str,
+        env: &[(&str, &str)],
+        journal: bool,
+        relay_stdin: Option<Option<Vec<u8>>>,
+    ) -> Ferry {
         let dir = tempfile::Builder::new()
             .prefix("ferry-run-")
             .tempdir()
@@ -89,11 +113,14 @@ impl Ferry {
         std::fs::write(&config, yaml).unwrap();
         let mut command = Command::new(ferry_bin());
         command
-            .args(["run", "-c", "bridges.yaml"])
+            .args(args)
             .current_dir(dir.path())
             .env("RUST_LOG", "ferry=debug")
             .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
+            .stdin(match relay_stdin {
+                Some(Some(_)) => Stdio::piped(),
+                _ => Stdio::null(),
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -127,7 +154,30 @@ impl Ferry {
             Some(reader) => spawn_reader(reader, log.clone(), "[ferry journal]"),
             None => spawn_reader(child.stderr.take().unwrap(), log.clone(), "[ferry]"),
         }
-        spawn_reader(child.stdout.take().unwrap(), log.clone(), "[ferry stdout]");
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        match &relay_stdin {
+            None => spawn_reader(child.stdout.take().unwrap(), log.clone(), "[ferry stdout]"),
+            Some(_) => {
+                let (mut out, kept, log) =
+                    (child.stdout.take().unwrap(), stdout.clone(), log.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 65536];
+                    while let Ok(n @ 1..) = out.read(&mut buf) {
+                        kept.lock().unwrap().extend_from_slice(&buf[..n]);
+                        log.changed.send_modify(|_| {});
+                    }
+                    log.close_stream();
+                });
+            }
+        }
+        if let Some(Some(input)) = relay_stdin {
+            let mut stdin = child.stdin.take().unwrap();
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let _ = stdin.write_all(&input);
+                // Dropped here: ferry sees the end of its input.
+            });
+        }
         eprintln!(
             "[harness] started ferry (pid {pid}) with {}",
             config.display()
@@ -139,6 +189,7 @@ impl Ferry {
             status: None,
             dir,
             config,
+            stdout,
         }
     }
 
