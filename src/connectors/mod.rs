@@ -172,11 +172,9 @@ pub fn open(
             reconnect,
             status,
         )),
-        ConnectionKind::Stdio(stdio) => Box::new(stdio::StdioConnection::new(
-            name,
-            stdio.clone(),
-            status,
-        )),
+        ConnectionKind::Stdio(stdio) => {
+            Box::new(stdio::StdioConnection::new(name, stdio.clone(), status))
+        }
         ConnectionKind::SseServer(server) => Box::new(sse_server::SseServerConnection::new(
             name,
             server.clone(),

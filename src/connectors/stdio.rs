@@ -55,16 +55,16 @@
 //! by another, which writes every line queued at that moment in one write and flushes, and a
 //! `send` resolves only once its line is written to the file descriptor.
 
-use std::borrow::Cow;
-use std::io::{BufRead, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
@@ -136,12 +136,7 @@ impl Connection for StdioConnection {
     fn start(self: Box<Self>, runtime: &Runtime) {
         self.status.up("(standard input/output)");
         for (route, input) in self.inputs {
-            let lines = spawn_reader(
-                // Reads of 64 KiB pass std's own 8 KiB buffer by.
-                std::io::BufReader::with_capacity(64 * 1024, std::io::stdin()),
-                self.config.lines,
-                self.name.clone(),
-            );
+            let lines = spawn_reader(std::io::stdin(), self.config.lines, self.name.clone());
             let stop = runtime.stop_sources.clone();
             runtime.sources.spawn(async move {
                 let read = feed(lines, &input, &stop).await;
@@ -208,7 +203,7 @@ pub struct FeedSummary {
 /// a small bounded channel. A thread rather than tokio's stdin: a read of a terminal cannot be
 /// cancelled, and a blocked tokio blocking task would hold up the runtime's shutdown. The
 /// thread ends at the end of input, on a read error, or once the receiver is gone.
-pub fn spawn_reader<R: BufRead + Send + 'static>(
+pub fn spawn_reader<R: Read + Send + 'static>(
     reader: R,
     format: LineFormat,
     origin: Arc<str>,
@@ -216,13 +211,21 @@ pub fn spawn_reader<R: BufRead + Send + 'static>(
     let (tx, rx) = mpsc::channel(2);
     std::thread::Builder::new()
         .name("ferry-stdin".into())
-        .spawn(move || read_lines(reader, format, origin, tx))
+        // Reads of 64 KiB pass std's own 8 KiB stdin buffer by.
+        .spawn(move || {
+            read_lines(
+                BufReader::with_capacity(64 * 1024, reader),
+                format,
+                origin,
+                tx,
+            )
+        })
         .expect("spawn the standard input thread");
     rx
 }
 
-fn read_lines<R: BufRead>(
-    mut reader: R,
+fn read_lines<R: Read>(
+    mut reader: BufReader<R>,
     format: LineFormat,
     origin: Arc<str>,
     tx: mpsc::Sender<Vec<ReadLine>>,
@@ -264,8 +267,10 @@ fn read_lines<R: BufRead>(
         };
         // Hand over when the batch is large, or when nothing more is buffered (the next read
         // may wait for a person typing: what was typed goes at once).
-        let idle = reader.fill_buf().map_or(true, |b| b.is_empty());
-        if !batch.is_empty() && (end || idle || batch.len() >= BATCH_MESSAGES || bytes >= BATCH_BYTES)
+        // Only what is buffered: asking for more would wait for it.
+        let idle = reader.buffer().is_empty();
+        if !batch.is_empty()
+            && (end || idle || batch.len() >= BATCH_MESSAGES || bytes >= BATCH_BYTES)
         {
             bytes = 0;
             if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
@@ -371,10 +376,7 @@ pub async fn feed(
                     summary.skipped += 1;
                     SKIPPED_LINES.fetch_add(1, Ordering::Relaxed);
                     log.warn(|| {
-                        format!(
-                            "standard input line {}: {}; skipped",
-                            bad.line, bad.reason
-                        )
+                        format!("standard input line {}: {}; skipped", bad.line, bad.reason)
                     });
                 }
             }
@@ -459,7 +461,9 @@ pub fn decode_line(
             }
             // serde would also take an array as the fields in order: only objects are lines.
             if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-                return Err(bad("not a JSON line with a subject (not a JSON object)".into()));
+                return Err(bad(
+                    "not a JSON line with a subject (not a JSON object)".into()
+                ));
             }
             let parsed: JsonLineIn = serde_json::from_slice(line).map_err(|e| {
                 // serde_json says "at line 1 column N": only the column means anything here.
@@ -477,7 +481,9 @@ pub fn decode_line(
                         .map_err(|e| bad(format!("the payload is not a JSON string: {e}")))?;
                     match parsed.payload_base64 {
                         Some(true) => Bytes::from(BASE64.decode(text.as_bytes()).map_err(|e| {
-                            bad(format!("`payload_base64` is true but the payload is not base64: {e}"))
+                            bad(format!(
+                                "`payload_base64` is true but the payload is not base64: {e}"
+                            ))
                         })?),
                         _ => Bytes::from(text.into_owned()),
                     }
@@ -570,7 +576,11 @@ pub fn encode_line(message: &Message, format: LineFormat, out: &mut Vec<u8>) {
         }
     }
     out.extend_from_slice(b"},\"time\":\"");
-    let _ = write!(out, "{}", humantime::format_rfc3339_micros(message.received));
+    let _ = write!(
+        out,
+        "{}",
+        humantime::format_rfc3339_micros(message.received)
+    );
     out.extend_from_slice(b"\"}\n");
 }
 
@@ -728,7 +738,10 @@ mod tests {
         assert!(line.contains("\"payload\":\"AAEC/w==\",\"payload_base64\":true,\"headers\":{}"));
         let text = Message::new(origin(), "s", "hi");
         let line = encode(&text, LineFormat::Json { base64: true });
-        assert!(line.contains("\"payload\":\"aGk=\",\"payload_base64\":true"), "{line}");
+        assert!(
+            line.contains("\"payload\":\"aGk=\",\"payload_base64\":true"),
+            "{line}"
+        );
         let back = decode(line.trim_end()).unwrap().unwrap();
         assert_eq!(back.payload, "hi");
     }
@@ -742,7 +755,10 @@ mod tests {
             ("a".into(), "3".into()),
         ];
         let line = encode(&m, JSON);
-        assert!(line.contains("\"headers\":{\"a\":[\"1\",\"3\"],\"b\":\"2\"}"), "{line}");
+        assert!(
+            line.contains("\"headers\":{\"a\":[\"1\",\"3\"],\"b\":\"2\"}"),
+            "{line}"
+        );
         let back = decode(line.trim_end()).unwrap().unwrap();
         assert_eq!(
             back.headers,
@@ -813,8 +829,14 @@ mod tests {
             ("not json", "not a JSON line"),
             (r#"{"payload":"secret"}"#, "missing field `subject`"),
             (r#"{"subject":5}"#, "invalid type"),
-            (r#"{"subject":"s","payload":"%%%","payload_base64":true}"#, "not base64"),
-            (r#"{"subject":"s","payload":[1],"payload_base64":true}"#, "not a string"),
+            (
+                r#"{"subject":"s","payload":"%%%","payload_base64":true}"#,
+                "not base64",
+            ),
+            (
+                r#"{"subject":"s","payload":[1],"payload_base64":true}"#,
+                "not a string",
+            ),
             (r#"{"subject":"s","headers":{"h":{"x":1}}}"#, "header `h`"),
             (r#"["subject"]"#, "not a JSON line"),
         ] {
@@ -854,7 +876,12 @@ mod tests {
     fn splits_lines_on_lf_and_crlf_and_skips_long_ones() {
         assert_eq!(
             lines_of(b"ab\r\ncd\n\nlast", 100),
-            vec![Ok(b"ab".to_vec()), Ok(b"cd".to_vec()), Ok(vec![]), Ok(b"last".to_vec())]
+            vec![
+                Ok(b"ab".to_vec()),
+                Ok(b"cd".to_vec()),
+                Ok(vec![]),
+                Ok(b"last".to_vec())
+            ]
         );
         assert_eq!(
             lines_of(b"short\n0123456789abc\nok\r\n", 10),
