@@ -72,9 +72,8 @@ async fn capture_replay_capture_is_byte_for_byte_for_100k_lines() {
                 2 => format!(
                     r#"{{"subject":"ünï {i}","payload":"line\nbreak\r\ttab \u0001","headers":{{"k":"v"}},"time":"2026-01-02T03:04:05.000001Z"}}"#
                 ),
-                _ => format!(
-                    r#"{{"subject":"","payload":"","headers":{{}},"time":"2026-01-02T03:04:05.999999Z"}}"#
-                ),
+                _ => r#"{"subject":"","payload":"","headers":{},"time":"2026-01-02T03:04:05.999999Z"}"#
+                    .to_string(),
             };
             capture.extend_from_slice(line.as_bytes());
             capture.push(b'\n');

@@ -414,15 +414,21 @@ impl<'de> Deserialize<'de> for HeaderList {
                 use serde::de::Error;
                 let mut headers = Vec::new();
                 while let Some((name, value)) = map.next_entry::<String, serde_json::Value>()? {
-                    let mut one = |v: serde_json::Value| match v {
-                        serde_json::Value::String(s) => Ok(headers.push((name.clone(), s))),
-                        serde_json::Value::Null => Ok(()),
-                        v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
-                            Ok(headers.push((name.clone(), v.to_string())))
-                        }
-                        _ => Err(A::Error::custom(format!(
-                            "header `{name}` must be a string or an array of strings"
-                        ))),
+                    let mut one = |v: serde_json::Value| {
+                        let value = match v {
+                            serde_json::Value::String(s) => s,
+                            serde_json::Value::Null => return Ok(()),
+                            v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)) => {
+                                v.to_string()
+                            }
+                            _ => {
+                                return Err(A::Error::custom(format!(
+                                    "header `{name}` must be a string or an array of strings"
+                                )));
+                            }
+                        };
+                        headers.push((name.clone(), value));
+                        Ok(())
                     };
                     match value {
                         serde_json::Value::Array(values) => {
