@@ -76,8 +76,8 @@ pub fn explain(config: &Config) -> String {
                 out,
                 "connection {name}: standard input/output, {}",
                 match s.lines {
-                    crate::config::LineFormat::Json { base64: false } => "JSON lines",
-                    crate::config::LineFormat::Json { base64: true } =>
+                    crate::config::LineFormat::Json { base64: false, .. } => "JSON lines",
+                    crate::config::LineFormat::Json { base64: true, .. } =>
                         "JSON lines, payloads in base64",
                     crate::config::LineFormat::Raw => "raw lines",
                 }

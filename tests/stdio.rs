@@ -9,13 +9,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry::config::{LineFormat, Queue};
+use ferry::config::{LineFormat, Protocol, Queue};
 use ferry::connectors::Sink;
 use ferry::connectors::stdio::{LineSink, LineWriter, feed, spawn_reader};
 use ferry::pipeline::queue::bounded;
 use tokio_util::sync::CancellationToken;
 
-const JSON: LineFormat = LineFormat::Json { base64: false };
+const JSON: LineFormat = LineFormat::Json {
+    base64: false,
+    names: Protocol::Mqtt,
+};
 
 /// An output the test reads back.
 #[derive(Clone, Default)]
@@ -63,16 +66,16 @@ async fn capture_replay_capture_is_byte_for_byte_for_100k_lines() {
         for i in 0..100_000u32 {
             let line = match i % 4 {
                 0 => format!(
-                    r#"{{"subject":"sensors/{i}/temp","payload":"{{\"v\":{i}}}","headers":{{}},"time":"2026-01-02T03:04:05.{:06}Z"}}"#,
+                    r#"{{"subject":"sensors/{i}/temp","protocol":"mqtt","payload":"{{\"v\":{i}}}","headers":{{}},"time":"2026-01-02T03:04:05.{:06}Z"}}"#,
                     i % 1_000_000
                 ),
                 1 => format!(
-                    r#"{{"subject":"bin.{i}","payload":"AP8B","payload_base64":true,"headers":{{"a":["1","2"],"b":"x"}},"time":"2026-01-02T03:04:05.000000Z"}}"#
+                    r#"{{"subject":"bin.{i}","protocol":"mqtt","payload":"AP8B","payload_base64":true,"headers":{{"a":["1","2"],"b":"x"}},"time":"2026-01-02T03:04:05.000000Z"}}"#
                 ),
                 2 => format!(
-                    r#"{{"subject":"ünï {i}","payload":"line\nbreak\r\ttab \u0001","headers":{{"k":"v"}},"time":"2026-01-02T03:04:05.000001Z"}}"#
+                    r#"{{"subject":"ünï {i}","protocol":"mqtt","payload":"line\nbreak\r\ttab \u0001","headers":{{"k":"v"}},"time":"2026-01-02T03:04:05.000001Z"}}"#
                 ),
-                _ => r#"{"subject":"","payload":"","headers":{},"time":"2026-01-02T03:04:05.999999Z"}"#
+                _ => r#"{"subject":"","protocol":"mqtt","payload":"","headers":{},"time":"2026-01-02T03:04:05.999999Z"}"#
                     .to_string(),
             };
             capture.extend_from_slice(line.as_bytes());

@@ -101,6 +101,17 @@ pub enum ConnectionKind {
 }
 
 impl ConnectionKind {
+    /// The protocol whose syntax the names of this connection's messages follow: its own, or
+    /// for JSON lines the one they carry (see [`LineFormat::Json`]).
+    pub fn names(&self) -> Protocol {
+        match self {
+            ConnectionKind::Stdio(StdioConnection {
+                lines: LineFormat::Json { names, .. },
+            }) => *names,
+            other => other.protocol(),
+        }
+    }
+
     pub fn protocol(&self) -> Protocol {
         match self {
             ConnectionKind::Mqtt(_) => Protocol::Mqtt,
@@ -634,7 +645,12 @@ pub enum LineFormat {
     /// `{"subject": ..., "payload": ..., "headers": {...}, "time": ...}`; the payload as text,
     /// or base64 (`"payload_base64": true` on the line) when it is not UTF-8 or when
     /// `base64` asks for it always.
-    Json { base64: bool },
+    ///
+    /// `names` is the protocol whose syntax subjects follow on this side, so that a capture
+    /// replays onto either broker: on standard output, the source's, written in each line as
+    /// `"protocol"`; on standard input, the sink's, to which a line's own `"protocol"` (if it
+    /// has one) is converted by the MQTT⇄NATS codec.
+    Json { base64: bool, names: Protocol },
     /// The line is the payload, without its newline; the subject is the relay's `--subject`
     /// (input) or dropped (output).
     Raw,

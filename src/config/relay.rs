@@ -201,8 +201,12 @@ pub fn relay_config(args: &RelayArgs) -> Result<Config, RelayError> {
         |u: &Option<Result<RawUrl, String>>| matches!(u, Some(Ok(raw)) if raw.user.is_some());
     let any_user = names_user(&from_url) || names_user(&to_url);
 
-    let from = endpoint(Side::From, &args.from, from_url, args, any_user)?;
-    let to = endpoint(Side::To, &args.to, to_url, args, any_user)?;
+    let mut from = endpoint(Side::From, &args.from, from_url, args, any_user)?;
+    let mut to = endpoint(Side::To, &args.to, to_url, args, any_user)?;
+    // JSON lines name their subjects in the other side's syntax (see LineFormat::Json).
+    let (from_protocol, to_protocol) = (from.kind.protocol(), to.kind.protocol());
+    name_lines(&mut from.kind, to_protocol);
+    name_lines(&mut to.kind, from_protocol);
 
     let source = source(&from, args)?;
     let sink = sink(&from, &to, args)?;
@@ -517,6 +521,16 @@ const SCHEMES: &[&str] = &[
     "wss",
 ];
 
+/// Standard input/output as JSON lines names subjects as `other` does.
+fn name_lines(kind: &mut ConnectionKind, other: Protocol) {
+    if let ConnectionKind::Stdio(StdioConnection {
+        lines: LineFormat::Json { names, .. },
+    }) = kind
+    {
+        *names = other;
+    }
+}
+
 /// Decides one side from its text (`-` or a URL already cut by [`split`]).
 fn endpoint(
     side: Side,
@@ -532,6 +546,8 @@ fn endpoint(
         } else {
             LineFormat::Json {
                 base64: args.base64,
+                // The other side's, filled in by `relay_config` once both are known.
+                names: Protocol::Stdio,
             }
         };
         return Ok(Endpoint::new(
@@ -1715,7 +1731,10 @@ mod tests {
         assert_eq!(
             *kind(&c, FROM),
             ConnectionKind::Stdio(StdioConnection {
-                lines: LineFormat::Json { base64: false }
+                lines: LineFormat::Json {
+                    base64: false,
+                    names: Protocol::Mqtt
+                }
             })
         );
         assert_eq!(route(&c).from.spec, SourceSpec::Stdio);
@@ -1725,7 +1744,10 @@ mod tests {
         assert_eq!(
             *kind(&c, TO),
             ConnectionKind::Stdio(StdioConnection {
-                lines: LineFormat::Json { base64: true }
+                lines: LineFormat::Json {
+                    base64: true,
+                    names: Protocol::Mqtt
+                }
             })
         );
         assert_eq!(

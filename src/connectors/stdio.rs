@@ -6,13 +6,15 @@
 //! One JSON object per line:
 //!
 //! ```json
-//! {"subject":"sensors/kitchen/temp","payload":"21.5","headers":{"site":"plant-1","via":["a","b"]},"time":"2026-11-22T10:00:00.000123Z"}
-//! {"subject":"blob","payload":"AAEC/w==","payload_base64":true,"headers":{},"time":"2026-11-22T10:00:01.000000Z"}
+//! {"subject":"sensors/kitchen/temp","protocol":"mqtt","payload":"21.5","headers":{"site":"plant-1","via":["a","b"]},"time":"2026-11-22T10:00:00.000123Z"}
+//! {"subject":"blob","protocol":"mqtt","payload":"AAEC/w==","payload_base64":true,"headers":{},"time":"2026-11-22T10:00:01.000000Z"}
 //! ```
 //!
 //! Written (standard output), keys always in this order:
 //! - `subject`: the MQTT topic, NATS subject or SSE event the message had (or the sink's
 //!   rendered subject);
+//! - `protocol`: whose syntax `subject` follows (`mqtt`, `nats`, `sse`, ...: the source's), so
+//!   that a capture replays onto either broker;
 //! - `payload`: the payload as text when it is UTF-8, else in base64 with
 //!   `"payload_base64": true` right after it; always base64 when the connection asks for it;
 //! - `headers`: an object, `{}` when there are none; a name that repeats has an array of its
@@ -23,6 +25,9 @@
 //! - `subject` is required (a string); `payload` is optional (missing or `null`: empty); a
 //!   string payload is the text itself, or base64 when `"payload_base64": true`; any other
 //!   JSON value (`{"x": 1}`) is taken as its JSON text, so hand-written lines need no escaping;
+//! - `protocol` is optional: a `mqtt` subject replayed onto NATS (or a `nats` one onto MQTT) is
+//!   converted by nats-server's rules (`cap/text` → `cap.text`); without it, the subject is
+//!   taken to follow the sink's own syntax (hand-written lines name what they publish to);
 //! - `headers` is optional; a value is a string, an array of strings (one header each), or a
 //!   number or boolean (its JSON text); `null` values are skipped;
 //! - `time`, when it is an RFC 3339 string, becomes the message's received time, so a replayed
@@ -69,7 +74,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
-use crate::config::{self, LineFormat, SinkSpec, SourceSpec};
+use crate::config::{self, LineFormat, Protocol, SinkSpec, SourceSpec};
+use crate::mapping::codec;
 use crate::message::{Headers, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{ConnectionStatus, RateLimitedLog};
@@ -397,6 +403,9 @@ struct JsonLineIn<'a> {
     headers: Option<HeaderList>,
     #[serde(default, borrow)]
     time: Option<&'a RawValue>,
+    /// The syntax `subject` follows (`mqtt`, `nats`, ...), as standard output writes it.
+    #[serde(default, borrow)]
+    protocol: Option<Cow<'a, str>>,
 }
 
 /// Headers from a JSON object, in the order written; an array value is one header per item.
@@ -502,7 +511,15 @@ pub fn decode_line(
                 // A JSON value: its text, as written.
                 Some(raw) => Bytes::copy_from_slice(raw.as_bytes()),
             };
-            let mut message = Message::new(origin.clone(), parsed.subject.into_owned(), payload);
+            let LineFormat::Json { names, .. } = format else {
+                unreachable!("raw lines returned above")
+            };
+            let subject = match (parsed.protocol.as_deref(), names) {
+                (Some("mqtt"), Protocol::Nats) => codec::topic_to_subject(&parsed.subject),
+                (Some("nats"), Protocol::Mqtt) => codec::subject_to_topic(&parsed.subject),
+                _ => parsed.subject.into_owned(),
+            };
+            let mut message = Message::new(origin.clone(), subject, payload);
             if let Some(HeaderList(headers)) = parsed.headers {
                 message.headers = headers;
             }
@@ -529,13 +546,17 @@ pub fn encode_line(message: &Message, format: LineFormat, out: &mut Vec<u8>) {
             out.push(b'\n');
             return;
         }
-        LineFormat::Json { base64 } => base64,
+        LineFormat::Json { base64, names } => {
+            out.extend_from_slice(b"{\"subject\":");
+            serde_json::to_writer(&mut *out, &message.subject).expect("a string serialises");
+            out.extend_from_slice(b",\"protocol\":");
+            serde_json::to_writer(&mut *out, names.name()).expect("a string serialises");
+            base64
+        }
     };
     let string = |out: &mut Vec<u8>, s: &str| {
         serde_json::to_writer(&mut *out, s).expect("a string serialises");
     };
-    out.extend_from_slice(b"{\"subject\":");
-    string(out, &message.subject);
     out.extend_from_slice(b",\"payload\":");
     match std::str::from_utf8(&message.payload) {
         Ok(text) if !base64 => string(out, text),
@@ -705,7 +726,10 @@ mod tests {
     use std::io::Cursor;
     use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-    const JSON: LineFormat = LineFormat::Json { base64: false };
+    const JSON: LineFormat = LineFormat::Json {
+        base64: false,
+        names: Protocol::Mqtt,
+    };
 
     fn origin() -> Arc<str> {
         "stdin".into()
@@ -732,7 +756,7 @@ mod tests {
         m.received = at(1_700_000_000, 123_456);
         assert_eq!(
             encode(&m, JSON),
-            "{\"subject\":\"a/b\",\"payload\":\"héllo \\\"q\\\"\\n\",\"headers\":{\"site\":\"p1\"},\"time\":\"2023-11-14T22:13:20.123456Z\"}\n"
+            "{\"subject\":\"a/b\",\"protocol\":\"mqtt\",\"payload\":\"héllo \\\"q\\\"\\n\",\"headers\":{\"site\":\"p1\"},\"time\":\"2023-11-14T22:13:20.123456Z\"}\n"
         );
     }
 
@@ -743,7 +767,13 @@ mod tests {
         let line = encode(&m, JSON);
         assert!(line.contains("\"payload\":\"AAEC/w==\",\"payload_base64\":true,\"headers\":{}"));
         let text = Message::new(origin(), "s", "hi");
-        let line = encode(&text, LineFormat::Json { base64: true });
+        let line = encode(
+            &text,
+            LineFormat::Json {
+                base64: true,
+                names: Protocol::Mqtt,
+            },
+        );
         assert!(
             line.contains("\"payload\":\"aGk=\",\"payload_base64\":true"),
             "{line}"
@@ -785,7 +815,13 @@ mod tests {
             Bytes::from_static(&[0xc3, 0x28, 0, 10, 13]),
             Bytes::from(vec![7u8; 100_000]),
         ];
-        for format in [JSON, LineFormat::Json { base64: true }] {
+        for format in [
+            JSON,
+            LineFormat::Json {
+                base64: true,
+                names: Protocol::Mqtt,
+            },
+        ] {
             for p in &payloads {
                 let mut m = Message::new(origin(), "sensors/ü/#", p.clone());
                 m.headers = vec![("k".into(), "v\u{1}".into()), ("k".into(), "w".into())];

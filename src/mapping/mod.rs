@@ -202,7 +202,14 @@ impl Mapping {
             route: route.name.clone(),
             source: SourceSide {
                 connection: route.from.connection.clone(),
-                protocol: protocol(&route.from.connection)?,
+                // Standard input's names follow the protocol its lines say (LineFormat::Json).
+                protocol: config
+                    .connections
+                    .get(&route.from.connection)
+                    .map(|c| c.kind.names())
+                    .ok_or_else(|| {
+                        format!("connection {} is not defined", route.from.connection)
+                    })?,
                 pattern: route
                     .from
                     .pattern
