@@ -273,6 +273,37 @@ impl MqttTransport {
     pub fn is_tls(self) -> bool {
         matches!(self, MqttTransport::Tls | MqttTransport::Wss)
     }
+
+    /// The transport a URL scheme names (`tcp` and `ssl` as mosquitto's tools accept them).
+    pub fn from_scheme(scheme: &str) -> Option<MqttTransport> {
+        Some(match scheme {
+            "mqtt" | "tcp" => MqttTransport::Tcp,
+            "mqtts" | "ssl" => MqttTransport::Tls,
+            "ws" => MqttTransport::Ws,
+            "wss" => MqttTransport::Wss,
+            _ => return None,
+        })
+    }
+
+    /// The scheme of its URLs.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            MqttTransport::Tcp => "mqtt",
+            MqttTransport::Tls => "mqtts",
+            MqttTransport::Ws => "ws",
+            MqttTransport::Wss => "wss",
+        }
+    }
+
+    /// The port a URL without one means.
+    pub fn default_port(self) -> u16 {
+        match self {
+            MqttTransport::Tcp => 1883,
+            MqttTransport::Tls => 8883,
+            MqttTransport::Ws => 80,
+            MqttTransport::Wss => 443,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -669,20 +669,15 @@ impl<'a> Decoder<'a> {
                 return None;
             }
         };
-        let (transport, default_port) = match parsed.scheme() {
-            "mqtt" | "tcp" => (MqttTransport::Tcp, 1883),
-            "mqtts" | "ssl" => (MqttTransport::Tls, 8883),
-            "ws" => (MqttTransport::Ws, 80),
-            "wss" => (MqttTransport::Wss, 443),
-            other => {
-                self.error(
-                    url_pos,
-                    format!("`{other}://` is not an MQTT url scheme"),
-                    Some("use mqtt://, mqtts://, ws:// or wss://".into()),
-                );
-                return None;
-            }
+        let Some(transport) = MqttTransport::from_scheme(parsed.scheme()) else {
+            self.error(
+                url_pos,
+                format!("`{}://` is not an MQTT url scheme", parsed.scheme()),
+                Some("use mqtt://, mqtts://, ws:// or wss://".into()),
+            );
+            return None;
         };
+        let default_port = transport.default_port();
         let host = parsed.host_str().unwrap_or("").to_string();
         if host.is_empty() {
             self.error(

@@ -873,18 +873,8 @@ fn mqtt(
         )));
     }
 
-    let port = raw.port.unwrap_or(match transport {
-        MqttTransport::Tcp => 1883,
-        MqttTransport::Tls => 8883,
-        MqttTransport::Ws => 80,
-        MqttTransport::Wss => 443,
-    });
-    let plain = match transport {
-        MqttTransport::Tcp => "mqtt",
-        MqttTransport::Tls => "mqtts",
-        MqttTransport::Ws => "ws",
-        MqttTransport::Wss => "wss",
-    };
+    let port = raw.port.unwrap_or(transport.default_port());
+    let plain = transport.scheme();
     let ws_url = ws.then(|| {
         let path = if raw.path.is_empty() { "/" } else { &raw.path };
         format!("{plain}://{}:{port}{path}", raw.host)
