@@ -1,0 +1,522 @@
+//! The benchmark suite's load generator and counter (`bench/run`, issue 8).
+//!
+//! `loadgen pub` publishes N messages of S bytes to an MQTT topic or a NATS subject, as fast as
+//! the broker takes them or at a fixed rate. Each payload starts with its sequence number and its
+//! send time (16 bytes, little endian: `u64` sequence, `u64` nanoseconds since the Unix epoch);
+//! the rest is padding.
+//!
+//! `loadgen sub` subscribes, prints `subscribed` once the broker confirmed the subscription, then
+//! counts until N messages arrived or the time runs out, and prints one JSON line: received, lost,
+//! duplicates, reordered, throughput and latency (send time to arrival; publisher and subscriber
+//! run on the same machine, so they share the clock).
+//!
+//! Both run on one thread (a current-thread Tokio runtime): one core is enough to outrun the
+//! brokers, and the JSON line carries the process's own CPU time per message so `bench/run` can
+//! show that the load generator is not the bottleneck.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use bytes::{BufMut as _, Bytes, BytesMut};
+use clap::{Parser, Subcommand};
+use futures_util::StreamExt as _;
+use serde_json::json;
+
+/// Bytes at the start of every payload: sequence number and send time.
+const HEADER_LEN: usize = 16;
+/// Requests rumqttc takes per event-loop turn and may queue (its defaults, 10, starve a fast
+/// publisher; see DESIGN.md "Measured facts").
+const MQTT_REQUEST_CHANNEL: usize = 10_000;
+const MQTT_MAX_REQUEST_BATCH: usize = 500;
+/// Largest packet accepted or sent (the crate's default is 10 KiB).
+const MQTT_MAX_PACKET: usize = 16 * 1024 * 1024;
+
+#[derive(Parser)]
+#[command(about = "ferry's benchmark load generator: publish numbered messages, count them")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Publish N numbered, timestamped messages of S bytes.
+    Pub(PubArgs),
+    /// Subscribe, count what arrives, print one JSON line of figures.
+    Sub(SubArgs),
+}
+
+#[derive(clap::Args)]
+struct PubArgs {
+    /// mqtt://HOST:PORT or nats://HOST:PORT
+    #[arg(long)]
+    url: String,
+    /// MQTT topic or NATS subject to publish to
+    #[arg(long)]
+    topic: String,
+    /// Messages to publish
+    #[arg(long)]
+    count: u64,
+    /// Payload size in bytes (at least 16: sequence number and send time)
+    #[arg(long, default_value_t = 128)]
+    size: usize,
+    /// MQTT QoS (0 or 1); ignored for NATS
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+    /// Messages per second; without it, as fast as the broker takes them
+    #[arg(long)]
+    rate: Option<f64>,
+    /// MQTT QoS 1: publishes sent and not yet acknowledged (PUBACK)
+    #[arg(long, default_value_t = 100)]
+    inflight: u16,
+}
+
+#[derive(clap::Args)]
+struct SubArgs {
+    /// mqtt://HOST:PORT or nats://HOST:PORT
+    #[arg(long)]
+    url: String,
+    /// MQTT topic filter or NATS subject to subscribe to
+    #[arg(long)]
+    topic: String,
+    /// Messages expected (sequence numbers 0..N)
+    #[arg(long)]
+    count: u64,
+    /// Give up this long after subscribing (e.g. 60s)
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Give up when nothing arrived for this long after the first message
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// MQTT QoS of the subscription (0 or 1); ignored for NATS
+    #[arg(long, default_value_t = 0)]
+    qos: u8,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Command::Pub(args) => runtime.block_on(publish(args)),
+        Command::Sub(args) => runtime.block_on(subscribe(args)),
+    }
+}
+
+/// Where `--url` points.
+enum Endpoint {
+    Mqtt { host: String, port: u16 },
+    Nats(String),
+}
+
+fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
+    let parsed = url::Url::parse(url).with_context(|| format!("--url {url}"))?;
+    let host = parsed.host_str().unwrap_or("127.0.0.1").to_string();
+    match parsed.scheme() {
+        "mqtt" | "tcp" => Ok(Endpoint::Mqtt {
+            host,
+            port: parsed.port().unwrap_or(1883),
+        }),
+        "nats" => Ok(Endpoint::Nats(url.to_string())),
+        other => bail!("--url: unsupported scheme {other}: (mqtt:// or nats://)"),
+    }
+}
+
+fn mqtt_qos(qos: u8) -> anyhow::Result<mqtt4::QoS> {
+    match qos {
+        0 => Ok(mqtt4::QoS::AtMostOnce),
+        1 => Ok(mqtt4::QoS::AtLeastOnce),
+        _ => bail!("--qos {qos}: 0 or 1"),
+    }
+}
+
+fn mqtt_client(
+    role: &str,
+    host: &str,
+    port: u16,
+    inflight: u16,
+) -> (mqtt4::AsyncClient, mqtt4::EventLoop) {
+    let id = format!("loadgen-{role}-{}", std::process::id());
+    let mut options = mqtt4::MqttOptions::new(id, mqtt4::Broker::tcp(host, port));
+    options
+        .set_keep_alive(30)
+        .set_clean_session(true)
+        .set_request_channel_capacity(MQTT_REQUEST_CHANNEL)
+        .set_max_request_batch(MQTT_MAX_REQUEST_BATCH)
+        .set_inflight(inflight)
+        .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
+    let (client, mut eventloop) = mqtt4::AsyncClient::builder(options).build();
+    // mosquitto does not set TCP_NODELAY; without it on our side a QoS 1 window crawls.
+    let mut network = mqtt4::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// The payload of message `seq`: header, then padding up to `size`.
+fn payload(buf: &mut BytesMut, seq: u64, size: usize) -> Bytes {
+    buf.reserve(size);
+    buf.put_u64_le(seq);
+    buf.put_u64_le(now_ns());
+    buf.put_bytes(b'x', size - HEADER_LEN);
+    buf.split().freeze()
+}
+
+/// Paces a publisher at `rate` msg/s (none: no pacing). Sleeps only when ahead of schedule, so
+/// a late wake-up is caught up by sending the backlog without sleeping.
+struct Pacer {
+    start: Instant,
+    interval: Option<f64>,
+}
+
+impl Pacer {
+    fn new(rate: Option<f64>) -> Self {
+        Self {
+            start: Instant::now(),
+            interval: rate.filter(|r| *r > 0.0).map(|r| 1.0 / r),
+        }
+    }
+
+    async fn wait(&self, seq: u64) {
+        if let Some(interval) = self.interval {
+            let due = self.start + Duration::from_secs_f64(interval * seq as f64);
+            if due > Instant::now() {
+                tokio::time::sleep_until(due.into()).await;
+            }
+        }
+    }
+}
+
+async fn publish(args: PubArgs) -> anyhow::Result<()> {
+    if args.size < HEADER_LEN {
+        bail!("--size {}: at least {HEADER_LEN} bytes", args.size);
+    }
+    let cpu_before = own_cpu_ticks();
+    let (started, finished) = match endpoint(&args.url)? {
+        Endpoint::Mqtt { host, port } => publish_mqtt(&args, &host, port).await?,
+        Endpoint::Nats(url) => publish_nats(&args, &url).await?,
+    };
+    let cpu = own_cpu_ticks().saturating_sub(cpu_before);
+    let elapsed = finished.duration_since(started).as_secs_f64();
+    let line = json!({
+        "role": "pub",
+        "sent": args.count,
+        "size": args.size,
+        "qos": args.qos,
+        "seconds": round(elapsed, 4),
+        "rate_msg_s": round(args.count as f64 / elapsed.max(1e-9), 0),
+        "cpu_us_per_msg": round(ticks_to_us(cpu) / args.count.max(1) as f64, 2),
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// Publishes over MQTT; returns when the last message left (QoS 0) or was acknowledged (QoS 1).
+async fn publish_mqtt(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(Instant, Instant)> {
+    let qos = mqtt_qos(args.qos)?;
+    let (client, mut eventloop) = mqtt_client("pub", host, port, args.inflight.max(1));
+    loop {
+        match eventloop.poll().await.context("connecting to the MQTT broker")? {
+            mqtt4::Event::Incoming(mqtt4::Packet::ConnAck(_)) => break,
+            _ => continue,
+        }
+    }
+    let started = Instant::now();
+    let (count, size, rate, topic) = (args.count, args.size, args.rate, args.topic.clone());
+    // The request channel is bounded; the event loop below drains it and keeps the QoS 1 window
+    // full as acknowledgements return (rumqttc holds back new publishes while `inflight` are
+    // unacknowledged).
+    let producer = tokio::spawn(async move {
+        let pacer = Pacer::new(rate);
+        let mut buf = BytesMut::with_capacity(size * 1024);
+        let options = mqtt4::PublishOptions::new(qos);
+        for seq in 0..count {
+            pacer.wait(seq).await;
+            let body = payload(&mut buf, seq, size);
+            if client.publish(topic.as_str(), body, options).await.is_err() {
+                break;
+            }
+        }
+        client
+    });
+    let (mut sent, mut acked) = (0u64, 0u64);
+    loop {
+        match eventloop.poll().await.context("publishing to the MQTT broker")? {
+            mqtt4::Event::Outgoing(mqtt4::Outgoing::Publish(_)) => sent += 1,
+            mqtt4::Event::Incoming(mqtt4::Packet::PubAck(_)) => acked += 1,
+            _ => {}
+        }
+        let done = if args.qos == 0 { sent } else { acked };
+        if done >= args.count {
+            break;
+        }
+    }
+    let finished = Instant::now();
+    let client = producer.await?;
+    // QoS 0: what was handed to the socket may still sit in our buffer; a clean disconnect
+    // flushes it before the connection closes.
+    let _ = client.disconnect().await;
+    let drain = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(event) = eventloop.poll().await {
+            if let mqtt4::Event::Outgoing(mqtt4::Outgoing::Disconnect) = event {
+                break;
+            }
+        }
+    });
+    let _ = drain.await;
+    Ok((started, finished))
+}
+
+async fn publish_nats(args: &PubArgs, url: &str) -> anyhow::Result<(Instant, Instant)> {
+    let client = async_nats::ConnectOptions::new()
+        .name("loadgen-pub")
+        .connect(url)
+        .await
+        .context("connecting to the NATS server")?;
+    let started = Instant::now();
+    let pacer = Pacer::new(args.rate);
+    let mut buf = BytesMut::with_capacity(args.size * 1024);
+    let subject = async_nats::Subject::from(args.topic.as_str());
+    for seq in 0..args.count {
+        pacer.wait(seq).await;
+        let body = payload(&mut buf, seq, args.size);
+        client.publish(subject.clone(), body).await?;
+    }
+    // A round trip to the server: everything before it was read by the server.
+    client.flush().await?;
+    let finished = Instant::now();
+    Ok((started, finished))
+}
+
+/// What the subscriber has seen so far.
+struct Tally {
+    expected: u64,
+    seen: Vec<bool>,
+    received: u64,
+    unique: u64,
+    duplicates: u64,
+    reordered: u64,
+    out_of_range: u64,
+    highest: Option<u64>,
+    latencies_ns: Vec<u64>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+impl Tally {
+    fn new(expected: u64) -> Self {
+        Self {
+            expected,
+            seen: vec![false; expected as usize],
+            received: 0,
+            unique: 0,
+            duplicates: 0,
+            reordered: 0,
+            out_of_range: 0,
+            highest: None,
+            latencies_ns: Vec::with_capacity(expected as usize),
+            first: None,
+            last: None,
+        }
+    }
+
+    /// Counts one arrival; `true` once every expected message arrived.
+    fn record(&mut self, payload: &[u8]) -> bool {
+        let arrived = Instant::now();
+        let arrived_ns = now_ns();
+        self.first.get_or_insert(arrived);
+        self.last = Some(arrived);
+        self.received += 1;
+        let (Some(seq), Some(sent_ns)) = (
+            payload.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+            payload.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+        ) else {
+            self.out_of_range += 1;
+            return false;
+        };
+        let Some(slot) = self.seen.get_mut(seq as usize) else {
+            self.out_of_range += 1;
+            return false;
+        };
+        if *slot {
+            self.duplicates += 1;
+            return false;
+        }
+        *slot = true;
+        self.unique += 1;
+        match self.highest {
+            Some(high) if seq < high => self.reordered += 1,
+            _ => self.highest = Some(seq),
+        }
+        self.latencies_ns.push(arrived_ns.saturating_sub(sent_ns));
+        self.unique >= self.expected
+    }
+
+    fn report(mut self, cpu_ticks: u64, timed_out: bool) -> serde_json::Value {
+        self.latencies_ns.sort_unstable();
+        let pct = |p: f64| -> Option<f64> {
+            let n = self.latencies_ns.len();
+            (n > 0).then(|| {
+                let i = ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+                round(self.latencies_ns[i] as f64 / 1000.0, 1)
+            })
+        };
+        let span = match (self.first, self.last) {
+            (Some(first), Some(last)) => last.duration_since(first).as_secs_f64(),
+            _ => 0.0,
+        };
+        // Throughput over the arrivals' span: the first message opens it, so it counts n-1
+        // intervals.
+        let throughput = if span > 0.0 {
+            (self.received.saturating_sub(1)) as f64 / span
+        } else {
+            0.0
+        };
+        json!({
+            "role": "sub",
+            "expected": self.expected,
+            "received": self.received,
+            "lost": self.expected - self.unique,
+            "duplicates": self.duplicates,
+            "reordered": self.reordered,
+            "malformed": self.out_of_range,
+            "timed_out": timed_out,
+            "span_s": round(span, 4),
+            "throughput_msg_s": round(throughput, 0),
+            "latency_us": {
+                "p50": pct(0.50),
+                "p99": pct(0.99),
+                "max": self.latencies_ns.last().map(|ns| round(*ns as f64 / 1000.0, 1)),
+            },
+            "cpu_us_per_msg": round(ticks_to_us(cpu_ticks) / self.received.max(1) as f64, 2),
+        })
+    }
+}
+
+async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
+    let mut tally = Tally::new(args.count);
+    let cpu_before = own_cpu_ticks();
+    let timed_out = match endpoint(&args.url)? {
+        Endpoint::Mqtt { host, port } => subscribe_mqtt(&args, &host, port, &mut tally).await?,
+        Endpoint::Nats(url) => subscribe_nats(&args, &url, &mut tally).await?,
+    };
+    let cpu = own_cpu_ticks().saturating_sub(cpu_before);
+    println!("{}", tally.report(cpu, timed_out));
+    Ok(())
+}
+
+fn announce_subscribed() -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "subscribed")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// How long to wait for the next message: the overall deadline, or the idle limit once
+/// messages started arriving.
+fn next_deadline(args: &SubArgs, deadline: Instant, tally: &Tally) -> Instant {
+    match tally.last {
+        Some(last) => deadline.min(last + args.idle),
+        None => deadline,
+    }
+}
+
+/// Counts MQTT arrivals; `true` when it gave up before every message arrived.
+async fn subscribe_mqtt(
+    args: &SubArgs,
+    host: &str,
+    port: u16,
+    tally: &mut Tally,
+) -> anyhow::Result<bool> {
+    let qos = mqtt_qos(args.qos)?;
+    let (client, mut eventloop) = mqtt_client("sub", host, port, 100);
+    client
+        .subscribe(args.topic.as_str(), qos)
+        .await
+        .context("queueing the subscription")?;
+    let deadline = Instant::now() + args.timeout;
+    loop {
+        let wait = next_deadline(args, deadline, tally);
+        let Ok(event) = tokio::time::timeout_at(wait.into(), eventloop.poll()).await else {
+            return Ok(true);
+        };
+        match event.context("subscribing on the MQTT broker")? {
+            mqtt4::Event::Incoming(mqtt4::Packet::SubAck(ack)) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, mqtt4::SubscribeReasonCode::Failure))
+                {
+                    bail!("the broker refused the subscription to {}", args.topic);
+                }
+                announce_subscribed()?;
+            }
+            mqtt4::Event::Incoming(mqtt4::Packet::Publish(publish)) => {
+                if tally.record(&publish.payload) {
+                    return Ok(false);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Counts NATS arrivals; `true` when it gave up before every message arrived.
+async fn subscribe_nats(args: &SubArgs, url: &str, tally: &mut Tally) -> anyhow::Result<bool> {
+    let client = async_nats::ConnectOptions::new()
+        .name("loadgen-sub")
+        // The default (65,536) drops messages on a burst if this task falls behind.
+        .subscription_capacity(1 << 20)
+        .connect(url)
+        .await
+        .context("connecting to the NATS server")?;
+    let mut subscription = client.subscribe(args.topic.clone()).await?;
+    // A round trip: the server has the subscription once the flush returns.
+    client.flush().await?;
+    announce_subscribed()?;
+    let deadline = Instant::now() + args.timeout;
+    loop {
+        let wait = next_deadline(args, deadline, tally);
+        match tokio::time::timeout_at(wait.into(), subscription.next()).await {
+            Err(_) => return Ok(true),
+            Ok(None) => bail!("the NATS subscription ended"),
+            Ok(Some(message)) => {
+                if tally.record(&message.payload) {
+                    return Ok(false);
+                }
+            }
+        }
+    }
+}
+
+/// This process's CPU time (user + system) in clock ticks, from /proc/self/stat.
+fn own_cpu_ticks() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    field(11) + field(12)
+}
+
+/// /proc reports CPU time in USER_HZ ticks, 100 per second on Linux.
+fn ticks_to_us(ticks: u64) -> f64 {
+    ticks as f64 * 10_000.0
+}
+
+fn round(value: f64, decimals: i32) -> f64 {
+    let factor = 10f64.powi(decimals);
+    (value * factor).round() / factor
+}
