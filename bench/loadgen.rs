@@ -25,10 +25,14 @@ use serde_json::json;
 
 /// Bytes at the start of every payload: sequence number and send time.
 const HEADER_LEN: usize = 16;
-/// Requests rumqttc takes per event-loop turn and may queue (its defaults, 10, starve a fast
-/// publisher; see DESIGN.md "Measured facts").
-const MQTT_REQUEST_CHANNEL: usize = 10_000;
+/// Requests rumqttc takes per event-loop turn (its default, 10, starves a fast publisher; see
+/// DESIGN.md "Measured facts").
 const MQTT_MAX_REQUEST_BATCH: usize = 500;
+/// Requests the subscriber may queue (its acknowledgements at QoS 1).
+const MQTT_SUB_REQUEST_CHANNEL: usize = 10_000;
+/// Publishes queued in the publisher ahead of the socket. Kept small: the send time is stamped
+/// when a payload is made, so a deep queue here would count as latency.
+const MQTT_PUB_REQUEST_CHANNEL: usize = 1_000;
 /// Largest packet accepted or sent (the crate's default is 10 KiB).
 const MQTT_MAX_PACKET: usize = 16 * 1024 * 1024;
 
@@ -67,8 +71,9 @@ struct PubArgs {
     /// Messages per second; without it, as fast as the broker takes them
     #[arg(long)]
     rate: Option<f64>,
-    /// MQTT QoS 1: publishes sent and not yet acknowledged (PUBACK)
-    #[arg(long, default_value_t = 100)]
+    /// MQTT QoS 1: publishes sent and not yet acknowledged (PUBACK). A small window costs
+    /// throughput and CPU (here 100: 27k msg/s at 15 µs/msg; 1000: 49k at 5 µs/msg).
+    #[arg(long, default_value_t = 1000)]
     inflight: u16,
 }
 
@@ -137,13 +142,14 @@ fn mqtt_client(
     host: &str,
     port: u16,
     inflight: u16,
+    requests: usize,
 ) -> (mqtt4::AsyncClient, mqtt4::EventLoop) {
     let id = format!("loadgen-{role}-{}", std::process::id());
     let mut options = mqtt4::MqttOptions::new(id, mqtt4::Broker::tcp(host, port));
     options
         .set_keep_alive(30)
         .set_clean_session(true)
-        .set_request_channel_capacity(MQTT_REQUEST_CHANNEL)
+        .set_request_channel_capacity(requests)
         .set_max_request_batch(MQTT_MAX_REQUEST_BATCH)
         .set_inflight(inflight)
         .set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
@@ -223,9 +229,19 @@ async fn publish(args: PubArgs) -> anyhow::Result<()> {
 /// Publishes over MQTT; returns when the last message left (QoS 0) or was acknowledged (QoS 1).
 async fn publish_mqtt(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(Instant, Instant)> {
     let qos = mqtt_qos(args.qos)?;
-    let (client, mut eventloop) = mqtt_client("pub", host, port, args.inflight.max(1));
+    let (client, mut eventloop) = mqtt_client(
+        "pub",
+        host,
+        port,
+        args.inflight.max(1),
+        MQTT_PUB_REQUEST_CHANNEL,
+    );
     loop {
-        match eventloop.poll().await.context("connecting to the MQTT broker")? {
+        match eventloop
+            .poll()
+            .await
+            .context("connecting to the MQTT broker")?
+        {
             mqtt4::Event::Incoming(mqtt4::Packet::ConnAck(_)) => break,
             _ => continue,
         }
@@ -250,7 +266,11 @@ async fn publish_mqtt(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(
     });
     let (mut sent, mut acked) = (0u64, 0u64);
     loop {
-        match eventloop.poll().await.context("publishing to the MQTT broker")? {
+        match eventloop
+            .poll()
+            .await
+            .context("publishing to the MQTT broker")?
+        {
             mqtt4::Event::Outgoing(mqtt4::Outgoing::Publish(_)) => sent += 1,
             mqtt4::Event::Incoming(mqtt4::Packet::PubAck(_)) => acked += 1,
             _ => {}
@@ -337,8 +357,12 @@ impl Tally {
         self.last = Some(arrived);
         self.received += 1;
         let (Some(seq), Some(sent_ns)) = (
-            payload.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap())),
-            payload.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+            payload
+                .get(..8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap())),
+            payload
+                .get(8..16)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap())),
         ) else {
             self.out_of_range += 1;
             return false;
@@ -438,7 +462,7 @@ async fn subscribe_mqtt(
     tally: &mut Tally,
 ) -> anyhow::Result<bool> {
     let qos = mqtt_qos(args.qos)?;
-    let (client, mut eventloop) = mqtt_client("sub", host, port, 100);
+    let (client, mut eventloop) = mqtt_client("sub", host, port, 100, MQTT_SUB_REQUEST_CHANNEL);
     client
         .subscribe(args.topic.as_str(), qos)
         .await
@@ -507,7 +531,12 @@ fn own_cpu_ticks() -> u64 {
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     field(11) + field(12)
 }
 
