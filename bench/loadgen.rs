@@ -485,7 +485,8 @@ async fn subscribe_mqtt(
                 announce_subscribed()?;
             }
             mqtt4::Event::Incoming(mqtt4::Packet::Publish(publish)) => {
-                if tally.record(&publish.payload) {
+                let complete = tally.record(&publish.payload);
+                if complete {
                     return Ok(false);
                 }
             }
