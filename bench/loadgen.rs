@@ -330,6 +330,8 @@ struct Tally {
     latencies_ns: Vec<u64>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// Wall-clock time of the last arrival, nanoseconds since the Unix epoch.
+    last_unix_ns: u64,
 }
 
 impl Tally {
@@ -346,6 +348,7 @@ impl Tally {
             latencies_ns: Vec::with_capacity(expected as usize),
             first: None,
             last: None,
+            last_unix_ns: 0,
         }
     }
 
@@ -355,6 +358,7 @@ impl Tally {
         let arrived_ns = now_ns();
         self.first.get_or_insert(arrived);
         self.last = Some(arrived);
+        self.last_unix_ns = arrived_ns;
         self.received += 1;
         let (Some(seq), Some(sent_ns)) = (
             payload
@@ -415,6 +419,9 @@ impl Tally {
             "malformed": self.out_of_range,
             "timed_out": timed_out,
             "span_s": round(span, 4),
+            // So a script can end its measurement window at the last arrival rather than when
+            // the subscriber gave up waiting.
+            "last_arrival_unix_s": round(self.last_unix_ns as f64 / 1e9, 6),
             "throughput_msg_s": round(throughput, 0),
             "latency_us": {
                 "p50": pct(0.50),
