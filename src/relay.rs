@@ -50,6 +50,8 @@ pub struct Outcome {
     pub filtered: u64,
     /// Could not be mapped or published.
     pub failed: u64,
+    /// Lines of standard input that were not messages (skipped, reported by line number).
+    pub skipped: u64,
     pub elapsed: Duration,
     /// `--count`, when given.
     pub count: Option<u64>,
@@ -61,7 +63,7 @@ impl Outcome {
     pub fn succeeded(&self) -> bool {
         let short =
             matches!(self.count, Some(n) if self.relayed < n) && self.ended == Ended::Timeout;
-        self.failed == 0 && !short
+        self.failed == 0 && self.skipped == 0 && !short
     }
 }
 
@@ -85,9 +87,13 @@ impl fmt::Display for Outcome {
         }
         write!(
             f,
-            ", {} received, {} filtered, {} failed in {seconds:.1}s ({rate:.0} msg/s); {why}",
+            ", {} received, {} filtered, {} failed",
             self.received, self.filtered, self.failed
-        )
+        )?;
+        if self.skipped > 0 {
+            write!(f, ", {} input line(s) skipped", self.skipped)?;
+        }
+        write!(f, " in {seconds:.1}s ({rate:.0} msg/s); {why}")
     }
 }
 
@@ -114,7 +120,9 @@ pub async fn run(config: &Config, limits: &Limits) -> anyhow::Result<Outcome> {
             return Ok(outcome(&[], Ended::Interrupted, started, limits));
         }
     }
-    let counters: Vec<_> = pipeline.counters().into_iter().map(|(_, c)| c).collect();
+    let counters: Vec<_> = (pipeline.observed().view().routes.iter())
+        .map(|r| r.counters.clone())
+        .collect();
     let progress = limits.progress.then(|| Progress::start(limits.count));
     let deadline = limits
         .timeout
@@ -174,6 +182,7 @@ fn outcome(
         received: sum(counters, |c| &c.received),
         filtered: sum(counters, |c| &c.filtered),
         failed: sum(counters, |c| &c.failed),
+        skipped: crate::connectors::stdio::skipped_lines(),
         elapsed: started.elapsed(),
         count: limits.count,
     }

@@ -176,6 +176,35 @@ async fn raw_lines_from_stdin_to_a_fixed_subject() {
     assert_eq!(got, ["one", "two", "three"]);
 }
 
+/// A line of standard input that is not a message is skipped and counted: the other lines are
+/// relayed, the summary names it, and the relay exits 1 since not everything went through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_input_line_is_skipped_counted_and_fails_the_relay() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let subscriber = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = subscriber.subscribe("in.>").await;
+    let to = format!("nats://{}/in.>", authority(&nats.url()));
+    let input =
+        b"{\"subject\":\"a\",\"payload\":\"1\"}\nnot json\n{\"subject\":\"b\",\"payload\":\"2\"}\n";
+    let mut relay = Ferry::relay(&["-", &to], Some(input.to_vec()));
+    assert_eq!(
+        relay.wait_exit(secs(20)).await.code(),
+        Some(1),
+        "{}",
+        relay.tail(10)
+    );
+    let got: Vec<String> = inbox
+        .collect(2, secs(10))
+        .await
+        .iter()
+        .map(|m| m.text())
+        .collect();
+    assert_eq!(got, ["1", "2"]);
+    relay
+        .wait_for_line("1 input line(s) skipped", secs(1))
+        .await;
+}
+
 /// `--timeout` ends a relay: exit 0 when it only bounds a capture, exit 1 when `--count` was
 /// not reached by then; either way within moments of the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,14 +210,6 @@ impl Pipeline {
         }
     }
 
-    /// What each route did so far, by name.
-    pub fn counters(&self) -> Vec<(String, Arc<RouteCounters>)> {
-        self.routes
-            .iter()
-            .map(|r| (r.plan.route.name.clone(), r.counters.clone()))
-            .collect()
-    }
-
     /// How many routes run.
     pub fn route_count(&self) -> usize {
         self.routes.len()
