@@ -156,23 +156,28 @@ pub struct RouteOutput {
 impl RouteOutput {
     /// The next message, or `None` once the queue is closed and empty.
     pub async fn pop(&self) -> Option<Incoming> {
-        let shared = &*self.shared;
         loop {
-            let arrived = shared.not_empty.notified();
-            {
-                let mut state = shared.state.lock().expect("queue lock");
-                if let Some(incoming) = state.items.pop_front() {
-                    state.bytes -= incoming.message.payload.len();
-                    drop(state);
-                    shared.not_full.notify_waiters();
-                    return Some(incoming);
-                }
-                if state.closed {
-                    return None;
-                }
+            let arrived = self.shared.not_empty.notified();
+            if let Some(incoming) = self.try_pop() {
+                return Some(incoming);
+            }
+            if self.is_closed() {
+                // What a push put in just before closing is taken above on the next turn.
+                return self.try_pop();
             }
             arrived.await;
         }
+    }
+
+    /// The next message if one is queued now, without waiting.
+    pub fn try_pop(&self) -> Option<Incoming> {
+        let shared = &*self.shared;
+        let mut state = shared.state.lock().expect("queue lock");
+        let incoming = state.items.pop_front()?;
+        state.bytes -= incoming.message.payload.len();
+        drop(state);
+        shared.not_full.notify_waiters();
+        Some(incoming)
     }
 
     /// Stops accepting messages: pushes fail from now on; `pop` drains what is queued, then ends.

@@ -230,10 +230,18 @@ impl RouteWorker {
                 self.make_durable(&mut waiting).await;
                 continue;
             }
-            let next = tokio::select! {
-                biased;
-                _ = self.stop.cancelled() => None,
-                next = self.queue.pop() => next,
+            if self.stop.is_cancelled() {
+                break;
+            }
+            // Race the stop only when the queue is empty: waiting on the token registers with
+            // it, which the hot path (a queue that always has the next message) need not pay.
+            let next = match self.queue.try_pop() {
+                Some(incoming) => Some(incoming),
+                None => tokio::select! {
+                    biased;
+                    _ = self.stop.cancelled() => None,
+                    next = self.queue.pop() => next,
+                },
             };
             let Some(mut incoming) = next else {
                 break;
