@@ -52,11 +52,41 @@ pub enum SinkError {
     },
 }
 
+/// What confirms a message a sink has taken: resolves once the message is as far as the
+/// protocol can confirm (a PUBACK, a JetStream ack, the socket write).
+pub enum Confirmation {
+    /// Confirmed already (the sink's protocol had nothing more to wait for).
+    Done,
+    Pending(BoxFuture<'static, Result<(), SinkError>>),
+}
+
+impl Confirmation {
+    /// Waits for the confirmation.
+    pub async fn wait(self) -> Result<(), SinkError> {
+        match self {
+            Confirmation::Done => Ok(()),
+            Confirmation::Pending(pending) => pending.await,
+        }
+    }
+}
+
 /// Publishes a route's mapped messages on one connection.
 pub trait Sink: Send + Sync {
     /// Publishes `message` (its `subject` already rendered for this sink). Resolves once the
     /// message is as far as this protocol can confirm.
     fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>>;
+
+    /// Hands `message` to the protocol client and resolves as soon as it is on its way, in the
+    /// order of the calls, with what will confirm it. A route keeps several messages in flight
+    /// this way, so it is not held to one broker round trip per message. Sinks whose protocol
+    /// gives nothing to wait on separately keep the default: the whole send, then a done
+    /// confirmation.
+    fn queue<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Confirmation, SinkError>> {
+        Box::pin(async move {
+            self.send(message).await?;
+            Ok(Confirmation::Done)
+        })
+    }
 }
 
 /// Makes the sinks routes publish through on one connection.

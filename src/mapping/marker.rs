@@ -68,16 +68,25 @@ impl Marker {
     /// Appends the marker for a publish by `instance` to connection `sink` of a message that
     /// came from connection `origin`.
     pub fn stamp(&self, headers: &mut Headers, instance: &str, origin: &str, sink: &str) {
-        let mut via = if self.via.is_empty() {
-            origin.to_string()
+        let mut via = String::with_capacity(origin.len() + sink.len() + 1);
+        if self.via.is_empty() {
+            via.push_str(origin);
         } else {
-            self.via.join(",")
-        };
+            for (i, connection) in self.via.iter().enumerate() {
+                if i > 0 {
+                    via.push(',');
+                }
+                via.push_str(connection);
+            }
+        }
         via.push(',');
         via.push_str(sink);
         headers.push((INSTANCE.to_string(), instance.to_string()));
         headers.push((VIA.to_string(), via));
-        headers.push((HOPS.to_string(), (self.hops + 1).to_string()));
+        headers.push((
+            HOPS.to_string(),
+            itoa::Buffer::new().format(self.hops + 1).to_string(),
+        ));
     }
 }
 

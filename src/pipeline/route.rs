@@ -20,7 +20,7 @@ use super::queue::RouteOutput;
 use super::spool::{AppendError, Spool};
 use super::status::{Backoff, RateLimitedLog};
 use crate::config::Reconnect;
-use crate::connectors::{Sink, SinkError};
+use crate::connectors::{Confirmation, Sink, SinkError};
 use crate::mapping::{Failure, Mapping, Outcome, Stage, Step};
 use crate::message::{Ack, Message};
 
@@ -185,9 +185,52 @@ impl MessageIds {
     pub fn assign(&self, message: &mut Message) {
         if message.id.is_none() {
             let n = self.next.fetch_add(1, Ordering::Relaxed);
-            message.id = Some(format!("{}.{n}", self.boot));
+            // Not `format!`: this runs for every message of most routes.
+            let mut number = itoa::Buffer::new();
+            let number = number.format(n);
+            let mut id = String::with_capacity(self.boot.len() + 1 + number.len());
+            id.push_str(&self.boot);
+            id.push('.');
+            id.push_str(number);
+            message.id = Some(id);
         }
     }
+}
+
+/// At most this many messages of a route are in flight at once: handed to their sinks'
+/// protocol clients and waiting for confirmation. A route then pays a broker round trip (a
+/// PUBACK, a flush) per batch rather than per message; the sources are still confirmed in
+/// order.
+const IN_FLIGHT: usize = 256;
+
+/// A message taken from the queue whose outputs are on their way to the sinks.
+struct InFlight {
+    message: Message,
+    /// The source's ack (none once confirmed at the take: `delivery: at-most-once`).
+    ack: Option<Ack>,
+    /// Queued publishes, in the order they were queued, waiting for confirmation.
+    outputs: Vec<QueuedOutput>,
+    /// Counted as failed (and dead-lettered) already.
+    failed: bool,
+}
+
+/// One publish queued with a sink's client.
+struct QueuedOutput {
+    /// The sink's index in the route's `to:`.
+    sink: usize,
+    /// What was published, to send again if the confirmation fails.
+    message: Message,
+    confirmation: Confirmation,
+    started: Instant,
+}
+
+/// What the worker has in hand besides the queue.
+#[derive(Default)]
+struct Delivery {
+    /// Messages in flight, oldest first: their sources are confirmed in this order.
+    window: std::collections::VecDeque<InFlight>,
+    /// Acks of messages finished with, waiting for a spool's fsync (see `make_durable`).
+    waiting: Vec<Ack>,
 }
 
 /// How one publish ended.
@@ -221,22 +264,34 @@ impl RouteWorker {
     }
 
     async fn take_messages(&self) {
-        // Acks of messages a spool took wait for the fsync that makes them durable, and every
-        // ack after them waits too, since sources expect acks in order. One fsync serves all
-        // the messages that were queued together (group commit).
-        let mut waiting: Vec<Ack> = Vec::new();
+        // `ferry relay --count N` must not hand the sinks more than N messages.
+        let in_flight = match self.stop_after {
+            Some(_) => 1,
+            None => IN_FLIGHT,
+        };
+        let mut delivery = Delivery::default();
         loop {
-            if !waiting.is_empty() && (waiting.len() >= MAX_GROUP_COMMIT || self.queue.is_empty()) {
-                self.make_durable(&mut waiting).await;
+            if !delivery.waiting.is_empty()
+                && (delivery.waiting.len() >= MAX_GROUP_COMMIT || self.queue.is_empty())
+            {
+                self.make_durable(&mut delivery.waiting).await;
                 continue;
             }
             if self.stop.is_cancelled() {
                 break;
             }
-            // Race the stop only when the queue is empty: waiting on the token registers with
-            // it, which the hot path (a queue that always has the next message) need not pay.
+            // Race the stop only when nothing else is to be done: waiting on the token
+            // registers with it, which the hot path (a queue that always has the next
+            // message) need not pay. With nothing queued, the oldest message in flight is
+            // settled first.
             let next = match self.queue.try_pop() {
                 Some(incoming) => Some(incoming),
+                None if !delivery.window.is_empty() => {
+                    if !self.settle_oldest(&mut delivery).await {
+                        return self.give_up(delivery).await;
+                    }
+                    continue;
+                }
                 None => tokio::select! {
                     biased;
                     _ = self.stop.cancelled() => None,
@@ -257,26 +312,20 @@ impl RouteWorker {
                 }
                 false => Some(incoming.ack),
             };
-            let finished = self.deliver(&incoming.message).await;
-            if finished {
-                match ack {
-                    Some(ack) if !waiting.is_empty() || self.spools().any(Spool::unsynced) => {
-                        waiting.push(ack)
-                    }
-                    ack => {
-                        if let Some(ack) = ack {
-                            ack.confirm();
-                        }
-                        self.counters.unconfirmed.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
-            } else {
-                // Abandoned (the deadline passed): the acks before this one first; it is
-                // dropped unconfirmed, a nack.
-                self.make_durable(&mut waiting).await;
-                drop(ack);
-                self.counters.unconfirmed.fetch_sub(1, Ordering::Relaxed);
-                break;
+            let mut sending = InFlight {
+                message: incoming.message,
+                ack,
+                outputs: Vec::new(),
+                failed: false,
+            };
+            if !self.deliver(&mut sending, &mut delivery).await {
+                // Abandoned (the deadline passed): it is dropped unconfirmed, a nack.
+                delivery.window.push_back(sending);
+                return self.give_up(delivery).await;
+            }
+            delivery.window.push_back(sending);
+            if delivery.window.len() >= in_flight && !self.settle_oldest(&mut delivery).await {
+                return self.give_up(delivery).await;
             }
             if self
                 .stop_after
@@ -286,7 +335,83 @@ impl RouteWorker {
                 break;
             }
         }
-        self.make_durable(&mut waiting).await;
+        while !delivery.window.is_empty() {
+            if !self.settle_oldest(&mut delivery).await {
+                return self.give_up(delivery).await;
+            }
+        }
+        self.make_durable(&mut delivery.waiting).await;
+    }
+
+    /// Waits for the confirmations of the oldest message in flight (sending it again while
+    /// its sink is unavailable, dead-lettering what a sink rejected), then confirms its source
+    /// (after the spool's fsync, if a spool took messages before it). False when the shutdown
+    /// deadline passed first: the message is back at the front of the window, unconfirmed.
+    async fn settle_oldest(&self, delivery: &mut Delivery) -> bool {
+        let Some(mut sending) = delivery.window.pop_front() else {
+            return true;
+        };
+        while !sending.outputs.is_empty() {
+            let output = sending.outputs.remove(0);
+            let sink = &self.sinks[output.sink];
+            let confirmed = tokio::select! {
+                confirmed = output.confirmation.wait() => confirmed,
+                _ = self.abandon.cancelled() => {
+                    delivery.window.push_front(sending);
+                    return false;
+                }
+            };
+            let published = match confirmed {
+                Ok(()) => {
+                    self.observe_sent(sink, output.started);
+                    Published::Sent
+                }
+                Err(SinkError::Rejected(reason)) => Published::Rejected(reason),
+                Err(error) => self.publish_again(sink, &output.message, error).await,
+            };
+            match published {
+                Published::Sent => {
+                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Published::Spooled => {}
+                Published::Rejected(reason) => {
+                    let failure = Failure {
+                        stage: Stage::Sink,
+                        reason: format!("{} rejected it: {reason}", sink.connection),
+                    };
+                    if !self.failed(&mut sending, failure).await {
+                        delivery.window.push_front(sending);
+                        return false;
+                    }
+                }
+                Published::Abandoned => {
+                    delivery.window.push_front(sending);
+                    return false;
+                }
+            }
+        }
+        match sending.ack.take() {
+            Some(ack) if !delivery.waiting.is_empty() || self.spools().any(Spool::unsynced) => {
+                delivery.waiting.push(ack)
+            }
+            ack => {
+                if let Some(ack) = ack {
+                    ack.confirm();
+                }
+                self.counters.unconfirmed.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// The shutdown deadline passed: what a spool made durable is confirmed; every message
+    /// still in flight is dropped unconfirmed (a nack: its source may send it again).
+    async fn give_up(&self, mut delivery: Delivery) {
+        self.make_durable(&mut delivery.waiting).await;
+        self.counters
+            .unconfirmed
+            .fetch_sub(delivery.window.len() as u64, Ordering::Relaxed);
+        drop(delivery.window);
     }
 
     fn spools(&self) -> impl Iterator<Item = &Spool> {
@@ -354,9 +479,11 @@ impl RouteWorker {
         );
     }
 
-    /// Maps one message and publishes the results. True when the message is finished with
-    /// (delivered, filtered, or failed and dead-lettered/counted); false when it was abandoned.
-    async fn deliver(&self, message: &Message) -> bool {
+    /// Maps one message and hands the results to the sinks: queued with the protocol clients
+    /// (their confirmations go in `sending.outputs`), or, for a sink with a spool, published
+    /// or spooled at once. False when the message was abandoned (the shutdown deadline).
+    async fn deliver(&self, sending: &mut InFlight, delivery: &mut Delivery) -> bool {
+        let message = &sending.message;
         let steps = match self.mapping.apply(message) {
             Outcome::Filtered => {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +500,7 @@ impl RouteWorker {
                 });
                 return true;
             }
-            Outcome::Failed(failure) => return self.fail(message, failure).await,
+            Outcome::Failed(failure) => return self.failed(sending, failure).await,
             Outcome::Mapped { steps, echoes } => {
                 self.counters
                     .echoes
@@ -381,54 +508,117 @@ impl RouteWorker {
                 steps
             }
         };
-        // A message is counted as failed, and dead-lettered, once, however many of its
-        // outputs or sinks failed; the later failures are only logged.
-        let mut failed = false;
         // How many outputs each sink got so far: the second and later outputs of one message
-        // for one sink get ids of their own (`<id>#<n>`).
-        let mut outputs = vec![0usize; self.sinks.len()];
+        // for one sink get ids of their own (`<id>#<n>`). Most routes have one sink.
+        let mut outputs = [0usize; 4];
+        let mut more_outputs = Vec::new();
         for step in steps {
             let failure = match step {
                 Step::Publish {
-                    sink,
+                    sink: index,
                     message: mut out,
                 } => {
-                    if outputs[sink] > 0
+                    let count = match outputs.get_mut(index) {
+                        Some(count) => count,
+                        None => {
+                            if more_outputs.len() <= index {
+                                more_outputs.resize(index + 1, 0);
+                            }
+                            &mut more_outputs[index]
+                        }
+                    };
+                    if *count > 0
                         && let Some(id) = &mut out.id
                     {
-                        id.push_str(&format!("#{}", outputs[sink]));
+                        id.push_str(&format!("#{count}"));
                     }
-                    outputs[sink] += 1;
-                    let sink = &self.sinks[sink];
+                    *count += 1;
+                    let sink = &self.sinks[index];
                     self.tap.after(&sink.connection, &out);
-                    match self.publish_or_spool(sink, &out).await {
-                        Published::Sent => {
-                            self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                            continue;
+                    if sink.spool.is_some() {
+                        match self.publish_or_spool(sink, &out).await {
+                            Published::Sent => {
+                                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            Published::Spooled => continue,
+                            Published::Rejected(reason) => Failure {
+                                stage: Stage::Sink,
+                                reason: format!("{} rejected it: {reason}", sink.connection),
+                            },
+                            Published::Abandoned => return false,
                         }
-                        Published::Spooled => continue,
-                        Published::Rejected(reason) => Failure {
-                            stage: Stage::Sink,
-                            reason: format!("{} rejected it: {reason}", sink.connection),
-                        },
-                        Published::Abandoned => return false,
+                    } else {
+                        let started = Instant::now();
+                        let queued = tokio::select! {
+                            queued = sink.sink.queue(&out) => queued,
+                            _ = self.abandon.cancelled() => return false,
+                        };
+                        match queued {
+                            Ok(confirmation) => {
+                                sending.outputs.push(QueuedOutput {
+                                    sink: index,
+                                    message: out,
+                                    confirmation,
+                                    started,
+                                });
+                                continue;
+                            }
+                            Err(SinkError::Rejected(reason)) => Failure {
+                                stage: Stage::Sink,
+                                reason: format!("{} rejected it: {reason}", sink.connection),
+                            },
+                            Err(error) => {
+                                // Unavailable: what is in flight goes first, then this one,
+                                // retried until it goes, so the order holds.
+                                while !delivery.window.is_empty() {
+                                    if !self.settle_oldest(delivery).await {
+                                        return false;
+                                    }
+                                }
+                                match self.publish_again(sink, &out, error).await {
+                                    Published::Sent => {
+                                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                                        continue;
+                                    }
+                                    Published::Spooled => continue,
+                                    Published::Rejected(reason) => Failure {
+                                        stage: Stage::Sink,
+                                        reason: format!(
+                                            "{} rejected it: {reason}",
+                                            sink.connection
+                                        ),
+                                    },
+                                    Published::Abandoned => return false,
+                                }
+                            }
+                        }
                     }
                 }
                 Step::Fail(failure) => failure,
             };
-            if failed {
-                self.warnings.warn(|| {
-                    format!(
-                        "route {}: message on `{}`: also {failure}",
-                        self.name, message.subject
-                    )
-                });
-            } else if !self.fail(message, failure).await {
+            if !self.failed(sending, failure).await {
                 return false;
             }
-            failed = true;
         }
         true
+    }
+
+    /// A message is counted as failed, and dead-lettered, once, however many of its outputs
+    /// or sinks failed; the later failures are only logged. False only when the shutdown
+    /// deadline made us give up.
+    async fn failed(&self, sending: &mut InFlight, failure: Failure) -> bool {
+        if sending.failed {
+            self.warnings.warn(|| {
+                format!(
+                    "route {}: message on `{}`: also {failure}",
+                    self.name, sending.message.subject
+                )
+            });
+            return true;
+        }
+        sending.failed = true;
+        self.fail(&sending.message, failure).await
     }
 
     /// Publishes on one sink; if the sink has a spool, spools instead while the sink is
@@ -499,6 +689,20 @@ impl RouteWorker {
         }
     }
 
+    /// Records how long `sink` took to confirm a publish (the dead-letter sink's are not
+    /// counted).
+    fn observe_sent(&self, sink: &RouteSink, started: Instant) {
+        if !self
+            .dead_letter
+            .as_ref()
+            .is_some_and(|d| std::ptr::eq(d, sink))
+        {
+            self.counters
+                .sink_latency
+                .observe(&sink.connection, started.elapsed());
+        }
+    }
+
     /// One try on one sink. `Err` when the sink is unavailable (the same message may succeed
     /// later); a send may take as long as its protocol allows (an HTTP request: the
     /// connection's `timeout`), but not past `give_up`.
@@ -515,15 +719,7 @@ impl RouteWorker {
         };
         match sent {
             Ok(()) => {
-                if !self
-                    .dead_letter
-                    .as_ref()
-                    .is_some_and(|d| std::ptr::eq(d, sink))
-                {
-                    self.counters
-                        .sink_latency
-                        .observe(&sink.connection, started.elapsed());
-                }
+                self.observe_sent(sink, started);
                 Ok(Published::Sent)
             }
             Err(SinkError::Rejected(reason)) => Ok(Published::Rejected(reason)),
@@ -546,22 +742,60 @@ impl RouteWorker {
                 Ok(published) => return published,
                 Err(error) => error,
             };
-            // The server's own word on when to come back wins over our backoff (capped, so a
-            // silly Retry-After cannot park the route for a day).
-            let delay = match &error {
-                SinkError::Busy { retry_after, .. } => (*retry_after).min(Duration::from_secs(600)),
-                _ => backoff.next_delay(),
-            };
-            self.warnings.warn(|| {
-                format!(
-                    "route {}: sink {} unavailable ({error}); retrying in {delay:?}",
-                    self.name, sink.connection
-                )
-            });
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = give_up.cancelled() => return Published::Abandoned,
+            if self
+                .wait_to_retry(sink, error, &mut backoff, give_up)
+                .await
+                .is_err()
+            {
+                return Published::Abandoned;
             }
+        }
+    }
+
+    /// Publishes a message whose first try failed with `error`: after the delay that error
+    /// asks for, as [`Self::publish`] retries.
+    async fn publish_again(
+        &self,
+        sink: &RouteSink,
+        message: &Message,
+        error: SinkError,
+    ) -> Published {
+        let retry = Reconnect::default();
+        let mut backoff = Backoff::new(&retry);
+        if self
+            .wait_to_retry(sink, error, &mut backoff, &self.abandon)
+            .await
+            .is_err()
+        {
+            return Published::Abandoned;
+        }
+        self.publish(sink, message, &self.abandon, &retry).await
+    }
+
+    /// Waits before the next try of a sink that failed with `error` (logged, rate-limited).
+    /// `Err` when `give_up` came first.
+    async fn wait_to_retry(
+        &self,
+        sink: &RouteSink,
+        error: SinkError,
+        backoff: &mut Backoff,
+        give_up: &CancellationToken,
+    ) -> Result<(), ()> {
+        // The server's own word on when to come back wins over our backoff (capped, so a
+        // silly Retry-After cannot park the route for a day).
+        let delay = match &error {
+            SinkError::Busy { retry_after, .. } => (*retry_after).min(Duration::from_secs(600)),
+            _ => backoff.next_delay(),
+        };
+        self.warnings.warn(|| {
+            format!(
+                "route {}: sink {} unavailable ({error}); retrying in {delay:?}",
+                self.name, sink.connection
+            )
+        });
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = give_up.cancelled() => Err(()),
         }
     }
 

@@ -31,7 +31,7 @@ use anyhow::{anyhow, bail, ensure};
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{RouteSource, Supervisor};
 use self::liveness::Liveness;
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
 use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
 use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
@@ -278,29 +278,38 @@ struct MqttSink {
 
 impl Sink for MqttSink {
     fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(self.publish(message))
+        Box::pin(async move { self.queue_publish(message).await?.wait().await })
+    }
+
+    fn queue<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Confirmation, SinkError>> {
+        Box::pin(self.queue_publish(message))
     }
 }
 
 impl MqttSink {
-    async fn publish(&self, message: &Message) -> Result<(), SinkError> {
+    /// Queues the PUBLISH with the client; the confirmation is its PUBACK/PUBCOMP (nothing to
+    /// wait for at QoS 0), within `PUBLISH_TIMEOUT` of the call.
+    async fn queue_publish(&self, message: &Message) -> Result<Confirmation, SinkError> {
         let retain = match self.retain {
             Retain::Fixed(retain) => retain,
             Retain::FromSource => message.retain,
         };
         self.check(message, retain)?;
-        let timed_out = || {
+        let timed_out = |connection: &str| {
             SinkError::Unavailable(format!(
-                "connection {}: the broker did not confirm a publish within {PUBLISH_TIMEOUT:?} \
-                 (connection down or broker too slow)",
-                self.connection
+                "connection {connection}: the broker did not confirm a publish within \
+                 {PUBLISH_TIMEOUT:?} (connection down or broker too slow)"
             ))
         };
-        let mut connected = self.link.connected.subscribe();
-        tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
-            .await
-            .map_err(|_| SinkError::Unavailable(format!("connection {} is down", self.connection)))?
-            .map_err(|_| self.closed())?;
+        if !*self.link.connected.borrow() {
+            let mut connected = self.link.connected.subscribe();
+            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
+                .await
+                .map_err(|_| {
+                    SinkError::Unavailable(format!("connection {} is down", self.connection))
+                })?
+                .map_err(|_| self.closed())?;
+        }
         let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         let publish = self.client.publish(
             message.subject.clone(),
@@ -310,6 +319,7 @@ impl MqttSink {
             &message.headers,
         );
         let queued = match tokio::time::timeout_at(deadline, publish).await {
+            Ok(Ok(client::Queued::Qos0)) => return Ok(Confirmation::Done),
             Ok(Ok(queued)) => queued,
             Ok(Err(PublishError::Invalid)) => {
                 return Err(SinkError::Rejected(format!(
@@ -318,20 +328,21 @@ impl MqttSink {
                 )));
             }
             Ok(Err(PublishError::Closed)) => return Err(self.closed()),
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(timed_out(&self.connection)),
         };
-        match tokio::time::timeout_at(deadline, queued.confirmed()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(Refused::Retry(why))) => Err(SinkError::Unavailable(format!(
-                "connection {}: publish to {:?} not confirmed: {why}",
-                self.connection, message.subject
-            ))),
-            Ok(Err(Refused::Rejected(why))) => Err(SinkError::Rejected(format!(
-                "connection {}: publish to {:?} refused: {why}",
-                self.connection, message.subject
-            ))),
-            Err(_) => Err(timed_out()),
-        }
+        let connection = self.connection.clone();
+        Ok(Confirmation::Pending(Box::pin(async move {
+            match tokio::time::timeout_at(deadline, queued.confirmed()).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(Refused::Retry(why))) => Err(SinkError::Unavailable(format!(
+                    "connection {connection}: publish not confirmed: {why}"
+                ))),
+                Ok(Err(Refused::Rejected(why))) => Err(SinkError::Rejected(format!(
+                    "connection {connection}: publish refused: {why}"
+                ))),
+                Err(_) => Err(timed_out(&connection)),
+            }
+        })))
     }
 
     fn closed(&self) -> SinkError {

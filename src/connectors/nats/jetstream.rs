@@ -38,7 +38,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, JetStreamDeliver, Reconnect};
-use crate::connectors::{Runtime, SinkError};
+use crate::connectors::{Confirmation, Runtime, SinkError};
 use crate::message::{Ack, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::Backoff;
@@ -738,8 +738,11 @@ pub(super) fn message_id(message: &Message) -> Option<String> {
 /// Headers of the original publish that would change what this one means: its id (ferry sets
 /// its own) and its expectations of the stream it went to (`Nats-Expected-Stream`, ...).
 pub(super) fn is_publish_control(header: &str) -> bool {
-    let lower = header.to_ascii_lowercase();
-    lower == "nats-msg-id" || lower.starts_with("nats-expected-")
+    const EXPECTED: &str = "nats-expected-";
+    header.eq_ignore_ascii_case("nats-msg-id")
+        || header
+            .get(..EXPECTED.len())
+            .is_some_and(|start| start.eq_ignore_ascii_case(EXPECTED))
 }
 
 /// Publishes to JetStream and waits for the stream's ack. `headers` are the message's own,
@@ -753,31 +756,43 @@ pub(super) async fn publish(
     message: &Message,
     mut headers: HeaderMap,
     mut disconnects: watch::Receiver<u64>,
-) -> Result<(), SinkError> {
+) -> Result<Confirmation, SinkError> {
     if let Some(id) = message_id(message) {
         headers.insert("Nats-Msg-Id", id.as_str());
     }
     disconnects.borrow_and_update();
-    let subject = &message.subject;
-    let sent = async {
-        jetstream
-            .publish_with_headers(subject.clone(), headers, message.payload.clone())
-            .await?
-            .await
-    };
-    tokio::select! {
-        sent = tokio::time::timeout(REQUEST_TIMEOUT * 2, sent) => match sent {
-            Ok(Ok(_ack)) => Ok(()),
-            Ok(Err(e)) => Err(publish_error(subject, &e)),
-            Err(_) => Err(SinkError::Unavailable(format!(
-                "no ack from JetStream for `{subject}` within {:?}",
-                REQUEST_TIMEOUT * 2
-            ))),
-        },
-        _ = disconnects.changed() => Err(SinkError::Unavailable(format!(
+    let subject = message.subject.clone();
+    let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT * 2;
+    let lost = |subject: &str| {
+        SinkError::Unavailable(format!(
             "the connection was lost before JetStream acknowledged the message to `{subject}`"
-        ))),
-    }
+        ))
+    };
+    let timed_out = |subject: &str| {
+        SinkError::Unavailable(format!(
+            "no ack from JetStream for `{subject}` within {:?}",
+            REQUEST_TIMEOUT * 2
+        ))
+    };
+    let sent = jetstream.publish_with_headers(subject.clone(), headers, message.payload.clone());
+    let ack = tokio::select! {
+        sent = tokio::time::timeout_at(deadline, sent) => match sent {
+            Ok(Ok(ack)) => ack,
+            Ok(Err(e)) => return Err(publish_error(&subject, &e)),
+            Err(_) => return Err(timed_out(&subject)),
+        },
+        _ = disconnects.changed() => return Err(lost(&subject)),
+    };
+    Ok(Confirmation::Pending(Box::pin(async move {
+        tokio::select! {
+            acked = tokio::time::timeout_at(deadline, ack) => match acked {
+                Ok(Ok(_ack)) => Ok(()),
+                Ok(Err(e)) => Err(publish_error(&subject, &e)),
+                Err(_) => Err(timed_out(&subject)),
+            },
+            _ = disconnects.changed() => Err(lost(&subject)),
+        }
+    })))
 }
 
 /// Server refusals that may pass: its resources, its cluster, a full stream that discards new

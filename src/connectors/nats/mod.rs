@@ -19,6 +19,7 @@
 mod jetstream;
 mod probe;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use async_nats::{ConnectOptions, Event, HeaderMap, Subscriber};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
 use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
 use crate::message::{Headers, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
@@ -50,6 +51,57 @@ struct Handles {
     jetstream: async_nats::jetstream::Context,
     /// Bumped on every disconnect, so a sink waiting for a write hears of it.
     disconnects: watch::Receiver<u64>,
+    flushes: Arc<Flushes>,
+}
+
+/// Group flushes: one socket flush confirms every core publish queued before it, so a route
+/// with many messages in flight pays one flush per batch, not one per message.
+struct Flushes {
+    /// Core publishes queued with the client so far.
+    queued: AtomicU64,
+    /// Wakes the flusher; a wake-up that finds it busy is kept for its next turn.
+    wake: tokio::sync::Notify,
+    /// How many of the queued publishes the flushes so far have written.
+    written: watch::Sender<u64>,
+}
+
+impl Flushes {
+    /// Flushes whatever was queued since the last flush, until `close`.
+    async fn run(
+        self: Arc<Self>,
+        client: async_nats::Client,
+        close: tokio_util::sync::CancellationToken,
+    ) {
+        loop {
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = close.cancelled() => return,
+            }
+            let target = self.queued.load(Ordering::Acquire);
+            if target <= *self.written.borrow() {
+                continue;
+            }
+            match client.flush().await {
+                Ok(()) => {
+                    self.written.send_if_modified(|written| {
+                        let newer = target > *written;
+                        *written = (*written).max(target);
+                        newer
+                    });
+                }
+                Err(e) => {
+                    // The connection broke: the publishes waiting hear it from the disconnect
+                    // watch. Try again shortly for what gets queued after the reconnect.
+                    tracing::debug!("flush failed: {e}");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = close.cancelled() => return,
+                    }
+                    self.wake.notify_one();
+                }
+            }
+        }
+    }
 }
 
 pub struct NatsConnection {
@@ -263,10 +315,19 @@ impl NatsConnection {
         let mut context = async_nats::jetstream::new(client.clone());
         context.set_timeout(jetstream::REQUEST_TIMEOUT);
         let (disconnects_tx, disconnects) = watch::channel(0u64);
+        let flushes = Arc::new(Flushes {
+            queued: AtomicU64::new(0),
+            wake: tokio::sync::Notify::new(),
+            written: watch::Sender::new(0),
+        });
+        runtime
+            .tasks
+            .spawn(flushes.clone().run(client.clone(), runtime.close.clone()));
         let _ = self.handles.set(Handles {
             client: client.clone(),
             jetstream: context.clone(),
             disconnects,
+            flushes,
         });
 
         let feeds_routes = !self.sources.is_empty() || !self.jetstream_sources.is_empty();
@@ -423,6 +484,21 @@ async fn feed(
     }
 }
 
+/// The NATS header name for `name`: ferry's own loop-guard headers, on every message, are
+/// made once, not parsed again for each.
+fn header_name(name: &str) -> async_nats::HeaderName {
+    use crate::mapping::marker::{HOPS, INSTANCE, VIA};
+    const MARKER: [(&str, async_nats::HeaderName); 3] = [
+        (INSTANCE, async_nats::HeaderName::from_static(INSTANCE)),
+        (VIA, async_nats::HeaderName::from_static(VIA)),
+        (HOPS, async_nats::HeaderName::from_static(HOPS)),
+    ];
+    match MARKER.iter().find(|(marker, _)| *marker == name) {
+        Some((_, header)) => header.clone(),
+        None => async_nats::header::IntoHeaderName::into_header_name(name),
+    }
+}
+
 /// A route's NATS sink: core NATS, or JetStream with `jetstream: true`.
 struct NatsSink {
     connection: Arc<str>,
@@ -432,52 +508,56 @@ struct NatsSink {
 
 impl Sink for NatsSink {
     fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>> {
-        Box::pin(async move {
-            let Some(handles) = self.handles.get() else {
-                return Err(SinkError::Unavailable(format!(
-                    "connection {} is not started yet",
-                    self.connection
-                )));
-            };
-            if let Err((what, _)) = crate::mapping::names::nats_subject(&message.subject) {
-                return Err(SinkError::Rejected(what));
-            }
-            // Published while disconnected, a message would wait in the client and go out at
-            // the reconnect, after the route (or its spool) had already taken it back as
-            // unavailable: a duplicate. Say so at once instead.
-            if handles.client.connection_state() != async_nats::connection::State::Connected {
-                return Err(SinkError::Unavailable(format!(
-                    "connection {} is down",
-                    self.connection
-                )));
-            }
-            // async-nats panics on a header it cannot write: refuse the message instead.
-            for (k, v) in &message.headers {
-                if let Err((what, _)) = crate::mapping::names::nats_header(k, v) {
-                    return Err(SinkError::Rejected(what));
-                }
-            }
-            let mut headers = HeaderMap::new();
-            for (k, v) in &message.headers {
-                if !(self.jetstream && jetstream::is_publish_control(k)) {
-                    headers.append(k.as_str(), v.as_str());
-                }
-            }
-            if self.jetstream {
-                return jetstream::publish(
-                    &handles.jetstream,
-                    message,
-                    headers,
-                    handles.disconnects.clone(),
-                )
-                .await;
-            }
-            self.publish_core(handles, message, headers).await
-        })
+        Box::pin(async move { self.queue_publish(message).await?.wait().await })
+    }
+
+    fn queue<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Confirmation, SinkError>> {
+        Box::pin(self.queue_publish(message))
     }
 }
 
 impl NatsSink {
+    async fn queue_publish(&self, message: &Message) -> Result<Confirmation, SinkError> {
+        let Some(handles) = self.handles.get() else {
+            return Err(SinkError::Unavailable(format!(
+                "connection {} is not started yet",
+                self.connection
+            )));
+        };
+        if let Err((what, _)) = crate::mapping::names::nats_subject(&message.subject) {
+            return Err(SinkError::Rejected(what));
+        }
+        // Published while disconnected, a message would wait in the client and go out at
+        // the reconnect, after the route (or its spool) had already taken it back as
+        // unavailable: a duplicate. Say so at once instead.
+        if handles.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(SinkError::Unavailable(format!(
+                "connection {} is down",
+                self.connection
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in &message.headers {
+            // async-nats panics on a header it cannot write: refuse the message instead.
+            if let Err((what, _)) = crate::mapping::names::nats_header(k, v) {
+                return Err(SinkError::Rejected(what));
+            }
+            if !(self.jetstream && jetstream::is_publish_control(k)) {
+                headers.append(header_name(k), v.as_str());
+            }
+        }
+        if self.jetstream {
+            return jetstream::publish(
+                &handles.jetstream,
+                message,
+                headers,
+                handles.disconnects.clone(),
+            )
+            .await;
+        }
+        self.publish_core(handles, message, headers).await
+    }
+
     /// Publishes on core NATS and waits until the message has left ferry: the client wrote it
     /// to the socket (a flush), on the same connection it was queued for.
     ///
@@ -492,14 +572,10 @@ impl NatsSink {
         handles: &Handles,
         message: &Message,
         headers: HeaderMap,
-    ) -> Result<(), SinkError> {
+    ) -> Result<Confirmation, SinkError> {
         let client = &handles.client;
-        let connects = || {
-            client
-                .statistics()
-                .connects
-                .load(std::sync::atomic::Ordering::SeqCst)
-        };
+        let statistics = client.statistics();
+        let connects = move || statistics.connects.load(Ordering::SeqCst);
         let mut disconnects = handles.disconnects.clone();
         disconnects.borrow_and_update();
         let connection = connects();
@@ -512,7 +588,14 @@ impl NatsSink {
                 client.publish_with_headers(subject, headers, payload).await
             }
         };
-        match tokio::time::timeout(PUBLISH_TIMEOUT, publish).await {
+        // Almost always the client's channel has room: only a publish that must wait pays
+        // for a timer.
+        let mut publish = std::pin::pin!(publish);
+        let published = match futures_util::poll!(publish.as_mut()) {
+            std::task::Poll::Ready(published) => Ok(published),
+            std::task::Poll::Pending => tokio::time::timeout(PUBLISH_TIMEOUT, publish).await,
+        };
+        match published {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(SinkError::Unavailable(e.to_string())),
             Err(_) => {
@@ -523,19 +606,25 @@ impl NatsSink {
                 )));
             }
         }
-        let lost = || {
-            SinkError::Unavailable(format!(
-                "connection {}: the connection was lost before the message was written",
-                self.connection
-            ))
-        };
-        tokio::select! {
-            flushed = client.flush() => match flushed {
-                Ok(()) if connects() == connection => Ok(()),
-                Ok(()) => Err(lost()),
-                Err(e) => Err(SinkError::Unavailable(format!("connection {}: {e}", self.connection))),
-            },
-            _ = disconnects.changed() => Err(lost()),
-        }
+        let flushes = &handles.flushes;
+        let queued = flushes.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        flushes.wake.notify_one();
+        let mut written = flushes.written.subscribe();
+        let name = self.connection.clone();
+        Ok(Confirmation::Pending(Box::pin(async move {
+            let lost = || {
+                SinkError::Unavailable(format!(
+                    "connection {name}: the connection was lost before the message was written"
+                ))
+            };
+            tokio::select! {
+                flushed = written.wait_for(|written| *written >= queued) => match flushed {
+                    Ok(_) if connects() == connection => Ok(()),
+                    Ok(_) => Err(lost()),
+                    Err(_) => Err(SinkError::Unavailable(format!("connection {name} is closed"))),
+                },
+                _ = disconnects.changed() => Err(lost()),
+            }
+        })))
     }
 }
