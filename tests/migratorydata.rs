@@ -1,0 +1,327 @@
+//! The `migratorydata` connection (MigratoryData's REST API) against a real ferry, real
+//! mosquitto and nats-server, and [`MigratoryDataFake`], the in-repo fake written only from
+//! MigratoryData's public REST documentation (tests/support/migratorydata.rs says what it
+//! follows and where it chooses). MQTT messages arrive on MigratoryData once each, in order,
+//! with a closure per message and the sink's retained/qos; `FAILED` is retried until the
+//! message is stored, `DENY` and `MESSAGE_SIZE_LIMIT_EXCEEDED` reach the dead-letter sink with
+//! the status while the rest flow on; with two servers, stopping the first mid-stream loses
+//! nothing and ferry goes back to it after `stable_after`; a subject read from MigratoryData
+//! reaches NATS with its headers and, after a restart, resumes after the last delivered
+//! message without replaying any; the token is never in the log or in `ferry check`.
+
+mod support;
+
+use support::*;
+
+const TOKEN: &str = "md-token-hunter2";
+
+/// No line of ferry's log contains `secret`.
+fn assert_never_logged(ferry: &Ferry, secret: &str) {
+    let leaked: Vec<String> = ferry
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains(secret))
+        .collect();
+    assert!(leaked.is_empty(), "a secret is in ferry's log: {leaked:?}");
+}
+
+/// The sequence numbers of [`seq_payload`] contents, in order.
+fn seqs_of(contents: impl IntoIterator<Item = String>) -> Vec<usize> {
+    contents
+        .into_iter()
+        .map(|c| {
+            parse_seq(c.as_bytes())
+                .unwrap_or_else(|| panic!("not a numbered message: {c:?}"))
+                .1
+        })
+        .collect()
+}
+
+fn text(stream: &str, seq: usize) -> String {
+    String::from_utf8(seq_payload(stream, seq, 0).to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_messages_arrive_on_migratorydata_once_in_order_and_the_token_stays_secret() {
+    let md = MigratoryDataFake::start(TOKEN);
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let yaml = fill(
+        r#"
+connections:
+  plant: { mqtt: { url: "@MQTT@" } }
+  md:
+    migratorydata:
+      servers: ["@MD@"]
+      token: "@TOKEN@"
+routes:
+  - name: up
+    from: { connection: plant, topic: "sensors/#", qos: 1 }
+    to: { connection: md, retained: true, qos: guaranteed }
+"#,
+        &[("@MQTT@", mosquitto.url()), ("@MD@", md.url())],
+    );
+    // `ferry check` explains the connection without its token.
+    let check = ferry_check(&yaml.replace("@TOKEN@", TOKEN));
+    assert_eq!(check.code, Some(0), "{}", check.all());
+    assert!(check.all().contains("MigratoryData REST API at"), "{}", check.all());
+    assert!(!check.all().contains(TOKEN), "{}", check.all());
+
+    let mut ferry = Ferry::start_with_env(
+        &yaml.replace("@TOKEN@", "${MIGRATORYDATA_TOKEN}"),
+        &[("MIGRATORYDATA_TOKEN", TOKEN)],
+    );
+    ferry.wait_ready().await;
+    let peer = MqttPeer::connect(&mosquitto.url()).await;
+    const N: usize = 100;
+    peer.publish_all(
+        (0..N).map(|i| ("sensors/kitchen".to_string(), seq_payload("s", i, 0))),
+        1,
+    )
+    .await;
+
+    // `auto`: the MQTT topic `sensors/kitchen` is the subject `/sensors/kitchen`.
+    let stored = md.wait_for_stored("/sensors/kitchen", N, secs(30)).await;
+    assert_in_order("s", &seqs_of(stored.iter().map(|m| m.content.clone())), N);
+    assert!(stored.iter().all(|m| m.retained), "retained: true");
+    let produces = md.produces();
+    assert_eq!(produces.len(), N, "one produce per message: {produces:?}");
+    let mut closures: Vec<&str> = produces
+        .iter()
+        .map(|p| p.closure.as_deref().expect("every produce has a closure"))
+        .collect();
+    assert!(closures.iter().all(|c| c.starts_with("ferry-")), "{closures:?}");
+    closures.sort();
+    closures.dedup();
+    assert_eq!(closures.len(), N, "a closure per message");
+    assert!(produces.iter().all(|p| p.qos.as_deref() == Some("guaranteed")));
+    assert!(md.queries().iter().all(|q| q.contains("token=md-token-hunter2")));
+
+    assert_never_logged(&ferry, TOKEN);
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+    assert_never_logged(&ferry, TOKEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_is_retried_and_deny_and_size_limit_are_dead_lettered_with_their_status() {
+    let md = MigratoryDataFake::start(TOKEN);
+    let nats = NatsServer::start(NatsOptions::default());
+    let yaml = fill(
+        r#"
+connections:
+  core: { nats: { url: "@NATS@" } }
+  md:
+    migratorydata:
+      servers: ["@MD@"]
+      token: ${MIGRATORYDATA_TOKEN}
+routes:
+  - name: orders
+    from: { connection: core, subject: orders }
+    to: { connection: md, subject: /orders }
+    dead_letter: { connection: core, subject: dead }
+"#,
+        &[("@NATS@", nats.url()), ("@MD@", md.url())],
+    );
+    md.force("FAILED", 2, Some("order:0:"));
+    md.force("DENY", 1, Some("order:1:"));
+    md.force("MESSAGE_SIZE_LIMIT_EXCEEDED", 1, Some("order:2:"));
+    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
+    ferry.wait_ready().await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+    let mut dead = peer.subscribe("dead").await;
+    const N: usize = 6;
+    peer.publish_all((0..N).map(|i| ("orders".to_string(), seq_payload("order", i, 0))))
+        .await;
+
+    let letters = dead.collect(2, secs(30)).await;
+    let stored = md.wait_for_stored("/orders", N - 2, secs(30)).await;
+    assert_eq!(
+        seqs_of(stored.iter().map(|m| m.content.clone())),
+        [0, 3, 4, 5],
+        "FAILED retried until stored, in order; the refused two not stored"
+    );
+    assert_eq!(letters[0].text(), text("order", 1));
+    let error = letters[0].header("Ferry-Error").unwrap_or_default();
+    assert!(error.contains("DENY"), "{letters:?}");
+    assert_eq!(letters[1].text(), text("order", 2));
+    let error = letters[1].header("Ferry-Error").unwrap_or_default();
+    assert!(error.contains("MESSAGE_SIZE_LIMIT_EXCEEDED"), "{letters:?}");
+
+    let statuses: Vec<(String, String)> = md
+        .produces()
+        .into_iter()
+        .map(|p| (p.content, p.status))
+        .collect();
+    let of = |seq: usize| -> Vec<&str> {
+        statuses
+            .iter()
+            .filter(|(c, _)| *c == text("order", seq))
+            .map(|(_, s)| s.as_str())
+            .collect()
+    };
+    assert_eq!(of(0), ["FAILED", "FAILED", "OK"]);
+    assert_eq!(of(1), ["DENY"], "a refusal is not retried");
+    assert_eq!(of(2), ["MESSAGE_SIZE_LIMIT_EXCEEDED"]);
+    ferry.wait_for_line("entitle", secs(5)).await;
+    dead.expect_nothing(millis(300)).await;
+    assert_never_logged(&ferry, TOKEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_servers_stopping_the_first_loses_nothing_and_ferry_comes_back_to_it() {
+    let mut servers = MigratoryDataFake::cluster(FakeOptions::new(TOKEN), 2);
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let yaml = fill(
+        r#"
+connections:
+  plant: { mqtt: { url: "@MQTT@" } }
+  md:
+    reconnect: { stable_after: 2s }
+    migratorydata:
+      servers: ["@MD1@", "@MD2@"]
+      token: ${MIGRATORYDATA_TOKEN}
+      timeout: 2s
+routes:
+  - name: up
+    from: { connection: plant, topic: "f", qos: 1 }
+    to: { connection: md, subject: /f }
+"#,
+        &[
+            ("@MQTT@", mosquitto.url()),
+            ("@MD1@", servers[0].url()),
+            ("@MD2@", servers[1].url()),
+        ],
+    );
+    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
+    ferry.wait_ready().await;
+    let peer = MqttPeer::connect(&mosquitto.url()).await;
+    let publish = |range: std::ops::Range<usize>| {
+        let peer = &peer;
+        async move {
+            peer.publish_all(range.map(|i| ("f".to_string(), seq_payload("f", i, 0))), 1)
+                .await
+        }
+    };
+
+    publish(0..30).await;
+    servers[0].wait_for_stored("/f", 30, secs(30)).await;
+    assert!(servers[0].produces().iter().all(|p| p.server == 0));
+    let mark = ferry.mark();
+    servers[0].stop().await;
+    publish(30..60).await;
+    let stored = servers[1].wait_for_stored("/f", 60, secs(30)).await;
+    let mut seqs = seqs_of(stored.iter().map(|m| m.content.clone()));
+    seqs.dedup(); // a produce cut off by the stop may be sent again: at least once
+    assert_in_order("f", &seqs, 60);
+    assert!(
+        stored[30..].iter().all(|m| m.server == Some(1)),
+        "after the stop, the second server takes every message"
+    );
+    let line = ferry
+        .wait_for_line_since(mark, "failing over from", secs(5))
+        .await;
+    assert!(line.contains(&servers[1].url()), "{line}");
+    let failovers = ferry.lines()[mark..]
+        .iter()
+        .filter(|l| l.contains("failing over"))
+        .count();
+    assert_eq!(failovers, 1, "logged once, not per retry");
+
+    // The first server is back; once the second has been up for `stable_after` (a time, so
+    // this waits it out), ferry returns to the first.
+    servers[0].restart();
+    tokio::time::sleep(millis(2200)).await;
+    publish(60..70).await;
+    let stored = servers[0].wait_for_stored("/f", stored.len() + 10, secs(30)).await;
+    let back: Vec<_> = stored.iter().filter(|m| m.server == Some(0)).collect();
+    assert!(
+        back.iter().any(|m| m.content == text("f", 69)),
+        "the last messages went to the first server again: {back:?}"
+    );
+    ferry
+        .wait_for_line("going back to the first server", secs(5))
+        .await;
+    assert_never_logged(&ferry, TOKEN);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subject_reaches_nats_with_its_headers_and_resumes_after_a_restart_without_replay() {
+    let md = MigratoryDataFake::start(TOKEN);
+    let nats = NatsServer::start(NatsOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let yaml = fill(
+        r#"
+state_dir: "@STATE@"
+connections:
+  md:
+    migratorydata:
+      servers: ["@MD@"]
+      token: ${MIGRATORYDATA_TOKEN}
+      poll_interval: 100ms
+  core: { nats: { url: "@NATS@" } }
+routes:
+  - name: down
+    from: { connection: md, subject: /plant/status, history: 100 }
+    to: { connection: core, subject: auto }
+"#,
+        &[
+            ("@STATE@", state.path().display().to_string()),
+            ("@MD@", md.url()),
+            ("@NATS@", nats.url()),
+        ],
+    );
+    let peer = NatsPeer::connect(&nats.url()).await;
+    // `auto`: the subject `/plant/status` is the NATS subject `plant.status`.
+    let mut inbox = peer.subscribe("plant.status").await;
+    for i in 0..10 {
+        md.publish("/plant/status", &text("p", i), i == 9);
+    }
+
+    let env = [("MIGRATORYDATA_TOKEN", TOKEN)];
+    let mut ferry = Ferry::start_with_env(&yaml, &env);
+    ferry.wait_ready().await;
+    let first = inbox.collect(10, secs(30)).await;
+    assert_sequences(&first, &["p"], 10);
+    assert_eq!(first[0].header("MigratoryData-Message-Type"), Some("HISTORICAL"));
+    assert_eq!(first[0].header("MigratoryData-Seq"), Some("1"));
+    assert_eq!(
+        first[0].header("MigratoryData-Epoch"),
+        Some(md.epoch().to_string().as_str())
+    );
+    assert_eq!(first[9].header("MigratoryData-Retained"), Some("true"));
+    for i in 10..15 {
+        md.publish("/plant/status", &text("p", i), false);
+    }
+    let live = inbox.collect(5, secs(30)).await;
+    assert_eq!(live[0].header("MigratoryData-Message-Type"), Some("RECOVERED"));
+    assert_eq!(live[4].header("MigratoryData-Seq"), Some("15"));
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+    assert_never_logged(&ferry, TOKEN);
+
+    // While ferry is away: ten more, and one with compressed content ferry cannot decode.
+    for i in 15..20 {
+        md.publish("/plant/status", &text("p", i), false);
+    }
+    md.publish_compressed("/plant/status", "eJzLSM3JyQcABiwCFQ==");
+    for i in 20..25 {
+        md.publish("/plant/status", &text("p", i), false);
+    }
+    let consumed = md.consumes().len();
+    let mut ferry = Ferry::start_with_env(&yaml, &env);
+    ferry.wait_ready().await;
+    let resumed = inbox.collect(10, secs(30)).await;
+    let seqs: Vec<usize> = resumed
+        .iter()
+        .map(|m| parse_seq(&m.payload).expect("a numbered message").1)
+        .collect();
+    assert_eq!(seqs, (15..25).collect::<Vec<_>>(), "no replay, no loss");
+    let after_restart = &md.consumes()[consumed];
+    assert_eq!(
+        (after_restart.epoch.clone(), after_restart.seq.clone()),
+        (Some(md.epoch().to_string()), Some("15".to_string())),
+        "the first poll after the restart resumes from the saved cursor"
+    );
+    ferry.wait_for_line("compressed content", secs(5)).await;
+    inbox.expect_nothing(millis(500)).await;
+    assert_never_logged(&ferry, TOKEN);
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
