@@ -325,3 +325,88 @@ routes:
     assert_never_logged(&ferry, TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
+
+/// The repository's example file, as a user would run it.
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// examples/migratorydata-mqtt.yaml as written, with mosquitto standing in for MigratoryData's
+/// MQTT listener (the README says so: no MigratoryData server runs here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mqtt_example_maps_subjects_both_ways() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut ferry = Ferry::start_with_env(
+        &example("migratorydata-mqtt.yaml"),
+        &[
+            ("MIGRATORYDATA_MQTT_URL", &mosquitto.url()),
+            ("NATS_URL", &nats.url()),
+        ],
+    );
+    ferry.wait_ready().await;
+    let mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+
+    // The subject /server/status is the topic server/status, and the NATS subject server.status.
+    let mut status = peer.subscribe("server.status").await;
+    mqtt.publish("server/status", "up", 1, false).await;
+    let got = status.collect(1, secs(10)).await;
+    assert_eq!(got[0].text(), "up");
+
+    // NATS commands.lamp.on is /commands/lamp/on, retained: a late MQTT subscriber gets it.
+    peer.publish("commands.lamp.on", "1").await;
+    peer.flush().await;
+    let mut late = MqttPeer::connect(&mosquitto.url()).await;
+    let command = within(secs(10), "the retained command", async {
+        loop {
+            late.subscribe("commands/#", 1).await;
+            if let Some(m) = late.inbox.recv(millis(500)).await {
+                break m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(command.topic, "commands/lamp/on");
+    assert!(command.retain, "kept by the broker as retained: {command:?}");
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
+
+/// examples/migratorydata-rest.yaml as written, against two fake servers and mosquitto.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_example_runs_as_written() {
+    let servers = MigratoryDataFake::cluster(FakeOptions::new(TOKEN), 2);
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    servers[0].publish("/server/status", "up", true);
+    servers[0].force("DENY", 1, Some("forbidden"));
+    let mut ferry = Ferry::start_with_env(
+        &example("migratorydata-rest.yaml"),
+        &[
+            ("MIGRATORYDATA_SERVER_1", &servers[0].url()),
+            ("MIGRATORYDATA_SERVER_2", &servers[1].url()),
+            ("MIGRATORYDATA_TOKEN", TOKEN),
+            ("MQTT_URL", &mosquitto.url()),
+            ("STATE_DIRECTORY", &state.path().display().to_string()),
+        ],
+    );
+    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt.subscribe("server/status", 1).await;
+    mqtt.subscribe("ferry/dead/#", 1).await;
+    ferry.wait_ready().await;
+    let inbox = &mut mqtt.inbox;
+    let status = inbox.collect(1, secs(10)).await;
+    assert_eq!((status[0].topic.as_str(), status[0].text().as_str()), ("server/status", "up"));
+
+    let sender = MqttPeer::connect(&mosquitto.url()).await;
+    sender.publish("sensors/kitchen", "21.5", 1, true).await;
+    sender.publish("sensors/kitchen", "forbidden", 1, false).await;
+    let stored = servers[0].wait_for_stored("/sensors/kitchen", 1, secs(10)).await;
+    assert_eq!((stored[0].content.as_str(), stored[0].retained), ("21.5", true));
+    let dead = inbox.collect(1, secs(10)).await;
+    assert_eq!(dead[0].topic, "ferry/dead/sensors");
+    assert_eq!(dead[0].text(), "forbidden");
+    assert!(dead[0].header("Ferry-Error").unwrap_or_default().contains("DENY"), "{dead:?}");
+    assert_never_logged(&ferry, TOKEN);
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
