@@ -63,7 +63,11 @@ routes:
     // `ferry check` explains the connection without its token.
     let check = ferry_check(&yaml.replace("@TOKEN@", TOKEN));
     assert_eq!(check.code, Some(0), "{}", check.all());
-    assert!(check.all().contains("MigratoryData REST API at"), "{}", check.all());
+    assert!(
+        check.all().contains("MigratoryData REST API at"),
+        "{}",
+        check.all()
+    );
     assert!(!check.all().contains(TOKEN), "{}", check.all());
 
     let mut ferry = Ferry::start_with_env(
@@ -89,12 +93,23 @@ routes:
         .iter()
         .map(|p| p.closure.as_deref().expect("every produce has a closure"))
         .collect();
-    assert!(closures.iter().all(|c| c.starts_with("ferry-")), "{closures:?}");
+    assert!(
+        closures.iter().all(|c| c.starts_with("ferry-")),
+        "{closures:?}"
+    );
     closures.sort();
     closures.dedup();
     assert_eq!(closures.len(), N, "a closure per message");
-    assert!(produces.iter().all(|p| p.qos.as_deref() == Some("guaranteed")));
-    assert!(md.queries().iter().all(|q| q.contains("token=md-token-hunter2")));
+    assert!(
+        produces
+            .iter()
+            .all(|p| p.qos.as_deref() == Some("guaranteed"))
+    );
+    assert!(
+        md.queries()
+            .iter()
+            .all(|q| q.contains("token=md-token-hunter2"))
+    );
 
     assert_never_logged(&ferry, TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
@@ -231,7 +246,9 @@ routes:
     servers[0].restart();
     tokio::time::sleep(millis(2200)).await;
     publish(60..70).await;
-    let stored = servers[0].wait_for_stored("/f", stored.len() + 10, secs(30)).await;
+    let stored = servers[0]
+        .wait_for_stored("/f", stored.len() + 10, secs(30))
+        .await;
     let back: Vec<_> = stored.iter().filter(|m| m.server == Some(0)).collect();
     assert!(
         back.iter().any(|m| m.content == text("f", 69)),
@@ -281,7 +298,10 @@ routes:
     ferry.wait_ready().await;
     let first = inbox.collect(10, secs(30)).await;
     assert_sequences(&first, &["p"], 10);
-    assert_eq!(first[0].header("MigratoryData-Message-Type"), Some("HISTORICAL"));
+    assert_eq!(
+        first[0].header("MigratoryData-Message-Type"),
+        Some("HISTORICAL")
+    );
     assert_eq!(first[0].header("MigratoryData-Seq"), Some("1"));
     assert_eq!(
         first[0].header("MigratoryData-Epoch"),
@@ -292,7 +312,10 @@ routes:
         md.publish("/plant/status", &text("p", i), false);
     }
     let live = inbox.collect(5, secs(30)).await;
-    assert_eq!(live[0].header("MigratoryData-Message-Type"), Some("RECOVERED"));
+    assert_eq!(
+        live[0].header("MigratoryData-Message-Type"),
+        Some("RECOVERED")
+    );
     assert_eq!(live[4].header("MigratoryData-Seq"), Some("15"));
     assert_eq!(ferry.terminate().await.code(), Some(0));
     assert_never_logged(&ferry, TOKEN);
@@ -368,7 +391,10 @@ async fn the_mqtt_example_maps_subjects_both_ways() {
     })
     .await;
     assert_eq!(command.topic, "commands/lamp/on");
-    assert!(command.retain, "kept by the broker as retained: {command:?}");
+    assert!(
+        command.retain,
+        "kept by the broker as retained: {command:?}"
+    );
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 
@@ -396,17 +422,33 @@ async fn the_rest_example_runs_as_written() {
     ferry.wait_ready().await;
     let inbox = &mut mqtt.inbox;
     let status = inbox.collect(1, secs(10)).await;
-    assert_eq!((status[0].topic.as_str(), status[0].text().as_str()), ("server/status", "up"));
+    assert_eq!(
+        (status[0].topic.as_str(), status[0].text().as_str()),
+        ("server/status", "up")
+    );
 
     let sender = MqttPeer::connect(&mosquitto.url()).await;
     sender.publish("sensors/kitchen", "21.5", 1, true).await;
-    sender.publish("sensors/kitchen", "forbidden", 1, false).await;
-    let stored = servers[0].wait_for_stored("/sensors/kitchen", 1, secs(10)).await;
-    assert_eq!((stored[0].content.as_str(), stored[0].retained), ("21.5", true));
+    sender
+        .publish("sensors/kitchen", "forbidden", 1, false)
+        .await;
+    let stored = servers[0]
+        .wait_for_stored("/sensors/kitchen", 1, secs(10))
+        .await;
+    assert_eq!(
+        (stored[0].content.as_str(), stored[0].retained),
+        ("21.5", true)
+    );
     let dead = inbox.collect(1, secs(10)).await;
     assert_eq!(dead[0].topic, "ferry/dead/sensors");
     assert_eq!(dead[0].text(), "forbidden");
-    assert!(dead[0].header("Ferry-Error").unwrap_or_default().contains("DENY"), "{dead:?}");
+    assert!(
+        dead[0]
+            .header("Ferry-Error")
+            .unwrap_or_default()
+            .contains("DENY"),
+        "{dead:?}"
+    );
     assert_never_logged(&ferry, TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }

@@ -1784,10 +1784,12 @@ impl<'a> Decoder<'a> {
                     None => Retain::Fixed(false),
                 };
                 let qos = match obj.get("qos") {
-                    Some(n) => match self.choice(n, "MigratoryData qos", &["standard", "guaranteed"]) {
-                        Some("guaranteed") => MigratoryDataQos::Guaranteed,
-                        _ => MigratoryDataQos::Standard,
-                    },
+                    Some(n) => {
+                        match self.choice(n, "MigratoryData qos", &["standard", "guaranteed"]) {
+                            Some("guaranteed") => MigratoryDataQos::Guaranteed,
+                            _ => MigratoryDataQos::Standard,
+                        }
+                    }
                     None => MigratoryDataQos::Standard,
                 };
                 SinkSpec::MigratoryData(MigratoryDataSink {
@@ -2439,7 +2441,10 @@ routes:
         }
         assert!(!e.contains("k3y"), "{e}");
         let e = errors(&MD.replace("      token: ${KEY}\n", ""));
-        assert!(e.contains("a MigratoryData connection needs `token`"), "{e}");
+        assert!(
+            e.contains("a MigratoryData connection needs `token`"),
+            "{e}"
+        );
         let e = errors(&MD.replace("/sensors/{{ topic[1] }}", "sensors"));
         assert!(e.contains("must start with `/`"), "{e}");
     }

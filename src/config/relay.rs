@@ -1285,7 +1285,9 @@ fn sink(from: &Endpoint, to: &Endpoint, args: &RelayArgs) -> Result<Sink, RelayE
             method: HttpMethod::Post,
         }),
         ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink { subject: target }),
-        ConnectionKind::Sse(_) | ConnectionKind::SseServer(_) | ConnectionKind::MigratoryData(_) => {
+        ConnectionKind::Sse(_)
+        | ConnectionKind::SseServer(_)
+        | ConnectionKind::MigratoryData(_) => {
             unreachable!("endpoint() refuses source-only schemes as TO, and has no migratorydata")
         }
     };

@@ -173,15 +173,13 @@ pub fn open(
             reconnect,
             status,
         )),
-        ConnectionKind::MigratoryData(md) => {
-            Box::new(migratorydata::MigratoryDataConnection::new(
-                name,
-                md.clone(),
-                reconnect,
-                status,
-                state_dir,
-            ))
-        }
+        ConnectionKind::MigratoryData(md) => Box::new(migratorydata::MigratoryDataConnection::new(
+            name,
+            md.clone(),
+            reconnect,
+            status,
+            state_dir,
+        )),
         ConnectionKind::Stdio(stdio) => {
             Box::new(stdio::StdioConnection::new(name, stdio.clone(), status))
         }

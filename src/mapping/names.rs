@@ -167,7 +167,8 @@ pub fn sse_event(name: &str) -> Result<(), Problem> {
 /// A MigratoryData subject: `/` then one or more non-empty segments separated by `/`
 /// (`/server/status`), no whitespace or control characters.
 pub fn migratorydata_subject(subject: &str) -> Result<(), Problem> {
-    let hint = || "a MigratoryData subject starts with `/`, e.g. `/sensors/kitchen/temp`".to_string();
+    let hint =
+        || "a MigratoryData subject starts with `/`, e.g. `/sensors/kitchen/temp`".to_string();
     let Some(rest) = subject.strip_prefix('/') else {
         return Err((
             format!("`{subject}` is not a MigratoryData subject: it must start with `/`"),
@@ -201,7 +202,12 @@ mod tests {
         for bad in ["", "/", "a/b", "/a//b", "/a/", "/a b", "/a\nb"] {
             assert!(migratorydata_subject(bad).is_err(), "{bad}");
         }
-        assert!(migratorydata_subject("a/b").unwrap_err().0.contains("start with `/`"));
+        assert!(
+            migratorydata_subject("a/b")
+                .unwrap_err()
+                .0
+                .contains("start with `/`")
+        );
     }
 
     #[test]

@@ -255,7 +255,12 @@ impl MigratoryDataFake {
     }
 
     /// Waits until at least `n` produces were answered `status`; panics after `timeout`.
-    pub async fn wait_for_produces(&self, status: &str, n: usize, timeout: Duration) -> Vec<Produce> {
+    pub async fn wait_for_produces(
+        &self,
+        status: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<Produce> {
         let done = self
             .wait_until(timeout, |s| {
                 s.produces.iter().filter(|p| p.status == status).count() >= n
@@ -305,10 +310,18 @@ impl MigratoryDataFake {
 
     /// Listens again on the same port after [`Self::stop`].
     pub fn restart(&mut self) {
-        assert!(self.server.is_none(), "migratorydata fake: restart() without stop()");
+        assert!(
+            self.server.is_none(),
+            "migratorydata fake: restart() without stop()"
+        );
         let listener = bind(self.addr);
         self.stop = CancellationToken::new();
-        self.server = Some(serve(listener, self.index, self.shared.clone(), self.stop.clone()));
+        self.server = Some(serve(
+            listener,
+            self.index,
+            self.shared.clone(),
+            self.stop.clone(),
+        ));
     }
 }
 
@@ -384,12 +397,12 @@ fn json_answer(status: StatusCode, value: Value) -> Response {
         .into_response()
 }
 
-/// The subject of a request, if it is one.
-fn subject_of(query: &HashMap<String, String>) -> Result<String, Response> {
+/// The subject of a request, or why it has none (for a `400`).
+fn subject_of(query: &HashMap<String, String>) -> Result<String, &'static str> {
     match query.get("subject") {
         Some(s) if s.starts_with('/') => Ok(s.clone()),
-        Some(_) => Err(bad_request("a subject starts with /")),
-        None => Err(bad_request("subject is missing")),
+        Some(_) => Err("a subject starts with /"),
+        None => Err("subject is missing"),
     }
 }
 
@@ -408,16 +421,17 @@ async fn produce(
         .push(uri.query().unwrap_or_default().to_string());
     let subject = match subject_of(&query) {
         Ok(s) => s,
-        Err(response) => return response,
+        Err(why) => return bad_request(why),
     };
     let content = String::from_utf8_lossy(&body).into_owned();
     let closure = query.get("closure").cloned();
     let retained = query.get("retained").cloned();
     let status = {
         let mut s = shared.store.lock().unwrap();
-        let forced = s.forced.iter_mut().find(|f| {
-            f.remaining > 0 && f.matching.as_deref().is_none_or(|m| content.contains(m))
-        });
+        let forced = s
+            .forced
+            .iter_mut()
+            .find(|f| f.remaining > 0 && f.matching.as_deref().is_none_or(|m| content.contains(m)));
         match forced {
             Some(f) => {
                 f.remaining -= 1;
@@ -467,7 +481,7 @@ async fn consume(
     s.queries.push(uri.query().unwrap_or_default().to_string());
     let subject = match subject_of(&query) {
         Ok(subject) => subject,
-        Err(response) => return response,
+        Err(why) => return bad_request(why),
     };
     let mut record = Consume {
         server: index,

@@ -326,9 +326,7 @@ impl Sink for MigratoryDataSink {
                     .send()
                     .await;
                 let response = match response {
-                    Ok(r) if r.status().is_server_error() => {
-                        Err(format!("HTTP {}", r.status()))
-                    }
+                    Ok(r) if r.status().is_server_error() => Err(format!("HTTP {}", r.status())),
                     Ok(r) => Ok(r),
                     Err(error) => Err(e.request_failed(error)),
                 };
@@ -452,13 +450,8 @@ impl Poller {
         let mut tried = 0;
         'poll: loop {
             let (index, base) = e.servers.pick();
-            let url = rest::consume_url(
-                base,
-                e.token.expose(),
-                &self.subject,
-                cursor,
-                self.history,
-            );
+            let url =
+                rest::consume_url(base, e.token.expose(), &self.subject, cursor, self.history);
             let poll = tokio::select! {
                 _ = stop.cancelled() => break,
                 poll = self.poll(url) => poll,

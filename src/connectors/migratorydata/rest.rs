@@ -110,7 +110,8 @@ pub fn consume_url(
     let mut url = endpoint(base, "consume");
     {
         let mut q = url.query_pairs_mut();
-        q.append_pair("token", token).append_pair("subject", subject);
+        q.append_pair("token", token)
+            .append_pair("subject", subject);
         match (cursor, history) {
             (Some(c), _) => {
                 q.append_pair("epoch", &c.epoch.to_string())

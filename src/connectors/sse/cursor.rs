@@ -175,7 +175,13 @@ impl CursorFile {
              `resume: false` on connection {connection}"
         );
         let name = file_name(&connection);
-        Self::open_in(&state_dir.join("sse"), &name, connection, stream_url(url), hint)
+        Self::open_in(
+            &state_dir.join("sse"),
+            &name,
+            connection,
+            stream_url(url),
+            hint,
+        )
     }
 
     /// The cursor file `<dir>/<name>.json` of `connection`, for the stream called `stream`
