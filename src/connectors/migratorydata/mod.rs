@@ -364,52 +364,62 @@ impl MigratoryDataSink {
                 )));
             }
         };
-        let excerpt = || http_client::excerpt(&body, EXCERPT_BYTES, true);
-        if !status.is_success() {
-            // Not a documented answer: 4xx is the server refusing this request as it is.
-            return Err(SinkError::Rejected(format!("HTTP {status}: {}", excerpt())));
+        let outcome = judge(status, &body, closure, message);
+        if let Err(SinkError::Rejected(reason)) = &outcome
+            && reason.starts_with("MigratoryData answered DENY")
+        {
+            let e = &self.endpoint;
+            e.denied.warn(|| {
+                format!(
+                    "connection {}: {reason} (an entitlement problem: check what the server entitles this token to); the message goes to the dead-letter sink",
+                    e.name
+                )
+            });
         }
-        let answer: rest::ProduceAnswer = serde_json::from_slice(&body).map_err(|_| {
-            SinkError::Unavailable(format!(
-                "the answer is not a MigratoryData produce answer: {}",
-                excerpt()
-            ))
-        })?;
-        if answer.closure.as_deref() != Some(closure) {
-            return Err(SinkError::Unavailable(format!(
-                "the answer's closure {:?} is not the request's {closure:?}, so it says nothing about this message",
-                answer.closure.unwrap_or_default()
-            )));
-        }
-        match answer.status.as_str() {
-            "OK" => Ok(()),
-            "FAILED" => Err(SinkError::Unavailable(format!(
-                "MigratoryData answered FAILED for {}",
-                message.subject
-            ))),
-            "DENY" => {
-                let e = &self.endpoint;
-                e.denied.warn(|| {
-                    format!(
-                        "connection {}: MigratoryData answered DENY for {}: the token is not entitled to publish on it (check the server's entitlement for this token); the message goes to the dead-letter sink",
-                        e.name, message.subject
-                    )
-                });
-                Err(SinkError::Rejected(format!(
-                    "MigratoryData answered DENY for {}: the token is not entitled to publish on it",
-                    message.subject
-                )))
-            }
-            "MESSAGE_SIZE_LIMIT_EXCEEDED" => Err(SinkError::Rejected(format!(
-                "MigratoryData answered MESSAGE_SIZE_LIMIT_EXCEEDED for {} ({} bytes)",
-                message.subject,
-                message.payload.len()
-            ))),
-            other => Err(SinkError::Rejected(format!(
-                "MigratoryData answered {other:?}, which ferry does not know, for {}",
-                message.subject
-            ))),
-        }
+        outcome
+    }
+}
+
+/// What a produce answer (`status`, `body`) means for `message`, sent with `closure`.
+fn judge(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    closure: &str,
+    message: &Message,
+) -> Result<(), SinkError> {
+    let excerpt = || http_client::excerpt(body, EXCERPT_BYTES, true);
+    if !status.is_success() {
+        // Not a documented answer: a 4xx is the server refusing this request as it is.
+        return Err(SinkError::Rejected(format!("HTTP {status}: {}", excerpt())));
+    }
+    let answer: rest::ProduceAnswer = serde_json::from_slice(body).map_err(|_| {
+        SinkError::Unavailable(format!(
+            "the answer is not a MigratoryData produce answer: {}",
+            excerpt()
+        ))
+    })?;
+    if answer.closure.as_deref() != Some(closure) {
+        return Err(SinkError::Unavailable(format!(
+            "the answer's closure {:?} is not the request's {closure:?}, so it says nothing about this message",
+            answer.closure.unwrap_or_default()
+        )));
+    }
+    let subject = &message.subject;
+    match answer.status.as_str() {
+        "OK" => Ok(()),
+        "FAILED" => Err(SinkError::Unavailable(format!(
+            "MigratoryData answered FAILED for {subject}"
+        ))),
+        "DENY" => Err(SinkError::Rejected(format!(
+            "MigratoryData answered DENY for {subject}: the token is not entitled to publish on it"
+        ))),
+        "MESSAGE_SIZE_LIMIT_EXCEEDED" => Err(SinkError::Rejected(format!(
+            "MigratoryData answered MESSAGE_SIZE_LIMIT_EXCEEDED for {subject} ({} bytes)",
+            message.payload.len()
+        ))),
+        other => Err(SinkError::Rejected(format!(
+            "MigratoryData answered {other:?}, which ferry does not know, for {subject}"
+        ))),
     }
 }
 
@@ -598,5 +608,65 @@ async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
         _ = stop.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::StatusCode;
+
+    fn kind(status: u16, body: &str) -> String {
+        let message = Message::new("src".into(), "/a/b", Bytes::from_static(b"12345"));
+        match judge(
+            StatusCode::from_u16(status).unwrap(),
+            body.as_bytes(),
+            "ferry-7",
+            &message,
+        ) {
+            Ok(()) => "ok".into(),
+            Err(SinkError::Unavailable(r)) => format!("retry: {r}"),
+            Err(SinkError::Rejected(r)) => format!("refuse: {r}"),
+            Err(SinkError::Busy { reason, .. }) => format!("busy: {reason}"),
+        }
+    }
+
+    fn answer(closure: &str, status: &str) -> String {
+        serde_json::json!({"subject": "/a/b", "closure": closure, "status": status}).to_string()
+    }
+
+    #[test]
+    fn statuses_map_to_delivered_retry_or_dead_letter() {
+        assert_eq!(kind(200, &answer("ferry-7", "OK")), "ok");
+        assert_eq!(
+            kind(200, &answer("ferry-7", "FAILED")),
+            "retry: MigratoryData answered FAILED for /a/b"
+        );
+        assert_eq!(
+            kind(200, &answer("ferry-7", "DENY")),
+            "refuse: MigratoryData answered DENY for /a/b: the token is not entitled to publish on it"
+        );
+        assert_eq!(
+            kind(200, &answer("ferry-7", "MESSAGE_SIZE_LIMIT_EXCEEDED")),
+            "refuse: MigratoryData answered MESSAGE_SIZE_LIMIT_EXCEEDED for /a/b (5 bytes)"
+        );
+        assert!(kind(200, &answer("ferry-7", "MAYBE")).starts_with("refuse: "));
+    }
+
+    #[test]
+    fn an_answer_for_another_closure_or_not_an_answer_is_retried() {
+        let other = kind(200, &answer("ferry-8", "OK"));
+        assert!(
+            other.starts_with("retry: the answer's closure \"ferry-8\""),
+            "{other}"
+        );
+        let missing = kind(200, r#"{"status":"OK"}"#);
+        assert!(missing.starts_with("retry: "), "{missing}");
+        let garbage = kind(200, "<html>proxy</html>");
+        assert!(garbage.starts_with("retry: the answer is not"), "{garbage}");
+        assert_eq!(
+            kind(400, "bad subject"),
+            "refuse: HTTP 400 Bad Request: bad subject"
+        );
     }
 }
