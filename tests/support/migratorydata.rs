@@ -444,6 +444,17 @@ async fn produce(
             None => "OK".into(),
         }
     };
+    // Recorded before it is stored, so that a test waiting for stored messages sees every
+    // produce that stored them.
+    shared.store.lock().unwrap().produces.push(Produce {
+        server: index,
+        subject: subject.clone(),
+        closure: closure.clone(),
+        content: content.clone(),
+        retained: retained.clone(),
+        qos: query.get("qos").cloned(),
+        status: status.clone(),
+    });
     if status == "OK" {
         store(
             &shared,
@@ -455,15 +466,6 @@ async fn produce(
             false,
         );
     }
-    shared.store.lock().unwrap().produces.push(Produce {
-        server: index,
-        subject: subject.clone(),
-        closure: closure.clone(),
-        content,
-        retained,
-        qos: query.get("qos").cloned(),
-        status: status.clone(),
-    });
     shared.bump();
     json_answer(
         StatusCode::OK,
