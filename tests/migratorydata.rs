@@ -452,3 +452,53 @@ async fn the_rest_example_runs_as_written() {
     assert_never_logged(&ferry, TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
+
+/// Without `history:`, ferry starts from where the subject stands: what was there before is
+/// not delivered, everything after is, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_history_a_source_starts_from_now() {
+    let md = MigratoryDataFake::start(TOKEN);
+    let nats = NatsServer::start(NatsOptions::default());
+    let state = tempfile::tempdir().unwrap();
+    let yaml = fill(
+        r#"
+state_dir: "@STATE@"
+connections:
+  md:
+    migratorydata: { servers: ["@MD@"], token: "${MIGRATORYDATA_TOKEN}", poll_interval: 100ms }
+  core: { nats: { url: "@NATS@" } }
+routes:
+  - name: down
+    from: { connection: md, subject: /a }
+    to: { connection: core, subject: a }
+  - name: down-empty
+    from: { connection: md, subject: /empty }
+    to: { connection: core, subject: empty }
+"#,
+        &[
+            ("@STATE@", state.path().display().to_string()),
+            ("@MD@", md.url()),
+            ("@NATS@", nats.url()),
+        ],
+    );
+    let peer = NatsPeer::connect(&nats.url()).await;
+    let mut a = peer.subscribe("a").await;
+    let mut empty = peer.subscribe("empty").await;
+    for i in 0..3 {
+        md.publish("/a", &text("old", i), true);
+    }
+    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
+    ferry.wait_ready().await;
+    // Once each subject was polled, /a's last message is ferry's starting point, and /empty
+    // was found empty.
+    md.wait_for_consumes("/a", 1, secs(10)).await;
+    md.wait_for_consumes("/empty", 1, secs(10)).await;
+    for i in 0..5 {
+        md.publish("/a", &text("new", i), false);
+        md.publish("/empty", &text("new", i), false);
+    }
+    assert_sequences(&a.collect(5, secs(10)).await, &["new"], 5);
+    assert_sequences(&empty.collect(5, secs(10)).await, &["new"], 5);
+    a.expect_nothing(millis(300)).await;
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}

@@ -459,8 +459,9 @@ pub struct MigratoryDataConnection {
 pub struct MigratoryDataSource {
     /// The subject, `/a/b`.
     pub subject: String,
-    /// How many past messages the first poll asks for (`history=N`) while ferry has no
-    /// cursor for the subject; `None` asks for none (only the retained snapshot).
+    /// How many past messages the first poll delivers (`history=N`) while ferry has no
+    /// cursor for the subject; `None` (or 0): none, ferry starts from the subject's last
+    /// message and delivers what comes after it.
     pub history: Option<u32>,
 }
 

@@ -817,8 +817,8 @@ struct MigratoryDataSource {
     common: SourceCommon,
     /// The subject to read, e.g. `/sensors/kitchen` (starts with `/`).
     subject: Text,
-    /// How many past messages the first poll asks for, until ferry has a cursor for the
-    /// subject. Default: none (only the retained snapshot).
+    /// How many past messages the first poll delivers when ferry has no cursor for the
+    /// subject yet. Default: none (ferry starts from now).
     history: Option<Whole<0, 1000000>>,
 }
 

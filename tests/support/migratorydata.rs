@@ -274,12 +274,22 @@ impl MigratoryDataFake {
         self.produces()
     }
 
-    /// Waits until at least `n` consumes were answered; panics after `timeout`.
-    pub async fn wait_for_consumes(&self, n: usize, timeout: Duration) -> Vec<Consume> {
-        let done = self.wait_until(timeout, |s| s.consumes.len() >= n).await;
+    /// Waits until at least `n` consumes of `subject` were answered; panics after `timeout`.
+    /// Returns every consume (of any subject).
+    pub async fn wait_for_consumes(
+        &self,
+        subject: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> Vec<Consume> {
+        let done = self
+            .wait_until(timeout, |s| {
+                s.consumes.iter().filter(|c| c.subject == subject).count() >= n
+            })
+            .await;
         assert!(
             done,
-            "migratorydata fake: expected {n} consumes within {timeout:?}, got {:?}",
+            "migratorydata fake: expected {n} consumes of {subject} within {timeout:?}, got {:?}",
             self.consumes()
         );
         self.consumes()

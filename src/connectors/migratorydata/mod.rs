@@ -19,7 +19,9 @@
 //!   position: several may be in flight at once.
 //! - **Source.** One poller per subject (whatever the number of routes reading it) asks
 //!   `GET /rest/consume` for what came after its cursor, the epoch and sequence number of the
-//!   last message received; without a cursor, for `history: N` past messages (or none). Each
+//!   last message received; without a cursor, for `history: N` past messages (without
+//!   `history:`, for the last message only to learn where the subject stands: ferry starts
+//!   from there and delivers what comes after). Each
 //!   message goes to every route reading the subject with its message type, retained flag,
 //!   closure, epoch and seq as headers (`MigratoryData-*`). The cursor is saved under the
 //!   state directory only once every route confirmed the message (the SSE source's
@@ -55,6 +57,10 @@ use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use rest::{ConsumedMessage, Cursor};
 use servers::Servers;
+
+/// How many past messages a poll asks for while ferry has no cursor and the subject was
+/// empty when it started: all of them are new. More come with the next polls, from the cursor.
+const CATCH_UP: u32 = 1000;
 
 /// How much of an error answer goes into a reason (logs, `Ferry-Error`).
 const EXCERPT_BYTES: usize = 300;
@@ -455,13 +461,23 @@ impl Poller {
             }
             cursor
         });
+        // `history: N` (N > 0): the first poll delivers the last N messages. Without it, the
+        // first poll asks for the last message only to learn where the subject stands, and
+        // delivers nothing of it: ferry starts from now.
+        let past = self.history.filter(|n| *n > 0);
+        // The first poll without a cursor found the subject empty: everything after is new.
+        let mut empty_at_start = false;
         let mut backoff = Backoff::new(&self.reconnect);
         let mut failing = false;
         let mut tried = 0;
         'poll: loop {
             let (index, base) = e.servers.pick();
-            let url =
-                rest::consume_url(base, e.token.expose(), &self.subject, cursor, self.history);
+            let history = match cursor {
+                Some(_) => None,
+                None if empty_at_start => Some(CATCH_UP),
+                None => Some(past.unwrap_or(1)),
+            };
+            let url = rest::consume_url(base, e.token.expose(), &self.subject, cursor, history);
             let poll = tokio::select! {
                 _ = stop.cancelled() => break,
                 poll = self.poll(url) => poll,
@@ -505,6 +521,25 @@ impl Poller {
             if failing {
                 failing = false;
                 backoff.reset();
+            }
+            if cursor.is_none() && !empty_at_start {
+                match messages.last() {
+                    None => empty_at_start = true,
+                    Some(last) if past.is_none() => {
+                        // Where the subject stands: the cursor, settled at once (not delivered).
+                        let at = Cursor {
+                            epoch: last.epoch,
+                            seq: last.seq,
+                        };
+                        cursor = Some(at);
+                        drop(self.tracker.begin(Some(at.to_text()), 0));
+                        if sleep_or_stop(self.poll_interval, &stop).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    Some(_) => {}
+                }
             }
             let mut new = 0;
             for m in messages {
