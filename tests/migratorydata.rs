@@ -502,3 +502,55 @@ routes:
     a.expect_nothing(millis(300)).await;
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
+
+/// `/readyz` names the MigratoryData connection while no server answers (without its token),
+/// and is ready once one does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_the_servers_without_showing_the_token() {
+    let mut md = MigratoryDataFake::start(TOKEN);
+    md.stop().await;
+    let nats = NatsServer::start(NatsOptions::default());
+    let port = free_port();
+    let state = tempfile::tempdir().unwrap();
+    let yaml = fill(
+        r#"
+state_dir: "@STATE@"
+admin: { listen: "127.0.0.1:@PORT@" }
+connections:
+  md:
+    reconnect: { initial_delay: 100ms, max_delay: 200ms }
+    migratorydata: { servers: ["@MD@"], token: "${MIGRATORYDATA_TOKEN}" }
+  core: { nats: { url: "@NATS@" } }
+routes:
+  - name: down
+    from: { connection: md, subject: /a }
+    to: { connection: core, subject: a }
+"#,
+        &[
+            ("@STATE@", state.path().display().to_string()),
+            ("@PORT@", port.to_string()),
+            ("@MD@", md.url()),
+            ("@NATS@", nats.url()),
+        ],
+    );
+    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
+    ferry.wait_for_line("connection down", secs(10)).await;
+    let readyz = || async move {
+        let response = http_client()
+            .get(format!("http://127.0.0.1:{port}/readyz"))
+            .send()
+            .await
+            .expect("GET /readyz");
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("md (migratorydata): down since"), "{body}");
+    assert!(!body.contains(TOKEN), "{body}");
+
+    md.restart();
+    ferry.wait_for_line("reconnected to", secs(10)).await;
+    let (status, body) = readyz().await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    assert_never_logged(&ferry, TOKEN);
+}
