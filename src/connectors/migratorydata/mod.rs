@@ -179,7 +179,7 @@ impl Connection for MigratoryDataConnection {
             .join(cursor::file_name(&self.name));
         let (file, saved) = CursorFile::open_in(
             &dir,
-            &source.subject,
+            &subject_file_name(&source.subject),
             self.name.clone(),
             format!("migratorydata subject {}", source.subject),
             hint,
@@ -638,6 +638,22 @@ impl Poller {
     }
 }
 
+/// A subject as the name of its cursor file, one to one: letters, digits and `.` stay, `/`
+/// becomes `_`, any other byte `-` and its two hex digits (`/a_b` is `_a-5fb`, `/a/b` is
+/// `_a_b`), so two subjects never share a file.
+fn subject_file_name(subject: &str) -> String {
+    let mut name = String::with_capacity(subject.len());
+    for b in subject.bytes() {
+        match b {
+            b'/' => name.push('_'),
+            b'.' => name.push('.'),
+            b if b.is_ascii_alphanumeric() => name.push(b as char),
+            b => name.push_str(&format!("-{b:02x}")),
+        }
+    }
+    name
+}
+
 /// Sleeps `delay`; true when `stop` came first.
 async fn sleep_or_stop(delay: Duration, stop: &CancellationToken) -> bool {
     tokio::select! {
@@ -668,6 +684,14 @@ mod tests {
 
     fn answer(closure: &str, status: &str) -> String {
         serde_json::json!({"subject": "/a/b", "closure": closure, "status": status}).to_string()
+    }
+
+    #[test]
+    fn subjects_name_their_cursor_files_one_to_one() {
+        assert_eq!(subject_file_name("/server/status"), "_server_status");
+        assert_eq!(subject_file_name("/a_b"), "_a-5fb");
+        assert_eq!(subject_file_name("/a-b/c.d"), "_a-2db_c.d");
+        assert_eq!(subject_file_name("/é"), "_-c3-a9");
     }
 
     #[test]

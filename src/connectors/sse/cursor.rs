@@ -330,8 +330,8 @@ pub fn stream_url(url: &str) -> String {
     }
 }
 
-/// A connection (or stream) name as a file name: letters, digits, `-`, `_` and `.` stay, anything else
-/// becomes `_`.
+/// A connection (or stream) name as a file name: letters, digits, `-`, `_` and `.` stay,
+/// anything else becomes `_`.
 pub fn file_name(connection: &str) -> String {
     let name: String = connection
         .chars()
