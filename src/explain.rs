@@ -72,6 +72,18 @@ pub fn explain(config: &Config) -> String {
                 h.max_concurrent,
                 h.timeout
             ),
+            // Never the token.
+            ConnectionKind::MigratoryData(m) => writeln!(
+                out,
+                "connection {name}: MigratoryData REST API at {} (in this order, failing over), polled every {:?}, timeout {:?}",
+                m.servers
+                    .iter()
+                    .map(|u| crate::config::redact_url(u))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                m.poll_interval,
+                m.timeout
+            ),
             ConnectionKind::Stdio(s) => writeln!(
                 out,
                 "connection {name}: standard input/output, {}",
@@ -120,6 +132,15 @@ pub fn explain(config: &Config) -> String {
             SourceSpec::Sse(s) => {
                 format!("sse {} [{}]", route.from.connection, s.events.join(", "))
             }
+            SourceSpec::MigratoryData(s) => format!(
+                "migratorydata {} [{}]{}",
+                route.from.connection,
+                s.subject,
+                match s.history {
+                    Some(n) => format!(" history {n}"),
+                    None => String::new(),
+                }
+            ),
             SourceSpec::Stdio => format!("stdin {}", route.from.connection),
         };
         let mut mapping = Vec::new();
@@ -183,6 +204,16 @@ pub fn explain(config: &Config) -> String {
                     }
                 ),
                 SinkSpec::SseServer(_) => format!("sse_server {} event {target}", s.connection),
+                SinkSpec::MigratoryData(m) => format!(
+                    "migratorydata {} subject {target} qos {}{}",
+                    s.connection,
+                    m.qos.as_str(),
+                    match m.retained {
+                        Retain::Fixed(true) => " retained",
+                        Retain::Fixed(false) => "",
+                        Retain::FromSource => " retained as source",
+                    }
+                ),
                 SinkSpec::Stdio(_) => format!("stdout {} subject {target}", s.connection),
             };
             if s.format != PayloadFormat::Json {
@@ -294,6 +325,7 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     let valid = match protocol(&r.from.connection) {
         Protocol::Mqtt => names::mqtt_topic(&message.subject),
         Protocol::Nats => names::nats_subject(&message.subject),
+        Protocol::MigratoryData => names::migratorydata_subject(&message.subject),
         _ => names::sse_event(&message.subject),
     };
     if let Err((what, hint)) = valid {

@@ -20,6 +20,7 @@ fn every_example_checks_and_keeps_its_secrets() {
             .env("NATS_PASSWORD", "nats-hunter2")
             .env("WEBHOOK_TOKEN", "webhook-hunter2")
             .env("RESTDB_API_KEY", "restdb-hunter2")
+            .env("MIGRATORYDATA_TOKEN", "migratorydata-hunter2")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
@@ -38,6 +39,7 @@ fn every_example_checks_and_keeps_its_secrets() {
             "nats-hunter2",
             "webhook-hunter2",
             "restdb-hunter2",
+            "migratorydata-hunter2",
         ] {
             assert!(
                 !stdout.contains(secret) && !stderr.contains(secret),

@@ -85,6 +85,10 @@ pub fn guarantee(route: &Route, connections: &BTreeMap<String, Connection>) -> G
                 );
             }
         }
+        (SourceSpec::MigratoryData(md), _) => notes.push(format!(
+            "source: MigratoryData subject `{}` on `{from}`, polled; its epoch/seq cursor is saved after every sink confirmed, so a restart resumes after the last delivered message (as far back as the server's history goes)",
+            md.subject
+        )),
         _ => {}
     }
     if route.queue.when_full != WhenFull::Block {
@@ -118,6 +122,10 @@ pub fn guarantee(route: &Route, connections: &BTreeMap<String, Connection>) -> G
             )),
             SinkSpec::Http(_) => notes.push(format!(
                 "{role}: HTTP via `{to}`, confirmed by a 2xx answer"
+            )),
+            SinkSpec::MigratoryData(md) => notes.push(format!(
+                "{role}: MigratoryData via `{to}` (qos {}), confirmed by the answer `OK`; `FAILED` is retried, `DENY` and `MESSAGE_SIZE_LIMIT_EXCEEDED` go to the dead-letter sink",
+                md.qos.as_str()
             )),
             SinkSpec::Stdio(_) => notes.push(format!(
                 "{role}: standard output, confirmed once the line is written and flushed"

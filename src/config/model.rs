@@ -95,6 +95,8 @@ pub enum ConnectionKind {
     Sse(SseConnection),
     Http(HttpConnection),
     SseServer(SseServerConnection),
+    /// A MigratoryData server (or cluster) through its REST API.
+    MigratoryData(MigratoryDataConnection),
     /// Standard input (as a source) or standard output (as a sink) of `ferry relay`, one
     /// message per line. Not written in bridges.yaml: `ferry relay` builds it from `-`.
     Stdio(StdioConnection),
@@ -119,6 +121,7 @@ impl ConnectionKind {
             ConnectionKind::Sse(_) => Protocol::Sse,
             ConnectionKind::Http(_) => Protocol::Http,
             ConnectionKind::SseServer(_) => Protocol::SseServer,
+            ConnectionKind::MigratoryData(_) => Protocol::MigratoryData,
             ConnectionKind::Stdio(_) => Protocol::Stdio,
         }
     }
@@ -136,6 +139,8 @@ pub enum Protocol {
     Http,
     /// A server-sent-events stream ferry serves on the admin listener (sink only).
     SseServer,
+    /// MigratoryData's REST API: subjects like `/a/b` (source and sink).
+    MigratoryData,
     /// Lines on standard input or output (`ferry relay -`).
     Stdio,
 }
@@ -149,6 +154,7 @@ impl Protocol {
             Protocol::Sse => "sse",
             Protocol::Http => "http",
             Protocol::SseServer => "sse_server",
+            Protocol::MigratoryData => "migratorydata",
             Protocol::Stdio => "stdio",
         }
     }
@@ -157,7 +163,11 @@ impl Protocol {
     pub fn is_source(self) -> bool {
         matches!(
             self,
-            Protocol::Mqtt | Protocol::Nats | Protocol::Sse | Protocol::Stdio
+            Protocol::Mqtt
+                | Protocol::Nats
+                | Protocol::Sse
+                | Protocol::MigratoryData
+                | Protocol::Stdio
         )
     }
 
@@ -427,6 +437,60 @@ pub struct HttpConnection {
     pub max_concurrent: usize,
 }
 
+/// A MigratoryData server reached through its REST API (`Rest.Enable = true` on the server):
+/// `POST /rest/produce` to publish, `GET /rest/consume` polled to read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigratoryDataConnection {
+    /// The servers' base URLs (http:// or https://), in the order they are tried: on a
+    /// connection failure ferry moves to the next, and back to the first once the one it is on
+    /// stayed up for `reconnect.stable_after`.
+    pub servers: Vec<String>,
+    /// The entitlement token sent with every request (from `${ENV}` or `${file:...}`).
+    pub token: Secret,
+    pub tls: Tls,
+    /// How long one request may take, connecting included.
+    pub timeout: Duration,
+    /// How often each source subject is polled when the last poll brought nothing.
+    pub poll_interval: Duration,
+}
+
+/// A MigratoryData subject a route reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigratoryDataSource {
+    /// The subject, `/a/b`.
+    pub subject: String,
+    /// How many past messages the first poll delivers (`history=N`) while ferry has no
+    /// cursor for the subject; `None` (or 0): none, ferry starts from the subject's last
+    /// message and delivers what comes after it.
+    pub history: Option<u32>,
+}
+
+/// How MigratoryData handles a published message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigratoryDataQos {
+    Standard,
+    Guaranteed,
+}
+
+impl MigratoryDataQos {
+    /// The value of the `qos=` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigratoryDataQos::Standard => "standard",
+            MigratoryDataQos::Guaranteed => "guaranteed",
+        }
+    }
+}
+
+/// A MigratoryData subject a route publishes to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigratoryDataSink {
+    /// The subject (`/a/b`); `Auto` is the source's name as a MigratoryData subject.
+    pub subject: Target,
+    pub retained: Retain,
+    pub qos: MigratoryDataQos,
+}
+
 /// A `text/event-stream` ferry serves on the admin listener, for browsers (`EventSource`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseServerConnection {
@@ -546,6 +610,7 @@ pub enum SourceSpec {
     Mqtt(MqttSource),
     Nats(NatsSource),
     Sse(SseSource),
+    MigratoryData(MigratoryDataSource),
     /// Every line of standard input is a message; the route ends at the end of the input.
     Stdio,
 }
@@ -634,6 +699,7 @@ pub enum SinkSpec {
     Nats(NatsSink),
     Http(HttpSink),
     SseServer(SseServerSink),
+    MigratoryData(MigratoryDataSink),
     Stdio(StdioSink),
 }
 
@@ -645,6 +711,7 @@ impl SinkSpec {
             SinkSpec::Nats(s) => &s.subject,
             SinkSpec::Http(s) => &s.url,
             SinkSpec::SseServer(s) => &s.event,
+            SinkSpec::MigratoryData(s) => &s.subject,
             SinkSpec::Stdio(s) => &s.subject,
         }
     }

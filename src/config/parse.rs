@@ -527,7 +527,7 @@ impl<'a> Decoder<'a> {
             Some(node) => self.reconnect(node),
             None => Reconnect::default(),
         };
-        const PROTOCOLS: [&str; 5] = ["mqtt", "nats", "sse", "http", "sse_server"];
+        const PROTOCOLS: [&str; 6] = ["mqtt", "nats", "sse", "http", "sse_server", "migratorydata"];
         let given: Vec<(&'static str, &Node)> = PROTOCOLS
             .iter()
             .filter_map(|p| obj.get(p).map(|n| (*p, n)))
@@ -537,6 +537,9 @@ impl<'a> Decoder<'a> {
             [("nats", n)] => self.nats_connection(n).map(ConnectionKind::Nats),
             [("sse", n)] => self.sse_connection(n).map(ConnectionKind::Sse),
             [("http", n)] => self.http_connection(n).map(ConnectionKind::Http),
+            [("migratorydata", n)] => self
+                .migratorydata_connection(n)
+                .map(ConnectionKind::MigratoryData),
             [(_, n)] => self.sse_server_connection(n).map(ConnectionKind::SseServer),
             [] => {
                 obj.finish(self);
@@ -544,7 +547,7 @@ impl<'a> Decoder<'a> {
                     key.pos,
                     format!("connection `{name}` names no protocol"),
                     Some(
-                        "put its settings under `mqtt:`, `nats:`, `sse:`, `http:` or `sse_server:`"
+                        "put its settings under `mqtt:`, `nats:`, `sse:`, `http:`, `sse_server:` or `migratorydata:`"
                             .into(),
                     ),
                 );
@@ -1034,6 +1037,88 @@ impl<'a> Decoder<'a> {
         })
     }
 
+    fn migratorydata_connection(&mut self, node: &Node) -> Option<MigratoryDataConnection> {
+        let mut obj = self.obj(node, "a MigratoryData connection")?;
+        let mut servers = Vec::new();
+        match self.required(&mut obj, "servers") {
+            Some(Node {
+                value: Value::Seq(items),
+                pos,
+            }) => {
+                if items.is_empty() {
+                    self.error(
+                        *pos,
+                        "`servers` is empty",
+                        Some("list at least one, e.g. `servers: [http://md1:8800]`".into()),
+                    );
+                }
+                for n in items {
+                    if let Some(u) = self.server_url(n) {
+                        servers.push(u);
+                    }
+                }
+            }
+            Some(n) => {
+                if let Some(u) = self.server_url(n) {
+                    servers.push(u);
+                }
+            }
+            None => {}
+        }
+        let token = self
+            .required(&mut obj, "token")
+            .and_then(|n| self.string(n, "token"))
+            .map(Secret);
+        let tls = self.tls(&mut obj);
+        let timeout = self.duration(&mut obj, "timeout", Duration::from_secs(10));
+        let poll_interval = self.duration(&mut obj, "poll_interval", Duration::from_secs(1));
+        if poll_interval.is_zero() {
+            self.error(
+                obj.pos,
+                "`poll_interval` cannot be 0",
+                Some("write e.g. `250ms` or `1s`".into()),
+            );
+        }
+        obj.finish(self);
+        Some(MigratoryDataConnection {
+            servers,
+            token: token?,
+            tls,
+            timeout,
+            poll_interval,
+        })
+    }
+
+    /// One of a MigratoryData connection's `servers`: an http:// or https:// base URL, without
+    /// a query (the token goes in `token:`, where it is kept secret).
+    fn server_url(&mut self, node: &Node) -> Option<String> {
+        let text = self.string(node, "server")?;
+        match url::Url::parse(&text) {
+            Ok(u)
+                if matches!(u.scheme(), "http" | "https")
+                    && u.has_host()
+                    && u.query().is_none() =>
+            {
+                Some(u.to_string())
+            }
+            _ => {
+                self.error(
+                    node.pos,
+                    format!(
+                        "`{}` is not an http:// or https:// server URL",
+                        // Without its query, which may hold the token.
+                        redact_url(text.split(['?', '#']).next().unwrap_or_default())
+                    ),
+                    Some(
+                        "write e.g. `http://md1.example.com:8800`, without a query (the token goes in `token:`)"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     fn sse_server_connection(&mut self, node: &Node) -> Option<SseServerConnection> {
         let mut obj = self.obj(node, "an sse_server connection")?;
         let path = self.required(&mut obj, "path").and_then(|n| {
@@ -1513,6 +1598,22 @@ impl<'a> Decoder<'a> {
                 }
                 SourceSpec::Sse(SseSource { events })
             }
+            ConnectionKind::MigratoryData(_) => {
+                obj.what = "a MigratoryData source";
+                let subject = self.required(&mut obj, "subject").and_then(|n| {
+                    let s = self.string(n, "subject")?;
+                    self.check(n.pos, names::migratorydata_subject(&s))
+                        .then_some(s)
+                });
+                let history = obj
+                    .get("history")
+                    .and_then(|n| self.number(n, "history", 0, 1_000_000))
+                    .map(|n| n as u32);
+                SourceSpec::MigratoryData(MigratoryDataSource {
+                    subject: subject.unwrap_or_default(),
+                    history,
+                })
+            }
             // Never in a file: `ferry relay` builds standard input as a connection itself.
             ConnectionKind::Stdio(_) => SourceSpec::Stdio,
             ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
@@ -1522,7 +1623,7 @@ impl<'a> Decoder<'a> {
                         "connection `{connection}` is {}, which ferry writes to: it cannot be a source",
                         c.kind.protocol()
                     ),
-                    Some("read from an mqtt, nats or sse connection".into()),
+                    Some("read from an mqtt, nats, sse or migratorydata connection".into()),
                 );
                 return None;
             }
@@ -1667,6 +1768,35 @@ impl<'a> Decoder<'a> {
                 obj.what = "an sse_server sink";
                 let event = self.target(&mut obj, "event", names::sse_event, captures);
                 SinkSpec::SseServer(SseServerSink { event })
+            }
+            ConnectionKind::MigratoryData(_) => {
+                obj.what = "a MigratoryData sink";
+                let subject =
+                    self.target(&mut obj, "subject", names::migratorydata_subject, captures);
+                let retained = match obj.get("retained") {
+                    Some(n) => {
+                        match self.choice(n, "`retained` setting", &["true", "false", "source"]) {
+                            Some("true") => Retain::Fixed(true),
+                            Some("source") => Retain::FromSource,
+                            _ => Retain::Fixed(false),
+                        }
+                    }
+                    None => Retain::Fixed(false),
+                };
+                let qos = match obj.get("qos") {
+                    Some(n) => {
+                        match self.choice(n, "MigratoryData qos", &["standard", "guaranteed"]) {
+                            Some("guaranteed") => MigratoryDataQos::Guaranteed,
+                            _ => MigratoryDataQos::Standard,
+                        }
+                    }
+                    None => MigratoryDataQos::Standard,
+                };
+                SinkSpec::MigratoryData(MigratoryDataSink {
+                    subject,
+                    retained,
+                    qos,
+                })
             }
             // Never in a file: `ferry relay` builds standard output as a connection itself.
             ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink {
@@ -2242,6 +2372,81 @@ routes:
         let e = errors(&WEB.replace("url: /api/realtime", "method: PATCH"));
         assert!(e.contains("a `handshake` needs `url`"), "{e}");
         assert!(e.contains("`PATCH` is not a valid method here"), "{e}");
+    }
+
+    const MD: &str = r#"
+connections:
+  md:
+    migratorydata:
+      servers: [http://127.0.0.1:8800, "https://md2.example.com"]
+      token: ${KEY}
+      poll_interval: 250ms
+  plant:
+    mqtt: { url: mqtt://broker }
+routes:
+  - name: in
+    from: { connection: md, subject: /server/status, history: 5 }
+    to: { connection: plant, topic: auto }
+  - name: out
+    from: { connection: plant, topic: "sensors/#" }
+    to: { connection: md, subject: "/sensors/{{ topic[1] }}", retained: true, qos: guaranteed }
+"#;
+
+    #[test]
+    fn decodes_migratorydata() {
+        let config = parse(MD, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::MigratoryData(md) = &config.connections["md"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            md.servers,
+            ["http://127.0.0.1:8800/", "https://md2.example.com/"]
+        );
+        assert_eq!(md.token.expose(), "k3y");
+        assert_eq!(md.poll_interval, Duration::from_millis(250));
+        assert_eq!(md.timeout, Duration::from_secs(10));
+        assert_eq!(
+            config.routes[0].from.spec,
+            SourceSpec::MigratoryData(MigratoryDataSource {
+                subject: "/server/status".into(),
+                history: Some(5)
+            })
+        );
+        assert_eq!(
+            config.routes[1].to[0].spec,
+            SinkSpec::MigratoryData(MigratoryDataSink {
+                subject: Target::Template("/sensors/{{ topic[1] }}".into()),
+                retained: Retain::Fixed(true),
+                qos: MigratoryDataQos::Guaranteed,
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_migratorydata_mistakes_without_showing_the_token() {
+        let e = errors(
+            &MD.replace("subject: /server/status", "subject: server/status")
+                .replace("qos: guaranteed", "qos: best")
+                .replace("http://127.0.0.1:8800", "http://127.0.0.1:8800/?token=k3y")
+                .replace("poll_interval: 250ms", "poll_interval: 0s"),
+        );
+        for expected in [
+            "b.yaml:12:",
+            "`server/status` is not a MigratoryData subject: it must start with `/`",
+            "`best` is not a valid MigratoryData qos",
+            "is not an http:// or https:// server URL",
+            "`poll_interval` cannot be 0",
+        ] {
+            assert!(e.contains(expected), "missing `{expected}` in:\n{e}");
+        }
+        assert!(!e.contains("k3y"), "{e}");
+        let e = errors(&MD.replace("      token: ${KEY}\n", ""));
+        assert!(
+            e.contains("a MigratoryData connection needs `token`"),
+            "{e}"
+        );
+        let e = errors(&MD.replace("/sensors/{{ topic[1] }}", "sensors"));
+        assert!(e.contains("must start with `/`"), "{e}");
     }
 }
 

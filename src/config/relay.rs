@@ -1226,8 +1226,10 @@ fn source(from: &Endpoint, args: &RelayArgs) -> Result<Source, RelayError> {
             events: from.events.clone(),
         }),
         ConnectionKind::Stdio(_) => SourceSpec::Stdio,
-        ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
-            unreachable!("endpoint() refuses sink-only schemes as FROM")
+        ConnectionKind::Http(_)
+        | ConnectionKind::SseServer(_)
+        | ConnectionKind::MigratoryData(_) => {
+            unreachable!("endpoint() refuses sink-only schemes as FROM, and has no migratorydata")
         }
     };
     Ok(Source {
@@ -1283,8 +1285,10 @@ fn sink(from: &Endpoint, to: &Endpoint, args: &RelayArgs) -> Result<Sink, RelayE
             method: HttpMethod::Post,
         }),
         ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink { subject: target }),
-        ConnectionKind::Sse(_) | ConnectionKind::SseServer(_) => {
-            unreachable!("endpoint() refuses source-only schemes as TO")
+        ConnectionKind::Sse(_)
+        | ConnectionKind::SseServer(_)
+        | ConnectionKind::MigratoryData(_) => {
+            unreachable!("endpoint() refuses source-only schemes as TO, and has no migratorydata")
         }
     };
     Ok(Sink {

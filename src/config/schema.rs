@@ -303,7 +303,8 @@ struct LoopGuard {
         { "required": ["nats"] },
         { "required": ["sse"] },
         { "required": ["http"] },
-        { "required": ["sse_server"] }
+        { "required": ["sse_server"] },
+        { "required": ["migratorydata"] }
     ])
 )]
 struct Connection {
@@ -317,6 +318,8 @@ struct Connection {
     http: Option<HttpConnection>,
     /// A server-sent-event stream ferry serves to browsers, on the admin listener.
     sse_server: Option<SseServerConnection>,
+    /// A MigratoryData server or cluster, through its REST API.
+    migratorydata: Option<MigratoryDataConnection>,
     /// How ferry reconnects when the connection drops: exponential backoff with jitter.
     reconnect: Option<Reconnect>,
 }
@@ -565,6 +568,27 @@ struct HttpConnection {
     max_concurrent: Option<Whole<1, 1024>>,
 }
 
+/// A MigratoryData server or cluster through its REST API (`Rest.Enable = true` on the
+/// server).
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct MigratoryDataConnection {
+    /// The servers' http:// or https:// base URLs, tried in this order: on a connection
+    /// failure ferry moves to the next, and back to the first once the one in use stayed up
+    /// for `reconnect.stable_after`.
+    servers: OneOrList<Text>,
+    /// The entitlement token, e.g. `${MIGRATORYDATA_TOKEN}`. Never logged.
+    token: Text,
+    /// TLS settings.
+    tls: Option<Tls>,
+    /// How long one request may take.
+    #[schemars(extend("default" = "10s"))]
+    timeout: Option<Duration>,
+    /// How long a source waits after a poll that brought nothing.
+    #[schemars(extend("default" = "1s"))]
+    poll_interval: Option<Duration>,
+}
+
 /// A server-sent-event stream served to browsers on the admin listener.
 #[derive(JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -677,6 +701,7 @@ enum Source {
     Mqtt(MqttSource),
     Nats(NatsSource),
     Sse(SseSource),
+    MigratoryData(MigratoryDataSource),
 }
 
 /// Keys every source takes.
@@ -784,6 +809,19 @@ struct SseSource {
     events: Option<OneOrList<Text>>,
 }
 
+/// A MigratoryData source: a subject, polled.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct MigratoryDataSource {
+    #[serde(flatten)]
+    common: SourceCommon,
+    /// The subject to read, e.g. `/sensors/kitchen` (starts with `/`).
+    subject: Text,
+    /// How many past messages the first poll delivers when ferry has no cursor for the
+    /// subject yet. Default: none (ferry starts from now).
+    history: Option<Whole<0, 1000000>>,
+}
+
 /// A sink; its keys depend on the protocol of the connection it names.
 #[derive(JsonSchema)]
 #[schemars(untagged)]
@@ -792,6 +830,7 @@ enum Sink {
     Nats(NatsSink),
     Http(HttpSink),
     SseServer(SseServerSink),
+    MigratoryData(MigratoryDataSink),
 }
 
 /// Keys every sink takes.
@@ -887,6 +926,32 @@ struct SseServerSink {
     event: Option<Text>,
 }
 
+/// A MigratoryData sink: one produce per message.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct MigratoryDataSink {
+    #[serde(flatten)]
+    common: SinkCommon,
+    /// The subject: a template such as `/sensors/{{ topic[1] }}`, or `auto` (`/` and the
+    /// source's name as an MQTT topic).
+    #[schemars(extend("default" = "auto"))]
+    subject: Option<Text>,
+    /// Publish retained: `true`, `false`, or `source` (as the message arrived).
+    #[schemars(extend("default" = false))]
+    retained: Option<Interpolated<RetainSetting>>,
+    /// MigratoryData's quality of service.
+    #[schemars(extend("default" = "standard"))]
+    qos: Option<Interpolated<MigratoryDataQos>>,
+}
+
+/// MigratoryData's quality of service for a publish.
+#[derive(JsonSchema)]
+#[schemars(rename_all = "lowercase")]
+enum MigratoryDataQos {
+    Standard,
+    Guaranteed,
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -964,7 +1029,17 @@ connections:
       max_concurrent: 2
   browser:
     sse_server: { path: /events/sensors, buffer: 100, keep_alive: 15s, cors_origin: "*" }
+  md:
+    migratorydata:
+      servers: [http://md1:8800, https://md2:8443]
+      token: "${MIGRATORYDATA_TOKEN}"
+      tls: { ca: /etc/ferry/ca.pem }
+      timeout: 10s
+      poll_interval: 1s
 routes:
+  - name: md-in
+    from: { connection: md, subject: /server/status, history: 10 }
+    to: { connection: md, subject: "/copy{{ subject }}", retained: source, qos: guaranteed }
   - name: telemetry
     from:
       connection: plant
@@ -1025,13 +1100,19 @@ routes:
         ("a `handshake`", &["Handshake"]),
         ("an HTTP connection", &["HttpConnection"]),
         ("an sse_server connection", &["SseServerConnection"]),
+        ("a MigratoryData connection", &["MigratoryDataConnection"]),
         ("a route", &["Route"]),
         ("`headers`", &["HeaderRules"]),
         ("`queue`", &["Queue"]),
         ("`spool` (a map of dir, max_bytes)", &["Spool"]),
         (
             "a source (`from`)",
-            &["MqttSource", "NatsSource", "SseSource"],
+            &[
+                "MqttSource",
+                "NatsSource",
+                "SseSource",
+                "MigratoryDataSource",
+            ],
         ),
         ("an MQTT source", &["MqttSource"]),
         ("a NATS source", &["NatsSource"]),
@@ -1042,16 +1123,30 @@ routes:
         ),
         (
             "a sink (`to`)",
-            &["MqttSink", "NatsSink", "HttpSink", "SseServerSink"],
+            &[
+                "MqttSink",
+                "NatsSink",
+                "HttpSink",
+                "SseServerSink",
+                "MigratoryDataSink",
+            ],
         ),
         (
             "the dead-letter sink",
-            &["MqttSink", "NatsSink", "HttpSink", "SseServerSink"],
+            &[
+                "MqttSink",
+                "NatsSink",
+                "HttpSink",
+                "SseServerSink",
+                "MigratoryDataSink",
+            ],
         ),
         ("an MQTT sink", &["MqttSink"]),
         ("a NATS sink", &["NatsSink"]),
         ("an HTTP sink", &["HttpSink"]),
         ("an sse_server sink", &["SseServerSink"]),
+        ("a MigratoryData source", &["MigratoryDataSource"]),
+        ("a MigratoryData sink", &["MigratoryDataSink"]),
     ];
 
     fn lookup() -> Lookup<'static> {

@@ -24,6 +24,7 @@ use crate::pipeline::status::ConnectionStatus;
 
 pub mod http;
 pub(crate) mod http_client;
+pub mod migratorydata;
 pub mod mqtt;
 pub mod nats;
 pub mod sse;
@@ -168,7 +169,7 @@ pub trait Connection: Send {
 }
 
 /// Opens (but does not start) the connection a config entry describes. `state_dir` is where
-/// a connection keeps what must survive a restart (SSE resume cursors).
+/// a connection keeps what must survive a restart (SSE and MigratoryData resume cursors).
 pub fn open(
     connection: &config::Connection,
     status: ConnectionStatus,
@@ -201,6 +202,13 @@ pub fn open(
             http.clone(),
             reconnect,
             status,
+        )),
+        ConnectionKind::MigratoryData(md) => Box::new(migratorydata::MigratoryDataConnection::new(
+            name,
+            md.clone(),
+            reconnect,
+            status,
+            state_dir,
         )),
         ConnectionKind::Stdio(stdio) => {
             Box::new(stdio::StdioConnection::new(name, stdio.clone(), status))

@@ -181,7 +181,7 @@ fn source_syntax(spec: &SourceSpec) -> Option<Syntax> {
     match spec {
         SourceSpec::Mqtt(_) => Some(Syntax::Mqtt),
         SourceSpec::Nats(_) => Some(Syntax::Nats),
-        SourceSpec::Sse(_) | SourceSpec::Stdio => None,
+        SourceSpec::Sse(_) | SourceSpec::MigratoryData(_) | SourceSpec::Stdio => None,
     }
 }
 
@@ -190,7 +190,10 @@ fn sink_syntax(spec: &SinkSpec) -> Option<Syntax> {
     match spec {
         SinkSpec::Mqtt(_) => Some(Syntax::Mqtt),
         SinkSpec::Nats(_) => Some(Syntax::Nats),
-        SinkSpec::Http(_) | SinkSpec::SseServer(_) | SinkSpec::Stdio(_) => None,
+        SinkSpec::Http(_)
+        | SinkSpec::SseServer(_)
+        | SinkSpec::MigratoryData(_)
+        | SinkSpec::Stdio(_) => None,
     }
 }
 
@@ -199,6 +202,7 @@ fn sink_syntax(spec: &SinkSpec) -> Option<Syntax> {
 pub fn receives(route: &Route, name: &str) -> bool {
     match (&route.from.spec, source_syntax(&route.from.spec)) {
         (SourceSpec::Sse(sse), _) => sse.takes(name),
+        (SourceSpec::MigratoryData(md), _) => md.subject == name,
         (_, Some(syntax)) => source_filters(route)
             .iter()
             .any(|filter| overlaps(name, filter, syntax)),
@@ -213,6 +217,7 @@ pub fn source_filters(route: &Route) -> Vec<String> {
         SourceSpec::Mqtt(s) => s.topics.clone(),
         SourceSpec::Nats(s) => vec![s.subject.clone()],
         SourceSpec::Sse(s) => s.events.clone(),
+        SourceSpec::MigratoryData(s) => vec![s.subject.clone()],
         SourceSpec::Stdio => Vec::new(),
     }
 }
@@ -615,6 +620,7 @@ fn carries_marker(config: &Config, connection: &str) -> bool {
             ConnectionKind::Sse(_)
             | ConnectionKind::Http(_)
             | ConnectionKind::SseServer(_)
+            | ConnectionKind::MigratoryData(_)
             | ConnectionKind::Stdio(_) => false,
         })
 }

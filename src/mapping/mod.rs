@@ -622,6 +622,7 @@ impl SinkSide {
                 Protocol::Nats => scope.subject(),
                 // The connection's own URL.
                 Protocol::Http => String::new(),
+                Protocol::MigratoryData => scope.migratorydata_subject(),
                 Protocol::Sse | Protocol::SseServer | Protocol::Stdio => {
                     scope.message.subject.clone()
                 }
@@ -640,6 +641,7 @@ impl SinkSide {
             Protocol::Mqtt => names::mqtt_topic(&name),
             Protocol::Nats => names::nats_subject(&name),
             Protocol::SseServer | Protocol::Sse => names::sse_event(&name),
+            Protocol::MigratoryData => names::migratorydata_subject(&name),
             // A URL that does not resolve is the sink's to refuse; a line takes any subject.
             Protocol::Http | Protocol::Stdio => Ok(()),
         };
@@ -655,7 +657,7 @@ impl SinkSide {
             Protocol::Nats => "subject for",
             Protocol::Http => "URL for",
             Protocol::Sse | Protocol::SseServer => "event type for",
-            Protocol::Stdio => "subject for",
+            Protocol::Stdio | Protocol::MigratoryData => "subject for",
         }
     }
 }
@@ -682,7 +684,12 @@ fn header_rule(protocol: Protocol) -> Option<names::HeaderRule> {
     match protocol {
         Protocol::Nats => Some(names::nats_header),
         Protocol::Http => Some(names::http_header),
-        Protocol::Mqtt | Protocol::Sse | Protocol::SseServer | Protocol::Stdio => None,
+        // MigratoryData's REST API carries no headers: they are not sent.
+        Protocol::Mqtt
+        | Protocol::Sse
+        | Protocol::SseServer
+        | Protocol::MigratoryData
+        | Protocol::Stdio => None,
     }
 }
 

@@ -169,9 +169,51 @@ pub fn sse_event(name: &str) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A MigratoryData subject: `/` then one or more non-empty segments separated by `/`
+/// (`/server/status`), no whitespace or control characters.
+pub fn migratorydata_subject(subject: &str) -> Result<(), Problem> {
+    let hint =
+        || "a MigratoryData subject starts with `/`, e.g. `/sensors/kitchen/temp`".to_string();
+    let Some(rest) = subject.strip_prefix('/') else {
+        return Err((
+            format!("`{subject}` is not a MigratoryData subject: it must start with `/`"),
+            hint(),
+        ));
+    };
+    if rest.split('/').any(str::is_empty) {
+        return Err((
+            format!("`{subject}` is not a MigratoryData subject: it has an empty segment"),
+            "no `//` and no `/` at the end, e.g. `/sensors/kitchen`".into(),
+        ));
+    }
+    if subject.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err((
+            format!("`{subject}` is not a MigratoryData subject: it contains whitespace"),
+            hint(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn migratorydata_rules() {
+        for ok in ["/a", "/server/status", "/a/b.c/d-e"] {
+            migratorydata_subject(ok).unwrap();
+        }
+        for bad in ["", "/", "a/b", "/a//b", "/a/", "/a b", "/a\nb"] {
+            assert!(migratorydata_subject(bad).is_err(), "{bad}");
+        }
+        assert!(
+            migratorydata_subject("a/b")
+                .unwrap_err()
+                .0
+                .contains("start with `/`")
+        );
+    }
 
     #[test]
     fn mqtt_rules() {

@@ -44,6 +44,7 @@ impl Scope<'_> {
     pub fn topic(&self) -> String {
         match self.protocol {
             Protocol::Nats => codec::subject_to_topic(&self.message.subject),
+            Protocol::MigratoryData => migratorydata_to_topic(&self.message.subject),
             _ => self.message.subject.clone(),
         }
     }
@@ -52,9 +53,26 @@ impl Scope<'_> {
     pub fn subject(&self) -> String {
         match self.protocol {
             Protocol::Mqtt => codec::topic_to_subject(&self.message.subject),
+            Protocol::MigratoryData => {
+                codec::topic_to_subject(&migratorydata_to_topic(&self.message.subject))
+            }
             _ => self.message.subject.clone(),
         }
     }
+
+    /// The source name as a MigratoryData subject: `/` and the MQTT topic (`/a/b` for MQTT
+    /// `a/b` or NATS `a.b`); a MigratoryData subject as it is.
+    pub fn migratorydata_subject(&self) -> String {
+        match self.protocol {
+            Protocol::MigratoryData => self.message.subject.clone(),
+            _ => format!("/{}", self.topic()),
+        }
+    }
+}
+
+/// A MigratoryData subject as an MQTT topic: without its leading `/` (`/a/b` is `a/b`).
+fn migratorydata_to_topic(subject: &str) -> String {
+    subject.strip_prefix('/').unwrap_or(subject).to_string()
 }
 
 /// A compiled template.

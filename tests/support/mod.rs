@@ -14,8 +14,9 @@
 //! - [`TcpProxy`] sits between ferry and a broker and can stop forwarding without closing;
 //! - [`Nchan`] (nginx + nchan) and [`PocketBase`] are real SSE servers, [`WebhookServer`] a
 //!   recording HTTP receiver with scripted answers, [`SseClient`] a real `curl` subscriber
-//!   with a WHATWG SSE parser, and [`RestdbFake`] the one hand-written fake (restdb.io is a
-//!   hosted service; restdb.rs says what documentation it follows).
+//!   with a WHATWG SSE parser, and [`RestdbFake`] and [`MigratoryDataFake`] the two
+//!   hand-written fakes (restdb.io is a hosted service, MigratoryData a commercial server;
+//!   restdb.rs and migratorydata.rs say what documentation each follows).
 //!
 //! Waiting is always bounded and always on an event (a port accepts connections, a log line
 //! appears, a SUBACK or a probe message arrives); a wait that runs out panics and says what did
@@ -29,6 +30,7 @@ mod process;
 mod brokers;
 mod certs;
 mod ferry;
+mod migratorydata;
 mod peers;
 mod prometheus;
 mod proxy;
@@ -41,6 +43,8 @@ pub use brokers::*;
 pub use certs::*;
 #[allow(unused_imports)]
 pub use ferry::*;
+#[allow(unused_imports)]
+pub use migratorydata::*;
 #[allow(unused_imports)]
 pub use peers::*;
 #[allow(unused_imports)]

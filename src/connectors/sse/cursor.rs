@@ -141,11 +141,11 @@ impl Tracker {
     }
 }
 
-/// What `<state_dir>/sse/<connection>.json` holds.
+/// What a cursor file (`<state_dir>/sse/<connection>.json`) holds.
 #[derive(Debug, PartialEq, Serialize, Deserialize)]
 struct Saved {
-    /// The stream's URL without its query (which may hold an API key): a cursor is only good
-    /// for the stream it came from.
+    /// The stream's URL without its query (which may hold an API key), or another connector's
+    /// name for its stream: a cursor is only good for the stream it came from.
     url: String,
     last_event_id: Option<String>,
 }
@@ -161,36 +161,53 @@ pub struct CursorFile {
 }
 
 impl CursorFile {
-    /// The cursor file of `connection` under `state_dir`. Creates the directory, reads the
-    /// saved cursor, and writes it back once, so a directory ferry cannot write to is found
-    /// now, before anything starts, and not at the first event.
+    /// The SSE cursor file of `connection` under `state_dir` (`sse/<connection>.json`), for
+    /// the stream at `url`. See [`Self::open_in`].
     pub fn open(
         state_dir: &Path,
         connection: Arc<str>,
         url: &str,
     ) -> anyhow::Result<(CursorFile, Option<String>)> {
-        let dir = state_dir.join("sse");
+        let hint = format!(
+            "ferry keeps the SSE resume cursor (the id of the last delivered event) there. \
+             Set `state_dir:` in bridges.yaml to a directory ferry may write, run ferry \
+             under systemd with `StateDirectory=ferry` (then it is /var/lib/ferry), or set \
+             `resume: false` on connection {connection}"
+        );
+        let name = file_name(&connection);
+        Self::open_in(
+            &state_dir.join("sse"),
+            &name,
+            connection,
+            stream_url(url),
+            hint,
+        )
+    }
+
+    /// The cursor file `<dir>/<name>.json` of `connection`, for the stream called `stream`
+    /// (a cursor saved for another stream is not used; `stream` must hold no secret). Creates
+    /// the directory, reads the saved cursor, and writes it back once, so a directory ferry
+    /// cannot write to is found now, before anything starts, and not at the first event;
+    /// `hint` then says what to do. Other connectors keep their cursors with this too
+    /// (MigratoryData's epoch/seq).
+    pub fn open_in(
+        dir: &Path,
+        name: &str,
+        connection: Arc<str>,
+        stream: String,
+        hint: String,
+    ) -> anyhow::Result<(CursorFile, Option<String>)> {
         let mut file = CursorFile {
-            path: dir.join(format!("{}.json", file_name(&connection))),
-            url: stream_url(url),
+            path: dir.join(format!("{}.json", file_name(name))),
+            url: stream,
             connection,
             saved: None,
         };
-        let hint = || {
-            format!(
-                "ferry keeps the SSE resume cursor (the id of the last delivered event) there. \
-                 Set `state_dir:` in bridges.yaml to a directory ferry may write, run ferry \
-                 under systemd with `StateDirectory=ferry` (then it is /var/lib/ferry), or set \
-                 `resume: false` on connection {}",
-                file.connection
-            )
-        };
-        std::fs::create_dir_all(&dir).with_context(|| {
-            format!("cannot create the directory {}. {}", dir.display(), hint())
-        })?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create the directory {}. {hint}", dir.display()))?;
         let cursor = file.load();
         file.save(&cursor)
-            .with_context(|| format!("cannot write in {}. {}", dir.display(), hint()))?;
+            .with_context(|| format!("cannot write in {}. {hint}", dir.display()))?;
         file.saved.clone_from(&cursor);
         Ok((file, cursor))
     }
@@ -313,9 +330,9 @@ pub fn stream_url(url: &str) -> String {
     }
 }
 
-/// A connection name as a file name: letters, digits, `-`, `_` and `.` stay, anything else
-/// becomes `_`.
-fn file_name(connection: &str) -> String {
+/// A connection (or stream) name as a file name: letters, digits, `-`, `_` and `.` stay,
+/// anything else becomes `_`.
+pub fn file_name(connection: &str) -> String {
     let name: String = connection
         .chars()
         .map(|c| {

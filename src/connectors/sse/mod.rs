@@ -16,7 +16,7 @@
 //! whose cursor (the id of the last event every route has) is saved under the state
 //! directory and sent as `Last-Event-ID` after a restart.
 
-mod cursor;
+pub(crate) mod cursor;
 mod handshake;
 mod transport;
 
