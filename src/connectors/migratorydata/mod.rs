@@ -9,8 +9,9 @@
 //! - **Servers.** A connection lists its servers; requests go to one at a time and fail over
 //!   to the next on a connection failure, back to the first after `reconnect.stable_after`
 //!   ([`servers`]).
-//! - **Sink.** One `POST /rest/produce` per message, its payload the body, with a `closure`
-//!   that is unique to the request in this process; the answer must carry the same closure,
+//! - **Sink.** One `POST /rest/produce` per message, its payload the body, with a `closure`:
+//!   the message's id, which the route gives every message (a counter for one without); the
+//!   answer must carry the same closure,
 //!   so an outcome is never taken for another message's. `OK` confirms the message; `FAILED`
 //!   is [`SinkError::Unavailable`], so the route retries it with backoff; `DENY` and
 //!   `MESSAGE_SIZE_LIMIT_EXCEEDED` are [`SinkError::Rejected`] with the status in the reason,
@@ -72,7 +73,7 @@ pub const CLOSURE_HEADER: &str = "MigratoryData-Closure";
 pub const EPOCH_HEADER: &str = "MigratoryData-Epoch";
 pub const SEQ_HEADER: &str = "MigratoryData-Seq";
 
-/// The closure of the next produce: unique within the process, across connections.
+/// The closure of the next produce of a message without an id: unique within the process.
 static NEXT_CLOSURE: AtomicU64 = AtomicU64::new(1);
 
 /// A MigratoryData server, or a cluster of them, through the REST API.
@@ -307,7 +308,12 @@ impl Sink for MigratoryDataSink {
     fn send<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<(), SinkError>> {
         Box::pin(async move {
             let e = &*self.endpoint;
-            let closure = format!("ferry-{}", NEXT_CLOSURE.fetch_add(1, Ordering::Relaxed));
+            // The message's own id (the route gives every message one, the same on each
+            // try), so a server's answer names the message it is about.
+            let closure = match &message.id {
+                Some(id) => id.clone(),
+                None => format!("ferry-{}", NEXT_CLOSURE.fetch_add(1, Ordering::Relaxed)),
+            };
             let retained = match self.retained {
                 Retain::Fixed(r) => r,
                 Retain::FromSource => message.retain,
