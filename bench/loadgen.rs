@@ -404,7 +404,7 @@ const SSE_WRITE_BATCH: usize = 16 * 1024;
 
 /// Serves one `text/event-stream` to the first client and writes the events to it.
 async fn serve_sse(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(Instant, Instant)> {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind((host, port))
         .await
         .with_context(|| format!("listening on {host}:{port}"))?;
@@ -429,10 +429,9 @@ async fn serve_sse(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(Ins
         .await?;
     announce("connected")?;
     if args.start_on_stdin {
+        // Blocking is fine: nothing else runs on this thread until the events go out.
         let mut line = String::new();
-        tokio::io::BufReader::new(tokio::io::stdin())
-            .read_line(&mut line)
-            .await?;
+        std::io::stdin().read_line(&mut line)?;
     }
     let started = Instant::now();
     let pacer = Pacer::new(args.rate);
