@@ -144,10 +144,16 @@ fn main() -> anyhow::Result<()> {
 
 /// Where `--url` points.
 enum Endpoint {
-    Mqtt { host: String, port: u16 },
+    Mqtt {
+        host: String,
+        port: u16,
+    },
     Nats(String),
     /// `sse-serve://HOST:PORT`: the publisher serves the stream.
-    SseServe { host: String, port: u16 },
+    SseServe {
+        host: String,
+        port: u16,
+    },
     /// `sse://HOST:PORT/PATH`: the subscriber reads the stream (as `http://`).
     Sse(String),
 }
@@ -163,7 +169,9 @@ fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
         "nats" => Ok(Endpoint::Nats(url.to_string())),
         "sse-serve" => Ok(Endpoint::SseServe {
             host,
-            port: parsed.port().context("--url sse-serve://HOST:PORT needs a port")?,
+            port: parsed
+                .port()
+                .context("--url sse-serve://HOST:PORT needs a port")?,
         }),
         "sse" => Ok(Endpoint::Sse(format!("http{}", &url[3..]))),
         other => bail!(
@@ -409,7 +417,10 @@ async fn serve_sse(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(Ins
         .await
         .with_context(|| format!("listening on {host}:{port}"))?;
     announce("listening")?;
-    let (mut socket, _) = listener.accept().await.context("accepting the SSE client")?;
+    let (mut socket, _) = listener
+        .accept()
+        .await
+        .context("accepting the SSE client")?;
     socket.set_nodelay(true)?;
     // The request head: read up to the blank line; its content does not matter.
     let mut head = Vec::new();
