@@ -1,9 +1,18 @@
 //! The benchmark suite's load generator and counter (`bench/run`, issue 8).
 //!
 //! `loadgen pub` publishes N messages of S bytes to an MQTT topic or a NATS subject, as fast as
-//! the broker takes them or at a fixed rate. Each payload starts with its sequence number and its
-//! send time (16 bytes, little endian: `u64` sequence, `u64` nanoseconds since the Unix epoch);
-//! the rest is padding.
+//! the broker takes them or at a fixed rate. Each payload carries its sequence number and its
+//! send time: `--format binary` (the default) starts it with 16 bytes, little endian (`u64`
+//! sequence, `u64` nanoseconds since the Unix epoch), then padding; `--format json` makes it a
+//! JSON object `{"seq":N,"sent_us":T,"room":"kitchen","value":21.5,"pad":"xx..."}` padded to S
+//! bytes (microseconds, so the number stays exact through jq's doubles), for routes that
+//! transform it with jq: the subscriber reads `seq` and `sent_us` back from whatever JSON object
+//! arrives.
+//!
+//! `loadgen pub --url sse-serve://127.0.0.1:PORT` serves one `text/event-stream` instead: it
+//! prints `listening`, waits for one client, prints `connected`, then writes the N events (JSON
+//! data as above, with `id:`), and closes the stream. `loadgen sub --url sse://HOST:PORT/PATH`
+//! reads such a stream itself (the direct path of the SSE scenario).
 //!
 //! `loadgen sub` subscribes, prints `subscribed` once the broker confirmed the subscription, then
 //! counts until N messages arrived or the time runs out, and prints one JSON line: received, lost,
@@ -71,6 +80,14 @@ struct PubArgs {
     /// Messages per second; without it, as fast as the broker takes them
     #[arg(long)]
     rate: Option<f64>,
+    /// Payload format: binary (16-byte header and padding) or json (an object with `seq` and
+    /// `sent_us`); an SSE stream is always json
+    #[arg(long, value_enum, default_value_t = Format::Binary)]
+    format: Format,
+    /// sse-serve:// only: once a client connected, wait for a line on standard input before
+    /// writing the events (so a script can start its measurement first)
+    #[arg(long)]
+    start_on_stdin: bool,
     /// MQTT QoS 1: publishes sent and not yet acknowledged (PUBACK). A small window costs
     /// throughput and CPU (here 100: 27k msg/s at 15 µs/msg; 1000: 49k at 5 µs/msg).
     #[arg(long, default_value_t = 1000)]
@@ -97,10 +114,25 @@ struct SubArgs {
     /// MQTT QoS of the subscription (0 or 1); ignored for NATS
     #[arg(long, default_value_t = 0)]
     qos: u8,
+    /// Payload format to read sequence number and send time from (see `pub --format`); an SSE
+    /// stream is always json
+    #[arg(long, value_enum, default_value_t = Format::Binary)]
+    format: Format,
+}
+
+/// How a payload carries its sequence number and send time.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// 16 bytes (`u64` sequence, `u64` send time in ns, little endian), then padding
+    Binary,
+    /// A JSON object with `seq` and `sent_us` (send time in µs since the Unix epoch)
+    Json,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // reqwest (the SSE subscriber) is built without a default TLS provider, as in ferry.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -112,8 +144,18 @@ fn main() -> anyhow::Result<()> {
 
 /// Where `--url` points.
 enum Endpoint {
-    Mqtt { host: String, port: u16 },
+    Mqtt {
+        host: String,
+        port: u16,
+    },
     Nats(String),
+    /// `sse-serve://HOST:PORT`: the publisher serves the stream.
+    SseServe {
+        host: String,
+        port: u16,
+    },
+    /// `sse://HOST:PORT/PATH`: the subscriber reads the stream (as `http://`).
+    Sse(String),
 }
 
 fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
@@ -125,7 +167,16 @@ fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
             port: parsed.port().unwrap_or(1883),
         }),
         "nats" => Ok(Endpoint::Nats(url.to_string())),
-        other => bail!("--url: unsupported scheme {other}: (mqtt:// or nats://)"),
+        "sse-serve" => Ok(Endpoint::SseServe {
+            host,
+            port: parsed
+                .port()
+                .context("--url sse-serve://HOST:PORT needs a port")?,
+        }),
+        "sse" => Ok(Endpoint::Sse(format!("http{}", &url[3..]))),
+        other => bail!(
+            "--url: unsupported scheme {other}: (mqtt://, nats://, sse-serve:// for pub, sse:// for sub)"
+        ),
     }
 }
 
@@ -168,13 +219,48 @@ fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
-/// The payload of message `seq`: header, then padding up to `size`.
-fn payload(buf: &mut BytesMut, seq: u64, size: usize) -> Bytes {
+/// The payload of message `seq` in `format`, `size` bytes (a JSON payload at least as long as
+/// its fields).
+fn payload(buf: &mut BytesMut, seq: u64, size: usize, format: Format) -> Bytes {
     buf.reserve(size);
-    buf.put_u64_le(seq);
-    buf.put_u64_le(now_ns());
-    buf.put_bytes(b'x', size - HEADER_LEN);
+    match format {
+        Format::Binary => {
+            buf.put_u64_le(seq);
+            buf.put_u64_le(now_ns());
+            buf.put_bytes(b'x', size - HEADER_LEN);
+        }
+        Format::Json => {
+            let head = format!(
+                r#"{{"seq":{seq},"sent_us":{},"room":"kitchen","value":21.5,"pad":""#,
+                now_ns() / 1000
+            );
+            buf.put_slice(head.as_bytes());
+            buf.put_bytes(b'x', size.saturating_sub(head.len() + 2));
+            buf.put_slice(b"\"}");
+        }
+    }
     buf.split().freeze()
+}
+
+/// The JSON fields a subscriber reads back (other fields are ignored).
+#[derive(serde::Deserialize)]
+struct JsonStamp {
+    seq: u64,
+    sent_us: u64,
+}
+
+/// Sequence number and send time (ns since the Unix epoch) of a payload in `format`.
+fn stamp(payload: &[u8], format: Format) -> Option<(u64, u64)> {
+    match format {
+        Format::Binary => Some((
+            u64::from_le_bytes(payload.get(..8)?.try_into().ok()?),
+            u64::from_le_bytes(payload.get(8..16)?.try_into().ok()?),
+        )),
+        Format::Json => {
+            let s: JsonStamp = serde_json::from_slice(payload).ok()?;
+            Some((s.seq, s.sent_us * 1000))
+        }
+    }
 }
 
 /// Paces a publisher at `rate` msg/s (none: no pacing). Sleeps only when ahead of schedule, so
@@ -210,6 +296,8 @@ async fn publish(args: PubArgs) -> anyhow::Result<()> {
     let (started, finished) = match endpoint(&args.url)? {
         Endpoint::Mqtt { host, port } => publish_mqtt(&args, &host, port).await?,
         Endpoint::Nats(url) => publish_nats(&args, &url).await?,
+        Endpoint::SseServe { host, port } => serve_sse(&args, &host, port).await?,
+        Endpoint::Sse(_) => bail!("--url sse://: a subscriber's URL; pub serves sse-serve://"),
     };
     let cpu = own_cpu_ticks().saturating_sub(cpu_before);
     let elapsed = finished.duration_since(started).as_secs_f64();
@@ -248,6 +336,7 @@ async fn publish_mqtt(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(
     }
     let started = Instant::now();
     let (count, size, rate, topic) = (args.count, args.size, args.rate, args.topic.clone());
+    let format = args.format;
     // The request channel is bounded; the event loop below drains it and keeps the QoS 1 window
     // full as acknowledgements return (rumqttc holds back new publishes while `inflight` are
     // unacknowledged).
@@ -257,7 +346,7 @@ async fn publish_mqtt(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(
         let options = mqtt4::PublishOptions::new(qos);
         for seq in 0..count {
             pacer.wait(seq).await;
-            let body = payload(&mut buf, seq, size);
+            let body = payload(&mut buf, seq, size, format);
             if client.publish(topic.as_str(), body, options).await.is_err() {
                 break;
             }
@@ -308,7 +397,7 @@ async fn publish_nats(args: &PubArgs, url: &str) -> anyhow::Result<(Instant, Ins
     let subject = async_nats::Subject::from(args.topic.as_str());
     for seq in 0..args.count {
         pacer.wait(seq).await;
-        let body = payload(&mut buf, seq, args.size);
+        let body = payload(&mut buf, seq, args.size, args.format);
         client.publish(subject.clone(), body).await?;
     }
     // A round trip to the server: everything before it was read by the server.
@@ -317,9 +406,76 @@ async fn publish_nats(args: &PubArgs, url: &str) -> anyhow::Result<(Instant, Ins
     Ok((started, finished))
 }
 
+/// Bytes of events gathered before a write at full speed (at a fixed rate every event is
+/// written at once, so its send time is when it left).
+const SSE_WRITE_BATCH: usize = 16 * 1024;
+
+/// Serves one `text/event-stream` to the first client and writes the events to it.
+async fn serve_sse(args: &PubArgs, host: &str, port: u16) -> anyhow::Result<(Instant, Instant)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind((host, port))
+        .await
+        .with_context(|| format!("listening on {host}:{port}"))?;
+    announce("listening")?;
+    let (mut socket, _) = listener
+        .accept()
+        .await
+        .context("accepting the SSE client")?;
+    socket.set_nodelay(true)?;
+    // The request head: read up to the blank line; its content does not matter.
+    let mut head = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut chunk).await?;
+        if n == 0 {
+            bail!("the SSE client closed before its request was complete");
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    // No length and no chunking: the body ends when the connection closes.
+    socket
+        .write_all(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\nconnection: close\r\n\r\n",
+        )
+        .await?;
+    announce("connected")?;
+    if args.start_on_stdin {
+        // Blocking is fine: nothing else runs on this thread until the events go out.
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+    }
+    let started = Instant::now();
+    let pacer = Pacer::new(args.rate);
+    let mut buf = BytesMut::with_capacity(args.size * 1024);
+    let mut out = BytesMut::with_capacity(SSE_WRITE_BATCH * 2);
+    for seq in 0..args.count {
+        pacer.wait(seq).await;
+        let body = payload(&mut buf, seq, args.size, Format::Json);
+        out.put_slice(format!("id: {seq}\ndata: ").as_bytes());
+        out.put_slice(&body);
+        out.put_slice(b"\n\n");
+        if args.rate.is_some() || out.len() >= SSE_WRITE_BATCH {
+            socket.write_all(&out).await?;
+            out.clear();
+        }
+    }
+    socket.write_all(&out).await?;
+    socket.flush().await?;
+    let finished = Instant::now();
+    // Close after the client read everything (or gave up): a close with unread data in our
+    // receive buffer would reset the connection and could cut the stream's tail.
+    let _ = socket.shutdown().await;
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while matches!(socket.read(&mut chunk).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    Ok((started, finished))
+}
+
 /// What the subscriber has seen so far.
 struct Tally {
     expected: u64,
+    format: Format,
     seen: Vec<bool>,
     received: u64,
     unique: u64,
@@ -335,9 +491,10 @@ struct Tally {
 }
 
 impl Tally {
-    fn new(expected: u64) -> Self {
+    fn new(expected: u64, format: Format) -> Self {
         Self {
             expected,
+            format,
             seen: vec![false; expected as usize],
             received: 0,
             unique: 0,
@@ -360,14 +517,7 @@ impl Tally {
         self.last = Some(arrived);
         self.last_unix_ns = arrived_ns;
         self.received += 1;
-        let (Some(seq), Some(sent_ns)) = (
-            payload
-                .get(..8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap())),
-            payload
-                .get(8..16)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap())),
-        ) else {
+        let Some((seq, sent_ns)) = stamp(payload, self.format) else {
             self.out_of_range += 1;
             return false;
         };
@@ -434,11 +584,20 @@ impl Tally {
 }
 
 async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
-    let mut tally = Tally::new(args.count);
+    let endpoint = endpoint(&args.url)?;
+    let format = match endpoint {
+        Endpoint::Sse(_) => Format::Json,
+        _ => args.format,
+    };
+    let mut tally = Tally::new(args.count, format);
     let cpu_before = own_cpu_ticks();
-    let timed_out = match endpoint(&args.url)? {
+    let timed_out = match endpoint {
         Endpoint::Mqtt { host, port } => subscribe_mqtt(&args, &host, port, &mut tally).await?,
         Endpoint::Nats(url) => subscribe_nats(&args, &url, &mut tally).await?,
+        Endpoint::Sse(url) => subscribe_sse(&args, &url, &mut tally).await?,
+        Endpoint::SseServe { .. } => {
+            bail!("--url sse-serve://: a publisher's URL; sub reads sse://")
+        }
     };
     let cpu = own_cpu_ticks().saturating_sub(cpu_before);
     println!("{}", tally.report(cpu, timed_out));
@@ -446,8 +605,13 @@ async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
 }
 
 fn announce_subscribed() -> anyhow::Result<()> {
+    announce("subscribed")
+}
+
+/// Prints one line a script synchronises on, at once.
+fn announce(line: &str) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "subscribed")?;
+    writeln!(out, "{line}")?;
     out.flush()?;
     Ok(())
 }
@@ -525,6 +689,54 @@ async fn subscribe_nats(args: &SubArgs, url: &str, tally: &mut Tally) -> anyhow:
                 if tally.record(&message.payload) {
                     return Ok(false);
                 }
+            }
+        }
+    }
+}
+
+/// Reads an SSE stream and counts its events; `true` when it gave up before every message
+/// arrived. `subscribed` once the server answered with its headers.
+async fn subscribe_sse(args: &SubArgs, url: &str, tally: &mut Tally) -> anyhow::Result<bool> {
+    let client = reqwest::Client::builder()
+        .build()
+        .context("building the HTTP client")?;
+    let response = client
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .with_context(|| format!("requesting {url}"))?;
+    if !response.status().is_success() {
+        bail!("{url} answered {}", response.status());
+    }
+    announce_subscribed()?;
+    let mut body = response.bytes_stream();
+    let deadline = Instant::now() + args.timeout;
+    // A line may span chunks: what is left after the last newline waits for the next chunk.
+    let mut pending = BytesMut::new();
+    let mut data = Vec::new();
+    loop {
+        let wait = next_deadline(args, deadline, tally);
+        let chunk = match tokio::time::timeout_at(wait.into(), body.next()).await {
+            Err(_) => return Ok(true),
+            Ok(None) => return Ok(tally.unique < tally.expected),
+            Ok(Some(chunk)) => chunk.context("reading the SSE stream")?,
+        };
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let line = pending.split_to(end + 1);
+            let line = line[..end].strip_suffix(b"\r").unwrap_or(&line[..end]);
+            if line.is_empty() {
+                // A blank line dispatches the event (one without data is none).
+                if !data.is_empty() && tally.record(&data) {
+                    return Ok(false);
+                }
+                data.clear();
+            } else if let Some(value) = line.strip_prefix(b"data:") {
+                if !data.is_empty() {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(value.strip_prefix(b" ").unwrap_or(value));
             }
         }
     }

@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the mapping stage: the MQTT ⇄ NATS codec, subject templates, a jq
 //! reshape and a whole route's `Mapping::apply`. Run with `cargo bench --bench mapping`; the
-//! figures and the targets they are held to are in `bench/RESULTS.md`.
+//! figures and the targets they are held to are in `bench/RESULTS-mapping.md`.
 
 use std::hint::black_box;
 use std::sync::Arc;
