@@ -335,7 +335,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(config.threads);
+            let runtime = match runtime(builder) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
@@ -398,7 +400,9 @@ fn main() -> ExitCode {
                 Ok(config) => config,
                 Err(errors) => return config_failed(&errors),
             };
-            let runtime = match runtime(tokio::runtime::Builder::new_multi_thread()) {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(config.threads);
+            let runtime = match runtime(builder) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };

@@ -17,6 +17,8 @@ pub struct Config {
     /// How long `ferry run` waits for every connection to come up before it tells systemd it is
     /// ready anyway (naming the ones still down in the log and on `/readyz`).
     pub startup_timeout: Duration,
+    /// Threads that run the routes and connections (`threads:`, default 1).
+    pub threads: usize,
     pub loop_guard: LoopGuard,
     /// Where ferry keeps what must survive a restart (SSE resume cursors). `None`: systemd's
     /// `$STATE_DIRECTORY`, else `/var/lib/ferry`; see [`Config::state_dir`].

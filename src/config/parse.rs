@@ -322,6 +322,10 @@ impl<'a> Decoder<'a> {
         let mut top = self.obj(root, "the configuration")?;
         let shutdown_timeout = self.duration(&mut top, "shutdown_timeout", Duration::from_secs(10));
         let startup_timeout = self.duration(&mut top, "startup_timeout", Duration::from_secs(30));
+        let threads = match top.get("threads") {
+            Some(n) => self.number(n, "threads", 1, 64).unwrap_or(1) as usize,
+            None => 1,
+        };
         let loop_guard = match top.get("loop_guard") {
             Some(n) => self.loop_guard(n),
             None => LoopGuard::default(),
@@ -397,6 +401,7 @@ impl<'a> Decoder<'a> {
             routes,
             shutdown_timeout,
             startup_timeout,
+            threads,
             loop_guard,
             state_dir,
             admin,

@@ -254,6 +254,7 @@ pub fn relay_config(args: &RelayArgs) -> Result<Config, RelayError> {
         routes: vec![route],
         shutdown_timeout: Duration::from_secs(10),
         startup_timeout: Duration::from_secs(30),
+        threads: 1,
         loop_guard: LoopGuard::default(),
         state_dir: None,
         admin: None,

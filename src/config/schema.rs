@@ -241,6 +241,11 @@ struct BridgesFile {
     /// (to systemd), naming the routes that are not.
     #[schemars(extend("default" = "30s"))]
     startup_timeout: Option<Duration>,
+    /// Threads that run the routes and connections. One suits a small box that also runs
+    /// its brokers (no hand-offs between threads: less CPU per message, lower latency); more
+    /// let many busy routes, or heavy jq transforms, use more cores.
+    #[schemars(extend("default" = 1))]
+    threads: Option<Whole<1, 64>>,
     /// Where ferry keeps SSE cursors, MQTT session state and spools. Default: the first
     /// directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/ferry`.
     state_dir: Option<Text>,
@@ -971,6 +976,7 @@ x-tuning: &tuning
   keep_alive: 15s
 shutdown_timeout: 10s
 startup_timeout: 30s
+threads: 1
 state_dir: /var/lib/ferry
 admin: { listen: 127.0.0.1:9090 }
 loop_guard: { instance: edge-1, max_hops: 8 }

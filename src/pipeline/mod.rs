@@ -232,6 +232,9 @@ impl Pipeline {
         if old.admin != config.admin {
             summary.needs_restart.push("admin".into());
         }
+        if old.threads != config.threads {
+            summary.needs_restart.push("threads".into());
+        }
         let restarted = self.stop_changed(&old, &config, &mut summary).await;
         // Not at start, so every failure is noted in the summary and nothing is returned.
         let _ = self.start_new(&config, &restarted, &mut summary, false);
