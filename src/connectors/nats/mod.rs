@@ -209,9 +209,12 @@ impl NatsConnection {
             .ping_interval(c.ping_interval)
             .retry_on_initial_connect()
             .max_reconnects(None)
-            // Messages wait here while a route's queue is full (`when_full: block`); past this
-            // the server would see a slow consumer.
-            .subscription_capacity(64 * 1024)
+            // Messages wait here while a route's queue is full (`when_full: block`), or while
+            // the route's task is busy; past this the client drops them and reports a slow
+            // consumer (core NATS has no flow control). 16k absorbs a burst larger than a
+            // default route queue (10,000) and keeps ferry within about 25 MB when a NATS
+            // publisher outruns the sink (bench/RESULTS.md); 64k cost 40 MB.
+            .subscription_capacity(16 * 1024)
             // Outgoing messages waiting for the socket. Small: while the server is slow or
             // away, the route's own bounded queue is where messages wait, so memory stays
             // bounded by the route's `queue` settings.
