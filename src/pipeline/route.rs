@@ -535,19 +535,8 @@ impl RouteWorker {
                     *count += 1;
                     let sink = &self.sinks[index];
                     self.tap.after(&sink.connection, &out);
-                    if sink.spool.is_some() {
-                        match self.publish_or_spool(sink, &out).await {
-                            Published::Sent => {
-                                self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                            Published::Spooled => continue,
-                            Published::Rejected(reason) => Failure {
-                                stage: Stage::Sink,
-                                reason: format!("{} rejected it: {reason}", sink.connection),
-                            },
-                            Published::Abandoned => return false,
-                        }
+                    let published = if sink.spool.is_some() {
+                        self.publish_or_spool(sink, &out).await
                     } else {
                         let started = Instant::now();
                         let queued = tokio::select! {
@@ -564,10 +553,7 @@ impl RouteWorker {
                                 });
                                 continue;
                             }
-                            Err(SinkError::Rejected(reason)) => Failure {
-                                stage: Stage::Sink,
-                                reason: format!("{} rejected it: {reason}", sink.connection),
-                            },
+                            Err(SinkError::Rejected(reason)) => Published::Rejected(reason),
                             Err(error) => {
                                 // Unavailable: what is in flight goes first, then this one,
                                 // retried until it goes, so the order holds.
@@ -576,23 +562,21 @@ impl RouteWorker {
                                         return false;
                                     }
                                 }
-                                match self.publish_again(sink, &out, error).await {
-                                    Published::Sent => {
-                                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                                        continue;
-                                    }
-                                    Published::Spooled => continue,
-                                    Published::Rejected(reason) => Failure {
-                                        stage: Stage::Sink,
-                                        reason: format!(
-                                            "{} rejected it: {reason}",
-                                            sink.connection
-                                        ),
-                                    },
-                                    Published::Abandoned => return false,
-                                }
+                                self.publish_again(sink, &out, error).await
                             }
                         }
+                    };
+                    match published {
+                        Published::Sent => {
+                            self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                        Published::Spooled => continue,
+                        Published::Rejected(reason) => Failure {
+                            stage: Stage::Sink,
+                            reason: format!("{} rejected it: {reason}", sink.connection),
+                        },
+                        Published::Abandoned => return false,
                     }
                 }
                 Step::Fail(failure) => failure,

@@ -515,7 +515,17 @@ impl Sink for NatsSink {
     }
 
     fn queue<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Confirmation, SinkError>> {
-        Box::pin(self.queue_publish(message))
+        Box::pin(async move {
+            let confirmation = self.queue_publish(message).await?;
+            if self.jetstream {
+                // One at a time: publishes still in the client's channel when the connection
+                // drops go out after the reconnect, ahead of the ones lost in its write buffer
+                // and sent again, and a stream must keep the route's order.
+                confirmation.wait().await?;
+                return Ok(Confirmation::Done);
+            }
+            Ok(confirmation)
+        })
     }
 }
 
