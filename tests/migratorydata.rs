@@ -386,18 +386,23 @@ async fn the_mqtt_example_maps_subjects_both_ways() {
     assert_eq!(got[0].text(), "up");
 
     // NATS commands.lamp.on is /commands/lamp/on, retained: a late MQTT subscriber gets it.
+    // A watcher sees it go by first, so the late subscriber cannot get it live instead.
+    let mut watcher = MqttPeer::connect(&mosquitto.url()).await;
+    watcher.subscribe("commands/#", 1).await;
     peer.publish("commands.lamp.on", "1").await;
     peer.flush().await;
+    watcher
+        .inbox
+        .recv(secs(10))
+        .await
+        .expect("the command relayed to MQTT");
     let mut late = MqttPeer::connect(&mosquitto.url()).await;
-    let command = within(secs(10), "the retained command", async {
-        loop {
-            late.subscribe("commands/#", 1).await;
-            if let Some(m) = late.inbox.recv(millis(500)).await {
-                break m;
-            }
-        }
-    })
-    .await;
+    late.subscribe("commands/#", 1).await;
+    let command = late
+        .inbox
+        .recv(secs(10))
+        .await
+        .expect("the retained command");
     assert_eq!(command.topic, "commands/lamp/on");
     assert!(
         command.retain,
