@@ -588,6 +588,47 @@ routes:
     );
 }
 
+/// A transform that splits one message into three publishes to one JetStream sink: each
+/// gets an id of its own (`<id>`, `<id>#1`, `<id>#2`), so deduplication keeps all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outputs_of_a_split_message_are_each_stored() {
+    let nats = jetstream_server();
+    let js = NatsPeer::connect(&nats.url()).await;
+    js.create_stream("OUT", &["out.>"]).await;
+    let mut ferry = Ferry::start(&fill(
+        r#"
+connections:
+  core:
+    nats: { url: "@NATS@" }
+routes:
+  - name: split
+    from: { connection: core, subject: "in.>" }
+    transform: '.readings[]'
+    to: { connection: core, subject: out.readings, jetstream: true }
+"#,
+        &[("@NATS@", nats.url())],
+    ));
+    ferry.wait_ready().await;
+    js.publish("in.batch", r#"{"readings":[1,2,3]}"#).await;
+    js.flush().await;
+    js.wait_stream_len("OUT", 3, secs(15)).await;
+    let stored = js.read_stream("OUT").await;
+    let payloads: Vec<String> = stored.iter().map(|m| m.text()).collect();
+    assert_eq!(payloads, ["1", "2", "3"]);
+    let ids: Vec<&str> = stored
+        .iter()
+        .map(|m| {
+            m.header("Nats-Msg-Id")
+                .expect("every message carries Nats-Msg-Id")
+        })
+        .collect();
+    assert!(
+        ids[1] == format!("{}#1", ids[0]) && ids[2] == format!("{}#2", ids[0]),
+        "{ids:?}"
+    );
+    ferry.terminate().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_twice_with_one_id_is_stored_once() {
     const N: usize = 300;

@@ -233,6 +233,9 @@ struct Delivery {
     waiting: Vec<Ack>,
 }
 
+/// The shutdown deadline passed before a message was dealt with.
+struct Abandoned;
+
 /// How one publish ended.
 enum Published {
     Sent,
@@ -351,8 +354,8 @@ impl RouteWorker {
         let Some(mut sending) = delivery.window.pop_front() else {
             return true;
         };
-        while !sending.outputs.is_empty() {
-            let output = sending.outputs.remove(0);
+        // On the deadline the whole window is given up: what is left of it needs no keeping.
+        for output in std::mem::take(&mut sending.outputs) {
             let sink = &self.sinks[output.sink];
             let confirmed = tokio::select! {
                 confirmed = output.confirmation.wait() => confirmed,
@@ -369,25 +372,14 @@ impl RouteWorker {
                 Err(SinkError::Rejected(reason)) => Published::Rejected(reason),
                 Err(error) => self.publish_again(sink, &output.message, error).await,
             };
-            match published {
-                Published::Sent => {
-                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                }
-                Published::Spooled => {}
-                Published::Rejected(reason) => {
-                    let failure = Failure {
-                        stage: Stage::Sink,
-                        reason: format!("{} rejected it: {reason}", sink.connection),
-                    };
-                    if !self.failed(&mut sending, failure).await {
-                        delivery.window.push_front(sending);
-                        return false;
-                    }
-                }
-                Published::Abandoned => {
-                    delivery.window.push_front(sending);
-                    return false;
-                }
+            let finished = match self.count(sink, published) {
+                Ok(None) => true,
+                Ok(Some(failure)) => self.failed(&mut sending, failure).await,
+                Err(Abandoned) => false,
+            };
+            if !finished {
+                delivery.window.push_front(sending);
+                return false;
             }
         }
         match sending.ack.take() {
@@ -509,30 +501,23 @@ impl RouteWorker {
             }
         };
         // How many outputs each sink got so far: the second and later outputs of one message
-        // for one sink get ids of their own (`<id>#<n>`). Most routes have one sink.
-        let mut outputs = [0usize; 4];
-        let mut more_outputs = Vec::new();
+        // for one sink get ids of their own (`<id>#<n>`). A message with one output needs no
+        // count (and an empty vec allocates nothing).
+        let mut outputs = vec![0usize; if steps.len() > 1 { self.sinks.len() } else { 0 }];
         for step in steps {
             let failure = match step {
                 Step::Publish {
                     sink: index,
                     message: mut out,
                 } => {
-                    let count = match outputs.get_mut(index) {
-                        Some(count) => count,
-                        None => {
-                            if more_outputs.len() <= index {
-                                more_outputs.resize(index + 1, 0);
-                            }
-                            &mut more_outputs[index]
+                    if let Some(count) = outputs.get_mut(index) {
+                        if *count > 0
+                            && let Some(id) = &mut out.id
+                        {
+                            id.push_str(&format!("#{count}"));
                         }
-                    };
-                    if *count > 0
-                        && let Some(id) = &mut out.id
-                    {
-                        id.push_str(&format!("#{count}"));
+                        *count += 1;
                     }
-                    *count += 1;
                     let sink = &self.sinks[index];
                     self.tap.after(&sink.connection, &out);
                     let published = if sink.spool.is_some() {
@@ -566,17 +551,10 @@ impl RouteWorker {
                             }
                         }
                     };
-                    match published {
-                        Published::Sent => {
-                            self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                            continue;
-                        }
-                        Published::Spooled => continue,
-                        Published::Rejected(reason) => Failure {
-                            stage: Stage::Sink,
-                            reason: format!("{} rejected it: {reason}", sink.connection),
-                        },
-                        Published::Abandoned => return false,
+                    match self.count(sink, published) {
+                        Ok(None) => continue,
+                        Ok(Some(failure)) => failure,
+                        Err(Abandoned) => return false,
                     }
                 }
                 Step::Fail(failure) => failure,
@@ -670,6 +648,23 @@ impl RouteWorker {
                 _ = tokio::time::sleep(Duration::from_secs(1)), if matches!(error, AppendError::Io(_)) => {}
                 _ = self.abandon.cancelled() => return Published::Abandoned,
             }
+        }
+    }
+
+    /// Counts how a publish on `sink` ended: `Ok(None)` when sent or spooled, the failure when
+    /// the sink rejected the message, `Err` when the shutdown deadline came first.
+    fn count(&self, sink: &RouteSink, published: Published) -> Result<Option<Failure>, Abandoned> {
+        match published {
+            Published::Sent => {
+                self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                Ok(None)
+            }
+            Published::Spooled => Ok(None),
+            Published::Rejected(reason) => Ok(Some(Failure {
+                stage: Stage::Sink,
+                reason: format!("{} rejected it: {reason}", sink.connection),
+            })),
+            Published::Abandoned => Err(Abandoned),
         }
     }
 
