@@ -135,7 +135,8 @@ impl ConnectionStatus {
 
     /// The connection failed. Logs a warning on the change, and only debug on later retries.
     pub fn down(&self, error: &dyn std::fmt::Display, retry_in: Duration) {
-        let previous = self.set(State::Down, Some(error_text(error)));
+        let error = error_text(error);
+        let previous = self.set(State::Down, Some(error.clone()));
         if previous == State::Down {
             tracing::debug!(connection = %self.0.name, "still down: {error}; retrying in {retry_in:?}");
         } else {
@@ -151,7 +152,8 @@ impl ConnectionStatus {
     /// (HTTP): each route retries its message on its own backoff, so there is no single next
     /// attempt to announce. Logs like [`Self::down`]: a warning on the change, debug after.
     pub fn unreachable(&self, error: &dyn std::fmt::Display) {
-        let previous = self.set(State::Down, Some(error_text(error)));
+        let error = error_text(error);
+        let previous = self.set(State::Down, Some(error.clone()));
         if previous == State::Down {
             tracing::debug!(connection = %self.0.name, "still down: {error}");
         } else {
@@ -164,22 +166,28 @@ impl ConnectionStatus {
     }
 }
 
-/// An error as `/readyz` and `/routes` show it: URL passwords masked (client errors may quote
-/// the URL they failed on), on one line, and short.
-fn error_text(error: &dyn std::fmt::Display) -> String {
+/// An error as `/readyz`, `/routes` and the log show it: URL passwords masked (client errors
+/// may quote the URL they failed on), on one line, and short. The text may come from a remote
+/// server (an HTTP error body), so it is cut only at character boundaries.
+pub fn error_text(error: &dyn std::fmt::Display) -> String {
     let text = error.to_string();
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(4 * MAX_ERROR_CHARS));
     for (i, word) in text.split_whitespace().enumerate() {
+        if out.len() > 4 * MAX_ERROR_CHARS {
+            break;
+        }
         if i > 0 {
             out.push(' ');
         }
         match word.find("://") {
             Some(at) => {
                 // The URL starts after any quote or bracket before the scheme, and ends before
-                // one after it.
+                // one after it. Both ends are found as character boundaries.
                 let start = word[..at]
-                    .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
-                    .map_or(0, |i| i + 1);
+                    .char_indices()
+                    .rev()
+                    .find(|&(_, c)| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
+                    .map_or(0, |(i, c)| i + c.len_utf8());
                 let end = word[at..]
                     .find(['"', '\'', ')', ']', '>', ','])
                     .map_or(word.len(), |i| at + i);
@@ -298,6 +306,30 @@ mod tests {
             kept,
             "cannot connect to 'nats://ferry:***@10.0.0.1:4222' (refused) retry"
         );
+    }
+
+    #[test]
+    fn errors_quoting_urls_in_any_script_keep_their_characters() {
+        let error = "upstream failed: «http://u:pw@internal/x» is down";
+        let kept = error_text(&error);
+        assert_eq!(kept, "upstream failed: «http://u:***@internal/x» is down");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+        /// Remote text (an HTTP error body, a broker's reason) never panics the formatter, and
+        /// what it keeps is short and on one line.
+        #[test]
+        fn any_error_text_formats_without_panic(text in "(\\PC|://|«|»|@|:| |\n){0,400}") {
+            let kept = error_text(&text);
+            proptest::prop_assert!(kept.chars().count() <= MAX_ERROR_CHARS + 1);
+            proptest::prop_assert!(!kept.contains('\n'));
+        }
+
+        #[test]
+        fn any_bytes_as_error_text_format_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600)) {
+            let _ = error_text(&String::from_utf8_lossy(&bytes));
+        }
     }
 
     #[test]
