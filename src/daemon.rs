@@ -17,6 +17,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::pipeline::supervisor::{self, Owner};
 use crate::pipeline::{Health, Pipeline};
 use crate::systemd;
 
@@ -33,7 +34,15 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     if let Some(interval) = systemd::watchdog_interval() {
         // From the start, not from READY: systemd's watchdog runs from the moment it started
         // the process, and `startup_timeout` may be longer than `WatchdogSec=`.
-        tokio::spawn(watchdog(pipeline.health(), interval, stop_watchdog.clone()));
+        let health = pipeline.health();
+        let watchdog_tasks = pipeline
+            .supervisor()
+            .run_of(Owner::Ferry, &Default::default())
+            .tasks(stop_watchdog.clone());
+        let stop = stop_watchdog.clone();
+        watchdog_tasks.spawn_restarting("systemd watchdog", move || {
+            watchdog(health.clone(), interval, stop.clone())
+        });
     }
     let _stop_watchdog = stop_watchdog.drop_guard();
 
@@ -42,6 +51,7 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + config.startup_timeout;
     let mut reload_asked = false;
     loop {
+        let mut failed = None;
         tokio::select! {
             biased;
             event = signals.next() => match event {
@@ -51,6 +61,7 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
                 }
                 Event::Reload => reload_asked = true,
             },
+            owners = pipeline.failed() => failed = Some(owners),
             up = tokio::time::timeout_at(deadline, pipeline.ready()) => {
                 if up.is_err() {
                     tracing::warn!(
@@ -63,14 +74,26 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
                 break;
             }
         }
+        if let Some(owners) = failed {
+            pipeline.recover(owners).await;
+        }
     }
     systemd::ready(&ready_status(&pipeline));
 
     loop {
         if !reload_asked {
-            match signals.next().await {
-                Event::Stop => break,
-                Event::Reload => {}
+            let owners = tokio::select! {
+                biased;
+                event = signals.next() => match event {
+                    Event::Stop => break,
+                    Event::Reload => None,
+                },
+                owners = pipeline.failed() => Some(owners),
+            };
+            if let Some(owners) = owners {
+                // A task failed and its backoff passed: restart what it belongs to.
+                pipeline.recover(owners).await;
+                continue;
             }
         }
         reload_asked = false;
@@ -151,7 +174,7 @@ async fn reload(path: &Path, pipeline: &mut Pipeline) {
     // Reading the file (and `${file:...}` secrets) is blocking I/O; keep it off the runtime's
     // worker threads, which carry the routes.
     let owned = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || crate::config::load(&owned)).await;
+    let loaded = supervisor::blocking(move || crate::config::load(&owned)).await;
     let status = match loaded {
         Ok(Ok(config)) => {
             let summary = pipeline.reload(config).await;

@@ -102,7 +102,7 @@ impl fmt::Display for Outcome {
 /// relay could not start or a connection did not come up within 10 s.
 pub async fn run(config: &Config, limits: &Limits) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let pipeline = Pipeline::start(config)?;
+    let mut pipeline = Pipeline::start(config)?;
     let mut stop = std::pin::pin!(crate::daemon::stop_signal()?);
     let connect_within = limits
         .timeout
@@ -129,7 +129,9 @@ pub async fn run(config: &Config, limits: &Limits) -> anyhow::Result<Outcome> {
         .map(|t| tokio::time::Instant::from_std(started + t));
     let mut ticks = tokio::time::interval(Duration::from_millis(100));
     let ended = loop {
+        let mut failed = None;
         tokio::select! {
+            owners = pipeline.failed() => failed = Some(owners),
             _ = pipeline.finished() => {
                 let relayed = sum(&counters, |c| &c.sent);
                 break match limits.count {
@@ -144,6 +146,9 @@ pub async fn run(config: &Config, limits: &Limits) -> anyhow::Result<Outcome> {
                     p.show(&counters, started);
                 }
             }
+        }
+        if let Some(owners) = failed {
+            pipeline.recover(owners).await;
         }
     };
     pipeline.shutdown().await;

@@ -350,6 +350,40 @@ impl Collector for PipelineCollector {
                 .iter()
                 .map(|(c, s)| ([("connection", c.name())], ConstCounter::new(s.reconnects))),
         )?;
+        let restarts = view.supervisor.restarts();
+        family(
+            e,
+            "ferry_task_restarts",
+            "Times a task of a connection, a route or ferry itself panicked or ended unasked and was restarted (by kind, owner name and task)",
+            Counter,
+            restarts.iter().map(|(owner, task, n)| {
+                (
+                    [
+                        ("kind", owner.kind()),
+                        ("owner", owner.name()),
+                        ("task", *task),
+                    ],
+                    ConstCounter::new(*n),
+                )
+            }),
+        )?;
+        let down = view.supervisor.down();
+        family(
+            e,
+            "ferry_task_down",
+            "1 while a connection, route or ferry task that failed waits for its restart (by kind, owner name and the task that failed)",
+            Gauge,
+            down.iter().map(|(owner, down)| {
+                (
+                    [
+                        ("kind", owner.kind()),
+                        ("owner", owner.name()),
+                        ("task", down.task),
+                    ],
+                    ConstGauge::new(1i64),
+                )
+            }),
+        )?;
         Ok(())
     }
 }

@@ -97,7 +97,8 @@ impl AdminListener {
     }
 
     /// Serves on `runtime.tasks` until `runtime.close`; then stops accepting and waits for the
-    /// requests in flight (the streams and taps end on `close` too).
+    /// requests in flight (the streams and taps end on `close` too). Should the server end
+    /// before that, the supervisor binds the address again and serves on, after a backoff.
     pub fn serve(self, runtime: &Runtime) {
         let AdminListener {
             listener,
@@ -107,16 +108,28 @@ impl AdminListener {
         } = self;
         tracing::info!("admin listener on http://{addr}");
         let close = runtime.close.clone();
-        runtime.tasks.spawn(async move {
-            let shutdown = async move {
-                close.cancelled().await;
-                closing.cancel();
-            };
-            if let Err(e) = axum::serve(listener, router)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!("admin listener on http://{addr} stopped: {e}");
+        let mut bound = Some(listener);
+        runtime.tasks.spawn_restarting("admin listener", move || {
+            let listener = bound.take();
+            let (router, close, closing) = (router.clone(), close.clone(), closing.clone());
+            async move {
+                let listener = match listener.map_or_else(|| listen(addr), Ok) {
+                    Ok(listener) => listener,
+                    Err(e) => {
+                        tracing::error!("admin listener: cannot listen on {addr} again: {e}");
+                        return;
+                    }
+                };
+                let shutdown = async move {
+                    close.cancelled().await;
+                    closing.cancel();
+                };
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
+                    tracing::error!("admin listener on http://{addr} stopped: {e}");
+                }
             }
         });
     }
@@ -141,8 +154,9 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// `GET /readyz`: 200 `ready` when every connection is up; otherwise 503 with one line per
-/// connection that is not, saying its state, since when, and why it last failed.
+/// `GET /readyz`: 200 `ready` when every connection is up and no task waits for its restart;
+/// otherwise 503 with one line per connection that is not up (its state, since when, and why
+/// it last failed) and per connection or route whose task failed (which task, why).
 async fn readyz(State(shared): State<Shared>) -> Response {
     let view = shared.observed.view();
     let now = SystemTime::now();
@@ -169,15 +183,38 @@ async fn readyz(State(shared): State<Shared>) -> Response {
         }
         not_up.push(line);
     }
+    // Connections and routes whose task failed, waiting for their restart.
+    let mut restarting = Vec::new();
+    for (owner, down) in view.supervisor.down() {
+        let mut line = format!(
+            "{owner}: task `{}` {}; {} since {}",
+            down.task,
+            down.why,
+            if down.restart_failed.is_some() {
+                "cannot be restarted"
+            } else {
+                "restarting"
+            },
+            humantime::format_rfc3339_seconds(down.since),
+        );
+        if let Some(why) = &down.restart_failed {
+            line.push_str(&format!(": {why}"));
+        }
+        restarting.push(line);
+    }
     let plain = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
-    if not_up.is_empty() {
+    if not_up.is_empty() && restarting.is_empty() {
         return (StatusCode::OK, plain, "ready\n").into_response();
     }
-    let body = format!(
-        "not ready: {} of {} connection(s) not up\n{}\n",
+    let mut body = format!(
+        "not ready: {} of {} connection(s) not up, {} restarting after a task failed\n",
         not_up.len(),
         view.connections.len(),
-        not_up.join("\n")
+        restarting.len(),
     );
+    for line in not_up.iter().chain(&restarting) {
+        body.push_str(line);
+        body.push('\n');
+    }
     (StatusCode::SERVICE_UNAVAILABLE, plain, body).into_response()
 }

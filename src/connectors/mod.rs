@@ -15,12 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{self, ConnectionKind};
 use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::ConnectionStatus;
+use crate::pipeline::supervisor::{OwnerRun, Tasks};
 
 pub mod http;
 pub(crate) mod http_client;
@@ -108,11 +108,13 @@ impl Sinks for NoSinks {
 /// What a started connection needs from the daemon.
 #[derive(Clone)]
 pub struct Runtime {
-    /// Every connection task goes here, so shutdown can wait for them.
-    pub tasks: TaskTracker,
-    /// Tasks that only feed route queues. Shutdown waits for them (after `stop_sources`) before
-    /// it closes the queues, so what a source already received still gets delivered.
-    pub sources: TaskTracker,
+    /// Every connection task goes here, supervised (a task that panics or ends before `close`
+    /// restarts the connection), so shutdown can wait for them.
+    pub tasks: Tasks,
+    /// Tasks that only feed route queues, supervised likewise until `stop_sources`. Shutdown
+    /// waits for them (after `stop_sources`) before it closes the queues, so what a source
+    /// already received still gets delivered.
+    pub sources: Tasks,
     /// Cancelled when the sources must stop reading (shutdown step one).
     pub stop_sources: CancellationToken,
     /// Cancelled when the connection must close (shutdown step two, after the queues drained).
@@ -120,21 +122,32 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// A runtime with its own tasks and tokens: each connection has one, so a reload can stop
-    /// one connection while the others run.
-    pub fn new() -> Runtime {
+    /// A runtime with its own tasks and tokens, for one run of a connection (each connection
+    /// has one, so a reload or a restart can stop one connection while the others run).
+    pub fn new(run: &OwnerRun) -> Runtime {
+        let stop_sources = CancellationToken::new();
+        let close = CancellationToken::new();
         Runtime {
-            tasks: TaskTracker::new(),
-            sources: TaskTracker::new(),
-            stop_sources: CancellationToken::new(),
-            close: CancellationToken::new(),
+            // A source task may end once its sources are told to stop; a connection task
+            // only once it is told to close.
+            sources: run.tasks(stop_sources.clone()),
+            tasks: run.tasks(close.clone()),
+            stop_sources,
+            close,
         }
     }
-}
 
-impl Default for Runtime {
-    fn default() -> Self {
-        Runtime::new()
+    /// A runtime whose task failures nobody restarts (they are still logged): for tests and
+    /// tools that run a connection on its own.
+    pub fn unsupervised() -> Runtime {
+        let stop_sources = CancellationToken::new();
+        let close = CancellationToken::new();
+        Runtime {
+            sources: Tasks::unsupervised(stop_sources.clone()),
+            tasks: Tasks::unsupervised(close.clone()),
+            stop_sources,
+            close,
+        }
     }
 }
 

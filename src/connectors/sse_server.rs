@@ -102,7 +102,7 @@ impl Connection for SseServerConnection {
             self.path
         ));
         let (hub, close) = (self.hub, runtime.close.clone());
-        runtime.tasks.spawn(async move {
+        runtime.tasks.spawn("stream closer", async move {
             close.cancelled().await;
             hub.closed.cancel();
         });

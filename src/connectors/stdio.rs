@@ -79,6 +79,7 @@ use crate::mapping::codec;
 use crate::message::{Headers, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{ConnectionStatus, RateLimitedLog};
+use crate::pipeline::supervisor;
 
 /// The longest line read or written as one message.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -144,7 +145,8 @@ impl Connection for StdioConnection {
         for (route, input) in self.inputs {
             let lines = spawn_reader(std::io::stdin(), self.config.lines, self.name.clone());
             let stop = runtime.stop_sources.clone();
-            runtime.sources.spawn(async move {
+            // Standard input ends by itself: only a panic is a failure.
+            runtime.sources.spawn_finite("standard input", async move {
                 let read = feed(lines, &input, &stop).await;
                 tracing::info!(
                     route = %route,
@@ -215,18 +217,19 @@ pub fn spawn_reader<R: Read + Send + 'static>(
     origin: Arc<str>,
 ) -> mpsc::Receiver<Vec<ReadLine>> {
     let (tx, rx) = mpsc::channel(2);
-    std::thread::Builder::new()
-        .name("ferry-stdin".into())
-        // Reads of 64 KiB pass std's own 8 KiB stdin buffer by.
-        .spawn(move || {
-            read_lines(
-                BufReader::with_capacity(64 * 1024, reader),
-                format,
-                origin,
-                tx,
-            )
-        })
-        .expect("spawn the standard input thread");
+    // Reads of 64 KiB pass std's own 8 KiB stdin buffer by.
+    let started = supervisor::thread("ferry-stdin", move || {
+        read_lines(
+            BufReader::with_capacity(64 * 1024, reader),
+            format,
+            origin,
+            tx,
+        )
+    });
+    if let Err(e) = started {
+        // The channel's sender is gone with the closure: the route sees its input end.
+        tracing::error!("cannot start the standard input thread: {e}");
+    }
     rx
 }
 
@@ -635,44 +638,45 @@ impl LineWriter {
         F: FnOnce() + Send + 'static,
     {
         let (tx, mut rx) = mpsc::unbounded_channel::<Pending>();
-        std::thread::Builder::new()
-            .name("ferry-stdout".into())
-            .spawn(move || {
-                let mut batch = Vec::new();
-                let mut out = Vec::new();
-                while let Some(first) = rx.blocking_recv() {
-                    batch.push(first);
-                    while let Ok(more) = rx.try_recv() {
-                        batch.push(more);
-                        if batch.len() >= BATCH_MESSAGES {
-                            break;
+        let started = supervisor::thread("ferry-stdout", move || {
+            let mut batch = Vec::new();
+            let mut out = Vec::new();
+            while let Some(first) = rx.blocking_recv() {
+                batch.push(first);
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                    if batch.len() >= BATCH_MESSAGES {
+                        break;
+                    }
+                }
+                out.clear();
+                for p in &batch {
+                    out.extend_from_slice(&p.line);
+                }
+                let result = output.write_all(&out).and_then(|()| output.flush());
+                match result {
+                    Ok(()) => {
+                        for p in batch.drain(..) {
+                            let _ = p.written.send(Ok(()));
                         }
                     }
-                    out.clear();
-                    for p in &batch {
-                        out.extend_from_slice(&p.line);
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                        closed();
+                        return;
                     }
-                    let result = output.write_all(&out).and_then(|()| output.flush());
-                    match result {
-                        Ok(()) => {
-                            for p in batch.drain(..) {
-                                let _ = p.written.send(Ok(()));
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-                            closed();
-                            return;
-                        }
-                        Err(e) => {
-                            let reason = format!("cannot write to standard output: {e}");
-                            for p in batch.drain(..) {
-                                let _ = p.written.send(Err(reason.clone()));
-                            }
+                    Err(e) => {
+                        let reason = format!("cannot write to standard output: {e}");
+                        for p in batch.drain(..) {
+                            let _ = p.written.send(Err(reason.clone()));
                         }
                     }
                 }
-            })
-            .expect("spawn the standard output thread");
+            }
+        });
+        if let Err(e) = started {
+            // Every write then fails with the channel closed: the route retries, then stops.
+            tracing::error!("cannot start the standard output thread: {e}");
+        }
         LineWriter { lines: tx }
     }
 

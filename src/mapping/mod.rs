@@ -43,6 +43,8 @@ pub enum Stage {
     Encode,
     /// A sink refused the message for good.
     Sink,
+    /// The message panicked the route's worker, twice.
+    Worker,
 }
 
 impl fmt::Display for Stage {
@@ -55,6 +57,7 @@ impl fmt::Display for Stage {
             Stage::Headers => "headers",
             Stage::Encode => "encode",
             Stage::Sink => "sink",
+            Stage::Worker => "worker",
         })
     }
 }

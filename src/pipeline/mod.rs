@@ -22,26 +22,27 @@ pub mod queue;
 pub mod route;
 pub mod spool;
 pub mod status;
+pub mod supervisor;
 pub mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::config::{self, Config, SourceSpec};
 use crate::connectors::{self, Runtime, Sinks};
 use crate::mapping::{Mapping, loops};
 use queue::{RouteInput, RouteOutput};
-use route::{MessageIds, RouteCounters, RouteSink, RouteWorker};
+use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
 use status::{ConnectionStatus, State};
+use supervisor::{Owner, Supervisor, Tasks};
 
 /// A running set of routes and the connections they use.
 pub struct Pipeline {
@@ -57,7 +58,7 @@ pub struct Pipeline {
     abandon: CancellationToken,
     ids: Arc<MessageIds>,
     observed: observe::Observed,
-    health: Health,
+    supervisor: Supervisor,
 }
 
 /// One connection as it runs.
@@ -87,6 +88,8 @@ struct LiveRoute {
     output: RouteOutput,
     counters: Arc<RouteCounters>,
     tap: tap::Tap,
+    /// The messages that panicked its worker (see [`Suspects`]).
+    suspects: Arc<Suspects>,
     worker: WorkerHandle,
 }
 
@@ -109,18 +112,25 @@ struct WorkerHandle {
     stop: CancellationToken,
     /// Stop retrying an unavailable sink (a deadline passed).
     abandon: CancellationToken,
-    done: TaskTracker,
+    /// The worker's task (and its spool forwarders'), supervised.
+    done: Tasks,
 }
 
 impl WorkerHandle {
     fn none() -> WorkerHandle {
-        let done = TaskTracker::new();
+        let stop = CancellationToken::new();
+        let done = Tasks::unsupervised(stop.clone());
         done.close();
         WorkerHandle {
-            stop: CancellationToken::new(),
+            stop,
             abandon: CancellationToken::new(),
             done,
         }
+    }
+
+    /// Whether the worker's task still runs.
+    fn is_running(&self) -> bool {
+        self.done.is_running()
     }
 
     /// Stops the worker, giving it until `deadline` to finish the message in hand.
@@ -142,16 +152,19 @@ impl Pipeline {
     /// listener's port is taken.
     pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
         connectors::tls::install_crypto_provider();
+        let supervisor = Supervisor::new();
+        let admin = Runtime::new(&supervisor.run_of(Owner::Ferry, &config::Reconnect::default()));
+        supervisor::fault::install(&admin.tasks);
         let mut pipeline = Pipeline {
             config: None,
             connections: BTreeMap::new(),
             routes: Vec::new(),
-            admin: Runtime::new(),
+            admin,
             admin_bound: false,
             abandon: CancellationToken::new(),
             ids: Arc::new(MessageIds::default()),
             observed: observe::Observed::default(),
-            health: Health::default(),
+            supervisor,
         };
         // Nothing runs yet, so nothing is stopped and applying cannot wait on anything.
         let mut summary = ReloadSummary::default();
@@ -199,7 +212,55 @@ impl Pipeline {
 
     /// A handle the systemd watchdog asks whether the supervisor is healthy.
     pub fn health(&self) -> Health {
-        self.health.clone()
+        Health(self.supervisor.clone())
+    }
+
+    /// The supervisor of every task the pipeline runs (the admin listener's and the
+    /// watchdog's included).
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Resolves once some connection or route whose task failed is due for its restart (its
+    /// backoff passed); then call [`Self::recover`]. Never resolves while all is well.
+    pub async fn failed(&self) -> Vec<Owner> {
+        self.supervisor.due().await
+    }
+
+    /// Restarts `owners` (connections and routes whose task panicked or ended), the way a
+    /// reload restarts what changed: a connection's routes restart with it, and what they had
+    /// not confirmed comes again from the source.
+    pub async fn recover(&mut self, owners: Vec<Owner>) {
+        let config = self
+            .config
+            .clone()
+            .expect("a started pipeline has a configuration");
+        let mut summary = ReloadSummary::default();
+        let forced: BTreeSet<Owner> = owners.iter().cloned().collect();
+        let restarted = self
+            .stop_changed(&config, &config, &forced, &mut summary)
+            .await;
+        for live in &self.routes {
+            if !live.worker.is_running() {
+                // The dead worker's messages in flight were dropped unconfirmed with it.
+                live.counters.unconfirmed.store(0, Ordering::Relaxed);
+            }
+        }
+        let _ = self.start_new(&config, &restarted, &mut summary, false);
+        for owner in owners {
+            let runs = match &owner {
+                Owner::Connection(name) => self.connections.contains_key(name),
+                Owner::Route(name) => (self.routes.iter())
+                    .any(|r| &r.plan.route.name == name && r.worker.is_running()),
+                Owner::Ferry => true,
+            };
+            match runs {
+                true => self.supervisor.restarted(&owner),
+                false => self
+                    .supervisor
+                    .restart_failed(&owner, &summary.failed.join("; ")),
+            }
+        }
     }
 
     /// Resolves once every route has ended by itself: its source ended (standard input) and
@@ -207,6 +268,12 @@ impl Pipeline {
     pub async fn finished(&self) {
         for route in &self.routes {
             route.worker.done.wait().await;
+        }
+        // A worker that panicked has ended too, but it is not finished: it waits for its
+        // restart (see [`Self::failed`]).
+        let restarting = (self.supervisor.down().iter()).any(|(o, _)| matches!(o, Owner::Route(_)));
+        if restarting {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -235,7 +302,9 @@ impl Pipeline {
         if old.threads != config.threads {
             summary.needs_restart.push("threads".into());
         }
-        let restarted = self.stop_changed(&old, &config, &mut summary).await;
+        let restarted = self
+            .stop_changed(&old, &config, &BTreeSet::new(), &mut summary)
+            .await;
         // Not at start, so every failure is noted in the summary and nothing is returned.
         let _ = self.start_new(&config, &restarted, &mut summary, false);
         // As at start: the reload is done once what it (re)started is up, or startup_timeout.
@@ -251,20 +320,23 @@ impl Pipeline {
         summary
     }
 
-    /// Stops what `new` changes or removes: source connections first (their routes finish
-    /// what they already received), then route workers, then the connections themselves.
-    /// Returns the connections it stopped.
+    /// Stops what `new` changes or removes, and the connections and routes in `failed` (their
+    /// task failed): source connections first (their routes finish what they already
+    /// received), then route workers, then the connections themselves. Returns the
+    /// connections it stopped.
     async fn stop_changed(
         &mut self,
         old: &Config,
         new: &Config,
+        failed: &BTreeSet<Owner>,
         summary: &mut ReloadSummary,
     ) -> BTreeSet<String> {
         let deadline = Instant::now() + old.shutdown_timeout;
         let plans = Plans::of(new);
         let mut stopping: BTreeSet<String> = BTreeSet::new();
         for (name, live) in &self.connections {
-            if plans.connections.get(name) == Some(&live.plan) {
+            let has_failed = failed.contains(&Owner::Connection(name.clone()));
+            if plans.connections.get(name) == Some(&live.plan) && !has_failed {
                 continue;
             }
             if live.serves_admin && plans.connections.contains_key(name) {
@@ -276,6 +348,7 @@ impl Pipeline {
         let stops_route = |live: &LiveRoute| {
             let route = &live.plan.route;
             plans.routes.get(&route.name) != Some(&live.plan)
+                || failed.contains(&Owner::Route(route.name.clone()))
                 || route_connections(route).any(|c| stopping.contains(c))
         };
         // 1. Sources of the connections that stop: they hand over what they received.
@@ -303,6 +376,7 @@ impl Pipeline {
             match plans.routes.get(name) {
                 Some(_) => summary.routes_restarted.push(name.clone()),
                 None => {
+                    self.supervisor.forget(&Owner::Route(name.clone()));
                     summary.routes_stopped.push(name.clone());
                     // Nothing will take what is left: the source sends it again.
                     live.output.discard();
@@ -324,6 +398,8 @@ impl Pipeline {
             }
             if plans.connections.contains_key(name) {
                 summary.connections_restarted.push(name.clone());
+            } else {
+                self.supervisor.forget(&Owner::Connection(name.clone()));
             }
         }
         stopping
@@ -367,7 +443,7 @@ impl Pipeline {
         for (index, route) in config.routes.iter().enumerate() {
             let plan = plans.routes[&route.name].clone();
             let live = match old.remove(&route.name) {
-                Some(live) if !live.worker.done.is_empty() => {
+                Some(live) if live.worker.is_running() => {
                     summary.routes_unchanged.push(route.name.clone());
                     LiveRoute { plan, ..live }
                 }
@@ -388,6 +464,9 @@ impl Pipeline {
                         counters: previous
                             .as_ref()
                             .map_or_else(Default::default, |p| p.counters.clone()),
+                        suspects: previous
+                            .as_ref()
+                            .map_or_else(Default::default, |p| p.suspects.clone()),
                         tap: previous.map(|p| p.tap).unwrap_or_default(),
                         worker: WorkerHandle::none(),
                     }
@@ -427,7 +506,11 @@ impl Pipeline {
                 name.clone(),
                 LiveConnection {
                     plan: plan.clone(),
-                    runtime: Runtime::new(),
+                    runtime: Runtime::new(
+                        &self
+                            .supervisor
+                            .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),
+                    ),
                     sinks,
                     status,
                     serves_admin,
@@ -455,6 +538,7 @@ impl Pipeline {
                 .values()
                 .map(|c| c.status.clone())
                 .collect(),
+            supervisor: self.supervisor.clone(),
         });
         // Bound before any connection starts, so a taken port fails the start.
         if let Some(admin) = config.admin.as_ref().filter(|_| initial) {
@@ -470,8 +554,8 @@ impl Pipeline {
             }
         }
         for (index, worker) in workers {
-            let live = &mut self.routes[index];
-            live.worker = self.health.spawn(worker);
+            let handle = self.spawn_worker(worker);
+            self.routes[index].worker = handle;
         }
         Ok(())
     }
@@ -535,6 +619,7 @@ impl Pipeline {
             warnings: Default::default(),
             at_most_once: route.delivery == Some(config::Delivery::AtMostOnce),
             ids: self.ids.clone(),
+            suspects: live.suspects.clone(),
             stop: CancellationToken::new(),
             tap: live.tap.clone(),
             stop_after: route.stop_after,
@@ -549,7 +634,7 @@ impl Pipeline {
             .as_ref()
             .map_or(Duration::from_secs(10), |c| c.shutdown_timeout);
         tracing::info!("shutting down: sources stop, queued messages drain (up to {timeout:?})");
-        self.health.shutting_down();
+        self.supervisor.shutting_down();
         let deadline = Instant::now() + timeout;
         for c in self.connections.values() {
             c.runtime.stop_sources.cancel();
@@ -608,7 +693,7 @@ impl LiveRoute {
     /// Waits until the worker delivered and confirmed everything queued (the source stopped
     /// feeding it), or `deadline`.
     async fn drain(&self, deadline: Instant) {
-        while !self.worker.done.is_empty()
+        while self.worker.is_running()
             && (!self.output.is_empty() || self.counters.unconfirmed.load(Ordering::Relaxed) > 0)
         {
             if Instant::now() >= deadline {
@@ -726,55 +811,33 @@ fn host_name() -> String {
 }
 
 /// Answers the systemd watchdog: whether the supervisor is healthy. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Health(Arc<HealthState>);
-
-#[derive(Default)]
-struct HealthState {
-    /// Routes whose worker ended without being asked to (a panic).
-    dead: Mutex<Vec<String>>,
-    shutting_down: std::sync::atomic::AtomicBool,
-}
+#[derive(Clone)]
+pub struct Health(Supervisor);
 
 impl Health {
-    /// `Err(why)` when something that should run has stopped (a route worker ended
-    /// unexpectedly); the watchdog then stops pinging, and systemd restarts ferry.
+    /// `Err(why)` when something that should run cannot be restarted; the watchdog then stops
+    /// pinging, and systemd restarts ferry. A task that failed and waits for its restart is
+    /// not unhealthy: the supervisor is handling it.
     pub fn check(&self) -> Result<(), String> {
-        let dead = self.0.dead.lock().expect("health lock");
-        if dead.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("route worker(s) stopped: {}", dead.join(", ")))
-        }
+        self.0.health()
     }
+}
 
-    fn shutting_down(&self) {
-        self.0.shutting_down.store(true, Ordering::Relaxed);
-    }
-
-    /// Runs `worker`, noting it if it ends while nobody asked it to.
-    fn spawn(&self, worker: RouteWorker) -> WorkerHandle {
+impl Pipeline {
+    /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
+    /// [`Pipeline::recover`]).
+    fn spawn_worker(&self, worker: RouteWorker) -> WorkerHandle {
+        let owner = Owner::Route(worker.name.to_string());
+        // Paced like a connection with default settings: a route has no `reconnect:` of its own.
+        let run = self.supervisor.run_of(owner, &config::Reconnect::default());
         let handle = WorkerHandle {
             stop: worker.stop.clone(),
             abandon: worker.abandon.clone(),
-            done: TaskTracker::new(),
+            done: run.tasks(worker.stop.clone()),
         };
-        let name = worker.name.to_string();
-        let (stop, queue) = (worker.stop.clone(), worker.queue.clone());
-        // A route with `stop_after` ends by itself once it relayed that many.
-        let ends_by_itself = worker.stop_after.is_some();
-        let health = self.clone();
-        let task = tokio::spawn(worker.run());
-        handle.done.spawn(async move {
-            let ended = task.await;
-            let asked = stop.is_cancelled() || queue.is_closed() || ends_by_itself;
-            if let Err(e) = &ended {
-                tracing::error!(route = %name, "route worker failed: {e}");
-            }
-            if (ended.is_err() || !asked) && !health.0.shutting_down.load(Ordering::Relaxed) {
-                health.0.dead.lock().expect("health lock").push(name);
-            }
-        });
+        // A worker ends when told to (a reload's stop, the queue closed at shutdown) or by
+        // itself (`stop_after`): only a panic is a failure.
+        handle.done.spawn_finite("worker", worker.run(run));
         handle.done.close();
         handle
     }

@@ -6,6 +6,7 @@ use std::sync::{Arc, RwLock};
 use super::queue::RouteOutput;
 use super::route::RouteCounters;
 use super::status::ConnectionStatus;
+use super::supervisor::Supervisor;
 use super::tap::Tap;
 
 /// A shared view of the running pipeline. Cheap to clone; a reload replaces what it holds, so
@@ -29,6 +30,9 @@ impl Observed {
 pub struct View {
     pub routes: Vec<RouteView>,
     pub connections: Vec<ConnectionStatus>,
+    /// Which connections and routes wait for a restart after a task failed, and how often
+    /// each task failed.
+    pub supervisor: Supervisor,
 }
 
 /// One running route. Its counters, queue and tap live as long as the route does: a reload

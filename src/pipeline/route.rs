@@ -7,18 +7,23 @@
 //! made them durable, and a forwarder task per spooled sink sends them on, in order, when the
 //! sink is back. While a sink's spool holds anything, that sink's new messages go behind it.
 
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use prometheus_client::metrics::histogram::Histogram;
 
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::queue::RouteOutput;
 use super::spool::{AppendError, Spool};
 use super::status::{Backoff, RateLimitedLog};
+use super::supervisor::{self, OwnerRun};
 use crate::config::Reconnect;
 use crate::connectors::{Confirmation, Sink, SinkError};
 use crate::mapping::{Failure, Mapping, Outcome, Stage, Step};
@@ -156,6 +161,39 @@ pub struct RouteWorker {
     pub at_most_once: bool,
     /// Gives messages without an id of their own one (see [`MessageIds`]).
     pub ids: Arc<MessageIds>,
+    /// The messages that panicked this route's worker, kept across its restarts.
+    pub suspects: Arc<Suspects>,
+}
+
+/// The messages that panicked a route's worker, by a fingerprint of subject and payload (the
+/// same when the source sends the message again). A message that panics the worker once is
+/// given a second chance after the restart (the panic may have had another cause); a second
+/// panic dead-letters it, so one message can never stop a route for good.
+#[derive(Debug, Default)]
+pub struct Suspects(Mutex<VecDeque<u64>>);
+
+/// How many fingerprints a route keeps: panics are rare, and a few suffice to catch a message
+/// that comes back.
+const SUSPECTS: usize = 64;
+
+impl Suspects {
+    /// Notes that `message` panicked the worker: true when it had done so once before.
+    pub fn panicked_again(&self, message: &Message) -> bool {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        message.subject.hash(&mut hasher);
+        message.payload.hash(&mut hasher);
+        let fingerprint = hasher.finish();
+        let mut seen = self.0.lock().expect("suspects lock");
+        if let Some(at) = seen.iter().position(|f| *f == fingerprint) {
+            seen.remove(at);
+            return true;
+        }
+        if seen.len() == SUSPECTS {
+            seen.pop_front();
+        }
+        seen.push_back(fingerprint);
+        false
+    }
 }
 
 /// Ids for messages whose source gave none (MQTT, core NATS), unique across processes: the
@@ -248,15 +286,18 @@ enum Published {
 
 impl RouteWorker {
     /// Runs until the queue is closed and drained (or the shutdown deadline passed). Each
-    /// spooled sink gets a forwarder, which stops once the queue is done: what its spool still
-    /// holds then waits on disk for the next start.
-    pub async fn run(self) {
+    /// spooled sink gets a forwarder (a task of the route's `run`), which stops once the queue
+    /// is done: what its spool still holds then waits on disk for the next start.
+    pub async fn run(self, run: OwnerRun) {
         let worker = Arc::new(self);
         let forwarding = worker.abandon.child_token();
-        let forwarders = TaskTracker::new();
+        let forwarders = run.tasks(forwarding.clone());
         for (index, sink) in worker.sinks.iter().enumerate() {
             if sink.spool.is_some() {
-                forwarders.spawn(worker.clone().forward(index, forwarding.clone()));
+                forwarders.spawn(
+                    "spool forwarder",
+                    worker.clone().forward(index, forwarding.clone()),
+                );
             }
         }
         forwarders.close();
@@ -321,7 +362,14 @@ impl RouteWorker {
                 outputs: Vec::new(),
                 failed: false,
             };
-            if !self.deliver(&mut sending, &mut delivery).await {
+            let delivered = AssertUnwindSafe(self.deliver(&mut sending, &mut delivery))
+                .catch_unwind()
+                .await;
+            let delivered = match delivered {
+                Ok(delivered) => delivered,
+                Err(panic) => self.panicked(&mut sending, panic).await,
+            };
+            if !delivered {
                 // Abandoned (the deadline passed): it is dropped unconfirmed, a nack.
                 delivery.window.push_back(sending);
                 return self.give_up(delivery).await;
@@ -471,11 +519,30 @@ impl RouteWorker {
         );
     }
 
+    /// The message in hand panicked the worker. The first time, the panic goes on: the worker
+    /// ends, the supervisor restarts it, and what it had not confirmed (this message
+    /// included) comes again from the source. The second time, the message is dead-lettered
+    /// and the worker carries on. As [`Self::deliver`], false when abandoned.
+    async fn panicked(&self, sending: &mut InFlight, panic: Box<dyn std::any::Any + Send>) -> bool {
+        if !self.suspects.panicked_again(&sending.message) {
+            std::panic::resume_unwind(panic);
+        }
+        let failure = Failure {
+            stage: Stage::Worker,
+            reason: format!(
+                "it panicked the route worker twice ({})",
+                supervisor::panic_text(panic.as_ref())
+            ),
+        };
+        self.failed(sending, failure).await
+    }
+
     /// Maps one message and hands the results to the sinks: queued with the protocol clients
     /// (their confirmations go in `sending.outputs`), or, for a sink with a spool, published
     /// or spooled at once. False when the message was abandoned (the shutdown deadline).
     async fn deliver(&self, sending: &mut InFlight, delivery: &mut Delivery) -> bool {
         let message = &sending.message;
+        supervisor::fault::message(&message.payload);
         let steps = match self.mapping.apply(message) {
             Outcome::Filtered => {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);

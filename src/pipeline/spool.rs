@@ -748,7 +748,7 @@ impl Spool {
         let Some(file) = self.log().sync_handle() else {
             return Ok(());
         };
-        tokio::task::spawn_blocking(move || file.sync_data())
+        super::supervisor::blocking(move || file.sync_data())
             .await
             .map_err(io::Error::other)?
     }

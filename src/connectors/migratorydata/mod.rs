@@ -218,9 +218,10 @@ impl Connection for MigratoryDataConnection {
             return;
         }
         for (subject, s) in self.subjects {
-            runtime
-                .tasks
-                .spawn(s.file.keep(s.tracker.subscribe(), runtime.close.clone()));
+            runtime.tasks.spawn(
+                "cursor writer",
+                s.file.keep(s.tracker.subscribe(), runtime.close.clone()),
+            );
             let poller = Poller {
                 endpoint: endpoint.clone(),
                 subject,
@@ -233,7 +234,7 @@ impl Connection for MigratoryDataConnection {
             };
             runtime
                 .sources
-                .spawn(poller.run(runtime.stop_sources.clone()));
+                .spawn("poller", poller.run(runtime.stop_sources.clone()));
         }
     }
 }

@@ -172,12 +172,12 @@ impl Supervisor {
         } else {
             let (tx, rx) = mpsc::channel(DISPATCH_CAPACITY);
             let dispatcher = dispatch(self.name.clone(), routes, rx, runtime.close.clone());
-            runtime.sources.spawn(dispatcher);
+            runtime.sources.spawn("dispatcher", dispatcher);
             Some(tx)
         };
         runtime
             .tasks
-            .spawn(self.run(dispatch, tracker, runtime.clone()));
+            .spawn("event loop", self.run(dispatch, tracker, runtime.clone()));
     }
 
     async fn run(

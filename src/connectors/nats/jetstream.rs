@@ -510,17 +510,23 @@ impl Source {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let tracker = Arc::new(Tracker::new(acks_tx, &self.route.config));
         let (hand_tx, hand_rx) = mpsc::unbounded_channel();
-        runtime.tasks.spawn(acknowledge(
-            self.client.clone(),
-            tracker.clone(),
-            acks_rx,
-            runtime.close.clone(),
-        ));
-        runtime.sources.spawn(hand_over(
-            hand_rx,
-            self.route.input.clone(),
-            runtime.stop_sources.clone(),
-        ));
+        runtime.tasks.spawn(
+            "JetStream acker",
+            acknowledge(
+                self.client.clone(),
+                tracker.clone(),
+                acks_rx,
+                runtime.close.clone(),
+            ),
+        );
+        runtime.sources.spawn(
+            "JetStream hand-over",
+            hand_over(
+                hand_rx,
+                self.route.input.clone(),
+                runtime.stop_sources.clone(),
+            ),
+        );
         let reader = Reader {
             trouble: Trouble {
                 what: format!(
@@ -537,7 +543,7 @@ impl Source {
             stop: runtime.stop_sources.clone(),
             bound_once: false,
         };
-        runtime.sources.spawn(reader.run());
+        runtime.sources.spawn("JetStream reader", reader.run());
     }
 }
 

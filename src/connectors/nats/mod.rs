@@ -285,7 +285,7 @@ impl Connection for NatsConnection {
     fn start(self: Box<Self>, runtime: &Runtime) {
         let runtime = runtime.clone();
         let tasks = runtime.tasks.clone();
-        tasks.spawn(async move {
+        tasks.spawn("client", async move {
             let name = self.name.clone();
             if let Err(e) = self.run(runtime).await {
                 tracing::error!(connection = %name, "{e:#}");
@@ -323,9 +323,10 @@ impl NatsConnection {
             wake: tokio::sync::Notify::new(),
             written: watch::Sender::new(0),
         });
-        runtime
-            .tasks
-            .spawn(flushes.clone().run(client.clone(), runtime.close.clone()));
+        runtime.tasks.spawn(
+            "flusher",
+            flushes.clone().run(client.clone(), runtime.close.clone()),
+        );
         let _ = self.handles.set(Handles {
             client: client.clone(),
             jetstream: context.clone(),
@@ -337,13 +338,16 @@ impl NatsConnection {
         let probe_subject = match &self.config.probe {
             Some(probe) if feeds_routes => {
                 let subject = probe::subject(&self.name, probe);
-                runtime.tasks.spawn(probe::run(
-                    client.clone(),
-                    subject.clone(),
-                    probe.clone(),
-                    self.status.clone(),
-                    runtime.close.clone(),
-                ));
+                runtime.tasks.spawn(
+                    "probe",
+                    probe::run(
+                        client.clone(),
+                        subject.clone(),
+                        probe.clone(),
+                        self.status.clone(),
+                        runtime.close.clone(),
+                    ),
+                );
                 Some(Arc::<str>::from(subject))
             }
             _ => None,
@@ -363,13 +367,16 @@ impl NatsConnection {
                     self.name, source.subject
                 )
             })?;
-            runtime.sources.spawn(feed(
-                self.name.clone(),
-                subscriber,
-                source.input.clone(),
-                probe_subject.clone(),
-                runtime.stop_sources.clone(),
-            ));
+            runtime.sources.spawn(
+                "subscription",
+                feed(
+                    self.name.clone(),
+                    subscriber,
+                    source.input.clone(),
+                    probe_subject.clone(),
+                    runtime.stop_sources.clone(),
+                ),
+            );
         }
         // The connection is up once connected and, the first time, once every JetStream
         // source is bound to its consumer (so `ferry ready` means they read).

@@ -298,7 +298,7 @@ impl CursorFile {
     ) -> bool {
         let file = self.clone();
         let cursor = cursor.clone();
-        let result = tokio::task::spawn_blocking(move || file.save(&cursor)).await;
+        let result = crate::pipeline::supervisor::blocking(move || file.save(&cursor)).await;
         match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

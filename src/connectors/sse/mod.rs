@@ -155,9 +155,10 @@ impl Connection for SseConnection {
         };
         let tracker = match prepared.cursor {
             Some((file, tracker)) => {
-                runtime
-                    .tasks
-                    .spawn(file.keep(tracker.subscribe(), runtime.close.clone()));
+                runtime.tasks.spawn(
+                    "cursor writer",
+                    file.keep(tracker.subscribe(), runtime.close.clone()),
+                );
                 Some(tracker)
             }
             None => None,
@@ -176,7 +177,7 @@ impl Connection for SseConnection {
             server_retry: ServerRetry::new(),
         };
         let stop = runtime.stop_sources.clone();
-        runtime.sources.spawn(reader.run(stop));
+        runtime.sources.spawn("stream reader", reader.run(stop));
     }
 }
 
