@@ -207,11 +207,17 @@ async fn readyz(State(shared): State<Shared>) -> Response {
         return (StatusCode::OK, plain, "ready\n").into_response();
     }
     let mut body = format!(
-        "not ready: {} of {} connection(s) not up, {} restarting after a task failed\n",
+        "not ready: {} of {} connection(s) not up",
         not_up.len(),
-        view.connections.len(),
-        restarting.len(),
+        view.connections.len()
     );
+    if !restarting.is_empty() {
+        body.push_str(&format!(
+            ", {} restarting after a task failed",
+            restarting.len()
+        ));
+    }
+    body.push('\n');
     for line in not_up.iter().chain(&restarting) {
         body.push_str(line);
         body.push('\n');
