@@ -282,6 +282,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Tap events carry remote subjects and payloads: any text prints without a panic, on
+        /// one line, the payload cut to its limit.
+        #[test]
+        fn any_event_prints_on_one_line(
+            stage in "(before|after|filtered|failed|\\PC*)",
+            subject in "\\PC*",
+            payload in "(\\PC|\n|\r){0,300}",
+            reason in "\\PC*",
+        ) {
+            let line = human(&json!({
+                "stage": stage, "subject": subject, "payload": payload, "reason": reason,
+                "sink": "s",
+            }));
+            proptest::prop_assert!(!line.contains('\n') || subject.contains('\n') || reason.contains('\n'));
+        }
+    }
+
     #[test]
     fn the_admin_address_may_be_a_port_an_address_or_a_url() {
         let url = |s: &str| base_url(&AdminAddress::Url(s.into())).unwrap();

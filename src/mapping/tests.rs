@@ -379,3 +379,16 @@ fn headers_nats_cannot_carry_fail_the_publish_not_the_daemon() {
         "{steps:?}"
     );
 }
+
+proptest::proptest! {
+    /// A failure's reason (which may quote a remote payload or a server's answer) becomes a
+    /// dead letter's `Ferry-Error` header: one line, at most 1 KiB, cut at a character
+    /// boundary, whatever the text.
+    #[test]
+    fn any_reason_makes_a_one_line_header(reason in "(\\PC|\n|\r|\u{0}){0,1500}") {
+        let value = super::header_value(&reason);
+        proptest::prop_assert!(value.len() <= 1024);
+        proptest::prop_assert!(!value.chars().any(char::is_control));
+        proptest::prop_assert!(reason.starts_with(&value) || value.chars().count() <= reason.chars().count());
+    }
+}
