@@ -457,9 +457,21 @@ impl Client {
     pub fn publish_size(&self, topic: &str, payload: usize, qos: u8, headers: &Headers) -> usize {
         let properties = match self {
             Client::V5(_) => {
+                // As `publish` writes them: the first `Content-Type` is the content type
+                // property (id, length, value), later ones are dropped, every other header is
+                // a user property (id, two length-prefixed strings).
+                let mut content_type = false;
                 let len: usize = headers
                     .iter()
-                    .map(|(k, v)| 1 + 2 + k.len() + 2 + v.len())
+                    .map(|(k, v)| {
+                        if !k.eq_ignore_ascii_case(CONTENT_TYPE) {
+                            1 + 2 + k.len() + 2 + v.len()
+                        } else if !std::mem::replace(&mut content_type, true) {
+                            1 + 2 + v.len()
+                        } else {
+                            0
+                        }
+                    })
                     .sum();
                 varint_len(len) + len
             }
@@ -758,6 +770,7 @@ mod tests {
             password: Some(Secret("pw".into())),
             tls: Tls::default(),
             max_packet_size: 2 * 1024 * 1024,
+            max_outgoing_packet_size: 1024 * 1024,
             last_will: Some(LastWill {
                 topic: "ferry/status".into(),
                 payload: "offline".into(),
