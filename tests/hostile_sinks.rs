@@ -415,3 +415,67 @@ routes:
         .collect();
     assert_eq!(kept, properties);
 }
+
+/// A server that answers every request with a 200 whose chunked body never ends (bounded:
+/// it stops after 256 MiB, or when the client goes). Returns its `http://` base URL.
+async fn endless_answer_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request's head; its body (a small payload) may follow, unread.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&byte[..n]),
+                    }
+                }
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             transfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+                for _ in 0..4096 {
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migratorydata_answer_is_read_only_up_to_max_response_size() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let server = endless_answer_server().await;
+    let mut ferry = ferry_ready(&fill(
+        r#"
+connections:
+  core: { nats: { url: "@NATS@" } }
+  md:
+    migratorydata: { servers: ["@MD@"], token: md-token, timeout: 30s, max_response_size: 4KiB }
+routes:
+  - name: md
+    from: { connection: core, subject: "in.md" }
+    to: { connection: md, subject: "/out/md" }
+"#,
+        &[("@NATS@", nats.url()), ("@MD@", server)],
+    ))
+    .await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+    publish_nats(&peer, "in.md", vec![small(0)]).await;
+    // Told within seconds, not when the 30 s request timeout ends an endless read.
+    let line = ferry
+        .wait_for_line("larger than the connection's max_response_size", secs(10))
+        .await;
+    assert!(line.contains("(4096 bytes)"), "{line}");
+    let rss = ferry.rss_kib().unwrap();
+    assert!(rss < 100 * 1024, "ferry holds {rss} KiB");
+}

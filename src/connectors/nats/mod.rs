@@ -38,9 +38,10 @@ use crate::pipeline::status::{Backoff, ConnectionStatus};
 /// How long a publish may wait for room in the client's outgoing channel, and then for the
 /// socket write (core NATS), before the sink reports the connection unavailable.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a sink waits for its connection to come up before it reports it unavailable: a
-/// route that starts with its connection (`ferry relay`, a restart) has its first messages
-/// wait for the connect instead of failing them with a warning.
+/// How long a sink waits for its connection's first connect before it reports it unavailable:
+/// a route that starts with its connection (`ferry relay`, a restart) has its first messages
+/// wait for it instead of failing them with a warning. Once the connection was up, a sink
+/// whose connection is down says so at once (a spool takes over without delay).
 const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// A route's core NATS subscription, registered before the connection starts.
@@ -118,8 +119,9 @@ pub struct NatsConnection {
     jetstream_sources: Vec<jetstream::JetStreamRoute>,
     /// Sinks get the client once it exists; until then they report the connection unavailable.
     handles: Arc<tokio::sync::OnceCell<Handles>>,
-    /// Whether the connection is up, for sinks to wait on.
-    connected: Arc<watch::Sender<bool>>,
+    /// Whether the connection is up, for sinks to wait on: `None` before the first connect
+    /// (or the first failure).
+    connected: Arc<watch::Sender<Option<bool>>>,
 }
 
 /// The delays async-nats asks for between connection attempts, from ferry's [`Backoff`]: it
@@ -169,7 +171,7 @@ impl NatsConnection {
             sources: Vec::new(),
             jetstream_sources: Vec::new(),
             handles: Arc::new(tokio::sync::OnceCell::new()),
-            connected: Arc::new(watch::Sender::new(false)),
+            connected: Arc::new(watch::Sender::new(None)),
         }
     }
 
@@ -242,7 +244,7 @@ impl NatsConnection {
 struct NatsSinks {
     name: Arc<str>,
     handles: Arc<tokio::sync::OnceCell<Handles>>,
-    connected: Arc<watch::Sender<bool>>,
+    connected: Arc<watch::Sender<Option<bool>>>,
 }
 
 impl Sinks for NatsSinks {
@@ -413,17 +415,17 @@ impl NatsConnection {
                             // flush returns, the server has them and the sources are live.
                             let flushed = tokio::time::timeout(self.reconnect.connect_timeout, client.flush()).await;
                             connected = matches!(flushed, Ok(Ok(())));
-                            self.connected.send_replace(connected);
+                            self.connected.send_replace(Some(connected));
                         }
                         Event::Disconnected => {
                             connected = false;
-                            self.connected.send_replace(false);
+                            self.connected.send_replace(Some(false));
                             disconnects_tx.send_modify(|n| *n += 1);
                             self.status.down(&"disconnected from the server", pacing.last_delay());
                         }
                         Event::ClientError(e) => {
                             connected = false;
-                            self.connected.send_replace(false);
+                            self.connected.send_replace(Some(false));
                             let text = e.to_string();
                             // The client names only the kind of a failed connect: find the
                             // address and the cause (refused, DNS, timeout) for the operator.
@@ -431,7 +433,12 @@ impl NatsConnection {
                                 async_nats::ClientError::Other(kind)
                                     if ["IO error", "DNS error", "timed out"].contains(&kind.as_str()) =>
                                 {
-                                    diagnose::connect_failure(&urls, &text, self.reconnect.connect_timeout).await
+                                    let diagnosis = diagnose::connect_failure(&urls, &text, self.reconnect.connect_timeout);
+                                    // A shutdown does not wait for ferry's own connect.
+                                    tokio::select! {
+                                        found = diagnosis => found,
+                                        _ = runtime.close.cancelled() => break,
+                                    }
                                 }
                                 _ => text,
                             };
@@ -455,7 +462,7 @@ impl NatsConnection {
                 self.status.up(&format!("to {to}"));
             }
         }
-        self.connected.send_replace(false);
+        self.connected.send_replace(Some(false));
         // Close: whatever the sinks published goes out before the connection does.
         let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
         drop(client);
@@ -532,7 +539,7 @@ fn header_name(name: &str) -> async_nats::HeaderName {
 struct NatsSink {
     connection: Arc<str>,
     handles: Arc<tokio::sync::OnceCell<Handles>>,
-    connected: Arc<watch::Sender<bool>>,
+    connected: Arc<watch::Sender<Option<bool>>>,
     jetstream: bool,
 }
 
@@ -558,12 +565,12 @@ impl Sink for NatsSink {
 
 impl NatsSink {
     async fn queue_publish(&self, message: &Message) -> Result<Confirmation, SinkError> {
-        if !*self.connected.borrow() {
+        if self.connected.borrow().is_none() {
             let mut connected = self.connected.subscribe();
-            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
+            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(Option::is_some))
                 .await
                 .map_err(|_| {
-                    SinkError::Unavailable(format!("connection {} is down", self.connection))
+                    SinkError::Unavailable(format!("connection {} is not up yet", self.connection))
                 })?
                 .map_err(|_| {
                     SinkError::Unavailable(format!("connection {} is closed", self.connection))
