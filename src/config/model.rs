@@ -318,6 +318,10 @@ impl MqttTransport {
     }
 }
 
+/// `max_outgoing_packet_size` when unset: 256 MiB, about MQTT's own limit (a remaining length
+/// of 268,435,455 bytes).
+pub const DEFAULT_MAX_OUTGOING_PACKET_SIZE: u64 = 256 * 1024 * 1024;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct MqttConnection {
     /// The URL as written (without credentials), for logs.
@@ -339,6 +343,9 @@ pub struct MqttConnection {
     pub tls: Tls,
     /// Largest packet accepted from the broker.
     pub max_packet_size: u32,
+    /// Largest PUBLISH packet ferry sends when the broker did not announce a limit (MQTT 3.1.1
+    /// never does): a larger message is refused before it is sent.
+    pub max_outgoing_packet_size: u32,
     pub last_will: Option<LastWill>,
     /// `None` when turned off (`probe: false`).
     pub probe: Option<Probe>,
@@ -454,7 +461,12 @@ pub struct MigratoryDataConnection {
     pub timeout: Duration,
     /// How often each source subject is polled when the last poll brought nothing.
     pub poll_interval: Duration,
+    /// The most of one server answer (a produce or consume answer) ferry reads.
+    pub max_response_size: usize,
 }
+
+/// `max_response_size` when unset: a consume answer carries up to 1000 messages.
+pub const DEFAULT_MIGRATORYDATA_MAX_RESPONSE_SIZE: u64 = 16 * 1024 * 1024;
 
 /// A MigratoryData subject a route reads.
 #[derive(Clone, Debug, PartialEq)]

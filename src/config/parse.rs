@@ -661,6 +661,22 @@ impl<'a> Decoder<'a> {
                 Some("ferry needs room for real payloads; MQTT caps packets at 256MiB".into()),
             );
         }
+        let max_outgoing_packet_size = self.size(
+            &mut obj,
+            "max_outgoing_packet_size",
+            DEFAULT_MAX_OUTGOING_PACKET_SIZE,
+        );
+        if !(1024..=DEFAULT_MAX_OUTGOING_PACKET_SIZE).contains(&max_outgoing_packet_size) {
+            self.error(
+                obj.pos,
+                "`max_outgoing_packet_size` must be between 1KiB and 256MiB",
+                Some(
+                    "set it to the broker's limit (mosquitto's `max_packet_size`); MQTT caps \
+                     packets at 256MiB"
+                        .into(),
+                ),
+            );
+        }
         let last_will = obj.get("last_will").and_then(|n| self.last_will(n));
         let probe = self.probe(&mut obj, names::mqtt_topic);
         obj.finish(self);
@@ -739,6 +755,8 @@ impl<'a> Decoder<'a> {
             password,
             tls,
             max_packet_size: max_packet_size.min(u32::MAX as u64) as u32,
+            max_outgoing_packet_size: max_outgoing_packet_size.min(DEFAULT_MAX_OUTGOING_PACKET_SIZE)
+                as u32,
             last_will,
             probe,
         })
@@ -1084,6 +1102,18 @@ impl<'a> Decoder<'a> {
                 Some("write e.g. `250ms` or `1s`".into()),
             );
         }
+        let max_response_size = self.size(
+            &mut obj,
+            "max_response_size",
+            DEFAULT_MIGRATORYDATA_MAX_RESPONSE_SIZE,
+        );
+        if max_response_size < 1024 {
+            self.error(
+                obj.pos,
+                "`max_response_size` must be at least 1KiB",
+                Some("a consume answer carries up to 1000 messages: write e.g. `16MiB`".into()),
+            );
+        }
         obj.finish(self);
         Some(MigratoryDataConnection {
             servers,
@@ -1091,6 +1121,7 @@ impl<'a> Decoder<'a> {
             tls,
             timeout,
             poll_interval,
+            max_response_size: usize::try_from(max_response_size).unwrap_or(usize::MAX),
         })
     }
 

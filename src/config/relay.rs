@@ -920,6 +920,7 @@ fn mqtt(
             password,
             tls: Tls::default(),
             max_packet_size: 16 * 1024 * 1024,
+            max_outgoing_packet_size: DEFAULT_MAX_OUTGOING_PACKET_SIZE as u32,
             last_will: None,
             probe: None,
         }),

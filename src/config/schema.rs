@@ -427,6 +427,12 @@ struct MqttConnection {
     /// The largest packet ferry accepts, from 1MiB to 256MiB.
     #[schemars(extend("default" = "16MiB"))]
     max_packet_size: Option<Size>,
+    /// The largest PUBLISH packet ferry sends, from 1KiB to 256MiB, when the broker announces
+    /// no limit of its own (an MQTT 5 broker may; MQTT 3.1.1 cannot): a larger message is
+    /// refused before it is sent (dead-lettered), so the broker never drops the connection
+    /// over it. Set it to the broker's limit.
+    #[schemars(extend("default" = "256MiB"))]
+    max_outgoing_packet_size: Option<Size>,
     /// The message the broker publishes when ferry's connection is lost.
     last_will: Option<LastWill>,
     /// The liveness probe.
@@ -592,6 +598,10 @@ struct MigratoryDataConnection {
     /// How long a source waits after a poll that brought nothing.
     #[schemars(extend("default" = "1s"))]
     poll_interval: Option<Duration>,
+    /// The most of one server answer ferry reads, at least 1KiB. A larger answer is not
+    /// read further: a produce is retried, a poll fails and is retried with backoff.
+    #[schemars(extend("default" = "16MiB"))]
+    max_response_size: Option<Size>,
 }
 
 /// A server-sent-event stream served to browsers on the admin listener.
@@ -994,6 +1004,7 @@ connections:
       password: ${file:/run/secrets/mqtt}
       tls: { ca: /etc/ferry/ca.pem, cert: /etc/ferry/client.pem, key: /etc/ferry/client.key, insecure_skip_verify: false }
       max_packet_size: 16MiB
+      max_outgoing_packet_size: 256MiB
       last_will: { topic: ferry/status, payload: offline, qos: 1, retain: true }
       probe: { interval: 30s, timeout: 10s, topic: ferry/probe }
   legacy:
@@ -1042,6 +1053,7 @@ connections:
       tls: { ca: /etc/ferry/ca.pem }
       timeout: 10s
       poll_interval: 1s
+      max_response_size: 16MiB
 routes:
   - name: md-in
     from: { connection: md, subject: /server/status, history: 10 }

@@ -303,7 +303,7 @@ impl Sink for HttpSink {
             let status = response.status();
             if status.is_success() {
                 // Reuse the connection when the body is small; a large one is not worth it.
-                read_up_to(&mut response, DRAIN_BYTES).await;
+                http_client::read_body(&mut response, DRAIN_BYTES).await;
                 return Ok(());
             }
             let retry_after = response
@@ -311,27 +311,14 @@ impl Sink for HttpSink {
                 .get(header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, SystemTime::now()));
-            let (body, complete) = read_up_to(&mut response, EXCERPT_BYTES).await;
+            let body = http_client::read_body(&mut response, EXCERPT_BYTES).await;
             Err(failure(
                 status,
                 retry_after,
-                &http_client::excerpt(&body, EXCERPT_BYTES, complete),
+                &http_client::excerpt(&body.bytes, EXCERPT_BYTES, body.complete()),
             ))
         })
     }
-}
-
-/// Reads at most about `limit` bytes of the body: (what was read, whether that was all of it).
-/// A body that fails half-way counts as complete: there is no more to read.
-async fn read_up_to(response: &mut reqwest::Response, limit: usize) -> (Vec<u8>, bool) {
-    let mut body = Vec::new();
-    while body.len() < limit {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => return (body, true),
-        }
-    }
-    (body, false)
 }
 
 /// The error an answer other than 2xx makes: retry (408, 429, 5xx; after `retry_after` when

@@ -95,6 +95,63 @@ pub fn describe(error: reqwest::Error) -> String {
     }
 }
 
+/// A response body, read up to a bound.
+pub struct Body {
+    /// What was read: at most the bound.
+    pub bytes: Vec<u8>,
+    pub end: BodyEnd,
+}
+
+/// How reading a body ended.
+pub enum BodyEnd {
+    /// The whole body is in `bytes`.
+    Whole,
+    /// The body is larger than the bound: `bytes` is its start, the rest was not read.
+    OverLimit,
+    /// The body broke off (the connection failed, or the request's timeout passed).
+    Broken(reqwest::Error),
+}
+
+impl Body {
+    /// Whether `bytes` is all the server will give: a body that broke off has no more.
+    pub fn complete(&self) -> bool {
+        !matches!(self.end, BodyEnd::OverLimit)
+    }
+}
+
+/// Reads `response`'s body, at most `limit` bytes of it: a server's answer is never held in
+/// memory past the bound its caller documents, whatever the server sends.
+pub async fn read_body(response: &mut reqwest::Response, limit: usize) -> Body {
+    let mut bytes = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = limit - bytes.len();
+                if chunk.len() > room {
+                    bytes.extend_from_slice(&chunk[..room]);
+                    return Body {
+                        bytes,
+                        end: BodyEnd::OverLimit,
+                    };
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok(None) => {
+                return Body {
+                    bytes,
+                    end: BodyEnd::Whole,
+                };
+            }
+            Err(error) => {
+                return Body {
+                    bytes,
+                    end: BodyEnd::Broken(error),
+                };
+            }
+        }
+    }
+}
+
 /// The start of a server's answer as one line of text for a log or a dead letter: at most
 /// `max` bytes of `body`, whitespace runs made one space, `…` when it was cut (or `complete`
 /// is false: more was left unread).

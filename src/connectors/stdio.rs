@@ -937,4 +937,114 @@ mod tests {
         assert_eq!(lines_of(b"a\rb\r\r\n", 10), vec![Ok(b"a\rb\r".to_vec())]);
         assert!(lines_of(b"", 10).is_empty());
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn config() -> ProptestConfig {
+            ProptestConfig {
+                cases: 2000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            }
+        }
+
+        /// Text with the characters that matter to a JSON line: quotes, escapes, controls,
+        /// line breaks, non-ASCII, as well as anything else.
+        fn text() -> impl Strategy<Value = String> {
+            let tricky = prop::sample::select(vec![
+                '"', '\\', '\n', '\r', '\t', '\0', '\u{1b}', '\u{7f}', 'a', 'é', '€', '😀', ' ',
+            ]);
+            prop_oneof![
+                any::<String>(),
+                prop::collection::vec(tricky, 0..12).prop_map(String::from_iter),
+            ]
+        }
+
+        /// `headers` grouped by name in the order each name first appears: what a JSON line
+        /// (an object, one key per name) keeps of their order.
+        fn grouped(headers: &[(String, String)]) -> Vec<(String, String)> {
+            let mut names: Vec<&String> = Vec::new();
+            for (name, _) in headers {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            names
+                .into_iter()
+                .flat_map(|name| headers.iter().filter(move |(n, _)| n == name).cloned())
+                .collect()
+        }
+
+        proptest! {
+            #![proptest_config(config())]
+
+            #[test]
+            fn reading_lines_never_panics_and_keeps_within_the_limit(
+                input in prop::collection::vec(
+                    prop_oneof![Just(b'\n'), Just(b'\r'), any::<u8>()], 0..200),
+                max in 0usize..20,
+            ) {
+                let lines = lines_of(&input, max);
+                let breaks = input.iter().filter(|&&b| b == b'\n').count();
+                let unterminated = !input.is_empty() && input.last() != Some(&b'\n');
+                prop_assert_eq!(lines.len(), breaks + usize::from(unterminated));
+                for line in lines {
+                    match line {
+                        Ok(line) => {
+                            prop_assert!(line.len() <= max);
+                            prop_assert!(!line.contains(&b'\n'));
+                        }
+                        Err(length) => prop_assert!(length > max),
+                    }
+                }
+            }
+
+            #[test]
+            fn decoding_any_bytes_never_panics(
+                line in prop::collection::vec(any::<u8>(), 0..100),
+                text in text(),
+                nats in any::<bool>(),
+            ) {
+                let names = if nats { Protocol::Nats } else { Protocol::Mqtt };
+                let json = LineFormat::Json { base64: false, names };
+                let _ = decode_line(&line, json, &origin());
+                let _ = decode_line(text.as_bytes(), json, &origin());
+                // A JSON object whose fields hold arbitrary text.
+                let object = format!(
+                    "{{\"subject\":{0},\"protocol\":{0},\"payload\":{0},\"headers\":{{{0}:{0}}},\"time\":{0}}}",
+                    serde_json::to_string(&text).unwrap()
+                );
+                let _ = decode_line(object.as_bytes(), json, &origin());
+                let raw = decode_line(&line, LineFormat::Raw, &origin()).unwrap().unwrap();
+                prop_assert_eq!(&raw.payload[..], &line[..]);
+            }
+
+            #[test]
+            fn a_written_line_reads_back_as_the_message(
+                subject in text(),
+                payload in prop::collection::vec(any::<u8>(), 0..64),
+                utf8 in text(),
+                use_text in any::<bool>(),
+                headers in prop::collection::vec((text(), text()), 0..5),
+                base64 in any::<bool>(),
+            ) {
+                let payload = if use_text { utf8.into_bytes() } else { payload };
+                let mut message = Message::new(origin(), subject.clone(), payload.clone());
+                message.headers = headers.clone();
+                let format = LineFormat::Json { base64, names: Protocol::Mqtt };
+                let mut out = Vec::new();
+                encode_line(&message, format, &mut out);
+                prop_assert_eq!(out.last(), Some(&b'\n'));
+                prop_assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+                let read = decode_line(&out[..out.len() - 1], format, &origin())
+                    .unwrap()
+                    .unwrap();
+                prop_assert_eq!(read.subject, subject);
+                prop_assert_eq!(&read.payload[..], &payload[..]);
+                prop_assert_eq!(read.headers, grouped(&headers));
+            }
+        }
+    }
 }

@@ -643,6 +643,18 @@ mod tests {
         }
 
         #[test]
+        fn any_text_converts_without_panic(text in any::<String>()) {
+            // Whatever arrives (a topic, a subject, a filter from a config or a JSON line),
+            // each conversion returns, and a topic comes back from its subject.
+            let subject = topic_to_subject(&text);
+            let _ = subject_to_topic(&text);
+            let _ = filter_to_subjects(&text);
+            if !text.contains('\0') {
+                prop_assert_eq!(subject_to_topic(&subject), text);
+            }
+        }
+
+        #[test]
         fn reads_foreign_subjects_as_nats_server_does(raw in any_topic()) {
             // Any subject without ferry's escapes or whole wildcard tokens (here `raw` is taken
             // as a subject, `.` and `/` included).

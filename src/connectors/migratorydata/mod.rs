@@ -140,6 +140,7 @@ impl MigratoryDataConnection {
             token: c.token.clone(),
             timeout: c.timeout,
             connect_timeout: self.reconnect.connect_timeout,
+            max_response_size: c.max_response_size,
             status: self.status.clone(),
             denied: RateLimitedLog::default(),
         });
@@ -255,12 +256,32 @@ struct Endpoint {
     token: config::Secret,
     timeout: Duration,
     connect_timeout: Duration,
+    /// `max_response_size`: the most of an answer ferry reads.
+    max_response_size: usize,
     status: ConnectionStatus,
     /// `DENY` warnings, at most one every few seconds.
     denied: RateLimitedLog,
 }
 
 impl Endpoint {
+    /// Reads an answer's body, at most `max_response_size` of it; `Err` says why there is no
+    /// whole answer to judge.
+    async fn answer(&self, response: &mut reqwest::Response) -> Result<Vec<u8>, String> {
+        let body = http_client::read_body(response, self.max_response_size).await;
+        match body.end {
+            http_client::BodyEnd::Whole => Ok(body.bytes),
+            http_client::BodyEnd::OverLimit => Err(format!(
+                "the answer is larger than the connection's max_response_size ({} bytes): {}",
+                self.max_response_size,
+                http_client::excerpt(&body.bytes, EXCERPT_BYTES, false)
+            )),
+            http_client::BodyEnd::Broken(error) => Err(format!(
+                "the answer broke off: {}",
+                self.request_failed(error)
+            )),
+        }
+    }
+
     /// Why a request got no answer, in words that hold no URL (the token is in its query).
     fn request_failed(&self, error: reqwest::Error) -> String {
         if error.is_connect() && error.is_timeout() {
@@ -363,20 +384,16 @@ impl MigratoryDataSink {
     /// What the server's answer means for the message.
     async fn outcome(
         &self,
-        response: reqwest::Response,
+        mut response: reqwest::Response,
         closure: &str,
         message: &Message,
     ) -> Result<(), SinkError> {
         let status = response.status();
-        let body = match response.bytes().await {
-            Ok(body) => body,
-            Err(error) => {
-                return Err(SinkError::Unavailable(format!(
-                    "the answer broke off: {}",
-                    http_client::describe(error)
-                )));
-            }
-        };
+        let body = self
+            .endpoint
+            .answer(&mut response)
+            .await
+            .map_err(SinkError::Unavailable)?;
         let outcome = judge(status, &body, closure, message);
         if let Err(SinkError::Rejected(reason)) = &outcome
             && reason.starts_with("MigratoryData answered DENY")
@@ -573,7 +590,7 @@ impl Poller {
     /// One consume on the server at `url`.
     async fn poll(&self, url: Url) -> Poll {
         let e = &*self.endpoint;
-        let response = match e.client.get(url).send().await {
+        let mut response = match e.client.get(url).send().await {
             Ok(response) => response,
             Err(error) => return Poll::Unreachable(e.request_failed(error)),
         };
@@ -581,9 +598,9 @@ impl Poller {
         if status.is_server_error() {
             return Poll::Unreachable(format!("HTTP {status}"));
         }
-        let body = match response.bytes().await {
+        let body = match e.answer(&mut response).await {
             Ok(body) => body,
-            Err(error) => return Poll::Unreachable(e.request_failed(error)),
+            Err(why) => return Poll::Unreachable(why),
         };
         let excerpt = || http_client::excerpt(&body, EXCERPT_BYTES, true);
         if !status.is_success() {

@@ -368,17 +368,7 @@ impl Client {
             Client::V5(client) => {
                 let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
                 if !headers.is_empty() {
-                    // A `Content-Type` header is MQTT 5's own content type property, as it
-                    // would be over HTTP or NATS; every other header is a user property.
-                    let (content_type, user_properties): (Vec<_>, Vec<_>) = headers
-                        .iter()
-                        .cloned()
-                        .partition(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE));
-                    options = options.properties(mqtt5::PublishProperties {
-                        user_properties,
-                        content_type: content_type.into_iter().next().map(|(_, v)| v),
-                        ..Default::default()
-                    });
+                    options = options.properties(publish_properties(headers));
                 }
                 let queued = if qos_level == 0 {
                     client
@@ -455,19 +445,7 @@ impl Client {
 
     /// Size of the PUBLISH packet `publish` would send, fixed header included.
     pub fn publish_size(&self, topic: &str, payload: usize, qos: u8, headers: &Headers) -> usize {
-        let properties = match self {
-            Client::V5(_) => {
-                let len: usize = headers
-                    .iter()
-                    .map(|(k, v)| 1 + 2 + k.len() + 2 + v.len())
-                    .sum();
-                varint_len(len) + len
-            }
-            Client::V311(_) => 0,
-        };
-        let packet_id = if qos > 0 { 2 } else { 0 };
-        let remaining = 2 + topic.len() + packet_id + properties + payload;
-        1 + varint_len(remaining) + remaining
+        packet_size(self.version(), topic, payload, qos, headers)
     }
 
     /// The largest remaining length MQTT can encode; larger packets are refused locally.
@@ -532,6 +510,56 @@ impl Client {
             Client::V311(client) => client.try_disconnect_with_timeout(drain).is_ok(),
         }
     }
+}
+
+/// The MQTT 5 properties of a PUBLISH carrying `headers`, in their order: a `Content-Type`
+/// header is MQTT 5's own content type property (the first one; as over HTTP or NATS), every
+/// other header a user property.
+fn publish_properties(headers: &Headers) -> mqtt5::PublishProperties {
+    let (content_type, user_properties): (Vec<_>, Vec<_>) = headers
+        .iter()
+        .cloned()
+        .partition(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE));
+    mqtt5::PublishProperties {
+        user_properties,
+        content_type: content_type.into_iter().next().map(|(_, v)| v),
+        ..Default::default()
+    }
+}
+
+/// Size of the PUBLISH packet `Client::publish` sends, fixed header included: what a broker's
+/// Maximum Packet Size is compared with.
+fn packet_size(
+    version: MqttVersion,
+    topic: &str,
+    payload: usize,
+    qos: u8,
+    headers: &Headers,
+) -> usize {
+    let properties = match version {
+        MqttVersion::V5 => {
+            // As `publish_properties` makes them: the content type property (id, length,
+            // value) once, each user property as id and two length-prefixed strings.
+            let mut content_type = false;
+            let len: usize = headers
+                .iter()
+                .map(|(k, v)| {
+                    if !k.eq_ignore_ascii_case(CONTENT_TYPE) {
+                        1 + 2 + k.len() + 2 + v.len()
+                    } else if !std::mem::replace(&mut content_type, true) {
+                        1 + 2 + v.len()
+                    } else {
+                        0
+                    }
+                })
+                .sum();
+            varint_len(len) + len
+        }
+        MqttVersion::V311 => 0,
+    };
+    let packet_id = if qos > 0 { 2 } else { 0 };
+    let remaining = 2 + topic.len() + packet_id + properties + payload;
+    1 + varint_len(remaining) + remaining
 }
 
 fn varint_len(n: usize) -> usize {
@@ -758,6 +786,7 @@ mod tests {
             password: Some(Secret("pw".into())),
             tls: Tls::default(),
             max_packet_size: 2 * 1024 * 1024,
+            max_outgoing_packet_size: 1024 * 1024,
             last_will: Some(LastWill {
                 topic: "ferry/status".into(),
                 payload: "offline".into(),
@@ -855,5 +884,53 @@ mod tests {
         assert_eq!(keep_alive_secs(Duration::from_millis(200)), 1);
         assert_eq!(keep_alive_secs(Duration::from_secs(60)), 60);
         assert_eq!(keep_alive_secs(Duration::from_secs(1 << 20)), u16::MAX);
+    }
+
+    mod sizes {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just("Content-Type".to_string()),
+                Just("content-type".to_string()),
+                "[a-zé€]{0,8}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 2000,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn packet_size_is_what_the_client_encodes(
+                topic in "[a-z/é😀]{1,20}",
+                payload in 0usize..70_000,
+                qos_level in 0u8..=2,
+                headers in prop::collection::vec((text(), text()), 0..6),
+            ) {
+                let pkid = u16::from(qos_level > 0);
+                let mut v5 = mqtt5::Publish::new(
+                    topic.clone(),
+                    qos(qos_level),
+                    vec![0u8; payload],
+                    (!headers.is_empty()).then(|| publish_properties(&headers)),
+                );
+                v5.pkid = pkid;
+                prop_assert_eq!(
+                    packet_size(MqttVersion::V5, &topic, payload, qos_level, &headers),
+                    v5.size()
+                );
+                let mut v311 = mqtt4::Publish::new(topic.clone(), qos(qos_level), vec![0u8; payload]);
+                v311.pkid = pkid;
+                prop_assert_eq!(
+                    packet_size(MqttVersion::V311, &topic, payload, qos_level, &headers),
+                    v311.size()
+                );
+            }
+        }
     }
 }

@@ -63,6 +63,8 @@ pub struct MqttConnection {
 /// Makes the sinks of one MQTT connection: each a handle on its client.
 struct MqttSinks {
     name: Arc<str>,
+    /// `max_outgoing_packet_size`: the limit while the broker announced none.
+    max_outgoing_packet_size: usize,
     /// Or why the client could not be built.
     client: Result<Client, String>,
     link: Arc<Link>,
@@ -84,6 +86,7 @@ impl Sinks for MqttSinks {
             qos: sink.qos,
             retain: sink.retain,
             link: self.link.clone(),
+            max_outgoing_packet_size: self.max_outgoing_packet_size,
         }))
     }
 }
@@ -235,6 +238,7 @@ impl Connection for MqttConnection {
     fn sinks(&mut self) -> Arc<dyn Sinks> {
         Arc::new(MqttSinks {
             name: self.name.clone(),
+            max_outgoing_packet_size: self.config.max_outgoing_packet_size as usize,
             client: self.client().cloned().map_err(|e| format!("{e:#}")),
             link: self.link.clone(),
         })
@@ -274,6 +278,7 @@ struct MqttSink {
     qos: u8,
     retain: Retain,
     link: Arc<Link>,
+    max_outgoing_packet_size: usize,
 }
 
 impl Sink for MqttSink {
@@ -349,8 +354,11 @@ impl MqttSink {
         SinkError::Unavailable(format!("connection {} is closed", self.connection))
     }
 
-    /// Refuses, before queuing it, what the broker or the client would refuse: the client
-    /// drops a connection over a packet that is too large.
+    /// Refuses, before queuing it, what the broker or the client would refuse: a broker drops
+    /// the connection over a packet larger than it takes (and the client would send it again
+    /// after the reconnect, for ever), so a message whose PUBLISH packet is larger than the
+    /// broker's announced Maximum Packet Size (MQTT 5 CONNACK), or else than
+    /// `max_outgoing_packet_size`, is refused here and the route goes on with the next.
     fn check(&self, message: &Message, retain: bool) -> Result<(), SinkError> {
         let topic = &message.subject;
         if let Some(why) = topic::publish_topic_error(topic) {
@@ -362,17 +370,15 @@ impl MqttSink {
         let size =
             self.client
                 .publish_size(topic, message.payload.len(), self.qos, &message.headers);
-        let broker_max = self.link.max_packet_size.load(Ordering::Relaxed) as usize;
+        let (limit, whose) = match self.link.max_packet_size.load(Ordering::Relaxed) {
+            0 => (self.max_outgoing_packet_size, "max_outgoing_packet_size is"),
+            announced => (announced as usize, "the broker accepts at most"),
+        };
         let remaining = size - 2; // at least 1 type byte + 1 length byte
-        if remaining > Client::MAX_REMAINING_LENGTH || (broker_max > 0 && size > broker_max) {
-            let limit = if broker_max > 0 {
-                broker_max
-            } else {
-                Client::MAX_REMAINING_LENGTH
-            };
+        if remaining > Client::MAX_REMAINING_LENGTH || size > limit {
             return Err(SinkError::Rejected(format!(
-                "connection {}: message to {topic:?} is {size} bytes as an MQTT packet; the \
-                 broker accepts at most {limit}",
+                "connection {}: message to {topic:?} is {size} bytes as an MQTT packet; {whose} \
+                 {limit}",
                 self.connection
             )));
         }

@@ -16,6 +16,7 @@
 //! core NATS has no server ack, so that is the most it can say); with `jetstream: true`, that
 //! the stream stored it (its PubAck).
 
+mod diagnose;
 mod jetstream;
 mod probe;
 
@@ -37,6 +38,11 @@ use crate::pipeline::status::{Backoff, ConnectionStatus};
 /// How long a publish may wait for room in the client's outgoing channel, and then for the
 /// socket write (core NATS), before the sink reports the connection unavailable.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a sink waits for its connection's first connect before it reports it unavailable:
+/// a route that starts with its connection (`ferry relay`, a restart) has its first messages
+/// wait for it instead of failing them with a warning. Once the connection was up, a sink
+/// whose connection is down says so at once (a spool takes over without delay).
+const CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// A route's core NATS subscription, registered before the connection starts.
 struct SourceRoute {
@@ -113,6 +119,9 @@ pub struct NatsConnection {
     jetstream_sources: Vec<jetstream::JetStreamRoute>,
     /// Sinks get the client once it exists; until then they report the connection unavailable.
     handles: Arc<tokio::sync::OnceCell<Handles>>,
+    /// Whether the connection is up, for sinks to wait on: `None` before the first connect
+    /// (or the first failure).
+    connected: Arc<watch::Sender<Option<bool>>>,
 }
 
 /// The delays async-nats asks for between connection attempts, from ferry's [`Backoff`]: it
@@ -162,6 +171,7 @@ impl NatsConnection {
             sources: Vec::new(),
             jetstream_sources: Vec::new(),
             handles: Arc::new(tokio::sync::OnceCell::new()),
+            connected: Arc::new(watch::Sender::new(None)),
         }
     }
 
@@ -234,6 +244,7 @@ impl NatsConnection {
 struct NatsSinks {
     name: Arc<str>,
     handles: Arc<tokio::sync::OnceCell<Handles>>,
+    connected: Arc<watch::Sender<Option<bool>>>,
 }
 
 impl Sinks for NatsSinks {
@@ -244,6 +255,7 @@ impl Sinks for NatsSinks {
         Ok(Arc::new(NatsSink {
             connection: self.name.clone(),
             handles: self.handles.clone(),
+            connected: self.connected.clone(),
             jetstream: sink.jetstream,
         }))
     }
@@ -279,6 +291,7 @@ impl Connection for NatsConnection {
         Arc::new(NatsSinks {
             name: self.name.clone(),
             handles: self.handles.clone(),
+            connected: self.connected.clone(),
         })
     }
 
@@ -312,7 +325,7 @@ impl NatsConnection {
         // With retry_on_initial_connect this returns at once; the client connects in the
         // background and reports through the event callback.
         let client = options
-            .connect(urls)
+            .connect(urls.clone())
             .await
             .with_context(|| format!("connection {}", self.name))?;
         let mut context = async_nats::jetstream::new(client.clone());
@@ -409,15 +422,34 @@ impl NatsConnection {
                             // flush returns, the server has them and the sources are live.
                             let flushed = tokio::time::timeout(self.reconnect.connect_timeout, client.flush()).await;
                             connected = matches!(flushed, Ok(Ok(())));
+                            self.connected.send_replace(Some(connected));
                         }
                         Event::Disconnected => {
                             connected = false;
+                            self.connected.send_replace(Some(false));
                             disconnects_tx.send_modify(|n| *n += 1);
                             self.status.down(&"disconnected from the server", pacing.last_delay());
                         }
                         Event::ClientError(e) => {
                             connected = false;
-                            self.status.down(&e, pacing.last_delay());
+                            self.connected.send_replace(Some(false));
+                            let text = e.to_string();
+                            // The client names only the kind of a failed connect: find the
+                            // address and the cause (refused, DNS, timeout) for the operator.
+                            let reason = match &e {
+                                async_nats::ClientError::Other(kind)
+                                    if ["IO error", "DNS error", "timed out"].contains(&kind.as_str()) =>
+                                {
+                                    let diagnosis = diagnose::connect_failure(&urls, &text, self.reconnect.connect_timeout);
+                                    // A shutdown does not wait for ferry's own connect.
+                                    tokio::select! {
+                                        found = diagnosis => found,
+                                        _ = runtime.close.cancelled() => break,
+                                    }
+                                }
+                                _ => text,
+                            };
+                            self.status.down(&reason, pacing.last_delay());
                         }
                         Event::SlowConsumer(_) => tracing::warn!(
                             connection = %self.name,
@@ -429,14 +461,15 @@ impl NatsConnection {
                     }
                 }
             }
-            if connected && *bound.borrow() >= consumers {
-                let info = client.server_info();
-                self.status.up(&format!(
-                    "to {}:{} ({})",
-                    info.host, info.port, info.server_name
-                ));
+            if connected
+                && *bound.borrow() >= consumers
+                && self.status.state() != crate::pipeline::status::State::Up
+            {
+                let to = diagnose::connected_to(&client, &urls).await;
+                self.status.up(&format!("to {to}"));
             }
         }
+        self.connected.send_replace(Some(false));
         // Close: whatever the sinks published goes out before the connection does.
         let _ = tokio::time::timeout(Duration::from_secs(5), client.flush()).await;
         drop(client);
@@ -513,6 +546,7 @@ fn header_name(name: &str) -> async_nats::HeaderName {
 struct NatsSink {
     connection: Arc<str>,
     handles: Arc<tokio::sync::OnceCell<Handles>>,
+    connected: Arc<watch::Sender<Option<bool>>>,
     jetstream: bool,
 }
 
@@ -538,6 +572,17 @@ impl Sink for NatsSink {
 
 impl NatsSink {
     async fn queue_publish(&self, message: &Message) -> Result<Confirmation, SinkError> {
+        if self.connected.borrow().is_none() {
+            let mut connected = self.connected.subscribe();
+            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(Option::is_some))
+                .await
+                .map_err(|_| {
+                    SinkError::Unavailable(format!("connection {} is not up yet", self.connection))
+                })?
+                .map_err(|_| {
+                    SinkError::Unavailable(format!("connection {} is closed", self.connection))
+                })?;
+        }
         let Some(handles) = self.handles.get() else {
             return Err(SinkError::Unavailable(format!(
                 "connection {} is not started yet",
@@ -617,7 +662,7 @@ impl NatsSink {
         };
         match published {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(SinkError::Unavailable(e.to_string())),
+            Ok(Err(e)) => return Err(publish_error(&self.connection, &message.subject, &e)),
             Err(_) => {
                 return Err(SinkError::Unavailable(format!(
                     "connection {}: publish timed out: the client's buffer is full (the server \
@@ -646,5 +691,54 @@ impl NatsSink {
                 _ = disconnects.changed() => Err(lost()),
             }
         })))
+    }
+}
+
+/// What a failed core publish means for the route. The client checks a message against the
+/// server's `max_payload` (from its INFO, renewed at each reconnect; payload and headers
+/// counted as the server counts them) and the subject before it sends anything: neither
+/// passes on a retry, so the message is refused and the route goes on with the next. Only a
+/// client that can no longer send (its connection task gone) is worth another try.
+fn publish_error(connection: &str, subject: &str, error: &async_nats::PublishError) -> SinkError {
+    use async_nats::PublishErrorKind;
+    match error.kind() {
+        PublishErrorKind::MaxPayloadExceeded => SinkError::Rejected(format!(
+            "connection {connection}: message to `{subject}` is larger than the server's \
+             max_payload: {}",
+            std::error::Error::source(error).map_or_else(String::new, |e| e.to_string())
+        )),
+        PublishErrorKind::InvalidSubject => SinkError::Rejected(format!(
+            "connection {connection}: `{subject}` is not a subject NATS can publish to"
+        )),
+        PublishErrorKind::Send => {
+            SinkError::Unavailable(format!("connection {connection}: {error}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use async_nats::PublishErrorKind;
+
+    #[test]
+    fn publish_errors_say_whether_to_retry() {
+        let too_large = async_nats::PublishError::with_source(
+            PublishErrorKind::MaxPayloadExceeded,
+            "Payload size limit of 1024 exceeded by message size of 2048",
+        );
+        let refused = publish_error("nats", "out.x", &too_large);
+        assert!(matches!(refused, SinkError::Rejected(_)), "{refused:?}");
+        assert!(refused.to_string().contains("limit of 1024"), "{refused}");
+        let bad = async_nats::PublishError::new(PublishErrorKind::InvalidSubject);
+        assert!(matches!(
+            publish_error("nats", "a b", &bad),
+            SinkError::Rejected(_)
+        ));
+        let gone = async_nats::PublishError::new(PublishErrorKind::Send);
+        assert!(matches!(
+            publish_error("nats", "out.x", &gone),
+            SinkError::Unavailable(_)
+        ));
     }
 }

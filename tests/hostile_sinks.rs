@@ -1,0 +1,481 @@
+//! A message a sink can never take never blocks the ones behind it, and what an operator reads
+//! about a sink's connection says what is wrong.
+//!
+//! For each kind of sink (core NATS, JetStream, MQTT 5, MQTT 3.1.1, HTTP, MigratoryData) one
+//! message the sink can never take (too large for the server, or refused for good by it) goes
+//! between small ones: the small ones all arrive, in order, within seconds, and the bad one
+//! reaches the dead-letter sink with the reason. The servers are real (nats-server with a small
+//! `max_payload`, mosquitto with a small `max_packet_size`), bar the MigratoryData fake.
+//!
+//! Then: a refused NATS connection names the address in the log and `/readyz`; a WebSocket
+//! NATS connection logs the WebSocket address it uses; `ferry relay - nats://…` publishes
+//! without warning that its connection is down; MQTT 5 user properties keep their order
+//! through an MQTT → MQTT route.
+
+mod support;
+
+use support::*;
+
+/// Small messages before and after the bad one.
+const SMALL: usize = 5;
+/// The limit the servers are given: small enough for a fast test.
+const LIMIT: usize = 4096;
+
+/// The payload of small message `i`.
+fn small(i: usize) -> String {
+    format!("small-{i:02}")
+}
+
+/// A payload no sink here can take: twice the servers' limit.
+fn oversized() -> String {
+    "B".repeat(2 * LIMIT)
+}
+
+/// What the publisher sends, in order: `SMALL` small messages, the bad one, `SMALL` more.
+fn sequence(bad: &str) -> Vec<String> {
+    (0..SMALL)
+        .map(small)
+        .chain(std::iter::once(bad.to_string()))
+        .chain((SMALL..2 * SMALL).map(small))
+        .collect()
+}
+
+/// The small payloads every sink must deliver, in this order.
+fn smalls() -> Vec<String> {
+    (0..2 * SMALL).map(small).collect()
+}
+
+/// The payloads of `msgs` as text.
+fn texts(msgs: &[Msg]) -> Vec<String> {
+    msgs.iter().map(Msg::text).collect()
+}
+
+/// The one dead letter in `dead` (bounded wait): it carries the bad payload unchanged and a
+/// `Ferry-Error` containing `reason`.
+async fn assert_dead_letter(dead: &mut Inbox, bad: &str, reason: &str) {
+    let letters = dead.collect(1, secs(15)).await;
+    let letter = &letters[0];
+    assert_eq!(
+        letter.payload.len(),
+        bad.len(),
+        "the bad message, unchanged"
+    );
+    assert_eq!(letter.header("Ferry-Stage"), Some("sink"));
+    let error = letter.header("Ferry-Error").unwrap_or_default();
+    assert!(error.contains(reason), "{error:?} should say {reason:?}");
+}
+
+/// A nats-server that takes messages of at most `LIMIT` bytes.
+fn small_nats(jetstream: bool) -> NatsServer {
+    NatsServer::start(NatsOptions {
+        jetstream,
+        extra_config: vec![format!("max_payload: {LIMIT}")],
+        ..NatsOptions::default()
+    })
+}
+
+/// A mosquitto that takes packets of at most `LIMIT` bytes (and says so in an MQTT 5
+/// CONNACK).
+fn small_mosquitto() -> Mosquitto {
+    Mosquitto::start(MosquittoOptions {
+        extra_config: vec![format!("max_packet_size {LIMIT}")],
+        ..MosquittoOptions::default()
+    })
+}
+
+/// Publishes `payloads` on MQTT `topic` at QoS 1, in order, each acknowledged.
+async fn publish_mqtt(peer: &MqttPeer, topic: &str, payloads: Vec<String>) {
+    peer.publish_all(payloads.into_iter().map(|p| (topic.to_string(), p)), 1)
+        .await;
+}
+
+/// Publishes `payloads` on NATS `subject`, in order.
+async fn publish_nats(peer: &NatsPeer, subject: &str, payloads: Vec<String>) {
+    peer.publish_all(payloads.into_iter().map(|p| (subject.to_string(), p)))
+        .await;
+    peer.flush().await;
+}
+
+/// Starts ferry on `yaml` and waits until it is ready.
+async fn ferry_ready(yaml: &str) -> Ferry {
+    let mut ferry = Ferry::start(yaml);
+    ferry.wait_ready().await;
+    ferry
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_refuses_a_message_over_max_payload_and_the_rest_flow_on() {
+    let nats = small_nats(false);
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let _ferry = ferry_ready(&fill(
+        r#"
+connections:
+  mq: { mqtt: { url: "@MQTT@" } }
+  core: { nats: { url: "@NATS@" } }
+routes:
+  - name: big
+    from: { connection: mq, topic: "in/big", qos: 1 }
+    to: { connection: core, subject: "out.big" }
+    dead_letter: { connection: mq, topic: "dead/{{ route }}" }
+"#,
+        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
+    ))
+    .await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut out = nats_peer.subscribe("out.big").await;
+    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt.subscribe("dead/#", 1).await;
+
+    let bad = oversized();
+    publish_mqtt(&mqtt, "in/big", sequence(&bad)).await;
+    assert_eq!(texts(&out.collect(2 * SMALL, secs(10)).await), smalls());
+    assert_dead_letter(&mut mqtt.inbox, &bad, "max_payload").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_refuses_a_message_over_max_payload_and_the_rest_flow_on() {
+    let nats = small_nats(true);
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    nats_peer.create_stream("OUT", &["js.>"]).await;
+    let _ferry = ferry_ready(&fill(
+        r#"
+connections:
+  mq: { mqtt: { url: "@MQTT@" } }
+  core: { nats: { url: "@NATS@" } }
+routes:
+  - name: big
+    from: { connection: mq, topic: "in/big", qos: 1 }
+    to: { connection: core, subject: "js.big", jetstream: true }
+    dead_letter: { connection: mq, topic: "dead/{{ route }}" }
+"#,
+        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
+    ))
+    .await;
+    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt.subscribe("dead/#", 1).await;
+
+    let bad = oversized();
+    publish_mqtt(&mqtt, "in/big", sequence(&bad)).await;
+    nats_peer
+        .wait_stream_len("OUT", 2 * SMALL as u64, secs(10))
+        .await;
+    assert_eq!(texts(&nats_peer.read_stream("OUT").await), smalls());
+    assert_dead_letter(&mut mqtt.inbox, &bad, "max payload").await;
+}
+
+/// NATS → an MQTT sink on a mosquitto that takes `LIMIT`-byte packets; `mqtt` is the sink
+/// connection's extra settings. The small messages arrive in order on the broker, the bad one
+/// is dead-lettered to NATS with `reason`.
+async fn mqtt_sink_passes_an_oversized_message(mqtt_settings: &str, reason: &str) {
+    let nats = NatsServer::start(NatsOptions::default());
+    let mosquitto = small_mosquitto();
+    let _ferry = ferry_ready(&fill(
+        r#"
+connections:
+  core: { nats: { url: "@NATS@" } }
+  mq: { mqtt: { url: "@MQTT@", @SETTINGS@ } }
+routes:
+  - name: big
+    from: { connection: core, subject: "in.big" }
+    to: { connection: mq, topic: "out/big", qos: 1 }
+    dead_letter: { connection: core, subject: "dead.{{ route }}" }
+"#,
+        &[
+            ("@NATS@", nats.url()),
+            ("@MQTT@", mosquitto.url()),
+            ("@SETTINGS@", mqtt_settings.to_string()),
+        ],
+    ))
+    .await;
+    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt.subscribe("out/#", 1).await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut dead = nats_peer.subscribe("dead.>").await;
+
+    let bad = oversized();
+    publish_nats(&nats_peer, "in.big", sequence(&bad)).await;
+    assert_eq!(
+        texts(&mqtt.inbox.collect(2 * SMALL, secs(10)).await),
+        smalls()
+    );
+    assert_dead_letter(&mut dead, &bad, reason).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_refuses_a_message_over_the_brokers_maximum_packet_size() {
+    // mosquitto announces its max_packet_size in the MQTT 5 CONNACK.
+    mqtt_sink_passes_an_oversized_message(
+        "version: 5",
+        &format!("the broker accepts at most {LIMIT}"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt311_refuses_a_message_over_max_outgoing_packet_size() {
+    // MQTT 3.1.1 has no way to learn the broker's limit: the connection's setting is it.
+    mqtt_sink_passes_an_oversized_message(
+        &format!("version: 3.1.1, max_outgoing_packet_size: {LIMIT}"),
+        &format!("max_outgoing_packet_size is {LIMIT}"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_dead_letters_a_413_and_the_rest_flow_on() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let hook = WebhookServer::start();
+    let _ferry = ferry_ready(&fill(
+        r#"
+connections:
+  core: { nats: { url: "@NATS@" } }
+  hook: { http: { url: "@HOOK@/in" } }
+routes:
+  - name: big
+    from: { connection: core, subject: "in.big" }
+    to: { connection: hook }
+    dead_letter: { connection: core, subject: "dead.{{ route }}" }
+"#,
+        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
+    ))
+    .await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut dead = nats_peer.subscribe("dead.>").await;
+
+    // The server refuses the sixth request, the large one, as too large.
+    let bad = oversized();
+    let payloads = sequence(&bad);
+    publish_nats(&nats_peer, "in.big", payloads[..SMALL].to_vec()).await;
+    hook.wait_for_requests(SMALL, secs(10)).await;
+    hook.respond_next(413, &[], "request entity too large");
+    publish_nats(&nats_peer, "in.big", payloads[SMALL..].to_vec()).await;
+
+    let requests = hook.wait_for_requests(2 * SMALL + 1, secs(10)).await;
+    let delivered: Vec<String> = requests
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.text())
+        .collect();
+    assert_eq!(delivered, smalls());
+    assert_dead_letter(&mut dead, &bad, "HTTP 413").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migratorydata_dead_letters_a_message_over_its_size_limit_and_the_rest_flow_on() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let mut options = FakeOptions::new("md-token");
+    options.max_message_size = LIMIT;
+    let md = MigratoryDataFake::cluster(options, 1).remove(0);
+    let _ferry = ferry_ready(&fill(
+        r#"
+connections:
+  core: { nats: { url: "@NATS@" } }
+  md: { migratorydata: { servers: ["@MD@"], token: md-token } }
+routes:
+  - name: big
+    from: { connection: core, subject: "in.big" }
+    to: { connection: md, subject: "/out/big" }
+    dead_letter: { connection: core, subject: "dead.{{ route }}" }
+"#,
+        &[("@NATS@", nats.url()), ("@MD@", md.url())],
+    ))
+    .await;
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut dead = nats_peer.subscribe("dead.>").await;
+
+    let bad = oversized();
+    publish_nats(&nats_peer, "in.big", sequence(&bad)).await;
+    assert_dead_letter(&mut dead, &bad, "MESSAGE_SIZE_LIMIT_EXCEEDED").await;
+    within(secs(10), "the small messages stored", async {
+        while md.stored("/out/big").len() < 2 * SMALL {
+            tokio::time::sleep(millis(20)).await;
+        }
+    })
+    .await;
+    let stored: Vec<String> = md
+        .stored("/out/big")
+        .into_iter()
+        .map(|s| s.content)
+        .collect();
+    assert_eq!(stored, smalls());
+}
+
+/// What `/readyz` on `port` answers.
+async fn readyz(port: u16) -> String {
+    http_client()
+        .get(format!("http://127.0.0.1:{port}/readyz"))
+        .send()
+        .await
+        .expect("GET /readyz")
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_nats_connection_names_its_address_in_the_log_and_readyz() {
+    let closed = free_port();
+    let admin = free_port();
+    let yaml = fill(
+        r#"
+admin: { listen: "127.0.0.1:@ADMIN@" }
+connections:
+  core: { nats: { url: "nats://127.0.0.1:@CLOSED@" } }
+routes:
+  - name: r
+    from: { connection: core, subject: "in" }
+    to: { connection: core, subject: "out" }
+"#,
+        &[
+            ("@ADMIN@", admin.to_string()),
+            ("@CLOSED@", closed.to_string()),
+        ],
+    );
+    let mut ferry = Ferry::start(&yaml);
+    let refused = format!("connection refused at 127.0.0.1:{closed}");
+    let line = ferry.wait_for_line(&refused, secs(15)).await;
+    assert!(line.contains("connection down"), "{line}");
+    let body = readyz(admin).await;
+    assert!(body.contains(&refused), "{body}");
+    assert!(!body.contains("IO error"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_nats_connection_logs_the_address_it_uses() {
+    let nats = NatsServer::start(NatsOptions {
+        websocket: true,
+        ..NatsOptions::default()
+    });
+    let ws = nats.ws_port.unwrap();
+    let mut ferry = ferry_ready(&fill(
+        r#"
+connections:
+  core: { nats: { url: "ws://127.0.0.1:@WS@" } }
+routes:
+  - name: r
+    from: { connection: core, subject: "in" }
+    to: { connection: core, subject: "out" }
+"#,
+        &[("@WS@", ws.to_string())],
+    ))
+    .await;
+    ferry
+        .wait_for_line(&format!("connected to ws://127.0.0.1:{ws}"), secs(10))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_to_nats_publishes_without_a_connection_down_warning() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let peer = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = peer.subscribe("relay.in").await;
+    let to = format!("{}/relay.in", nats.url());
+    let mut relay = Ferry::relay(&["-", &to, "--raw"], Some(b"one\ntwo\nthree\n".to_vec()));
+    let status = relay.wait_exit(secs(20)).await;
+    assert_eq!(status.code(), Some(0), "{}", relay.tail(10));
+    assert_eq!(
+        texts(&inbox.collect(3, secs(10)).await),
+        ["one", "two", "three"]
+    );
+    let warnings: Vec<String> = relay
+        .lines()
+        .into_iter()
+        .filter(|l| l.contains("is down") || l.contains("WARN"))
+        .collect();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_user_properties_keep_their_order_through_a_route() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let _ferry = ferry_ready(&fill(
+        r#"
+connections:
+  mq: { mqtt: { url: "@MQTT@", version: 5 } }
+routes:
+  - name: props
+    from: { connection: mq, topic: "in/props", qos: 1 }
+    to: { connection: mq, topic: "out/props", qos: 1 }
+"#,
+        &[("@MQTT@", mosquitto.url())],
+    ))
+    .await;
+    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
+    peer.subscribe("out/#", 1).await;
+    let properties = [("a", "1"), ("b", "2"), ("a", "3"), ("Z", "4"), ("b", "5")];
+    peer.publish_with_user_properties("in/props", "x", &properties)
+        .await;
+    let got = peer.inbox.collect(1, secs(10)).await;
+    let kept: Vec<(&str, &str)> = got[0]
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.to_ascii_lowercase().starts_with("ferry-"))
+        .map(|(name, value)| (name.as_str(), value.as_str()))
+        .collect();
+    assert_eq!(kept, properties);
+}
+
+/// A server that answers every request with a 200 whose chunked body never ends (bounded:
+/// it stops after 256 MiB, or when the client goes). Returns its `http://` base URL.
+async fn endless_answer_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                // The request's head; its body (a small payload) may follow, unread.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut byte).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&byte[..n]),
+                    }
+                }
+                let start = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                             transfer-encoding: chunked\r\n\r\n";
+                if socket.write_all(start.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = format!("10000\r\n{}\r\n", " ".repeat(0x10000));
+                for _ in 0..4096 {
+                    if socket.write_all(chunk.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migratorydata_answer_is_read_only_up_to_max_response_size() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let server = endless_answer_server().await;
+    let mut ferry = ferry_ready(&fill(
+        r#"
+connections:
+  core: { nats: { url: "@NATS@" } }
+  md:
+    migratorydata: { servers: ["@MD@"], token: md-token, timeout: 30s, max_response_size: 4KiB }
+routes:
+  - name: md
+    from: { connection: core, subject: "in.md" }
+    to: { connection: md, subject: "/out/md" }
+"#,
+        &[("@NATS@", nats.url()), ("@MD@", server)],
+    ))
+    .await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+    publish_nats(&peer, "in.md", vec![small(0)]).await;
+    // Told within seconds, not when the 30 s request timeout ends an endless read.
+    let line = ferry
+        .wait_for_line("larger than the connection's max_response_size", secs(10))
+        .await;
+    assert!(line.contains("(4096 bytes)"), "{line}");
+    let rss = ferry.rss_kib().unwrap();
+    assert!(rss < 100 * 1024, "ferry holds {rss} KiB");
+}
