@@ -965,6 +965,21 @@ impl<'a> Decoder<'a> {
         let idle_timeout = self.duration(&mut obj, "idle_timeout", Duration::from_secs(60));
         let resume = self.opt_bool(&mut obj, "resume", true);
         let handshake = obj.get("handshake").and_then(|n| self.handshake(n));
+        let max_line_size = self.sse_size(
+            &mut obj,
+            "max_line_size",
+            SseConnection::DEFAULT_MAX_LINE_SIZE,
+        );
+        let max_event_size = self.sse_size(
+            &mut obj,
+            "max_event_size",
+            SseConnection::DEFAULT_MAX_EVENT_SIZE,
+        );
+        let max_response_body = self.sse_size(
+            &mut obj,
+            "max_response_body",
+            SseConnection::DEFAULT_MAX_RESPONSE_BODY,
+        );
         obj.finish(self);
         Some(SseConnection {
             url: url?.to_string(),
@@ -975,7 +990,31 @@ impl<'a> Decoder<'a> {
             idle_timeout,
             resume,
             handshake,
+            max_line_size,
+            max_event_size,
+            max_response_body,
         })
+    }
+
+    /// A bound on what an SSE server sends: at least 1KiB (a smaller one would fail ordinary
+    /// streams), at most 1GiB.
+    fn sse_size(&mut self, obj: &mut Obj, key: &'static str, default: usize) -> usize {
+        let pos = obj.get(key).map(|n| n.pos);
+        let size = self.size(obj, key, default as u64);
+        if !(1024..=1024 * 1024 * 1024).contains(&size) {
+            if let Some(pos) = pos {
+                self.error(
+                    pos,
+                    format!("`{key}` must be between 1KiB and 1GiB"),
+                    Some(format!(
+                        "the default is {}KiB; write e.g. `{key}: 16MiB`",
+                        default / 1024
+                    )),
+                );
+            }
+            return default;
+        }
+        size as usize
     }
 
     fn handshake(&mut self, node: &Node) -> Option<Handshake> {
