@@ -2393,6 +2393,40 @@ routes:
     }
 
     #[test]
+    fn sse_input_bounds_have_defaults_and_a_range() {
+        let config = parse(WEB, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (sse.max_line_size, sse.max_event_size, sse.max_response_body),
+            (16 << 20, 16 << 20, 64 << 10)
+        );
+        let set = WEB.replace(
+            "      idle_timeout: 90s\n",
+            "      idle_timeout: 90s\n      max_line_size: 1MiB\n      max_event_size: 2MiB\n      max_response_body: 4KiB\n",
+        );
+        let config = parse(&set, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (sse.max_line_size, sse.max_event_size, sse.max_response_body),
+            (1 << 20, 2 << 20, 4 << 10)
+        );
+        let tiny = WEB.replace(
+            "      idle_timeout: 90s\n",
+            "      idle_timeout: 90s\n      max_line_size: 10\n",
+        );
+        let text = errors(&tiny);
+        assert!(
+            text.contains("b.yaml:11:22")
+                && text.contains("`max_line_size` must be between 1KiB and 1GiB"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn refuses_wrong_directions_and_missing_pieces() {
         let text = WEB
             .replace("admin: { listen: 9090 }\n", "")
