@@ -273,6 +273,60 @@ async fn an_endless_error_body_is_read_only_up_to_max_response_body() {
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 
+/// A handshake refused with an endless body: ferry reads at most `max_response_body` of it,
+/// logs the status with a short prefix, reopens the stream, and once a handshake succeeds the
+/// stream's events arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_refusal_with_an_endless_body_is_read_only_up_to_max_response_body() {
+    let Run {
+        mut peer,
+        server,
+        mut ferry,
+        _mosquitto,
+        _state,
+    } = run(
+        "ferry-hostile-handshake",
+        "handshake: { on: hello, url: /subscribe }",
+        vec![
+            // The stream, then its handshake, refused; the second stream, its handshake, fine.
+            vec![
+                raw_sse_head(),
+                raw_text("event: hello\ndata: {}\n\n"),
+                RawStep::Hold,
+            ],
+            vec![
+                raw_head("500 Internal Server Error", None),
+                RawStep::Flood {
+                    total: 256 * 1024 * 1024,
+                },
+            ],
+            vec![
+                raw_sse_head(),
+                raw_text("event: hello\ndata: {}\n\nid: 1\ndata: after\n\n"),
+                RawStep::Hold,
+            ],
+            vec![raw_text(
+                "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
+            )],
+        ],
+    )
+    .await;
+    let line = ferry
+        .wait_for_line("/subscribe answered 500 Internal Server Error", secs(15))
+        .await;
+    assert!(line.contains("xxxx…"), "{line}");
+    let flooded = server.wait_answered(1, secs(10)).await.flooded;
+    assert!(
+        flooded < 32 * 1024 * 1024,
+        "ferry read {flooded} bytes of a handshake's refusal"
+    );
+    let got = peer.inbox.collect(1, secs(15)).await;
+    assert_eq!(pairs(&got), owned(&[("e/1", "after")]));
+    ferry.wait_for_line("reconnected to", secs(5)).await;
+    assert_eq!(server.requests().len(), 4);
+    assert_eq!(ferry.terminate().await.code(), Some(0));
+}
+
 /// A `200` that is not `text/event-stream`, then a `204 No Content`: the standard fails such a
 /// connection. ferry relays nothing from them (though the wrong one's body looks like SSE),
 /// logs each refusal clearly, and retries only after the connection's longest delay
