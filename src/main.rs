@@ -467,8 +467,7 @@ fn config_path(given: Option<PathBuf>) -> PathBuf {
 fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
-        // eventsource-client logs each failed attempt at warn; ferry reports the state change.
-        .unwrap_or_else(|_| EnvFilter::new(format!("warn,eventsource_client=error,ferry={level}")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("warn,ferry={level}")));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

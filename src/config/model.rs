@@ -397,6 +397,19 @@ pub struct SseConnection {
     /// reconnect and after a restart.
     pub resume: bool,
     pub handshake: Option<Handshake>,
+    /// The longest line ferry buffers from the stream; a longer one fails the stream.
+    pub max_line_size: usize,
+    /// The most data one event may carry; a larger one fails the stream.
+    pub max_event_size: usize,
+    /// The most ferry reads of an answer that is not the stream (an error page, a handshake's
+    /// reply).
+    pub max_response_body: usize,
+}
+
+impl SseConnection {
+    pub const DEFAULT_MAX_LINE_SIZE: usize = 16 * 1024 * 1024;
+    pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
+    pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024;
 }
 
 /// An HTTP request fired when a given event arrives on an SSE stream, e.g. PocketBase's

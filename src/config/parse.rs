@@ -983,6 +983,21 @@ impl<'a> Decoder<'a> {
         let idle_timeout = self.duration(&mut obj, "idle_timeout", Duration::from_secs(60));
         let resume = self.opt_bool(&mut obj, "resume", true);
         let handshake = obj.get("handshake").and_then(|n| self.handshake(n));
+        let max_line_size = self.sse_size(
+            &mut obj,
+            "max_line_size",
+            SseConnection::DEFAULT_MAX_LINE_SIZE,
+        );
+        let max_event_size = self.sse_size(
+            &mut obj,
+            "max_event_size",
+            SseConnection::DEFAULT_MAX_EVENT_SIZE,
+        );
+        let max_response_body = self.sse_size(
+            &mut obj,
+            "max_response_body",
+            SseConnection::DEFAULT_MAX_RESPONSE_BODY,
+        );
         obj.finish(self);
         Some(SseConnection {
             url: url?.to_string(),
@@ -993,7 +1008,31 @@ impl<'a> Decoder<'a> {
             idle_timeout,
             resume,
             handshake,
+            max_line_size,
+            max_event_size,
+            max_response_body,
         })
+    }
+
+    /// A bound on what an SSE server sends: at least 1KiB (a smaller one would fail ordinary
+    /// streams), at most 1GiB.
+    fn sse_size(&mut self, obj: &mut Obj, key: &'static str, default: usize) -> usize {
+        let pos = obj.get(key).map(|n| n.pos);
+        let size = self.size(obj, key, default as u64);
+        if !(1024..=1024 * 1024 * 1024).contains(&size) {
+            if let Some(pos) = pos {
+                self.error(
+                    pos,
+                    format!("`{key}` must be between 1KiB and 1GiB"),
+                    Some(format!(
+                        "the default is {}KiB; write e.g. `{key}: 16MiB`",
+                        default / 1024
+                    )),
+                );
+            }
+            return default;
+        }
+        size as usize
     }
 
     fn handshake(&mut self, node: &Node) -> Option<Handshake> {
@@ -2381,6 +2420,40 @@ routes:
             SinkSpec::SseServer(SseServerSink {
                 event: Target::Auto
             })
+        );
+    }
+
+    #[test]
+    fn sse_input_bounds_have_defaults_and_a_range() {
+        let config = parse(WEB, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (sse.max_line_size, sse.max_event_size, sse.max_response_body),
+            (16 << 20, 16 << 20, 64 << 10)
+        );
+        let set = WEB.replace(
+            "      idle_timeout: 90s\n",
+            "      idle_timeout: 90s\n      max_line_size: 1MiB\n      max_event_size: 2MiB\n      max_response_body: 4KiB\n",
+        );
+        let config = parse(&set, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (sse.max_line_size, sse.max_event_size, sse.max_response_body),
+            (1 << 20, 2 << 20, 4 << 10)
+        );
+        let tiny = WEB.replace(
+            "      idle_timeout: 90s\n",
+            "      idle_timeout: 90s\n      max_line_size: 10\n",
+        );
+        let text = errors(&tiny);
+        assert!(
+            text.contains("b.yaml:11:22")
+                && text.contains("`max_line_size` must be between 1KiB and 1GiB"),
+            "{text}"
         );
     }
 

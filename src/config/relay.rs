@@ -1206,6 +1206,9 @@ fn sse(raw: &RawUrl, tls: bool, args: &RelayArgs, any_user: bool) -> SseConnecti
         // when nothing may be lost.
         resume: args.at_least_once,
         handshake: None,
+        max_line_size: SseConnection::DEFAULT_MAX_LINE_SIZE,
+        max_event_size: SseConnection::DEFAULT_MAX_EVENT_SIZE,
+        max_response_body: SseConnection::DEFAULT_MAX_RESPONSE_BODY,
     }
 }
 

@@ -525,6 +525,16 @@ struct SseConnection {
     /// A request ferry makes when the stream sends a given event (e.g. PocketBase's
     /// `PB_CONNECT`), to subscribe.
     handshake: Option<Handshake>,
+    /// The longest line ferry takes from the stream (1KiB to 1GiB); a longer one fails the
+    /// stream, which is reopened from the last event ID.
+    #[schemars(extend("default" = "16MiB"))]
+    max_line_size: Option<Size>,
+    /// The most data one event may carry (1KiB to 1GiB); past it, as for a line.
+    #[schemars(extend("default" = "16MiB"))]
+    max_event_size: Option<Size>,
+    /// The most ferry reads of an error answer or a handshake's reply (1KiB to 1GiB).
+    #[schemars(extend("default" = "64KiB"))]
+    max_response_body: Option<Size>,
 }
 
 /// The method of an SSE stream's request.
@@ -1031,6 +1041,9 @@ connections:
       tls: { insecure_skip_verify: false }
       idle_timeout: 60s
       resume: true
+      max_line_size: 16MiB
+      max_event_size: 16MiB
+      max_response_body: 64KiB
       handshake:
         on: PB_CONNECT
         method: POST

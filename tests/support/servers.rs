@@ -1237,3 +1237,241 @@ impl SseClient {
 
 derefs_to_process!(Nchan);
 derefs_to_process!(PocketBase);
+
+// ---------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 server for hostile SSE answers
+
+/// One thing a [`RawSseServer`] does on a connection, in order.
+#[derive(Clone, Debug)]
+pub enum RawStep {
+    /// Writes these bytes as they are (a status line and headers, or body bytes).
+    Write(Vec<u8>),
+    /// Writes `total` bytes of `x` in 64 KiB writes, with no line end: an endless line (until
+    /// the peer hangs up, or `total`). Records how many bytes the peer took.
+    Flood { total: usize },
+    /// Waits until the peer closes the connection (or the server stops).
+    Hold,
+}
+
+/// `HTTP/1.1 200 OK` with the given Content-Type, the body running until the connection closes.
+pub fn raw_head(status: &str, content_type: Option<&str>) -> RawStep {
+    let mut head = format!("HTTP/1.1 {status}\r\nConnection: close\r\nCache-Control: no-cache\r\n");
+    if let Some(content_type) = content_type {
+        head.push_str(&format!("Content-Type: {content_type}\r\n"));
+    }
+    head.push_str("\r\n");
+    RawStep::Write(head.into_bytes())
+}
+
+/// The head of a well-formed event stream.
+pub fn raw_sse_head() -> RawStep {
+    raw_head("200 OK", Some("text/event-stream"))
+}
+
+/// Bytes to write, from text.
+pub fn raw_text(text: &str) -> RawStep {
+    RawStep::Write(text.as_bytes().to_vec())
+}
+
+/// A request a [`RawSseServer`] received: its head as text and when it arrived, and (once the
+/// answer is done) when the server closed the connection.
+#[derive(Clone, Debug)]
+pub struct RawRequest {
+    pub head: String,
+    pub at: Instant,
+    pub answered_at: Option<Instant>,
+    /// Bytes of [`RawStep::Flood`] the peer accepted before hanging up.
+    pub flooded: usize,
+}
+
+impl RawRequest {
+    /// A header's value (name in any case).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+struct RawState {
+    requests: Vec<RawRequest>,
+    script: VecDeque<Vec<RawStep>>,
+    default: Vec<RawStep>,
+}
+
+/// A hand-written HTTP/1.1 server on 127.0.0.1 for hostile SSE tests: a tokio TCP listener that
+/// reads each request's head and writes exactly the steps scripted for it, byte for byte,
+/// which no HTTP framework would (an endless line, a wrong Content-Type, a 500 with a body in
+/// any script). Connections take the answers queued with [`Self::answer_next`] in order, then
+/// the default ([`Self::answer_default`]; at first a stream that stays open and silent).
+pub struct RawSseServer {
+    addr: SocketAddr,
+    state: Arc<Mutex<RawState>>,
+    changed: watch::Sender<usize>,
+    stop: CancellationToken,
+}
+
+impl RawSseServer {
+    /// Binds 127.0.0.1 (a free port) and serves; must be called inside a tokio runtime.
+    pub fn start() -> RawSseServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let state = Arc::new(Mutex::new(RawState {
+            requests: Vec::new(),
+            script: VecDeque::new(),
+            default: vec![raw_sse_head(), RawStep::Hold],
+        }));
+        let (changed, _) = watch::channel(0);
+        let stop = CancellationToken::new();
+        let (st, ch, sp) = (state.clone(), changed.clone(), stop.clone());
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    _ = sp.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((socket, _)) = accepted else { continue };
+                tokio::spawn(raw_connection(socket, st.clone(), ch.clone(), sp.clone()));
+            }
+        });
+        RawSseServer {
+            addr,
+            state,
+            changed,
+            stop,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The next connection without an answer of its own gets this one.
+    pub fn answer_next(&self, steps: Vec<RawStep>) {
+        self.state.lock().unwrap().script.push_back(steps);
+    }
+
+    /// What connections get once the queued answers are used up.
+    pub fn answer_default(&self, steps: Vec<RawStep>) {
+        self.state.lock().unwrap().default = steps;
+    }
+
+    pub fn requests(&self) -> Vec<RawRequest> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    /// Waits until the server received `n` requests, and returns them all.
+    pub async fn wait_for_requests(&self, n: usize, timeout: Duration) -> Vec<RawRequest> {
+        let mut changed = self.changed.subscribe();
+        within(
+            timeout,
+            &format!("{n} requests to the raw SSE server"),
+            async {
+                loop {
+                    if self.state.lock().unwrap().requests.len() >= n {
+                        return self.requests();
+                    }
+                    changed.changed().await.expect("the server runs");
+                }
+            },
+        )
+        .await
+    }
+
+    /// Waits until the server finished answering request `index` (0-based).
+    pub async fn wait_answered(&self, index: usize, timeout: Duration) -> RawRequest {
+        let mut changed = self.changed.subscribe();
+        within(timeout, &format!("the answer to request {index}"), async {
+            loop {
+                if let Some(r) = self.state.lock().unwrap().requests.get(index)
+                    && r.answered_at.is_some()
+                {
+                    return r.clone();
+                }
+                changed.changed().await.expect("the server runs");
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for RawSseServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn raw_connection(
+    mut socket: tokio::net::TcpStream,
+    state: Arc<Mutex<RawState>>,
+    changed: watch::Sender<usize>,
+    stop: CancellationToken,
+) {
+    use tokio::io::AsyncWriteExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match socket.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let (index, steps) = {
+        let mut state = state.lock().unwrap();
+        let steps = match state.script.pop_front() {
+            Some(steps) => steps,
+            None => state.default.clone(),
+        };
+        state.requests.push(RawRequest {
+            head: String::from_utf8_lossy(&head).into_owned(),
+            at: Instant::now(),
+            answered_at: None,
+            flooded: 0,
+        });
+        changed.send_replace(state.requests.len());
+        (state.requests.len() - 1, steps)
+    };
+    let mut flooded = 0;
+    for step in steps {
+        let written = match step {
+            RawStep::Write(bytes) => socket.write_all(&bytes).await.is_ok(),
+            RawStep::Flood { total } => {
+                let block = vec![b'x'; 64 * 1024];
+                let mut ok = true;
+                while flooded < total {
+                    let n = block.len().min(total - flooded);
+                    if socket.write_all(&block[..n]).await.is_err() {
+                        ok = false;
+                        break;
+                    }
+                    flooded += n;
+                }
+                ok
+            }
+            RawStep::Hold => {
+                tokio::select! {
+                    _ = stop.cancelled() => {}
+                    _ = async { while matches!(socket.read(&mut buf).await, Ok(n) if n > 0) {} } => {}
+                }
+                true
+            }
+        };
+        if !written {
+            break;
+        }
+    }
+    // Stamped before the close, so the peer cannot see the close before this instant.
+    let answered_at = Instant::now();
+    let _ = socket.shutdown().await;
+    drop(socket);
+    let mut state = state.lock().unwrap();
+    let request = &mut state.requests[index];
+    request.answered_at = Some(answered_at);
+    request.flooded = flooded;
+    changed.send_replace(state.requests.len());
+}

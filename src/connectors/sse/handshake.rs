@@ -56,7 +56,7 @@ impl Handshake {
 
     /// Renders the request for `event` (its data is `payload`, read as JSON) and sends it with
     /// the stream's own client. Errors say what failed, with the status and the start of the
-    /// server's answer, never a header value.
+    /// server's answer (at most `max_answer` bytes of it are read), never a header value.
     pub(super) async fn send(
         &self,
         client: &reqwest::Client,
@@ -64,6 +64,7 @@ impl Handshake {
         stream_url: &url::Url,
         event: &Message,
         timeout: Duration,
+        max_answer: usize,
     ) -> anyhow::Result<()> {
         let payload = Payload::Raw(event.payload.clone());
         let scope = Scope {
@@ -105,8 +106,8 @@ impl Handshake {
         if status.is_success() {
             return Ok(());
         }
-        let answer = response.bytes().await.unwrap_or_default();
-        let excerpt = http_client::excerpt(&answer, super::EXCERPT, true);
+        // Read only up to `max_response_body`: the answer comes from the network.
+        let excerpt = super::transport::excerpt(response, max_answer).await;
         anyhow::bail!(
             "handshake {} {shown} answered {status}{}",
             self.method,

@@ -1,14 +1,14 @@
 //! SSE source: reads a server-sent-events stream (a database change feed, a pub/sub channel)
 //! and hands each event to the routes that take its type.
 //!
-//! eventsource-client parses the stream (`event:`, `id:`, `retry:`, multi-line `data:`,
-//! comments, LF/CRLF) and builds each request (method, headers, body) over
-//! [`transport::ReqwestTransport`]. ferry supervises the connection itself rather than letting
-//! the library reconnect: the library retries a refused connection silently (logging each
-//! attempt at warn level), so ferry could neither mark the connection down nor log the failure
-//! once. Here every failure comes back to this module, which logs the change once, waits (the
-//! server's `retry:` as the base of ferry's backoff), and opens a new stream that carries the
-//! id of the last event received as `Last-Event-ID`.
+//! ferry follows the WHATWG HTML standard's "server-sent events" section: [`transport`] sends
+//! the request and checks the answer as its processing model says, [`parse`] turns the bytes
+//! into events as its parsing rules say, and this module feeds the routes and reconnects. Every
+//! failure comes back here, which logs the change once, waits (the server's `retry:` at least,
+//! ferry's backoff above it), and opens a new stream carrying the last event ID as
+//! `Last-Event-ID`. A server that answers with something other than an event stream (`204`,
+//! another Content-Type) is one the standard gives up on; ferry, a daemon expected to outlive
+//! such a misconfiguration, retries it at the connection's longest delay.
 //!
 //! One HTTP stream per connection, whatever the number of routes reading it. While a route's
 //! queue is full (`when_full: block`) the stream is not read, and TCP flow control reaches the
@@ -18,6 +18,7 @@
 
 pub(crate) mod cursor;
 mod handshake;
+mod parse;
 mod transport;
 
 use std::path::{Path, PathBuf};
@@ -26,8 +27,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
-use eventsource_client::{BoxStream, Client, ClientBuilder, ReconnectOptions, SSE};
-use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::http_client::{self, Timeouts};
@@ -35,14 +34,11 @@ use super::{Connection, Runtime};
 use crate::config::{self, Reconnect, SourceSpec};
 use crate::message::{Incoming, Message};
 use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus};
+use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use cursor::{CursorFile, Tracker};
 use handshake::Handshake;
-use transport::{ReqwestTransport, ServerRetry};
-
-/// How much of a refusing server's answer goes into the log, and how long it is waited for.
-const EXCERPT: usize = 200;
-const EXCERPT_WAIT: Duration = Duration::from_secs(2);
+use parse::{Limits, Parser, TooLong};
+use transport::NoStream;
 
 /// A route reading this stream.
 struct SourceRoute {
@@ -174,7 +170,7 @@ impl Connection for SseConnection {
             client: prepared.client,
             handshake: prepared.handshake,
             tracker,
-            server_retry: ServerRetry::new(),
+            too_long_log: RateLimitedLog::default(),
         };
         let stop = runtime.stop_sources.clone();
         runtime.sources.spawn("stream reader", reader.run(stop));
@@ -194,24 +190,49 @@ struct Reader {
     client: reqwest::Client,
     handshake: Option<Handshake>,
     tracker: Option<Arc<Tracker>>,
-    /// The `retry:` the server sent last.
-    server_retry: ServerRetry,
+    /// Streams failed for a line or an event past its bound: logged at most every few seconds,
+    /// however fast a hostile server repeats it.
+    too_long_log: RateLimitedLog,
 }
 
 /// Where the reconnection state stands between two streams.
 struct Resume {
-    /// The id of the last event received: `Last-Event-ID` of the next stream.
-    last_id: Option<String>,
-    /// The server's `retry:` the backoff is built on.
+    /// The last event ID (empty: none): carried by the next stream's events, and its
+    /// `Last-Event-ID` with `resume: true`.
+    last_id: String,
+    /// The reconnection time the server asked for with `retry:`: no reconnect comes sooner.
     retry: Option<Duration>,
     backoff: Backoff,
+    /// How many streams failed for a line or an event past its bound, since ferry started.
+    too_long: u64,
 }
 
 impl Resume {
-    /// The stream sent something: it works, so the next failure starts the backoff afresh. A
-    /// server that accepts and closes at once keeps backing off instead of being hammered.
+    /// The stream works (it sent a whole line): if it stays up for `stable_after`, the next
+    /// failure starts the backoff afresh. A server that accepts and closes at once, or sends
+    /// an endless line, keeps backing off instead of being hammered.
     fn settled(&mut self) {
         self.backoff.reset();
+    }
+
+    /// The server's `retry:`. It becomes the first step of the backoff, which doubles from
+    /// there; the jitter of [`Backoff`] goes below each step, so the delay is kept at least
+    /// `retry` in [`Self::next_delay`].
+    fn set_retry(&mut self, retry: Duration, reconnect: &Reconnect) {
+        if self.retry == Some(retry) {
+            return;
+        }
+        self.retry = Some(retry);
+        self.backoff = Backoff::new(&Reconnect {
+            initial_delay: retry,
+            max_delay: reconnect.max_delay.max(retry),
+            ..reconnect.clone()
+        });
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let delay = self.backoff.next_delay();
+        delay.max(self.retry.unwrap_or_default())
     }
 }
 
@@ -219,6 +240,10 @@ impl Resume {
 enum Ended {
     /// It failed; reconnect after a delay.
     Failed(String),
+    /// The server answered without an event stream: retry at the longest delay.
+    Refused(String),
+    /// A line or an event past its bound: reconnect after a delay, from the last event ID.
+    TooLong(TooLong),
     /// Shutdown: the sources stop, or the routes no longer take messages.
     Stopped,
 }
@@ -226,28 +251,43 @@ enum Ended {
 impl Reader {
     async fn run(self, stop: CancellationToken) {
         let mut resume = Resume {
-            last_id: self.tracker.as_ref().and_then(|t| t.cursor()),
+            last_id: self
+                .tracker
+                .as_ref()
+                .and_then(|t| t.cursor())
+                .unwrap_or_default(),
             retry: None,
             backoff: Backoff::new(&self.reconnect),
+            too_long: 0,
         };
         loop {
-            let ended = self.serve(&mut resume, &stop).await;
-            let reason = match ended {
+            let (reason, delay) = match self.serve(&mut resume, &stop).await {
                 Ended::Stopped => break,
-                Ended::Failed(reason) => reason,
+                Ended::Failed(reason) => (reason, resume.next_delay()),
+                Ended::Refused(reason) => {
+                    let delay = self
+                        .reconnect
+                        .max_delay
+                        .max(resume.retry.unwrap_or_default());
+                    let reason = format!(
+                        "{reason}; the SSE standard gives up on such a server, ferry retries it every {} (reconnect.max_delay)",
+                        humantime::format_duration(delay)
+                    );
+                    (reason, delay)
+                }
+                Ended::TooLong(too_long) => {
+                    resume.too_long += 1;
+                    let count = resume.too_long;
+                    let delay = resume.next_delay();
+                    self.too_long_log.warn(|| {
+                        format!(
+                            "connection {}: {too_long}; stream dropped and reopened from the last event ID ({count} so far)",
+                            self.name
+                        )
+                    });
+                    (too_long.to_string(), delay)
+                }
             };
-            let retry = self.server_retry.get();
-            if retry.is_some() && retry != resume.retry {
-                // The server's reconnection time becomes the base of the backoff.
-                resume.retry = retry;
-                let retry = retry.unwrap_or_default();
-                resume.backoff = Backoff::new(&Reconnect {
-                    initial_delay: retry,
-                    max_delay: self.reconnect.max_delay.max(retry),
-                    ..self.reconnect.clone()
-                });
-            }
-            let delay = resume.backoff.next_delay();
             self.status.down(&reason, delay);
             tokio::select! {
                 _ = stop.cancelled() => break,
@@ -257,130 +297,119 @@ impl Reader {
         tracing::debug!(connection = %self.name, "stopped reading");
     }
 
-    /// A new stream (not connected until polled), asking for what came after `last_id`.
-    fn open(
-        &self,
-        last_id: Option<&str>,
-    ) -> Result<BoxStream<eventsource_client::Result<SSE>>, String> {
-        let mut builder = ClientBuilder::for_url(self.url.as_str())
-            .map_err(|e| format!("invalid URL: {e}"))?
-            .method(self.config.method.as_str().to_string())
-            // The HTTP client follows redirects within the stream's origin; one it stopped at
-            // leaves it, and the connection's headers (API keys) must not go with it.
-            .redirect_limit(0)
-            // ferry reconnects itself (see the module documentation).
-            .reconnect(
-                ReconnectOptions::reconnect(false)
-                    .retry_initial(false)
-                    .build(),
-            );
-        for (name, value) in &self.config.headers {
-            builder = builder
-                .header(name, value.expose())
-                // The name and value were validated; never show the value.
-                .map_err(|_| format!("header `{name}` cannot be sent"))?;
+    /// `Last-Event-ID` for the next stream, with `resume: true` and an ID to send.
+    fn last_event_id_header(&self, last_id: &str) -> Option<http::HeaderValue> {
+        if !self.config.resume || last_id.is_empty() {
+            return None;
         }
-        if let Some(body) = &self.config.body {
-            builder = builder.body(body.clone());
-        }
-        // Set by the transport rather than the library, which refuses ids that are not plain
-        // ASCII (SSE ids are any text).
-        let last_event_id = last_id.and_then(|id| match http::HeaderValue::from_bytes(id.as_bytes()) {
+        match http::HeaderValue::from_bytes(last_id.as_bytes()) {
             Ok(value) => Some(value),
             Err(_) => {
-                tracing::warn!(connection = %self.name, "event id {id:?} cannot be sent as Last-Event-ID; connecting without it");
+                tracing::warn!(connection = %self.name, "event id {last_id:?} cannot be sent as Last-Event-ID; connecting without it");
                 None
             }
-        });
-        let transport = ReqwestTransport::new(
-            self.client.clone(),
-            self.config.idle_timeout,
-            self.server_retry.clone(),
-            last_event_id,
-        );
-        Ok(builder.build_with_transport(transport).stream())
+        }
     }
 
-    /// Opens one stream and reads it until it fails or `stop`. An event already taken from
+    /// Opens one stream and reads it until it fails or `stop`. An event already parsed from
     /// the stream is always handed to every route that takes it: stopping mid-way would
     /// count as not delivered and hold the resume cursor back for nothing.
     async fn serve(&self, resume: &mut Resume, stop: &CancellationToken) -> Ended {
-        let last_id = resume.last_id.as_deref().filter(|_| self.config.resume);
-        let mut stream = match self.open(last_id) {
-            Ok(stream) => stream,
-            Err(reason) => return Ended::Failed(reason),
+        let last_event_id = self.last_event_id_header(&resume.last_id);
+        let opened = tokio::select! {
+            _ = stop.cancelled() => return Ended::Stopped,
+            opened = transport::open(&self.client, &self.url, &self.config, last_event_id) => opened,
         };
-        // Until the handshake went through, the server sends nothing a route asked for.
-        let mut live = self.handshake.is_none();
+        let mut stream = match opened {
+            Ok(stream) => stream,
+            Err(NoStream::Failed(reason)) => return Ended::Failed(reason),
+            Err(NoStream::Refused(reason)) => return Ended::Refused(reason),
+        };
+        // With a handshake, the connection is up only once it went through: until then the
+        // server sends nothing a route asked for.
+        if self.handshake.is_none() {
+            self.connected(resume);
+        }
+        let limits = Limits {
+            max_line: self.config.max_line_size,
+            max_event: self.config.max_event_size,
+        };
+        let mut parser = Parser::new(limits, resume.last_id.clone());
+        let mut settled = false;
+        let mut events = Vec::new();
         loop {
-            let item = tokio::select! {
+            let chunk = tokio::select! {
                 _ = stop.cancelled() => return Ended::Stopped,
-                item = stream.next() => item,
+                chunk = stream.next_chunk() => chunk,
             };
-            let event = match item {
-                None => return Ended::Failed("the stream ended".into()),
-                Some(Ok(SSE::Connected(_))) => {
-                    if live {
+            let chunk = match chunk {
+                None => return Ended::Failed("the server closed the stream".into()),
+                Some(Err(reason)) => return Ended::Failed(reason),
+                Some(Ok(chunk)) => chunk,
+            };
+            let parsed = parser.feed(&chunk, &mut events);
+            if let Some(retry) = parser.retry() {
+                resume.set_retry(retry, &self.reconnect);
+            }
+            if !settled && parser.lines() > 0 {
+                settled = true;
+                resume.settled();
+            }
+            for event in events.drain(..) {
+                resume.last_id.clone_from(&event.last_event_id);
+                let mut message = Message::new(
+                    self.name.clone(),
+                    event.event_type.clone(),
+                    Bytes::from(event.data),
+                );
+                message.event = Some(event.event_type);
+                message.id = Some(event.last_event_id).filter(|id| !id.is_empty());
+                match &self.handshake {
+                    Some(handshake) if message.event.as_deref() == Some(handshake.on.as_str()) => {
+                        // Not for the routes; its id still moves the cursor.
+                        if let Some(tracker) = &self.tracker {
+                            tracker.begin(message.id.clone(), 0);
+                        }
+                        let sent = handshake.send(
+                            &self.client,
+                            &self.name,
+                            &self.url,
+                            &message,
+                            self.config.idle_timeout,
+                            self.config.max_response_body,
+                        );
+                        tokio::select! {
+                            _ = stop.cancelled() => return Ended::Stopped,
+                            sent = sent => if let Err(e) = sent {
+                                return Ended::Failed(format!("{e:#}"));
+                            },
+                        }
                         self.connected(resume);
                     }
-                    continue;
+                    _ => {
+                        if !self.deliver(message).await {
+                            return Ended::Stopped;
+                        }
+                    }
                 }
-                Some(Ok(SSE::Comment(_))) => {
-                    resume.settled();
-                    continue;
-                }
-                Some(Ok(SSE::Event(event))) => {
-                    resume.settled();
-                    event
-                }
-                Some(Err(e)) => return Ended::Failed(describe(e).await),
-            };
-            if event.id.is_some() {
-                resume.last_id.clone_from(&event.id);
             }
-            let mut message = Message::new(
-                self.name.clone(),
-                event.event_type.clone(),
-                Bytes::from(event.data),
-            );
-            message.event = Some(event.event_type);
-            message.id = event.id;
-            match &self.handshake {
-                Some(handshake) if message.event.as_deref() == Some(handshake.on.as_str()) => {
-                    // Not for the routes; its id still moves the cursor.
-                    if let Some(tracker) = &self.tracker {
-                        tracker.begin(message.id.clone(), 0);
-                    }
-                    let sent = handshake.send(
-                        &self.client,
-                        &self.name,
-                        &self.url,
-                        &message,
-                        self.config.idle_timeout,
-                    );
-                    tokio::select! {
-                        _ = stop.cancelled() => return Ended::Stopped,
-                        sent = sent => if let Err(e) = sent {
-                            return Ended::Failed(format!("{e:#}"));
-                        },
-                    }
-                    live = true;
-                    self.connected(resume);
-                }
-                _ => {
-                    if !self.deliver(message).await {
-                        return Ended::Stopped;
-                    }
-                }
+            // An `id:` in a block without data moves it too.
+            resume.last_id = parser.last_event_id().to_owned();
+            if let Err(too_long) = parsed {
+                return Ended::TooLong(too_long);
             }
         }
     }
 
     /// The stream is open (and the handshake, if any, went through).
-    fn connected(&self, resume: &mut Resume) {
-        let detail = match (&resume.last_id, self.config.resume) {
-            (Some(id), true) => format!("to {} (resuming after event id {id:?})", self.shown_url),
-            _ => format!("to {}", self.shown_url),
+    fn connected(&self, resume: &Resume) {
+        let detail = if self.config.resume && !resume.last_id.is_empty() {
+            format!(
+                "to {} (resuming after event id {:?})",
+                self.shown_url, resume.last_id
+            )
+        } else {
+            format!("to {}", self.shown_url)
         };
         self.status.up(&detail);
     }
@@ -410,44 +439,4 @@ impl Reader {
         }
         true
     }
-}
-
-/// One line for the log about why a stream failed.
-async fn describe(error: eventsource_client::Error) -> String {
-    use eventsource_client::Error;
-    match error {
-        Error::Transport(e) => e.inner().to_string(),
-        Error::UnexpectedResponse(response, body) => {
-            let status = http::StatusCode::from_u16(response.status())
-                .map(|s| s.to_string())
-                .unwrap_or_else(|_| response.status().to_string());
-            let excerpt = excerpt(body.into_stream()).await;
-            if excerpt.is_empty() {
-                format!("the server answered {status}")
-            } else {
-                format!("the server answered {status}: {excerpt}")
-            }
-        }
-        Error::Eof | Error::UnexpectedEof => "the server closed the stream".into(),
-        Error::MaxRedirectLimitReached(_) => {
-            "the server redirected the stream to another origin; not followed, so the connection's headers go nowhere else (put the new URL in the config)".into()
-        }
-        Error::InvalidLine(why) => format!("the stream is not valid SSE ({why})"),
-        other => other.to_string(),
-    }
-}
-
-/// The start of a refusing server's answer (read for two seconds at most), on one line.
-async fn excerpt(mut body: launchdarkly_sdk_transport::ByteStream) -> String {
-    let mut bytes = Vec::new();
-    let read = async {
-        while bytes.len() < EXCERPT {
-            match body.next().await {
-                Some(Ok(chunk)) => bytes.extend_from_slice(&chunk),
-                _ => break,
-            }
-        }
-    };
-    let complete = tokio::time::timeout(EXCERPT_WAIT, read).await.is_ok() && bytes.len() <= EXCERPT;
-    http_client::excerpt(&bytes, EXCERPT, complete)
 }

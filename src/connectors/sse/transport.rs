@@ -1,245 +1,190 @@
-//! The HTTP transport eventsource-client runs on: ferry's one reqwest client (rustls with ring,
-//! the connection's TLS options), so SSE needs no second HTTP/TLS stack.
+//! One SSE request over ferry's reqwest client (rustls with ring, the connection's TLS
+//! options), checked as the WHATWG standard's processing model says: a `200` whose
+//! Content-Type is `text/event-stream` is a stream; a `204 No Content` or another Content-Type
+//! is a refusal ("fail the connection"); any other status is an error answer.
 //!
-//! eventsource-client builds the request (method, headers, body) and parses the stream; this
-//! sends the request, with `Last-Event-ID` (as UTF-8: the library accepts only ASCII ids),
-//! and hands back the status, headers and body bytes.
-//!
-//! A stream that sends no byte (no event, no comment) for `idle_timeout` while ferry waits
-//! for one fails here, and the connection reconnects. The clock runs only while ferry waits:
+//! A stream that sends no byte (no event, no comment) for `idle_timeout` while ferry waits for
+//! one fails here, and the connection reconnects. The clock runs only while ferry waits:
 //! reqwest's own read timeout keeps running while ferry does not read (a route's queue is
 //! full), so a long backpressure pause would have looked like a dead stream.
 //!
-//! It also watches the bytes for `retry:` fields. eventsource-client reports `retry:` only on
-//! events it dispatches, and an event without data is never dispatched, so the common
-//! `retry: 10000` block on its own would be lost.
+//! Answers that are not the stream (an error page, a handshake's reply) are read only up to
+//! `max_response_body` bytes and for [`ANSWER_WAIT`] at most.
 
-use std::error::Error as StdError;
-use std::fmt;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{StreamExt, TryStreamExt};
-use launchdarkly_sdk_transport::{ByteStream, HttpTransport, ResponseFuture, TransportError};
-use sync_wrapper::{SyncFuture, SyncStream};
 
-/// Sends eventsource-client's requests with a reqwest client.
-#[derive(Clone)]
-pub(super) struct ReqwestTransport {
-    client: reqwest::Client,
-    /// For the message when the stream falls silent.
+use crate::config;
+use crate::connectors::http_client;
+
+/// How long the start of an error answer is waited for.
+pub(super) const ANSWER_WAIT: Duration = Duration::from_secs(2);
+/// How much of an error answer goes into the log.
+pub(super) const EXCERPT: usize = 200;
+
+/// Why a request did not give a stream.
+pub(super) enum NoStream {
+    /// A network error, an error answer or a timeout: reconnect with backoff.
+    Failed(String),
+    /// The server answered, but not with an event stream (`204`, another Content-Type): the
+    /// standard fails the connection for good, and ferry retries only at its longest delay.
+    Refused(String),
+}
+
+/// The open response body of an event stream.
+pub(super) struct Stream {
+    response: reqwest::Response,
     idle_timeout: Duration,
-    retry: ServerRetry,
+}
+
+impl Stream {
+    /// The next chunk of bytes; `None` when the server ended the stream.
+    pub(super) async fn next_chunk(&mut self) -> Option<Result<Bytes, String>> {
+        match tokio::time::timeout(self.idle_timeout, self.response.chunk()).await {
+            Ok(Ok(Some(chunk))) => Some(Ok(chunk)),
+            Ok(Ok(None)) => None,
+            Ok(Err(e)) => Some(Err(http_client::describe(e))),
+            Err(_) => Some(Err(silent(self.idle_timeout))),
+        }
+    }
+}
+
+fn silent(idle_timeout: Duration) -> String {
+    format!(
+        "nothing received for {} (idle_timeout): the stream is taken for dead",
+        humantime::format_duration(idle_timeout)
+    )
+}
+
+/// Sends the stream's request (the connection's method, headers and body, `Last-Event-ID`
+/// when there is one) and checks the answer.
+pub(super) async fn open(
+    client: &reqwest::Client,
+    url: &url::Url,
+    config: &config::SseConnection,
     last_event_id: Option<http::HeaderValue>,
+) -> Result<Stream, NoStream> {
+    let method =
+        reqwest::Method::from_bytes(config.method.as_str().as_bytes()).expect("GET, POST or PUT");
+    let mut request = client
+        .request(method, url.clone())
+        .header(http::header::ACCEPT, "text/event-stream")
+        .header(http::header::CACHE_CONTROL, "no-cache");
+    for (name, value) in &config.headers {
+        request = request.header(name.as_str(), value.expose());
+    }
+    if let Some(body) = &config.body {
+        request = request.body(body.clone());
+    }
+    if let Some(id) = last_event_id {
+        request = request.header("last-event-id", id);
+    }
+    let response = tokio::time::timeout(config.idle_timeout, request.send())
+        .await
+        .map_err(|_| NoStream::Failed(silent(config.idle_timeout)))?
+        .map_err(|e| NoStream::Failed(http_client::describe(e)))?;
+    let status = response.status();
+    if status == http::StatusCode::NO_CONTENT {
+        return Err(NoStream::Refused(
+            "the server answered 204 No Content: it has no stream for ferry".into(),
+        ));
+    }
+    if status.is_redirection() {
+        return Err(NoStream::Failed(
+            "the server redirected the stream to another origin; not followed, so the connection's headers go nowhere else (put the new URL in the config)".into(),
+        ));
+    }
+    if status != http::StatusCode::OK {
+        let excerpt = excerpt(response, config.max_response_body).await;
+        return Err(NoStream::Failed(if excerpt.is_empty() {
+            format!("the server answered {status}")
+        } else {
+            format!("the server answered {status}: {excerpt}")
+        }));
+    }
+    let content_type = response
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    if !content_type.as_deref().is_some_and(is_event_stream) {
+        let shown = match content_type {
+            Some(t) => format!(
+                "Content-Type {:?}",
+                http_client::excerpt(t.as_bytes(), 80, true)
+            ),
+            None => "no Content-Type".into(),
+        };
+        return Err(NoStream::Refused(format!(
+            "the server answered 200 with {shown}, not text/event-stream"
+        )));
+    }
+    Ok(Stream {
+        response,
+        idle_timeout: config.idle_timeout,
+    })
 }
 
-impl ReqwestTransport {
-    pub(super) fn new(
-        client: reqwest::Client,
-        idle_timeout: Duration,
-        retry: ServerRetry,
-        last_event_id: Option<http::HeaderValue>,
-    ) -> Self {
-        ReqwestTransport {
-            client,
-            idle_timeout,
-            retry,
-            last_event_id,
-        }
-    }
+/// A Content-Type naming an event stream: the MIME type's essence `text/event-stream`, in any
+/// case, whatever its parameters.
+fn is_event_stream(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default();
+    essence
+        .trim_matches([' ', '\t'])
+        .eq_ignore_ascii_case("text/event-stream")
 }
 
-impl HttpTransport for ReqwestTransport {
-    fn request(&self, request: http::Request<Option<Bytes>>) -> ResponseFuture {
-        let (parts, body) = request.into_parts();
-        let mut builder = self
-            .client
-            .request(parts.method, parts.uri.to_string())
-            .headers(parts.headers);
-        if let Some(body) = body {
-            builder = builder.body(body);
-        }
-        if let Some(id) = &self.last_event_id {
-            builder = builder.header("last-event-id", id.clone());
-        }
-        let idle_timeout = self.idle_timeout;
-        let mut retry = RetryField::new(self.retry.clone());
-        // eventsource-client wants Sync futures and streams; reqwest's are Send only. They are
-        // only ever polled from one task, so wrapping them is all it takes.
-        Box::pin(SyncFuture::new(async move {
-            let silent = move || TransportError::new(Failure::silent(idle_timeout));
-            let response = tokio::time::timeout(idle_timeout, builder.send())
-                .await
-                .map_err(|_| silent())?
-                .map_err(|e| TransportError::new(Failure::from_reqwest(e)))?;
-            let mut answer = http::Response::builder().status(response.status());
-            if let Some(headers) = answer.headers_mut() {
-                *headers = response.headers().clone();
-            }
-            let chunks = response.bytes_stream();
-            // Each wait for the next chunk starts when ferry asks for it.
-            let bytes = futures_util::stream::unfold(chunks, move |mut chunks| async move {
-                let chunk = match tokio::time::timeout(idle_timeout, chunks.next()).await {
-                    Ok(None) => return None,
-                    Ok(Some(Ok(chunk))) => Ok(chunk),
-                    Ok(Some(Err(e))) => Err(TransportError::new(Failure::from_reqwest(e))),
-                    Err(_) => Err(silent()),
-                };
-                Some((chunk, chunks))
-            })
-            .inspect_ok(move |chunk| retry.feed(chunk));
-            let body: ByteStream = Box::pin(SyncStream::new(bytes));
-            answer.body(body).map_err(TransportError::new)
-        }))
-    }
+/// The start of a non-stream answer on one line for the log: at most `max` bytes are read
+/// (for [`ANSWER_WAIT`] at most), and [`EXCERPT`] of them are quoted.
+pub(super) async fn excerpt(response: reqwest::Response, max: usize) -> String {
+    let (bytes, complete) = read_answer(response, max).await;
+    http_client::excerpt(&bytes, EXCERPT, complete)
 }
 
-/// The reconnection time the server last asked for with `retry:`, shared by the streams of
-/// one connection.
-#[derive(Clone, Debug)]
-pub(super) struct ServerRetry(Arc<AtomicU64>);
-
-impl ServerRetry {
-    const NONE: u64 = u64::MAX;
-
-    pub(super) fn new() -> Self {
-        ServerRetry(Arc::new(AtomicU64::new(Self::NONE)))
-    }
-
-    pub(super) fn get(&self) -> Option<Duration> {
-        match self.0.load(Ordering::Relaxed) {
-            Self::NONE => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
-    }
-}
-
-/// Finds `retry:` lines in a stream's bytes, whichever way chunks split them.
-struct RetryField {
-    /// The start of the current line: enough to tell a `retry:` line and its value.
-    line: Vec<u8>,
-    /// The current line is longer than any `retry:` line ferry takes.
-    long: bool,
-    found: ServerRetry,
-}
-
-impl RetryField {
-    const MAX_LINE: usize = 32;
-
-    fn new(found: ServerRetry) -> Self {
-        RetryField {
-            line: Vec::with_capacity(Self::MAX_LINE),
-            long: false,
-            found,
-        }
-    }
-
-    fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            if b == b'\n' || b == b'\r' {
-                self.end_line();
-            } else if self.line.len() < Self::MAX_LINE {
-                self.line.push(b);
-            } else {
-                self.long = true;
+/// Reads at most `max` bytes of an answer, for [`ANSWER_WAIT`] at most; `true` with them when
+/// that was the whole answer.
+pub(super) async fn read_answer(mut response: reqwest::Response, max: usize) -> (Vec<u8>, bool) {
+    let mut bytes = Vec::new();
+    let read = async {
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = max - bytes.len();
+                    bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                    if chunk.len() > room || bytes.len() == max {
+                        return false;
+                    }
+                }
+                Ok(None) => return true,
+                Err(_) => return false,
             }
         }
-    }
-
-    /// Per the SSE specification: field `retry`, one optional space, then only ASCII digits.
-    fn end_line(&mut self) {
-        if !self.long
-            && let Some(value) = self.line.strip_prefix(b"retry:")
-        {
-            let value = value.strip_prefix(b" ").unwrap_or(value);
-            if !value.is_empty()
-                && value.iter().all(u8::is_ascii_digit)
-                && let Some(ms) = std::str::from_utf8(value)
-                    .ok()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .filter(|&ms| ms != ServerRetry::NONE)
-            {
-                self.found.0.store(ms, Ordering::Relaxed);
-            }
-        }
-        self.line.clear();
-        self.long = false;
-    }
+    };
+    let complete = tokio::time::timeout(ANSWER_WAIT, read)
+        .await
+        .unwrap_or(false);
+    (bytes, complete)
 }
-
-/// Why a request or a stream failed, as one line for the log: reqwest's error and its causes,
-/// without the URL (its query string may carry an API key).
-#[derive(Debug)]
-pub(super) struct Failure(String);
-
-impl Failure {
-    pub(super) fn from_reqwest(error: reqwest::Error) -> Self {
-        Failure(super::http_client::describe(error))
-    }
-
-    fn silent(idle_timeout: Duration) -> Self {
-        Failure(format!(
-            "nothing received for {} (idle_timeout): the stream is taken for dead",
-            humantime::format_duration(idle_timeout)
-        ))
-    }
-}
-
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl StdError for Failure {}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn retry_after(chunks: &[&str]) -> Option<Duration> {
-        let found = ServerRetry::new();
-        let mut field = RetryField::new(found.clone());
-        for chunk in chunks {
-            field.feed(chunk.as_bytes());
+    #[test]
+    fn the_content_type_is_compared_by_essence_in_any_case() {
+        assert!(is_event_stream("text/event-stream"));
+        assert!(is_event_stream("Text/Event-Stream; charset=utf-8"));
+        assert!(is_event_stream("text/event-stream ;foo=bar"));
+        assert!(!is_event_stream("text/plain"));
+        assert!(!is_event_stream("text/event-streams"));
+        assert!(!is_event_stream(""));
+        assert!(!is_event_stream("application/json; x=text/event-stream"));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_content_type_is_judged_without_panic(text in ".*") {
+            let _ = is_event_stream(&text);
         }
-        found.get()
-    }
-
-    #[test]
-    fn retry_fields_are_found_however_the_stream_is_cut() {
-        assert_eq!(
-            retry_after(&["retry: 1500\n\n"]),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(
-            retry_after(&["retry:20\r\n"]),
-            Some(Duration::from_millis(20))
-        );
-        assert_eq!(
-            retry_after(&["data: x\nre", "try: 7", "5\r"]),
-            Some(Duration::from_millis(75))
-        );
-        assert_eq!(
-            retry_after(&["retry: 5\n", "retry: 9\n"]),
-            Some(Duration::from_millis(9)),
-            "the last one counts"
-        );
-    }
-
-    #[test]
-    fn other_lines_are_not_retry_fields() {
-        assert_eq!(retry_after(&["retry: soon\n"]), None);
-        assert_eq!(retry_after(&["retry:  5\n"]), None, "one space only");
-        assert_eq!(retry_after(&["data: retry: 5\n"]), None);
-        assert_eq!(retry_after(&[":retry: 5\n"]), None);
-        assert_eq!(retry_after(&["retry: 5"]), None, "not a whole line yet");
-        assert_eq!(
-            retry_after(&["retry: 1", "00000000000000000000000000000\n"]),
-            None,
-            "absurdly long"
-        );
     }
 }
