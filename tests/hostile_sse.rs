@@ -19,6 +19,8 @@ struct Run {
     server: RawSseServer,
     ferry: Ferry,
     _state: tempfile::TempDir,
+    /// ferry's admin listener, `http://127.0.0.1:PORT`.
+    admin: String,
 }
 
 /// Starts everything; `connection` is the YAML of the `sse` connection's extra keys (one
@@ -32,9 +34,11 @@ async fn run(client_id: &str, connection: &str, script: Vec<Vec<RawStep>>) -> Ru
         server.answer_next(steps);
     }
     let state = tempfile::tempdir().unwrap();
+    let port = free_port();
     let yaml = fill(
         r#"
 state_dir: "@STATE@"
+admin: { listen: "127.0.0.1:@PORT@" }
 connections:
   feed:
     sse:
@@ -54,6 +58,7 @@ routes:
             ("@EXTRA@", connection.to_string()),
             ("@MQTT@", mosquitto.url()),
             ("@ID@", client_id.to_string()),
+            ("@PORT@", port.to_string()),
         ],
     );
     let ferry = Ferry::start(&yaml);
@@ -63,6 +68,7 @@ routes:
         server,
         ferry,
         _state: state,
+        admin: format!("http://127.0.0.1:{port}"),
     }
 }
 
@@ -105,6 +111,7 @@ async fn an_endless_line_costs_bounded_memory_and_the_stream_resumes_after_it() 
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-endless",
         "resume: true",
@@ -156,6 +163,8 @@ async fn an_event_past_max_event_size_is_dropped_and_the_stream_resumes() {
         mut ferry,
         _mosquitto,
         _state,
+        admin,
+        ..
     } = run(
         "ferry-hostile-event",
         "max_event_size: 8KiB",
@@ -182,6 +191,18 @@ async fn an_event_past_max_event_size_is_dropped_and_the_stream_resumes() {
     ferry
         .wait_for_line("more than 8192 bytes of data (max_event_size)", secs(5))
         .await;
+    let metrics = http_client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ferry_connection_input_over_limit_total{connection="feed"} 1"#),
+        "{metrics}"
+    );
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 
@@ -196,6 +217,7 @@ async fn an_error_answer_with_a_non_ascii_body_is_logged_and_the_connection_reco
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-500",
         "resume: false",
@@ -240,6 +262,7 @@ async fn an_endless_error_body_is_read_only_up_to_max_response_body() {
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-500-flood",
         "max_response_body: 64KiB",
@@ -284,6 +307,7 @@ async fn a_handshake_refusal_with_an_endless_body_is_read_only_up_to_max_respons
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-handshake",
         "handshake: { on: hello, url: /subscribe }",
@@ -340,6 +364,7 @@ async fn a_wrong_content_type_or_204_is_refused_logged_and_retried_slowly() {
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-type",
         "resume: false",
@@ -386,6 +411,7 @@ async fn the_servers_retry_is_the_least_wait_before_a_reconnect() {
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-retry",
         "resume: false",
@@ -419,6 +445,7 @@ async fn the_last_event_id_carries_over_events_and_reconnects() {
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-lastid",
         "resume: true",
@@ -450,6 +477,7 @@ async fn unknown_fields_and_invalid_utf8_mid_stream_lose_no_event() {
         mut ferry,
         _mosquitto,
         _state,
+        ..
     } = run(
         "ferry-hostile-utf8",
         "resume: false",

@@ -350,6 +350,18 @@ impl Collector for PipelineCollector {
                 .iter()
                 .map(|(c, s)| ([("connection", c.name())], ConstCounter::new(s.reconnects))),
         )?;
+        family(
+            e,
+            "ferry_connection_input_over_limit",
+            "Times what the server sent exceeded one of ferry's size limits and was dropped (an SSE line or event past max_line_size or max_event_size: the stream was reopened from the last event ID)",
+            Counter,
+            connections.iter().map(|(c, _)| {
+                (
+                    [("connection", c.name())],
+                    ConstCounter::new(c.over_limit_count()),
+                )
+            }),
+        )?;
         let restarts = view.supervisor.restarts();
         family(
             e,

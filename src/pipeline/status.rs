@@ -35,6 +35,8 @@ struct Inner {
     state: Mutex<Current>,
     /// Times the connection came back up after being down.
     reconnects: AtomicU64,
+    /// Times what the server sent was past one of ferry's size limits.
+    over_limit: AtomicU64,
 }
 
 /// The state and what came with its last change.
@@ -73,7 +75,19 @@ impl ConnectionStatus {
                 last_error: None,
             }),
             reconnects: AtomicU64::new(0),
+            over_limit: AtomicU64::new(0),
         }))
+    }
+
+    /// What the server sent was past one of ferry's size limits (an SSE line or event): the
+    /// input was dropped. Counted for `/metrics`.
+    pub fn over_limit(&self) {
+        self.0.over_limit.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Times what the server sent was past one of ferry's size limits.
+    pub fn over_limit_count(&self) -> u64 {
+        self.0.over_limit.load(Ordering::Relaxed)
     }
 
     /// The connection's name in the configuration.

@@ -277,6 +277,7 @@ impl Reader {
                 }
                 Ended::TooLong(too_long) => {
                     resume.too_long += 1;
+                    self.status.over_limit();
                     let count = resume.too_long;
                     let delay = resume.next_delay();
                     self.too_long_log.warn(|| {
