@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::config::{
     Config, ConnectionKind, Delivery, PayloadFormat, Protocol, Retain, SinkSpec, SourceSpec,
-    Target, WhenFull, delivery,
+    Target, WhenFull, delivery, security,
 };
 use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker, names};
 use crate::message::Message;
@@ -30,9 +30,17 @@ pub fn explain(config: &Config) -> String {
                     " (persistent session)"
                 }
             ),
-            ConnectionKind::Nats(n) => {
-                writeln!(out, "connection {name}: NATS at {}", n.urls.join(", "))
-            }
+            // The urls hold no credentials: they were moved out when the config was read.
+            ConnectionKind::Nats(n) => writeln!(
+                out,
+                "connection {name}: NATS at {}{}",
+                n.urls.join(", "),
+                if n.tls.required {
+                    " (TLS required)"
+                } else {
+                    ""
+                }
+            ),
             ConnectionKind::Sse(e) => {
                 // Header names only: their values are usually API keys.
                 let mut extras = Vec::new();
@@ -61,14 +69,14 @@ pub fn explain(config: &Config) -> String {
                     out,
                     "connection {name}: SSE stream {} {}; {}",
                     e.method.as_str(),
-                    redact_query(&e.url),
+                    redact_query(e.url.expose()),
                     extras.join(", ")
                 )
             }
             ConnectionKind::Http(h) => writeln!(
                 out,
                 "connection {name}: HTTP to {}, {} request(s) at once, timeout {:?}",
-                redact_query(&h.url),
+                redact_query(h.url.expose()),
                 h.max_concurrent,
                 h.timeout
             ),
@@ -106,6 +114,20 @@ pub fn explain(config: &Config) -> String {
                 s.buffer
             ),
         };
+    }
+    // What the network can see: said here too because `ferry check` runs before `ferry run`
+    // (ExecStartPre), where an operator reads it.
+    for (name, c) in &config.connections {
+        if security::verification_off(c) {
+            let _ = writeln!(
+                out,
+                "warning: connection {name}: TLS certificate verification is OFF \
+                 (insecure_skip_verify: true): anyone on the path can impersonate the server"
+            );
+        }
+        if let Some(warning) = security::plaintext_credentials(c) {
+            let _ = writeln!(out, "warning: connection {name}: {warning}");
+        }
     }
     let analysis = loops::analyse(config);
     for (index, route) in config.routes.iter().enumerate() {

@@ -6,8 +6,10 @@ mod diagnostics;
 mod interpolate;
 mod model;
 mod parse;
+mod redact;
 pub mod relay;
 pub mod schema;
+pub mod security;
 pub mod yaml;
 
 use std::path::Path;
@@ -15,7 +17,8 @@ use std::path::Path;
 pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use interpolate::Lookup;
 pub use model::*;
-pub use parse::{parse, parse_duration, parse_size, redact_url};
+pub use parse::{parse, parse_duration, parse_size};
+pub use redact::{is_secret_query_key, redact_url};
 
 /// Reads and validates the configuration file at `path`, interpolating from the process
 /// environment and the file system.

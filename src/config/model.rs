@@ -234,11 +234,17 @@ impl Default for Probe {
     }
 }
 
-/// A password, token or key. Its `Debug` never shows the value, so it cannot leak into logs.
+/// A password, token or key. `Debug` and `Display` print `***`, so it cannot leak into logs,
+/// errors or `ferry check`; the value is reached only through [`Secret::expose`], where it is
+/// sent.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+pub struct Secret(String);
 
 impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -246,7 +252,41 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A URL that may carry credentials (`user:password@`, an API key in its query). `Debug` and
+/// `Display` show it with them masked (see [`redact_url`](super::redact_url)); the URL to
+/// connect to is reached only through [`SecretUrl::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        SecretUrl(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", super::redact_url(&self.0))
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&super::redact_url(&self.0))
     }
 }
 
@@ -260,6 +300,9 @@ pub struct Tls {
     pub key: Option<PathBuf>,
     /// Turns certificate verification off. Only ever explicit; logged as a warning.
     pub insecure_skip_verify: bool,
+    /// A `tls:` block was written: the connection must use TLS, whatever its URL's scheme says
+    /// (a server, or a man in the middle, cannot talk it down to plaintext).
+    pub required: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -330,7 +373,7 @@ pub struct MqttConnection {
     pub host: String,
     pub port: u16,
     /// For ws:// and wss://: the full URL the WebSocket handshake goes to.
-    pub ws_url: Option<String>,
+    pub ws_url: Option<SecretUrl>,
     pub version: MqttVersion,
     pub client_id: String,
     /// `false` keeps a persistent session: the broker holds messages while ferry is away.
@@ -362,6 +405,8 @@ pub struct LastWill {
 #[derive(Clone, Debug, PartialEq)]
 pub struct NatsConnection {
     /// One or more server URLs (nats://, tls://, ws://, wss://); the client fails over.
+    /// Without credentials: a `user:password@` or `TOKEN@` written in one is moved into
+    /// `user`/`password` or `token` when the configuration is read.
     pub urls: Vec<String>,
     /// Connection name shown by the server (`nats server report connections`).
     pub name: Option<String>,
@@ -384,7 +429,7 @@ pub struct NatsConnection {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseConnection {
     /// The stream's URL (http:// or https://), query parameters already added.
-    pub url: String,
+    pub url: SecretUrl,
     pub method: HttpMethod,
     /// Request body, for `method: POST`.
     pub body: Option<String>,
@@ -420,9 +465,9 @@ pub struct Handshake {
     pub on: String,
     pub method: HttpMethod,
     /// Template; relative URLs are resolved against the stream's URL.
-    pub url: String,
-    /// Name and template.
-    pub headers: Vec<(String, String)>,
+    pub url: SecretUrl,
+    /// Name and template (an `Authorization` or an API key, often).
+    pub headers: Vec<(String, Secret)>,
     /// Template over the event (`payload`, `event`, `id`).
     pub body: Option<String>,
 }
@@ -449,7 +494,7 @@ impl HttpMethod {
 #[derive(Clone, Debug, PartialEq)]
 pub struct HttpConnection {
     /// Base URL; a sink's `url` is resolved against it.
-    pub url: String,
+    pub url: SecretUrl,
     /// Headers sent with every request (credentials from `${ENV}` or `${file:...}`).
     pub headers: Vec<(String, Secret)>,
     pub tls: Tls,

@@ -13,6 +13,7 @@ use super::delivery;
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
+use super::redact::redact_url;
 use super::yaml::{self, Key, Node, Pos, Value};
 use crate::mapping::{jq, loops, marker, names, template};
 
@@ -48,6 +49,13 @@ pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigEr
             Err(fail(d.errors))
         }
     }
+}
+
+/// Credentials found in the userinfo of a NATS URL.
+#[derive(PartialEq)]
+enum UrlCredentials {
+    UserPassword(String, Secret),
+    Token(Secret),
 }
 
 struct Decoder<'a> {
@@ -609,6 +617,7 @@ impl<'a> Decoder<'a> {
             cert: self.path(&mut t, "cert"),
             key: self.path(&mut t, "key"),
             insecure_skip_verify: self.opt_bool(&mut t, "insecure_skip_verify", false),
+            required: true,
         };
         if tls.cert.is_some() != tls.key.is_some() {
             self.error(
@@ -651,7 +660,7 @@ impl<'a> Decoder<'a> {
         let session_expiry = self.opt_duration(&mut obj, "session_expiry");
         let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(30));
         let username = self.opt_string(&mut obj, "username");
-        let password = self.opt_string(&mut obj, "password").map(Secret);
+        let password = self.opt_string(&mut obj, "password").map(Secret::new);
         let tls = self.tls(&mut obj);
         let max_packet_size = self.size(&mut obj, "max_packet_size", 16 * 1024 * 1024);
         if !(1024 * 1024..=268_435_455).contains(&max_packet_size) {
@@ -715,14 +724,16 @@ impl<'a> Decoder<'a> {
         // Credentials may also come in the URL; the fields win.
         let username = username
             .or_else(|| (!parsed.username().is_empty()).then(|| parsed.username().to_string()));
-        let password = password.or_else(|| parsed.password().map(|p| Secret(p.to_string())));
+        let password = password.or_else(|| parsed.password().map(|p| Secret::new(p.to_string())));
         let ws_url = matches!(transport, MqttTransport::Ws | MqttTransport::Wss).then(|| {
             let mut u = parsed.clone();
             let _ = u.set_username("");
             let _ = u.set_password(None);
-            u.to_string()
+            SecretUrl::new(u.to_string())
         });
-        if !transport.is_tls() && (tls.ca.is_some() || tls.cert.is_some()) {
+        // A `tls:` block on a plaintext URL would be ignored: the credentials would travel in
+        // clear while the config says TLS.
+        if !transport.is_tls() && tls.required {
             self.error(
                 url_pos,
                 "`tls` is set but the url is not a TLS one",
@@ -806,18 +817,39 @@ impl<'a> Decoder<'a> {
                 );
             }
         }
+        let (urls, in_url) = self.nats_url_credentials(urls);
+        let mut user = self.opt_string(&mut obj, "user");
+        let mut password = self.opt_string(&mut obj, "password").map(Secret::new);
+        let mut token = self.opt_string(&mut obj, "token").map(Secret::new);
+        // Credentials written in the URL, when the fields name none (the fields win, as for
+        // MQTT).
+        if user.is_none() && token.is_none() {
+            match in_url {
+                Some(UrlCredentials::UserPassword(u, p)) => (user, password) = (Some(u), Some(p)),
+                Some(UrlCredentials::Token(t)) => token = Some(t),
+                None => {}
+            }
+        }
         let nats = NatsConnection {
-            urls: urls.into_iter().map(|(_, u)| u).collect(),
+            urls,
             name: self.opt_string(&mut obj, "name"),
-            user: self.opt_string(&mut obj, "user"),
-            password: self.opt_string(&mut obj, "password").map(Secret),
-            token: self.opt_string(&mut obj, "token").map(Secret),
-            nkey: self.opt_string(&mut obj, "nkey").map(Secret),
+            user,
+            password,
+            token,
+            nkey: self.opt_string(&mut obj, "nkey").map(Secret::new),
             creds: self.path(&mut obj, "creds"),
             tls: self.tls(&mut obj),
             ping_interval: self.duration(&mut obj, "ping_interval", Duration::from_secs(20)),
             probe: self.probe(&mut obj, names::nats_subject),
         };
+        if nats.tls.required && nats.urls.iter().any(|u| u.starts_with("ws://")) {
+            // The client never puts TLS inside a plain WebSocket: the block would be ignored.
+            self.error(
+                obj.pos,
+                "`tls` is set but a url is ws://, which never uses TLS",
+                Some("use wss:// (or tls:// / nats:// for plain TCP)".into()),
+            );
+        }
         let auths = [
             nats.user.is_some(),
             nats.token.is_some(),
@@ -840,6 +872,51 @@ impl<'a> Decoder<'a> {
         }
         obj.finish(self);
         Some(nats)
+    }
+
+    /// The NATS URLs without their credentials, and the credentials they carried: a
+    /// `user:password@` or a `TOKEN@` (the nats tools' reading of a user alone). Kept out of
+    /// the URLs so that nothing that shows a URL (the client's own debug log included) can show
+    /// them.
+    fn nats_url_credentials(
+        &mut self,
+        urls: Vec<(Pos, String)>,
+    ) -> (Vec<String>, Option<UrlCredentials>) {
+        let mut found: Option<UrlCredentials> = None;
+        let mut bare = Vec::with_capacity(urls.len());
+        for (url_pos, url) in urls {
+            let Some((scheme, rest)) = url.split_once("://") else {
+                bare.push(url);
+                continue;
+            };
+            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let Some(at) = rest[..end].rfind('@') else {
+                bare.push(url);
+                continue;
+            };
+            let decode = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            };
+            let these = match rest[..at].split_once(':') {
+                Some((u, p)) => UrlCredentials::UserPassword(decode(u), Secret::new(decode(p))),
+                None => UrlCredentials::Token(Secret::new(decode(&rest[..at]))),
+            };
+            match &found {
+                Some(other) if *other != these => self.error(
+                    url_pos,
+                    "the NATS urls carry different credentials",
+                    Some(
+                        "write them once, in `user`/`password` or `token`, and the urls without"
+                            .into(),
+                    ),
+                ),
+                _ => found = Some(these),
+            }
+            bare.push(format!("{scheme}://{}", &rest[at + 1..]));
+        }
+        (bare, found)
     }
 
     /// A connection's `probe:`: `false` turns it off, a map tunes it.
@@ -956,7 +1033,7 @@ impl<'a> Decoder<'a> {
         let headers = self
             .header_map(&mut obj, "headers")
             .into_iter()
-            .map(|(k, v)| (k, Secret(v)))
+            .map(|(k, v)| (k, Secret::new(v)))
             .collect();
         let query = obj.get("query");
         if let Some(node) = query {
@@ -1000,7 +1077,7 @@ impl<'a> Decoder<'a> {
         );
         obj.finish(self);
         Some(SseConnection {
-            url: url?.to_string(),
+            url: SecretUrl::new(url?.to_string()),
             method,
             body,
             headers,
@@ -1069,8 +1146,11 @@ impl<'a> Decoder<'a> {
         Some(Handshake {
             on: on?,
             method,
-            url: url?,
-            headers,
+            url: SecretUrl::new(url?),
+            headers: headers
+                .into_iter()
+                .map(|(k, v)| (k, Secret::new(v)))
+                .collect(),
             body,
         })
     }
@@ -1081,7 +1161,7 @@ impl<'a> Decoder<'a> {
         let headers = self
             .header_map(&mut obj, "headers")
             .into_iter()
-            .map(|(k, v)| (k, Secret(v)))
+            .map(|(k, v)| (k, Secret::new(v)))
             .collect();
         let tls = self.tls(&mut obj);
         let timeout = self.duration(&mut obj, "timeout", Duration::from_secs(30));
@@ -1091,7 +1171,7 @@ impl<'a> Decoder<'a> {
         };
         obj.finish(self);
         Some(HttpConnection {
-            url: url?.to_string(),
+            url: SecretUrl::new(url?.to_string()),
             headers,
             tls,
             timeout,
@@ -1130,7 +1210,7 @@ impl<'a> Decoder<'a> {
         let token = self
             .required(&mut obj, "token")
             .and_then(|n| self.string(n, "token"))
-            .map(Secret);
+            .map(Secret::new);
         let tls = self.tls(&mut obj);
         let timeout = self.duration(&mut obj, "timeout", Duration::from_secs(10));
         let poll_interval = self.duration(&mut obj, "poll_interval", Duration::from_secs(1));
@@ -1172,7 +1252,9 @@ impl<'a> Decoder<'a> {
             Ok(u)
                 if matches!(u.scheme(), "http" | "https")
                     && u.has_host()
-                    && u.query().is_none() =>
+                    && u.query().is_none()
+                    && u.username().is_empty()
+                    && u.password().is_none() =>
             {
                 Some(u.to_string())
             }
@@ -1185,7 +1267,7 @@ impl<'a> Decoder<'a> {
                         redact_url(text.split(['?', '#']).next().unwrap_or_default())
                     ),
                     Some(
-                        "write e.g. `http://md1.example.com:8800`, without a query (the token goes in `token:`)"
+                        "write e.g. `http://md1.example.com:8800`, without credentials or a query (the token goes in `token:`)"
                             .into(),
                     ),
                 );
@@ -1944,17 +2026,6 @@ fn one_line(s: &str) -> String {
         .join(": ")
 }
 
-/// A URL with any password replaced, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// `250ms`, `30s`, `5m`, `1h`, `2d`, or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -2386,7 +2457,8 @@ routes:
             panic!()
         };
         assert_eq!(
-            sse.url, "https://db.example.com/realtime?x=1&apikey=k3y",
+            sse.url.expose(),
+            "https://db.example.com/realtime?x=1&apikey=k3y",
             "query parameters are appended"
         );
         assert_eq!(sse.headers[0].1.expose(), "k3y");

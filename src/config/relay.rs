@@ -307,28 +307,17 @@ struct RawUrl {
     pairs: Vec<(String, String)>,
 }
 
-/// A URL as it may be shown: the password replaced by `***`, even when the URL does not parse.
+/// A URL as it may be shown: credentials replaced by `***` (a password, a user alone, which on
+/// NATS is a token, and secret-looking query values), even when the URL does not parse.
 fn shown(text: &str) -> String {
-    let Some((scheme, rest)) = text.split_once("://") else {
+    if !text.contains("://") {
         // Not a URL at all; still hide anything that looks like credentials.
         return match text.rfind('@') {
             Some(at) => format!("***{}", &text[at..]),
             None => text.to_string(),
         };
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => userinfo.to_string(),
-            };
-            format!("{scheme}://{user}{}{tail}", &authority[at..])
-        }
-        None => text.to_string(),
     }
+    super::redact_url(text)
 }
 
 fn decode(s: &str) -> Result<String, String> {
@@ -689,7 +678,7 @@ fn endpoint(
                 side,
                 shown,
                 ConnectionKind::Http(HttpConnection {
-                    url,
+                    url: SecretUrl::new(url),
                     headers,
                     tls: Tls::default(),
                     timeout: Duration::from_secs(30),
@@ -705,11 +694,11 @@ fn endpoint(
 /// Credentials for one endpoint: (user, password), per the rule in the module doc.
 fn credentials(raw: &RawUrl, args: &RelayArgs, any_user: bool) -> (Option<String>, Option<Secret>) {
     match (&raw.user, &raw.password) {
-        (Some(user), Some(password)) => (Some(user.clone()), Some(Secret(password.clone()))),
-        (Some(user), None) => (Some(user.clone()), args.password.clone().map(Secret)),
+        (Some(user), Some(password)) => (Some(user.clone()), Some(Secret::new(password.clone()))),
+        (Some(user), None) => (Some(user.clone()), args.password.clone().map(Secret::new)),
         (None, _) => {
             let password = (args.user.is_some() || !any_user)
-                .then(|| args.password.clone().map(Secret))
+                .then(|| args.password.clone().map(Secret::new))
                 .flatten();
             (args.user.clone(), password)
         }
@@ -910,7 +899,7 @@ fn mqtt(
             transport,
             host: raw.host.clone(),
             port,
-            ws_url,
+            ws_url: ws_url.map(SecretUrl::new),
             version,
             client_id,
             clean_start,
@@ -1127,7 +1116,7 @@ fn nats(
     // `nats://TOKEN@host`, and a password with no user anywhere, is a token.
     let (user, password, token) = match (user, password) {
         (Some(user), None) if raw.user.is_some() && args.password.is_none() => {
-            (None, None, Some(Secret(user)))
+            (None, None, Some(Secret::new(user)))
         }
         (None, Some(token)) => (None, None, Some(token)),
         (user, password) => (user, password, None),
@@ -1167,7 +1156,7 @@ fn basic_auth(raw: &RawUrl, args: &RelayArgs, any_user: bool) -> Vec<(String, Se
     );
     vec![(
         "authorization".into(),
-        Secret(format!(
+        Secret::new(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(pair)
         )),
@@ -1196,7 +1185,7 @@ fn sse(raw: &RawUrl, tls: bool, args: &RelayArgs, any_user: bool) -> SseConnecti
         .collect::<Vec<_>>()
         .join("&");
     SseConnection {
-        url: http_url(raw, tls, &query),
+        url: SecretUrl::new(http_url(raw, tls, &query)),
         method: HttpMethod::Get,
         body: None,
         headers: basic_auth(raw, args, any_user),
@@ -1594,12 +1583,18 @@ mod tests {
         let c = relay("wss+mqtt://h/mqtt?topic=a/%23&qos=1", "-");
         let m = mqtt_of(&c, FROM);
         assert_eq!((m.transport, m.port), (MqttTransport::Wss, 443));
-        assert_eq!(m.ws_url.as_deref(), Some("wss://h:443/mqtt"));
+        assert_eq!(
+            m.ws_url.as_ref().map(|u| u.expose()),
+            Some("wss://h:443/mqtt")
+        );
         assert_eq!(mqtt_source(&c).topics, ["a/#"]);
         let c = relay("ws://h:9001/mqtt?protocol=mqtt&topic=x/+", "-");
         let m = mqtt_of(&c, FROM);
         assert_eq!((m.transport, m.port), (MqttTransport::Ws, 9001));
-        assert_eq!(m.ws_url.as_deref(), Some("ws://h:9001/mqtt"));
+        assert_eq!(
+            m.ws_url.as_ref().map(|u| u.expose()),
+            Some("ws://h:9001/mqtt")
+        );
         assert_eq!(mqtt_source(&c).topics, ["x/+"]);
         // Over TCP the topic may come from `?topic=` too.
         assert_eq!(
@@ -1689,7 +1684,7 @@ mod tests {
         );
         match kind(&c, FROM) {
             ConnectionKind::Sse(s) => {
-                assert_eq!(s.url, "https://db.example.com/realtime?apiKey=k");
+                assert_eq!(s.url.expose(), "https://db.example.com/realtime?apiKey=k");
                 assert!(s.headers.is_empty() && !s.resume);
             }
             other => panic!("{other:?}"),
@@ -1701,7 +1696,7 @@ mod tests {
             })
         );
         match kind(&relay("sse+http://h:8080/s", "-"), FROM) {
-            ConnectionKind::Sse(s) => assert_eq!(s.url, "http://h:8080/s"),
+            ConnectionKind::Sse(s) => assert_eq!(s.url.expose(), "http://h:8080/s"),
             other => panic!("{other:?}"),
         }
 
@@ -1711,7 +1706,7 @@ mod tests {
         let c = ok(&a);
         match kind(&c, TO) {
             ConnectionKind::Http(h) => {
-                assert_eq!(h.url, "https://hooks.example.com/in?x=1");
+                assert_eq!(h.url.expose(), "https://hooks.example.com/in?x=1");
                 assert_eq!(h.headers.len(), 1);
                 assert_eq!(h.headers[0].0, "authorization");
                 assert_eq!(h.headers[0].1.expose(), "Basic bWU6cHc=");

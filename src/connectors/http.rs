@@ -90,7 +90,7 @@ impl HttpConnection {
         }
         let c = &self.config;
         // Errors name the connection, not the URL, which may hold a key.
-        let url = Url::parse(&c.url)
+        let url = Url::parse(c.url.expose())
             .with_context(|| format!("connection {}: `url` is not a URL", self.name))?;
         let client = http_client::sender(
             &c.tls,
@@ -177,7 +177,7 @@ impl Connection for HttpConnection {
     fn start(self: Box<Self>, _runtime: &Runtime) {
         let origin = match &self.endpoint {
             Some(e) => e.origin.clone(),
-            None => Url::parse(&self.config.url)
+            None => Url::parse(self.config.url.expose())
                 .map(|u| u.origin().ascii_serialization())
                 .unwrap_or_default(),
         };
@@ -400,10 +400,10 @@ mod tests {
 
     fn endpoint(base: &str, headers: &[(&str, &str)]) -> Arc<Endpoint> {
         let config = config::HttpConnection {
-            url: base.into(),
+            url: config::SecretUrl::new(base),
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), config::Secret(v.to_string())))
+                .map(|(k, v)| (k.to_string(), config::Secret::new(v.to_string())))
                 .collect(),
             tls: Default::default(),
             timeout: Duration::from_secs(30),

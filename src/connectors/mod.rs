@@ -190,6 +190,9 @@ pub fn open(
 ) -> Box<dyn Connection> {
     let name = &connection.name;
     let reconnect = connection.reconnect.clone();
+    if let Some(warning) = config::security::plaintext_credentials(connection) {
+        tracing::warn!(connection = %name, "{warning}");
+    }
     match &connection.kind {
         ConnectionKind::Mqtt(mqtt) => Box::new(mqtt::MqttConnection::new(
             name,

@@ -320,7 +320,8 @@ fn build_v311(
 
 fn ws_url(cfg: &config::MqttConnection) -> anyhow::Result<String> {
     cfg.ws_url
-        .clone()
+        .as_ref()
+        .map(|u| u.expose().to_string())
         .with_context(|| format!("{}: a WebSocket connection needs its ws:// URL", cfg.url))
 }
 
@@ -783,7 +784,7 @@ mod tests {
             session_expiry: Some(Duration::from_secs(3600)),
             keep_alive: Duration::from_millis(1500),
             username: Some("user".into()),
-            password: Some(Secret("pw".into())),
+            password: Some(Secret::new("pw")),
             tls: Tls::default(),
             max_packet_size: 2 * 1024 * 1024,
             max_outgoing_packet_size: 1024 * 1024,

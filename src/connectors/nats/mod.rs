@@ -197,15 +197,16 @@ impl NatsConnection {
         if let Some(seed) = &c.nkey {
             options = options.nkey(seed.expose().to_string());
         }
-        let uses_tls = c
-            .urls
-            .iter()
-            .any(|u| u.starts_with("tls://") || u.starts_with("wss://"));
-        if uses_tls || c.tls != config::Tls::default() {
+        // A `tls:` block, or a tls:// or wss:// URL, makes TLS a requirement: without it the
+        // client would follow the server's INFO, and a man in the middle announcing no TLS
+        // would get the CONNECT, credentials included, in plaintext.
+        let uses_tls = c.tls.required
+            || c.urls
+                .iter()
+                .any(|u| u.starts_with("tls://") || u.starts_with("wss://"));
+        if uses_tls {
             let tls = super::tls::client_config(&c.tls, &self.name)?;
-            options = options
-                .tls_client_config((*tls).clone())
-                .require_tls(uses_tls);
+            options = options.tls_client_config((*tls).clone()).require_tls(true);
         }
         options = options
             .name(

@@ -32,7 +32,7 @@ impl Handshake {
         let headers = config
             .headers
             .iter()
-            .map(|(name, value)| Ok((name.clone(), compile(name, value)?)))
+            .map(|(name, value)| Ok((name.clone(), compile(name, value.expose())?)))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let json_body = config.body.is_some()
             && !config
@@ -43,7 +43,7 @@ impl Handshake {
             on: config.on.clone(),
             method: reqwest::Method::from_bytes(config.method.as_str().as_bytes())
                 .expect("GET, POST or PUT"),
-            url: compile("url", &config.url)?,
+            url: compile("url", config.url.expose())?,
             headers,
             body: config
                 .body

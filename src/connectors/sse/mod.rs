@@ -86,7 +86,7 @@ impl SseConnection {
     }
 
     fn prepare(&self) -> anyhow::Result<Prepared> {
-        let url = url::Url::parse(&self.config.url).context("invalid url")?;
+        let url = url::Url::parse(self.config.url.expose()).context("invalid url")?;
         let client = http_client::client(
             &self.config.tls,
             &self.name,
@@ -105,7 +105,7 @@ impl SseConnection {
             .transpose()?;
         let cursor = if self.config.resume {
             let (file, saved) =
-                CursorFile::open(&self.state_dir, self.name.clone(), &self.config.url)?;
+                CursorFile::open(&self.state_dir, self.name.clone(), self.config.url.expose())?;
             Some((file, Tracker::new(self.name.clone(), saved)))
         } else {
             None
@@ -161,7 +161,7 @@ impl Connection for SseConnection {
         };
         let reader = Reader {
             url: prepared.url,
-            shown_url: cursor::stream_url(&self.config.url),
+            shown_url: cursor::stream_url(self.config.url.expose()),
             name: self.name,
             config: self.config,
             reconnect: self.reconnect,

@@ -1,0 +1,137 @@
+//! What a configuration exposes on the network: credentials sent in plaintext, and TLS that
+//! does not verify the server. Both are allowed (a broker on a private network, a test
+//! server), but said: in the log when the connection opens, and by `ferry check`.
+
+use super::model::*;
+use super::redact::is_secret_query_key;
+
+/// Why `connection` sends a password, token or key where anyone on the path can read it: over
+/// plaintext (`nats://`, `mqtt://`, `http://`, `ws://`) to a host that is not this machine.
+/// `None` when it does not.
+pub fn plaintext_credentials(connection: &Connection) -> Option<String> {
+    let (what, urls): (&str, Vec<&str>) = match &connection.kind {
+        ConnectionKind::Mqtt(m) if m.password.is_some() && !m.transport.is_tls() => {
+            ("a password", vec![m.url.as_str()])
+        }
+        ConnectionKind::Nats(n) if !n.tls.required => {
+            let what = match (&n.password, &n.token) {
+                (Some(_), _) => "a password",
+                (None, Some(_)) => "a token",
+                (None, None) => return None,
+            };
+            (what, n.urls.iter().map(String::as_str).collect())
+        }
+        ConnectionKind::Http(h) if carries_credentials(h.url.expose(), &h.headers) => {
+            ("credentials", vec![h.url.expose()])
+        }
+        ConnectionKind::Sse(s)
+            if carries_credentials(s.url.expose(), &s.headers)
+                || s.handshake
+                    .as_ref()
+                    .is_some_and(|h| carries_credentials(h.url.expose(), &h.headers)) =>
+        {
+            ("credentials", vec![s.url.expose()])
+        }
+        ConnectionKind::MigratoryData(m) => {
+            ("its token", m.servers.iter().map(String::as_str).collect())
+        }
+        _ => return None,
+    };
+    let exposed: Vec<String> = urls
+        .into_iter()
+        .filter(|u| is_plaintext_to_another_host(u))
+        .map(super::redact_url)
+        .collect();
+    (!exposed.is_empty()).then(|| {
+        format!(
+            "sends {what} unencrypted to {}: anyone on the network path can read it; use TLS \
+             (tls://, mqtts://, https://, wss://, or a `tls:` block on NATS)",
+            exposed.join(", ")
+        )
+    })
+}
+
+/// Whether `connection` has certificate verification turned off (`insecure_skip_verify`).
+pub fn verification_off(connection: &Connection) -> bool {
+    let tls = match &connection.kind {
+        ConnectionKind::Mqtt(m) => &m.tls,
+        ConnectionKind::Nats(n) => &n.tls,
+        ConnectionKind::Sse(s) => &s.tls,
+        ConnectionKind::Http(h) => &h.tls,
+        ConnectionKind::MigratoryData(m) => &m.tls,
+        ConnectionKind::SseServer(_) | ConnectionKind::Stdio(_) => return false,
+    };
+    tls.insecure_skip_verify
+}
+
+/// A header whose value is a credential by its name (`Authorization`, `Cookie`, `X-Api-Key`,
+/// `X-Auth-Token`, ...).
+pub fn is_secret_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["authorization", "proxy-authorization", "cookie"].contains(&lower.as_str())
+        || lower.contains("auth")
+        || is_secret_query_key(&lower)
+}
+
+fn carries_credentials(url: &str, headers: &[(String, Secret)]) -> bool {
+    headers.iter().any(|(name, _)| is_secret_header(name)) || url_carries_credentials(url)
+}
+
+fn url_carries_credentials(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            !u.username().is_empty()
+                || u.password().is_some()
+                || u.query_pairs().any(|(k, _)| is_secret_query_key(&k))
+        }
+        Err(_) => super::redact_url(url) != url,
+    }
+}
+
+/// Whether `url` is plaintext to a host other than this machine.
+fn is_plaintext_to_another_host(url: &str) -> bool {
+    let Ok(u) = url::Url::parse(url) else {
+        return false;
+    };
+    if !matches!(u.scheme(), "nats" | "mqtt" | "tcp" | "http" | "ws") {
+        return false;
+    }
+    match u.host() {
+        Some(url::Host::Ipv4(ip)) => !ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => !ip.is_loopback(),
+        // A non-special scheme (nats://, mqtt://) leaves an IP address unparsed, as a name.
+        Some(url::Host::Domain(d)) => match d
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+        {
+            Ok(ip) => !ip.is_loopback(),
+            Err(_) => {
+                let d = d.to_ascii_lowercase();
+                !(d == "localhost" || d.ends_with(".localhost"))
+            }
+        },
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_only_off_this_machine() {
+        assert!(is_plaintext_to_another_host("nats://nats.example.com:4222"));
+        assert!(is_plaintext_to_another_host("http://10.0.0.7/x"));
+        assert!(is_plaintext_to_another_host("ws://broker:9001/mqtt"));
+        assert!(!is_plaintext_to_another_host("nats://127.0.0.1:4222"));
+        assert!(!is_plaintext_to_another_host("http://localhost:8080"));
+        assert!(!is_plaintext_to_another_host("http://[::1]:8080"));
+        assert!(!is_plaintext_to_another_host("tls://nats.example.com:4222"));
+        assert!(!is_plaintext_to_another_host("https://db.example.com"));
+        assert!(is_secret_header("X-Api-Key"));
+        assert!(is_secret_header("Authorization"));
+        assert!(is_secret_header("cookie"));
+        assert!(!is_secret_header("Content-Type"));
+    }
+}
