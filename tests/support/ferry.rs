@@ -420,6 +420,16 @@ pub fn ferry_run_until_exit(yaml: &str, timeout: Duration) -> Output {
 
 /// Runs ferry with `args` in a temporary directory holding `yaml` as bridges.yaml.
 pub fn ferry_command(args: &[&str], yaml: &str, timeout: Duration) -> Output {
+    ferry_command_with_env(args, yaml, &[], timeout)
+}
+
+/// [`ferry_command`] with extra environment variables (the `${ENV}` a config names).
+pub fn ferry_command_with_env(
+    args: &[&str],
+    yaml: &str,
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> Output {
     let dir = tempfile::Builder::new()
         .prefix("ferry-cmd-")
         .tempdir()
@@ -430,6 +440,7 @@ pub fn ferry_command(args: &[&str], yaml: &str, timeout: Duration) -> Output {
         .current_dir(dir.path())
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
