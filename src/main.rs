@@ -52,6 +52,9 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// A route's jq worker process (started by ferry itself, not by users).
+    #[command(name = "__jq-worker", hide = true)]
+    JqWorker,
     /// Run the daemon: relay every route until SIGINT or SIGTERM.
     Run {
         /// Configuration file [default: ./bridges.yaml, then /etc/ferry/bridges.yaml]
@@ -189,6 +192,7 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_string());
     init_logging(cli.log_format, &level);
     match cli.command {
+        Command::JqWorker => ferry::pipeline::jq_worker::serve(),
         Command::Schema => {
             print_generated(|out| out.write_all(ferry::config::schema::json().as_bytes()))
         }

@@ -156,6 +156,8 @@ pub struct RouteWorker {
     pub at_most_once: bool,
     /// Gives messages without an id of their own one (see [`MessageIds`]).
     pub ids: Arc<MessageIds>,
+    /// Runs the filter and transform under the route's budget (none without them).
+    pub jq: Option<super::jq_worker::JqWorker>,
 }
 
 /// Ids for messages whose source gave none (MQTT, core NATS), unique across processes: the
@@ -476,7 +478,17 @@ impl RouteWorker {
     /// or spooled at once. False when the message was abandoned (the shutdown deadline).
     async fn deliver(&self, sending: &mut InFlight, delivery: &mut Delivery) -> bool {
         let message = &sending.message;
-        let steps = match self.mapping.apply(message) {
+        let outcome = match &self.jq {
+            None => self.mapping.apply(message),
+            Some(jq) => match self.mapping.prepare(message) {
+                Err(outcome) => outcome,
+                Ok(pending) => {
+                    let outputs = jq.run(pending.payload(), pending.vars.as_ref()).await;
+                    self.mapping.finish(pending, outputs)
+                }
+            },
+        };
+        let steps = match outcome {
             Outcome::Filtered => {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                 self.tap.filtered(message);
