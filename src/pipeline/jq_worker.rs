@@ -468,8 +468,14 @@ fn limit_child(memory: u64) -> io::Result<()> {
 fn died(status: io::Result<std::process::ExitStatus>, memory: u64) -> String {
     use std::os::unix::process::ExitStatusExt;
     match status {
-        // Rust aborts on a failed allocation, and on a stack overflow (deep recursion).
-        Ok(s) if s.signal() == Some(libc::SIGABRT) || s.signal() == Some(libc::SIGSEGV) => {
+        // Rust aborts on a failed allocation, and on a stack overflow (deep recursion); the
+        // kernel's OOM killer sends SIGKILL (ferry's own kill is the time budget, not here).
+        Ok(s)
+            if matches!(
+                s.signal(),
+                Some(libc::SIGABRT | libc::SIGSEGV | libc::SIGKILL)
+            ) =>
+        {
             format!(
                 "memory budget exceeded: the jq program needed more than transform_memory ({} MiB) on this message and was stopped",
                 memory >> 20
@@ -587,6 +593,20 @@ mod tests {
         assert!(died(Ok(aborted), 128 << 20).contains("128 MiB"));
         let exited = std::process::ExitStatus::from_raw(1 << 8);
         assert!(died(Ok(exited), 128 << 20).contains("ended in the middle"));
+    }
+
+    proptest::proptest! {
+        /// Frames from the other side are read without panicking, whatever they hold.
+        #[test]
+        fn arbitrary_frames_never_panic(frame in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128)) {
+            let worker = JqWorker::new(None, Some("."), PayloadFormat::Json, TransformBudget::default()).unwrap();
+            let _ = worker.read_reply(&frame);
+            let _ = compile(&frame);
+            let transform = Program::compile(".[]?").unwrap();
+            let mut reply = Vec::new();
+            let _ = evaluate(&frame, PayloadFormat::Bytes, None, Some(&transform), &mut reply);
+            let _ = evaluate(&frame, PayloadFormat::Json, None, Some(&transform), &mut reply);
+        }
     }
 
     #[test]
