@@ -52,9 +52,6 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
-    /// A route's jq worker process (started by ferry itself, not by users).
-    #[command(name = "__jq-worker", hide = true)]
-    JqWorker,
     /// Run the daemon: relay every route until SIGINT or SIGTERM.
     Run {
         /// Configuration file [default: ./bridges.yaml, then /etc/ferry/bridges.yaml]
@@ -184,6 +181,13 @@ enum CompletionShell {
 }
 
 fn main() -> ExitCode {
+    // A route's jq worker process, started by ferry itself: not a command for users, so not in
+    // clap's help, man pages or completions.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(ferry::pipeline::jq_worker::SUBCOMMAND))
+    {
+        return ferry::pipeline::jq_worker::serve();
+    }
     let cli = Cli::parse();
     // A one-shot relay stays quiet but for problems and its summary, like mosquitto_sub.
     let quiet = matches!(cli.command, Command::Relay { .. });
@@ -192,7 +196,6 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_string());
     init_logging(cli.log_format, &level);
     match cli.command {
-        Command::JqWorker => ferry::pipeline::jq_worker::serve(),
         Command::Schema => {
             print_generated(|out| out.write_all(ferry::config::schema::json().as_bytes()))
         }
