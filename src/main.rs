@@ -181,6 +181,13 @@ enum CompletionShell {
 }
 
 fn main() -> ExitCode {
+    // A route's jq worker process, started by ferry itself: not a command for users, so not in
+    // clap's help, man pages or completions.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(ferry::pipeline::jq_worker::SUBCOMMAND))
+    {
+        return ferry::pipeline::jq_worker::serve();
+    }
     let cli = Cli::parse();
     // A one-shot relay stays quiet but for problems and its summary, like mosquitto_sub.
     let quiet = matches!(cli.command, Command::Relay { .. });

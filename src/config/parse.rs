@@ -1309,6 +1309,7 @@ impl<'a> Decoder<'a> {
         };
         let transform = self.jq(&mut obj, "transform");
         let filter = self.jq(&mut obj, "filter");
+        let transform_budget = self.transform_budget(&mut obj);
         let headers = match obj.get("headers") {
             Some(n) => self.header_rules(n, captures),
             None => HeaderRules::default(),
@@ -1359,6 +1360,7 @@ impl<'a> Decoder<'a> {
             delivery,
             spool,
             stop_after: None,
+            transform_budget,
         };
         if let (Some(node), Some(Delivery::AtLeastOnce)) = (delivery_node, delivery) {
             let guarantee = delivery::guarantee(&route, connections);
@@ -1489,6 +1491,32 @@ impl<'a> Decoder<'a> {
                 None => true,
             },
         }
+    }
+
+    /// `transform_timeout` and `transform_memory` of a route.
+    fn transform_budget(&mut self, obj: &mut Obj) -> TransformBudget {
+        let defaults = TransformBudget::default();
+        let timeout = self.duration(obj, "transform_timeout", defaults.timeout);
+        if let Some(node) = obj.get("transform_timeout")
+            && timeout.is_zero()
+        {
+            self.error(
+                node.pos,
+                "`transform_timeout` must be longer than 0",
+                Some("write e.g. `transform_timeout: 1s`".into()),
+            );
+        }
+        let memory = self.size(obj, "transform_memory", defaults.memory);
+        if let Some(node) = obj.get("transform_memory")
+            && memory < TransformBudget::MIN_MEMORY
+        {
+            self.error(
+                node.pos,
+                "`transform_memory` must be at least 64MiB (the jq worker process itself needs that)",
+                Some("write e.g. `transform_memory: 512MiB`".into()),
+            );
+        }
+        TransformBudget { timeout, memory }
     }
 
     fn jq(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
