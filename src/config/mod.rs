@@ -15,7 +15,10 @@ use std::path::Path;
 pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use interpolate::Lookup;
 pub use model::*;
-pub use parse::{parse, parse_duration, parse_size, redact_url};
+pub use parse::{
+    MAX_DURATION, MAX_SIZE, NumberProblem, check_duration, check_size, parse, parse_duration,
+    parse_size, redact_url,
+};
 
 /// Reads and validates the configuration file at `path`, interpolating from the process
 /// environment and the file system.

@@ -249,49 +249,43 @@ impl<'a> Decoder<'a> {
     /// A duration, or `None` when the key is absent (or wrong, which is reported).
     fn opt_duration(&mut self, obj: &mut Obj, key: &'static str) -> Option<Duration> {
         let node = obj.get(key)?;
-        let text = match &node.value {
-            Value::Int(i) if *i >= 0 => return Some(Duration::from_secs(*i as u64)),
-            Value::Float(f) if *f >= 0.0 => return Some(Duration::from_secs_f64(*f)),
-            _ => self.string(node, key),
+        let checked = match &node.value {
+            Value::Int(i) => duration_of_seconds(*i as f64),
+            Value::Float(f) => duration_of_seconds(*f),
+            _ => check_duration(&self.string(node, key)?),
         };
-        match text.as_deref().and_then(parse_duration) {
-            Some(d) => Some(d),
-            None => {
-                if text.is_some() {
-                    self.error(
-                        node.pos,
-                        format!("`{key}` is not a duration"),
-                        Some(
-                            "write e.g. `250ms`, `30s`, `5m`, `1h`, or a number of seconds".into(),
-                        ),
-                    );
-                }
-                None
-            }
-        }
+        checked
+            .map_err(|problem| {
+                self.error(
+                    node.pos,
+                    format!("`{key}` {problem}"),
+                    Some(DURATION_HINT.into()),
+                );
+            })
+            .ok()
     }
 
     fn size(&mut self, obj: &mut Obj, key: &'static str, default: u64) -> u64 {
         let Some(node) = obj.get(key) else {
             return default;
         };
-        let text = match &node.value {
-            Value::Int(i) if *i >= 0 => return *i as u64,
-            _ => self.string(node, key),
+        let checked = match &node.value {
+            Value::Int(i) if *i < 0 => Err(NumberProblem::Negative),
+            Value::Int(i) => check_size(&i.to_string()),
+            _ => match self.string(node, key) {
+                Some(text) => check_size(&text),
+                None => return default,
+            },
         };
-        match text.as_deref().and_then(parse_size) {
-            Some(n) => n,
-            None => {
-                if text.is_some() {
-                    self.error(
-                        node.pos,
-                        format!("`{key}` is not a size"),
-                        Some("write a number of bytes, or e.g. `512KiB`, `16MiB`, `1GiB`".into()),
-                    );
-                }
-                default
-            }
-        }
+        checked
+            .map_err(|problem| {
+                self.error(
+                    node.pos,
+                    format!("`{key}` {problem}"),
+                    Some(SIZE_HINT.into()),
+                );
+            })
+            .unwrap_or(default)
     }
 
     fn choice(
@@ -1203,9 +1197,10 @@ impl<'a> Decoder<'a> {
 
     fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {
         let mut obj = self.obj(node, "a route")?;
-        let name = self
-            .required(&mut obj, "name")
-            .and_then(|n| self.string(n, "name"));
+        let name = self.required(&mut obj, "name").and_then(|n| {
+            let name = self.string(n, "name")?;
+            self.check(n.pos, route_name(&name)).then_some(name)
+        });
         let route_name = name.clone().unwrap_or_else(|| "?".into());
         let from = self
             .required(&mut obj, "from")
@@ -1885,39 +1880,128 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// `250ms`, `30s`, `5m`, `1h`, `2d`, or a bare number of seconds.
+/// A route's name becomes a directory (its spool's, under `state_dir`), a metric label and a
+/// URL path segment (`/routes/NAME/tap`): nothing in it may climb out of a directory or cut a
+/// path, and it must be printable.
+fn route_name(name: &str) -> Result<(), names::Problem> {
+    let hint = || {
+        "a route name is also its spool's directory and a URL path segment: use letters, \
+         digits, `-`, `_` and `.`, e.g. `sensors-to-nats`"
+            .to_string()
+    };
+    let problem = if name.is_empty() {
+        "a route name must not be empty"
+    } else if name == "." || name == ".." {
+        "a route name must not be `.` or `..`"
+    } else if name.contains(['/', '\\']) {
+        "a route name must not contain `/` or `\\`"
+    } else if name.chars().any(char::is_control) {
+        "a route name must not contain control characters (NUL, newline, ...)"
+    } else if name.len() > 200 {
+        "a route name must not be longer than 200 bytes"
+    } else {
+        return Ok(());
+    };
+    Err((problem.to_string(), hint()))
+}
+
+/// The longest duration accepted anywhere, in bridges.yaml or on the command line: ten
+/// years is longer than any timeout or interval means, and `Instant` arithmetic on far longer
+/// ones overflows.
+pub const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+/// The largest size accepted anywhere: 1 PiB is more than any disk or memory limit means.
+pub const MAX_SIZE: u64 = 1 << 50;
+const DURATION_HINT: &str =
+    "write e.g. `250ms`, `30s`, `5m`, `1h`, `2d`, or a number of seconds; from 0 to 10 years";
+const SIZE_HINT: &str =
+    "write a number of bytes, or e.g. `512KiB`, `16MiB`, `1GiB`; at most 1048576GiB (1 PiB)";
+
+/// What is wrong with a duration or size, as the end of a sentence about it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NumberProblem {
+    #[error("is not a duration")]
+    NotADuration,
+    #[error("is not a size")]
+    NotASize,
+    #[error("must not be negative")]
+    Negative,
+    #[error("is longer than 10 years, the longest duration allowed")]
+    TooLong,
+    #[error("is larger than 1 PiB, the largest size allowed")]
+    TooLarge,
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, `2d`, or a bare number of seconds, up to [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
+    check_duration(s).ok()
+}
+
+/// Like [`parse_duration`], saying what is wrong.
+pub fn check_duration(s: &str) -> Result<Duration, NumberProblem> {
     let s = s.trim();
+    let (negative, s) = match s.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, s),
+    };
     let split = s
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().ok()?;
+    let n: f64 = number.parse().map_err(|_| NumberProblem::NotADuration)?;
     let seconds = match unit.trim() {
         "" | "s" => n,
         "ms" => n / 1000.0,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
         "d" => n * 86400.0,
-        _ => return None,
+        _ => return Err(NumberProblem::NotADuration),
     };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    duration_of_seconds(if negative { -seconds } else { seconds })
 }
 
-/// Bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, `K`/`M`/`G`).
+/// A number of seconds (from YAML, where `1e30` and `.nan` are numbers too) as a duration.
+pub fn duration_of_seconds(seconds: f64) -> Result<Duration, NumberProblem> {
+    if seconds.is_nan() {
+        return Err(NumberProblem::NotADuration);
+    }
+    if seconds < 0.0 {
+        return Err(NumberProblem::Negative);
+    }
+    if seconds > MAX_DURATION.as_secs_f64() {
+        return Err(NumberProblem::TooLong);
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|_| NumberProblem::TooLong)
+}
+
+/// Bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, `K`/`M`/`G`), up to
+/// [`MAX_SIZE`].
 pub fn parse_size(s: &str) -> Option<u64> {
+    check_size(s).ok()
+}
+
+/// Like [`parse_size`], saying what is wrong.
+pub fn check_size(s: &str) -> Result<u64, NumberProblem> {
     let s = s.trim();
+    if s.starts_with('-') {
+        return Err(NumberProblem::Negative);
+    }
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
     let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
+        _ => return Err(NumberProblem::NotASize),
     };
+    if number.is_empty() {
+        return Err(NumberProblem::NotASize);
+    }
+    // Digits only: a number that does not fit is too large, not malformed.
+    let n: u64 = number.parse().map_err(|_| NumberProblem::TooLarge)?;
     n.checked_mul(factor)
+        .filter(|bytes| *bytes <= MAX_SIZE)
+        .ok_or(NumberProblem::TooLarge)
 }
 
 #[cfg(test)]
