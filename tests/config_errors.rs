@@ -355,14 +355,20 @@ proptest::proptest! {
 
 #[test]
 fn deeply_nested_yaml_is_an_error_not_a_stack_overflow() {
-    let lookup = ferry::config::Lookup::system();
-    for deep in [
-        "[".repeat(100_000),
-        "{a: ".repeat(100_000),
-        "- ".repeat(100_000) + "x",
-    ] {
-        assert!(ferry::config::parse(&deep, "bridges.yaml", &lookup).is_err());
-    }
+    // Run on a thread with the stack of a runtime worker (where a reload parses).
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let lookup = ferry::config::Lookup::system();
+            for n in [30, 64, 100, 100_000] {
+                for deep in ["[".repeat(n), "{a: ".repeat(n), "- ".repeat(n) + "x"] {
+                    assert!(ferry::config::parse(&deep, "bridges.yaml", &lookup).is_err());
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
 }
 
 #[test]

@@ -430,8 +430,12 @@ routes:
             "`startup_timeout` must not be negative",
         ),
         (
-            "startup_timeout: .nan",
+            "startup_timeout: \"NaN\"",
             "`startup_timeout` is not a duration",
+        ),
+        (
+            "startup_timeout: 3651d",
+            "`startup_timeout` is longer than 10 years",
         ),
     ] {
         refused_at(&config(line), needle, 1, "from 0 to 10 years");
