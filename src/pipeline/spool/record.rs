@@ -148,10 +148,18 @@ pub fn next_record(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> 
     Ok(find_record(&rest).map(|at| start + at as u64))
 }
 
+/// How many body bytes one search for the next record may checksum: a payload can hold
+/// marker-and-length look-alikes (it is remote data), each costing a checksum over up to the
+/// rest of the segment, so without a budget the search is quadratic in the segment's size.
+/// 256 MiB is sixteen times the largest segment, a fraction of a second of CRC32; past it the
+/// search gives up, as if no valid record followed.
+pub const SEARCH_BUDGET: u64 = 256 * 1024 * 1024;
+
 /// The offset in `bytes` of the first whole, valid format-2 record.
 pub fn find_record(bytes: &[u8]) -> Option<usize> {
     let header_len = Format::V2.record_header() as usize;
     let mut at = 0;
+    let mut budget = SEARCH_BUDGET;
     while at + header_len <= bytes.len() {
         at += bytes[at..]
             .windows(RECORD_MARKER.len())
@@ -161,6 +169,7 @@ pub fn find_record(bytes: &[u8]) -> Option<usize> {
         }
         let header = &bytes[at..at + header_len];
         if let Ok((size, crc)) = check_header(Format::V2, header, at as u64, bytes.len() as u64) {
+            budget = budget.checked_sub(size)?;
             let body = &bytes[at + header_len..at + header_len + size as usize];
             if checksum(&(size as u32).to_le_bytes(), body) == crc
                 && decode(Bytes::copy_from_slice(body)).is_ok()
@@ -371,6 +380,26 @@ mod tests {
         let mut bytes = Vec::new();
         frame(&b, &mut bytes).unwrap();
         assert_eq!(find_record(&bytes[1..]), None);
+    }
+
+    #[test]
+    fn a_segment_full_of_record_look_alikes_is_searched_in_bounded_time() {
+        // Markers with a length reaching to the end and a wrong checksum, every 12 bytes of
+        // 16 MiB (what a payload could hold): without a budget, 1.4 million checksums over
+        // 8 MiB on average.
+        let len = 16 * 1024 * 1024 / 12 * 12;
+        let mut bytes = Vec::with_capacity(len);
+        while bytes.len() + 12 <= len {
+            let rest = (len - bytes.len() - 12) as u32;
+            bytes.extend_from_slice(&RECORD_MARKER);
+            bytes.extend_from_slice(&rest.to_le_bytes());
+            bytes.extend_from_slice(&[0; 4]);
+        }
+        let started = std::time::Instant::now();
+        assert_eq!(find_record(&bytes), None);
+        let took = started.elapsed();
+        eprintln!("searched 16 MiB of look-alikes in {took:?}");
+        assert!(took < std::time::Duration::from_secs(30), "{took:?}");
     }
 
     proptest! {
