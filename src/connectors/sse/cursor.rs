@@ -175,7 +175,8 @@ impl CursorFile {
              under systemd with `StateDirectory=ferry` (then it is /var/lib/ferry), or set \
              `resume: false` on connection {connection}"
         );
-        let name = file_name(&connection);
+        // `open_in` makes the name a file name.
+        let name = connection.to_string();
         Self::open_in(
             &state_dir.join("sse"),
             &name,
@@ -552,6 +553,14 @@ mod tests {
             proptest::prop_assert!(name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.%".contains(&c)));
             proptest::prop_assert_eq!(a == b, name == file_name(&b));
         }
+    }
+
+    #[test]
+    fn a_connection_name_is_made_a_file_name_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, _) = CursorFile::open(dir.path(), "a b/../c".into(), "http://x/s").unwrap();
+        file.save(&id("1")).unwrap();
+        assert!(dir.path().join("sse/a%20b%2F..%2Fc.json").is_file());
     }
 
     #[test]
