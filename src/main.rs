@@ -38,10 +38,11 @@ enum RelayDelivery {
     AtMostOnce,
 }
 
-/// `--timeout`: a duration as in bridges.yaml (`500ms`, `30s`, `5m`).
+/// `--timeout`: a duration as in bridges.yaml (`500ms`, `30s`, `5m`), up to 10 years.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    ferry::config::parse_duration(text)
-        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 30s, 5m)"))
+    ferry::config::check_duration(text).map_err(|problem| {
+        format!("`{text}` {problem} (write e.g. 500ms, 30s, 5m; from 0 to 10 years)")
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]

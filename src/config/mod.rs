@@ -6,6 +6,7 @@ mod diagnostics;
 mod interpolate;
 mod model;
 mod parse;
+mod ranges;
 pub mod relay;
 pub mod schema;
 pub mod yaml;
@@ -15,7 +16,10 @@ use std::path::Path;
 pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use interpolate::Lookup;
 pub use model::*;
-pub use parse::{parse, parse_duration, parse_size, redact_url};
+pub use parse::{parse, redact_url};
+pub use ranges::{
+    MAX_DURATION, MAX_SIZE, NumberProblem, check_duration, check_size, parse_duration, parse_size,
+};
 
 /// Reads and validates the configuration file at `path`, interpolating from the process
 /// environment and the file system.
