@@ -17,6 +17,7 @@ use ferry::mapping::payload::Payload;
 use ferry::mapping::template::{Scope, Template};
 use ferry::mapping::{Mapping, Outcome, Step, loops};
 use ferry::message::Message;
+use ferry::pipeline::jq_worker::JqWorker;
 
 /// A typical topic: five levels, one with a `.` in it (which the codec escapes as `//`).
 const TOPIC: &str = "plant/line-3/sensors/kitchen.temp/value";
@@ -208,6 +209,54 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
+/// The same telemetry route with its filter and transform in a worker process under a budget,
+/// as the daemon runs it: what the hand-off costs per message, against `mapping/apply_*`.
+fn worker(c: &mut Criterion) {
+    let config = config::parse(ROUTE, "bench.yaml", &Lookup::system()).expect("valid config");
+    let analysis = loops::analyse(&config);
+    let telemetry = Mapping::new(&config, 0, &analysis, "bench").unwrap();
+    let route = &config.routes[0];
+    let jq = JqWorker::new(
+        route.filter.as_deref(),
+        route.transform.as_deref(),
+        route.from.format,
+        route.transform_budget,
+    )
+    .unwrap()
+    .with_executable(env!("CARGO_BIN_EXE_ferry").into());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let apply = |msg: &Message| {
+        runtime.block_on(async {
+            match telemetry.prepare(msg) {
+                Err(outcome) => outcome,
+                Ok(pending) => {
+                    let outputs = jq.run(pending.payload(), pending.vars.as_ref()).await;
+                    telemetry.finish(pending, outputs)
+                }
+            }
+        })
+    };
+    let msg = message(SENSOR_TOPIC);
+    let (subject, payload) = published(apply(&msg));
+    assert_eq!(subject, "iot.kitchen.temperature");
+    assert_eq!(
+        &payload[..],
+        br#"{"room":"kitchen","celsius":21.5,"at":"2026-11-22T10:00:00.000Z"}"#
+    );
+    let mut group = c.benchmark_group("worker");
+    group.bench_function("apply_mqtt_to_nats", |b| b.iter(|| apply(black_box(&msg))));
+    let identity = JqWorker::new(None, Some("."), PayloadFormat::Json, Default::default())
+        .unwrap()
+        .with_executable(env!("CARGO_BIN_EXE_ferry").into());
+    group.bench_function("round_trip_identity", |b| {
+        b.iter(|| runtime.block_on(identity.run(black_box(PAYLOAD.as_bytes()), None)))
+    });
+    group.finish();
+}
+
 fn settings() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_secs(1))
@@ -217,6 +266,6 @@ fn settings() -> Criterion {
 criterion_group! {
     name = benches;
     config = settings();
-    targets = codec, template, jq, apply
+    targets = codec, template, jq, apply, worker
 }
 criterion_main!(benches);

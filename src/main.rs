@@ -38,10 +38,11 @@ enum RelayDelivery {
     AtMostOnce,
 }
 
-/// `--timeout`: a duration as in bridges.yaml (`500ms`, `30s`, `5m`).
+/// `--timeout`: a duration as in bridges.yaml (`500ms`, `30s`, `5m`), up to 10 years.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
-    ferry::config::parse_duration(text)
-        .ok_or_else(|| format!("`{text}` is not a duration (e.g. 500ms, 30s, 5m)"))
+    ferry::config::check_duration(text).map_err(|problem| {
+        format!("`{text}` {problem} (write e.g. 500ms, 30s, 5m; from 0 to 10 years)")
+    })
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -181,6 +182,13 @@ enum CompletionShell {
 }
 
 fn main() -> ExitCode {
+    // A route's jq worker process, started by ferry itself: not a command for users, so not in
+    // clap's help, man pages or completions.
+    if std::env::args_os().nth(1).as_deref()
+        == Some(std::ffi::OsStr::new(ferry::pipeline::jq_worker::SUBCOMMAND))
+    {
+        return ferry::pipeline::jq_worker::serve();
+    }
     let cli = Cli::parse();
     // A one-shot relay stays quiet but for problems and its summary, like mosquitto_sub.
     let quiet = matches!(cli.command, Command::Relay { .. });

@@ -260,3 +260,135 @@ fn a_password_read_from_a_file_never_appears_in_check_output() {
         );
     }
 }
+
+/// Text that looks like bridges.yaml: its keys, values that are durations, sizes, counts,
+/// references and names, and YAML punctuation, in any order.
+fn yaml_ish() -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let piece = prop_oneof![
+        Just("\n".to_string()),
+        Just("  ".to_string()),
+        Just(": ".to_string()),
+        Just("- ".to_string()),
+        Just("{ ".to_string()),
+        Just(" }".to_string()),
+        Just("[".to_string()),
+        Just("]".to_string()),
+        Just("&a ".to_string()),
+        Just("*a".to_string()),
+        Just("\"".to_string()),
+        Just("connections".to_string()),
+        Just("routes".to_string()),
+        Just("name".to_string()),
+        Just("from".to_string()),
+        Just("to".to_string()),
+        Just("connection".to_string()),
+        Just("mqtt".to_string()),
+        Just("nats".to_string()),
+        Just("url".to_string()),
+        Just("mqtt://127.0.0.1:1".to_string()),
+        Just("topic".to_string()),
+        Just("subject".to_string()),
+        Just("spool".to_string()),
+        Just("max_bytes".to_string()),
+        Just("shutdown_timeout".to_string()),
+        Just("queue".to_string()),
+        Just("max_messages".to_string()),
+        Just("qos".to_string()),
+        Just("1e30".to_string()),
+        Just("-1".to_string()),
+        Just(".nan".to_string()),
+        Just("99999999999999999999".to_string()),
+        Just("16GiB".to_string()),
+        Just("250ms".to_string()),
+        Just("${HOME}".to_string()),
+        Just("${file:/dev/null}".to_string()),
+        Just("${".to_string()),
+        Just("{{ topic[1] }}".to_string()),
+        Just("../".to_string()),
+        ".{0,6}",
+    ];
+    proptest::collection::vec(piece, 0..40).prop_map(|parts| parts.concat())
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+    /// The whole loader on arbitrary bytes (through a file, as `ferry run` reads it): an
+    /// error or a configuration, never a panic.
+    #[test]
+    fn the_loader_takes_any_bytes_without_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bridges.yaml");
+        std::fs::write(&path, &bytes).unwrap();
+        let _ = ferry::config::load(&path);
+    }
+
+    /// The parser on text that looks like a configuration: an error or a configuration,
+    /// never a panic; every error has a position inside the text.
+    #[test]
+    fn the_parser_takes_any_yaml_ish_text_without_panic(text in yaml_ish()) {
+        let lookup = ferry::config::Lookup::system();
+        if let Err(errors) = ferry::config::parse(&text, "bridges.yaml", &lookup) {
+            for e in &errors.errors {
+                proptest::prop_assert!(e.pos.line >= 1, "{e:?}");
+                proptest::prop_assert!(e.pos.line as usize <= text.lines().count().max(1) + 1, "{e:?} in {text:?}");
+            }
+        }
+    }
+
+    /// Durations and sizes: any text is a value in range or an error, never a panic.
+    #[test]
+    fn durations_and_sizes_take_any_text_without_panic(text in ".{0,24}", number in proptest::num::f64::ANY) {
+        if let Ok(d) = ferry::config::check_duration(&text) {
+            proptest::prop_assert!(d <= ferry::config::MAX_DURATION);
+        }
+        if let Ok(n) = ferry::config::check_size(&text) {
+            proptest::prop_assert!(n <= ferry::config::MAX_SIZE);
+        }
+        for unit in ["", "ms", "s", "m", "h", "d"] {
+            let _ = ferry::config::check_duration(&format!("{number}{unit}"));
+        }
+        let _ = ferry::config::check_size(&format!("{number}GiB"));
+    }
+}
+
+#[test]
+fn deeply_nested_yaml_is_an_error_not_a_stack_overflow() {
+    // Run on a thread with the stack of a runtime worker (where a reload parses).
+    std::thread::Builder::new()
+        .stack_size(2 * 1024 * 1024)
+        .spawn(|| {
+            let lookup = ferry::config::Lookup::system();
+            for n in [30, 64, 100, 100_000] {
+                for deep in ["[".repeat(n), "{a: ".repeat(n), "- ".repeat(n) + "x"] {
+                    assert!(ferry::config::parse(&deep, "bridges.yaml", &lookup).is_err());
+                }
+            }
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+}
+
+#[test]
+fn numbers_out_of_range_are_errors_saying_the_range() {
+    use ferry::config::{NumberProblem, check_duration, check_size};
+    assert_eq!(check_duration("1e30"), Err(NumberProblem::NotADuration));
+    assert_eq!(
+        check_duration("99999999999999999999s"),
+        Err(NumberProblem::TooLong)
+    );
+    assert_eq!(check_duration("3651d"), Err(NumberProblem::TooLong));
+    assert_eq!(check_duration("-5s"), Err(NumberProblem::Negative));
+    assert_eq!(check_duration("NaN"), Err(NumberProblem::NotADuration));
+    assert!(check_duration("3650d").is_ok());
+    assert_eq!(check_size("16GiB"), Ok(16 << 30));
+    assert_eq!(
+        check_size("99999999999999999999"),
+        Err(NumberProblem::TooLarge)
+    );
+    assert_eq!(check_size("17179869184GiB"), Err(NumberProblem::TooLarge));
+    assert_eq!(check_size("-1"), Err(NumberProblem::Negative));
+    assert_eq!(check_size("lots"), Err(NumberProblem::NotASize));
+}

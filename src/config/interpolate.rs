@@ -12,9 +12,32 @@ impl Lookup<'static> {
     pub fn system() -> Lookup<'static> {
         Lookup {
             var: &|name| std::env::var(name).ok(),
-            file: &|path| std::fs::read_to_string(path),
+            file: &|path| read_bounded(std::path::Path::new(path)),
         }
     }
+}
+
+/// The largest file `${file:...}` reads: secrets and certificates are far smaller, and
+/// `${file:/dev/zero}` must not fill the memory.
+pub const MAX_FILE: u64 = 1024 * 1024;
+
+/// How deep `${...}` may nest inside `${...}`: one level is all the examples use, and a
+/// recursion bounded by the text's length could still run out of stack.
+const MAX_NESTING: usize = 8;
+
+/// Reads a file of at most [`MAX_FILE`] bytes as text.
+fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_FILE} bytes, the most `${{file:...}}` reads"
+        )));
+    }
+    Ok(text)
 }
 
 /// Why a string could not be interpolated: the message and a hint.
@@ -22,6 +45,10 @@ pub type Failure = (String, String);
 
 /// Replaces every `${...}` in `raw`. `$$` stands for a literal `$`.
 pub fn interpolate(raw: &str, lookup: &Lookup) -> Result<String, Failure> {
+    interpolate_nested(raw, lookup, 0)
+}
+
+fn interpolate_nested(raw: &str, lookup: &Lookup, depth: usize) -> Result<String, Failure> {
     if !raw.contains('$') {
         return Ok(raw.to_string());
     }
@@ -40,8 +67,14 @@ pub fn interpolate(raw: &str, lookup: &Lookup) -> Result<String, Failure> {
                     "close it with `}`, or write `$$` for a literal `$`".into(),
                 ));
             };
+            if depth >= MAX_NESTING {
+                return Err((
+                    format!("`${{` nested more than {MAX_NESTING} deep in a value"),
+                    "one reference inside another is enough, e.g. `${file:${DIR}/x}`".into(),
+                ));
+            }
             // `${file:${CREDENTIALS_DIRECTORY}/x}`: references inside are expanded first.
-            let inner = interpolate(&body[..end], lookup)?;
+            let inner = interpolate_nested(&body[..end], lookup, depth + 1)?;
             out.push_str(&expand(&inner, lookup)?);
             rest = &body[end + 1..];
         } else {
@@ -133,5 +166,58 @@ mod tests {
             interpolate("${file:${DIR:-}/s}", &lookup).unwrap(),
             "hunter2"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        let lookup = Lookup::system();
+        let deep = "${".repeat(100_000) + &"}".repeat(100_000);
+        let (message, _) = interpolate(&deep, &lookup).unwrap_err();
+        assert!(message.contains("nested"), "{message}");
+    }
+
+    #[test]
+    fn files_larger_than_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'x'; MAX_FILE as usize + 1]).unwrap();
+        let lookup = Lookup::system();
+        let (message, _) =
+            interpolate(&format!("${{file:{}}}", big.display()), &lookup).unwrap_err();
+        assert!(message.contains("larger than"), "{message}");
+        let (message, _) = interpolate("${file:/dev/zero}", &lookup).unwrap_err();
+        assert!(message.contains("larger than"), "{message}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(3000))]
+
+        /// Any text, with `$`, `{`, `}`, `:-` and `file:` made frequent: Ok or Err, no panic;
+        /// text without `$` comes back as it is.
+        #[test]
+        fn any_text_interpolates_or_errs_without_panic(
+            parts in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just("$".to_string()),
+                    proptest::prelude::Just("${".to_string()),
+                    proptest::prelude::Just("}".to_string()),
+                    proptest::prelude::Just(":-".to_string()),
+                    proptest::prelude::Just("file:".to_string()),
+                    proptest::prelude::Just("HOST".to_string()),
+                    ".{0,4}",
+                ],
+                0..24,
+            )
+        ) {
+            let raw = parts.concat();
+            let lookup = Lookup {
+                var: &|n| (n == "HOST").then(|| "h${x}é".to_string()),
+                file: &|p| if p.is_empty() { Err(std::io::Error::other("no")) } else { Ok(format!("{p}\n")) },
+            };
+            let result = interpolate(&raw, &lookup);
+            if !raw.contains('$') {
+                proptest::prop_assert_eq!(result.unwrap(), raw);
+            }
+        }
     }
 }

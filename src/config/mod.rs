@@ -6,6 +6,7 @@ mod diagnostics;
 mod interpolate;
 mod model;
 mod parse;
+mod ranges;
 mod redact;
 pub mod relay;
 pub mod schema;
@@ -17,7 +18,10 @@ use std::path::Path;
 pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use interpolate::Lookup;
 pub use model::*;
-pub use parse::{parse, parse_duration, parse_size};
+pub use parse::parse;
+pub use ranges::{
+    MAX_DURATION, MAX_SIZE, NumberProblem, check_duration, check_size, parse_duration, parse_size,
+};
 pub use redact::{is_secret_query_key, redact_url};
 
 /// Reads and validates the configuration file at `path`, interpolating from the process

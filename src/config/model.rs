@@ -600,6 +600,33 @@ pub struct Route {
     /// The route ends once this many messages were relayed (`ferry relay --count`; never set
     /// from bridges.yaml).
     pub stop_after: Option<u64>,
+    /// What the route's filter and transform may take of one message.
+    pub transform_budget: TransformBudget,
+}
+
+/// What a route's jq programs (filter and transform) may take of one message
+/// (`transform_timeout`, `transform_memory`); past either, they are stopped and the message is
+/// dead-lettered with the reason.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TransformBudget {
+    /// Wall-clock time for one message.
+    pub timeout: Duration,
+    /// Address space of the worker process that runs them, in bytes.
+    pub memory: u64,
+}
+
+impl TransformBudget {
+    /// Below this the worker process cannot start (its own code and stacks take ~30 MiB).
+    pub const MIN_MEMORY: u64 = 64 << 20;
+}
+
+impl Default for TransformBudget {
+    fn default() -> Self {
+        TransformBudget {
+            timeout: Duration::from_secs(1),
+            memory: 512 << 20,
+        }
+    }
 }
 
 /// A route's delivery promise.

@@ -13,6 +13,11 @@ use super::delivery;
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
+use super::ranges::{
+    DURATION_HINT, NumberProblem, SIZE_HINT, check_duration, check_size, duration_of_seconds,
+};
+#[cfg(test)]
+use super::ranges::{parse_duration, parse_size};
 use super::redact::redact_url;
 use super::yaml::{self, Key, Node, Pos, Value};
 use crate::mapping::{jq, loops, marker, names, template};
@@ -257,49 +262,43 @@ impl<'a> Decoder<'a> {
     /// A duration, or `None` when the key is absent (or wrong, which is reported).
     fn opt_duration(&mut self, obj: &mut Obj, key: &'static str) -> Option<Duration> {
         let node = obj.get(key)?;
-        let text = match &node.value {
-            Value::Int(i) if *i >= 0 => return Some(Duration::from_secs(*i as u64)),
-            Value::Float(f) if *f >= 0.0 => return Some(Duration::from_secs_f64(*f)),
-            _ => self.string(node, key),
+        let checked = match &node.value {
+            Value::Int(i) => duration_of_seconds(*i as f64),
+            Value::Float(f) => duration_of_seconds(*f),
+            _ => check_duration(&self.string(node, key)?),
         };
-        match text.as_deref().and_then(parse_duration) {
-            Some(d) => Some(d),
-            None => {
-                if text.is_some() {
-                    self.error(
-                        node.pos,
-                        format!("`{key}` is not a duration"),
-                        Some(
-                            "write e.g. `250ms`, `30s`, `5m`, `1h`, or a number of seconds".into(),
-                        ),
-                    );
-                }
-                None
-            }
-        }
+        checked
+            .map_err(|problem| {
+                self.error(
+                    node.pos,
+                    format!("`{key}` {problem}"),
+                    Some(DURATION_HINT.into()),
+                );
+            })
+            .ok()
     }
 
     fn size(&mut self, obj: &mut Obj, key: &'static str, default: u64) -> u64 {
         let Some(node) = obj.get(key) else {
             return default;
         };
-        let text = match &node.value {
-            Value::Int(i) if *i >= 0 => return *i as u64,
-            _ => self.string(node, key),
+        let checked = match &node.value {
+            Value::Int(i) if *i < 0 => Err(NumberProblem::Negative),
+            Value::Int(i) => check_size(&i.to_string()),
+            _ => match self.string(node, key) {
+                Some(text) => check_size(&text),
+                None => return default,
+            },
         };
-        match text.as_deref().and_then(parse_size) {
-            Some(n) => n,
-            None => {
-                if text.is_some() {
-                    self.error(
-                        node.pos,
-                        format!("`{key}` is not a size"),
-                        Some("write a number of bytes, or e.g. `512KiB`, `16MiB`, `1GiB`".into()),
-                    );
-                }
-                default
-            }
-        }
+        checked
+            .map_err(|problem| {
+                self.error(
+                    node.pos,
+                    format!("`{key}` {problem}"),
+                    Some(SIZE_HINT.into()),
+                );
+            })
+            .unwrap_or(default)
     }
 
     fn choice(
@@ -1355,9 +1354,10 @@ impl<'a> Decoder<'a> {
 
     fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {
         let mut obj = self.obj(node, "a route")?;
-        let name = self
-            .required(&mut obj, "name")
-            .and_then(|n| self.string(n, "name"));
+        let name = self.required(&mut obj, "name").and_then(|n| {
+            let name = self.string(n, "name")?;
+            self.check(n.pos, route_name(&name)).then_some(name)
+        });
         let route_name = name.clone().unwrap_or_else(|| "?".into());
         let from = self
             .required(&mut obj, "from")
@@ -1391,6 +1391,7 @@ impl<'a> Decoder<'a> {
         };
         let transform = self.jq(&mut obj, "transform");
         let filter = self.jq(&mut obj, "filter");
+        let transform_budget = self.transform_budget(&mut obj);
         let headers = match obj.get("headers") {
             Some(n) => self.header_rules(n, captures),
             None => HeaderRules::default(),
@@ -1441,6 +1442,7 @@ impl<'a> Decoder<'a> {
             delivery,
             spool,
             stop_after: None,
+            transform_budget,
         };
         if let (Some(node), Some(Delivery::AtLeastOnce)) = (delivery_node, delivery) {
             let guarantee = delivery::guarantee(&route, connections);
@@ -1571,6 +1573,32 @@ impl<'a> Decoder<'a> {
                 None => true,
             },
         }
+    }
+
+    /// `transform_timeout` and `transform_memory` of a route.
+    fn transform_budget(&mut self, obj: &mut Obj) -> TransformBudget {
+        let defaults = TransformBudget::default();
+        let timeout = self.duration(obj, "transform_timeout", defaults.timeout);
+        if let Some(node) = obj.get("transform_timeout")
+            && timeout.is_zero()
+        {
+            self.error(
+                node.pos,
+                "`transform_timeout` must be longer than 0",
+                Some("write e.g. `transform_timeout: 1s`".into()),
+            );
+        }
+        let memory = self.size(obj, "transform_memory", defaults.memory);
+        if let Some(node) = obj.get("transform_memory")
+            && memory < TransformBudget::MIN_MEMORY
+        {
+            self.error(
+                node.pos,
+                "`transform_memory` must be at least 64MiB (the jq worker process itself needs that)",
+                Some("write e.g. `transform_memory: 512MiB`".into()),
+            );
+        }
+        TransformBudget { timeout, memory }
     }
 
     fn jq(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
@@ -2026,39 +2054,29 @@ fn one_line(s: &str) -> String {
         .join(": ")
 }
 
-/// `250ms`, `30s`, `5m`, `1h`, `2d`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        _ => return None,
+/// A route's name becomes a directory (its spool's, under `state_dir`), a metric label and a
+/// URL path segment (`/routes/NAME/tap`): nothing in it may climb out of a directory or cut a
+/// path, and it must be printable.
+fn route_name(name: &str) -> Result<(), names::Problem> {
+    let hint = || {
+        "a route name is also its spool's directory and a URL path segment: use letters, \
+         digits, `-`, `_` and `.`, e.g. `sensors-to-nats`"
+            .to_string()
     };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
-}
-
-/// Bytes, or a number with `KiB`/`MiB`/`GiB` (also `KB`/`MB`/`GB`, `K`/`M`/`G`).
-pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return None,
+    let problem = if name.is_empty() {
+        "a route name must not be empty"
+    } else if name == "." || name == ".." {
+        "a route name must not be `.` or `..`"
+    } else if name.contains(['/', '\\']) {
+        "a route name must not contain `/` or `\\`"
+    } else if name.chars().any(char::is_control) {
+        "a route name must not contain control characters (NUL, newline, ...)"
+    } else if name.len() > 200 {
+        "a route name must not be longer than 200 bytes"
+    } else {
+        return Ok(());
     };
-    n.checked_mul(factor)
+    Err((problem.to_string(), hint()))
 }
 
 #[cfg(test)]

@@ -237,6 +237,7 @@ pub fn relay_config(args: &RelayArgs) -> Result<Config, RelayError> {
         delivery: args.at_least_once.then_some(Delivery::AtLeastOnce),
         spool: None,
         stop_after: args.count,
+        transform_budget: Default::default(),
     };
     if args.at_least_once {
         // The relay's own words first (its fixes are URL keys and options, not YAML) ...

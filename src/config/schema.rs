@@ -644,6 +644,14 @@ struct Route {
     filter: Option<Text>,
     /// A jq expression that reshapes the payload, e.g. `{room: .room, celsius: .value}`.
     transform: Option<Text>,
+    /// How long the filter and transform may run on one message; past it they are stopped and
+    /// the message is dead-lettered.
+    #[schemars(extend("default" = "1s"))]
+    transform_timeout: Option<Duration>,
+    /// How much memory the filter and transform may use (the address space of the route's jq
+    /// worker process, at least 64MiB); past it the message is dead-lettered.
+    #[schemars(extend("default" = "512MiB"))]
+    transform_memory: Option<Size>,
     /// Which headers (NATS) or user properties (MQTT 5) go along.
     headers: Option<HeaderRules>,
     /// The route's bounded queue.

@@ -60,6 +60,9 @@ fn pos(location: &serde_saphyr::Location) -> Pos {
     }
 }
 
+/// How deep mappings and lists may nest in a configuration file.
+pub const MAX_NESTING: usize = 24;
+
 /// Parses `text`; a syntax error comes back with its position.
 pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
     if text.trim().is_empty() {
@@ -69,7 +72,13 @@ pub fn parse(text: &str) -> Result<Node, (Pos, String)> {
         });
     }
     // Strict booleans: a key or value `y`, `n`, `on` or `off` stays a string, as a user means it.
-    let options = serde_saphyr::options! { strict_booleans: true };
+    // Nesting is bounded well below the parser's default of 64 levels: each level costs the
+    // deserializer tens of KiB of stack in a debug build, so 64 overflowed the 2 MiB stack of
+    // a runtime thread (where a reload parses); bridges.yaml itself never nests past 8.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        budget: serde_saphyr::budget! { max_depth: MAX_NESTING },
+    };
     match serde_saphyr::from_str_with_options::<Node>(text, options) {
         Ok(node) => Ok(node),
         Err(e) => {

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod jq;
+pub mod jq_wire;
 pub mod loops;
 pub mod marker;
 pub mod names;
@@ -104,6 +105,24 @@ pub enum Step {
         message: Message,
     },
     Fail(Failure),
+}
+
+/// A message on its way through [`Mapping::prepare`] and [`Mapping::finish`]: what its jq
+/// programs read.
+pub struct Pending<'m> {
+    /// After unwrapping an envelope.
+    message: Cow<'m, Message>,
+    captures: Vec<(String, String)>,
+    marker: Marker,
+    /// The values of [`jq::VARIABLES`], when a program uses them.
+    pub vars: Option<[Val; 5]>,
+}
+
+impl Pending<'_> {
+    /// The payload the programs read (per the source's `payload_format`).
+    pub fn payload(&self) -> &bytes::Bytes {
+        &self.message.payload
+    }
 }
 
 /// A route's mapping stage, compiled.
@@ -285,6 +304,63 @@ impl Mapping {
             },
         };
         let outputs = self.run_programs(&message, &captures)?;
+        self.publish_steps(&message, &captures, marker, outputs)
+    }
+
+    /// Whether the route has a filter or a transform: a route without pays nothing for
+    /// running them elsewhere ([`Mapping::prepare`]).
+    pub fn has_programs(&self) -> bool {
+        self.filter.is_some() || self.transform.is_some()
+    }
+
+    /// The mapping up to its jq programs, for a route that runs them elsewhere (a worker
+    /// process under a time and memory budget): either the outcome already (filtered, failed,
+    /// looped) or what the programs need, to be ended with [`Mapping::finish`].
+    pub fn prepare<'m>(&self, original: &'m Message) -> Result<Pending<'m>, Outcome> {
+        let marker = Marker::read(&original.headers, &self.instance);
+        if marker.hops >= self.max_hops {
+            return Err(Outcome::TooManyHops(marker.hops));
+        }
+        let message = self.unwrap(original).map_err(Outcome::Failed)?;
+        let captures = self.captures(&message.subject).ok_or(Outcome::Filtered)?;
+        let vars = self
+            .programs_use_variables
+            .then(|| self.variables(&message, &captures));
+        Ok(Pending {
+            message,
+            captures,
+            marker,
+            vars,
+        })
+    }
+
+    /// The rest of the mapping, given what the programs made of `pending`'s payload.
+    pub fn finish(&self, pending: Pending, programs: Result<Vec<Val>, Failure>) -> Outcome {
+        let outputs = match programs {
+            Ok(values) => values.into_iter().map(Payload::Value).collect(),
+            Err(failure) => return Outcome::Failed(failure),
+        };
+        let Pending {
+            message,
+            captures,
+            marker,
+            ..
+        } = pending;
+        match self.publish_steps(&message, &captures, &marker, outputs) {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => Outcome::Filtered,
+            Err(failure) => Outcome::Failed(failure),
+        }
+    }
+
+    /// What each sink publishes for each output of the programs (`None`: there is none).
+    fn publish_steps(
+        &self,
+        message: &Message,
+        captures: &[(String, String)],
+        marker: &Marker,
+        outputs: Vec<Payload>,
+    ) -> Result<Option<Outcome>, Failure> {
         if outputs.is_empty() {
             return Ok(None);
         }
@@ -293,9 +369,9 @@ impl Mapping {
         for output in &outputs {
             let scope = Scope {
                 route: &self.route,
-                message: &message,
+                message,
                 protocol: self.source.protocol,
-                captures: &captures,
+                captures,
                 payload: output,
                 format: self.source.format,
             };

@@ -103,6 +103,14 @@ impl fmt::Debug for Template {
 
 const NAME: &str = "target";
 
+/// The most minijinja instructions one render may run: a loop over a huge payload array
+/// (`{% for x in payload.items %}`) fails the message instead of holding the route. A name
+/// template runs tens.
+pub const FUEL: u64 = 100_000;
+
+/// The longest a rendered subject, topic or header may be (MQTT's own limit on a topic).
+pub const MAX_RENDERED: usize = 65_535;
+
 impl Template {
     /// Compiles `source`; the error is minijinja's message.
     pub fn compile(source: &str) -> Result<Template, String> {
@@ -111,6 +119,7 @@ impl Template {
         // an empty string that would silently publish to the wrong subject. `default` and
         // `is defined` still work for values that may be absent.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_fuel(Some(FUEL));
         env.add_filter("nats", |v: Value| codec::topic_to_subject(&text(&v)));
         env.add_filter("mqtt", |v: Value| codec::subject_to_topic(&text(&v)));
         env.add_template_owned(NAME, source.to_string())
@@ -187,9 +196,39 @@ impl Template {
             route: uses.route.then(|| Value::from(scope.route)),
         };
         let template = self.env.get_template(NAME).map_err(|e| describe(&e))?;
-        template
-            .render(Value::from_object(context))
-            .map_err(|e| describe(&e))
+        let mut out = Bounded::default();
+        match template.render_captured_to(Value::from_object(context), &mut out) {
+            Ok(_) => {
+                String::from_utf8(out.text).map_err(|_| "renders text that is not UTF-8".into())
+            }
+            Err(_) if out.overflowed => Err(format!("renders longer than {MAX_RENDERED} bytes")),
+            Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(format!(
+                "runs more than {FUEL} template instructions (a loop over a large payload?)"
+            )),
+            Err(e) => Err(describe(&e)),
+        }
+    }
+}
+
+/// Takes a render's output up to [`MAX_RENDERED`] bytes, then refuses.
+#[derive(Default)]
+struct Bounded {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_RENDERED {
+            self.overflowed = true;
+            return Err(std::io::Error::other("too long"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -417,6 +456,58 @@ mod tests {
                 .contains("not JSON")
         );
         assert!(Template::compile("{{ topic[1 }}").is_err());
+    }
+
+    #[test]
+    fn renders_within_a_budget() {
+        let items: Vec<String> = (0..50_000).map(|i| i.to_string()).collect();
+        let c = case(
+            Protocol::Mqtt,
+            "a/b",
+            &format!(r#"{{"items":[{}],"s":"xxxxxxxx"}}"#, items.join(",")),
+        );
+        let e = c
+            .render("{% for x in payload.items %}{% if x > 1 %}{% endif %}{% endfor %}x")
+            .unwrap_err();
+        assert!(e.contains("template instructions"), "{e}");
+        let e = c
+            .render("{% for x in payload.items %}{{ payload.s }}{% endfor %}")
+            .unwrap_err();
+        assert!(e.contains("longer than 65535 bytes"), "{e}");
+        let e = c.render("{{ payload.s * 100000 }}").unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        // Just under the bound is fine.
+        let c = case(Protocol::Mqtt, &"t/".repeat(MAX_RENDERED / 2), "{}");
+        assert_eq!(c.render("{{ topic }}").unwrap().len(), MAX_RENDERED - 1);
+    }
+
+    proptest::proptest! {
+        /// Remote names, headers and payload text are arbitrary Unicode: rendering them, whole,
+        /// indexed, sliced or converted, never panics.
+        #[test]
+        fn arbitrary_unicode_renders_without_panic(
+            subject in proptest::prelude::any::<String>(),
+            header in proptest::prelude::any::<String>(),
+            field in proptest::prelude::any::<String>(),
+            nats in proptest::prelude::any::<bool>(),
+        ) {
+            let protocol = if nats { Protocol::Nats } else { Protocol::Mqtt };
+            let payload = serde_json::json!({ "f": field }).to_string();
+            let mut c = case(protocol, &subject, &payload);
+            c.message.headers.push(("h".into(), header));
+            c.captures.push(("x".into(), subject.clone()));
+            for template in [
+                "{{ topic }}/{{ subject }}",
+                "{{ topic[0] }}.{{ subject[-1] }}",
+                "{{ topic[1:] | join('.') }}",
+                "{{ topic | nats }}-{{ subject | mqtt }}",
+                "{{ payload.f | upper }}{{ input.f | lower }}",
+                "{{ headers.h | replace('.', '/') }}:{{ match.x }}",
+                "{{ payload.f[:3] }}{{ payload.f * 3 }}",
+            ] {
+                let _ = c.render(template);
+            }
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! (within `shutdown_timeout`), so their acknowledgements still reach the broker on the
 //! connection that received them: no duplicates from a reload on a quiet path.
 
+pub mod jq_worker;
 pub mod observe;
 pub mod queue;
 pub mod route;
@@ -623,6 +624,12 @@ impl Pipeline {
             stop: CancellationToken::new(),
             tap: live.tap.clone(),
             stop_after: route.stop_after,
+            jq: jq_worker::JqWorker::new(
+                route.filter.as_deref(),
+                route.transform.as_deref(),
+                route.from.format,
+                route.transform_budget,
+            ),
         })
     }
 

@@ -163,6 +163,8 @@ pub struct RouteWorker {
     pub ids: Arc<MessageIds>,
     /// The messages that panicked this route's worker, kept across its restarts.
     pub suspects: Arc<Suspects>,
+    /// Runs the filter and transform under the route's budget (none without them).
+    pub jq: Option<super::jq_worker::JqWorker>,
 }
 
 /// The messages that panicked a route's worker, by a fingerprint of subject and payload (the
@@ -543,7 +545,17 @@ impl RouteWorker {
     async fn deliver(&self, sending: &mut InFlight, delivery: &mut Delivery) -> bool {
         let message = &sending.message;
         supervisor::fault::message(&message.payload);
-        let steps = match self.mapping.apply(message) {
+        let outcome = match &self.jq {
+            None => self.mapping.apply(message),
+            Some(jq) => match self.mapping.prepare(message) {
+                Err(outcome) => outcome,
+                Ok(pending) => {
+                    let outputs = jq.run(pending.payload(), pending.vars.as_ref()).await;
+                    self.mapping.finish(pending, outputs)
+                }
+            },
+        };
+        let steps = match outcome {
             Outcome::Filtered => {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                 self.tap.filtered(message);

@@ -3,47 +3,57 @@
 //! when the sink is back they are forwarded in order. The spool survives a restart.
 //!
 //! On disk, a spool is a directory of segment files and a cursor:
-//! - `<20-digit id>.seg`: the 8-byte header `FERRYSP1`, then records, each
-//!   `[length: u32 LE][crc32 of length and body: u32 LE][body: length bytes]`. Appends go to the
-//!   last segment; a new one starts when it would pass `segment size` (16 MiB at most).
+//! - `<20-digit id>.seg`: the 8-byte header `FERRYSP2`, then records, each
+//!   `[marker][length: u32 LE][crc32 of length and body: u32 LE][body: length bytes]`
+//!   ([`record`] has the details, and how segments of the first format are still read).
+//!   Appends go to the last segment; a new one starts when it would pass `segment size`
+//!   (16 MiB at most).
 //! - `cursor`: `<segment id> <offset>`, the first record not yet forwarded, replaced atomically
 //!   (write, rename) every [`CURSOR_EVERY`] forwarded records, when a segment is finished and
 //!   when the spool empties. It may lag behind: a restart then forwards a few messages again
-//!   (at least once, never lost).
+//!   (at least once, never lost). A cursor that cannot be written (a full disk) is logged and
+//!   left behind; it never stops the spool, nor a start.
 //! - `lock`: locked (`flock`) while a ferry has the spool open, so two processes (or two
 //!   routes given the same `dir`) never write into one log.
+//! - `<segment>.seg.<offset>.damaged`: bytes of a damaged record, kept for a human.
+//!
+//! Every file is created 0600 and every directory 0700, whatever the umask: spooled messages
+//! are the users' data.
 //!
 //! Segments before the cursor are deleted as soon as they are forwarded; when the spool is
-//! empty, no segment is left. The checksum covers the length too, so a torn write at the tail
-//! (a crash while appending), or zeroes a file system left there, is recognised: at open the
-//! last segment is checked and cut back to its last whole record, with a warning naming the
-//! file and offset; a damaged record found later, while forwarding, skips the rest of its
-//! segment, with the same warning. Nothing panics on a bad file.
+//! empty, no segment is left. A record that does not check out (its checksum, covering the
+//! length too, does not match, or its length is impossible) is either damage or a torn tail:
+//! - damage, when a valid record follows it (found by its marker and checksum): its bytes are
+//!   moved aside to a `.damaged` file, with a warning naming the file and offset, and
+//!   forwarding goes on with the next valid record; nothing else is lost;
+//! - a torn tail (a crash while appending, or zeroes a file system left there) when nothing
+//!   valid follows it in the last segment: at open, that segment is cut back to its last whole
+//!   record (the cut bytes kept aside the same way), so appends continue after valid data.
+//!
+//! Nothing panics on a bad file.
 //!
 //! Durability: [`Spool::append`] writes to the page cache; [`Spool::sync`] makes every append
 //! so far durable with one `fdatasync` (group commit). The route confirms the sources' acks
 //! only after that.
 
+mod record;
+
 use std::collections::VecDeque;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, UNIX_EPOCH};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
 use crate::message::Message;
+use record::{Format, MAGIC, SEGMENT_HEADER, decode, encode, frame, next_record, read_record};
 
-/// What every segment file starts with: ferry's spool, format 1.
-const MAGIC: &[u8; 8] = b"FERRYSP1";
-const SEGMENT_HEADER: u64 = MAGIC.len() as u64;
-/// Length and checksum in front of each record body.
-const RECORD_HEADER: u64 = 8;
+/// Marker, length and checksum in front of each record body written now.
+const RECORD_HEADER: u64 = 12;
 /// The largest segment file.
 const MAX_SEGMENT: u64 = 16 * 1024 * 1024;
 /// The smallest segment file limit, for tiny `max_bytes`.
@@ -51,8 +61,18 @@ const MIN_SEGMENT: u64 = 64 * 1024;
 /// The cursor is saved after this many forwarded records (and on every segment change): a
 /// crash forwards at most this many again.
 pub const CURSOR_EVERY: u32 = 1024;
-/// Encoding of a record body, first byte of each body.
-const BODY_FORMAT: u8 = 1;
+
+/// Creates `dir` and any missing parent 0700: state directories hold the users' data.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Options that create a file 0600, whatever the umask.
+pub fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
+}
 
 /// Why [`Spool::append`] did not take a message.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +96,7 @@ struct Position {
 struct Segment {
     id: u64,
     len: u64,
+    format: Format,
 }
 
 /// The spool's files, used under [`Spool`]'s lock (or alone, in the tests).
@@ -105,6 +126,8 @@ struct SegmentLog {
     pending: u64,
     /// Records forwarded since the cursor was last saved.
     since_cursor: u32,
+    /// The last cursor save failed (so the failure is logged once, not at every retry).
+    cursor_failing: bool,
     /// The id the next new segment gets: always above every id used before, so a stale
     /// cursor never points into a newer segment.
     next_id: u64,
@@ -112,6 +135,9 @@ struct SegmentLog {
     buffer: Vec<u8>,
     /// What was damaged and skipped, as logged (for tests).
     repairs: Vec<String>,
+    /// Damaged records met since the open, and their bytes.
+    damaged_records: u64,
+    damaged_bytes: u64,
     /// The spool was found full since it last emptied (so that is logged once).
     full: bool,
 }
@@ -124,8 +150,8 @@ impl SegmentLog {
     /// Opens (creating it if needed) the spool in `dir`, recovering what a previous process
     /// left: segments, cursor, and a torn tail in the last segment.
     fn open(dir: &Path, max_bytes: u64, used: Arc<AtomicU64>) -> io::Result<SegmentLog> {
-        fs::create_dir_all(dir)?;
-        let lock = OpenOptions::new()
+        create_private_dir(dir)?;
+        let lock = private_file()
             .create(true)
             .truncate(false)
             .write(true)
@@ -169,9 +195,12 @@ impl SegmentLog {
             peeked_end: None,
             pending: 0,
             since_cursor: 0,
+            cursor_failing: false,
             next_id: 1,
             buffer: Vec::new(),
             repairs: Vec::new(),
+            damaged_records: 0,
+            damaged_bytes: 0,
             full: false,
         };
         let cursor = log.load_cursor();
@@ -185,7 +214,8 @@ impl SegmentLog {
             let len = fs::metadata(&path)?.len();
             let mut header = [0u8; MAGIC.len()];
             let readable = File::open(&path)?.read_exact_at(&mut header, 0).is_ok();
-            if !readable || &header != MAGIC {
+            let format = Format::of_header(&header).filter(|_| readable);
+            let Some(format) = format else {
                 // Created but never written (a crash right after), or not ours: keep it aside
                 // for a human, out of the log.
                 let aside = path.with_extension("seg.damaged");
@@ -196,8 +226,8 @@ impl SegmentLog {
                 ));
                 fs::rename(&path, &aside)?;
                 continue;
-            }
-            log.segments.push_back(Segment { id, len });
+            };
+            log.segments.push_back(Segment { id, len, format });
         }
         log.next_id = ids.last().map_or(1, |last| last + 1);
         if let Some(c) = cursor {
@@ -229,8 +259,9 @@ impl SegmentLog {
                 .front()
                 .map_or(0, |_| log.read.offset - SEGMENT_HEADER);
         log.used.fetch_add(log.pending, Ordering::Relaxed);
-        // Proves now, at start, that the directory is writable.
-        log.save_cursor()?;
+        // Tries the directory now; a cursor that cannot be written (a full disk) is no reason
+        // not to start: it only makes a later restart forward more again.
+        log.save_cursor_or_warn();
         Ok(log)
     }
 
@@ -246,8 +277,10 @@ impl SegmentLog {
     /// The saved cursor, if there is a readable one.
     fn load_cursor(&mut self) -> Option<Position> {
         let path = self.dir.join("cursor");
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
+        let text = match fs::read(&path) {
+            // A cursor is two numbers: anything longer is not one.
+            Ok(text) if text.len() <= 64 => String::from_utf8_lossy(&text).into_owned(),
+            Ok(text) => format!("{} bytes", text.len()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
                 self.repair(format!(
@@ -272,23 +305,76 @@ impl SegmentLog {
 
     /// Replaces the cursor file atomically.
     fn save_cursor(&mut self) -> io::Result<()> {
-        let tmp = self.dir.join("cursor.tmp");
-        fs::write(
-            &tmp,
-            format!("{} {}\n", self.read.segment, self.read.offset),
-        )?;
-        fs::rename(&tmp, self.dir.join("cursor"))?;
         self.since_cursor = 0;
-        Ok(())
+        let tmp = self.dir.join("cursor.tmp");
+        let text = format!("{} {}\n", self.read.segment, self.read.offset);
+        let written = private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .and_then(|mut file| io::Write::write_all(&mut file, text.as_bytes()))
+            .and_then(|()| fs::rename(&tmp, self.dir.join("cursor")));
+        if written.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    /// Saves the cursor; a failure is logged (once until a save works again) and otherwise
+    /// ignored: a cursor left behind only means more is forwarded again after a restart.
+    fn save_cursor_or_warn(&mut self) {
+        match self.save_cursor() {
+            Ok(()) => self.cursor_failing = false,
+            Err(e) => {
+                if !std::mem::replace(&mut self.cursor_failing, true) {
+                    tracing::warn!(
+                        "cannot save the spool cursor in {}: {e}; carrying on (a restart \
+                         forwards the messages since the last saved cursor again)",
+                        self.dir.display()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Copies bytes `from..to` of segment `id` to `<segment>.<from>.damaged`; says where they
+    /// went (or why they could not be kept), for the warning.
+    fn set_aside(&mut self, id: u64, from: u64, to: u64) -> String {
+        self.damaged_records += 1;
+        self.damaged_bytes += to - from;
+        let aside = self
+            .dir
+            .join(format!("{}.{from}.damaged", segment_name(id)));
+        let kept = File::open(self.path(id)).and_then(|segment| {
+            let mut bytes = vec![0u8; (to - from) as usize];
+            segment.read_exact_at(&mut bytes, from)?;
+            let mut file = private_file()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&aside)?;
+            io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()
+        });
+        let total = format!(
+            "{} damaged record(s), {} byte(s), since the spool was opened",
+            self.damaged_records, self.damaged_bytes
+        );
+        match kept {
+            Ok(()) => format!("kept in {} ({total})", aside.display()),
+            Err(e) => format!("could not keep them in {}: {e} ({total})", aside.display()),
+        }
     }
 
     /// Checks the last segment's records and cuts it back to its last whole one, so appends
-    /// continue after valid data.
+    /// continue after valid data. A bad record followed by valid ones is damage, not a torn
+    /// tail: it stays, for the reader to set aside when it gets there.
     fn repair_tail(&mut self) -> io::Result<()> {
         let Some(last) = self.segments.back() else {
             return Ok(());
         };
-        let (id, len) = (last.id, last.len);
+        let (id, len, format) = (last.id, last.len, last.format);
         let path = self.path(id);
         let file = OpenOptions::new().read(true).write(true).open(&path)?;
         let mut offset = if self.read.segment == id {
@@ -297,12 +383,19 @@ impl SegmentLog {
             SEGMENT_HEADER
         };
         while offset < len {
-            match read_record(&file, offset, len) {
-                Ok(body) => offset += RECORD_HEADER + body.len() as u64,
+            match read_record(&file, format, offset, len) {
+                Ok(body) => offset += format.record_header() + body.len() as u64,
                 Err(why) => {
+                    if format == Format::V2
+                        && let Some(next) = next_record(&file, offset, len)?
+                    {
+                        offset = next;
+                        continue;
+                    }
+                    let kept = self.set_aside(id, offset, len);
                     self.repair(format!(
-                        "spool file {}: {why} at offset {offset}, a write cut short by a crash; \
-                         dropping its last {} byte(s)",
+                        "spool file {}: {why} at offset {offset}, and nothing valid after it: \
+                         a write cut short by a crash; dropping its last {} byte(s), {kept}",
                         path.display(),
                         len - offset
                     ));
@@ -337,18 +430,10 @@ impl SegmentLog {
                 max_bytes: self.max_bytes,
             });
         }
-        let Ok(length) = u32::try_from(body.len()) else {
-            return Err(AppendError::Io(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "message larger than 4 GiB",
-            )));
-        };
+        let mut record = Vec::with_capacity(size as usize);
+        frame(body, &mut record)?;
         let writer = self.writer_for(size)?;
         let offset = self.segments.back().expect("writer_for made one").len;
-        let mut record = Vec::with_capacity(size as usize);
-        record.extend_from_slice(&length.to_le_bytes());
-        record.extend_from_slice(&checksum(&length.to_le_bytes(), body).to_le_bytes());
-        record.extend_from_slice(body);
         if let Err(e) = writer.write_all_at(&record, offset) {
             // A partial record would hide every later one: cut it off again.
             let _ = writer.set_len(offset);
@@ -362,12 +447,12 @@ impl SegmentLog {
     }
 
     /// The file the next `size`-byte record goes to: the last segment, or a new one when
-    /// there is none or the last would grow past the segment limit.
+    /// there is none, the last would grow past the segment limit, or it is of the first
+    /// format (left by an older ferry).
     fn writer_for(&mut self, size: u64) -> io::Result<Arc<File>> {
-        let full = self
-            .segments
-            .back()
-            .is_none_or(|s| s.len > SEGMENT_HEADER && s.len + size > self.segment_limit);
+        let full = self.segments.back().is_none_or(|s| {
+            s.format != Format::V2 || (s.len > SEGMENT_HEADER && s.len + size > self.segment_limit)
+        });
         if let (Some(writer), false) = (&self.writer, full) {
             return Ok(writer.clone());
         }
@@ -384,10 +469,7 @@ impl SegmentLog {
         }
         let id = self.next_id;
         let path = self.path(id);
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let file = private_file().write(true).create_new(true).open(&path)?;
         if let Err(e) = file.write_all_at(MAGIC, 0).and_then(|()| file.sync_data()) {
             let _ = fs::remove_file(&path);
             return Err(e);
@@ -404,6 +486,7 @@ impl SegmentLog {
         self.segments.push_back(Segment {
             id,
             len: SEGMENT_HEADER,
+            format: Format::V2,
         });
         let file = Arc::new(file);
         self.writer = Some(file.clone());
@@ -419,7 +502,7 @@ impl SegmentLog {
     }
 
     /// The oldest message not yet forwarded, without taking it; `None` when there is none.
-    /// Damaged records are skipped (with a warning) and never returned.
+    /// Damaged records are set aside (with a warning) and never returned.
     fn peek(&mut self) -> io::Result<Option<Message>> {
         loop {
             self.finish_segments()?;
@@ -430,30 +513,40 @@ impl SegmentLog {
                 .segments
                 .front()
                 .expect("pending bytes are in a segment");
-            let (id, len) = (segment.id, segment.len);
+            let (id, len, format) = (segment.id, segment.len, segment.format);
             if self.reader.as_ref().is_none_or(|(open, _)| *open != id) {
                 self.reader = Some((id, File::open(self.path(id))?));
             }
             let (_, file) = self.reader.as_ref().expect("opened above");
             let offset = self.read.offset;
-            match read_record(file, offset, len).and_then(|body| {
-                let end = offset + RECORD_HEADER + body.len() as u64;
+            let why = match read_record(file, format, offset, len).and_then(|body| {
+                let end = offset + format.record_header() + body.len() as u64;
                 decode(body).map(|m| (m, end))
             }) {
                 Ok((message, end)) => {
                     self.peeked_end = Some(end);
                     return Ok(Some(message));
                 }
-                Err(why) => {
-                    let skipped = len - offset;
-                    let path = self.path(id);
-                    self.repair(format!(
-                        "spool file {}: {why} at offset {offset}; skipping the rest of the file ({skipped} byte(s))",
-                        path.display()
-                    ));
-                    self.consume(skipped);
-                }
-            }
+                Err(why) => why,
+            };
+            // Format 1 has no marker to find the next record by.
+            let next = match format {
+                Format::V2 => next_record(file, offset, len)?,
+                Format::V1 => None,
+            };
+            let resume = next.unwrap_or(len);
+            let kept = self.set_aside(id, offset, resume);
+            let goes_on = match next {
+                Some(next) => format!("forwarding goes on at offset {next}"),
+                None => "forwarding goes on with the next segment".into(),
+            };
+            self.repair(format!(
+                "spool file {}: {why} at offset {offset}; {} damaged byte(s) skipped and {kept}; \
+                 {goes_on}",
+                self.path(id).display(),
+                resume - offset
+            ));
+            self.consume(resume - offset);
         }
     }
 
@@ -469,7 +562,7 @@ impl SegmentLog {
         self.since_cursor += 1;
         self.finish_segments()?;
         if self.since_cursor >= CURSOR_EVERY {
-            self.save_cursor()?;
+            self.save_cursor_or_warn();
         }
         Ok(size)
     }
@@ -480,7 +573,7 @@ impl SegmentLog {
         self.used.fetch_sub(bytes, Ordering::Relaxed);
     }
 
-    /// Deletes the segments everything was forwarded from, saving the cursor first; when the
+    /// Deletes the segments everything was forwarded from, then saves the cursor; when the
     /// spool is empty, that is every segment.
     fn finish_segments(&mut self) -> io::Result<()> {
         let mut finished = Vec::new();
@@ -504,11 +597,19 @@ impl SegmentLog {
             self.full = false;
         }
         self.reader = None;
-        self.save_cursor()?;
+        // Deleted before the cursor is saved: that frees the room a full disk needs for the
+        // cursor, and a cursor left behind (not written) then points at a deleted segment, so
+        // a restart starts with the oldest one left: messages forwarded again, never lost.
+        let mut failed = None;
         for id in finished {
-            fs::remove_file(self.path(id))?;
+            if let Err(e) = fs::remove_file(self.path(id))
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                failed = Some(e);
+            }
         }
-        Ok(())
+        self.save_cursor_or_warn();
+        failed.map_or(Ok(()), Err)
     }
 
     /// Saves the cursor and makes the appends durable, before the spool is dropped.
@@ -516,170 +617,10 @@ impl SegmentLog {
         if let Some(file) = self.sync_handle() {
             file.sync_data()?;
         }
-        self.save_cursor()
+        self.save_cursor_or_warn();
+        Ok(())
     }
 }
-
-/// CRC32 of a record's length field and body.
-fn checksum(length: &[u8; 4], body: &[u8]) -> u32 {
-    let mut hasher = crc32fast::Hasher::new();
-    hasher.update(length);
-    hasher.update(body);
-    hasher.finalize()
-}
-
-/// Reads and checks the record at `offset` of a segment whose valid part ends at `len`.
-fn read_record(file: &File, offset: u64, len: u64) -> Result<Bytes, String> {
-    if offset + RECORD_HEADER > len {
-        return Err("a record header cut short".into());
-    }
-    let mut header = [0u8; RECORD_HEADER as usize];
-    file.read_exact_at(&mut header, offset)
-        .map_err(|e| format!("cannot read a record ({e})"))?;
-    let length: [u8; 4] = header[..4].try_into().expect("4 bytes");
-    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
-    let size = u64::from(u32::from_le_bytes(length));
-    if offset + RECORD_HEADER + size > len {
-        return Err(format!(
-            "a record cut short (it claims {size} bytes, {} are left)",
-            len - offset - RECORD_HEADER
-        ));
-    }
-    let mut body = vec![0u8; size as usize];
-    file.read_exact_at(&mut body, offset + RECORD_HEADER)
-        .map_err(|e| format!("cannot read a record ({e})"))?;
-    if checksum(&length, &body) != crc {
-        return Err("a record whose checksum does not match".into());
-    }
-    Ok(Bytes::from(body))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Record bodies: everything a sink needs to publish the message again.
-
-fn put_u32(out: &mut Vec<u8>, n: usize) {
-    out.extend_from_slice(&(n as u32).to_le_bytes());
-}
-
-fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
-    put_u32(out, bytes.len());
-    out.extend_from_slice(bytes);
-}
-
-fn put_option(out: &mut Vec<u8>, value: &Option<String>) {
-    match value {
-        None => out.push(0),
-        Some(s) => {
-            out.push(1);
-            put_bytes(out, s.as_bytes());
-        }
-    }
-}
-
-fn encode(m: &Message, out: &mut Vec<u8>) {
-    out.push(BODY_FORMAT);
-    put_bytes(out, m.subject.as_bytes());
-    put_bytes(out, &m.payload);
-    put_u32(out, m.headers.len());
-    for (name, value) in &m.headers {
-        put_bytes(out, name.as_bytes());
-        put_bytes(out, value.as_bytes());
-    }
-    out.push(m.qos);
-    out.push(u8::from(m.retain));
-    put_bytes(out, m.origin.as_bytes());
-    let received = m
-        .received
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64;
-    out.extend_from_slice(&received.to_le_bytes());
-    put_option(out, &m.event);
-    put_option(out, &m.id);
-}
-
-/// Reads a record body; the payload shares the body's buffer.
-struct Reader {
-    body: Bytes,
-    at: usize,
-}
-
-impl Reader {
-    fn take(&mut self, n: usize) -> Result<Bytes, String> {
-        if self.body.len() - self.at < n {
-            return Err("a record that does not decode".into());
-        }
-        self.at += n;
-        Ok(self.body.slice(self.at - n..self.at))
-    }
-
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<usize, String> {
-        let b = self.take(4)?;
-        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-    }
-
-    fn u64(&mut self) -> Result<u64, String> {
-        let b = self.take(8)?;
-        Ok(u64::from_le_bytes(b[..].try_into().expect("8 bytes")))
-    }
-
-    fn bytes(&mut self) -> Result<Bytes, String> {
-        let n = self.u32()?;
-        self.take(n)
-    }
-
-    fn string(&mut self) -> Result<String, String> {
-        String::from_utf8(self.bytes()?.to_vec())
-            .map_err(|_| "a record that does not decode".into())
-    }
-
-    fn option(&mut self) -> Result<Option<String>, String> {
-        match self.u8()? {
-            0 => Ok(None),
-            _ => self.string().map(Some),
-        }
-    }
-}
-
-fn decode(body: Bytes) -> Result<Message, String> {
-    let mut r = Reader { body, at: 0 };
-    if r.u8()? != BODY_FORMAT {
-        return Err("a record of an unknown format".into());
-    }
-    let subject = r.string()?;
-    let payload = r.bytes()?;
-    let count = r.u32()?;
-    let mut headers = Vec::with_capacity(count.min(1024));
-    for _ in 0..count {
-        headers.push((r.string()?, r.string()?));
-    }
-    let qos = r.u8()?;
-    let retain = r.u8()? != 0;
-    let origin: Arc<str> = r.string()?.into();
-    let received = UNIX_EPOCH + Duration::from_micros(r.u64()?);
-    let event = r.option()?;
-    let id = r.option()?;
-    if r.at != r.body.len() {
-        return Err("a record with bytes left over".into());
-    }
-    Ok(Message {
-        subject,
-        payload,
-        headers,
-        qos,
-        retain,
-        origin,
-        received,
-        event,
-        id,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 
 /// One sink's spool, shared by the route worker (which appends and syncs) and the sink's
 /// forwarder (which reads and forwards). File operations are short page-cache reads and writes
@@ -735,6 +676,12 @@ impl Spool {
         self.log().pending
     }
 
+    /// Damaged records set aside since the spool was opened, and their bytes.
+    pub fn damaged(&self) -> (u64, u64) {
+        let log = self.log();
+        (log.damaged_records, log.damaged_bytes)
+    }
+
     /// Appends a message. It is durable only after the next [`Spool::sync`].
     pub fn append(&self, message: &Message) -> Result<u64, AppendError> {
         let size = self.log().append(message)?;
@@ -787,7 +734,8 @@ impl Spool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::SystemTime;
+    use bytes::Bytes;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
     fn message(n: usize) -> Message {
         let mut m = Message::new("plant".into(), format!("iot.{n}"), format!("payload {n}"));
@@ -987,8 +935,77 @@ mod tests {
         assert_eq!(drain(&mut log), payloads(0..1));
     }
 
+    fn damaged_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "damaged"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn numbers(payloads: &[String]) -> Vec<usize> {
+        payloads
+            .iter()
+            .map(|p| p.strip_prefix("payload ").unwrap().parse().unwrap())
+            .collect()
+    }
+
     #[test]
-    fn damage_in_an_older_segment_skips_the_rest_of_it_while_forwarding() {
+    fn a_flipped_byte_in_the_middle_of_the_last_segment_costs_one_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = open(dir.path(), 1 << 20);
+        let mut ends = vec![SEGMENT_HEADER];
+        for n in 0..100 {
+            log.append(&message(n)).unwrap();
+            ends.push(log.segments.back().unwrap().len);
+        }
+        drop(log);
+        let file = segment_files(dir.path()).pop().unwrap();
+        let mut bytes = fs::read(&file).unwrap();
+        // A byte in the body of record 40.
+        let at = (ends[40] + 20) as usize;
+        bytes[at] ^= 0x10;
+        fs::write(&file, bytes).unwrap();
+
+        let mut log = open(dir.path(), 1 << 20);
+        assert!(log.repairs.is_empty(), "not a torn tail: {:?}", log.repairs);
+        let got = drain(&mut log);
+        let mut want = payloads(0..40);
+        want.extend(payloads(41..100));
+        assert_eq!(got, want);
+        assert_eq!(log.repairs.len(), 1, "{:?}", log.repairs);
+        let warning = &log.repairs[0];
+        assert!(
+            warning.contains(&format!("offset {}", ends[40])),
+            "{warning}"
+        );
+        assert!(
+            warning.contains(&format!("offset {}", ends[41])),
+            "{warning}"
+        );
+        let aside = damaged_files(dir.path());
+        assert_eq!(aside.len(), 1, "{aside:?}");
+        assert!(
+            warning.contains(&aside[0].display().to_string()),
+            "{warning}"
+        );
+        assert_eq!(
+            fs::metadata(&aside[0]).unwrap().len(),
+            ends[41] - ends[40],
+            "exactly the damaged record is kept aside"
+        );
+        assert_eq!(
+            (log.damaged_records, log.damaged_bytes),
+            (1, ends[41] - ends[40])
+        );
+        assert!(log.is_empty());
+        assert_eq!(log.used.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn damage_in_an_older_segment_costs_only_the_damaged_record() {
         let dir = tempfile::tempdir().unwrap();
         // The smallest segments: 64 KiB, about 1,500 messages each.
         let mut log = open(dir.path(), 256 * 1024);
@@ -1001,7 +1018,9 @@ mod tests {
         let first = segment_files(dir.path()).remove(0);
         let mut bytes = fs::read(&first).unwrap();
         let middle = bytes.len() / 2;
+        // The length field or body of a record: either way, damage.
         bytes[middle] ^= 0xff;
+        bytes[middle + 1] ^= 0xff;
         fs::write(&first, bytes).unwrap();
 
         let mut log = open(dir.path(), 256 * 1024);
@@ -1012,16 +1031,90 @@ mod tests {
         let got = drain(&mut log);
         assert_eq!(log.repairs.len(), 1, "{:?}", log.repairs);
         assert!(log.repairs[0].contains(&first.display().to_string()));
-        // What came before the damage and the whole next segment arrive, in order.
-        assert!(got.len() > 1 && got.len() < n, "{} of {n}", got.len());
-        let numbers: Vec<usize> = got
-            .iter()
-            .map(|p| p.strip_prefix("payload ").unwrap().parse().unwrap())
-            .collect();
+        let numbers = numbers(&got);
+        assert_eq!(
+            got.len(),
+            n - 1,
+            "one record lost, not the rest of the segment"
+        );
         assert!(numbers.windows(2).all(|w| w[0] < w[1]));
         assert_eq!(*numbers.last().unwrap(), n - 1);
+        assert_eq!(damaged_files(dir.path()).len(), 1);
         assert!(log.is_empty());
         assert_eq!(log.used.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn segments_of_the_first_format_are_still_forwarded() {
+        let dir = tempfile::tempdir().unwrap();
+        // What an older ferry wrote: `FERRYSP1`, records without a marker.
+        let mut bytes = record::MAGIC_V1.to_vec();
+        for n in 0..3 {
+            let mut body = Vec::new();
+            encode(&message(n), &mut body);
+            let length = (body.len() as u32).to_le_bytes();
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(&length);
+            crc.update(&body);
+            bytes.extend_from_slice(&length);
+            bytes.extend_from_slice(&crc.finalize().to_le_bytes());
+            bytes.extend_from_slice(&body);
+        }
+        fs::write(dir.path().join(segment_name(7)), &bytes).unwrap();
+        let mut log = open(dir.path(), 1 << 20);
+        assert!(log.repairs.is_empty(), "{:?}", log.repairs);
+        // New appends go to a new segment of the current format, behind the old one.
+        log.append(&message(3)).unwrap();
+        assert_eq!(segment_files(dir.path()).len(), 2);
+        assert_eq!(drain(&mut log), payloads(0..4));
+    }
+
+    #[test]
+    fn a_cursor_that_cannot_be_written_neither_fails_the_open_nor_keeps_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        // Writing the cursor fails: its temporary file's name is taken by a directory.
+        fs::create_dir(dir.path().join("cursor.tmp")).unwrap();
+        let mut log = open(dir.path(), 256 * 1024);
+        let mut n = 0;
+        while segment_files(dir.path()).len() < 3 {
+            log.append(&message(n)).unwrap();
+            n += 1;
+        }
+        assert_eq!(drain(&mut log), payloads(0..n));
+        assert!(
+            segment_files(dir.path()).is_empty(),
+            "forwarded segments are deleted: {:?}",
+            segment_files(dir.path())
+        );
+        log.close().unwrap();
+        drop(log);
+        let mut log = open(dir.path(), 256 * 1024);
+        assert!(log.is_empty());
+        assert!(drain(&mut log).is_empty(), "nothing forwarded twice");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+        /// Arbitrary bytes after a segment header, as the last segment and as an older one:
+        /// opening and draining never panic, and the spool ends empty.
+        #[test]
+        fn arbitrary_segment_bytes_open_and_drain_without_panic(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..600),
+            v1 in proptest::bool::ANY,
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let magic = if v1 { record::MAGIC_V1 } else { MAGIC };
+            for id in [1, 2] {
+                let mut file = magic.to_vec();
+                file.extend_from_slice(&bytes);
+                fs::write(dir.path().join(segment_name(id)), file).unwrap();
+            }
+            let mut log = open(dir.path(), 1 << 20);
+            drain(&mut log);
+            proptest::prop_assert!(log.is_empty());
+            proptest::prop_assert_eq!(log.used.load(Ordering::Relaxed), 0);
+        }
     }
 
     #[test]
@@ -1050,8 +1143,15 @@ mod tests {
     fn spools_of_one_route_share_max_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let used = Arc::new(AtomicU64::new(0));
-        let mut a = SegmentLog::open(&dir.path().join("a"), 300, used.clone()).unwrap();
-        let mut b = SegmentLog::open(&dir.path().join("b"), 300, used.clone()).unwrap();
+        let size = {
+            let mut body = Vec::new();
+            encode(&message(0), &mut body);
+            RECORD_HEADER + body.len() as u64
+        };
+        // Room for three records of the route, not four.
+        let max = size * 3 + size / 2;
+        let mut a = SegmentLog::open(&dir.path().join("a"), max, used.clone()).unwrap();
+        let mut b = SegmentLog::open(&dir.path().join("b"), max, used.clone()).unwrap();
         a.append(&message(0)).unwrap();
         a.append(&message(1)).unwrap();
         b.append(&message(2)).unwrap();

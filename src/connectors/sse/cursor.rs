@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::message::Ack;
+use crate::pipeline::spool::{create_private_dir, private_file};
 
 /// Settles the events of one stream, in order, into the cursor.
 pub struct Tracker {
@@ -174,7 +175,8 @@ impl CursorFile {
              under systemd with `StateDirectory=ferry` (then it is /var/lib/ferry), or set \
              `resume: false` on connection {connection}"
         );
-        let name = file_name(&connection);
+        // `open_in` makes the name a file name.
+        let name = connection.to_string();
         Self::open_in(
             &state_dir.join("sse"),
             &name,
@@ -203,18 +205,34 @@ impl CursorFile {
             connection,
             saved: None,
         };
-        std::fs::create_dir_all(dir)
+        create_private_dir(dir)
             .with_context(|| format!("cannot create the directory {}. {hint}", dir.display()))?;
         let cursor = file.load();
-        file.save(&cursor)
-            .with_context(|| format!("cannot write in {}. {hint}", dir.display()))?;
-        file.saved.clone_from(&cursor);
+        match file.save(&cursor) {
+            Ok(()) => file.saved.clone_from(&cursor),
+            // A full disk is no reason not to start: the cursor is saved once there is room
+            // again (until then a restart replays more).
+            Err(e) if is_disk_full(&e) => tracing::warn!(
+                connection = %file.connection,
+                "cannot save the resume cursor in {}: {e}; carrying on",
+                dir.display()
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot write in {}. {hint}", dir.display()));
+            }
+        }
         Ok((file, cursor))
     }
 
     /// The saved cursor, if there is one for this stream.
     fn load(&self) -> Option<String> {
         let text = match std::fs::read(&self.path) {
+            // A cursor is a URL and an event id: a huge file is not one (and is not parsed).
+            Ok(text) if text.len() > MAX_CURSOR_FILE => {
+                tracing::warn!(connection = %self.connection, "the resume cursor {} is {} bytes, not a cursor; starting without one", self.path.display(), text.len());
+                return None;
+            }
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
             Err(e) => {
@@ -253,11 +271,21 @@ impl CursorFile {
         };
         let text = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
         let temp = self.path.with_extension("json.tmp");
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(&text)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, &self.path)?;
+        let written = private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .and_then(|mut file| {
+                file.write_all(&text)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&temp, &self.path));
+        if let Err(e) = written {
+            // No half-written temporary file left to take the room of the next try.
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
         // The rename itself is durable once the directory is synced.
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir)?.sync_all()?;
@@ -330,24 +358,35 @@ pub fn stream_url(url: &str) -> String {
     }
 }
 
-/// A connection (or stream) name as a file name: letters, digits, `-`, `_` and `.` stay,
-/// anything else becomes `_`.
+/// A full disk (or quota), as opposed to a directory ferry may not write at all.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// The longest cursor file read (its event id is bounded by the SSE line limit anyway).
+const MAX_CURSOR_FILE: usize = 1024 * 1024;
+
+/// A connection (or stream) name as a file name in its directory, one to one, so two names
+/// never share a file and none leaves the directory: letters, digits, `-` and `_` stay, and so
+/// does `.` but at the start; every other byte is `%` and two hex digits (`../x` is
+/// `%2E.%2Fx`, `a b` is `a%20b`).
 pub fn file_name(connection: &str) -> String {
-    let name: String = connection
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if name.starts_with('.') {
-        format!("_{name}")
-    } else {
-        name
+    let mut name = String::with_capacity(connection.len());
+    for (i, b) in connection.bytes().enumerate() {
+        match b {
+            b'.' if i > 0 => name.push('.'),
+            b'-' | b'_' => name.push(b as char),
+            b if b.is_ascii_alphanumeric() => name.push(b as char),
+            b => name.push_str(&format!("%{b:02X}")),
+        }
     }
+    if name.is_empty() {
+        name.push('%');
+    }
+    name
 }
 
 #[cfg(test)]
@@ -493,8 +532,46 @@ mod tests {
     #[test]
     fn file_names_are_safe() {
         assert_eq!(file_name("db"), "db");
-        assert_eq!(file_name("../etc/x"), "_.._etc_x");
-        assert_eq!(file_name("a b/c"), "a_b_c");
+        assert_eq!(file_name("db.eu-1_a"), "db.eu-1_a");
+        assert_eq!(file_name("../etc/x"), "%2E.%2Fetc%2Fx");
+        assert_eq!(file_name("a b/c"), "a%20b%2Fc");
+        assert_eq!(file_name("a_b"), "a_b");
+        assert_eq!(file_name("é"), "%C3%A9");
+        assert_eq!(file_name(""), "%");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Any name: one path component of safe characters, never `.`/`..`, and two different
+        /// names never share a file.
+        #[test]
+        fn any_name_is_one_safe_file_name_of_its_own(a in ".{0,12}", b in ".{0,12}") {
+            let name = file_name(&a);
+            proptest::prop_assert!(!name.is_empty());
+            proptest::prop_assert!(!name.starts_with('.'));
+            proptest::prop_assert!(name.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_.%".contains(&c)));
+            proptest::prop_assert_eq!(a == b, name == file_name(&b));
+        }
+    }
+
+    #[test]
+    fn a_connection_name_is_made_a_file_name_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (file, _) = CursorFile::open(dir.path(), "a b/../c".into(), "http://x/s").unwrap();
+        file.save(&id("1")).unwrap();
+        assert!(dir.path().join("sse/a%20b%2F..%2Fc.json").is_file());
+    }
+
+    #[test]
+    fn cursor_files_and_their_directory_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (file, _) = CursorFile::open(dir.path(), "db".into(), "http://x/s").unwrap();
+        file.save(&id("1")).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("sse")), 0o700);
+        assert_eq!(mode(&dir.path().join("sse/db.json")), 0o600);
     }
 
     #[tokio::test]
