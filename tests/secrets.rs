@@ -439,3 +439,55 @@ routes:
     }
     assert!(!named("nats_verified"), "{out}");
 }
+
+/// A transform that fails on a long value: the dead letter's reason (its `Ferry-Error`
+/// header) and the log quote only a short prefix of the value; the dead letter's payload is the
+/// message, whole.
+#[tokio::test]
+async fn a_jq_error_quotes_only_a_prefix_of_the_value() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let yaml = format!(
+        r#"
+connections:
+  core: {{ nats: {{ url: "{}" }} }}
+routes:
+  - name: cards
+    from: {{ connection: core, subject: in.cards }}
+    transform: '.card.number'
+    to: {{ connection: core, subject: out.cards }}
+    dead_letter: {{ connection: core, subject: dead.cards }}
+"#,
+        nats.url()
+    );
+    let mut ferry = Ferry::start(&yaml);
+    ferry.wait_ready().await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+    let mut dead = peer.subscribe("dead.cards").await;
+    peer.sync().await;
+    let card = "4111 1111 1111 1111 exp 12/29 cvv 123 holder Jane Q Public";
+    let payload = format!(r#"{{"card":"{card}"}}"#);
+    peer.publish("in.cards", payload.clone()).await;
+    let letter = dead.recv(secs(10)).await.expect("a dead letter");
+    assert_eq!(
+        letter.text(),
+        payload,
+        "the dead letter carries the message whole"
+    );
+    let reason = letter.header("Ferry-Error").expect("a Ferry-Error header");
+    assert!(reason.contains("cannot index \"4111 1111"), "{reason}");
+    assert!(reason.contains('…'), "{reason}");
+    assert_hidden(
+        "the dead letter's reason",
+        reason,
+        &["cvv 123", "Jane Q Public"],
+    );
+    let logged = ferry
+        .wait_for_line("cannot index \"4111 1111", secs(10))
+        .await;
+    assert!(logged.contains('…'), "{logged}");
+    assert_hidden(
+        "the log",
+        &ferry.lines().join("\n"),
+        &["cvv 123", "Jane Q Public"],
+    );
+}

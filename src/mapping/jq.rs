@@ -7,6 +7,8 @@ use jaq_core::load::{Arena, File, Loader};
 use jaq_core::{Compiler, Ctx, Vars, data};
 use jaq_json::Val;
 
+use super::excerpt::excerpt;
+
 type Filter = jaq_core::compile::Filter<jaq_core::Native<data::JustLut<Val>>>;
 
 /// The variables every program may use, in the order [`Program::run`] takes their values.
@@ -75,7 +77,7 @@ impl Program {
             }
             match jaq_core::unwrap_valr(value) {
                 Ok(v) => out.push(v),
-                Err(e) => return Err(RunError(e.to_string())),
+                Err(e) => return Err(RunError(error_text(&e.to_string()))),
             }
         }
         Ok(out)
@@ -89,10 +91,45 @@ impl Program {
             None => Ok(false),
             Some(value) => match jaq_core::unwrap_valr(value) {
                 Ok(v) => Ok(!matches!(v, Val::Null | Val::Bool(false))),
-                Err(e) => Err(RunError(e.to_string())),
+                Err(e) => Err(RunError(error_text(&e.to_string()))),
             },
         }
     }
+}
+
+/// A jq runtime error as a reason: every payload value it quotes cut to a short prefix
+/// ([`excerpt`]). jaq writes its errors as `cannot use V as TYPE`, `cannot index V with K`,
+/// `cannot calculate L OP R`, `invalid path expression with input V`, or a value alone (the
+/// program's own `error(V)`); whatever the shape, no quoted part is left whole.
+fn error_text(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("cannot use ")
+        && let Some((value, kind)) = rest.rsplit_once(" as ")
+    {
+        return format!("cannot use {} as {}", excerpt(value), excerpt(kind));
+    }
+    if let Some(rest) = message.strip_prefix("cannot index ")
+        && let Some((value, key)) = rest.rsplit_once(" with ")
+    {
+        return format!("cannot index {} with {}", excerpt(value), excerpt(key));
+    }
+    if let Some(rest) = message.strip_prefix("cannot calculate ") {
+        let split = [" + ", " - ", " * ", " / ", " % "]
+            .iter()
+            .filter_map(|op| rest.find(op).map(|at| (at, *op)))
+            .min();
+        return match split {
+            Some((at, op)) => format!(
+                "cannot calculate {}{op}{}",
+                excerpt(&rest[..at]),
+                excerpt(&rest[at + op.len()..])
+            ),
+            None => format!("cannot calculate {}", excerpt(rest)),
+        };
+    }
+    if let Some(rest) = message.strip_prefix("invalid path expression with input ") {
+        return format!("invalid path expression with input {}", excerpt(rest));
+    }
+    excerpt(message).into_owned()
 }
 
 /// jq's lexer and parser errors as one line: what was expected, and where.
@@ -178,6 +215,52 @@ mod tests {
         assert!(!p.matches(json(r#"{"value":19}"#), &no_vars()).unwrap());
         let p = Program::compile("error(\"no\")").unwrap();
         assert!(matches!(p.matches(Val::Null, &no_vars()), Err(RunError(_))));
+    }
+
+    /// A runtime error quotes only a short prefix of the payload value it failed on, whatever
+    /// the shape of the error.
+    #[test]
+    fn runtime_errors_quote_a_prefix_of_the_value() {
+        let card = "4111 1111 1111 1111 exp 12/29 cvv 123";
+        let long = format!(r#"{{"card":"{card}","padding":"{}"}}"#, "x".repeat(200));
+        for program in [
+            ".card.x",                      // cannot index "…" with "x"
+            ".card | .[0]",                 // cannot index "…" with 0
+            ". + 1",                        // cannot calculate {…} + 1
+            "1 - .",                        // cannot calculate 1 - {…}
+            "error(.)",                     // the value itself
+            "path(.card | ascii_downcase)", // invalid path expression
+            "tostring | tonumber",          // cannot parse …
+            "keys | implode",
+        ] {
+            let p = Program::compile(program).unwrap();
+            let e = p.run(json(&long), &no_vars()).unwrap_err().0;
+            assert!(!e.contains("cvv 123"), "{program}: {e}");
+            assert!(!e.contains(&"x".repeat(40)), "{program}: {e}");
+            assert!(e.chars().count() < 120, "{program}: {e}");
+        }
+        // What is short stays whole: the error still says what went wrong.
+        let p = Program::compile(".a").unwrap();
+        let e = p.run(json("[1,2]"), &no_vars()).unwrap_err().0;
+        assert_eq!(e, "cannot index [1,2] with \"a\"");
+    }
+
+    proptest::proptest! {
+        /// Any message (remote text): no panic, and no run of it longer than twice the quoted
+        /// limit survives whole.
+        #[test]
+        fn error_text_bounds_any_message(
+            prefix in proptest::sample::select(vec![
+                "", "cannot use ", "cannot index ", "cannot calculate ",
+                "invalid path expression with input ",
+            ]),
+            body in "\\PC{0,200}",
+        ) {
+            let message = format!("{prefix}{body}");
+            let shown = error_text(&message);
+            let limit = prefix.chars().count() + 2 * super::super::excerpt::MAX_QUOTED_CHARS + 16;
+            proptest::prop_assert!(shown.chars().count() <= limit, "{shown}");
+        }
     }
 
     #[test]

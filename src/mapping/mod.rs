@@ -8,6 +8,7 @@
 //! envelope (`envelope: true` on the sink).
 
 pub mod codec;
+pub mod excerpt;
 pub mod jq;
 pub mod jq_wire;
 pub mod loops;

@@ -184,10 +184,11 @@ pub fn unwrap(bytes: &[u8], format: PayloadFormat) -> Result<Unwrapped, String> 
             .collect()
     });
     let time = match envelope.time {
-        Some(t) => Some(
-            humantime::parse_rfc3339_weak(&t)
-                .map_err(|e| format!("the envelope's time `{t}` is not RFC 3339: {e}"))?,
-        ),
+        Some(t) => Some(humantime::parse_rfc3339_weak(&t).map_err(|e| {
+            // From the payload: quoted as a prefix only.
+            let t = super::excerpt::excerpt(&t);
+            format!("the envelope's time `{t}` is not RFC 3339: {e}")
+        })?),
         None => None,
     };
     let name = match (envelope.topic, envelope.subject) {
