@@ -491,3 +491,55 @@ routes:
         &["cvv 123", "Jane Q Public"],
     );
 }
+
+/// MQTT passwords, written in the URL (from the environment) or in `password:`, while the
+/// broker refuses one connection and accepts the other.
+#[tokio::test]
+async fn mqtt_passwords_never_show_while_refused_or_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    let status = std::process::Command::new(require_binary("mosquitto_passwd", "mosquitto"))
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["ferry", "MqttPw3c4d"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mosquitto = Mosquitto::start(MosquittoOptions {
+        extra_config: vec![
+            "allow_anonymous false".into(),
+            format!("password_file {}", passwords.display()),
+        ],
+        ..Default::default()
+    });
+    let admin_port = free_port();
+    let port = mosquitto.port;
+    let yaml = format!(
+        r#"
+admin: {{ listen: "127.0.0.1:{admin_port}" }}
+connections:
+  mq_up: {{ mqtt: {{ url: "mqtt://ferry:${{FERRY_TEST_MQTT_PW}}@127.0.0.1:{port}", client_id: secrets-up }} }}
+  mq_refused: {{ mqtt: {{ url: "mqtt://127.0.0.1:{port}", username: ferry, password: MqttWrong9e0f, client_id: secrets-refused }} }}
+routes:
+  - name: up
+    from: {{ connection: mq_up, topic: in/up }}
+    to: {{ connection: mq_up, topic: out/up }}
+  - name: refused
+    from: {{ connection: mq_refused, topic: in/refused }}
+    to: {{ connection: mq_refused, topic: out/refused }}
+"#
+    );
+    let env = [("FERRY_TEST_MQTT_PW", "MqttPw3c4d")];
+    let secrets = ["MqttPw3c4d", "MqttWrong9e0f"];
+    let mut ferry = Ferry::start_with_env(&yaml, &[env[0], ("RUST_LOG", "trace")]);
+    let admin = format!("http://127.0.0.1:{admin_port}");
+    wait_for_connection(&mut ferry, "mq_refused", "connection down", |l| {
+        l.contains("connection down")
+    })
+    .await;
+    wait_for_connection(&mut ferry, "mq_up", "`connected`", |l| {
+        l.contains("connected to")
+    })
+    .await;
+    assert_nowhere(&ferry, &admin, &yaml, &env, &secrets).await;
+}
