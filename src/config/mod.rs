@@ -11,6 +11,7 @@ mod redact;
 pub mod relay;
 pub mod schema;
 pub mod security;
+mod url_credentials;
 pub mod yaml;
 
 use std::path::Path;

@@ -19,6 +19,7 @@ use super::ranges::{
 #[cfg(test)]
 use super::ranges::{parse_duration, parse_size};
 use super::redact::redact_url;
+use super::url_credentials::{self, UrlCredentials};
 use super::yaml::{self, Key, Node, Pos, Value};
 use crate::mapping::{jq, loops, marker, names, template};
 
@@ -54,13 +55,6 @@ pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigEr
             Err(fail(d.errors))
         }
     }
-}
-
-/// Credentials found in the userinfo of a NATS URL.
-#[derive(PartialEq)]
-enum UrlCredentials {
-    UserPassword(String, Secret),
-    Token(Secret),
 }
 
 struct Decoder<'a> {
@@ -873,47 +867,20 @@ impl<'a> Decoder<'a> {
         Some(nats)
     }
 
-    /// The NATS URLs without their credentials, and the credentials they carried: a
-    /// `user:password@` or a `TOKEN@` (the nats tools' reading of a user alone). Kept out of
-    /// the URLs so that nothing that shows a URL (the client's own debug log included) can show
-    /// them.
+    /// The NATS URLs without the credentials they carried (see [`url_credentials`]).
     fn nats_url_credentials(
         &mut self,
         urls: Vec<(Pos, String)>,
     ) -> (Vec<String>, Option<UrlCredentials>) {
-        let mut found: Option<UrlCredentials> = None;
-        let mut bare = Vec::with_capacity(urls.len());
-        for (url_pos, url) in urls {
-            let Some((scheme, rest)) = url.split_once("://") else {
-                bare.push(url);
-                continue;
-            };
-            let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-            let Some(at) = rest[..end].rfind('@') else {
-                bare.push(url);
-                continue;
-            };
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(s)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            let these = match rest[..at].split_once(':') {
-                Some((u, p)) => UrlCredentials::UserPassword(decode(u), Secret::new(decode(p))),
-                None => UrlCredentials::Token(Secret::new(decode(&rest[..at]))),
-            };
-            match &found {
-                Some(other) if *other != these => self.error(
-                    url_pos,
-                    "the NATS urls carry different credentials",
-                    Some(
-                        "write them once, in `user`/`password` or `token`, and the urls without"
-                            .into(),
-                    ),
+        let (bare, found, conflicts) = url_credentials::split_nats_urls(urls);
+        for pos in conflicts {
+            self.error(
+                pos,
+                "the NATS urls carry different credentials",
+                Some(
+                    "write them once, in `user`/`password` or `token`, and the urls without".into(),
                 ),
-                _ => found = Some(these),
-            }
-            bare.push(format!("{scheme}://{}", &rest[at + 1..]));
+            );
         }
         (bare, found)
     }
