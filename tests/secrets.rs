@@ -543,3 +543,28 @@ routes:
     .await;
     assert_nowhere(&ferry, &admin, &yaml, &env, &secrets).await;
 }
+
+/// `ferry run` says it too, as the connection opens: a password bound for another host over
+/// plaintext is a warning in the log (the host is a documentation address: nothing answers).
+#[tokio::test]
+async fn run_warns_of_a_password_sent_in_plaintext() {
+    let yaml = format!(
+        r#"
+connections:
+  far: {{ nats: {{ url: "nats://ferry:${{FERRY_TEST_FAR_PW}}@192.0.2.1:4222" }} }}
+{}"#,
+        nats_routes(&["far"])
+    );
+    let mut ferry = Ferry::start_with_env(&yaml, &[("FERRY_TEST_FAR_PW", "FarRunPw2d3e")]);
+    let warning = ferry
+        .wait_for_line(
+            "sends a password unencrypted to nats://192.0.2.1:4222",
+            secs(10),
+        )
+        .await;
+    assert!(
+        warning.contains("WARN") && warning.contains("connection=far"),
+        "{warning}"
+    );
+    assert_hidden("the log", &ferry.lines().join("\n"), &["FarRunPw2d3e"]);
+}

@@ -81,9 +81,11 @@ impl Handshake {
                 .map_err(|e| anyhow::anyhow!("cannot render the handshake {what}: {e}"))
         };
         let target = render("url", &self.url)?;
-        let url = stream_url
-            .join(target.trim())
-            .with_context(|| format!("the handshake url `{target}` is not a URL"))?;
+        let url = stream_url.join(target.trim()).with_context(|| {
+            // Rendered from the config and the event: its query may hold a key.
+            let target = crate::config::redact_url(&target);
+            format!("the handshake url `{target}` is not a URL")
+        })?;
         let shown = super::cursor::stream_url(url.as_str());
         let mut request = client.request(self.method.clone(), url).timeout(timeout);
         for (name, template) in &self.headers {
