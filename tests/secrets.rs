@@ -402,8 +402,8 @@ connections:
         "the client should have started a TLS handshake (a ClientHello), got: {text:?}"
     );
     assert!(
-        down.to_lowercase().contains("tls") || down.to_lowercase().contains("handshake"),
-        "the reason should say TLS failed: {down}"
+        down.contains("the TLS handshake, which this connection requires"),
+        "the reason should say TLS failed and is required: {down}"
     );
     assert_hidden("the log", &ferry.lines().join("\n"), &["TlsGuardPw5b7c"]);
 }

@@ -27,16 +27,25 @@ pub(super) fn display(server: &ServerAddr) -> String {
 
 /// Why the client could not connect, in words naming each server and what stopped it.
 /// `client_error` is the client's own text, kept when ferry's connect finds nothing wrong.
+/// `tls_required`: the connection insists on TLS, so past TCP the likely failure is a server
+/// (or something in between) that does not speak it, and the reason says so.
 pub(super) async fn connect_failure(
     servers: &[ServerAddr],
     client_error: &str,
     connect_timeout: Duration,
+    tls_required: bool,
 ) -> String {
     let limit = connect_timeout.min(PROBE_LIMIT);
     let mut reasons = Vec::with_capacity(servers.len());
     for server in servers {
         reasons.push(match tcp_problem(server, limit).await {
             Some(problem) => problem,
+            None if tls_required => format!(
+                "{}: {client_error} (TCP connects: the failure is in the TLS handshake, which this \
+                 connection requires (a server offering plaintext is refused; check also its \
+                 certificate against `tls.ca`), or in the NATS handshake)",
+                display(server)
+            ),
             None => format!(
                 "{}: {client_error} (TCP connects: the failure is in TLS, the WebSocket upgrade \
                  or the NATS handshake)",
@@ -116,7 +125,8 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let server: ServerAddr = format!("nats://127.0.0.1:{port}").parse().unwrap();
-        let text = connect_failure(&[server], "nats: IO error", Duration::from_secs(1)).await;
+        let text =
+            connect_failure(&[server], "nats: IO error", Duration::from_secs(1), false).await;
         assert_eq!(text, format!("connection refused at 127.0.0.1:{port}"));
     }
 
@@ -125,7 +135,8 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server: ServerAddr = format!("ws://u:secret@127.0.0.1:{port}").parse().unwrap();
-        let text = connect_failure(&[server], "nats: IO error", Duration::from_secs(1)).await;
+        let text =
+            connect_failure(&[server], "nats: IO error", Duration::from_secs(1), false).await;
         assert!(
             text.starts_with(&format!("ws://127.0.0.1:{port}: nats: IO error")),
             "{text}"

@@ -175,6 +175,17 @@ impl NatsConnection {
         }
     }
 
+    /// A `tls:` block, or a tls:// or wss:// URL, makes TLS a requirement: without it the
+    /// client would follow the server's INFO, and a man in the middle announcing no TLS would
+    /// get the CONNECT, credentials included, in plaintext.
+    fn requires_tls(&self) -> bool {
+        let c = &self.config;
+        c.tls.required
+            || c.urls
+                .iter()
+                .any(|u| u.starts_with("tls://") || u.starts_with("wss://"))
+    }
+
     async fn options(
         &self,
         events: mpsc::UnboundedSender<Event>,
@@ -197,14 +208,7 @@ impl NatsConnection {
         if let Some(seed) = &c.nkey {
             options = options.nkey(seed.expose().to_string());
         }
-        // A `tls:` block, or a tls:// or wss:// URL, makes TLS a requirement: without it the
-        // client would follow the server's INFO, and a man in the middle announcing no TLS
-        // would get the CONNECT, credentials included, in plaintext.
-        let uses_tls = c.tls.required
-            || c.urls
-                .iter()
-                .any(|u| u.starts_with("tls://") || u.starts_with("wss://"));
-        if uses_tls {
+        if self.requires_tls() {
             let tls = super::tls::client_config(&c.tls, &self.name)?;
             options = options.tls_client_config((*tls).clone()).require_tls(true);
         }
@@ -441,7 +445,7 @@ impl NatsConnection {
                                 async_nats::ClientError::Other(kind)
                                     if ["IO error", "DNS error", "timed out"].contains(&kind.as_str()) =>
                                 {
-                                    let diagnosis = diagnose::connect_failure(&urls, &text, self.reconnect.connect_timeout);
+                                    let diagnosis = diagnose::connect_failure(&urls, &text, self.reconnect.connect_timeout, self.requires_tls());
                                     // A shutdown does not wait for ferry's own connect.
                                     tokio::select! {
                                         found = diagnosis => found,
