@@ -35,6 +35,8 @@ pub struct RouteCounters {
     /// Bytes the route's spools hold now, shared with the spools themselves (their
     /// `max_bytes` applies to this sum).
     pub spool_bytes: Arc<AtomicU64>,
+    /// Damaged spool records set aside (to `.damaged` files) and skipped.
+    pub spool_damaged: AtomicU64,
     /// How long each sink took to confirm the publishes it took (the dead-letter sink's are
     /// not counted here); a histogram's count is that sink's messages sent.
     pub sink_latency: SinkLatency,

@@ -334,10 +334,11 @@ impl RouteWorker {
         let spool = match self.spools().next() {
             None => String::new(),
             Some(_) => format!(
-                "; spool: {} spooled, {} forwarded, {} byte(s) kept for the next start",
+                "; spool: {} spooled, {} forwarded, {} byte(s) kept for the next start, {} damaged record(s) set aside",
                 n(&c.spooled),
                 n(&c.forwarded),
-                n(&c.spool_bytes)
+                n(&c.spool_bytes),
+                n(&c.spool_damaged)
             ),
         };
         tracing::info!(
@@ -713,7 +714,14 @@ impl RouteWorker {
             ..Reconnect::default()
         };
         let mut forwarded = 0u64;
+        // Damage found when the spool opened, then as it is read, counted for /metrics.
+        let mut damaged = 0u64;
         loop {
+            let (records, _) = spool.damaged();
+            if records > damaged {
+                (self.counters.spool_damaged).fetch_add(records - damaged, Ordering::Relaxed);
+                damaged = records;
+            }
             let next = tokio::select! {
                 next = spool.next() => next,
                 _ = stop.cancelled() => break,
