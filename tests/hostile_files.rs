@@ -177,6 +177,11 @@ async fn a_flipped_byte_in_a_spool_segment_costs_one_message_and_is_kept_aside()
             .await;
         let seqs = captured(&nats, SENT as u64 - 1).await;
         assert!(ferry.terminate().await.success());
+        let stopped = ferry.wait_for_line("route stopped", secs(5)).await;
+        assert!(
+            stopped.contains("1 damaged record(s) set aside"),
+            "{stopped}"
+        );
 
         // Exactly one message is lost: the one the damaged byte is in; everything after it
         // arrives, once and in order.

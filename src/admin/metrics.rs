@@ -276,6 +276,13 @@ impl Collector for PipelineCollector {
         )?;
         family(
             e,
+            "ferry_spool_damaged_records",
+            "Damaged spool records found, set aside to .damaged files and skipped (a torn tail included)",
+            Counter,
+            per_route(view, |r| load(&r.counters.spool_damaged)),
+        )?;
+        family(
+            e,
             "ferry_spool_forwarded",
             "Spooled messages forwarded to their sink since",
             Counter,

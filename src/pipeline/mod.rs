@@ -17,9 +17,13 @@
 //! (within `shutdown_timeout`), so their acknowledgements still reach the broker on the
 //! connection that received them: no duplicates from a reload on a quiet path.
 
+pub mod counters;
+pub mod identity;
 pub mod jq_worker;
 pub mod observe;
+mod plans;
 pub mod queue;
+mod reload_summary;
 pub mod route;
 pub mod spool;
 pub mod status;
@@ -27,7 +31,6 @@ pub mod supervisor;
 pub mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -36,7 +39,7 @@ use anyhow::Context;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, SourceSpec};
+use crate::config::{self, Config};
 use crate::connectors::{self, Runtime, Sinks};
 use crate::mapping::{Mapping, loops};
 use queue::{RouteInput, RouteOutput};
@@ -44,6 +47,10 @@ use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
 use status::{ConnectionStatus, State};
 use supervisor::{Owner, Supervisor, Tasks};
+
+pub use plans::instance_name;
+use plans::{ConnectionPlan, Plans, RoutePlan, route_connections};
+pub use reload_summary::ReloadSummary;
 
 /// A running set of routes and the connections they use.
 pub struct Pipeline {
@@ -73,15 +80,6 @@ struct LiveConnection {
     serves_admin: bool,
 }
 
-/// What a connection is made of; a connection restarts on a reload when this changes.
-#[derive(Clone, PartialEq)]
-struct ConnectionPlan {
-    connection: config::Connection,
-    /// The routes reading from it: name, what they subscribe to, the queue they fill.
-    sources: Vec<(String, SourceSpec, config::Queue)>,
-    state_dir: PathBuf,
-}
-
 /// One route as it runs.
 struct LiveRoute {
     plan: RoutePlan,
@@ -92,19 +90,6 @@ struct LiveRoute {
     /// The messages that panicked its worker (see [`Suspects`]).
     suspects: Arc<Suspects>,
     worker: WorkerHandle,
-}
-
-/// What a route's worker is made of; the worker restarts on a reload when this changes.
-#[derive(Clone, PartialEq)]
-struct RoutePlan {
-    route: config::Route,
-    /// Its sinks (by index) that lie on a loop, where the loop guard applies.
-    guarded: Vec<usize>,
-    no_local: bool,
-    brokers: BTreeMap<String, String>,
-    loop_guard: config::LoopGuard,
-    instance: String,
-    spool_dir: Option<PathBuf>,
 }
 
 /// A route worker's task and how to stop it.
@@ -731,92 +716,6 @@ impl LiveRoute {
     }
 }
 
-/// Every connection a route uses: its source's, its sinks', its dead-letter sink's.
-fn route_connections(route: &config::Route) -> impl Iterator<Item = &String> {
-    std::iter::once(&route.from.connection)
-        .chain(route.to.iter().map(|s| &s.connection))
-        .chain(route.dead_letter.iter().map(|s| &s.connection))
-}
-
-/// What a configuration asks to run: a plan per connection some route uses and per route.
-struct Plans {
-    connections: BTreeMap<String, ConnectionPlan>,
-    routes: BTreeMap<String, RoutePlan>,
-    analysis: loops::Analysis,
-}
-
-impl Plans {
-    fn of(config: &Config) -> Plans {
-        let analysis = loops::analyse(config);
-        let instance = instance_name(config);
-        let state_dir = config.state_dir();
-        let mut connections = BTreeMap::new();
-        let mut routes = BTreeMap::new();
-        for (index, route) in config.routes.iter().enumerate() {
-            for name in route_connections(route) {
-                if let Some(c) = config.connections.get(name) {
-                    connections
-                        .entry(name.clone())
-                        .or_insert_with(|| ConnectionPlan {
-                            connection: c.clone(),
-                            sources: Vec::new(),
-                            state_dir: state_dir.clone(),
-                        });
-                }
-            }
-            let no_local = analysis.no_local.contains(&index);
-            let mut spec = route.from.spec.clone();
-            if let SourceSpec::Mqtt(mqtt) = &mut spec
-                && no_local
-            {
-                // The other half of a two-way pair publishes here: let the broker keep our
-                // own publishes from coming back at all (MQTT 5), rather than drop them later.
-                mqtt.no_local = true;
-            }
-            if let Some(plan) = connections.get_mut(&route.from.connection) {
-                plan.sources
-                    .push((route.name.clone(), spec, route.queue.clone()));
-            }
-            routes.insert(
-                route.name.clone(),
-                RoutePlan {
-                    route: route.clone(),
-                    guarded: (0..route.to.len())
-                        .filter(|sink| analysis.guarded.contains(&(index, *sink)))
-                        .collect(),
-                    no_local,
-                    brokers: analysis.brokers.clone(),
-                    loop_guard: config.loop_guard.clone(),
-                    instance: instance.clone(),
-                    spool_dir: config.spool_dir(route),
-                },
-            );
-        }
-        Plans {
-            connections,
-            routes,
-            analysis,
-        }
-    }
-}
-
-/// The name this ferry marks what it publishes with: `loop_guard.instance`, else the host name.
-pub fn instance_name(config: &Config) -> String {
-    match &config.loop_guard.instance {
-        Some(name) => name.clone(),
-        None => host_name(),
-    }
-}
-
-/// The machine's host name.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "ferry".to_string())
-}
-
 /// Answers the systemd watchdog: whether the supervisor is healthy. Cheap to clone.
 #[derive(Clone)]
 pub struct Health(Supervisor);
@@ -847,53 +746,5 @@ impl Pipeline {
         handle.done.spawn_finite("worker", worker.run(run));
         handle.done.close();
         handle
-    }
-}
-
-/// What a reload changed, for the log.
-#[derive(Debug, Default)]
-pub struct ReloadSummary {
-    pub routes_started: Vec<String>,
-    pub routes_restarted: Vec<String>,
-    pub routes_stopped: Vec<String>,
-    pub routes_unchanged: Vec<String>,
-    pub connections_started: Vec<String>,
-    pub connections_restarted: Vec<String>,
-    /// Settings that take effect only at the next start (`admin:`, `sse_server` streams).
-    pub needs_restart: Vec<String>,
-    /// What could not be set up (it stays stopped).
-    pub failed: Vec<String>,
-}
-
-impl std::fmt::Display for ReloadSummary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
-        write!(
-            f,
-            "routes started: {}; restarted: {}; stopped: {}; unchanged: {}; connections started: {}; restarted: {}",
-            list(&self.routes_started),
-            list(&self.routes_restarted),
-            list(&self.routes_stopped),
-            list(&self.routes_unchanged),
-            list(&self.connections_started),
-            list(&self.connections_restarted),
-        )?;
-        if !self.needs_restart.is_empty() {
-            write!(
-                f,
-                "; changed but kept until the next restart: {}",
-                self.needs_restart.join(", ")
-            )?;
-        }
-        if !self.failed.is_empty() {
-            write!(f, "; failed: {}", self.failed.join("; "))?;
-        }
-        Ok(())
     }
 }

@@ -7,19 +7,17 @@
 //! made them durable, and a forwarder task per spooled sink sends them on, in order, when the
 //! sink is back. While a sink's spool holds anything, that sink's new messages go behind it.
 
-use std::collections::VecDeque;
-use std::hash::{Hash, Hasher};
 use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use prometheus_client::metrics::histogram::Histogram;
-
 use tokio_util::sync::CancellationToken;
 
+pub use super::counters::{LATENCY_BUCKETS, RouteCounters, SinkLatency, SinkTiming};
+pub use super::identity::{MessageIds, Suspects};
 use super::queue::RouteOutput;
 use super::spool::{AppendError, Spool};
 use super::status::{Backoff, RateLimitedLog};
@@ -36,100 +34,6 @@ const MAX_GROUP_COMMIT: usize = 4096;
 /// The longest a spool's forwarder waits between two tries of an unavailable sink: a spool
 /// exists to ride out outages, and its backlog should start moving soon after one ends.
 const SPOOL_RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// What happened to a route's messages.
-#[derive(Debug, Default)]
-pub struct RouteCounters {
-    /// Taken from the queue.
-    pub received: AtomicU64,
-    /// Published, counted once per sink.
-    pub sent: AtomicU64,
-    /// Left out by `match:`, the filter, or a transform that yielded nothing.
-    pub filtered: AtomicU64,
-    /// Could not be mapped or published: not JSON, jq error, bad subject, rejected by a sink.
-    pub failed: AtomicU64,
-    /// Of the failed, how many the dead-letter sink took.
-    pub dead_lettered: AtomicU64,
-    /// Publishes the loop guard left out: the message had already been on that connection.
-    pub echoes: AtomicU64,
-    /// Dropped after `loop_guard.max_hops` ferry hops.
-    pub looped: AtomicU64,
-    /// Publishes that went to a sink's spool (the sink was unreachable, or its spool not empty).
-    pub spooled: AtomicU64,
-    /// Of the spooled, how many were forwarded to their sink since (also counted in `sent`).
-    pub forwarded: AtomicU64,
-    /// Messages taken from the queue whose source is not confirmed yet (being delivered, or
-    /// waiting for the spool's fsync). With the queue's depth, the route's pending acks.
-    pub unconfirmed: AtomicU64,
-    /// Bytes the route's spools hold now, shared with the spools themselves (their
-    /// `max_bytes` applies to this sum).
-    pub spool_bytes: Arc<AtomicU64>,
-    /// How long each sink took to confirm the publishes it took (the dead-letter sink's are
-    /// not counted here); a histogram's count is that sink's messages sent.
-    pub sink_latency: SinkLatency,
-}
-
-/// The sink latency histograms' upper bounds, in seconds: 100 µs (a local broker) to 10 s
-/// (an HTTP endpoint at its timeout).
-pub const LATENCY_BUCKETS: [f64; 16] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
-
-/// A latency histogram per sink of a route, by the sink's connection name (two sinks of a
-/// route on one connection share one).
-#[derive(Debug, Default)]
-pub struct SinkLatency(RwLock<Vec<(String, Arc<SinkTiming>)>>);
-
-/// One sink's confirmed publishes and how long each took.
-#[derive(Debug)]
-pub struct SinkTiming {
-    /// Publishes the sink confirmed: the histogram's count.
-    pub sent: AtomicU64,
-    /// Seconds per confirmed publish, in [`LATENCY_BUCKETS`].
-    pub seconds: Histogram,
-}
-
-impl SinkTiming {
-    fn observe(&self, seconds: f64) {
-        self.seconds.observe(seconds);
-        self.sent.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl SinkLatency {
-    /// Records one confirmed publish on the sink on connection `sink`.
-    pub fn observe(&self, sink: &str, took: Duration) {
-        let seconds = took.as_secs_f64();
-        if let Some((_, timing)) = self
-            .0
-            .read()
-            .expect("latency lock")
-            .iter()
-            .find(|(name, _)| name == sink)
-        {
-            timing.observe(seconds);
-            return;
-        }
-        let mut sinks = self.0.write().expect("latency lock");
-        match sinks.iter().find(|(name, _)| name == sink) {
-            Some((_, timing)) => timing.observe(seconds),
-            None => {
-                let timing = Arc::new(SinkTiming {
-                    sent: AtomicU64::new(0),
-                    seconds: Histogram::new(LATENCY_BUCKETS),
-                });
-                timing.observe(seconds);
-                sinks.push((sink.to_string(), timing));
-            }
-        }
-    }
-
-    /// Each sink's timing, in the order their first publish came.
-    pub fn sinks(&self) -> Vec<(String, Arc<SinkTiming>)> {
-        self.0.read().expect("latency lock").clone()
-    }
-}
 
 /// One sink of a route.
 pub struct RouteSink {
@@ -165,76 +69,6 @@ pub struct RouteWorker {
     pub suspects: Arc<Suspects>,
     /// Runs the filter and transform under the route's budget (none without them).
     pub jq: Option<super::jq_worker::JqWorker>,
-}
-
-/// The messages that panicked a route's worker, by a fingerprint of subject and payload (the
-/// same when the source sends the message again). A message that panics the worker once is
-/// given a second chance after the restart (the panic may have had another cause); a second
-/// panic dead-letters it, so one message can never stop a route for good.
-#[derive(Debug, Default)]
-pub struct Suspects(Mutex<VecDeque<u64>>);
-
-/// How many fingerprints a route keeps: panics are rare, and a few suffice to catch a message
-/// that comes back.
-const SUSPECTS: usize = 64;
-
-impl Suspects {
-    /// Notes that `message` panicked the worker: true when it had done so once before.
-    pub fn panicked_again(&self, message: &Message) -> bool {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        message.subject.hash(&mut hasher);
-        message.payload.hash(&mut hasher);
-        let fingerprint = hasher.finish();
-        let mut seen = self.0.lock().expect("suspects lock");
-        if let Some(at) = seen.iter().position(|f| *f == fingerprint) {
-            seen.remove(at);
-            return true;
-        }
-        if seen.len() == SUSPECTS {
-            seen.pop_front();
-        }
-        seen.push_back(fingerprint);
-        false
-    }
-}
-
-/// Ids for messages whose source gave none (MQTT, core NATS), unique across processes: the
-/// time this process started and a counter. A sink derives an idempotency key from
-/// `Message.id` (JetStream's `Nats-Msg-Id`), so a message re-sent after a failed confirmation is
-/// recognised, and two different messages never share a key.
-#[derive(Debug)]
-pub struct MessageIds {
-    boot: String,
-    next: AtomicU64,
-}
-
-impl Default for MessageIds {
-    fn default() -> Self {
-        let micros = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
-        MessageIds {
-            boot: format!("{micros:x}.{:x}", std::process::id()),
-            next: AtomicU64::new(0),
-        }
-    }
-}
-
-impl MessageIds {
-    /// Gives `message` an id if its source did not.
-    pub fn assign(&self, message: &mut Message) {
-        if message.id.is_none() {
-            let n = self.next.fetch_add(1, Ordering::Relaxed);
-            // Not `format!`: this runs for every message of most routes.
-            let mut number = itoa::Buffer::new();
-            let number = number.format(n);
-            let mut id = String::with_capacity(self.boot.len() + 1 + number.len());
-            id.push_str(&self.boot);
-            id.push('.');
-            id.push_str(number);
-            message.id = Some(id);
-        }
-    }
 }
 
 /// At most this many messages of a route are in flight at once: handed to their sinks'
@@ -500,10 +334,11 @@ impl RouteWorker {
         let spool = match self.spools().next() {
             None => String::new(),
             Some(_) => format!(
-                "; spool: {} spooled, {} forwarded, {} byte(s) kept for the next start",
+                "; spool: {} spooled, {} forwarded, {} byte(s) kept for the next start, {} damaged record(s) set aside",
                 n(&c.spooled),
                 n(&c.forwarded),
-                n(&c.spool_bytes)
+                n(&c.spool_bytes),
+                n(&c.spool_damaged)
             ),
         };
         tracing::info!(
@@ -879,7 +714,14 @@ impl RouteWorker {
             ..Reconnect::default()
         };
         let mut forwarded = 0u64;
+        // Damage found when the spool opened, then as it is read, counted for /metrics.
+        let mut damaged = 0u64;
         loop {
+            let (records, _) = spool.damaged();
+            if records > damaged {
+                (self.counters.spool_damaged).fetch_add(records - damaged, Ordering::Relaxed);
+                damaged = records;
+            }
             let next = tokio::select! {
                 next = spool.next() => next,
                 _ = stop.cancelled() => break,

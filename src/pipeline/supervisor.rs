@@ -148,7 +148,9 @@ impl Supervisor {
             return;
         }
         let mut registry = self.0.registry.lock().expect("supervisor lock");
-        if registry.generation.get(&run.owner) != Some(&run.generation) {
+        // A task that restarts itself has no previous run that could report late; ferry's
+        // own tasks share one owner, and each has its run.
+        if !by_itself && registry.generation.get(&run.owner) != Some(&run.generation) {
             return;
         }
         *registry
@@ -706,6 +708,41 @@ mod tests {
         );
         asked.cancel();
         tasks.close();
+    }
+
+    /// ferry's own tasks share one owner across runs (the admin listener's, the watchdog's):
+    /// a restarting task of an earlier run still reports its failures.
+    #[tokio::test]
+    async fn a_restarting_task_of_an_earlier_run_still_reports() {
+        let supervisor = Supervisor::new();
+        let asked = CancellationToken::new();
+        let admin = supervisor
+            .run_of(Owner::Ferry, &quick())
+            .tasks(asked.clone());
+        let _watchdog = supervisor
+            .run_of(Owner::Ferry, &quick())
+            .tasks(asked.clone());
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        admin.spawn_restarting("admin listener", move || {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(());
+                panic!("down");
+            }
+        });
+        for _ in 0..2 {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap();
+        }
+        let restarts = supervisor.restarts();
+        assert!(
+            restarts
+                .first()
+                .is_some_and(|(_, task, n)| *task == "admin listener" && *n >= 1),
+            "{restarts:?}"
+        );
+        asked.cancel();
     }
 
     /// Nothing in ferry's source spawns a task, a blocking job or a thread except this file:
