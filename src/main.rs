@@ -154,6 +154,10 @@ enum Command {
         /// Print each event as the JSON line the daemon sends.
         #[arg(long)]
         json: bool,
+        /// A file holding the admin token (`admin.token`); without it, the token of the
+        /// configuration file, if any.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
     },
     /// Print the JSON Schema of bridges.yaml, for editors:
     /// `ferry schema > bridges.schema.json`, then `# yaml-language-server: $schema=bridges.schema.json`
@@ -370,6 +374,7 @@ fn main() -> ExitCode {
             config,
             admin,
             json,
+            token_file,
         } => {
             let admin = match admin {
                 Some(url) => ferry::admin::AdminAddress::Url(url),
@@ -380,6 +385,7 @@ fn main() -> ExitCode {
                 count,
                 admin,
                 json,
+                token_file,
             };
             let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(rt) => rt,
