@@ -461,3 +461,79 @@ async fn stalled_clients_cost_little_and_slow_nothing() {
     drop((streams, taps));
     assert!(ferry.terminate().await.success());
 }
+
+/// `admin.tls`: the listener speaks HTTPS with the given certificate (a client trusting its CA
+/// gets `/healthz`; one trusting another CA, or speaking plain HTTP, gets nothing), and a
+/// connection that sends half a request head, or no TLS handshake, is closed after
+/// `header_read_timeout`.
+#[tokio::test]
+async fn tls_and_the_header_read_timeout() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let pki = TestPki::generate();
+    let tls = format!(
+        ", header_read_timeout: 1s, tls: {{ cert: \"{}\", key: \"{}\" }}",
+        pki.server_cert.display(),
+        pki.server_key.display()
+    );
+    let (mut ferry, port) = start(&nats, &tls, "").await;
+    ferry
+        .wait_for_line(
+            &format!("admin listener on https://127.0.0.1:{port}"),
+            secs(5),
+        )
+        .await;
+    let client = |ca: &Path| {
+        let pem = std::fs::read(ca).unwrap();
+        reqwest::Client::builder()
+            .timeout(secs(10))
+            .tls_certs_only([reqwest::Certificate::from_pem(&pem).unwrap()])
+            .build()
+            .unwrap()
+    };
+    let url = format!("https://localhost:{port}/healthz");
+    let _ = http_client(); // installs the crypto provider
+    let response = client(&pki.ca).get(&url).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    assert!(
+        client(&pki.other_ca).get(&url).send().await.is_err(),
+        "another CA"
+    );
+    assert!(
+        http_client()
+            .get(format!("http://127.0.0.1:{port}/healthz"))
+            .send()
+            .await
+            .is_err(),
+        "plain HTTP on the TLS port"
+    );
+
+    // Silent sockets (no handshake) and a half-sent request on a plain listener are closed.
+    let closed_within = |port: u16, send: &'static [u8]| {
+        tokio::task::spawn_blocking(move || {
+            let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream.write_all(send).unwrap();
+            stream.set_read_timeout(Some(secs(10))).unwrap();
+            let started = Instant::now();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+            started.elapsed()
+        })
+    };
+    let waited = closed_within(port, b"").await.unwrap();
+    assert!(
+        waited < secs(3),
+        "a silent TLS socket stayed open {waited:?}"
+    );
+    assert!(ferry.terminate().await.success());
+
+    let (mut plain, port) = start(&nats, ", header_read_timeout: 1s", "").await;
+    let waited = closed_within(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    assert!(
+        waited < secs(3),
+        "a half-sent request stayed open {waited:?}"
+    );
+    assert!(plain.terminate().await.success());
+}

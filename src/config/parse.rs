@@ -2342,6 +2342,65 @@ routes:
 "#;
 
     #[test]
+    fn admin_locks_are_parsed_with_their_defaults() {
+        let admin = |admin: &str| {
+            let yaml = SSE_SERVER.replace("admin: { listen: 9090 }", admin);
+            let config = parse(&yaml, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+            config.admin.unwrap()
+        };
+        let loopback = admin("admin: {}");
+        assert_eq!(loopback.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+        assert_eq!((loopback.token.is_none(), loopback.taps), (true, false));
+        assert_eq!(loopback.max_connections, 256);
+        assert_eq!(loopback.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(loopback.idle_timeout, Duration::from_secs(60));
+        assert!(
+            admin("admin: { listen: \"0.0.0.0:9\" }")
+                .allowed_hosts
+                .is_empty()
+        );
+        let locked = admin(
+            "admin: { token: \"${file:/t}\", taps: true, allowed_hosts: [Ferry.Example, \"[::1]\"], max_connections: 9, header_read_timeout: 2s, idle_timeout: 30s, tls: { cert: /c.pem, key: /k.pem } }",
+        );
+        assert_eq!(locked.token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(format!("{:?}", locked.token), "Some(Secret(***))");
+        assert_eq!(locked.allowed_hosts, ["ferry.example", "[::1]"]);
+        assert_eq!(locked.max_connections, 9);
+        assert_eq!(locked.tls.unwrap().key, PathBuf::from("/k.pem"));
+        assert!(
+            admin("admin: { allowed_hosts: [a, \"*\"] }")
+                .allowed_hosts
+                .is_empty()
+        );
+        for (bad, says, at) in [
+            (
+                "allowed_hosts: [\"http://x\"]",
+                "`http://x` is not a host name",
+                40,
+            ),
+            ("allowed_hosts: [\"x:80\"]", "`x:80` is not a host name", 40),
+            (
+                "max_connections: 0",
+                "`max_connections` must be a whole number",
+                41,
+            ),
+            ("idle_timeout: 0s", "`idle_timeout` cannot be 0", 38),
+            ("tls: { cert: /c.pem }", "needs `key`", 29),
+        ] {
+            let yaml = SSE_SERVER.replace(
+                "admin: { listen: 9090 }",
+                &format!("admin: {{ listen: 9090, {bad} }}"),
+            );
+            let text = errors(&yaml).join("\n");
+            assert!(text.contains(says), "{bad}: {text}");
+            assert!(
+                text.contains(&format!(":{at}:")),
+                "{bad} at column {at}: {text}"
+            );
+        }
+    }
+
+    #[test]
     fn admin_listens_on_loopback_by_default() {
         let listen = |admin: &str| {
             let yaml = SSE_SERVER.replace("admin: { listen: 9090 }", admin);
