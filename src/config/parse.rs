@@ -2394,7 +2394,7 @@ routes:
             let text = errors(&yaml).join("\n");
             assert!(text.contains(says), "{bad}: {text}");
             assert!(
-                text.contains(&format!(":{at}:")),
+                text.contains(&format!("b.yaml:2:{at}:")),
                 "{bad} at column {at}: {text}"
             );
         }
