@@ -14,6 +14,7 @@
 //!   that stopped reading a stream or a tap lets its socket buffer fill, and goes.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use futures_util::FutureExt;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -165,7 +167,15 @@ pub(super) async fn serve(
             next_id,
         );
         tasks.spawn_finite("admin connection", async move {
-            connection(stream, router, &limits, tls, &slot, permit).await;
+            // A handler that panics ends its own connection, as with any HTTP server; it is no
+            // failure of ferry's (the supervisor would otherwise mark ferry itself down).
+            let serve = connection(stream, router, &limits, tls, &slot, permit);
+            if let Err(panic) = AssertUnwindSafe(serve).catch_unwind().await {
+                tracing::error!(
+                    "admin listener: a request handler panicked: {}",
+                    crate::pipeline::supervisor::panic_text(panic.as_ref())
+                );
+            }
             served.slots.lock().expect("admin slots lock").remove(&id);
         });
     }

@@ -311,14 +311,18 @@ fn shows_token(token: &Secret, query: Option<&str>, headers: &HeaderMap) -> bool
     if query.is_some_and(|given| crate::admin::same_secret(given.as_bytes(), expected)) {
         return true;
     }
+    // As bytes: another cookie's value may be anything, and must not hide this one.
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let at = pair.iter().position(|&b| b == b'=')?;
+            Some((pair[..at].trim_ascii(), &pair[at + 1..]))
+        })
         .any(|(name, value)| {
-            name == TOKEN_COOKIE && crate::admin::same_secret(value.as_bytes(), expected)
+            name == TOKEN_COOKIE.as_bytes()
+                && crate::admin::same_secret(value.trim_ascii(), expected)
         })
 }
 
@@ -631,6 +635,47 @@ mod tests {
         drop((fresh, resumed, late, odd, fifth));
         assert_eq!(hub.clients.load(Ordering::Relaxed), 0);
         assert!(Client::connect(hub.clone(), None, None).is_some());
+    }
+
+    proptest::proptest! {
+        /// Any payload text (line breaks of every kind, any Unicode) is framed so that an SSE
+        /// parser gets it back: each line one `data:` line, joined with LF.
+        #[test]
+        fn any_text_is_framed_into_data_lines(
+            id in proptest::num::u64::ANY,
+            event in "[^\r\n]{1,20}",
+            text in "(\\PC|\r\n|\n|\r){1,200}",
+        ) {
+            let text = text.replace("\r\n", "\n");
+            let frame = render(id, &event, &text);
+            let frame = std::str::from_utf8(&frame).unwrap();
+            let block = frame.strip_suffix("\n\n").unwrap();
+            let mut lines = block.split('\n');
+            let (id_line, event_line) = (format!("id: {id}"), format!("event: {event}"));
+            proptest::prop_assert_eq!(lines.next(), Some(id_line.as_str()));
+            proptest::prop_assert_eq!(lines.next(), Some(event_line.as_str()));
+            let data: Vec<&str> = lines
+                .map(|l| l.strip_prefix("data: ").expect("a data line"))
+                .collect();
+            proptest::prop_assert_eq!(data.join("\n"), text.replace('\r', "\n"));
+        }
+
+        /// A `Cookie` header is remote text: any value is judged without a panic, and the
+        /// token is found among any other pairs.
+        #[test]
+        fn any_cookie_header_is_judged(before in "\\PC{0,40}", after in "[^;]{0,20}(;[^;]{0,20}){0,3}") {
+            let token = Secret("t0k".into());
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&before) {
+                headers.insert(header::COOKIE, v);
+                let _ = shows_token(&token, None, &headers);
+            }
+            let cookie = format!("a=1; ferry_token=t0k;{after}");
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                headers.insert(header::COOKIE, v);
+                proptest::prop_assert!(shows_token(&token, None, &headers));
+            }
+        }
     }
 
     #[test]
