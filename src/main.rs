@@ -158,6 +158,10 @@ enum Command {
         /// configuration file, if any.
         #[arg(long, value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// A PEM file of the CA(s) that signed an HTTPS admin listener's certificate (`admin.tls`),
+        /// trusted instead of the system's.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Print the JSON Schema of bridges.yaml, for editors:
     /// `ferry schema > bridges.schema.json`, then `# yaml-language-server: $schema=bridges.schema.json`
@@ -375,6 +379,7 @@ fn main() -> ExitCode {
             admin,
             json,
             token_file,
+            ca,
         } => {
             let admin = match admin {
                 Some(url) => ferry::admin::AdminAddress::Url(url),
@@ -386,6 +391,7 @@ fn main() -> ExitCode {
                 admin,
                 json,
                 token_file,
+                ca,
             };
             let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(rt) => rt,

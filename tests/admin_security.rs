@@ -499,6 +499,32 @@ async fn tls_and_the_header_read_timeout() {
         client(&pki.other_ca).get(&url).send().await.is_err(),
         "another CA"
     );
+    // ferry tap over HTTPS: with --ca it reaches the daemon (which has no route `nope`),
+    // without it the certificate is not trusted.
+    let tap = |ca: Option<std::path::PathBuf>| {
+        let admin = format!("https://localhost:{port}");
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec!["tap".to_string(), "nope".into(), "--admin".into(), admin];
+            if let Some(ca) = ca {
+                args.extend(["--ca".into(), ca.display().to_string()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            ferry_command(&args, "", secs(30))
+        })
+    };
+    let trusted = tap(Some(pki.ca.clone())).await.unwrap();
+    assert!(
+        trusted.stderr.contains("taps turned off"),
+        "{}",
+        trusted.all()
+    );
+    let untrusted = tap(None).await.unwrap();
+    assert_eq!(untrusted.code, Some(1), "{}", untrusted.all());
+    assert!(
+        untrusted.stderr.contains("cannot reach"),
+        "{}",
+        untrusted.stderr
+    );
     assert!(
         http_client()
             .get(format!("http://127.0.0.1:{port}/healthz"))

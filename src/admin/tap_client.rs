@@ -35,6 +35,8 @@ pub struct TapOptions {
     pub json: bool,
     /// `--token-file`: where the admin token is; without it, the config's `admin.token`.
     pub token_file: Option<PathBuf>,
+    /// `--ca`: the CA(s) to trust for an HTTPS admin listener, instead of the system's.
+    pub ca: Option<PathBuf>,
 }
 
 /// Why `ferry tap` stopped early; [`TapError::exit_code`] says how it exits.
@@ -145,8 +147,16 @@ pub async fn tap(options: &TapOptions, out: &mut impl Write) -> Result<(), TapEr
         .map_err(|_| TapError::Usage(format!("`{base}` is not an http URL")))?
         .pop_if_empty()
         .extend(["routes", &options.route, "tap"]);
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
+    let mut builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(ca) = &options.ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| TapError::Usage(format!("cannot read --ca {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            TapError::Usage(format!("--ca {}: not PEM certificates: {e}", ca.display()))
+        })?;
+        builder = builder.tls_certs_only(certs);
+    }
+    let client = builder
         .build()
         .map_err(|e| TapError::Failed(format!("cannot make an HTTP client: {e}")))?;
     let unreachable = |e: reqwest::Error| TapError::Unreachable {
