@@ -465,7 +465,7 @@ async fn stalled_clients_cost_little_and_slow_nothing() {
 /// `admin.tls`: the listener speaks HTTPS with the given certificate (a client trusting its CA
 /// gets `/healthz`; one trusting another CA, or speaking plain HTTP, gets nothing), and a
 /// connection that sends half a request head, or no TLS handshake, is closed after
-/// `header_read_timeout`.
+/// `header_read_timeout`; a stream on which nothing moves ends after `idle_timeout`.
 #[tokio::test]
 async fn tls_and_the_header_read_timeout() {
     let nats = NatsServer::start(NatsOptions::default());
@@ -553,13 +553,21 @@ async fn tls_and_the_header_read_timeout() {
     );
     assert!(ferry.terminate().await.success());
 
-    let (mut plain, port) = start(&nats, ", header_read_timeout: 1s", "").await;
+    let (mut plain, port) = start(&nats, ", header_read_timeout: 1s, idle_timeout: 2s", "").await;
     let waited = closed_within(port, b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
         .await
         .unwrap();
     assert!(
         waited < secs(3),
         "a half-sent request stayed open {waited:?}"
+    );
+    // A stream on which nothing moves (no event, keep-alive at 15s) ends at idle_timeout.
+    let waited = closed_within(port, b"GET /events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        secs(1) < waited && waited < secs(5),
+        "an idle stream ended after {waited:?}, not about idle_timeout (2s)"
     );
     assert!(plain.terminate().await.success());
 }
