@@ -138,9 +138,11 @@ impl AdminListener {
         })
     }
 
-    /// Serves on `runtime.tasks` until `runtime.close`; then stops accepting and waits for the
-    /// requests in flight (the streams and taps end on `close` too). Should the server end
-    /// before that, the supervisor binds the address again and serves on, after a backoff.
+    /// Serves on `runtime.tasks` until `runtime.close`; then stops accepting, closes the
+    /// connections that are between requests and lets each one in a request finish it (the
+    /// streams and taps end on `close` too): every connection is a task of `runtime.tasks`,
+    /// which shutdown waits for. Should the server end before that, the supervisor binds the
+    /// address again and serves on, after a backoff.
     pub fn serve(self, runtime: &Runtime) {
         let AdminListener {
             listener,
