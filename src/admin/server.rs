@@ -33,6 +33,10 @@ use tower_service::Service;
 
 use crate::pipeline::supervisor::Tasks;
 
+/// The longest a connection may take to finish its request once the listener stops (the
+/// whole shutdown waits 5s for every connection and task).
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// How the listener bounds its connections (from `admin:`).
 #[derive(Clone, Debug)]
 pub(super) struct Limits {
@@ -237,9 +241,13 @@ where
         .header_read_timeout(limits.header_read_timeout)
         .serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut finishing = false;
+    // Set when the listener stops: the request in flight has until then to be written out
+    // (a client that stopped reading would otherwise hold the shutdown up).
+    let mut finish_by: Option<Instant> = None;
     loop {
         let idle_at = activity.last() + limits.idle_timeout;
+        let finishing = finish_by.is_some();
+        let finish_at = finish_by.unwrap_or(idle_at);
         tokio::select! {
             _ = conn.as_mut() => return,
             () = slot.close.cancelled(), if !finishing => {
@@ -249,8 +257,9 @@ where
                 }
                 // The listener stops: finish the request in flight (streams end on close).
                 conn.as_mut().graceful_shutdown();
-                finishing = true;
+                finish_by = Some(Instant::now() + limits.header_read_timeout.min(STOP_GRACE));
             }
+            () = tokio::time::sleep_until(finish_at.into()), if finishing => return,
             () = tokio::time::sleep_until(idle_at.into()) => {
                 if activity.last() + limits.idle_timeout <= Instant::now() {
                     tracing::debug!("admin listener: closing a connection idle for {:?}", limits.idle_timeout);
