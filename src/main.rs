@@ -155,6 +155,14 @@ enum Command {
         /// Print each event as the JSON line the daemon sends.
         #[arg(long)]
         json: bool,
+        /// A file holding the admin token (`admin.token`); without it, the token of the
+        /// configuration file, if any.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// A PEM file of the CA(s) that signed an HTTPS admin listener's certificate (`admin.tls`),
+        /// trusted instead of the system's.
+        #[arg(long, value_name = "FILE")]
+        ca: Option<PathBuf>,
     },
     /// Print the JSON Schema of bridges.yaml, for editors:
     /// `ferry schema > bridges.schema.json`, then `# yaml-language-server: $schema=bridges.schema.json`
@@ -378,6 +386,8 @@ fn main() -> ExitCode {
             config,
             admin,
             json,
+            token_file,
+            ca,
         } => {
             let admin = match admin {
                 Some(url) => ferry::admin::AdminAddress::Url(url),
@@ -388,6 +398,8 @@ fn main() -> ExitCode {
                 count,
                 admin,
                 json,
+                token_file,
+                ca,
             };
             let runtime = match runtime(tokio::runtime::Builder::new_current_thread()) {
                 Ok(rt) => rt,

@@ -13,7 +13,7 @@ use support::*;
 /// Two routes from mosquitto to nats-server: `warm` passes readings above 20 °C (the filter)
 /// to `iot.ROOM.temp`; `parsed` reshapes JSON and sends what is not JSON to `dead.raw`.
 const TWO_ROUTES: &str = r#"
-admin: { listen: "127.0.0.1:@PORT@" }
+admin: { listen: "127.0.0.1:@PORT@", taps: true }
 connections:
   mq: { mqtt: { url: "@MQTT@", client_id: ferry-admin-test } }
   core: { nats: { url: "@NATS@" } }

@@ -9,21 +9,30 @@
 //!
 //! Every request reads the pipeline's current [`View`](crate::pipeline::observe::View), so
 //! what it answers follows a reload.
+//!
+//! Locked down by `admin:` settings: requests must name an allowed `Host` (guard.rs),
+//! `/metrics`, `/routes` and the taps need the token when one is set, the taps are off unless
+//! `taps: true`, and connections are capped and timed out (server.rs).
 
+mod guard;
 mod metrics;
 mod routes;
+mod server;
 mod tap_client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
+use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::{TcpListener, TcpSocket};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Admin;
@@ -31,7 +40,8 @@ use crate::connectors::Runtime;
 use crate::pipeline::observe::Observed;
 use crate::pipeline::status::State as ConnectionState;
 
-pub use tap_client::{AdminAddress, TapError, TapOptions, tap};
+pub use guard::{host_name, same_secret};
+pub use tap_client::{AdminAddress, TapError, TapOptions, escape_controls, tap};
 
 /// HTTP routes a connection contributes to the admin listener.
 pub type Routes = axum::Router;
@@ -49,6 +59,9 @@ struct Shared {
     /// Cancelled when the listener stops: ends the taps, which would otherwise hold the
     /// graceful shutdown up.
     closing: CancellationToken,
+    /// `admin.taps`: the taps answer only when it is on.
+    taps: bool,
+    tap_lines: Arc<routes::TapLines>,
 }
 
 /// The admin listener, bound and routed but not serving yet.
@@ -57,6 +70,8 @@ pub struct AdminListener {
     router: Router,
     addr: SocketAddr,
     closing: CancellationToken,
+    limits: server::Limits,
+    tls: Option<TlsAcceptor>,
 }
 
 impl AdminListener {
@@ -72,46 +87,80 @@ impl AdminListener {
             anyhow::anyhow!("cannot listen on {addr}: {e} (admin.listen in the config)")
         })?;
         let addr = listener.local_addr().unwrap_or(addr);
+        let tls = match &config.tls {
+            Some(tls) => Some(tls_acceptor(tls)?),
+            None => None,
+        };
+        if !addr.ip().is_loopback() && config.token.is_none() {
+            tracing::warn!(
+                "admin listener on {addr} is reachable beyond this machine and has no token: anyone who reaches it reads /metrics and /routes{}; set admin.token (e.g. `token: ${{file:/etc/ferry/admin-token}}`)",
+                if config.taps {
+                    " and every route's live messages (taps)"
+                } else {
+                    ""
+                }
+            );
+        }
         let closing = CancellationToken::new();
         let shared = Shared {
             metrics: Arc::new(metrics::Metrics::new(observed.clone(), SystemTime::now())),
             observed,
             closing: closing.clone(),
+            taps: config.taps,
+            tap_lines: Arc::default(),
         };
-        let mut router = Router::new()
-            .route("/healthz", get(healthz))
-            .route("/readyz", get(readyz))
+        let guard = guard::Guard::new(config.allowed_hosts.clone(), config.token.clone());
+        let protected = Router::new()
             .route("/metrics", get(metrics::serve))
             .route("/routes", get(routes::list))
             .route("/routes/{route}/tap", get(routes::tap))
+            .route_layer(from_fn_with_state(guard.clone(), guard::require_token));
+        let mut router = Router::new()
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz))
+            .merge(protected)
             .with_state(shared);
         for routes in streams {
             router = router.merge(routes);
         }
+        let router = router.layer(from_fn_with_state(guard, guard::check_host));
         Ok(AdminListener {
             listener,
             router,
             addr,
             closing,
+            limits: server::Limits {
+                max_connections: config.max_connections,
+                header_read_timeout: config.header_read_timeout,
+                idle_timeout: config.idle_timeout,
+            },
+            tls,
         })
     }
 
-    /// Serves on `runtime.tasks` until `runtime.close`; then stops accepting and waits for the
-    /// requests in flight (the streams and taps end on `close` too). Should the server end
-    /// before that, the supervisor binds the address again and serves on, after a backoff.
+    /// Serves on `runtime.tasks` until `runtime.close`; then stops accepting, closes the
+    /// connections that are between requests and lets each one in a request finish it (the
+    /// streams and taps end on `close` too): every connection is a task of `runtime.tasks`,
+    /// which shutdown waits for. Should the server end before that, the supervisor binds the
+    /// address again and serves on, after a backoff.
     pub fn serve(self, runtime: &Runtime) {
         let AdminListener {
             listener,
             router,
             addr,
             closing,
+            limits,
+            tls,
         } = self;
-        tracing::info!("admin listener on http://{addr}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("admin listener on {scheme}://{addr}");
         let close = runtime.close.clone();
+        let tasks = runtime.tasks.clone();
         let mut bound = Some(listener);
         runtime.tasks.spawn_restarting("admin listener", move || {
             let listener = bound.take();
             let (router, close, closing) = (router.clone(), close.clone(), closing.clone());
+            let (limits, tls, tasks) = (limits.clone(), tls.clone(), tasks.clone());
             async move {
                 let listener = match listener.map_or_else(|| listen(addr), Ok) {
                     Ok(listener) => listener,
@@ -120,19 +169,36 @@ impl AdminListener {
                         return;
                     }
                 };
-                let shutdown = async move {
-                    close.cancelled().await;
-                    closing.cancel();
-                };
-                if let Err(e) = axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await
-                {
-                    tracing::error!("admin listener on http://{addr} stopped: {e}");
+                let stop = CancellationToken::new();
+                let serving = server::serve(listener, router, limits, tls, tasks, stop.clone());
+                tokio::select! {
+                    () = serving => {}
+                    () = close.cancelled() => {
+                        closing.cancel();
+                        stop.cancel();
+                    }
                 }
             }
         });
     }
+}
+
+/// The rustls server side of `admin.tls`, with the one crypto provider every client uses.
+fn tls_acceptor(tls: &crate::config::AdminTls) -> anyhow::Result<TlsAcceptor> {
+    crate::connectors::tls::install_crypto_provider();
+    let certs = crate::connectors::tls::read_certs(&tls.cert)?;
+    let key = crate::connectors::tls::read_key(&tls.key)?;
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .with_context(|| {
+            format!(
+                "admin.tls: {} and {} are not a certificate and its key",
+                tls.cert.display(),
+                tls.key.display()
+            )
+        })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A listening socket with `SO_REUSEADDR`, so that a restarted ferry can take its port back

@@ -1,8 +1,10 @@
 //! `GET /routes` (every route and connection as JSON) and `GET /routes/{route}/tap` (what a
 //! route sees, live, as newline-delimited JSON; `ferry tap` reads it).
 
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use axum::body::Body;
@@ -104,41 +106,95 @@ fn describe(view: &View) -> Value {
     json!({ "routes": routes, "connections": connections })
 }
 
+/// Tap lines already encoded, shared by every tapper: each event is turned into JSON once,
+/// however many tap it (50 tappers encoding every 16 KiB payload each took the one worker
+/// thread from the routes). Keyed by the event's address, which cannot be reused while the
+/// entry holds the event.
+#[derive(Default)]
+pub(super) struct TapLines(Mutex<EncodedLines>);
+
+#[derive(Default)]
+pub(super) struct EncodedLines {
+    by_event: HashMap<usize, Bytes>,
+    order: VecDeque<Arc<TapEvent>>,
+}
+
+/// Encoded lines kept: as many as a tap's channel holds, so that a tapper anywhere in its
+/// backlog finds its line (a slower one was told it skipped events).
+/// (pipeline/tap.rs: 1024 events).
+const TAP_LINES_KEPT: usize = 1024;
+
+impl TapLines {
+    fn line(&self, event: &Arc<TapEvent>) -> Bytes {
+        let key = Arc::as_ptr(event) as usize;
+        if let Some(line) = self.0.lock().expect("tap lines lock").by_event.get(&key) {
+            return line.clone();
+        }
+        let mut text = event_json(event).to_string();
+        text.push('\n');
+        let line = Bytes::from(text);
+        let mut lines = self.0.lock().expect("tap lines lock");
+        if lines.by_event.contains_key(&key) {
+            return line;
+        }
+        if lines.order.len() == TAP_LINES_KEPT
+            && let Some(oldest) = lines.order.pop_front()
+        {
+            lines.by_event.remove(&(Arc::as_ptr(&oldest) as usize));
+        }
+        lines.order.push_back(event.clone());
+        lines.by_event.insert(key, line.clone());
+        line
+    }
+}
+
+/// How often a quiet tap gets an empty line, so that the listener's idle timeout (which
+/// closes connections on which nothing moves) does not end it; `ferry tap` skips empty lines.
+const TAP_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// `GET /routes/{route}/tap`: one JSON object per line for each event of the route from now
-/// on, `{"skipped": N}` when this reader was too slow for N of them; 404 with the known routes
-/// for a route that does not exist.
+/// on, `{"skipped": N}` when this reader was too slow for N of them. 403 while taps are off
+/// (`admin.taps`), 404 for a route that does not exist; neither names the routes there are
+/// (`/routes` does, to whoever may read it).
 pub(super) async fn tap(State(shared): State<Shared>, Path(route): Path<String>) -> Response {
+    if !shared.taps {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            &json!({ "error": "taps are off on this ferry: `admin: {taps: true}` turns them on" }),
+        );
+    }
     let view = shared.observed.view();
     let Some(found) = view.routes.iter().find(|r| r.name == route) else {
-        let names: Vec<&str> = view.routes.iter().map(|r| r.name.as_str()).collect();
-        return json_response(
-            StatusCode::NOT_FOUND,
-            &json!({ "error": format!("no route `{route}`"), "routes": names }),
-        );
+        return json_response(StatusCode::NOT_FOUND, &json!({ "error": "no such route" }));
     };
     let tapper = found.tap.subscribe();
     drop(view);
     let closing = shared.closing.clone();
-    let lines = futures_util::stream::unfold((tapper, closing), |(mut tapper, closing)| async {
-        let next = tokio::select! {
-            next = tapper.next() => next,
-            _ = closing.cancelled() => return None,
-        };
-        let line = match next {
-            Tapped::Event(event) => event_json(&event),
-            Tapped::Skipped(n) => json!({ "skipped": n }),
-            Tapped::Closed => return None,
-        };
-        let mut text = line.to_string();
-        text.push('\n');
-        Some((Ok::<_, Infallible>(Bytes::from(text)), (tapper, closing)))
+    let lines = shared.tap_lines.clone();
+    let body = futures_util::stream::unfold((tapper, closing), move |(mut tapper, closing)| {
+        let lines = lines.clone();
+        async move {
+            let next = tokio::select! {
+                next = tapper.next() => next,
+                _ = closing.cancelled() => return None,
+                () = tokio::time::sleep(TAP_HEARTBEAT) => {
+                    return Some((Ok(Bytes::from_static(b"\n")), (tapper, closing)));
+                }
+            };
+            let line = match next {
+                Tapped::Event(event) => lines.line(&event),
+                Tapped::Skipped(n) => Bytes::from(format!("{}\n", json!({ "skipped": n }))),
+                Tapped::Closed => return None,
+            };
+            Some((Ok::<_, Infallible>(line), (tapper, closing)))
+        }
     });
     (
         [
             (header::CONTENT_TYPE, "application/x-ndjson"),
             (header::CACHE_CONTROL, "no-store"),
         ],
-        Body::from_stream(lines),
+        Body::from_stream(body),
     )
         .into_response()
 }

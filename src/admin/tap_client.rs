@@ -7,6 +7,8 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use crate::config::Secret;
+
 /// The longest payload `ferry tap` prints in its human form (`--json` prints it whole).
 const MAX_SHOWN_CHARS: usize = 1000;
 
@@ -31,6 +33,10 @@ pub struct TapOptions {
     pub admin: AdminAddress,
     /// Print the NDJSON lines as the daemon sends them.
     pub json: bool,
+    /// `--token-file`: where the admin token is; without it, the config's `admin.token`.
+    pub token_file: Option<PathBuf>,
+    /// `--ca`: the CA(s) to trust for an HTTPS admin listener, instead of the system's.
+    pub ca: Option<PathBuf>,
 }
 
 /// Why `ferry tap` stopped early; [`TapError::exit_code`] says how it exits.
@@ -77,18 +83,19 @@ impl TapError {
 }
 
 /// The admin listener's base URL, from `--admin` or the config's `admin.listen` (an
-/// unspecified address such as `0.0.0.0` is reached on loopback).
-fn base_url(address: &AdminAddress) -> Result<String, TapError> {
+/// unspecified address such as `0.0.0.0` is reached on loopback), and the config's token.
+fn base_url(address: &AdminAddress) -> Result<(String, Option<Secret>), TapError> {
     match address {
         AdminAddress::Url(url) => {
             let url = url.trim_end_matches('/');
-            if url.contains("://") {
-                Ok(url.to_string())
+            let url = if url.contains("://") {
+                url.to_string()
             } else if let Ok(port) = url.parse::<u16>() {
-                Ok(format!("http://127.0.0.1:{port}"))
+                format!("http://127.0.0.1:{port}")
             } else {
-                Ok(format!("http://{url}"))
-            }
+                format!("http://{url}")
+            };
+            Ok((url, None))
         }
         AdminAddress::Config(path) => {
             let config = crate::config::load(path).map_err(TapError::Config)?;
@@ -106,47 +113,110 @@ fn base_url(address: &AdminAddress) -> Result<String, TapError> {
                     SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
                 });
             }
-            Ok(format!("http://{addr}"))
+            let scheme = if admin.tls.is_some() { "https" } else { "http" };
+            Ok((format!("{scheme}://{addr}"), admin.token))
         }
     }
+}
+
+/// The token `--token-file` names (its first line), else the config's.
+fn token(options: &TapOptions, from_config: Option<Secret>) -> Result<Option<Secret>, TapError> {
+    let Some(path) = &options.token_file else {
+        return Ok(from_config);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        TapError::Usage(format!(
+            "cannot read the token file {}: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(Some(Secret(
+        text.lines().next().unwrap_or("").trim().to_string(),
+    )))
 }
 
 /// Taps `options.route` of the running daemon, printing each event to `out` until
 /// `options.count` events were printed (or forever).
 pub async fn tap(options: &TapOptions, out: &mut impl Write) -> Result<(), TapError> {
     crate::connectors::tls::install_crypto_provider();
-    let base = base_url(&options.admin)?;
+    let (base, config_token) = base_url(&options.admin)?;
+    let token = token(options, config_token)?;
     let mut url = url::Url::parse(&base)
         .map_err(|e| TapError::Usage(format!("`{base}` is not a URL: {e}")))?;
     url.path_segments_mut()
         .map_err(|_| TapError::Usage(format!("`{base}` is not an http URL")))?
         .pop_if_empty()
         .extend(["routes", &options.route, "tap"]);
-    let client = reqwest::Client::builder()
-        .connect_timeout(std::time::Duration::from_secs(5))
+    let mut builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5));
+    if let Some(ca) = &options.ca {
+        let pem = std::fs::read(ca)
+            .map_err(|e| TapError::Usage(format!("cannot read --ca {}: {e}", ca.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            TapError::Usage(format!("--ca {}: not PEM certificates: {e}", ca.display()))
+        })?;
+        builder = builder.tls_certs_only(certs);
+    }
+    let client = builder
         .build()
         .map_err(|e| TapError::Failed(format!("cannot make an HTTP client: {e}")))?;
     let unreachable = |e: reqwest::Error| TapError::Unreachable {
         url: base.clone(),
         reason: error_chain(&e),
     };
-    let mut response = client.get(url).send().await.map_err(unreachable)?;
-    if response.status() == reqwest::StatusCode::NOT_FOUND {
-        let body = response.bytes().await.unwrap_or_default();
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let known = body["routes"]
-            .as_array()
-            .map(|names| {
-                names
-                    .iter()
-                    .filter_map(|n| n.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        return Err(TapError::UnknownRoute {
-            route: options.route.clone(),
-            known,
-        });
+    let get = |url: url::Url| {
+        let request = client.get(url);
+        match &token {
+            Some(token) => request.bearer_auth(token.expose()),
+            None => request,
+        }
+    };
+    let mut response = get(url).send().await.map_err(unreachable)?;
+    match response.status() {
+        reqwest::StatusCode::NOT_FOUND => {
+            // The tap does not list the routes; /routes does, to whoever holds the token.
+            let mut routes = url::Url::parse(&base).expect("parsed above");
+            routes
+                .path_segments_mut()
+                .map_err(|_| TapError::Usage(format!("`{base}` is not an http URL")))?
+                .pop_if_empty()
+                .push("routes");
+            let listed = match get(routes).send().await {
+                Ok(r) if r.status().is_success() => {
+                    let body = r.bytes().await.unwrap_or_default();
+                    serde_json::from_slice(&body).unwrap_or_default()
+                }
+                _ => Value::Null,
+            };
+            let known = listed["routes"]
+                .as_array()
+                .map(|routes| {
+                    routes
+                        .iter()
+                        .filter_map(|r| r["name"].as_str().map(escape_controls))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Err(TapError::UnknownRoute {
+                route: options.route.clone(),
+                known,
+            });
+        }
+        reqwest::StatusCode::UNAUTHORIZED => {
+            return Err(TapError::Usage(format!(
+                "the admin listener at {base} {} the admin token: give it with --token-file FILE, or -c with the config that sets admin.token",
+                if token.is_some() {
+                    "refused"
+                } else {
+                    "asks for"
+                }
+            )));
+        }
+        reqwest::StatusCode::FORBIDDEN => {
+            return Err(TapError::Usage(format!(
+                "the running ferry at {base} has taps turned off: set `admin: {{taps: true}}` in its config and restart it"
+            )));
+        }
+        _ => {}
     }
     if !response.status().is_success() {
         return Err(TapError::Failed(format!(
@@ -195,7 +265,7 @@ pub async fn tap(options: &TapOptions, out: &mut impl Write) -> Result<(), TapEr
                 seen += 1;
             }
             let shown = if options.json {
-                line.to_string()
+                json_escape_controls(line)
             } else {
                 human(&event)
             };
@@ -233,13 +303,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// One tap event as `ferry tap` prints it:
 /// `before  sensors/kitchen  {"t":21.5}`, `after → nats  iot.sensors.kitchen  {...}`,
 /// `filtered  SUBJECT  PAYLOAD`, `failed  SUBJECT  REASON`.
+/// Every field is remote text: its control characters are escaped (see [`escape_controls`]).
 fn human(event: &Value) -> String {
-    let text = |key: &str| event[key].as_str().unwrap_or("").to_string();
+    let text = |key: &str| escape_controls(event[key].as_str().unwrap_or(""));
     let stage = text("stage");
     let subject = text("subject");
     let payload = match event["payload_base64"].as_bool() {
         Some(true) => format!("(binary, base64) {}", text("payload")),
-        _ => text("payload").replace('\n', "\\n").replace('\r', "\\r"),
+        _ => text("payload"),
     };
     let payload = if payload.chars().count() > MAX_SHOWN_CHARS {
         let mut cut: String = payload.chars().take(MAX_SHOWN_CHARS).collect();
@@ -253,6 +324,37 @@ fn human(event: &Value) -> String {
         "failed" => format!("failed  {subject}  {}", text("reason")),
         _ => format!("{stage}  {subject}  {payload}"),
     }
+}
+
+/// `text` with every control character (C0 with ESC, DEL, C1) written as an escape, so that
+/// what a route carries cannot move the cursor, retitle or recolour the operator's terminal,
+/// or hide a line: `\n`, `\r`, `\t` as such, the rest as `\u{..}`. `\` itself stays.
+pub fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A JSON line with DEL and the C1 controls (which JSON lets through raw inside strings) as
+/// `\uXXXX`: the same JSON, nothing a terminal acts on.
+fn json_escape_controls(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    for c in line.chars() {
+        if c.is_control() {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -298,11 +400,50 @@ mod tests {
             }));
             proptest::prop_assert!(!line.contains('\n') || subject.contains('\n') || reason.contains('\n'));
         }
+
+        /// Whatever a route carries (any character, controls included) reaches the terminal
+        /// with no control character at all, in every field `ferry tap` prints.
+        #[test]
+        fn no_control_character_reaches_the_terminal(
+            stage in "(before|after|filtered|failed|\\PC*)",
+            subject in "(\\PC|\\p{Cc}|\u{1b}\\[31m|\u{1b}\\]0;x\u{7}){0,20}",
+            payload in "(\\PC|\\p{Cc}|\u{1b}\\[2J|\u{9b}){0,50}",
+            reason in "(\\PC|\\p{Cc}|\u{1b}){0,20}",
+            sink in "(\\PC|\\p{Cc}){0,10}",
+        ) {
+            let line = human(&json!({
+                "stage": stage, "subject": subject, "payload": payload, "reason": reason,
+                "sink": sink,
+            }));
+            proptest::prop_assert!(!line.chars().any(char::is_control), "{line:?}");
+            let failed = human(&json!({"stage": "failed", "subject": subject, "reason": reason}));
+            proptest::prop_assert!(!failed.chars().any(char::is_control), "{failed:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// `--json` lines stay the same JSON, with no control character left raw.
+        #[test]
+        fn json_lines_keep_their_meaning_without_controls(payload in "(\\PC|\\p{Cc}){0,40}") {
+            let line = json!({"payload": payload}).to_string();
+            let shown = json_escape_controls(&line);
+            proptest::prop_assert!(!shown.chars().any(char::is_control));
+            let back: Value = serde_json::from_str(&shown).unwrap();
+            proptest::prop_assert_eq!(back["payload"].as_str(), Some(payload.as_str()));
+        }
+    }
+
+    #[test]
+    fn controls_are_written_as_escapes() {
+        assert_eq!(
+            escape_controls("a\u{1b}[31mb\n\u{7f}\u{9b}\t\u{0}é"),
+            "a\\u{1b}[31mb\\n\\u{7f}\\u{9b}\\t\\u{0}é"
+        );
     }
 
     #[test]
     fn the_admin_address_may_be_a_port_an_address_or_a_url() {
-        let url = |s: &str| base_url(&AdminAddress::Url(s.into())).unwrap();
+        let url = |s: &str| base_url(&AdminAddress::Url(s.into())).unwrap().0;
         assert_eq!(url("7439"), "http://127.0.0.1:7439");
         assert_eq!(url("10.0.0.5:7439"), "http://10.0.0.5:7439");
         assert_eq!(url("http://[::1]:7439/"), "http://[::1]:7439");

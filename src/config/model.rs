@@ -57,6 +57,57 @@ pub struct Admin {
     /// Address and port; a bare port listens on 127.0.0.1. Without `listen`,
     /// 127.0.0.1:[`DEFAULT_ADMIN_PORT`].
     pub listen: std::net::SocketAddr,
+    /// The bearer token `/metrics`, `/routes` and the taps ask for; `None`: they are open to
+    /// whoever reaches the listener (`/healthz` and `/readyz` always are).
+    pub token: Option<Secret>,
+    /// Serve `/routes/{route}/tap` (live payloads); off unless asked for.
+    pub taps: bool,
+    /// The `Host` names (no port) a request may carry, lower case; empty: any. By default the
+    /// loopback names on a loopback listener, which defeats DNS rebinding.
+    pub allowed_hosts: Vec<String>,
+    /// Connections served at once; past it, the one idle the longest is closed.
+    pub max_connections: usize,
+    /// How long a client has to send a request's headers (also the most a connection may
+    /// sit idle between requests).
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moved either way for this long is closed.
+    pub idle_timeout: Duration,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<AdminTls>,
+}
+
+impl Admin {
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+    pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    /// `allowed_hosts` on a loopback listener unless the config says otherwise.
+    pub const LOOPBACK_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+    /// The listener as `listen` alone configures it, with every other setting at its default.
+    pub fn on(listen: std::net::SocketAddr) -> Admin {
+        let allowed_hosts = if listen.ip().is_loopback() {
+            Self::LOOPBACK_HOSTS.map(String::from).to_vec()
+        } else {
+            Vec::new()
+        };
+        Admin {
+            listen,
+            token: None,
+            taps: false,
+            allowed_hosts,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Self::DEFAULT_HEADER_READ_TIMEOUT,
+            idle_timeout: Self::DEFAULT_IDLE_TIMEOUT,
+            tls: None,
+        }
+    }
+}
+
+/// The admin listener's own certificate (PEM chain) and private key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdminTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The admin listener's port when `admin:` names none: one that no common service (brokers,
@@ -576,6 +627,15 @@ pub struct SseServerConnection {
     /// may read it: `*` or one origin (`https://dashboard.example.com`). `None`: no header,
     /// only pages served from the admin listener's own origin can read the stream.
     pub cors_origin: Option<String>,
+    /// The token a client must show (`?token=` or the `ferry_token` cookie, since a
+    /// browser's EventSource sends no headers); `None`: the stream is public.
+    pub token: Option<Secret>,
+    /// Clients served at once; one more is answered 503.
+    pub max_clients: usize,
+}
+
+impl SseServerConnection {
+    pub const DEFAULT_MAX_CLIENTS: usize = 1000;
 }
 
 /// One route: a source, the mapping stage, one or more sinks.

@@ -435,8 +435,88 @@ impl<'a> Decoder<'a> {
                 }
             }),
         };
+        let mut admin = Admin::on(listen?);
+        admin.token = self.opt_string(&mut obj, "token").map(Secret);
+        admin.taps = self.opt_bool(&mut obj, "taps", false);
+        if let Some(n) = obj.get("allowed_hosts") {
+            admin.allowed_hosts = self.allowed_hosts(n).unwrap_or_default();
+        }
+        if let Some(n) = obj.get("max_connections") {
+            admin.max_connections = self
+                .number(n, "max_connections", 1, 1_000_000)
+                .map_or(Admin::DEFAULT_MAX_CONNECTIONS, |v| v as usize);
+        }
+        admin.header_read_timeout = self.duration(
+            &mut obj,
+            "header_read_timeout",
+            Admin::DEFAULT_HEADER_READ_TIMEOUT,
+        );
+        admin.idle_timeout = self.duration(&mut obj, "idle_timeout", Admin::DEFAULT_IDLE_TIMEOUT);
+        for (key, value) in [
+            ("header_read_timeout", admin.header_read_timeout),
+            ("idle_timeout", admin.idle_timeout),
+        ] {
+            if value.is_zero()
+                && let Some(n) = obj.get(key)
+            {
+                self.error(
+                    n.pos,
+                    format!("`{key}` cannot be 0"),
+                    Some("a connection needs some time: write e.g. `5s` or `1m`".into()),
+                );
+            }
+        }
+        if let Some(node) = obj.get("tls")
+            && let Some(mut t) = self.obj(node, "the admin listener's `tls`")
+        {
+            let cert = self
+                .required(&mut t, "cert")
+                .and_then(|n| self.string(n, "cert"));
+            let key = self
+                .required(&mut t, "key")
+                .and_then(|n| self.string(n, "key"));
+            t.finish(self);
+            if let (Some(cert), Some(key)) = (cert, key) {
+                admin.tls = Some(AdminTls {
+                    cert: cert.into(),
+                    key: key.into(),
+                });
+            }
+        }
         obj.finish(self);
-        Some(Admin { listen: listen? })
+        Some(admin)
+    }
+
+    /// `allowed_hosts`: a list of host names or addresses (`*` for any); any port goes.
+    fn allowed_hosts(&mut self, node: &Node) -> Option<Vec<String>> {
+        let Value::Seq(items) = &node.value else {
+            self.error(
+                node.pos,
+                format!(
+                    "`allowed_hosts` must be a list, found {}",
+                    node.value.kind()
+                ),
+                Some("write e.g. `allowed_hosts: [ferry.example.com, 10.0.0.5]`".into()),
+            );
+            return None;
+        };
+        let mut hosts = Vec::new();
+        for item in items {
+            let host = self.string(item, "allowed_hosts")?.to_ascii_lowercase();
+            if host == "*" {
+                return Some(Vec::new());
+            }
+            if crate::admin::host_name(&host) != Some(host.as_str()) {
+                self.error(
+                    item.pos,
+                    format!("`{host}` is not a host name"),
+                    Some("write a name or address without scheme or port, such as `ferry.example.com`, `10.0.0.5` or `[::1]`; `*` allows any".into()),
+                );
+                return None;
+            }
+            hosts.push(host);
+        }
+        Some(hosts)
     }
 
     /// `sse_server` connections live on the admin listener, each on a path of its own.
@@ -1299,12 +1379,21 @@ impl<'a> Decoder<'a> {
             );
             None
         });
+        let token = self.opt_string(&mut obj, "token").map(Secret);
+        let max_clients = match obj.get("max_clients") {
+            Some(n) => self
+                .number(n, "max_clients", 1, 1_000_000)
+                .map_or(SseServerConnection::DEFAULT_MAX_CLIENTS, |v| v as usize),
+            None => SseServerConnection::DEFAULT_MAX_CLIENTS,
+        };
         obj.finish(self);
         Some(SseServerConnection {
             path: path?,
             buffer,
             keep_alive,
             cors_origin,
+            token,
+            max_clients,
         })
     }
 
@@ -2307,6 +2396,65 @@ routes:
     from: { connection: m, topic: "s/#" }
     to: { connection: web, event: "{{ topic[1] }}" }
 "#;
+
+    #[test]
+    fn admin_locks_are_parsed_with_their_defaults() {
+        let admin = |admin: &str| {
+            let yaml = SSE_SERVER.replace("admin: { listen: 9090 }", admin);
+            let config = parse(&yaml, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+            config.admin.unwrap()
+        };
+        let loopback = admin("admin: {}");
+        assert_eq!(loopback.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+        assert_eq!((loopback.token.is_none(), loopback.taps), (true, false));
+        assert_eq!(loopback.max_connections, 256);
+        assert_eq!(loopback.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(loopback.idle_timeout, Duration::from_secs(60));
+        assert!(
+            admin("admin: { listen: \"0.0.0.0:9\" }")
+                .allowed_hosts
+                .is_empty()
+        );
+        let locked = admin(
+            "admin: { token: \"${file:/t}\", taps: true, allowed_hosts: [Ferry.Example, \"[::1]\"], max_connections: 9, header_read_timeout: 2s, idle_timeout: 30s, tls: { cert: /c.pem, key: /k.pem } }",
+        );
+        assert_eq!(locked.token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(format!("{:?}", locked.token), "Some(Secret(***))");
+        assert_eq!(locked.allowed_hosts, ["ferry.example", "[::1]"]);
+        assert_eq!(locked.max_connections, 9);
+        assert_eq!(locked.tls.unwrap().key, PathBuf::from("/k.pem"));
+        assert!(
+            admin("admin: { allowed_hosts: [a, \"*\"] }")
+                .allowed_hosts
+                .is_empty()
+        );
+        for (bad, says, at) in [
+            (
+                "allowed_hosts: [\"http://x\"]",
+                "`http://x` is not a host name",
+                40,
+            ),
+            ("allowed_hosts: [\"x:80\"]", "`x:80` is not a host name", 40),
+            (
+                "max_connections: 0",
+                "`max_connections` must be a whole number",
+                41,
+            ),
+            ("idle_timeout: 0s", "`idle_timeout` cannot be 0", 38),
+            ("tls: { cert: /c.pem }", "needs `key`", 29),
+        ] {
+            let yaml = SSE_SERVER.replace(
+                "admin: { listen: 9090 }",
+                &format!("admin: {{ listen: 9090, {bad} }}"),
+            );
+            let text = errors(&yaml).join("\n");
+            assert!(text.contains(says), "{bad}: {text}");
+            assert!(
+                text.contains(&format!("b.yaml:2:{at}:")),
+                "{bad} at column {at}: {text}"
+            );
+        }
+    }
 
     #[test]
     fn admin_listens_on_loopback_by_default() {

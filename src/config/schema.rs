@@ -267,6 +267,37 @@ struct Admin {
     /// `admin: {}` listens on 127.0.0.1:7439.
     #[schemars(extend("default" = "127.0.0.1:7439"))]
     listen: Option<Interpolated<Listen>>,
+    /// The bearer token `/metrics`, `/routes` and the taps ask for (`Authorization: Bearer
+    /// ...`), e.g. `${file:/etc/ferry/admin-token}`. `/healthz` and `/readyz` stay open.
+    token: Option<Text>,
+    /// Serve `/routes/{route}/tap`, which shows every message of a route live.
+    #[schemars(extend("default" = false))]
+    taps: Option<Flag>,
+    /// The `Host` names requests may carry (any port); `*` allows any. Default: `localhost`,
+    /// `127.0.0.1` and `[::1]` on a loopback listener, any elsewhere.
+    allowed_hosts: Option<Vec<Text>>,
+    /// Connections served at once; past it the one idle the longest is closed. Also held
+    /// under half of the process's open-file limit.
+    #[schemars(extend("default" = 256))]
+    max_connections: Option<Whole<1, 1000000>>,
+    /// How long a client has to send a request's headers, and may stay idle between requests.
+    #[schemars(extend("default" = "5s"))]
+    header_read_timeout: Option<Duration>,
+    /// A connection on which nothing moved either way for this long is closed.
+    #[schemars(extend("default" = "1m"))]
+    idle_timeout: Option<Duration>,
+    /// Serve HTTPS instead of plain HTTP.
+    tls: Option<AdminTls>,
+}
+
+/// The admin listener's certificate and key.
+#[derive(JsonSchema)]
+#[schemars(deny_unknown_fields)]
+struct AdminTls {
+    /// The PEM certificate chain, the listener's own first.
+    cert: Text,
+    /// The PEM private key of `cert`.
+    key: Text,
 }
 
 struct Listen;
@@ -628,6 +659,12 @@ struct SseServerConnection {
     keep_alive: Option<Duration>,
     /// The origin whose pages may read the stream (`*` for any). Default: the listener's own.
     cors_origin: Option<Text>,
+    /// The token a client must show as `?token=` or in the `ferry_token` cookie. Default: the
+    /// stream is public.
+    token: Option<Text>,
+    /// Clients served at once; one more is answered 503.
+    #[schemars(extend("default" = 1000))]
+    max_clients: Option<Whole<1, 1000000>>,
 }
 
 /// A route: one source, a mapping stage, one or more sinks.
@@ -1006,7 +1043,15 @@ shutdown_timeout: 10s
 startup_timeout: 30s
 threads: 1
 state_dir: /var/lib/ferry
-admin: { listen: 127.0.0.1:9090 }
+admin:
+  listen: 127.0.0.1:9090
+  token: "${file:/etc/ferry/admin-token}"
+  taps: true
+  allowed_hosts: [ferry.example.com, "[::1]"]
+  max_connections: 512
+  header_read_timeout: 5s
+  idle_timeout: 1m
+  tls: { cert: /etc/ferry/admin.pem, key: /etc/ferry/admin.key }
 loop_guard: { instance: edge-1, max_hops: 8 }
 connections:
   plant:
@@ -1066,7 +1111,7 @@ connections:
       timeout: 5s
       max_concurrent: 2
   browser:
-    sse_server: { path: /events/sensors, buffer: 100, keep_alive: 15s, cors_origin: "*" }
+    sse_server: { path: /events/sensors, buffer: 100, keep_alive: 15s, cors_origin: "*", token: "${STREAM_TOKEN}", max_clients: 500 }
   md:
     migratorydata:
       servers: [http://md1:8800, https://md2:8443]
@@ -1124,6 +1169,7 @@ routes:
     const SHAPES: &[(&str, &[&str])] = &[
         ("the configuration", &[""]),
         ("`admin`", &["Admin"]),
+        ("the admin listener's `tls`", &["AdminTls"]),
         ("`loop_guard`", &["LoopGuard"]),
         ("a connection", &["Connection"]),
         ("`reconnect`", &["Reconnect"]),

@@ -21,6 +21,12 @@
 //!   disconnected: a reconnecting EventSource would only be sent the buffer again, and a
 //!   chronically slow one would do so in a loop.
 //!
+//! **Limits and access.** Each event is rendered once into shared bytes: a client's queue holds
+//! references, so a hundred clients that stopped reading cost their sockets' buffers, not a
+//! copy of every event each; the listener's idle timeout then closes them. A stream takes at
+//! most `max_clients` clients (one more gets 503). With `token` set, a client must show it as
+//! `?token=` or in the `ferry_token` cookie (an EventSource can send no header), else 401.
+//!
 //! A stream answers `?event=a,b` with only the events of those names (the rest of the query
 //! is ignored, so cache-busting parameters do no harm). With `cors_origin` set, the response
 //! carries `Access-Control-Allow-Origin`, which is all a page on another origin needs: an
@@ -33,17 +39,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
-use crate::config::{self, SinkSpec};
+use crate::config::{self, Secret, SinkSpec};
 use crate::message::Message;
 use crate::pipeline::status::ConnectionStatus;
 
@@ -114,8 +121,31 @@ struct Stored {
     id: u64,
     /// The event name, for `?event=` filters.
     event: String,
-    /// The whole event, rendered once for every client.
-    frame: Event,
+    /// The whole event as sent, rendered once and shared by every client.
+    frame: Bytes,
+}
+
+/// One event in the wire format: `id:`, `event:`, a `data:` line per line of `text` (which
+/// has no CR LF pairs left; a lone CR ends a line too, as an SSE parser takes it).
+fn render(id: u64, event: &str, text: &str) -> Bytes {
+    let mut frame = String::with_capacity(text.len() + event.len() + 40);
+    frame.push_str("id: ");
+    frame.push_str(&id.to_string());
+    frame.push_str("\nevent: ");
+    frame.push_str(event);
+    frame.push('\n');
+    for line in text.split(['\n', '\r']) {
+        frame.push_str("data: ");
+        frame.push_str(line);
+        frame.push('\n');
+    }
+    frame.push('\n');
+    Bytes::from(frame)
+}
+
+/// A comment line (ignored by EventSource).
+fn comment(text: &str) -> Bytes {
+    Bytes::from(format!(": {text}\n\n"))
 }
 
 /// The most recent events, oldest first, with consecutive ids.
@@ -189,6 +219,10 @@ struct Hub {
     keep_alive: Duration,
     cors_origin: Option<HeaderValue>,
     clients: AtomicUsize,
+    /// Clients served at once, at most.
+    max_clients: usize,
+    /// What a client must show; `None`: public.
+    token: Option<Secret>,
 }
 
 impl Hub {
@@ -208,6 +242,8 @@ impl Hub {
                 .as_deref()
                 .and_then(|o| HeaderValue::from_str(o).ok()),
             clients: AtomicUsize::new(0),
+            max_clients: config.max_clients,
+            token: config.token.clone(),
         }
     }
 
@@ -239,10 +275,7 @@ impl Hub {
         let id = ring.push(|id| Stored {
             id,
             event: message.subject.clone(),
-            frame: Event::default()
-                .id(id.to_string())
-                .event(&message.subject)
-                .data(text),
+            frame: render(id, &message.subject, &text),
         });
         // Under the lock, so the clients see ids change in order.
         self.newest.send_replace(id);
@@ -265,6 +298,32 @@ impl Sink for StreamSink {
 struct StreamQuery {
     /// Comma-separated event names: send only those.
     event: Option<String>,
+    /// The stream's token, for a stream that has one.
+    token: Option<String>,
+}
+
+/// The cookie a page may set for a stream that has a token.
+const TOKEN_COOKIE: &str = "ferry_token";
+
+/// True when the request shows `token` as `?token=` or in the `ferry_token` cookie.
+fn shows_token(token: &Secret, query: Option<&str>, headers: &HeaderMap) -> bool {
+    let expected = token.expose().as_bytes();
+    if query.is_some_and(|given| crate::admin::same_secret(given.as_bytes(), expected)) {
+        return true;
+    }
+    // As bytes: another cookie's value may be anything, and must not hide this one.
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let at = pair.iter().position(|&b| b == b'=')?;
+            Some((pair[..at].trim_ascii(), &pair[at + 1..]))
+        })
+        .any(|(name, value)| {
+            name == TOKEN_COOKIE.as_bytes()
+                && crate::admin::same_secret(value.trim_ascii(), expected)
+        })
 }
 
 /// `GET <path>`: the event stream, resumed after `Last-Event-ID` when the client sends one.
@@ -284,11 +343,31 @@ async fn serve_stream(
             .map(str::to_string)
             .collect()
     });
-    let keep_alive = KeepAlive::new().interval(hub.keep_alive).text("keep-alive");
+    if let Some(token) = &hub.token
+        && !shows_token(token, query.token.as_deref(), &headers)
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "this stream needs its token: ?token=TOKEN or the ferry_token cookie\n",
+        )
+            .into_response();
+    }
     let cors_origin = hub.cors_origin.clone();
-    let client = Client::connect(hub, last_event_id, only);
-    let mut response = Sse::new(client.into_stream())
-        .keep_alive(keep_alive)
+    let Some(client) = Client::connect(hub, last_event_id, only) else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "10")],
+            "this stream has as many clients as it serves (max_clients); try again later\n",
+        )
+            .into_response();
+    };
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(client.into_stream()),
+    )
         .into_response();
     let headers = response.headers_mut();
     // nginx buffers proxied responses unless told not to; a stream must not be buffered.
@@ -304,22 +383,34 @@ struct Client {
     hub: Arc<Hub>,
     /// The last id this client has; it is sent what comes after.
     after: u64,
-    /// Events (and notes) fetched but not yet handed to the response body.
-    pending: VecDeque<Event>,
+    /// Events (and notes) fetched but not yet handed to the response body: shared frames.
+    pending: VecDeque<Bytes>,
     newest: watch::Receiver<u64>,
     /// `?event=`: the names it wants, or all.
     only: Option<Vec<String>>,
 }
 
 impl Client {
-    /// Registers a client. With `last_event_id`, what it missed (within `buffer`) is queued
-    /// first; without, it starts with the next event.
-    fn connect(hub: Arc<Hub>, last_event_id: Option<u64>, only: Option<Vec<String>>) -> Client {
+    /// Registers a client, or `None` when the stream has `max_clients` already. With
+    /// `last_event_id`, what it missed (within `buffer`) is queued first; without, it starts
+    /// with the next event.
+    fn connect(
+        hub: Arc<Hub>,
+        last_event_id: Option<u64>,
+        only: Option<Vec<String>>,
+    ) -> Option<Client> {
+        let max = hub.max_clients;
+        let n = hub
+            .clients
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?
+            + 1;
         // Subscribe before reading the ring: an event stored in between wakes the client
         // (and is then found already sent), so nothing falls in the gap.
         let newest = hub.newest.subscribe();
         let after = hub.ring.lock().expect("sse ring lock").newest();
-        let n = hub.clients.fetch_add(1, Ordering::Relaxed) + 1;
         let mut client = Client {
             after,
             pending: VecDeque::new(),
@@ -337,7 +428,7 @@ impl Client {
             last_event_id.map_or("none".to_string(), |id| id.to_string()),
             client.pending.len(),
         );
-        client
+        Some(client)
     }
 
     /// Queues what came after `self.after` (among the last `limit` events) and moves the
@@ -348,7 +439,7 @@ impl Client {
         let newest = ring.newest();
         drop(ring);
         if since.missed {
-            self.pending.push_back(Event::default().comment(format!(
+            self.pending.push_back(comment(&format!(
                 "events after id {} are missing: they are no longer buffered",
                 self.after
             )));
@@ -364,8 +455,9 @@ impl Client {
     }
 
     /// The events as the response body streams them: queued ones first, then each new one as
-    /// it is stored, until the connections close (what was stored by then is still sent).
-    fn into_stream(self) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    /// it is stored, until the connections close (what was stored by then is still sent); a
+    /// keep-alive comment when nothing was sent for `keep_alive`.
+    fn into_stream(self) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
         futures_util::stream::unfold((self, false), |(mut client, mut closing)| async move {
             loop {
                 if let Some(event) = client.pending.pop_front() {
@@ -377,6 +469,9 @@ impl Client {
                 tokio::select! {
                     _ = client.hub.closed.cancelled() => closing = true,
                     changed = client.newest.changed() => closing = changed.is_err(),
+                    () = tokio::time::sleep(client.hub.keep_alive) => {
+                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (client, closing)));
+                    }
                 }
                 client.fetch(usize::MAX);
             }
@@ -399,7 +494,7 @@ mod tests {
         Stored {
             id,
             event: "e".into(),
-            frame: Event::default(),
+            frame: Bytes::new(),
         }
     }
 
@@ -448,6 +543,8 @@ mod tests {
             buffer,
             keep_alive: Duration::from_secs(15),
             cors_origin: None,
+            token: None,
+            max_clients: 5,
         };
         Arc::new(Hub::new("web", &config, 1_000))
     }
@@ -459,16 +556,8 @@ mod tests {
     /// What a client's queue would put on the wire.
     fn wire(client: &mut Client) -> String {
         let mut out = String::new();
-        while let Some(event) = client.pending.pop_front() {
-            let body = Sse::new(futures_util::stream::iter([Ok::<_, Infallible>(event)]));
-            let response = body.into_response();
-            let bytes = futures_util::FutureExt::now_or_never(axum::body::to_bytes(
-                response.into_body(),
-                usize::MAX,
-            ))
-            .unwrap()
-            .unwrap();
-            out.push_str(std::str::from_utf8(&bytes).unwrap());
+        while let Some(frame) = client.pending.pop_front() {
+            out.push_str(std::str::from_utf8(&frame).unwrap());
         }
         out
     }
@@ -476,7 +565,7 @@ mod tests {
     #[test]
     fn events_carry_name_id_and_every_line() {
         let hub = hub(10);
-        let mut client = Client::connect(hub.clone(), None, None);
+        let mut client = Client::connect(hub.clone(), None, None).unwrap();
         hub.publish(&message(
             "sensors/kitchen",
             b"{\"a\": 1,\r\n \"b\": 2}\nend",
@@ -514,11 +603,11 @@ mod tests {
                 .unwrap();
         }
         // Ids 1000..=1005; the ring keeps all six (LIVE_SLACK), a reconnect replays three.
-        let mut fresh = Client::connect(hub.clone(), None, None);
+        let mut fresh = Client::connect(hub.clone(), None, None).unwrap();
         assert!(fresh.pending.is_empty(), "no Last-Event-ID: live only");
-        let resumed = Client::connect(hub.clone(), Some(1003), None);
+        let resumed = Client::connect(hub.clone(), Some(1003), None).unwrap();
         assert_eq!(resumed.pending.len(), 2);
-        let mut late = Client::connect(hub.clone(), Some(1000), None);
+        let mut late = Client::connect(hub.clone(), Some(1000), None).unwrap();
         let text = wire(&mut late);
         assert!(
             text.starts_with(": events after id 1000 are missing"),
@@ -528,7 +617,7 @@ mod tests {
             text.contains("id: 1003\n") && !text.contains("id: 1002\n"),
             "{text}"
         );
-        let mut odd = Client::connect(hub.clone(), Some(999), Some(vec!["odd".into()]));
+        let mut odd = Client::connect(hub.clone(), Some(999), Some(vec!["odd".into()])).unwrap();
         let text = wire(&mut odd);
         assert_eq!(text.matches("event: odd").count(), 2, "{text}");
         assert!(!text.contains("event: even"), "{text}");
@@ -538,14 +627,82 @@ mod tests {
         assert!(wire(&mut fresh).contains("id: 1006\n"));
         assert!(wire(&mut odd).contains("id: 1006\n"));
         assert_eq!(hub.clients.load(Ordering::Relaxed), 4);
-        drop((fresh, resumed, late, odd));
+        let fifth = Client::connect(hub.clone(), None, None).unwrap();
+        assert!(
+            Client::connect(hub.clone(), None, None).is_none(),
+            "max_clients 5"
+        );
+        drop((fresh, resumed, late, odd, fifth));
         assert_eq!(hub.clients.load(Ordering::Relaxed), 0);
+        assert!(Client::connect(hub.clone(), None, None).is_some());
+    }
+
+    proptest::proptest! {
+        /// Any payload text (line breaks of every kind, any Unicode) is framed so that an SSE
+        /// parser gets it back: each line one `data:` line, joined with LF.
+        #[test]
+        fn any_text_is_framed_into_data_lines(
+            id in proptest::num::u64::ANY,
+            event in "[^\r\n]{1,20}",
+            text in "(\\PC|\r\n|\n|\r){1,200}",
+        ) {
+            let text = text.replace("\r\n", "\n");
+            let frame = render(id, &event, &text);
+            let frame = std::str::from_utf8(&frame).unwrap();
+            let block = frame.strip_suffix("\n\n").unwrap();
+            let mut lines = block.split('\n');
+            let (id_line, event_line) = (format!("id: {id}"), format!("event: {event}"));
+            proptest::prop_assert_eq!(lines.next(), Some(id_line.as_str()));
+            proptest::prop_assert_eq!(lines.next(), Some(event_line.as_str()));
+            let data: Vec<&str> = lines
+                .map(|l| l.strip_prefix("data: ").expect("a data line"))
+                .collect();
+            proptest::prop_assert_eq!(data.join("\n"), text.replace('\r', "\n"));
+        }
+
+        /// A `Cookie` header is remote text: any value is judged without a panic, and the
+        /// token is found among any other pairs.
+        #[test]
+        fn any_cookie_header_is_judged(before in "\\PC{0,40}", after in "[^;]{0,20}(;[^;]{0,20}){0,3}") {
+            let token = Secret("t0k".into());
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&before) {
+                headers.insert(header::COOKIE, v);
+                let _ = shows_token(&token, None, &headers);
+            }
+            let cookie = format!("a=1; ferry_token=t0k;{after}");
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                headers.insert(header::COOKIE, v);
+                proptest::prop_assert!(shows_token(&token, None, &headers));
+            }
+        }
+    }
+
+    #[test]
+    fn a_stream_token_is_taken_from_the_query_or_the_cookie() {
+        let token = Secret("t0k".into());
+        let cookie = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        let none = HeaderMap::new();
+        assert!(shows_token(&token, Some("t0k"), &none));
+        assert!(!shows_token(&token, Some("t0"), &none));
+        assert!(!shows_token(&token, None, &none));
+        assert!(shows_token(&token, None, &cookie("a=b; ferry_token=t0k")));
+        assert!(!shows_token(
+            &token,
+            None,
+            &cookie("ferry_token=x; other=t0k")
+        ));
+        assert!(!shows_token(&token, None, &cookie("xferry_token=t0k")));
     }
 
     #[test]
     fn a_slow_client_skips_what_was_pushed_out_and_is_told() {
         let hub = hub(0);
-        let mut slow = Client::connect(hub.clone(), None, None);
+        let mut slow = Client::connect(hub.clone(), None, None).unwrap();
         for i in 0..LIVE_SLACK + 10 {
             hub.publish(&Message::new("m".into(), "e", format!("{i}")))
                 .unwrap();
@@ -562,7 +719,7 @@ mod tests {
             "{text}"
         );
         // buffer: 0 replays nothing, but says so.
-        let resumed = Client::connect(hub.clone(), Some(1_100), None);
+        let resumed = Client::connect(hub.clone(), Some(1_100), None).unwrap();
         assert_eq!(resumed.pending.len(), 1);
     }
 }

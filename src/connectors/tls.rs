@@ -57,7 +57,7 @@ pub fn client_config(tls: &Tls, connection: &str) -> anyhow::Result<Arc<ClientCo
     Ok(Arc::new(config))
 }
 
-fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+pub(crate) fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -70,7 +70,7 @@ fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     Ok(certs)
 }
 
-fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
+pub(crate) fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     rustls_pemfile::private_key(&mut pem.as_slice())
         .with_context(|| format!("{}: not a PEM private key file", path.display()))?

@@ -75,6 +75,22 @@ impl Ferry {
         Self::launch(&["run", "-c", "bridges.yaml"], yaml, env, false, None)
     }
 
+    /// Like [`Ferry::start`], with the process's open-file limit (soft and hard) at `nofile`,
+    /// set by util-linux `prlimit`, which then executes ferry (the pid is ferry's).
+    pub fn start_with_open_file_limit(yaml: &str, nofile: u64) -> Ferry {
+        let limit = format!("--nofile={nofile}:{nofile}");
+        let prlimit = super::require_binary("prlimit", "util-linux");
+        let args = [
+            limit.as_str(),
+            "--",
+            ferry_bin(),
+            "run",
+            "-c",
+            "bridges.yaml",
+        ];
+        Self::launch_program(&prlimit, &args, yaml, &[], false, None)
+    }
+
     /// Starts `ferry relay ARGS` (in a fresh temporary directory, `RUST_LOG=ferry=info` so that
     /// `ferry ready` shows), with `stdin` as its standard input (then closed; none: empty).
     /// Its stdout is kept byte for byte ([`Ferry::stdout`]).
@@ -105,13 +121,32 @@ impl Ferry {
         journal: bool,
         relay_stdin: Option<Option<Vec<u8>>>,
     ) -> Ferry {
+        Self::launch_program(
+            Path::new(ferry_bin()),
+            args,
+            yaml,
+            env,
+            journal,
+            relay_stdin,
+        )
+    }
+
+    /// [`Ferry::launch`] through `program` (ferry itself, or a wrapper that executes it).
+    fn launch_program(
+        program: &Path,
+        args: &[&str],
+        yaml: &str,
+        env: &[(&str, &str)],
+        journal: bool,
+        relay_stdin: Option<Option<Vec<u8>>>,
+    ) -> Ferry {
         let dir = tempfile::Builder::new()
             .prefix("ferry-run-")
             .tempdir()
             .unwrap();
         let config = dir.path().join("bridges.yaml");
         std::fs::write(&config, yaml).unwrap();
-        let mut command = Command::new(ferry_bin());
+        let mut command = Command::new(program);
         command
             .args(args)
             .current_dir(dir.path())
