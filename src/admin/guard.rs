@@ -176,7 +176,7 @@ mod tests {
 
     #[test]
     fn the_token_must_match_exactly() {
-        let guard = Guard::new(Vec::new(), Some(Secret("s3cret".into())));
+        let guard = Guard::new(Vec::new(), Some(Secret::new("s3cret")));
         let with = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::AUTHORIZATION, HeaderValue::from_str(value).unwrap());

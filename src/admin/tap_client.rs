@@ -130,9 +130,7 @@ fn token(options: &TapOptions, from_config: Option<Secret>) -> Result<Option<Sec
             path.display()
         ))
     })?;
-    Ok(Some(Secret(
-        text.lines().next().unwrap_or("").trim().to_string(),
-    )))
+    Ok(Some(Secret::new(text.lines().next().unwrap_or("").trim())))
 }
 
 /// Taps `options.route` of the running daemon, printing each event to `out` until

@@ -436,7 +436,7 @@ impl<'a> Decoder<'a> {
             }),
         };
         let mut admin = Admin::on(listen?);
-        admin.token = self.opt_string(&mut obj, "token").map(Secret);
+        admin.token = self.opt_string(&mut obj, "token").map(Secret::new);
         admin.taps = self.opt_bool(&mut obj, "taps", false);
         if let Some(n) = obj.get("allowed_hosts") {
             admin.allowed_hosts = self.allowed_hosts(n).unwrap_or_default();
@@ -1379,7 +1379,7 @@ impl<'a> Decoder<'a> {
             );
             None
         });
-        let token = self.opt_string(&mut obj, "token").map(Secret);
+        let token = self.opt_string(&mut obj, "token").map(Secret::new);
         let max_clients = match obj.get("max_clients") {
             Some(n) => self
                 .number(n, "max_clients", 1, 1_000_000)

@@ -664,7 +664,7 @@ mod tests {
         /// token is found among any other pairs.
         #[test]
         fn any_cookie_header_is_judged(before in "\\PC{0,40}", after in "[^;]{0,20}(;[^;]{0,20}){0,3}") {
-            let token = Secret("t0k".into());
+            let token = Secret::new("t0k");
             let mut headers = HeaderMap::new();
             if let Ok(v) = HeaderValue::from_str(&before) {
                 headers.insert(header::COOKIE, v);
@@ -680,7 +680,7 @@ mod tests {
 
     #[test]
     fn a_stream_token_is_taken_from_the_query_or_the_cookie() {
-        let token = Secret("t0k".into());
+        let token = Secret::new("t0k");
         let cookie = |value: &str| {
             let mut headers = HeaderMap::new();
             headers.insert(header::COOKIE, HeaderValue::from_str(value).unwrap());
