@@ -229,6 +229,9 @@ fn units_pass_systemd_analyze_verify_and_security() {
         "ExecReload=/bin/kill -HUP $MAINPID",
         "RestartPreventExitStatus=2",
         "StateDirectory=ferry\n",
+        // The admin listener caps its connections at half the open-file limit; brokers'
+        // reconnects need descriptors too.
+        "LimitNOFILE=65536",
     ] {
         assert!(service.contains(line), "ferry.service lacks {line:?}");
     }
@@ -238,6 +241,7 @@ fn units_pass_systemd_analyze_verify_and_security() {
         "WatchdogSec=30s",
         "StateDirectory=ferry/%i\n",
         "-c /etc/ferry/%i.yaml",
+        "LimitNOFILE=65536",
     ] {
         assert!(template.contains(line), "ferry@.service lacks {line:?}");
     }

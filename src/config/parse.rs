@@ -2419,7 +2419,7 @@ routes:
             "admin: { token: \"${file:/t}\", taps: true, allowed_hosts: [Ferry.Example, \"[::1]\"], max_connections: 9, header_read_timeout: 2s, idle_timeout: 30s, tls: { cert: /c.pem, key: /k.pem } }",
         );
         assert_eq!(locked.token.as_ref().map(Secret::expose), Some("s3cret"));
-        assert_eq!(format!("{:?}", locked.token), "Some(Secret(***))");
+        assert_eq!(format!("{:?}", locked.token), "Some(***)");
         assert_eq!(locked.allowed_hosts, ["ferry.example", "[::1]"]);
         assert_eq!(locked.max_connections, 9);
         assert_eq!(locked.tls.unwrap().key, PathBuf::from("/k.pem"));
