@@ -1,4 +1,4 @@
-//! The benchmark suite's load generator and counter (`bench/run`, issue 8).
+//! The benchmark suite's load generator and counter (`bench/run`).
 //!
 //! `loadgen pub` publishes N messages of S bytes to an MQTT topic or a NATS subject, as fast as
 //! the broker takes them or at a fixed rate. Each payload carries its sequence number and its
@@ -34,8 +34,8 @@ use serde_json::json;
 
 /// Bytes at the start of every payload: sequence number and send time.
 const HEADER_LEN: usize = 16;
-/// Requests rumqttc takes per event-loop turn (its default, 10, starves a fast publisher; see
-/// DESIGN.md "Measured facts").
+/// Requests rumqttc takes per event-loop turn (its default, 10, starves a fast publisher, as
+/// measured on a spike relay).
 const MQTT_MAX_REQUEST_BATCH: usize = 500;
 /// Requests the subscriber may queue (its acknowledgements at QoS 1).
 const MQTT_SUB_REQUEST_CHANNEL: usize = 10_000;

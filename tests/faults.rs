@@ -1,4 +1,4 @@
-//! The fault tests of issue 5: ferry relays numbered MQTT QoS 1 (or JetStream) messages into
+//! The fault tests: ferry relays numbered MQTT QoS 1 (or JetStream) messages into
 //! a JetStream stream while the test breaks something — ferry killed with `kill -9`, brokers
 //! restarted, NATS down for 30 s with a spool, a TCP connection that stops forwarding without
 //! closing, SIGTERM under load, one of two load-sharing instances killed — and then reads the

@@ -1,5 +1,5 @@
 //! [`MigratoryDataFake`]: a **fake** of MigratoryData's REST API, hand-written ONLY from the
-//! public REST documentation quoted in issue 9 (MigratoryData is a commercial server, and its
+//! public REST documentation (MigratoryData is a commercial server, and its
 //! native client protocol is closed: no real one runs here). Everything else in tests/support
 //! is the real program, bar [`super::RestdbFake`].
 //!

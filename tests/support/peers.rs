@@ -234,7 +234,8 @@ impl MqttPeer {
     }
 
     async fn connect_with(url: &str, mut options: MqttOptions) -> Result<MqttPeer, String> {
-        // The settings DESIGN.md found necessary: without them QoS 1 bursts lose messages.
+        // As ferry's own client (src/connectors/mqtt/client.rs): without these settings QoS 1
+        // bursts lose messages.
         options
             .set_keep_alive(60)
             .set_clean_start(true)

@@ -6,8 +6,10 @@
 //! properties <-> headers, the broker's limits in CONNACK) live in the `V5` arms. Nothing else in
 //! the connector names either crate.
 //!
-//! The settings below fix crate defaults that lose messages or bloat memory (DESIGN.md, "Measured
-//! facts about the chosen crates").
+//! The settings below fix crate defaults that lose messages or bloat memory, as measured on a
+//! spike relay: 65,536 preallocated outgoing inflight slots (37 MB), a 10 KiB incoming packet
+//! limit, a request channel of 10 with one request per event-loop turn (QoS 1 lost 8 % to
+//! mosquitto's queue limit), and TCP_NODELAY off.
 
 use std::time::Duration;
 
