@@ -88,8 +88,6 @@ enum Command {
         #[arg(long)]
         retain: bool,
     },
-    /// Show a route's messages live, before and after mapping, from the running daemon
-    /// (through its admin listener), without disturbing the flow.
     /// Relay messages once from one endpoint to another, from the shell: the same engine as
     /// `ferry run`, one route built from two URLs. Ends at the end of the input, after
     /// --count messages, after --timeout, or on SIGINT; prints a one-line summary.
@@ -139,6 +137,8 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Show a route's messages live, before and after mapping, from the running daemon
+    /// (through its admin listener), without disturbing the flow.
     Tap {
         /// The route to watch.
         route: String,
@@ -515,5 +515,41 @@ fn init_logging(format: LogFormat, level: &str) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// `ferry --help` gives every subcommand its own line of what it does (a misplaced doc
+    /// comment once gave `relay` the tap's and `tap` none).
+    #[test]
+    fn every_subcommand_says_what_it_does() {
+        let cli = Cli::command();
+        let about = |name: &str| {
+            cli.find_subcommand(name)
+                .and_then(|c| c.get_about())
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        };
+        assert!(
+            about("relay").starts_with("Relay messages once"),
+            "{}",
+            about("relay")
+        );
+        assert!(
+            about("tap").starts_with("Show a route's messages live"),
+            "{}",
+            about("tap")
+        );
+        for sub in cli.get_subcommands() {
+            assert!(
+                sub.get_about().is_some(),
+                "`ferry {}` has no description",
+                sub.get_name()
+            );
+        }
     }
 }
