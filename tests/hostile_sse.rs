@@ -105,14 +105,7 @@ fn peak_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_line_costs_bounded_memory_and_the_stream_resumes_after_it() {
     const FLOOD: usize = 256 * 1024 * 1024;
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-endless",
         "resume: true",
         vec![
@@ -130,26 +123,26 @@ async fn an_endless_line_costs_bounded_memory_and_the_stream_resumes_after_it() 
     )
     .await;
 
-    let got = peer.inbox.collect(2, secs(30)).await;
+    let got = r.peer.inbox.collect(2, secs(30)).await;
     assert_eq!(pairs(&got), owned(&[("e/1", "before"), ("e/2", "after")]));
-    let requests = server.wait_for_requests(2, secs(5)).await;
+    let requests = r.server.wait_for_requests(2, secs(5)).await;
     assert_eq!(requests[1].header("last-event-id").as_deref(), Some("1"));
-    let flooded = server.wait_answered(0, secs(5)).await.flooded;
+    let flooded = r.server.wait_answered(0, secs(5)).await.flooded;
     assert!(
         flooded < 64 * 1024 * 1024,
         "ferry took {flooded} bytes of the endless line before hanging up"
     );
-    ferry
+    r.ferry
         .wait_for_line("longer than 16777216 bytes (max_line_size)", secs(5))
         .await;
-    let peak = peak_kib(ferry.pid());
+    let peak = peak_kib(r.ferry.pid());
     eprintln!("endless line: ferry took {flooded} bytes, peak memory {peak} KiB");
     assert!(
         peak < 120 * 1024,
         "ferry's memory peaked at {peak} KiB while reading an endless line"
     );
-    peer.inbox.expect_nothing(millis(300)).await;
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    r.peer.inbox.expect_nothing(millis(300)).await;
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// The same with a small `max_event_size`: an event of many short `data:` lines, larger than
@@ -157,15 +150,7 @@ async fn an_endless_line_costs_bounded_memory_and_the_stream_resumes_after_it() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_past_max_event_size_is_dropped_and_the_stream_resumes() {
     let big = "data: 0123456789abcdef\n".repeat(1024); // 23 KiB of data in one event
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        admin,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-event",
         "max_event_size: 8KiB",
         vec![
@@ -184,15 +169,15 @@ async fn an_event_past_max_event_size_is_dropped_and_the_stream_resumes() {
         ],
     )
     .await;
-    let got = peer.inbox.collect(2, secs(30)).await;
+    let got = r.peer.inbox.collect(2, secs(30)).await;
     assert_eq!(pairs(&got), owned(&[("e/1", "before"), ("e/3", "after")]));
-    let requests = server.wait_for_requests(2, secs(5)).await;
+    let requests = r.server.wait_for_requests(2, secs(5)).await;
     assert_eq!(requests[1].header("last-event-id").as_deref(), Some("1"));
-    ferry
+    r.ferry
         .wait_for_line("more than 8192 bytes of data (max_event_size)", secs(5))
         .await;
     let metrics = http_client()
-        .get(format!("{admin}/metrics"))
+        .get(format!("{}/metrics", r.admin))
         .send()
         .await
         .unwrap()
@@ -203,7 +188,7 @@ async fn an_event_past_max_event_size_is_dropped_and_the_stream_resumes() {
         metrics.contains(r#"ferry_connection_input_over_limit_total{connection="feed"} 1"#),
         "{metrics}"
     );
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// A `500` whose body quotes a URL after a non-ASCII character (what once panicked the error
@@ -211,14 +196,7 @@ async fn an_event_past_max_event_size_is_dropped_and_the_stream_resumes() {
 /// reconnects, and relays; `/readyz`-style status comes back up (the `reconnected` line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_error_answer_with_a_non_ascii_body_is_logged_and_the_connection_recovers() {
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-500",
         "resume: false",
         vec![
@@ -237,33 +215,27 @@ async fn an_error_answer_with_a_non_ascii_body_is_logged_and_the_connection_reco
         ],
     )
     .await;
-    let line = ferry
+    let line = r
+        .ferry
         .wait_for_line("the server answered 500 Internal Server Error", secs(15))
         .await;
     assert!(
         line.contains("upstream failed: «http://internal/x» is down"),
         "{line}"
     );
-    let got = peer.inbox.collect(1, secs(15)).await;
+    let got = r.peer.inbox.collect(1, secs(15)).await;
     assert_eq!(pairs(&got), owned(&[("e/1", "recovered")]));
-    ferry.wait_for_line("reconnected to", secs(5)).await;
-    assert_eq!(server.requests().len(), 2);
-    assert!(ferry.is_running());
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    r.ferry.wait_for_line("reconnected to", secs(5)).await;
+    assert_eq!(r.server.requests().len(), 2);
+    assert!(r.ferry.is_running());
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// An error answer with an endless body: ferry reads at most `max_response_body` of it (the
 /// server sees ferry hang up) and quotes a short prefix, then recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_endless_error_body_is_read_only_up_to_max_response_body() {
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-500-flood",
         "max_response_body: 64KiB",
         vec![
@@ -281,19 +253,20 @@ async fn an_endless_error_body_is_read_only_up_to_max_response_body() {
         ],
     )
     .await;
-    let line = ferry
+    let line = r
+        .ferry
         .wait_for_line("the server answered 503 Service Unavailable", secs(15))
         .await;
     assert!(line.contains("xxxx…"), "{line}");
     assert!(line.len() < 1000, "the body is quoted short: {line}");
-    let got = peer.inbox.collect(1, secs(15)).await;
+    let got = r.peer.inbox.collect(1, secs(15)).await;
     assert_eq!(pairs(&got), owned(&[("e/1", "recovered")]));
-    let flooded = server.wait_answered(0, secs(5)).await.flooded;
+    let flooded = r.server.wait_answered(0, secs(5)).await.flooded;
     assert!(
         flooded < 32 * 1024 * 1024,
         "ferry read {flooded} bytes of an error answer"
     );
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// A handshake refused with an endless body: ferry reads at most `max_response_body` of it,
@@ -301,14 +274,7 @@ async fn an_endless_error_body_is_read_only_up_to_max_response_body() {
 /// stream's events arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_refusal_with_an_endless_body_is_read_only_up_to_max_response_body() {
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-handshake",
         "handshake: { on: hello, url: /subscribe }",
         vec![
@@ -335,20 +301,21 @@ async fn a_handshake_refusal_with_an_endless_body_is_read_only_up_to_max_respons
         ],
     )
     .await;
-    let line = ferry
+    let line = r
+        .ferry
         .wait_for_line("/subscribe answered 500 Internal Server Error", secs(15))
         .await;
     assert!(line.contains("xxxx…"), "{line}");
-    let flooded = server.wait_answered(1, secs(10)).await.flooded;
+    let flooded = r.server.wait_answered(1, secs(10)).await.flooded;
     assert!(
         flooded < 32 * 1024 * 1024,
         "ferry read {flooded} bytes of a handshake's refusal"
     );
-    let got = peer.inbox.collect(1, secs(15)).await;
+    let got = r.peer.inbox.collect(1, secs(15)).await;
     assert_eq!(pairs(&got), owned(&[("e/1", "after")]));
-    ferry.wait_for_line("reconnected to", secs(5)).await;
-    assert_eq!(server.requests().len(), 4);
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    r.ferry.wait_for_line("reconnected to", secs(5)).await;
+    assert_eq!(r.server.requests().len(), 4);
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// A `200` that is not `text/event-stream`, then a `204 No Content`: the standard fails such a
@@ -358,14 +325,7 @@ async fn a_handshake_refusal_with_an_endless_body_is_read_only_up_to_max_respons
 /// charset=utf-8` is an event stream: the type is compared without parameters, in any case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_content_type_or_204_is_refused_logged_and_retried_slowly() {
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-type",
         "resume: false",
         vec![
@@ -382,13 +342,14 @@ async fn a_wrong_content_type_or_204_is_refused_logged_and_retried_slowly() {
         ],
     )
     .await;
-    let refused = ferry
+    let refused = r
+        .ferry
         .wait_for_line("\"text/html\", not text/event-stream", secs(15))
         .await;
     assert!(refused.contains("ferry retries it every 1s"), "{refused}");
-    let got = peer.inbox.collect(1, secs(15)).await;
+    let got = r.peer.inbox.collect(1, secs(15)).await;
     assert_eq!(pairs(&got), owned(&[("e/2", "good")]));
-    let requests = server.wait_for_requests(3, secs(5)).await;
+    let requests = r.server.wait_for_requests(3, secs(5)).await;
     for pair in requests.windows(2) {
         let waited = pair[1].at - pair[0].at;
         assert!(
@@ -396,8 +357,8 @@ async fn a_wrong_content_type_or_204_is_refused_logged_and_retried_slowly() {
             "retried a refusing server after {waited:?}, before max_delay"
         );
     }
-    peer.inbox.expect_nothing(millis(300)).await;
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    r.peer.inbox.expect_nothing(millis(300)).await;
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// `retry: 1500` then the server closes: the reconnect comes no sooner than 1.5 s after the
@@ -405,14 +366,7 @@ async fn a_wrong_content_type_or_204_is_refused_logged_and_retried_slowly() {
 /// connection's own initial delay is 100 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_servers_retry_is_the_least_wait_before_a_reconnect() {
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-retry",
         "resume: false",
         vec![vec![
@@ -421,17 +375,22 @@ async fn the_servers_retry_is_the_least_wait_before_a_reconnect() {
         ]],
     )
     .await;
-    let got = peer.inbox.collect(1, secs(15)).await;
+    let got = r.peer.inbox.collect(1, secs(15)).await;
     assert_eq!(pairs(&got), owned(&[("e/1", "a")]));
-    let closed = server.wait_answered(0, secs(5)).await.answered_at.unwrap();
-    let requests = server.wait_for_requests(2, secs(10)).await;
+    let closed = r
+        .server
+        .wait_answered(0, secs(5))
+        .await
+        .answered_at
+        .unwrap();
+    let requests = r.server.wait_for_requests(2, secs(10)).await;
     let waited = requests[1].at - closed;
     assert!(
         waited >= millis(1500),
         "reconnected {waited:?} after the close, sooner than `retry: 1500`"
     );
     assert!(waited < secs(4), "reconnected only after {waited:?}");
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// The last event ID outlives events and streams: `id: 7` on one event, none on the next; the
@@ -439,14 +398,7 @@ async fn the_servers_retry_is_the_least_wait_before_a_reconnect() {
 /// without `id:` carries 7 too (topic `e/7`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_event_id_carries_over_events_and_reconnects() {
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-lastid",
         "resume: true",
         vec![
@@ -455,15 +407,15 @@ async fn the_last_event_id_carries_over_events_and_reconnects() {
         ],
     )
     .await;
-    let got = peer.inbox.collect(3, secs(15)).await;
+    let got = r.peer.inbox.collect(3, secs(15)).await;
     assert_eq!(
         pairs(&got),
         owned(&[("e/7", "a"), ("e/7", "b"), ("e/7", "c")])
     );
-    let requests = server.wait_for_requests(2, secs(5)).await;
+    let requests = r.server.wait_for_requests(2, secs(5)).await;
     assert_eq!(requests[0].header("last-event-id"), None);
     assert_eq!(requests[1].header("last-event-id").as_deref(), Some("7"));
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
 
 /// A block of only unknown fields, bytes that are not UTF-8, a BOM at the start and a CRLF
@@ -471,14 +423,7 @@ async fn the_last_event_id_carries_over_events_and_reconnects() {
 /// order, the bad bytes as U+FFFD, and ferry never reconnects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_fields_and_invalid_utf8_mid_stream_lose_no_event() {
-    let Run {
-        mut peer,
-        server,
-        mut ferry,
-        _mosquitto,
-        _state,
-        ..
-    } = run(
+    let mut r = run(
         "ferry-hostile-utf8",
         "resume: false",
         vec![vec![
@@ -492,7 +437,7 @@ async fn unknown_fields_and_invalid_utf8_mid_stream_lose_no_event() {
         ]],
     )
     .await;
-    let got = peer.inbox.collect(3, secs(15)).await;
+    let got = r.peer.inbox.collect(3, secs(15)).await;
     assert_eq!(
         pairs(&got),
         owned(&[
@@ -501,7 +446,7 @@ async fn unknown_fields_and_invalid_utf8_mid_stream_lose_no_event() {
             ("e/3", "three")
         ])
     );
-    peer.inbox.expect_nothing(millis(300)).await;
-    assert_eq!(server.requests().len(), 1, "the stream was never dropped");
-    assert_eq!(ferry.terminate().await.code(), Some(0));
+    r.peer.inbox.expect_nothing(millis(300)).await;
+    assert_eq!(r.server.requests().len(), 1, "the stream was never dropped");
+    assert_eq!(r.ferry.terminate().await.code(), Some(0));
 }
