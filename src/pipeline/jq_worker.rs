@@ -497,6 +497,19 @@ mod tests {
         transform: Option<&str>,
         payload: &str,
     ) -> Result<Vec<String>, Failure> {
+        let mut request = vec![0u8];
+        request.extend_from_slice(payload.as_bytes());
+        let values = round_trip(filter, transform, &request)?;
+        Ok(values.iter().map(|v| v.to_string()).collect())
+    }
+
+    /// `request` (a request frame) evaluated by the worker's side, and its reply read back
+    /// by the route's side.
+    fn round_trip(
+        filter: Option<&str>,
+        transform: Option<&str>,
+        request: &[u8],
+    ) -> Result<Vec<Val>, Failure> {
         let programs = Programs {
             format: PayloadFormat::Json,
             filter,
@@ -504,19 +517,16 @@ mod tests {
         }
         .frame();
         let (format, filter, transform) = compile(&programs).expect("compiles");
-        let mut request = vec![0u8];
-        request.extend_from_slice(payload.as_bytes());
         let mut reply = Vec::new();
         evaluate(
-            &request,
+            request,
             format,
             filter.as_ref(),
             transform.as_ref(),
             &mut reply,
         )?;
         let worker = JqWorker::new(None, Some("."), format, TransformBudget::default()).unwrap();
-        let values = worker.read_reply(&reply)?;
-        Ok(values.iter().map(|v| v.to_string()).collect())
+        worker.read_reply(&reply)
     }
 
     #[test]
@@ -548,13 +558,6 @@ mod tests {
 
     #[test]
     fn the_variables_reach_the_programs() {
-        let programs = Programs {
-            format: PayloadFormat::Json,
-            filter: None,
-            transform: Some("[$subject, $headers.h]"),
-        }
-        .frame();
-        let (format, filter, transform) = compile(&programs).unwrap();
         let mut request = vec![1u8];
         let vars = [
             Val::from("a.b".to_string()),
@@ -571,17 +574,7 @@ mod tests {
             jq_wire::encode(v, &mut request).unwrap();
         }
         request.extend_from_slice(b"null");
-        let mut reply = Vec::new();
-        evaluate(
-            &request,
-            format,
-            filter.as_ref(),
-            transform.as_ref(),
-            &mut reply,
-        )
-        .unwrap();
-        let worker = JqWorker::new(None, Some("."), format, TransformBudget::default()).unwrap();
-        let values = worker.read_reply(&reply).unwrap();
+        let values = round_trip(None, Some("[$subject, $headers.h]"), &request).unwrap();
         assert_eq!(values[0].to_string(), r#"["a.b","é"]"#);
     }
 
