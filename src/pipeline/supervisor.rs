@@ -316,10 +316,6 @@ impl OwnerRun {
             asked,
         }
     }
-
-    pub fn owner(&self) -> &Owner {
-        &self.owner
-    }
 }
 
 /// A group of tasks of one owner, which shutdown can close and wait for. Cheap to clone.
@@ -424,11 +420,6 @@ impl Tasks {
     /// True while tasks of the group run (or it is not closed yet).
     pub fn is_running(&self) -> bool {
         !(self.tracker.is_closed() && self.tracker.is_empty())
-    }
-
-    /// Whose tasks these are.
-    pub fn owner(&self) -> &Owner {
-        &self.run.owner
     }
 }
 
