@@ -1,7 +1,10 @@
 //! `bridges.yaml` to a validated, typed [`Config`]. No I/O beyond reading the file (and the
 //! `${file:...}` secrets it names).
 
+mod admin_listener;
+mod decode;
 pub mod delivery;
+mod deserialize;
 mod diagnostics;
 mod interpolate;
 mod model;
@@ -12,6 +15,8 @@ pub mod relay;
 pub mod schema;
 pub mod security;
 mod url_credentials;
+mod validate;
+mod values;
 pub mod yaml;
 
 use std::path::Path;

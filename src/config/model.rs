@@ -6,6 +6,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use serde::Deserialize;
+
+use super::values::{Text, Whole};
+
 /// A whole `bridges.yaml`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -103,10 +107,15 @@ impl Admin {
     }
 }
 
-/// The admin listener's own certificate (PEM chain) and private key.
-#[derive(Clone, Debug, PartialEq)]
+/// The admin listener's certificate and key.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AdminTls {
+    /// The PEM certificate chain, the listener's own first.
+    #[schemars(with = "Text")]
     pub cert: PathBuf,
+    /// The PEM private key of `cert`.
+    #[schemars(with = "Text")]
     pub key: PathBuf,
 }
 
@@ -114,13 +123,19 @@ pub struct AdminTls {
 /// Prometheus and its exporters, web proxies) uses by default.
 pub const DEFAULT_ADMIN_PORT: u16 = 7439;
 
-/// How ferry keeps two-way routes from looping: it marks what it publishes and drops its own
-/// echoes (see `mapping::marker`), and gives up on a message after `max_hops` ferry hops.
-#[derive(Clone, Debug, PartialEq)]
+/// The loop guard: ferry marks what it publishes, and drops what it has relayed too often.
+// It drops its own echoes (see `mapping::marker`), and gives up on a message after `max_hops`
+// ferry hops of any instance.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct LoopGuard {
-    /// The name ferry marks its messages with; `None` means the host name, found at start.
+    /// The name ferry marks what it publishes with. Default: the host name.
+    // `None`: the host name, found at start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Text>")]
     pub instance: Option<String>,
-    /// A message that has crossed this many ferry hops (of any instance) is dropped.
+    /// A message that has made this many ferry hops is dropped.
+    #[schemars(with = "Whole<1, 255>")]
     pub max_hops: u32,
 }
 
@@ -298,6 +313,12 @@ impl Secret {
 
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Secret)
     }
 }
 

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::delivery;
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
@@ -21,6 +20,7 @@ use super::ranges::{parse_duration, parse_size};
 use super::redact::redact_url;
 use super::url_credentials::{self, UrlCredentials};
 use super::yaml::{self, Key, Node, Pos, Value};
+use super::{admin_listener, decode, delivery};
 use crate::mapping::{jq, loops, marker, names, template};
 
 /// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
@@ -332,7 +332,9 @@ impl<'a> Decoder<'a> {
             None => LoopGuard::default(),
         };
         let state_dir = self.path(&mut top, "state_dir");
-        let admin = top.get("admin").and_then(|n| self.admin(n));
+        let admin = top
+            .get("admin")
+            .and_then(|n| admin_listener::read(n, self.lookup, &mut self.errors));
         let mut connections = BTreeMap::new();
         match top.get("connections") {
             // Every key of `connections` is a name the user chose: none is unknown.
@@ -411,114 +413,6 @@ impl<'a> Decoder<'a> {
         Some(config)
     }
 
-    fn admin(&mut self, node: &Node) -> Option<Admin> {
-        let mut obj = self.obj(node, "`admin`")?;
-        let listen = match obj.get("listen") {
-            None => Some(std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_ADMIN_PORT))),
-            Some(n) => self.string(n, "listen").and_then(|text| {
-                let parsed = match text.parse::<u16>() {
-                    Ok(port) => Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port))),
-                    Err(_) => text.parse::<std::net::SocketAddr>(),
-                };
-                match parsed {
-                    Ok(addr) => Some(addr),
-                    Err(_) => {
-                        self.error(
-                            n.pos,
-                            format!("`{text}` is not an address to listen on"),
-                            Some(format!(
-                                "write a port (`{DEFAULT_ADMIN_PORT}`, on 127.0.0.1) or `ADDRESS:PORT`, e.g. `127.0.0.1:{DEFAULT_ADMIN_PORT}`; without `listen`, ferry listens on 127.0.0.1:{DEFAULT_ADMIN_PORT}"
-                            )),
-                        );
-                        None
-                    }
-                }
-            }),
-        };
-        let mut admin = Admin::on(listen?);
-        admin.token = self.opt_string(&mut obj, "token").map(Secret::new);
-        admin.taps = self.opt_bool(&mut obj, "taps", false);
-        if let Some(n) = obj.get("allowed_hosts") {
-            admin.allowed_hosts = self.allowed_hosts(n).unwrap_or_default();
-        }
-        if let Some(n) = obj.get("max_connections") {
-            admin.max_connections = self
-                .number(n, "max_connections", 1, 1_000_000)
-                .map_or(Admin::DEFAULT_MAX_CONNECTIONS, |v| v as usize);
-        }
-        admin.header_read_timeout = self.duration(
-            &mut obj,
-            "header_read_timeout",
-            Admin::DEFAULT_HEADER_READ_TIMEOUT,
-        );
-        admin.idle_timeout = self.duration(&mut obj, "idle_timeout", Admin::DEFAULT_IDLE_TIMEOUT);
-        for (key, value) in [
-            ("header_read_timeout", admin.header_read_timeout),
-            ("idle_timeout", admin.idle_timeout),
-        ] {
-            if value.is_zero()
-                && let Some(n) = obj.get(key)
-            {
-                self.error(
-                    n.pos,
-                    format!("`{key}` cannot be 0"),
-                    Some("a connection needs some time: write e.g. `5s` or `1m`".into()),
-                );
-            }
-        }
-        if let Some(node) = obj.get("tls")
-            && let Some(mut t) = self.obj(node, "the admin listener's `tls`")
-        {
-            let cert = self
-                .required(&mut t, "cert")
-                .and_then(|n| self.string(n, "cert"));
-            let key = self
-                .required(&mut t, "key")
-                .and_then(|n| self.string(n, "key"));
-            t.finish(self);
-            if let (Some(cert), Some(key)) = (cert, key) {
-                admin.tls = Some(AdminTls {
-                    cert: cert.into(),
-                    key: key.into(),
-                });
-            }
-        }
-        obj.finish(self);
-        Some(admin)
-    }
-
-    /// `allowed_hosts`: a list of host names or addresses (`*` for any); any port goes.
-    fn allowed_hosts(&mut self, node: &Node) -> Option<Vec<String>> {
-        let Value::Seq(items) = &node.value else {
-            self.error(
-                node.pos,
-                format!(
-                    "`allowed_hosts` must be a list, found {}",
-                    node.value.kind()
-                ),
-                Some("write e.g. `allowed_hosts: [ferry.example.com, 10.0.0.5]`".into()),
-            );
-            return None;
-        };
-        let mut hosts = Vec::new();
-        for item in items {
-            let host = self.string(item, "allowed_hosts")?.to_ascii_lowercase();
-            if host == "*" {
-                return Some(Vec::new());
-            }
-            if crate::admin::host_name(&host) != Some(host.as_str()) {
-                self.error(
-                    item.pos,
-                    format!("`{host}` is not a host name"),
-                    Some("write a name or address without scheme or port, such as `ferry.example.com`, `10.0.0.5` or `[::1]`; `*` allows any".into()),
-                );
-                return None;
-            }
-            hosts.push(host);
-        }
-        Some(hosts)
-    }
-
     /// `sse_server` connections live on the admin listener, each on a path of its own.
     fn check_sse_servers(
         &mut self,
@@ -559,29 +453,23 @@ impl<'a> Decoder<'a> {
     }
 
     fn loop_guard(&mut self, node: &Node) -> LoopGuard {
-        let defaults = LoopGuard::default();
-        let Some(mut obj) = self.obj(node, "`loop_guard`") else {
-            return defaults;
-        };
-        let instance = obj.get("instance").and_then(|n| {
-            let name = self.string(n, "instance")?;
-            if name.is_empty() || name.contains([',', '\r', '\n']) {
-                self.error(
-                    n.pos,
-                    format!("`{name}` cannot name a ferry instance"),
-                    Some("use a short name without commas, e.g. the host name".into()),
-                );
+        let guard: LoopGuard = match decode::section(node, self.lookup) {
+            Ok(guard) => guard,
+            Err(errors) => {
+                self.errors.extend(errors);
+                return LoopGuard::default();
             }
-            Some(name)
-        });
-        let max_hops = match obj.get("max_hops") {
-            Some(n) => self
-                .number(n, "max_hops", 1, 255)
-                .unwrap_or(defaults.max_hops as u64) as u32,
-            None => defaults.max_hops,
         };
-        obj.finish(self);
-        LoopGuard { instance, max_hops }
+        if let Some(name) = &guard.instance
+            && (name.is_empty() || name.contains([',', '\r', '\n']))
+        {
+            self.error(
+                node.get("instance").map_or(node.pos, |n| n.pos),
+                format!("`{name}` cannot name a ferry instance"),
+                Some("use a short name without commas, e.g. the host name".into()),
+            );
+        }
+        guard
     }
 
     /// Routes whose cycle no loop marker can break would relay the same messages forever:

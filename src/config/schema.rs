@@ -18,12 +18,15 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::marker::PhantomData;
 
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::Value;
+
+use super::admin_listener::AdminSection;
+use super::model::LoopGuard;
+use super::values::{self, Flag, Interpolated, OneOrList, Text, Whole};
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
 pub fn json() -> String {
@@ -34,12 +37,16 @@ pub fn json() -> String {
 
 /// The schema of `bridges.yaml` (JSON Schema draft 2020-12).
 pub fn schema() -> Schema {
-    let settings = SchemaSettings::draft2020_12().with(|s| {
-        s.transforms.push(Box::new(RecursiveTransform(refuse_null)));
-    });
-    settings
+    generator().into_root_schema_for::<BridgesFile>()
+}
+
+/// The generator of the schema of `bridges.yaml` or of one of its sections.
+pub(super) fn generator() -> SchemaGenerator {
+    SchemaSettings::draft2020_12()
+        .with(|s| {
+            s.transforms.push(Box::new(RecursiveTransform(refuse_null)));
+        })
         .into_generator()
-        .into_root_schema_for::<BridgesFile>()
 }
 
 /// schemars lets an `Option` field be `null`; the parser refuses `key: null` (an absent key
@@ -69,156 +76,9 @@ fn refuse_null(schema: &mut Schema) {
     }
 }
 
-/// A `${ENV}`, `${ENV:-default}` or `${file:PATH}` interpolation, which can stand for any
-/// scalar: the parser interpolates before it reads the value.
-const INTERPOLATION: &str = r"\$\{[^}]+\}";
-
-/// `T`, or a string with a `${...}` interpolation in it.
-struct Interpolated<T>(PhantomData<T>);
-
-impl<T: JsonSchema> JsonSchema for Interpolated<T> {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        format!("Interpolated_{}", T::schema_name()).into()
-    }
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        let inner = generator.subschema_for::<T>();
-        let interpolation = serde_json::json!({ "type": "string", "pattern": INTERPOLATION });
-        // One flat list of alternatives reads better in an editor than nested ones.
-        let mut alternatives = match inner.as_object() {
-            Some(obj) if obj.len() == 1 && obj.contains_key("anyOf") => match &obj["anyOf"] {
-                Value::Array(items) => items.clone(),
-                _ => vec![inner.to_value()],
-            },
-            _ => vec![inner.to_value()],
-        };
-        alternatives.push(interpolation);
-        json_schema!({ "anyOf": alternatives })
-    }
-}
-
-/// Text: a string, or a number or boolean taken as its text (`client_id: 42`).
-struct Text;
-
-impl JsonSchema for Text {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Text".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "type": ["string", "number", "boolean"] })
-    }
-}
-
-/// A duration: `250ms`, `30s`, `5m`, `1h`, `2d`, or a number of seconds.
-type Duration = Interpolated<DurationLiteral>;
-
-struct DurationLiteral;
-
-impl JsonSchema for DurationLiteral {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Duration".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "anyOf": [
-                { "type": "number", "minimum": 0 },
-                {
-                    "type": "string",
-                    "pattern": r"^\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*(ms|s|m|min|h|d)?\s*$"
-                }
-            ]
-        })
-    }
-}
-
-/// A size: bytes, or a number with `KiB`, `MiB`, `GiB` (also `KB`/`MB`/`GB`, `K`/`M`/`G`).
-type Size = Interpolated<SizeLiteral>;
-
-struct SizeLiteral;
-
-impl JsonSchema for SizeLiteral {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Size".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "anyOf": [
-                { "type": "integer", "minimum": 0 },
-                { "type": "string", "pattern": r"^\s*[0-9]+\s*([kKmMgG]([iI]?[bB])?|[bB])?\s*$" }
-            ]
-        })
-    }
-}
-
-/// A whole number from `MIN` to `MAX` (also written as a string of digits).
-type Whole<const MIN: u64, const MAX: u64> = Interpolated<WholeLiteral<MIN, MAX>>;
-
-struct WholeLiteral<const MIN: u64, const MAX: u64>;
-
-impl<const MIN: u64, const MAX: u64> JsonSchema for WholeLiteral<MIN, MAX> {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        format!("Whole_{MIN}_{MAX}").into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "anyOf": [
-                { "type": "integer", "minimum": MIN, "maximum": MAX },
-                { "type": "string", "pattern": r"^\s*[0-9]+\s*$" }
-            ]
-        })
-    }
-}
-
-/// `true` or `false` (also as a string).
-type Flag = Interpolated<FlagLiteral>;
-
-struct FlagLiteral;
-
-impl JsonSchema for FlagLiteral {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Flag".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "anyOf": [{ "type": "boolean" }, { "enum": ["true", "false"] }]
-        })
-    }
-}
-
-/// One `T`, or a list of them.
-struct OneOrList<T>(PhantomData<T>);
-
-impl<T: JsonSchema> JsonSchema for OneOrList<T> {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        format!("OneOrList_{}", T::schema_name()).into()
-    }
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        let one = generator.subschema_for::<T>();
-        json_schema!({
-            "anyOf": [one.clone(), { "type": "array", "items": one, "minItems": 1 }]
-        })
-    }
-}
+/// A duration (`30s`) and a size (`16MiB`), as the file writes them.
+type Duration = values::Duration;
+type Size = values::Size;
 
 /// A mapping of names of the user's choosing to text values.
 type TextMap = BTreeMap<String, Text>;
@@ -250,84 +110,13 @@ struct BridgesFile {
     /// directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/ferry`.
     state_dir: Option<Text>,
     /// ferry's own HTTP listener (health, `sse_server` streams). Off unless given.
-    admin: Option<Admin>,
+    admin: Option<AdminSection>,
     /// Keeps two-way routes from relaying the same message back and forth.
     loop_guard: Option<LoopGuard>,
     /// Named endpoints, shared by any number of routes: `plant: {mqtt: {url: ...}}`.
     connections: BTreeMap<String, Connection>,
     /// The routes: each reads one source, maps each message, and publishes to its sinks.
     routes: Vec<Route>,
-}
-
-/// ferry's own HTTP listener.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Admin {
-    /// Where to listen: a port (on 127.0.0.1) or `ADDRESS:PORT`, e.g. `127.0.0.1:9090`.
-    /// `admin: {}` listens on 127.0.0.1:7439.
-    #[schemars(extend("default" = "127.0.0.1:7439"))]
-    listen: Option<Interpolated<Listen>>,
-    /// The bearer token `/metrics`, `/routes` and the taps ask for (`Authorization: Bearer
-    /// ...`), e.g. `${file:/etc/ferry/admin-token}`. `/healthz` and `/readyz` stay open.
-    token: Option<Text>,
-    /// Serve `/routes/{route}/tap`, which shows every message of a route live.
-    #[schemars(extend("default" = false))]
-    taps: Option<Flag>,
-    /// The `Host` names requests may carry (any port); `*` allows any. Default: `localhost`,
-    /// `127.0.0.1` and `[::1]` on a loopback listener, any elsewhere.
-    allowed_hosts: Option<Vec<Text>>,
-    /// Connections served at once; past it the one idle the longest is closed. Also held
-    /// under half of the process's open-file limit.
-    #[schemars(extend("default" = 256))]
-    max_connections: Option<Whole<1, 1000000>>,
-    /// How long a client has to send a request's headers, and may stay idle between requests.
-    #[schemars(extend("default" = "5s"))]
-    header_read_timeout: Option<Duration>,
-    /// A connection on which nothing moved either way for this long is closed.
-    #[schemars(extend("default" = "1m"))]
-    idle_timeout: Option<Duration>,
-    /// Serve HTTPS instead of plain HTTP.
-    tls: Option<AdminTls>,
-}
-
-/// The admin listener's certificate and key.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct AdminTls {
-    /// The PEM certificate chain, the listener's own first.
-    cert: Text,
-    /// The PEM private key of `cert`.
-    key: Text,
-}
-
-struct Listen;
-
-impl JsonSchema for Listen {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "Listen".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({
-            "anyOf": [
-                { "type": "integer", "minimum": 0, "maximum": 65535 },
-                { "type": "string", "pattern": r"^([0-9]+|.+:[0-9]+)$" }
-            ]
-        })
-    }
-}
-
-/// The loop guard: ferry marks what it publishes, and drops what it has relayed too often.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct LoopGuard {
-    /// The name ferry marks what it publishes with. Default: the host name.
-    instance: Option<Text>,
-    /// A message that has made this many ferry hops is dropped.
-    #[schemars(extend("default" = 8))]
-    max_hops: Option<Whole<1, 255>>,
 }
 
 /// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http` or `sse_server`.
@@ -1168,9 +957,6 @@ routes:
     /// and described in the schema.
     const SHAPES: &[(&str, &[&str])] = &[
         ("the configuration", &[""]),
-        ("`admin`", &["Admin"]),
-        ("the admin listener's `tls`", &["AdminTls"]),
-        ("`loop_guard`", &["LoopGuard"]),
         ("a connection", &["Connection"]),
         ("`reconnect`", &["Reconnect"]),
         ("`tls`", &["Tls"]),

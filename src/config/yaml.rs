@@ -39,6 +39,17 @@ pub struct Key {
     pub pos: Pos,
 }
 
+impl Node {
+    /// The value of `key`, when this is a mapping that has it: where a check made after
+    /// deserializing points its error.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
 impl Value {
     /// What a user would call this kind of value, for error messages.
     pub fn kind(&self) -> &'static str {

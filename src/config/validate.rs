@@ -1,0 +1,323 @@
+//! Checks the positioned YAML tree against the JSON Schema that schemars generates for the
+//! file's types, collecting every error with its position, in the words an operator reads in
+//! `ferry check`: an unknown key with "did you mean", a missing one, a value of the wrong
+//! kind or out of its range. serde's derive would stop at the first error; this walks on.
+//!
+//! It knows the parts of JSON Schema that schemars emits for the file's types: `$ref` into
+//! `$defs`, `type`, `properties`, `required`, `additionalProperties` (false, or the schema of
+//! a map's values), `enum`, `anyOf`/`oneOf`, `items`. Scalars are checked by the name of their
+//! definition ([`Scalar`]), with the hints of [`super::ranges`].
+
+use serde_json::{Map, Value as Json};
+
+use super::diagnostics::{Diagnostic, did_you_mean};
+use super::interpolate::{Lookup, interpolate};
+use super::ranges::{
+    DURATION_HINT, NumberProblem, SIZE_HINT, check_duration, check_size, duration_of_seconds,
+};
+use super::values::Scalar;
+use super::yaml::{Node, Pos, Value};
+
+/// What each mapping of the file is to the user, by the name of its type's schema: "unknown
+/// key `x` in {this}".
+const MAPPINGS: &[(&str, &str)] = &[
+    ("Admin", "`admin`"),
+    ("AdminTls", "the admin listener's `tls`"),
+    ("LoopGuard", "`loop_guard`"),
+];
+
+/// What a mapping described by the definition `name` is called in messages.
+pub fn name_of(definition: &str) -> Option<&'static str> {
+    MAPPINGS
+        .iter()
+        .find(|(def, _)| *def == definition)
+        .map(|(_, what)| *what)
+}
+
+/// Walks a tree against a root schema (one with `$defs`), pushing what is wrong to `errors`.
+pub struct Validator<'a> {
+    root: &'a Json,
+    lookup: &'a Lookup<'a>,
+    errors: Vec<Diagnostic>,
+}
+
+impl<'a> Validator<'a> {
+    pub fn new(root: &'a Json, lookup: &'a Lookup<'a>) -> Self {
+        Validator {
+            root,
+            lookup,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Every error in `node`, which the whole root schema describes and the user calls `what`.
+    pub fn check(mut self, node: &Node, what: &str) -> Vec<Diagnostic> {
+        self.value(node, self.root, what, what);
+        self.errors
+    }
+
+    fn error(&mut self, pos: Pos, message: String, hint: Option<String>) {
+        self.errors.push(Diagnostic { pos, message, hint });
+    }
+
+    /// `node` against `schema`. `key` names the value in messages about scalars and lists,
+    /// `what` a mapping in messages about its keys.
+    fn value(&mut self, node: &Node, schema: &Json, key: &str, what: &str) {
+        if let Some(reference) = schema.get("$ref").and_then(Json::as_str) {
+            let name = reference.rsplit('/').next().unwrap_or(reference);
+            let definition = &self.root["$defs"][name];
+            match Scalar::of(name, definition) {
+                Some(scalar) => self.scalar(node, scalar, key),
+                None => self.value(node, definition, key, name_of(name).unwrap_or(what)),
+            }
+            return;
+        }
+        if let Some(choices) = schema.get("enum").and_then(Json::as_array) {
+            self.choice(node, choices, schema, key);
+            return;
+        }
+        // A schema with a type of its own is checked by it: a `oneOf` beside it (a connection
+        // is exactly one of the protocols) is a rule for the checks after deserializing, which
+        // say it in the user's terms.
+        if schema.get("type").is_none()
+            && let Some(alternatives) = schema
+                .get("anyOf")
+                .or_else(|| schema.get("oneOf"))
+                .and_then(Json::as_array)
+        {
+            self.alternatives(node, alternatives, key, what);
+            return;
+        }
+        match schema.get("type").and_then(Json::as_str) {
+            Some("object") => self.mapping(node, schema, what),
+            Some("array") => self.list(node, schema, key),
+            Some("string") => self.scalar(node, Scalar::Text, key),
+            Some("boolean") => self.scalar(node, Scalar::Flag, key),
+            Some("integer") => self.scalar(
+                node,
+                Scalar::Whole {
+                    min: schema["minimum"].as_u64().unwrap_or(0),
+                    max: schema["maximum"].as_u64().unwrap_or(u64::MAX),
+                },
+                key,
+            ),
+            _ => {}
+        }
+    }
+
+    fn mapping(&mut self, node: &Node, schema: &Json, what: &str) {
+        let Value::Map(entries) = &node.value else {
+            self.error(
+                node.pos,
+                format!("expected a mapping for {what}, found {}", node.value.kind()),
+                Some("write `key: value` pairs, indented under it".into()),
+            );
+            return;
+        };
+        let empty = Map::new();
+        let properties = schema["properties"].as_object().unwrap_or(&empty);
+        for required in schema["required"].as_array().into_iter().flatten() {
+            let Some(required) = required.as_str() else {
+                continue;
+            };
+            if !entries.iter().any(|(k, _)| k.name == required) {
+                self.error(
+                    node.pos,
+                    format!("{what} needs `{required}`"),
+                    Some(format!("add `{required}: ...`")),
+                );
+            }
+        }
+        for (k, value) in entries {
+            if let Some(property) = properties.get(&k.name) {
+                self.value(value, property, &k.name, what);
+                continue;
+            }
+            match schema.get("additionalProperties") {
+                Some(Json::Bool(false)) => {
+                    let known = properties.keys().map(String::as_str);
+                    let hint = match did_you_mean(&k.name, known.clone()) {
+                        Some(close) => format!("did you mean `{close}`?"),
+                        None => {
+                            format!("valid keys here: {}", known.collect::<Vec<_>>().join(", "))
+                        }
+                    };
+                    self.error(
+                        k.pos,
+                        format!("unknown key `{}` in {what}", k.name),
+                        Some(hint),
+                    );
+                }
+                Some(values @ Json::Object(_)) => self.value(value, values, &k.name, what),
+                _ => {}
+            }
+        }
+    }
+
+    fn list(&mut self, node: &Node, schema: &Json, key: &str) {
+        let Value::Seq(items) = &node.value else {
+            // An example of the list, when the schema has one, shows how to write it.
+            let hint = schema["examples"][0].as_array().map(|example| {
+                let items: Vec<_> = example
+                    .iter()
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+                    .collect();
+                format!("write e.g. `{key}: [{}]`", items.join(", "))
+            });
+            self.error(
+                node.pos,
+                format!("`{key}` must be a list, found {}", node.value.kind()),
+                hint,
+            );
+            return;
+        };
+        if let Some(item) = schema.get("items") {
+            for node in items {
+                self.value(node, item, key, key);
+            }
+        }
+    }
+
+    /// The first alternative `node` fits; else the errors of the one of its kind.
+    fn alternatives(&mut self, node: &Node, alternatives: &[Json], key: &str, what: &str) {
+        let mut best: Option<Vec<Diagnostic>> = None;
+        for alternative in alternatives {
+            let mut trial = Validator::new(self.root, self.lookup);
+            trial.value(node, alternative, key, what);
+            if trial.errors.is_empty() {
+                return;
+            }
+            if best.is_none() || self.is_of_kind(node, alternative) {
+                best = Some(trial.errors);
+            }
+        }
+        self.errors.extend(best.unwrap_or_default());
+    }
+
+    /// Whether `schema` describes the kind of value `node` is (a mapping, a list).
+    fn is_of_kind(&self, node: &Node, schema: &Json) -> bool {
+        let schema = match schema.get("$ref").and_then(Json::as_str) {
+            Some(reference) => &self.root["$defs"][reference.rsplit('/').next().unwrap_or("")],
+            None => schema,
+        };
+        matches!(
+            (&node.value, schema.get("type").and_then(Json::as_str)),
+            (Value::Map(_), Some("object")) | (Value::Seq(_), Some("array"))
+        )
+    }
+
+    fn choice(&mut self, node: &Node, choices: &[Json], schema: &Json, key: &str) {
+        let Some(text) = self.text(node, key) else {
+            return;
+        };
+        let names: Vec<&str> = choices.iter().filter_map(Json::as_str).collect();
+        if names.contains(&text.as_str()) {
+            return;
+        }
+        let what = schema["title"].as_str().unwrap_or(key);
+        let hint = match did_you_mean(&text, names.iter().copied()) {
+            Some(close) => format!("did you mean `{close}`? one of: {}", names.join(", ")),
+            None => format!("one of: {}", names.join(", ")),
+        };
+        self.error(
+            node.pos,
+            format!("`{text}` is not a valid {what}"),
+            Some(hint),
+        );
+    }
+
+    /// The node's text, interpolated; a number or boolean as its text. `None` (reported) when
+    /// it is no scalar or its interpolation fails.
+    fn text(&mut self, node: &Node, key: &str) -> Option<String> {
+        let raw = match &node.value {
+            Value::Str(s) => s.clone(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => f.to_string(),
+            Value::Bool(b) => b.to_string(),
+            other => {
+                self.error(
+                    node.pos,
+                    format!("expected a string for {key}, found {}", other.kind()),
+                    None,
+                );
+                return None;
+            }
+        };
+        match interpolate(&raw, self.lookup) {
+            Ok(text) => Some(text),
+            Err((message, hint)) => {
+                self.error(node.pos, message, Some(hint));
+                None
+            }
+        }
+    }
+
+    fn scalar(&mut self, node: &Node, scalar: Scalar, key: &str) {
+        match scalar {
+            Scalar::Text => {
+                self.text(node, key);
+            }
+            Scalar::Flag => {
+                let wrong = match &node.value {
+                    Value::Bool(_) => return,
+                    // The text as written: an interpolated secret is not echoed.
+                    Value::Str(s) => match self.text(node, key).as_deref() {
+                        Some("true" | "false") | None => return,
+                        Some(_) => format!("`{s}`"),
+                    },
+                    other => other.kind().to_string(),
+                };
+                let message = format!("`{key}` must be true or false, not {wrong}");
+                self.error(node.pos, message, None);
+            }
+            Scalar::Whole { min, max } => {
+                let value = match &node.value {
+                    Value::Int(i) => u64::try_from(*i).ok(),
+                    Value::Str(_) => match self.text(node, key) {
+                        Some(text) => text.trim().parse::<u64>().ok(),
+                        None => return,
+                    },
+                    _ => None,
+                };
+                if !value.is_some_and(|v| (min..=max).contains(&v)) {
+                    let message = format!("`{key}` must be a whole number from {min} to {max}");
+                    self.error(node.pos, message, None);
+                }
+            }
+            Scalar::Duration => {
+                let checked = match &node.value {
+                    Value::Int(i) => duration_of_seconds(*i as f64).map(drop),
+                    Value::Float(f) => duration_of_seconds(*f).map(drop),
+                    _ => match self.text(node, key) {
+                        Some(text) => check_duration(&text).map(drop),
+                        None => return,
+                    },
+                };
+                self.number_problem(node, key, checked, DURATION_HINT);
+            }
+            Scalar::Size => {
+                let checked = match &node.value {
+                    Value::Int(i) if *i < 0 => Err(NumberProblem::Negative),
+                    Value::Int(i) => check_size(&i.to_string()).map(drop),
+                    _ => match self.text(node, key) {
+                        Some(text) => check_size(&text).map(drop),
+                        None => return,
+                    },
+                };
+                self.number_problem(node, key, checked, SIZE_HINT);
+            }
+        }
+    }
+
+    fn number_problem(
+        &mut self,
+        node: &Node,
+        key: &str,
+        checked: Result<(), NumberProblem>,
+        hint: &str,
+    ) {
+        if let Err(problem) = checked {
+            self.error(node.pos, format!("`{key}` {problem}"), Some(hint.into()));
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! How `bridges.yaml` writes its scalar values where the file's form differs from Rust's:
+//! durations (`30s`), sizes (`16MiB`), flags, whole numbers in a range, free text. Each is a
+//! schema (what `ferry schema` shows, and what [`super::validate`] checks a value against,
+//! by the schema's name) and, for durations, a serde form (`#[serde(with = ...)]`)
+//! that reads the file's text and writes a default back in the same form.
+//!
+//! Every scalar may be a `${...}` interpolation, numbers may be written as strings and text
+//! may be a number: the schema says so, so that an editor does not flag what `ferry check`
+//! accepts.
+
+use std::borrow::Cow;
+use std::marker::PhantomData;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde_json::Value;
+
+use super::ranges::{check_duration, duration_of_seconds};
+
+/// A `${ENV}`, `${ENV:-default}` or `${file:PATH}` interpolation, which can stand for any
+/// scalar: the value is interpolated before it is read.
+pub const INTERPOLATION: &str = r"\$\{[^}]+\}";
+
+fn interpolation() -> Value {
+    serde_json::json!({ "type": "string", "pattern": INTERPOLATION })
+}
+
+/// `T`, or a string with a `${...}` interpolation in it.
+pub struct Interpolated<T>(PhantomData<T>);
+
+impl<T: JsonSchema> JsonSchema for Interpolated<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("Interpolated_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let inner = generator.subschema_for::<T>();
+        // One flat list of alternatives reads better in an editor than nested ones.
+        let mut alternatives = match inner.as_object() {
+            Some(obj) if obj.len() == 1 && obj.contains_key("anyOf") => match &obj["anyOf"] {
+                Value::Array(items) => items.clone(),
+                _ => vec![inner.to_value()],
+            },
+            _ => vec![inner.to_value()],
+        };
+        alternatives.push(interpolation());
+        json_schema!({ "anyOf": alternatives })
+    }
+}
+
+/// Text: a string, or a number or boolean taken as its text (`client_id: 42`).
+pub struct Text;
+
+impl JsonSchema for Text {
+    fn schema_name() -> Cow<'static, str> {
+        "Text".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+/// A duration: `250ms`, `30s`, `5m`, `1h`, `2d`, or a number of seconds.
+pub struct Duration;
+
+impl JsonSchema for Duration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "number", "minimum": 0 },
+                {
+                    "type": "string",
+                    "pattern": r"^\s*([0-9]+\.?[0-9]*|\.[0-9]+)\s*(ms|s|m|min|h|d)?\s*$"
+                },
+                interpolation()
+            ]
+        })
+    }
+}
+
+/// A size: bytes, or a number with `KiB`, `MiB`, `GiB` (also `KB`/`MB`/`GB`, `K`/`M`/`G`).
+pub struct Size;
+
+impl JsonSchema for Size {
+    fn schema_name() -> Cow<'static, str> {
+        "Size".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": 0 },
+                { "type": "string", "pattern": r"^\s*[0-9]+\s*([kKmMgG]([iI]?[bB])?|[bB])?\s*$" },
+                interpolation()
+            ]
+        })
+    }
+}
+
+/// A whole number from `MIN` to `MAX` (also written as a string of digits).
+pub struct Whole<const MIN: u64, const MAX: u64>;
+
+impl<const MIN: u64, const MAX: u64> JsonSchema for Whole<MIN, MAX> {
+    fn schema_name() -> Cow<'static, str> {
+        format!("Whole_{MIN}_{MAX}").into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "integer", "minimum": MIN, "maximum": MAX },
+                { "type": "string", "pattern": r"^\s*[0-9]+\s*$" },
+                interpolation()
+            ]
+        })
+    }
+}
+
+/// `true` or `false` (also as a string).
+pub struct Flag;
+
+impl JsonSchema for Flag {
+    fn schema_name() -> Cow<'static, str> {
+        "Flag".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [{ "type": "boolean" }, { "enum": ["true", "false"] }, interpolation()]
+        })
+    }
+}
+
+/// One `T`, or a list of them.
+pub struct OneOrList<T>(PhantomData<T>);
+
+impl<T: JsonSchema> JsonSchema for OneOrList<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        format!("OneOrList_{}", T::schema_name()).into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<T>();
+        json_schema!({
+            "anyOf": [one.clone(), { "type": "array", "items": one, "minItems": 1 }]
+        })
+    }
+}
+
+/// What kind of scalar a schema definition is, by its name: how [`super::validate`] checks a
+/// value written for it, and says what is wrong.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scalar {
+    Text,
+    Flag,
+    Whole { min: u64, max: u64 },
+    Duration,
+    Size,
+}
+
+impl Scalar {
+    /// The scalar a definition called `name` (with schema `definition`) describes, if any.
+    pub fn of(name: &str, definition: &Value) -> Option<Scalar> {
+        Some(match name {
+            "Text" => Scalar::Text,
+            "Flag" => Scalar::Flag,
+            "Duration" => Scalar::Duration,
+            "Size" => Scalar::Size,
+            _ if name.starts_with("Whole_") => {
+                let whole = definition["anyOf"][0].as_object()?;
+                Scalar::Whole {
+                    min: whole.get("minimum")?.as_u64()?,
+                    max: whole.get("maximum")?.as_u64()?,
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// A duration as a number of seconds or `30s`-style text, for `#[serde(with = ...)]` on a
+/// `std::time::Duration` field.
+pub mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+
+    use super::{check_duration, duration_of_seconds};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+        deserializer.deserialize_any(DurationVisitor)
+    }
+
+    /// The largest unit that writes `d` exactly: a default reads as the user would write it.
+    pub fn serialize<S: Serializer>(d: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&text(*d))
+    }
+
+    pub fn text(d: Duration) -> String {
+        let ms = d.as_millis();
+        if !ms.is_multiple_of(1000) {
+            return format!("{ms}ms");
+        }
+        let s = ms / 1000;
+        match s {
+            0 => "0s".into(),
+            _ if s.is_multiple_of(86400) => format!("{}d", s / 86400),
+            _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+            _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+            _ => format!("{s}s"),
+        }
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Duration, E> {
+            duration_of_seconds(v as f64).map_err(E::custom)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Duration, E> {
+            duration_of_seconds(v as f64).map_err(E::custom)
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Duration, E> {
+            duration_of_seconds(v).map_err(E::custom)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            check_duration(v).map_err(E::custom)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn defaults_are_written_as_a_user_would() {
+        let text = super::duration::text;
+        assert_eq!(text(Duration::from_millis(100)), "100ms");
+        assert_eq!(text(Duration::from_secs(10)), "10s");
+        assert_eq!(text(Duration::from_secs(60)), "1m");
+        assert_eq!(text(Duration::from_secs(86400)), "1d");
+        assert_eq!(text(Duration::ZERO), "0s");
+    }
+}
