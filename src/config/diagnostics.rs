@@ -42,6 +42,32 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Adding to the errors of a file, for the checks made once a section is read.
+pub trait Report {
+    fn report(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>);
+
+    /// Reports a broken name rule (`mapping::names`); true when there was none.
+    fn rule(&mut self, pos: Pos, result: Result<(), (String, String)>) -> bool {
+        match result {
+            Ok(()) => true,
+            Err((message, hint)) => {
+                self.report(pos, message, hint);
+                false
+            }
+        }
+    }
+}
+
+impl Report for Vec<Diagnostic> {
+    fn report(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
+        self.push(Diagnostic {
+            pos,
+            message: message.into(),
+            hint: Some(hint.into()),
+        });
+    }
+}
+
 /// The closest of `candidates` to `word`, if one is close enough to be a likely typo.
 pub fn did_you_mean<'a>(
     word: &str,

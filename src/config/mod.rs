@@ -2,6 +2,7 @@
 //! `${file:...}` secrets it names).
 
 mod admin_listener;
+mod connections;
 mod decode;
 pub mod delivery;
 mod deserialize;
@@ -9,6 +10,7 @@ mod diagnostics;
 mod interpolate;
 mod model;
 mod parse;
+pub(crate) mod probe;
 mod ranges;
 mod redact;
 pub mod relay;
@@ -16,7 +18,7 @@ pub mod schema;
 pub mod security;
 mod url_credentials;
 mod validate;
-mod values;
+pub(crate) mod values;
 pub mod yaml;
 
 use std::path::Path;

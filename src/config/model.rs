@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{Text, Whole};
+use super::values::{self, Flag, Text, Whole};
 
 /// A whole `bridges.yaml`.
 #[derive(Clone, Debug, PartialEq)]
@@ -251,17 +251,27 @@ impl fmt::Display for Protocol {
     }
 }
 
-/// How a connection that failed is retried: exponential backoff with jitter, capped.
-#[derive(Clone, Debug, PartialEq)]
+/// Reconnection backoff: the delay doubles from `initial_delay` up to `max_delay`.
+// With jitter. The backoff starts over only after a connection stayed up `stable_after`, so a
+// broker that accepts and then drops every connection is not hammered at `initial_delay`.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct Reconnect {
-    /// Delay before the first retry.
+    /// The first delay after a connection drops.
+    #[serde(with = "values::duration")]
+    #[schemars(with = "values::Duration")]
     pub initial_delay: Duration,
-    /// The cap the delay doubles up to.
+    /// The longest delay between two attempts.
+    #[serde(with = "values::duration")]
+    #[schemars(with = "values::Duration")]
     pub max_delay: Duration,
-    /// How long one connection attempt may take before it counts as failed.
+    /// How long one connection attempt may take.
+    #[serde(with = "values::duration")]
+    #[schemars(with = "values::Duration")]
     pub connect_timeout: Duration,
-    /// The backoff starts over only after a connection stayed up this long, so a broker that
-    /// accepts and then drops every connection is not hammered at `initial_delay`.
+    /// A connection up this long is stable: the next drop starts again from `initial_delay`.
+    #[serde(with = "values::duration")]
+    #[schemars(with = "values::Duration")]
     pub stable_after: Duration,
 }
 
@@ -276,17 +286,25 @@ impl Default for Reconnect {
     }
 }
 
-/// A connection's liveness probe: ferry publishes on a private topic/subject it subscribes to
-/// and expects the probe back. A subscription that stays silent while the connection claims to
-/// be up is torn down and rebuilt.
-#[derive(Clone, Debug, PartialEq)]
+/// The liveness probe's timing.
+// ferry publishes on a private topic/subject it subscribes to and expects the probe back. A
+// subscription that stays silent while the connection claims to be up is torn down and
+// rebuilt.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct Probe {
-    /// How often a probe is published.
+    /// How often to probe.
+    #[serde(with = "values::duration")]
+    #[schemars(with = "values::Duration")]
     pub interval: Duration,
-    /// How long a probe may take to come back before the connection counts as dead.
+    /// How long the probe may take to come back.
+    #[serde(with = "values::duration")]
+    #[schemars(with = "values::Duration")]
     pub timeout: Duration,
-    /// The probe topic/subject; `None` picks a private one per connection
-    /// (`ferry/probe/<client_id>` on MQTT, `_FERRY.probe.<connection>.<random>` on NATS).
+    /// The topic or subject to probe on. Default: a private one under ferry's own prefix.
+    // `None`: `ferry/probe/<client_id>` on MQTT, `_FERRY.probe.<connection>.<random>` on NATS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "Option<Text>")]
     pub topic: Option<String>,
 }
 
@@ -362,19 +380,35 @@ impl fmt::Display for SecretUrl {
     }
 }
 
-/// TLS settings shared by every protocol.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// TLS settings (for mqtts://, wss://, tls://, https:// URLs).
+// Shared by every protocol. Read from a `tls:` block; without one, `Tls::default()`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Tls {
-    /// PEM file of the CA(s) to trust instead of the system roots.
+    /// A PEM file of CA certificates to trust instead of the system's.
+    #[schemars(with = "Option<Text>")]
     pub ca: Option<PathBuf>,
-    /// PEM client certificate (chain) for mutual TLS; `key` goes with it.
+    /// A PEM client certificate (needs `key`).
+    #[schemars(with = "Option<Text>")]
     pub cert: Option<PathBuf>,
+    /// The PEM private key of `cert`.
+    #[schemars(with = "Option<Text>")]
     pub key: Option<PathBuf>,
-    /// Turns certificate verification off. Only ever explicit; logged as a warning.
+    /// Accept any server certificate. For tests only: anyone can pose as the server.
+    // Only ever explicit; logged as a warning.
+    #[serde(default)]
+    #[schemars(with = "Flag")]
     pub insecure_skip_verify: bool,
     /// A `tls:` block was written: the connection must use TLS, whatever its URL's scheme says
     /// (a server, or a man in the middle, cannot talk it down to plaintext).
+    #[serde(skip_deserializing, default = "written")]
+    #[schemars(skip)]
     pub required: bool,
+}
+
+/// A `tls:` block read from the file was written.
+fn written() -> bool {
+    true
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,9 +467,7 @@ impl MqttTransport {
     }
 }
 
-/// `max_outgoing_packet_size` when unset: 256 MiB, about MQTT's own limit (a remaining length
-/// of 268,435,455 bytes).
-pub const DEFAULT_MAX_OUTGOING_PACKET_SIZE: u64 = 256 * 1024 * 1024;
+pub use crate::connectors::mqtt::config::{DEFAULT_MAX_OUTGOING_PACKET_SIZE, LastWill};
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct MqttConnection {
@@ -464,14 +496,6 @@ pub struct MqttConnection {
     pub last_will: Option<LastWill>,
     /// `None` when turned off (`probe: false`).
     pub probe: Option<Probe>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct LastWill {
-    pub topic: String,
-    pub payload: String,
-    pub qos: u8,
-    pub retain: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -595,9 +619,6 @@ pub struct MigratoryDataConnection {
     pub max_response_size: usize,
 }
 
-/// `max_response_size` when unset: a consume answer carries up to 1000 messages.
-pub const DEFAULT_MIGRATORYDATA_MAX_RESPONSE_SIZE: u64 = 16 * 1024 * 1024;
-
 /// A MigratoryData subject a route reads.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MigratoryDataSource {
@@ -635,29 +656,7 @@ pub struct MigratoryDataSink {
     pub qos: MigratoryDataQos,
 }
 
-/// A `text/event-stream` ferry serves on the admin listener, for browsers (`EventSource`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct SseServerConnection {
-    /// The path on the admin listener, e.g. `/events/sensors`.
-    pub path: String,
-    /// Events kept for clients that reconnect with `Last-Event-ID`.
-    pub buffer: usize,
-    /// A comment line this often keeps proxies from closing an idle stream.
-    pub keep_alive: Duration,
-    /// `Access-Control-Allow-Origin` sent with the stream, so that pages from another origin
-    /// may read it: `*` or one origin (`https://dashboard.example.com`). `None`: no header,
-    /// only pages served from the admin listener's own origin can read the stream.
-    pub cors_origin: Option<String>,
-    /// The token a client must show (`?token=` or the `ferry_token` cookie, since a
-    /// browser's EventSource sends no headers); `None`: the stream is public.
-    pub token: Option<Secret>,
-    /// Clients served at once; one more is answered 503.
-    pub max_clients: usize,
-}
-
-impl SseServerConnection {
-    pub const DEFAULT_MAX_CLIENTS: usize = 1000;
-}
+pub use crate::connectors::sse_server::config::SseServerConnection;
 
 /// One route: a source, the mapping stage, one or more sinks.
 #[derive(Clone, Debug, PartialEq)]

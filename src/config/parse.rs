@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::connections::Reader;
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
@@ -23,9 +24,6 @@ use super::yaml::{self, Key, Node, Pos, Value};
 use super::{admin_listener, decode, delivery};
 use crate::mapping::{jq, loops, marker, names, template};
 
-/// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
-/// to ride out a maintenance window, short enough that a retired ferry's session goes away.
-const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 /// A spool's size limit when `max_bytes` is not given.
 const DEFAULT_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
 
@@ -118,6 +116,14 @@ impl<'n> Obj<'n> {
 }
 
 impl<'a> Decoder<'a> {
+    /// The reader of the sections converted to their serde types, reporting here.
+    fn reader(&mut self) -> Reader<'_> {
+        Reader {
+            lookup: self.lookup,
+            errors: &mut self.errors,
+        }
+    }
+
     fn error(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
         self.errors.push(Diagnostic {
             pos,
@@ -498,7 +504,7 @@ impl<'a> Decoder<'a> {
         let name = key.name.clone();
         let mut obj = self.obj(node, "a connection")?;
         let reconnect = match obj.get("reconnect") {
-            Some(node) => self.reconnect(node),
+            Some(node) => self.reader().reconnect(node),
             None => Reconnect::default(),
         };
         const PROTOCOLS: [&str; 6] = ["mqtt", "nats", "sse", "http", "sse_server", "migratorydata"];
@@ -507,14 +513,15 @@ impl<'a> Decoder<'a> {
             .filter_map(|p| obj.get(p).map(|n| (*p, n)))
             .collect();
         let kind = match given.as_slice() {
-            [("mqtt", n)] => self.mqtt_connection(&name, n).map(ConnectionKind::Mqtt),
+            [("mqtt", n)] => self.reader().mqtt(&name, n).map(ConnectionKind::Mqtt),
             [("nats", n)] => self.nats_connection(n).map(ConnectionKind::Nats),
             [("sse", n)] => self.sse_connection(n).map(ConnectionKind::Sse),
-            [("http", n)] => self.http_connection(n).map(ConnectionKind::Http),
+            [("http", n)] => self.reader().http(n).map(ConnectionKind::Http),
             [("migratorydata", n)] => self
-                .migratorydata_connection(n)
+                .reader()
+                .migratorydata(n)
                 .map(ConnectionKind::MigratoryData),
-            [(_, n)] => self.sse_server_connection(n).map(ConnectionKind::SseServer),
+            [(_, n)] => self.reader().sse_server(n).map(ConnectionKind::SseServer),
             [] => {
                 obj.finish(self);
                 self.error(
@@ -544,28 +551,6 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    fn reconnect(&mut self, node: &Node) -> Reconnect {
-        let defaults = Reconnect::default();
-        let Some(mut obj) = self.obj(node, "`reconnect`") else {
-            return defaults;
-        };
-        let r = Reconnect {
-            initial_delay: self.duration(&mut obj, "initial_delay", defaults.initial_delay),
-            max_delay: self.duration(&mut obj, "max_delay", defaults.max_delay),
-            connect_timeout: self.duration(&mut obj, "connect_timeout", defaults.connect_timeout),
-            stable_after: self.duration(&mut obj, "stable_after", defaults.stable_after),
-        };
-        if r.initial_delay > r.max_delay {
-            self.error(
-                node.pos,
-                "`initial_delay` is longer than `max_delay`",
-                Some("the delay doubles from initial_delay up to max_delay".into()),
-            );
-        }
-        obj.finish(self);
-        r
-    }
-
     fn tls(&mut self, obj: &mut Obj) -> Tls {
         let Some(node) = obj.get("tls") else {
             return Tls::default();
@@ -589,167 +574,6 @@ impl<'a> Decoder<'a> {
         }
         t.finish(self);
         tls
-    }
-
-    fn mqtt_connection(&mut self, name: &str, node: &Node) -> Option<MqttConnection> {
-        let mut obj = self.obj(node, "an MQTT connection")?;
-        let url_node = self.required(&mut obj, "url");
-        let url = url_node.and_then(|n| self.string(n, "url").map(|u| (n.pos, u)));
-        let version = match obj.get("version") {
-            Some(n) => match self.string(n, "version").as_deref() {
-                Some("5" | "5.0") => MqttVersion::V5,
-                Some("3.1.1" | "3" | "4" | "311") => MqttVersion::V311,
-                Some(other) => {
-                    self.error(
-                        n.pos,
-                        format!("MQTT version `{other}` is not supported"),
-                        Some("write `version: 5` or `version: \"3.1.1\"`".into()),
-                    );
-                    MqttVersion::V5
-                }
-                None => MqttVersion::V5,
-            },
-            None => MqttVersion::V5,
-        };
-        let client_id = self
-            .opt_string(&mut obj, "client_id")
-            .unwrap_or_else(|| format!("ferry-{name}"));
-        // A persistent session by default: the broker keeps what arrives while ferry is away,
-        // and redelivers what ferry had not acknowledged.
-        let clean_start = self.opt_bool(&mut obj, "clean_start", false);
-        let session_expiry_node = obj.get("session_expiry").is_some();
-        let session_expiry = self.opt_duration(&mut obj, "session_expiry");
-        let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(30));
-        let username = self.opt_string(&mut obj, "username");
-        let password = self.opt_string(&mut obj, "password").map(Secret::new);
-        let tls = self.tls(&mut obj);
-        let max_packet_size = self.size(&mut obj, "max_packet_size", 16 * 1024 * 1024);
-        if !(1024 * 1024..=268_435_455).contains(&max_packet_size) {
-            self.error(
-                obj.pos,
-                "`max_packet_size` must be between 1MiB and 256MiB",
-                Some("ferry needs room for real payloads; MQTT caps packets at 256MiB".into()),
-            );
-        }
-        let max_outgoing_packet_size = self.size(
-            &mut obj,
-            "max_outgoing_packet_size",
-            DEFAULT_MAX_OUTGOING_PACKET_SIZE,
-        );
-        if !(1024..=DEFAULT_MAX_OUTGOING_PACKET_SIZE).contains(&max_outgoing_packet_size) {
-            self.error(
-                obj.pos,
-                "`max_outgoing_packet_size` must be between 1KiB and 256MiB",
-                Some(
-                    "set it to the broker's limit (mosquitto's `max_packet_size`); MQTT caps \
-                     packets at 256MiB"
-                        .into(),
-                ),
-            );
-        }
-        let last_will = obj.get("last_will").and_then(|n| self.last_will(n));
-        let probe = self.probe(&mut obj, names::mqtt_topic);
-        obj.finish(self);
-
-        let (url_pos, url) = url?;
-        let parsed = match url::Url::parse(&url) {
-            Ok(u) => u,
-            Err(e) => {
-                self.error(
-                    url_pos,
-                    format!("invalid MQTT url `{}`: {e}", redact_url(&url)),
-                    Some("write e.g. `mqtt://broker:1883`, `mqtts://broker:8883` or `ws://broker:9001/mqtt`".into()),
-                );
-                return None;
-            }
-        };
-        let Some(transport) = MqttTransport::from_scheme(parsed.scheme()) else {
-            self.error(
-                url_pos,
-                format!("`{}://` is not an MQTT url scheme", parsed.scheme()),
-                Some("use mqtt://, mqtts://, ws:// or wss://".into()),
-            );
-            return None;
-        };
-        let default_port = transport.default_port();
-        let host = parsed.host_str().unwrap_or("").to_string();
-        if host.is_empty() {
-            self.error(
-                url_pos,
-                "the MQTT url has no host",
-                Some("write e.g. `mqtt://broker:1883`".into()),
-            );
-            return None;
-        }
-        let port = parsed.port().unwrap_or(default_port);
-        // Credentials may also come in the URL; the fields win.
-        let username = username
-            .or_else(|| (!parsed.username().is_empty()).then(|| parsed.username().to_string()));
-        let password = password.or_else(|| parsed.password().map(|p| Secret::new(p.to_string())));
-        let ws_url = matches!(transport, MqttTransport::Ws | MqttTransport::Wss).then(|| {
-            let mut u = parsed.clone();
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            SecretUrl::new(u.to_string())
-        });
-        // A `tls:` block on a plaintext URL would be ignored: the credentials would travel in
-        // clear while the config says TLS.
-        if !transport.is_tls() && tls.required {
-            self.error(
-                url_pos,
-                "`tls` is set but the url is not a TLS one",
-                Some("use mqtts:// or wss:// to connect with TLS".into()),
-            );
-        }
-        let session_expiry = match (version, session_expiry_node) {
-            (MqttVersion::V5, false) if !clean_start => Some(DEFAULT_SESSION_EXPIRY),
-            _ => session_expiry,
-        };
-        if version == MqttVersion::V311 && session_expiry.is_some() {
-            self.error(
-                url_pos,
-                "`session_expiry` needs MQTT 5",
-                Some("with MQTT 3.1.1, `clean_start: false` alone keeps the session".into()),
-            );
-        }
-        Some(MqttConnection {
-            url: redact_url(&url),
-            transport,
-            host,
-            port,
-            ws_url,
-            version,
-            client_id,
-            clean_start,
-            session_expiry,
-            keep_alive,
-            username,
-            password,
-            tls,
-            max_packet_size: max_packet_size.min(u32::MAX as u64) as u32,
-            max_outgoing_packet_size: max_outgoing_packet_size.min(DEFAULT_MAX_OUTGOING_PACKET_SIZE)
-                as u32,
-            last_will,
-            probe,
-        })
-    }
-
-    fn last_will(&mut self, node: &Node) -> Option<LastWill> {
-        let mut obj = self.obj(node, "`last_will`")?;
-        let topic = self.required(&mut obj, "topic").and_then(|n| {
-            let t = self.string(n, "topic")?;
-            self.check(n.pos, names::mqtt_topic(&t)).then_some(t)
-        });
-        let payload = self.opt_string(&mut obj, "payload").unwrap_or_default();
-        let qos = self.qos(&mut obj, 0);
-        let retain = self.opt_bool(&mut obj, "retain", false);
-        obj.finish(self);
-        Some(LastWill {
-            topic: topic?,
-            payload,
-            qos,
-            retain,
-        })
     }
 
     fn nats_connection(&mut self, node: &Node) -> Option<NatsConnection> {
@@ -1086,202 +910,6 @@ impl<'a> Decoder<'a> {
                 .map(|(k, v)| (k, Secret::new(v)))
                 .collect(),
             body,
-        })
-    }
-
-    fn http_connection(&mut self, node: &Node) -> Option<HttpConnection> {
-        let mut obj = self.obj(node, "an HTTP connection")?;
-        let url = self.http_url(&mut obj, "url");
-        let headers = self
-            .header_map(&mut obj, "headers")
-            .into_iter()
-            .map(|(k, v)| (k, Secret::new(v)))
-            .collect();
-        let tls = self.tls(&mut obj);
-        let timeout = self.duration(&mut obj, "timeout", Duration::from_secs(30));
-        let max_concurrent = match obj.get("max_concurrent") {
-            Some(n) => self.number(n, "max_concurrent", 1, 1024).unwrap_or(8) as usize,
-            None => 8,
-        };
-        obj.finish(self);
-        Some(HttpConnection {
-            url: SecretUrl::new(url?.to_string()),
-            headers,
-            tls,
-            timeout,
-            max_concurrent,
-        })
-    }
-
-    fn migratorydata_connection(&mut self, node: &Node) -> Option<MigratoryDataConnection> {
-        let mut obj = self.obj(node, "a MigratoryData connection")?;
-        let mut servers = Vec::new();
-        match self.required(&mut obj, "servers") {
-            Some(Node {
-                value: Value::Seq(items),
-                pos,
-            }) => {
-                if items.is_empty() {
-                    self.error(
-                        *pos,
-                        "`servers` is empty",
-                        Some("list at least one, e.g. `servers: [http://md1:8800]`".into()),
-                    );
-                }
-                for n in items {
-                    if let Some(u) = self.server_url(n) {
-                        servers.push(u);
-                    }
-                }
-            }
-            Some(n) => {
-                if let Some(u) = self.server_url(n) {
-                    servers.push(u);
-                }
-            }
-            None => {}
-        }
-        let token = self
-            .required(&mut obj, "token")
-            .and_then(|n| self.string(n, "token"))
-            .map(Secret::new);
-        let tls = self.tls(&mut obj);
-        let timeout = self.duration(&mut obj, "timeout", Duration::from_secs(10));
-        let poll_interval = self.duration(&mut obj, "poll_interval", Duration::from_secs(1));
-        if poll_interval.is_zero() {
-            self.error(
-                obj.pos,
-                "`poll_interval` cannot be 0",
-                Some("write e.g. `250ms` or `1s`".into()),
-            );
-        }
-        let max_response_size = self.size(
-            &mut obj,
-            "max_response_size",
-            DEFAULT_MIGRATORYDATA_MAX_RESPONSE_SIZE,
-        );
-        if max_response_size < 1024 {
-            self.error(
-                obj.pos,
-                "`max_response_size` must be at least 1KiB",
-                Some("a consume answer carries up to 1000 messages: write e.g. `16MiB`".into()),
-            );
-        }
-        obj.finish(self);
-        Some(MigratoryDataConnection {
-            servers,
-            token: token?,
-            tls,
-            timeout,
-            poll_interval,
-            max_response_size: usize::try_from(max_response_size).unwrap_or(usize::MAX),
-        })
-    }
-
-    /// One of a MigratoryData connection's `servers`: an http:// or https:// base URL, without
-    /// a query (the token goes in `token:`, where it is kept secret).
-    fn server_url(&mut self, node: &Node) -> Option<String> {
-        let text = self.string(node, "server")?;
-        match url::Url::parse(&text) {
-            Ok(u)
-                if matches!(u.scheme(), "http" | "https")
-                    && u.has_host()
-                    && u.query().is_none()
-                    && u.username().is_empty()
-                    && u.password().is_none() =>
-            {
-                Some(u.to_string())
-            }
-            _ => {
-                self.error(
-                    node.pos,
-                    format!(
-                        "`{}` is not an http:// or https:// server URL",
-                        // Without its query, which may hold the token.
-                        redact_url(text.split(['?', '#']).next().unwrap_or_default())
-                    ),
-                    Some(
-                        "write e.g. `http://md1.example.com:8800`, without credentials or a query (the token goes in `token:`)"
-                            .into(),
-                    ),
-                );
-                None
-            }
-        }
-    }
-
-    fn sse_server_connection(&mut self, node: &Node) -> Option<SseServerConnection> {
-        let mut obj = self.obj(node, "an sse_server connection")?;
-        let path = self.required(&mut obj, "path").and_then(|n| {
-            let p = self.string(n, "path")?;
-            // What a browser sends unescaped (RFC 3986 path characters), so the path in the
-            // config is the path in the request; `{`, `}` and `%` stay out.
-            let url_char = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c);
-            if !p.starts_with('/') || p == "/" || !p.chars().all(url_char) {
-                self.error(
-                    n.pos,
-                    format!("`{p}` is not a path ferry can serve a stream on"),
-                    Some(
-                        "write an absolute path of plain URL characters, such as `/events/sensors`"
-                            .into(),
-                    ),
-                );
-                return None;
-            }
-            if crate::admin::OWN_PATHS
-                .iter()
-                .any(|own| p == *own || p.starts_with(&format!("{own}/")))
-            {
-                self.error(
-                    n.pos,
-                    format!("`{p}` is the admin listener's own path"),
-                    Some(format!(
-                        "choose another path; {} and what is under them are taken",
-                        crate::admin::OWN_PATHS.join(", ")
-                    )),
-                );
-                return None;
-            }
-            Some(p)
-        });
-        let buffer = match obj.get("buffer") {
-            Some(n) => self.number(n, "buffer", 0, 1_000_000).unwrap_or(1000) as usize,
-            None => 1000,
-        };
-        let keep_alive = self.duration(&mut obj, "keep_alive", Duration::from_secs(15));
-        let cors_origin = obj.get("cors_origin").and_then(|n| {
-            let origin = self.string(n, "cors_origin")?;
-            // One origin exactly as a browser sends it in `Origin:` (scheme, host, port).
-            let is_origin = |o: &str| {
-                url::Url::parse(o).is_ok_and(|u| {
-                    matches!(u.scheme(), "http" | "https") && u.origin().ascii_serialization() == o
-                })
-            };
-            if origin == "*" || is_origin(&origin) {
-                return Some(origin);
-            }
-            self.error(
-                n.pos,
-                format!("`{origin}` is not an origin"),
-                Some("write `*` (pages from anywhere) or one origin, scheme and host, such as `https://dashboard.example.com`".into()),
-            );
-            None
-        });
-        let token = self.opt_string(&mut obj, "token").map(Secret::new);
-        let max_clients = match obj.get("max_clients") {
-            Some(n) => self
-                .number(n, "max_clients", 1, 1_000_000)
-                .map_or(SseServerConnection::DEFAULT_MAX_CLIENTS, |v| v as usize),
-            None => SseServerConnection::DEFAULT_MAX_CLIENTS,
-        };
-        obj.finish(self);
-        Some(SseServerConnection {
-            path: path?,
-            buffer,
-            keep_alive,
-            cors_origin,
-            token,
-            max_clients,
         })
     }
 
@@ -2704,7 +2332,10 @@ connections:
         };
         // A persistent session by default, with a day of session expiry on MQTT 5.
         assert!(!plant.clean_start);
-        assert_eq!(plant.session_expiry, Some(DEFAULT_SESSION_EXPIRY));
+        assert_eq!(
+            plant.session_expiry,
+            Some(Duration::from_secs(24 * 60 * 60))
+        );
         assert_eq!(plant.probe, Some(Probe::default()));
         let ConnectionKind::Mqtt(legacy) = &config.connections["legacy"].kind else {
             panic!()

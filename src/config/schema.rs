@@ -25,8 +25,13 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::Value;
 
 use super::admin_listener::AdminSection;
-use super::model::LoopGuard;
+use super::model::{LoopGuard, Reconnect, Tls};
+use super::probe::ProbeSetting;
 use super::values::{self, Flag, Interpolated, OneOrList, Text, Whole};
+use crate::connectors::http::config::HttpSection;
+use crate::connectors::migratorydata::config::MigratoryDataSection;
+use crate::connectors::mqtt::config::MqttSection;
+use crate::connectors::sse_server::config::SseServerConnection;
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
 pub fn json() -> String {
@@ -134,161 +139,19 @@ struct BridgesFile {
 )]
 struct Connection {
     /// An MQTT broker (3.1.1 or 5).
-    mqtt: Option<MqttConnection>,
+    mqtt: Option<MqttSection>,
     /// A NATS server or cluster.
     nats: Option<NatsConnection>,
     /// A server-sent-event stream ferry reads (a database's change feed, say).
     sse: Option<SseConnection>,
     /// An HTTP endpoint ferry sends each message to.
-    http: Option<HttpConnection>,
+    http: Option<HttpSection>,
     /// A server-sent-event stream ferry serves to browsers, on the admin listener.
     sse_server: Option<SseServerConnection>,
     /// A MigratoryData server or cluster, through its REST API.
-    migratorydata: Option<MigratoryDataConnection>,
+    migratorydata: Option<MigratoryDataSection>,
     /// How ferry reconnects when the connection drops: exponential backoff with jitter.
     reconnect: Option<Reconnect>,
-}
-
-/// Reconnection backoff: the delay doubles from `initial_delay` up to `max_delay`.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Reconnect {
-    /// The first delay after a connection drops.
-    #[schemars(extend("default" = "100ms"))]
-    initial_delay: Option<Duration>,
-    /// The longest delay between two attempts.
-    #[schemars(extend("default" = "30s"))]
-    max_delay: Option<Duration>,
-    /// How long one connection attempt may take.
-    #[schemars(extend("default" = "10s"))]
-    connect_timeout: Option<Duration>,
-    /// A connection up this long is stable: the next drop starts again from `initial_delay`.
-    #[schemars(extend("default" = "30s"))]
-    stable_after: Option<Duration>,
-}
-
-/// TLS settings (for mqtts://, wss://, tls://, https:// URLs).
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Tls {
-    /// A PEM file of CA certificates to trust instead of the system's.
-    ca: Option<Text>,
-    /// A PEM client certificate (needs `key`).
-    cert: Option<Text>,
-    /// The PEM private key of `cert`.
-    key: Option<Text>,
-    /// Accept any server certificate. For tests only: anyone can pose as the server.
-    #[schemars(extend("default" = false))]
-    insecure_skip_verify: Option<Flag>,
-}
-
-/// A connection's liveness probe: `false` turns it off, a mapping tunes it.
-struct ProbeSetting;
-
-impl JsonSchema for ProbeSetting {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "ProbeSetting".into()
-    }
-    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
-        let probe = generator.subschema_for::<Probe>();
-        json_schema!({
-            "description": "ferry publishes on a private topic or subject it subscribes to and expects the probe back; a subscription that stays silent while the connection claims to be up is rebuilt. `false` turns it off.",
-            "anyOf": [{ "type": "boolean" }, probe],
-            "default": true
-        })
-    }
-}
-
-/// The liveness probe's timing.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Probe {
-    /// How often to probe.
-    #[schemars(extend("default" = "30s"))]
-    interval: Option<Duration>,
-    /// How long the probe may take to come back.
-    #[schemars(extend("default" = "10s"))]
-    timeout: Option<Duration>,
-    /// The topic or subject to probe on. Default: a private one under ferry's own prefix.
-    topic: Option<Text>,
-}
-
-/// An MQTT broker.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct MqttConnection {
-    /// `mqtt://host:1883`, `mqtts://host:8883`, `ws://host/path` or `wss://host/path`; may
-    /// carry `user:password@`.
-    url: Text,
-    /// MQTT protocol version.
-    #[schemars(extend("default" = "5"))]
-    version: Option<Interpolated<MqttVersion>>,
-    /// The client id; stable, so the broker keeps ferry's session. Default: `ferry-<name>`.
-    client_id: Option<Text>,
-    /// Start without the broker's kept session. By default ferry keeps a persistent session,
-    /// so the broker holds what arrives while ferry is away.
-    #[schemars(extend("default" = false))]
-    clean_start: Option<Flag>,
-    /// MQTT 5: how long the broker keeps the session after ferry disconnects. Default: a day
-    /// with a persistent session.
-    session_expiry: Option<Duration>,
-    /// The keep-alive interval.
-    #[schemars(extend("default" = "30s"))]
-    keep_alive: Option<Duration>,
-    /// The user name (also possible in the URL).
-    username: Option<Text>,
-    /// The password: write `${ENV}` or `${file:PATH}` rather than the secret itself.
-    password: Option<Text>,
-    /// TLS settings (for mqtts:// and wss://).
-    tls: Option<Tls>,
-    /// The largest packet ferry accepts, from 1MiB to 256MiB.
-    #[schemars(extend("default" = "16MiB"))]
-    max_packet_size: Option<Size>,
-    /// The largest PUBLISH packet ferry sends, from 1KiB to 256MiB, when the broker announces
-    /// no limit of its own (an MQTT 5 broker may; MQTT 3.1.1 cannot): a larger message is
-    /// refused before it is sent (dead-lettered), so the broker never drops the connection
-    /// over it. Set it to the broker's limit.
-    #[schemars(extend("default" = "256MiB"))]
-    max_outgoing_packet_size: Option<Size>,
-    /// The message the broker publishes when ferry's connection is lost.
-    last_will: Option<LastWill>,
-    /// The liveness probe.
-    probe: Option<ProbeSetting>,
-}
-
-/// MQTT protocol version: 5, or 3.1.1 (also written 3, 4 or 311).
-struct MqttVersion;
-
-impl JsonSchema for MqttVersion {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "MqttVersion".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "enum": ["5", "5.0", "3.1.1", "3", "4", "311", 5, 3, 4, 311] })
-    }
-}
-
-/// The last will: published by the broker when ferry's connection is lost.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct LastWill {
-    /// The topic.
-    topic: Text,
-    /// The payload.
-    #[schemars(extend("default" = ""))]
-    payload: Option<Text>,
-    /// The QoS.
-    #[schemars(extend("default" = 0))]
-    qos: Option<Whole<0, 2>>,
-    /// Published retained.
-    #[schemars(extend("default" = false))]
-    retain: Option<Flag>,
 }
 
 /// A NATS server or cluster. One way to authenticate: user/password, token, nkey or creds.
@@ -389,71 +252,6 @@ enum HandshakeMethod {
     Get,
     Post,
     Put,
-}
-
-/// An HTTP endpoint ferry sends each message to.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct HttpConnection {
-    /// The base http:// or https:// URL; a sink's `url` is relative to it.
-    url: Text,
-    /// Headers sent with every request, e.g. `{authorization: "Bearer ${TOKEN}"}`.
-    headers: Option<TextMap>,
-    /// TLS settings.
-    tls: Option<Tls>,
-    /// How long one request may take.
-    #[schemars(extend("default" = "30s"))]
-    timeout: Option<Duration>,
-    /// Requests in flight at once on this connection.
-    #[schemars(extend("default" = 8))]
-    max_concurrent: Option<Whole<1, 1024>>,
-}
-
-/// A MigratoryData server or cluster through its REST API (`Rest.Enable = true` on the
-/// server).
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct MigratoryDataConnection {
-    /// The servers' http:// or https:// base URLs, tried in this order: on a connection
-    /// failure ferry moves to the next, and back to the first once the one in use stayed up
-    /// for `reconnect.stable_after`.
-    servers: OneOrList<Text>,
-    /// The entitlement token, e.g. `${MIGRATORYDATA_TOKEN}`. Never logged.
-    token: Text,
-    /// TLS settings.
-    tls: Option<Tls>,
-    /// How long one request may take.
-    #[schemars(extend("default" = "10s"))]
-    timeout: Option<Duration>,
-    /// How long a source waits after a poll that brought nothing.
-    #[schemars(extend("default" = "1s"))]
-    poll_interval: Option<Duration>,
-    /// The most of one server answer ferry reads, at least 1KiB. A larger answer is not
-    /// read further: a produce is retried, a poll fails and is retried with backoff.
-    #[schemars(extend("default" = "16MiB"))]
-    max_response_size: Option<Size>,
-}
-
-/// A server-sent-event stream served to browsers on the admin listener.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct SseServerConnection {
-    /// The path on the admin listener, e.g. `/events/sensors`.
-    path: Text,
-    /// Events kept for clients that reconnect with `Last-Event-ID`.
-    #[schemars(extend("default" = 1000))]
-    buffer: Option<Whole<0, 1000000>>,
-    /// How often an idle stream gets a comment, so proxies keep it open.
-    #[schemars(extend("default" = "15s"))]
-    keep_alive: Option<Duration>,
-    /// The origin whose pages may read the stream (`*` for any). Default: the listener's own.
-    cors_origin: Option<Text>,
-    /// The token a client must show as `?token=` or in the `ferry_token` cookie. Default: the
-    /// stream is public.
-    token: Option<Text>,
-    /// Clients served at once; one more is answered 503.
-    #[schemars(extend("default" = 1000))]
-    max_clients: Option<Whole<1, 1000000>>,
 }
 
 /// A route: one source, a mapping stage, one or more sinks.
@@ -958,10 +756,7 @@ routes:
     const SHAPES: &[(&str, &[&str])] = &[
         ("the configuration", &[""]),
         ("a connection", &["Connection"]),
-        ("`reconnect`", &["Reconnect"]),
         ("`tls`", &["Tls"]),
-        ("an MQTT connection", &["MqttConnection"]),
-        ("`last_will`", &["LastWill"]),
         (
             "`probe` (false, or a map of interval, timeout, topic)",
             &["Probe"],
@@ -969,9 +764,6 @@ routes:
         ("a NATS connection", &["NatsConnection"]),
         ("an SSE connection", &["SseConnection"]),
         ("a `handshake`", &["Handshake"]),
-        ("an HTTP connection", &["HttpConnection"]),
-        ("an sse_server connection", &["SseServerConnection"]),
-        ("a MigratoryData connection", &["MigratoryDataConnection"]),
         ("a route", &["Route"]),
         ("`headers`", &["HeaderRules"]),
         ("`queue`", &["Queue"]),

@@ -15,7 +15,7 @@ use super::interpolate::{Lookup, interpolate};
 use super::ranges::{
     DURATION_HINT, NumberProblem, SIZE_HINT, check_duration, check_size, duration_of_seconds,
 };
-use super::values::Scalar;
+use super::values::{INTERPOLATION, Scalar};
 use super::yaml::{Node, Pos, Value};
 
 /// What each mapping of the file is to the user, by the name of its type's schema: "unknown
@@ -24,6 +24,17 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("Admin", "`admin`"),
     ("AdminTls", "the admin listener's `tls`"),
     ("LoopGuard", "`loop_guard`"),
+    ("Reconnect", "`reconnect`"),
+    ("Tls", "`tls`"),
+    (
+        "Probe",
+        "`probe` (false, or a map of interval, timeout, topic)",
+    ),
+    ("MqttConnection", "an MQTT connection"),
+    ("LastWill", "`last_will`"),
+    ("HttpConnection", "an HTTP connection"),
+    ("SseServerConnection", "an sse_server connection"),
+    ("MigratoryDataConnection", "a MigratoryData connection"),
 ];
 
 /// What a mapping described by the definition `name` is called in messages.
@@ -89,7 +100,7 @@ impl<'a> Validator<'a> {
             return;
         }
         match schema.get("type").and_then(Json::as_str) {
-            Some("object") => self.mapping(node, schema, what),
+            Some("object") => self.mapping(node, schema, key, what),
             Some("array") => self.list(node, schema, key),
             Some("string") => self.scalar(node, Scalar::Text, key),
             Some("boolean") => self.scalar(node, Scalar::Flag, key),
@@ -105,13 +116,24 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn mapping(&mut self, node: &Node, schema: &Json, what: &str) {
+    fn mapping(&mut self, node: &Node, schema: &Json, key: &str, what: &str) {
         let Value::Map(entries) = &node.value else {
-            self.error(
-                node.pos,
-                format!("expected a mapping for {what}, found {}", node.value.kind()),
-                Some("write `key: value` pairs, indented under it".into()),
-            );
+            let found = node.value.kind();
+            match schema.get("properties") {
+                Some(_) => self.error(
+                    node.pos,
+                    format!("expected a mapping for {what}, found {found}"),
+                    Some("write `key: value` pairs, indented under it".into()),
+                ),
+                // Names of the user's choosing (headers, say): an example shows the form.
+                None => self.error(
+                    node.pos,
+                    format!("`{key}` must be a mapping, found {found}"),
+                    schema["examples"][0]
+                        .as_str()
+                        .map(|example| format!("write `{key}: {example}`")),
+                ),
+            }
             return;
         };
         let empty = Map::new();
@@ -181,7 +203,10 @@ impl<'a> Validator<'a> {
     /// The first alternative `node` fits; else the errors of the one of its kind.
     fn alternatives(&mut self, node: &Node, alternatives: &[Json], key: &str, what: &str) {
         let mut best: Option<Vec<Diagnostic>> = None;
-        for alternative in alternatives {
+        // A `${...}` is interpolated before the value is checked: what it stands for must fit
+        // one of the other alternatives.
+        let interpolation = |a: &&Json| a["pattern"].as_str() == Some(INTERPOLATION);
+        for alternative in alternatives.iter().filter(|a| !interpolation(a)) {
             let mut trial = Validator::new(self.root, self.lookup);
             trial.value(node, alternative, key, what);
             if trial.errors.is_empty() {
@@ -206,16 +231,27 @@ impl<'a> Validator<'a> {
         )
     }
 
+    /// One of the `choices` (numbers among them as their text). The schema may word the
+    /// error itself: `errorMessage` (with `{value}`) and `x-hint`.
     fn choice(&mut self, node: &Node, choices: &[Json], schema: &Json, key: &str) {
         let Some(text) = self.text(node, key) else {
             return;
         };
-        let names: Vec<&str> = choices.iter().filter_map(Json::as_str).collect();
-        if names.contains(&text.as_str()) {
+        let names: Vec<String> = choices
+            .iter()
+            .map(|c| c.as_str().map_or_else(|| c.to_string(), String::from))
+            .collect();
+        if names.contains(&text) {
+            return;
+        }
+        if let Some(message) = schema["errorMessage"].as_str() {
+            let message = message.replace("{value}", &text);
+            let hint = schema["x-hint"].as_str().map(String::from);
+            self.error(node.pos, message, hint);
             return;
         }
         let what = schema["title"].as_str().unwrap_or(key);
-        let hint = match did_you_mean(&text, names.iter().copied()) {
+        let hint = match did_you_mean(&text, names.iter().map(String::as_str)) {
             Some(close) => format!("did you mean `{close}`? one of: {}", names.join(", ")),
             None => format!("one of: {}", names.join(", ")),
         };

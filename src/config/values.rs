@@ -1,7 +1,7 @@
 //! How `bridges.yaml` writes its scalar values where the file's form differs from Rust's:
 //! durations (`30s`), sizes (`16MiB`), flags, whole numbers in a range, free text. Each is a
 //! schema (what `ferry schema` shows, and what [`super::validate`] checks a value against,
-//! by the schema's name) and, for durations, a serde form (`#[serde(with = ...)]`)
+//! by the schema's name) and, for durations and sizes, a serde form (`#[serde(with = ...)]`)
 //! that reads the file's text and writes a default back in the same form.
 //!
 //! Every scalar may be a `${...}` interpolation, numbers may be written as strings and text
@@ -12,9 +12,11 @@ use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::Value;
 
-use super::ranges::{check_duration, duration_of_seconds};
+use super::ranges::{check_duration, check_size, duration_of_seconds};
 
 /// A `${ENV}`, `${ENV:-default}` or `${file:PATH}` interpolation, which can stand for any
 /// scalar: the value is interpolated before it is read.
@@ -133,7 +135,8 @@ impl JsonSchema for Flag {
 }
 
 /// One `T`, or a list of them.
-pub struct OneOrList<T>(PhantomData<T>);
+#[derive(Clone, Debug, PartialEq)]
+pub struct OneOrList<T>(pub Vec<T>);
 
 impl<T: JsonSchema> JsonSchema for OneOrList<T> {
     fn inline_schema() -> bool {
@@ -147,6 +150,59 @@ impl<T: JsonSchema> JsonSchema for OneOrList<T> {
         json_schema!({
             "anyOf": [one.clone(), { "type": "array", "items": one, "minItems": 1 }]
         })
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrList<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form<T> {
+            Many(Vec<T>),
+            One(T),
+        }
+        Ok(OneOrList(match Form::deserialize(deserializer)? {
+            Form::Many(all) => all,
+            Form::One(one) => vec![one],
+        }))
+    }
+}
+
+/// Names of the user's choosing, each with a text (headers, query parameters), in the order
+/// written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TextMap(pub Vec<(String, String)>);
+
+impl JsonSchema for TextMap {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        "TextMap".into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let text = generator.subschema_for::<Text>();
+        json_schema!({ "type": "object", "additionalProperties": text })
+    }
+}
+
+impl<'de> Deserialize<'de> for TextMap {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = TextMap;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TextMap, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(TextMap(pairs))
+            }
+        }
+        deserializer.deserialize_map(Pairs)
     }
 }
 
@@ -216,6 +272,30 @@ pub mod duration {
         }
     }
 
+    /// For an `Option<Duration>` field (with `#[serde(default)]`: absent is `None`).
+    pub mod optional {
+        use std::time::Duration;
+
+        use serde::de::Deserializer;
+        use serde::ser::Serializer;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(deserializer).map(Some)
+        }
+
+        pub fn serialize<S: Serializer>(
+            d: &Option<Duration>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, serializer),
+                None => serializer.serialize_none(),
+            }
+        }
+    }
+
     struct DurationVisitor;
 
     impl Visitor<'_> for DurationVisitor {
@@ -239,6 +319,54 @@ pub mod duration {
     }
 }
 
+/// A size as a number of bytes or `16MiB`-style text, for `#[serde(with = ...)]` on a `u64`
+/// field.
+pub mod size {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::ser::Serializer;
+
+    use super::check_size;
+    use crate::config::ranges::NumberProblem;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+        deserializer.deserialize_any(SizeVisitor)
+    }
+
+    /// In the largest binary unit that writes `bytes` exactly.
+    pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+        for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+            if *bytes > 0 && bytes.is_multiple_of(factor) {
+                return serializer.serialize_str(&format!("{}{unit}", bytes / factor));
+            }
+        }
+        serializer.serialize_u64(*bytes)
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a size")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(NumberProblem::Negative)),
+            }
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            check_size(&v.to_string()).map_err(E::custom)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<u64, E> {
+            check_size(v).map_err(E::custom)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -251,5 +379,9 @@ mod tests {
         assert_eq!(text(Duration::from_secs(60)), "1m");
         assert_eq!(text(Duration::from_secs(86400)), "1d");
         assert_eq!(text(Duration::ZERO), "0s");
+        let size = |n: u64| super::size::serialize(&n, serde_json::value::Serializer).unwrap();
+        assert_eq!(size(16 << 20), "16MiB");
+        assert_eq!(size(1 << 30), "1GiB");
+        assert_eq!(size(1000), 1000);
     }
 }

@@ -35,6 +35,7 @@
 //! - **The token** goes in every request's query. It is never logged: ferry logs servers by
 //!   origin only, and reqwest's errors lose their URL ([`http_client::describe`]).
 
+pub mod config;
 mod rest;
 mod servers;
 
@@ -52,7 +53,7 @@ use url::Url;
 use super::http_client::{self, Timeouts};
 use super::sse::cursor::{self, CursorFile, Tracker};
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
-use crate::config::{self, MigratoryDataQos, Reconnect, Retain, SinkSpec, SourceSpec};
+use crate::config::{MigratoryDataQos, Reconnect, Retain, SinkSpec, SourceSpec};
 use crate::message::{Ack, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
@@ -79,7 +80,7 @@ static NEXT_CLOSURE: AtomicU64 = AtomicU64::new(1);
 /// A MigratoryData server, or a cluster of them, through the REST API.
 pub struct MigratoryDataConnection {
     name: Arc<str>,
-    config: config::MigratoryDataConnection,
+    config: crate::config::MigratoryDataConnection,
     reconnect: Reconnect,
     status: ConnectionStatus,
     state_dir: PathBuf,
@@ -92,7 +93,7 @@ pub struct MigratoryDataConnection {
 impl MigratoryDataConnection {
     pub fn new(
         name: &str,
-        config: config::MigratoryDataConnection,
+        config: crate::config::MigratoryDataConnection,
         reconnect: Reconnect,
         status: ConnectionStatus,
         state_dir: &Path,
@@ -253,7 +254,7 @@ struct Endpoint {
     name: Arc<str>,
     servers: Servers,
     client: reqwest::Client,
-    token: config::Secret,
+    token: crate::config::Secret,
     timeout: Duration,
     connect_timeout: Duration,
     /// `max_response_size`: the most of an answer ferry reads.

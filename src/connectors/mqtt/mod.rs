@@ -17,6 +17,7 @@
 
 mod acks;
 mod client;
+pub mod config;
 mod event_loop;
 mod liveness;
 mod session;
@@ -32,7 +33,7 @@ use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{RouteSource, Supervisor};
 use self::liveness::Liveness;
 use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
-use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
+use crate::config::{MqttVersion, Retain, SinkSpec, SourceSpec};
 use crate::message::Message;
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
@@ -48,8 +49,8 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(30);
 /// One MQTT connection, collecting the routes that use it until [`Connection::start`].
 pub struct MqttConnection {
     name: Arc<str>,
-    config: config::MqttConnection,
-    reconnect: config::Reconnect,
+    config: crate::config::MqttConnection,
+    reconnect: crate::config::Reconnect,
     status: ConnectionStatus,
     /// Built in `new`, so sinks can hold the client before the connection starts; or why it
     /// could not be built (reported by `add_source` and the sinks, which can fail).
@@ -120,8 +121,8 @@ impl Default for Link {
 impl MqttConnection {
     pub fn new(
         name: &str,
-        config: config::MqttConnection,
-        reconnect: config::Reconnect,
+        config: crate::config::MqttConnection,
+        reconnect: crate::config::Reconnect,
         status: ConnectionStatus,
     ) -> Self {
         let built = client::build(name, &config, &reconnect).map_err(|e| format!("{e:#}"));

@@ -32,6 +32,8 @@
 //! carries `Access-Control-Allow-Origin`, which is all a page on another origin needs: an
 //! EventSource sends no preflight.
 
+pub mod config;
+
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -50,7 +52,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
-use crate::config::{self, Secret, SinkSpec};
+use crate::config::{Secret, SinkSpec};
 use crate::message::Message;
 use crate::pipeline::status::ConnectionStatus;
 

@@ -21,6 +21,8 @@
 //! URL as Basic auth) are marked sensitive and never logged; URLs are never logged beyond their origin (scheme, host and port), because query
 //! strings and even paths (Slack-style webhook URLs) carry credentials.
 
+pub mod config;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -32,7 +34,7 @@ use url::Url;
 
 use super::http_client::{self, Timeouts};
 use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
-use crate::config::{self, HttpMethod, Reconnect, SinkSpec};
+use crate::config::{HttpMethod, Reconnect, SinkSpec};
 use crate::message::Message;
 use crate::pipeline::status::ConnectionStatus;
 
@@ -61,7 +63,7 @@ const FRAMING_HEADERS: [&str; 10] = [
 /// HTTP endpoints ferry sends messages to.
 pub struct HttpConnection {
     name: Arc<str>,
-    config: config::HttpConnection,
+    config: crate::config::HttpConnection,
     reconnect: Reconnect,
     status: ConnectionStatus,
     /// Built with the first sink, so a bad TLS file stops ferry at start.
@@ -71,7 +73,7 @@ pub struct HttpConnection {
 impl HttpConnection {
     pub fn new(
         name: &str,
-        config: config::HttpConnection,
+        config: crate::config::HttpConnection,
         reconnect: Reconnect,
         status: ConnectionStatus,
     ) -> Self {
@@ -399,11 +401,11 @@ mod tests {
     use reqwest::StatusCode;
 
     fn endpoint(base: &str, headers: &[(&str, &str)]) -> Arc<Endpoint> {
-        let config = config::HttpConnection {
-            url: config::SecretUrl::new(base),
+        let config = crate::config::HttpConnection {
+            url: crate::config::SecretUrl::new(base),
             headers: headers
                 .iter()
-                .map(|(k, v)| (k.to_string(), config::Secret::new(v.to_string())))
+                .map(|(k, v)| (k.to_string(), crate::config::Secret::new(v.to_string())))
                 .collect(),
             tls: Default::default(),
             timeout: Duration::from_secs(30),

@@ -1,0 +1,41 @@
+//! An `http:` connection as `bridges.yaml` writes it: the endpoint ferry sends each message to.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::Tls;
+use crate::config::values::{self, Text, TextMap, Whole};
+
+/// An HTTP endpoint ferry sends each message to.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "HttpConnection")]
+pub struct HttpSection {
+    /// The base http:// or https:// URL; a sink's `url` is relative to it.
+    #[schemars(with = "Text")]
+    pub url: String,
+    /// Headers sent with every request, e.g. `{authorization: "Bearer ${TOKEN}"}`.
+    #[serde(default)]
+    #[schemars(with = "Option<TextMap>", example = &"{x-api-key: ${API_KEY}}")]
+    pub headers: TextMap,
+    /// TLS settings.
+    pub tls: Option<Tls>,
+    /// How long one request may take.
+    #[serde(default = "default_timeout", with = "values::duration")]
+    #[schemars(with = "values::Duration")]
+    pub timeout: Duration,
+    /// Requests in flight at once on this connection.
+    #[serde(default = "default_max_concurrent")]
+    #[schemars(with = "Whole<1, 1024>")]
+    pub max_concurrent: usize,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_concurrent() -> usize {
+    8
+}

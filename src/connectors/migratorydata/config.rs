@@ -1,0 +1,56 @@
+//! A `migratorydata:` connection as `bridges.yaml` writes it: a MigratoryData server or
+//! cluster, through its REST API.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::values::{self, OneOrList, Text};
+use crate::config::{Secret, Tls};
+
+/// `max_response_size` when unset: a consume answer carries up to 1000 messages.
+pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 16 * 1024 * 1024;
+
+/// A MigratoryData server or cluster through its REST API (`Rest.Enable = true` on the
+/// server).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "MigratoryDataConnection")]
+pub struct MigratoryDataSection {
+    /// The servers' http:// or https:// base URLs, tried in this order: on a connection
+    /// failure ferry moves to the next, and back to the first once the one in use stayed up
+    /// for `reconnect.stable_after`.
+    #[schemars(with = "OneOrList<Text>")]
+    pub servers: OneOrList<String>,
+    /// The entitlement token, e.g. `${MIGRATORYDATA_TOKEN}`. Never logged.
+    #[schemars(with = "Text")]
+    pub token: Secret,
+    /// TLS settings.
+    pub tls: Option<Tls>,
+    /// How long one request may take.
+    #[serde(default = "default_timeout", with = "values::duration")]
+    #[schemars(with = "values::Duration")]
+    pub timeout: Duration,
+    /// How long a source waits after a poll that brought nothing.
+    #[serde(default = "default_poll_interval", with = "values::duration")]
+    #[schemars(with = "values::Duration")]
+    pub poll_interval: Duration,
+    /// The most of one server answer ferry reads, at least 1KiB. A larger answer is not
+    /// read further: a produce is retried, a poll fails and is retried with backoff.
+    #[serde(default = "default_max_response_size", with = "values::size")]
+    #[schemars(with = "values::Size")]
+    pub max_response_size: u64,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_max_response_size() -> u64 {
+    DEFAULT_MAX_RESPONSE_SIZE
+}

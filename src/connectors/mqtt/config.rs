@@ -1,0 +1,124 @@
+//! An `mqtt:` connection as `bridges.yaml` writes it: an MQTT broker (3.1.1 or 5).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::Deserialize;
+
+use crate::config::probe::ProbeSetting;
+use crate::config::values::{self, Flag, Interpolated, Size, Text, Whole};
+use crate::config::{Secret, Tls};
+
+/// `max_outgoing_packet_size` when unset: 256 MiB, about MQTT's own limit (a remaining length
+/// of 268,435,455 bytes).
+pub const DEFAULT_MAX_OUTGOING_PACKET_SIZE: u64 = 256 * 1024 * 1024;
+
+/// An MQTT broker.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "MqttConnection")]
+pub struct MqttSection {
+    /// `mqtt://host:1883`, `mqtts://host:8883`, `ws://host/path` or `wss://host/path`; may
+    /// carry `user:password@`.
+    #[schemars(with = "Text")]
+    pub url: String,
+    /// MQTT protocol version.
+    #[serde(default = "default_version")]
+    #[schemars(with = "Interpolated<MqttVersion>")]
+    pub version: String,
+    /// The client id; stable, so the broker keeps ferry's session. Default: `ferry-<name>`.
+    #[schemars(with = "Option<Text>")]
+    pub client_id: Option<String>,
+    /// Start without the broker's kept session. By default ferry keeps a persistent session,
+    /// so the broker holds what arrives while ferry is away.
+    #[serde(default)]
+    #[schemars(with = "Flag")]
+    pub clean_start: bool,
+    /// MQTT 5: how long the broker keeps the session after ferry disconnects. Default: a day
+    /// with a persistent session.
+    #[serde(default, with = "values::duration::optional")]
+    #[schemars(with = "Option<values::Duration>")]
+    pub session_expiry: Option<Duration>,
+    /// The keep-alive interval.
+    #[serde(default = "default_keep_alive", with = "values::duration")]
+    #[schemars(with = "values::Duration")]
+    pub keep_alive: Duration,
+    /// The user name (also possible in the URL).
+    #[schemars(with = "Option<Text>")]
+    pub username: Option<String>,
+    /// The password: write `${ENV}` or `${file:PATH}` rather than the secret itself.
+    #[schemars(with = "Option<Text>")]
+    pub password: Option<Secret>,
+    /// TLS settings (for mqtts:// and wss://).
+    pub tls: Option<Tls>,
+    /// The largest packet ferry accepts, from 1MiB to 256MiB.
+    #[serde(default = "default_max_packet_size", with = "values::size")]
+    #[schemars(with = "Size")]
+    pub max_packet_size: u64,
+    /// The largest PUBLISH packet ferry sends, from 1KiB to 256MiB, when the broker announces
+    /// no limit of its own (an MQTT 5 broker may; MQTT 3.1.1 cannot): a larger message is
+    /// refused before it is sent (dead-lettered), so the broker never drops the connection
+    /// over it. Set it to the broker's limit.
+    #[serde(default = "default_max_outgoing_packet_size", with = "values::size")]
+    #[schemars(with = "Size")]
+    pub max_outgoing_packet_size: u64,
+    /// The message the broker publishes when ferry's connection is lost.
+    pub last_will: Option<LastWill>,
+    /// The liveness probe.
+    #[serde(default)]
+    pub probe: ProbeSetting,
+}
+
+fn default_version() -> String {
+    "5".into()
+}
+
+fn default_keep_alive() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_max_packet_size() -> u64 {
+    16 * 1024 * 1024
+}
+
+fn default_max_outgoing_packet_size() -> u64 {
+    DEFAULT_MAX_OUTGOING_PACKET_SIZE
+}
+
+/// MQTT protocol version: 5, or 3.1.1 (also written 3, 4 or 311).
+pub struct MqttVersion;
+
+impl JsonSchema for MqttVersion {
+    fn schema_name() -> Cow<'static, str> {
+        "MqttVersion".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "enum": ["5", "5.0", "3.1.1", "3", "4", "311", 5, 3, 4, 311],
+            "errorMessage": "MQTT version `{value}` is not supported",
+            "x-hint": "write `version: 5` or `version: \"3.1.1\"`"
+        })
+    }
+}
+
+/// The last will: published by the broker when ferry's connection is lost.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LastWill {
+    /// The topic.
+    #[schemars(with = "Text")]
+    pub topic: String,
+    /// The payload.
+    #[serde(default)]
+    #[schemars(with = "Text")]
+    pub payload: String,
+    /// The QoS.
+    #[serde(default)]
+    #[schemars(with = "Whole<0, 2>")]
+    pub qos: u8,
+    /// Published retained.
+    #[serde(default)]
+    #[schemars(with = "Flag")]
+    pub retain: bool,
+}
