@@ -41,8 +41,14 @@ mod tests {
 
     use super::*;
     use crate::config::admin_listener::AdminSection;
-    use crate::config::model::LoopGuard;
+    use crate::config::model::{LastWill, LoopGuard, Probe, Reconnect, Tls};
     use crate::config::yaml;
+    use crate::connectors::http::config::HttpSection;
+    use crate::connectors::migratorydata::config::MigratoryDataSection;
+    use crate::connectors::mqtt::config::MqttSection;
+    use crate::connectors::nats::config::NatsSection;
+    use crate::connectors::sse::config::{HandshakeSection, SseSection};
+    use crate::connectors::sse_server::config::SseServerConnection;
 
     fn lookup() -> Lookup<'static> {
         Lookup {
@@ -76,5 +82,16 @@ mod tests {
     fn the_schema_shows_every_default() {
         shows_its_defaults::<AdminSection>(json!({}));
         shows_its_defaults::<LoopGuard>(json!({}));
+        shows_its_defaults::<Reconnect>(json!({}));
+        shows_its_defaults::<Probe>(json!({}));
+        shows_its_defaults::<Tls>(json!({}));
+        shows_its_defaults::<LastWill>(json!({ "topic": "t" }));
+        shows_its_defaults::<MqttSection>(json!({ "url": "mqtt://b" }));
+        shows_its_defaults::<NatsSection>(json!({ "url": "nats://n" }));
+        shows_its_defaults::<SseSection>(json!({ "url": "http://s" }));
+        shows_its_defaults::<HandshakeSection>(json!({ "on": "e", "url": "/u" }));
+        shows_its_defaults::<HttpSection>(json!({ "url": "http://h" }));
+        shows_its_defaults::<MigratoryDataSection>(json!({ "servers": "http://m", "token": "t" }));
+        shows_its_defaults::<SseServerConnection>(json!({ "path": "/p" }));
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{self, Flag, Text, Whole};
+use crate::connectors::sse::config as sse;
 
 /// A whole `bridges.yaml`.
 #[derive(Clone, Debug, PartialEq)]
@@ -548,9 +549,9 @@ pub struct SseConnection {
 }
 
 impl SseConnection {
-    pub const DEFAULT_MAX_LINE_SIZE: usize = 16 * 1024 * 1024;
-    pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
-    pub const DEFAULT_MAX_RESPONSE_BODY: usize = 64 * 1024;
+    pub const DEFAULT_MAX_LINE_SIZE: usize = sse::DEFAULT_MAX_EVENT_SIZE as usize;
+    pub const DEFAULT_MAX_EVENT_SIZE: usize = sse::DEFAULT_MAX_EVENT_SIZE as usize;
+    pub const DEFAULT_MAX_RESPONSE_BODY: usize = sse::DEFAULT_MAX_RESPONSE_BODY as usize;
 }
 
 /// An HTTP request fired when a given event arrives on an SSE stream, e.g. PocketBase's

@@ -25,12 +25,13 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::Value;
 
 use super::admin_listener::AdminSection;
-use super::model::{LoopGuard, Reconnect, Tls};
-use super::probe::ProbeSetting;
+use super::model::{LoopGuard, Reconnect};
 use super::values::{self, Flag, Interpolated, OneOrList, Text, Whole};
 use crate::connectors::http::config::HttpSection;
 use crate::connectors::migratorydata::config::MigratoryDataSection;
 use crate::connectors::mqtt::config::MqttSection;
+use crate::connectors::nats::config::NatsSection;
+use crate::connectors::sse::config::SseSection;
 use crate::connectors::sse_server::config::SseServerConnection;
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
@@ -141,9 +142,9 @@ struct Connection {
     /// An MQTT broker (3.1.1 or 5).
     mqtt: Option<MqttSection>,
     /// A NATS server or cluster.
-    nats: Option<NatsConnection>,
+    nats: Option<NatsSection>,
     /// A server-sent-event stream ferry reads (a database's change feed, say).
-    sse: Option<SseConnection>,
+    sse: Option<SseSection>,
     /// An HTTP endpoint ferry sends each message to.
     http: Option<HttpSection>,
     /// A server-sent-event stream ferry serves to browsers, on the admin listener.
@@ -152,106 +153,6 @@ struct Connection {
     migratorydata: Option<MigratoryDataSection>,
     /// How ferry reconnects when the connection drops: exponential backoff with jitter.
     reconnect: Option<Reconnect>,
-}
-
-/// A NATS server or cluster. One way to authenticate: user/password, token, nkey or creds.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct NatsConnection {
-    /// `nats://host:4222`, `tls://host:4222`, `ws://host:8080` or `wss://...`; a list fails
-    /// over between servers.
-    url: OneOrList<Text>,
-    /// The client name the server shows.
-    name: Option<Text>,
-    /// The user name (with `password`).
-    user: Option<Text>,
-    /// The password: write `${ENV}` or `${file:PATH}` rather than the secret itself.
-    password: Option<Text>,
-    /// An authentication token.
-    token: Option<Text>,
-    /// An nkey seed.
-    nkey: Option<Text>,
-    /// A credentials file (JWT and nkey seed).
-    creds: Option<Text>,
-    /// TLS settings.
-    tls: Option<Tls>,
-    /// How often the client pings the server to notice a dead connection.
-    #[schemars(extend("default" = "20s"))]
-    ping_interval: Option<Duration>,
-    /// The liveness probe.
-    probe: Option<ProbeSetting>,
-}
-
-/// A server-sent-event stream ferry reads; resumed with `Last-Event-ID`.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct SseConnection {
-    /// The stream's http:// or https:// URL.
-    url: Text,
-    /// The request method.
-    #[schemars(extend("default" = "GET"))]
-    method: Option<Interpolated<StreamMethod>>,
-    /// A request body (needs `method: POST`).
-    body: Option<Text>,
-    /// Request headers, e.g. `{x-apikey: "${API_KEY}"}`.
-    headers: Option<TextMap>,
-    /// Query parameters appended to the URL.
-    query: Option<TextMap>,
-    /// TLS settings.
-    tls: Option<Tls>,
-    /// A stream silent this long is reconnected.
-    #[schemars(extend("default" = "60s"))]
-    idle_timeout: Option<Duration>,
-    /// Resume after a restart from the last event delivered (`Last-Event-ID`).
-    #[schemars(extend("default" = true))]
-    resume: Option<Flag>,
-    /// A request ferry makes when the stream sends a given event (e.g. PocketBase's
-    /// `PB_CONNECT`), to subscribe.
-    handshake: Option<Handshake>,
-    /// The longest line ferry takes from the stream (1KiB to 1GiB); a longer one fails the
-    /// stream, which is reopened from the last event ID.
-    #[schemars(extend("default" = "16MiB"))]
-    max_line_size: Option<Size>,
-    /// The most data one event may carry (1KiB to 1GiB); past it, as for a line.
-    #[schemars(extend("default" = "16MiB"))]
-    max_event_size: Option<Size>,
-    /// The most ferry reads of an error answer or a handshake's reply (1KiB to 1GiB).
-    #[schemars(extend("default" = "64KiB"))]
-    max_response_body: Option<Size>,
-}
-
-/// The method of an SSE stream's request.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "UPPERCASE")]
-enum StreamMethod {
-    Get,
-    Post,
-}
-
-/// A request made when the stream sends the event `on`.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Handshake {
-    /// The event that triggers the request.
-    on: Text,
-    /// The request method.
-    #[schemars(extend("default" = "POST"))]
-    method: Option<Interpolated<HandshakeMethod>>,
-    /// The URL (a template), absolute or relative to the stream's URL.
-    url: Text,
-    /// Request headers (templates).
-    headers: Option<TextMap>,
-    /// The request body (a template), e.g. `{"clientId": "{{ payload.clientId }}"}`.
-    body: Option<Text>,
-}
-
-/// The method of a handshake request.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "UPPERCASE")]
-enum HandshakeMethod {
-    Get,
-    Post,
-    Put,
 }
 
 /// A route: one source, a mapping stage, one or more sinks.
@@ -756,14 +657,6 @@ routes:
     const SHAPES: &[(&str, &[&str])] = &[
         ("the configuration", &[""]),
         ("a connection", &["Connection"]),
-        ("`tls`", &["Tls"]),
-        (
-            "`probe` (false, or a map of interval, timeout, topic)",
-            &["Probe"],
-        ),
-        ("a NATS connection", &["NatsConnection"]),
-        ("an SSE connection", &["SseConnection"]),
-        ("a `handshake`", &["Handshake"]),
         ("a route", &["Route"]),
         ("`headers`", &["HeaderRules"]),
         ("`queue`", &["Queue"]),

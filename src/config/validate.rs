@@ -32,6 +32,9 @@ const MAPPINGS: &[(&str, &str)] = &[
     ),
     ("MqttConnection", "an MQTT connection"),
     ("LastWill", "`last_will`"),
+    ("NatsConnection", "a NATS connection"),
+    ("SseConnection", "an SSE connection"),
+    ("Handshake", "a `handshake`"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),
     ("MigratoryDataConnection", "a MigratoryData connection"),
@@ -143,11 +146,12 @@ impl<'a> Validator<'a> {
                 continue;
             };
             if !entries.iter().any(|(k, _)| k.name == required) {
-                self.error(
-                    node.pos,
-                    format!("{what} needs `{required}`"),
-                    Some(format!("add `{required}: ...`")),
-                );
+                // The key's schema may say how to write it.
+                let hint = match properties.get(required).and_then(|p| p["x-hint"].as_str()) {
+                    Some(hint) => hint.to_string(),
+                    None => format!("add `{required}: ...`"),
+                };
+                self.error(node.pos, format!("{what} needs `{required}`"), Some(hint));
             }
         }
         for (k, value) in entries {

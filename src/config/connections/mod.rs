@@ -3,6 +3,8 @@
 //! the node it is about, and gives the connection as the rest of ferry uses it.
 
 mod mqtt;
+mod nats;
+mod sse;
 
 use super::decode;
 use super::diagnostics::{Diagnostic, Report};
@@ -13,7 +15,7 @@ use super::yaml::{Node, Pos};
 use crate::connectors::http::config::HttpSection;
 use crate::connectors::migratorydata::config::MigratoryDataSection;
 use crate::connectors::sse_server::config::SseServerConnection;
-use crate::mapping::names;
+use crate::mapping::{names, template};
 
 /// Errors being collected, and where `${...}` look up their values.
 pub struct Reader<'a> {
@@ -77,6 +79,37 @@ impl Reader<'_> {
             })
             .map(|(_, (name, value))| (name, Secret::new(value)))
             .collect()
+    }
+
+    /// Whether `text` compiles as a template (of `key`, at `pos`) that names only the
+    /// `captures` of its route's source; what is wrong is reported.
+    pub fn template(&mut self, pos: Pos, key: &str, text: &str, captures: &[String]) -> bool {
+        match template::Template::compile(text) {
+            Err(message) => {
+                self.errors.report(
+                    pos,
+                    format!("template in `{key}` does not compile: {message}"),
+                    "templates use {{ ... }}, e.g. `iot.{{ topic[1] }}.temperature`",
+                );
+                false
+            }
+            Ok(t) => match t.unknown_capture(captures) {
+                Some(name) => {
+                    let hint = if captures.is_empty() {
+                        "give the source a `match:` regex with named groups, e.g. `match: '^sensors/(?P<room>[^/]+)/temp$'`".to_string()
+                    } else {
+                        format!("the source's `match:` defines: {}", captures.join(", "))
+                    };
+                    self.errors.report(
+                        pos,
+                        format!("template in `{key}` uses `{name}`, which the source's `match:` does not capture"),
+                        hint,
+                    );
+                    false
+                }
+                None => true,
+            },
+        }
     }
 
     /// An http:// or https:// URL, checked; `node` is where it is written.

@@ -10,6 +10,7 @@ use crate::config::values::{self, Text, TextMap, Whole};
 
 /// An HTTP endpoint ferry sends each message to.
 #[derive(Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "HttpConnection")]
 pub struct HttpSection {

@@ -15,6 +15,7 @@ pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 16 * 1024 * 1024;
 /// A MigratoryData server or cluster through its REST API (`Rest.Enable = true` on the
 /// server).
 #[derive(Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "MigratoryDataConnection")]
 pub struct MigratoryDataSection {

@@ -16,6 +16,7 @@ pub const DEFAULT_MAX_OUTGOING_PACKET_SIZE: u64 = 256 * 1024 * 1024;
 
 /// An MQTT broker.
 #[derive(Deserialize, JsonSchema)]
+#[cfg_attr(test, derive(Debug, PartialEq))]
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "MqttConnection")]
 pub struct MqttSection {
@@ -37,7 +38,11 @@ pub struct MqttSection {
     pub clean_start: bool,
     /// MQTT 5: how long the broker keeps the session after ferry disconnects. Default: a day
     /// with a persistent session.
-    #[serde(default, with = "values::duration::optional")]
+    #[serde(
+        default,
+        with = "values::duration::optional",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(with = "Option<values::Duration>")]
     pub session_expiry: Option<Duration>,
     /// The keep-alive interval.

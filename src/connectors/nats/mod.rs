@@ -16,6 +16,7 @@
 //! core NATS has no server ack, so that is the most it can say); with `jetstream: true`, that
 //! the stream stored it (its PubAck).
 
+pub mod config;
 mod diagnose;
 mod jetstream;
 mod probe;
@@ -30,7 +31,7 @@ use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
 use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
-use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
+use crate::config::{Reconnect, SinkSpec, SourceSpec};
 use crate::message::{Headers, Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus};
@@ -112,7 +113,7 @@ impl Flushes {
 
 pub struct NatsConnection {
     name: Arc<str>,
-    config: config::NatsConnection,
+    config: crate::config::NatsConnection,
     reconnect: Reconnect,
     status: ConnectionStatus,
     sources: Vec<SourceRoute>,
@@ -159,7 +160,7 @@ impl Pacing {
 impl NatsConnection {
     pub fn new(
         name: &str,
-        config: config::NatsConnection,
+        config: crate::config::NatsConnection,
         reconnect: Reconnect,
         status: ConnectionStatus,
     ) -> Self {

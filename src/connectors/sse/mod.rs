@@ -16,6 +16,7 @@
 //! whose cursor (the id of the last event every route has) is saved under the state
 //! directory and sent as `Last-Event-ID` after a restart.
 
+pub mod config;
 pub(crate) mod cursor;
 mod handshake;
 mod parse;
@@ -31,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::http_client::{self, Timeouts};
 use super::{Connection, Runtime};
-use crate::config::{self, Reconnect, SourceSpec};
+use crate::config::{Reconnect, SourceSpec};
 use crate::message::{Incoming, Message};
 use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
@@ -42,7 +43,7 @@ use transport::NoStream;
 
 /// A route reading this stream.
 struct SourceRoute {
-    source: config::SseSource,
+    source: crate::config::SseSource,
     input: RouteInput,
 }
 
@@ -58,7 +59,7 @@ struct Prepared {
 /// A server-sent-events stream ferry reads.
 pub struct SseConnection {
     name: Arc<str>,
-    config: config::SseConnection,
+    config: crate::config::SseConnection,
     reconnect: Reconnect,
     status: ConnectionStatus,
     state_dir: PathBuf,
@@ -69,7 +70,7 @@ pub struct SseConnection {
 impl SseConnection {
     pub fn new(
         name: &str,
-        config: config::SseConnection,
+        config: crate::config::SseConnection,
         reconnect: Reconnect,
         status: ConnectionStatus,
         state_dir: &Path,
@@ -180,7 +181,7 @@ impl Connection for SseConnection {
 /// The task that reads the stream: connects, feeds the routes, and reconnects.
 struct Reader {
     name: Arc<str>,
-    config: config::SseConnection,
+    config: crate::config::SseConnection,
     url: url::Url,
     /// The URL for logs: without query (API keys) or credentials.
     shown_url: String,

@@ -1,0 +1,102 @@
+//! An SSE connection's checks: its URL with the query added, headers, the handshake's
+//! templates, and the bounds on what the server sends.
+
+use super::Reader;
+use crate::config::diagnostics::Report;
+use crate::config::model::{Handshake, HttpMethod, SecretUrl, SseConnection};
+use crate::config::yaml::Node;
+use crate::connectors::sse::config::{
+    DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_RESPONSE_BODY, HandshakeMethod, HandshakeSection,
+    SseSection, StreamMethod,
+};
+
+impl Reader<'_> {
+    pub fn sse(&mut self, node: &Node) -> Option<SseConnection> {
+        let sse: SseSection = self.section(node)?;
+        let mut url = self.http_url(&sse.url, node.get("url"));
+        let method = match sse.method {
+            StreamMethod::Get => HttpMethod::Get,
+            StreamMethod::Post => HttpMethod::Post,
+        };
+        if sse.body.is_some() && method == HttpMethod::Get {
+            self.errors.report(
+                node.pos,
+                "a `body` needs `method: POST`",
+                "add `method: POST`, or drop the body",
+            );
+        }
+        let headers = self.headers(sse.headers.0, node.get("headers"));
+        if let Some(u) = &mut url {
+            u.query_pairs_mut().extend_pairs(sse.query.0);
+        }
+        let tls = self.tls(sse.tls, node);
+        let handshake = match (sse.handshake, node.get("handshake")) {
+            (Some(h), Some(at)) => self.handshake(h, at),
+            _ => None,
+        };
+        let mut size = |key: &str, value: u64, default: u64| {
+            if (1024..=1024 * 1024 * 1024).contains(&value) {
+                return value as usize;
+            }
+            if let Some(at) = node.get(key) {
+                self.errors.report(
+                    at.pos,
+                    format!("`{key}` must be between 1KiB and 1GiB"),
+                    format!(
+                        "the default is {}KiB; write e.g. `{key}: 16MiB`",
+                        default / 1024
+                    ),
+                );
+            }
+            default as usize
+        };
+        let max_line_size = size("max_line_size", sse.max_line_size, DEFAULT_MAX_EVENT_SIZE);
+        let max_event_size = size("max_event_size", sse.max_event_size, DEFAULT_MAX_EVENT_SIZE);
+        let max_response_body = size(
+            "max_response_body",
+            sse.max_response_body,
+            DEFAULT_MAX_RESPONSE_BODY,
+        );
+        Some(SseConnection {
+            url: SecretUrl::new(url?.to_string()),
+            method,
+            body: sse.body,
+            headers,
+            tls,
+            idle_timeout: sse.idle_timeout,
+            resume: sse.resume,
+            handshake,
+            max_line_size,
+            max_event_size,
+            max_response_body,
+        })
+    }
+
+    /// The handshake written at `node`: its URL, headers and body are templates over the
+    /// event that triggers it.
+    fn handshake(&mut self, h: HandshakeSection, node: &Node) -> Option<Handshake> {
+        let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
+        let url_ok = self.template(at("url"), "url", &h.url, &[]);
+        let body_ok = match &h.body {
+            Some(body) => self.template(at("body"), "body", body, &[]),
+            None => true,
+        };
+        let headers = self.headers(h.headers.0, node.get("headers"));
+        for (name, value) in &headers {
+            self.template(node.pos, name, value.expose(), &[]);
+        }
+        let method = match h.method {
+            HandshakeMethod::Get => HttpMethod::Get,
+            HandshakeMethod::Post => HttpMethod::Post,
+            HandshakeMethod::Put => HttpMethod::Put,
+        };
+        Some(Handshake {
+            on: h.on,
+            method,
+            url: SecretUrl::new(h.url),
+            headers,
+            body: h.body.filter(|_| body_ok),
+        })
+        .filter(|_| url_ok)
+    }
+}
