@@ -41,7 +41,7 @@ mod tests {
 
     use super::*;
     use crate::config::admin_listener::AdminSection;
-    use crate::config::model::{LastWill, LoopGuard, Probe, Reconnect, Tls};
+    use crate::config::model::{LastWill, LoopGuard, Probe, Queue, Reconnect, Spool, Tls};
     use crate::config::yaml;
     use crate::connectors::http::config::HttpSection;
     use crate::connectors::migratorydata::config::MigratoryDataSection;
@@ -93,5 +93,7 @@ mod tests {
         shows_its_defaults::<HttpSection>(json!({ "url": "http://h" }));
         shows_its_defaults::<MigratoryDataSection>(json!({ "servers": "http://m", "token": "t" }));
         shows_its_defaults::<SseServerConnection>(json!({ "path": "/p" }));
+        shows_its_defaults::<Queue>(json!({}));
+        shows_its_defaults::<Spool>(json!({}));
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{self, Flag, Text, Whole};
+use super::values::{self, Flag, Interpolated, Text, Whole};
 use crate::connectors::sse::config as sse;
 
 /// A whole `bridges.yaml`.
@@ -730,14 +730,27 @@ impl Delivery {
     }
 }
 
-/// A route's store-and-forward spool.
-#[derive(Clone, Debug, PartialEq)]
+/// A route's spool on disk.
+// Store and forward: what a sink that is away cannot take waits here.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Spool {
-    /// Where the spool's files live; `None` is `<state_dir>/spool/<route>` (see
-    /// [`Config::spool_dir`]).
+    /// Where. Default: `<state_dir>/spool/<route>`.
+    // See [`Config::spool_dir`].
+    #[schemars(with = "Option<Text>")]
     pub dir: Option<PathBuf>,
-    /// When the spool holds this much, the route blocks its source instead.
+    /// The most bytes it holds (at least 1MiB).
+    // When the spool holds this much, the route blocks its source instead.
+    #[serde(default = "Spool::default_max_bytes", with = "values::size")]
+    #[schemars(with = "values::Size")]
     pub max_bytes: u64,
+}
+
+impl Spool {
+    /// A spool's size limit when `max_bytes` is not given.
+    fn default_max_bytes() -> u64 {
+        1024 * 1024 * 1024
+    }
 }
 
 /// How a payload is read (by jq, templates and envelopes) or written (from jq's outputs).
@@ -972,11 +985,20 @@ pub struct NatsSink {
     pub jetstream: bool,
 }
 
-/// A route's bounded queue between source and sinks.
-#[derive(Clone, Debug, PartialEq)]
+/// A route's bounded queue, and what happens when it is full.
+// Between the source and the sinks.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct Queue {
+    /// The most messages it holds.
+    #[schemars(with = "Whole<1, 100000000>")]
     pub max_messages: usize,
+    /// The most payload bytes it holds.
+    #[serde(with = "values::size")]
+    #[schemars(with = "values::Size")]
     pub max_bytes: usize,
+    /// What a full queue does with a new message.
+    #[schemars(with = "Interpolated<WhenFull>")]
     pub when_full: WhenFull,
 }
 
@@ -991,7 +1013,11 @@ impl Default for Queue {
 }
 
 /// What a full queue does with a new message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+#[schemars(extend("errorMessage" = "`{value}` is not a valid `when_full` policy"))]
 pub enum WhenFull {
     /// The source waits: it stops reading, and the broker's own flow control takes over.
     Block,

@@ -22,9 +22,6 @@ use super::yaml::{self, Key, Node, Pos, Value};
 use super::{admin_listener, decode, delivery};
 use crate::mapping::{jq, loops, marker, names};
 
-/// A spool's size limit when `max_bytes` is not given.
-const DEFAULT_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
-
 /// Parses and validates the text of a configuration file called `file`.
 pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigErrors> {
     let fail = |errors| ConfigErrors {
@@ -686,18 +683,15 @@ impl<'a> Decoder<'a> {
     }
 
     fn spool(&mut self, node: &Node) -> Option<Spool> {
-        let mut obj = self.obj(node, "`spool` (a map of dir, max_bytes)")?;
-        let dir = self.path(&mut obj, "dir");
-        let max_bytes = self.size(&mut obj, "max_bytes", DEFAULT_SPOOL_BYTES);
-        if max_bytes < 1024 * 1024 {
+        let spool: Spool = self.reader().section(node)?;
+        if spool.max_bytes < 1024 * 1024 {
             self.error(
                 node.pos,
                 "`max_bytes` of a spool must be at least 1MiB",
                 Some("write e.g. `max_bytes: 1GiB`".into()),
             );
         }
-        obj.finish(self);
-        Some(Spool { dir, max_bytes })
+        Some(spool)
     }
 
     fn header_rules(&mut self, node: &Node, captures: &[String]) -> HeaderRules {
@@ -818,35 +812,7 @@ impl<'a> Decoder<'a> {
     }
 
     fn queue(&mut self, node: &Node) -> Queue {
-        let defaults = Queue::default();
-        let Some(mut obj) = self.obj(node, "`queue`") else {
-            return defaults;
-        };
-        let max_messages = match obj.get("max_messages") {
-            Some(n) => self
-                .number(n, "max_messages", 1, 100_000_000)
-                .unwrap_or(defaults.max_messages as u64) as usize,
-            None => defaults.max_messages,
-        };
-        let max_bytes = self.size(&mut obj, "max_bytes", defaults.max_bytes as u64) as usize;
-        let when_full = match obj.get("when_full") {
-            Some(n) => match self.choice(
-                n,
-                "`when_full` policy",
-                &["block", "drop_oldest", "drop_newest"],
-            ) {
-                Some("drop_oldest") => WhenFull::DropOldest,
-                Some("drop_newest") => WhenFull::DropNewest,
-                _ => WhenFull::Block,
-            },
-            None => WhenFull::Block,
-        };
-        obj.finish(self);
-        Queue {
-            max_messages,
-            max_bytes,
-            when_full,
-        }
+        self.reader().section(node).unwrap_or_default()
     }
 
     /// The `connection:` of a source or sink, checked against the defined connections.

@@ -25,7 +25,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde_json::Value;
 
 use super::admin_listener::AdminSection;
-use super::model::{LoopGuard, Reconnect};
+use super::model::{LoopGuard, Queue, Reconnect, Spool};
 use super::values::{self, Flag, Interpolated, OneOrList, Text, Whole};
 use crate::connectors::http::config::HttpSection;
 use crate::connectors::migratorydata::config::MigratoryDataSection;
@@ -203,33 +203,6 @@ struct HeaderRules {
     set: Option<TextMap>,
 }
 
-/// A route's bounded queue, and what happens when it is full.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Queue {
-    /// The most messages it holds.
-    #[schemars(extend("default" = 10000))]
-    max_messages: Option<Whole<1, 100000000>>,
-    /// The most payload bytes it holds.
-    #[schemars(extend("default" = "64MiB"))]
-    max_bytes: Option<Size>,
-    /// What a full queue does with a new message.
-    #[schemars(extend("default" = "block"))]
-    when_full: Option<Interpolated<WhenFull>>,
-}
-
-/// What a full queue does with a new message.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "snake_case")]
-enum WhenFull {
-    /// The source waits: it stops reading, and the broker's own flow control takes over.
-    Block,
-    /// The oldest queued message is dropped (counted).
-    DropOldest,
-    /// The new message is dropped (counted).
-    DropNewest,
-}
-
 /// A delivery guarantee.
 #[derive(JsonSchema)]
 #[schemars(rename_all = "kebab-case")]
@@ -239,17 +212,6 @@ enum Delivery {
     AtLeastOnce,
     /// Nothing is sent twice; a message may be lost.
     AtMostOnce,
-}
-
-/// A route's spool on disk.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Spool {
-    /// Where. Default: `<state_dir>/spool/<route>`.
-    dir: Option<Text>,
-    /// The most bytes it holds (at least 1MiB).
-    #[schemars(extend("default" = "1GiB"))]
-    max_bytes: Option<Size>,
 }
 
 /// A route's source; its keys depend on the protocol of the connection it names.
@@ -659,8 +621,6 @@ routes:
         ("a connection", &["Connection"]),
         ("a route", &["Route"]),
         ("`headers`", &["HeaderRules"]),
-        ("`queue`", &["Queue"]),
-        ("`spool` (a map of dir, max_bytes)", &["Spool"]),
         (
             "a source (`from`)",
             &[

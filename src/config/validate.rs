@@ -35,6 +35,8 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("NatsConnection", "a NATS connection"),
     ("SseConnection", "an SSE connection"),
     ("Handshake", "a `handshake`"),
+    ("Queue", "`queue`"),
+    ("Spool", "`spool` (a map of dir, max_bytes)"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),
     ("MigratoryDataConnection", "a MigratoryData connection"),
@@ -88,6 +90,11 @@ impl<'a> Validator<'a> {
         }
         if let Some(choices) = schema.get("enum").and_then(Json::as_array) {
             self.choice(node, choices, schema, key);
+            return;
+        }
+        // An enum whose variants have doc comments: one `const` alternative each.
+        if let Some(choices) = constants(schema) {
+            self.choice(node, &choices, schema, key);
             return;
         }
         // A schema with a type of its own is checked by it: a `oneOf` beside it (a connection
@@ -248,22 +255,19 @@ impl<'a> Validator<'a> {
         if names.contains(&text) {
             return;
         }
-        if let Some(message) = schema["errorMessage"].as_str() {
-            let message = message.replace("{value}", &text);
-            let hint = schema["x-hint"].as_str().map(String::from);
-            self.error(node.pos, message, hint);
-            return;
-        }
-        let what = schema["title"].as_str().unwrap_or(key);
-        let hint = match did_you_mean(&text, names.iter().map(String::as_str)) {
-            Some(close) => format!("did you mean `{close}`? one of: {}", names.join(", ")),
-            None => format!("one of: {}", names.join(", ")),
+        let message = match schema["errorMessage"].as_str() {
+            Some(message) => message.replace("{value}", &text),
+            None => format!("`{text}` is not a valid `{key}`"),
         };
-        self.error(
-            node.pos,
-            format!("`{text}` is not a valid {what}"),
-            Some(hint),
-        );
+        let hint = match (
+            schema["x-hint"].as_str(),
+            did_you_mean(&text, names.iter().map(String::as_str)),
+        ) {
+            (Some(hint), _) => hint.to_string(),
+            (None, Some(close)) => format!("did you mean `{close}`? one of: {}", names.join(", ")),
+            (None, None) => format!("one of: {}", names.join(", ")),
+        };
+        self.error(node.pos, message, Some(hint));
     }
 
     /// The node's text, interpolated; a number or boolean as its text. `None` (reported) when
@@ -360,4 +364,13 @@ impl<'a> Validator<'a> {
             self.error(node.pos, format!("`{key}` {problem}"), Some(hint.into()));
         }
     }
+}
+
+/// The values of a `oneOf` whose alternatives are each one `const`, if it is one.
+fn constants(schema: &Json) -> Option<Vec<Json>> {
+    let alternatives = schema.get("oneOf")?.as_array()?;
+    alternatives
+        .iter()
+        .map(|a| a.get("const").cloned())
+        .collect()
 }

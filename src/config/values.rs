@@ -330,18 +330,26 @@ pub mod size {
     use super::check_size;
     use crate::config::ranges::NumberProblem;
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
-        deserializer.deserialize_any(SizeVisitor)
+    /// A size, for a `u64` or `usize` field.
+    pub fn deserialize<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+        deserializer: D,
+    ) -> Result<T, D::Error> {
+        let bytes = deserializer.deserialize_any(SizeVisitor)?;
+        T::try_from(bytes).map_err(|_| de::Error::custom(NumberProblem::TooLarge))
     }
 
     /// In the largest binary unit that writes `bytes` exactly.
-    pub fn serialize<S: Serializer>(bytes: &u64, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer, T: Copy + TryInto<u64>>(
+        bytes: &T,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let bytes: u64 = (*bytes).try_into().unwrap_or(u64::MAX);
         for (unit, factor) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
-            if *bytes > 0 && bytes.is_multiple_of(factor) {
+            if bytes > 0 && bytes.is_multiple_of(factor) {
                 return serializer.serialize_str(&format!("{}{unit}", bytes / factor));
             }
         }
-        serializer.serialize_u64(*bytes)
+        serializer.serialize_u64(bytes)
     }
 
     struct SizeVisitor;
