@@ -24,6 +24,27 @@ pub fn section<T: DeserializeOwned + JsonSchema>(
     if !errors.is_empty() {
         return Err(errors);
     }
+    read(node, lookup)
+}
+
+/// `node` read as two types from the same mapping (serde skips the keys of the other), once
+/// it fits `Whole`'s schema, which describes both and is called `what` in messages.
+pub fn parts<Whole: JsonSchema, A: DeserializeOwned, B: DeserializeOwned>(
+    node: &Node,
+    what: &str,
+    lookup: &Lookup,
+) -> Result<(A, B), Vec<Diagnostic>> {
+    let root = schema::generator()
+        .into_root_schema_for::<Whole>()
+        .to_value();
+    let errors = Validator::new(&root, lookup).check(node, what);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok((read(node, lookup)?, read(node, lookup)?))
+}
+
+fn read<T: DeserializeOwned>(node: &Node, lookup: &Lookup) -> Result<T, Vec<Diagnostic>> {
     T::deserialize(NodeDeserializer::new(node, lookup)).map_err(|e| {
         vec![Diagnostic {
             pos: e.pos.unwrap_or(node.pos),
@@ -41,7 +62,9 @@ mod tests {
 
     use super::*;
     use crate::config::admin_listener::AdminSection;
-    use crate::config::model::{LastWill, LoopGuard, Probe, Queue, Reconnect, Spool, Tls};
+    use crate::config::model::{
+        JetStreamSource, LastWill, LoopGuard, Probe, Queue, Reconnect, Spool, Tls,
+    };
     use crate::config::yaml;
     use crate::connectors::http::config::HttpSection;
     use crate::connectors::migratorydata::config::MigratoryDataSection;
@@ -95,5 +118,6 @@ mod tests {
         shows_its_defaults::<SseServerConnection>(json!({ "path": "/p" }));
         shows_its_defaults::<Queue>(json!({}));
         shows_its_defaults::<Spool>(json!({}));
+        shows_its_defaults::<JetStreamSource>(json!({ "stream": "S", "consumer": "c" }));
     }
 }

@@ -7,6 +7,7 @@ mod decode;
 pub mod delivery;
 mod deserialize;
 mod diagnostics;
+mod endpoints;
 mod interpolate;
 mod model;
 mod parse;

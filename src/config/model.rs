@@ -631,9 +631,14 @@ pub struct MigratoryDataSource {
     pub history: Option<u32>,
 }
 
-/// How MigratoryData handles a published message.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// MigratoryData's quality of service for a publish.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[schemars(extend("errorMessage" = "`{value}` is not a valid MigratoryData qos"))]
 pub enum MigratoryDataQos {
+    #[default]
     Standard,
     Guaranteed,
 }
@@ -753,8 +758,13 @@ impl Spool {
     }
 }
 
-/// How a payload is read (by jq, templates and envelopes) or written (from jq's outputs).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How a payload is read or written.
+// Read by jq, templates and envelopes; written from jq's outputs.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[schemars(extend("errorMessage" = "`{value}` is not a valid payload format"))]
 pub enum PayloadFormat {
     /// JSON; jq sees the parsed value, and writes its outputs as compact JSON.
     #[default]
@@ -854,25 +864,59 @@ pub struct NatsSource {
     pub jetstream: Option<JetStreamSource>,
 }
 
-/// A durable JetStream pull consumer: ferry binds to it, or creates it when absent.
-#[derive(Clone, Debug, PartialEq)]
+/// A JetStream durable consumer.
+// A pull consumer: ferry binds to it, or creates it when absent.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JetStreamSource {
+    /// The stream's name.
+    #[schemars(with = "Text")]
     pub stream: String,
-    /// The durable consumer's name.
+    /// The durable consumer's name (created if missing).
+    #[schemars(with = "Text")]
     pub consumer: String,
-    /// Messages delivered and not yet acknowledged, at most: the backpressure window.
+    /// Messages delivered but not yet acknowledged, at most.
+    // The backpressure window.
+    #[serde(default = "JetStreamSource::default_max_ack_pending")]
+    #[schemars(with = "Whole<1, 1000000>")]
     pub max_ack_pending: i64,
     /// How long the server waits for an ack before it redelivers.
+    #[serde(
+        default = "JetStreamSource::default_ack_wait",
+        with = "values::duration"
+    )]
+    #[schemars(with = "values::Duration")]
     pub ack_wait: Duration,
-    /// Where a newly created consumer starts.
+    /// Where a new consumer starts.
+    #[serde(default)]
+    #[schemars(with = "Interpolated<JetStreamDeliver>")]
     pub deliver: JetStreamDeliver,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+impl JetStreamSource {
+    fn default_max_ack_pending() -> i64 {
+        1000
+    }
+
+    fn default_ack_wait() -> Duration {
+        Duration::from_secs(30)
+    }
+}
+
+/// Where a new JetStream consumer starts.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[schemars(
+    rename = "Deliver",
+    extend("errorMessage" = "`{value}` is not a valid `deliver` policy")
+)]
 pub enum JetStreamDeliver {
     /// Every message the stream holds.
+    #[default]
     All,
-    /// Only messages stored after the consumer was created.
+    /// Only messages that arrive from now on.
     New,
 }
 
@@ -970,11 +1014,63 @@ pub struct MqttSink {
     pub retain: Retain,
 }
 
+/// Publish retained: `true`, `false`, or `source` (as the message arrived).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Retain {
     Fixed(bool),
     /// Copy the retain flag of the source message.
     FromSource,
+}
+
+impl Default for Retain {
+    fn default() -> Self {
+        Retain::Fixed(false)
+    }
+}
+
+impl schemars::JsonSchema for Retain {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RetainSetting".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "enum": [true, false, "true", "false", "source"],
+            "errorMessage": "`{value}` is not a valid `{key}` setting"
+        })
+    }
+}
+
+impl serde::Serialize for Retain {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Retain::Fixed(retain) => serializer.serialize_bool(*retain),
+            Retain::FromSource => serializer.serialize_str("source"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Retain {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct RetainVisitor;
+        impl serde::de::Visitor<'_> for RetainVisitor {
+            type Value = Retain;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("true, false or source")
+            }
+            fn visit_bool<E: serde::de::Error>(self, retain: bool) -> Result<Retain, E> {
+                Ok(Retain::Fixed(retain))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Retain, E> {
+                match v {
+                    "true" => Ok(Retain::Fixed(true)),
+                    "false" => Ok(Retain::Fixed(false)),
+                    "source" => Ok(Retain::FromSource),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(RetainVisitor)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

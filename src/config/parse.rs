@@ -240,16 +240,6 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn qos(&mut self, obj: &mut Obj, default: u8) -> u8 {
-        match obj.get("qos") {
-            Some(node) => self
-                .number(node, "qos", 0, 2)
-                .map(|q| q as u8)
-                .unwrap_or(default),
-            None => default,
-        }
-    }
-
     fn duration(&mut self, obj: &mut Obj, key: &'static str, default: Duration) -> Duration {
         self.opt_duration(obj, key).unwrap_or(default)
     }
@@ -546,23 +536,6 @@ impl<'a> Decoder<'a> {
         })
     }
 
-    fn method(
-        &mut self,
-        obj: &mut Obj,
-        allowed: &[&'static str],
-        default: HttpMethod,
-    ) -> HttpMethod {
-        let Some(node) = obj.get("method") else {
-            return default;
-        };
-        match self.choice(node, "method here", allowed) {
-            Some("GET") => HttpMethod::Get,
-            Some("POST") => HttpMethod::Post,
-            Some("PUT") => HttpMethod::Put,
-            _ => default,
-        }
-    }
-
     /// Records a name-rule problem; true when there was none.
     fn check(&mut self, pos: Pos, result: Result<(), names::Problem>) -> bool {
         match result {
@@ -752,18 +725,6 @@ impl<'a> Decoder<'a> {
         rules
     }
 
-    /// A payload format (`payload_format`), json when not given.
-    fn payload_format(&mut self, obj: &mut Obj) -> PayloadFormat {
-        match obj.get("payload_format") {
-            Some(n) => match self.choice(n, "payload format", &["json", "text", "bytes"]) {
-                Some("text") => PayloadFormat::Text,
-                Some("bytes") => PayloadFormat::Bytes,
-                _ => PayloadFormat::Json,
-            },
-            None => PayloadFormat::Json,
-        }
-    }
-
     /// Compiles a template (reporting what is wrong with it); true when it is usable.
     fn template(&mut self, pos: Pos, key: &str, text: &str, captures: &[String]) -> bool {
         self.reader().template(pos, key, text, captures)
@@ -815,15 +776,32 @@ impl<'a> Decoder<'a> {
         self.reader().section(node).unwrap_or_default()
     }
 
-    /// The `connection:` of a source or sink, checked against the defined connections.
+    /// The `connection:` of the source or sink at `node` (called `what`), checked against the
+    /// defined connections.
     fn connection_ref<'c>(
         &mut self,
-        obj: &mut Obj,
+        node: &Node,
+        what: &str,
         route: &str,
         connections: &'c BTreeMap<String, Connection>,
     ) -> Option<(String, &'c Connection)> {
-        let node = self.required(obj, "connection")?;
-        let name = self.string(node, "connection")?;
+        if !matches!(node.value, Value::Map(_)) {
+            self.error(
+                node.pos,
+                format!("expected a mapping for {what}, found {}", node.value.kind()),
+                Some("write `key: value` pairs, indented under it".into()),
+            );
+            return None;
+        }
+        let Some(at) = node.get("connection") else {
+            self.error(
+                node.pos,
+                format!("{what} needs `connection`"),
+                Some("add `connection: ...`".into()),
+            );
+            return None;
+        };
+        let name = self.string(at, "connection")?;
         match connections.get(&name) {
             Some(c) => Some((name, c)),
             None if self.broken.contains(&name) => None,
@@ -839,7 +817,7 @@ impl<'a> Decoder<'a> {
                     hint.push_str(&format!("defined connections: {}", defined.join(", ")));
                 }
                 self.error(
-                    node.pos,
+                    at.pos,
                     format!("route `{route}` names connection `{name}`, which is not defined"),
                     Some(hint),
                 );
@@ -854,226 +832,9 @@ impl<'a> Decoder<'a> {
         route: &str,
         connections: &BTreeMap<String, Connection>,
     ) -> Option<Source> {
-        let mut obj = self.obj(node, "a source (`from`)")?;
-        let Some((connection, c)) = self.connection_ref(&mut obj, route, connections) else {
-            // Without the protocol the other keys cannot be judged; leave them be.
-            return None;
-        };
-        let spec = match &c.kind {
-            ConnectionKind::Mqtt(mqtt) => {
-                obj.what = "an MQTT source";
-                let mut topics = Vec::new();
-                let mut list = |d: &mut Self, n: &Node| {
-                    if let Some(t) = d.string(n, "topic")
-                        && d.check(n.pos, names::mqtt_filter(&t))
-                    {
-                        topics.push(t);
-                    }
-                };
-                match (obj.get("topic"), obj.get("topics")) {
-                    (Some(n), None) => list(self, n),
-                    (
-                        None,
-                        Some(Node {
-                            value: Value::Seq(items),
-                            ..
-                        }),
-                    ) => {
-                        for n in items {
-                            list(self, n);
-                        }
-                    }
-                    (None, Some(n)) => list(self, n),
-                    (Some(_), Some(_)) => self.error(
-                        obj.pos,
-                        "an MQTT source takes `topic` or `topics`, not both",
-                        Some("put every filter in `topics: [...]`".into()),
-                    ),
-                    (None, None) => self.error(
-                        obj.pos,
-                        "an MQTT source needs `topic`",
-                        Some("add e.g. `topic: \"sensors/#\"`".into()),
-                    ),
-                }
-                let qos = self.qos(&mut obj, 0);
-                let share = obj.get("share").and_then(|n| {
-                    let g = self.string(n, "share")?;
-                    if g.is_empty() || g.contains(['/', '+', '#']) {
-                        self.error(
-                            n.pos,
-                            format!("`{g}` is not a valid shared-subscription group"),
-                            Some("a group name is one level: no `/`, `+` or `#`".into()),
-                        );
-                    }
-                    Some(g)
-                });
-                let no_local = self.opt_bool(&mut obj, "no_local", false);
-                if no_local && mqtt.version != MqttVersion::V5 {
-                    self.error(
-                        obj.pos,
-                        "`no_local` needs MQTT 5",
-                        Some(format!("set `version: 5` on connection `{connection}`")),
-                    );
-                }
-                SourceSpec::Mqtt(MqttSource {
-                    topics,
-                    qos,
-                    share,
-                    no_local,
-                })
-            }
-            ConnectionKind::Sse(_) => {
-                obj.what = "an SSE source";
-                let mut events = Vec::new();
-                match obj.get("events") {
-                    Some(Node {
-                        value: Value::Seq(items),
-                        ..
-                    }) => {
-                        for n in items {
-                            if let Some(e) = self.string(n, "event")
-                                && self.check(n.pos, names::sse_event(&e))
-                            {
-                                events.push(e);
-                            }
-                        }
-                    }
-                    Some(n) => {
-                        if let Some(e) = self.string(n, "events")
-                            && self.check(n.pos, names::sse_event(&e))
-                        {
-                            events.push(e);
-                        }
-                    }
-                    None => {}
-                }
-                SourceSpec::Sse(SseSource { events })
-            }
-            ConnectionKind::MigratoryData(_) => {
-                obj.what = "a MigratoryData source";
-                let subject = self.required(&mut obj, "subject").and_then(|n| {
-                    let s = self.string(n, "subject")?;
-                    self.check(n.pos, names::migratorydata_subject(&s))
-                        .then_some(s)
-                });
-                let history = obj
-                    .get("history")
-                    .and_then(|n| self.number(n, "history", 0, 1_000_000))
-                    .map(|n| n as u32);
-                SourceSpec::MigratoryData(MigratoryDataSource {
-                    subject: subject.unwrap_or_default(),
-                    history,
-                })
-            }
-            // Never in a file: `ferry relay` builds standard input as a connection itself.
-            ConnectionKind::Stdio(_) => SourceSpec::Stdio,
-            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
-                self.error(
-                    obj.pos,
-                    format!(
-                        "connection `{connection}` is {}, which ferry writes to: it cannot be a source",
-                        c.kind.protocol()
-                    ),
-                    Some("read from an mqtt, nats, sse or migratorydata connection".into()),
-                );
-                return None;
-            }
-            ConnectionKind::Nats(_) => {
-                obj.what = "a NATS source";
-                let subject = self.required(&mut obj, "subject").and_then(|n| {
-                    let s = self.string(n, "subject")?;
-                    self.check(n.pos, names::nats_subscription(&s)).then_some(s)
-                });
-                let queue_group = self.opt_string(&mut obj, "queue");
-                let jetstream = obj.get("jetstream").and_then(|n| self.jetstream_source(n));
-                if let (Some(_), Some(_)) = (&queue_group, &jetstream) {
-                    self.error(
-                        obj.pos,
-                        "a JetStream source takes no `queue`",
-                        Some(
-                            "instances that bind the same durable `consumer` share its messages"
-                                .into(),
-                        ),
-                    );
-                }
-                SourceSpec::Nats(NatsSource {
-                    subject: subject.unwrap_or_default(),
-                    queue_group,
-                    jetstream,
-                })
-            }
-        };
-        let pattern = obj.get("match").and_then(|n| {
-            let text = self.string(n, "match")?;
-            match regex::Regex::new(&text) {
-                Ok(_) => Some(text),
-                Err(e) => {
-                    self.error(
-                        n.pos,
-                        format!(
-                            "`match` is not a valid regular expression: {}",
-                            one_line(&e.to_string())
-                        ),
-                        Some(
-                            "name the parts you need, e.g. `^sensors/(?P<room>[^/]+)/temp$`".into(),
-                        ),
-                    );
-                    None
-                }
-            }
-        });
-        let format = self.payload_format(&mut obj);
-        let envelope = self.opt_bool(&mut obj, "envelope", false);
-        obj.finish(self);
-        Some(Source {
-            connection,
-            spec,
-            pattern,
-            format,
-            envelope,
-        })
-    }
-
-    fn jetstream_source(&mut self, node: &Node) -> Option<JetStreamSource> {
-        let mut obj = self.obj(node, "`jetstream` (a map of stream, consumer, ...)")?;
-        let name = |d: &mut Self, obj: &mut Obj, key: &'static str| {
-            let n = d.required(obj, key)?;
-            let s = d.string(n, key)?;
-            // JetStream names become subject tokens: no dots, wildcards or spaces.
-            if s.is_empty() || s.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
-                d.error(
-                    n.pos,
-                    format!("`{s}` is not a valid JetStream {key} name"),
-                    Some("use letters, digits, `-` and `_`".into()),
-                );
-                return None;
-            }
-            Some(s)
-        };
-        let stream = name(self, &mut obj, "stream");
-        let consumer = name(self, &mut obj, "consumer");
-        let max_ack_pending = match obj.get("max_ack_pending") {
-            Some(n) => self
-                .number(n, "max_ack_pending", 1, 1_000_000)
-                .unwrap_or(1000) as i64,
-            None => 1000,
-        };
-        let ack_wait = self.duration(&mut obj, "ack_wait", Duration::from_secs(30));
-        let deliver = match obj.get("deliver") {
-            Some(n) => match self.choice(n, "`deliver` policy", &["all", "new"]) {
-                Some("new") => JetStreamDeliver::New,
-                _ => JetStreamDeliver::All,
-            },
-            None => JetStreamDeliver::All,
-        };
-        obj.finish(self);
-        Some(JetStreamSource {
-            stream: stream?,
-            consumer: consumer?,
-            max_ack_pending,
-            ack_wait,
-            deliver,
-        })
+        // Without the protocol the other keys cannot be judged; leave them be.
+        let (name, c) = self.connection_ref(node, "a source (`from`)", route, connections)?;
+        self.reader().source(node, name, c)
     }
 
     fn sink(
@@ -1084,120 +845,8 @@ impl<'a> Decoder<'a> {
         captures: &[String],
         what: &'static str,
     ) -> Option<Sink> {
-        let mut obj = self.obj(node, what)?;
-        let (connection, c) = self.connection_ref(&mut obj, route, connections)?;
-        let spec = match &c.kind {
-            ConnectionKind::Mqtt(_) => {
-                obj.what = "an MQTT sink";
-                let topic = self.target(&mut obj, "topic", names::mqtt_topic, captures);
-                let qos = self.qos(&mut obj, 0);
-                let retain = match obj.get("retain") {
-                    Some(n) => {
-                        match self.choice(n, "`retain` setting", &["true", "false", "source"]) {
-                            Some("true") => Retain::Fixed(true),
-                            Some("source") => Retain::FromSource,
-                            _ => Retain::Fixed(false),
-                        }
-                    }
-                    None => Retain::Fixed(false),
-                };
-                SinkSpec::Mqtt(MqttSink { topic, qos, retain })
-            }
-            ConnectionKind::Nats(_) => {
-                obj.what = "a NATS sink";
-                let subject = self.target(&mut obj, "subject", names::nats_subject, captures);
-                let jetstream = self.opt_bool(&mut obj, "jetstream", false);
-                SinkSpec::Nats(NatsSink { subject, jetstream })
-            }
-            ConnectionKind::Http(_) => {
-                obj.what = "an HTTP sink";
-                let url = self.target(&mut obj, "url", |_| Ok(()), captures);
-                let method = self.method(&mut obj, &["POST", "PUT"], HttpMethod::Post);
-                SinkSpec::Http(HttpSink { url, method })
-            }
-            ConnectionKind::SseServer(_) => {
-                obj.what = "an sse_server sink";
-                let event = self.target(&mut obj, "event", names::sse_event, captures);
-                SinkSpec::SseServer(SseServerSink { event })
-            }
-            ConnectionKind::MigratoryData(_) => {
-                obj.what = "a MigratoryData sink";
-                let subject =
-                    self.target(&mut obj, "subject", names::migratorydata_subject, captures);
-                let retained = match obj.get("retained") {
-                    Some(n) => {
-                        match self.choice(n, "`retained` setting", &["true", "false", "source"]) {
-                            Some("true") => Retain::Fixed(true),
-                            Some("source") => Retain::FromSource,
-                            _ => Retain::Fixed(false),
-                        }
-                    }
-                    None => Retain::Fixed(false),
-                };
-                let qos = match obj.get("qos") {
-                    Some(n) => {
-                        match self.choice(n, "MigratoryData qos", &["standard", "guaranteed"]) {
-                            Some("guaranteed") => MigratoryDataQos::Guaranteed,
-                            _ => MigratoryDataQos::Standard,
-                        }
-                    }
-                    None => MigratoryDataQos::Standard,
-                };
-                SinkSpec::MigratoryData(MigratoryDataSink {
-                    subject,
-                    retained,
-                    qos,
-                })
-            }
-            // Never in a file: `ferry relay` builds standard output as a connection itself.
-            ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink {
-                subject: self.target(&mut obj, "subject", |_| Ok(()), captures),
-            }),
-            ConnectionKind::Sse(_) => {
-                self.error(
-                    obj.pos,
-                    format!("connection `{connection}` is an SSE stream ferry reads: it cannot be a sink"),
-                    Some("to serve SSE to browsers use an `sse_server` connection; to POST events use `http`".into()),
-                );
-                return None;
-            }
-        };
-        let format = self.payload_format(&mut obj);
-        let envelope = self.opt_bool(&mut obj, "envelope", false);
-        obj.finish(self);
-        Some(Sink {
-            connection,
-            spec,
-            format,
-            envelope,
-        })
-    }
-
-    /// A sink's `topic`/`subject`: `auto`, or a template. A template without `{{` is a plain
-    /// name and is checked against the protocol's rules right away.
-    fn target(
-        &mut self,
-        obj: &mut Obj,
-        key: &'static str,
-        rule: fn(&str) -> Result<(), names::Problem>,
-        captures: &[String],
-    ) -> Target {
-        let Some(node) = obj.get(key) else {
-            return Target::Auto;
-        };
-        let Some(text) = self.string(node, key) else {
-            return Target::Auto;
-        };
-        if text == "auto" {
-            return Target::Auto;
-        }
-        if self.template(node.pos, key, &text, captures)
-            && !text.contains("{{")
-            && !text.contains("{%")
-        {
-            self.check(node.pos, rule(&text));
-        }
-        Target::Template(text)
+        let (name, c) = self.connection_ref(node, what, route, connections)?;
+        self.reader().sink(node, name, c, captures)
     }
 }
 
@@ -1209,15 +858,6 @@ fn capture_names(source: &Source) -> Vec<String> {
     regex::Regex::new(pattern)
         .map(|re| re.capture_names().flatten().map(str::to_string).collect())
         .unwrap_or_default()
-}
-
-/// The first line of a multi-line message (regex errors draw the pattern over several lines).
-fn one_line(s: &str) -> String {
-    s.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.chars().all(|c| c == '^' || c == ' '))
-        .collect::<Vec<_>>()
-        .join(": ")
 }
 
 /// A route's name becomes a directory (its spool's, under `state_dir`), a metric label and a

@@ -16,23 +16,25 @@
 // Nothing constructs these types: they only describe the file.
 #![allow(dead_code)]
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
-use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
 use super::admin_listener::AdminSection;
+use super::endpoints::{Endpoint, SinkCommon, SourceCommon};
 use super::model::{LoopGuard, Queue, Reconnect, Spool};
 use super::values::{self, Flag, Interpolated, OneOrList, Text, Whole};
-use crate::connectors::http::config::HttpSection;
-use crate::connectors::migratorydata::config::MigratoryDataSection;
-use crate::connectors::mqtt::config::MqttSection;
-use crate::connectors::nats::config::NatsSection;
-use crate::connectors::sse::config::SseSection;
-use crate::connectors::sse_server::config::SseServerConnection;
+use crate::connectors::http::config::{HttpSection, HttpSinkKeys};
+use crate::connectors::migratorydata::config::{
+    MigratoryDataSection, MigratoryDataSinkKeys, MigratoryDataSourceKeys,
+};
+use crate::connectors::mqtt::config::{MqttSection, MqttSinkKeys, MqttSourceKeys};
+use crate::connectors::nats::config::{NatsSection, NatsSinkKeys, NatsSourceKeys};
+use crate::connectors::sse::config::{SseSection, SseSourceKeys};
+use crate::connectors::sse_server::config::{SseServerConnection, SseServerSinkKeys};
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
 pub fn json() -> String {
@@ -218,258 +220,21 @@ enum Delivery {
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 enum Source {
-    Mqtt(MqttSource),
-    Nats(NatsSource),
-    Sse(SseSource),
-    MigratoryData(MigratoryDataSource),
-}
-
-/// Keys every source takes.
-#[derive(JsonSchema)]
-struct SourceCommon {
-    /// The connection to read from (a name under `connections`).
-    connection: Text,
-    /// A regular expression on the topic or subject; its named groups are `match.NAME` in
-    /// templates, and messages that do not match are dropped.
-    #[serde(rename = "match")]
-    pattern: Option<Text>,
-    /// How the payload is read.
-    #[schemars(extend("default" = "json"))]
-    payload_format: Option<Interpolated<PayloadFormat>>,
-    /// The payload is a ferry envelope (subject, headers and payload in JSON) to unwrap.
-    #[schemars(extend("default" = false))]
-    envelope: Option<Flag>,
-}
-
-/// How a payload is read or written.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "lowercase")]
-enum PayloadFormat {
-    /// JSON: jq filters and transforms see its value.
-    Json,
-    /// UTF-8 text, a JSON string to jq.
-    Text,
-    /// Any bytes, passed through untouched (base64 in an envelope).
-    Bytes,
-}
-
-/// An MQTT source: `topic` or `topics`.
-#[derive(JsonSchema)]
-#[schemars(
-    deny_unknown_fields,
-    extend("oneOf" = [{ "required": ["topic"] }, { "required": ["topics"] }])
-)]
-struct MqttSource {
-    #[serde(flatten)]
-    common: SourceCommon,
-    /// The topic filter to subscribe to (`+` and `#` wildcards).
-    topic: Option<Text>,
-    /// Several topic filters.
-    topics: Option<OneOrList<Text>>,
-    /// The subscription's QoS.
-    #[schemars(extend("default" = 0))]
-    qos: Option<Whole<0, 2>>,
-    /// A shared-subscription group: instances in the same group share the messages.
-    share: Option<Text>,
-    /// MQTT 5: do not receive what this connection itself publishes.
-    #[schemars(extend("default" = false))]
-    no_local: Option<Flag>,
-}
-
-/// A NATS source: a core NATS subscription, or a JetStream durable consumer.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct NatsSource {
-    #[serde(flatten)]
-    common: SourceCommon,
-    /// The subject to subscribe to (`*` and `>` wildcards).
-    subject: Text,
-    /// A queue group: instances in the same group share the messages.
-    queue: Option<Text>,
-    /// Read through a JetStream durable consumer (at-least-once).
-    jetstream: Option<JetStreamSource>,
-}
-
-/// A JetStream durable consumer.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct JetStreamSource {
-    /// The stream's name.
-    stream: Text,
-    /// The durable consumer's name (created if missing).
-    consumer: Text,
-    /// Messages delivered but not yet acknowledged, at most.
-    #[schemars(extend("default" = 1000))]
-    max_ack_pending: Option<Whole<1, 1000000>>,
-    /// How long the server waits for an ack before it redelivers.
-    #[schemars(extend("default" = "30s"))]
-    ack_wait: Option<Duration>,
-    /// Where a new consumer starts.
-    #[schemars(extend("default" = "all"))]
-    deliver: Option<Interpolated<Deliver>>,
-}
-
-/// Where a new JetStream consumer starts.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "lowercase")]
-enum Deliver {
-    /// Every message the stream holds.
-    All,
-    /// Only messages that arrive from now on.
-    New,
-}
-
-/// An SSE source.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct SseSource {
-    #[serde(flatten)]
-    common: SourceCommon,
-    /// The event names to relay. Default: all.
-    events: Option<OneOrList<Text>>,
-}
-
-/// A MigratoryData source: a subject, polled.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct MigratoryDataSource {
-    #[serde(flatten)]
-    common: SourceCommon,
-    /// The subject to read, e.g. `/sensors/kitchen` (starts with `/`).
-    subject: Text,
-    /// How many past messages the first poll delivers when ferry has no cursor for the
-    /// subject yet. Default: none (ferry starts from now).
-    history: Option<Whole<0, 1000000>>,
+    Mqtt(Endpoint<SourceCommon, MqttSourceKeys>),
+    Nats(Endpoint<SourceCommon, NatsSourceKeys>),
+    Sse(Endpoint<SourceCommon, SseSourceKeys>),
+    MigratoryData(Endpoint<SourceCommon, MigratoryDataSourceKeys>),
 }
 
 /// A sink; its keys depend on the protocol of the connection it names.
 #[derive(JsonSchema)]
 #[schemars(untagged)]
 enum Sink {
-    Mqtt(MqttSink),
-    Nats(NatsSink),
-    Http(HttpSink),
-    SseServer(SseServerSink),
-    MigratoryData(MigratoryDataSink),
-}
-
-/// Keys every sink takes.
-#[derive(JsonSchema)]
-struct SinkCommon {
-    /// The connection to publish to (a name under `connections`).
-    connection: Text,
-    /// How the payload is written.
-    #[schemars(extend("default" = "json"))]
-    payload_format: Option<Interpolated<PayloadFormat>>,
-    /// Wrap the message in a ferry envelope (subject, headers and payload in JSON).
-    #[schemars(extend("default" = false))]
-    envelope: Option<Flag>,
-}
-
-/// An MQTT sink.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct MqttSink {
-    #[serde(flatten)]
-    common: SinkCommon,
-    /// The topic: a template such as `iot/{{ topic[1] }}`, or `auto` (the source's name,
-    /// converted).
-    #[schemars(extend("default" = "auto"))]
-    topic: Option<Text>,
-    /// The QoS to publish at.
-    #[schemars(extend("default" = 0))]
-    qos: Option<Whole<0, 2>>,
-    /// Publish retained: `true`, `false`, or `source` (as the message arrived).
-    #[schemars(extend("default" = false))]
-    retain: Option<Interpolated<RetainSetting>>,
-}
-
-/// `true`, `false` or `source`.
-struct RetainSetting;
-
-impl JsonSchema for RetainSetting {
-    fn inline_schema() -> bool {
-        true
-    }
-    fn schema_name() -> Cow<'static, str> {
-        "RetainSetting".into()
-    }
-    fn json_schema(_: &mut SchemaGenerator) -> Schema {
-        json_schema!({ "enum": [true, false, "true", "false", "source"] })
-    }
-}
-
-/// A NATS sink.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct NatsSink {
-    #[serde(flatten)]
-    common: SinkCommon,
-    /// The subject: a template such as `iot.{{ topic[1] }}.temperature`, or `auto` (the
-    /// source's name, converted).
-    #[schemars(extend("default" = "auto"))]
-    subject: Option<Text>,
-    /// Publish to JetStream and wait for the server's ack.
-    #[schemars(extend("default" = false))]
-    jetstream: Option<Flag>,
-}
-
-/// An HTTP sink: one request per message.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct HttpSink {
-    #[serde(flatten)]
-    common: SinkCommon,
-    /// The URL (a template), relative to the connection's.
-    url: Option<Text>,
-    /// The request method.
-    #[schemars(extend("default" = "POST"))]
-    method: Option<Interpolated<SinkMethod>>,
-}
-
-/// The method of an HTTP sink's requests.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "UPPERCASE")]
-enum SinkMethod {
-    Post,
-    Put,
-}
-
-/// An sse_server sink.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct SseServerSink {
-    #[serde(flatten)]
-    common: SinkCommon,
-    /// The event name (a template). Default: the MQTT topic or NATS subject.
-    #[schemars(extend("default" = "auto"))]
-    event: Option<Text>,
-}
-
-/// A MigratoryData sink: one produce per message.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct MigratoryDataSink {
-    #[serde(flatten)]
-    common: SinkCommon,
-    /// The subject: a template such as `/sensors/{{ topic[1] }}`, or `auto` (`/` and the
-    /// source's name as an MQTT topic).
-    #[schemars(extend("default" = "auto"))]
-    subject: Option<Text>,
-    /// Publish retained: `true`, `false`, or `source` (as the message arrived).
-    #[schemars(extend("default" = false))]
-    retained: Option<Interpolated<RetainSetting>>,
-    /// MigratoryData's quality of service.
-    #[schemars(extend("default" = "standard"))]
-    qos: Option<Interpolated<MigratoryDataQos>>,
-}
-
-/// MigratoryData's quality of service for a publish.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "lowercase")]
-enum MigratoryDataQos {
-    Standard,
-    Guaranteed,
+    Mqtt(Endpoint<SinkCommon, MqttSinkKeys>),
+    Nats(Endpoint<SinkCommon, NatsSinkKeys>),
+    Http(Endpoint<SinkCommon, HttpSinkKeys>),
+    SseServer(Endpoint<SinkCommon, SseServerSinkKeys>),
+    MigratoryData(Endpoint<SinkCommon, MigratoryDataSinkKeys>),
 }
 
 #[cfg(test)]
@@ -621,48 +386,6 @@ routes:
         ("a connection", &["Connection"]),
         ("a route", &["Route"]),
         ("`headers`", &["HeaderRules"]),
-        (
-            "a source (`from`)",
-            &[
-                "MqttSource",
-                "NatsSource",
-                "SseSource",
-                "MigratoryDataSource",
-            ],
-        ),
-        ("an MQTT source", &["MqttSource"]),
-        ("a NATS source", &["NatsSource"]),
-        ("an SSE source", &["SseSource"]),
-        (
-            "`jetstream` (a map of stream, consumer, ...)",
-            &["JetStreamSource"],
-        ),
-        (
-            "a sink (`to`)",
-            &[
-                "MqttSink",
-                "NatsSink",
-                "HttpSink",
-                "SseServerSink",
-                "MigratoryDataSink",
-            ],
-        ),
-        (
-            "the dead-letter sink",
-            &[
-                "MqttSink",
-                "NatsSink",
-                "HttpSink",
-                "SseServerSink",
-                "MigratoryDataSink",
-            ],
-        ),
-        ("an MQTT sink", &["MqttSink"]),
-        ("a NATS sink", &["NatsSink"]),
-        ("an HTTP sink", &["HttpSink"]),
-        ("an sse_server sink", &["SseServerSink"]),
-        ("a MigratoryData source", &["MigratoryDataSource"]),
-        ("a MigratoryData sink", &["MigratoryDataSink"]),
     ];
 
     fn lookup() -> Lookup<'static> {

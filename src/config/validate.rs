@@ -5,8 +5,9 @@
 //!
 //! It knows the parts of JSON Schema that schemars emits for the file's types: `$ref` into
 //! `$defs`, `type`, `properties`, `required`, `additionalProperties` (false, or the schema of
-//! a map's values), `enum`, `anyOf`/`oneOf`, `items`. Scalars are checked by the name of their
-//! definition ([`Scalar`]), with the hints of [`super::ranges`].
+//! a map's values) and `unevaluatedProperties`, `enum` and `const`s, `anyOf`/`oneOf`,
+//! `items`. Scalars are checked by the name of their definition ([`Scalar`]), with the hints
+//! of [`super::ranges`]; a schema may word its own error (`errorMessage`, `x-hint`).
 
 use serde_json::{Map, Value as Json};
 
@@ -36,6 +37,10 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("SseConnection", "an SSE connection"),
     ("Handshake", "a `handshake`"),
     ("Queue", "`queue`"),
+    (
+        "JetStreamSource",
+        "`jetstream` (a map of stream, consumer, ...)",
+    ),
     ("Spool", "`spool` (a map of dir, max_bytes)"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),
@@ -166,7 +171,11 @@ impl<'a> Validator<'a> {
                 self.value(value, property, &k.name, what);
                 continue;
             }
-            match schema.get("additionalProperties") {
+            // `unevaluatedProperties` is what schemars writes for a type with flattened parts.
+            let others = schema
+                .get("additionalProperties")
+                .or_else(|| schema.get("unevaluatedProperties"));
+            match others {
                 Some(Json::Bool(false)) => {
                     let known = properties.keys().map(String::as_str);
                     let hint = match did_you_mean(&k.name, known.clone()) {
@@ -256,7 +265,7 @@ impl<'a> Validator<'a> {
             return;
         }
         let message = match schema["errorMessage"].as_str() {
-            Some(message) => message.replace("{value}", &text),
+            Some(message) => message.replace("{value}", &text).replace("{key}", key),
             None => format!("`{text}` is not a valid `{key}`"),
         };
         let hint = match (

@@ -206,6 +206,11 @@ impl<'de> Deserialize<'de> for TextMap {
     }
 }
 
+/// `auto`: a sink's name is its source's, converted to the sink's protocol.
+pub fn auto() -> String {
+    "auto".into()
+}
+
 /// What kind of scalar a schema definition is, by its name: how [`super::validate`] checks a
 /// value written for it, and says what is wrong.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

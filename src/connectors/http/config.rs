@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Tls;
-use crate::config::values::{self, Text, TextMap, Whole};
+use crate::config::values::{self, Interpolated, Text, TextMap, Whole};
 
 /// An HTTP endpoint ferry sends each message to.
 #[derive(Deserialize, JsonSchema)]
@@ -39,4 +39,26 @@ fn default_timeout() -> Duration {
 
 fn default_max_concurrent() -> usize {
     8
+}
+
+/// An HTTP sink: one request per message.
+#[derive(Deserialize, JsonSchema)]
+pub struct HttpSinkKeys {
+    /// The URL (a template), relative to the connection's.
+    #[schemars(with = "Option<Text>")]
+    pub url: Option<String>,
+    /// The request method.
+    #[serde(default)]
+    #[schemars(with = "Interpolated<SinkMethod>")]
+    pub method: SinkMethod,
+}
+
+/// The method of an HTTP sink's requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+#[schemars(extend("errorMessage" = "`{value}` is not a valid method here"))]
+pub enum SinkMethod {
+    #[default]
+    Post,
+    Put,
 }

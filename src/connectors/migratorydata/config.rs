@@ -6,8 +6,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::values::{self, OneOrList, Text};
-use crate::config::{Secret, Tls};
+use crate::config::values::{self, Interpolated, OneOrList, Text, Whole};
+use crate::config::{MigratoryDataQos, Retain, Secret, Tls};
 
 /// `max_response_size` when unset: a consume answer carries up to 1000 messages.
 pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 16 * 1024 * 1024;
@@ -54,4 +54,34 @@ fn default_poll_interval() -> Duration {
 
 fn default_max_response_size() -> u64 {
     DEFAULT_MAX_RESPONSE_SIZE
+}
+
+/// A MigratoryData source: a subject, polled.
+#[derive(Deserialize, JsonSchema)]
+pub struct MigratoryDataSourceKeys {
+    /// The subject to read, e.g. `/sensors/kitchen` (starts with `/`).
+    #[schemars(with = "Text")]
+    pub subject: String,
+    /// How many past messages the first poll delivers when ferry has no cursor for the
+    /// subject yet. Default: none (ferry starts from now).
+    #[schemars(with = "Option<Whole<0, 1000000>>")]
+    pub history: Option<u32>,
+}
+
+/// A MigratoryData sink: one produce per message.
+#[derive(Deserialize, JsonSchema)]
+pub struct MigratoryDataSinkKeys {
+    /// The subject: a template such as `/sensors/{{ topic[1] }}`, or `auto` (`/` and the
+    /// source's name as an MQTT topic).
+    #[serde(default = "values::auto")]
+    #[schemars(with = "Text")]
+    pub subject: String,
+    /// Publish retained: `true`, `false`, or `source` (as the message arrived).
+    #[serde(default)]
+    #[schemars(with = "Interpolated<Retain>")]
+    pub retained: Retain,
+    /// MigratoryData's quality of service.
+    #[serde(default)]
+    #[schemars(with = "Interpolated<MigratoryDataQos>")]
+    pub qos: MigratoryDataQos,
 }

@@ -7,8 +7,8 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
 
 use crate::config::probe::ProbeSetting;
-use crate::config::values::{self, Flag, Interpolated, Size, Text, Whole};
-use crate::config::{Secret, Tls};
+use crate::config::values::{self, Flag, Interpolated, OneOrList, Size, Text, Whole};
+use crate::config::{Retain, Secret, Tls};
 
 /// `max_outgoing_packet_size` when unset: 256 MiB, about MQTT's own limit (a remaining length
 /// of 268,435,455 bytes).
@@ -126,4 +126,45 @@ pub struct LastWill {
     #[serde(default)]
     #[schemars(with = "Flag")]
     pub retain: bool,
+}
+
+/// An MQTT source: `topic` or `topics`.
+#[derive(Deserialize, JsonSchema)]
+#[schemars(extend("oneOf" = [{ "required": ["topic"] }, { "required": ["topics"] }]))]
+pub struct MqttSourceKeys {
+    /// The topic filter to subscribe to (`+` and `#` wildcards).
+    #[schemars(with = "Option<Text>")]
+    pub topic: Option<String>,
+    /// Several topic filters.
+    #[schemars(with = "Option<OneOrList<Text>>")]
+    pub topics: Option<OneOrList<String>>,
+    /// The subscription's QoS.
+    #[serde(default)]
+    #[schemars(with = "Whole<0, 2>")]
+    pub qos: u8,
+    /// A shared-subscription group: instances in the same group share the messages.
+    #[schemars(with = "Option<Text>")]
+    pub share: Option<String>,
+    /// MQTT 5: do not receive what this connection itself publishes.
+    #[serde(default)]
+    #[schemars(with = "Flag")]
+    pub no_local: bool,
+}
+
+/// An MQTT sink.
+#[derive(Deserialize, JsonSchema)]
+pub struct MqttSinkKeys {
+    /// The topic: a template such as `iot/{{ topic[1] }}`, or `auto` (the source's name,
+    /// converted).
+    #[serde(default = "values::auto")]
+    #[schemars(with = "Text")]
+    pub topic: String,
+    /// The QoS to publish at.
+    #[serde(default)]
+    #[schemars(with = "Whole<0, 2>")]
+    pub qos: u8,
+    /// Publish retained: `true`, `false`, or `source` (as the message arrived).
+    #[serde(default)]
+    #[schemars(with = "Interpolated<Retain>")]
+    pub retain: Retain,
 }

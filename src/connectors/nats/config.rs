@@ -7,8 +7,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::config::probe::ProbeSetting;
-use crate::config::values::{self, OneOrList, Text};
-use crate::config::{Secret, Tls};
+use crate::config::values::{self, Flag, OneOrList, Text};
+use crate::config::{JetStreamSource, Secret, Tls};
 
 /// A NATS server or cluster. One way to authenticate: user/password, token, nkey or creds.
 #[derive(Deserialize, JsonSchema)]
@@ -51,4 +51,31 @@ pub struct NatsSection {
 
 fn default_ping_interval() -> Duration {
     Duration::from_secs(20)
+}
+
+/// A NATS source: a core NATS subscription, or a JetStream durable consumer.
+#[derive(Deserialize, JsonSchema)]
+pub struct NatsSourceKeys {
+    /// The subject to subscribe to (`*` and `>` wildcards).
+    #[schemars(with = "Text")]
+    pub subject: String,
+    /// A queue group: instances in the same group share the messages.
+    #[schemars(with = "Option<Text>")]
+    pub queue: Option<String>,
+    /// Read through a JetStream durable consumer (at-least-once).
+    pub jetstream: Option<JetStreamSource>,
+}
+
+/// A NATS sink.
+#[derive(Deserialize, JsonSchema)]
+pub struct NatsSinkKeys {
+    /// The subject: a template such as `iot.{{ topic[1] }}.temperature`, or `auto` (the
+    /// source's name, converted).
+    #[serde(default = "values::auto")]
+    #[schemars(with = "Text")]
+    pub subject: String,
+    /// Publish to JetStream and wait for the server's ack.
+    #[serde(default)]
+    #[schemars(with = "Flag")]
+    pub jetstream: bool,
 }

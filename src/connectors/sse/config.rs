@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Tls;
-use crate::config::values::{self, Flag, Interpolated, Size, Text, TextMap};
+use crate::config::values::{self, Flag, Interpolated, OneOrList, Size, Text, TextMap};
 
 /// `max_line_size` and `max_event_size` when unset.
 pub const DEFAULT_MAX_EVENT_SIZE: u64 = 16 * 1024 * 1024;
@@ -128,4 +128,12 @@ pub enum HandshakeMethod {
     #[default]
     Post,
     Put,
+}
+
+/// An SSE source.
+#[derive(Deserialize, JsonSchema)]
+pub struct SseSourceKeys {
+    /// The event names to relay. Default: all.
+    #[schemars(with = "Option<OneOrList<Text>>")]
+    pub events: Option<OneOrList<String>>,
 }

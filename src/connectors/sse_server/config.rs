@@ -55,3 +55,12 @@ fn default_keep_alive() -> Duration {
 fn default_max_clients() -> usize {
     SseServerConnection::DEFAULT_MAX_CLIENTS
 }
+
+/// An sse_server sink.
+#[derive(serde::Deserialize, JsonSchema)]
+pub struct SseServerSinkKeys {
+    /// The event name (a template). Default: the MQTT topic or NATS subject.
+    #[serde(default = "values::auto")]
+    #[schemars(with = "Text")]
+    pub event: String,
+}
