@@ -1,0 +1,808 @@
+//! The decoder's tests, in three groups that share one lookup of `${...}` and one way to
+//! collect a file's errors.
+
+use super::*;
+
+/// `${NATS_URL}` and `${KEY}` are set; any `${file:...}` holds `s3cret`.
+fn lookup() -> Lookup<'static> {
+    Lookup {
+        var: &|n| match n {
+            "NATS_URL" => Some("nats://127.0.0.1:4222".to_string()),
+            "KEY" => Some("k3y".to_string()),
+            _ => None,
+        },
+        file: &|_| Ok("s3cret\n".to_string()),
+    }
+}
+
+/// The configuration `text`, or its errors as `ferry check` prints them.
+fn parse_text(text: &str) -> Result<Config, String> {
+    parse(text, "b.yaml", &lookup()).map_err(|e| e.to_string())
+}
+
+/// The errors of `text`, which must have some, as printed.
+fn error_text(text: &str) -> String {
+    match parse_text(text) {
+        Ok(_) => panic!("expected errors"),
+        Err(e) => e,
+    }
+}
+
+/// The lines of [`error_text`].
+fn errors(text: &str) -> Vec<String> {
+    error_text(text).lines().map(str::to_string).collect()
+}
+
+/// Settings of each part of the file, read and refused.
+mod decoding {
+    use super::*;
+
+    const GOOD: &str = r#"
+defaults: &mqtt_defaults
+  version: "3.1.1"
+  keep_alive: 15s
+connections:
+  plant:
+    mqtt:
+      <<: *mqtt_defaults
+      url: mqtt://user@broker:1884
+      password: ${file:/run/secret}
+  core:
+    nats: { url: "${NATS_URL}", name: ferry }
+routes:
+  - name: telemetry
+    from: { connection: plant, topics: ["sensors/+/temp", "x/#"], qos: 1, share: g }
+    filter: '.value != null'
+    transform: '{celsius: .value}'
+    to:
+      - { connection: core, subject: "iot.{{ topic[1] }}.temperature" }
+      - { connection: plant, topic: "copy/{{ topic }}", retain: source }
+    queue: { max_messages: 5, max_bytes: 1MiB, when_full: drop_oldest }
+  - name: back
+    from: { connection: core, subject: "cmd.>", queue: workers }
+    to: { connection: plant }
+"#;
+
+    #[test]
+    fn anchors_live_under_x_keys() {
+        let text = GOOD.replace("defaults: &mqtt_defaults", "x-defaults: &mqtt_defaults");
+        let config = parse(&text, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else {
+            panic!()
+        };
+        assert_eq!(m.version, MqttVersion::V311, "merged from the anchor");
+        let err = parse(GOOD, "b.yaml", &lookup()).unwrap_err();
+        assert_eq!(err.errors.len(), 1, "{err}");
+        assert!(
+            err.errors[0].message.contains("unknown key `defaults`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn decodes_every_field() {
+        let text = GOOD.replace(
+            "defaults: &mqtt_defaults\n  version: \"3.1.1\"\n  keep_alive: 15s\n",
+            "",
+        );
+        let text = text.replace(
+            "      <<: *mqtt_defaults\n",
+            "      version: \"3.1.1\"\n      keep_alive: 15s\n",
+        );
+        let config = parse(&text, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Mqtt(m) = &config.connections["plant"].kind else {
+            panic!()
+        };
+        assert_eq!(m.version, MqttVersion::V311);
+        assert_eq!(m.port, 1884);
+        assert_eq!(m.username.as_deref(), Some("user"));
+        assert_eq!(m.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(m.keep_alive, Duration::from_secs(15));
+        assert_eq!(m.client_id, "ferry-plant");
+        let ConnectionKind::Nats(n) = &config.connections["core"].kind else {
+            panic!()
+        };
+        assert_eq!(n.urls, vec!["nats://127.0.0.1:4222"]);
+        let r = &config.routes[0];
+        let SourceSpec::Mqtt(s) = &r.from.spec else {
+            panic!()
+        };
+        assert_eq!(
+            s.subscriptions(),
+            vec!["$share/g/sensors/+/temp", "$share/g/x/#"]
+        );
+        assert_eq!(r.to.len(), 2);
+        assert_eq!(r.queue.when_full, WhenFull::DropOldest);
+        assert_eq!(r.queue.max_bytes, 1 << 20);
+        let SinkSpec::Mqtt(sink) = &config.routes[1].to[0].spec else {
+            panic!()
+        };
+        assert_eq!(sink.topic, Target::Auto);
+        assert!(
+            !format!("{config:?}").contains("s3cret"),
+            "secrets stay out of Debug"
+        );
+    }
+
+    #[test]
+    fn reports_every_error_with_its_position() {
+        let lines = errors(
+            "connections:\n  core:\n    nats: { url: nats://x:4222 }\nroutes:\n  - name: r\n    from: { connection: core, subject: \"a b\" }\n    to: { connection: nope, subject: x }\n    filter: '.a =='\n",
+        );
+        let text = lines.join("\n");
+        assert!(
+            text.contains("b.yaml:6:40: error: NATS subject `a b` contains whitespace"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "b.yaml:7:23: error: route `r` names connection `nope`, which is not defined"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("error: jq expression in `filter` does not compile"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_suggest() {
+        let text = errors("connections:\n  c:\n    nats: { url: nats://x, nmae: a }\nroutes: []\n")
+            .join("\n");
+        assert!(
+            text.contains("b.yaml:3:28: error: unknown key `nmae` in a NATS connection"),
+            "{text}"
+        );
+        assert!(text.contains("hint: did you mean `name`?"), "{text}");
+    }
+
+    #[test]
+    fn missing_variables_and_bad_values() {
+        let text = errors(
+            "connections:\n  m:\n    mqtt: { url: \"${NOPE}\", version: 4.5, keep_alive: soon }\nroutes: []\n",
+        )
+        .join("\n");
+        assert!(
+            text.contains("environment variable `NOPE` is not set"),
+            "{text}"
+        );
+        assert!(
+            text.contains("MQTT version `4.5` is not supported"),
+            "{text}"
+        );
+        assert!(text.contains("`keep_alive` is not a duration"), "{text}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_size("16MiB"), Some(16 << 20));
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("lots"), None);
+    }
+
+    const MAPPING: &str = r#"
+connections:
+  m: { mqtt: { url: "mqtt://127.0.0.1:1883" } }
+  n: { nats: { url: "nats://127.0.0.1:4222" } }
+loop_guard: { instance: edge-1, max_hops: 4 }
+routes:
+  - name: r
+    from: { connection: m, topic: "s/#", match: '^s/(?P<room>[^/]+)$', payload_format: text, envelope: true }
+    headers: { forward: false, remove: [a, B], set: { room: "{{ match.room }}" } }
+    to: { connection: n, subject: "x.{{ match.room }}", payload_format: bytes, envelope: true }
+    dead_letter: { connection: n, subject: dead }
+"#;
+
+    #[test]
+    fn dead_letters_need_a_name_and_headers_a_good_one() {
+        let text = errors(&MAPPING.replace("subject: dead }", "}")).join("\n");
+        assert!(
+            text.contains("a dead-letter sink needs a name of its own"),
+            "{text}"
+        );
+        let text = errors(&MAPPING.replace("set: { room", "set: { Ferry-Hops")).join("\n");
+        assert!(
+            text.contains("`Ferry-Hops` is one of ferry's own headers"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn decodes_the_mapping_keys() {
+        let config = parse(MAPPING, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.loop_guard.instance.as_deref(), Some("edge-1"));
+        assert_eq!(config.loop_guard.max_hops, 4);
+        let r = &config.routes[0];
+        assert_eq!(r.from.pattern.as_deref(), Some("^s/(?P<room>[^/]+)$"));
+        assert_eq!(
+            (r.from.format, r.from.envelope),
+            (PayloadFormat::Text, true)
+        );
+        assert_eq!(
+            (r.to[0].format, r.to[0].envelope),
+            (PayloadFormat::Bytes, true)
+        );
+        assert!(!r.headers.forward);
+        assert_eq!(r.headers.remove, vec!["a", "B"]);
+        assert_eq!(r.headers.set[0].0, "room");
+        assert_eq!(r.dead_letter.as_ref().unwrap().connection, "n");
+    }
+
+    #[test]
+    fn reports_mapping_mistakes() {
+        let bad = MAPPING
+            .replace("(?P<room>[^/]+)$", "(?P<room>[^/]+$")
+            .replace("payload_format: bytes", "payload_format: binary")
+            .replace("max_hops: 4", "max_hops: 0")
+            .replace("set: { room", "set: { \"bad name\"");
+        let text = errors(&bad).join("\n");
+        assert!(
+            text.contains("`match` is not a valid regular expression"),
+            "{text}"
+        );
+        assert!(
+            text.contains("`binary` is not a valid payload format"),
+            "{text}"
+        );
+        assert!(text.contains("max_hops"), "{text}");
+        assert!(
+            text.contains("`bad name` cannot be a header name"),
+            "{text}"
+        );
+        let text = errors(&MAPPING.replace("x.{{ match.room }}", "x.{{ match.site }}")).join("\n");
+        assert!(
+            text.contains("b.yaml:10:")
+                && text.contains("uses `match.site`, which the source's `match:` does not capture"),
+            "{text}"
+        );
+        let text = errors(&MAPPING.replace(
+            "dead_letter: { connection: n",
+            "dead_letter: { connection: nn",
+        ))
+        .join("\n");
+        assert!(
+            text.contains("connection `nn`, which is not defined"),
+            "{text}"
+        );
+    }
+
+    const SSE_SERVER: &str = r#"
+admin: { listen: 9090 }
+connections:
+  m: { mqtt: { url: "mqtt://127.0.0.1:1883" } }
+  web: { sse_server: { path: "/events/sensors", cors_origin: "https://dash.example.com" } }
+routes:
+  - name: r
+    from: { connection: m, topic: "s/#" }
+    to: { connection: web, event: "{{ topic[1] }}" }
+"#;
+
+    #[test]
+    fn admin_locks_are_parsed_with_their_defaults() {
+        let admin = |admin: &str| {
+            let yaml = SSE_SERVER.replace("admin: { listen: 9090 }", admin);
+            let config = parse(&yaml, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+            config.admin.unwrap()
+        };
+        let loopback = admin("admin: {}");
+        assert_eq!(loopback.allowed_hosts, ["localhost", "127.0.0.1", "[::1]"]);
+        assert_eq!((loopback.token.is_none(), loopback.taps), (true, false));
+        assert_eq!(loopback.max_connections, 256);
+        assert_eq!(loopback.header_read_timeout, Duration::from_secs(5));
+        assert_eq!(loopback.idle_timeout, Duration::from_secs(60));
+        assert!(
+            admin("admin: { listen: \"0.0.0.0:9\" }")
+                .allowed_hosts
+                .is_empty()
+        );
+        let locked = admin(
+            "admin: { token: \"${file:/t}\", taps: true, allowed_hosts: [Ferry.Example, \"[::1]\"], max_connections: 9, header_read_timeout: 2s, idle_timeout: 30s, tls: { cert: /c.pem, key: /k.pem } }",
+        );
+        assert_eq!(locked.token.as_ref().map(Secret::expose), Some("s3cret"));
+        assert_eq!(format!("{:?}", locked.token), "Some(***)");
+        assert_eq!(locked.allowed_hosts, ["ferry.example", "[::1]"]);
+        assert_eq!(locked.max_connections, 9);
+        assert_eq!(locked.tls.unwrap().key, PathBuf::from("/k.pem"));
+        assert!(
+            admin("admin: { allowed_hosts: [a, \"*\"] }")
+                .allowed_hosts
+                .is_empty()
+        );
+        for (bad, says, at) in [
+            (
+                "allowed_hosts: [\"http://x\"]",
+                "`http://x` is not a host name",
+                40,
+            ),
+            ("allowed_hosts: [\"x:80\"]", "`x:80` is not a host name", 40),
+            (
+                "max_connections: 0",
+                "`max_connections` must be a whole number",
+                41,
+            ),
+            ("idle_timeout: 0s", "`idle_timeout` cannot be 0", 38),
+            ("tls: { cert: /c.pem }", "needs `key`", 29),
+        ] {
+            let yaml = SSE_SERVER.replace(
+                "admin: { listen: 9090 }",
+                &format!("admin: {{ listen: 9090, {bad} }}"),
+            );
+            let text = errors(&yaml).join("\n");
+            assert!(text.contains(says), "{bad}: {text}");
+            assert!(
+                text.contains(&format!("b.yaml:2:{at}:")),
+                "{bad} at column {at}: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn admin_listens_on_loopback_by_default() {
+        let listen = |admin: &str| {
+            let yaml = SSE_SERVER.replace("admin: { listen: 9090 }", admin);
+            let config = parse(&yaml, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+            config.admin.unwrap().listen.to_string()
+        };
+        assert_eq!(
+            listen("admin: {}"),
+            format!("127.0.0.1:{DEFAULT_ADMIN_PORT}")
+        );
+        assert_eq!(listen("admin: { listen: 9000 }"), "127.0.0.1:9000");
+        assert_eq!(listen("admin: { listen: \"[::]:9000\" }"), "[::]:9000");
+        let bad = SSE_SERVER.replace("admin: { listen: 9090 }", "admin: { listen: nine }");
+        let text = errors(&bad).join("\n");
+        assert!(
+            text.contains("`nine` is not an address to listen on"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn decodes_sse_server_streams() {
+        let config = parse(SSE_SERVER, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            config.admin.as_ref().unwrap().listen,
+            "127.0.0.1:9090".parse().unwrap()
+        );
+        let ConnectionKind::SseServer(s) = &config.connections["web"].kind else {
+            panic!()
+        };
+        assert_eq!(s.path, "/events/sensors");
+        assert_eq!((s.buffer, s.keep_alive), (1000, Duration::from_secs(15)));
+        assert_eq!(s.cors_origin.as_deref(), Some("https://dash.example.com"));
+        let any = SSE_SERVER.replace("\"https://dash.example.com\"", "\"*\"");
+        let config = parse(&any, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::SseServer(s) = &config.connections["web"].kind else {
+            panic!()
+        };
+        assert_eq!(s.cors_origin.as_deref(), Some("*"));
+    }
+
+    #[test]
+    fn refuses_sse_server_mistakes() {
+        let text = errors(&SSE_SERVER.replace("admin: { listen: 9090 }\n", "")).join("\n");
+        assert!(
+            text.contains("serves SSE on the admin listener, which is off"),
+            "{text}"
+        );
+        for (path, says) in [
+            ("/healthz", "is the admin listener's own path"),
+            ("/metrics", "is the admin listener's own path"),
+            ("/routes/warm/tap", "is the admin listener's own path"),
+            ("/events/{id}", "is not a path ferry can serve a stream on"),
+            ("/caf%C3%A9", "is not a path ferry can serve a stream on"),
+            ("events", "is not a path ferry can serve a stream on"),
+        ] {
+            let text = errors(&SSE_SERVER.replace("/events/sensors", path)).join("\n");
+            assert!(text.contains(says), "{path}: {text}");
+        }
+        for origin in [
+            "https://dash.example.com/",
+            "https://dash.example.com/app",
+            "dash.example.com",
+            "ftp://x",
+        ] {
+            let text = errors(&SSE_SERVER.replace("https://dash.example.com", origin)).join("\n");
+            assert!(text.contains("is not an origin"), "{origin}: {text}");
+        }
+        let two = SSE_SERVER.replace(
+            "  web: {",
+            "  web2: { sse_server: { path: \"/events/sensors\" } }\n  web: {",
+        );
+        let text = errors(&two).join("\n");
+        assert!(text.contains("both serve `/events/sensors`"), "{text}");
+    }
+}
+
+/// SSE, HTTP, sse_server and MigratoryData connections.
+mod web {
+    use super::*;
+
+    const WEB: &str = r#"
+state_dir: /tmp/ferry-state
+admin: { listen: 9090 }
+connections:
+  db:
+    sse:
+      url: https://db.example.com/realtime?x=1
+      headers: { x-apikey: "${KEY}" }
+      query: { apikey: "${KEY}" }
+      idle_timeout: 90s
+      handshake:
+        on: PB_CONNECT
+        url: /api/realtime
+        body: '{"clientId": "{{ payload.clientId }}"}'
+  hook:
+    http: { url: "https://hooks.example.com/in/", timeout: 5s, max_concurrent: 2 }
+  browser:
+    sse_server: { path: /events, buffer: 50 }
+  plant:
+    mqtt: { url: mqtt://broker }
+routes:
+  - name: changes
+    from: { connection: db, events: [post, put] }
+    to:
+      - { connection: plant, topic: "db/{{ event }}" }
+      - { connection: hook, url: "{{ event }}", method: PUT }
+      - { connection: browser }
+"#;
+
+    #[test]
+    fn decodes_sse_http_and_sse_server() {
+        let config = parse(WEB, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.state_dir(), PathBuf::from("/tmp/ferry-state"));
+        assert_eq!(config.admin.unwrap().listen.to_string(), "127.0.0.1:9090");
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            sse.url.expose(),
+            "https://db.example.com/realtime?x=1&apikey=k3y",
+            "query parameters are appended"
+        );
+        assert_eq!(sse.headers[0].1.expose(), "k3y");
+        assert_eq!(sse.idle_timeout, Duration::from_secs(90));
+        assert!(sse.resume);
+        let handshake = sse.handshake.as_ref().unwrap();
+        assert_eq!(
+            (handshake.on.as_str(), handshake.method),
+            ("PB_CONNECT", HttpMethod::Post)
+        );
+        let ConnectionKind::Http(http) = &config.connections["hook"].kind else {
+            panic!()
+        };
+        assert_eq!((http.max_concurrent, http.timeout.as_secs()), (2, 5));
+        let route = &config.routes[0];
+        assert_eq!(
+            route.from.spec,
+            SourceSpec::Sse(SseSource {
+                events: vec!["post".into(), "put".into()]
+            })
+        );
+        assert_eq!(
+            route.to[1].spec,
+            SinkSpec::Http(HttpSink {
+                url: Target::Template("{{ event }}".into()),
+                method: HttpMethod::Put
+            })
+        );
+        assert_eq!(
+            route.to[2].spec,
+            SinkSpec::SseServer(SseServerSink {
+                event: Target::Auto
+            })
+        );
+    }
+
+    #[test]
+    fn sse_input_bounds_have_defaults_and_a_range() {
+        let config = parse(WEB, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (sse.max_line_size, sse.max_event_size, sse.max_response_body),
+            (16 << 20, 16 << 20, 64 << 10)
+        );
+        let set = WEB.replace(
+            "      idle_timeout: 90s\n",
+            "      idle_timeout: 90s\n      max_line_size: 1MiB\n      max_event_size: 2MiB\n      max_response_body: 4KiB\n",
+        );
+        let config = parse(&set, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Sse(sse) = &config.connections["db"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            (sse.max_line_size, sse.max_event_size, sse.max_response_body),
+            (1 << 20, 2 << 20, 4 << 10)
+        );
+        let tiny = WEB.replace(
+            "      idle_timeout: 90s\n",
+            "      idle_timeout: 90s\n      max_line_size: 10\n",
+        );
+        let text = error_text(&tiny);
+        assert!(
+            text.contains("b.yaml:11:22")
+                && text.contains("`max_line_size` must be between 1KiB and 1GiB"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn refuses_wrong_directions_and_missing_pieces() {
+        let text = WEB
+            .replace("admin: { listen: 9090 }\n", "")
+            .replace("{ connection: browser }", "{ connection: db }")
+            .replace("from: { connection: db,", "from: { connection: hook,")
+            .replace("x-apikey", "x api key");
+        let e = error_text(&text);
+        for expected in [
+            "connection `browser` serves SSE on the admin listener, which is off",
+            "it cannot be a sink",
+            "it cannot be a source",
+            "`x api key` is not a valid HTTP header name",
+        ] {
+            assert!(e.contains(expected), "missing `{expected}` in:\n{e}");
+        }
+        let e = error_text(&WEB.replace("https://db.example.com/realtime?x=1", "ftp://db"));
+        assert!(
+            e.contains("`ftp://db` is not an http:// or https:// URL"),
+            "{e}"
+        );
+        let e = error_text(&WEB.replace("url: /api/realtime", "method: PATCH"));
+        assert!(e.contains("a `handshake` needs `url`"), "{e}");
+        assert!(e.contains("`PATCH` is not a valid method here"), "{e}");
+    }
+
+    const MD: &str = r#"
+connections:
+  md:
+    migratorydata:
+      servers: [http://127.0.0.1:8800, "https://md2.example.com"]
+      token: ${KEY}
+      poll_interval: 250ms
+  plant:
+    mqtt: { url: mqtt://broker }
+routes:
+  - name: in
+    from: { connection: md, subject: /server/status, history: 5 }
+    to: { connection: plant, topic: auto }
+  - name: out
+    from: { connection: plant, topic: "sensors/#" }
+    to: { connection: md, subject: "/sensors/{{ topic[1] }}", retained: true, qos: guaranteed }
+"#;
+
+    #[test]
+    fn decodes_migratorydata() {
+        let config = parse(MD, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::MigratoryData(md) = &config.connections["md"].kind else {
+            panic!()
+        };
+        assert_eq!(
+            md.servers,
+            ["http://127.0.0.1:8800/", "https://md2.example.com/"]
+        );
+        assert_eq!(md.token.expose(), "k3y");
+        assert_eq!(md.poll_interval, Duration::from_millis(250));
+        assert_eq!(md.timeout, Duration::from_secs(10));
+        assert_eq!(
+            config.routes[0].from.spec,
+            SourceSpec::MigratoryData(MigratoryDataSource {
+                subject: "/server/status".into(),
+                history: Some(5)
+            })
+        );
+        assert_eq!(
+            config.routes[1].to[0].spec,
+            SinkSpec::MigratoryData(MigratoryDataSink {
+                subject: Target::Template("/sensors/{{ topic[1] }}".into()),
+                retained: Retain::Fixed(true),
+                qos: MigratoryDataQos::Guaranteed,
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_migratorydata_mistakes_without_showing_the_token() {
+        let e = error_text(
+            &MD.replace("subject: /server/status", "subject: server/status")
+                .replace("qos: guaranteed", "qos: best")
+                .replace("http://127.0.0.1:8800", "http://127.0.0.1:8800/?token=k3y")
+                .replace("poll_interval: 250ms", "poll_interval: 0s"),
+        );
+        for expected in [
+            "b.yaml:12:",
+            "`server/status` is not a MigratoryData subject: it must start with `/`",
+            "`best` is not a valid MigratoryData qos",
+            "is not an http:// or https:// server URL",
+            "`poll_interval` cannot be 0",
+        ] {
+            assert!(e.contains(expected), "missing `{expected}` in:\n{e}");
+        }
+        assert!(!e.contains("k3y"), "{e}");
+        let e = error_text(&MD.replace("      token: ${KEY}\n", ""));
+        assert!(
+            e.contains("a MigratoryData connection needs `token`"),
+            "{e}"
+        );
+        let e = error_text(&MD.replace("/sensors/{{ topic[1] }}", "sensors"));
+        assert!(e.contains("must start with `/`"), "{e}");
+    }
+}
+
+/// Delivery guarantees, spools, JetStream and probes.
+mod delivery_rules {
+    use super::*;
+
+    const CONNECTIONS: &str = r#"
+connections:
+  plant: { mqtt: { url: mqtt://broker } }
+  legacy: { mqtt: { url: mqtt://broker, version: "3.1.1", clean_start: true, probe: false } }
+  core:
+    nats:
+      url: nats://server
+      ping_interval: 5s
+      probe: { interval: 2s, timeout: 1s, topic: _FERRY.me }
+"#;
+
+    #[test]
+    fn decodes_delivery_spool_jetstream_and_probes() {
+        let text = format!(
+            "{CONNECTIONS}{}",
+            r#"routes:
+  - name: up
+    from: { connection: plant, topic: "s/#", qos: 1 }
+    to: { connection: core, subject: iot.s, jetstream: true }
+    delivery: at-least-once
+    spool: { dir: /tmp/spool-up, max_bytes: 2MiB }
+  - name: down
+    from:
+      connection: core
+      subject: "cmd.>"
+      jetstream: { stream: CMD, consumer: ferry-cmd, max_ack_pending: 50, ack_wait: 5s, deliver: new }
+    to: { connection: plant, topic: cmd, qos: 1 }
+    spool: {}
+    reconnect_note: &x 1
+"#
+        );
+        // The stray key shows an unknown key is still refused next to the new ones.
+        assert!(parse_text(&text).unwrap_err().contains("reconnect_note"));
+        let config = parse_text(&text.replace("    reconnect_note: &x 1\n", ""))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ConnectionKind::Mqtt(plant) = &config.connections["plant"].kind else {
+            panic!()
+        };
+        // A persistent session by default, with a day of session expiry on MQTT 5.
+        assert!(!plant.clean_start);
+        assert_eq!(
+            plant.session_expiry,
+            Some(Duration::from_secs(24 * 60 * 60))
+        );
+        assert_eq!(plant.probe, Some(Probe::default()));
+        let ConnectionKind::Mqtt(legacy) = &config.connections["legacy"].kind else {
+            panic!()
+        };
+        assert_eq!((legacy.clean_start, legacy.session_expiry), (true, None));
+        assert_eq!(legacy.probe, None);
+        let ConnectionKind::Nats(core) = &config.connections["core"].kind else {
+            panic!()
+        };
+        assert_eq!(core.ping_interval, Duration::from_secs(5));
+        assert_eq!(
+            core.probe,
+            Some(Probe {
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                topic: Some("_FERRY.me".into()),
+            })
+        );
+        let up = &config.routes[0];
+        assert_eq!(up.delivery, Some(Delivery::AtLeastOnce));
+        assert_eq!(config.spool_dir(up), Some(PathBuf::from("/tmp/spool-up")));
+        assert_eq!(up.spool.as_ref().unwrap().max_bytes, 2 << 20);
+        let SinkSpec::Nats(sink) = &up.to[0].spec else {
+            panic!()
+        };
+        assert!(sink.jetstream);
+        let down = &config.routes[1];
+        assert_eq!(down.delivery, None);
+        assert_eq!(
+            config.spool_dir(down),
+            Some(config.state_dir().join("spool").join("down"))
+        );
+        let SourceSpec::Nats(source) = &down.from.spec else {
+            panic!()
+        };
+        assert_eq!(
+            source.jetstream,
+            Some(JetStreamSource {
+                stream: "CMD".into(),
+                consumer: "ferry-cmd".into(),
+                max_ack_pending: 50,
+                ack_wait: Duration::from_secs(5),
+                deliver: JetStreamDeliver::New,
+            })
+        );
+        assert_eq!(
+            delivery::guarantee(down, &config.connections).delivery,
+            Delivery::AtLeastOnce
+        );
+    }
+
+    #[test]
+    fn refuses_at_least_once_where_a_side_cannot_keep_it() {
+        let route = |from: &str, to: &str, extra: &str| {
+            format!(
+                "{CONNECTIONS}routes:\n  - name: r\n    from: {from}\n    to: {to}\n    delivery: at-least-once\n{extra}"
+            )
+        };
+        let cases = [
+            (
+                route(
+                    "{ connection: core, subject: a }",
+                    "{ connection: plant, topic: a, qos: 1 }",
+                    "",
+                ),
+                "core NATS subscription `a` on `core` has no redelivery",
+                "jetstream: { stream: NAME, consumer: NAME }",
+            ),
+            (
+                route(
+                    "{ connection: plant, topic: a }",
+                    "{ connection: core, subject: a }",
+                    "",
+                ),
+                "at QoS 0, which the broker never redelivers",
+                "set `qos: 1` on the source",
+            ),
+            (
+                route(
+                    "{ connection: legacy, topic: a, qos: 1 }",
+                    "{ connection: core, subject: a }",
+                    "",
+                ),
+                "starts a clean session",
+                "remove `clean_start: true`",
+            ),
+            (
+                route(
+                    "{ connection: plant, topic: a, qos: 1 }",
+                    "{ connection: legacy, topic: b }",
+                    "",
+                ),
+                "publishes to `legacy` at QoS 0",
+                "set `qos: 1` on the sink",
+            ),
+            (
+                route(
+                    "{ connection: plant, topic: a, qos: 1 }",
+                    "{ connection: core, subject: a }",
+                    "    queue: { when_full: drop_oldest }\n",
+                ),
+                "drops messages when it is full",
+                "when_full: block",
+            ),
+        ];
+        for (text, what, fix) in cases {
+            let error = parse_text(&text).unwrap_err();
+            assert!(error.contains("b.yaml:"), "{error}");
+            assert!(error.contains(what), "{what:?} not in {error}");
+            assert!(error.contains(fix), "{fix:?} not in {error}");
+        }
+        // A bad name and a probe without interval are refused with the rule.
+        let error = parse_text(&route(
+            "{ connection: core, subject: a, jetstream: { stream: a.b, consumer: c } }",
+            "{ connection: plant, topic: a, qos: 1 }",
+            "",
+        ))
+        .unwrap_err();
+        assert!(
+            error.contains("`a.b` is not a valid JetStream stream name"),
+            "{error}"
+        );
+    }
+}
