@@ -1,9 +1,12 @@
 //! The YAML tree to the typed [`Config`], collecting every error on the way.
 //!
-//! serde's derive stops at the first error; operators fixing a file want them all, each with its
-//! position and a hint. So the typed model is filled by hand from the positioned tree: each
-//! mapping is an [`Obj`] that remembers which keys were asked for, and reports the rest as
-//! unknown with a "did you mean".
+//! Operators fixing a file want every error at once, each with its position and a hint. Each
+//! section (admin, loop guard, a connection's settings, a source or sink, a queue, a spool) is
+//! checked against the schema of its type and read through serde (`decode.rs`), then checked
+//! for what its shape cannot say (`connections/`, `endpoints.rs`). The outer mappings (the
+//! file, a connection, a route) and a route's `headers` are still read here by hand: each is
+//! an [`Obj`] that remembers which keys were asked for, and reports the rest as unknown with a
+//! "did you mean".
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1,19 +1,22 @@
 //! The JSON Schema of `bridges.yaml` (`ferry schema`), for editors: completion, hover text and
-//! red squiggles while typing, before `ferry check` ever runs.
+//! red squiggles while typing, before `ferry check` ever runs; and the schema `ferry check`
+//! itself checks each section against (see `validate.rs`).
 //!
-//! The parser (`parse.rs`) fills the typed model by hand, and the model does not have the
-//! file's shape (durations are `10s` strings in the file, a connection is `name: {mqtt: ...}`),
-//! so the file's shape is written down here once, as types nothing ever builds: their doc
-//! comments are the hover text, schemars turns them into the schema. The tests at the bottom
-//! keep this and the parser in step: every key the parser asks for must be here, every key here
-//! must be one the parser asks for, and every example validates.
+//! It is generated from the types the file is read into: the sections (`admin`, `loop_guard`,
+//! every connection's settings, a route's source, sinks, queue and spool) are their serde
+//! types, whose doc comments are the hover text and whose serde defaults are the schema's.
+//! The three outer mappings (the file itself, a connection, a route) and a route's `headers`
+//! are still read by hand in `parse.rs`; their shapes are written down here, as types nothing
+//! builds, until they are read through their types too. The tests at the bottom keep those
+//! and the parser in step: every key the parser asks for must be here, every key here must be
+//! one the parser asks for, and every example validates.
 //!
 //! The schema is as loose as the parser where the parser is loose: every scalar may be a
 //! `${...}` interpolation, numbers may be written as strings, text may be a number. It cannot
 //! know which protocol a route's `connection:` names, so a source or sink is any of the
 //! protocols' shapes; `ferry check` stays the authority.
 
-// Nothing constructs these types: they only describe the file.
+// The outer shapes are never built: they only describe the file.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
