@@ -383,3 +383,83 @@ fn constants(schema: &Json) -> Option<Vec<Json>> {
         .map(|a| a.get("const").cloned())
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::{LoopGuard, Queue};
+    use crate::config::schema;
+    use crate::config::yaml;
+    use crate::connectors::mqtt::config::MqttSection;
+
+    fn lookup() -> Lookup<'static> {
+        Lookup {
+            var: &|name| (name == "POLICY").then(|| "drop_oldest".to_string()),
+            file: &|_| Err(std::io::Error::other("none")),
+        }
+    }
+
+    /// Every error in `text` read as a `T`, as `LINE:COL message | hint`.
+    fn errors<T: schemars::JsonSchema>(text: &str) -> Vec<String> {
+        let root = schema::generator().into_root_schema_for::<T>().to_value();
+        let node = yaml::parse(text).unwrap();
+        let what = name_of(&T::schema_name()).unwrap_or("a mapping");
+        Validator::new(&root, &lookup())
+            .check(&node, what)
+            .into_iter()
+            .map(|d| {
+                let hint = d.hint.unwrap_or_default();
+                format!("{}:{} {} | {hint}", d.pos.line, d.pos.col, d.message)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn collects_every_error_with_its_place() {
+        let found = errors::<Queue>("max_mesages: 5\nmax_bytes: lots\nwhen_full: drop_all\n");
+        assert_eq!(
+            found,
+            [
+                "1:1 unknown key `max_mesages` in `queue` | did you mean `max_messages`?",
+                "2:12 `max_bytes` is not a size | write a number of bytes, or e.g. `512KiB`, `16MiB`, `1GiB`; at most 1048576GiB (1 PiB)",
+                "3:12 `drop_all` is not a valid `when_full` policy | one of: block, drop_oldest, drop_newest",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_key_a_wrong_kind_and_a_range() {
+        let found = errors::<MqttSection>("version: 6\nclean_start: maybe\nlast_will: []\n");
+        assert_eq!(
+            found,
+            [
+                "1:1 an MQTT connection needs `url` | add `url: ...`",
+                "1:10 MQTT version `6` is not supported | write `version: 5` or `version: \"3.1.1\"`",
+                "2:14 `clean_start` must be true or false, not `maybe` | ",
+                "3:12 expected a mapping for `last_will`, found a list | write `key: value` pairs, indented under it",
+            ]
+        );
+        let found = errors::<LoopGuard>("max_hops: 300\nsurprise: 1\n");
+        assert_eq!(
+            found,
+            [
+                "1:11 `max_hops` must be a whole number from 1 to 255 | ",
+                "2:1 unknown key `surprise` in `loop_guard` | valid keys here: instance, max_hops",
+            ]
+        );
+    }
+
+    /// A reference is checked for what it stands for; one that cannot be resolved is said so.
+    #[test]
+    fn interpolations_are_checked_for_their_value() {
+        assert!(errors::<Queue>("when_full: ${POLICY}\n").is_empty());
+        let found = errors::<Queue>("when_full: ${NOPE}\n");
+        assert_eq!(
+            found,
+            [
+                "1:12 environment variable `NOPE` is not set | set it, or give a default: ${NOPE:-value}"
+            ]
+        );
+        assert!(errors::<Queue>("max_messages: \"12\"\nmax_bytes: 1024\n").is_empty());
+    }
+}
