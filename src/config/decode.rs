@@ -63,7 +63,7 @@ mod tests {
     use super::*;
     use crate::config::admin_listener::AdminSection;
     use crate::config::model::{
-        JetStreamSource, LastWill, LoopGuard, Probe, Queue, Reconnect, Spool, Tls,
+        HeaderRules, JetStreamSource, LastWill, LoopGuard, Probe, Queue, Reconnect, Spool, Tls,
     };
     use crate::config::yaml;
     use crate::connectors::http::config::HttpSection;
@@ -118,6 +118,7 @@ mod tests {
         shows_its_defaults::<SseServerConnection>(json!({ "path": "/p" }));
         shows_its_defaults::<Queue>(json!({}));
         shows_its_defaults::<Spool>(json!({}));
+        shows_its_defaults::<HeaderRules>(json!({}));
         shows_its_defaults::<JetStreamSource>(json!({ "stream": "S", "consumer": "c" }));
     }
 }

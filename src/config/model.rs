@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{self, Flag, Interpolated, Text, Whole};
+use super::values::{self, Flag, Interpolated, OneOrList, Text, TextMap, Whole};
 use crate::connectors::sse::config as sse;
 
 /// A whole `bridges.yaml`.
@@ -775,14 +775,39 @@ pub enum PayloadFormat {
     Bytes,
 }
 
-/// Which headers (NATS headers, MQTT 5 user properties) a route passes on.
-#[derive(Clone, Debug, PartialEq)]
+/// Headers and user properties.
+// Which headers (NATS headers, MQTT 5 user properties) a route passes on.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, default)]
 pub struct HeaderRules {
-    /// Pass on the source's headers (default true).
+    /// Pass on the headers the message arrived with.
+    #[schemars(with = "Flag")]
     pub forward: bool,
-    /// Names not passed on (compared case-insensitively).
+    /// Header names not to pass on.
+    // Compared case-insensitively.
+    #[serde(
+        deserialize_with = "values::one_or_list",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(
+        with = "Option<OneOrList<Text>>",
+        extend("x-name" = "header name")
+    )]
     pub remove: Vec<String>,
-    /// Headers added or replaced: name and template.
+    /// Headers to set (values are templates), e.g. `{site: plant-1}`.
+    // Added or replaced: name and template, in the order written.
+    #[serde(
+        deserialize_with = "values::text_map",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(
+        with = "Option<TextMap>",
+        extend(
+            "x-name" = "header value",
+            "errorMessage" = "`headers.set` must be a mapping, found {found}",
+            "x-hint" = "e.g. `set: { site: plant-1 }`"
+        )
+    )]
     pub set: Vec<(String, String)>,
 }
 

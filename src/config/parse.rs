@@ -1,12 +1,12 @@
 //! The YAML tree to the typed [`Config`], collecting every error on the way.
 //!
 //! Operators fixing a file want every error at once, each with its position and a hint. Each
-//! section (admin, loop guard, a connection's settings, a source or sink, a queue, a spool) is
-//! checked against the schema of its type and read through serde (`decode.rs`), then checked
-//! for what its shape cannot say (`connections/`, `endpoints.rs`). The outer mappings (the
-//! file, a connection, a route) and a route's `headers` are still read here by hand: each is
-//! an [`Obj`] that remembers which keys were asked for, and reports the rest as unknown with a
-//! "did you mean".
+//! section (admin, loop guard, a connection's settings, a source or sink, headers, a queue, a
+//! spool) is checked against the schema of its type and read through serde (`decode.rs`),
+//! then checked for what its shape cannot say (`connections/`, `endpoints.rs`). The outer
+//! mappings (the file, a connection, a route) are still read here by hand: each is an [`Obj`]
+//! that remembers which keys were asked for, and reports the rest as unknown with a "did you
+//! mean".
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -189,39 +189,6 @@ impl<'a> Decoder<'a> {
     fn opt_string(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
         let node = obj.get(key)?;
         self.string(node, key)
-    }
-
-    fn bool(&mut self, node: &Node, what: &str) -> Option<bool> {
-        match &node.value {
-            Value::Bool(b) => Some(*b),
-            Value::Str(s) => match self.string(node, what)?.as_str() {
-                "true" => Some(true),
-                "false" => Some(false),
-                _ => {
-                    self.error(
-                        node.pos,
-                        format!("`{what}` must be true or false, not `{s}`"),
-                        None,
-                    );
-                    None
-                }
-            },
-            other => {
-                self.error(
-                    node.pos,
-                    format!("`{what}` must be true or false, not {}", other.kind()),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    fn opt_bool(&mut self, obj: &mut Obj, key: &'static str, default: bool) -> bool {
-        match obj.get(key) {
-            Some(node) => self.bool(node, key).unwrap_or(default),
-            None => default,
-        }
     }
 
     fn number(&mut self, node: &Node, what: &str, min: u64, max: u64) -> Option<u64> {
@@ -671,60 +638,29 @@ impl<'a> Decoder<'a> {
     }
 
     fn header_rules(&mut self, node: &Node, captures: &[String]) -> HeaderRules {
-        let mut rules = HeaderRules::default();
-        let Some(mut obj) = self.obj(node, "`headers`") else {
-            return rules;
+        let Some(rules) = self.reader().section::<HeaderRules>(node) else {
+            return HeaderRules::default();
         };
-        rules.forward = self.opt_bool(&mut obj, "forward", true);
-        match obj.get("remove") {
-            Some(Node {
-                value: Value::Seq(items),
-                ..
-            }) => {
-                rules.remove = items
-                    .iter()
-                    .filter_map(|n| self.string(n, "header name"))
-                    .collect()
+        let entries = match node.get("set").map(|n| &n.value) {
+            Some(Value::Map(entries)) => entries.as_slice(),
+            _ => &[],
+        };
+        for ((name, text), (key, value)) in rules.set.iter().zip(entries) {
+            if names::nats_header(name, "").is_err() {
+                self.error(
+                    key.pos,
+                    format!("`{name}` cannot be a header name"),
+                    Some("header names are printable ASCII without spaces or `:`, like `site` or `x-trace-id`".into()),
+                );
+            } else if marker::is_ferry_header(name) {
+                self.error(
+                    key.pos,
+                    format!("`{name}` is one of ferry's own headers"),
+                    Some("ferry sets `Ferry-*` headers itself (loop marker, dead letters); choose another name".into()),
+                );
             }
-            Some(n) => rules.remove = self.string(n, "header name").into_iter().collect(),
-            None => {}
+            self.template(value.pos, "headers.set", text, captures);
         }
-        match obj.get("set") {
-            Some(Node {
-                value: Value::Map(entries),
-                ..
-            }) => {
-                for (key, value) in entries {
-                    if let Some(text) = self.string(value, "header value") {
-                        if names::nats_header(&key.name, "").is_err() {
-                            self.error(
-                                key.pos,
-                                format!("`{}` cannot be a header name", key.name),
-                                Some("header names are printable ASCII without spaces or `:`, like `site` or `x-trace-id`".into()),
-                            );
-                        } else if marker::is_ferry_header(&key.name) {
-                            self.error(
-                                key.pos,
-                                format!("`{}` is one of ferry's own headers", key.name),
-                                Some("ferry sets `Ferry-*` headers itself (loop marker, dead letters); choose another name".into()),
-                            );
-                        }
-                        self.template(value.pos, "headers.set", &text, captures);
-                        rules.set.push((key.name.clone(), text));
-                    }
-                }
-            }
-            Some(other) => self.error(
-                other.pos,
-                format!(
-                    "`headers.set` must be a mapping, found {}",
-                    other.value.kind()
-                ),
-                Some("e.g. `set: { site: plant-1 }`".into()),
-            ),
-            None => {}
-        }
-        obj.finish(self);
         rules
     }
 

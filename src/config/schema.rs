@@ -3,13 +3,13 @@
 //! itself checks each section against (see `validate.rs`).
 //!
 //! It is generated from the types the file is read into: the sections (`admin`, `loop_guard`,
-//! every connection's settings, a route's source, sinks, queue and spool) are their serde
-//! types, whose doc comments are the hover text and whose serde defaults are the schema's.
-//! The three outer mappings (the file itself, a connection, a route) and a route's `headers`
-//! are still read by hand in `parse.rs`; their shapes are written down here, as types nothing
-//! builds, until they are read through their types too. The tests at the bottom keep those
-//! and the parser in step: every key the parser asks for must be here, every key here must be
-//! one the parser asks for, and every example validates.
+//! every connection's settings, a route's source, sinks, headers, queue and spool) are their
+//! serde types, whose doc comments are the hover text and whose serde defaults are the
+//! schema's. The three outer mappings (the file itself, a connection, a route) are still read
+//! by hand in `parse.rs`; their shapes are written down here, as types nothing builds, until
+//! they are read through their types too. The tests at the bottom keep those and the parser in
+//! step: every key the parser asks for must be here, every key here must be one the parser
+//! asks for, and every example validates.
 //!
 //! The schema is as loose as the parser where the parser is loose: every scalar may be a
 //! `${...}` interpolation, numbers may be written as strings, text may be a number. It cannot
@@ -28,8 +28,8 @@ use serde_json::Value;
 
 use super::admin_listener::AdminSection;
 use super::endpoints::{Endpoint, SinkCommon, SourceCommon};
-use super::model::{LoopGuard, Queue, Reconnect, Spool};
-use super::values::{self, Flag, Interpolated, OneOrList, Text, Whole};
+use super::model::{HeaderRules, LoopGuard, Queue, Reconnect, Spool};
+use super::values::{self, Interpolated, OneOrList, Text, Whole};
 use crate::connectors::http::config::{HttpSection, HttpSinkKeys};
 use crate::connectors::migratorydata::config::{
     MigratoryDataSection, MigratoryDataSinkKeys, MigratoryDataSourceKeys,
@@ -193,19 +193,6 @@ struct Route {
     /// Where messages that fail (transform, template, a refused publish) go, with the reason
     /// in headers.
     dead_letter: Option<Sink>,
-}
-
-/// Headers and user properties.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct HeaderRules {
-    /// Pass on the headers the message arrived with.
-    #[schemars(extend("default" = true))]
-    forward: Option<Flag>,
-    /// Header names not to pass on.
-    remove: Option<OneOrList<Text>>,
-    /// Headers to set (values are templates), e.g. `{site: plant-1}`.
-    set: Option<TextMap>,
 }
 
 /// A delivery guarantee.
@@ -388,7 +375,6 @@ routes:
         ("the configuration", &[""]),
         ("a connection", &["Connection"]),
         ("a route", &["Route"]),
-        ("`headers`", &["HeaderRules"]),
     ];
 
     fn lookup() -> Lookup<'static> {

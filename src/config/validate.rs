@@ -37,6 +37,7 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("SseConnection", "an SSE connection"),
     ("Handshake", "a `handshake`"),
     ("Queue", "`queue`"),
+    ("HeaderRules", "`headers`"),
     (
         "JetStreamSource",
         "`jetstream` (a map of stream, consumer, ...)",
@@ -134,6 +135,11 @@ impl<'a> Validator<'a> {
     fn mapping(&mut self, node: &Node, schema: &Json, key: &str, what: &str) {
         let Value::Map(entries) = &node.value else {
             let found = node.value.kind();
+            if let Some(message) = schema["errorMessage"].as_str() {
+                let hint = schema["x-hint"].as_str().map(String::from);
+                self.error(node.pos, message.replace("{found}", found), hint);
+                return;
+            }
             match schema.get("properties") {
                 Some(_) => self.error(
                     node.pos,
@@ -168,7 +174,9 @@ impl<'a> Validator<'a> {
         }
         for (k, value) in entries {
             if let Some(property) = properties.get(&k.name) {
-                self.value(value, property, &k.name, what);
+                // `x-name`: what the value (each value, for a list or map) is called.
+                let name = property["x-name"].as_str().unwrap_or(&k.name);
+                self.value(value, property, name, what);
                 continue;
             }
             // `unevaluatedProperties` is what schemars writes for a type with flattened parts.
@@ -190,7 +198,10 @@ impl<'a> Validator<'a> {
                         Some(hint),
                     );
                 }
-                Some(values @ Json::Object(_)) => self.value(value, values, &k.name, what),
+                Some(values @ Json::Object(_)) => {
+                    let name = schema["x-name"].as_str().unwrap_or(&k.name);
+                    self.value(value, values, name, what)
+                }
                 _ => {}
             }
         }

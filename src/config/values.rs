@@ -13,7 +13,7 @@ use std::marker::PhantomData;
 
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::Deserialize;
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 use super::ranges::{check_duration, check_size, duration_of_seconds};
@@ -153,19 +153,53 @@ impl<T: JsonSchema> JsonSchema for OneOrList<T> {
     }
 }
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for OneOrList<T> {
+/// Texts as leniently as any text is read: a number or boolean, alone or in the list, is its
+/// text.
+impl<'de> Deserialize<'de> for OneOrList<String> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Form<T> {
-            Many(Vec<T>),
-            One(T),
+        struct Texts;
+        impl<'de> Visitor<'de> for Texts {
+            type Value = OneOrList<String>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a text or a list of texts")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrList(vec![v.to_string()]))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut all = Vec::new();
+                while let Some(text) = seq.next_element()? {
+                    all.push(text);
+                }
+                Ok(OneOrList(all))
+            }
         }
-        Ok(OneOrList(match Form::deserialize(deserializer)? {
-            Form::Many(all) => all,
-            Form::One(one) => vec![one],
-        }))
+        deserializer.deserialize_any(Texts)
     }
+}
+
+/// One text or a list of them, for a `Vec<String>` field (`#[serde(deserialize_with)]`).
+pub fn one_or_list<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    OneOrList::deserialize(deserializer).map(|list| list.0)
+}
+
+/// A [`TextMap`], for a `Vec<(String, String)>` field (`#[serde(deserialize_with)]`).
+pub fn text_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<(String, String)>, D::Error> {
+    TextMap::deserialize(deserializer).map(|map| map.0)
 }
 
 /// Names of the user's choosing, each with a text (headers, query parameters), in the order
