@@ -94,9 +94,10 @@ impl JsonSchema for Listen {
 /// The listener the `admin:` section at `node` configures; `None` when it has an error, each
 /// pushed to `errors`.
 pub fn read(node: &Node, lookup: &Lookup, errors: &mut Vec<Diagnostic>) -> Option<Admin> {
-    let section: AdminSection = decode::section(node, lookup)
-        .map_err(|e| errors.extend(e))
-        .ok()?;
+    let read = decode::section::<AdminSection>(node, lookup);
+    let clean = read.errors.is_empty();
+    errors.extend(read.errors);
+    let section = read.value?;
     let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
     let mut error = |pos: Pos, message: String, hint: &str| {
         errors.push(Diagnostic {
@@ -146,7 +147,7 @@ pub fn read(node: &Node, lookup: &Lookup, errors: &mut Vec<Diagnostic>) -> Optio
         }
     }
     admin.tls = section.tls;
-    Some(admin)
+    clean.then_some(admin)
 }
 
 /// `allowed_hosts`: host names or addresses, lower case; `*` allows any (an empty list).

@@ -2,6 +2,10 @@
 //! type's generated schema first (every structural error at once, each with its place), then
 //! deserialized. Checks that need more than the shape (names, references, ranges that depend
 //! on another key) are the caller's, on the result.
+//!
+//! A section with errors is still read, without the keys they are about (their defaults
+//! stand in), so that the caller's checks run on the rest and report what else is wrong in
+//! the same run; such a value only ever serves those checks.
 
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -11,37 +15,85 @@ use super::diagnostics::Diagnostic;
 use super::interpolate::Lookup;
 use super::schema;
 use super::validate::{Validator, name_of};
-use super::yaml::Node;
+use super::yaml::{Node, Pos, Value};
 
-/// `node` read as a `T`, or every error in it.
-pub fn section<T: DeserializeOwned + JsonSchema>(
-    node: &Node,
-    lookup: &Lookup,
-) -> Result<T, Vec<Diagnostic>> {
-    let root = schema::generator().into_root_schema_for::<T>().to_value();
-    let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-    let errors = Validator::new(&root, lookup).check(node, what);
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    read(node, lookup)
+/// A section read: its value (for a section with errors, read without the keys they are
+/// about; `None` when even that cannot be read), and its errors.
+pub struct Section<T> {
+    pub value: Option<T>,
+    pub errors: Vec<Diagnostic>,
 }
 
-/// `node` read as two types from the same mapping (serde skips the keys of the other), once
-/// it fits `Whole`'s schema, which describes both and is called `what` in messages.
+#[cfg(test)]
+impl<T> Section<T> {
+    /// The value, when the section has no error; its errors otherwise.
+    pub fn clean(self) -> Result<T, Vec<Diagnostic>> {
+        match self.value {
+            Some(value) if self.errors.is_empty() => Ok(value),
+            _ => Err(self.errors),
+        }
+    }
+}
+
+/// `node` read as a `T`, with every error in it.
+pub fn section<T: DeserializeOwned + JsonSchema>(node: &Node, lookup: &Lookup) -> Section<T> {
+    let what = name_of(&T::schema_name()).unwrap_or("a mapping");
+    let errors = check::<T>(node, what, lookup);
+    let value = read_around(node, &errors, lookup);
+    Section { value, errors }
+}
+
+/// `node` read as two types from the same mapping (serde skips the keys of the other),
+/// checked against `Whole`'s schema, which describes both and is called `what` in messages.
 pub fn parts<Whole: JsonSchema, A: DeserializeOwned, B: DeserializeOwned>(
     node: &Node,
     what: &str,
     lookup: &Lookup,
-) -> Result<(A, B), Vec<Diagnostic>> {
-    let root = schema::generator()
-        .into_root_schema_for::<Whole>()
-        .to_value();
-    let errors = Validator::new(&root, lookup).check(node, what);
-    if !errors.is_empty() {
-        return Err(errors);
+) -> Section<(A, B)> {
+    let errors = check::<Whole>(node, what, lookup);
+    let value = read_around(node, &errors, lookup)
+        .and_then(|a| Some((a, read_around(node, &errors, lookup)?)));
+    Section { value, errors }
+}
+
+fn check<T: JsonSchema>(node: &Node, what: &str, lookup: &Lookup) -> Vec<Diagnostic> {
+    let root = schema::generator().into_root_schema_for::<T>().to_value();
+    Validator::new(&root, lookup).check(node, what)
+}
+
+/// `node` read without the keys and values `errors` are about.
+fn read_around<T: DeserializeOwned>(
+    node: &Node,
+    errors: &[Diagnostic],
+    lookup: &Lookup,
+) -> Option<T> {
+    if errors.is_empty() {
+        return read(node, lookup).ok();
     }
-    Ok((read(node, lookup)?, read(node, lookup)?))
+    let places: Vec<Pos> = errors.iter().map(|e| e.pos).collect();
+    read(&without(node, &places)?, lookup).ok()
+}
+
+/// `node` without what is at `places` (`None`: the node itself is there).
+fn without(node: &Node, places: &[Pos]) -> Option<Node> {
+    if places.contains(&node.pos) {
+        return None;
+    }
+    let value = match &node.value {
+        Value::Map(entries) => Value::Map(
+            entries
+                .iter()
+                .filter(|(key, _)| !places.contains(&key.pos))
+                .filter_map(|(key, value)| Some((key.clone(), without(value, places)?)))
+                .collect(),
+        ),
+        Value::Seq(items) => Value::Seq(items.iter().filter_map(|n| without(n, places)).collect()),
+        other => other.clone(),
+    };
+    Some(Node {
+        value,
+        pos: node.pos,
+    })
 }
 
 fn read<T: DeserializeOwned>(node: &Node, lookup: &Lookup) -> Result<T, Vec<Diagnostic>> {
@@ -83,7 +135,9 @@ mod tests {
     fn read<T: DeserializeOwned + JsonSchema>(json: &Value) -> T {
         // JSON is YAML.
         let node = yaml::parse(&json.to_string()).unwrap();
-        section(&node, &lookup()).unwrap_or_else(|e| panic!("{json}: {e:?}"))
+        section(&node, &lookup())
+            .clean()
+            .unwrap_or_else(|e| panic!("{json}: {e:?}"))
     }
 
     /// A section written in its `minimal` form is the same as that form with every default

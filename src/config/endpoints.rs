@@ -106,9 +106,8 @@ impl Reader<'_> {
         C: DeserializeOwned + JsonSchema,
         P: DeserializeOwned + JsonSchema,
     {
-        decode::parts::<Endpoint<C, P>, C, P>(node, what, self.lookup)
-            .map_err(|errors| self.errors.extend(errors))
-            .ok()
+        let read = decode::parts::<Endpoint<C, P>, C, P>(node, what, self.lookup);
+        self.keep(read)
     }
 
     /// The source at `node`, which names `connection` (`c`).

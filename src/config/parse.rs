@@ -116,10 +116,14 @@ impl<'n> Obj<'n> {
 impl<'a> Decoder<'a> {
     /// The reader of the sections converted to their serde types, reporting here.
     fn reader(&mut self) -> Reader<'_> {
-        Reader {
-            lookup: self.lookup,
-            errors: &mut self.errors,
-        }
+        Reader::new(self.lookup, &mut self.errors)
+    }
+
+    /// What `read` makes of a section; `None` when the section had errors.
+    fn read<T>(&mut self, read: impl FnOnce(&mut Reader) -> Option<T>) -> Option<T> {
+        let mut reader = self.reader();
+        let value = read(&mut reader);
+        value.filter(|_| !reader.damaged)
     }
 
     fn error(&mut self, pos: Pos, message: impl Into<String>, hint: Option<String>) {
@@ -414,12 +418,10 @@ impl<'a> Decoder<'a> {
     }
 
     fn loop_guard(&mut self, node: &Node) -> LoopGuard {
-        let guard: LoopGuard = match decode::section(node, self.lookup) {
-            Ok(guard) => guard,
-            Err(errors) => {
-                self.errors.extend(errors);
-                return LoopGuard::default();
-            }
+        let read = decode::section::<LoopGuard>(node, self.lookup);
+        self.errors.extend(read.errors);
+        let Some(guard) = read.value else {
+            return LoopGuard::default();
         };
         if let Some(name) = &guard.instance
             && (name.is_empty() || name.contains([',', '\r', '\n']))
@@ -468,15 +470,16 @@ impl<'a> Decoder<'a> {
             .filter_map(|p| obj.get(p).map(|n| (*p, n)))
             .collect();
         let kind = match given.as_slice() {
-            [("mqtt", n)] => self.reader().mqtt(&name, n).map(ConnectionKind::Mqtt),
-            [("nats", n)] => self.reader().nats(n).map(ConnectionKind::Nats),
-            [("sse", n)] => self.reader().sse(n).map(ConnectionKind::Sse),
-            [("http", n)] => self.reader().http(n).map(ConnectionKind::Http),
+            [("mqtt", n)] => self.read(|r| r.mqtt(&name, n)).map(ConnectionKind::Mqtt),
+            [("nats", n)] => self.read(|r| r.nats(n)).map(ConnectionKind::Nats),
+            [("sse", n)] => self.read(|r| r.sse(n)).map(ConnectionKind::Sse),
+            [("http", n)] => self.read(|r| r.http(n)).map(ConnectionKind::Http),
             [("migratorydata", n)] => self
-                .reader()
-                .migratorydata(n)
+                .read(|r| r.migratorydata(n))
                 .map(ConnectionKind::MigratoryData),
-            [(_, n)] => self.reader().sse_server(n).map(ConnectionKind::SseServer),
+            [(_, n)] => self
+                .read(|r| r.sse_server(n))
+                .map(ConnectionKind::SseServer),
             [] => {
                 obj.finish(self);
                 self.error(
@@ -773,7 +776,7 @@ impl<'a> Decoder<'a> {
     ) -> Option<Source> {
         // Without the protocol the other keys cannot be judged; leave them be.
         let (name, c) = self.connection_ref(node, "a source (`from`)", route, connections)?;
-        self.reader().source(node, name, c)
+        self.read(|r| r.source(node, name, c))
     }
 
     fn sink(
@@ -785,7 +788,7 @@ impl<'a> Decoder<'a> {
         what: &'static str,
     ) -> Option<Sink> {
         let (name, c) = self.connection_ref(node, what, route, connections)?;
-        self.reader().sink(node, name, c, captures)
+        self.read(|r| r.sink(node, name, c, captures))
     }
 }
 

@@ -21,17 +21,33 @@ use crate::mapping::{names, template};
 pub struct Reader<'a> {
     pub lookup: &'a Lookup<'a>,
     pub errors: &'a mut Vec<Diagnostic>,
+    /// A section read had errors: what is made of it only serves the checks that follow.
+    pub damaged: bool,
 }
 
-impl Reader<'_> {
-    /// The section at `node` read as a `T`; `None` when it has errors (reported).
+impl<'a> Reader<'a> {
+    pub fn new(lookup: &'a Lookup<'a>, errors: &'a mut Vec<Diagnostic>) -> Self {
+        Reader {
+            lookup,
+            errors,
+            damaged: false,
+        }
+    }
+
+    /// The section at `node` read as a `T`, its errors reported; with errors, read without
+    /// the keys they are about (see [`decode`]), or `None`.
     pub fn section<T: serde::de::DeserializeOwned + schemars::JsonSchema>(
         &mut self,
         node: &Node,
     ) -> Option<T> {
-        decode::section(node, self.lookup)
-            .map_err(|errors| self.errors.extend(errors))
-            .ok()
+        self.keep(decode::section(node, self.lookup))
+    }
+
+    /// The value of a section read, its errors reported.
+    pub fn keep<T>(&mut self, read: decode::Section<T>) -> Option<T> {
+        self.damaged |= !read.errors.is_empty();
+        self.errors.extend(read.errors);
+        read.value
     }
 
     pub fn reconnect(&mut self, node: &Node) -> Reconnect {

@@ -146,6 +146,22 @@ routes:
         );
     }
 
+    /// A wrong value in a section does not hide what else is wrong in it: the checks after
+    /// reading still run on the rest.
+    #[test]
+    fn a_section_with_a_wrong_value_is_still_checked_for_the_rest() {
+        let text = errors(
+            "connections:\n  m:\n    mqtt: { url: \"ftp://b\", keep_alive: soon, tls: {}, lastwill: 1 }\nroutes: []\n",
+        )
+        .join("\n");
+        assert!(text.contains("`keep_alive` is not a duration"), "{text}");
+        assert!(text.contains("unknown key `lastwill`"), "{text}");
+        assert!(
+            text.contains("`ftp://` is not an MQTT url scheme"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn unknown_keys_suggest() {
         let text = errors("connections:\n  c:\n    nats: { url: nats://x, nmae: a }\nroutes: []\n")
