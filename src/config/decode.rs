@@ -43,6 +43,22 @@ pub fn section<T: DeserializeOwned + JsonSchema>(node: &Node, lookup: &Lookup) -
     Section { value, errors }
 }
 
+/// `node` read as a `T` whose sections called `inner` are read on their own: they are left
+/// alone here.
+pub fn outer<T: DeserializeOwned + JsonSchema>(
+    node: &Node,
+    inner: &[&str],
+    lookup: &Lookup,
+) -> Section<T> {
+    let what = name_of(&T::schema_name()).unwrap_or("a mapping");
+    let root = schema::generator().into_root_schema_for::<T>().to_value();
+    let errors = Validator::new(&root, lookup)
+        .skipping(inner)
+        .check(node, what);
+    let value = read_around(node, &errors, lookup);
+    Section { value, errors }
+}
+
 /// `node` read as two types from the same mapping (serde skips the keys of the other),
 /// checked against `Whole`'s schema, which describes both and is called `what` in messages.
 pub fn parts<Whole: JsonSchema, A: DeserializeOwned, B: DeserializeOwned>(

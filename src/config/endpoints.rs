@@ -72,6 +72,31 @@ pub struct Endpoint<C, P> {
     common: C,
 }
 
+/// A route's source; its keys depend on the protocol of the connection it names.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+#[schemars(rename = "Source")]
+#[allow(dead_code, reason = "only its schema is used")]
+pub enum SourceForm {
+    Mqtt(Endpoint<SourceCommon, MqttSourceKeys>),
+    Nats(Endpoint<SourceCommon, NatsSourceKeys>),
+    Sse(Endpoint<SourceCommon, SseSourceKeys>),
+    MigratoryData(Endpoint<SourceCommon, MigratoryDataSourceKeys>),
+}
+
+/// A sink; its keys depend on the protocol of the connection it names.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+#[schemars(rename = "Sink")]
+#[allow(dead_code, reason = "only its schema is used")]
+pub enum SinkForm {
+    Mqtt(Endpoint<SinkCommon, MqttSinkKeys>),
+    Nats(Endpoint<SinkCommon, NatsSinkKeys>),
+    Http(Endpoint<SinkCommon, HttpSinkKeys>),
+    SseServer(Endpoint<SinkCommon, SseServerSinkKeys>),
+    MigratoryData(Endpoint<SinkCommon, MigratoryDataSinkKeys>),
+}
+
 /// A source standard input reads (`ferry relay - ...`): never in a file.
 #[derive(Deserialize, JsonSchema)]
 pub struct StdioSourceKeys {}

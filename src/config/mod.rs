@@ -15,6 +15,7 @@ pub(crate) mod probe;
 mod ranges;
 mod redact;
 pub mod relay;
+pub(crate) mod route_section;
 pub mod schema;
 pub mod security;
 mod url_credentials;

@@ -1,12 +1,12 @@
 //! The YAML tree to the typed [`Config`], collecting every error on the way.
 //!
 //! Operators fixing a file want every error at once, each with its position and a hint. Each
-//! section (admin, loop guard, a connection's settings, a source or sink, headers, a queue, a
-//! spool) is checked against the schema of its type and read through serde (`decode.rs`),
-//! then checked for what its shape cannot say (`connections/`, `endpoints.rs`). The outer
-//! mappings (the file, a connection, a route) are still read here by hand: each is an [`Obj`]
-//! that remembers which keys were asked for, and reports the rest as unknown with a "did you
-//! mean".
+//! section (admin, loop guard, a connection's settings, a route and its source, sinks,
+//! headers, queue and spool) is checked against the schema of its type and read through serde
+//! (`decode.rs`), then checked for what its shape cannot say (`connections/`, `endpoints.rs`,
+//! and the route's checks here). The two outer mappings (the file and a connection) are still
+//! read here by hand: each is an [`Obj`] that remembers which keys were asked for, and reports
+//! the rest as unknown with a "did you mean".
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,11 +16,10 @@ use super::connections::Reader;
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
-use super::ranges::{
-    DURATION_HINT, NumberProblem, SIZE_HINT, check_duration, check_size, duration_of_seconds,
-};
+use super::ranges::{DURATION_HINT, check_duration, duration_of_seconds};
 #[cfg(test)]
 use super::ranges::{parse_duration, parse_size};
+use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
 use super::yaml::{self, Key, Node, Pos, Value};
 use super::{admin_listener, decode, delivery};
 use crate::mapping::{jq, loops, marker, names};
@@ -70,7 +69,6 @@ thread_local! {
 
 /// A mapping being decoded: knows which keys were asked for.
 struct Obj<'n> {
-    pos: Pos,
     entries: &'n [(Key, Node)],
     known: Vec<&'static str>,
     /// What this mapping is to the user ("a NATS sink"), for messages.
@@ -137,7 +135,6 @@ impl<'a> Decoder<'a> {
     fn obj<'n>(&mut self, node: &'n Node, what: &'static str) -> Option<Obj<'n>> {
         match &node.value {
             Value::Map(entries) => Some(Obj {
-                pos: node.pos,
                 entries,
                 known: Vec::new(),
                 what,
@@ -151,18 +148,6 @@ impl<'a> Decoder<'a> {
                 None
             }
         }
-    }
-
-    fn required<'n>(&mut self, obj: &mut Obj<'n>, key: &'static str) -> Option<&'n Node> {
-        let node = obj.get(key);
-        if node.is_none() {
-            self.error(
-                obj.pos,
-                format!("{} needs `{key}`", obj.what),
-                Some(format!("add `{key}: ...`")),
-            );
-        }
-        node
     }
 
     /// A string value, `${...}` interpolated. Numbers and booleans are taken as their text.
@@ -235,47 +220,6 @@ impl<'a> Decoder<'a> {
                 );
             })
             .ok()
-    }
-
-    fn size(&mut self, obj: &mut Obj, key: &'static str, default: u64) -> u64 {
-        let Some(node) = obj.get(key) else {
-            return default;
-        };
-        let checked = match &node.value {
-            Value::Int(i) if *i < 0 => Err(NumberProblem::Negative),
-            Value::Int(i) => check_size(&i.to_string()),
-            _ => match self.string(node, key) {
-                Some(text) => check_size(&text),
-                None => return default,
-            },
-        };
-        checked
-            .map_err(|problem| {
-                self.error(
-                    node.pos,
-                    format!("`{key}` {problem}"),
-                    Some(SIZE_HINT.into()),
-                );
-            })
-            .unwrap_or(default)
-    }
-
-    fn choice(
-        &mut self,
-        node: &Node,
-        what: &str,
-        choices: &[&'static str],
-    ) -> Option<&'static str> {
-        let s = self.string(node, what)?;
-        if let Some(c) = choices.iter().find(|c| **c == s) {
-            return Some(c);
-        }
-        let hint = match did_you_mean(&s, choices.iter().copied()) {
-            Some(close) => format!("did you mean `{close}`? one of: {}", choices.join(", ")),
-            None => format!("one of: {}", choices.join(", ")),
-        };
-        self.error(node.pos, format!("`{s}` is not a valid {what}"), Some(hint));
-        None
     }
 
     fn path(&mut self, obj: &mut Obj, key: &'static str) -> Option<PathBuf> {
@@ -521,19 +465,36 @@ impl<'a> Decoder<'a> {
     }
 
     fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {
-        let mut obj = self.obj(node, "a route")?;
-        let name = self.required(&mut obj, "name").and_then(|n| {
-            let name = self.string(n, "name")?;
-            self.check(n.pos, route_name(&name)).then_some(name)
+        if !matches!(node.value, Value::Map(_)) {
+            self.error(
+                node.pos,
+                format!(
+                    "expected a mapping for a route, found {}",
+                    node.value.kind()
+                ),
+                Some("write `key: value` pairs, indented under it".into()),
+            );
+            return None;
+        }
+        // Its source, sinks, headers, queue and spool are read on their own, below: they
+        // depend on the connections they name.
+        let read = decode::outer::<RouteSection>(node, READ_ON_THEIR_OWN, self.lookup);
+        let damaged = !read.errors.is_empty();
+        self.errors.extend(read.errors);
+        let section = read.value;
+        let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
+        let name = section.as_ref().and_then(|r| {
+            self.check(at("name"), route_name(&r.name))
+                .then(|| r.name.clone())
         });
         let route_name = name.clone().unwrap_or_else(|| "?".into());
-        let from = self
-            .required(&mut obj, "from")
+        let from = node
+            .get("from")
             .and_then(|n| self.source(n, &route_name, connections));
         // Templates may only name the captures the source's `match:` defines.
         let captures = from.as_ref().map(capture_names).unwrap_or_default();
         let captures = &captures;
-        let to = match self.required(&mut obj, "to") {
+        let to = match node.get("to") {
             Some(Node {
                 value: Value::Seq(items),
                 pos,
@@ -557,26 +518,22 @@ impl<'a> Decoder<'a> {
                 .map(|s| vec![s]),
             None => None,
         };
-        let transform = self.jq(&mut obj, "transform");
-        let filter = self.jq(&mut obj, "filter");
-        let transform_budget = self.transform_budget(&mut obj);
-        let headers = match obj.get("headers") {
+        let section = section?;
+        let transform_budget = self.transform_budget(&section, node);
+        let transform = self.jq(section.transform, at("transform"), "transform");
+        let filter = self.jq(section.filter, at("filter"), "filter");
+        let headers = match node.get("headers") {
             Some(n) => self.header_rules(n, captures),
             None => HeaderRules::default(),
         };
-        let queue = match obj.get("queue") {
+        let queue = match node.get("queue") {
             Some(n) => self.queue(n),
             None => Queue::default(),
         };
-        let delivery_node = obj.get("delivery");
-        let delivery = delivery_node.and_then(|n| {
-            match self.choice(n, "`delivery`", &["at-least-once", "at-most-once"])? {
-                "at-least-once" => Some(Delivery::AtLeastOnce),
-                _ => Some(Delivery::AtMostOnce),
-            }
-        });
-        let spool = obj.get("spool").and_then(|n| self.spool(n));
-        let dead_letter = obj.get("dead_letter").and_then(|n| {
+        let delivery_node = node.get("delivery");
+        let delivery = section.delivery.map(Delivery::from);
+        let spool = node.get("spool").and_then(|n| self.spool(n));
+        let dead_letter = node.get("dead_letter").and_then(|n| {
             let sink = self.sink(
                 n,
                 &route_name,
@@ -597,7 +554,9 @@ impl<'a> Decoder<'a> {
             }
             Some(sink)
         });
-        obj.finish(self);
+        if damaged {
+            return None;
+        }
         let route = Route {
             name: name?,
             from: from?,
@@ -672,25 +631,23 @@ impl<'a> Decoder<'a> {
         self.reader().template(pos, key, text, captures)
     }
 
-    /// `transform_timeout` and `transform_memory` of a route.
-    fn transform_budget(&mut self, obj: &mut Obj) -> TransformBudget {
-        let defaults = TransformBudget::default();
-        let timeout = self.duration(obj, "transform_timeout", defaults.timeout);
-        if let Some(node) = obj.get("transform_timeout")
+    /// `transform_timeout` and `transform_memory` of the route at `node`.
+    fn transform_budget(&mut self, route: &RouteSection, node: &Node) -> TransformBudget {
+        let (timeout, memory) = (route.transform_timeout, route.transform_memory);
+        if let Some(at) = node.get("transform_timeout")
             && timeout.is_zero()
         {
             self.error(
-                node.pos,
+                at.pos,
                 "`transform_timeout` must be longer than 0",
                 Some("write e.g. `transform_timeout: 1s`".into()),
             );
         }
-        let memory = self.size(obj, "transform_memory", defaults.memory);
-        if let Some(node) = obj.get("transform_memory")
+        if let Some(at) = node.get("transform_memory")
             && memory < TransformBudget::MIN_MEMORY
         {
             self.error(
-                node.pos,
+                at.pos,
                 "`transform_memory` must be at least 64MiB (the jq worker process itself needs that)",
                 Some("write e.g. `transform_memory: 512MiB`".into()),
             );
@@ -698,14 +655,14 @@ impl<'a> Decoder<'a> {
         TransformBudget { timeout, memory }
     }
 
-    fn jq(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
-        let node = obj.get(key)?;
-        let code = self.string(node, key)?;
+    /// The jq program of `key` (written at `pos`), if it compiles.
+    fn jq(&mut self, code: Option<String>, pos: Pos, key: &str) -> Option<String> {
+        let code = code?;
         match jq::Program::compile(&code) {
             Ok(_) => Some(code),
             Err(message) => {
                 self.error(
-                    node.pos,
+                    pos,
                     format!("jq expression in `{key}` does not compile: {message}"),
                     Some("check it with `jq` on a sample payload; it must be a jq program, e.g. `{room: .room}`".into()),
                 );

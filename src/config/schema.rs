@@ -3,13 +3,13 @@
 //! itself checks each section against (see `validate.rs`).
 //!
 //! It is generated from the types the file is read into: the sections (`admin`, `loop_guard`,
-//! every connection's settings, a route's source, sinks, headers, queue and spool) are their
-//! serde types, whose doc comments are the hover text and whose serde defaults are the
-//! schema's. The three outer mappings (the file itself, a connection, a route) are still read
-//! by hand in `parse.rs`; their shapes are written down here, as types nothing builds, until
-//! they are read through their types too. The tests at the bottom keep those and the parser in
-//! step: every key the parser asks for must be here, every key here must be one the parser
-//! asks for, and every example validates.
+//! every connection's settings, a route with its source, sinks, headers, queue and spool) are
+//! their serde types, whose doc comments are the hover text and whose serde defaults are the
+//! schema's. The two outer mappings (the file itself and a connection) are still read by hand
+//! in `parse.rs`; their shapes are written down here, as types nothing builds, until they are
+//! read through their types too. The tests at the bottom keep those and the parser in step:
+//! every key the parser asks for must be here, every key here must be one the parser asks
+//! for, and every example validates.
 //!
 //! The schema is as loose as the parser where the parser is loose: every scalar may be a
 //! `${...}` interpolation, numbers may be written as strings, text may be a number. It cannot
@@ -27,17 +27,15 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
 use super::admin_listener::AdminSection;
-use super::endpoints::{Endpoint, SinkCommon, SourceCommon};
-use super::model::{HeaderRules, LoopGuard, Queue, Reconnect, Spool};
-use super::values::{self, Interpolated, OneOrList, Text, Whole};
-use crate::connectors::http::config::{HttpSection, HttpSinkKeys};
-use crate::connectors::migratorydata::config::{
-    MigratoryDataSection, MigratoryDataSinkKeys, MigratoryDataSourceKeys,
-};
-use crate::connectors::mqtt::config::{MqttSection, MqttSinkKeys, MqttSourceKeys};
-use crate::connectors::nats::config::{NatsSection, NatsSinkKeys, NatsSourceKeys};
-use crate::connectors::sse::config::{SseSection, SseSourceKeys};
-use crate::connectors::sse_server::config::{SseServerConnection, SseServerSinkKeys};
+use super::model::{LoopGuard, Reconnect};
+use super::route_section::RouteSection;
+use super::values::{self, Text, Whole};
+use crate::connectors::http::config::HttpSection;
+use crate::connectors::migratorydata::config::MigratoryDataSection;
+use crate::connectors::mqtt::config::MqttSection;
+use crate::connectors::nats::config::NatsSection;
+use crate::connectors::sse::config::SseSection;
+use crate::connectors::sse_server::config::SseServerConnection;
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
 pub fn json() -> String {
@@ -127,7 +125,7 @@ struct BridgesFile {
     /// Named endpoints, shared by any number of routes: `plant: {mqtt: {url: ...}}`.
     connections: BTreeMap<String, Connection>,
     /// The routes: each reads one source, maps each message, and publishes to its sinks.
-    routes: Vec<Route>,
+    routes: Vec<RouteSection>,
 }
 
 /// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http` or `sse_server`.
@@ -158,73 +156,6 @@ struct Connection {
     migratorydata: Option<MigratoryDataSection>,
     /// How ferry reconnects when the connection drops: exponential backoff with jitter.
     reconnect: Option<Reconnect>,
-}
-
-/// A route: one source, a mapping stage, one or more sinks.
-#[derive(JsonSchema)]
-#[schemars(deny_unknown_fields)]
-struct Route {
-    /// The route's name, unique in the file.
-    name: Text,
-    /// Where messages come from.
-    from: Source,
-    /// Where messages go: a sink or a list of sinks.
-    to: OneOrList<Sink>,
-    /// A jq expression; messages for which it is false or null are dropped (JSON payloads).
-    filter: Option<Text>,
-    /// A jq expression that reshapes the payload, e.g. `{room: .room, celsius: .value}`.
-    transform: Option<Text>,
-    /// How long the filter and transform may run on one message; past it they are stopped and
-    /// the message is dead-lettered.
-    #[schemars(extend("default" = "1s"))]
-    transform_timeout: Option<Duration>,
-    /// How much memory the filter and transform may use (the address space of the route's jq
-    /// worker process, at least 64MiB); past it the message is dead-lettered.
-    #[schemars(extend("default" = "512MiB"))]
-    transform_memory: Option<Size>,
-    /// Which headers (NATS) or user properties (MQTT 5) go along.
-    headers: Option<HeaderRules>,
-    /// The route's bounded queue.
-    queue: Option<Queue>,
-    /// The delivery guarantee to insist on; `ferry check` refuses what cannot keep it.
-    delivery: Option<Interpolated<Delivery>>,
-    /// Store-and-forward: while a sink is down, messages go to disk instead of waiting.
-    spool: Option<Spool>,
-    /// Where messages that fail (transform, template, a refused publish) go, with the reason
-    /// in headers.
-    dead_letter: Option<Sink>,
-}
-
-/// A delivery guarantee.
-#[derive(JsonSchema)]
-#[schemars(rename_all = "kebab-case")]
-enum Delivery {
-    /// The source is acknowledged only once every sink confirmed: nothing is lost, a message
-    /// may come twice.
-    AtLeastOnce,
-    /// Nothing is sent twice; a message may be lost.
-    AtMostOnce,
-}
-
-/// A route's source; its keys depend on the protocol of the connection it names.
-#[derive(JsonSchema)]
-#[schemars(untagged)]
-enum Source {
-    Mqtt(Endpoint<SourceCommon, MqttSourceKeys>),
-    Nats(Endpoint<SourceCommon, NatsSourceKeys>),
-    Sse(Endpoint<SourceCommon, SseSourceKeys>),
-    MigratoryData(Endpoint<SourceCommon, MigratoryDataSourceKeys>),
-}
-
-/// A sink; its keys depend on the protocol of the connection it names.
-#[derive(JsonSchema)]
-#[schemars(untagged)]
-enum Sink {
-    Mqtt(Endpoint<SinkCommon, MqttSinkKeys>),
-    Nats(Endpoint<SinkCommon, NatsSinkKeys>),
-    Http(Endpoint<SinkCommon, HttpSinkKeys>),
-    SseServer(Endpoint<SinkCommon, SseServerSinkKeys>),
-    MigratoryData(Endpoint<SinkCommon, MigratoryDataSinkKeys>),
 }
 
 #[cfg(test)]
@@ -374,7 +305,6 @@ routes:
     const SHAPES: &[(&str, &[&str])] = &[
         ("the configuration", &[""]),
         ("a connection", &["Connection"]),
-        ("a route", &["Route"]),
     ];
 
     fn lookup() -> Lookup<'static> {

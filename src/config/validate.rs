@@ -38,6 +38,7 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("Handshake", "a `handshake`"),
     ("Queue", "`queue`"),
     ("HeaderRules", "`headers`"),
+    ("Route", "a route"),
     (
         "JetStreamSource",
         "`jetstream` (a map of stream, consumer, ...)",
@@ -61,6 +62,8 @@ pub struct Validator<'a> {
     root: &'a Json,
     lookup: &'a Lookup<'a>,
     errors: Vec<Diagnostic>,
+    /// Definitions left alone: sections read on their own, later.
+    skip: &'a [&'a str],
 }
 
 impl<'a> Validator<'a> {
@@ -69,7 +72,13 @@ impl<'a> Validator<'a> {
             root,
             lookup,
             errors: Vec::new(),
+            skip: &[],
         }
+    }
+
+    /// Leaves the definitions called `skip` alone.
+    pub fn skipping(self, skip: &'a [&'a str]) -> Self {
+        Validator { skip, ..self }
     }
 
     /// Every error in `node`, which the whole root schema describes and the user calls `what`.
@@ -87,6 +96,9 @@ impl<'a> Validator<'a> {
     fn value(&mut self, node: &Node, schema: &Json, key: &str, what: &str) {
         if let Some(reference) = schema.get("$ref").and_then(Json::as_str) {
             let name = reference.rsplit('/').next().unwrap_or(reference);
+            if self.skip.contains(&name) {
+                return;
+            }
             let definition = &self.root["$defs"][name];
             match Scalar::of(name, definition) {
                 Some(scalar) => self.scalar(node, scalar, key),
@@ -238,7 +250,7 @@ impl<'a> Validator<'a> {
         // one of the other alternatives.
         let interpolation = |a: &&Json| a["pattern"].as_str() == Some(INTERPOLATION);
         for alternative in alternatives.iter().filter(|a| !interpolation(a)) {
-            let mut trial = Validator::new(self.root, self.lookup);
+            let mut trial = Validator::new(self.root, self.lookup).skipping(self.skip);
             trial.value(node, alternative, key, what);
             if trial.errors.is_empty() {
                 return;
