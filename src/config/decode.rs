@@ -59,6 +59,16 @@ pub fn outer<T: DeserializeOwned + JsonSchema>(
     Section { value, errors }
 }
 
+/// The errors in the shape of `node`, a `T` whose sections called `inner` are read on their
+/// own.
+pub fn shape<T: JsonSchema>(node: &Node, inner: &[&str], lookup: &Lookup) -> Vec<Diagnostic> {
+    let what = name_of(&T::schema_name()).unwrap_or("a mapping");
+    let root = schema::generator().into_root_schema_for::<T>().to_value();
+    Validator::new(&root, lookup)
+        .skipping(inner)
+        .check(node, what)
+}
+
 /// `node` read as two types from the same mapping (serde skips the keys of the other),
 /// checked against `Whole`'s schema, which describes both and is called `what` in messages.
 pub fn parts<Whole: JsonSchema, A: DeserializeOwned, B: DeserializeOwned>(

@@ -4,15 +4,15 @@
 //! section (admin, loop guard, a connection's settings, a route and its source, sinks,
 //! headers, queue and spool) is checked against the schema of its type and read through serde
 //! (`decode.rs`), then checked for what its shape cannot say (`connections/`, `endpoints.rs`,
-//! and the route's checks here). The two outer mappings (the file and a connection) are still
-//! read here by hand: each is an [`Obj`] that remembers which keys were asked for, and reports
-//! the rest as unknown with a "did you mean".
+//! and the route's and connection's checks here). The file's own top level is still read here
+//! by hand, as an [`Obj`] that remembers which keys were asked for and reports the rest as
+//! unknown with a "did you mean".
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::connections::Reader;
+use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS, Reader};
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
@@ -403,15 +403,19 @@ impl<'a> Decoder<'a> {
 
     fn connection(&mut self, key: &Key, node: &Node) -> Option<Connection> {
         let name = key.name.clone();
-        let mut obj = self.obj(node, "a connection")?;
-        let reconnect = match obj.get("reconnect") {
+        let errors = decode::shape::<ConnectionSection>(node, CONNECTION_SECTIONS, self.lookup);
+        self.errors.extend(errors);
+        if !matches!(node.value, Value::Map(_)) {
+            return None;
+        }
+        let reconnect = match node.get("reconnect") {
             Some(node) => self.reader().reconnect(node),
             None => Reconnect::default(),
         };
         const PROTOCOLS: [&str; 6] = ["mqtt", "nats", "sse", "http", "sse_server", "migratorydata"];
         let given: Vec<(&'static str, &Node)> = PROTOCOLS
             .iter()
-            .filter_map(|p| obj.get(p).map(|n| (*p, n)))
+            .filter_map(|p| node.get(p).map(|n| (*p, n)))
             .collect();
         let kind = match given.as_slice() {
             [("mqtt", n)] => self.read(|r| r.mqtt(&name, n)).map(ConnectionKind::Mqtt),
@@ -425,7 +429,6 @@ impl<'a> Decoder<'a> {
                 .read(|r| r.sse_server(n))
                 .map(ConnectionKind::SseServer),
             [] => {
-                obj.finish(self);
                 self.error(
                     key.pos,
                     format!("connection `{name}` names no protocol"),
@@ -445,7 +448,6 @@ impl<'a> Decoder<'a> {
                 None
             }
         };
-        obj.finish(self);
         Some(Connection {
             name,
             kind: kind?,

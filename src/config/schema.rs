@@ -5,9 +5,9 @@
 //! It is generated from the types the file is read into: the sections (`admin`, `loop_guard`,
 //! every connection's settings, a route with its source, sinks, headers, queue and spool) are
 //! their serde types, whose doc comments are the hover text and whose serde defaults are the
-//! schema's. The two outer mappings (the file itself and a connection) are still read by hand
-//! in `parse.rs`; their shapes are written down here, as types nothing builds, until they are
-//! read through their types too. The tests at the bottom keep those and the parser in step:
+//! schema's. The file itself is still read by hand in `parse.rs`; its shape is written down
+//! here, as a type nothing builds, until it is read through its type too. The tests at the
+//! bottom keep it and the parser in step:
 //! every key the parser asks for must be here, every key here must be one the parser asks
 //! for, and every example validates.
 //!
@@ -16,7 +16,7 @@
 //! know which protocol a route's `connection:` names, so a source or sink is any of the
 //! protocols' shapes; `ferry check` stays the authority.
 
-// The outer shapes are never built: they only describe the file.
+// The file's outer shape is never built: it only describes the file.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -27,15 +27,10 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
 use super::admin_listener::AdminSection;
-use super::model::{LoopGuard, Reconnect};
+use super::connections::ConnectionSection;
+use super::model::LoopGuard;
 use super::route_section::RouteSection;
 use super::values::{self, Text, Whole};
-use crate::connectors::http::config::HttpSection;
-use crate::connectors::migratorydata::config::MigratoryDataSection;
-use crate::connectors::mqtt::config::MqttSection;
-use crate::connectors::nats::config::NatsSection;
-use crate::connectors::sse::config::SseSection;
-use crate::connectors::sse_server::config::SseServerConnection;
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
 pub fn json() -> String {
@@ -123,39 +118,9 @@ struct BridgesFile {
     /// Keeps two-way routes from relaying the same message back and forth.
     loop_guard: Option<LoopGuard>,
     /// Named endpoints, shared by any number of routes: `plant: {mqtt: {url: ...}}`.
-    connections: BTreeMap<String, Connection>,
+    connections: BTreeMap<String, ConnectionSection>,
     /// The routes: each reads one source, maps each message, and publishes to its sinks.
     routes: Vec<RouteSection>,
-}
-
-/// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http` or `sse_server`.
-#[derive(JsonSchema)]
-#[schemars(
-    deny_unknown_fields,
-    extend("oneOf" = [
-        { "required": ["mqtt"] },
-        { "required": ["nats"] },
-        { "required": ["sse"] },
-        { "required": ["http"] },
-        { "required": ["sse_server"] },
-        { "required": ["migratorydata"] }
-    ])
-)]
-struct Connection {
-    /// An MQTT broker (3.1.1 or 5).
-    mqtt: Option<MqttSection>,
-    /// A NATS server or cluster.
-    nats: Option<NatsSection>,
-    /// A server-sent-event stream ferry reads (a database's change feed, say).
-    sse: Option<SseSection>,
-    /// An HTTP endpoint ferry sends each message to.
-    http: Option<HttpSection>,
-    /// A server-sent-event stream ferry serves to browsers, on the admin listener.
-    sse_server: Option<SseServerConnection>,
-    /// A MigratoryData server or cluster, through its REST API.
-    migratorydata: Option<MigratoryDataSection>,
-    /// How ferry reconnects when the connection drops: exponential backoff with jitter.
-    reconnect: Option<Reconnect>,
 }
 
 #[cfg(test)]
@@ -302,10 +267,7 @@ routes:
     /// What the parser calls each mapping (`Obj::what`) → the schema definitions of that
     /// mapping (`""` is the top level). A new kind of mapping in the parser must be added here,
     /// and described in the schema.
-    const SHAPES: &[(&str, &[&str])] = &[
-        ("the configuration", &[""]),
-        ("a connection", &["Connection"]),
-    ];
+    const SHAPES: &[(&str, &[&str])] = &[("the configuration", &[""])];
 
     fn lookup() -> Lookup<'static> {
         Lookup {

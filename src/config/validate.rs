@@ -39,6 +39,7 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("Queue", "`queue`"),
     ("HeaderRules", "`headers`"),
     ("Route", "a route"),
+    ("Connection", "a connection"),
     (
         "JetStreamSource",
         "`jetstream` (a map of stream, consumer, ...)",

@@ -6,6 +6,8 @@ mod mqtt;
 mod nats;
 mod sse;
 
+use schemars::JsonSchema;
+
 use super::decode;
 use super::diagnostics::{Diagnostic, Report};
 use super::interpolate::Lookup;
@@ -14,8 +16,58 @@ use super::redact::redact_url;
 use super::yaml::{Node, Pos};
 use crate::connectors::http::config::HttpSection;
 use crate::connectors::migratorydata::config::MigratoryDataSection;
+use crate::connectors::mqtt::config::MqttSection;
+use crate::connectors::nats::config::NatsSection;
+use crate::connectors::sse::config::SseSection;
 use crate::connectors::sse_server::config::SseServerConnection;
 use crate::mapping::{names, template};
+
+/// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http`, `sse_server` or
+/// `migratorydata`.
+#[derive(JsonSchema)]
+#[allow(
+    dead_code,
+    reason = "only its schema is used: each protocol's settings are read on their own"
+)]
+#[schemars(
+    rename = "Connection",
+    deny_unknown_fields,
+    extend("oneOf" = [
+        { "required": ["mqtt"] },
+        { "required": ["nats"] },
+        { "required": ["sse"] },
+        { "required": ["http"] },
+        { "required": ["sse_server"] },
+        { "required": ["migratorydata"] }
+    ])
+)]
+pub struct ConnectionSection {
+    /// An MQTT broker (3.1.1 or 5).
+    mqtt: Option<MqttSection>,
+    /// A NATS server or cluster.
+    nats: Option<NatsSection>,
+    /// A server-sent-event stream ferry reads (a database's change feed, say).
+    sse: Option<SseSection>,
+    /// An HTTP endpoint ferry sends each message to.
+    http: Option<HttpSection>,
+    /// A server-sent-event stream ferry serves to browsers, on the admin listener.
+    sse_server: Option<SseServerConnection>,
+    /// A MigratoryData server or cluster, through its REST API.
+    migratorydata: Option<MigratoryDataSection>,
+    /// How ferry reconnects when the connection drops: exponential backoff with jitter.
+    reconnect: Option<Reconnect>,
+}
+
+/// The sections of a connection read on their own.
+pub const READ_ON_THEIR_OWN: &[&str] = &[
+    "MqttConnection",
+    "NatsConnection",
+    "SseConnection",
+    "HttpConnection",
+    "SseServerConnection",
+    "MigratoryDataConnection",
+    "Reconnect",
+];
 
 /// Errors being collected, and where `${...}` look up their values.
 pub struct Reader<'a> {
