@@ -8,6 +8,7 @@ pub mod delivery;
 mod deserialize;
 mod diagnostics;
 mod endpoints;
+mod file;
 mod interpolate;
 mod model;
 mod parse;

@@ -9,14 +9,12 @@
 //! unknown with a "did you mean".
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::time::Duration;
 
 use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS, Reader};
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
+use super::file::{ConfigFile, READ_ON_THEIR_OWN as FILE_SECTIONS};
 use super::interpolate::{Lookup, interpolate};
 use super::model::*;
-use super::ranges::{DURATION_HINT, check_duration, duration_of_seconds};
 #[cfg(test)]
 use super::ranges::{parse_duration, parse_size};
 use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
@@ -59,58 +57,6 @@ struct Decoder<'a> {
     broken: Vec<String>,
 }
 
-#[cfg(test)]
-thread_local! {
-    /// Every (mapping, key) the parser asked for on this thread, so schema.rs's tests can check
-    /// that the schema knows exactly the keys the parser does.
-    pub(super) static ASKED: std::cell::RefCell<std::collections::BTreeSet<(&'static str, &'static str)>> =
-        const { std::cell::RefCell::new(std::collections::BTreeSet::new()) };
-}
-
-/// A mapping being decoded: knows which keys were asked for.
-struct Obj<'n> {
-    entries: &'n [(Key, Node)],
-    known: Vec<&'static str>,
-    /// What this mapping is to the user ("a NATS sink"), for messages.
-    what: &'static str,
-}
-
-impl<'n> Obj<'n> {
-    fn get(&mut self, key: &'static str) -> Option<&'n Node> {
-        self.known.push(key);
-        #[cfg(test)]
-        ASKED.with(|asked| asked.borrow_mut().insert((self.what, key)));
-        self.entries
-            .iter()
-            .find(|(k, _)| k.name == key)
-            .map(|(_, v)| v)
-    }
-
-    /// At the top level, `x-...` keys are free for the user (YAML anchors to merge elsewhere),
-    /// as in docker-compose files.
-    fn allows_extension(&self, key: &str) -> bool {
-        self.what == "the configuration" && key.starts_with("x-")
-    }
-
-    /// Reports every key nobody asked for.
-    fn finish(self, d: &mut Decoder) {
-        for (key, _) in self.entries {
-            if self.known.contains(&key.name.as_str()) || self.allows_extension(&key.name) {
-                continue;
-            }
-            let hint = match did_you_mean(&key.name, self.known.iter().copied()) {
-                Some(close) => format!("did you mean `{close}`?"),
-                None => format!("valid keys here: {}", self.known.join(", ")),
-            };
-            d.error(
-                key.pos,
-                format!("unknown key `{}` in {}", key.name, self.what),
-                Some(hint),
-            );
-        }
-    }
-}
-
 impl<'a> Decoder<'a> {
     /// The reader of the sections converted to their serde types, reporting here.
     fn reader(&mut self) -> Reader<'_> {
@@ -130,24 +76,6 @@ impl<'a> Decoder<'a> {
             message: message.into(),
             hint,
         });
-    }
-
-    fn obj<'n>(&mut self, node: &'n Node, what: &'static str) -> Option<Obj<'n>> {
-        match &node.value {
-            Value::Map(entries) => Some(Obj {
-                entries,
-                known: Vec::new(),
-                what,
-            }),
-            other => {
-                self.error(
-                    node.pos,
-                    format!("expected a mapping for {what}, found {}", other.kind()),
-                    Some("write `key: value` pairs, indented under it".into()),
-                );
-                None
-            }
-        }
     }
 
     /// A string value, `${...}` interpolated. Numbers and booleans are taken as their text.
@@ -175,77 +103,24 @@ impl<'a> Decoder<'a> {
         }
     }
 
-    fn opt_string(&mut self, obj: &mut Obj, key: &'static str) -> Option<String> {
-        let node = obj.get(key)?;
-        self.string(node, key)
-    }
-
-    fn number(&mut self, node: &Node, what: &str, min: u64, max: u64) -> Option<u64> {
-        let value = match &node.value {
-            Value::Int(i) => u64::try_from(*i).ok(),
-            Value::Str(_) => self.string(node, what)?.trim().parse::<u64>().ok(),
-            _ => None,
-        };
-        match value {
-            Some(v) if (min..=max).contains(&v) => Some(v),
-            _ => {
-                self.error(
-                    node.pos,
-                    format!("`{what}` must be a whole number from {min} to {max}"),
-                    None,
-                );
-                None
-            }
-        }
-    }
-
-    fn duration(&mut self, obj: &mut Obj, key: &'static str, default: Duration) -> Duration {
-        self.opt_duration(obj, key).unwrap_or(default)
-    }
-
-    /// A duration, or `None` when the key is absent (or wrong, which is reported).
-    fn opt_duration(&mut self, obj: &mut Obj, key: &'static str) -> Option<Duration> {
-        let node = obj.get(key)?;
-        let checked = match &node.value {
-            Value::Int(i) => duration_of_seconds(*i as f64),
-            Value::Float(f) => duration_of_seconds(*f),
-            _ => check_duration(&self.string(node, key)?),
-        };
-        checked
-            .map_err(|problem| {
-                self.error(
-                    node.pos,
-                    format!("`{key}` {problem}"),
-                    Some(DURATION_HINT.into()),
-                );
-            })
-            .ok()
-    }
-
-    fn path(&mut self, obj: &mut Obj, key: &'static str) -> Option<PathBuf> {
-        self.opt_string(obj, key).map(PathBuf::from)
-    }
-
     // ---------------------------------------------------------------------------------------
 
     fn config(&mut self, root: &Node) -> Option<Config> {
-        let mut top = self.obj(root, "the configuration")?;
-        let shutdown_timeout = self.duration(&mut top, "shutdown_timeout", Duration::from_secs(10));
-        let startup_timeout = self.duration(&mut top, "startup_timeout", Duration::from_secs(30));
-        let threads = match top.get("threads") {
-            Some(n) => self.number(n, "threads", 1, 64).unwrap_or(1) as usize,
-            None => 1,
-        };
-        let loop_guard = match top.get("loop_guard") {
+        // The admin listener, loop guard, connections and routes are read on their own, below.
+        let read = decode::outer::<ConfigFile>(root, FILE_SECTIONS, self.lookup);
+        self.errors.extend(read.errors);
+        if !matches!(root.value, Value::Map(_)) {
+            return None;
+        }
+        let loop_guard = match root.get("loop_guard") {
             Some(n) => self.loop_guard(n),
             None => LoopGuard::default(),
         };
-        let state_dir = self.path(&mut top, "state_dir");
-        let admin = top
+        let admin = root
             .get("admin")
             .and_then(|n| admin_listener::read(n, self.lookup, &mut self.errors));
         let mut connections = BTreeMap::new();
-        match top.get("connections") {
+        match root.get("connections") {
             // Every key of `connections` is a name the user chose: none is unknown.
             Some(Node {
                 value: Value::Map(entries),
@@ -269,15 +144,12 @@ impl<'a> Decoder<'a> {
                 ),
                 Some("name each connection: `plant: {mqtt: {url: ...}}`".into()),
             ),
-            None => self.error(
-                root.pos,
-                "the configuration has no `connections:`",
-                Some("name at least one MQTT or NATS endpoint under `connections:`".into()),
-            ),
+            // Said by the file's schema.
+            None => {}
         }
         let mut routes = Vec::new();
         let mut route_positions = Vec::new();
-        match top.get("routes") {
+        match root.get("routes") {
             Some(Node {
                 value: Value::Seq(items),
                 ..
@@ -301,21 +173,18 @@ impl<'a> Decoder<'a> {
                 format!("`routes` must be a list, found {}", other.value.kind()),
                 Some("start each route with `- name: ...`".into()),
             ),
-            None => self.error(
-                root.pos,
-                "the configuration has no `routes:`",
-                Some("add a list of routes, each with `name`, `from` and `to`".into()),
-            ),
+            // Said by the file's schema.
+            None => {}
         }
-        top.finish(self);
+        let file = read.value?;
         let config = Config {
             connections,
             routes,
-            shutdown_timeout,
-            startup_timeout,
-            threads,
+            shutdown_timeout: file.shutdown_timeout,
+            startup_timeout: file.startup_timeout,
+            threads: file.threads,
             loop_guard,
-            state_dir,
+            state_dir: file.state_dir,
             admin,
         };
         self.refuse_endless_loops(&config, &route_positions);

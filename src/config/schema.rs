@@ -2,35 +2,22 @@
 //! red squiggles while typing, before `ferry check` ever runs; and the schema `ferry check`
 //! itself checks each section against (see `validate.rs`).
 //!
-//! It is generated from the types the file is read into: the sections (`admin`, `loop_guard`,
-//! every connection's settings, a route with its source, sinks, headers, queue and spool) are
-//! their serde types, whose doc comments are the hover text and whose serde defaults are the
-//! schema's. The file itself is still read by hand in `parse.rs`; its shape is written down
-//! here, as a type nothing builds, until it is read through its type too. The tests at the
-//! bottom keep it and the parser in step:
-//! every key the parser asks for must be here, every key here must be one the parser asks
-//! for, and every example validates.
+//! It is generated from the types the file is read into (`file.rs` at the top): their doc
+//! comments are the hover text and their serde defaults the schema's defaults. The tests at
+//! the bottom check that every shipped configuration validates, and that mistakes are refused
+//! by the schema as by `ferry check`.
 //!
 //! The schema is as loose as the parser where the parser is loose: every scalar may be a
 //! `${...}` interpolation, numbers may be written as strings, text may be a number. It cannot
 //! know which protocol a route's `connection:` names, so a source or sink is any of the
 //! protocols' shapes; `ferry check` stays the authority.
 
-// The file's outer shape is never built: it only describes the file.
-#![allow(dead_code)]
-
-use std::collections::BTreeMap;
-
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::{Schema, SchemaGenerator};
 use serde_json::Value;
 
-use super::admin_listener::AdminSection;
-use super::connections::ConnectionSection;
-use super::model::LoopGuard;
-use super::route_section::RouteSection;
-use super::values::{self, Text, Whole};
+use super::file::ConfigFile;
 
 /// The schema of `bridges.yaml` as pretty JSON, what `ferry schema` prints.
 pub fn json() -> String {
@@ -41,7 +28,7 @@ pub fn json() -> String {
 
 /// The schema of `bridges.yaml` (JSON Schema draft 2020-12).
 pub fn schema() -> Schema {
-    generator().into_root_schema_for::<BridgesFile>()
+    generator().into_root_schema_for::<ConfigFile>()
 }
 
 /// The generator of the schema of `bridges.yaml` or of one of its sections.
@@ -80,59 +67,17 @@ fn refuse_null(schema: &mut Schema) {
     }
 }
 
-/// A duration (`30s`) and a size (`16MiB`), as the file writes them.
-type Duration = values::Duration;
-type Size = values::Size;
-
-/// A mapping of names of the user's choosing to text values.
-type TextMap = BTreeMap<String, Text>;
-
 // ------------------------------------------------------------------------------------------
-
-/// ferry's configuration: named connections, and routes that relay messages between them.
-/// Keys starting with `x-` are free for YAML anchors (`x-defaults: &defaults ...`).
-#[derive(JsonSchema)]
-#[schemars(
-    title = "ferry bridges.yaml",
-    deny_unknown_fields,
-    extend("patternProperties" = { "^x-": {} })
-)]
-struct BridgesFile {
-    /// On SIGTERM, how long queued messages may take to reach their sinks before ferry exits.
-    #[schemars(extend("default" = "10s"))]
-    shutdown_timeout: Option<Duration>,
-    /// How long `ferry run` waits for every connection to be up before it reports ready anyway
-    /// (to systemd), naming the routes that are not.
-    #[schemars(extend("default" = "30s"))]
-    startup_timeout: Option<Duration>,
-    /// Threads that run the routes and connections. One suits a small box that also runs
-    /// its brokers (no hand-offs between threads: less CPU per message, lower latency); more
-    /// let many busy routes, or heavy jq transforms, use more cores.
-    #[schemars(extend("default" = 1))]
-    threads: Option<Whole<1, 64>>,
-    /// Where ferry keeps SSE cursors, MQTT session state and spools. Default: the first
-    /// directory of `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else `/var/lib/ferry`.
-    state_dir: Option<Text>,
-    /// ferry's own HTTP listener (health, `sse_server` streams). Off unless given.
-    admin: Option<AdminSection>,
-    /// Keeps two-way routes from relaying the same message back and forth.
-    loop_guard: Option<LoopGuard>,
-    /// Named endpoints, shared by any number of routes: `plant: {mqtt: {url: ...}}`.
-    connections: BTreeMap<String, ConnectionSection>,
-    /// The routes: each reads one source, maps each message, and publishes to its sinks.
-    routes: Vec<RouteSection>,
-}
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
     use std::path::{Path, PathBuf};
     use std::sync::OnceLock;
 
     use serde_json::{Map, Value, json};
 
     use super::super::interpolate::Lookup;
-    use super::super::parse::{ASKED, parse};
+    use super::super::parse::parse;
     use super::super::yaml::{self, Node};
 
     /// A configuration that writes every key the parser knows, each kind of connection, source
@@ -264,11 +209,6 @@ routes:
     to: { connection: archive, subject: auto }
 "#;
 
-    /// What the parser calls each mapping (`Obj::what`) → the schema definitions of that
-    /// mapping (`""` is the top level). A new kind of mapping in the parser must be added here,
-    /// and described in the schema.
-    const SHAPES: &[(&str, &[&str])] = &[("the configuration", &[""])];
-
     fn lookup() -> Lookup<'static> {
         Lookup {
             var: &|_| Some("s3cret".to_string()),
@@ -353,52 +293,6 @@ routes:
     fn every_key_validates_and_parses() {
         parse(EVERY_KEY, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
         validate(EVERY_KEY).unwrap_or_else(|e| panic!("{e}"));
-    }
-
-    /// The schema knows exactly the keys the parser asks for, in the same mappings: a key added
-    /// to one and not the other fails here.
-    #[test]
-    fn schema_and_parser_know_the_same_keys() {
-        ASKED.with(|asked| asked.borrow_mut().clear());
-        parse(EVERY_KEY, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
-        let asked = ASKED.with(|asked| asked.borrow().clone());
-        let schema = schema_json();
-        let properties = |def: &str| -> BTreeSet<String> {
-            let shape = if def.is_empty() {
-                &schema
-            } else {
-                &schema["$defs"][def]
-            };
-            let props = shape["properties"]
-                .as_object()
-                .unwrap_or_else(|| panic!("no definition `{def}` with properties in the schema"));
-            props.keys().cloned().collect()
-        };
-        let shapes: BTreeMap<&str, &[&str]> = SHAPES.iter().copied().collect();
-        let mut asked_per_def: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
-        for (what, key) in &asked {
-            let defs = shapes.get(what).unwrap_or_else(|| {
-                panic!("the parser reads a mapping it calls {what:?} (key `{key}`): add it to SHAPES and describe it in schema.rs")
-            });
-            for def in *defs {
-                assert!(
-                    properties(def).contains(*key),
-                    "the parser reads `{key}` in {what}, which the schema's `{def}` does not describe"
-                );
-                asked_per_def.entry(def).or_default().insert(key);
-            }
-        }
-        for (_, defs) in SHAPES {
-            for def in *defs {
-                let parsed = asked_per_def.get(def).cloned().unwrap_or_default();
-                for key in properties(def) {
-                    assert!(
-                        parsed.contains(key.as_str()),
-                        "the schema's `{def}` has `{key}`, which the parser never reads there"
-                    );
-                }
-            }
-        }
     }
 
     /// A misspelt key, at any level, is refused by the schema as by the parser; so is a value

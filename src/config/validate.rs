@@ -40,6 +40,7 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("HeaderRules", "`headers`"),
     ("Route", "a route"),
     ("Connection", "a connection"),
+    ("ConfigFile", "the configuration"),
     (
         "JetStreamSource",
         "`jetstream` (a map of stream, consumer, ...)",
@@ -177,12 +178,18 @@ impl<'a> Validator<'a> {
                 continue;
             };
             if !entries.iter().any(|(k, _)| k.name == required) {
-                // The key's schema may say how to write it.
-                let hint = match properties.get(required).and_then(|p| p["x-hint"].as_str()) {
+                // The key's schema may say what its absence means (`x-missing`) and how to
+                // write it (`x-hint`).
+                let property = properties.get(required);
+                let message = match property.and_then(|p| p["x-missing"].as_str()) {
+                    Some(message) => message.to_string(),
+                    None => format!("{what} needs `{required}`"),
+                };
+                let hint = match property.and_then(|p| p["x-hint"].as_str()) {
                     Some(hint) => hint.to_string(),
                     None => format!("add `{required}: ...`"),
                 };
-                self.error(node.pos, format!("{what} needs `{required}`"), Some(hint));
+                self.error(node.pos, message, Some(hint));
             }
         }
         for (k, value) in entries {
@@ -196,7 +203,15 @@ impl<'a> Validator<'a> {
             let others = schema
                 .get("additionalProperties")
                 .or_else(|| schema.get("unevaluatedProperties"));
+            // `patternProperties` as schemars writes it here: `^x-` and the like, prefixes.
+            let free = schema["patternProperties"]
+                .as_object()
+                .is_some_and(|patterns| {
+                    (patterns.keys())
+                        .any(|p| p.strip_prefix('^').is_some_and(|p| k.name.starts_with(p)))
+                });
             match others {
+                _ if free => {}
                 Some(Json::Bool(false)) => {
                     let known = properties.keys().map(String::as_str);
                     let hint = match did_you_mean(&k.name, known.clone()) {

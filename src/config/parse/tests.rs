@@ -1,6 +1,9 @@
 //! The decoder's tests, in three groups that share one lookup of `${...}` and one way to
 //! collect a file's errors.
 
+use std::path::PathBuf;
+use std::time::Duration;
+
 use super::*;
 
 /// `${NATS_URL}` and `${KEY}` are set; any `${file:...}` holds `s3cret`.
