@@ -3,7 +3,7 @@
 //! Operators fixing a file want every error at once, each with its position and a hint. Each
 //! section (admin, loop guard, a connection's settings, a route and its source, sinks,
 //! headers, queue and spool) is checked against the schema of its type and read through serde
-//! (`decode.rs`), then checked for what its shape cannot say (`connections/`, `endpoints.rs`,
+//! (`decode.rs`), then checked for what its shape cannot say (`connections/`, `route_ends.rs`,
 //! and the route's and connection's checks here). The file's own top level is still read here
 //! by hand, as an [`Obj`] that remembers which keys were asked for and reports the rest as
 //! unknown with a "did you mean".

@@ -8,8 +8,8 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::endpoints::{SinkForm, SourceForm};
 use super::model::{Delivery, HeaderRules, Queue, Spool, TransformBudget};
+use super::route_ends::{SinkForm, SourceForm};
 use super::values::{self, Interpolated, OneOrList, Text};
 
 /// The sections of a route read on their own: the route's schema describes them, its check
