@@ -4,116 +4,29 @@
 use std::fmt::Write;
 
 use crate::config::{
-    Config, ConnectionKind, Delivery, PayloadFormat, Protocol, Retain, SinkSpec, SourceSpec,
-    Target, WhenFull, delivery, security,
+    Config, Delivery, PayloadFormat, Protocol, Target, WhenFull, delivery, security,
 };
-use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker, names};
+use crate::connectors::protocol::Surroundings;
+use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker};
 use crate::message::Message;
 
 /// A human-readable description of every route.
 pub fn explain(config: &Config) -> String {
     let mut out = String::new();
+    let state_dir = config.state_dir();
+    let around = Surroundings {
+        state_dir: &state_dir,
+        admin: config.admin.as_ref().map(|a| a.listen),
+    };
     for (name, c) in &config.connections {
-        let _ = match &c.kind {
-            ConnectionKind::Mqtt(m) => writeln!(
-                out,
-                "connection {name}: MQTT {} at {} as client `{}`{}",
-                match m.version {
-                    crate::config::MqttVersion::V5 => "5",
-                    crate::config::MqttVersion::V311 => "3.1.1",
-                },
-                m.url,
-                m.client_id,
-                if m.clean_start {
-                    ""
-                } else {
-                    " (persistent session)"
-                }
-            ),
-            // The urls hold no credentials: they were moved out when the config was read.
-            ConnectionKind::Nats(n) => writeln!(
-                out,
-                "connection {name}: NATS at {}{}",
-                n.urls.join(", "),
-                if n.tls.required {
-                    " (TLS required)"
-                } else {
-                    ""
-                }
-            ),
-            ConnectionKind::Sse(e) => {
-                // Header names only: their values are usually API keys.
-                let mut extras = Vec::new();
-                if !e.headers.is_empty() {
-                    let names: Vec<&str> = e.headers.iter().map(|(k, _)| k.as_str()).collect();
-                    extras.push(format!("headers {}", names.join(", ")));
-                }
-                if let Some(h) = &e.handshake {
-                    extras.push(format!(
-                        "handshake {} {} on `{}`",
-                        h.method.as_str(),
-                        h.url,
-                        h.on
-                    ));
-                }
-                extras.push(if e.resume {
-                    format!(
-                        "resumes with Last-Event-ID (cursor in {})",
-                        config.state_dir().display()
-                    )
-                } else {
-                    "no resume".into()
-                });
-                extras.push(format!("idle timeout {:?}", e.idle_timeout));
-                writeln!(
-                    out,
-                    "connection {name}: SSE stream {} {}; {}",
-                    e.method.as_str(),
-                    redact_query(e.url.expose()),
-                    extras.join(", ")
-                )
-            }
-            ConnectionKind::Http(h) => writeln!(
-                out,
-                "connection {name}: HTTP to {}, {} request(s) at once, timeout {:?}",
-                redact_query(h.url.expose()),
-                h.max_concurrent,
-                h.timeout
-            ),
-            // Never the token.
-            ConnectionKind::MigratoryData(m) => writeln!(
-                out,
-                "connection {name}: MigratoryData REST API at {} (in this order, failing over), polled every {:?}, timeout {:?}",
-                m.servers
-                    .iter()
-                    .map(|u| crate::config::redact_url(u))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                m.poll_interval,
-                m.timeout
-            ),
-            ConnectionKind::Stdio(s) => writeln!(
-                out,
-                "connection {name}: standard input/output, {}",
-                match s.lines {
-                    crate::config::LineFormat::Json { base64: false, .. } => "JSON lines",
-                    crate::config::LineFormat::Json { base64: true, .. } =>
-                        "JSON lines, payloads in base64",
-                    crate::config::LineFormat::Raw => "raw lines",
-                }
-            ),
-            ConnectionKind::SseServer(s) => writeln!(
-                out,
-                "connection {name}: SSE stream served at http://{}{} (replays the last {} events)",
-                config
-                    .admin
-                    .as_ref()
-                    .map(|a| a.listen.to_string())
-                    .unwrap_or_default(),
-                s.path,
-                s.buffer
-            ),
-        };
+        let _ = writeln!(
+            out,
+            "connection {name}: {}",
+            c.kind
+                .protocol()
+                .descriptor()
+                .explain_connection(&c.kind, &around)
+        );
     }
     // What the network can see: said here too because `ferry check` runs before `ferry run`
     // (ExecStartPre), where an operator reads it.
@@ -131,40 +44,12 @@ pub fn explain(config: &Config) -> String {
     }
     let analysis = loops::analyse(config);
     for (index, route) in config.routes.iter().enumerate() {
-        let source = match &route.from.spec {
-            SourceSpec::Mqtt(s) => format!(
-                "mqtt {} [{}] qos {}",
-                route.from.connection,
-                s.subscriptions().join(", "),
-                s.qos
-            ),
-            SourceSpec::Nats(s) => format!(
-                "nats {} [{}]{}",
-                route.from.connection,
-                s.subject,
-                match (&s.queue_group, &s.jetstream) {
-                    (_, Some(js)) => format!(" jetstream {}/{}", js.stream, js.consumer),
-                    (Some(q), None) => format!(" queue {q}"),
-                    (None, None) => String::new(),
-                }
-            ),
-            SourceSpec::Sse(s) if s.events.is_empty() => {
-                format!("sse {} [every event]", route.from.connection)
-            }
-            SourceSpec::Sse(s) => {
-                format!("sse {} [{}]", route.from.connection, s.events.join(", "))
-            }
-            SourceSpec::MigratoryData(s) => format!(
-                "migratorydata {} [{}]{}",
-                route.from.connection,
-                s.subject,
-                match s.history {
-                    Some(n) => format!(" history {n}"),
-                    None => String::new(),
-                }
-            ),
-            SourceSpec::Stdio => format!("stdin {}", route.from.connection),
-        };
+        let source = route
+            .from
+            .spec
+            .protocol()
+            .descriptor()
+            .explain_source(&route.from.connection, &route.from.spec);
         let mut mapping = Vec::new();
         if route.from.envelope {
             mapping.push("unwrap envelope".to_string());
@@ -200,44 +85,11 @@ pub fn explain(config: &Config) -> String {
                 Target::Auto => "auto".to_string(),
                 Target::Template(t) => t.clone(),
             };
-            let mut text = match &s.spec {
-                SinkSpec::Mqtt(m) => format!(
-                    "mqtt {} topic {target} qos {}{}",
-                    s.connection,
-                    m.qos,
-                    match m.retain {
-                        Retain::Fixed(true) => " retained",
-                        Retain::Fixed(false) => "",
-                        Retain::FromSource => " retain as source",
-                    }
-                ),
-                SinkSpec::Nats(n) => format!(
-                    "nats {} subject {target}{}",
-                    s.connection,
-                    if n.jetstream { " (jetstream)" } else { "" }
-                ),
-                SinkSpec::Http(h) => format!(
-                    "http {} {} {}",
-                    s.connection,
-                    h.method.as_str(),
-                    match &h.url {
-                        Target::Auto => "(the connection's URL)".to_string(),
-                        Target::Template(t) => t.clone(),
-                    }
-                ),
-                SinkSpec::SseServer(_) => format!("sse_server {} event {target}", s.connection),
-                SinkSpec::MigratoryData(m) => format!(
-                    "migratorydata {} subject {target} qos {}{}",
-                    s.connection,
-                    m.qos.as_str(),
-                    match m.retained {
-                        Retain::Fixed(true) => " retained",
-                        Retain::Fixed(false) => "",
-                        Retain::FromSource => " retained as source",
-                    }
-                ),
-                SinkSpec::Stdio(_) => format!("stdout {} subject {target}", s.connection),
-            };
+            let mut text =
+                s.spec
+                    .protocol()
+                    .descriptor()
+                    .explain_sink(&s.connection, &target, &s.spec);
             if s.format != PayloadFormat::Json {
                 text.push_str(&format!(", written as {}", format_name(s.format)));
             }
@@ -344,13 +196,9 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     };
     let r = &config.routes[index];
     let protocol = |connection: &str| config.connections[connection].kind.protocol();
-    let valid = match protocol(&r.from.connection) {
-        Protocol::Mqtt => names::mqtt_topic(&message.subject),
-        Protocol::Nats => names::nats_subject(&message.subject),
-        Protocol::MigratoryData => names::migratorydata_subject(&message.subject),
-        _ => names::sse_event(&message.subject),
-    };
-    if let Err((what, hint)) = valid {
+    if let Some(rule) = protocol(&r.from.connection).descriptor().name_rule()
+        && let Err((what, hint)) = rule(&message.subject)
+    {
         return Err(format!("{what} ({hint})"));
     }
     // From an SSE stream, the name is the event type, which templates also see as `event`.
@@ -430,15 +278,6 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
         }
     }
     Ok((out, ok))
-}
-
-/// A URL without its query string, which often carries an API key.
-fn redact_query(url: &str) -> String {
-    let url = crate::config::redact_url(url); // and the password of `https://user:pw@host`
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
-    }
 }
 
 /// One publish: `→ connection (protocol) `subject``, its headers (ferry's loop marker left out)

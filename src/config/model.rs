@@ -6,6 +6,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::connectors::protocol::Descriptor;
+
 /// A whole `bridges.yaml`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -181,7 +183,8 @@ impl ConnectionKind {
 }
 
 /// What a connection speaks: decides how names are converted and checked, and which
-/// directions it can serve.
+/// directions it can serve. Each protocol's facts are its [`Descriptor`], in its connector's
+/// folder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Mqtt,
@@ -199,34 +202,14 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// What ferry knows about the protocol: see [`Descriptor`].
+    pub fn descriptor(self) -> &'static dyn Descriptor {
+        crate::connectors::protocol::descriptor(self)
+    }
+
     /// The protocol's name as a user writes it in the config.
     pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Mqtt => "mqtt",
-            Protocol::Nats => "nats",
-            Protocol::Sse => "sse",
-            Protocol::Http => "http",
-            Protocol::SseServer => "sse_server",
-            Protocol::MigratoryData => "migratorydata",
-            Protocol::Stdio => "stdio",
-        }
-    }
-
-    /// Whether a route can read from it.
-    pub fn is_source(self) -> bool {
-        matches!(
-            self,
-            Protocol::Mqtt
-                | Protocol::Nats
-                | Protocol::Sse
-                | Protocol::MigratoryData
-                | Protocol::Stdio
-        )
-    }
-
-    /// Whether a route can write to it.
-    pub fn is_sink(self) -> bool {
-        !matches!(self, Protocol::Sse)
+        self.descriptor().name()
     }
 }
 
@@ -774,6 +757,23 @@ pub enum SourceSpec {
     Stdio,
 }
 
+impl SourceSpec {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            SourceSpec::Mqtt(_) => Protocol::Mqtt,
+            SourceSpec::Nats(_) => Protocol::Nats,
+            SourceSpec::Sse(_) => Protocol::Sse,
+            SourceSpec::MigratoryData(_) => Protocol::MigratoryData,
+            SourceSpec::Stdio => Protocol::Stdio,
+        }
+    }
+
+    /// The names it subscribes to, as the user wrote them (filters, a subject, event types).
+    pub fn names(&self) -> Vec<String> {
+        self.protocol().descriptor().source_names(self)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseSource {
     /// Event types this route takes; empty takes every event.
@@ -863,6 +863,17 @@ pub enum SinkSpec {
 }
 
 impl SinkSpec {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            SinkSpec::Mqtt(_) => Protocol::Mqtt,
+            SinkSpec::Nats(_) => Protocol::Nats,
+            SinkSpec::Http(_) => Protocol::Http,
+            SinkSpec::SseServer(_) => Protocol::SseServer,
+            SinkSpec::MigratoryData(_) => Protocol::MigratoryData,
+            SinkSpec::Stdio(_) => Protocol::Stdio,
+        }
+    }
+
     /// The subject/topic/URL/event template of this sink.
     pub fn target(&self) -> &Target {
         match self {

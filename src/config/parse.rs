@@ -21,7 +21,9 @@ use super::ranges::{parse_duration, parse_size};
 use super::redact::redact_url;
 use super::url_credentials::{self, UrlCredentials};
 use super::yaml::{self, Key, Node, Pos, Value};
-use crate::mapping::{jq, loops, marker, names, template};
+use crate::connectors::protocol::{End, Problem};
+use crate::connectors::{http, migratorydata, mqtt, nats, sse};
+use crate::mapping::{jq, loops, marker, template};
 
 /// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
 /// to ride out a maintenance window, short enough that a retired ferry's session goes away.
@@ -760,7 +762,7 @@ impl<'a> Decoder<'a> {
             );
         }
         let last_will = obj.get("last_will").and_then(|n| self.last_will(n));
-        let probe = self.probe(&mut obj, names::mqtt_topic);
+        let probe = self.probe(&mut obj, mqtt::names::topic);
         obj.finish(self);
 
         let (url_pos, url) = url?;
@@ -850,7 +852,7 @@ impl<'a> Decoder<'a> {
         let mut obj = self.obj(node, "`last_will`")?;
         let topic = self.required(&mut obj, "topic").and_then(|n| {
             let t = self.string(n, "topic")?;
-            self.check(n.pos, names::mqtt_topic(&t)).then_some(t)
+            self.check(n.pos, mqtt::names::topic(&t)).then_some(t)
         });
         let payload = self.opt_string(&mut obj, "payload").unwrap_or_default();
         let qos = self.qos(&mut obj, 0);
@@ -913,7 +915,7 @@ impl<'a> Decoder<'a> {
             creds: self.path(&mut obj, "creds"),
             tls: self.tls(&mut obj),
             ping_interval: self.duration(&mut obj, "ping_interval", Duration::from_secs(20)),
-            probe: self.probe(&mut obj, names::nats_subject),
+            probe: self.probe(&mut obj, nats::names::subject),
         };
         if nats.tls.required && nats.urls.iter().any(|u| u.starts_with("ws://")) {
             // The client never puts TLS inside a plain WebSocket: the block would be ignored.
@@ -969,7 +971,7 @@ impl<'a> Decoder<'a> {
     fn probe(
         &mut self,
         obj: &mut Obj,
-        check_topic: fn(&str) -> Result<(), names::Problem>,
+        check_topic: fn(&str) -> Result<(), Problem>,
     ) -> Option<Probe> {
         let defaults = Probe::default();
         let Some(node) = obj.get("probe") else {
@@ -1040,7 +1042,7 @@ impl<'a> Decoder<'a> {
             let Some(value) = self.string(v, &k.name) else {
                 continue;
             };
-            if self.check(k.pos, names::http_header(&k.name, &value)) {
+            if self.check(k.pos, http::protocol::header(&k.name, &value)) {
                 headers.push((k.name.clone(), value));
             }
         }
@@ -1398,7 +1400,7 @@ impl<'a> Decoder<'a> {
     }
 
     /// Records a name-rule problem; true when there was none.
-    fn check(&mut self, pos: Pos, result: Result<(), names::Problem>) -> bool {
+    fn check(&mut self, pos: Pos, result: Result<(), Problem>) -> bool {
         match result {
             Ok(()) => true,
             Err((message, hint)) => {
@@ -1557,7 +1559,7 @@ impl<'a> Decoder<'a> {
             }) => {
                 for (key, value) in entries {
                     if let Some(text) = self.string(value, "header value") {
-                        if names::nats_header(&key.name, "").is_err() {
+                        if nats::names::header(&key.name, "").is_err() {
                             self.error(
                                 key.pos,
                                 format!("`{}` cannot be a header name", key.name),
@@ -1749,13 +1751,22 @@ impl<'a> Decoder<'a> {
             // Without the protocol the other keys cannot be judged; leave them be.
             return None;
         };
+        if let Some((what, hint)) = c
+            .kind
+            .protocol()
+            .descriptor()
+            .refusal(&connection, End::Source)
+        {
+            self.error(obj.pos, what, Some(hint));
+            return None;
+        }
         let spec = match &c.kind {
             ConnectionKind::Mqtt(mqtt) => {
                 obj.what = "an MQTT source";
                 let mut topics = Vec::new();
                 let mut list = |d: &mut Self, n: &Node| {
                     if let Some(t) = d.string(n, "topic")
-                        && d.check(n.pos, names::mqtt_filter(&t))
+                        && d.check(n.pos, mqtt::names::filter(&t))
                     {
                         topics.push(t);
                     }
@@ -1822,7 +1833,7 @@ impl<'a> Decoder<'a> {
                     }) => {
                         for n in items {
                             if let Some(e) = self.string(n, "event")
-                                && self.check(n.pos, names::sse_event(&e))
+                                && self.check(n.pos, sse::protocol::event_type(&e))
                             {
                                 events.push(e);
                             }
@@ -1830,7 +1841,7 @@ impl<'a> Decoder<'a> {
                     }
                     Some(n) => {
                         if let Some(e) = self.string(n, "events")
-                            && self.check(n.pos, names::sse_event(&e))
+                            && self.check(n.pos, sse::protocol::event_type(&e))
                         {
                             events.push(e);
                         }
@@ -1843,7 +1854,7 @@ impl<'a> Decoder<'a> {
                 obj.what = "a MigratoryData source";
                 let subject = self.required(&mut obj, "subject").and_then(|n| {
                     let s = self.string(n, "subject")?;
-                    self.check(n.pos, names::migratorydata_subject(&s))
+                    self.check(n.pos, migratorydata::protocol::subject(&s))
                         .then_some(s)
                 });
                 let history = obj
@@ -1857,22 +1868,14 @@ impl<'a> Decoder<'a> {
             }
             // Never in a file: `ferry relay` builds standard input as a connection itself.
             ConnectionKind::Stdio(_) => SourceSpec::Stdio,
-            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
-                self.error(
-                    obj.pos,
-                    format!(
-                        "connection `{connection}` is {}, which ferry writes to: it cannot be a source",
-                        c.kind.protocol()
-                    ),
-                    Some("read from an mqtt, nats, sse or migratorydata connection".into()),
-                );
-                return None;
-            }
+            // Refused above: ferry only writes to them.
+            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => return None,
             ConnectionKind::Nats(_) => {
                 obj.what = "a NATS source";
                 let subject = self.required(&mut obj, "subject").and_then(|n| {
                     let s = self.string(n, "subject")?;
-                    self.check(n.pos, names::nats_subscription(&s)).then_some(s)
+                    self.check(n.pos, nats::names::subscription(&s))
+                        .then_some(s)
                 });
                 let queue_group = self.opt_string(&mut obj, "queue");
                 let jetstream = obj.get("jetstream").and_then(|n| self.jetstream_source(n));
@@ -1976,10 +1979,19 @@ impl<'a> Decoder<'a> {
     ) -> Option<Sink> {
         let mut obj = self.obj(node, what)?;
         let (connection, c) = self.connection_ref(&mut obj, route, connections)?;
+        if let Some((what, hint)) = c
+            .kind
+            .protocol()
+            .descriptor()
+            .refusal(&connection, End::Sink)
+        {
+            self.error(obj.pos, what, Some(hint));
+            return None;
+        }
         let spec = match &c.kind {
             ConnectionKind::Mqtt(_) => {
                 obj.what = "an MQTT sink";
-                let topic = self.target(&mut obj, "topic", names::mqtt_topic, captures);
+                let topic = self.target(&mut obj, "topic", mqtt::names::topic, captures);
                 let qos = self.qos(&mut obj, 0);
                 let retain = match obj.get("retain") {
                     Some(n) => {
@@ -1995,7 +2007,7 @@ impl<'a> Decoder<'a> {
             }
             ConnectionKind::Nats(_) => {
                 obj.what = "a NATS sink";
-                let subject = self.target(&mut obj, "subject", names::nats_subject, captures);
+                let subject = self.target(&mut obj, "subject", nats::names::subject, captures);
                 let jetstream = self.opt_bool(&mut obj, "jetstream", false);
                 SinkSpec::Nats(NatsSink { subject, jetstream })
             }
@@ -2007,13 +2019,17 @@ impl<'a> Decoder<'a> {
             }
             ConnectionKind::SseServer(_) => {
                 obj.what = "an sse_server sink";
-                let event = self.target(&mut obj, "event", names::sse_event, captures);
+                let event = self.target(&mut obj, "event", sse::protocol::event_type, captures);
                 SinkSpec::SseServer(SseServerSink { event })
             }
             ConnectionKind::MigratoryData(_) => {
                 obj.what = "a MigratoryData sink";
-                let subject =
-                    self.target(&mut obj, "subject", names::migratorydata_subject, captures);
+                let subject = self.target(
+                    &mut obj,
+                    "subject",
+                    migratorydata::protocol::subject,
+                    captures,
+                );
                 let retained = match obj.get("retained") {
                     Some(n) => {
                         match self.choice(n, "`retained` setting", &["true", "false", "source"]) {
@@ -2043,14 +2059,8 @@ impl<'a> Decoder<'a> {
             ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink {
                 subject: self.target(&mut obj, "subject", |_| Ok(()), captures),
             }),
-            ConnectionKind::Sse(_) => {
-                self.error(
-                    obj.pos,
-                    format!("connection `{connection}` is an SSE stream ferry reads: it cannot be a sink"),
-                    Some("to serve SSE to browsers use an `sse_server` connection; to POST events use `http`".into()),
-                );
-                return None;
-            }
+            // Refused above: ferry only reads it.
+            ConnectionKind::Sse(_) => return None,
         };
         let format = self.payload_format(&mut obj);
         let envelope = self.opt_bool(&mut obj, "envelope", false);
@@ -2069,7 +2079,7 @@ impl<'a> Decoder<'a> {
         &mut self,
         obj: &mut Obj,
         key: &'static str,
-        rule: fn(&str) -> Result<(), names::Problem>,
+        rule: fn(&str) -> Result<(), Problem>,
         captures: &[String],
     ) -> Target {
         let Some(node) = obj.get(key) else {
@@ -2113,7 +2123,7 @@ fn one_line(s: &str) -> String {
 /// A route's name becomes a directory (its spool's, under `state_dir`), a metric label and a
 /// URL path segment (`/routes/NAME/tap`): nothing in it may climb out of a directory or cut a
 /// path, and it must be printable.
-fn route_name(name: &str) -> Result<(), names::Problem> {
+fn route_name(name: &str) -> Result<(), Problem> {
     let hint = || {
         "a route name is also its spool's directory and a URL path segment: use letters, \
          digits, `-`, `_` and `.`, e.g. `sensors-to-nats`"

@@ -39,7 +39,17 @@ use percent_encoding::percent_decode_str;
 use super::delivery;
 use super::diagnostics::did_you_mean;
 use super::model::*;
-use crate::mapping::{jq, loops, names, template};
+use crate::mapping::{jq, loops, template};
+
+/// The protocols' name rules, under the names this file calls them by.
+mod names {
+    pub use crate::connectors::mqtt::names::{filter as mqtt_filter, topic as mqtt_topic};
+    pub use crate::connectors::nats::names::{
+        subject as nats_subject, subscription as nats_subscription,
+    };
+    pub use crate::connectors::protocol::Problem;
+    pub use crate::connectors::sse::protocol::event_type as sse_event;
+}
 
 /// The name of the connection built from FROM, in logs and metrics.
 pub const FROM: &str = "from";

@@ -27,6 +27,7 @@ pub(crate) mod http_client;
 pub mod migratorydata;
 pub mod mqtt;
 pub mod nats;
+pub mod protocol;
 pub mod sse;
 pub mod sse_server;
 pub mod stdio;

@@ -13,7 +13,6 @@ pub mod jq;
 pub mod jq_wire;
 pub mod loops;
 pub mod marker;
-pub mod names;
 pub mod payload;
 pub mod template;
 
@@ -391,9 +390,10 @@ impl Mapping {
                     continue;
                 }
                 let mut headers = headers.clone();
-                // Only brokers can hand a message back to a route; a webhook or a browser
-                // has no use for ferry's loop marker (nor for the host name in it).
-                if matches!(sink.protocol, Protocol::Mqtt | Protocol::Nats) {
+                // Only brokers can hand a message back to a route (those whose names the loop
+                // analysis reads); a webhook or a browser has no use for ferry's loop marker
+                // (nor for the host name in it).
+                if sink.protocol.descriptor().wildcards().is_some() {
                     marker.stamp(
                         &mut headers,
                         &self.instance,
@@ -645,7 +645,7 @@ impl SinkSide {
     /// did). Headers NATS cannot carry are left out rather than losing the letter.
     fn dead_letter(&self, scope: &Scope, mut headers: Headers) -> Result<Message, Failure> {
         let subject = self.subject(scope)?;
-        if let Some(rule) = header_rule(self.protocol) {
+        if let Some(rule) = self.protocol.descriptor().header_rule() {
             headers.retain(|(k, v)| rule(k, v).is_ok());
         }
         let payload = match (self.wrap, scope.payload) {
@@ -683,7 +683,7 @@ impl SinkSide {
     /// Headers this sink's protocol cannot carry fail the publish (MQTT 5 user properties take
     /// any UTF-8; NATS headers do not).
     fn check_headers(&self, headers: &Headers) -> Result<(), Failure> {
-        let Some(rule) = header_rule(self.protocol) else {
+        let Some(rule) = self.protocol.descriptor().header_rule() else {
             return Ok(());
         };
         for (k, v) in headers {
@@ -712,32 +712,22 @@ impl SinkSide {
                 Err(e) => {
                     return fail(
                         Stage::Template,
-                        format!("{} `{}`: {e}", self.noun(), self.connection),
+                        format!(
+                            "{} for `{}`: {e}",
+                            self.protocol.descriptor().noun(),
+                            self.connection
+                        ),
                     );
                 }
             },
         };
-        let check = match self.protocol {
-            Protocol::Mqtt => names::mqtt_topic(&name),
-            Protocol::Nats => names::nats_subject(&name),
-            Protocol::SseServer | Protocol::Sse => names::sse_event(&name),
-            Protocol::MigratoryData => names::migratorydata_subject(&name),
-            // A URL that does not resolve is the sink's to refuse; a line takes any subject.
-            Protocol::Http | Protocol::Stdio => Ok(()),
+        let check = match self.protocol.descriptor().name_rule() {
+            Some(rule) => rule(&name),
+            None => Ok(()),
         };
         match check {
             Ok(()) => Ok(name),
             Err((what, _)) => fail(Stage::Template, format!("{what} (for {})", self.connection)),
-        }
-    }
-
-    fn noun(&self) -> &'static str {
-        match self.protocol {
-            Protocol::Mqtt => "topic for",
-            Protocol::Nats => "subject for",
-            Protocol::Http => "URL for",
-            Protocol::Sse | Protocol::SseServer => "event type for",
-            Protocol::Stdio | Protocol::MigratoryData => "subject for",
         }
     }
 }
@@ -755,21 +745,6 @@ fn outgoing(source: &Message, subject: String, payload: bytes::Bytes, headers: H
         received: source.received,
         event: source.event.clone(),
         id: source.id.clone(),
-    }
-}
-
-/// The rule headers must follow on a protocol, where it has one: MQTT 5 user properties take
-/// any UTF-8, and an SSE stream carries no headers at all.
-fn header_rule(protocol: Protocol) -> Option<names::HeaderRule> {
-    match protocol {
-        Protocol::Nats => Some(names::nats_header),
-        Protocol::Http => Some(names::http_header),
-        // MigratoryData's REST API carries no headers: they are not sent.
-        Protocol::Mqtt
-        | Protocol::Sse
-        | Protocol::SseServer
-        | Protocol::MigratoryData
-        | Protocol::Stdio => None,
     }
 }
 

@@ -21,6 +21,8 @@
 //! URL as Basic auth) are marked sensitive and never logged; URLs are never logged beyond their origin (scheme, host and port), because query
 //! strings and even paths (Slack-style webhook URLs) carry credentials.
 
+pub mod protocol;
+
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 

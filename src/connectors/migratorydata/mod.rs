@@ -35,6 +35,7 @@
 //! - **The token** goes in every request's query. It is never logged: ferry logs servers by
 //!   origin only, and reqwest's errors lose their URL ([`http_client::describe`]).
 
+pub mod protocol;
 mod rest;
 mod servers;
 

@@ -19,6 +19,8 @@ mod acks;
 mod client;
 mod event_loop;
 mod liveness;
+pub mod names;
+pub mod protocol;
 mod session;
 mod topic;
 

@@ -18,7 +18,9 @@
 
 mod diagnose;
 mod jetstream;
+pub mod names;
 mod probe;
+pub mod protocol;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -594,7 +596,7 @@ impl NatsSink {
                 self.connection
             )));
         };
-        if let Err((what, _)) = crate::mapping::names::nats_subject(&message.subject) {
+        if let Err((what, _)) = crate::connectors::nats::names::subject(&message.subject) {
             return Err(SinkError::Rejected(what));
         }
         // Published while disconnected, a message would wait in the client and go out at
@@ -609,7 +611,7 @@ impl NatsSink {
         let mut headers = HeaderMap::new();
         for (k, v) in &message.headers {
             // async-nats panics on a header it cannot write: refuse the message instead.
-            if let Err((what, _)) = crate::mapping::names::nats_header(k, v) {
+            if let Err((what, _)) = crate::connectors::nats::names::header(k, v) {
                 return Err(SinkError::Rejected(what));
             }
             if !(self.jetstream && jetstream::is_publish_control(k)) {

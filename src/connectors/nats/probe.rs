@@ -138,7 +138,7 @@ mod tests {
             "two processes (or connections) never share a probe subject"
         );
         assert!(a.starts_with("_FERRY.probe.plant_nats."), "{a}");
-        assert!(crate::mapping::names::nats_subject(&a).is_ok(), "{a}");
+        assert!(crate::connectors::nats::names::subject(&a).is_ok(), "{a}");
         assert!(is_probe(&a));
         assert!(!is_probe("iot.kitchen"));
     }

@@ -19,6 +19,7 @@
 pub(crate) mod cursor;
 mod handshake;
 mod parse;
+pub mod protocol;
 mod transport;
 
 use std::path::{Path, PathBuf};

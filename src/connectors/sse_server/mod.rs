@@ -32,6 +32,8 @@
 //! carries `Access-Control-Allow-Origin`, which is all a page on another origin needs: an
 //! EventSource sends no preflight.
 
+pub mod protocol;
+
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -259,7 +261,7 @@ impl Hub {
                 "the payload is empty, and EventSource drops an event without data".into(),
             ));
         }
-        if crate::mapping::names::sse_event(&message.subject).is_err() {
+        if crate::connectors::sse::protocol::event_type(&message.subject).is_err() {
             return Err(SinkError::Rejected(format!(
                 "`{}` cannot be an SSE event type: it must be one non-empty line",
                 message.subject.escape_debug()

@@ -60,6 +60,8 @@
 //! by another, which writes every line queued at that moment in one write and flushes, and a
 //! `send` resolves only once its line is written to the file descriptor.
 
+pub mod protocol;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
