@@ -3,11 +3,12 @@
 
 use std::fmt::Write;
 
+use crate::config::loops;
 use crate::config::{
     Config, Delivery, PayloadFormat, Protocol, Target, WhenFull, delivery, security,
 };
 use crate::connectors::protocol::Surroundings;
-use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker};
+use crate::mapping::{Failure, Mapping, Outcome, Step, marker};
 use crate::message::Message;
 
 /// A human-readable description of every route.
@@ -214,7 +215,10 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
         _ => message,
     };
     if !loops::receives(r, &message.subject) {
-        let filters: Vec<String> = loops::source_filters(r)
+        let filters: Vec<String> = r
+            .from
+            .spec
+            .names()
             .iter()
             .map(|f| format!("`{f}`"))
             .collect();
@@ -226,7 +230,7 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     }
     let analysis = loops::analyse(config);
     let instance = crate::pipeline::instance_name(config);
-    let mapping = Mapping::new(config, index, &analysis, &instance)?;
+    let mapping = Mapping::new(&analysis.resolve(config, index)?, &instance)?;
     let mut out = format!(
         "route {route}: {} {} `{}`\n",
         protocol(&r.from.connection),

@@ -4,11 +4,13 @@
 pub mod delivery;
 mod diagnostics;
 mod interpolate;
+pub mod loops;
 mod model;
 mod parse;
 mod ranges;
 mod redact;
 pub mod relay;
+mod resolved;
 pub mod schema;
 pub mod security;
 mod url_credentials;
@@ -24,6 +26,7 @@ pub use ranges::{
     MAX_DURATION, MAX_SIZE, NumberProblem, check_duration, check_size, parse_duration, parse_size,
 };
 pub use redact::{is_secret_query_key, redact_url};
+pub use resolved::{ResolvedRoute, ResolvedSink};
 
 /// Reads and validates the configuration file at `path`, interpolating from the process
 /// environment and the file system.

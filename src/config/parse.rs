@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::delivery;
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::interpolate::{Lookup, interpolate};
+use super::loops;
 use super::model::*;
 use super::ranges::{
     DURATION_HINT, NumberProblem, SIZE_HINT, check_duration, check_size, duration_of_seconds,
@@ -23,7 +24,7 @@ use super::url_credentials::{self, UrlCredentials};
 use super::yaml::{self, Key, Node, Pos, Value};
 use crate::connectors::protocol::{End, Problem};
 use crate::connectors::{http, migratorydata, mqtt, nats, sse};
-use crate::mapping::{jq, loops, marker, template};
+use crate::mapping::{jq, marker, template};
 
 /// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
 /// to ride out a maintenance window, short enough that a retired ferry's session goes away.

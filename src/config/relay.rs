@@ -38,8 +38,9 @@ use percent_encoding::percent_decode_str;
 
 use super::delivery;
 use super::diagnostics::did_you_mean;
+use super::loops;
 use super::model::*;
-use crate::mapping::{jq, loops, template};
+use crate::mapping::{jq, template};
 
 /// The protocols' name rules, under the names this file calls them by.
 mod names {

@@ -11,7 +11,6 @@ pub mod codec;
 pub mod excerpt;
 pub mod jq;
 pub mod jq_wire;
-pub mod loops;
 pub mod marker;
 pub mod payload;
 pub mod template;
@@ -23,7 +22,7 @@ use std::time::UNIX_EPOCH;
 use jaq_json::Val;
 use regex::Regex;
 
-use crate::config::{self, Config, PayloadFormat, Protocol, Target};
+use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, Target};
 use crate::message::{Headers, Message};
 use marker::Marker;
 use payload::Payload;
@@ -179,43 +178,22 @@ enum SinkTarget {
 }
 
 impl Mapping {
-    /// Compiles route number `index` of `config` (already validated). `analysis` tells which
-    /// sinks lie on cycles; `instance` is the name ferry marks its messages with.
-    pub fn new(
-        config: &Config,
-        index: usize,
-        analysis: &loops::Analysis,
-        instance: &str,
-    ) -> Result<Mapping, String> {
-        let route = &config.routes[index];
-        let protocol = |name: &str| -> Result<Protocol, String> {
-            config
-                .connections
-                .get(name)
-                .map(|c| c.kind.protocol())
-                .ok_or_else(|| format!("connection {name} is not defined"))
-        };
+    /// Compiles a route (already validated), resolved against its configuration; `instance`
+    /// is the name ferry marks its messages with.
+    pub fn new(resolved: &ResolvedRoute, instance: &str) -> Result<Mapping, String> {
+        let route = resolved.route;
         let program = |code: &Option<String>| code.as_deref().map(jq::Program::compile).transpose();
-        let sink_side = |sink: &config::Sink, guarded: bool| -> Result<SinkSide, String> {
-            let guard = guarded.then(|| {
-                let broker = analysis.brokers.get(&sink.connection);
-                config
-                    .connections
-                    .keys()
-                    .filter(|c| *c == &sink.connection || analysis.brokers.get(*c) == broker)
-                    .cloned()
-                    .collect()
-            });
+        let sink_side = |sink: &config::Sink, side: &ResolvedSink| -> Result<SinkSide, String> {
             Ok(SinkSide {
                 connection: sink.connection.clone(),
-                protocol: protocol(&sink.connection)?,
+                protocol: side.protocol,
                 target: match sink.spec.target() {
                     Target::Auto => SinkTarget::Auto,
                     Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
                 },
                 format: sink.format,
                 wrap: sink.envelope,
-                guard,
+                guard: side.guard.clone(),
             })
         };
         let uses_variables =
@@ -224,14 +202,7 @@ impl Mapping {
             route: route.name.clone(),
             source: SourceSide {
                 connection: route.from.connection.clone(),
-                // Standard input's names follow the protocol its lines say (LineFormat::Json).
-                protocol: config
-                    .connections
-                    .get(&route.from.connection)
-                    .map(|c| c.kind.names())
-                    .ok_or_else(|| {
-                        format!("connection {} is not defined", route.from.connection)
-                    })?,
+                protocol: resolved.source_names,
                 pattern: route
                     .from
                     .pattern
@@ -259,16 +230,15 @@ impl Mapping {
             sinks: route
                 .to
                 .iter()
-                .enumerate()
-                .map(|(k, sink)| sink_side(sink, analysis.guarded.contains(&(index, k))))
+                .zip(&resolved.sinks)
+                .map(|(sink, side)| sink_side(sink, side))
                 .collect::<Result<_, _>>()?,
-            dead_letter: route
-                .dead_letter
-                .as_ref()
-                .map(|sink| sink_side(sink, false))
-                .transpose()?,
+            dead_letter: match (&route.dead_letter, &resolved.dead_letter) {
+                (Some(sink), Some(side)) => Some(sink_side(sink, side)?),
+                _ => None,
+            },
             instance: instance.to_string(),
-            max_hops: config.loop_guard.max_hops,
+            max_hops: resolved.max_hops,
         })
     }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::*;
-use crate::config::{Lookup, parse};
+use crate::config::loops::Analysis;
+use crate::config::{Config, Lookup, parse};
 
 const CONNECTIONS: &str = r#"
 connections:
@@ -22,8 +23,8 @@ fn config(routes: &str) -> Config {
     parse(&text, "test.yaml", &lookup).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn no_cycles() -> loops::Analysis {
-    loops::Analysis {
+fn no_cycles() -> Analysis {
+    Analysis {
         guarded: BTreeSet::new(),
         no_local: BTreeSet::new(),
         cycles: Vec::new(),
@@ -33,7 +34,7 @@ fn no_cycles() -> loops::Analysis {
 }
 
 fn mapping(routes: &str) -> Mapping {
-    Mapping::new(&config(routes), 0, &no_cycles(), "edge").unwrap()
+    Mapping::new(&no_cycles().resolve(&config(routes), 0).unwrap(), "edge").unwrap()
 }
 
 fn message(origin: &str, subject: &str, payload: &str) -> Message {
@@ -283,7 +284,7 @@ fn the_loop_guard_drops_echoes_on_cycle_sinks_only() {
     );
     let mut analysis = no_cycles();
     analysis.guarded.insert((0, 0));
-    let m = Mapping::new(&config, 0, &analysis, "edge").unwrap();
+    let m = Mapping::new(&analysis.resolve(&config, 0).unwrap(), "edge").unwrap();
     // A message that came from plant through this instance: not back to plant.
     let mut echo = message("core", "bridge.x", "1");
     echo.headers = vec![

@@ -39,9 +39,10 @@ use anyhow::Context;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::loops;
 use crate::config::{self, Config};
 use crate::connectors::{self, Runtime, Sinks};
-use crate::mapping::{Mapping, loops};
+use crate::mapping::Mapping;
 use queue::{RouteInput, RouteOutput};
 use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
@@ -596,7 +597,9 @@ impl Pipeline {
         Ok(RouteWorker {
             name: route.name.as_str().into(),
             queue: live.output.clone(),
-            mapping: Mapping::new(config, index, analysis, &live.plan.instance)
+            mapping: analysis
+                .resolve(config, index)
+                .and_then(|resolved| Mapping::new(&resolved, &live.plan.instance))
                 .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
             sinks,
             dead_letter,
