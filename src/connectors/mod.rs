@@ -1,6 +1,10 @@
 //! Connectors: one module per protocol, each behind the small [`Connection`] and [`Sink`]
 //! traits. No protocol crate is named outside its module.
 //!
+//! Each protocol's folder also says what the protocol is, without any I/O, in its
+//! `protocol.rs`: a [`protocol::Descriptor`] that the configuration checks, `ferry check` and
+//! the loop analysis ask; [`protocol::PROTOCOLS`] lists them all.
+//!
 //! A connection is opened once per `connections:` entry that some route uses. Before it starts,
 //! every route reading from it registers its source with [`Connection::add_source`] (messages go
 //! into the route's queue). Then [`Connection::start`] spawns the supervised task that connects,

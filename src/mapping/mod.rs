@@ -23,6 +23,7 @@ use jaq_json::Val;
 use regex::Regex;
 
 use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, Target};
+use crate::connectors::protocol::{HeaderRule, NameRule};
 use crate::message::{Headers, Message};
 use marker::Marker;
 use payload::Payload;
@@ -161,6 +162,16 @@ struct HeaderMapping {
 struct SinkSide {
     connection: String,
     protocol: Protocol,
+    /// The rule the names it publishes follow; `None`: any name.
+    name_rule: Option<NameRule>,
+    /// What its name is called in a reason (`topic`, `URL`, ...).
+    noun: &'static str,
+    /// The rule its headers follow, where its protocol has one.
+    header_rule: Option<HeaderRule>,
+    /// Whether what it publishes gets ferry's loop marker. Only brokers can hand a message
+    /// back to a route (those whose names the loop analysis reads); a webhook or a browser has
+    /// no use for the marker (nor for the host name in it).
+    marked: bool,
     target: SinkTarget,
     format: PayloadFormat,
     wrap: bool,
@@ -184,9 +195,15 @@ impl Mapping {
         let route = resolved.route;
         let program = |code: &Option<String>| code.as_deref().map(jq::Program::compile).transpose();
         let sink_side = |sink: &config::Sink, side: &ResolvedSink| -> Result<SinkSide, String> {
+            // Asked once here rather than for every message.
+            let descriptor = side.protocol.descriptor();
             Ok(SinkSide {
                 connection: sink.connection.clone(),
                 protocol: side.protocol,
+                name_rule: descriptor.name_rule(),
+                noun: descriptor.noun(),
+                header_rule: descriptor.header_rule(),
+                marked: descriptor.wildcards().is_some(),
                 target: match sink.spec.target() {
                     Target::Auto => SinkTarget::Auto,
                     Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
@@ -360,10 +377,7 @@ impl Mapping {
                     continue;
                 }
                 let mut headers = headers.clone();
-                // Only brokers can hand a message back to a route (those whose names the loop
-                // analysis reads); a webhook or a browser has no use for ferry's loop marker
-                // (nor for the host name in it).
-                if sink.protocol.descriptor().wildcards().is_some() {
+                if sink.marked {
                     marker.stamp(
                         &mut headers,
                         &self.instance,
@@ -615,7 +629,7 @@ impl SinkSide {
     /// did). Headers NATS cannot carry are left out rather than losing the letter.
     fn dead_letter(&self, scope: &Scope, mut headers: Headers) -> Result<Message, Failure> {
         let subject = self.subject(scope)?;
-        if let Some(rule) = self.protocol.descriptor().header_rule() {
+        if let Some(rule) = self.header_rule {
             headers.retain(|(k, v)| rule(k, v).is_ok());
         }
         let payload = match (self.wrap, scope.payload) {
@@ -653,7 +667,7 @@ impl SinkSide {
     /// Headers this sink's protocol cannot carry fail the publish (MQTT 5 user properties take
     /// any UTF-8; NATS headers do not).
     fn check_headers(&self, headers: &Headers) -> Result<(), Failure> {
-        let Some(rule) = self.protocol.descriptor().header_rule() else {
+        let Some(rule) = self.header_rule else {
             return Ok(());
         };
         for (k, v) in headers {
@@ -670,28 +684,23 @@ impl SinkSide {
             SinkTarget::Auto => match self.protocol {
                 Protocol::Mqtt => scope.topic(),
                 Protocol::Nats => scope.subject(),
+                Protocol::MigratoryData => scope.migratorydata_subject(),
                 // The connection's own URL.
                 Protocol::Http => String::new(),
-                Protocol::MigratoryData => scope.migratorydata_subject(),
-                Protocol::Sse | Protocol::SseServer | Protocol::Stdio => {
-                    scope.message.subject.clone()
-                }
+                // Event types, lines, and any protocol of its own syntax: the name as it came.
+                _ => scope.message.subject.clone(),
             },
             SinkTarget::Template(t) => match t.render(scope) {
                 Ok(name) => name,
                 Err(e) => {
                     return fail(
                         Stage::Template,
-                        format!(
-                            "{} for `{}`: {e}",
-                            self.protocol.descriptor().noun(),
-                            self.connection
-                        ),
+                        format!("{} for `{}`: {e}", self.noun, self.connection),
                     );
                 }
             },
         };
-        let check = match self.protocol.descriptor().name_rule() {
+        let check = match self.name_rule {
             Some(rule) => rule(&name),
             None => Ok(()),
         };
