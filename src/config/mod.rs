@@ -3,12 +3,13 @@
 
 pub mod delivery;
 mod diagnostics;
+pub mod endpoint_url;
+pub mod endpoints;
 mod interpolate;
 mod model;
 mod parse;
 mod ranges;
 mod redact;
-pub mod relay;
 pub mod schema;
 pub mod security;
 mod url_credentials;
@@ -19,7 +20,7 @@ use std::path::Path;
 pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use interpolate::Lookup;
 pub use model::*;
-pub use parse::parse;
+pub use parse::{Front, parse, parse_document};
 pub use ranges::{
     MAX_DURATION, MAX_SIZE, NumberProblem, check_duration, check_size, parse_duration, parse_size,
 };

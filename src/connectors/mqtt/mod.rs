@@ -21,6 +21,7 @@ mod event_loop;
 mod liveness;
 mod session;
 mod topic;
+pub mod url_form;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

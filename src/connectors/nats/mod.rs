@@ -19,6 +19,7 @@
 mod diagnose;
 mod jetstream;
 mod probe;
+pub mod url_form;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

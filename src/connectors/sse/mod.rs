@@ -20,6 +20,7 @@ pub(crate) mod cursor;
 mod handshake;
 mod parse;
 mod transport;
+pub mod url_form;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
