@@ -91,7 +91,7 @@ enum Command {
     /// Relay messages once from one endpoint to another, from the shell: the same engine as
     /// `ferry run`, one route built from two URLs. Ends at the end of the input, after
     /// --count messages, after --timeout, or on SIGINT; prints a one-line summary.
-    #[command(after_help = ferry::config::endpoints::ACCEPTED_FORMS)]
+    #[command(after_help = ferry::config::endpoints::accepted_forms())]
     Relay {
         /// Where messages come from: a URL (mqtt://, mqtts://, ws+mqtt://, nats://, tls://,
         /// ws+nats://, sse+https://) or `-` for JSON lines on standard input.

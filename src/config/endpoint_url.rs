@@ -67,6 +67,9 @@ pub struct UrlForm {
     pub naming: Naming,
     /// The schemes it reads (`ws://...?protocol=mqtt` arrives as `ws+mqtt`).
     pub schemes: &'static [&'static str],
+    /// Its lines in `ferry relay`'s accepted forms: the URLs, then the query keys.
+    pub usage: &'static [&'static str],
+    pub keys: Option<&'static str>,
     pub read: fn(&EndpointUrl, Query, &Given, &mut EndpointOrigins) -> Result<Built, Problem>,
 }
 

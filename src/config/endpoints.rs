@@ -7,7 +7,7 @@
 //! `TO mqtt://h/out/+: topic: ...` or `--delivery at-least-once: ...`.
 //!
 //! What each URL says is its protocol's URL form (`connectors/<protocol>/url_form.rs`); the
-//! endpoint forms are listed in [`ACCEPTED_FORMS`] (also printed with every endpoint error) and
+//! endpoint forms are listed by [`accepted_forms`] (also printed with every endpoint error) and
 //! in the README's "Endpoint URLs". Decisions an operator of `mosquitto_sub`/`nats sub` would
 //! expect:
 //! - The topic or subject is the URL's path without its leading `/`, percent-decoded; `#` is
@@ -55,22 +55,30 @@ const FORMS: &[&UrlForm] = &[
     &http::url_form::FORM,
 ];
 
-/// What `ferry relay` accepts as FROM and TO, shown after every endpoint error.
-pub const ACCEPTED_FORMS: &str = "\
-accepted FROM and TO:
-  mqtt://[USER[:PASS]@]HOST[:PORT]/TOPIC[?KEY=VALUE&...]   MQTT, port 1883; mqtts:// over TLS, 8883
-  ws+mqtt://HOST[:PORT]/PATH?topic=TOPIC                  MQTT over WebSocket, 80; wss+mqtt://, 443
-  nats://[USER[:PASS]@]HOST[:PORT]/SUBJECT[?KEY=VALUE&...] NATS, port 4222; tls:// over TLS
-  ws+nats://HOST[:PORT]/PATH?subject=SUBJECT              NATS over WebSocket; wss+nats://
-  sse+https://HOST/PATH[?event=TYPE&...]                  read a server-sent-event stream (FROM only); sse+http://
-  https://HOST/PATH                                       POST each message there (TO only); http://
-  -                                                       standard input (FROM) or output (TO), JSON lines
-keys: MQTT qos=0|1|2 version=5|3.1.1 client_id=ID share=GROUP (FROM) retain=true|false|source (TO)
-      NATS queue=GROUP (FROM), stream=NAME&consumer=NAME[&deliver=all|new] (JetStream, FROM), jetstream=true (TO)
-      ws:// and wss:// take protocol=mqtt|nats instead of the +mqtt/+nats suffix
+/// What `ferry relay` accepts as FROM and TO, shown after every endpoint error and in
+/// `ferry relay --help`: each protocol's forms and keys, then what all share.
+pub fn accepted_forms() -> String {
+    let mut text = String::from("accepted FROM and TO:\n");
+    for line in FORMS
+        .iter()
+        .flat_map(|f| f.usage)
+        .chain([&stdio::url_form::USAGE])
+    {
+        text.push_str(&format!("  {line}\n"));
+    }
+    for (i, keys) in FORMS.iter().filter_map(|f| f.keys).enumerate() {
+        text.push_str(if i == 0 { "keys: " } else { "      " });
+        text.push_str(keys);
+        text.push('\n');
+    }
+    text.push_str(
+        "      ws:// and wss:// take protocol=mqtt|nats instead of the +mqtt/+nats suffix
 names: `#` is part of the topic (mqtt://host/sensors/#); write `?`, `%` and spaces as %3F, %25, %20.
   Empty: every topic/subject as FROM, the source's own name as TO. A TO name ending in `#` or `>`
-  takes what FROM's wildcard matched: mqtt://h/sensors/# to nats://h/iot.> relays sensors/a/b to iot.a.b";
+  takes what FROM's wildcard matched: mqtt://h/sensors/# to nats://h/iot.> relays sensors/a/b to iot.a.b",
+    );
+    text
+}
 
 /// What `ferry relay` was given, minus I/O (main reads --password-file and the environment).
 #[derive(Clone, Default)]
@@ -139,7 +147,7 @@ impl fmt::Display for RelayError {
             write!(f, "\n  hint: {hint}")?;
         }
         if self.endpoint {
-            write!(f, "\n\n{ACCEPTED_FORMS}")?;
+            write!(f, "\n\n{}", accepted_forms())?;
         }
         Ok(())
     }

@@ -13,6 +13,10 @@ pub const FORM: UrlForm = UrlForm {
         names: None,
     },
     schemes: &["http", "https"],
+    usage: &[
+        "https://HOST/PATH                                       POST each message there (TO only); http://",
+    ],
+    keys: None,
     read,
 };
 

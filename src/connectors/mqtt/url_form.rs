@@ -20,6 +20,13 @@ pub const FORM: UrlForm = UrlForm {
         }),
     },
     schemes: &["mqtt", "mqtts", "ws+mqtt", "wss+mqtt"],
+    usage: &[
+        "mqtt://[USER[:PASS]@]HOST[:PORT]/TOPIC[?KEY=VALUE&...]   MQTT, port 1883; mqtts:// over TLS, 8883",
+        "ws+mqtt://HOST[:PORT]/PATH?topic=TOPIC                  MQTT over WebSocket, 80; wss+mqtt://, 443",
+    ],
+    keys: Some(
+        "MQTT qos=0|1|2 version=5|3.1.1 client_id=ID share=GROUP (FROM) retain=true|false|source (TO)",
+    ),
     read,
 };
 

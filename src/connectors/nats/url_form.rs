@@ -20,6 +20,13 @@ pub const FORM: UrlForm = UrlForm {
         }),
     },
     schemes: &["nats", "tls", "ws+nats", "wss+nats"],
+    usage: &[
+        "nats://[USER[:PASS]@]HOST[:PORT]/SUBJECT[?KEY=VALUE&...] NATS, port 4222; tls:// over TLS",
+        "ws+nats://HOST[:PORT]/PATH?subject=SUBJECT              NATS over WebSocket; wss+nats://",
+    ],
+    keys: Some(
+        "NATS queue=GROUP (FROM), stream=NAME&consumer=NAME[&deliver=all|new] (JetStream, FROM), jetstream=true (TO)",
+    ),
     read,
 };
 

@@ -15,6 +15,10 @@ pub const FORM: UrlForm = UrlForm {
         names: None,
     },
     schemes: &["sse+http", "sse+https"],
+    usage: &[
+        "sse+https://HOST/PATH[?event=TYPE&...]                  read a server-sent-event stream (FROM only); sse+http://",
+    ],
+    keys: None,
     read,
 };
 

@@ -4,6 +4,9 @@
 use crate::config::endpoint_url::{Built, Naming, flag, map, text};
 use crate::config::yaml::Pos;
 
+/// Its line in `ferry relay`'s accepted forms.
+pub const USAGE: &str = "-                                                       standard input (FROM) or output (TO), JSON lines";
+
 pub const NAMING: Naming = Naming {
     protocol: "stdio",
     target: "subject",
