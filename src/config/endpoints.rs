@@ -47,7 +47,8 @@ pub const TO: &str = "to";
 /// The name of the relay's one route.
 pub const ROUTE: &str = "relay";
 
-/// Every URL form, one per protocol a relay can reach.
+/// Every URL form, one per protocol a relay can reach: a protocol joins `ferry relay` with a
+/// `url_form.rs` in its connector's folder and a line here.
 const FORMS: &[&UrlForm] = &[
     &mqtt::url_form::FORM,
     &nats::url_form::FORM,
@@ -1270,6 +1271,20 @@ mod tests {
                 subject: Some("in".into()),
                 ..a
             });
+        }
+    }
+
+    #[test]
+    fn every_scheme_is_one_protocols_and_listed() {
+        let schemes: Vec<&str> = FORMS
+            .iter()
+            .flat_map(|f| f.schemes.iter().copied())
+            .collect();
+        let unique: std::collections::BTreeSet<_> = schemes.iter().collect();
+        assert_eq!(unique.len(), schemes.len(), "{schemes:?}");
+        let forms = accepted_forms();
+        for scheme in schemes {
+            assert!(forms.contains(&format!("{scheme}://")), "{scheme}");
         }
     }
 
