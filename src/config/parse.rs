@@ -1922,7 +1922,7 @@ impl<'a> Decoder<'a> {
                     history,
                 })
             }
-            // Never in a file: `ferry relay` builds standard input as a connection itself.
+            // Only `ferry relay` builds standard input (Front::Relay).
             ConnectionKind::Stdio(_) => SourceSpec::Stdio,
             ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
                 self.error(
@@ -2106,7 +2106,7 @@ impl<'a> Decoder<'a> {
                     qos,
                 })
             }
-            // Never in a file: `ferry relay` builds standard output as a connection itself.
+            // Only `ferry relay` builds standard output (Front::Relay).
             ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink {
                 subject: self.target(&mut obj, "subject", |_| Ok(()), captures),
             }),
