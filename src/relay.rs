@@ -1,4 +1,4 @@
-//! `ferry relay FROM TO`: a one-shot relay from the shell. The route `config::relay` builds from
+//! `ferry relay FROM TO`: a one-shot relay from the shell. The route `config::endpoints` builds from
 //! the two URLs runs on the same [`Pipeline`] as `ferry run`; this module only decides when it
 //! ends (the input ended, `--count` messages were relayed, `--timeout` passed, or SIGINT /
 //! SIGTERM), shows progress on a terminal, and sums up.

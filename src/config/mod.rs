@@ -3,13 +3,14 @@
 
 pub mod delivery;
 mod diagnostics;
+pub mod endpoint_url;
+pub mod endpoints;
 mod interpolate;
 pub mod loops;
 mod model;
 mod parse;
 mod ranges;
 mod redact;
-pub mod relay;
 mod resolved;
 pub mod schema;
 pub mod security;
@@ -21,7 +22,7 @@ use std::path::Path;
 pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use interpolate::Lookup;
 pub use model::*;
-pub use parse::parse;
+pub use parse::{Front, parse, parse_document};
 pub use ranges::{
     MAX_DURATION, MAX_SIZE, NumberProblem, check_duration, check_size, parse_duration, parse_size,
 };

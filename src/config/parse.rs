@@ -32,36 +32,58 @@ const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 /// A spool's size limit when `max_bytes` is not given.
 const DEFAULT_SPOOL_BYTES: u64 = 1024 * 1024 * 1024;
 
+/// Which front end a document comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    /// bridges.yaml.
+    File,
+    /// `ferry relay FROM TO`, which may also build what a file may not: a `stdio` connection
+    /// (standard input or output) and a route's `stop_after` (`--count`).
+    Relay,
+}
+
 /// Parses and validates the text of a configuration file called `file`.
 pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigErrors> {
-    let fail = |errors| ConfigErrors {
+    let root = yaml::parse(text).map_err(|(pos, message)| ConfigErrors {
         file: file.to_string(),
-        errors,
-    };
-    let root = yaml::parse(text).map_err(|(pos, message)| {
-        fail(vec![Diagnostic {
+        errors: vec![Diagnostic {
             pos,
             message: format!("invalid YAML: {message}"),
             hint: None,
-        }])
+        }],
     })?;
+    parse_document(&root, file, lookup, Front::File)
+}
+
+/// Validates a configuration document, read from `origin` (a file's name) or built by `front`.
+pub fn parse_document(
+    root: &Node,
+    origin: &str,
+    lookup: &Lookup,
+    front: Front,
+) -> Result<Config, ConfigErrors> {
     let mut d = Decoder {
         lookup,
+        front,
         errors: Vec::new(),
         broken: Vec::new(),
     };
-    let config = d.config(&root);
+    let config = d.config(root);
     match config {
         Some(config) if d.errors.is_empty() => Ok(config),
         _ => {
             d.errors.sort_by_key(|e| (e.pos.line, e.pos.col));
-            Err(fail(d.errors))
+            Err(ConfigErrors {
+                file: origin.to_string(),
+                errors: d.errors,
+            })
         }
     }
 }
 
 struct Decoder<'a> {
     lookup: &'a Lookup<'a>,
+    front: Front,
     errors: Vec<Diagnostic>,
     /// Connections whose own errors were reported: routes naming them say nothing more.
     broken: Vec<String>,
@@ -617,11 +639,17 @@ impl<'a> Decoder<'a> {
             None => Reconnect::default(),
         };
         const PROTOCOLS: [&str; 6] = ["mqtt", "nats", "sse", "http", "sse_server", "migratorydata"];
-        let given: Vec<(&'static str, &Node)> = PROTOCOLS
+        let mut given: Vec<(&'static str, &Node)> = PROTOCOLS
             .iter()
             .filter_map(|p| obj.get(p).map(|n| (*p, n)))
             .collect();
+        if self.front == Front::Relay
+            && let Some(n) = obj.get("stdio")
+        {
+            given.push(("stdio", n));
+        }
         let kind = match given.as_slice() {
+            [("stdio", n)] => self.stdio_connection(n).map(ConnectionKind::Stdio),
             [("mqtt", n)] => self.mqtt_connection(&name, n).map(ConnectionKind::Mqtt),
             [("nats", n)] => self.nats_connection(n).map(ConnectionKind::Nats),
             [("sse", n)] => self.sse_connection(n).map(ConnectionKind::Sse),
@@ -657,6 +685,39 @@ impl<'a> Decoder<'a> {
             kind: kind?,
             reconnect,
         })
+    }
+
+    /// Standard input or output, which only `ferry relay` builds: `lines: json` (with
+    /// `base64` and `names`, the protocol whose syntax the lines' subjects follow) or `raw`.
+    fn stdio_connection(&mut self, node: &Node) -> Option<StdioConnection> {
+        let mut obj = self.obj(node, "standard input/output")?;
+        let raw = match obj.get("lines") {
+            Some(n) => self.choice(n, "`lines` format", &["json", "raw"])? == "raw",
+            None => false,
+        };
+        let base64 = self.opt_bool(&mut obj, "base64", false);
+        let names = match obj.get("names") {
+            Some(n) => {
+                let all = [
+                    Protocol::Mqtt,
+                    Protocol::Nats,
+                    Protocol::Sse,
+                    Protocol::Http,
+                    Protocol::SseServer,
+                    Protocol::MigratoryData,
+                    Protocol::Stdio,
+                ];
+                let name = self.choice(n, "protocol", &all.map(Protocol::name))?;
+                all.into_iter().find(|p| p.name() == name)?
+            }
+            None => Protocol::Stdio,
+        };
+        obj.finish(self);
+        let lines = match raw {
+            true => LineFormat::Raw,
+            false => LineFormat::Json { base64, names },
+        };
+        Some(StdioConnection { lines })
     }
 
     fn reconnect(&mut self, node: &Node) -> Reconnect {
@@ -1467,6 +1528,12 @@ impl<'a> Decoder<'a> {
             }
         });
         let spool = obj.get("spool").and_then(|n| self.spool(n));
+        let stop_after = match self.front {
+            Front::Relay => obj
+                .get("stop_after")
+                .and_then(|n| self.number(n, "stop_after", 1, u64::MAX)),
+            Front::File => None,
+        };
         let dead_letter = obj.get("dead_letter").and_then(|n| {
             let sink = self.sink(
                 n,
@@ -1500,7 +1567,7 @@ impl<'a> Decoder<'a> {
             dead_letter,
             delivery,
             spool,
-            stop_after: None,
+            stop_after,
             transform_budget,
         };
         if let (Some(node), Some(Delivery::AtLeastOnce)) = (delivery_node, delivery) {
@@ -1867,7 +1934,7 @@ impl<'a> Decoder<'a> {
                     history,
                 })
             }
-            // Never in a file: `ferry relay` builds standard input as a connection itself.
+            // Only `ferry relay` builds standard input (Front::Relay).
             ConnectionKind::Stdio(_) => SourceSpec::Stdio,
             // Refused above: ferry only writes to them.
             ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => return None,
@@ -2056,7 +2123,7 @@ impl<'a> Decoder<'a> {
                     qos,
                 })
             }
-            // Never in a file: `ferry relay` builds standard output as a connection itself.
+            // Only `ferry relay` builds standard output (Front::Relay).
             ConnectionKind::Stdio(_) => SinkSpec::Stdio(StdioSink {
                 subject: self.target(&mut obj, "subject", |_| Ok(()), captures),
             }),

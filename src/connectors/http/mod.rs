@@ -38,6 +38,8 @@ use crate::config::{self, HttpMethod, Reconnect, SinkSpec};
 use crate::message::Message;
 use crate::pipeline::status::ConnectionStatus;
 
+pub mod url_form;
+
 /// How much of an error response's body goes into the reason (logs, `Ferry-Error`).
 const EXCERPT_BYTES: usize = 512;
 

@@ -23,6 +23,7 @@ pub mod names;
 pub mod protocol;
 mod session;
 mod topic;
+pub mod url_form;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

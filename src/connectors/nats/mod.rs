@@ -21,6 +21,7 @@ mod jetstream;
 pub mod names;
 mod probe;
 pub mod protocol;
+pub mod url_form;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -21,6 +21,7 @@ mod handshake;
 mod parse;
 pub mod protocol;
 mod transport;
+pub mod url_form;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -83,6 +83,8 @@ use crate::pipeline::queue::RouteInput;
 use crate::pipeline::status::{ConnectionStatus, RateLimitedLog};
 use crate::pipeline::supervisor;
 
+pub mod url_form;
+
 /// The longest line read or written as one message.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
 
