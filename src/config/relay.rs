@@ -5,7 +5,7 @@
 //! can keep it, no endless loop.
 //!
 //! The endpoint forms are listed in [`ACCEPTED_FORMS`] (also printed with every endpoint error)
-//! and in the README's "Endpoint URLs". Decisions an operator of `mosquitto_sub`/`nats sub`
+//! and in docs/relay.md, "Endpoint URLs". Decisions an operator of `mosquitto_sub`/`nats sub`
 //! would expect:
 //! - The topic or subject is the URL's path without its leading `/`, percent-decoded; `#` is
 //!   part of it (not a URL fragment), so `mqtt://host/sensors/#` subscribes `sensors/#`. `?`,
