@@ -8,6 +8,8 @@ mod model;
 mod parse;
 mod ranges;
 mod redact;
+#[cfg(test)]
+mod reference;
 pub mod relay;
 pub mod schema;
 pub mod security;
