@@ -225,6 +225,26 @@ fn every_relative_link_in_the_documentation_resolves() {
     );
 }
 
+/// The README's "where to read on" reaches every page under docs/: none is left for a reader
+/// to stumble on.
+#[test]
+fn the_readme_links_every_page_of_the_docs() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let read_on = readme
+        .split("\n## Where to read on\n")
+        .nth(1)
+        .expect("README.md has a `## Where to read on` section");
+    let unlinked: Vec<String> = markdown_files()
+        .iter()
+        .map(|p| relative(p))
+        .filter(|p| p.starts_with("docs/") && !read_on.contains(&format!("]({p})")))
+        .collect();
+    assert!(
+        unlinked.is_empty(),
+        "README.md's \"Where to read on\" does not link {unlinked:?}"
+    );
+}
+
 /// The link check itself: it catches a missing file, a missing heading and a way out of the
 /// repository, and passes what exists.
 #[test]
