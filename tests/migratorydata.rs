@@ -363,7 +363,7 @@ fn example(name: &str) -> String {
 }
 
 /// examples/migratorydata-mqtt.yaml as written, with mosquitto standing in for MigratoryData's
-/// MQTT listener (the README says so: no MigratoryData server runs here).
+/// MQTT listener (docs/connectors/migratorydata.md says so: no MigratoryData server runs here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mqtt_example_maps_subjects_both_ways() {
     let mosquitto = Mosquitto::start(MosquittoOptions::default());

@@ -19,7 +19,7 @@ async fn mqtt_to_nats_10k_messages_arrive_once_and_in_order() {
     // ferry acknowledges each message only once NATS has it, so while the publisher outruns the
     // relay, mosquitto queues for ferry; past `max_queued_messages` (1000 by default) mosquitto
     // silently drops QoS 1 messages for any subscriber. Brokers feeding at-least-once routes
-    // need it raised, as the README says.
+    // need it raised, as docs/limits.md says.
     let mosquitto = Mosquitto::start(MosquittoOptions {
         max_queued_messages: Some(0),
         ..Default::default()

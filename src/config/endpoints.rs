@@ -8,7 +8,7 @@
 //!
 //! What each URL says is its protocol's URL form (`connectors/<protocol>/url_form.rs`); the
 //! endpoint forms are listed by [`accepted_forms`] (also printed with every endpoint error) and
-//! in the README's "Endpoint URLs". Decisions an operator of `mosquitto_sub`/`nats sub` would
+//! in docs/relay.md, "Endpoint URLs". Decisions an operator of `mosquitto_sub`/`nats sub` would
 //! expect:
 //! - The topic or subject is the URL's path without its leading `/`, percent-decoded; `#` is
 //!   part of it (not a URL fragment), so `mqtt://host/sensors/#` subscribes `sensors/#`. `?`,

@@ -11,6 +11,8 @@ mod model;
 mod parse;
 mod ranges;
 mod redact;
+#[cfg(test)]
+mod reference;
 mod resolved;
 pub mod schema;
 pub mod security;

@@ -4,7 +4,7 @@
 //! MigratoryData's native client protocol is closed (and its SDK licence forbids reverse
 //! engineering it), so ferry speaks the REST API the server documents (see [`rest`]). Its
 //! other public interface, MQTT, needs no connector of its own: an `mqtt` connection to the
-//! server's MQTT listener (README, "MigratoryData").
+//! server's MQTT listener (docs/connectors/migratorydata.md).
 //!
 //! - **Servers.** A connection lists its servers; requests go to one at a time and fail over
 //!   to the next on a connection failure, back to the first after `reconnect.stable_after`
