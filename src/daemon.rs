@@ -17,7 +17,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::pipeline::supervisor::{self, Owner};
+use crate::contracts::supervisor::{self, Owner};
 use crate::pipeline::{Health, Pipeline};
 use crate::systemd;
 

@@ -1,13 +1,14 @@
 //! ferry relays messages between MQTT, NATS (and, later, SSE and HTTP) from declarative routes.
 //!
 //! The message flow: a [`connectors::Connection`] (supervised) receives a message and pushes it
-//! into its route's bounded queue ([`pipeline::queue`]); the route's worker filters and
+//! into its route's bounded queue ([`contracts::queue`]); the route's worker filters and
 //! transforms it ([`mapping`]), renders each sink's subject, and hands it to every
-//! [`connectors::Sink`]; once every sink took it, the source's [`message::Ack`] is confirmed.
+//! [`contracts::Sink`]; once every sink took it, the source's [`message::Ack`] is confirmed.
 
 pub mod admin;
 pub mod config;
 pub mod connectors;
+pub mod contracts;
 pub mod daemon;
 pub mod explain;
 pub mod mapping;

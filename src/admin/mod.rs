@@ -4,7 +4,7 @@
 //!
 //! The listener is bound while the pipeline starts, before any connection runs, so a port
 //! that is taken fails `ferry run` at once (exit 1) instead of leaving a daemon that serves
-//! nothing. It serves until the connections close (`Runtime::close`), i.e. through the
+//! nothing. It serves until the connections close (`ConnectionContext::close`), i.e. through the
 //! shutdown drain, so streams and health checks keep answering while queues empty.
 //!
 //! Every request reads the pipeline's current [`View`](crate::pipeline::observe::View), so
@@ -36,9 +36,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Admin;
-use crate::connectors::Runtime;
+use crate::contracts::ConnectionContext;
+use crate::contracts::status::State as ConnectionState;
 use crate::pipeline::observe::Observed;
-use crate::pipeline::status::State as ConnectionState;
 
 pub use guard::{host_name, same_secret};
 pub use tap_client::{AdminAddress, TapError, TapOptions, escape_controls, tap};
@@ -143,7 +143,7 @@ impl AdminListener {
     /// streams and taps end on `close` too): every connection is a task of `runtime.tasks`,
     /// which shutdown waits for. Should the server end before that, the supervisor binds the
     /// address again and serves on, after a backoff.
-    pub fn serve(self, runtime: &Runtime) {
+    pub fn serve(self, runtime: &ConnectionContext) {
         let AdminListener {
             listener,
             router,

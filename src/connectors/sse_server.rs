@@ -49,10 +49,11 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{self, Secret, SinkSpec};
+use crate::contracts::status::ConnectionStatus;
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::message::Message;
-use crate::pipeline::status::ConnectionStatus;
 
 /// Events the ring keeps at least, however small `buffer` is: how far a live client may fall
 /// behind before it skips events. `buffer` alone decides how much a reconnect replays.
@@ -103,7 +104,7 @@ impl Connection for SseServerConnection {
 
     /// There is no broker: the stream is up once the admin listener is bound, which the
     /// pipeline does before it starts the connections.
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         self.status.up(&format!(
             "(serving SSE at {} on the admin listener)",
             self.path

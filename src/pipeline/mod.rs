@@ -22,12 +22,9 @@ pub mod identity;
 pub mod jq_worker;
 pub mod observe;
 mod plans;
-pub mod queue;
 mod reload_summary;
 pub mod route;
 pub mod spool;
-pub mod status;
-pub mod supervisor;
 pub mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -40,13 +37,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::connectors::{self, Runtime, Sinks};
+use crate::connectors::{self, Sinks};
+use crate::contracts::ConnectionContext;
+use crate::contracts::queue::{self, RouteInput, RouteOutput};
+use crate::contracts::status::{ConnectionStatus, State};
+use crate::contracts::supervisor::{self, Owner, Supervisor, Tasks};
 use crate::mapping::{Mapping, loops};
-use queue::{RouteInput, RouteOutput};
 use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
-use status::{ConnectionStatus, State};
-use supervisor::{Owner, Supervisor, Tasks};
 
 pub use plans::instance_name;
 use plans::{ConnectionPlan, Plans, RoutePlan, route_connections};
@@ -60,7 +58,7 @@ pub struct Pipeline {
     /// In the configuration's order.
     routes: Vec<LiveRoute>,
     /// The admin listener's tasks; closed last, so it answers through the shutdown drain.
-    admin: Runtime,
+    admin: ConnectionContext,
     admin_bound: bool,
     /// Cancelled when the shutdown deadline passed.
     abandon: CancellationToken,
@@ -72,7 +70,7 @@ pub struct Pipeline {
 /// One connection as it runs.
 struct LiveConnection {
     plan: ConnectionPlan,
-    runtime: Runtime,
+    runtime: ConnectionContext,
     sinks: Arc<dyn Sinks>,
     status: ConnectionStatus,
     /// An `sse_server` stream is served by the admin listener's router, which is built once:
@@ -139,7 +137,8 @@ impl Pipeline {
     pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
         connectors::tls::install_crypto_provider();
         let supervisor = Supervisor::new();
-        let admin = Runtime::new(&supervisor.run_of(Owner::Ferry, &config::Reconnect::default()));
+        let admin =
+            ConnectionContext::new(&supervisor.run_of(Owner::Ferry, &config::Reconnect::default()));
         supervisor::fault::install(&admin.tasks);
         let mut pipeline = Pipeline {
             config: None,
@@ -492,7 +491,7 @@ impl Pipeline {
                 name.clone(),
                 LiveConnection {
                     plan: plan.clone(),
-                    runtime: Runtime::new(
+                    runtime: ConnectionContext::new(
                         &self
                             .supervisor
                             .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),

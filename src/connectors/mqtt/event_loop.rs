@@ -61,10 +61,10 @@ use super::client::{
 };
 use super::liveness::{Due, Liveness};
 use super::topic;
-use crate::connectors::Runtime;
+use crate::contracts::ConnectionContext;
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::{Ack, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 
 /// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
 const DISPATCH_CAPACITY: usize = 256;
@@ -165,7 +165,7 @@ struct Turn {
 
 impl Supervisor {
     /// Spawns the event loop task and, when routes read from this connection, the dispatcher.
-    pub fn spawn(self, routes: Vec<RouteSource>, runtime: &Runtime) {
+    pub fn spawn(self, routes: Vec<RouteSource>, runtime: &ConnectionContext) {
         let tracker = AckTracker::new();
         let dispatch = if routes.is_empty() {
             None
@@ -184,7 +184,7 @@ impl Supervisor {
         mut self,
         dispatch: Option<mpsc::Sender<Delivery>>,
         tracker: Arc<AckTracker<AckToken>>,
-        runtime: Runtime,
+        runtime: ConnectionContext,
     ) {
         let mut turn = Turn {
             dispatch,
@@ -774,7 +774,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::queue::bounded;
+    use crate::contracts::queue::bounded;
 
     fn route(filters: &[(usize, &str)]) -> RouteSource {
         RouteSource {

@@ -31,11 +31,12 @@ use anyhow::{anyhow, bail, ensure};
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{RouteSource, Supervisor};
 use self::liveness::Liveness;
-use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus};
+use crate::contracts::{BoxFuture, Confirmation, ConnectionContext, Sink, SinkError};
 use crate::message::Message;
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus};
 
 /// How long a sink waits for its connection to come up before it reports it unavailable (its
 /// route then retries with backoff).
@@ -244,7 +245,7 @@ impl Connection for MqttConnection {
         })
     }
 
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         let mut this = *self;
         let probe = this.add_probe();
         let (client, eventloop) = match this.built {

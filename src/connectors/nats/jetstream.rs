@@ -38,10 +38,10 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, JetStreamDeliver, Reconnect};
-use crate::connectors::{Confirmation, Runtime, SinkError};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::Backoff;
+use crate::contracts::{Confirmation, ConnectionContext, SinkError};
 use crate::message::{Ack, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::Backoff;
 
 /// Idle heartbeat asked of the server for each pull: two missed, and the pull stream is
 /// rebuilt. Short, so a consumer lost on the server is noticed within seconds.
@@ -506,7 +506,7 @@ pub(super) struct Source {
 impl Source {
     /// Spawns the source's tasks: the reader (binds, pulls, holds), the hand-over into the
     /// route's queue, and the acker.
-    pub fn spawn(self, runtime: &Runtime) {
+    pub fn spawn(self, runtime: &ConnectionContext) {
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let tracker = Arc::new(Tracker::new(acks_tx, &self.route.config));
         let (hand_tx, hand_rx) = mpsc::unbounded_channel();

@@ -20,12 +20,12 @@ mod spooling;
 
 pub use super::counters::{LATENCY_BUCKETS, RouteCounters, SinkLatency, SinkTiming};
 pub use super::identity::{MessageIds, Suspects};
-use super::queue::RouteOutput;
 use super::spool::{AppendError, Spool};
-use super::status::{Backoff, RateLimitedLog};
-use super::supervisor::{self, OwnerRun};
 use crate::config::Reconnect;
-use crate::connectors::{Confirmation, Sink, SinkError};
+use crate::contracts::queue::RouteOutput;
+use crate::contracts::status::{Backoff, RateLimitedLog};
+use crate::contracts::supervisor::{self, OwnerRun};
+use crate::contracts::{Confirmation, Sink, SinkError};
 use crate::mapping::{Failure, Mapping, Outcome, Stage, Step};
 use crate::message::{Ack, Message};
 
