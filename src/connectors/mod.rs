@@ -41,6 +41,10 @@ impl Sinks for NoSinks {
     }
 }
 
+/// HTTP routes a connection serves on the admin listener. The admin listener is axum's, so a
+/// connection's routes are an axum router, merged into the listener's own.
+pub type HttpRoutes = axum::Router;
+
 /// One supervised client connection to a broker.
 pub trait Connection: Send {
     /// Registers a route's source: every message it receives goes to `input`. Connections
@@ -66,7 +70,7 @@ pub trait Connection: Send {
 
     /// HTTP routes this connection serves on the admin listener (`sse_server`), taken once,
     /// after every route registered and before `start`.
-    fn admin_routes(&mut self) -> Option<crate::admin::Routes> {
+    fn admin_routes(&mut self) -> Option<HttpRoutes> {
         None
     }
 }

@@ -6,6 +6,7 @@
 //! Protocol-neutral: no protocol crate and nothing of the configuration beyond the value types
 //! these carry (the reconnect policy, the queue bounds).
 
+pub mod admin_listener;
 pub mod connection_context;
 pub mod private_files;
 pub mod queue;

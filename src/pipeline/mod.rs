@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config};
-use crate::connectors::{self, Sinks};
+use crate::connectors::{self, HttpRoutes, Sinks};
 use crate::contracts::ConnectionContext;
 use crate::contracts::queue::{self, RouteInput, RouteOutput};
 use crate::contracts::status::{ConnectionStatus, State};
@@ -50,6 +50,16 @@ pub use plans::instance_name;
 use plans::{ConnectionPlan, Plans, RoutePlan, route_connections};
 pub use reload_summary::ReloadSummary;
 
+/// Binds the admin listener with the HTTP routes the connections serve on it (before any
+/// connection starts, so a taken port fails the start) and serves it on the given tasks. The
+/// daemon passes the admin listener's own, which sits above the pipeline.
+pub type ServeAdmin = fn(
+    &config::Admin,
+    Vec<HttpRoutes>,
+    observe::Observed,
+    &ConnectionContext,
+) -> anyhow::Result<()>;
+
 /// A running set of routes and the connections they use.
 pub struct Pipeline {
     /// The configuration that runs.
@@ -59,6 +69,7 @@ pub struct Pipeline {
     routes: Vec<LiveRoute>,
     /// The admin listener's tasks; closed last, so it answers through the shutdown drain.
     admin: ConnectionContext,
+    serve_admin: ServeAdmin,
     admin_bound: bool,
     /// Cancelled when the shutdown deadline passed.
     abandon: CancellationToken,
@@ -134,7 +145,7 @@ impl Pipeline {
     /// Opens every connection a route uses, wires every route, and starts them all. Fails
     /// (nothing keeps running) when a connection or route cannot be set up, or the admin
     /// listener's port is taken.
-    pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
+    pub fn start(config: &Config, serve_admin: ServeAdmin) -> anyhow::Result<Pipeline> {
         connectors::tls::install_crypto_provider();
         let supervisor = Supervisor::new();
         let admin =
@@ -145,6 +156,7 @@ impl Pipeline {
             connections: BTreeMap::new(),
             routes: Vec::new(),
             admin,
+            serve_admin,
             admin_bound: false,
             abandon: CancellationToken::new(),
             ids: Arc::new(MessageIds::default()),
@@ -528,8 +540,7 @@ impl Pipeline {
         // Bound before any connection starts, so a taken port fails the start.
         if let Some(admin) = config.admin.as_ref().filter(|_| initial) {
             let streams = opened.iter_mut().filter_map(|(_, c)| c.admin_routes());
-            crate::admin::AdminListener::bind(admin, streams, self.observed.clone())?
-                .serve(&self.admin);
+            (self.serve_admin)(admin, streams.collect(), self.observed.clone(), &self.admin)?;
             self.admin_bound = true;
         }
         for (name, connection) in opened {
