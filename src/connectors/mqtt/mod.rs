@@ -29,7 +29,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure};
 
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
-use self::event_loop::{RouteSource, Supervisor};
+use self::event_loop::{EventLoopTask, RouteSource};
 use self::liveness::Liveness;
 use super::{Connection, Sinks};
 use crate::config::{self, MqttVersion, Retain, SinkSpec, SourceSpec};
@@ -256,7 +256,7 @@ impl Connection for MqttConnection {
                 return;
             }
         };
-        let supervisor = Supervisor {
+        let task = EventLoopTask {
             name: this.name,
             url: this.config.url,
             client,
@@ -268,7 +268,7 @@ impl Connection for MqttConnection {
             trust_subscription_ids: true,
             liveness: Liveness::new(probe, this.config.keep_alive),
         };
-        supervisor.spawn(this.routes, runtime);
+        task.spawn(this.routes, runtime);
     }
 }
 
