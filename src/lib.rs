@@ -16,3 +16,6 @@ pub mod message;
 pub mod pipeline;
 pub mod relay;
 pub mod systemd;
+
+#[cfg(test)]
+mod layers;
