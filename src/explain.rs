@@ -7,7 +7,7 @@ use crate::config::loops;
 use crate::config::{
     Config, Delivery, PayloadFormat, Protocol, Target, WhenFull, delivery, security,
 };
-use crate::connectors::protocol::Surroundings;
+use crate::connectors::protocol::{Described, Subscribes, Surroundings};
 use crate::mapping::{Failure, Mapping, Outcome, Step, marker};
 use crate::message::Message;
 

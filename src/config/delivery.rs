@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use super::model::*;
-use crate::connectors::protocol::Keeps;
 pub use crate::connectors::protocol::Limit;
+use crate::connectors::protocol::{Described, Keeps};
 
 /// The guarantee a route gives, with the reasons.
 #[derive(Clone, Debug, PartialEq)]

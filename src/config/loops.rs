@@ -22,8 +22,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::model::{Config, Connection, Protocol, Route, Target};
-use crate::connectors::protocol::Wildcards;
+use super::model::{Config, Connection, Protocol, Route, Sink, Target};
+use super::resolved::{ResolvedRoute, ResolvedSink};
+use crate::connectors::protocol::{Described, Subscribes, Wildcards};
 use crate::mapping::codec::{filter_to_subjects, subject_to_topic};
 
 /// At most this many simple cycles are listed; beyond it [`Analysis::truncated`] is set.
@@ -644,6 +645,54 @@ fn no_local(
         })
         .map(|(r, _)| r)
         .collect()
+}
+
+impl Analysis {
+    /// Route number `index` of `config` (whose analysis this is), resolved.
+    pub fn resolve<'c>(
+        &self,
+        config: &'c Config,
+        index: usize,
+    ) -> Result<ResolvedRoute<'c>, String> {
+        let route = &config.routes[index];
+        let connection = |name: &str| {
+            config
+                .connections
+                .get(name)
+                .ok_or_else(|| format!("connection {name} is not defined"))
+        };
+        let sink = |sink: &Sink, guarded: bool| -> Result<ResolvedSink, String> {
+            let guard = guarded.then(|| {
+                let broker = self.brokers.get(&sink.connection);
+                config
+                    .connections
+                    .keys()
+                    .filter(|c| *c == &sink.connection || self.brokers.get(*c) == broker)
+                    .cloned()
+                    .collect()
+            });
+            Ok(ResolvedSink {
+                protocol: connection(&sink.connection)?.kind.protocol(),
+                guard,
+            })
+        };
+        Ok(ResolvedRoute {
+            route,
+            source_names: connection(&route.from.connection)?.kind.names(),
+            sinks: route
+                .to
+                .iter()
+                .enumerate()
+                .map(|(k, s)| sink(s, self.guarded.contains(&(index, k))))
+                .collect::<Result<_, _>>()?,
+            dead_letter: route
+                .dead_letter
+                .as_ref()
+                .map(|s| sink(s, false))
+                .transpose()?,
+            max_hops: config.loop_guard.max_hops,
+        })
+    }
 }
 
 #[cfg(test)]

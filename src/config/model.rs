@@ -6,8 +6,6 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::connectors::protocol::Descriptor;
-
 /// A whole `bridges.yaml`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -183,8 +181,9 @@ impl ConnectionKind {
 }
 
 /// What a connection speaks: decides how names are converted and checked, and which
-/// directions it can serve. Each protocol's facts are its [`Descriptor`], in its connector's
-/// folder.
+/// directions it can serve. Each protocol's facts are its descriptor
+/// (`connectors::protocol::Descriptor`), in its connector's folder, which reads this model:
+/// the model stays below it and names no descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Mqtt,
@@ -202,14 +201,17 @@ pub enum Protocol {
 }
 
 impl Protocol {
-    /// What ferry knows about the protocol: see [`Descriptor`].
-    pub fn descriptor(self) -> &'static dyn Descriptor {
-        crate::connectors::protocol::descriptor(self)
-    }
-
     /// The protocol's name as a user writes it in the config.
     pub fn name(self) -> &'static str {
-        self.descriptor().name()
+        match self {
+            Protocol::Mqtt => "mqtt",
+            Protocol::Nats => "nats",
+            Protocol::Sse => "sse",
+            Protocol::Http => "http",
+            Protocol::SseServer => "sse_server",
+            Protocol::MigratoryData => "migratorydata",
+            Protocol::Stdio => "stdio",
+        }
     }
 }
 
@@ -766,11 +768,6 @@ impl SourceSpec {
             SourceSpec::MigratoryData(_) => Protocol::MigratoryData,
             SourceSpec::Stdio => Protocol::Stdio,
         }
-    }
-
-    /// The names it subscribes to, as the user wrote them (filters, a subject, event types).
-    pub fn names(&self) -> Vec<String> {
-        self.protocol().descriptor().source_names(self)
     }
 }
 

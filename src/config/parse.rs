@@ -22,8 +22,9 @@ use super::ranges::{parse_duration, parse_size};
 use super::redact::redact_url;
 use super::url_credentials::{self, UrlCredentials};
 use super::yaml::{self, Key, Node, Pos, Value};
-use crate::connectors::protocol::{End, Problem};
+use crate::connectors::protocol::{Described, End, Problem};
 use crate::connectors::{http, migratorydata, mqtt, nats, sse};
+use crate::contracts::admin_listener::{OWN_PATHS, host_name};
 use crate::mapping::{jq, marker, template};
 
 /// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
@@ -531,7 +532,7 @@ impl<'a> Decoder<'a> {
             if host == "*" {
                 return Some(Vec::new());
             }
-            if crate::admin::host_name(&host) != Some(host.as_str()) {
+            if host_name(&host) != Some(host.as_str()) {
                 self.error(
                     item.pos,
                     format!("`{host}` is not a host name"),
@@ -1404,7 +1405,7 @@ impl<'a> Decoder<'a> {
                 );
                 return None;
             }
-            if crate::admin::OWN_PATHS
+            if OWN_PATHS
                 .iter()
                 .any(|own| p == *own || p.starts_with(&format!("{own}/")))
             {
@@ -1413,7 +1414,7 @@ impl<'a> Decoder<'a> {
                     format!("`{p}` is the admin listener's own path"),
                     Some(format!(
                         "choose another path; {} and what is under them are taken",
-                        crate::admin::OWN_PATHS.join(", ")
+                        OWN_PATHS.join(", ")
                     )),
                 );
                 return None;

@@ -35,6 +35,30 @@ pub fn descriptor(protocol: Protocol) -> &'static dyn Descriptor {
         .expect("every protocol is in PROTOCOLS")
 }
 
+/// `protocol.descriptor()`: the model's [`Protocol`] names no descriptor (it sits below
+/// them), so the method comes with this trait.
+pub trait Described {
+    fn descriptor(self) -> &'static dyn Descriptor;
+}
+
+impl Described for Protocol {
+    fn descriptor(self) -> &'static dyn Descriptor {
+        descriptor(self)
+    }
+}
+
+/// `source.names()`, for the same reason as [`Described`].
+pub trait Subscribes {
+    /// The names it subscribes to, as the user wrote them (filters, a subject, event types).
+    fn names(&self) -> Vec<String>;
+}
+
+impl Subscribes for SourceSpec {
+    fn names(&self) -> Vec<String> {
+        descriptor(self.protocol()).source_names(self)
+    }
+}
+
 /// A problem with a name: (what is wrong, hint).
 pub type Problem = (String, String);
 
@@ -117,7 +141,9 @@ pub trait Descriptor: Sync {
     fn protocol(&self) -> Protocol;
 
     /// Its name as written in the configuration (the key of a connection: `mqtt:`).
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &'static str {
+        self.protocol().name()
+    }
 
     /// Which ends of a route it can be.
     fn directions(&self) -> Directions;

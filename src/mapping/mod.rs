@@ -23,7 +23,7 @@ use jaq_json::Val;
 use regex::Regex;
 
 use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, Target};
-use crate::connectors::protocol::{HeaderRule, NameRule};
+use crate::connectors::protocol::{Described, HeaderRule, NameRule};
 use crate::message::{Headers, Message};
 use marker::Marker;
 use payload::Payload;

@@ -22,12 +22,9 @@ pub mod identity;
 pub mod jq_worker;
 pub mod observe;
 mod plans;
-pub mod queue;
 mod reload_summary;
 pub mod route;
 pub mod spool;
-pub mod status;
-pub mod supervisor;
 pub mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,17 +38,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::loops;
 use crate::config::{self, Config};
-use crate::connectors::{self, Runtime, Sinks};
+use crate::connectors::{self, HttpRoutes, Sinks};
+use crate::contracts::ConnectionContext;
+use crate::contracts::queue::{self, RouteInput, RouteOutput};
+use crate::contracts::status::{ConnectionStatus, State};
+use crate::contracts::supervisor::{self, Owner, Supervisor, Tasks};
 use crate::mapping::Mapping;
-use queue::{RouteInput, RouteOutput};
 use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
-use status::{ConnectionStatus, State};
-use supervisor::{Owner, Supervisor, Tasks};
 
 pub use plans::instance_name;
 use plans::{ConnectionPlan, Plans, RoutePlan, route_connections};
 pub use reload_summary::ReloadSummary;
+
+/// Binds the admin listener with the HTTP routes the connections serve on it (before any
+/// connection starts, so a taken port fails the start) and serves it on the given tasks. The
+/// daemon passes the admin listener's own, which sits above the pipeline.
+pub type ServeAdmin = fn(
+    &config::Admin,
+    Vec<HttpRoutes>,
+    observe::Observed,
+    &ConnectionContext,
+) -> anyhow::Result<()>;
 
 /// A running set of routes and the connections they use.
 pub struct Pipeline {
@@ -61,7 +69,8 @@ pub struct Pipeline {
     /// In the configuration's order.
     routes: Vec<LiveRoute>,
     /// The admin listener's tasks; closed last, so it answers through the shutdown drain.
-    admin: Runtime,
+    admin: ConnectionContext,
+    serve_admin: ServeAdmin,
     admin_bound: bool,
     /// Cancelled when the shutdown deadline passed.
     abandon: CancellationToken,
@@ -73,7 +82,7 @@ pub struct Pipeline {
 /// One connection as it runs.
 struct LiveConnection {
     plan: ConnectionPlan,
-    runtime: Runtime,
+    runtime: ConnectionContext,
     sinks: Arc<dyn Sinks>,
     status: ConnectionStatus,
     /// An `sse_server` stream is served by the admin listener's router, which is built once:
@@ -137,16 +146,18 @@ impl Pipeline {
     /// Opens every connection a route uses, wires every route, and starts them all. Fails
     /// (nothing keeps running) when a connection or route cannot be set up, or the admin
     /// listener's port is taken.
-    pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
+    pub fn start(config: &Config, serve_admin: ServeAdmin) -> anyhow::Result<Pipeline> {
         connectors::tls::install_crypto_provider();
         let supervisor = Supervisor::new();
-        let admin = Runtime::new(&supervisor.run_of(Owner::Ferry, &config::Reconnect::default()));
+        let admin =
+            ConnectionContext::new(&supervisor.run_of(Owner::Ferry, &config::Reconnect::default()));
         supervisor::fault::install(&admin.tasks);
         let mut pipeline = Pipeline {
             config: None,
             connections: BTreeMap::new(),
             routes: Vec::new(),
             admin,
+            serve_admin,
             admin_bound: false,
             abandon: CancellationToken::new(),
             ids: Arc::new(MessageIds::default()),
@@ -493,7 +504,7 @@ impl Pipeline {
                 name.clone(),
                 LiveConnection {
                     plan: plan.clone(),
-                    runtime: Runtime::new(
+                    runtime: ConnectionContext::new(
                         &self
                             .supervisor
                             .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),
@@ -530,8 +541,7 @@ impl Pipeline {
         // Bound before any connection starts, so a taken port fails the start.
         if let Some(admin) = config.admin.as_ref().filter(|_| initial) {
             let streams = opened.iter_mut().filter_map(|(_, c)| c.admin_routes());
-            crate::admin::AdminListener::bind(admin, streams, self.observed.clone())?
-                .serve(&self.admin);
+            (self.serve_admin)(admin, streams.collect(), self.observed.clone(), &self.admin)?;
             self.admin_bound = true;
         }
         for (name, connection) in opened {

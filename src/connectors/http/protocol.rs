@@ -13,10 +13,6 @@ impl Descriptor for Http {
         Protocol::Http
     }
 
-    fn name(&self) -> &'static str {
-        "http"
-    }
-
     fn directions(&self) -> Directions {
         Directions {
             source: false,

@@ -52,11 +52,12 @@ use url::Url;
 
 use super::http_client::{self, Timeouts};
 use super::sse::cursor::{self, CursorFile, Tracker};
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{self, MigratoryDataQos, Reconnect, Retain, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::message::{Ack, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use rest::{ConsumedMessage, Cursor};
 use servers::Servers;
 
@@ -208,7 +209,7 @@ impl Connection for MigratoryDataConnection {
 
     /// Starts one poller per subject read. A connection only written to has no session: it
     /// counts as up until a request cannot reach any server.
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         let Some(endpoint) = self.endpoint else {
             return;
         };

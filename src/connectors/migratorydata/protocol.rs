@@ -11,10 +11,6 @@ impl Descriptor for MigratoryData {
         Protocol::MigratoryData
     }
 
-    fn name(&self) -> &'static str {
-        "migratorydata"
-    }
-
     fn directions(&self) -> Directions {
         Directions {
             source: true,

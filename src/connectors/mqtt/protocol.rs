@@ -14,10 +14,6 @@ impl Descriptor for Mqtt {
         Protocol::Mqtt
     }
 
-    fn name(&self) -> &'static str {
-        "mqtt"
-    }
-
     fn directions(&self) -> Directions {
         Directions {
             source: true,

@@ -32,11 +32,12 @@ use async_nats::{ConnectOptions, Event, HeaderMap, Subscriber};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{self, Reconnect, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus};
+use crate::contracts::{BoxFuture, Confirmation, ConnectionContext, Sink, SinkError};
 use crate::message::{Headers, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus};
 
 /// How long a publish may wait for room in the client's outgoing channel, and then for the
 /// socket write (core NATS), before the sink reports the connection unavailable.
@@ -303,7 +304,7 @@ impl Connection for NatsConnection {
         })
     }
 
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         let runtime = runtime.clone();
         let tasks = runtime.tasks.clone();
         tasks.spawn("client", async move {
@@ -316,7 +317,7 @@ impl Connection for NatsConnection {
 }
 
 impl NatsConnection {
-    async fn run(mut self: Box<Self>, runtime: Runtime) -> anyhow::Result<()> {
+    async fn run(mut self: Box<Self>, runtime: ConnectionContext) -> anyhow::Result<()> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let pacing = Pacing::new(&self.reconnect);
         let options = self
@@ -471,7 +472,7 @@ impl NatsConnection {
             }
             if connected
                 && *bound.borrow() >= consumers
-                && self.status.state() != crate::pipeline::status::State::Up
+                && self.status.state() != crate::contracts::status::State::Up
             {
                 let to = diagnose::connected_to(&client, &urls).await;
                 self.status.up(&format!("to {to}"));

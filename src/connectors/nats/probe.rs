@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Probe;
-use crate::pipeline::status::{ConnectionStatus, State};
+use crate::contracts::status::{ConnectionStatus, State};
 
 /// Where default probe subjects live; a route whose subject covers them never sees them.
 const PREFIX: &str = "_FERRY.probe.";

@@ -15,10 +15,6 @@ impl Descriptor for Nats {
         Protocol::Nats
     }
 
-    fn name(&self) -> &'static str {
-        "nats"
-    }
-
     fn directions(&self) -> Directions {
         Directions {
             source: true,

@@ -13,10 +13,6 @@ impl Descriptor for Sse {
         Protocol::Sse
     }
 
-    fn name(&self) -> &'static str {
-        "sse"
-    }
-
     fn directions(&self) -> Directions {
         Directions {
             source: true,

@@ -51,10 +51,12 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, HttpRoutes, Sinks};
 use crate::config::{self, Secret, SinkSpec};
+use crate::contracts::admin_listener::same_secret;
+use crate::contracts::status::ConnectionStatus;
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::message::Message;
-use crate::pipeline::status::ConnectionStatus;
 
 /// Events the ring keeps at least, however small `buffer` is: how far a live client may fall
 /// behind before it skips events. `buffer` alone decides how much a reconnect replays.
@@ -95,7 +97,7 @@ impl Connection for SseServerConnection {
         Arc::new(StreamSinks(self.hub.clone()))
     }
 
-    fn admin_routes(&mut self) -> Option<crate::admin::Routes> {
+    fn admin_routes(&mut self) -> Option<HttpRoutes> {
         Some(
             axum::Router::new()
                 .route(&self.path, get(serve_stream))
@@ -105,7 +107,7 @@ impl Connection for SseServerConnection {
 
     /// There is no broker: the stream is up once the admin listener is bound, which the
     /// pipeline does before it starts the connections.
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         self.status.up(&format!(
             "(serving SSE at {} on the admin listener)",
             self.path
@@ -310,7 +312,7 @@ const TOKEN_COOKIE: &str = "ferry_token";
 /// True when the request shows `token` as `?token=` or in the `ferry_token` cookie.
 fn shows_token(token: &Secret, query: Option<&str>, headers: &HeaderMap) -> bool {
     let expected = token.expose().as_bytes();
-    if query.is_some_and(|given| crate::admin::same_secret(given.as_bytes(), expected)) {
+    if query.is_some_and(|given| same_secret(given.as_bytes(), expected)) {
         return true;
     }
     // As bytes: another cookie's value may be anything, and must not hide this one.
@@ -323,8 +325,7 @@ fn shows_token(token: &Secret, query: Option<&str>, headers: &HeaderMap) -> bool
             Some((pair[..at].trim_ascii(), &pair[at + 1..]))
         })
         .any(|(name, value)| {
-            name == TOKEN_COOKIE.as_bytes()
-                && crate::admin::same_secret(value.trim_ascii(), expected)
+            name == TOKEN_COOKIE.as_bytes() && same_secret(value.trim_ascii(), expected)
         })
 }
 

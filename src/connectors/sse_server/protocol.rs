@@ -12,10 +12,6 @@ impl Descriptor for SseServer {
         Protocol::SseServer
     }
 
-    fn name(&self) -> &'static str {
-        "sse_server"
-    }
-
     fn directions(&self) -> Directions {
         Directions {
             source: false,

@@ -75,13 +75,14 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{self, LineFormat, Protocol, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{ConnectionStatus, RateLimitedLog};
+use crate::contracts::supervisor;
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::mapping::codec;
 use crate::message::{Headers, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{ConnectionStatus, RateLimitedLog};
-use crate::pipeline::supervisor;
 
 pub mod url_form;
 
@@ -144,7 +145,7 @@ impl Connection for StdioConnection {
         Arc::new(StdoutSinks(self.config.lines))
     }
 
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         self.status.up("(standard input/output)");
         for (route, input) in self.inputs {
             let lines = spawn_reader(std::io::stdin(), self.config.lines, self.name.clone());

@@ -11,10 +11,6 @@ impl Descriptor for Stdio {
         Protocol::Stdio
     }
 
-    fn name(&self) -> &'static str {
-        "stdio"
-    }
-
     fn directions(&self) -> Directions {
         Directions {
             source: true,

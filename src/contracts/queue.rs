@@ -31,7 +31,7 @@ struct Shared {
     not_full: Notify,
     /// Messages dropped because the queue was full (drop_oldest / drop_newest).
     dropped: AtomicU64,
-    drop_log: crate::pipeline::status::RateLimitedLog,
+    drop_log: crate::contracts::status::RateLimitedLog,
 }
 
 /// Creates a route's queue: the input its source pushes into, the output its worker pops from.
