@@ -94,7 +94,6 @@ const PROTOCOL_CRATES: &[(&str, &[&str])] = &[
         &[
             // One HTTP client stack for every connector that speaks HTTP, and `ferry tap`.
             "connectors/http_client.rs",
-            "connectors/http.rs",
             "connectors/http/",
             "connectors/sse/",
             "connectors/migratorydata/",
@@ -104,7 +103,6 @@ const PROTOCOL_CRATES: &[(&str, &[&str])] = &[
     (
         "axum",
         &[
-            "connectors/sse_server.rs",
             "connectors/sse_server/",
             "admin/",
             // `HttpRoutes`: how a connection hands its HTTP routes to the admin listener.
