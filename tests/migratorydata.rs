@@ -548,6 +548,9 @@ routes:
     );
     let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
     ferry.wait_for_line("connection down", secs(10)).await;
+    // The NATS side must be up too before "ready" can be asked of the MigratoryData side alone
+    // (on a loaded machine it may still be connecting when the fake comes back).
+    ferry.wait_for_line("connected to nats://", secs(10)).await;
     let readyz = || async move {
         let response = http_client()
             .get(format!("http://127.0.0.1:{port}/readyz"))
