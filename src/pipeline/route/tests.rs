@@ -466,13 +466,15 @@ async fn at_most_once_confirms_the_source_when_the_message_is_taken() {
 async fn shutdown_delivers_what_was_queued() {
     let core = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
     let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
-    let sent = numbered("m", 20);
+    // A full window in flight, and more in the queue.
+    let sent = numbered("m", IN_FLIGHT + 20);
     route.feed(&sent).await;
     route.start();
     core.wait_until("the wait for confirmation 0", |l| l.waited_on == [0])
         .await;
+    assert_eq!(route.output.len(), 20);
 
-    // The sources stopped: the queue closes, and what it holds still goes out.
+    // The sources stopped: the queue closes, and what is in flight or queued still goes out.
     route.output.close();
     let late = route.input.push(route.source.message(TOPIC, "late"));
     assert!(!within("a push", late).await);
