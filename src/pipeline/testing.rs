@@ -35,6 +35,9 @@ pub enum Attempt {
     Reject(&'static str),
     /// Cannot take it now: [`SinkError::Unavailable`] (the same message may succeed later).
     Unavailable,
+    /// Asks to be left alone for this long: [`SinkError::Busy`] (an HTTP 429 with
+    /// `Retry-After`).
+    Busy(Duration),
     /// Never answers.
     Hang,
     /// Panics, as a protocol client with a bug would.
@@ -207,6 +210,10 @@ impl ScriptedSink {
             }))),
             Attempt::Reject(reason) => Err(SinkError::Rejected(reason.into())),
             Attempt::Unavailable => Err(SinkError::Unavailable("scripted outage".into())),
+            Attempt::Busy(retry_after) => Err(SinkError::Busy {
+                reason: "scripted 429".into(),
+                retry_after,
+            }),
             Attempt::Hang => std::future::pending().await,
             Attempt::Panic => panic!("scripted sink panic"),
         }

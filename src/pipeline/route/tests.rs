@@ -70,6 +70,8 @@ struct Route {
     /// Kept across the worker's restarts, as the pipeline keeps them.
     suspects: Arc<Suspects>,
     supervisor: Supervisor,
+    /// Where each sink's spool is, for a route with spools ([`Route::with_spools`]).
+    spools: Option<tempfile::TempDir>,
     worker: Option<Worker>,
 }
 
@@ -95,9 +97,16 @@ impl Route {
             counters: Default::default(),
             suspects: Default::default(),
             supervisor: Supervisor::new(),
+            spools: None,
             worker: None,
             config,
         }
+    }
+
+    /// Gives every sink a spool (in a temporary directory), as `spool:` on the route does.
+    fn with_spools(mut self) -> Route {
+        self.spools = Some(tempfile::tempdir().expect("a temporary directory"));
+        self
     }
 
     /// Starts a worker on the route's queue (again, after a restart or a stop).
@@ -108,14 +117,23 @@ impl Route {
             sink: Arc::new(sink.clone()),
             spool: None,
         };
+        let mut sinks: Vec<RouteSink> = (route.to.iter().zip(&self.sinks))
+            .map(|(to, s)| sink(&to.connection, s))
+            .collect();
+        if let Some(dir) = &self.spools {
+            // One spool per sink, named as the pipeline names them.
+            for (index, sink) in sinks.iter_mut().enumerate() {
+                let dir = dir.path().join(format!("{index}-{}", sink.connection));
+                let bytes = self.counters.spool_bytes.clone();
+                sink.spool = Some(Spool::open(&dir, 1 << 20, bytes).expect("the spool opens"));
+            }
+        }
         let analysis = loops::analyse(&self.config);
         let worker = RouteWorker {
             name: route.name.as_str().into(),
             queue: self.output.clone(),
             mapping: Mapping::new(&self.config, 0, &analysis, "edge").expect("the route maps"),
-            sinks: (route.to.iter().zip(&self.sinks))
-                .map(|(to, s)| sink(&to.connection, s))
-                .collect(),
+            sinks,
             dead_letter: (route.dead_letter.as_ref())
                 .map(|d| sink(&d.connection, &self.dead_letter)),
             counters: self.counters.clone(),
@@ -545,5 +563,43 @@ async fn a_stopped_worker_leaves_the_rest_of_the_queue_to_the_next() {
     assert_eq!(core.confirmed(), sent);
     assert_settled_once(&route.source, &sent);
     assert!(route.source.settled().iter().all(|s: &Settled| s.confirmed));
+    route.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_busy_sink_is_tried_again_after_the_delay_it_asked_for() {
+    let retry_after = Duration::from_millis(300);
+    let core = ScriptedSink::new().then(Attempt::Busy(retry_after), 1);
+    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    route.start();
+    route.feed(["m-0"]).await;
+    route.source.wait_confirmed(1).await;
+
+    let tries = core.log(|l| l.tries.clone());
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    let waited = tries[1].at - tries[0].at;
+    assert!(waited >= retry_after, "tried again after {waited:?}");
+    assert_eq!(core.confirmed(), ["m-0"]);
+    route.shut_down().await;
+}
+
+#[tokio::test]
+async fn a_sink_away_gets_its_spooled_messages_in_order_once_back() {
+    let core = ScriptedSink::new().then(Attempt::Unavailable, 3);
+    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new()).with_spools();
+    route.start();
+    let sent = numbered("m", 20);
+    route.feed(&sent).await;
+
+    // The source hears of each message once the spool made it durable, sink or no sink.
+    route.source.wait_confirmed(sent.len()).await;
+    core.wait_until("every message", |l| l.confirmed.len() >= sent.len())
+        .await;
+    assert_eq!(core.confirmed(), sent);
+    assert_settled_once(&route.source, &sent);
+    let spooled = route.count(|c| &c.spooled);
+    assert!(spooled >= 1, "nothing went through the spool");
+    assert_eq!(route.count(|c| &c.forwarded), spooled);
+    assert_eq!(route.count(|c| &c.sent), sent.len() as u64);
     route.shut_down().await;
 }
