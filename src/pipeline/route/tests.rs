@@ -47,7 +47,8 @@ const TWO_SINKS: &str = r#"
 /// The topic the tests' messages arrive on.
 const TOPIC: &str = "sensors/kitchen";
 
-fn config(routes: &str) -> Config {
+/// The test connections with `routes`, parsed and checked as `ferry run` would.
+fn parse_routes(routes: &str) -> Config {
     let lookup = Lookup {
         var: &|_| None,
         file: &|_| Ok(String::new()),
@@ -56,10 +57,11 @@ fn config(routes: &str) -> Config {
     config::parse(&text, "test.yaml", &lookup).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// A route of [`config`] whose worker publishes through scripted sinks (one per `to:`, in
-/// order) and dead-letters through `dead_letter`, fed by an in-memory source. Its queue exists
-/// from the start; its worker runs from [`Route::start`], so a test can fill the queue first.
-struct Route {
+/// A route of [`parse_routes`] whose worker publishes through scripted sinks (one per `to:`,
+/// in order) and dead-letters through `dead_letter`, fed by an in-memory source. Its queue
+/// exists from the start; its worker runs from [`TestedRoute::start`], so a test can fill the
+/// queue first.
+struct TestedRoute {
     config: Config,
     sinks: Vec<ScriptedSink>,
     dead_letter: ScriptedSink,
@@ -70,7 +72,7 @@ struct Route {
     /// Kept across the worker's restarts, as the pipeline keeps them.
     suspects: Arc<Suspects>,
     supervisor: Supervisor,
-    /// Where each sink's spool is, for a route with spools ([`Route::with_spools`]).
+    /// Where each sink's spool is, for a route with spools ([`TestedRoute::with_spools`]).
     spools: Option<tempfile::TempDir>,
     worker: Option<Worker>,
 }
@@ -82,13 +84,13 @@ struct Worker {
     done: Tasks,
 }
 
-impl Route {
-    fn new(routes: &str, sinks: &[&ScriptedSink], dead_letter: &ScriptedSink) -> Route {
-        let config = config(routes);
+impl TestedRoute {
+    fn new(routes: &str, sinks: &[&ScriptedSink], dead_letter: &ScriptedSink) -> TestedRoute {
+        let config = parse_routes(routes);
         let route = &config.routes[0];
         assert_eq!(route.to.len(), sinks.len(), "a scripted sink per `to:`");
         let (input, output) = queue::bounded(&route.name, route.queue.clone());
-        Route {
+        TestedRoute {
             sinks: sinks.iter().map(|s| (*s).clone()).collect(),
             dead_letter: dead_letter.clone(),
             source: MemorySource::new(&route.from.connection),
@@ -104,7 +106,7 @@ impl Route {
     }
 
     /// Gives every sink a spool (in a temporary directory), as `spool:` on the route does.
-    fn with_spools(mut self) -> Route {
+    fn with_spools(mut self) -> TestedRoute {
         self.spools = Some(tempfile::tempdir().expect("a temporary directory"));
         self
     }
@@ -174,7 +176,7 @@ impl Route {
         assert!(pushed.await, "the queue is closed");
     }
 
-    /// Waits until the worker's task ended; fails the test after [`PATIENCE`].
+    /// Waits (bounded) until the worker's task ended.
     async fn ended(&self) {
         within("the end of the route worker", self.worker().done.wait()).await;
     }
@@ -235,7 +237,7 @@ async fn messages_reach_every_sink_in_order() {
         ScriptedSink::new(),
         ScriptedSink::new(),
     );
-    let mut route = Route::new(TWO_SINKS, &[&core, &archive], &dead);
+    let mut route = TestedRoute::new(TWO_SINKS, &[&core, &archive], &dead);
     route.start();
     let sent = numbered("m", 100);
     route.feed(&sent).await;
@@ -263,7 +265,7 @@ async fn messages_reach_every_sink_in_order() {
 #[tokio::test]
 async fn the_in_flight_window_bounds_what_is_outstanding() {
     let core = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     let sent = numbered("m", IN_FLIGHT + 44);
     // Queued before the worker starts, so it never finds the queue empty (then it would wait
     // for the oldest confirmation before taking more).
@@ -297,7 +299,7 @@ async fn the_in_flight_window_bounds_what_is_outstanding() {
 async fn the_source_is_confirmed_only_once_every_sink_confirmed() {
     let core = ScriptedSink::new();
     let archive = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
-    let mut route = Route::new(TWO_SINKS, &[&core, &archive], &ScriptedSink::new());
+    let mut route = TestedRoute::new(TWO_SINKS, &[&core, &archive], &ScriptedSink::new());
     route.start();
     route.feed(["m-0", "m-1"]).await;
 
@@ -324,7 +326,7 @@ async fn the_source_is_confirmed_only_once_every_sink_confirmed() {
 #[tokio::test]
 async fn an_unavailable_sink_is_retried_with_backoff_then_delivered() {
     let core = ScriptedSink::new().then(Attempt::Unavailable, 3);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     route.start();
     let sent = numbered("m", 3);
     route.feed(&sent).await;
@@ -359,7 +361,7 @@ async fn an_unavailable_sink_is_retried_with_backoff_then_delivered() {
 #[tokio::test]
 async fn a_lost_confirmation_is_sent_again() {
     let core = ScriptedSink::new().then(Attempt::LoseConfirmation, 1);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     route.start();
     // One at a time: m-1 sent while m-0 waits for its confirmation would go out first.
     route.feed(["m-0"]).await;
@@ -378,7 +380,7 @@ async fn a_lost_confirmation_is_sent_again() {
 async fn a_rejected_message_is_dead_lettered_and_does_not_block_the_next() {
     let core = ScriptedSink::new().then(Attempt::Reject("payload too large"), 1);
     let dead = ScriptedSink::new();
-    let mut route = Route::new(ONE_SINK, &[&core], &dead);
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &dead);
     route.start();
     let mut first = route.source.message(TOPIC, "m-0");
     first.message.headers.push(("trace".into(), "abc".into()));
@@ -415,7 +417,7 @@ async fn a_rejected_message_without_a_dead_letter_sink_is_counted_and_confirmed(
         "",
     );
     let core = ScriptedSink::new().then(Attempt::Reject("bad topic"), 1);
-    let mut route = Route::new(&routes, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(&routes, &[&core], &ScriptedSink::new());
     route.start();
     route.feed(["m-0", "m-1"]).await;
     route.source.wait_confirmed(2).await;
@@ -431,7 +433,7 @@ async fn a_rejected_message_without_a_dead_letter_sink_is_counted_and_confirmed(
 async fn a_message_that_panics_the_worker_twice_is_dead_lettered() {
     let core = ScriptedSink::new().then(Attempt::Panic, 2);
     let dead = ScriptedSink::new();
-    let mut route = Route::new(ONE_SINK, &[&core], &dead);
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &dead);
     route.start();
     route.feed(["m-0"]).await;
 
@@ -470,7 +472,7 @@ async fn at_most_once_confirms_the_source_when_the_message_is_taken() {
         "    delivery: at-most-once\n    dead_letter:",
     );
     let core = ScriptedSink::new().otherwise(Attempt::Hang);
-    let mut route = Route::new(&routes, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(&routes, &[&core], &ScriptedSink::new());
     route.start();
     route.feed(["m-0"]).await;
 
@@ -483,7 +485,7 @@ async fn at_most_once_confirms_the_source_when_the_message_is_taken() {
 #[tokio::test]
 async fn shutdown_delivers_what_was_queued() {
     let core = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     // A full window in flight, and more in the queue.
     let sent = numbered("m", IN_FLIGHT + 20);
     route.feed(&sent).await;
@@ -509,7 +511,7 @@ async fn at_the_deadline_what_is_undelivered_is_left_unconfirmed_for_redelivery(
     let core = ScriptedSink::new()
         .then(Attempt::Confirm, 1)
         .otherwise(Attempt::Unavailable);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     route.start();
     route.feed(numbered("m", 5)).await;
     core.wait_until("a retry of m-1", |l| l.tries.len() >= 3)
@@ -528,7 +530,7 @@ async fn at_the_deadline_what_is_undelivered_is_left_unconfirmed_for_redelivery(
 #[tokio::test]
 async fn a_hanging_sink_is_abandoned_at_the_deadline() {
     let core = ScriptedSink::new().otherwise(Attempt::Hang);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     route.start();
     route.feed(["m-0", "m-1"]).await;
     core.wait_until("the first try", |l| !l.tries.is_empty())
@@ -544,7 +546,7 @@ async fn a_hanging_sink_is_abandoned_at_the_deadline() {
 #[tokio::test]
 async fn a_stopped_worker_leaves_the_rest_of_the_queue_to_the_next() {
     let core = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     let sent = numbered("m", IN_FLIGHT + 44);
     route.feed(&sent).await;
     route.start();
@@ -570,7 +572,7 @@ async fn a_stopped_worker_leaves_the_rest_of_the_queue_to_the_next() {
 async fn a_busy_sink_is_tried_again_after_the_delay_it_asked_for() {
     let retry_after = Duration::from_millis(300);
     let core = ScriptedSink::new().then(Attempt::Busy(retry_after), 1);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new());
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
     route.start();
     route.feed(["m-0"]).await;
     route.source.wait_confirmed(1).await;
@@ -586,7 +588,7 @@ async fn a_busy_sink_is_tried_again_after_the_delay_it_asked_for() {
 #[tokio::test]
 async fn a_sink_away_gets_its_spooled_messages_in_order_once_back() {
     let core = ScriptedSink::new().then(Attempt::Unavailable, 3);
-    let mut route = Route::new(ONE_SINK, &[&core], &ScriptedSink::new()).with_spools();
+    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new()).with_spools();
     route.start();
     let sent = numbered("m", 20);
     route.feed(&sent).await;
