@@ -76,7 +76,8 @@ impl Scenario {
 
     /// Like [`Self::mosquitto`], started with `options`.
     pub fn mosquitto_with(mut self, name: &str, options: MosquittoOptions) -> Scenario {
-        (self.brokers).push((name.into(), BrokerOptions::Mosquitto(options)));
+        let broker = BrokerOptions::Mosquitto(options);
+        self.brokers.push((name.into(), broker));
         self
     }
 
@@ -106,6 +107,9 @@ impl Scenario {
     /// Top-level settings (`shutdown_timeout: 2s`, `admin: ...`), YAML lines.
     pub fn settings(mut self, yaml: &str) -> Scenario {
         self.settings.push_str(yaml.trim_start_matches('\n'));
+        if !self.settings.ends_with('\n') {
+            self.settings.push('\n');
+        }
         self
     }
 
