@@ -11,8 +11,9 @@ use crate::config::{self, Config, Lookup};
 use crate::mapping::loops;
 use crate::mapping::marker;
 use crate::message::Incoming;
+use crate::pipeline::WorkerHandle;
 use crate::pipeline::queue::{self, RouteInput};
-use crate::pipeline::supervisor::{Owner, Supervisor, Tasks};
+use crate::pipeline::supervisor::{Owner, Supervisor};
 use crate::pipeline::testing::{
     Attempt, MemorySource, ScriptedSink, Settled, numbered, payload, within,
 };
@@ -74,14 +75,7 @@ struct TestedRoute {
     supervisor: Supervisor,
     /// Where each sink's spool is, for a route with spools ([`TestedRoute::with_spools`]).
     spools: Option<tempfile::TempDir>,
-    worker: Option<Worker>,
-}
-
-/// A running worker's handles, as the pipeline's `WorkerHandle` holds them.
-struct Worker {
-    stop: CancellationToken,
-    abandon: CancellationToken,
-    done: Tasks,
+    worker: Option<WorkerHandle>,
 }
 
 impl TestedRoute {
@@ -149,19 +143,10 @@ impl TestedRoute {
             suspects: self.suspects.clone(),
             jq: None,
         };
-        // As the pipeline runs a worker: a supervised task of its route.
-        let run = (self.supervisor).run_of(Owner::Route(route.name.clone()), &Reconnect::default());
-        let handles = Worker {
-            stop: worker.stop.clone(),
-            abandon: worker.abandon.clone(),
-            done: run.tasks(worker.stop.clone()),
-        };
-        handles.done.spawn_finite("worker", worker.run(run));
-        handles.done.close();
-        self.worker = Some(handles);
+        self.worker = Some(WorkerHandle::spawn(&self.supervisor, worker));
     }
 
-    fn worker(&self) -> &Worker {
+    fn worker(&self) -> &WorkerHandle {
         self.worker.as_ref().expect("the worker was started")
     }
 
