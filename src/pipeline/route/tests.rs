@@ -247,19 +247,25 @@ async fn messages_reach_every_sink_in_order() {
     route.shut_down().await;
 }
 
-#[tokio::test]
-async fn the_in_flight_window_bounds_what_is_outstanding() {
+/// A route whose sink holds every confirmation until the test releases it, fed a full
+/// in-flight window and `more` messages, and waiting for the oldest confirmation: the window
+/// is full. Returns it, its sink and what was sent.
+async fn with_a_full_window(more: usize) -> (TestedRoute, ScriptedSink, Vec<String>) {
     let core = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
     let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
-    let sent = numbered("m", IN_FLIGHT + 44);
+    let sent = numbered("m", IN_FLIGHT + more);
     // Queued before the worker starts, so it never finds the queue empty (then it would wait
     // for the oldest confirmation before taking more).
     route.feed(&sent).await;
     route.start();
-
-    // The window is full when the worker waits for the oldest confirmation.
     core.wait_until("the wait for confirmation 0", |l| l.waited_on == [0])
         .await;
+    (route, core, sent)
+}
+
+#[tokio::test]
+async fn the_in_flight_window_bounds_what_is_outstanding() {
+    let (route, core, sent) = with_a_full_window(44).await;
     assert_eq!(core.log(|l| l.tries.len()), IN_FLIGHT);
     assert_eq!(core.log(|l| l.outstanding()), IN_FLIGHT);
     assert!(route.source.settled().is_empty());
@@ -469,14 +475,7 @@ async fn at_most_once_confirms_the_source_when_the_message_is_taken() {
 
 #[tokio::test]
 async fn shutdown_delivers_what_was_queued() {
-    let core = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
-    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
-    // A full window in flight, and more in the queue.
-    let sent = numbered("m", IN_FLIGHT + 20);
-    route.feed(&sent).await;
-    route.start();
-    core.wait_until("the wait for confirmation 0", |l| l.waited_on == [0])
-        .await;
+    let (route, core, sent) = with_a_full_window(20).await;
     assert_eq!(route.output.len(), 20);
 
     // The sources stopped: the queue closes, and what is in flight or queued still goes out.
@@ -530,13 +529,7 @@ async fn a_hanging_sink_is_abandoned_at_the_deadline() {
 
 #[tokio::test]
 async fn a_stopped_worker_leaves_the_rest_of_the_queue_to_the_next() {
-    let core = ScriptedSink::new().otherwise(Attempt::ConfirmLater);
-    let mut route = TestedRoute::new(ONE_SINK, &[&core], &ScriptedSink::new());
-    let sent = numbered("m", IN_FLIGHT + 44);
-    route.feed(&sent).await;
-    route.start();
-    core.wait_until("the wait for confirmation 0", |l| l.waited_on == [0])
-        .await;
+    let (mut route, core, sent) = with_a_full_window(44).await;
 
     // A reload replaces the worker: it finishes what it has in hand and leaves the rest.
     route.worker().stop.cancel();
