@@ -124,6 +124,24 @@ impl WorkerHandle {
         }
     }
 
+    /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
+    /// [`Pipeline::recover`]). The route worker's unit tests run it this way too.
+    fn spawn(supervisor: &Supervisor, worker: RouteWorker) -> WorkerHandle {
+        let owner = Owner::Route(worker.name.to_string());
+        // Paced like a connection with default settings: a route has no `reconnect:` of its own.
+        let run = supervisor.run_of(owner, &config::Reconnect::default());
+        let handle = WorkerHandle {
+            stop: worker.stop.clone(),
+            abandon: worker.abandon.clone(),
+            done: run.tasks(worker.stop.clone()),
+        };
+        // A worker ends when told to (a reload's stop, the queue closed at shutdown) or by
+        // itself (`stop_after`): only a panic is a failure.
+        handle.done.spawn_finite("worker", worker.run(run));
+        handle.done.close();
+        handle
+    }
+
     /// Whether the worker's task still runs.
     fn is_running(&self) -> bool {
         self.done.is_running()
@@ -551,7 +569,7 @@ impl Pipeline {
             }
         }
         for (index, worker) in workers {
-            let handle = self.spawn_worker(worker);
+            let handle = WorkerHandle::spawn(&self.supervisor, worker);
             self.routes[index].worker = handle;
         }
         Ok(())
@@ -742,22 +760,6 @@ impl Health {
     }
 }
 
-impl Pipeline {
-    /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
-    /// [`Pipeline::recover`]).
-    fn spawn_worker(&self, worker: RouteWorker) -> WorkerHandle {
-        let owner = Owner::Route(worker.name.to_string());
-        // Paced like a connection with default settings: a route has no `reconnect:` of its own.
-        let run = self.supervisor.run_of(owner, &config::Reconnect::default());
-        let handle = WorkerHandle {
-            stop: worker.stop.clone(),
-            abandon: worker.abandon.clone(),
-            done: run.tasks(worker.stop.clone()),
-        };
-        // A worker ends when told to (a reload's stop, the queue closed at shutdown) or by
-        // itself (`stop_after`): only a panic is a failure.
-        handle.done.spawn_finite("worker", worker.run(run));
-        handle.done.close();
-        handle
-    }
-}
+// Last in the file: the spawn check reads a file only up to its first test attribute.
+#[cfg(test)]
+pub(crate) mod testing;

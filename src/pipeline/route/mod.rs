@@ -665,3 +665,7 @@ impl RouteWorker {
         finished
     }
 }
+
+// Last in the file: the spawn check reads a file only up to its first test attribute.
+#[cfg(test)]
+mod tests;
