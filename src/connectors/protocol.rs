@@ -187,6 +187,18 @@ pub trait Descriptor: Sync {
         }
     }
 
+    /// Whether a connection of it serves on the admin listener rather than a socket of its
+    /// own: it needs the listener on, and a reload cannot move it to a new one.
+    fn serves_on_admin_listener(&self) -> bool {
+        false
+    }
+
+    /// Whether the name of a message read from it is its SSE event type, which templates also
+    /// see as `event`.
+    fn names_are_event_types(&self) -> bool {
+        false
+    }
+
     /// The rule a name published here follows (the topic, subject or event type); `None`:
     /// any name is taken (a URL is the sink's to refuse, a line takes any subject).
     fn name_rule(&self) -> Option<NameRule> {

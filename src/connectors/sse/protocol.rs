@@ -30,6 +30,10 @@ impl Descriptor for Sse {
         })
     }
 
+    fn names_are_event_types(&self) -> bool {
+        true
+    }
+
     fn name_rule(&self) -> Option<NameRule> {
         Some(event_type)
     }
