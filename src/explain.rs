@@ -204,15 +204,18 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     }
     // From an SSE stream, the name is the event type, which templates also see as `event`.
     let sse_message;
-    let message = match protocol(&r.from.connection) {
-        Protocol::Sse if message.event.is_none() => {
-            sse_message = Message {
-                event: Some(message.subject.clone()),
-                ..message.clone()
-            };
-            &sse_message
-        }
-        _ => message,
+    let message = if protocol(&r.from.connection)
+        .descriptor()
+        .names_are_event_types()
+        && message.event.is_none()
+    {
+        sse_message = Message {
+            event: Some(message.subject.clone()),
+            ..message.clone()
+        };
+        &sse_message
+    } else {
+        message
     };
     if !loops::receives(r, &message.subject) {
         let filters: Vec<String> = r
@@ -302,4 +305,29 @@ fn describe(out: &mut String, connection: &str, protocol: Protocol, message: &Me
         "    payload: {}",
         String::from_utf8_lossy(&message.payload)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Lookup, parse};
+
+    /// From an SSE stream, the name `ferry map` is given is the event type, as the stream's
+    /// connector would deliver it: templates see it as `event` too.
+    #[test]
+    fn map_from_an_sse_stream_sees_the_name_as_the_event() {
+        let yaml = r#"
+connections:
+  feed: { sse: { url: "http://127.0.0.1:8080/s" } }
+  core: { nats: { url: "nats://127.0.0.1:4222" } }
+routes:
+  - name: r
+    from: { connection: feed }
+    to: { connection: core, subject: "feed.{{ event }}" }
+"#;
+        let config = parse(yaml, "bridges.yaml", &Lookup::system()).unwrap();
+        let (out, ok) = map(&config, "r", &Message::new("test".into(), "update", "{}")).unwrap();
+        assert!(ok, "{out}");
+        assert!(out.contains("feed.update"), "{out}");
+    }
 }

@@ -11,7 +11,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use crate::config::{ConnectionKind, Protocol, SinkSpec, SourceSpec};
+use crate::config::{
+    ConnectionKind, Protocol, Secret, SinkSpec, SourceSpec, Tls, is_secret_query_key,
+};
 
 use super::{http, migratorydata, mqtt, nats, sse, sse_server, stdio};
 
@@ -127,6 +129,14 @@ pub struct Wildcards {
     pub hides_dollar_names: bool,
 }
 
+/// A credential a connection sends, and where it sends it.
+pub struct Credentials<'a> {
+    /// What it is, as the warning says it: `a password`, `a token`, `credentials`.
+    pub what: &'static str,
+    /// The URLs it goes to.
+    pub urls: Vec<&'a str>,
+}
+
 /// What `ferry check` says about a connection beyond the connection itself.
 pub struct Surroundings<'a> {
     /// Where ferry keeps what must survive a restart.
@@ -175,6 +185,18 @@ pub trait Descriptor: Sync {
             )),
             _ => None,
         }
+    }
+
+    /// Whether a connection of it serves on the admin listener rather than a socket of its
+    /// own: it needs the listener on, and a reload cannot move it to a new one.
+    fn serves_on_admin_listener(&self) -> bool {
+        false
+    }
+
+    /// Whether the name of a message read from it is its SSE event type, which templates also
+    /// see as `event`.
+    fn names_are_event_types(&self) -> bool {
+        false
     }
 
     /// The rule a name published here follows (the topic, subject or event type); `None`:
@@ -252,6 +274,19 @@ pub trait Descriptor: Sync {
         None
     }
 
+    /// The connection's TLS settings, for a protocol that connects to a server: `ferry check`
+    /// and the log warn when they turn certificate verification off.
+    fn tls<'a>(&self, _connection: &'a ConnectionKind) -> Option<&'a Tls> {
+        None
+    }
+
+    /// The credential the connection sends and the URLs it sends it to, unless its own
+    /// settings encrypt it whatever a URL's scheme says (a NATS `tls:` block): `ferry check`
+    /// and the log warn about the URLs among these that are plaintext to another host.
+    fn credentials<'a>(&self, _connection: &'a ConnectionKind) -> Option<Credentials<'a>> {
+        None
+    }
+
     /// `ferry check`'s account of a connection, after `connection NAME: `. No secret in it.
     fn explain_connection(&self, connection: &ConnectionKind, around: &Surroundings) -> String;
 
@@ -274,6 +309,32 @@ pub fn without_query(url: &str) -> String {
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?…"),
         None => url.to_string(),
+    }
+}
+
+/// Whether a request to `url` with `headers` carries a credential: in a header named like one,
+/// or in the URL's user, password or query.
+pub fn carries_credentials(url: &str, headers: &[(String, Secret)]) -> bool {
+    headers.iter().any(|(name, _)| is_secret_header(name)) || url_carries_credentials(url)
+}
+
+/// A header whose value is a credential by its name (`Authorization`, `Cookie`, `X-Api-Key`,
+/// `X-Auth-Token`, ...).
+pub fn is_secret_header(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["authorization", "proxy-authorization", "cookie"].contains(&lower.as_str())
+        || lower.contains("auth")
+        || is_secret_query_key(&lower)
+}
+
+fn url_carries_credentials(url: &str) -> bool {
+    match url::Url::parse(url) {
+        Ok(u) => {
+            !u.username().is_empty()
+                || u.password().is_some()
+                || u.query_pairs().any(|(k, _)| is_secret_query_key(&k))
+        }
+        Err(_) => crate::config::redact_url(url) != url,
     }
 }
 
@@ -323,5 +384,20 @@ mod tests {
             "read from an mqtt, nats, sse or migratorydata connection"
         );
         assert!(http.refusal("hook", End::Sink).is_none());
+    }
+
+    #[test]
+    fn credentials_by_header_name_and_url() {
+        assert!(is_secret_header("X-Api-Key"));
+        assert!(is_secret_header("Authorization"));
+        assert!(is_secret_header("cookie"));
+        assert!(!is_secret_header("Content-Type"));
+        assert!(carries_credentials("http://u:pw@h/x", &[]));
+        assert!(carries_credentials("http://h/x?api_key=k", &[]));
+        assert!(carries_credentials(
+            "http://h/x",
+            &[("Authorization".into(), Secret::new("Bearer x"))]
+        ));
+        assert!(!carries_credentials("http://h/x?page=2", &[]));
     }
 }

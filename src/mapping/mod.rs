@@ -588,6 +588,16 @@ impl Mapping {
         Some(sink.dead_letter(&scope, headers).map_err(|f| f.reason))
     }
 
+    /// Checks a message taken from sink `sink`'s spool by the sink's name and header rules,
+    /// as every publish was checked when it was mapped. A spool outlives the configuration
+    /// that filled it: what it kept from an earlier run may have been named for the protocol
+    /// the connection had then, and the sink itself does not check again.
+    pub fn check_spooled(&self, sink: usize, message: &Message) -> Result<(), Failure> {
+        let side = &self.sinks[sink];
+        side.check_name(&message.subject)?;
+        side.check_headers(&message.headers)
+    }
+
     /// The connection of the dead-letter sink, if there is one.
     pub fn dead_letter_connection(&self) -> Option<&str> {
         self.dead_letter.as_ref().map(|s| s.connection.as_str())
@@ -700,12 +710,14 @@ impl SinkSide {
                 }
             },
         };
-        let check = match self.name_rule {
-            Some(rule) => rule(&name),
-            None => Ok(()),
-        };
-        match check {
-            Ok(()) => Ok(name),
+        self.check_name(&name)?;
+        Ok(name)
+    }
+
+    /// A name this sink's protocol cannot publish to fails the publish.
+    fn check_name(&self, name: &str) -> Result<(), Failure> {
+        match self.name_rule.map_or(Ok(()), |rule| rule(name)) {
+            Ok(()) => Ok(()),
             Err((what, _)) => fail(Stage::Template, format!("{what} (for {})", self.connection)),
         }
     }

@@ -381,6 +381,80 @@ fn headers_nats_cannot_carry_fail_the_publish_not_the_daemon() {
     );
 }
 
+/// The mapping is the one place a publish's name and headers are checked (the NATS sink does
+/// not check again): on a core NATS or JetStream sink, on the dead-letter sink, and for what a
+/// spool hands back.
+#[test]
+fn every_path_to_a_nats_sink_is_checked_here() {
+    let m = mapping(
+        r#"
+  - name: props
+    from: { connection: plant, topic: "a/#" }
+    to:
+      - { connection: core, subject: "core.{{ payload.s }}" }
+      - { connection: core, subject: "js.{{ payload.s }}", jetstream: true }
+    dead_letter: { connection: core, subject: "dead.{{ payload.s }}" }
+"#,
+    );
+    let fails = |outcome: Outcome, stage: Stage, reason: &str| {
+        let Outcome::Mapped { steps, .. } = outcome else {
+            panic!("not mapped: {outcome:?}")
+        };
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        for step in &steps {
+            assert!(
+                matches!(step, Step::Fail(f) if f.stage == stage && f.reason.contains(reason)),
+                "{steps:?}"
+            );
+        }
+    };
+    // A subject NATS cannot hold, on core NATS and on JetStream.
+    let spaced = message("plant", "a/b", r#"{"s":"b c"}"#);
+    fails(m.apply(&spaced), Stage::Template, "whitespace");
+    // A header NATS cannot carry (an MQTT 5 user property), a name or a value.
+    let mut named = message("plant", "a/b", r#"{"s":"x"}"#);
+    named.headers.push(("a:b".into(), "x".into()));
+    fails(m.apply(&named), Stage::Headers, "cannot travel over NATS");
+    let mut broken = message("plant", "a/b", r#"{"s":"x"}"#);
+    broken.headers.push(("note".into(), "one\ntwo".into()));
+    fails(m.apply(&broken), Stage::Headers, "line break");
+
+    // The dead letter leaves out the headers NATS cannot carry rather than lose the letter,
+    // and one whose subject NATS cannot hold is not published at all.
+    let failure = Failure {
+        stage: Stage::Headers,
+        reason: "test".into(),
+    };
+    let letter = m.dead_letter(&named, &failure).unwrap().unwrap();
+    assert_eq!(letter.subject, "dead.x");
+    assert!(header(&letter, "a:b").is_none(), "{letter:?}");
+    assert!(
+        letter
+            .headers
+            .iter()
+            .all(|(k, v)| crate::connectors::nats::names::header(k, v).is_ok())
+    );
+    let letter = m.dead_letter(&spaced, &failure).unwrap();
+    assert!(letter.unwrap_err().contains("whitespace"));
+
+    // A spooled message is checked again before it is forwarded: the spool may hold what an
+    // earlier configuration named for another protocol.
+    let mut spooled = message("plant", "core.x", "1");
+    assert!(m.check_spooled(1, &spooled).is_ok());
+    spooled.subject = "sensors/kitchen temp".into();
+    let failure = m.check_spooled(0, &spooled).unwrap_err();
+    assert_eq!(failure.stage, Stage::Template);
+    assert!(failure.reason.contains("whitespace"), "{failure}");
+    spooled.subject = "core.x".into();
+    spooled.headers.push(("a b".into(), "x".into()));
+    let failure = m.check_spooled(1, &spooled).unwrap_err();
+    assert_eq!(failure.stage, Stage::Headers);
+    assert!(
+        failure.reason.contains("cannot travel over NATS"),
+        "{failure}"
+    );
+}
+
 proptest::proptest! {
     /// A failure's reason (which may quote a remote payload or a server's answer) becomes a
     /// dead letter's `Ferry-Error` header: one line, at most 1 KiB, cut at a character

@@ -38,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::loops;
 use crate::config::{self, Config};
+use crate::connectors::protocol::Described;
 use crate::connectors::{self, HttpRoutes, Sinks};
 use crate::contracts::ConnectionContext;
 use crate::contracts::queue::{self, RouteInput, RouteOutput};
@@ -514,7 +515,12 @@ impl Pipeline {
                 continue;
             }
             let sinks = connection.sinks();
-            let serves_admin = matches!(plan.connection.kind, config::ConnectionKind::SseServer(_));
+            let serves_admin = plan
+                .connection
+                .kind
+                .protocol()
+                .descriptor()
+                .serves_on_admin_listener();
             if serves_admin && self.admin_bound {
                 summary.needs_restart.push(format!("connection {name}"));
             }

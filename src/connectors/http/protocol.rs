@@ -1,9 +1,10 @@
 //! HTTP as ferry describes it: a sink only (each message one request), confirmed by a 2xx
 //! answer; a sink's name is the URL it renders.
 
-use crate::config::{ConnectionKind, Protocol, SinkSpec, Target};
+use crate::config::{ConnectionKind, Protocol, SinkSpec, Target, Tls};
 use crate::connectors::protocol::{
-    Descriptor, Directions, HeaderRule, Keeps, Problem, Surroundings, without_query,
+    Credentials, Descriptor, Directions, HeaderRule, Keeps, Problem, Surroundings,
+    carries_credentials, without_query,
 };
 
 pub struct Http;
@@ -40,6 +41,25 @@ impl Descriptor for Http {
                 "{role}: HTTP via `{to}`, confirmed by a 2xx answer"
             ))
         })
+    }
+
+    fn tls<'a>(&self, connection: &'a ConnectionKind) -> Option<&'a Tls> {
+        match connection {
+            ConnectionKind::Http(h) => Some(&h.tls),
+            _ => None,
+        }
+    }
+
+    fn credentials<'a>(&self, connection: &'a ConnectionKind) -> Option<Credentials<'a>> {
+        match connection {
+            ConnectionKind::Http(h) if carries_credentials(h.url.expose(), &h.headers) => {
+                Some(Credentials {
+                    what: "credentials",
+                    urls: vec![h.url.expose()],
+                })
+            }
+            _ => None,
+        }
     }
 
     fn explain_connection(&self, connection: &ConnectionKind, _around: &Surroundings) -> String {

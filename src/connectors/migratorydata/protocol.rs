@@ -1,8 +1,10 @@
 //! MigratoryData (through its REST API) as ferry describes it: both ends of a route, subjects
 //! like `/a/b`, no headers; a source's epoch/seq cursor makes it at-least-once.
 
-use crate::config::{ConnectionKind, Protocol, Retain, SinkSpec, SourceSpec};
-use crate::connectors::protocol::{Descriptor, Directions, Keeps, NameRule, Problem, Surroundings};
+use crate::config::{ConnectionKind, Protocol, Retain, SinkSpec, SourceSpec, Tls};
+use crate::connectors::protocol::{
+    Credentials, Descriptor, Directions, Keeps, NameRule, Problem, Surroundings,
+};
 
 pub struct MigratoryData;
 
@@ -58,6 +60,24 @@ impl Descriptor for MigratoryData {
             "{role}: MigratoryData via `{to}` (qos {}), confirmed by the answer `OK`; `FAILED` is retried, `DENY` and `MESSAGE_SIZE_LIMIT_EXCEEDED` go to the dead-letter sink",
             md.qos.as_str()
         )))
+    }
+
+    fn tls<'a>(&self, connection: &'a ConnectionKind) -> Option<&'a Tls> {
+        match connection {
+            ConnectionKind::MigratoryData(m) => Some(&m.tls),
+            _ => None,
+        }
+    }
+
+    /// Every request carries the token.
+    fn credentials<'a>(&self, connection: &'a ConnectionKind) -> Option<Credentials<'a>> {
+        match connection {
+            ConnectionKind::MigratoryData(m) => Some(Credentials {
+                what: "its token",
+                urls: m.servers.iter().map(String::as_str).collect(),
+            }),
+            _ => None,
+        }
     }
 
     fn explain_connection(&self, connection: &ConnectionKind, _around: &Surroundings) -> String {

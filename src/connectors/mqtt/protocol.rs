@@ -2,9 +2,9 @@
 //! at-least-once, and ferry's loop marker in MQTT 5 user properties (3.1.1 has none).
 
 use super::names;
-use crate::config::{ConnectionKind, MqttVersion, Protocol, Retain, SinkSpec, SourceSpec};
+use crate::config::{ConnectionKind, MqttVersion, Protocol, Retain, SinkSpec, SourceSpec, Tls};
 use crate::connectors::protocol::{
-    Descriptor, Directions, Keeps, Limit, NameRule, Surroundings, Wildcards,
+    Credentials, Descriptor, Directions, Keeps, Limit, NameRule, Surroundings, Wildcards,
 };
 
 pub struct Mqtt;
@@ -118,6 +118,25 @@ impl Descriptor for Mqtt {
                 if qos == 1 { "PUBACK" } else { "PUBCOMP" }
             )),
         })
+    }
+
+    fn tls<'a>(&self, connection: &'a ConnectionKind) -> Option<&'a Tls> {
+        match connection {
+            ConnectionKind::Mqtt(m) => Some(&m.tls),
+            _ => None,
+        }
+    }
+
+    fn credentials<'a>(&self, connection: &'a ConnectionKind) -> Option<Credentials<'a>> {
+        match connection {
+            ConnectionKind::Mqtt(m) if m.password.is_some() && !m.transport.is_tls() => {
+                Some(Credentials {
+                    what: "a password",
+                    urls: vec![m.url.as_str()],
+                })
+            }
+            _ => None,
+        }
     }
 
     fn explain_connection(&self, connection: &ConnectionKind, _around: &Surroundings) -> String {

@@ -598,9 +598,6 @@ impl NatsSink {
                 self.connection
             )));
         };
-        if let Err((what, _)) = crate::connectors::nats::names::subject(&message.subject) {
-            return Err(SinkError::Rejected(what));
-        }
         // Published while disconnected, a message would wait in the client and go out at
         // the reconnect, after the route (or its spool) had already taken it back as
         // unavailable: a duplicate. Say so at once instead.
@@ -610,12 +607,12 @@ impl NatsSink {
                 self.connection
             )));
         }
+        // The subject and headers follow NATS's rules (`names::subject`, `names::header`;
+        // async-nats panics on a header it cannot write): the route's mapping checked them
+        // for every publish and dead letter, and the spool's forwarder checks what it kept
+        // from an earlier run, so they are not checked again here.
         let mut headers = HeaderMap::new();
         for (k, v) in &message.headers {
-            // async-nats panics on a header it cannot write: refuse the message instead.
-            if let Err((what, _)) = crate::connectors::nats::names::header(k, v) {
-                return Err(SinkError::Rejected(what));
-            }
             if !(self.jetstream && jetstream::is_publish_control(k)) {
                 headers.append(header_name(k), v.as_str());
             }

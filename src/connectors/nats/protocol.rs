@@ -3,9 +3,10 @@
 //! stream's ack to publish), since core NATS never redelivers.
 
 use super::names;
-use crate::config::{ConnectionKind, Protocol, SinkSpec, SourceSpec};
+use crate::config::{ConnectionKind, Protocol, SinkSpec, SourceSpec, Tls};
 use crate::connectors::protocol::{
-    Descriptor, Directions, HeaderRule, Keeps, Limit, NameRule, Surroundings, Wildcards,
+    Credentials, Descriptor, Directions, HeaderRule, Keeps, Limit, NameRule, Surroundings,
+    Wildcards,
 };
 
 pub struct Nats;
@@ -105,6 +106,32 @@ impl Descriptor for Nats {
                 "{role}: core NATS via `{to}`, confirmed once the server has it (flush); subscribers not connected at that moment miss it"
             )
         }))
+    }
+
+    fn tls<'a>(&self, connection: &'a ConnectionKind) -> Option<&'a Tls> {
+        match connection {
+            ConnectionKind::Nats(n) => Some(&n.tls),
+            _ => None,
+        }
+    }
+
+    /// A `tls:` block makes every URL TLS, `nats://` ones too.
+    fn credentials<'a>(&self, connection: &'a ConnectionKind) -> Option<Credentials<'a>> {
+        let ConnectionKind::Nats(n) = connection else {
+            return None;
+        };
+        if n.tls.required {
+            return None;
+        }
+        let what = match (&n.password, &n.token) {
+            (Some(_), _) => "a password",
+            (None, Some(_)) => "a token",
+            (None, None) => return None,
+        };
+        Some(Credentials {
+            what,
+            urls: n.urls.iter().map(String::as_str).collect(),
+        })
     }
 
     fn explain_connection(&self, connection: &ConnectionKind, _around: &Surroundings) -> String {

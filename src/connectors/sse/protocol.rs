@@ -1,9 +1,10 @@
 //! A server-sent-events stream as ferry describes it: a source only, whose messages are named
 //! by their event type; at-least-once when it resumes with `Last-Event-ID`.
 
-use crate::config::{ConnectionKind, Protocol, SourceSpec};
+use crate::config::{ConnectionKind, Protocol, SourceSpec, Tls};
 use crate::connectors::protocol::{
-    Descriptor, Directions, End, Keeps, Limit, NameRule, Problem, Surroundings, without_query,
+    Credentials, Descriptor, Directions, End, Keeps, Limit, NameRule, Problem, Surroundings,
+    carries_credentials, without_query,
 };
 
 pub struct Sse;
@@ -27,6 +28,10 @@ impl Descriptor for Sse {
                 "to serve SSE to browsers use an `sse_server` connection; to POST events use `http`".into(),
             )
         })
+    }
+
+    fn names_are_event_types(&self) -> bool {
+        true
     }
 
     fn name_rule(&self) -> Option<NameRule> {
@@ -68,6 +73,28 @@ impl Descriptor for Sse {
                 ),
                 "remove `resume: false` from the connection",
             ))
+        })
+    }
+
+    fn tls<'a>(&self, connection: &'a ConnectionKind) -> Option<&'a Tls> {
+        match connection {
+            ConnectionKind::Sse(s) => Some(&s.tls),
+            _ => None,
+        }
+    }
+
+    /// The stream's URL stands for the handshake's too: a relative handshake URL goes to the
+    /// same server.
+    fn credentials<'a>(&self, connection: &'a ConnectionKind) -> Option<Credentials<'a>> {
+        let ConnectionKind::Sse(s) = connection else {
+            return None;
+        };
+        let handshake = s.handshake.as_ref();
+        (carries_credentials(s.url.expose(), &s.headers)
+            || handshake.is_some_and(|h| carries_credentials(h.url.expose(), &h.headers)))
+        .then(|| Credentials {
+            what: "credentials",
+            urls: vec![s.url.expose()],
         })
     }
 

@@ -19,6 +19,10 @@ impl Descriptor for SseServer {
         }
     }
 
+    fn serves_on_admin_listener(&self) -> bool {
+        true
+    }
+
     fn name_rule(&self) -> Option<NameRule> {
         Some(event_type)
     }
