@@ -10,12 +10,13 @@ use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jaq_json::Val;
 
+use ferry::config::loops;
 use ferry::config::{self, Lookup, PayloadFormat};
 use ferry::mapping::codec::{subject_to_topic, topic_to_subject};
 use ferry::mapping::jq::Program;
 use ferry::mapping::payload::Payload;
 use ferry::mapping::template::{Scope, Template};
-use ferry::mapping::{Mapping, Outcome, Step, loops};
+use ferry::mapping::{Mapping, Outcome, Step};
 use ferry::message::Message;
 use ferry::pipeline::jq_worker::JqWorker;
 
@@ -186,8 +187,8 @@ fn published(outcome: Outcome) -> (String, Bytes) {
 fn apply(c: &mut Criterion) {
     let config = config::parse(ROUTE, "bench.yaml", &Lookup::system()).expect("valid config");
     let analysis = loops::analyse(&config);
-    let telemetry = Mapping::new(&config, 0, &analysis, "bench").unwrap();
-    let names_only = Mapping::new(&config, 1, &analysis, "bench").unwrap();
+    let telemetry = Mapping::new(&analysis.resolve(&config, 0).unwrap(), "bench").unwrap();
+    let names_only = Mapping::new(&analysis.resolve(&config, 1).unwrap(), "bench").unwrap();
     let msg = message(SENSOR_TOPIC);
     let (subject, payload) = published(telemetry.apply(&msg));
     assert_eq!(subject, "iot.kitchen.temperature");
@@ -214,7 +215,7 @@ fn apply(c: &mut Criterion) {
 fn worker(c: &mut Criterion) {
     let config = config::parse(ROUTE, "bench.yaml", &Lookup::system()).expect("valid config");
     let analysis = loops::analyse(&config);
-    let telemetry = Mapping::new(&config, 0, &analysis, "bench").unwrap();
+    let telemetry = Mapping::new(&analysis.resolve(&config, 0).unwrap(), "bench").unwrap();
     let route = &config.routes[0];
     let jq = JqWorker::new(
         route.filter.as_deref(),

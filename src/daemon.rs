@@ -16,8 +16,9 @@ use std::time::Duration;
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::AdminListener;
 use crate::config::Config;
-use crate::pipeline::supervisor::{self, Owner};
+use crate::contracts::supervisor::{self, Owner};
 use crate::pipeline::{Health, Pipeline};
 use crate::systemd;
 
@@ -29,7 +30,7 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     // for while ferry starts must not kill it.
     let mut signals = Signals::install()?;
 
-    let mut pipeline = Pipeline::start(&config)?;
+    let mut pipeline = Pipeline::start(&config, AdminListener::start)?;
     let stop_watchdog = CancellationToken::new();
     if let Some(interval) = systemd::watchdog_interval() {
         // From the start, not from READY: systemd's watchdog runs from the moment it started

@@ -3,117 +3,31 @@
 
 use std::fmt::Write;
 
+use crate::config::loops;
 use crate::config::{
-    Config, ConnectionKind, Delivery, PayloadFormat, Protocol, Retain, SinkSpec, SourceSpec,
-    Target, WhenFull, delivery, security,
+    Config, Delivery, PayloadFormat, Protocol, Target, WhenFull, delivery, security,
 };
-use crate::mapping::{Failure, Mapping, Outcome, Step, loops, marker, names};
+use crate::connectors::protocol::{Described, Subscribes, Surroundings};
+use crate::mapping::{Failure, Mapping, Outcome, Step, marker};
 use crate::message::Message;
 
 /// A human-readable description of every route.
 pub fn explain(config: &Config) -> String {
     let mut out = String::new();
+    let state_dir = config.state_dir();
+    let around = Surroundings {
+        state_dir: &state_dir,
+        admin: config.admin.as_ref().map(|a| a.listen),
+    };
     for (name, c) in &config.connections {
-        let _ = match &c.kind {
-            ConnectionKind::Mqtt(m) => writeln!(
-                out,
-                "connection {name}: MQTT {} at {} as client `{}`{}",
-                match m.version {
-                    crate::config::MqttVersion::V5 => "5",
-                    crate::config::MqttVersion::V311 => "3.1.1",
-                },
-                m.url,
-                m.client_id,
-                if m.clean_start {
-                    ""
-                } else {
-                    " (persistent session)"
-                }
-            ),
-            // The urls hold no credentials: they were moved out when the config was read.
-            ConnectionKind::Nats(n) => writeln!(
-                out,
-                "connection {name}: NATS at {}{}",
-                n.urls.join(", "),
-                if n.tls.required {
-                    " (TLS required)"
-                } else {
-                    ""
-                }
-            ),
-            ConnectionKind::Sse(e) => {
-                // Header names only: their values are usually API keys.
-                let mut extras = Vec::new();
-                if !e.headers.is_empty() {
-                    let names: Vec<&str> = e.headers.iter().map(|(k, _)| k.as_str()).collect();
-                    extras.push(format!("headers {}", names.join(", ")));
-                }
-                if let Some(h) = &e.handshake {
-                    extras.push(format!(
-                        "handshake {} {} on `{}`",
-                        h.method.as_str(),
-                        h.url,
-                        h.on
-                    ));
-                }
-                extras.push(if e.resume {
-                    format!(
-                        "resumes with Last-Event-ID (cursor in {})",
-                        config.state_dir().display()
-                    )
-                } else {
-                    "no resume".into()
-                });
-                extras.push(format!("idle timeout {:?}", e.idle_timeout));
-                writeln!(
-                    out,
-                    "connection {name}: SSE stream {} {}; {}",
-                    e.method.as_str(),
-                    redact_query(e.url.expose()),
-                    extras.join(", ")
-                )
-            }
-            ConnectionKind::Http(h) => writeln!(
-                out,
-                "connection {name}: HTTP to {}, {} request(s) at once, timeout {:?}",
-                redact_query(h.url.expose()),
-                h.max_concurrent,
-                h.timeout
-            ),
-            // Never the token.
-            ConnectionKind::MigratoryData(m) => writeln!(
-                out,
-                "connection {name}: MigratoryData REST API at {} (in this order, failing over), polled every {:?}, timeout {:?}",
-                m.servers
-                    .iter()
-                    .map(|u| crate::config::redact_url(u))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                m.poll_interval,
-                m.timeout
-            ),
-            ConnectionKind::Stdio(s) => writeln!(
-                out,
-                "connection {name}: standard input/output, {}",
-                match s.lines {
-                    crate::config::LineFormat::Json { base64: false, .. } => "JSON lines",
-                    crate::config::LineFormat::Json { base64: true, .. } =>
-                        "JSON lines, payloads in base64",
-                    crate::config::LineFormat::Raw => "raw lines",
-                }
-            ),
-            ConnectionKind::SseServer(s) => writeln!(
-                out,
-                "connection {name}: SSE stream served at http://{}{} (replays the last {} events)",
-                config
-                    .admin
-                    .as_ref()
-                    .map(|a| a.listen.to_string())
-                    .unwrap_or_default(),
-                s.path,
-                s.buffer
-            ),
-        };
+        let _ = writeln!(
+            out,
+            "connection {name}: {}",
+            c.kind
+                .protocol()
+                .descriptor()
+                .explain_connection(&c.kind, &around)
+        );
     }
     // What the network can see: said here too because `ferry check` runs before `ferry run`
     // (ExecStartPre), where an operator reads it.
@@ -131,40 +45,12 @@ pub fn explain(config: &Config) -> String {
     }
     let analysis = loops::analyse(config);
     for (index, route) in config.routes.iter().enumerate() {
-        let source = match &route.from.spec {
-            SourceSpec::Mqtt(s) => format!(
-                "mqtt {} [{}] qos {}",
-                route.from.connection,
-                s.subscriptions().join(", "),
-                s.qos
-            ),
-            SourceSpec::Nats(s) => format!(
-                "nats {} [{}]{}",
-                route.from.connection,
-                s.subject,
-                match (&s.queue_group, &s.jetstream) {
-                    (_, Some(js)) => format!(" jetstream {}/{}", js.stream, js.consumer),
-                    (Some(q), None) => format!(" queue {q}"),
-                    (None, None) => String::new(),
-                }
-            ),
-            SourceSpec::Sse(s) if s.events.is_empty() => {
-                format!("sse {} [every event]", route.from.connection)
-            }
-            SourceSpec::Sse(s) => {
-                format!("sse {} [{}]", route.from.connection, s.events.join(", "))
-            }
-            SourceSpec::MigratoryData(s) => format!(
-                "migratorydata {} [{}]{}",
-                route.from.connection,
-                s.subject,
-                match s.history {
-                    Some(n) => format!(" history {n}"),
-                    None => String::new(),
-                }
-            ),
-            SourceSpec::Stdio => format!("stdin {}", route.from.connection),
-        };
+        let source = route
+            .from
+            .spec
+            .protocol()
+            .descriptor()
+            .explain_source(&route.from.connection, &route.from.spec);
         let mut mapping = Vec::new();
         if route.from.envelope {
             mapping.push("unwrap envelope".to_string());
@@ -200,44 +86,11 @@ pub fn explain(config: &Config) -> String {
                 Target::Auto => "auto".to_string(),
                 Target::Template(t) => t.clone(),
             };
-            let mut text = match &s.spec {
-                SinkSpec::Mqtt(m) => format!(
-                    "mqtt {} topic {target} qos {}{}",
-                    s.connection,
-                    m.qos,
-                    match m.retain {
-                        Retain::Fixed(true) => " retained",
-                        Retain::Fixed(false) => "",
-                        Retain::FromSource => " retain as source",
-                    }
-                ),
-                SinkSpec::Nats(n) => format!(
-                    "nats {} subject {target}{}",
-                    s.connection,
-                    if n.jetstream { " (jetstream)" } else { "" }
-                ),
-                SinkSpec::Http(h) => format!(
-                    "http {} {} {}",
-                    s.connection,
-                    h.method.as_str(),
-                    match &h.url {
-                        Target::Auto => "(the connection's URL)".to_string(),
-                        Target::Template(t) => t.clone(),
-                    }
-                ),
-                SinkSpec::SseServer(_) => format!("sse_server {} event {target}", s.connection),
-                SinkSpec::MigratoryData(m) => format!(
-                    "migratorydata {} subject {target} qos {}{}",
-                    s.connection,
-                    m.qos.as_str(),
-                    match m.retained {
-                        Retain::Fixed(true) => " retained",
-                        Retain::Fixed(false) => "",
-                        Retain::FromSource => " retained as source",
-                    }
-                ),
-                SinkSpec::Stdio(_) => format!("stdout {} subject {target}", s.connection),
-            };
+            let mut text =
+                s.spec
+                    .protocol()
+                    .descriptor()
+                    .explain_sink(&s.connection, &target, &s.spec);
             if s.format != PayloadFormat::Json {
                 text.push_str(&format!(", written as {}", format_name(s.format)));
             }
@@ -344,29 +197,31 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     };
     let r = &config.routes[index];
     let protocol = |connection: &str| config.connections[connection].kind.protocol();
-    let valid = match protocol(&r.from.connection) {
-        Protocol::Mqtt => names::mqtt_topic(&message.subject),
-        Protocol::Nats => names::nats_subject(&message.subject),
-        Protocol::MigratoryData => names::migratorydata_subject(&message.subject),
-        _ => names::sse_event(&message.subject),
-    };
-    if let Err((what, hint)) = valid {
+    if let Some(rule) = protocol(&r.from.connection).descriptor().name_rule()
+        && let Err((what, hint)) = rule(&message.subject)
+    {
         return Err(format!("{what} ({hint})"));
     }
     // From an SSE stream, the name is the event type, which templates also see as `event`.
     let sse_message;
-    let message = match protocol(&r.from.connection) {
-        Protocol::Sse if message.event.is_none() => {
-            sse_message = Message {
-                event: Some(message.subject.clone()),
-                ..message.clone()
-            };
-            &sse_message
-        }
-        _ => message,
+    let message = if protocol(&r.from.connection)
+        .descriptor()
+        .names_are_event_types()
+        && message.event.is_none()
+    {
+        sse_message = Message {
+            event: Some(message.subject.clone()),
+            ..message.clone()
+        };
+        &sse_message
+    } else {
+        message
     };
     if !loops::receives(r, &message.subject) {
-        let filters: Vec<String> = loops::source_filters(r)
+        let filters: Vec<String> = r
+            .from
+            .spec
+            .names()
             .iter()
             .map(|f| format!("`{f}`"))
             .collect();
@@ -378,7 +233,7 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     }
     let analysis = loops::analyse(config);
     let instance = crate::pipeline::instance_name(config);
-    let mapping = Mapping::new(config, index, &analysis, &instance)?;
+    let mapping = Mapping::new(&analysis.resolve(config, index)?, &instance)?;
     let mut out = format!(
         "route {route}: {} {} `{}`\n",
         protocol(&r.from.connection),
@@ -432,15 +287,6 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
     Ok((out, ok))
 }
 
-/// A URL without its query string, which often carries an API key.
-fn redact_query(url: &str) -> String {
-    let url = crate::config::redact_url(url); // and the password of `https://user:pw@host`
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
-    }
-}
-
 /// One publish: `→ connection (protocol) `subject``, its headers (ferry's loop marker left out)
 /// and its payload.
 fn describe(out: &mut String, connection: &str, protocol: Protocol, message: &Message) {
@@ -459,4 +305,29 @@ fn describe(out: &mut String, connection: &str, protocol: Protocol, message: &Me
         "    payload: {}",
         String::from_utf8_lossy(&message.payload)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Lookup, parse};
+
+    /// From an SSE stream, the name `ferry map` is given is the event type, as the stream's
+    /// connector would deliver it: templates see it as `event` too.
+    #[test]
+    fn map_from_an_sse_stream_sees_the_name_as_the_event() {
+        let yaml = r#"
+connections:
+  feed: { sse: { url: "http://127.0.0.1:8080/s" } }
+  core: { nats: { url: "nats://127.0.0.1:4222" } }
+routes:
+  - name: r
+    from: { connection: feed }
+    to: { connection: core, subject: "feed.{{ event }}" }
+"#;
+        let config = parse(yaml, "bridges.yaml", &Lookup::system()).unwrap();
+        let (out, ok) = map(&config, "r", &Message::new("test".into(), "update", "{}")).unwrap();
+        assert!(ok, "{out}");
+        assert!(out.contains("feed.update"), "{out}");
+    }
 }

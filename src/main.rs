@@ -91,7 +91,7 @@ enum Command {
     /// Relay messages once from one endpoint to another, from the shell: the same engine as
     /// `ferry run`, one route built from two URLs. Ends at the end of the input, after
     /// --count messages, after --timeout, or on SIGINT; prints a one-line summary.
-    #[command(after_help = ferry::config::relay::ACCEPTED_FORMS)]
+    #[command(after_help = ferry::config::endpoints::accepted_forms())]
     Relay {
         /// Where messages come from: a URL (mqtt://, mqtts://, ws+mqtt://, nats://, tls://,
         /// ws+nats://, sse+https://) or `-` for JSON lines on standard input.
@@ -330,7 +330,7 @@ fn main() -> ExitCode {
                 },
                 None => std::env::var("FERRY_PASSWORD").ok(),
             };
-            let args = ferry::config::relay::RelayArgs {
+            let args = ferry::config::endpoints::RelayArgs {
                 from,
                 to,
                 transform,
@@ -344,7 +344,7 @@ fn main() -> ExitCode {
                 user,
                 password,
             };
-            let config = match ferry::config::relay::relay_config(&args) {
+            let config = match ferry::config::endpoints::relay_config(&args) {
                 Ok(config) => config,
                 Err(e) => {
                     eprintln!("ferry relay: {e}");

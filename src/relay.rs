@@ -1,4 +1,4 @@
-//! `ferry relay FROM TO`: a one-shot relay from the shell. The route `config::relay` builds from
+//! `ferry relay FROM TO`: a one-shot relay from the shell. The route `config::endpoints` builds from
 //! the two URLs runs on the same [`Pipeline`] as `ferry run`; this module only decides when it
 //! ends (the input ended, `--count` messages were relayed, `--timeout` passed, or SIGINT /
 //! SIGTERM), shows progress on a terminal, and sums up.
@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::admin::AdminListener;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 use crate::pipeline::route::RouteCounters;
@@ -102,7 +103,7 @@ impl fmt::Display for Outcome {
 /// relay could not start or a connection did not come up within 10 s.
 pub async fn run(config: &Config, limits: &Limits) -> anyhow::Result<Outcome> {
     let started = Instant::now();
-    let mut pipeline = Pipeline::start(config)?;
+    let mut pipeline = Pipeline::start(config, AdminListener::start)?;
     let mut stop = std::pin::pin!(crate::daemon::stop_signal()?);
     let connect_within = limits
         .timeout

@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use ferry::mapping::{codec, names};
+use ferry::connectors::nats::names;
+use ferry::mapping::codec;
 use support::*;
 
 /// nats-server 2.15 with its MQTT gateway (and JetStream, which the gateway needs) and the
@@ -125,7 +126,7 @@ async fn topics_published_over_mqtt_reach_nats_under_ferrys_subjects() {
             );
             let ours = codec::topic_to_subject(topic);
             assert_ne!(&ours, theirs);
-            names::nats_subject(&ours).unwrap();
+            names::subject(&ours).unwrap();
             // nats-server's reading of ferry's `/$` escape is the original topic.
             if topic.starts_with('$') {
                 assert_eq!(codec::subject_to_topic(&ours), *topic);
@@ -152,7 +153,7 @@ async fn topics_nats_server_refuses_are_refused() {
             wait_for_log(&server, REFUSED_LOG, i + 1, secs(10), topic);
             // ferry escapes it instead.
             let ours = codec::topic_to_subject(topic);
-            names::nats_subject(&ours).unwrap();
+            names::subject(&ours).unwrap();
             assert_eq!(codec::subject_to_topic(&ours), *topic);
         }
 
@@ -313,7 +314,7 @@ async fn filters_subscribe_what_nats_server_subscribes() {
         let mut ferry_only = BTreeSet::new();
         for filter in FILTERS {
             for subject in codec::filter_to_subjects(filter) {
-                names::nats_subscription(&subject).unwrap();
+                names::subscription(&subject).unwrap();
                 // ferry's spelling of `$` filters comes on top of nats-server's.
                 if subject.starts_with("/$") {
                     ferry_only.insert(subject);

@@ -11,6 +11,11 @@
 //! NATS connection logs the WebSocket address it uses; `ferry relay - nats://…` publishes
 //! without warning that its connection is down; MQTT 5 user properties keep their order
 //! through an MQTT → MQTT route.
+//!
+//! Last, a name or header NATS cannot carry, on each path a message takes to a NATS sink (a
+//! mapped publish on core NATS and on JetStream, a spool filled under an earlier
+//! configuration, `ferry relay` from standard input): refused and dead-lettered (counted as
+//! failed, for the relay) with its reason, never sent, the route going on.
 
 mod support;
 
@@ -478,4 +483,212 @@ routes:
     assert!(line.contains("(4096 bytes)"), "{line}");
     let rss = ferry.rss_kib().unwrap();
     assert!(rss < 100 * 1024, "ferry holds {rss} KiB");
+}
+
+/// What the MQTT 5 publisher sends, in order: good messages around one whose subject NATS
+/// cannot hold and one with a header (an MQTT 5 user property) NATS cannot carry. The
+/// payload's `s` names the NATS subject.
+async fn publish_names_nats_cannot_carry(mqtt: &MqttPeer, topic: &str) {
+    let named = |s: &str| format!(r#"{{"s":"{s}"}}"#);
+    mqtt.publish_with_user_properties(topic, named("ok-0"), &[])
+        .await;
+    mqtt.publish_with_user_properties(topic, named("b c"), &[])
+        .await;
+    mqtt.publish_with_user_properties(topic, named("ok-1"), &[("a:b", "x")])
+        .await;
+    mqtt.publish_with_user_properties(topic, named("ok-2"), &[("site", "a")])
+        .await;
+}
+
+/// The two dead letters of [`publish_names_nats_cannot_carry`], in order: (stage, reason).
+async fn assert_refused_names(dead: &mut Inbox, subject: &str) {
+    let letters = dead.collect(2, secs(15)).await;
+    let said: Vec<(&str, &str)> = letters
+        .iter()
+        .map(|l| {
+            (
+                l.header("Ferry-Stage").unwrap_or_default(),
+                l.header("Ferry-Error").unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(said[0].0, "template", "{said:?}");
+    assert!(
+        said[0]
+            .1
+            .contains(&format!("NATS subject `{subject}b c` contains whitespace")),
+        "{said:?}"
+    );
+    assert_eq!(said[1].0, "headers", "{said:?}");
+    assert!(
+        said[1]
+            .1
+            .contains("header name `a:b` cannot travel over NATS"),
+        "{said:?}"
+    );
+}
+
+/// MQTT 5 → a NATS sink (core or JetStream): the mapping refuses what NATS cannot carry, the
+/// sink never sees it, and the good messages arrive in order on the same connection.
+async fn nats_sink_refuses_what_nats_cannot_carry(jetstream: bool) {
+    let nats = NatsServer::start(NatsOptions {
+        jetstream,
+        ..NatsOptions::default()
+    });
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    if jetstream {
+        nats_peer.create_stream("OUT", &["out.>"]).await;
+    }
+    let mut out = nats_peer.subscribe("out.>").await;
+    let _ferry = ferry_ready(&fill(
+        r#"
+connections:
+  mq: { mqtt: { url: "@MQTT@", version: 5 } }
+  core: { nats: { url: "@NATS@" } }
+routes:
+  - name: names
+    from: { connection: mq, topic: "in/names", qos: 1 }
+    to: { connection: core, subject: "out.{{ payload.s }}", jetstream: @JS@ }
+    dead_letter: { connection: mq, topic: "dead/{{ route }}" }
+"#,
+        &[
+            ("@MQTT@", mosquitto.url()),
+            ("@NATS@", nats.url()),
+            ("@JS@", jetstream.to_string()),
+        ],
+    ))
+    .await;
+    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt.subscribe("dead/#", 1).await;
+
+    publish_names_nats_cannot_carry(&mqtt, "in/names").await;
+    let arrived: Vec<String> = out
+        .collect(2, secs(10))
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(arrived, ["out.ok-0", "out.ok-2"]);
+    assert_refused_names(&mut mqtt.inbox, "out.").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn core_nats_sink_refuses_a_subject_or_header_nats_cannot_carry() {
+    nats_sink_refuses_what_nats_cannot_carry(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_sink_refuses_a_subject_or_header_nats_cannot_carry() {
+    nats_sink_refuses_what_nats_cannot_carry(true).await;
+}
+
+/// A spool outlives its configuration: filled while sink `out` was an MQTT broker (where a
+/// space in a topic and a `:` in a user property are fine), then forwarded after a restart
+/// that made `out` a NATS connection. What NATS cannot carry is dead-lettered with its
+/// reason, the rest is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_filled_for_another_protocol_is_checked_before_it_is_forwarded() {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let spool = tempfile::tempdir().unwrap();
+    let route = |sink: &str| {
+        fill(
+            r#"
+shutdown_timeout: 5s
+connections:
+  mq: { mqtt: { url: "@MQTT@", version: 5 } }
+  out: @SINK@
+routes:
+  - name: names
+    from: { connection: mq, topic: "in/names", qos: 1 }
+    to: { connection: out, @NAME@: "out.{{ payload.s }}" }
+    spool: { dir: "@SPOOL@" }
+    dead_letter: { connection: mq, topic: "dead/{{ route }}" }
+"#,
+            &[
+                ("@MQTT@", mosquitto.url()),
+                ("@SINK@", sink.to_string()),
+                (
+                    "@NAME@",
+                    if sink.contains("nats") {
+                        "subject"
+                    } else {
+                        "topic"
+                    }
+                    .to_string(),
+                ),
+                ("@SPOOL@", spool.path().display().to_string()),
+            ],
+        )
+    };
+    // An MQTT broker that is not there: everything goes to the spool.
+    let away = format!(
+        "{{ mqtt: {{ url: \"mqtt://127.0.0.1:{}\", version: 5 }} }}",
+        free_port()
+    );
+    let mut ferry = Ferry::start(&route(&away));
+    // `mq` subscribed (it says so after the SUBACK); `out` never comes up.
+    ferry.wait_for_line("connected to", secs(20)).await;
+    let mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    publish_names_nats_cannot_carry(&mqtt, "in/names").await;
+    ferry.wait_for_line("(4 spooled so far)", secs(60)).await;
+    ferry.terminate().await;
+
+    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let mut out = nats_peer.subscribe("out.>").await;
+    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
+    mqtt.subscribe("dead/#", 1).await;
+    let nats_sink = format!("{{ nats: {{ url: \"{}\" }} }}", nats.url());
+    let mut ferry = ferry_ready(&route(&nats_sink)).await;
+    let arrived: Vec<String> = out
+        .collect(2, secs(15))
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(arrived, ["out.ok-0", "out.ok-2"]);
+    assert_refused_names(&mut mqtt.inbox, "out.").await;
+    ferry
+        .wait_for_line("sink out is back: 4 spooled message(s) forwarded", secs(10))
+        .await;
+    assert!(ferry.is_running());
+}
+
+/// `ferry relay - nats://…`: JSON lines whose subject or header NATS cannot carry fail (the
+/// relay says so and exits 1), the others are published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_from_stdin_refuses_a_subject_or_header_nats_cannot_carry() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let peer = NatsPeer::connect(&nats.url()).await;
+    let mut inbox = peer.subscribe("relay.>").await;
+    // No name in TO: each line's own subject, as it is (the lines say they are NATS's).
+    let to = format!("{}/", nats.url());
+    let lines = concat!(
+        r#"{"subject":"relay.ok-0","protocol":"nats","payload":"0"}"#,
+        "\n",
+        r#"{"subject":"relay.b c","protocol":"nats","payload":"1"}"#,
+        "\n",
+        r#"{"subject":"relay.ok-1","protocol":"nats","payload":"2","headers":{"a:b":"x"}}"#,
+        "\n",
+        r#"{"subject":"relay.ok-2","protocol":"nats","payload":"3","headers":{"site":"a"}}"#,
+        "\n",
+    );
+    let mut relay = Ferry::relay(&["-", &to], Some(lines.as_bytes().to_vec()));
+    let status = relay.wait_exit(secs(20)).await;
+    assert_eq!(status.code(), Some(1), "{}", relay.tail(10));
+    let arrived: Vec<String> = inbox
+        .collect(2, secs(10))
+        .await
+        .into_iter()
+        .map(|m| m.topic)
+        .collect();
+    assert_eq!(arrived, ["relay.ok-0", "relay.ok-2"]);
+    let log = relay.lines().join("\n");
+    // One warning for both (they are rate-limited); the count says both failed.
+    assert!(log.contains("contains whitespace"), "{log}");
+    assert!(
+        log.contains("2 relayed, 4 received, 0 filtered, 2 failed"),
+        "{log}"
+    );
 }

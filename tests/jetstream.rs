@@ -70,23 +70,34 @@ fn redeliveries(info: &consumer::Info) -> u64 {
     info.delivered.consumer_sequence - info.delivered.stream_sequence
 }
 
-fn jetstream_server() -> NatsServer {
-    NatsServer::start(NatsOptions {
+fn jetstream() -> NatsOptions {
+    NatsOptions {
         jetstream: true,
         ..NatsOptions::default()
-    })
+    }
+}
+
+fn jetstream_server() -> NatsServer {
+    NatsServer::start(jetstream())
+}
+
+/// A JetStream server `core` (a connection of that name) and `routes` between it and itself;
+/// started, but not ferry: the tests make their streams first.
+fn on_jetstream(routes: &str) -> Brokers {
+    Scenario::new()
+        .nats_with("core", jetstream())
+        .routes(routes)
+        .start_brokers()
 }
 
 /// A route from JetStream stream IN (subjects `in.>`, consumer CONSUMER) to JetStream stream
 /// OUT (subject `out.<last token>`) on the same server.
-fn in_to_out(nats: &NatsServer, consumer: &str, extra: &str) -> String {
-    fill(
-        r#"
-shutdown_timeout: 10s
-connections:
-  core:
-    nats: { url: "@NATS@" }
-routes:
+fn in_to_out(consumer: &str, extra: &str) -> Brokers {
+    Scenario::new()
+        .settings("shutdown_timeout: 10s\n")
+        .nats_with("core", jetstream())
+        .routes(&fill(
+            r#"
   - name: relay
     from:
       connection: core
@@ -94,12 +105,12 @@ routes:
       jetstream: { stream: IN, consumer: @CONSUMER@ @EXTRA@ }
     to: { connection: core, subject: "out.{{ subject[-1] }}", jetstream: true }
 "#,
-        &[
-            ("@NATS@", nats.url()),
-            ("@CONSUMER@", consumer.to_string()),
-            ("@EXTRA@", extra.to_string()),
-        ],
-    )
+            &[
+                ("@CONSUMER@", consumer.to_string()),
+                ("@EXTRA@", extra.to_string()),
+            ],
+        ))
+        .start_brokers()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -108,29 +119,24 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_source_delivers_every_message_to_mqtt_and_acks_each() {
     const N: usize = 500;
-    let nats = jetstream_server();
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let js = NatsPeer::connect(&nats.url()).await;
-    js.create_stream("IOT", &["iot.>"]).await;
-    publish_numbered(&js, "iot", N, |i| format!("iot.room{}.temp", i % 5)).await;
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("iot/#", 1).await;
-
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  core:
-    nats: { url: "@NATS@" }
-  plant:
-    mqtt: { url: "@MQTT@" }
-routes:
+    let brokers = Scenario::new()
+        .nats_with("core", jetstream())
+        .mosquitto("plant")
+        .routes(
+            r#"
   - name: iot
     from: { connection: core, subject: "iot.>", jetstream: { stream: IOT, consumer: ferry-iot } }
     headers: { set: { js-id: "{{ id }}" } }
     to: { connection: plant, topic: auto, qos: 1 }
 "#,
-        &[("@NATS@", nats.url()), ("@MQTT@", mosquitto.url())],
-    ));
+        )
+        .start_brokers();
+    let js = brokers.nats_peer("core").await;
+    js.create_stream("IOT", &["iot.>"]).await;
+    publish_numbered(&js, "iot", N, |i| format!("iot.room{}.temp", i % 5)).await;
+    let mut subscriber = brokers.mqtt_subscriber("plant", "iot/#", 1).await;
+
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     ferry
         .wait_for_line("JetStream consumer IOT/ferry-iot: created", secs(5))
@@ -170,8 +176,8 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_consumer_is_bound_as_it_is() {
     const N: usize = 200;
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
+    let brokers = in_to_out("ops", "");
+    let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>"]).await;
     js.create_stream("OUT", &["out.>"]).await;
     // Made by an operator: a smaller window and a longer ack_wait than ferry's defaults.
@@ -189,7 +195,7 @@ async fn an_existing_consumer_is_bound_as_it_is() {
         .unwrap();
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
-    let mut ferry = Ferry::start(&in_to_out(&nats, "ops", ""));
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     let line = ferry
         .wait_for_line("JetStream consumer IN/ops: bound", secs(5))
@@ -214,8 +220,8 @@ async fn an_existing_consumer_is_bound_as_it_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_does_not_fit_is_refused_until_fixed() {
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
+    let brokers = in_to_out("ferry-in", "");
+    let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>", "other.>"]).await;
     js.create_stream("OUT", &["out.>"]).await;
     let stream = js.jetstream().get_stream("IN").await.unwrap();
@@ -230,7 +236,7 @@ async fn a_consumer_that_does_not_fit_is_refused_until_fixed() {
         .unwrap();
     publish_numbered(&js, "in", 10, |_| "in.data".into()).await;
 
-    let mut ferry = Ferry::start(&in_to_out(&nats, "ferry-in", ""));
+    let mut ferry = Ferry::start(&brokers.config);
     let line = ferry
         .wait_for_line("cannot serve this route", secs(15))
         .await;
@@ -344,15 +350,14 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
     const N: usize = 3000;
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
+    // What ferry held unacked when it died comes back after ack_wait.
+    let brokers = in_to_out("relay", ", ack_wait: 5s");
+    let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>"]).await;
     js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
-    // What ferry held unacked when it died comes back after ack_wait.
-    let config = in_to_out(&nats, "relay", ", ack_wait: 5s");
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     js.wait_stream_len("OUT", 500, secs(30)).await;
     ferry.signal("KILL");
@@ -360,7 +365,7 @@ async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
     let at_kill = js.stream_len("OUT").await.expect("stream length");
     let unacked = consumer_info(&js, "IN", "relay").await;
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     ferry
         .wait_for_line("JetStream consumer IN/relay: bound", secs(5))
@@ -389,27 +394,27 @@ async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
     const N: usize = 3000;
-    let mut nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
+    // Deliveries lost with the connection come back after ack_wait.
+    let mut brokers = in_to_out("relay", ", ack_wait: 5s");
+    let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>"]).await;
     js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
-    // Deliveries lost with the connection come back after ack_wait.
-    let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ", ack_wait: 5s"));
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     js.wait_stream_len("OUT", 500, secs(30)).await;
     let mark = ferry.mark();
-    nats.kill9();
+    brokers.broker_mut("core").kill9();
     ferry
         .wait_for_line_since(mark, "connection down", secs(15))
         .await;
-    nats.restart();
+    brokers.broker_mut("core").restart();
     ferry
         .wait_for_line_since(mark, "reconnected", secs(30))
         .await;
 
-    let js = NatsPeer::connect(&nats.url()).await;
+    let js = brokers.nats_peer("core").await;
     let info = wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
     let out = js.read_stream("OUT").await;
     let Tally {
@@ -428,13 +433,13 @@ async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliver_new_starts_after_the_messages_already_stored() {
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
+    let brokers = in_to_out("relay", ", deliver: new");
+    let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>"]).await;
     js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "old", 5, |_| "in.data".into()).await;
 
-    let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ", deliver: new"));
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     publish_numbered(&js, "new", 5, |_| "in.data".into()).await;
     wait_all_acked(&js, "IN", "relay", 10, secs(30)).await;
@@ -444,14 +449,13 @@ async fn deliver_new_starts_after_the_messages_already_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
     const N: usize = 3000;
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
+    let brokers = in_to_out("relay", "");
+    let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>"]).await;
     js.create_stream("OUT", &["out.>"]).await;
     publish_numbered(&js, "in", N, |_| "in.data".into()).await;
 
-    let config = in_to_out(&nats, "relay", "");
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     js.wait_stream_len("OUT", 500, secs(30)).await;
     let status = ferry.terminate().await;
@@ -475,7 +479,7 @@ async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
     } = Tally::of_msgs(acked, "in", &stored);
     assert_eq!((lost, duplicates), (0, 0), "of the {acked} acked messages");
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
     let out = js.read_stream("OUT").await;
@@ -542,27 +546,23 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_to_jetstream_stores_every_message_with_its_id() {
     const N: usize = 500;
-    let nats = jetstream_server();
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let js = NatsPeer::connect(&nats.url()).await;
-    js.create_stream("SENSORS", &["sensors.>"]).await;
-
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  plant:
-    mqtt: { url: "@MQTT@" }
-  core:
-    nats: { url: "@NATS@" }
-routes:
+    let brokers = Scenario::new()
+        .mosquitto("plant")
+        .nats_with("core", jetstream())
+        .routes(
+            r#"
   - name: up
     from: { connection: plant, topic: "sensors/#", qos: 1 }
     to: { connection: core, subject: auto, jetstream: true }
 "#,
-        &[("@NATS@", nats.url()), ("@MQTT@", mosquitto.url())],
-    ));
+        )
+        .start_brokers();
+    let js = brokers.nats_peer("core").await;
+    js.create_stream("SENSORS", &["sensors.>"]).await;
+
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let publisher = brokers.mqtt_peer("plant").await;
     publisher
         .publish_all(
             (0..N).map(|i| ("sensors/kitchen/temp".to_string(), seq_payload("s", i, 0))),
@@ -592,22 +592,17 @@ routes:
 /// gets an id of its own (`<id>`, `<id>#1`, `<id>#2`), so deduplication keeps all three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_outputs_of_a_split_message_are_each_stored() {
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    let mut ferry = Ferry::start(&fill(
+    let brokers = on_jetstream(
         r#"
-connections:
-  core:
-    nats: { url: "@NATS@" }
-routes:
   - name: split
     from: { connection: core, subject: "in.>" }
     transform: '.readings[]'
     to: { connection: core, subject: out.readings, jetstream: true }
 "#,
-        &[("@NATS@", nats.url())],
-    ));
+    );
+    let js = brokers.nats_peer("core").await;
+    js.create_stream("OUT", &["out.>"]).await;
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     js.publish("in.batch", r#"{"readings":[1,2,3]}"#).await;
     js.flush().await;
@@ -632,20 +627,10 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_sent_twice_with_one_id_is_stored_once() {
     const N: usize = 300;
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
-
     // Two routes read the same messages through two consumers and publish each one to the
     // same stream: every message is sent twice, with the same id (core/IN:<seq>).
-    let mut ferry = Ferry::start(&fill(
+    let brokers = on_jetstream(
         r#"
-connections:
-  core:
-    nats: { url: "@NATS@" }
-routes:
   - name: first
     from: { connection: core, subject: "in.>", jetstream: { stream: IN, consumer: first } }
     to: { connection: core, subject: "out.data", jetstream: true }
@@ -653,8 +638,13 @@ routes:
     from: { connection: core, subject: "in.>", jetstream: { stream: IN, consumer: second } }
     to: { connection: core, subject: "out.data", jetstream: true }
 "#,
-        &[("@NATS@", nats.url())],
-    ));
+    );
+    let js = brokers.nats_peer("core").await;
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
+    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     wait_all_acked(&js, "IN", "first", N as u64, secs(30)).await;
     wait_all_acked(&js, "IN", "second", N as u64, secs(30)).await;
@@ -671,12 +661,12 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_no_stream_captures_is_retried_until_one_does() {
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
+    let brokers = in_to_out("relay", "");
+    let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>"]).await;
     publish_numbered(&js, "in", 5, |_| "in.data".into()).await;
 
-    let mut ferry = Ferry::start(&in_to_out(&nats, "relay", ""));
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     let line = ferry
         .wait_for_line("no JetStream stream captures subject `out.data`", secs(15))
@@ -697,25 +687,19 @@ async fn a_subject_no_stream_captures_is_retried_until_one_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_nats_sink_confirms_each_message_once_flushed() {
     const N: usize = 20_000;
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
-    js.create_stream("IN", &["in.>"]).await;
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("out.>").await;
-
-    let mut ferry = Ferry::start(&fill(
+    let brokers = on_jetstream(
         r#"
-connections:
-  core:
-    nats: { url: "@NATS@" }
-routes:
   - name: relay
     from: { connection: core, subject: "in.>", jetstream: { stream: IN, consumer: relay } }
     to: { connection: core, subject: "out.data" }
 "#,
-        &[("@NATS@", nats.url())],
-    ));
+    );
+    let js = brokers.nats_peer("core").await;
+    js.create_stream("IN", &["in.>"]).await;
+    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    let (_subscriber, mut inbox) = brokers.nats_subscriber("core", "out.>").await;
+
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     let mut got = inbox.collect(1, secs(30)).await;
     let first = Instant::now();

@@ -43,7 +43,7 @@ const PER_STREAM: usize = 2_500; // 10,000 messages each way
 /// publishes carries the loop-guard headers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_way_bridge_relays_10k_each_way_exactly_once_without_echoes() {
-    two_way_bridge("", "").await;
+    two_way_bridge(false, "").await;
 }
 
 /// The same bridge where the broker cannot help: route `up` also copies everything to a second
@@ -52,12 +52,12 @@ async fn two_way_bridge_relays_10k_each_way_exactly_once_without_echoes() {
 /// every one of those echoes itself, and says so when the route stops.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_way_bridge_without_no_local_drops_echoes_by_its_marker() {
-    let audit = NatsServer::start(NatsOptions::default());
-    let (mut ferry, _brokers) = two_way_bridge(
-        &format!("  audit:\n    nats: {{ url: \"{}\" }}\n", audit.url()),
+    let mut run = two_way_bridge(
+        true,
         "      - { connection: audit, subject: \"audit.{{ subject }}\" }\n",
     )
     .await;
+    let ferry = &mut run.ferry;
     ferry.terminate().await;
     let stopped = ferry
         .lines()
@@ -76,27 +76,25 @@ async fn two_way_bridge_without_no_local_drops_echoes_by_its_marker() {
     );
 }
 
-/// Runs the two-way bridge test; `extra_connections` (YAML entries) are more connections,
-/// `extra_up_sinks` (YAML list items) more sinks for route `up`. Returns the still running
-/// ferry, and the brokers it runs on.
-async fn two_way_bridge(
-    extra_connections: &str,
-    extra_up_sinks: &str,
-) -> (Ferry, (Mosquitto, NatsServer)) {
+/// Runs the two-way bridge test; with `audit`, a second nats-server `audit` as a connection
+/// too; `extra_up_sinks` (YAML list items) are more sinks for route `up`. Returns the
+/// scenario, its ferry still running.
+async fn two_way_bridge(audit: bool, extra_up_sinks: &str) -> Running {
     // No per-client queue limit: neither ferry nor a test peer may lose a QoS 1 message.
-    let mosquitto = Mosquitto::start(MosquittoOptions {
+    let unlimited = MosquittoOptions {
         max_queued_messages: Some(0),
         ..Default::default()
-    });
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", version: 5, client_id: ferry-two-way }
-  nc:
-    nats: { url: "@NATS@" }
-@CONNECTIONS@routes:
+    };
+    let mut scenario = Scenario::new()
+        .mosquitto_with("mq", unlimited)
+        .keys("mq", "version: 5, client_id: ferry-two-way")
+        .nats("nc");
+    if audit {
+        scenario = scenario.nats("audit");
+    }
+    let run = scenario
+        .routes(&fill(
+            r#"
   - name: up
     from: { connection: mq, topic: "bridge/#", qos: 1 }
     to:
@@ -107,21 +105,15 @@ connections:
     to: { connection: mq, topic: auto, qos: 1 }
     queue: { max_messages: 10000, when_full: block }
 "#,
-        &[
-            ("@MQTT@", mosquitto.url()),
-            ("@NATS@", nats.url()),
-            ("@CONNECTIONS@", extra_connections.to_string()),
-            ("@EXTRA@", extra_up_sinks.to_string()),
-        ],
-    ));
-    ferry.wait_ready().await;
+            &[("@EXTRA@", extra_up_sinks.to_string())],
+        ))
+        .start()
+        .await;
 
-    let nats_watcher = NatsPeer::connect(&nats.url()).await;
-    let mut at_nats = nats_watcher.subscribe("bridge.>").await;
-    let mut mqtt_watcher = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt_watcher.subscribe("bridge/#", 1).await;
-    let mqtt_publisher = MqttPeer::connect(&mosquitto.url()).await;
-    let nats_publisher = NatsPeer::connect(&nats.url()).await;
+    let (_nats_watcher, mut at_nats) = run.nats_subscriber("nc", "bridge.>").await;
+    let mut mqtt_watcher = run.mqtt_subscriber("mq", "bridge/#", 1).await;
+    let mqtt_publisher = run.mqtt_peer("mq").await;
+    let nats_publisher = run.nats_peer("nc").await;
 
     let up = async {
         let messages = (0..PER_STREAM).flat_map(|seq| {
@@ -184,7 +176,7 @@ connections:
             );
         }
     }
-    (ferry, (mosquitto, nats))
+    run
 }
 
 /// One side of the two-way bridge: every `own` stream (published on this side) and every
@@ -242,28 +234,22 @@ fn check_bridge_side(side: &str, got: &[Msg], sep: &str, own: &[&str], other: &[
 /// array yields no message, and the route still works afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn array_payload_is_split_into_one_message_per_element() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  mq:
-    mqtt: { url: "@MQTT@" }
-  nc:
-    nats: { url: "@NATS@" }
-routes:
+    let run = Scenario::new()
+        .mosquitto("mq")
+        .nats("nc")
+        .routes(
+            r#"
   - name: split
     from: { connection: nc, subject: "batch.>" }
     transform: '.readings[]'
     to: { connection: mq, topic: "rooms/{{ payload.room }}/reading", qos: 1 }
 "#,
-        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("rooms/#", 1).await;
-    let publisher = NatsPeer::connect(&nats.url()).await;
+    let mut subscriber = run.mqtt_subscriber("mq", "rooms/#", 1).await;
+    let publisher = run.nats_peer("nc").await;
 
     let readings: Vec<Value> = (0..5)
         .map(|i| json!({"room": format!("r{i}"), "seq": i, "celsius": 20.5 + i as f64}))
@@ -322,30 +308,25 @@ routes:
 /// `Ferry-Route`, `Ferry-Stage` and `Ferry-Error`, while the good messages around them arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_messages_go_to_the_dead_letter_subject_unchanged() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", version: 5 }
-  nc:
-    nats: { url: "@NATS@" }
-routes:
+    let run = Scenario::new()
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .nats("nc")
+        .routes(
+            r#"
   - name: rooms-with-dead-letters
     from: { connection: mq, topic: "readings/#", qos: 1 }
     transform: '. + {relayed: true}'
     to: { connection: nc, subject: "rooms.{{ payload.room }}" }
     dead_letter: { connection: nc, subject: dead.rooms }
 "#,
-        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let watcher = NatsPeer::connect(&nats.url()).await;
-    let mut delivered = watcher.subscribe("rooms.>").await;
+    let (watcher, mut delivered) = run.nats_subscriber("nc", "rooms.>").await;
     let mut dead = watcher.subscribe("dead.>").await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let publisher = run.mqtt_peer("mq").await;
 
     // Not JSON, and not even UTF-8: it must come back exactly as it went in.
     let not_json = Bytes::from_static(b"\x00not json {\xff\xfe");
@@ -430,16 +411,12 @@ routes:
 /// property while the others are forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn match_captures_render_subject_headers_and_payload() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", version: 5 }
-  nc:
-    nats: { url: "@NATS@" }
-routes:
+    let run = Scenario::new()
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .nats("nc")
+        .routes(
+            r#"
   - name: temps
     from:
       connection: mq
@@ -453,14 +430,13 @@ routes:
     to: { connection: nc, subject: "iot.{{ match.room }}.temp" }
     dead_letter: { connection: nc, subject: dead.temps }
 "#,
-        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
     // Everything on the server: a non-matching message must not show up under any subject.
-    let watcher = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = watcher.subscribe(">").await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let (_watcher, mut inbox) = run.nats_subscriber("nc", ">").await;
+    let publisher = run.mqtt_peer("mq").await;
     publisher
         .publish_with_user_properties(
             "sensors/kitchen/temp",
@@ -539,19 +515,13 @@ routes:
 /// and an RFC 3339 time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envelope_wraps_and_unwraps_the_original_message() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let edge = NatsServer::start(NatsOptions::default());
-    let core = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  edge:
-    nats: { url: "@EDGE@" }
-  core:
-    nats: { url: "@CORE@" }
-  mq:
-    mqtt: { url: "@MQTT@", version: 5 }
-routes:
+    let run = Scenario::new()
+        .nats("edge")
+        .nats("core")
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .routes(
+            r#"
   - name: wrap
     from: { connection: edge, subject: "raw.>", payload_format: text }
     to: { connection: core, subject: wrapped.x, envelope: true }
@@ -561,20 +531,14 @@ routes:
       - { connection: mq, topic: auto, qos: 1, payload_format: text }
       - { connection: mq, topic: "copy/{{ topic }}", qos: 1, payload_format: text }
 "#,
-        &[
-            ("@EDGE@", edge.url()),
-            ("@CORE@", core.url()),
-            ("@MQTT@", mosquitto.url()),
-        ],
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let core_watcher = NatsPeer::connect(&core.url()).await;
-    let mut wrapped = core_watcher.subscribe("wrapped.>").await;
-    let mut mqtt_watcher = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt_watcher.subscribe("raw/#", 1).await;
+    let (_core_watcher, mut wrapped) = run.nats_subscriber("core", "wrapped.>").await;
+    let mut mqtt_watcher = run.mqtt_subscriber("mq", "raw/#", 1).await;
     mqtt_watcher.subscribe("copy/#", 1).await;
-    let publisher = NatsPeer::connect(&edge.url()).await;
+    let publisher = run.nats_peer("edge").await;
 
     const TEXT: &str = "héllo, wörld: {not json} \"quoted\"\nsecond line ✓";
     publisher

@@ -363,7 +363,7 @@ fn example(name: &str) -> String {
 }
 
 /// examples/migratorydata-mqtt.yaml as written, with mosquitto standing in for MigratoryData's
-/// MQTT listener (the README says so: no MigratoryData server runs here).
+/// MQTT listener (docs/connectors/migratorydata.md says so: no MigratoryData server runs here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mqtt_example_maps_subjects_both_ways() {
     let mosquitto = Mosquitto::start(MosquittoOptions::default());
@@ -548,6 +548,9 @@ routes:
     );
     let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
     ferry.wait_for_line("connection down", secs(10)).await;
+    // The NATS side must be up too before "ready" can be asked of the MigratoryData side alone
+    // (on a loaded machine it may still be connecting when the fake comes back).
+    ferry.wait_for_line("connected to nats://", secs(10)).await;
     let readyz = || async move {
         let response = http_client()
             .get(format!("http://127.0.0.1:{port}/readyz"))

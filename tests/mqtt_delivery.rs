@@ -51,11 +51,15 @@ fn messages(topic: &str, stream: &str, count: usize) -> Vec<(String, bytes::Byte
 }
 
 /// The broker must keep everything for a ferry that is down or slow: no per-client limit.
-fn unlimited_mosquitto() -> Mosquitto {
-    Mosquitto::start(MosquittoOptions {
+fn unlimited() -> MosquittoOptions {
+    MosquittoOptions {
         max_queued_messages: Some(0),
         ..Default::default()
-    })
+    }
+}
+
+fn unlimited_mosquitto() -> Mosquitto {
+    Mosquitto::start(unlimited())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -68,24 +72,21 @@ fn unlimited_mosquitto() -> Mosquitto {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_publishing_back_to_its_own_connection_never_stalls_it() {
     const SENT: usize = 10_000;
-    let mosquitto = unlimited_mosquitto();
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", client_id: ferry-echo }
-routes:
+    let mut run = Scenario::new()
+        .mosquitto_with("mq", unlimited())
+        .keys("mq", "client_id: ferry-echo")
+        .routes(
+            r#"
   - name: echo
     from: { connection: mq, topic: "in/#", qos: 1 }
     to: { connection: mq, topic: out/echo, qos: 1 }
     queue: { max_messages: 2, when_full: block }
 "#,
-        &[("@MQTT@", mosquitto.url())],
-    ));
-    ferry.wait_ready().await;
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("out/#", 1).await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+        )
+        .start()
+        .await;
+    let mut subscriber = run.mqtt_subscriber("mq", "out/#", 1).await;
+    let publisher = run.mqtt_peer("mq").await;
 
     publisher
         .publish_all(messages("in/s", "echo", SENT), 1)
@@ -104,11 +105,29 @@ routes:
     tally.assert_none_lost("same connection");
     assert_eq!(tally.duplicates, 0, "duplicates in normal running");
     assert_eq!(tally.reordered, 0, "messages out of order");
-    assert!(ferry.terminate().await.success());
+    assert!(run.ferry.terminate().await.success());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Acks wait for the sink
+
+/// Two brokers without a per-client limit, `plant` (its connection's client id `client_id`,
+/// then `plant_keys`) and `out` (`<client_id>-out`), and route `up`: `up/#` on plant to
+/// `relayed/<level 1>` on out, QoS 1 both sides, then `route_keys`.
+fn plant_to_out(client_id: &str, plant_keys: &str, route_keys: &str) -> Scenario {
+    Scenario::new()
+        .mosquitto_with("plant", unlimited())
+        .keys("plant", &format!("client_id: {client_id}{plant_keys}"))
+        .mosquitto_with("out", unlimited())
+        .keys("out", &format!("client_id: {client_id}-out"))
+        .routes(&format!(
+            r#"
+  - name: up
+    from: {{ connection: plant, topic: "up/#", qos: 1 }}
+    to: {{ connection: out, topic: "relayed/{{{{ topic[1] }}}}", qos: 1 }}{route_keys}
+"#
+        ))
+}
 
 /// The number in ferry's shutdown line `N received message(s) not delivered stay
 /// unacknowledged`, 0 without one.
@@ -131,35 +150,22 @@ fn left_unacknowledged(ferry: &Ferry) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_a_dead_sink_never_took_stay_with_the_broker() {
     const SENT: usize = 500;
-    let source = unlimited_mosquitto();
-    let mut sink = unlimited_mosquitto();
     let state = tempfile::tempdir().unwrap();
-    let config = fill(
-        r#"
-state_dir: "@STATE@"
-shutdown_timeout: 2s
-connections:
-  plant:
-    mqtt: { url: "@SOURCE@", client_id: ferry-held, clean_start: false, session_expiry: 1h }
-  out:
-    mqtt: { url: "@SINK@", client_id: ferry-held-out }
-routes:
-  - name: up
-    from: { connection: plant, topic: "up/#", qos: 1 }
-    to: { connection: out, topic: "relayed/{{ topic[1] }}", qos: 1 }
-    queue: { max_messages: 100, when_full: block }
-"#,
-        &[
-            ("@SOURCE@", source.url()),
-            ("@SINK@", sink.url()),
-            ("@STATE@", state.path().display().to_string()),
-        ],
-    );
-    sink.kill9();
+    let mut brokers = plant_to_out(
+        "ferry-held",
+        ", clean_start: false, session_expiry: 1h",
+        "\n    queue: { max_messages: 100, when_full: block }",
+    )
+    .settings(&format!(
+        "state_dir: \"{}\"\nshutdown_timeout: 2s\n",
+        state.path().display()
+    ))
+    .start_brokers();
+    brokers.broker_mut("out").kill9();
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_for_line("subscriptions)", secs(30)).await;
-    let publisher = MqttPeer::connect(&source.url()).await;
+    let publisher = brokers.mqtt_peer("plant").await;
     publisher
         .publish_all(messages("up/s", "held", SENT), 1)
         .await;
@@ -169,10 +175,9 @@ routes:
     eprintln!("[dead sink] ferry stopped holding {held} unacknowledged message(s)");
     assert!(held > 0, "ferry held no unacknowledged message at shutdown");
 
-    sink.restart();
-    let mut subscriber = MqttPeer::connect(&sink.url()).await;
-    subscriber.subscribe("relayed/#", 1).await;
-    let mut ferry = Ferry::start(&config);
+    brokers.broker_mut("out").restart();
+    let mut subscriber = brokers.mqtt_subscriber("out", "relayed/#", 1).await;
+    let mut ferry = Ferry::start(&brokers.config);
     let got = collect_stream(
         &mut subscriber.inbox,
         "held",
@@ -195,28 +200,12 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_killed_mid_stream_loses_nothing() {
     const SENT: usize = 20_000;
-    let source = unlimited_mosquitto();
-    let sink = unlimited_mosquitto();
-    let config = fill(
-        r#"
-connections:
-  plant:
-    mqtt: { url: "@SOURCE@", client_id: ferry-killed }
-  out:
-    mqtt: { url: "@SINK@", client_id: ferry-killed-out }
-routes:
-  - name: up
-    from: { connection: plant, topic: "up/#", qos: 1 }
-    to: { connection: out, topic: "relayed/{{ topic[1] }}", qos: 1 }
-"#,
-        &[("@SOURCE@", source.url()), ("@SINK@", sink.url())],
-    );
-    let mut subscriber = MqttPeer::connect(&sink.url()).await;
-    subscriber.subscribe("relayed/#", 1).await;
+    let brokers = plant_to_out("ferry-killed", "", "").start_brokers();
+    let mut subscriber = brokers.mqtt_subscriber("out", "relayed/#", 1).await;
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
-    let publisher = MqttPeer::connect(&source.url()).await;
+    let publisher = brokers.mqtt_peer("plant").await;
     let publishing = tokio::spawn(async move {
         publisher
             .publish_all(messages("up/s", "kill", SENT), 1)
@@ -229,7 +218,7 @@ routes:
     ferry.wait_exit(secs(10)).await;
     before.extend(subscriber.inbox.drain());
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     let _publisher = publishing.await.unwrap();
     let got = collect_stream(
         &mut subscriber.inbox,
@@ -251,29 +240,13 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_stop_mid_stream_neither_loses_nor_repeats() {
     const SENT: usize = 10_000;
-    let source = unlimited_mosquitto();
-    let sink = unlimited_mosquitto();
-    let config = fill(
-        r#"
-connections:
-  plant:
-    mqtt: { url: "@SOURCE@", client_id: ferry-clean-stop }
-  out:
-    mqtt: { url: "@SINK@", client_id: ferry-clean-stop-out }
-routes:
-  - name: up
-    from: { connection: plant, topic: "up/#", qos: 1 }
-    to: { connection: out, topic: "relayed/{{ topic[1] }}", qos: 1 }
-    queue: { max_messages: 10 }
-"#,
-        &[("@SOURCE@", source.url()), ("@SINK@", sink.url())],
-    );
-    let mut subscriber = MqttPeer::connect(&sink.url()).await;
-    subscriber.subscribe("relayed/#", 1).await;
+    let brokers =
+        plant_to_out("ferry-clean-stop", "", "\n    queue: { max_messages: 10 }").start_brokers();
+    let mut subscriber = brokers.mqtt_subscriber("out", "relayed/#", 1).await;
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
-    let publisher = MqttPeer::connect(&source.url()).await;
+    let publisher = brokers.mqtt_peer("plant").await;
     let publishing = tokio::spawn(async move {
         publisher
             .publish_all(messages("up/s", "stop", SENT), 1)
@@ -285,7 +258,7 @@ routes:
     before.extend(subscriber.inbox.drain());
     let held = left_unacknowledged(&ferry);
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     let _publisher = publishing.await.unwrap();
     let got = collect_stream(
         &mut subscriber.inbox,
@@ -315,24 +288,21 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_ferry_publishes_and_subscribes_on_its_kept_session() {
     const BATCH: usize = 200;
-    let mosquitto = unlimited_mosquitto();
-    let config = fill(
-        r#"
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", client_id: ferry-kept }
-routes:
+    let brokers = Scenario::new()
+        .mosquitto_with("mq", unlimited())
+        .keys("mq", "client_id: ferry-kept")
+        .routes(
+            r#"
   - name: echo
     from: { connection: mq, topic: "in/#", qos: 1 }
     to: { connection: mq, topic: "out/{{ topic[1] }}", qos: 2 }
 "#,
-        &[("@MQTT@", mosquitto.url())],
-    );
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("out/#", 2).await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+        )
+        .start_brokers();
+    let mut subscriber = brokers.mqtt_subscriber("mq", "out/#", 2).await;
+    let publisher = brokers.mqtt_peer("mq").await;
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_ready().await;
     let publishing = tokio::spawn(async move {
         publisher
@@ -349,7 +319,7 @@ routes:
         .publish_all(messages("in/b", "second", BATCH), 1)
         .await;
 
-    let mut ferry = Ferry::start(&config);
+    let mut ferry = Ferry::start(&brokers.config);
     let ready = ferry.wait_ready().await;
     let subscribed = ferry.wait_for_line("subscriptions)", secs(10)).await;
     eprintln!("[kept session] {ready}\n[kept session] {subscribed}");

@@ -192,6 +192,23 @@ fn debian_package_holds_every_asset_and_checks_its_config() {
         }
     }
     assert!(units >= 1, "no units in systemd/");
+    // Every page of docs/ (its connectors/ folder too) beside the README, as docs/, where the
+    // README's links and the pages' links to each other expect it.
+    let mut pages = 0;
+    let mut dirs = vec![repo.join("docs")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let page = path.strip_prefix(repo).unwrap().display().to_string();
+            expected.push(format!("./usr/share/doc/ferry/{page}"));
+            pages += 1;
+        }
+    }
+    assert!(pages >= 2, "no pages in docs/");
     for path in &expected {
         assert!(
             listing.lines().any(|l| l.ends_with(&format!(" {path}"))),

@@ -19,33 +19,24 @@ async fn mqtt_to_nats_10k_messages_arrive_once_and_in_order() {
     // ferry acknowledges each message only once NATS has it, so while the publisher outruns the
     // relay, mosquitto queues for ferry; past `max_queued_messages` (1000 by default) mosquitto
     // silently drops QoS 1 messages for any subscriber. Brokers feeding at-least-once routes
-    // need it raised, as the README says.
-    let mosquitto = Mosquitto::start(MosquittoOptions {
-        max_queued_messages: Some(0),
-        ..Default::default()
-    });
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r#"
-connections:
-  mq:
-    mqtt: {{ url: "{mqtt}", client_id: ferry-load-up }}
-  nc:
-    nats: {{ url: "{nats}" }}
-routes:
+    // need it raised, as docs/limits.md says.
+    let run = Scenario::new()
+        .mosquitto_with("mq", unlimited_queue())
+        .keys("mq", "client_id: ferry-load-up")
+        .nats("nc")
+        .routes(
+            r#"
   - name: load
-    from: {{ connection: mq, topic: "load/#", qos: 1 }}
-    to: {{ connection: nc, subject: auto }}
-    queue: {{ max_messages: 1000, when_full: block }}
+    from: { connection: mq, topic: "load/#", qos: 1 }
+    to: { connection: nc, subject: auto }
+    queue: { max_messages: 1000, when_full: block }
 "#,
-        mqtt = mosquitto.url(),
-        nats = nats.url()
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("load.>").await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let (_subscriber, mut inbox) = run.nats_subscriber("nc", "load.>").await;
+    let publisher = run.mqtt_peer("mq").await;
     let messages = (0..PER_STREAM).flat_map(|seq| {
         STREAMS
             .iter()
@@ -55,6 +46,15 @@ routes:
     publisher.publish("load/end", "end", 1, false).await;
 
     expect_load(&mut inbox, ".").await;
+}
+
+/// mosquitto without a per-client queue limit (`max_queued_messages: 0`; see the first test
+/// for why).
+fn unlimited_queue() -> MosquittoOptions {
+    MosquittoOptions {
+        max_queued_messages: Some(0),
+        ..Default::default()
+    }
 }
 
 /// Collects up to the final `load<sep>end` message, then checks that every message came on
@@ -81,32 +81,23 @@ async fn expect_load(inbox: &mut Inbox, separator: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_to_mqtt_10k_messages_arrive_once_and_in_order() {
     // No per-client queue limit, so the test's own subscriber cannot be the one losing messages.
-    let mosquitto = Mosquitto::start(MosquittoOptions {
-        max_queued_messages: Some(0),
-        ..Default::default()
-    });
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r#"
-connections:
-  mq:
-    mqtt: {{ url: "{mqtt}", client_id: ferry-load-down }}
-  nc:
-    nats: {{ url: "{nats}" }}
-routes:
+    let run = Scenario::new()
+        .mosquitto_with("mq", unlimited_queue())
+        .keys("mq", "client_id: ferry-load-down")
+        .nats("nc")
+        .routes(
+            r#"
   - name: load
-    from: {{ connection: nc, subject: "load.>" }}
-    to: {{ connection: mq, topic: auto, qos: 1 }}
-    queue: {{ max_messages: 10000, when_full: block }}
+    from: { connection: nc, subject: "load.>" }
+    to: { connection: mq, topic: auto, qos: 1 }
+    queue: { max_messages: 10000, when_full: block }
 "#,
-        mqtt = mosquitto.url(),
-        nats = nats.url()
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("load/#", 1).await;
-    let publisher = NatsPeer::connect(&nats.url()).await;
+    let mut subscriber = run.mqtt_subscriber("mq", "load/#", 1).await;
+    let publisher = run.nats_peer("nc").await;
     let messages = (0..PER_STREAM).flat_map(|seq| {
         STREAMS
             .iter()
@@ -123,28 +114,21 @@ routes:
 /// payload is untouched, and topics the filter does not match are not relayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wildcard_route_renders_the_subject_template() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r#"
-connections:
-  plant:
-    mqtt: {{ url: "{mqtt}" }}
-  core:
-    nats: {{ url: "{nats}" }}
-routes:
+    let run = Scenario::new()
+        .mosquitto("plant")
+        .nats("core")
+        .routes(
+            r#"
   - name: telemetry
-    from: {{ connection: plant, topic: "sensors/+/temp", qos: 1 }}
-    to: {{ connection: core, subject: "iot.{{{{ topic[1] }}}}.temperature" }}
+    from: { connection: plant, topic: "sensors/+/temp", qos: 1 }
+    to: { connection: core, subject: "iot.{{ topic[1] }}.temperature" }
 "#,
-        mqtt = mosquitto.url(),
-        nats = nats.url()
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe(">").await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let (_subscriber, mut inbox) = run.nats_subscriber("core", ">").await;
+    let publisher = run.mqtt_peer("plant").await;
     publisher
         .publish("sensors/kitchen/humidity", r#"{"value":40}"#, 1, false)
         .await;
@@ -178,31 +162,22 @@ routes:
 /// nats-server's own MQTT mapping.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_subjects_survive_mqtt_to_nats_to_mqtt_byte_for_byte() {
-    let edge = Mosquitto::start(MosquittoOptions::default());
-    let cloud = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r##"
-connections:
-  edge:
-    mqtt: {{ url: "{edge}" }}
-  core:
-    nats: {{ url: "{nats}" }}
-  cloud:
-    mqtt: {{ url: "{cloud}" }}
-routes:
+    let run = Scenario::new()
+        .mosquitto("edge")
+        .nats("core")
+        .mosquitto("cloud")
+        .routes(
+            r##"
   - name: up
-    from: {{ connection: edge, topics: ["#", "$app/#"], qos: 1 }}
-    to: {{ connection: core, subject: auto }}
+    from: { connection: edge, topics: ["#", "$app/#"], qos: 1 }
+    to: { connection: core, subject: auto }
   - name: down
-    from: {{ connection: core, subject: ">" }}
-    to: {{ connection: cloud, topic: auto, qos: 1 }}
+    from: { connection: core, subject: ">" }
+    to: { connection: cloud, topic: auto, qos: 1 }
 "##,
-        edge = edge.url(),
-        cloud = cloud.url(),
-        nats = nats.url()
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
     // MQTT topic on A, the NATS subject nats-server's MQTT support would use for it.
     let cases = [
@@ -219,12 +194,10 @@ routes:
         Bytes::from(p)
     };
 
-    let watcher = NatsPeer::connect(&nats.url()).await;
-    let mut in_nats = watcher.subscribe(">").await;
-    let mut in_cloud = MqttPeer::connect(&cloud.url()).await;
-    in_cloud.subscribe("#", 1).await;
+    let (_watcher, mut in_nats) = run.nats_subscriber("core", ">").await;
+    let mut in_cloud = run.mqtt_subscriber("cloud", "#", 1).await;
     in_cloud.subscribe("$app/#", 1).await;
-    let publisher = MqttPeer::connect(&edge.url()).await;
+    let publisher = run.mqtt_peer("edge").await;
     for (topic, _) in cases {
         publisher.publish(topic, payload(topic), 1, false).await;
     }
@@ -281,30 +254,23 @@ async fn collect_ignoring_sync(inbox: &mut Inbox, n: usize) -> Vec<Msg> {
 /// A jq filter drops what it rejects, a jq transform reshapes what passes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jq_filter_and_transform() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r#"
-connections:
-  mq:
-    mqtt: {{ url: "{mqtt}" }}
-  nc:
-    nats: {{ url: "{nats}" }}
-routes:
+    let run = Scenario::new()
+        .mosquitto("mq")
+        .nats("nc")
+        .routes(
+            r#"
   - name: warm-rooms
-    from: {{ connection: mq, topic: "rooms/+", qos: 1 }}
+    from: { connection: mq, topic: "rooms/+", qos: 1 }
     filter: '.value > 20'
-    transform: '{{room: .room, celsius: .value}}'
-    to: {{ connection: nc, subject: "warm.{{{{ topic[1] }}}}" }}
+    transform: '{room: .room, celsius: .value}'
+    to: { connection: nc, subject: "warm.{{ topic[1] }}" }
 "#,
-        mqtt = mosquitto.url(),
-        nats = nats.url()
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("warm.>").await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let (_subscriber, mut inbox) = run.nats_subscriber("nc", "warm.>").await;
+    let publisher = run.mqtt_peer("mq").await;
     publisher
         .publish(
             "rooms/a",
@@ -338,30 +304,23 @@ routes:
 /// route) and skipped; the messages after it keep flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_json_payload_is_logged_and_the_route_goes_on() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r#"
-connections:
-  mq:
-    mqtt: {{ url: "{mqtt}" }}
-  nc:
-    nats: {{ url: "{nats}" }}
-routes:
+    let mut run = Scenario::new()
+        .mosquitto("mq")
+        .nats("nc")
+        .routes(
+            r#"
   - name: json-only-route
-    from: {{ connection: mq, topic: "raw/#", qos: 1 }}
-    transform: '{{v: .value}}'
-    to: {{ connection: nc, subject: "cooked" }}
+    from: { connection: mq, topic: "raw/#", qos: 1 }
+    transform: '{v: .value}'
+    to: { connection: nc, subject: "cooked" }
 "#,
-        mqtt = mosquitto.url(),
-        nats = nats.url()
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("cooked").await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
-    let mark = ferry.mark();
+    let (_subscriber, mut inbox) = run.nats_subscriber("nc", "cooked").await;
+    let publisher = run.mqtt_peer("mq").await;
+    let mark = run.ferry.mark();
     publisher
         .publish("raw/1", "this is not { json", 1, false)
         .await;
@@ -374,7 +333,7 @@ routes:
     let got = inbox.collect(3, secs(15)).await;
     let got: Vec<serde_json::Value> = got.iter().map(|m| m.json()).collect();
     assert_eq!(got, [json!({"v": 0}), json!({"v": 1}), json!({"v": 2})]);
-    ferry
+    run.ferry
         .wait_for_match_since(
             mark,
             "a warning naming route `json-only-route`",
@@ -382,38 +341,31 @@ routes:
             secs(10),
         )
         .await;
-    assert!(ferry.is_running(), "ferry exited after a bad payload");
+    assert!(run.ferry.is_running(), "ferry exited after a bad payload");
 }
 
 /// Headers travel: MQTT 5 user properties become NATS headers, and NATS headers become MQTT 5
 /// user properties, names and values intact (repeated names included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn headers_and_user_properties_travel_both_ways() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r#"
-connections:
-  mq:
-    mqtt: {{ url: "{mqtt}", version: 5 }}
-  nc:
-    nats: {{ url: "{nats}" }}
-routes:
+    let run = Scenario::new()
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .nats("nc")
+        .routes(
+            r#"
   - name: up
-    from: {{ connection: mq, topic: "up/#", qos: 1 }}
-    to: {{ connection: nc, subject: auto }}
+    from: { connection: mq, topic: "up/#", qos: 1 }
+    to: { connection: nc, subject: auto }
   - name: down
-    from: {{ connection: nc, subject: "down.>" }}
-    to: {{ connection: mq, topic: auto, qos: 1 }}
+    from: { connection: nc, subject: "down.>" }
+    to: { connection: mq, topic: auto, qos: 1 }
 "#,
-        mqtt = mosquitto.url(),
-        nats = nats.url()
-    ));
-    ferry.wait_ready().await;
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    let mut in_nats = nats_peer.subscribe("up.>").await;
-    let mut mqtt_peer = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt_peer.subscribe("down/#", 1).await;
+        )
+        .start()
+        .await;
+    let (nats_peer, mut in_nats) = run.nats_subscriber("nc", "up.>").await;
+    let mut mqtt_peer = run.mqtt_subscriber("mq", "down/#", 1).await;
 
     let sent = [("trace-id", "42"), ("tag", "a"), ("tag", "b")];
     mqtt_peer

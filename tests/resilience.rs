@@ -12,16 +12,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use support::*;
 
-fn up_route_config(mqtt: &str, nats: &str, queue: &str) -> String {
-    format!(
-        r#"
-shutdown_timeout: 30s
-connections:
-  mq:
-    mqtt: {{ url: "{mqtt}", client_id: ferry-resilience }}
-  nc:
-    nats: {{ url: "{nats}" }}
-routes:
+/// mosquitto `mq` and nats-server `nc`, a route each way: `up` (MQTT `stream/#` to NATS, its
+/// queue as given) and `down` (NATS `cmd.>` to MQTT).
+fn up_and_down(mosquitto: MosquittoOptions, queue: &str) -> Scenario {
+    Scenario::new()
+        .settings("shutdown_timeout: 30s\n")
+        .mosquitto_with("mq", mosquitto)
+        .keys("mq", "client_id: ferry-resilience")
+        .nats("nc")
+        .routes(&format!(
+            r#"
   - name: up
     from: {{ connection: mq, topic: "stream/#", qos: 1 }}
     to: {{ connection: nc, subject: auto }}
@@ -30,7 +30,7 @@ routes:
     from: {{ connection: nc, subject: "cmd.>" }}
     to: {{ connection: mq, topic: auto, qos: 1 }}
 "#
-    )
+        ))
 }
 
 /// Publishes `stream/probe` on MQTT until one comes out on NATS as `stream.probe` (a route
@@ -126,28 +126,23 @@ fn background_publisher(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_mid_stream_and_restarted_traffic_resumes() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let mut nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&up_route_config(
-        &mosquitto.url(),
-        &nats.url(),
-        "{ when_full: block }",
-    ));
-    ferry.wait_ready().await;
+    let mut run = up_and_down(MosquittoOptions::default(), "{ when_full: block }")
+        .start()
+        .await;
 
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("stream.>").await;
-    let publisher = Arc::new(MqttPeer::connect(&mosquitto.url()).await);
+    let (_subscriber, mut inbox) = run.nats_subscriber("nc", "stream.>").await;
+    let publisher = Arc::new(run.mqtt_peer("mq").await);
     relay_stream(&publisher, &mut inbox, "before", 100).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = background_publisher(publisher.clone(), stop.clone());
+    let ferry = &mut run.ferry;
     let mark = ferry.mark();
-    nats.kill9();
+    run.brokers.broker_mut("nc").kill9();
     ferry
         .wait_for_line_since(mark, "connection down", secs(30))
         .await;
-    nats.restart();
+    run.brokers.broker_mut("nc").restart();
     ferry
         .wait_for_line_since(mark, "reconnected", secs(60))
         .await;
@@ -157,43 +152,37 @@ async fn nats_server_killed_mid_stream_and_restarted_traffic_resumes() {
     assert!(ferry.is_running());
 
     // A fresh subscriber: the old one's subscription died with the server.
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("stream.>").await;
+    let (_subscriber, mut inbox) = run.nats_subscriber("nc", "stream.>").await;
     mqtt_probe_until_through(&publisher, &mut inbox).await;
     relay_stream(&publisher, &mut inbox, "after", 200).await;
 
     assert!(
-        ferry.terminate().await.success(),
+        run.ferry.terminate().await.success(),
         "ferry did not exit 0 after SIGTERM"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_killed_and_restarted_ferry_resubscribes_and_publishes_again() {
-    let mut mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&up_route_config(
-        &mosquitto.url(),
-        &nats.url(),
-        "{ when_full: block }",
-    ));
-    ferry.wait_ready().await;
+    let mut run = up_and_down(MosquittoOptions::default(), "{ when_full: block }")
+        .start()
+        .await;
 
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    let mut from_mqtt = nats_peer.subscribe("stream.>").await;
-    let publisher = Arc::new(MqttPeer::connect(&mosquitto.url()).await);
+    let (nats_peer, mut from_mqtt) = run.nats_subscriber("nc", "stream.>").await;
+    let publisher = Arc::new(run.mqtt_peer("mq").await);
     relay_stream(&publisher, &mut from_mqtt, "before", 100).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let during = background_publisher(publisher.clone(), stop.clone());
+    let ferry = &mut run.ferry;
     let mark = ferry.mark();
-    mosquitto.kill9();
+    run.brokers.broker_mut("mq").kill9();
     ferry
         .wait_for_line_since(mark, "connection down", secs(30))
         .await;
     stop.store(true, Ordering::Relaxed);
     during.abort();
-    mosquitto.restart();
+    run.brokers.broker_mut("mq").restart();
     ferry
         .wait_for_line_since(mark, "reconnected", secs(60))
         .await;
@@ -201,13 +190,12 @@ async fn mosquitto_killed_and_restarted_ferry_resubscribes_and_publishes_again()
 
     // The route whose source is MQTT must have subscribed again (clean session: the broker
     // forgot the subscription).
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let publisher = run.mqtt_peer("mq").await;
     mqtt_probe_until_through(&publisher, &mut from_mqtt).await;
     relay_stream(&publisher, &mut from_mqtt, "after", 200).await;
 
     // And the route whose sink is MQTT publishes again.
-    let mut to_mqtt = MqttPeer::connect(&mosquitto.url()).await;
-    to_mqtt.subscribe("cmd/#", 1).await;
+    let mut to_mqtt = run.mqtt_subscriber("mq", "cmd/#", 1).await;
     nats_probe_until_through(&nats_peer, &mut to_mqtt.inbox).await;
     nats_peer
         .publish_all((0..200).map(|i| ("cmd.after".to_string(), seq_payload("cmd", i, 0))))
@@ -215,7 +203,7 @@ async fn mosquitto_killed_and_restarted_ferry_resubscribes_and_publishes_again()
     expect_stream(&mut to_mqtt.inbox, "cmd", 200).await;
 
     assert!(
-        ferry.terminate().await.success(),
+        run.ferry.terminate().await.success(),
         "ferry did not exit 0 after SIGTERM"
     );
 }
@@ -263,21 +251,18 @@ impl RssSampler {
 /// Sets up mosquitto (no per-client queue limit: the broker must not be the one dropping),
 /// nats-server, ferry with a 10-message queue and `when_full`, a NATS subscriber, and an MQTT
 /// publisher; checks that a first message passes before the test pauses anything.
-async fn flood_setup(when_full: &str) -> (Mosquitto, NatsServer, Ferry, NatsPeer, Inbox, MqttPeer) {
-    let mosquitto = Mosquitto::start(MosquittoOptions {
+async fn flood_setup(when_full: &str) -> (Running, NatsPeer, Inbox, MqttPeer) {
+    let unlimited = MosquittoOptions {
         max_queued_messages: Some(0),
         ..Default::default()
-    });
-    let nats = NatsServer::start(NatsOptions::default());
+    };
     let queue = format!("{{ max_messages: 10, when_full: {when_full} }}");
-    let mut ferry = Ferry::start(&up_route_config(&mosquitto.url(), &nats.url(), &queue));
-    ferry.wait_ready().await;
-    let subscriber = NatsPeer::connect(&nats.url()).await;
-    let mut inbox = subscriber.subscribe("stream.>").await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let run = up_and_down(unlimited, &queue).start().await;
+    let (subscriber, mut inbox) = run.nats_subscriber("nc", "stream.>").await;
+    let publisher = run.mqtt_peer("mq").await;
     publisher.publish("stream/warm", "warm", 1, false).await;
     assert_eq!(inbox.collect(1, secs(15)).await[0].topic, "stream.warm");
-    (mosquitto, nats, ferry, subscriber, inbox, publisher)
+    (run, subscriber, inbox, publisher)
 }
 
 fn flood_messages() -> impl Iterator<Item = (String, bytes::Bytes)> {
@@ -316,7 +301,8 @@ fn max_dropped(lines: &[String]) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_full_block_loses_nothing_and_memory_stays_bounded() {
-    let (_mosquitto, nats, mut ferry, _sub, mut inbox, publisher) = flood_setup("block").await;
+    let (mut run, _sub, mut inbox, publisher) = flood_setup("block").await;
+    let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
 
     nats.pause();
     let rss = RssSampler::start(ferry.pid());
@@ -345,8 +331,8 @@ async fn when_full_block_loses_nothing_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
-    let (_mosquitto, nats, mut ferry, _sub, mut inbox, publisher) =
-        flood_setup("drop_newest").await;
+    let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_newest").await;
+    let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
 
     let mark = ferry.mark();
     nats.pause();
@@ -428,8 +414,8 @@ async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_full_drop_oldest_keeps_the_newest_and_memory_stays_bounded() {
-    let (_mosquitto, nats, mut ferry, _sub, mut inbox, publisher) =
-        flood_setup("drop_oldest").await;
+    let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_oldest").await;
+    let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
 
     let mark = ferry.mark();
     nats.pause();
@@ -492,42 +478,37 @@ async fn when_full_drop_oldest_keeps_the_newest_and_memory_stays_bounded() {
 /// the same NATS connection proves ferry has read them all before the signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_delivers_queued_messages_and_exits_0() {
-    let slow = Mosquitto::start(MosquittoOptions {
-        max_queued_messages: Some(0),
-        ..Default::default()
-    });
-    let fast = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let mut ferry = Ferry::start(&format!(
-        r#"
-shutdown_timeout: 30s
-connections:
-  nc:
-    nats: {{ url: "{nats}" }}
-  slow:
-    mqtt: {{ url: "{slow}", client_id: ferry-slow }}
-  fast:
-    mqtt: {{ url: "{fast}", client_id: ferry-fast }}
-routes:
+    let mut run = Scenario::new()
+        .settings("shutdown_timeout: 30s\n")
+        .nats("nc")
+        .mosquitto_with(
+            "slow",
+            MosquittoOptions {
+                max_queued_messages: Some(0),
+                ..Default::default()
+            },
+        )
+        .keys("slow", "client_id: ferry-slow")
+        .mosquitto("fast")
+        .keys("fast", "client_id: ferry-fast")
+        .routes(
+            r#"
   - name: work
-    from: {{ connection: nc, subject: "work.>" }}
-    to: {{ connection: slow, topic: auto, qos: 1 }}
-    queue: {{ max_messages: 10000, when_full: block }}
+    from: { connection: nc, subject: "work.>" }
+    to: { connection: slow, topic: auto, qos: 1 }
+    queue: { max_messages: 10000, when_full: block }
   - name: probe
-    from: {{ connection: nc, subject: "probe.>" }}
-    to: {{ connection: fast, topic: auto, qos: 1 }}
+    from: { connection: nc, subject: "probe.>" }
+    to: { connection: fast, topic: auto, qos: 1 }
 "#,
-        nats = nats.url(),
-        slow = slow.url(),
-        fast = fast.url()
-    ));
-    ferry.wait_ready().await;
+        )
+        .start()
+        .await;
 
-    let mut work_sub = MqttPeer::connect(&slow.url()).await;
-    work_sub.subscribe("work/#", 1).await;
-    let mut probe_sub = MqttPeer::connect(&fast.url()).await;
-    probe_sub.subscribe("probe/#", 1).await;
-    let publisher = NatsPeer::connect(&nats.url()).await;
+    let mut work_sub = run.mqtt_subscriber("slow", "work/#", 1).await;
+    let mut probe_sub = run.mqtt_subscriber("fast", "probe/#", 1).await;
+    let publisher = run.nats_peer("nc").await;
+    let (slow, ferry) = (run.brokers.mosquitto("slow"), &mut run.ferry);
     publisher.publish("work.warm", "warm").await;
     assert_eq!(
         work_sub.inbox.collect(1, secs(15)).await[0].topic,

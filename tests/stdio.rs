@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry::config::{LineFormat, Protocol, Queue};
-use ferry::connectors::Sink;
 use ferry::connectors::stdio::{LineSink, LineWriter, feed, spawn_reader};
-use ferry::pipeline::queue::bounded;
+use ferry::contracts::Sink;
+use ferry::contracts::queue::bounded;
 use tokio_util::sync::CancellationToken;
 
 const JSON: LineFormat = LineFormat::Json {

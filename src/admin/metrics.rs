@@ -25,8 +25,8 @@ use prometheus_client::registry::Registry;
 
 use super::Shared;
 use crate::config::WhenFull;
+use crate::contracts::status::State as ConnectionState;
 use crate::pipeline::observe::{Observed, RouteView, View};
-use crate::pipeline::status::State as ConnectionState;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -4,7 +4,7 @@
 //!
 //! The listener is bound while the pipeline starts, before any connection runs, so a port
 //! that is taken fails `ferry run` at once (exit 1) instead of leaving a daemon that serves
-//! nothing. It serves until the connections close (`Runtime::close`), i.e. through the
+//! nothing. It serves until the connections close (`ConnectionContext::close`), i.e. through the
 //! shutdown drain, so streams and health checks keep answering while queues empty.
 //!
 //! Every request reads the pipeline's current [`View`](crate::pipeline::observe::View), so
@@ -36,20 +36,12 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Admin;
-use crate::connectors::Runtime;
+use crate::connectors::HttpRoutes;
+use crate::contracts::ConnectionContext;
+use crate::contracts::status::State as ConnectionState;
 use crate::pipeline::observe::Observed;
-use crate::pipeline::status::State as ConnectionState;
 
-pub use guard::{host_name, same_secret};
 pub use tap_client::{AdminAddress, TapError, TapOptions, escape_controls, tap};
-
-/// HTTP routes a connection contributes to the admin listener.
-pub type Routes = axum::Router;
-
-/// Paths the admin listener answers itself; an `sse_server` stream cannot take them (the
-/// config parser refuses them, and any path under `/routes/`, which is what keeps
-/// [`Router::merge`] from meeting a clash).
-pub const OWN_PATHS: &[&str] = &["/healthz", "/readyz", "/metrics", "/routes"];
 
 /// What every handler of the admin listener shares.
 #[derive(Clone)]
@@ -75,11 +67,23 @@ pub struct AdminListener {
 }
 
 impl AdminListener {
+    /// Binds the listener and serves it on `context`'s tasks: what the pipeline calls when
+    /// it starts (see [`crate::pipeline::ServeAdmin`]).
+    pub fn start(
+        config: &Admin,
+        streams: Vec<HttpRoutes>,
+        observed: Observed,
+        context: &ConnectionContext,
+    ) -> anyhow::Result<()> {
+        AdminListener::bind(config, streams, observed)?.serve(context);
+        Ok(())
+    }
+
     /// Binds `config.listen` now and routes the listener's own paths plus `streams` (each
-    /// connection's [`Routes`]). Must run inside the tokio runtime.
+    /// connection's [`HttpRoutes`]). Must run inside the tokio runtime.
     pub fn bind(
         config: &Admin,
-        streams: impl IntoIterator<Item = Routes>,
+        streams: impl IntoIterator<Item = HttpRoutes>,
         observed: Observed,
     ) -> anyhow::Result<AdminListener> {
         let addr = config.listen;
@@ -143,7 +147,7 @@ impl AdminListener {
     /// streams and taps end on `close` too): every connection is a task of `runtime.tasks`,
     /// which shutdown waits for. Should the server end before that, the supervisor binds the
     /// address again and serves on, after a backoff.
-    pub fn serve(self, runtime: &Runtime) {
+    pub fn serve(self, runtime: &ConnectionContext) {
         let AdminListener {
             listener,
             router,

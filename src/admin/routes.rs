@@ -33,7 +33,7 @@ fn rfc3339(time: SystemTime) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// `GET /routes`: the field names are the README's ("Health, metrics and tap").
+/// `GET /routes`: the field names are those docs/operations.md shows ("`/routes`").
 pub(super) async fn list(State(shared): State<Shared>) -> Response {
     json_response(StatusCode::OK, &describe(&shared.observed.view()))
 }

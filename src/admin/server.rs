@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::pipeline::supervisor::Tasks;
+use crate::contracts::supervisor::Tasks;
 
 /// The longest a connection may take to finish its request once the listener stops (the
 /// whole shutdown waits 5s for every connection and task).
@@ -177,7 +177,7 @@ pub(super) async fn serve(
             if let Err(panic) = AssertUnwindSafe(serve).catch_unwind().await {
                 tracing::error!(
                     "admin listener: a request handler panicked: {}",
-                    crate::pipeline::supervisor::panic_text(panic.as_ref())
+                    crate::contracts::supervisor::panic_text(panic.as_ref())
                 );
             }
             served.slots.lock().expect("admin slots lock").remove(&id);

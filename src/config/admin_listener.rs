@@ -162,7 +162,7 @@ fn allowed_hosts(
         if host == "*" {
             return Some(Vec::new());
         }
-        if crate::admin::host_name(&host) != Some(host.as_str()) {
+        if crate::contracts::admin_listener::host_name(&host) != Some(host.as_str()) {
             error(
                 positions.get(i).copied().unwrap_or_default(),
                 format!("`{host}` is not a host name"),

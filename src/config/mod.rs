@@ -7,14 +7,19 @@ mod decode;
 pub mod delivery;
 mod deserialize;
 mod diagnostics;
+pub mod endpoint_url;
+pub mod endpoints;
 mod file;
 mod interpolate;
+pub mod loops;
 mod model;
 mod parse;
 pub(crate) mod probe;
 mod ranges;
 mod redact;
-pub mod relay;
+#[cfg(test)]
+mod reference;
+mod resolved;
 mod route_ends;
 pub(crate) mod route_section;
 pub mod schema;
@@ -29,11 +34,12 @@ use std::path::Path;
 pub use diagnostics::{ConfigErrors, Diagnostic};
 pub use interpolate::Lookup;
 pub use model::*;
-pub use parse::parse;
+pub use parse::{Front, parse, parse_document};
 pub use ranges::{
     MAX_DURATION, MAX_SIZE, NumberProblem, check_duration, check_size, parse_duration, parse_size,
 };
 pub use redact::{is_secret_query_key, redact_url};
+pub use resolved::{ResolvedRoute, ResolvedSink};
 
 /// Reads and validates the configuration file at `path`, interpolating from the process
 /// environment and the file system.

@@ -197,7 +197,9 @@ impl ConnectionKind {
 }
 
 /// What a connection speaks: decides how names are converted and checked, and which
-/// directions it can serve.
+/// directions it can serve. Each protocol's facts are its descriptor
+/// (`connectors::protocol::Descriptor`), in its connector's folder, which reads this model:
+/// the model stays below it and names no descriptor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Mqtt,
@@ -226,23 +228,6 @@ impl Protocol {
             Protocol::MigratoryData => "migratorydata",
             Protocol::Stdio => "stdio",
         }
-    }
-
-    /// Whether a route can read from it.
-    pub fn is_source(self) -> bool {
-        matches!(
-            self,
-            Protocol::Mqtt
-                | Protocol::Nats
-                | Protocol::Sse
-                | Protocol::MigratoryData
-                | Protocol::Stdio
-        )
-    }
-
-    /// Whether a route can write to it.
-    pub fn is_sink(self) -> bool {
-        !matches!(self, Protocol::Sse)
     }
 }
 
@@ -843,6 +828,18 @@ pub enum SourceSpec {
     Stdio,
 }
 
+impl SourceSpec {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            SourceSpec::Mqtt(_) => Protocol::Mqtt,
+            SourceSpec::Nats(_) => Protocol::Nats,
+            SourceSpec::Sse(_) => Protocol::Sse,
+            SourceSpec::MigratoryData(_) => Protocol::MigratoryData,
+            SourceSpec::Stdio => Protocol::Stdio,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct SseSource {
     /// Event types this route takes; empty takes every event.
@@ -966,6 +963,17 @@ pub enum SinkSpec {
 }
 
 impl SinkSpec {
+    pub fn protocol(&self) -> Protocol {
+        match self {
+            SinkSpec::Mqtt(_) => Protocol::Mqtt,
+            SinkSpec::Nats(_) => Protocol::Nats,
+            SinkSpec::Http(_) => Protocol::Http,
+            SinkSpec::SseServer(_) => Protocol::SseServer,
+            SinkSpec::MigratoryData(_) => Protocol::MigratoryData,
+            SinkSpec::Stdio(_) => Protocol::Stdio,
+        }
+    }
+
     /// The subject/topic/URL/event template of this sink.
     pub fn target(&self) -> &Target {
         match self {

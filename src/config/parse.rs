@@ -14,38 +14,60 @@ use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECT
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::file::{ConfigFile, READ_ON_THEIR_OWN as FILE_SECTIONS};
 use super::interpolate::{Lookup, interpolate};
+use super::loops;
 use super::model::*;
 #[cfg(test)]
 use super::ranges::{parse_duration, parse_size};
 use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
 use super::yaml::{self, Key, Node, Pos, Value};
 use super::{admin_listener, decode, delivery};
-use crate::mapping::{jq, loops, marker, names};
+use crate::mapping::{jq, marker};
+
+/// Which front end a document comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    /// bridges.yaml.
+    File,
+    /// `ferry relay FROM TO`, which may also build what a file may not: a `stdio` connection
+    /// (standard input or output) and a route's `stop_after` (`--count`).
+    Relay,
+}
 
 /// Parses and validates the text of a configuration file called `file`.
 pub fn parse(text: &str, file: &str, lookup: &Lookup) -> Result<Config, ConfigErrors> {
-    let fail = |errors| ConfigErrors {
+    let root = yaml::parse(text).map_err(|(pos, message)| ConfigErrors {
         file: file.to_string(),
-        errors,
-    };
-    let root = yaml::parse(text).map_err(|(pos, message)| {
-        fail(vec![Diagnostic {
+        errors: vec![Diagnostic {
             pos,
             message: format!("invalid YAML: {message}"),
             hint: None,
-        }])
+        }],
     })?;
+    parse_document(&root, file, lookup, Front::File)
+}
+
+/// Validates a configuration document, read from `origin` (a file's name) or built by `front`.
+pub fn parse_document(
+    root: &Node,
+    origin: &str,
+    lookup: &Lookup,
+    front: Front,
+) -> Result<Config, ConfigErrors> {
     let mut d = Decoder {
         lookup,
         errors: Vec::new(),
         broken: Vec::new(),
+        front,
     };
-    let config = d.config(&root);
+    let config = d.config(root);
     match config {
         Some(config) if d.errors.is_empty() => Ok(config),
         _ => {
             d.errors.sort_by_key(|e| (e.pos.line, e.pos.col));
-            Err(fail(d.errors))
+            Err(ConfigErrors {
+                file: origin.to_string(),
+                errors: d.errors,
+            })
         }
     }
 }
@@ -55,6 +77,7 @@ struct Decoder<'a> {
     errors: Vec<Diagnostic>,
     /// Connections whose own errors were reported: routes naming them say nothing more.
     broken: Vec<String>,
+    front: Front,
 }
 
 impl<'a> Decoder<'a> {
@@ -272,6 +295,15 @@ impl<'a> Decoder<'a> {
 
     fn connection(&mut self, key: &Key, node: &Node) -> Option<Connection> {
         let name = key.name.clone();
+        if self.front == Front::Relay
+            && let Some(n) = node.get("stdio")
+        {
+            return Some(Connection {
+                name,
+                kind: ConnectionKind::Stdio(self.stdio_connection(n)?),
+                reconnect: Reconnect::default(),
+            });
+        }
         let errors = decode::shape::<ConnectionSection>(node, CONNECTION_SECTIONS, self.lookup);
         self.errors.extend(errors);
         if !matches!(node.value, Value::Map(_)) {
@@ -325,7 +357,11 @@ impl<'a> Decoder<'a> {
     }
 
     /// Records a name-rule problem; true when there was none.
-    fn check(&mut self, pos: Pos, result: Result<(), names::Problem>) -> bool {
+    fn check(
+        &mut self,
+        pos: Pos,
+        result: Result<(), crate::connectors::protocol::Problem>,
+    ) -> bool {
         match result {
             Ok(()) => true,
             Err((message, hint)) => {
@@ -333,6 +369,39 @@ impl<'a> Decoder<'a> {
                 false
             }
         }
+    }
+
+    /// Standard input or output, which only `ferry relay` builds (always well formed, so a
+    /// value it does not know is a bug there): `lines: json` (with `base64` and `names`, the
+    /// protocol whose syntax the lines' subjects follow) or `raw`.
+    fn stdio_connection(&mut self, node: &Node) -> Option<StdioConnection> {
+        let text = |key: &str| match node.get(key).map(|n| &n.value) {
+            Some(Value::Str(s)) => Some(s.as_str()),
+            _ => None,
+        };
+        let lines = match text("lines") {
+            Some("raw") => LineFormat::Raw,
+            _ => LineFormat::Json {
+                base64: matches!(
+                    node.get("base64").map(|n| &n.value),
+                    Some(Value::Bool(true))
+                ),
+                names: match text("names") {
+                    None => Protocol::Stdio,
+                    Some(name) => match crate::connectors::protocol::PROTOCOLS
+                        .iter()
+                        .find(|d| d.name() == name)
+                    {
+                        Some(d) => d.protocol(),
+                        None => {
+                            self.error(node.pos, format!("`{name}` is not a protocol"), None);
+                            return None;
+                        }
+                    },
+                },
+            },
+        };
+        Some(StdioConnection { lines })
     }
 
     fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {
@@ -347,6 +416,32 @@ impl<'a> Decoder<'a> {
             );
             return None;
         }
+        // `stop_after` (`--count`) is the relay's alone: the file's schema does not know it.
+        let (stop_after, without_stop);
+        let node = match (self.front, &node.value) {
+            (Front::Relay, Value::Map(entries)) => {
+                stop_after = match node.get("stop_after").map(|n| &n.value) {
+                    Some(Value::Int(n)) => u64::try_from(*n).ok().filter(|n| *n > 0),
+                    Some(Value::Str(n)) => n.parse().ok().filter(|n| *n > 0),
+                    _ => None,
+                };
+                without_stop = Node {
+                    value: Value::Map(
+                        entries
+                            .iter()
+                            .filter(|(k, _)| k.name != "stop_after")
+                            .cloned()
+                            .collect(),
+                    ),
+                    ..node.clone()
+                };
+                &without_stop
+            }
+            _ => {
+                stop_after = None;
+                node
+            }
+        };
         // Its source, sinks, headers, queue and spool are read on their own, below: they
         // depend on the connections they name.
         let read = decode::outer::<RouteSection>(node, READ_ON_THEIR_OWN, self.lookup);
@@ -439,7 +534,7 @@ impl<'a> Decoder<'a> {
             dead_letter,
             delivery,
             spool,
-            stop_after: None,
+            stop_after,
             transform_budget,
         };
         if let (Some(node), Some(Delivery::AtLeastOnce)) = (delivery_node, delivery) {
@@ -479,7 +574,7 @@ impl<'a> Decoder<'a> {
             _ => &[],
         };
         for ((name, text), (key, value)) in rules.set.iter().zip(entries) {
-            if names::nats_header(name, "").is_err() {
+            if crate::connectors::nats::names::header(name, "").is_err() {
                 self.error(
                     key.pos,
                     format!("`{name}` cannot be a header name"),
@@ -633,7 +728,7 @@ fn capture_names(source: &Source) -> Vec<String> {
 /// A route's name becomes a directory (its spool's, under `state_dir`), a metric label and a
 /// URL path segment (`/routes/NAME/tap`): nothing in it may climb out of a directory or cut a
 /// path, and it must be printable.
-fn route_name(name: &str) -> Result<(), names::Problem> {
+fn route_name(name: &str) -> Result<(), crate::connectors::protocol::Problem> {
     let hint = || {
         "a route name is also its spool's directory and a URL path segment: use letters, \
          digits, `-`, `_` and `.`, e.g. `sensors-to-nats`"

@@ -3,6 +3,7 @@
 //! live with the protocol, in `connectors/<proto>/config.rs`); and the checks that make them
 //! the model's [`Source`] and [`Sink`].
 
+use crate::connectors::protocol::{Described, End};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -19,7 +20,6 @@ use crate::connectors::mqtt::config::{MqttSinkKeys, MqttSourceKeys};
 use crate::connectors::nats::config::{NatsSinkKeys, NatsSourceKeys};
 use crate::connectors::sse::config::SseSourceKeys;
 use crate::connectors::sse_server::config::SseServerSinkKeys;
-use crate::mapping::names;
 
 /// Keys every source takes.
 #[derive(Deserialize, JsonSchema)]
@@ -138,6 +138,10 @@ impl Reader<'_> {
     /// The source at `node`, which names `connection` (`c`).
     pub fn source(&mut self, node: &Node, connection: String, c: &Connection) -> Option<Source> {
         let protocol = c.kind.protocol();
+        if let Some((message, hint)) = protocol.descriptor().refusal(&connection, End::Source) {
+            self.errors.report(node.pos, message, hint);
+            return None;
+        }
         let what = what(protocol, true);
         let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
         let (common, spec) = match &c.kind {
@@ -147,8 +151,10 @@ impl Reader<'_> {
             }
             ConnectionKind::Nats(_) => {
                 let (common, keys) = self.endpoint::<SourceCommon, NatsSourceKeys>(node, what)?;
-                self.errors
-                    .rule(at("subject"), names::nats_subscription(&keys.subject));
+                self.errors.rule(
+                    at("subject"),
+                    crate::connectors::nats::names::subscription(&keys.subject),
+                );
                 if let Some(js) = &keys.jetstream {
                     let js_node = node.get("jetstream").unwrap_or(node);
                     for (key, name) in [("stream", &js.stream), ("consumer", &js.consumer)] {
@@ -183,7 +189,8 @@ impl Reader<'_> {
                 let events = (events.into_iter().enumerate())
                     .filter(|(i, e)| {
                         let pos = positions.get(*i).copied().unwrap_or(node.pos);
-                        self.errors.rule(pos, names::sse_event(e))
+                        self.errors
+                            .rule(pos, crate::connectors::sse::protocol::event_type(e))
                     })
                     .map(|(_, e)| e)
                     .collect();
@@ -192,30 +199,24 @@ impl Reader<'_> {
             ConnectionKind::MigratoryData(_) => {
                 let (common, keys) =
                     self.endpoint::<SourceCommon, MigratoryDataSourceKeys>(node, what)?;
-                self.errors
-                    .rule(at("subject"), names::migratorydata_subject(&keys.subject));
+                self.errors.rule(
+                    at("subject"),
+                    crate::connectors::migratorydata::protocol::subject(&keys.subject),
+                );
                 let spec = SourceSpec::MigratoryData(MigratoryDataSource {
                     subject: keys.subject,
                     history: keys.history,
                 });
                 (common, spec)
             }
-            // Never in a file: `ferry relay` builds standard input as a connection itself.
+            // Only `ferry relay` builds standard input (Front::Relay).
             ConnectionKind::Stdio(_) => {
                 let (common, StdioSourceKeys {}) =
                     self.endpoint::<SourceCommon, StdioSourceKeys>(node, what)?;
                 (common, SourceSpec::Stdio)
             }
-            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => {
-                self.errors.report(
-                    node.pos,
-                    format!(
-                        "connection `{connection}` is {protocol}, which ferry writes to: it cannot be a source"
-                    ),
-                    "read from an mqtt, nats, sse or migratorydata connection",
-                );
-                return None;
-            }
+            // Refused above: ferry only writes to them.
+            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => return None,
         };
         let pattern = common.pattern.filter(|text| match regex::Regex::new(text) {
             Ok(_) => true,
@@ -249,7 +250,10 @@ impl Reader<'_> {
     ) -> Option<SourceSpec> {
         let mut topics = Vec::new();
         let mut filter = |reader: &mut Self, topic: String, pos: Pos| {
-            if reader.errors.rule(pos, names::mqtt_filter(&topic)) {
+            if reader
+                .errors
+                .rule(pos, crate::connectors::mqtt::names::filter(&topic))
+            {
                 topics.push(topic);
             }
         };
@@ -306,11 +310,26 @@ impl Reader<'_> {
         c: &Connection,
         captures: &[String],
     ) -> Option<Sink> {
+        if let Some((message, hint)) = c
+            .kind
+            .protocol()
+            .descriptor()
+            .refusal(&connection, End::Sink)
+        {
+            self.errors.report(node.pos, message, hint);
+            return None;
+        }
         let what = what(c.kind.protocol(), false);
         let (common, spec) = match &c.kind {
             ConnectionKind::Mqtt(_) => {
                 let (common, keys) = self.endpoint::<SinkCommon, MqttSinkKeys>(node, what)?;
-                let topic = self.target(node, "topic", keys.topic, names::mqtt_topic, captures);
+                let topic = self.target(
+                    node,
+                    "topic",
+                    keys.topic,
+                    crate::connectors::mqtt::names::topic,
+                    captures,
+                );
                 let spec = SinkSpec::Mqtt(MqttSink {
                     topic,
                     qos: keys.qos,
@@ -320,8 +339,13 @@ impl Reader<'_> {
             }
             ConnectionKind::Nats(_) => {
                 let (common, keys) = self.endpoint::<SinkCommon, NatsSinkKeys>(node, what)?;
-                let subject =
-                    self.target(node, "subject", keys.subject, names::nats_subject, captures);
+                let subject = self.target(
+                    node,
+                    "subject",
+                    keys.subject,
+                    crate::connectors::nats::names::subject,
+                    captures,
+                );
                 let spec = SinkSpec::Nats(NatsSink {
                     subject,
                     jetstream: keys.jetstream,
@@ -342,7 +366,13 @@ impl Reader<'_> {
             }
             ConnectionKind::SseServer(_) => {
                 let (common, keys) = self.endpoint::<SinkCommon, SseServerSinkKeys>(node, what)?;
-                let event = self.target(node, "event", keys.event, names::sse_event, captures);
+                let event = self.target(
+                    node,
+                    "event",
+                    keys.event,
+                    crate::connectors::sse::protocol::event_type,
+                    captures,
+                );
                 (common, SinkSpec::SseServer(SseServerSink { event }))
             }
             ConnectionKind::MigratoryData(_) => {
@@ -352,7 +382,7 @@ impl Reader<'_> {
                     node,
                     "subject",
                     keys.subject,
-                    names::migratorydata_subject,
+                    crate::connectors::migratorydata::protocol::subject,
                     captures,
                 );
                 let spec = SinkSpec::MigratoryData(MigratoryDataSink {
@@ -362,20 +392,14 @@ impl Reader<'_> {
                 });
                 (common, spec)
             }
-            // Never in a file: `ferry relay` builds standard output as a connection itself.
+            // Only `ferry relay` builds standard output (Front::Relay).
             ConnectionKind::Stdio(_) => {
                 let (common, keys) = self.endpoint::<SinkCommon, StdioSinkKeys>(node, what)?;
                 let subject = self.target(node, "subject", keys.subject, |_| Ok(()), captures);
                 (common, SinkSpec::Stdio(StdioSink { subject }))
             }
-            ConnectionKind::Sse(_) => {
-                self.errors.report(
-                    node.pos,
-                    format!("connection `{connection}` is an SSE stream ferry reads: it cannot be a sink"),
-                    "to serve SSE to browsers use an `sse_server` connection; to POST events use `http`",
-                );
-                return None;
-            }
+            // Refused above: ferry only reads it.
+            ConnectionKind::Sse(_) => return None,
         };
         Some(Sink {
             connection: common.connection,
@@ -392,7 +416,7 @@ impl Reader<'_> {
         node: &Node,
         key: &str,
         text: String,
-        rule: fn(&str) -> Result<(), names::Problem>,
+        rule: fn(&str) -> Result<(), crate::connectors::protocol::Problem>,
         captures: &[String],
     ) -> Target {
         if text == "auto" {

@@ -3,40 +3,14 @@
 //! server), but said: in the log when the connection opens, and by `ferry check`.
 
 use super::model::*;
-use super::redact::is_secret_query_key;
+use crate::connectors::protocol::{Credentials, Described};
 
 /// Why `connection` sends a password, token or key where anyone on the path can read it: over
 /// plaintext (`nats://`, `mqtt://`, `http://`, `ws://`) to a host that is not this machine.
-/// `None` when it does not.
+/// `None` when it does not. What it sends, and where, is its protocol's to say.
 pub fn plaintext_credentials(connection: &Connection) -> Option<String> {
-    let (what, urls): (&str, Vec<&str>) = match &connection.kind {
-        ConnectionKind::Mqtt(m) if m.password.is_some() && !m.transport.is_tls() => {
-            ("a password", vec![m.url.as_str()])
-        }
-        ConnectionKind::Nats(n) if !n.tls.required => {
-            let what = match (&n.password, &n.token) {
-                (Some(_), _) => "a password",
-                (None, Some(_)) => "a token",
-                (None, None) => return None,
-            };
-            (what, n.urls.iter().map(String::as_str).collect())
-        }
-        ConnectionKind::Http(h) if carries_credentials(h.url.expose(), &h.headers) => {
-            ("credentials", vec![h.url.expose()])
-        }
-        ConnectionKind::Sse(s)
-            if carries_credentials(s.url.expose(), &s.headers)
-                || s.handshake
-                    .as_ref()
-                    .is_some_and(|h| carries_credentials(h.url.expose(), &h.headers)) =>
-        {
-            ("credentials", vec![s.url.expose()])
-        }
-        ConnectionKind::MigratoryData(m) => {
-            ("its token", m.servers.iter().map(String::as_str).collect())
-        }
-        _ => return None,
-    };
+    let kind = &connection.kind;
+    let Credentials { what, urls } = kind.protocol().descriptor().credentials(kind)?;
     let exposed: Vec<String> = urls
         .into_iter()
         .filter(|u| is_plaintext_to_another_host(u))
@@ -53,39 +27,11 @@ pub fn plaintext_credentials(connection: &Connection) -> Option<String> {
 
 /// Whether `connection` has certificate verification turned off (`insecure_skip_verify`).
 pub fn verification_off(connection: &Connection) -> bool {
-    let tls = match &connection.kind {
-        ConnectionKind::Mqtt(m) => &m.tls,
-        ConnectionKind::Nats(n) => &n.tls,
-        ConnectionKind::Sse(s) => &s.tls,
-        ConnectionKind::Http(h) => &h.tls,
-        ConnectionKind::MigratoryData(m) => &m.tls,
-        ConnectionKind::SseServer(_) | ConnectionKind::Stdio(_) => return false,
-    };
-    tls.insecure_skip_verify
-}
-
-/// A header whose value is a credential by its name (`Authorization`, `Cookie`, `X-Api-Key`,
-/// `X-Auth-Token`, ...).
-pub fn is_secret_header(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    ["authorization", "proxy-authorization", "cookie"].contains(&lower.as_str())
-        || lower.contains("auth")
-        || is_secret_query_key(&lower)
-}
-
-fn carries_credentials(url: &str, headers: &[(String, Secret)]) -> bool {
-    headers.iter().any(|(name, _)| is_secret_header(name)) || url_carries_credentials(url)
-}
-
-fn url_carries_credentials(url: &str) -> bool {
-    match url::Url::parse(url) {
-        Ok(u) => {
-            !u.username().is_empty()
-                || u.password().is_some()
-                || u.query_pairs().any(|(k, _)| is_secret_query_key(&k))
-        }
-        Err(_) => super::redact_url(url) != url,
-    }
+    let kind = &connection.kind;
+    kind.protocol()
+        .descriptor()
+        .tls(kind)
+        .is_some_and(|tls| tls.insecure_skip_verify)
 }
 
 /// Whether `url` is plaintext to a host other than this machine.
@@ -197,9 +143,5 @@ routes:
         assert!(!is_plaintext_to_another_host("http://[::1]:8080"));
         assert!(!is_plaintext_to_another_host("tls://nats.example.com:4222"));
         assert!(!is_plaintext_to_another_host("https://db.example.com"));
-        assert!(is_secret_header("X-Api-Key"));
-        assert!(is_secret_header("Authorization"));
-        assert!(is_secret_header("cookie"));
-        assert!(!is_secret_header("Content-Type"));
     }
 }

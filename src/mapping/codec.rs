@@ -10,6 +10,11 @@
 //! 2.9, `.` ⇄ `//` from 2.10); the rows marked *ferry* are ferry's escapes, all of the form `/`
 //! followed by something nats-server never writes after a `/`.
 //!
+//! It lives in `mapping` rather than in either connector's folder because it belongs to
+//! neither: it is a pure function of one message's name, applied by the route between a source
+//! of one protocol and a sink of the other (and by `ferry relay`'s JSON lines, which name the
+//! protocol they carry).
+//!
 //! | MQTT topic or filter                                 | NATS subject                         | rule        | example (MQTT ⇄ NATS)                        |
 //! |------------------------------------------------------|--------------------------------------|-------------|----------------------------------------------|
 //! | level separator `/`                                  | token separator `.`                  | nats-server | `a/b/c` ⇄ `a.b.c`                            |
@@ -26,7 +31,7 @@
 //! | anything else (other `$` names, `+`/`#` inside a level, other control characters, any non-ASCII) | itself | nats-server | `$app/x` ⇄ `$app.x`, `x/$SYS` ⇄ `x.$SYS`, `é/ü` ⇄ `é.ü` |
 //!
 //! "Unicode whitespace" is Rust's [`char::is_whitespace`], the same set
-//! [`crate::mapping::names::nats_subject`] refuses. Hex digits are lowercase; `/x` takes exactly
+//! [`crate::connectors::nats::names::subject`] refuses. Hex digits are lowercase; `/x` takes exactly
 //! two, `/u` exactly four. The reserved names ([`RESERVED_FIRST_LEVELS`]) are the first tokens
 //! nats-server gives a meaning of its own (`server/*.go`: `$SYS.`, `$JS.`, `$JSC.`, `$KV.`,
 //! `$OBJ.`, `$MQTT.`, `$NRG.`, `$LDS.`, `$GNR.`, `$GR.`) plus the object store's `$O.` and the
@@ -232,7 +237,7 @@ pub fn filter_to_subjects(filter: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::names;
+    use crate::connectors::{mqtt::names as mqtt_names, nats::names as nats_names};
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -325,9 +330,9 @@ mod tests {
     fn cases_are_valid_nats_subjects() {
         for &(topic, subject) in CASES {
             if topic.split('/').any(|l| l == "+" || l == "#") {
-                names::nats_subscription(subject).unwrap();
+                nats_names::subscription(subject).unwrap();
             } else {
-                names::nats_subject(subject)
+                nats_names::subject(subject)
                     .unwrap_or_else(|e| panic!("{topic:?} -> {subject:?}: {}", e.0));
             }
         }
@@ -391,7 +396,7 @@ mod tests {
         for &(filter, subjects) in cases {
             assert_eq!(filter_to_subjects(filter), subjects, "filter {filter:?}");
             for s in subjects {
-                names::nats_subscription(s).unwrap_or_else(|e| panic!("{s:?}: {}", e.0));
+                nats_names::subscription(s).unwrap_or_else(|e| panic!("{s:?}: {}", e.0));
             }
         }
     }
@@ -408,7 +413,7 @@ mod tests {
             for topic in [c.to_string(), format!("a{c}b/{c}{c}/.{c}.")] {
                 let subject = topic_to_subject(&topic);
                 assert!(!subject.contains(c), "{topic:?} -> {subject:?}");
-                names::nats_subject(&subject).unwrap();
+                nats_names::subject(&subject).unwrap();
                 assert_eq!(subject_to_topic(&subject), topic);
             }
         }
@@ -431,7 +436,7 @@ mod tests {
             for topic in &longer {
                 let subject = topic_to_subject(topic);
                 assert_eq!(&subject_to_topic(&subject), topic, "via {subject:?}");
-                names::nats_subscription(&subject)
+                nats_names::subscription(&subject)
                     .unwrap_or_else(|e| panic!("{topic:?} -> {subject:?}: {}", e.0));
                 if let Some(other) = seen.insert(subject.clone(), topic.clone()) {
                     panic!("{other:?} and {topic:?} both give {subject:?}");
@@ -550,7 +555,7 @@ mod tests {
 
     /// A valid MQTT topic to publish to: no `+` or `#` at all.
     fn publish_topic() -> impl Strategy<Value = String> {
-        any_topic().prop_filter("a topic name", |t| names::mqtt_topic(t).is_ok())
+        any_topic().prop_filter("a topic name", |t| mqtt_names::topic(t).is_ok())
     }
 
     /// A valid MQTT filter: levels of topic text, some of them `+`, maybe a last `#`.
@@ -618,15 +623,15 @@ mod tests {
         #[test]
         fn topics_give_valid_nats_subjects(topic in publish_topic()) {
             let subject = topic_to_subject(&topic);
-            prop_assert!(names::nats_subject(&subject).is_ok(), "{:?} -> {:?}", topic, subject);
+            prop_assert!(nats_names::subject(&subject).is_ok(), "{:?} -> {:?}", topic, subject);
         }
 
         #[test]
         fn filters_give_valid_nats_subscriptions(filter in filter()) {
-            prop_assume!(names::mqtt_filter(&filter).is_ok());
+            prop_assume!(mqtt_names::filter(&filter).is_ok());
             for subject in filter_to_subjects(&filter) {
                 prop_assert!(
-                    names::nats_subscription(&subject).is_ok(),
+                    nats_names::subscription(&subject).is_ok(),
                     "{:?} -> {:?}", filter, subject
                 );
                 prop_assert_eq!(subject_to_topic(&subject).replace("/#", ""), filter.replace("/#", ""));

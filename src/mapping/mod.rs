@@ -11,9 +11,7 @@ pub mod codec;
 pub mod excerpt;
 pub mod jq;
 pub mod jq_wire;
-pub mod loops;
 pub mod marker;
-pub mod names;
 pub mod payload;
 pub mod template;
 
@@ -24,7 +22,8 @@ use std::time::UNIX_EPOCH;
 use jaq_json::Val;
 use regex::Regex;
 
-use crate::config::{self, Config, PayloadFormat, Protocol, Target};
+use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, Target};
+use crate::connectors::protocol::{Described, HeaderRule, NameRule};
 use crate::message::{Headers, Message};
 use marker::Marker;
 use payload::Payload;
@@ -163,6 +162,16 @@ struct HeaderMapping {
 struct SinkSide {
     connection: String,
     protocol: Protocol,
+    /// The rule the names it publishes follow; `None`: any name.
+    name_rule: Option<NameRule>,
+    /// What its name is called in a reason (`topic`, `URL`, ...).
+    noun: &'static str,
+    /// The rule its headers follow, where its protocol has one.
+    header_rule: Option<HeaderRule>,
+    /// Whether what it publishes gets ferry's loop marker. Only brokers can hand a message
+    /// back to a route (those whose names the loop analysis reads); a webhook or a browser has
+    /// no use for the marker (nor for the host name in it).
+    marked: bool,
     target: SinkTarget,
     format: PayloadFormat,
     wrap: bool,
@@ -180,43 +189,28 @@ enum SinkTarget {
 }
 
 impl Mapping {
-    /// Compiles route number `index` of `config` (already validated). `analysis` tells which
-    /// sinks lie on cycles; `instance` is the name ferry marks its messages with.
-    pub fn new(
-        config: &Config,
-        index: usize,
-        analysis: &loops::Analysis,
-        instance: &str,
-    ) -> Result<Mapping, String> {
-        let route = &config.routes[index];
-        let protocol = |name: &str| -> Result<Protocol, String> {
-            config
-                .connections
-                .get(name)
-                .map(|c| c.kind.protocol())
-                .ok_or_else(|| format!("connection {name} is not defined"))
-        };
+    /// Compiles a route (already validated), resolved against its configuration; `instance`
+    /// is the name ferry marks its messages with.
+    pub fn new(resolved: &ResolvedRoute, instance: &str) -> Result<Mapping, String> {
+        let route = resolved.route;
         let program = |code: &Option<String>| code.as_deref().map(jq::Program::compile).transpose();
-        let sink_side = |sink: &config::Sink, guarded: bool| -> Result<SinkSide, String> {
-            let guard = guarded.then(|| {
-                let broker = analysis.brokers.get(&sink.connection);
-                config
-                    .connections
-                    .keys()
-                    .filter(|c| *c == &sink.connection || analysis.brokers.get(*c) == broker)
-                    .cloned()
-                    .collect()
-            });
+        let sink_side = |sink: &config::Sink, side: &ResolvedSink| -> Result<SinkSide, String> {
+            // Asked once here rather than for every message.
+            let descriptor = side.protocol.descriptor();
             Ok(SinkSide {
                 connection: sink.connection.clone(),
-                protocol: protocol(&sink.connection)?,
+                protocol: side.protocol,
+                name_rule: descriptor.name_rule(),
+                noun: descriptor.noun(),
+                header_rule: descriptor.header_rule(),
+                marked: descriptor.wildcards().is_some(),
                 target: match sink.spec.target() {
                     Target::Auto => SinkTarget::Auto,
                     Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
                 },
                 format: sink.format,
                 wrap: sink.envelope,
-                guard,
+                guard: side.guard.clone(),
             })
         };
         let uses_variables =
@@ -225,14 +219,7 @@ impl Mapping {
             route: route.name.clone(),
             source: SourceSide {
                 connection: route.from.connection.clone(),
-                // Standard input's names follow the protocol its lines say (LineFormat::Json).
-                protocol: config
-                    .connections
-                    .get(&route.from.connection)
-                    .map(|c| c.kind.names())
-                    .ok_or_else(|| {
-                        format!("connection {} is not defined", route.from.connection)
-                    })?,
+                protocol: resolved.source_names,
                 pattern: route
                     .from
                     .pattern
@@ -260,16 +247,15 @@ impl Mapping {
             sinks: route
                 .to
                 .iter()
-                .enumerate()
-                .map(|(k, sink)| sink_side(sink, analysis.guarded.contains(&(index, k))))
+                .zip(&resolved.sinks)
+                .map(|(sink, side)| sink_side(sink, side))
                 .collect::<Result<_, _>>()?,
-            dead_letter: route
-                .dead_letter
-                .as_ref()
-                .map(|sink| sink_side(sink, false))
-                .transpose()?,
+            dead_letter: match (&route.dead_letter, &resolved.dead_letter) {
+                (Some(sink), Some(side)) => Some(sink_side(sink, side)?),
+                _ => None,
+            },
             instance: instance.to_string(),
-            max_hops: config.loop_guard.max_hops,
+            max_hops: resolved.max_hops,
         })
     }
 
@@ -391,9 +377,7 @@ impl Mapping {
                     continue;
                 }
                 let mut headers = headers.clone();
-                // Only brokers can hand a message back to a route; a webhook or a browser
-                // has no use for ferry's loop marker (nor for the host name in it).
-                if matches!(sink.protocol, Protocol::Mqtt | Protocol::Nats) {
+                if sink.marked {
                     marker.stamp(
                         &mut headers,
                         &self.instance,
@@ -604,6 +588,16 @@ impl Mapping {
         Some(sink.dead_letter(&scope, headers).map_err(|f| f.reason))
     }
 
+    /// Checks a message taken from sink `sink`'s spool by the sink's name and header rules,
+    /// as every publish was checked when it was mapped. A spool outlives the configuration
+    /// that filled it: what it kept from an earlier run may have been named for the protocol
+    /// the connection had then, and the sink itself does not check again.
+    pub fn check_spooled(&self, sink: usize, message: &Message) -> Result<(), Failure> {
+        let side = &self.sinks[sink];
+        side.check_name(&message.subject)?;
+        side.check_headers(&message.headers)
+    }
+
     /// The connection of the dead-letter sink, if there is one.
     pub fn dead_letter_connection(&self) -> Option<&str> {
         self.dead_letter.as_ref().map(|s| s.connection.as_str())
@@ -645,7 +639,7 @@ impl SinkSide {
     /// did). Headers NATS cannot carry are left out rather than losing the letter.
     fn dead_letter(&self, scope: &Scope, mut headers: Headers) -> Result<Message, Failure> {
         let subject = self.subject(scope)?;
-        if let Some(rule) = header_rule(self.protocol) {
+        if let Some(rule) = self.header_rule {
             headers.retain(|(k, v)| rule(k, v).is_ok());
         }
         let payload = match (self.wrap, scope.payload) {
@@ -683,7 +677,7 @@ impl SinkSide {
     /// Headers this sink's protocol cannot carry fail the publish (MQTT 5 user properties take
     /// any UTF-8; NATS headers do not).
     fn check_headers(&self, headers: &Headers) -> Result<(), Failure> {
-        let Some(rule) = header_rule(self.protocol) else {
+        let Some(rule) = self.header_rule else {
             return Ok(());
         };
         for (k, v) in headers {
@@ -700,44 +694,31 @@ impl SinkSide {
             SinkTarget::Auto => match self.protocol {
                 Protocol::Mqtt => scope.topic(),
                 Protocol::Nats => scope.subject(),
+                Protocol::MigratoryData => scope.migratorydata_subject(),
                 // The connection's own URL.
                 Protocol::Http => String::new(),
-                Protocol::MigratoryData => scope.migratorydata_subject(),
-                Protocol::Sse | Protocol::SseServer | Protocol::Stdio => {
-                    scope.message.subject.clone()
-                }
+                // Event types, lines, and any protocol of its own syntax: the name as it came.
+                _ => scope.message.subject.clone(),
             },
             SinkTarget::Template(t) => match t.render(scope) {
                 Ok(name) => name,
                 Err(e) => {
                     return fail(
                         Stage::Template,
-                        format!("{} `{}`: {e}", self.noun(), self.connection),
+                        format!("{} for `{}`: {e}", self.noun, self.connection),
                     );
                 }
             },
         };
-        let check = match self.protocol {
-            Protocol::Mqtt => names::mqtt_topic(&name),
-            Protocol::Nats => names::nats_subject(&name),
-            Protocol::SseServer | Protocol::Sse => names::sse_event(&name),
-            Protocol::MigratoryData => names::migratorydata_subject(&name),
-            // A URL that does not resolve is the sink's to refuse; a line takes any subject.
-            Protocol::Http | Protocol::Stdio => Ok(()),
-        };
-        match check {
-            Ok(()) => Ok(name),
-            Err((what, _)) => fail(Stage::Template, format!("{what} (for {})", self.connection)),
-        }
+        self.check_name(&name)?;
+        Ok(name)
     }
 
-    fn noun(&self) -> &'static str {
-        match self.protocol {
-            Protocol::Mqtt => "topic for",
-            Protocol::Nats => "subject for",
-            Protocol::Http => "URL for",
-            Protocol::Sse | Protocol::SseServer => "event type for",
-            Protocol::Stdio | Protocol::MigratoryData => "subject for",
+    /// A name this sink's protocol cannot publish to fails the publish.
+    fn check_name(&self, name: &str) -> Result<(), Failure> {
+        match self.name_rule.map_or(Ok(()), |rule| rule(name)) {
+            Ok(()) => Ok(()),
+            Err((what, _)) => fail(Stage::Template, format!("{what} (for {})", self.connection)),
         }
     }
 }
@@ -755,21 +736,6 @@ fn outgoing(source: &Message, subject: String, payload: bytes::Bytes, headers: H
         received: source.received,
         event: source.event.clone(),
         id: source.id.clone(),
-    }
-}
-
-/// The rule headers must follow on a protocol, where it has one: MQTT 5 user properties take
-/// any UTF-8, and an SSE stream carries no headers at all.
-fn header_rule(protocol: Protocol) -> Option<names::HeaderRule> {
-    match protocol {
-        Protocol::Nats => Some(names::nats_header),
-        Protocol::Http => Some(names::http_header),
-        // MigratoryData's REST API carries no headers: they are not sent.
-        Protocol::Mqtt
-        | Protocol::Sse
-        | Protocol::SseServer
-        | Protocol::MigratoryData
-        | Protocol::Stdio => None,
     }
 }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 
 use super::*;
-use crate::config::{Lookup, parse};
+use crate::config::loops::Analysis;
+use crate::config::{Config, Lookup, parse};
 
 const CONNECTIONS: &str = r#"
 connections:
@@ -22,8 +23,8 @@ fn config(routes: &str) -> Config {
     parse(&text, "test.yaml", &lookup).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn no_cycles() -> loops::Analysis {
-    loops::Analysis {
+fn no_cycles() -> Analysis {
+    Analysis {
         guarded: BTreeSet::new(),
         no_local: BTreeSet::new(),
         cycles: Vec::new(),
@@ -33,7 +34,7 @@ fn no_cycles() -> loops::Analysis {
 }
 
 fn mapping(routes: &str) -> Mapping {
-    Mapping::new(&config(routes), 0, &no_cycles(), "edge").unwrap()
+    Mapping::new(&no_cycles().resolve(&config(routes), 0).unwrap(), "edge").unwrap()
 }
 
 fn message(origin: &str, subject: &str, payload: &str) -> Message {
@@ -283,7 +284,7 @@ fn the_loop_guard_drops_echoes_on_cycle_sinks_only() {
     );
     let mut analysis = no_cycles();
     analysis.guarded.insert((0, 0));
-    let m = Mapping::new(&config, 0, &analysis, "edge").unwrap();
+    let m = Mapping::new(&analysis.resolve(&config, 0).unwrap(), "edge").unwrap();
     // A message that came from plant through this instance: not back to plant.
     let mut echo = message("core", "bridge.x", "1");
     echo.headers = vec![
@@ -377,6 +378,80 @@ fn headers_nats_cannot_carry_fail_the_publish_not_the_daemon() {
     assert!(
         matches!(&steps[0], Step::Fail(f) if f.stage == Stage::Headers && f.reason.contains("cannot travel over NATS")),
         "{steps:?}"
+    );
+}
+
+/// The mapping is the one place a publish's name and headers are checked (the NATS sink does
+/// not check again): on a core NATS or JetStream sink, on the dead-letter sink, and for what a
+/// spool hands back.
+#[test]
+fn every_path_to_a_nats_sink_is_checked_here() {
+    let m = mapping(
+        r#"
+  - name: props
+    from: { connection: plant, topic: "a/#" }
+    to:
+      - { connection: core, subject: "core.{{ payload.s }}" }
+      - { connection: core, subject: "js.{{ payload.s }}", jetstream: true }
+    dead_letter: { connection: core, subject: "dead.{{ payload.s }}" }
+"#,
+    );
+    let fails = |outcome: Outcome, stage: Stage, reason: &str| {
+        let Outcome::Mapped { steps, .. } = outcome else {
+            panic!("not mapped: {outcome:?}")
+        };
+        assert_eq!(steps.len(), 2, "{steps:?}");
+        for step in &steps {
+            assert!(
+                matches!(step, Step::Fail(f) if f.stage == stage && f.reason.contains(reason)),
+                "{steps:?}"
+            );
+        }
+    };
+    // A subject NATS cannot hold, on core NATS and on JetStream.
+    let spaced = message("plant", "a/b", r#"{"s":"b c"}"#);
+    fails(m.apply(&spaced), Stage::Template, "whitespace");
+    // A header NATS cannot carry (an MQTT 5 user property), a name or a value.
+    let mut named = message("plant", "a/b", r#"{"s":"x"}"#);
+    named.headers.push(("a:b".into(), "x".into()));
+    fails(m.apply(&named), Stage::Headers, "cannot travel over NATS");
+    let mut broken = message("plant", "a/b", r#"{"s":"x"}"#);
+    broken.headers.push(("note".into(), "one\ntwo".into()));
+    fails(m.apply(&broken), Stage::Headers, "line break");
+
+    // The dead letter leaves out the headers NATS cannot carry rather than lose the letter,
+    // and one whose subject NATS cannot hold is not published at all.
+    let failure = Failure {
+        stage: Stage::Headers,
+        reason: "test".into(),
+    };
+    let letter = m.dead_letter(&named, &failure).unwrap().unwrap();
+    assert_eq!(letter.subject, "dead.x");
+    assert!(header(&letter, "a:b").is_none(), "{letter:?}");
+    assert!(
+        letter
+            .headers
+            .iter()
+            .all(|(k, v)| crate::connectors::nats::names::header(k, v).is_ok())
+    );
+    let letter = m.dead_letter(&spaced, &failure).unwrap();
+    assert!(letter.unwrap_err().contains("whitespace"));
+
+    // A spooled message is checked again before it is forwarded: the spool may hold what an
+    // earlier configuration named for another protocol.
+    let mut spooled = message("plant", "core.x", "1");
+    assert!(m.check_spooled(1, &spooled).is_ok());
+    spooled.subject = "sensors/kitchen temp".into();
+    let failure = m.check_spooled(0, &spooled).unwrap_err();
+    assert_eq!(failure.stage, Stage::Template);
+    assert!(failure.reason.contains("whitespace"), "{failure}");
+    spooled.subject = "core.x".into();
+    spooled.headers.push(("a b".into(), "x".into()));
+    let failure = m.check_spooled(1, &spooled).unwrap_err();
+    assert_eq!(failure.stage, Stage::Headers);
+    assert!(
+        failure.reason.contains("cannot travel over NATS"),
+        "{failure}"
     );
 }
 

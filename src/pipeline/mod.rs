@@ -22,12 +22,9 @@ pub mod identity;
 pub mod jq_worker;
 pub mod observe;
 mod plans;
-pub mod queue;
 mod reload_summary;
 pub mod route;
 pub mod spool;
-pub mod status;
-pub mod supervisor;
 pub mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -39,18 +36,31 @@ use anyhow::Context;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::loops;
 use crate::config::{self, Config};
-use crate::connectors::{self, Runtime, Sinks};
-use crate::mapping::{Mapping, loops};
-use queue::{RouteInput, RouteOutput};
+use crate::connectors::protocol::Described;
+use crate::connectors::{self, HttpRoutes, Sinks};
+use crate::contracts::ConnectionContext;
+use crate::contracts::queue::{self, RouteInput, RouteOutput};
+use crate::contracts::status::{ConnectionStatus, State};
+use crate::contracts::supervisor::{self, Owner, Supervisor, Tasks};
+use crate::mapping::Mapping;
 use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
-use status::{ConnectionStatus, State};
-use supervisor::{Owner, Supervisor, Tasks};
 
 pub use plans::instance_name;
 use plans::{ConnectionPlan, Plans, RoutePlan, route_connections};
 pub use reload_summary::ReloadSummary;
+
+/// Binds the admin listener with the HTTP routes the connections serve on it (before any
+/// connection starts, so a taken port fails the start) and serves it on the given tasks. The
+/// daemon passes the admin listener's own, which sits above the pipeline.
+pub type ServeAdmin = fn(
+    &config::Admin,
+    Vec<HttpRoutes>,
+    observe::Observed,
+    &ConnectionContext,
+) -> anyhow::Result<()>;
 
 /// A running set of routes and the connections they use.
 pub struct Pipeline {
@@ -60,7 +70,8 @@ pub struct Pipeline {
     /// In the configuration's order.
     routes: Vec<LiveRoute>,
     /// The admin listener's tasks; closed last, so it answers through the shutdown drain.
-    admin: Runtime,
+    admin: ConnectionContext,
+    serve_admin: ServeAdmin,
     admin_bound: bool,
     /// Cancelled when the shutdown deadline passed.
     abandon: CancellationToken,
@@ -72,7 +83,7 @@ pub struct Pipeline {
 /// One connection as it runs.
 struct LiveConnection {
     plan: ConnectionPlan,
-    runtime: Runtime,
+    runtime: ConnectionContext,
     sinks: Arc<dyn Sinks>,
     status: ConnectionStatus,
     /// An `sse_server` stream is served by the admin listener's router, which is built once:
@@ -114,6 +125,24 @@ impl WorkerHandle {
         }
     }
 
+    /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
+    /// [`Pipeline::recover`]). The route worker's unit tests run it this way too.
+    fn spawn(supervisor: &Supervisor, worker: RouteWorker) -> WorkerHandle {
+        let owner = Owner::Route(worker.name.to_string());
+        // Paced like a connection with default settings: a route has no `reconnect:` of its own.
+        let run = supervisor.run_of(owner, &config::Reconnect::default());
+        let handle = WorkerHandle {
+            stop: worker.stop.clone(),
+            abandon: worker.abandon.clone(),
+            done: run.tasks(worker.stop.clone()),
+        };
+        // A worker ends when told to (a reload's stop, the queue closed at shutdown) or by
+        // itself (`stop_after`): only a panic is a failure.
+        handle.done.spawn_finite("worker", worker.run(run));
+        handle.done.close();
+        handle
+    }
+
     /// Whether the worker's task still runs.
     fn is_running(&self) -> bool {
         self.done.is_running()
@@ -136,16 +165,18 @@ impl Pipeline {
     /// Opens every connection a route uses, wires every route, and starts them all. Fails
     /// (nothing keeps running) when a connection or route cannot be set up, or the admin
     /// listener's port is taken.
-    pub fn start(config: &Config) -> anyhow::Result<Pipeline> {
+    pub fn start(config: &Config, serve_admin: ServeAdmin) -> anyhow::Result<Pipeline> {
         connectors::tls::install_crypto_provider();
         let supervisor = Supervisor::new();
-        let admin = Runtime::new(&supervisor.run_of(Owner::Ferry, &config::Reconnect::default()));
+        let admin =
+            ConnectionContext::new(&supervisor.run_of(Owner::Ferry, &config::Reconnect::default()));
         supervisor::fault::install(&admin.tasks);
         let mut pipeline = Pipeline {
             config: None,
             connections: BTreeMap::new(),
             routes: Vec::new(),
             admin,
+            serve_admin,
             admin_bound: false,
             abandon: CancellationToken::new(),
             ids: Arc::new(MessageIds::default()),
@@ -484,7 +515,12 @@ impl Pipeline {
                 continue;
             }
             let sinks = connection.sinks();
-            let serves_admin = matches!(plan.connection.kind, config::ConnectionKind::SseServer(_));
+            let serves_admin = plan
+                .connection
+                .kind
+                .protocol()
+                .descriptor()
+                .serves_on_admin_listener();
             if serves_admin && self.admin_bound {
                 summary.needs_restart.push(format!("connection {name}"));
             }
@@ -492,7 +528,7 @@ impl Pipeline {
                 name.clone(),
                 LiveConnection {
                     plan: plan.clone(),
-                    runtime: Runtime::new(
+                    runtime: ConnectionContext::new(
                         &self
                             .supervisor
                             .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),
@@ -529,8 +565,7 @@ impl Pipeline {
         // Bound before any connection starts, so a taken port fails the start.
         if let Some(admin) = config.admin.as_ref().filter(|_| initial) {
             let streams = opened.iter_mut().filter_map(|(_, c)| c.admin_routes());
-            crate::admin::AdminListener::bind(admin, streams, self.observed.clone())?
-                .serve(&self.admin);
+            (self.serve_admin)(admin, streams.collect(), self.observed.clone(), &self.admin)?;
             self.admin_bound = true;
         }
         for (name, connection) in opened {
@@ -540,7 +575,7 @@ impl Pipeline {
             }
         }
         for (index, worker) in workers {
-            let handle = self.spawn_worker(worker);
+            let handle = WorkerHandle::spawn(&self.supervisor, worker);
             self.routes[index].worker = handle;
         }
         Ok(())
@@ -596,7 +631,9 @@ impl Pipeline {
         Ok(RouteWorker {
             name: route.name.as_str().into(),
             queue: live.output.clone(),
-            mapping: Mapping::new(config, index, analysis, &live.plan.instance)
+            mapping: analysis
+                .resolve(config, index)
+                .and_then(|resolved| Mapping::new(&resolved, &live.plan.instance))
                 .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
             sinks,
             dead_letter,
@@ -729,22 +766,6 @@ impl Health {
     }
 }
 
-impl Pipeline {
-    /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
-    /// [`Pipeline::recover`]).
-    fn spawn_worker(&self, worker: RouteWorker) -> WorkerHandle {
-        let owner = Owner::Route(worker.name.to_string());
-        // Paced like a connection with default settings: a route has no `reconnect:` of its own.
-        let run = self.supervisor.run_of(owner, &config::Reconnect::default());
-        let handle = WorkerHandle {
-            stop: worker.stop.clone(),
-            abandon: worker.abandon.clone(),
-            done: run.tasks(worker.stop.clone()),
-        };
-        // A worker ends when told to (a reload's stop, the queue closed at shutdown) or by
-        // itself (`stop_after`): only a panic is a failure.
-        handle.done.spawn_finite("worker", worker.run(run));
-        handle.done.close();
-        handle
-    }
-}
+// Last in the file: the spawn check reads a file only up to its first test attribute.
+#[cfg(test)]
+pub(crate) mod testing;

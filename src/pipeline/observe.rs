@@ -3,11 +3,11 @@
 
 use std::sync::{Arc, RwLock};
 
-use super::queue::RouteOutput;
 use super::route::RouteCounters;
-use super::status::ConnectionStatus;
-use super::supervisor::Supervisor;
 use super::tap::Tap;
+use crate::contracts::queue::RouteOutput;
+use crate::contracts::status::ConnectionStatus;
+use crate::contracts::supervisor::Supervisor;
 
 /// A shared view of the running pipeline. Cheap to clone; a reload replaces what it holds, so
 /// a reader takes a [`View`] and looks at that one consistently.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::config::loops;
 use crate::config::{self, Config, SourceSpec};
-use crate::mapping::loops;
 
 /// What a connection is made of; a connection restarts on a reload when this changes.
 #[derive(Clone, PartialEq)]

@@ -39,9 +39,9 @@
 mod record;
 
 use std::collections::VecDeque;
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +49,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::sync::futures::Notified;
 
+use crate::contracts::private_files::{create_private_dir, private_file};
 use crate::message::Message;
 use record::{Format, MAGIC, SEGMENT_HEADER, decode, encode, frame, next_record, read_record};
 
@@ -61,18 +62,6 @@ const MIN_SEGMENT: u64 = 64 * 1024;
 /// The cursor is saved after this many forwarded records (and on every segment change): a
 /// crash forwards at most this many again.
 pub const CURSOR_EVERY: u32 = 1024;
-
-/// Creates `dir` and any missing parent 0700: state directories hold the users' data.
-pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    DirBuilder::new().recursive(true).mode(0o700).create(dir)
-}
-
-/// Options that create a file 0600, whatever the umask.
-pub fn private_file() -> OpenOptions {
-    let mut options = OpenOptions::new();
-    options.mode(0o600);
-    options
-}
 
 /// Why [`Spool::append`] did not take a message.
 #[derive(Debug, thiserror::Error)]
@@ -695,7 +684,7 @@ impl Spool {
         let Some(file) = self.log().sync_handle() else {
             return Ok(());
         };
-        super::supervisor::blocking(move || file.sync_data())
+        crate::contracts::supervisor::blocking(move || file.sync_data())
             .await
             .map_err(io::Error::other)?
     }

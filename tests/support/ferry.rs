@@ -2,7 +2,7 @@
 //!
 //! The YAML goes into a temporary directory as `bridges.yaml`, and ferry runs with that
 //! directory as its working directory, so its errors name the file `bridges.yaml` exactly as
-//! in the README. Its stderr and stdout are read by a background thread into a shared list of
+//! in docs/operations.md. Its stderr and stdout are read by a background thread into a shared list of
 //! lines (also echoed to the test's stderr as `[ferry] ...`, shown when a test fails), on which
 //! tests wait for log lines such as `ferry ready` or `reconnected`.
 

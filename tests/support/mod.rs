@@ -10,6 +10,8 @@
 //! - [`MqttPeer`] and [`NatsPeer`] are the test's own clients, publishing and collecting
 //!   messages into an [`Inbox`] (or, for JetStream, reading a whole stream back), and
 //!   [`Tally`] counts what arrived of a numbered load (lost, duplicated, reordered);
+//! - [`Scenario`] starts the brokers a test names, and ferry on routes between them, so a
+//!   test states only its routes and what it checks;
 //! - [`parse_exposition`] reads `/metrics` with the official Prometheus parsers;
 //! - [`TcpProxy`] sits between ferry and a broker and can stop forwarding without closing;
 //! - [`Nchan`] (nginx + nchan) and [`PocketBase`] are real SSE servers, [`WebhookServer`] a
@@ -35,6 +37,7 @@ mod peers;
 mod prometheus;
 mod proxy;
 mod restdb;
+mod scenario;
 mod servers;
 
 #[allow(unused_imports)]
@@ -55,6 +58,8 @@ pub use prometheus::*;
 pub use proxy::*;
 #[allow(unused_imports)]
 pub use restdb::*;
+#[allow(unused_imports)]
+pub use scenario::*;
 #[allow(unused_imports)]
 pub use servers::*;
 

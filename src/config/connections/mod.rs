@@ -20,7 +20,7 @@ use crate::connectors::mqtt::config::MqttSection;
 use crate::connectors::nats::config::NatsSection;
 use crate::connectors::sse::config::SseSection;
 use crate::connectors::sse_server::config::SseServerConnection;
-use crate::mapping::{names, template};
+use crate::mapping::template;
 
 /// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http`, `sse_server` or
 /// `migratorydata`.
@@ -143,7 +143,8 @@ impl<'a> Reader<'a> {
             .enumerate()
             .filter(|(i, (name, value))| {
                 let pos = positions.get(*i).copied().unwrap_or_default();
-                self.errors.rule(pos, names::http_header(name, value))
+                self.errors
+                    .rule(pos, crate::connectors::http::protocol::header(name, value))
             })
             .map(|(_, (name, value))| (name, Secret::new(value)))
             .collect()
@@ -303,7 +304,7 @@ impl<'a> Reader<'a> {
                 "write an absolute path of plain URL characters, such as `/events/sensors`",
             );
             path_ok = false;
-        } else if crate::admin::OWN_PATHS
+        } else if crate::contracts::admin_listener::OWN_PATHS
             .iter()
             .any(|own| path.as_str() == *own || path.starts_with(&format!("{own}/")))
         {
@@ -313,7 +314,7 @@ impl<'a> Reader<'a> {
                 format!("`{path}` is the admin listener's own path"),
                 format!(
                     "choose another path; {} and what is under them are taken",
-                    crate::admin::OWN_PATHS.join(", ")
+                    crate::contracts::admin_listener::OWN_PATHS.join(", ")
                 ),
             );
         }

@@ -9,7 +9,6 @@ use crate::config::model::{MqttConnection, MqttTransport, MqttVersion, Secret, S
 use crate::config::redact::redact_url;
 use crate::config::yaml::Node;
 use crate::connectors::mqtt::config::{DEFAULT_MAX_OUTGOING_PACKET_SIZE, MqttSection};
-use crate::mapping::names;
 
 /// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
 /// to ride out a maintenance window, short enough that a retired ferry's session goes away.
@@ -52,12 +51,14 @@ impl Reader<'_> {
             let topic_at = node.get("last_will").and_then(|n| n.get("topic"));
             let pos = topic_at.map_or(node.pos, |n| n.pos);
             self.errors
-                .rule(pos, names::mqtt_topic(&will.topic))
+                .rule(pos, crate::connectors::mqtt::names::topic(&will.topic))
                 .then_some(will)
         });
-        let probe = mqtt
-            .probe
-            .check(node.get("probe"), names::mqtt_topic, self.errors);
+        let probe = mqtt.probe.check(
+            node.get("probe"),
+            crate::connectors::mqtt::names::topic,
+            self.errors,
+        );
 
         let url = &mqtt.url;
         let url_pos = at("url");

@@ -8,7 +8,6 @@ use crate::config::redact::redact_url;
 use crate::config::url_credentials::{self, UrlCredentials};
 use crate::config::yaml::Node;
 use crate::connectors::nats::config::NatsSection;
-use crate::mapping::names;
 
 impl Reader<'_> {
     pub fn nats(&mut self, node: &Node) -> Option<NatsConnection> {
@@ -55,9 +54,11 @@ impl Reader<'_> {
             creds: nats.creds,
             tls: self.tls(nats.tls, node),
             ping_interval: nats.ping_interval,
-            probe: nats
-                .probe
-                .check(node.get("probe"), names::nats_subject, self.errors),
+            probe: nats.probe.check(
+                node.get("probe"),
+                crate::connectors::nats::names::subject,
+                self.errors,
+            ),
         };
         if nats.tls.required && nats.urls.iter().any(|u| u.starts_with("ws://")) {
             // The client never puts TLS inside a plain WebSocket: the block would be ignored.

@@ -26,7 +26,10 @@ impl Reader<'_> {
             );
         }
         let headers = self.headers(sse.headers.0, node.get("headers"));
-        if let Some(u) = &mut url {
+        // Only a given `query:` touches the URL: an empty one would still add a bare `?`.
+        if let Some(u) = &mut url
+            && !sse.query.0.is_empty()
+        {
             u.query_pairs_mut().extend_pairs(sse.query.0);
         }
         let tls = self.tls(sse.tls, node);

@@ -22,6 +22,7 @@
 //! strings and even paths (Slack-style webhook URLs) carry credentials.
 
 pub mod config;
+pub mod protocol;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -33,10 +34,13 @@ use tokio::sync::Semaphore;
 use url::Url;
 
 use super::http_client::{self, Timeouts};
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{HttpMethod, Reconnect, SinkSpec};
+use crate::contracts::status::ConnectionStatus;
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::message::Message;
-use crate::pipeline::status::ConnectionStatus;
+
+pub mod url_form;
 
 /// How much of an error response's body goes into the reason (logs, `Ferry-Error`).
 const EXCERPT_BYTES: usize = 512;
@@ -176,7 +180,7 @@ impl Connection for HttpConnection {
 
     /// There is no session to open: the connection counts as up until a request cannot reach
     /// the server (and again after the next answer), so `ferry ready` does not wait on it.
-    fn start(self: Box<Self>, _runtime: &Runtime) {
+    fn start(self: Box<Self>, _runtime: &ConnectionContext) {
         let origin = match &self.endpoint {
             Some(e) => e.origin.clone(),
             None => Url::parse(self.config.url.expose())

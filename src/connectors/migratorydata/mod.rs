@@ -4,7 +4,7 @@
 //! MigratoryData's native client protocol is closed (and its SDK licence forbids reverse
 //! engineering it), so ferry speaks the REST API the server documents (see [`rest`]). Its
 //! other public interface, MQTT, needs no connector of its own: an `mqtt` connection to the
-//! server's MQTT listener (README, "MigratoryData").
+//! server's MQTT listener (docs/connectors/migratorydata.md).
 //!
 //! - **Servers.** A connection lists its servers; requests go to one at a time and fail over
 //!   to the next on a connection failure, back to the first after `reconnect.stable_after`
@@ -36,6 +36,7 @@
 //!   origin only, and reqwest's errors lose their URL ([`http_client::describe`]).
 
 pub mod config;
+pub mod protocol;
 mod rest;
 mod servers;
 
@@ -52,11 +53,12 @@ use url::Url;
 
 use super::http_client::{self, Timeouts};
 use super::sse::cursor::{self, CursorFile, Tracker};
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{MigratoryDataQos, Reconnect, Retain, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::message::{Ack, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use rest::{ConsumedMessage, Cursor};
 use servers::Servers;
 
@@ -208,7 +210,7 @@ impl Connection for MigratoryDataConnection {
 
     /// Starts one poller per subject read. A connection only written to has no session: it
     /// counts as up until a request cannot reach any server.
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         let Some(endpoint) = self.endpoint else {
             return;
         };

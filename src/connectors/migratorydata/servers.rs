@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use url::Url;
 
-use crate::pipeline::status::{ConnectionStatus, State};
+use crate::contracts::status::{ConnectionStatus, State};
 
 /// The servers of one connection and which one is in use.
 pub struct Servers {

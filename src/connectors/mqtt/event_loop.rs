@@ -61,10 +61,10 @@ use super::client::{
 };
 use super::liveness::{Due, Liveness};
 use super::topic;
-use crate::connectors::Runtime;
+use crate::contracts::ConnectionContext;
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::{Ack, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 
 /// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
 const DISPATCH_CAPACITY: usize = 256;
@@ -111,8 +111,8 @@ impl RouteSource {
     }
 }
 
-/// What the event loop hands the dispatcher.
-struct Delivery {
+/// A message that arrived, as the event loop hands it to the dispatcher.
+struct Arrival {
     message: Message,
     subscription_ids: Vec<usize>,
     /// QoS 1/2: the message's place in the ack order.
@@ -120,7 +120,7 @@ struct Delivery {
 }
 
 /// Everything the event loop task owns.
-pub struct Supervisor {
+pub struct EventLoopTask {
     pub name: Arc<str>,
     /// The broker URL (without credentials), for logs.
     pub url: String,
@@ -139,7 +139,7 @@ pub struct Supervisor {
 /// The event loop's state between turns.
 struct Turn {
     /// To the dispatcher; `None` once the sources stopped (or without routes).
-    dispatch: Option<mpsc::Sender<Delivery>>,
+    dispatch: Option<mpsc::Sender<Arrival>>,
     /// Received, waiting for room in the dispatcher's channel.
     pending: Pending,
     /// Released acks the client's request queue had no room for yet.
@@ -163,9 +163,9 @@ struct Turn {
     qos0_dropped_log: RateLimitedLog,
 }
 
-impl Supervisor {
+impl EventLoopTask {
     /// Spawns the event loop task and, when routes read from this connection, the dispatcher.
-    pub fn spawn(self, routes: Vec<RouteSource>, runtime: &Runtime) {
+    pub fn spawn(self, routes: Vec<RouteSource>, runtime: &ConnectionContext) {
         let tracker = AckTracker::new();
         let dispatch = if routes.is_empty() {
             None
@@ -182,9 +182,9 @@ impl Supervisor {
 
     async fn run(
         mut self,
-        dispatch: Option<mpsc::Sender<Delivery>>,
+        dispatch: Option<mpsc::Sender<Arrival>>,
         tracker: Arc<AckTracker<AckToken>>,
-        runtime: Runtime,
+        runtime: ConnectionContext,
     ) {
         let mut turn = Turn {
             dispatch,
@@ -361,8 +361,8 @@ impl Supervisor {
                         }
                         continue;
                     }
-                    let delivery = self.delivery(received, &tracker);
-                    turn.pending.push(delivery);
+                    let arrival = self.arrival(received, &tracker);
+                    turn.pending.push(arrival);
                     if feed(tx, &mut turn.pending).is_err() {
                         turn.dispatch = None;
                     }
@@ -510,7 +510,7 @@ impl Supervisor {
     }
 
     /// What routes see of what arrived; QoS 1/2 messages take their place in the ack order.
-    fn delivery(&self, received: Received, tracker: &Arc<AckTracker<AckToken>>) -> Delivery {
+    fn arrival(&self, received: Received, tracker: &Arc<AckTracker<AckToken>>) -> Arrival {
         let mut message = Message::new(self.name.clone(), received.topic, received.payload);
         message.headers = received.headers;
         message.qos = received.qos;
@@ -519,7 +519,7 @@ impl Supervisor {
             true => received.subscription_ids,
             false => Vec::new(),
         };
-        Delivery {
+        Arrival {
             message,
             subscription_ids,
             receipt: received.ack.map(|token| tracker.track(token)),
@@ -581,15 +581,15 @@ impl Supervisor {
 /// Received messages waiting for room in the dispatcher's channel, oldest first.
 #[derive(Default)]
 struct Pending {
-    items: VecDeque<Delivery>,
+    items: VecDeque<Arrival>,
     /// Their payload bytes.
     bytes: usize,
 }
 
 impl Pending {
-    fn push(&mut self, delivery: Delivery) {
-        self.bytes += delivery.message.payload.len();
-        self.items.push_back(delivery);
+    fn push(&mut self, arrival: Arrival) {
+        self.bytes += arrival.message.payload.len();
+        self.items.push_back(arrival);
     }
 
     fn is_empty(&self) -> bool {
@@ -606,7 +606,7 @@ impl Pending {
         self.bytes = 0;
     }
 
-    fn retain(&mut self, keep: impl FnMut(&Delivery) -> bool) {
+    fn retain(&mut self, keep: impl FnMut(&Arrival) -> bool) {
         self.items.retain(keep);
         self.bytes = self.items.iter().map(|d| d.message.payload.len()).sum();
     }
@@ -614,13 +614,13 @@ impl Pending {
 
 /// Hands pending messages to the dispatcher, oldest first, while its channel has room. `Err`
 /// when the dispatcher is gone.
-fn feed(tx: &mpsc::Sender<Delivery>, pending: &mut Pending) -> Result<(), ()> {
-    while let Some(delivery) = pending.items.pop_front() {
-        let size = delivery.message.payload.len();
-        match tx.try_send(delivery) {
+fn feed(tx: &mpsc::Sender<Arrival>, pending: &mut Pending) -> Result<(), ()> {
+    while let Some(arrival) = pending.items.pop_front() {
+        let size = arrival.message.payload.len();
+        match tx.try_send(arrival) {
             Ok(()) => pending.bytes -= size,
-            Err(mpsc::error::TrySendError::Full(delivery)) => {
-                pending.items.push_front(delivery);
+            Err(mpsc::error::TrySendError::Full(arrival)) => {
+                pending.items.push_front(arrival);
                 return Ok(());
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
@@ -634,7 +634,7 @@ fn feed(tx: &mpsc::Sender<Delivery>, pending: &mut Pending) -> Result<(), ()> {
 
 /// Resolves once the dispatcher's channel has room (`true`) or the dispatcher is gone
 /// (`false`). Never resolves without a dispatcher.
-async fn has_room(tx: Option<&mpsc::Sender<Delivery>>) -> bool {
+async fn has_room(tx: Option<&mpsc::Sender<Arrival>>) -> bool {
     match tx {
         // The permit goes back at once; `feed` takes the room with `try_send`.
         Some(tx) => tx.reserve().await.is_ok(),
@@ -651,7 +651,7 @@ async fn sleep_until(at: Option<Instant>) {
 
 type SubAckFuture = dyn Future<Output = Result<Vec<Option<String>>, String>> + Send;
 
-/// What a turn of the event loop brought that needs the supervisor.
+/// What a turn of the event loop brought that needs the event loop task.
 enum Step {
     StopSources,
     /// The dispatcher's channel has room (or, `false`, the dispatcher is gone).
@@ -678,19 +678,19 @@ async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
 async fn dispatch(
     connection: Arc<str>,
     routes: Vec<RouteSource>,
-    mut rx: mpsc::Receiver<Delivery>,
+    mut rx: mpsc::Receiver<Arrival>,
     close: CancellationToken,
 ) {
     loop {
-        let Delivery {
+        let Arrival {
             message,
             subscription_ids: ids,
             receipt,
         } = tokio::select! {
             biased;
             _ = close.cancelled() => return,
-            delivery = rx.recv() => match delivery {
-                Some(delivery) => delivery,
+            arrival = rx.recv() => match arrival {
+                Some(arrival) => arrival,
                 None => return,
             },
         };
@@ -774,7 +774,7 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::queue::bounded;
+    use crate::contracts::queue::bounded;
 
     fn route(filters: &[(usize, &str)]) -> RouteSource {
         RouteSource {

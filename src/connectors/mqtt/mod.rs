@@ -20,8 +20,11 @@ mod client;
 pub mod config;
 mod event_loop;
 mod liveness;
+pub mod names;
+pub mod protocol;
 mod session;
 mod topic;
+pub mod url_form;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -30,13 +33,14 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure};
 
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
-use self::event_loop::{RouteSource, Supervisor};
+use self::event_loop::{EventLoopTask, RouteSource};
 use self::liveness::Liveness;
-use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{MqttVersion, Retain, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus};
+use crate::contracts::{BoxFuture, Confirmation, ConnectionContext, Sink, SinkError};
 use crate::message::Message;
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus};
 
 /// How long a sink waits for its connection to come up before it reports it unavailable (its
 /// route then retries with backoff).
@@ -245,7 +249,7 @@ impl Connection for MqttConnection {
         })
     }
 
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         let mut this = *self;
         let probe = this.add_probe();
         let (client, eventloop) = match this.built {
@@ -256,7 +260,7 @@ impl Connection for MqttConnection {
                 return;
             }
         };
-        let supervisor = Supervisor {
+        let task = EventLoopTask {
             name: this.name,
             url: this.config.url,
             client,
@@ -268,7 +272,7 @@ impl Connection for MqttConnection {
             trust_subscription_ids: true,
             liveness: Liveness::new(probe, this.config.keep_alive),
         };
-        supervisor.spawn(this.routes, runtime);
+        task.spawn(this.routes, runtime);
     }
 }
 

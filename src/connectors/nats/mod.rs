@@ -19,7 +19,10 @@
 pub mod config;
 mod diagnose;
 mod jetstream;
+pub mod names;
 mod probe;
+pub mod protocol;
+pub mod url_form;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,11 +33,12 @@ use async_nats::{ConnectOptions, Event, HeaderMap, Subscriber};
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, watch};
 
-use super::{BoxFuture, Confirmation, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{Reconnect, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus};
+use crate::contracts::{BoxFuture, Confirmation, ConnectionContext, Sink, SinkError};
 use crate::message::{Headers, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus};
 
 /// How long a publish may wait for room in the client's outgoing channel, and then for the
 /// socket write (core NATS), before the sink reports the connection unavailable.
@@ -301,7 +305,7 @@ impl Connection for NatsConnection {
         })
     }
 
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         let runtime = runtime.clone();
         let tasks = runtime.tasks.clone();
         tasks.spawn("client", async move {
@@ -314,7 +318,7 @@ impl Connection for NatsConnection {
 }
 
 impl NatsConnection {
-    async fn run(mut self: Box<Self>, runtime: Runtime) -> anyhow::Result<()> {
+    async fn run(mut self: Box<Self>, runtime: ConnectionContext) -> anyhow::Result<()> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let pacing = Pacing::new(&self.reconnect);
         let options = self
@@ -469,7 +473,7 @@ impl NatsConnection {
             }
             if connected
                 && *bound.borrow() >= consumers
-                && self.status.state() != crate::pipeline::status::State::Up
+                && self.status.state() != crate::contracts::status::State::Up
             {
                 let to = diagnose::connected_to(&client, &urls).await;
                 self.status.up(&format!("to {to}"));
@@ -595,9 +599,6 @@ impl NatsSink {
                 self.connection
             )));
         };
-        if let Err((what, _)) = crate::mapping::names::nats_subject(&message.subject) {
-            return Err(SinkError::Rejected(what));
-        }
         // Published while disconnected, a message would wait in the client and go out at
         // the reconnect, after the route (or its spool) had already taken it back as
         // unavailable: a duplicate. Say so at once instead.
@@ -607,12 +608,12 @@ impl NatsSink {
                 self.connection
             )));
         }
+        // The subject and headers follow NATS's rules (`names::subject`, `names::header`;
+        // async-nats panics on a header it cannot write): the route's mapping checked them
+        // for every publish and dead letter, and the spool's forwarder checks what it kept
+        // from an earlier run, so they are not checked again here.
         let mut headers = HeaderMap::new();
         for (k, v) in &message.headers {
-            // async-nats panics on a header it cannot write: refuse the message instead.
-            if let Err((what, _)) = crate::mapping::names::nats_header(k, v) {
-                return Err(SinkError::Rejected(what));
-            }
             if !(self.jetstream && jetstream::is_publish_control(k)) {
                 headers.append(header_name(k), v.as_str());
             }

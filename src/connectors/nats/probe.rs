@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Probe;
-use crate::pipeline::status::{ConnectionStatus, State};
+use crate::contracts::status::{ConnectionStatus, State};
 
 /// Where default probe subjects live; a route whose subject covers them never sees them.
 const PREFIX: &str = "_FERRY.probe.";
@@ -138,7 +138,7 @@ mod tests {
             "two processes (or connections) never share a probe subject"
         );
         assert!(a.starts_with("_FERRY.probe.plant_nats."), "{a}");
-        assert!(crate::mapping::names::nats_subject(&a).is_ok(), "{a}");
+        assert!(crate::connectors::nats::names::subject(&a).is_ok(), "{a}");
         assert!(is_probe(&a));
         assert!(!is_probe("iot.kitchen"));
     }

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::contracts::private_files::{create_private_dir, private_file};
 use crate::message::Ack;
-use crate::pipeline::spool::{create_private_dir, private_file};
 
 /// Settles the events of one stream, in order, into the cursor.
 pub struct Tracker {
@@ -298,7 +298,7 @@ impl CursorFile {
     pub async fn keep(self, mut cursor: watch::Receiver<Option<String>>, close: CancellationToken) {
         let mut written = self.saved.clone();
         let file = Arc::new(self);
-        let failures = crate::pipeline::status::RateLimitedLog::default();
+        let failures = crate::contracts::status::RateLimitedLog::default();
         loop {
             tokio::select! {
                 changed = cursor.changed() => if changed.is_err() { break },
@@ -322,11 +322,11 @@ impl CursorFile {
     async fn write(
         self: &Arc<Self>,
         cursor: &Option<String>,
-        failures: &crate::pipeline::status::RateLimitedLog,
+        failures: &crate::contracts::status::RateLimitedLog,
     ) -> bool {
         let file = self.clone();
         let cursor = cursor.clone();
-        let result = crate::pipeline::supervisor::blocking(move || file.save(&cursor)).await;
+        let result = crate::contracts::supervisor::blocking(move || file.save(&cursor)).await;
         match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {

@@ -20,7 +20,9 @@ pub mod config;
 pub(crate) mod cursor;
 mod handshake;
 mod parse;
+pub mod protocol;
 mod transport;
+pub mod url_form;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -30,12 +32,13 @@ use anyhow::Context;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::Connection;
 use super::http_client::{self, Timeouts};
-use super::{Connection, Runtime};
 use crate::config::{Reconnect, SourceSpec};
+use crate::contracts::ConnectionContext;
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::{Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use cursor::{CursorFile, Tracker};
 use handshake::Handshake;
 use parse::{Limits, Parser, TooLong};
@@ -146,7 +149,7 @@ impl Connection for SseConnection {
         Ok(())
     }
 
-    fn start(mut self: Box<Self>, runtime: &Runtime) {
+    fn start(mut self: Box<Self>, runtime: &ConnectionContext) {
         let Some(prepared) = self.prepared.take() else {
             return; // no route reads it
         };

@@ -33,6 +33,7 @@
 //! EventSource sends no preflight.
 
 pub mod config;
+pub mod protocol;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;
@@ -51,10 +52,12 @@ use futures_util::Stream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, HttpRoutes, Sinks};
 use crate::config::{Secret, SinkSpec};
+use crate::contracts::admin_listener::same_secret;
+use crate::contracts::status::ConnectionStatus;
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::message::Message;
-use crate::pipeline::status::ConnectionStatus;
 
 /// Events the ring keeps at least, however small `buffer` is: how far a live client may fall
 /// behind before it skips events. `buffer` alone decides how much a reconnect replays.
@@ -95,7 +98,7 @@ impl Connection for SseServerConnection {
         Arc::new(StreamSinks(self.hub.clone()))
     }
 
-    fn admin_routes(&mut self) -> Option<crate::admin::Routes> {
+    fn admin_routes(&mut self) -> Option<HttpRoutes> {
         Some(
             axum::Router::new()
                 .route(&self.path, get(serve_stream))
@@ -105,7 +108,7 @@ impl Connection for SseServerConnection {
 
     /// There is no broker: the stream is up once the admin listener is bound, which the
     /// pipeline does before it starts the connections.
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         self.status.up(&format!(
             "(serving SSE at {} on the admin listener)",
             self.path
@@ -261,7 +264,7 @@ impl Hub {
                 "the payload is empty, and EventSource drops an event without data".into(),
             ));
         }
-        if crate::mapping::names::sse_event(&message.subject).is_err() {
+        if crate::connectors::sse::protocol::event_type(&message.subject).is_err() {
             return Err(SinkError::Rejected(format!(
                 "`{}` cannot be an SSE event type: it must be one non-empty line",
                 message.subject.escape_debug()
@@ -310,7 +313,7 @@ const TOKEN_COOKIE: &str = "ferry_token";
 /// True when the request shows `token` as `?token=` or in the `ferry_token` cookie.
 fn shows_token(token: &Secret, query: Option<&str>, headers: &HeaderMap) -> bool {
     let expected = token.expose().as_bytes();
-    if query.is_some_and(|given| crate::admin::same_secret(given.as_bytes(), expected)) {
+    if query.is_some_and(|given| same_secret(given.as_bytes(), expected)) {
         return true;
     }
     // As bytes: another cookie's value may be anything, and must not hide this one.
@@ -323,8 +326,7 @@ fn shows_token(token: &Secret, query: Option<&str>, headers: &HeaderMap) -> bool
             Some((pair[..at].trim_ascii(), &pair[at + 1..]))
         })
         .any(|(name, value)| {
-            name == TOKEN_COOKIE.as_bytes()
-                && crate::admin::same_secret(value.trim_ascii(), expected)
+            name == TOKEN_COOKIE.as_bytes() && same_secret(value.trim_ascii(), expected)
         })
 }
 

@@ -20,12 +20,12 @@ mod spooling;
 
 pub use super::counters::{LATENCY_BUCKETS, RouteCounters, SinkLatency, SinkTiming};
 pub use super::identity::{MessageIds, Suspects};
-use super::queue::RouteOutput;
 use super::spool::{AppendError, Spool};
-use super::status::{Backoff, RateLimitedLog};
-use super::supervisor::{self, OwnerRun};
 use crate::config::Reconnect;
-use crate::connectors::{Confirmation, Sink, SinkError};
+use crate::contracts::queue::RouteOutput;
+use crate::contracts::status::{Backoff, RateLimitedLog};
+use crate::contracts::supervisor::{self, OwnerRun};
+use crate::contracts::{Confirmation, Sink, SinkError};
 use crate::mapping::{Failure, Mapping, Outcome, Stage, Step};
 use crate::message::{Ack, Message};
 
@@ -100,9 +100,9 @@ struct QueuedOutput {
     started: Instant,
 }
 
-/// What the worker has in hand besides the queue.
+/// What the worker has taken from the queue and not finished with.
 #[derive(Default)]
-struct Delivery {
+struct Outstanding {
     /// Messages in flight, oldest first: their sources are confirmed in this order.
     window: std::collections::VecDeque<InFlight>,
     /// Acks of messages finished with, waiting for a spool's fsync (see `make_durable`).
@@ -151,12 +151,12 @@ impl RouteWorker {
             Some(_) => 1,
             None => IN_FLIGHT,
         };
-        let mut delivery = Delivery::default();
+        let mut outstanding = Outstanding::default();
         loop {
-            if !delivery.waiting.is_empty()
-                && (delivery.waiting.len() >= MAX_GROUP_COMMIT || self.queue.is_empty())
+            if !outstanding.waiting.is_empty()
+                && (outstanding.waiting.len() >= MAX_GROUP_COMMIT || self.queue.is_empty())
             {
-                self.make_durable(&mut delivery.waiting).await;
+                self.make_durable(&mut outstanding.waiting).await;
                 continue;
             }
             if self.stop.is_cancelled() {
@@ -168,9 +168,9 @@ impl RouteWorker {
             // settled first.
             let next = match self.queue.try_pop() {
                 Some(incoming) => Some(incoming),
-                None if !delivery.window.is_empty() => {
-                    if !self.settle_oldest(&mut delivery).await {
-                        return self.give_up(delivery).await;
+                None if !outstanding.window.is_empty() => {
+                    if !self.settle_oldest(&mut outstanding).await {
+                        return self.give_up(outstanding).await;
                     }
                     continue;
                 }
@@ -200,7 +200,7 @@ impl RouteWorker {
                 outputs: Vec::new(),
                 failed: false,
             };
-            let delivered = AssertUnwindSafe(self.deliver(&mut sending, &mut delivery))
+            let delivered = AssertUnwindSafe(self.deliver(&mut sending, &mut outstanding))
                 .catch_unwind()
                 .await;
             let delivered = match delivered {
@@ -209,12 +209,13 @@ impl RouteWorker {
             };
             if !delivered {
                 // Abandoned (the deadline passed): it is dropped unconfirmed, a nack.
-                delivery.window.push_back(sending);
-                return self.give_up(delivery).await;
+                outstanding.window.push_back(sending);
+                return self.give_up(outstanding).await;
             }
-            delivery.window.push_back(sending);
-            if delivery.window.len() >= in_flight && !self.settle_oldest(&mut delivery).await {
-                return self.give_up(delivery).await;
+            outstanding.window.push_back(sending);
+            if outstanding.window.len() >= in_flight && !self.settle_oldest(&mut outstanding).await
+            {
+                return self.give_up(outstanding).await;
             }
             if self
                 .stop_after
@@ -224,20 +225,20 @@ impl RouteWorker {
                 break;
             }
         }
-        while !delivery.window.is_empty() {
-            if !self.settle_oldest(&mut delivery).await {
-                return self.give_up(delivery).await;
+        while !outstanding.window.is_empty() {
+            if !self.settle_oldest(&mut outstanding).await {
+                return self.give_up(outstanding).await;
             }
         }
-        self.make_durable(&mut delivery.waiting).await;
+        self.make_durable(&mut outstanding.waiting).await;
     }
 
     /// Waits for the confirmations of the oldest message in flight (sending it again while
     /// its sink is unavailable, dead-lettering what a sink rejected), then confirms its source
     /// (after the spool's fsync, if a spool took messages before it). False when the shutdown
     /// deadline passed first: the message is back at the front of the window, unconfirmed.
-    async fn settle_oldest(&self, delivery: &mut Delivery) -> bool {
-        let Some(mut sending) = delivery.window.pop_front() else {
+    async fn settle_oldest(&self, outstanding: &mut Outstanding) -> bool {
+        let Some(mut sending) = outstanding.window.pop_front() else {
             return true;
         };
         // On the deadline the whole window is given up: what is left of it needs no keeping.
@@ -246,7 +247,7 @@ impl RouteWorker {
             let confirmed = tokio::select! {
                 confirmed = output.confirmation.wait() => confirmed,
                 _ = self.abandon.cancelled() => {
-                    delivery.window.push_front(sending);
+                    outstanding.window.push_front(sending);
                     return false;
                 }
             };
@@ -264,13 +265,13 @@ impl RouteWorker {
                 Err(Abandoned) => false,
             };
             if !finished {
-                delivery.window.push_front(sending);
+                outstanding.window.push_front(sending);
                 return false;
             }
         }
         match sending.ack.take() {
-            Some(ack) if !delivery.waiting.is_empty() || self.spools().any(Spool::unsynced) => {
-                delivery.waiting.push(ack)
+            Some(ack) if !outstanding.waiting.is_empty() || self.spools().any(Spool::unsynced) => {
+                outstanding.waiting.push(ack)
             }
             ack => {
                 if let Some(ack) = ack {
@@ -284,12 +285,12 @@ impl RouteWorker {
 
     /// The shutdown deadline passed: what a spool made durable is confirmed; every message
     /// still in flight is dropped unconfirmed (a nack: its source may send it again).
-    async fn give_up(&self, mut delivery: Delivery) {
-        self.make_durable(&mut delivery.waiting).await;
+    async fn give_up(&self, mut outstanding: Outstanding) {
+        self.make_durable(&mut outstanding.waiting).await;
         self.counters
             .unconfirmed
-            .fetch_sub(delivery.window.len() as u64, Ordering::Relaxed);
-        drop(delivery.window);
+            .fetch_sub(outstanding.window.len() as u64, Ordering::Relaxed);
+        drop(outstanding.window);
     }
 
     fn spools(&self) -> impl Iterator<Item = &Spool> {
@@ -379,7 +380,7 @@ impl RouteWorker {
     /// Maps one message and hands the results to the sinks: queued with the protocol clients
     /// (their confirmations go in `sending.outputs`), or, for a sink with a spool, published
     /// or spooled at once. False when the message was abandoned (the shutdown deadline).
-    async fn deliver(&self, sending: &mut InFlight, delivery: &mut Delivery) -> bool {
+    async fn deliver(&self, sending: &mut InFlight, outstanding: &mut Outstanding) -> bool {
         let message = &sending.message;
         supervisor::fault::message(&message.payload);
         let outcome = match &self.jq {
@@ -458,8 +459,8 @@ impl RouteWorker {
                             Err(error) => {
                                 // Unavailable: what is in flight goes first, then this one,
                                 // retried until it goes, so the order holds.
-                                while !delivery.window.is_empty() {
-                                    if !self.settle_oldest(delivery).await {
+                                while !outstanding.window.is_empty() {
+                                    if !self.settle_oldest(outstanding).await {
                                         return false;
                                     }
                                 }
@@ -664,3 +665,7 @@ impl RouteWorker {
         finished
     }
 }
+
+// Last in the file: the spawn check reads a file only up to its first test attribute.
+#[cfg(test)]
+mod tests;

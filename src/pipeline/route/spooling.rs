@@ -128,22 +128,26 @@ impl RouteWorker {
                     }
                 }
             };
-            match self.publish(sink, &message, &stop, &retry).await {
-                Published::Sent => {
-                    self.counters.sent.fetch_add(1, Ordering::Relaxed);
-                    self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
-                }
-                // The spooled output stands in for the original: it is all the spool has.
-                Published::Rejected(reason) => {
-                    let failure = Failure {
+            let failure = match self.mapping.check_spooled(index, &message) {
+                Err(failure) => Some(failure),
+                Ok(()) => match self.publish(sink, &message, &stop, &retry).await {
+                    Published::Sent => {
+                        self.counters.sent.fetch_add(1, Ordering::Relaxed);
+                        self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                    Published::Rejected(reason) => Some(Failure {
                         stage: Stage::Sink,
                         reason: format!("{} rejected it: {reason}", sink.connection),
-                    };
-                    if !self.fail(&message, failure).await {
-                        break;
-                    }
-                }
-                Published::Abandoned | Published::Spooled => break,
+                    }),
+                    Published::Abandoned | Published::Spooled => break,
+                },
+            };
+            // The spooled output stands in for the original: it is all the spool has.
+            if let Some(failure) = failure
+                && !self.fail(&message, failure).await
+            {
+                break;
             }
             if let Err(e) = spool.forwarded() {
                 tracing::error!(

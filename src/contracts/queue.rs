@@ -31,7 +31,7 @@ struct Shared {
     not_full: Notify,
     /// Messages dropped because the queue was full (drop_oldest / drop_newest).
     dropped: AtomicU64,
-    drop_log: crate::pipeline::status::RateLimitedLog,
+    drop_log: crate::contracts::status::RateLimitedLog,
 }
 
 /// Creates a route's queue: the input its source pushes into, the output its worker pops from.
@@ -225,5 +225,165 @@ impl RouteOutput {
     /// Messages dropped so far because the queue was full.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+    use crate::pipeline::testing::{MemorySource, numbered, payload, within};
+
+    fn queue(
+        max_messages: usize,
+        max_bytes: usize,
+        when_full: WhenFull,
+    ) -> (RouteInput, RouteOutput) {
+        bounded(
+            "telemetry",
+            QueueConfig {
+                max_messages,
+                max_bytes,
+                when_full,
+            },
+        )
+    }
+
+    /// What the queue holds, oldest first.
+    fn drain(output: &RouteOutput) -> Vec<String> {
+        std::iter::from_fn(|| output.try_pop())
+            .map(|i| payload(&i.message))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_blocks_the_source_until_the_route_takes_one() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(2, 1024, WhenFull::Block);
+        source.feed(&input, "t", ["m-0", "m-1"]).await;
+
+        let push = input.push(source.message("t", "m-2"));
+        tokio::pin!(push);
+        assert!(
+            push.as_mut().now_or_never().is_none(),
+            "pushed past the bound"
+        );
+        assert_eq!(output.len(), 2);
+
+        let first = within("a pop", output.pop()).await.expect("queued");
+        assert_eq!(payload(&first.message), "m-0");
+        assert!(within("the blocked push, once room freed up", push).await);
+        assert_eq!(drain(&output), ["m-1", "m-2"]);
+        assert_eq!(output.dropped(), 0);
+        assert!(
+            source.confirmed().is_empty(),
+            "a blocking queue drops nothing"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_byte_bound_holds_but_one_larger_message_passes_alone() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(100, 10, WhenFull::DropNewest);
+        source.feed(&input, "t", ["aaaa", "bbbb", "cccc"]).await;
+        assert_eq!(output.bytes(), 8);
+        assert_eq!(output.dropped(), 1, "12 bytes in a 10-byte queue");
+        assert_eq!(drain(&output), ["aaaa", "bbbb"]);
+
+        let large = "x".repeat(64);
+        source.feed(&input, "t", [&large]).await;
+        assert_eq!(
+            output.dropped(),
+            1,
+            "an empty queue takes a message of any size"
+        );
+        assert_eq!(output.bytes(), 64);
+        source.feed(&input, "t", ["y"]).await;
+        assert_eq!(output.dropped(), 2);
+        assert_eq!(drain(&output), [large]);
+        assert_eq!(output.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn drop_newest_drops_the_new_message_counts_it_and_confirms_it() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(2, 1024, WhenFull::DropNewest);
+        source.feed(&input, "t", numbered("m", 5)).await;
+
+        assert_eq!(output.dropped(), 3);
+        assert_eq!(drain(&output), ["m-0", "m-1"]);
+        // Dropping is what the route asked for: the source hears the message is dealt with.
+        assert_eq!(source.confirmed(), ["m-2", "m-3", "m-4"]);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_drops_the_oldest_counts_it_and_confirms_it() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(2, 1024, WhenFull::DropOldest);
+        source.feed(&input, "t", numbered("m", 5)).await;
+
+        assert_eq!(output.dropped(), 3);
+        assert_eq!(drain(&output), ["m-3", "m-4"]);
+        assert_eq!(source.confirmed(), ["m-0", "m-1", "m-2"]);
+    }
+
+    #[tokio::test]
+    async fn drop_oldest_drops_as_many_as_the_byte_bound_needs() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(100, 10, WhenFull::DropOldest);
+        source
+            .feed(&input, "t", ["aaa", "bbb", "ccc", "dddddddd"])
+            .await;
+
+        assert_eq!(output.dropped(), 3);
+        assert_eq!(output.bytes(), 8);
+        assert_eq!(drain(&output), ["dddddddd"]);
+        assert_eq!(source.confirmed(), ["aaa", "bbb", "ccc"]);
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_refuses_new_messages_and_drains() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(1, 1024, WhenFull::Block);
+        source.feed(&input, "t", ["m-0"]).await;
+        let blocked = input.push(source.message("t", "m-1"));
+        tokio::pin!(blocked);
+        assert!(blocked.as_mut().now_or_never().is_none());
+
+        output.close();
+        // The blocked source is woken and told the route takes no more.
+        assert!(!within("the blocked push's end", blocked).await);
+        assert!(!within("a push", input.push(source.message("t", "m-2"))).await);
+        assert_eq!(source.nacked(), ["m-1", "m-2"]);
+        let last = within("a pop", output.pop()).await;
+        let last = last.expect("what was queued is still delivered");
+        assert_eq!(payload(&last.message), "m-0");
+        assert!(within("the end of the queue", output.pop()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_source_lets_the_route_drain_and_end() {
+        let source = MemorySource::new("stdin");
+        let (input, output) = queue(10, 1024, WhenFull::Block);
+        source.feed(&input, "t", ["m-0"]).await;
+        input.finish();
+        let last = within("a pop", output.pop()).await;
+        assert_eq!(last.map(|i| payload(&i.message)), Some("m-0".into()));
+        assert!(within("the end of the queue", output.pop()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn discard_drops_what_is_queued_unconfirmed() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(10, 1024, WhenFull::Block);
+        source.feed(&input, "t", numbered("m", 3)).await;
+        output.close();
+        output.discard();
+
+        assert_eq!(source.nacked(), ["m-0", "m-1", "m-2"]);
+        assert!(source.confirmed().is_empty());
+        assert_eq!((output.len(), output.bytes()), (0, 0));
+        assert!(within("the end of the queue", output.pop()).await.is_none());
     }
 }

@@ -762,7 +762,9 @@ mod tests {
                     dirs.push(path);
                     continue;
                 }
-                if path.extension().is_none_or(|e| e != "rs") || path.ends_with("supervisor.rs") {
+                if path.extension().is_none_or(|e| e != "rs")
+                    || path.ends_with("contracts/supervisor.rs")
+                {
                     continue;
                 }
                 let text = std::fs::read_to_string(&path).unwrap();
@@ -783,7 +785,7 @@ mod tests {
         }
         assert!(
             found.is_empty(),
-            "spawn through pipeline::supervisor instead:\n{}",
+            "spawn through contracts::supervisor instead:\n{}",
             found.join("\n")
         );
     }

@@ -14,14 +14,18 @@
 //! filter(s) may match. Names are estimated from the sink's `auto` conversion or its template;
 //! every estimate errs towards more overlap, since a missed loop is worse than a guarded sink.
 //!
-//! Pure code: no I/O, only the validated [`Config`].
+//! What each protocol contributes (its wildcards, its servers, whether it carries the marker)
+//! comes from its [`Descriptor`](crate::connectors::protocol::Descriptor).
+//!
+//! Pure code: no I/O, only the validated [`Config`]. It lives with the configuration checks,
+//! not in `mapping`: it reads the whole configuration at once, where mapping works on one route.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use super::codec::{filter_to_subjects, subject_to_topic};
-use crate::config::{
-    Config, Connection, ConnectionKind, MqttVersion, Route, SinkSpec, SourceSpec, Target,
-};
+use super::model::{Config, Connection, Protocol, Route, Sink, Target};
+use super::resolved::{ResolvedRoute, ResolvedSink};
+use crate::connectors::protocol::{Described, Subscribes, Wildcards};
+use crate::mapping::codec::{filter_to_subjects, subject_to_topic};
 
 /// At most this many simple cycles are listed; beyond it [`Analysis::truncated`] is set.
 const MAX_CYCLES: usize = 4096;
@@ -101,7 +105,7 @@ impl Cycle {
                     "route {} ({} {} → {} {})",
                     route.name,
                     route.from.connection,
-                    quoted(&source_filters(route)),
+                    quoted(&route.from.spec.names()),
                     hop.connection,
                     quoted(&hop.names),
                 )
@@ -143,97 +147,39 @@ pub fn analyse(config: &Config) -> Analysis {
 // ---------------------------------------------------------------------------------------------
 // Names: what a source subscribes to and what a sink may publish.
 
-/// A protocol's name syntax.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Syntax {
-    /// `/` between levels, `+` one level, `#` zero or more (the last level).
-    Mqtt,
-    /// `.` between tokens, `*` one token, `>` one or more (the last token).
-    Nats,
-}
-
-impl Syntax {
-    fn separator(self) -> char {
-        match self {
-            Syntax::Mqtt => '/',
-            Syntax::Nats => '.',
-        }
-    }
-
-    fn one_level(self) -> &'static str {
-        match self {
-            Syntax::Mqtt => "+",
-            Syntax::Nats => "*",
-        }
-    }
-
-    fn rest(self) -> &'static str {
-        match self {
-            Syntax::Mqtt => "#",
-            Syntax::Nats => ">",
-        }
-    }
-}
-
-/// The name syntax of a route's source; `None` for SSE, whose event types no ferry sink
-/// publishes to.
-fn source_syntax(spec: &SourceSpec) -> Option<Syntax> {
-    match spec {
-        SourceSpec::Mqtt(_) => Some(Syntax::Mqtt),
-        SourceSpec::Nats(_) => Some(Syntax::Nats),
-        SourceSpec::Sse(_) | SourceSpec::MigratoryData(_) | SourceSpec::Stdio => None,
-    }
-}
-
-/// The name syntax of a sink; `None` for HTTP and SSE-server sinks, which feed no broker.
-fn sink_syntax(spec: &SinkSpec) -> Option<Syntax> {
-    match spec {
-        SinkSpec::Mqtt(_) => Some(Syntax::Mqtt),
-        SinkSpec::Nats(_) => Some(Syntax::Nats),
-        SinkSpec::Http(_)
-        | SinkSpec::SseServer(_)
-        | SinkSpec::MigratoryData(_)
-        | SinkSpec::Stdio(_) => None,
-    }
+/// The wildcards of a source's or sink's protocol; `None` for those the loop analysis leaves
+/// out (no ferry sink publishes to an SSE stream's event types; HTTP and `sse_server` sinks feed
+/// no route).
+fn wildcards(protocol: Protocol) -> Option<Wildcards> {
+    protocol.descriptor().wildcards()
 }
 
 /// Whether `route`'s source subscribes to the name `name` (a topic or subject of its protocol,
 /// or an SSE event type).
 pub fn receives(route: &Route, name: &str) -> bool {
-    match (&route.from.spec, source_syntax(&route.from.spec)) {
-        (SourceSpec::Sse(sse), _) => sse.takes(name),
-        (SourceSpec::MigratoryData(md), _) => md.subject == name,
-        (_, Some(syntax)) => source_filters(route)
+    let source = &route.from.spec;
+    match wildcards(source.protocol()) {
+        Some(w) => source
+            .names()
             .iter()
-            .any(|filter| overlaps(name, filter, syntax)),
-        (_, None) => false,
-    }
-}
-
-/// The filters (or subject, or SSE event types) a route's source subscribes to, as the user
-/// wrote them.
-pub fn source_filters(route: &Route) -> Vec<String> {
-    match &route.from.spec {
-        SourceSpec::Mqtt(s) => s.topics.clone(),
-        SourceSpec::Nats(s) => vec![s.subject.clone()],
-        SourceSpec::Sse(s) => s.events.clone(),
-        SourceSpec::MigratoryData(s) => vec![s.subject.clone()],
-        SourceSpec::Stdio => Vec::new(),
+            .any(|filter| overlaps(name, filter, w)),
+        None => source.protocol().descriptor().takes(source, name),
     }
 }
 
 /// The names a route's sink `sink` may publish, as patterns in the sink protocol's syntax.
 fn sink_names(route: &Route, sink: usize) -> Vec<String> {
     let spec = &route.to[sink].spec;
-    let Some(to) = sink_syntax(spec) else {
+    let Some(to) = wildcards(spec.protocol()) else {
         return Vec::new();
     };
+    let source = &route.from.spec;
     match spec.target() {
-        Target::Auto => match source_syntax(&route.from.spec) {
-            Some(from) => auto_names(&source_filters(route), from, to),
+        Target::Auto => match wildcards(source.protocol()) {
+            Some(_) => auto_names(&source.names(), source.protocol(), spec.protocol()),
             // SSE event types become names as they are; no types listed means any name.
-            None => match source_filters(route) {
-                events if events.is_empty() => vec![to.rest().to_string()],
+            None => match source.names() {
+                events if events.is_empty() => vec![to.rest.to_string()],
                 events => events,
             },
         },
@@ -242,14 +188,14 @@ fn sink_names(route: &Route, sink: usize) -> Vec<String> {
 }
 
 /// `auto` publishes the source's own names, converted: the source filters, converted.
-fn auto_names(filters: &[String], from: Syntax, to: Syntax) -> Vec<String> {
+fn auto_names(filters: &[String], from: Protocol, to: Protocol) -> Vec<String> {
     match (from, to) {
         // MQTT `a/#` also receives `a` itself, which NATS `a.>` would not cover: the codec's
         // filter conversion names both, as nats-server subscribes both.
-        (Syntax::Mqtt, Syntax::Nats) => {
+        (Protocol::Mqtt, Protocol::Nats) => {
             filters.iter().flat_map(|f| filter_to_subjects(f)).collect()
         }
-        (Syntax::Nats, Syntax::Mqtt) => filters.iter().map(|s| subject_to_topic(s)).collect(),
+        (Protocol::Nats, Protocol::Mqtt) => filters.iter().map(|s| subject_to_topic(s)).collect(),
         _ => filters.to_vec(),
     }
 }
@@ -258,9 +204,9 @@ fn auto_names(filters: &[String], from: Syntax, to: Syntax) -> Vec<String> {
 /// level with an expression becomes a one-level wildcard, unless the expression may span levels
 /// (see [`spans_levels`]): then the rest is a multi-level wildcard. Control blocks (`{% %}`)
 /// and comments make it a multi-level wildcard from the start.
-pub fn template_pattern(template: &str, syntax: Syntax) -> String {
+pub fn template_pattern(template: &str, syntax: Wildcards) -> String {
     if template.contains("{%") || template.contains("{#") {
-        return syntax.rest().to_string();
+        return syntax.rest.to_string();
     }
     let mut levels: Vec<String> = Vec::new();
     let mut literal = String::new();
@@ -274,7 +220,7 @@ pub fn template_pattern(template: &str, syntax: Syntax) -> String {
             },
             None => (rest, None, ""),
         };
-        for (i, piece) in text.split(syntax.separator()).enumerate() {
+        for (i, piece) in text.split(syntax.separator).enumerate() {
             if i > 0 {
                 levels.push(level(&literal, has_expression, syntax));
                 literal.clear();
@@ -287,19 +233,19 @@ pub fn template_pattern(template: &str, syntax: Syntax) -> String {
             break;
         };
         if spans_levels(expression) {
-            levels.push(syntax.rest().to_string());
+            levels.push(syntax.rest.to_string());
             break;
         }
         has_expression = true;
         rest = after;
     }
-    levels.join(&syntax.separator().to_string())
+    levels.join(&syntax.separator.to_string())
 }
 
 /// One level of a template's pattern: its literal text, or a one-level wildcard.
-fn level(literal: &str, has_expression: bool, syntax: Syntax) -> String {
+fn level(literal: &str, has_expression: bool, syntax: Wildcards) -> String {
     if has_expression {
-        syntax.one_level().to_string()
+        syntax.one_level.to_string()
     } else {
         literal.to_string()
     }
@@ -367,14 +313,19 @@ enum Level<'a> {
     },
 }
 
-fn levels(pattern: &str, syntax: Syntax) -> Vec<Level<'_>> {
+fn levels(pattern: &str, syntax: Wildcards) -> Vec<Level<'_>> {
     pattern
-        .split(syntax.separator())
-        .map(|l| match (syntax, l) {
-            (Syntax::Mqtt, "+") | (Syntax::Nats, "*") => Level::One,
-            (Syntax::Mqtt, "#") => Level::Rest { at_least: 0 },
-            (Syntax::Nats, ">") => Level::Rest { at_least: 1 },
-            _ => Level::Literal(l),
+        .split(syntax.separator)
+        .map(|l| {
+            if l == syntax.one_level {
+                Level::One
+            } else if l == syntax.rest {
+                Level::Rest {
+                    at_least: syntax.rest_at_least,
+                }
+            } else {
+                Level::Literal(l)
+            }
         })
         .collect()
 }
@@ -383,10 +334,10 @@ fn levels(pattern: &str, syntax: Syntax) -> Vec<Level<'_>> {
 /// subscription to `filter`. MQTT `a/#` receives `a` too; MQTT filters that start with a
 /// wildcard do not receive topics whose first level starts with `$` (MQTT 4.7.2), but a
 /// published pattern that starts with a wildcard may still name ordinary topics.
-pub fn overlaps(published: &str, filter: &str, syntax: Syntax) -> bool {
+pub fn overlaps(published: &str, filter: &str, syntax: Wildcards) -> bool {
     let names = levels(published, syntax);
     let subscribed = levels(filter, syntax);
-    if syntax == Syntax::Mqtt
+    if syntax.hides_dollar_names
         && matches!(names.first(), Some(Level::Literal(l)) if l.starts_with('$'))
         && matches!(subscribed.first(), Some(Level::One | Level::Rest { .. }))
     {
@@ -449,30 +400,20 @@ pub fn brokers(config: &Config) -> BTreeMap<String, String> {
 
 /// Whether two connections of the same protocol point at a common server.
 pub fn same_server(a: &Connection, b: &Connection) -> bool {
-    match (&a.kind, &b.kind) {
-        (ConnectionKind::Mqtt(x), ConnectionKind::Mqtt(y)) => {
-            server(&x.host, x.port) == server(&y.host, y.port)
-        }
-        (ConnectionKind::Nats(x), ConnectionKind::Nats(y)) => {
-            let theirs: Vec<String> = y.urls.iter().filter_map(|u| nats_server(u)).collect();
-            x.urls
-                .iter()
-                .filter_map(|u| nats_server(u))
-                .any(|s| theirs.contains(&s))
-        }
-        _ => false,
+    let protocol = a.kind.protocol();
+    if protocol != b.kind.protocol() {
+        return false;
     }
-}
-
-/// `host:port` of a NATS URL, with the scheme's default port.
-fn nats_server(url: &str) -> Option<String> {
-    let parsed = url::Url::parse(url).ok()?;
-    let default = match parsed.scheme() {
-        "ws" => 80,
-        "wss" => 443,
-        _ => 4222,
+    let servers = |c: &Connection| -> Vec<String> {
+        protocol
+            .descriptor()
+            .servers(&c.kind)
+            .iter()
+            .map(|(host, port)| server(host, *port))
+            .collect()
     };
-    Some(server(parsed.host_str()?, parsed.port().unwrap_or(default)))
+    let theirs = servers(b);
+    servers(a).iter().any(|s| theirs.contains(s))
 }
 
 /// `host:port`, with the names of the loopback interface made one.
@@ -501,15 +442,18 @@ fn edges(config: &Config, brokers: &BTreeMap<String, String>) -> Vec<Edge> {
     let mut found = Vec::new();
     for (from, route) in config.routes.iter().enumerate() {
         for (sink, s) in route.to.iter().enumerate() {
-            let Some(syntax) = sink_syntax(&s.spec) else {
+            let Some(syntax) = wildcards(s.spec.protocol()) else {
                 continue;
             };
             let names = sink_names(route, sink);
             for (to, next) in config.routes.iter().enumerate() {
                 let reaches = broker_of(brokers, &s.connection)
                     == broker_of(brokers, &next.from.connection)
-                    && source_syntax(&next.from.spec) == Some(syntax)
-                    && source_filters(next)
+                    && next.from.spec.protocol() == s.spec.protocol()
+                    && next
+                        .from
+                        .spec
+                        .names()
                         .iter()
                         .any(|f| names.iter().any(|n| overlaps(n, f, syntax)));
                 if reaches {
@@ -608,21 +552,13 @@ impl CycleSearch<'_> {
 // ---------------------------------------------------------------------------------------------
 // Verdicts.
 
-/// Whether a connection carries the marker: NATS (headers) and MQTT 5 (user properties) do,
-/// MQTT 3.1.1 does not. An unknown connection is taken not to.
+/// Whether a connection carries the marker (NATS headers, MQTT 5 user properties; not MQTT
+/// 3.1.1). An unknown connection is taken not to.
 fn carries_marker(config: &Config, connection: &str) -> bool {
     config
         .connections
         .get(connection)
-        .is_some_and(|c| match &c.kind {
-            ConnectionKind::Mqtt(m) => m.version == MqttVersion::V5,
-            ConnectionKind::Nats(_) => true,
-            ConnectionKind::Sse(_)
-            | ConnectionKind::Http(_)
-            | ConnectionKind::SseServer(_)
-            | ConnectionKind::MigratoryData(_)
-            | ConnectionKind::Stdio(_) => false,
-        })
+        .is_some_and(|c| c.kind.protocol().descriptor().carries_marker(&c.kind))
 }
 
 /// A cycle's hops and verdict, from its edges.
@@ -688,9 +624,10 @@ fn no_local(
         .enumerate()
         .filter(|&(r, route)| {
             let source = &route.from.connection;
-            let on_mqtt5 = config.connections.get(source).is_some_and(
-                |c| matches!(&c.kind, ConnectionKind::Mqtt(m) if m.version == MqttVersion::V5),
-            );
+            let on_mqtt5 = config
+                .connections
+                .get(source)
+                .is_some_and(|c| c.kind.protocol().descriptor().has_no_local(&c.kind));
             let Some(first) = route.to.first() else {
                 return false;
             };
@@ -710,10 +647,63 @@ fn no_local(
         .collect()
 }
 
+impl Analysis {
+    /// Route number `index` of `config` (whose analysis this is), resolved.
+    pub fn resolve<'c>(
+        &self,
+        config: &'c Config,
+        index: usize,
+    ) -> Result<ResolvedRoute<'c>, String> {
+        let route = &config.routes[index];
+        let connection = |name: &str| {
+            config
+                .connections
+                .get(name)
+                .ok_or_else(|| format!("connection {name} is not defined"))
+        };
+        let sink = |sink: &Sink, guarded: bool| -> Result<ResolvedSink, String> {
+            let guard = guarded.then(|| {
+                let broker = self.brokers.get(&sink.connection);
+                config
+                    .connections
+                    .keys()
+                    .filter(|c| *c == &sink.connection || self.brokers.get(*c) == broker)
+                    .cloned()
+                    .collect()
+            });
+            Ok(ResolvedSink {
+                protocol: connection(&sink.connection)?.kind.protocol(),
+                guard,
+            })
+        };
+        Ok(ResolvedRoute {
+            route,
+            source_names: connection(&route.from.connection)?.kind.names(),
+            sinks: route
+                .to
+                .iter()
+                .enumerate()
+                .map(|(k, s)| sink(s, self.guarded.contains(&(index, k))))
+                .collect::<Result<_, _>>()?,
+            dead_letter: route
+                .dead_letter
+                .as_ref()
+                .map(|s| sink(s, false))
+                .transpose()?,
+            max_hops: config.loop_guard.max_hops,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Lookup, parse};
+    use crate::config::{ConnectionKind, Lookup, MqttVersion, parse};
+
+    /// MQTT's and NATS's wildcards.
+    fn syntax(protocol: Protocol) -> Wildcards {
+        wildcards(protocol).unwrap()
+    }
 
     /// The config of `yaml`, loops and all. Parsing refuses endless loops, which these tests
     /// must see; so MQTT 3.1.1 connections (one line each here) are parsed as MQTT 5 and set
@@ -755,7 +745,7 @@ routes:
 
     #[test]
     fn mqtt_overlap() {
-        let yes = |a, b| overlaps(a, b, Syntax::Mqtt);
+        let yes = |a, b| overlaps(a, b, syntax(Protocol::Mqtt));
         assert!(yes("a", "a/#"), "`a/#` receives its parent");
         assert!(yes("a/#", "a"));
         assert!(yes("a/b/c", "a/#"));
@@ -776,7 +766,7 @@ routes:
 
     #[test]
     fn nats_overlap() {
-        let yes = |a, b| overlaps(a, b, Syntax::Nats);
+        let yes = |a, b| overlaps(a, b, syntax(Protocol::Nats));
         assert!(!yes("a", "a.>"), "`>` needs at least one more token");
         assert!(yes("a.b", "a.>"));
         assert!(yes("a.>", "a.b.c"));
@@ -789,8 +779,8 @@ routes:
 
     #[test]
     fn template_patterns() {
-        let nats = |t| template_pattern(t, Syntax::Nats);
-        let mqtt = |t| template_pattern(t, Syntax::Mqtt);
+        let nats = |t| template_pattern(t, syntax(Protocol::Nats));
+        let mqtt = |t| template_pattern(t, syntax(Protocol::Mqtt));
         assert_eq!(nats("iot.{{ topic[1] }}.temperature"), "iot.*.temperature");
         assert_eq!(nats("fwd.{{ topic | nats }}"), "fwd.>");
         assert_eq!(nats("{{ subject }}"), ">");
@@ -813,11 +803,11 @@ routes:
     fn auto_names_keep_the_parent() {
         let filters = ["a/#".to_string(), "b/+".to_string()];
         assert_eq!(
-            auto_names(&filters, Syntax::Mqtt, Syntax::Nats),
+            auto_names(&filters, Protocol::Mqtt, Protocol::Nats),
             ["a", "a.>", "b.*"]
         );
         assert_eq!(
-            auto_names(&["a.>".to_string()], Syntax::Nats, Syntax::Mqtt),
+            auto_names(&["a.>".to_string()], Protocol::Nats, Protocol::Mqtt),
             ["a/#"]
         );
     }

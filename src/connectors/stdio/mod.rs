@@ -60,6 +60,8 @@
 //! by another, which writes every line queued at that moment in one write and flushes, and a
 //! `send` resolves only once its line is written to the file descriptor.
 
+pub mod protocol;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
@@ -73,13 +75,16 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{BoxFuture, Connection, Runtime, Sink, SinkError, Sinks};
+use super::{Connection, Sinks};
 use crate::config::{self, LineFormat, Protocol, SinkSpec, SourceSpec};
+use crate::contracts::queue::RouteInput;
+use crate::contracts::status::{ConnectionStatus, RateLimitedLog};
+use crate::contracts::supervisor;
+use crate::contracts::{BoxFuture, ConnectionContext, Sink, SinkError};
 use crate::mapping::codec;
 use crate::message::{Headers, Incoming, Message};
-use crate::pipeline::queue::RouteInput;
-use crate::pipeline::status::{ConnectionStatus, RateLimitedLog};
-use crate::pipeline::supervisor;
+
+pub mod url_form;
 
 /// The longest line read or written as one message.
 pub const MAX_LINE: usize = 16 * 1024 * 1024;
@@ -140,7 +145,7 @@ impl Connection for StdioConnection {
         Arc::new(StdoutSinks(self.config.lines))
     }
 
-    fn start(self: Box<Self>, runtime: &Runtime) {
+    fn start(self: Box<Self>, runtime: &ConnectionContext) {
         self.status.up("(standard input/output)");
         for (route, input) in self.inputs {
             let lines = spawn_reader(std::io::stdin(), self.config.lines, self.name.clone());

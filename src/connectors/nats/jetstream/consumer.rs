@@ -1,0 +1,299 @@
+//! Binding a route to its durable pull consumer: use the one that exists when it can serve the
+//! route (and say what differs when it cannot), create it from the route's settings otherwise.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, FromConsumer, pull};
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::{self, consumer};
+
+use super::JetStreamRoute;
+use crate::config::{self, JetStreamDeliver};
+
+/// The window when neither the consumer nor the route set a positive `max_ack_pending`.
+const DEFAULT_WINDOW: usize = 1000;
+
+/// The consumer ferry creates when the route's is absent.
+fn consumer_config(route: &str, subject: &str, wanted: &config::JetStreamSource) -> pull::Config {
+    pull::Config {
+        durable_name: Some(wanted.consumer.clone()),
+        description: Some(format!("ferry route {route}")),
+        filter_subject: subject.to_string(),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: wanted.ack_wait,
+        max_ack_pending: wanted.max_ack_pending,
+        deliver_policy: match wanted.deliver {
+            JetStreamDeliver::All => DeliverPolicy::All,
+            JetStreamDeliver::New => DeliverPolicy::New,
+        },
+        ..Default::default()
+    }
+}
+
+/// Whether an existing consumer can serve a route.
+#[derive(Debug, PartialEq)]
+enum Fit {
+    /// It can. Each note names a setting where the consumer differs from the route's config
+    /// and the consumer's own applies.
+    Usable(Vec<String>),
+    /// It cannot: what differs, and what would fix it.
+    Refused(String),
+}
+
+/// Checks an existing consumer against the route that wants to read through it.
+fn fit(existing: &consumer::Config, subject: &str, wanted: &config::JetStreamSource) -> Fit {
+    let mut differs = Vec::new();
+    if let Some(deliver_subject) = &existing.deliver_subject {
+        differs.push(format!(
+            "it is a push consumer (it delivers to `{deliver_subject}`); ferry reads through a \
+             pull consumer"
+        ));
+    }
+    if existing.ack_policy != AckPolicy::Explicit {
+        let policy = match existing.ack_policy {
+            AckPolicy::None => "none",
+            AckPolicy::All => "all",
+            AckPolicy::Explicit => "explicit",
+        };
+        differs.push(format!(
+            "its ack policy is `{policy}`; ferry acks each message once its sinks have it \
+             (ack policy explicit)"
+        ));
+    }
+    if existing.filter_subject != subject {
+        let filter = if existing.filter_subject.is_empty() {
+            "it has no filter subject (or several)".to_string()
+        } else {
+            format!("it filters `{}`", existing.filter_subject)
+        };
+        differs.push(format!("{filter}, the route reads `{subject}`"));
+    }
+    if !differs.is_empty() {
+        return Fit::Refused(format!(
+            "JetStream consumer `{consumer}` on stream `{stream}` cannot serve this route: {}. \
+             Delete it (`nats consumer rm {stream} {consumer}`) and ferry creates it as the \
+             route says, or name another `consumer:`{}",
+            differs.join("; "),
+            if existing.filter_subject.is_empty() || existing.filter_subject == subject {
+                String::new()
+            } else {
+                format!(
+                    ", or set the route's `subject: {}`",
+                    existing.filter_subject
+                )
+            },
+            consumer = wanted.consumer,
+            stream = wanted.stream,
+        ));
+    }
+    let mut notes = Vec::new();
+    if existing.ack_wait != wanted.ack_wait {
+        notes.push(format!(
+            "ack_wait {:?} (the route says {:?})",
+            existing.ack_wait, wanted.ack_wait
+        ));
+    }
+    if existing.max_ack_pending != wanted.max_ack_pending {
+        notes.push(format!(
+            "max_ack_pending {} (the route says {})",
+            existing.max_ack_pending, wanted.max_ack_pending
+        ));
+    }
+    Fit::Usable(notes)
+}
+
+/// The messages ferry may hold at once: the consumer's `max_ack_pending`, or the route's when
+/// smaller (a consumer may allow any number, -1).
+pub(super) fn window(consumer: i64, route: i64) -> usize {
+    [consumer, route]
+        .into_iter()
+        .filter(|n| *n > 0)
+        .min()
+        .map_or(DEFAULT_WINDOW, |n| n as usize)
+}
+
+/// Why a source cannot read now. Either way ferry tries again later; the difference is what
+/// the log says.
+#[derive(Debug, PartialEq)]
+pub(super) enum Problem {
+    /// The consumer exists and does not fit the route: someone must change it (an error).
+    Refused(String),
+    /// The stream, JetStream or the server cannot be reached, is not there (yet), or the pull
+    /// stream failed (a warning).
+    Unavailable(String),
+}
+
+impl Problem {
+    pub(super) fn text(&self) -> &str {
+        match self {
+            Problem::Refused(text) | Problem::Unavailable(text) => text,
+        }
+    }
+}
+
+/// A consumer ferry can read through.
+pub(super) struct Bound {
+    pub(super) consumer: Consumer<pull::Config>,
+    pub(super) created: bool,
+    /// The consumer's own `ack_wait` and window, which apply whatever the route says.
+    pub(super) ack_wait: Duration,
+    pub(super) window: usize,
+    pub(super) notes: Vec<String>,
+}
+
+pub(super) async fn bind(
+    js: &jetstream::Context,
+    route: &JetStreamRoute,
+) -> Result<Bound, Problem> {
+    let wanted = &route.config;
+    let stream = js
+        .get_stream_no_info(&wanted.stream)
+        .await
+        .map_err(|e| Problem::Refused(format!("stream `{}`: {e}", wanted.stream)))?;
+    let info = match stream.consumer_info(&wanted.consumer).await {
+        Ok(info) => info,
+        Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
+            let config = consumer_config(&route.route, &route.subject, wanted);
+            let consumer = stream.create_consumer(config).await.map_err(|e| {
+                Problem::Unavailable(format!(
+                    "cannot create JetStream consumer `{}` on stream `{}`: {e}",
+                    wanted.consumer, wanted.stream
+                ))
+            })?;
+            let info = consumer.cached_info();
+            return Ok(Bound {
+                ack_wait: info.config.ack_wait,
+                window: window(info.config.max_ack_pending, wanted.max_ack_pending),
+                consumer,
+                created: true,
+                notes: Vec::new(),
+            });
+        }
+        Err(e) => {
+            return Err(Problem::Unavailable(match e.kind() {
+                ConsumerInfoErrorKind::StreamNotFound => format!(
+                    "JetStream stream `{}` does not exist on the server: create it (e.g. `nats \
+                     stream add {} --subjects '{}'`)",
+                    wanted.stream, wanted.stream, route.subject
+                ),
+                ConsumerInfoErrorKind::NoResponders => {
+                    "JetStream does not answer on this connection (not enabled on the server, \
+                     or not for this account)"
+                        .to_string()
+                }
+                _ => format!(
+                    "cannot look up JetStream consumer `{}` on stream `{}`: {e}",
+                    wanted.consumer, wanted.stream
+                ),
+            }));
+        }
+    };
+    let notes = match fit(&info.config, &route.subject, wanted) {
+        Fit::Usable(notes) => notes,
+        Fit::Refused(why) => return Err(Problem::Refused(why)),
+    };
+    let config = pull::Config::try_from_consumer_config(info.config.clone())
+        .map_err(|e| Problem::Refused(e.to_string()))?;
+    Ok(Bound {
+        ack_wait: info.config.ack_wait,
+        window: window(info.config.max_ack_pending, wanted.max_ack_pending),
+        consumer: Consumer::new(config, info, js.clone()),
+        created: false,
+        notes,
+    })
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    pub(in crate::connectors::nats::jetstream) fn wanted() -> config::JetStreamSource {
+        config::JetStreamSource {
+            stream: "IOT".into(),
+            consumer: "ferry-iot".into(),
+            max_ack_pending: 1000,
+            ack_wait: Duration::from_secs(30),
+            deliver: JetStreamDeliver::All,
+        }
+    }
+
+    /// The consumer ferry would create, as the server describes it.
+    fn created(subject: &str) -> consumer::Config {
+        use async_nats::jetstream::consumer::IntoConsumerConfig;
+        consumer_config("iot", subject, &wanted()).into_consumer_config()
+    }
+
+    #[test]
+    fn the_consumer_ferry_creates_fits_its_route() {
+        let config = created("iot.>");
+        assert_eq!(config.durable_name.as_deref(), Some("ferry-iot"));
+        assert_eq!(config.ack_policy, AckPolicy::Explicit);
+        assert_eq!(config.deliver_policy, DeliverPolicy::All);
+        assert!(config.deliver_subject.is_none());
+        assert_eq!(fit(&config, "iot.>", &wanted()), Fit::Usable(vec![]));
+        let new = config::JetStreamSource {
+            deliver: JetStreamDeliver::New,
+            ..wanted()
+        };
+        assert_eq!(
+            consumer_config("iot", "iot.>", &new).deliver_policy,
+            DeliverPolicy::New
+        );
+    }
+
+    #[test]
+    fn another_filter_subject_is_refused_with_both_fixes() {
+        let Fit::Refused(why) = fit(&created("other.>"), "iot.>", &wanted()) else {
+            panic!("accepted a consumer with another filter");
+        };
+        assert!(
+            why.contains("it filters `other.>`, the route reads `iot.>`"),
+            "{why}"
+        );
+        assert!(why.contains("nats consumer rm IOT ferry-iot"), "{why}");
+        assert!(why.contains("set the route's `subject: other.>`"), "{why}");
+    }
+
+    #[test]
+    fn a_push_consumer_or_other_ack_policy_is_refused() {
+        let mut push = created("iot.>");
+        push.deliver_subject = Some("deliver.here".into());
+        push.ack_policy = AckPolicy::None;
+        push.filter_subject = String::new();
+        let Fit::Refused(why) = fit(&push, "iot.>", &wanted()) else {
+            panic!("accepted a push consumer");
+        };
+        assert!(
+            why.contains("push consumer (it delivers to `deliver.here`)"),
+            "{why}"
+        );
+        assert!(why.contains("ack policy is `none`"), "{why}");
+        assert!(why.contains("no filter subject"), "{why}");
+        assert!(!why.contains("set the route's `subject"), "{why}");
+    }
+
+    #[test]
+    fn other_limits_are_used_as_the_consumer_has_them_and_noted() {
+        let mut config = created("iot.>");
+        config.ack_wait = Duration::from_secs(10);
+        config.max_ack_pending = 20;
+        let Fit::Usable(notes) = fit(&config, "iot.>", &wanted()) else {
+            panic!("refused a usable consumer");
+        };
+        assert_eq!(
+            notes,
+            [
+                "ack_wait 10s (the route says 30s)",
+                "max_ack_pending 20 (the route says 1000)"
+            ]
+        );
+        assert_eq!(window(20, 1000), 20);
+        assert_eq!(
+            window(-1, 1000),
+            1000,
+            "an unlimited consumer: the route's bound"
+        );
+        assert_eq!(window(5000, 1000), 1000);
+        assert_eq!(window(0, 0), DEFAULT_WINDOW);
+    }
+}

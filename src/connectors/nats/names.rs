@@ -1,0 +1,102 @@
+//! The rules for NATS subjects and headers. Each check returns what is wrong and what would be
+//! right, for configuration errors and dead-letter reasons alike.
+
+use crate::connectors::protocol::Problem;
+
+/// A NATS subject to subscribe to (may contain `*` and `>`).
+pub fn subscription(subject: &str) -> Result<(), Problem> {
+    check(subject, true)
+}
+
+/// A NATS subject to publish to (no wildcards).
+pub fn subject(subject: &str) -> Result<(), Problem> {
+    check(subject, false)
+}
+
+fn check(subject: &str, wildcards: bool) -> Result<(), Problem> {
+    if subject.is_empty() {
+        return Err((
+            "a NATS subject cannot be empty".into(),
+            "give it a name, e.g. `iot.>`".into(),
+        ));
+    }
+    // Bytes first: this runs for every message published to NATS.
+    let whitespace = match subject.is_ascii() {
+        true => subject.bytes().any(|b| matches!(b, b' ' | b'\t'..=b'\r')),
+        false => subject.chars().any(char::is_whitespace),
+    };
+    if whitespace {
+        return Err((
+            format!("NATS subject `{subject}` contains whitespace"),
+            "NATS subjects cannot hold spaces or tabs; use `_` or `-`, or split into tokens with `.`".into(),
+        ));
+    }
+    let last = subject.split('.').count() - 1;
+    for (i, token) in subject.split('.').enumerate() {
+        if token.is_empty() {
+            return Err((
+                format!("NATS subject `{subject}` has an empty token"),
+                "remove the leading, trailing or doubled `.`".into(),
+            ));
+        }
+        let wild = token.bytes().any(|b| b == b'*' || b == b'>');
+        if wild && !wildcards {
+            return Err((
+                format!("a NATS subject to publish to cannot contain `*` or `>`: `{subject}`"),
+                "wildcards belong in sources, not in sinks".into(),
+            ));
+        }
+        if wild && (token.len() > 1 || (token == ">" && i != last)) {
+            return Err((
+                format!("NATS wildcard misplaced in `{subject}`"),
+                "`*` must be a whole token, and `>` the whole last token, e.g. `iot.*.temp`, `iot.>`".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A header that can travel over NATS (and HTTP): the name printable ASCII without `:`, the
+/// value on one line.
+pub fn header(name: &str, value: &str) -> Result<(), Problem> {
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+        return Err((
+            format!("header name `{name}` cannot travel over NATS"),
+            "header names are printable ASCII without spaces or `:`, e.g. `x-site`".into(),
+        ));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        return Err((
+            format!("the value of header `{name}` has a line break, which NATS cannot carry"),
+            "keep header values on one line".into(),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_rules() {
+        for ok in ["a", "a.b", "a.*.c", "a.>", ">", "a.b//c", "/./"] {
+            subscription(ok).unwrap();
+        }
+        for bad in ["", "a b", "a..b", ".a", "a.", "a.>.b", "a.b*"] {
+            assert!(subscription(bad).is_err(), "{bad}");
+        }
+        assert!(subject("a.*").is_err());
+        assert!(subject("a\tb").unwrap_err().0.contains("whitespace"));
+        header("x-site", "plant 1").unwrap();
+        for (name, value) in [
+            ("a b", "v"),
+            ("é", "v"),
+            ("a:b", "v"),
+            ("", "v"),
+            ("k", "a\nb"),
+        ] {
+            assert!(header(name, value).is_err(), "{name:?}: {value:?}");
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! NATS as ferry describes it: both ends of a route, subjects with `*` and `>`, headers that
+//! carry ferry's loop marker; at-least-once through JetStream only (a consumer to read, the
+//! stream's ack to publish), since core NATS never redelivers.
+
+use super::names;
+use crate::config::{ConnectionKind, Protocol, SinkSpec, SourceSpec, Tls};
+use crate::connectors::protocol::{
+    Credentials, Descriptor, Directions, HeaderRule, Keeps, Limit, NameRule, Surroundings,
+    Wildcards,
+};
+
+pub struct Nats;
+
+impl Descriptor for Nats {
+    fn protocol(&self) -> Protocol {
+        Protocol::Nats
+    }
+
+    fn directions(&self) -> Directions {
+        Directions {
+            source: true,
+            sink: true,
+        }
+    }
+
+    fn name_rule(&self) -> Option<NameRule> {
+        Some(names::subject)
+    }
+
+    fn header_rule(&self) -> Option<HeaderRule> {
+        Some(names::header)
+    }
+
+    fn wildcards(&self) -> Option<Wildcards> {
+        Some(Wildcards {
+            separator: '.',
+            one_level: "*",
+            rest: ">",
+            rest_at_least: 1,
+            hides_dollar_names: false,
+        })
+    }
+
+    /// Every URL's server: the URLs of one cluster fail over to each other, so a connection
+    /// sharing any of them reaches the same cluster.
+    fn servers(&self, connection: &ConnectionKind) -> Vec<(String, u16)> {
+        match connection {
+            ConnectionKind::Nats(n) => n.urls.iter().filter_map(|u| server(u)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn carries_marker(&self, connection: &ConnectionKind) -> bool {
+        matches!(connection, ConnectionKind::Nats(_))
+    }
+
+    fn source_names(&self, source: &SourceSpec) -> Vec<String> {
+        match source {
+            SourceSpec::Nats(s) => vec![s.subject.clone()],
+            _ => Vec::new(),
+        }
+    }
+
+    fn source_delivery(
+        &self,
+        from: &str,
+        source: &SourceSpec,
+        _connection: Option<&ConnectionKind>,
+    ) -> Option<Keeps> {
+        let SourceSpec::Nats(source) = source else {
+            return None;
+        };
+        Some(match &source.jetstream {
+            None => Keeps::AtMostOnce(Limit::new(
+                format!(
+                    "core NATS subscription `{}` on `{from}` has no redelivery",
+                    source.subject
+                ),
+                "read through a JetStream consumer: `jetstream: { stream: NAME, consumer: NAME }` on the source",
+            )),
+            Some(js) => Keeps::AtLeastOnce(format!(
+                "source: JetStream consumer `{}` on stream `{}`, acknowledged after every sink confirmed; unacknowledged messages come back after {}",
+                js.consumer,
+                js.stream,
+                humantime::format_duration(js.ack_wait)
+            )),
+        })
+    }
+
+    fn sink_delivery(
+        &self,
+        role: &str,
+        to: &str,
+        sink: &SinkSpec,
+        _connection: Option<&ConnectionKind>,
+    ) -> Option<Keeps> {
+        let SinkSpec::Nats(nats) = sink else {
+            return None;
+        };
+        Some(Keeps::AtLeastOnce(if nats.jetstream {
+            format!(
+                "{role}: JetStream via `{to}`, confirmed by the stream's ack; Nats-Msg-Id lets the stream drop a re-send"
+            )
+        } else {
+            format!(
+                "{role}: core NATS via `{to}`, confirmed once the server has it (flush); subscribers not connected at that moment miss it"
+            )
+        }))
+    }
+
+    fn tls<'a>(&self, connection: &'a ConnectionKind) -> Option<&'a Tls> {
+        match connection {
+            ConnectionKind::Nats(n) => Some(&n.tls),
+            _ => None,
+        }
+    }
+
+    /// A `tls:` block makes every URL TLS, `nats://` ones too.
+    fn credentials<'a>(&self, connection: &'a ConnectionKind) -> Option<Credentials<'a>> {
+        let ConnectionKind::Nats(n) = connection else {
+            return None;
+        };
+        if n.tls.required {
+            return None;
+        }
+        let what = match (&n.password, &n.token) {
+            (Some(_), _) => "a password",
+            (None, Some(_)) => "a token",
+            (None, None) => return None,
+        };
+        Some(Credentials {
+            what,
+            urls: n.urls.iter().map(String::as_str).collect(),
+        })
+    }
+
+    fn explain_connection(&self, connection: &ConnectionKind, _around: &Surroundings) -> String {
+        let ConnectionKind::Nats(n) = connection else {
+            return String::new();
+        };
+        // The urls hold no credentials: they were moved out when the config was read.
+        format!(
+            "NATS at {}{}",
+            n.urls.join(", "),
+            if n.tls.required {
+                " (TLS required)"
+            } else {
+                ""
+            }
+        )
+    }
+
+    fn explain_source(&self, connection: &str, source: &SourceSpec) -> String {
+        let SourceSpec::Nats(s) = source else {
+            return String::new();
+        };
+        format!(
+            "nats {connection} [{}]{}",
+            s.subject,
+            match (&s.queue_group, &s.jetstream) {
+                (_, Some(js)) => format!(" jetstream {}/{}", js.stream, js.consumer),
+                (Some(q), None) => format!(" queue {q}"),
+                (None, None) => String::new(),
+            }
+        )
+    }
+
+    fn explain_sink(&self, connection: &str, target: &str, sink: &SinkSpec) -> String {
+        let SinkSpec::Nats(n) = sink else {
+            return String::new();
+        };
+        format!(
+            "nats {connection} subject {target}{}",
+            if n.jetstream { " (jetstream)" } else { "" }
+        )
+    }
+}
+
+/// The (host, port) of a NATS URL, with the scheme's default port.
+fn server(url: &str) -> Option<(String, u16)> {
+    let parsed = url::Url::parse(url).ok()?;
+    let default = match parsed.scheme() {
+        "ws" => 80,
+        "wss" => 443,
+        _ => 4222,
+    };
+    Some((
+        parsed.host_str()?.to_string(),
+        parsed.port().unwrap_or(default),
+    ))
+}

@@ -1,0 +1,260 @@
+//! A test's brokers and the ferry that routes between them, stated in a few lines, so a test
+//! says only what differs: which brokers, which routes, what it publishes and checks.
+//!
+//! ```ignore
+//! let run = Scenario::new()
+//!     .mosquitto("plant")
+//!     .nats("core")
+//!     .routes(r#"
+//!   - name: telemetry
+//!     from: { connection: plant, topic: "sensors/#", qos: 1 }
+//!     to: { connection: core, subject: auto }
+//! "#)
+//!     .start()
+//!     .await;
+//! let (_subscriber, mut inbox) = run.nats_subscriber("core", "sensors.>").await;
+//! run.mqtt_peer("plant").await.publish("sensors/a", "21.5", 1, false).await;
+//! ```
+//!
+//! Each broker is a connection of the same name in the generated `bridges.yaml`
+//! (`plant: { mqtt: { url: ... } }`), with whatever else [`Scenario::keys`] adds to it. Built
+//! on [`Mosquitto`], [`NatsServer`], [`Ferry`] and the peers: nothing here starts a process
+//! another way.
+
+use super::*;
+
+/// A broker of a scenario.
+pub enum Broker {
+    Mosquitto(Mosquitto),
+    Nats(NatsServer),
+}
+
+impl Broker {
+    /// The URL ferry and the peers connect to.
+    pub fn url(&self) -> String {
+        match self {
+            Broker::Mosquitto(m) => m.url(),
+            Broker::Nats(n) => n.url(),
+        }
+    }
+
+    /// The connection's protocol key in `bridges.yaml`.
+    fn protocol(&self) -> &'static str {
+        match self {
+            Broker::Mosquitto(_) => "mqtt",
+            Broker::Nats(_) => "nats",
+        }
+    }
+}
+
+/// What to start: brokers (each a connection of the same name), the routes between them, and
+/// any other setting of the config.
+#[derive(Default)]
+pub struct Scenario {
+    brokers: Vec<(String, BrokerOptions)>,
+    /// Per connection, extra keys of its protocol map (`client_id: a, version: 5`).
+    keys: Vec<(String, String)>,
+    /// Top-level settings, written before `connections:`.
+    settings: String,
+    routes: String,
+}
+
+enum BrokerOptions {
+    Mosquitto(MosquittoOptions),
+    Nats(NatsOptions),
+}
+
+impl Scenario {
+    pub fn new() -> Scenario {
+        Scenario::default()
+    }
+
+    /// A mosquitto broker, and an `mqtt` connection `name` to it.
+    pub fn mosquitto(self, name: &str) -> Scenario {
+        self.mosquitto_with(name, MosquittoOptions::default())
+    }
+
+    /// Like [`Self::mosquitto`], started with `options`.
+    pub fn mosquitto_with(mut self, name: &str, options: MosquittoOptions) -> Scenario {
+        let broker = BrokerOptions::Mosquitto(options);
+        self.brokers.push((name.into(), broker));
+        self
+    }
+
+    /// A nats-server, and a `nats` connection `name` to it.
+    pub fn nats(self, name: &str) -> Scenario {
+        self.nats_with(name, NatsOptions::default())
+    }
+
+    /// Like [`Self::nats`], started with `options`.
+    pub fn nats_with(mut self, name: &str, options: NatsOptions) -> Scenario {
+        self.brokers
+            .push((name.into(), BrokerOptions::Nats(options)));
+        self
+    }
+
+    /// More keys for connection `name`'s protocol map, as YAML flow entries
+    /// (`client_id: ferry-a, version: 5`).
+    pub fn keys(mut self, name: &str, keys: &str) -> Scenario {
+        assert!(
+            self.brokers.iter().any(|(n, _)| n == name),
+            "no broker {name} in the scenario"
+        );
+        self.keys.push((name.into(), keys.into()));
+        self
+    }
+
+    /// Top-level settings (`shutdown_timeout: 2s`, `admin: ...`), YAML lines.
+    pub fn settings(mut self, yaml: &str) -> Scenario {
+        self.settings.push_str(yaml.trim_start_matches('\n'));
+        if !self.settings.ends_with('\n') {
+            self.settings.push('\n');
+        }
+        self
+    }
+
+    /// The list under `routes:`, YAML as a test writes it (entries indented two spaces).
+    pub fn routes(mut self, yaml: &str) -> Scenario {
+        self.routes.push_str(yaml);
+        self
+    }
+
+    /// Starts the brokers, then ferry on the config they make, and waits until ferry is ready.
+    pub async fn start(self) -> Running {
+        self.start_brokers().start_ferry().await
+    }
+
+    /// Starts the brokers only, writing the config ferry would run on ([`Brokers::config`]),
+    /// for a test that sets something up before ferry starts.
+    pub fn start_brokers(self) -> Brokers {
+        let brokers: Vec<(String, Broker)> = (self.brokers.into_iter())
+            .map(|(name, options)| {
+                let broker = match options {
+                    BrokerOptions::Mosquitto(o) => Broker::Mosquitto(Mosquitto::start(o)),
+                    BrokerOptions::Nats(o) => Broker::Nats(NatsServer::start(o)),
+                };
+                (name, broker)
+            })
+            .collect();
+        let mut config = self.settings;
+        config.push_str("connections:\n");
+        for (name, broker) in &brokers {
+            let keys: String = (self.keys.iter())
+                .filter(|(n, _)| n == name)
+                .map(|(_, keys)| format!(", {keys}"))
+                .collect();
+            config.push_str(&format!(
+                "  {name}:\n    {}: {{ url: \"{}\"{keys} }}\n",
+                broker.protocol(),
+                broker.url()
+            ));
+        }
+        config.push_str("routes:");
+        if !self.routes.starts_with('\n') {
+            config.push('\n');
+        }
+        config.push_str(&self.routes);
+        Brokers { config, brokers }
+    }
+}
+
+/// A scenario's brokers, running, and the config ferry runs on. They stop on drop.
+pub struct Brokers {
+    /// The `bridges.yaml` of the scenario.
+    pub config: String,
+    brokers: Vec<(String, Broker)>,
+}
+
+/// A started scenario: its brokers and the ferry routing between them, ready. Reads as its
+/// [`Brokers`] too. On drop ferry stops first, then the brokers.
+pub struct Running {
+    pub ferry: Ferry,
+    pub brokers: Brokers,
+}
+
+impl std::ops::Deref for Running {
+    type Target = Brokers;
+    fn deref(&self) -> &Brokers {
+        &self.brokers
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Brokers {
+        &mut self.brokers
+    }
+}
+
+impl Brokers {
+    /// Starts ferry on [`Self::config`] and waits until it is ready.
+    pub async fn start_ferry(self) -> Running {
+        let mut ferry = Ferry::start(&self.config);
+        ferry.wait_ready().await;
+        Running {
+            ferry,
+            brokers: self,
+        }
+    }
+
+    /// Broker `name`.
+    pub fn broker(&self, name: &str) -> &Broker {
+        (self.brokers.iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| panic!("no broker {name} in the scenario"))
+    }
+
+    /// Broker `name`, to stop, kill or restart it.
+    pub fn broker_mut(&mut self, name: &str) -> &mut ServerProcess {
+        let broker = (self.brokers.iter_mut())
+            .find(|(n, _)| n == name)
+            .map(|(_, b)| b)
+            .unwrap_or_else(|| panic!("no broker {name} in the scenario"));
+        match broker {
+            Broker::Mosquitto(m) => m,
+            Broker::Nats(n) => n,
+        }
+    }
+
+    /// The mosquitto broker `name`.
+    pub fn mosquitto(&self, name: &str) -> &Mosquitto {
+        match self.broker(name) {
+            Broker::Mosquitto(m) => m,
+            Broker::Nats(_) => panic!("broker {name} is a nats-server"),
+        }
+    }
+
+    /// The nats-server `name`.
+    pub fn nats(&self, name: &str) -> &NatsServer {
+        match self.broker(name) {
+            Broker::Nats(n) => n,
+            Broker::Mosquitto(_) => panic!("broker {name} is a mosquitto"),
+        }
+    }
+
+    /// A test client connected to the mosquitto broker `name`.
+    pub async fn mqtt_peer(&self, name: &str) -> MqttPeer {
+        MqttPeer::connect(&self.mosquitto(name).url()).await
+    }
+
+    /// A test client subscribed (SUBACK received) to `filter` at `qos` on mosquitto `name`;
+    /// what arrives is in its `inbox`.
+    pub async fn mqtt_subscriber(&self, name: &str, filter: &str, qos: u8) -> MqttPeer {
+        let peer = self.mqtt_peer(name).await;
+        peer.subscribe(filter, qos).await;
+        peer
+    }
+
+    /// A test client connected to the nats-server `name`.
+    pub async fn nats_peer(&self, name: &str) -> NatsPeer {
+        NatsPeer::connect(&self.nats(name).url()).await
+    }
+
+    /// A test client subscribed (registered with the server) to `subject` on nats-server
+    /// `name`, and the inbox of that subscription; keep the client while reading it.
+    pub async fn nats_subscriber(&self, name: &str, subject: &str) -> (NatsPeer, Inbox) {
+        let peer = self.nats_peer(name).await;
+        let inbox = peer.subscribe(subject).await;
+        (peer, inbox)
+    }
+}
