@@ -11,7 +11,7 @@
 //! 4. protocol descriptions: in each connector's folder, the I/O-free files that say what the
 //!    protocol is (`config.rs`, `protocol.rs`, `names.rs`, `url.rs`) and the registry
 //!    (`connectors/protocol.rs`);
-//! 5. the configuration model (`config/model.rs`): the typed, validated configuration;
+//! 5. the configuration model (`config/model/`): the typed, validated configuration;
 //! 6. mapping (`mapping/`): what a route does to each message, pure;
 //! 7. configuration assembly (the rest of `config/`): parsing and checking `bridges.yaml` and
 //!    `ferry relay`'s URLs into the model;
@@ -46,7 +46,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "the configuration model",
         &[
-            "config/model.rs",
+            "config/model/",
             "config/resolved.rs",
             "config/probe.rs",
             "connectors/*/config.rs",
@@ -415,7 +415,7 @@ fn braces(line: &str) -> i64 {
 
 /// Where a path from the crate root is defined: the file, and whether the path names a module
 /// (rather than an item in one). Follows `pub use` re-exports, so `config::Reconnect` is found
-/// in `config/model.rs`.
+/// in `config/model/`.
 fn resolve(
     path: &[String],
     files: &BTreeMap<Vec<String>, &Source>,
@@ -450,7 +450,13 @@ fn resolve(
         let Some(source) = files.get(&glob[..]) else {
             continue;
         };
-        if defines(source, item) {
+        // Defined there, or re-exported there by name (`pub use protocols::{X, ...}`).
+        let reexports = || {
+            uses(source, files)
+                .iter()
+                .any(|(_, paths)| paths.iter().any(|(_, name)| name == item))
+        };
+        if defines(source, item) || reexports() {
             let mut target = glob.clone();
             target.extend_from_slice(&path[known..]);
             return resolve(&target, files, depth + 1);
@@ -666,7 +672,7 @@ fn the_reader_skips_comments_strings_and_tests() {
     ));
     assert!(!matches("connectors/*/config.rs", "connectors/config.rs"));
     assert!(matches("contracts/", "contracts/sink.rs"));
-    assert_eq!(layer("config/model.rs"), Some(2));
+    assert_eq!(layer("config/model/mod.rs"), Some(2));
     assert_eq!(layer("connectors/mqtt/protocol.rs"), Some(4));
     assert_eq!(layer("config/parse.rs"), Some(6));
 }
