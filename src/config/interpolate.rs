@@ -1,5 +1,8 @@
 //! `${ENV}`, `${ENV:-default}` and `${file:/path}` in configuration strings.
 
+use super::diagnostics::Diagnostic;
+use super::yaml::{Node, Value};
+
 /// Where interpolation looks things up. The daemon uses the process environment and the file
 /// system; tests pass their own.
 pub struct Lookup<'a> {
@@ -42,6 +45,30 @@ fn read_bounded(path: &std::path::Path) -> std::io::Result<String> {
 
 /// Why a string could not be interpolated: the message and a hint.
 pub type Failure = (String, String);
+
+/// A scalar node's text, `${...}` interpolated; a number or boolean is taken as its text.
+/// The error (at the node, with a hint where there is one) when it is no scalar or its
+/// interpolation fails. `what` names the value in that error.
+pub fn scalar_text(node: &Node, what: &str, lookup: &Lookup) -> Result<String, Diagnostic> {
+    let raw = match &node.value {
+        Value::Str(s) => s.clone(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => {
+            return Err(Diagnostic {
+                pos: node.pos,
+                message: format!("expected a string for {what}, found {}", other.kind()),
+                hint: None,
+            });
+        }
+    };
+    interpolate(&raw, lookup).map_err(|(message, hint)| Diagnostic {
+        pos: node.pos,
+        message,
+        hint: Some(hint),
+    })
+}
 
 /// Replaces every `${...}` in `raw`. `$$` stands for a literal `$`.
 pub fn interpolate(raw: &str, lookup: &Lookup) -> Result<String, Failure> {

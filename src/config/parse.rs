@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS, Reader};
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::file::{ConfigFile, READ_ON_THEIR_OWN as FILE_SECTIONS};
-use super::interpolate::{Lookup, interpolate};
+use super::interpolate::{Lookup, scalar_text};
 use super::loops;
 use super::model::*;
 #[cfg(test)]
@@ -103,27 +103,9 @@ impl<'a> Decoder<'a> {
 
     /// A string value, `${...}` interpolated. Numbers and booleans are taken as their text.
     fn string(&mut self, node: &Node, what: &str) -> Option<String> {
-        let raw = match &node.value {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
-            Value::Bool(b) => b.to_string(),
-            other => {
-                self.error(
-                    node.pos,
-                    format!("expected a string for {what}, found {}", other.kind()),
-                    None,
-                );
-                return None;
-            }
-        };
-        match interpolate(&raw, self.lookup) {
-            Ok(s) => Some(s),
-            Err((message, hint)) => {
-                self.error(node.pos, message, Some(hint));
-                None
-            }
-        }
+        scalar_text(node, what, self.lookup)
+            .map_err(|e| self.errors.push(e))
+            .ok()
     }
 
     // ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@
 use serde_json::{Map, Value as Json};
 
 use super::diagnostics::{Diagnostic, did_you_mean};
-use super::interpolate::{Lookup, interpolate};
+use super::interpolate::{Lookup, scalar_text};
 use super::ranges::{
     DURATION_HINT, NumberProblem, SIZE_HINT, check_duration, check_size, duration_of_seconds,
 };
@@ -321,27 +321,9 @@ impl<'a> Validator<'a> {
     /// The node's text, interpolated; a number or boolean as its text. `None` (reported) when
     /// it is no scalar or its interpolation fails.
     fn text(&mut self, node: &Node, key: &str) -> Option<String> {
-        let raw = match &node.value {
-            Value::Str(s) => s.clone(),
-            Value::Int(i) => i.to_string(),
-            Value::Float(f) => f.to_string(),
-            Value::Bool(b) => b.to_string(),
-            other => {
-                self.error(
-                    node.pos,
-                    format!("expected a string for {key}, found {}", other.kind()),
-                    None,
-                );
-                return None;
-            }
-        };
-        match interpolate(&raw, self.lookup) {
-            Ok(text) => Some(text),
-            Err((message, hint)) => {
-                self.error(node.pos, message, Some(hint));
-                None
-            }
-        }
+        scalar_text(node, key, self.lookup)
+            .map_err(|e| self.errors.push(e))
+            .ok()
     }
 
     fn scalar(&mut self, node: &Node, scalar: Scalar, key: &str) {
