@@ -174,9 +174,10 @@ enum Command {
         #[arg(value_enum)]
         shell: CompletionShell,
     },
-    /// Print the manual page (roff): `ferry man | man -l -`; `ferry man run` prints ferry-run(1).
+    /// Print the manual page (roff): `ferry man | man -l -`; `ferry man run` prints ferry-run(1),
+    /// `ferry man bridges.yaml` the configuration file's, bridges.yaml(5).
     Man {
-        /// A subcommand whose page to print instead of ferry(1).
+        /// A subcommand whose page to print instead of ferry(1), or `bridges.yaml`.
         subcommand: Option<String>,
     },
 }
@@ -217,6 +218,10 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "ferry", out);
             Ok(())
         }),
+        // The configuration file's page, from its schema as the reference in docs/ is.
+        Command::Man { subcommand } if subcommand.as_deref() == Some("bridges.yaml") => {
+            print_generated(|out| out.write_all(ferry::config::reference::man_page().as_bytes()))
+        }
         Command::Man { subcommand } => {
             let ferry = Cli::command();
             let page = match subcommand {
@@ -229,7 +234,10 @@ fn main() -> ExitCode {
                         .name(&*Box::leak(format!("ferry-{name}").into_boxed_str()))
                         .version(env!("CARGO_PKG_VERSION")),
                     None => {
-                        eprintln!("ferry: no subcommand `{name}`; see `ferry --help`");
+                        eprintln!(
+                            "ferry: no subcommand `{name}`; see `ferry --help` \
+                             (or `ferry man bridges.yaml` for the configuration file)"
+                        );
                         return ExitCode::from(2);
                     }
                 },

@@ -99,6 +99,96 @@ fn man_page_is_roff_and_renders() {
     render_man_page(&file);
 }
 
+/// `ferry man bridges.yaml` is bridges.yaml(5): under a heading for each part of the file, every
+/// key the schema gives that part (the walk below is the test's own, over `ferry schema`).
+#[test]
+fn bridges_yaml_page_names_every_key_of_the_schema() {
+    let page = stdout_of(&["man", "bridges.yaml"]);
+    assert!(page.starts_with(".TH bridges.yaml 5 "), "{page}");
+    for heading in [
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "KEYS",
+        "EXAMPLES",
+        "FILES",
+        "\"SEE ALSO\"",
+    ] {
+        assert!(page.contains(&format!("\n.SH {heading}\n")), "no {heading}");
+    }
+    let schema: serde_json::Value = serde_json::from_str(&stdout_of(&["schema"])).unwrap();
+    let mut keys = Vec::new();
+    keys_by_part(&schema, "The file", &mut keys);
+    assert!(keys.len() > 100, "{keys:?}");
+    for (part, key) in keys {
+        let heading = format!("\n.SS \"{part}\"\n");
+        let start = page
+            .find(&heading)
+            .unwrap_or_else(|| panic!("no heading for {part}"));
+        let section = &page[start + heading.len()..];
+        let section = &section[..section.find("\n.S").unwrap_or(section.len())];
+        let key = key.replace('-', "\\-");
+        assert!(
+            section.contains(&format!(".TP\n\\fB\\%{key}\\fR (")),
+            "{part} does not name `{key}`:{section}"
+        );
+    }
+    // What `ferry man` says when it has no such page names this one too.
+    let nope = ferry(&["man", "nope"]);
+    assert_eq!(nope.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&nope.stderr);
+    assert!(
+        said.contains("no subcommand `nope`") && said.contains("bridges.yaml"),
+        "{said}"
+    );
+}
+
+/// Every (part, key) of a schema: the file's own keys, then each definition's.
+fn keys_by_part(v: &serde_json::Value, part: &str, out: &mut Vec<(String, String)>) {
+    use serde_json::Value;
+    match v {
+        Value::Object(o) => {
+            if let Some(props) = o.get("properties").and_then(Value::as_object) {
+                out.extend(props.keys().map(|key| (part.to_string(), key.clone())));
+            }
+            for (name, child) in o {
+                if name == "$defs" {
+                    for (def, schema) in child.as_object().unwrap() {
+                        keys_by_part(schema, def, out);
+                    }
+                } else {
+                    keys_by_part(child, part, out);
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| keys_by_part(i, part, out)),
+        _ => {}
+    }
+}
+
+/// groff reads bridges.yaml(5) without a warning (with all of them on): no stray escape, no
+/// character it cannot typeset, no misplaced request. groff is needed (`man` uses it).
+#[test]
+fn bridges_yaml_page_has_no_groff_warnings() {
+    let page = stdout_of(&["man", "bridges.yaml"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bridges.yaml.5");
+    std::fs::write(&file, &page).unwrap();
+    let groff = shell("groff").expect("groff is needed to check bridges.yaml(5): install groff");
+    let out = output_within(
+        Command::new(groff)
+            .args(["-man", "-Tutf8", "-ww", "-z"])
+            .arg(&file),
+        secs(60),
+    );
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && warnings.is_empty(),
+        "groff on bridges.yaml(5):\n{warnings}"
+    );
+    render_man_page(&file);
+}
+
 /// Renders a man page file with `man -l` when `man` is installed; checks it names ferry.
 fn render_man_page(file: &Path) {
     let Some(man) = shell("man") else {
@@ -178,6 +268,7 @@ fn debian_package_holds_every_asset_and_checks_its_config() {
         "./usr/share/man/man1/ferry.1.gz".into(),
         "./usr/share/man/man1/ferry-run.1.gz".into(),
         "./usr/share/man/man1/ferry-check.1.gz".into(),
+        "./usr/share/man/man5/bridges.yaml.5.gz".into(),
         "./usr/share/bash-completion/completions/ferry".into(),
         "./usr/share/zsh/vendor-completions/_ferry".into(),
         "./usr/share/fish/vendor_completions.d/ferry.fish".into(),
@@ -296,6 +387,7 @@ fn debian_package_holds_every_asset_and_checks_its_config() {
     );
     assert!(said.contains(": OK"), "{said}");
     render_man_page(&root.path().join("usr/share/man/man1/ferry.1.gz"));
+    render_man_page(&root.path().join("usr/share/man/man5/bridges.yaml.5.gz"));
 }
 
 fn dpkg_deb(args: &[&str], deb: &Path) -> String {

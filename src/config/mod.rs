@@ -17,8 +17,7 @@ mod parse;
 pub(crate) mod probe;
 mod ranges;
 mod redact;
-#[cfg(test)]
-mod reference;
+pub mod reference;
 mod resolved;
 mod route_ends;
 pub(crate) mod route_section;
