@@ -296,11 +296,13 @@ async fn when_full_block_loses_nothing_and_memory_stays_bounded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
-    let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_newest").await;
-    let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
-
+/// Pauses the sink's nats-server, floods the route (sampling ferry's memory from then on) until
+/// ferry says it is dropping messages, and resumes the server.
+async fn flood_until_dropping(
+    ferry: &mut Ferry,
+    nats: &NatsServer,
+    publisher: &MqttPeer,
+) -> RssSampler {
     let mark = ferry.mark();
     nats.pause();
     let rss = RssSampler::start(ferry.pid());
@@ -309,6 +311,15 @@ async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
         .wait_for_line_since(mark, "dropping messages", secs(60))
         .await;
     nats.resume();
+    rss
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
+    let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_newest").await;
+    let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
+
+    let rss = flood_until_dropping(ferry, nats, &publisher).await;
 
     // drop_newest may also drop a probe, so probe until one comes through: then every flood
     // message before it has been delivered or dropped.
@@ -384,14 +395,7 @@ async fn when_full_drop_oldest_keeps_the_newest_and_memory_stays_bounded() {
     let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_oldest").await;
     let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
 
-    let mark = ferry.mark();
-    nats.pause();
-    let rss = RssSampler::start(ferry.pid());
-    publisher.publish_all(flood_messages(), 1).await;
-    ferry
-        .wait_for_line_since(mark, "dropping messages", secs(60))
-        .await;
-    nats.resume();
+    let rss = flood_until_dropping(ferry, nats, &publisher).await;
 
     // drop_oldest never refuses the newest message, so a single probe always comes through,
     // after every flood message that was not dropped.

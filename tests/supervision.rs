@@ -79,6 +79,16 @@ async fn start(mq_reconnect: &str, fault: (&str, &str)) -> Supervised {
     }
 }
 
+/// Arms the fault hook (SIGUSR1) and returns ferry's log mark from before it.
+async fn arm_the_fault(ferry: &mut Ferry) -> usize {
+    let mark = ferry.mark();
+    ferry.signal("USR1");
+    ferry
+        .wait_for_line_since(mark, "arming the fault", secs(10))
+        .await;
+    mark
+}
+
 async fn get(url: &str) -> (u16, String) {
     let response = http_client()
         .get(url)
@@ -144,11 +154,7 @@ async fn a_route_worker_killed_by_a_panic_is_restarted_and_loses_nothing() {
 
     publish_range(&publisher, 0, 200).await;
     out.collect(100, secs(30)).await;
-    let mark = ferry.mark();
-    ferry.signal("USR1");
-    ferry
-        .wait_for_line_since(mark, "arming the fault", secs(10))
-        .await;
+    let mark = arm_the_fault(&mut ferry).await;
     publish_range(&publisher, 200, 400).await;
     ferry
         .wait_for_line_since(mark, "route load: task `worker` panicked", secs(30))
@@ -201,11 +207,7 @@ async fn a_connection_task_killed_by_a_panic_is_restarted_and_readyz_shows_it() 
     publish_range(&publisher, 0, 50).await;
     let earlier = out.collect(50, secs(30)).await;
 
-    let mark = ferry.mark();
-    ferry.signal("USR1");
-    ferry
-        .wait_for_line_since(mark, "arming the fault", secs(10))
-        .await;
+    let mark = arm_the_fault(&mut ferry).await;
     // The next event of the MQTT client (this publish) polls the event loop, which panics.
     publish_range(&publisher, 50, 100).await;
     ferry
