@@ -57,13 +57,7 @@ async fn through_changing(nats_peer: &NatsPeer, changing_inbox: &mut Inbox) -> M
 /// What arrives at `inbox` before the final `end` message (on `end_subject`), which must come
 /// within 60 s.
 async fn until_end(inbox: &mut Inbox, end_subject: &str) -> Vec<Msg> {
-    let mut got = inbox
-        .collect_until(
-            "the final `end` message",
-            |m| m.topic == end_subject,
-            secs(60),
-        )
-        .await;
+    let mut got = inbox.collect_until_topic(end_subject, secs(60)).await;
     got.pop();
     got
 }

@@ -400,9 +400,7 @@ async fn when_full_drop_oldest_keeps_the_newest_and_memory_stays_bounded() {
     // drop_oldest never refuses the newest message, so a single probe always comes through,
     // after every flood message that was not dropped.
     publisher.publish("stream/probe", "probe", 1, false).await;
-    let got = inbox
-        .collect_until("the probe", |m| m.topic == "stream.probe", secs(120))
-        .await;
+    let got = inbox.collect_until_topic("stream.probe", secs(120)).await;
     let peak = rss.peak_kib();
     assert!(
         ferry.terminate().await.success(),
@@ -495,7 +493,7 @@ async fn sigterm_delivers_queued_messages_and_exits_0() {
     publisher.flush().await;
     probe_sub
         .inbox
-        .collect_until("the probe", |m| m.topic == "probe/go", secs(15))
+        .collect_until_topic("probe/go", secs(15))
         .await;
 
     // ferry has read all N; most of them wait in its queue for the paused broker.

@@ -279,10 +279,7 @@ routes:
     server.send("event: json\ndata: {\"n\": 3,\ndata:  \"ok\": true}\n\n");
     server.send("event: end\ndata: end\n\n");
 
-    let got = peer
-        .inbox
-        .collect_until("`end`", |m| m.topic == "end", secs(15))
-        .await;
+    let got = peer.inbox.collect_until_topic("end", secs(15)).await;
     assert_messages(
         &got,
         &[
@@ -344,10 +341,7 @@ routes:
     server.send("event: post\nid: 6\ndata: {\"a\":3}\n\n");
     server.send("event: delete\nid: 7\ndata: end\n\n");
 
-    let changes = mqtt
-        .inbox
-        .collect_until("`db/post/6`", |m| m.topic == "db/post/6", secs(15))
-        .await;
+    let changes = mqtt.inbox.collect_until_topic("db/post/6", secs(15)).await;
     assert_messages(
         &changes,
         &[

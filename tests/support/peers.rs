@@ -153,6 +153,13 @@ impl Inbox {
         assert_messages(&got, expected);
     }
 
+    /// Messages up to and including the first on `topic` (or NATS subject), as
+    /// [`Self::collect_until`].
+    pub async fn collect_until_topic(&mut self, topic: &str, timeout: Duration) -> Vec<Msg> {
+        let what = format!("a message on `{topic}`");
+        (self.collect_until(&what, |m| m.topic == topic, timeout)).await
+    }
+
     /// Messages up to and including number `seq` of the numbered stream `stream`
     /// ([`seq_payload`]), as [`Self::collect_until`].
     pub async fn collect_until_seq(
