@@ -57,6 +57,7 @@ impl Broker {
         }
     }
 
+    /// The port of its plain listener, which a proxy forwards to.
     fn port(&self) -> u16 {
         match self {
             Broker::Mosquitto(m) => m.port,
