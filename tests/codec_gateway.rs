@@ -105,7 +105,7 @@ async fn topics_published_over_mqtt_reach_nats_under_ferrys_subjects() {
         // before it acknowledges: once the QoS 1 marker arrives, everything before it has.
         mqtt.publish("codec-gateway/done", "done", 1).await;
         let got = inbox
-            .collect_until("the marker", |m| m.topic == "codec-gateway.done", secs(20))
+            .collect_until_topic("codec-gateway.done", secs(20))
             .await;
         let subjects = by_payload(got.iter().map(|m| (m.topic.clone(), m.text())));
 
@@ -173,7 +173,7 @@ async fn topics_nats_server_refuses_are_refused() {
         // None of them reached NATS.
         mqtt.publish("codec-gateway/done", "done", 1).await;
         let got = inbox
-            .collect_until("the marker", |m| m.topic == "codec-gateway.done", secs(20))
+            .collect_until_topic("codec-gateway.done", secs(20))
             .await;
         let leaked: Vec<_> = got
             .iter()

@@ -70,6 +70,16 @@ fn parse_position(line: &str) -> Option<(usize, usize)> {
     parts.next()?.starts_with(" error: ").then_some((l, c))
 }
 
+/// The error line `check` is at the line of `yaml` that holds `needle`.
+fn assert_reported_on_the_line_of(check: &str, yaml: &str, needle: &str) {
+    let want_line = position_of(yaml, needle, 0).0;
+    assert_eq!(
+        parse_position(check).map(|p| p.0),
+        Some(want_line),
+        "line in {check:?}"
+    );
+}
+
 /// Runs both `ferry check` and `ferry run` on `yaml`: both must exit 2 and report `message`
 /// on a properly prefixed line; returns that line from each (check, run).
 fn refused(yaml: &str, message: &str) -> (String, String) {
@@ -156,24 +166,14 @@ fn route_naming_a_missing_connection_is_reported_at_the_name() {
 fn mqtt_filter_with_hash_not_last_is_refused() {
     let yaml = broken("topic: sensors/+/temp", "topic: sensors/#/temp");
     let (check, _) = refused(&yaml, "`#` must be the last level");
-    let want_line = position_of(&yaml, "sensors/#/temp", 0).0;
-    assert_eq!(
-        parse_position(&check).map(|p| p.0),
-        Some(want_line),
-        "line in {check:?}"
-    );
+    assert_reported_on_the_line_of(&check, &yaml, "sensors/#/temp");
 }
 
 #[test]
 fn nats_subject_with_whitespace_is_refused() {
     let yaml = broken("subject: cmd.>", "subject: \"cmd lights.>\"");
     let (check, _) = refused(&yaml, "contains whitespace");
-    let want_line = position_of(&yaml, "cmd lights", 0).0;
-    assert_eq!(
-        parse_position(&check).map(|p| p.0),
-        Some(want_line),
-        "line in {check:?}"
-    );
+    assert_reported_on_the_line_of(&check, &yaml, "cmd lights");
 }
 
 #[test]
@@ -183,12 +183,7 @@ fn jq_that_does_not_compile_is_refused() {
         "'{room: .room, celsius: '",
     );
     let (check, _) = refused(&yaml, "does not compile");
-    let want_line = position_of(&yaml, "transform:", 0).0;
-    assert_eq!(
-        parse_position(&check).map(|p| p.0),
-        Some(want_line),
-        "line in {check:?}"
-    );
+    assert_reported_on_the_line_of(&check, &yaml, "transform:");
 }
 
 #[test]

@@ -12,11 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use bytes::Bytes;
 use support::*;
-
-/// The stream that records everything ferry publishes under `spooled.>`.
-const CAPTURE: &str = "CAPTURE";
 
 /// Sets the test process's umask to 000 (once), so every ferry started here inherits the
 /// most permissive one. The standard library has no umask; the C library's is linked anyway.
@@ -31,99 +27,19 @@ fn permissive_umask() {
     });
 }
 
-/// MQTT QoS 1 in, core NATS out, spooled in `spool_dir` while NATS is away.
-fn spooled_route(mqtt: &str, nats: &str, spool_dir: &Path) -> String {
-    fill(
-        r#"
-shutdown_timeout: 10s
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", client_id: ferry-hostile-files }
-  nc:
-    nats: { url: "@NATS@" }
-    reconnect: { initial_delay: 50ms, max_delay: 500ms }
-routes:
-  - name: up
-    from: { connection: mq, topic: "spool/#", qos: 1 }
-    to: { connection: nc, subject: "spooled.{{ topic[1] }}" }
-    spool: { dir: "@SPOOL@", max_bytes: 1MiB }
-"#,
-        &[
-            ("@MQTT@", mqtt.to_string()),
-            ("@NATS@", nats.to_string()),
-            ("@SPOOL@", spool_dir.display().to_string()),
-        ],
-    )
-}
-
-/// mosquitto, and nats-server with the capture stream (file storage: it survives a restart).
-async fn brokers() -> (Mosquitto, NatsServer) {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions {
-        jetstream: true,
-        ..Default::default()
-    });
-    NatsPeer::connect(&nats.url())
-        .await
-        .create_stream(CAPTURE, &["spooled.>"])
-        .await;
-    (mosquitto, nats)
-}
-
-/// Publishes `seq:from..to` (padded to `pad_to` bytes) on `spool/seq` at QoS 1; returns once
-/// mosquitto acknowledged every one.
-async fn publish_range(publisher: &MqttPeer, from: usize, to: usize, pad_to: usize) {
-    publisher
-        .publish_all(
-            (from..to).map(|i| ("spool/seq".to_string(), seq_payload("seq", i, pad_to))),
-            1,
-        )
-        .await;
-}
-
 /// The sequence numbers the capture stream holds, in stream order, once it holds `n`.
-async fn captured(nats: &NatsServer, n: u64) -> Vec<usize> {
-    let peer = NatsPeer::connect(&nats.url()).await;
-    peer.wait_stream_len(CAPTURE, n, secs(60)).await;
-    let stored: Vec<Bytes> = peer
-        .read_stream(CAPTURE)
-        .await
-        .into_iter()
-        .map(|m| m.payload)
-        .collect();
+async fn captured(outage: &NatsOutage, n: u64) -> Vec<usize> {
+    outage.wait_captured(n, secs(60)).await;
+    let stored = outage.captured().await;
     stored
         .iter()
         .map(|p| parse_seq(p).expect("a sequence payload").1)
         .collect()
 }
 
-/// Starts ferry, takes NATS away, and spools `seq:0..n` (each `pad_to` bytes); returns with
-/// ferry stopped and everything in the spool.
-async fn spool_while_nats_is_down(
-    yaml: &str,
-    mosquitto: &Mosquitto,
-    nats: &mut NatsServer,
-    n: usize,
-    pad_to: usize,
-) {
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
-    let mut ferry = Ferry::start(yaml);
-    ferry.wait_ready().await;
-    let mark = ferry.mark();
-    nats.kill9();
-    ferry
-        .wait_for_line_since(mark, "connection down", secs(30))
-        .await;
-    publish_range(&publisher, 0, n, pad_to).await;
-    ferry
-        .wait_for_line(&format!("({n} spooled so far)"), secs(60))
-        .await;
-    assert!(ferry.terminate().await.success());
-    let stopped = ferry.wait_for_line("route stopped", secs(1)).await;
-    assert!(
-        stopped.contains(&format!("spool: {n} spooled, 0 forwarded")),
-        "{stopped}"
-    );
+/// [`spooled_route`] between `outage`'s brokers, spooled in `spool_dir` (at most 1 MiB).
+fn spooled(outage: &NatsOutage, spool_dir: &Path) -> String {
+    outage.route(spool_dir, "ferry-hostile-files", ", max_bytes: 1MiB")
 }
 
 /// Every file under `dir` whose name ends with `suffix`, sorted.
@@ -153,11 +69,11 @@ async fn a_flipped_byte_in_a_spool_segment_costs_one_message_and_is_kept_aside()
     permissive_umask();
     tokio::time::timeout(secs(180), async {
         const SENT: usize = 100;
-        let (mosquitto, mut nats) = brokers().await;
+        let mut outage = NatsOutage::start().await;
         let state = tempfile::tempdir().unwrap();
         let spool = state.path().join("state").join("spool");
-        let yaml = spooled_route(&mosquitto.url(), &nats.url(), &spool);
-        spool_while_nats_is_down(&yaml, &mosquitto, &mut nats, SENT, 0).await;
+        let yaml = spooled(&outage, &spool);
+        outage.spool_while_nats_is_down(&yaml, 0, SENT, 0).await;
 
         // One flipped byte in the middle of the segment (the last one, as the open checks).
         let segments = files_ending(&spool, ".seg");
@@ -171,11 +87,11 @@ async fn a_flipped_byte_in_a_spool_segment_costs_one_message_and_is_kept_aside()
         ferry
             .wait_for_line("before this start; forwarding them first", secs(30))
             .await;
-        nats.restart();
+        outage.nats.restart();
         let skipped = ferry
             .wait_for_line("damaged byte(s) skipped", secs(60))
             .await;
-        let seqs = captured(&nats, SENT as u64 - 1).await;
+        let seqs = captured(&outage, SENT as u64 - 1).await;
         assert!(ferry.terminate().await.success());
         let stopped = ferry.wait_for_line("route stopped", secs(5)).await;
         assert!(
@@ -298,28 +214,22 @@ async fn a_full_disk_neither_keeps_forwarded_segments_nor_stops_the_next_start()
         // 600 messages of 1000 bytes: three segments of at most 256 KiB (max_bytes / 4).
         const SPOOLED: usize = 600;
         const LIVE: usize = 20;
-        let (mosquitto, mut nats) = brokers().await;
+        let mut outage = NatsOutage::start().await;
         let disk = SmallDisk::mount("4m");
         let spool = disk.path().join("spool");
-        let yaml = spooled_route(&mosquitto.url(), &nats.url(), &spool);
-        spool_while_nats_is_down(&yaml, &mosquitto, &mut nats, SPOOLED, 1000).await;
+        let yaml = spooled(&outage, &spool);
+        outage
+            .spool_while_nats_is_down(&yaml, 0, SPOOLED, 1000)
+            .await;
         assert!(files_ending(&spool, ".seg").len() >= 3);
 
         // The disk fills up while ferry is down: the cursor cannot be written any more.
         let filler = disk.fill_up("filler");
         eprintln!("[full disk] {filler} bytes of filler");
-        let mut ferry = Ferry::start(&yaml);
-        ferry
-            .wait_for_line("before this start; forwarding them first", secs(30))
+        let mut ferry = outage
+            .ferry_forwarding_the_spool(&yaml, SPOOLED, secs(90))
             .await;
-        nats.restart();
-        ferry
-            .wait_for_line(
-                &format!("sink nc is back: {SPOOLED} spooled message(s) forwarded"),
-                secs(90),
-            )
-            .await;
-        let seqs = captured(&nats, SPOOLED as u64).await;
+        let seqs = captured(&outage, SPOOLED as u64).await;
         assert_eq!(
             files_ending(&spool, ".seg"),
             Vec::<PathBuf>::new(),
@@ -334,9 +244,8 @@ async fn a_full_disk_neither_keeps_forwarded_segments_nor_stops_the_next_start()
         disk.fill_up("filler-2");
         let mut ferry = Ferry::start(&yaml);
         ferry.wait_ready().await;
-        let publisher = MqttPeer::connect(&mosquitto.url()).await;
-        publish_range(&publisher, SPOOLED, SPOOLED + LIVE, 0).await;
-        let seqs = captured(&nats, (SPOOLED + LIVE) as u64).await;
+        outage.publish(SPOOLED, SPOOLED + LIVE, 0).await;
+        let seqs = captured(&outage, (SPOOLED + LIVE) as u64).await;
         assert!(ferry.terminate().await.success());
         Tally::of(SPOOLED + LIVE, seqs.iter().copied()).report("full disk, after restart");
         assert_in_order("seq", &seqs, SPOOLED + LIVE);

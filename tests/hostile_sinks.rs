@@ -50,6 +50,12 @@ fn smalls() -> Vec<String> {
     (0..2 * SMALL).map(small).collect()
 }
 
+/// The topics (subjects) of the next `n` messages at `inbox`, within `timeout`.
+async fn topics(inbox: &mut Inbox, n: usize, timeout: std::time::Duration) -> Vec<String> {
+    let got = inbox.collect(n, timeout).await;
+    got.into_iter().map(|m| m.topic).collect()
+}
+
 /// The payloads of `msgs` as text.
 fn texts(msgs: &[Msg]) -> Vec<String> {
     msgs.iter().map(Msg::text).collect()
@@ -71,21 +77,48 @@ async fn assert_dead_letter(dead: &mut Inbox, bad: &str, reason: &str) {
 }
 
 /// A nats-server that takes messages of at most `LIMIT` bytes.
-fn small_nats(jetstream: bool) -> NatsServer {
-    NatsServer::start(NatsOptions {
+fn small_nats(jetstream: bool) -> NatsOptions {
+    NatsOptions {
         jetstream,
         extra_config: vec![format!("max_payload: {LIMIT}")],
         ..NatsOptions::default()
-    })
+    }
 }
 
 /// A mosquitto that takes packets of at most `LIMIT` bytes (and says so in an MQTT 5
 /// CONNACK).
-fn small_mosquitto() -> Mosquitto {
-    Mosquitto::start(MosquittoOptions {
+fn small_mosquitto() -> MosquittoOptions {
+    MosquittoOptions {
         extra_config: vec![format!("max_packet_size {LIMIT}")],
         ..MosquittoOptions::default()
-    })
+    }
+}
+
+/// Route `big`: MQTT `in/big` on connection `mq` to `to`, dead letters to `dead/big` on `mq`.
+fn big_from_mqtt_to(to: &str) -> String {
+    big_route(r#"{ connection: mq, topic: "in/big", qos: 1 }"#, to)
+        .replace("@DEAD@", r#"{ connection: mq, topic: "dead/{{ route }}" }"#)
+}
+
+/// Route `big`: NATS `in.big` on connection `core` to `to`, dead letters to `dead.big` on
+/// `core`.
+fn big_from_nats_to(to: &str) -> String {
+    big_route(r#"{ connection: core, subject: "in.big" }"#, to).replace(
+        "@DEAD@",
+        r#"{ connection: core, subject: "dead.{{ route }}" }"#,
+    )
+}
+
+fn big_route(from: &str, to: &str) -> String {
+    fill(
+        r#"
+  - name: big
+    from: @FROM@
+    to: @TO@
+    dead_letter: @DEAD@
+"#,
+        &[("@FROM@", from.to_string()), ("@TO@", to.to_string())],
+    )
 }
 
 /// Publishes `payloads` on MQTT `topic` at QoS 1, in order, each acknowledged.
@@ -101,35 +134,18 @@ async fn publish_nats(peer: &NatsPeer, subject: &str, payloads: Vec<String>) {
     peer.flush().await;
 }
 
-/// Starts ferry on `yaml` and waits until it is ready.
-async fn ferry_ready(yaml: &str) -> Ferry {
-    let mut ferry = Ferry::start(yaml);
-    ferry.wait_ready().await;
-    ferry
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn core_nats_refuses_a_message_over_max_payload_and_the_rest_flow_on() {
-    let nats = small_nats(false);
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let _ferry = ferry_ready(&fill(
-        r#"
-connections:
-  mq: { mqtt: { url: "@MQTT@" } }
-  core: { nats: { url: "@NATS@" } }
-routes:
-  - name: big
-    from: { connection: mq, topic: "in/big", qos: 1 }
-    to: { connection: core, subject: "out.big" }
-    dead_letter: { connection: mq, topic: "dead/{{ route }}" }
-"#,
-        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
-    ))
-    .await;
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    let mut out = nats_peer.subscribe("out.big").await;
-    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt.subscribe("dead/#", 1).await;
+    let run = Scenario::new()
+        .mosquitto("mq")
+        .nats_with("core", small_nats(false))
+        .routes(&big_from_mqtt_to(
+            r#"{ connection: core, subject: "out.big" }"#,
+        ))
+        .start()
+        .await;
+    let (_nats_peer, mut out) = run.nats_subscriber("core", "out.big").await;
+    let mut mqtt = run.mqtt_subscriber("mq", "dead/#", 1).await;
 
     let bad = oversized();
     publish_mqtt(&mqtt, "in/big", sequence(&bad)).await;
@@ -139,26 +155,17 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jetstream_refuses_a_message_over_max_payload_and_the_rest_flow_on() {
-    let nats = small_nats(true);
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
+    let brokers = Scenario::new()
+        .mosquitto("mq")
+        .nats_with("core", small_nats(true))
+        .routes(&big_from_mqtt_to(
+            r#"{ connection: core, subject: "js.big", jetstream: true }"#,
+        ))
+        .start_brokers();
+    let nats_peer = brokers.nats_peer("core").await;
     nats_peer.create_stream("OUT", &["js.>"]).await;
-    let _ferry = ferry_ready(&fill(
-        r#"
-connections:
-  mq: { mqtt: { url: "@MQTT@" } }
-  core: { nats: { url: "@NATS@" } }
-routes:
-  - name: big
-    from: { connection: mq, topic: "in/big", qos: 1 }
-    to: { connection: core, subject: "js.big", jetstream: true }
-    dead_letter: { connection: mq, topic: "dead/{{ route }}" }
-"#,
-        &[("@MQTT@", mosquitto.url()), ("@NATS@", nats.url())],
-    ))
-    .await;
-    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt.subscribe("dead/#", 1).await;
+    let run = brokers.start_ferry().await;
+    let mut mqtt = run.mqtt_subscriber("mq", "dead/#", 1).await;
 
     let bad = oversized();
     publish_mqtt(&mqtt, "in/big", sequence(&bad)).await;
@@ -173,30 +180,17 @@ routes:
 /// connection's extra settings. The small messages arrive in order on the broker, the bad one
 /// is dead-lettered to NATS with `reason`.
 async fn mqtt_sink_passes_an_oversized_message(mqtt_settings: &str, reason: &str) {
-    let nats = NatsServer::start(NatsOptions::default());
-    let mosquitto = small_mosquitto();
-    let _ferry = ferry_ready(&fill(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  mq: { mqtt: { url: "@MQTT@", @SETTINGS@ } }
-routes:
-  - name: big
-    from: { connection: core, subject: "in.big" }
-    to: { connection: mq, topic: "out/big", qos: 1 }
-    dead_letter: { connection: core, subject: "dead.{{ route }}" }
-"#,
-        &[
-            ("@NATS@", nats.url()),
-            ("@MQTT@", mosquitto.url()),
-            ("@SETTINGS@", mqtt_settings.to_string()),
-        ],
-    ))
-    .await;
-    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt.subscribe("out/#", 1).await;
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    let mut dead = nats_peer.subscribe("dead.>").await;
+    let run = Scenario::new()
+        .nats("core")
+        .mosquitto_with("mq", small_mosquitto())
+        .keys("mq", mqtt_settings)
+        .routes(&big_from_nats_to(
+            r#"{ connection: mq, topic: "out/big", qos: 1 }"#,
+        ))
+        .start()
+        .await;
+    let mut mqtt = run.mqtt_subscriber("mq", "out/#", 1).await;
+    let (nats_peer, mut dead) = run.nats_subscriber("core", "dead.>").await;
 
     let bad = oversized();
     publish_nats(&nats_peer, "in.big", sequence(&bad)).await;
@@ -229,24 +223,17 @@ async fn mqtt311_refuses_a_message_over_max_outgoing_packet_size() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_dead_letters_a_413_and_the_rest_flow_on() {
-    let nats = NatsServer::start(NatsOptions::default());
     let hook = WebhookServer::start();
-    let _ferry = ferry_ready(&fill(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "@HOOK@/in" } }
-routes:
-  - name: big
-    from: { connection: core, subject: "in.big" }
-    to: { connection: hook }
-    dead_letter: { connection: core, subject: "dead.{{ route }}" }
-"#,
-        &[("@NATS@", nats.url()), ("@HOOK@", hook.url())],
-    ))
-    .await;
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    let mut dead = nats_peer.subscribe("dead.>").await;
+    let run = Scenario::new()
+        .nats("core")
+        .other_connection(
+            "hook",
+            &format!(r#"{{ http: {{ url: "{}/in" }} }}"#, hook.url()),
+        )
+        .routes(&big_from_nats_to("{ connection: hook }"))
+        .start()
+        .await;
+    let (nats_peer, mut dead) = run.nats_subscriber("core", "dead.>").await;
 
     // The server refuses the sixth request, the large one, as too large.
     let bad = oversized();
@@ -268,26 +255,22 @@ routes:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn migratorydata_dead_letters_a_message_over_its_size_limit_and_the_rest_flow_on() {
-    let nats = NatsServer::start(NatsOptions::default());
     let mut options = FakeOptions::new("md-token");
     options.max_message_size = LIMIT;
     let md = MigratoryDataFake::cluster(options, 1).remove(0);
-    let _ferry = ferry_ready(&fill(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  md: { migratorydata: { servers: ["@MD@"], token: md-token } }
-routes:
-  - name: big
-    from: { connection: core, subject: "in.big" }
-    to: { connection: md, subject: "/out/big" }
-    dead_letter: { connection: core, subject: "dead.{{ route }}" }
-"#,
-        &[("@NATS@", nats.url()), ("@MD@", md.url())],
-    ))
-    .await;
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    let mut dead = nats_peer.subscribe("dead.>").await;
+    let md_connection = format!(
+        r#"{{ migratorydata: {{ servers: ["{}"], token: md-token }} }}"#,
+        md.url()
+    );
+    let run = Scenario::new()
+        .nats("core")
+        .other_connection("md", &md_connection)
+        .routes(&big_from_nats_to(
+            r#"{ connection: md, subject: "/out/big" }"#,
+        ))
+        .start()
+        .await;
+    let (nats_peer, mut dead) = run.nats_subscriber("core", "dead.>").await;
 
     let bad = oversized();
     publish_nats(&nats_peer, "in.big", sequence(&bad)).await;
@@ -353,7 +336,7 @@ async fn a_websocket_nats_connection_logs_the_address_it_uses() {
         ..NatsOptions::default()
     });
     let ws = nats.ws_port.unwrap();
-    let mut ferry = ferry_ready(&fill(
+    let mut ferry = Ferry::start_ready(&fill(
         r#"
 connections:
   core: { nats: { url: "ws://127.0.0.1:@WS@" } }
@@ -393,21 +376,19 @@ async fn relay_to_nats_publishes_without_a_connection_down_warning() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_user_properties_keep_their_order_through_a_route() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let _ferry = ferry_ready(&fill(
-        r#"
-connections:
-  mq: { mqtt: { url: "@MQTT@", version: 5 } }
-routes:
+    let run = Scenario::new()
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .routes(
+            r#"
   - name: props
     from: { connection: mq, topic: "in/props", qos: 1 }
     to: { connection: mq, topic: "out/props", qos: 1 }
 "#,
-        &[("@MQTT@", mosquitto.url())],
-    ))
-    .await;
-    let mut peer = MqttPeer::connect(&mosquitto.url()).await;
-    peer.subscribe("out/#", 1).await;
+        )
+        .start()
+        .await;
+    let mut peer = run.mqtt_subscriber("mq", "out/#", 1).await;
     let properties = [("a", "1"), ("b", "2"), ("a", "3"), ("Z", "4"), ("b", "5")];
     peer.publish_with_user_properties("in/props", "x", &properties)
         .await;
@@ -458,30 +439,31 @@ async fn endless_answer_server() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_migratorydata_answer_is_read_only_up_to_max_response_size() {
-    let nats = NatsServer::start(NatsOptions::default());
     let server = endless_answer_server().await;
-    let mut ferry = ferry_ready(&fill(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  md:
-    migratorydata: { servers: ["@MD@"], token: md-token, timeout: 30s, max_response_size: 4KiB }
-routes:
+    let md_connection = format!(
+        "{{ migratorydata: {{ servers: [\"{server}\"], token: md-token, timeout: 30s, \
+         max_response_size: 4KiB }} }}"
+    );
+    let mut run = Scenario::new()
+        .nats("core")
+        .other_connection("md", &md_connection)
+        .routes(
+            r#"
   - name: md
     from: { connection: core, subject: "in.md" }
     to: { connection: md, subject: "/out/md" }
 "#,
-        &[("@NATS@", nats.url()), ("@MD@", server)],
-    ))
-    .await;
-    let peer = NatsPeer::connect(&nats.url()).await;
+        )
+        .start()
+        .await;
+    let peer = run.nats_peer("core").await;
     publish_nats(&peer, "in.md", vec![small(0)]).await;
     // Told within seconds, not when the 30 s request timeout ends an endless read.
-    let line = ferry
+    let line = (run.ferry)
         .wait_for_line("larger than the connection's max_response_size", secs(10))
         .await;
     assert!(line.contains("(4096 bytes)"), "{line}");
-    let rss = ferry.rss_kib().unwrap();
+    let rss = run.ferry.rss_kib().unwrap();
     assert!(rss < 100 * 1024, "ferry holds {rss} KiB");
 }
 
@@ -531,44 +513,35 @@ async fn assert_refused_names(dead: &mut Inbox, subject: &str) {
 /// MQTT 5 → a NATS sink (core or JetStream): the mapping refuses what NATS cannot carry, the
 /// sink never sees it, and the good messages arrive in order on the same connection.
 async fn nats_sink_refuses_what_nats_cannot_carry(jetstream: bool) {
-    let nats = NatsServer::start(NatsOptions {
-        jetstream,
-        ..NatsOptions::default()
-    });
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    if jetstream {
-        nats_peer.create_stream("OUT", &["out.>"]).await;
-    }
-    let mut out = nats_peer.subscribe("out.>").await;
-    let _ferry = ferry_ready(&fill(
-        r#"
-connections:
-  mq: { mqtt: { url: "@MQTT@", version: 5 } }
-  core: { nats: { url: "@NATS@" } }
-routes:
+    let brokers = Scenario::new()
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .nats_with(
+            "core",
+            NatsOptions {
+                jetstream,
+                ..NatsOptions::default()
+            },
+        )
+        .routes(&fill(
+            r#"
   - name: names
     from: { connection: mq, topic: "in/names", qos: 1 }
     to: { connection: core, subject: "out.{{ payload.s }}", jetstream: @JS@ }
     dead_letter: { connection: mq, topic: "dead/{{ route }}" }
 "#,
-        &[
-            ("@MQTT@", mosquitto.url()),
-            ("@NATS@", nats.url()),
-            ("@JS@", jetstream.to_string()),
-        ],
-    ))
-    .await;
-    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt.subscribe("dead/#", 1).await;
+            &[("@JS@", jetstream.to_string())],
+        ))
+        .start_brokers();
+    let (nats_peer, mut out) = brokers.nats_subscriber("core", "out.>").await;
+    if jetstream {
+        nats_peer.create_stream("OUT", &["out.>"]).await;
+    }
+    let run = brokers.start_ferry().await;
+    let mut mqtt = run.mqtt_subscriber("mq", "dead/#", 1).await;
 
     publish_names_nats_cannot_carry(&mqtt, "in/names").await;
-    let arrived: Vec<String> = out
-        .collect(2, secs(10))
-        .await
-        .into_iter()
-        .map(|m| m.topic)
-        .collect();
+    let arrived = topics(&mut out, 2, secs(10)).await;
     assert_eq!(arrived, ["out.ok-0", "out.ok-2"]);
     assert_refused_names(&mut mqtt.inbox, "out.").await;
 }
@@ -637,16 +610,10 @@ routes:
 
     let nats_peer = NatsPeer::connect(&nats.url()).await;
     let mut out = nats_peer.subscribe("out.>").await;
-    let mut mqtt = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt.subscribe("dead/#", 1).await;
+    let mut mqtt = MqttPeer::subscribed(&mosquitto.url(), "dead/#", 1).await;
     let nats_sink = format!("{{ nats: {{ url: \"{}\" }} }}", nats.url());
-    let mut ferry = ferry_ready(&route(&nats_sink)).await;
-    let arrived: Vec<String> = out
-        .collect(2, secs(15))
-        .await
-        .into_iter()
-        .map(|m| m.topic)
-        .collect();
+    let mut ferry = Ferry::start_ready(&route(&nats_sink)).await;
+    let arrived = topics(&mut out, 2, secs(15)).await;
     assert_eq!(arrived, ["out.ok-0", "out.ok-2"]);
     assert_refused_names(&mut mqtt.inbox, "out.").await;
     ferry
@@ -677,12 +644,7 @@ async fn relay_from_stdin_refuses_a_subject_or_header_nats_cannot_carry() {
     let mut relay = Ferry::relay(&["-", &to], Some(lines.as_bytes().to_vec()));
     let status = relay.wait_exit(secs(20)).await;
     assert_eq!(status.code(), Some(1), "{}", relay.tail(10));
-    let arrived: Vec<String> = inbox
-        .collect(2, secs(10))
-        .await
-        .into_iter()
-        .map(|m| m.topic)
-        .collect();
+    let arrived = topics(&mut inbox, 2, secs(10)).await;
     assert_eq!(arrived, ["relay.ok-0", "relay.ok-2"]);
     let log = relay.lines().join("\n");
     // One warning for both (they are rate-limited); the count says both failed.

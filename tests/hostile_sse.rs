@@ -72,19 +72,20 @@ routes:
     }
 }
 
-/// Messages as `(topic, payload)` pairs, for exact comparisons.
-fn pairs(messages: &[Msg]) -> Vec<(String, String)> {
-    messages
-        .iter()
-        .map(|m| (m.topic.clone(), m.text()))
-        .collect()
+/// An answer that opens an event stream, sends `text` and stays open.
+fn stream(text: &str) -> Vec<RawStep> {
+    vec![raw_sse_head(), raw_text(text), RawStep::Hold]
 }
 
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+/// An answer that opens an event stream, sends `text` and closes.
+fn stream_then_close(text: &str) -> Vec<RawStep> {
+    vec![raw_sse_head(), raw_text(text)]
+}
+
+/// An error answer `status` whose body never ends (256 MiB, unless ferry hangs up first).
+fn endless_error(status: &str) -> Vec<RawStep> {
+    let total = 256 * 1024 * 1024;
+    vec![raw_head(status, None), RawStep::Flood { total }]
 }
 
 /// The most resident memory the process ever had, in KiB (VmHWM in /proc/PID/status).
@@ -114,17 +115,15 @@ async fn an_endless_line_costs_bounded_memory_and_the_stream_resumes_after_it() 
                 raw_text("id: 1\ndata: before\n\ndata: "),
                 RawStep::Flood { total: FLOOD },
             ],
-            vec![
-                raw_sse_head(),
-                raw_text("id: 2\ndata: after\n\n"),
-                RawStep::Hold,
-            ],
+            stream("id: 2\ndata: after\n\n"),
         ],
     )
     .await;
 
-    let got = r.peer.inbox.collect(2, secs(30)).await;
-    assert_eq!(pairs(&got), owned(&[("e/1", "before"), ("e/2", "after")]));
+    r.peer
+        .inbox
+        .expect_messages(&[("e/1", "before"), ("e/2", "after")], secs(30))
+        .await;
     let requests = r.server.wait_for_requests(2, secs(5)).await;
     assert_eq!(requests[1].header("last-event-id").as_deref(), Some("1"));
     let flooded = r.server.wait_answered(0, secs(5)).await.flooded;
@@ -161,16 +160,14 @@ async fn an_event_past_max_event_size_is_dropped_and_the_stream_resumes() {
                 raw_text("\n"),
                 RawStep::Hold,
             ],
-            vec![
-                raw_sse_head(),
-                raw_text("id: 3\ndata: after\n\n"),
-                RawStep::Hold,
-            ],
+            stream("id: 3\ndata: after\n\n"),
         ],
     )
     .await;
-    let got = r.peer.inbox.collect(2, secs(30)).await;
-    assert_eq!(pairs(&got), owned(&[("e/1", "before"), ("e/3", "after")]));
+    r.peer
+        .inbox
+        .expect_messages(&[("e/1", "before"), ("e/3", "after")], secs(30))
+        .await;
     let requests = r.server.wait_for_requests(2, secs(5)).await;
     assert_eq!(requests[1].header("last-event-id").as_deref(), Some("1"));
     r.ferry
@@ -207,11 +204,7 @@ async fn an_error_answer_with_a_non_ascii_body_is_logged_and_the_connection_reco
                 ),
                 raw_text("upstream failed: «http://internal/x» is down\n"),
             ],
-            vec![
-                raw_sse_head(),
-                raw_text("id: 1\ndata: recovered\n\n"),
-                RawStep::Hold,
-            ],
+            stream("id: 1\ndata: recovered\n\n"),
         ],
     )
     .await;
@@ -223,8 +216,10 @@ async fn an_error_answer_with_a_non_ascii_body_is_logged_and_the_connection_reco
         line.contains("upstream failed: «http://internal/x» is down"),
         "{line}"
     );
-    let got = r.peer.inbox.collect(1, secs(15)).await;
-    assert_eq!(pairs(&got), owned(&[("e/1", "recovered")]));
+    r.peer
+        .inbox
+        .expect_messages(&[("e/1", "recovered")], secs(15))
+        .await;
     r.ferry.wait_for_line("reconnected to", secs(5)).await;
     assert_eq!(r.server.requests().len(), 2);
     assert!(r.ferry.is_running());
@@ -239,17 +234,8 @@ async fn an_endless_error_body_is_read_only_up_to_max_response_body() {
         "ferry-hostile-500-flood",
         "max_response_body: 64KiB",
         vec![
-            vec![
-                raw_head("503 Service Unavailable", None),
-                RawStep::Flood {
-                    total: 256 * 1024 * 1024,
-                },
-            ],
-            vec![
-                raw_sse_head(),
-                raw_text("id: 1\ndata: recovered\n\n"),
-                RawStep::Hold,
-            ],
+            endless_error("503 Service Unavailable"),
+            stream("id: 1\ndata: recovered\n\n"),
         ],
     )
     .await;
@@ -259,8 +245,10 @@ async fn an_endless_error_body_is_read_only_up_to_max_response_body() {
         .await;
     assert!(line.contains("xxxx…"), "{line}");
     assert!(line.len() < 1000, "the body is quoted short: {line}");
-    let got = r.peer.inbox.collect(1, secs(15)).await;
-    assert_eq!(pairs(&got), owned(&[("e/1", "recovered")]));
+    r.peer
+        .inbox
+        .expect_messages(&[("e/1", "recovered")], secs(15))
+        .await;
     let flooded = r.server.wait_answered(0, secs(5)).await.flooded;
     assert!(
         flooded < 32 * 1024 * 1024,
@@ -279,22 +267,9 @@ async fn a_handshake_refusal_with_an_endless_body_is_read_only_up_to_max_respons
         "handshake: { on: hello, url: /subscribe }",
         vec![
             // The stream, then its handshake, refused; the second stream, its handshake, fine.
-            vec![
-                raw_sse_head(),
-                raw_text("event: hello\ndata: {}\n\n"),
-                RawStep::Hold,
-            ],
-            vec![
-                raw_head("500 Internal Server Error", None),
-                RawStep::Flood {
-                    total: 256 * 1024 * 1024,
-                },
-            ],
-            vec![
-                raw_sse_head(),
-                raw_text("event: hello\ndata: {}\n\nid: 1\ndata: after\n\n"),
-                RawStep::Hold,
-            ],
+            stream("event: hello\ndata: {}\n\n"),
+            endless_error("500 Internal Server Error"),
+            stream("event: hello\ndata: {}\n\nid: 1\ndata: after\n\n"),
             vec![raw_text(
                 "HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n",
             )],
@@ -311,8 +286,10 @@ async fn a_handshake_refusal_with_an_endless_body_is_read_only_up_to_max_respons
         flooded < 32 * 1024 * 1024,
         "ferry read {flooded} bytes of a handshake's refusal"
     );
-    let got = r.peer.inbox.collect(1, secs(15)).await;
-    assert_eq!(pairs(&got), owned(&[("e/1", "after")]));
+    r.peer
+        .inbox
+        .expect_messages(&[("e/1", "after")], secs(15))
+        .await;
     r.ferry.wait_for_line("reconnected to", secs(5)).await;
     assert_eq!(r.server.requests().len(), 4);
     assert_eq!(r.ferry.terminate().await.code(), Some(0));
@@ -347,8 +324,10 @@ async fn a_wrong_content_type_or_204_is_refused_logged_and_retried_slowly() {
         .wait_for_line("\"text/html\", not text/event-stream", secs(15))
         .await;
     assert!(refused.contains("ferry retries it every 1s"), "{refused}");
-    let got = r.peer.inbox.collect(1, secs(15)).await;
-    assert_eq!(pairs(&got), owned(&[("e/2", "good")]));
+    r.peer
+        .inbox
+        .expect_messages(&[("e/2", "good")], secs(15))
+        .await;
     let requests = r.server.wait_for_requests(3, secs(5)).await;
     for pair in requests.windows(2) {
         let waited = pair[1].at - pair[0].at;
@@ -369,14 +348,13 @@ async fn the_servers_retry_is_the_least_wait_before_a_reconnect() {
     let mut r = run(
         "ferry-hostile-retry",
         "resume: false",
-        vec![vec![
-            raw_sse_head(),
-            raw_text("retry: 1500\n\nid: 1\ndata: a\n\n"),
-        ]],
+        vec![stream_then_close("retry: 1500\n\nid: 1\ndata: a\n\n")],
     )
     .await;
-    let got = r.peer.inbox.collect(1, secs(15)).await;
-    assert_eq!(pairs(&got), owned(&[("e/1", "a")]));
+    r.peer
+        .inbox
+        .expect_messages(&[("e/1", "a")], secs(15))
+        .await;
     let closed = r
         .server
         .wait_answered(0, secs(5))
@@ -402,16 +380,15 @@ async fn the_last_event_id_carries_over_events_and_reconnects() {
         "ferry-hostile-lastid",
         "resume: true",
         vec![
-            vec![raw_sse_head(), raw_text("id: 7\ndata: a\n\ndata: b\n\n")],
-            vec![raw_sse_head(), raw_text("data: c\n\n"), RawStep::Hold],
+            stream_then_close("id: 7\ndata: a\n\ndata: b\n\n"),
+            stream("data: c\n\n"),
         ],
     )
     .await;
-    let got = r.peer.inbox.collect(3, secs(15)).await;
-    assert_eq!(
-        pairs(&got),
-        owned(&[("e/7", "a"), ("e/7", "b"), ("e/7", "c")])
-    );
+    r.peer
+        .inbox
+        .expect_messages(&[("e/7", "a"), ("e/7", "b"), ("e/7", "c")], secs(15))
+        .await;
     let requests = r.server.wait_for_requests(2, secs(5)).await;
     assert_eq!(requests[0].header("last-event-id"), None);
     assert_eq!(requests[1].header("last-event-id").as_deref(), Some("7"));
@@ -437,15 +414,17 @@ async fn unknown_fields_and_invalid_utf8_mid_stream_lose_no_event() {
         ]],
     )
     .await;
-    let got = r.peer.inbox.collect(3, secs(15)).await;
-    assert_eq!(
-        pairs(&got),
-        owned(&[
-            ("e/1", "one"),
-            ("e/2", "t\u{FFFD}o\u{FFFD}"),
-            ("e/3", "three")
-        ])
-    );
+    r.peer
+        .inbox
+        .expect_messages(
+            &[
+                ("e/1", "one"),
+                ("e/2", "t\u{FFFD}o\u{FFFD}"),
+                ("e/3", "three"),
+            ],
+            secs(15),
+        )
+        .await;
     r.peer.inbox.expect_nothing(millis(300)).await;
     assert_eq!(r.server.requests().len(), 1, "the stream was never dropped");
     assert_eq!(r.ferry.terminate().await.code(), Some(0));

@@ -67,31 +67,32 @@ async fn nats_to_http(
     (nats, ferry, peer)
 }
 
-/// The route most tests here use: NATS subject `orders` to the webhook at `@HOOK@/hook`.
-const ORDERS_TO_HOOK: &str = r#"
+/// Route `orders`: NATS subject `orders` to connection `hook`, whose `http` map is `hook`,
+/// then `route_keys` (YAML lines of the route).
+fn orders_to(hook: &str, route_keys: &str) -> String {
+    fill(
+        r#"
 connections:
   core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "@HOOK@/hook" } }
+  hook: { http: @HOOK_MAP@ }
 routes:
   - name: orders
     from: { connection: core, subject: "orders" }
     to: { connection: hook }
-"#;
+"#,
+        &[("@HOOK_MAP@", hook.to_string())],
+    ) + route_keys
+}
+
+/// The route most tests here use: [`orders_to`] the webhook at `@HOOK@/hook`.
+fn orders_to_hook() -> String {
+    orders_to(r#"{ url: "@HOOK@/hook" }"#, "")
+}
 
 /// Publishes `order("orders", i)` for `i` in `0..n` on subject `orders`, in order.
 async fn publish_orders(peer: &NatsPeer, n: usize) {
     peer.publish_all((0..n).map(|i| ("orders".to_string(), order("orders", i))))
         .await;
-}
-
-/// No line of ferry's log contains `secret`.
-fn assert_never_logged(ferry: &Ferry, secret: &str) {
-    let leaked: Vec<String> = ferry
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains(secret))
-        .collect();
-    assert!(leaked.is_empty(), "a secret is in ferry's log: {leaked:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,9 +154,9 @@ routes:
             Some(format!("Bearer {TOKEN}").as_str())
         );
     }
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,7 +165,7 @@ async fn a_503_is_retried_until_the_message_arrives_once_and_nothing_overtakes_i
     hook.respond_next(503, &[], "down for maintenance");
     hook.respond_next(503, &[], "down for maintenance");
     let (_nats, mut ferry, peer) =
-        nats_to_http(ORDERS_TO_HOOK, &[("@HOOK@", hook.url())], &[]).await;
+        nats_to_http(&orders_to_hook(), &[("@HOOK@", hook.url())], &[]).await;
     publish_orders(&peer, 10).await;
 
     // Two refusals, then the ten messages.
@@ -204,7 +205,8 @@ async fn a_503_is_retried_until_the_message_arrives_once_and_nothing_overtakes_i
 async fn a_429_with_retry_after_is_retried_no_sooner_than_the_server_asked() {
     let hook = WebhookServer::start();
     hook.respond_next(429, &[("Retry-After", "1")], "slow down");
-    let (_nats, _ferry, peer) = nats_to_http(ORDERS_TO_HOOK, &[("@HOOK@", hook.url())], &[]).await;
+    let (_nats, _ferry, peer) =
+        nats_to_http(&orders_to_hook(), &[("@HOOK@", hook.url())], &[]).await;
     publish_orders(&peer, 2).await;
 
     let requests = hook.wait_for_requests(3, secs(30)).await;
@@ -228,21 +230,11 @@ async fn a_429_with_retry_after_is_retried_no_sooner_than_the_server_asked() {
 async fn a_400_goes_to_the_dead_letter_sink_with_the_reason_and_the_rest_flow_on() {
     let hook = WebhookServer::start();
     hook.respond_next(400, &[], "{\"error\": \"field `id` is missing\"}");
-    let (_nats, mut ferry, peer) = nats_to_http(
-        r#"
-connections:
-  core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "@HOOK@/hook?key=query-secret-42" } }
-routes:
-  - name: orders
-    from: { connection: core, subject: "orders" }
-    to: { connection: hook }
-    dead_letter: { connection: core, subject: "dead.{{ route }}" }
-"#,
-        &[("@HOOK@", hook.url())],
-        &[],
-    )
-    .await;
+    let yaml = orders_to(
+        r#"{ url: "@HOOK@/hook?key=query-secret-42" }"#,
+        "    dead_letter: { connection: core, subject: \"dead.{{ route }}\" }\n",
+    );
+    let (_nats, mut ferry, peer) = nats_to_http(&yaml, &[("@HOOK@", hook.url())], &[]).await;
     let mut dead = peer.subscribe("dead.>").await;
     publish_orders(&peer, 5).await;
 
@@ -274,7 +266,7 @@ routes:
     );
     dead.expect_nothing(millis(300)).await;
     assert_eq!(ferry.terminate().await.code(), Some(0));
-    assert_never_logged(&ferry, "query-secret-42");
+    ferry.assert_never_logged("query-secret-42");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +320,7 @@ routes:
         "the retry came {waited:?} after the first try: not after the 500ms timeout"
     );
     ferry.wait_for_line("no answer within 500ms", secs(5)).await;
-    assert_never_logged(&ferry, "pw-secret-5");
+    ferry.assert_never_logged("pw-secret-5");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -403,7 +395,7 @@ async fn messages_wait_while_the_webhook_is_down_and_arrive_once_it_is_up() {
     let port = free_port(); // nothing listens here yet: connection refused
     // HTTP has no session to wait for: ferry is ready with the webhook down.
     let (_nats, mut ferry, peer) = nats_to_http(
-        ORDERS_TO_HOOK,
+        &orders_to_hook(),
         &[("@HOOK@", format!("http://127.0.0.1:{port}"))],
         &[],
     )
@@ -473,7 +465,7 @@ async fn the_nats_to_webhook_example_runs_as_written() {
         assert_eq!(seq_of(r).1, i);
     }
     assert_eq!(ferry.terminate().await.code(), Some(0));
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
 }
 
 /// A request the server never answers does not hold shutdown past `shutdown_timeout`, even
@@ -482,21 +474,9 @@ async fn the_nats_to_webhook_example_runs_as_written() {
 async fn shutdown_does_not_wait_for_a_hanging_request() {
     let hook = WebhookServer::start();
     hook.set_delay(secs(120));
-    let (_nats, mut ferry, peer) = nats_to_http(
-        r#"
-shutdown_timeout: 1s
-connections:
-  core: { nats: { url: "@NATS@" } }
-  hook: { http: { url: "@HOOK@/hook", timeout: 60s } }
-routes:
-  - name: orders
-    from: { connection: core, subject: "orders" }
-    to: { connection: hook }
-"#,
-        &[("@HOOK@", hook.url())],
-        &[],
-    )
-    .await;
+    let yaml = "shutdown_timeout: 1s".to_string()
+        + &orders_to(r#"{ url: "@HOOK@/hook", timeout: 60s }"#, "");
+    let (_nats, mut ferry, peer) = nats_to_http(&yaml, &[("@HOOK@", hook.url())], &[]).await;
     publish_orders(&peer, 2).await;
     hook.wait_for_requests(1, secs(10)).await;
 
@@ -517,17 +497,13 @@ routes:
 /// `ferry check` describes the HTTP connection without the password in its URL or its query.
 #[test]
 fn ferry_check_shows_neither_the_urls_password_nor_its_query() {
-    let out = ferry_check(
-        r#"
-connections:
-  core: { nats: { url: "nats://127.0.0.1:4222" } }
-  hook: { http: { url: "https://ferry:pw-secret-7@example.com/hook?key=query-secret-7" } }
-routes:
-  - name: orders
-    from: { connection: core, subject: "orders" }
-    to: { connection: hook }
-"#,
-    );
+    let out = ferry_check(&fill(
+        &orders_to(
+            r#"{ url: "https://ferry:pw-secret-7@example.com/hook?key=query-secret-7" }"#,
+            "",
+        ),
+        &[("@NATS@", "nats://127.0.0.1:4222".into())],
+    ));
     assert_eq!(out.code, Some(0), "{}", out.all());
     assert!(
         out.stdout

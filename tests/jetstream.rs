@@ -77,10 +77,6 @@ fn jetstream() -> NatsOptions {
     }
 }
 
-fn jetstream_server() -> NatsServer {
-    NatsServer::start(jetstream())
-}
-
 /// A JetStream server `core` (a connection of that name) and `routes` between it and itself;
 /// started, but not ferry: the tests make their streams first.
 fn on_jetstream(routes: &str) -> Brokers {
@@ -91,9 +87,10 @@ fn on_jetstream(routes: &str) -> Brokers {
 }
 
 /// A route from JetStream stream IN (subjects `in.>`, consumer CONSUMER) to JetStream stream
-/// OUT (subject `out.<last token>`) on the same server.
-fn in_to_out(consumer: &str, extra: &str) -> Brokers {
-    Scenario::new()
+/// OUT (subject `out.<last token>`) on the same server, and a test client of that server;
+/// started, but not ferry.
+async fn in_to_out(consumer: &str, extra: &str) -> (Brokers, NatsPeer) {
+    let brokers = Scenario::new()
         .settings("shutdown_timeout: 10s\n")
         .nats_with("core", jetstream())
         .routes(&fill(
@@ -110,7 +107,28 @@ fn in_to_out(consumer: &str, extra: &str) -> Brokers {
                 ("@EXTRA@", extra.to_string()),
             ],
         ))
-        .start_brokers()
+        .start_brokers();
+    let js = brokers.nats_peer("core").await;
+    (brokers, js)
+}
+
+/// Streams IN (subjects `in.>`) and OUT (`out.>`).
+async fn create_in_and_out(js: &NatsPeer) {
+    js.create_stream("IN", &["in.>"]).await;
+    js.create_stream("OUT", &["out.>"]).await;
+}
+
+/// Stores `count` numbered messages of `label` in stream IN, on `in.data`.
+async fn store_in(js: &NatsPeer, label: &str, count: usize) {
+    publish_numbered(js, label, count, |_| "in.data".into()).await;
+}
+
+/// The messages of `label` numbered `0..sent` that `stored` lacks, and those it holds twice.
+fn lost_and_duplicates(sent: usize, label: &str, stored: &[Msg]) -> (usize, usize) {
+    let Tally {
+        lost, duplicates, ..
+    } = Tally::of_msgs(sent, label, stored);
+    (lost, duplicates)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -136,8 +154,7 @@ async fn jetstream_source_delivers_every_message_to_mqtt_and_acks_each() {
     publish_numbered(&js, "iot", N, |i| format!("iot.room{}.temp", i % 5)).await;
     let mut subscriber = brokers.mqtt_subscriber("plant", "iot/#", 1).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     ferry
         .wait_for_line("JetStream consumer IOT/ferry-iot: created", secs(5))
         .await;
@@ -176,10 +193,8 @@ async fn jetstream_source_delivers_every_message_to_mqtt_and_acks_each() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_existing_consumer_is_bound_as_it_is() {
     const N: usize = 200;
-    let brokers = in_to_out("ops", "");
-    let js = brokers.nats_peer("core").await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
+    let (brokers, js) = in_to_out("ops", "").await;
+    create_in_and_out(&js).await;
     // Made by an operator: a smaller window and a longer ack_wait than ferry's defaults.
     let stream = js.jetstream().get_stream("IN").await.unwrap();
     stream
@@ -193,10 +208,9 @@ async fn an_existing_consumer_is_bound_as_it_is() {
         })
         .await
         .unwrap();
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    store_in(&js, "in", N).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     let line = ferry
         .wait_for_line("JetStream consumer IN/ops: bound", secs(5))
         .await;
@@ -220,8 +234,7 @@ async fn an_existing_consumer_is_bound_as_it_is() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_that_does_not_fit_is_refused_until_fixed() {
-    let brokers = in_to_out("ferry-in", "");
-    let js = brokers.nats_peer("core").await;
+    let (brokers, js) = in_to_out("ferry-in", "").await;
     js.create_stream("IN", &["in.>", "other.>"]).await;
     js.create_stream("OUT", &["out.>"]).await;
     let stream = js.jetstream().get_stream("IN").await.unwrap();
@@ -234,7 +247,7 @@ async fn a_consumer_that_does_not_fit_is_refused_until_fixed() {
         })
         .await
         .unwrap();
-    publish_numbered(&js, "in", 10, |_| "in.data".into()).await;
+    store_in(&js, "in", 10).await;
 
     let mut ferry = Ferry::start(&brokers.config);
     let line = ferry
@@ -275,21 +288,12 @@ async fn progress_acks_keep_a_slow_sink_from_causing_redeliveries() {
     const N: usize = 100;
     // The sink is a second server, down for more than three ack_waits while ferry holds
     // messages it cannot deliver.
-    let source = jetstream_server();
-    let mut sink = jetstream_server();
-    let source_js = NatsPeer::connect(&source.url()).await;
-    let sink_js = NatsPeer::connect(&sink.url()).await;
-    source_js.create_stream("IN", &["in.>"]).await;
-    sink_js.create_stream("OUT", &["out.>"]).await;
-
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  src:
-    nats: { url: "@SRC@" }
-  dst:
-    nats: { url: "@DST@", probe: false }
-routes:
+    let mut brokers = Scenario::new()
+        .nats_with("src", jetstream())
+        .nats_with("dst", jetstream())
+        .keys("dst", "probe: false")
+        .routes(
+            r#"
   - name: relay
     from:
       connection: src
@@ -297,16 +301,20 @@ routes:
       jetstream: { stream: IN, consumer: slow, ack_wait: 2s, max_ack_pending: 50 }
     to: { connection: dst, subject: "out.data", jetstream: true }
 "#,
-        &[("@SRC@", source.url()), ("@DST@", sink.url())],
-    ));
-    ferry.wait_ready().await;
+        )
+        .start_brokers();
+    let source_js = brokers.nats_peer("src").await;
+    let sink_js = brokers.nats_peer("dst").await;
+    source_js.create_stream("IN", &["in.>"]).await;
+    sink_js.create_stream("OUT", &["out.>"]).await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
 
     let mark = ferry.mark();
-    sink.kill9();
+    brokers.broker_mut("dst").kill9();
     ferry
         .wait_for_line_since(mark, "connection down", secs(15))
         .await;
-    publish_numbered(&source_js, "in", N, |_| "in.data".into()).await;
+    store_in(&source_js, "in", N).await;
     // ferry holds a window of messages it cannot deliver.
     let deadline = Instant::now() + secs(10);
     while consumer_info(&source_js, "IN", "slow")
@@ -329,8 +337,8 @@ routes:
     );
     assert_eq!(held.num_ack_pending, 50, "the window holds: {held:?}");
 
-    sink.restart();
-    let sink_js = NatsPeer::connect(&sink.url()).await;
+    brokers.broker_mut("dst").restart();
+    let sink_js = brokers.nats_peer("dst").await;
     sink_js.wait_stream_len("OUT", N as u64, secs(60)).await;
     let out = sink_js.read_stream("OUT").await;
     assert_sequences(&out, &["in"], N);
@@ -351,30 +359,23 @@ routes:
 async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
     const N: usize = 3000;
     // What ferry held unacked when it died comes back after ack_wait.
-    let brokers = in_to_out("relay", ", ack_wait: 5s");
-    let js = brokers.nats_peer("core").await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    let (brokers, js) = in_to_out("relay", ", ack_wait: 5s").await;
+    create_in_and_out(&js).await;
+    store_in(&js, "in", N).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     js.wait_stream_len("OUT", 500, secs(30)).await;
-    ferry.signal("KILL");
-    ferry.wait_exit(secs(10)).await;
+    ferry.kill9().await;
     let at_kill = js.stream_len("OUT").await.expect("stream length");
     let unacked = consumer_info(&js, "IN", "relay").await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     ferry
         .wait_for_line("JetStream consumer IN/relay: bound", secs(5))
         .await;
     let info = wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
     let out = js.read_stream("OUT").await;
-    let Tally {
-        lost, duplicates, ..
-    } = Tally::of_msgs(N, "in", &out);
+    let (lost, duplicates) = lost_and_duplicates(N, "in", &out);
     println!(
         "kill -9 at {at_kill} stored ({} delivered, {} unacked): sent={N} stored={} \
          redeliveries={} duplicates={duplicates} lost={lost}",
@@ -395,14 +396,11 @@ async fn ferry_killed_mid_stream_resumes_from_the_durable_consumer() {
 async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
     const N: usize = 3000;
     // Deliveries lost with the connection come back after ack_wait.
-    let mut brokers = in_to_out("relay", ", ack_wait: 5s");
-    let js = brokers.nats_peer("core").await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    let (mut brokers, js) = in_to_out("relay", ", ack_wait: 5s").await;
+    create_in_and_out(&js).await;
+    store_in(&js, "in", N).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     js.wait_stream_len("OUT", 500, secs(30)).await;
     let mark = ferry.mark();
     brokers.broker_mut("core").kill9();
@@ -417,9 +415,7 @@ async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
     let js = brokers.nats_peer("core").await;
     let info = wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
     let out = js.read_stream("OUT").await;
-    let Tally {
-        lost, duplicates, ..
-    } = Tally::of_msgs(N, "in", &out);
+    let (lost, duplicates) = lost_and_duplicates(N, "in", &out);
     println!(
         "nats-server kill -9 and restart: sent={N} stored={} redeliveries={} \
          duplicates={duplicates} lost={lost}",
@@ -433,15 +429,12 @@ async fn nats_server_killed_mid_stream_and_restarted_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliver_new_starts_after_the_messages_already_stored() {
-    let brokers = in_to_out("relay", ", deliver: new");
-    let js = brokers.nats_peer("core").await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    publish_numbered(&js, "old", 5, |_| "in.data".into()).await;
+    let (brokers, js) = in_to_out("relay", ", deliver: new").await;
+    create_in_and_out(&js).await;
+    store_in(&js, "old", 5).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
-    publish_numbered(&js, "new", 5, |_| "in.data".into()).await;
+    let _ferry = Ferry::start_ready(&brokers.config).await;
+    store_in(&js, "new", 5).await;
     wait_all_acked(&js, "IN", "relay", 10, secs(30)).await;
     assert_sequences(&js.read_stream("OUT").await, &["new"], 5);
 }
@@ -449,14 +442,11 @@ async fn deliver_new_starts_after_the_messages_already_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
     const N: usize = 3000;
-    let brokers = in_to_out("relay", "");
-    let js = brokers.nats_peer("core").await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    let (brokers, js) = in_to_out("relay", "").await;
+    create_in_and_out(&js).await;
+    store_in(&js, "in", N).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     js.wait_stream_len("OUT", 500, secs(30)).await;
     let status = ferry.terminate().await;
     assert!(status.success(), "ferry exited with {status}");
@@ -474,18 +464,13 @@ async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
         "ferry acked what it delivered before exiting: {info:?}"
     );
     // Everything acked is in the sink's stream: acked means stored, never acked and dropped.
-    let Tally {
-        lost, duplicates, ..
-    } = Tally::of_msgs(acked, "in", &stored);
+    let (lost, duplicates) = lost_and_duplicates(acked, "in", &stored);
     assert_eq!((lost, duplicates), (0, 0), "of the {acked} acked messages");
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     wait_all_acked(&js, "IN", "relay", N as u64, secs(60)).await;
     let out = js.read_stream("OUT").await;
-    let Tally {
-        lost, duplicates, ..
-    } = Tally::of_msgs(N, "in", &out);
+    let (lost, duplicates) = lost_and_duplicates(N, "in", &out);
     assert_eq!((lost, duplicates), (0, 0));
     ferry.terminate().await;
 }
@@ -493,33 +478,31 @@ async fn sigterm_acks_only_what_the_sink_stored_and_the_rest_comes_next_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_liveness_probe_catches_a_connection_that_went_silent() {
     const N: usize = 200;
-    let nats = jetstream_server();
-    let js = NatsPeer::connect(&nats.url()).await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    let proxy = TcpProxy::start(nats.port).await;
-    // Pings so rare they cannot be what notices: only the probe can.
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  src:
-    nats: { url: "@PROXY@", ping_interval: 1h, probe: { interval: 1s, timeout: 1s } }
-  dst:
-    nats: { url: "@NATS@", probe: false }
-routes:
+    let brokers = Scenario::new()
+        .nats_with("dst", jetstream())
+        .keys("dst", "probe: false")
+        .connection("src", "dst")
+        .through_proxy("src")
+        // Pings so rare they cannot be what notices: only the probe can.
+        .keys("src", "ping_interval: 1h, probe: { interval: 1s, timeout: 1s }")
+        .routes(
+            r#"
   - name: relay
     from: { connection: src, subject: "in.>", jetstream: { stream: IN, consumer: relay, ack_wait: 5s } }
     to: { connection: dst, subject: "out.data", jetstream: true }
 "#,
-        &[("@PROXY@", proxy.nats_url()), ("@NATS@", nats.url())],
-    ));
-    ferry.wait_ready().await;
+        )
+        .start_brokers();
+    let js = brokers.nats_peer("dst").await;
+    create_in_and_out(&js).await;
+    let proxy = brokers.proxy("src");
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     let mark = ferry.mark();
     // What the server sends into the stalled connection is lost with it, and comes back
     // after ack_wait.
     proxy.stall();
     let stalled = Instant::now();
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    store_in(&js, "in", N).await;
     let line = ferry
         .wait_for_line_since(mark, "liveness probe", secs(10))
         .await;
@@ -560,8 +543,7 @@ async fn mqtt_to_jetstream_stores_every_message_with_its_id() {
     let js = brokers.nats_peer("core").await;
     js.create_stream("SENSORS", &["sensors.>"]).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let _ferry = Ferry::start_ready(&brokers.config).await;
     let publisher = brokers.mqtt_peer("plant").await;
     publisher
         .publish_all(
@@ -602,8 +584,7 @@ async fn the_outputs_of_a_split_message_are_each_stored() {
     );
     let js = brokers.nats_peer("core").await;
     js.create_stream("OUT", &["out.>"]).await;
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     js.publish("in.batch", r#"{"readings":[1,2,3]}"#).await;
     js.flush().await;
     js.wait_stream_len("OUT", 3, secs(15)).await;
@@ -640,12 +621,10 @@ async fn a_message_sent_twice_with_one_id_is_stored_once() {
 "#,
     );
     let js = brokers.nats_peer("core").await;
-    js.create_stream("IN", &["in.>"]).await;
-    js.create_stream("OUT", &["out.>"]).await;
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    create_in_and_out(&js).await;
+    store_in(&js, "in", N).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let _ferry = Ferry::start_ready(&brokers.config).await;
     wait_all_acked(&js, "IN", "first", N as u64, secs(30)).await;
     wait_all_acked(&js, "IN", "second", N as u64, secs(30)).await;
     let stored = js.read_stream("OUT").await;
@@ -661,13 +640,11 @@ async fn a_message_sent_twice_with_one_id_is_stored_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subject_no_stream_captures_is_retried_until_one_does() {
-    let brokers = in_to_out("relay", "");
-    let js = brokers.nats_peer("core").await;
+    let (brokers, js) = in_to_out("relay", "").await;
     js.create_stream("IN", &["in.>"]).await;
-    publish_numbered(&js, "in", 5, |_| "in.data".into()).await;
+    store_in(&js, "in", 5).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
     let line = ferry
         .wait_for_line("no JetStream stream captures subject `out.data`", secs(15))
         .await;
@@ -696,11 +673,10 @@ async fn core_nats_sink_confirms_each_message_once_flushed() {
     );
     let js = brokers.nats_peer("core").await;
     js.create_stream("IN", &["in.>"]).await;
-    publish_numbered(&js, "in", N, |_| "in.data".into()).await;
+    store_in(&js, "in", N).await;
     let (_subscriber, mut inbox) = brokers.nats_subscriber("core", "out.>").await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
+    let _ferry = Ferry::start_ready(&brokers.config).await;
     let mut got = inbox.collect(1, secs(30)).await;
     let first = Instant::now();
     got.extend(inbox.collect(N - 1, secs(60)).await);

@@ -286,11 +286,7 @@ async fn array_payload_is_split_into_one_message_per_element() {
     publisher.flush().await;
     let after = subscriber
         .inbox
-        .collect_until(
-            "the sentinel on rooms/end/reading",
-            |m| m.topic == "rooms/end/reading",
-            secs(15),
-        )
+        .collect_until_topic("rooms/end/reading", secs(15))
         .await;
     assert_eq!(
         after.len(),
@@ -345,13 +341,7 @@ async fn failing_messages_go_to_the_dead_letter_subject_unchanged() {
         .publish("readings/4", r#"{"room":"b","value":2}"#, 1, false)
         .await;
 
-    let good = delivered
-        .collect_until(
-            "the second good message",
-            |m| m.topic == "rooms.b",
-            secs(15),
-        )
-        .await;
+    let good = delivered.collect_until_topic("rooms.b", secs(15)).await;
     let good: Vec<(String, Value)> = good.iter().map(|m| (m.topic.clone(), m.json())).collect();
     assert_eq!(
         good,
@@ -455,13 +445,7 @@ async fn match_captures_render_subject_headers_and_payload() {
         .publish("sensors/hall/temp", r#"{"value":19}"#, 1, false)
         .await;
 
-    let got = inbox
-        .collect_until(
-            "the sentinel for the hall",
-            |m| m.topic == "iot.hall.temp",
-            secs(15),
-        )
-        .await;
+    let got = inbox.collect_until_topic("iot.hall.temp", secs(15)).await;
     let names: Vec<&str> = got.iter().map(|m| m.topic.as_str()).collect();
     assert_eq!(
         names,

@@ -15,16 +15,6 @@ use support::*;
 
 const TOKEN: &str = "md-token-hunter2";
 
-/// No line of ferry's log contains `secret`.
-fn assert_never_logged(ferry: &Ferry, secret: &str) {
-    let leaked: Vec<String> = ferry
-        .lines()
-        .into_iter()
-        .filter(|l| l.contains(secret))
-        .collect();
-    assert!(leaked.is_empty(), "a secret is in ferry's log: {leaked:?}");
-}
-
 /// The sequence numbers of [`seq_payload`] contents, in order.
 fn seqs_of(contents: impl IntoIterator<Item = String>) -> Vec<usize> {
     contents
@@ -39,6 +29,37 @@ fn seqs_of(contents: impl IntoIterator<Item = String>) -> Vec<usize> {
 
 fn text(stream: &str, seq: usize) -> String {
     String::from_utf8(seq_payload(stream, seq, 0).to_vec()).unwrap()
+}
+
+/// Starts ferry on `yaml` with the token in `MIGRATORYDATA_TOKEN`, where `${...}` in `yaml`
+/// reads it.
+fn start_with_token(yaml: &str) -> Ferry {
+    Ferry::start_with_env(yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)])
+}
+
+/// [`start_with_token`], then waits until ferry is ready.
+async fn start_ready_with_token(yaml: &str) -> Ferry {
+    let mut ferry = start_with_token(yaml);
+    ferry.wait_ready().await;
+    ferry
+}
+
+/// `yaml` with `@STATE@`, `@MD@` and `@NATS@` filled in: ferry's state directory, the fake's
+/// URL and the nats-server's.
+fn with_state_md_and_nats(
+    yaml: &str,
+    state: &tempfile::TempDir,
+    md: &MigratoryDataFake,
+    nats: &NatsServer,
+) -> String {
+    fill(
+        yaml,
+        &[
+            ("@STATE@", state.path().display().to_string()),
+            ("@MD@", md.url()),
+            ("@NATS@", nats.url()),
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,9 +128,9 @@ routes:
             .all(|q| q.contains("token=md-token-hunter2"))
     );
 
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -135,8 +156,7 @@ routes:
     md.force("FAILED", 2, Some("order:0:"));
     md.force("DENY", 1, Some("order:1:"));
     md.force("MESSAGE_SIZE_LIMIT_EXCEEDED", 1, Some("order:2:"));
-    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
-    ferry.wait_ready().await;
+    let mut ferry = start_ready_with_token(&yaml).await;
     let peer = NatsPeer::connect(&nats.url()).await;
     let mut dead = peer.subscribe("dead").await;
     const N: usize = 6;
@@ -186,7 +206,7 @@ routes:
     assert_eq!(of(2), ["MESSAGE_SIZE_LIMIT_EXCEEDED"]);
     ferry.wait_for_line("entitle", secs(5)).await;
     dead.expect_nothing(millis(300)).await;
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,8 +234,7 @@ routes:
             ("@MD2@", servers[1].url()),
         ],
     );
-    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
-    ferry.wait_ready().await;
+    let mut ferry = start_ready_with_token(&yaml).await;
     let peer = MqttPeer::connect(&mosquitto.url()).await;
     let publish = |range: std::ops::Range<usize>| {
         let peer = &peer;
@@ -265,7 +284,7 @@ routes:
     ferry
         .wait_for_line("going back to the first server", secs(5))
         .await;
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,7 +292,7 @@ async fn a_subject_reaches_nats_with_its_headers_and_resumes_after_a_restart_wit
     let md = MigratoryDataFake::start(TOKEN);
     let nats = NatsServer::start(NatsOptions::default());
     let state = tempfile::tempdir().unwrap();
-    let yaml = fill(
+    let yaml = with_state_md_and_nats(
         r#"
 state_dir: "@STATE@"
 connections:
@@ -288,11 +307,9 @@ routes:
     from: { connection: md, subject: /plant/status, history: 100 }
     to: { connection: core, subject: auto }
 "#,
-        &[
-            ("@STATE@", state.path().display().to_string()),
-            ("@MD@", md.url()),
-            ("@NATS@", nats.url()),
-        ],
+        &state,
+        &md,
+        &nats,
     );
     let peer = NatsPeer::connect(&nats.url()).await;
     // `auto`: the subject `/plant/status` is the NATS subject `plant.status`.
@@ -301,9 +318,7 @@ routes:
         md.publish("/plant/status", &text("p", i), i == 9);
     }
 
-    let env = [("MIGRATORYDATA_TOKEN", TOKEN)];
-    let mut ferry = Ferry::start_with_env(&yaml, &env);
-    ferry.wait_ready().await;
+    let mut ferry = start_ready_with_token(&yaml).await;
     let first = inbox.collect(10, secs(30)).await;
     assert_sequences(&first, &["p"], 10);
     assert_eq!(
@@ -326,7 +341,7 @@ routes:
     );
     assert_eq!(live[4].header("MigratoryData-Seq"), Some("15"));
     assert_eq!(ferry.terminate().await.code(), Some(0));
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
 
     // While ferry is away: ten more, and one with compressed content ferry cannot decode.
     for i in 15..20 {
@@ -337,8 +352,7 @@ routes:
         md.publish("/plant/status", &text("p", i), false);
     }
     let consumed = md.consumes().len();
-    let mut ferry = Ferry::start_with_env(&yaml, &env);
-    ferry.wait_ready().await;
+    let mut ferry = start_ready_with_token(&yaml).await;
     let resumed = inbox.collect(10, secs(30)).await;
     let seqs: Vec<usize> = resumed
         .iter()
@@ -353,7 +367,7 @@ routes:
     );
     ferry.wait_for_line("compressed content", secs(5)).await;
     inbox.expect_nothing(millis(500)).await;
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 
@@ -462,7 +476,7 @@ async fn the_rest_example_runs_as_written() {
             .contains("DENY"),
         "{dead:?}"
     );
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 
@@ -473,7 +487,7 @@ async fn without_history_a_source_starts_from_now() {
     let md = MigratoryDataFake::start(TOKEN);
     let nats = NatsServer::start(NatsOptions::default());
     let state = tempfile::tempdir().unwrap();
-    let yaml = fill(
+    let yaml = with_state_md_and_nats(
         r#"
 state_dir: "@STATE@"
 connections:
@@ -488,11 +502,9 @@ routes:
     from: { connection: md, subject: /empty }
     to: { connection: core, subject: empty }
 "#,
-        &[
-            ("@STATE@", state.path().display().to_string()),
-            ("@MD@", md.url()),
-            ("@NATS@", nats.url()),
-        ],
+        &state,
+        &md,
+        &nats,
     );
     let peer = NatsPeer::connect(&nats.url()).await;
     let mut a = peer.subscribe("a").await;
@@ -500,8 +512,7 @@ routes:
     for i in 0..3 {
         md.publish("/a", &text("old", i), true);
     }
-    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
-    ferry.wait_ready().await;
+    let mut ferry = start_ready_with_token(&yaml).await;
     // Once each subject was polled, /a's last message is ferry's starting point, and /empty
     // was found empty.
     md.wait_for_consumes("/a", 1, secs(10)).await;
@@ -525,7 +536,7 @@ async fn readyz_follows_the_servers_without_showing_the_token() {
     let nats = NatsServer::start(NatsOptions::default());
     let port = free_port();
     let state = tempfile::tempdir().unwrap();
-    let yaml = fill(
+    let yaml = with_state_md_and_nats(
         r#"
 state_dir: "@STATE@"
 admin: { listen: "127.0.0.1:@PORT@" }
@@ -539,14 +550,12 @@ routes:
     from: { connection: md, subject: /a }
     to: { connection: core, subject: a }
 "#,
-        &[
-            ("@STATE@", state.path().display().to_string()),
-            ("@PORT@", port.to_string()),
-            ("@MD@", md.url()),
-            ("@NATS@", nats.url()),
-        ],
-    );
-    let mut ferry = Ferry::start_with_env(&yaml, &[("MIGRATORYDATA_TOKEN", TOKEN)]);
+        &state,
+        &md,
+        &nats,
+    )
+    .replace("@PORT@", &port.to_string());
+    let mut ferry = start_with_token(&yaml);
     ferry.wait_for_line("connection down", secs(10)).await;
     // The NATS side must be up too before "ready" can be asked of the MigratoryData side alone
     // (on a loaded machine it may still be connecting when the fake comes back).
@@ -568,5 +577,5 @@ routes:
     ferry.wait_for_line("reconnected to", secs(10)).await;
     let (status, body) = readyz().await;
     assert_eq!((status, body.as_str()), (200, "ready\n"));
-    assert_never_logged(&ferry, TOKEN);
+    ferry.assert_never_logged(TOKEN);
 }

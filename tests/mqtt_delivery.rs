@@ -50,16 +50,63 @@ fn messages(topic: &str, stream: &str, count: usize) -> Vec<(String, bytes::Byte
         .collect()
 }
 
+/// A numbered load: `sent` messages of stream `name`, published at QoS 1 and counted where
+/// they arrive.
+#[derive(Clone, Copy)]
+struct Load {
+    name: &'static str,
+    sent: usize,
+}
+
+impl Load {
+    fn new(name: &'static str, sent: usize) -> Load {
+        Load { name, sent }
+    }
+
+    /// Publishes the load on `topic`, each message acknowledged.
+    async fn publish(self, peer: &MqttPeer, topic: &str) {
+        peer.publish_all(messages(topic, self.name, self.sent), 1)
+            .await;
+    }
+
+    /// Publishes the load on `topic` in a task of its own, so the test acts while it goes
+    /// through; the task hands the peer back when done.
+    fn publish_meanwhile(
+        self,
+        peer: MqttPeer,
+        topic: &'static str,
+    ) -> tokio::task::JoinHandle<MqttPeer> {
+        tokio::spawn(async move {
+            self.publish(&peer, topic).await;
+            peer
+        })
+    }
+
+    /// [`collect_stream`] of this load.
+    async fn receive(
+        self,
+        inbox: &mut Inbox,
+        got: Vec<Msg>,
+        timeout: Duration,
+        settle: Duration,
+    ) -> Vec<Msg> {
+        collect_stream(inbox, self.name, self.sent, got, timeout, settle).await
+    }
+
+    /// Counts the load in `got`, reported under `label`; fails the test if one was lost.
+    fn assert_none_lost(self, got: &[Msg], label: &str) -> Tally {
+        let tally = Tally::of_msgs(self.sent, self.name, got).report(label);
+        tally.assert_none_lost(label);
+        tally
+    }
+}
+
 /// The broker must keep everything for a ferry that is down or slow: no per-client limit.
 fn unlimited() -> MosquittoOptions {
     MosquittoOptions {
         max_queued_messages: Some(0),
         ..Default::default()
     }
-}
-
-fn unlimited_mosquitto() -> Mosquitto {
-    Mosquitto::start(unlimited())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -71,7 +118,7 @@ fn unlimited_mosquitto() -> Mosquitto {
 /// polling while the route's queue is full. 10,000 messages: all arrive, once, in order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_route_publishing_back_to_its_own_connection_never_stalls_it() {
-    const SENT: usize = 10_000;
+    let echo = Load::new("echo", 10_000);
     let mut run = Scenario::new()
         .mosquitto_with("mq", unlimited())
         .keys("mq", "client_id: ferry-echo")
@@ -88,21 +135,12 @@ async fn a_route_publishing_back_to_its_own_connection_never_stalls_it() {
     let mut subscriber = run.mqtt_subscriber("mq", "out/#", 1).await;
     let publisher = run.mqtt_peer("mq").await;
 
-    publisher
-        .publish_all(messages("in/s", "echo", SENT), 1)
+    echo.publish(&publisher, "in/s").await;
+    let got = echo
+        .receive(&mut subscriber.inbox, Vec::new(), secs(120), millis(500))
         .await;
-    let got = collect_stream(
-        &mut subscriber.inbox,
-        "echo",
-        SENT,
-        Vec::new(),
-        secs(120),
-        millis(500),
-    )
-    .await;
 
-    let tally = Tally::of_msgs(SENT, "echo", &got).report("same connection");
-    tally.assert_none_lost("same connection");
+    let tally = echo.assert_none_lost(&got, "same connection");
     assert_eq!(tally.duplicates, 0, "duplicates in normal running");
     assert_eq!(tally.reordered, 0, "messages out of order");
     assert!(run.ferry.terminate().await.success());
@@ -149,7 +187,7 @@ fn left_unacknowledged(ferry: &Ferry) -> usize {
 /// one once the sink's broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_a_dead_sink_never_took_stay_with_the_broker() {
-    const SENT: usize = 500;
+    let held = Load::new("held", 500);
     let state = tempfile::tempdir().unwrap();
     let mut brokers = plant_to_out(
         "ferry-held",
@@ -166,29 +204,23 @@ async fn messages_a_dead_sink_never_took_stay_with_the_broker() {
     let mut ferry = Ferry::start(&brokers.config);
     ferry.wait_for_line("subscriptions)", secs(30)).await;
     let publisher = brokers.mqtt_peer("plant").await;
-    publisher
-        .publish_all(messages("up/s", "held", SENT), 1)
-        .await;
+    held.publish(&publisher, "up/s").await;
     ferry.wait_for_line("sink out unavailable", secs(30)).await;
     assert!(ferry.terminate().await.success());
-    let held = left_unacknowledged(&ferry);
-    eprintln!("[dead sink] ferry stopped holding {held} unacknowledged message(s)");
-    assert!(held > 0, "ferry held no unacknowledged message at shutdown");
+    let unacknowledged = left_unacknowledged(&ferry);
+    eprintln!("[dead sink] ferry stopped holding {unacknowledged} unacknowledged message(s)");
+    assert!(
+        unacknowledged > 0,
+        "ferry held no unacknowledged message at shutdown"
+    );
 
     brokers.broker_mut("out").restart();
     let mut subscriber = brokers.mqtt_subscriber("out", "relayed/#", 1).await;
     let mut ferry = Ferry::start(&brokers.config);
-    let got = collect_stream(
-        &mut subscriber.inbox,
-        "held",
-        SENT,
-        Vec::new(),
-        secs(60),
-        millis(500),
-    )
-    .await;
-    let tally = Tally::of_msgs(SENT, "held", &got).report("dead sink");
-    tally.assert_none_lost("dead sink");
+    let got = held
+        .receive(&mut subscriber.inbox, Vec::new(), secs(60), millis(500))
+        .await;
+    held.assert_none_lost(&got, "dead sink");
     assert!(ferry.terminate().await.success());
 }
 
@@ -199,38 +231,23 @@ async fn messages_a_dead_sink_never_took_stay_with_the_broker() {
 /// acknowledged at the kill) are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ferry_killed_mid_stream_loses_nothing() {
-    const SENT: usize = 20_000;
+    let kill = Load::new("kill", 20_000);
     let brokers = plant_to_out("ferry-killed", "", "").start_brokers();
     let mut subscriber = brokers.mqtt_subscriber("out", "relayed/#", 1).await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
-    let publisher = brokers.mqtt_peer("plant").await;
-    let publishing = tokio::spawn(async move {
-        publisher
-            .publish_all(messages("up/s", "kill", SENT), 1)
-            .await;
-        publisher
-    });
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
+    let publishing = kill.publish_meanwhile(brokers.mqtt_peer("plant").await, "up/s");
     // Kill once a good part went through, while the rest is still coming.
-    let mut before = subscriber.inbox.collect(SENT / 4, secs(60)).await;
-    ferry.signal("KILL");
-    ferry.wait_exit(secs(10)).await;
+    let mut before = subscriber.inbox.collect(kill.sent / 4, secs(60)).await;
+    ferry.kill9().await;
     before.extend(subscriber.inbox.drain());
 
     let mut ferry = Ferry::start(&brokers.config);
     let _publisher = publishing.await.unwrap();
-    let got = collect_stream(
-        &mut subscriber.inbox,
-        "kill",
-        SENT,
-        before,
-        secs(120),
-        secs(1),
-    )
-    .await;
-    let tally = Tally::of_msgs(SENT, "kill", &got).report("kill -9");
-    tally.assert_none_lost("kill -9");
+    let got = kill
+        .receive(&mut subscriber.inbox, before, secs(120), secs(1))
+        .await;
+    kill.assert_none_lost(&got, "kill -9");
     assert!(ferry.terminate().await.success());
 }
 
@@ -287,7 +304,8 @@ async fn a_clean_stop_mid_stream_neither_loses_nor_repeats() {
 /// state. The messages that arrive while ferry is down come too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_ferry_publishes_and_subscribes_on_its_kept_session() {
-    const BATCH: usize = 200;
+    let first = Load::new("first", 200);
+    let second = Load::new("second", 200);
     let brokers = Scenario::new()
         .mosquitto_with("mq", unlimited())
         .keys("mq", "client_id: ferry-kept")
@@ -302,22 +320,13 @@ async fn a_restarted_ferry_publishes_and_subscribes_on_its_kept_session() {
     let mut subscriber = brokers.mqtt_subscriber("mq", "out/#", 2).await;
     let publisher = brokers.mqtt_peer("mq").await;
 
-    let mut ferry = Ferry::start(&brokers.config);
-    ferry.wait_ready().await;
-    let publishing = tokio::spawn(async move {
-        publisher
-            .publish_all(messages("in/a", "first", BATCH), 1)
-            .await;
-        publisher
-    });
-    let mut got = subscriber.inbox.collect(BATCH / 4, secs(30)).await;
-    ferry.signal("KILL");
-    ferry.wait_exit(secs(10)).await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
+    let publishing = first.publish_meanwhile(publisher, "in/a");
+    let mut got = subscriber.inbox.collect(first.sent / 4, secs(30)).await;
+    ferry.kill9().await;
     let publisher = publishing.await.unwrap();
     // While ferry is down: the broker keeps these for its session.
-    publisher
-        .publish_all(messages("in/b", "second", BATCH), 1)
-        .await;
+    second.publish(&publisher, "in/b").await;
 
     let mut ferry = Ferry::start(&brokers.config);
     let ready = ferry.wait_ready().await;
@@ -330,33 +339,52 @@ async fn a_restarted_ferry_publishes_and_subscribes_on_its_kept_session() {
             .any(|l| l.contains("without local session state")),
         "the client resumed the kept session broker-only"
     );
-    got = collect_stream(
-        &mut subscriber.inbox,
-        "first",
-        BATCH,
-        got,
-        secs(60),
-        millis(0),
-    )
-    .await;
-    let got = collect_stream(
-        &mut subscriber.inbox,
-        "second",
-        BATCH,
-        got,
-        secs(60),
-        millis(500),
-    )
-    .await;
-    for stream in ["first", "second"] {
-        let tally = Tally::of_msgs(BATCH, stream, &got).report(&format!("kept session, {stream}"));
-        tally.assert_none_lost(&format!("kept session, {stream}"));
+    got = first
+        .receive(&mut subscriber.inbox, got, secs(60), millis(0))
+        .await;
+    got = second
+        .receive(&mut subscriber.inbox, got, secs(60), millis(500))
+        .await;
+    for load in [first, second] {
+        load.assert_none_lost(&got, &format!("kept session, {}", load.name));
     }
     assert!(ferry.terminate().await.success());
 }
 
 // ---------------------------------------------------------------------------------------------
 // Liveness
+
+/// Keys for a connection only its probe can find dead: a probe every second, a keep-alive too
+/// long to notice first.
+fn watched_by_its_probe(client_id: &str) -> String {
+    format!("client_id: {client_id}, keep_alive: 60s, probe: {{ interval: 1s, timeout: 1s }}")
+}
+
+/// Route `relay`: `in/#` on connection `watched` to `out/<level 1>` on connection `to`, QoS 1.
+fn relay_from_watched_to(to: &str) -> String {
+    fill(
+        r#"
+  - name: relay
+    from: { connection: watched, topic: "in/#", qos: 1 }
+    to: { connection: @TO@, topic: "out/{{ topic[1] }}", qos: 1 }
+"#,
+        &[("@TO@", to.to_string())],
+    )
+}
+
+/// Waits until ferry, after `mark`, logs `noticed` (within `timeout`), then `reconnected`
+/// (within 15 s): it found its connection dead and replaced it.
+async fn wait_noticed_and_reconnected(
+    ferry: &mut Ferry,
+    mark: usize,
+    noticed: &str,
+    timeout: Duration,
+) {
+    ferry.wait_for_line_since(mark, noticed, timeout).await;
+    ferry
+        .wait_for_line_since(mark, "reconnected", secs(15))
+        .await;
+}
 
 /// Reads `in/#` through the stalling proxy (probe every second, keep-alive long enough not to
 /// notice first) and publishes to `out/...` directly. A first batch passes; then the proxy
@@ -365,74 +393,40 @@ async fn a_restarted_ferry_publishes_and_subscribes_on_its_kept_session() {
 /// broker delivers the second batch on the new connection: nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_probe_notices_a_silent_connection_and_ferry_recovers_without_loss() {
-    const BATCH: usize = 100;
-    let mosquitto = unlimited_mosquitto();
-    let proxy = TcpProxy::start(mosquitto.port).await;
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  watched:
-    mqtt:
-      url: "@PROXY@"
-      client_id: ferry-watched
-      keep_alive: 60s
-      probe: { interval: 1s, timeout: 1s }
-  direct:
-    mqtt: { url: "@MQTT@", client_id: ferry-direct }
-routes:
-  - name: relay
-    from: { connection: watched, topic: "in/#", qos: 1 }
-    to: { connection: direct, topic: "out/{{ topic[1] }}", qos: 1 }
-"#,
-        &[("@PROXY@", proxy.mqtt_url()), ("@MQTT@", mosquitto.url())],
-    ));
-    ferry.wait_ready().await;
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("out/#", 1).await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
-
-    publisher
-        .publish_all(messages("in/a", "before", BATCH), 1)
+    let before = Load::new("before", 100);
+    let after = Load::new("after", 100);
+    let mut run = Scenario::new()
+        .mosquitto_with("direct", unlimited())
+        .keys("direct", "client_id: ferry-direct")
+        .connection("watched", "direct")
+        .through_proxy("watched")
+        .keys("watched", &watched_by_its_probe("ferry-watched"))
+        .routes(&relay_from_watched_to("direct"))
+        .start()
         .await;
-    let before = collect_stream(
-        &mut subscriber.inbox,
-        "before",
-        BATCH,
-        Vec::new(),
-        secs(30),
-        millis(0),
-    )
-    .await;
-    Tally::of_msgs(BATCH, "before", &before).assert_none_lost("before");
+    let mut subscriber = run.mqtt_subscriber("direct", "out/#", 1).await;
+    let publisher = run.mqtt_peer("direct").await;
 
-    let mark = ferry.mark();
-    proxy.stall_existing();
-    publisher
-        .publish_all(messages("in/b", "after", BATCH), 1)
+    before.publish(&publisher, "in/a").await;
+    let got = before
+        .receive(&mut subscriber.inbox, Vec::new(), secs(30), millis(0))
         .await;
+    Tally::of_msgs(before.sent, before.name, &got).assert_none_lost("before");
+
+    let mark = run.ferry.mark();
+    run.proxy("watched").stall_existing();
+    after.publish(&publisher, "in/b").await;
     let started = std::time::Instant::now();
-    ferry
-        .wait_for_line_since(mark, "did not come back within", secs(10))
-        .await;
-    ferry
-        .wait_for_line_since(mark, "reconnected", secs(15))
-        .await;
+    wait_noticed_and_reconnected(&mut run.ferry, mark, "did not come back within", secs(10)).await;
     eprintln!(
         "[probe] noticed and reconnected {:?} after the stall",
         started.elapsed()
     );
-    let got = collect_stream(
-        &mut subscriber.inbox,
-        "after",
-        BATCH,
-        Vec::new(),
-        secs(30),
-        millis(500),
-    )
-    .await;
-    let tally = Tally::of_msgs(BATCH, "after", &got).report("probe");
-    tally.assert_none_lost("probe");
-    assert!(ferry.terminate().await.success());
+    let got = after
+        .receive(&mut subscriber.inbox, Vec::new(), secs(30), millis(500))
+        .await;
+    after.assert_none_lost(&got, "probe");
+    assert!(run.ferry.terminate().await.success());
 }
 
 /// Acks belong to the connection their messages arrived on. The sink's broker is paused, so
@@ -444,67 +438,37 @@ routes:
 /// fails over an ack, and at the end nothing is left unacknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acks_of_a_replaced_connection_never_reach_the_new_one() {
-    const BATCH: usize = 50;
-    let source = unlimited_mosquitto();
-    let sink = unlimited_mosquitto();
-    let proxy = TcpProxy::start(source.port).await;
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  watched:
-    mqtt:
-      url: "@PROXY@"
-      client_id: ferry-generations
-      keep_alive: 60s
-      probe: { interval: 1s, timeout: 1s }
-  out:
-    mqtt: { url: "@SINK@", client_id: ferry-generations-out }
-routes:
-  - name: relay
-    from: { connection: watched, topic: "in/#", qos: 1 }
-    to: { connection: out, topic: "out/{{ topic[1] }}", qos: 1 }
-"#,
-        &[("@PROXY@", proxy.mqtt_url()), ("@SINK@", sink.url())],
-    ));
-    ferry.wait_ready().await;
-    let mut subscriber = MqttPeer::connect(&sink.url()).await;
-    subscriber.subscribe("out/#", 1).await;
-    let publisher = MqttPeer::connect(&source.url()).await;
+    let held = Load::new("held", 50);
+    let mut run = Scenario::new()
+        .mosquitto_with("watched", unlimited())
+        .through_proxy("watched")
+        .keys("watched", &watched_by_its_probe("ferry-generations"))
+        .mosquitto_with("out", unlimited())
+        .keys("out", "client_id: ferry-generations-out")
+        .routes(&relay_from_watched_to("out"))
+        .start()
+        .await;
+    let mut subscriber = run.mqtt_subscriber("out", "out/#", 1).await;
+    let publisher = run.mqtt_peer("watched").await;
 
-    sink.pause();
-    publisher
-        .publish_all(messages("in/held", "held", BATCH), 1)
-        .await;
-    let mark = ferry.mark();
-    proxy.stall_existing();
-    ferry
-        .wait_for_line_since(mark, "did not come back within", secs(10))
-        .await;
-    ferry
-        .wait_for_line_since(mark, "reconnected", secs(15))
-        .await;
-    sink.resume();
+    run.broker_mut("out").pause();
+    held.publish(&publisher, "in/held").await;
+    let mark = run.ferry.mark();
+    run.proxy("watched").stall_existing();
+    wait_noticed_and_reconnected(&mut run.ferry, mark, "did not come back within", secs(10)).await;
+    run.broker_mut("out").resume();
 
-    let got = collect_stream(
-        &mut subscriber.inbox,
-        "held",
-        BATCH,
-        Vec::new(),
-        secs(60),
-        millis(500),
-    )
-    .await;
-    let tally = Tally::of_msgs(BATCH, "held", &got).report("generations");
-    tally.assert_none_lost("generations");
-    let failed_over_an_ack = ferry
-        .lines()
-        .into_iter()
+    let got = held
+        .receive(&mut subscriber.inbox, Vec::new(), secs(60), millis(500))
+        .await;
+    held.assert_none_lost(&got, "generations");
+    let failed_over_an_ack = (run.ferry.lines().into_iter())
         .filter(|l| l.contains("unsolicited"))
         .collect::<Vec<_>>();
     assert!(failed_over_an_ack.is_empty(), "{failed_over_an_ack:?}");
-    assert!(ferry.terminate().await.success());
+    assert!(run.ferry.terminate().await.success());
     assert_eq!(
-        left_unacknowledged(&ferry),
+        left_unacknowledged(&run.ferry),
         0,
         "messages delivered but left unacknowledged"
     );
@@ -514,45 +478,35 @@ routes:
 /// route's message goes out on the new connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_alive_notices_a_stalled_sink_connection() {
-    let mosquitto = unlimited_mosquitto();
-    let nats = NatsServer::start(NatsOptions::default());
-    let proxy = TcpProxy::start(mosquitto.port).await;
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  nc:
-    nats: { url: "@NATS@" }
-  out:
-    mqtt: { url: "@PROXY@", client_id: ferry-stalled-sink, keep_alive: 1s }
-routes:
+    let mut run = Scenario::new()
+        .mosquitto_with("out", unlimited())
+        .through_proxy("out")
+        .keys("out", "client_id: ferry-stalled-sink, keep_alive: 1s")
+        .nats("nc")
+        .routes(
+            r#"
   - name: down
     from: { connection: nc, subject: "cmd.>" }
     to: { connection: out, topic: "cmd/{{ subject[1] }}", qos: 1 }
 "#,
-        &[("@PROXY@", proxy.mqtt_url()), ("@NATS@", nats.url())],
-    ));
-    ferry.wait_ready().await;
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("cmd/#", 1).await;
-    let publisher = NatsPeer::connect(&nats.url()).await;
+        )
+        .start()
+        .await;
+    let mut subscriber = run.mqtt_subscriber("out", "cmd/#", 1).await;
+    let publisher = run.nats_peer("nc").await;
     publisher.publish("cmd.first", "first").await;
     subscriber.inbox.collect(1, secs(10)).await;
 
-    let mark = ferry.mark();
-    proxy.stall_existing();
+    let mark = run.ferry.mark();
+    run.proxy("out").stall_existing();
     publisher.publish("cmd.second", "second").await;
-    ferry
-        .wait_for_line_since(mark, "connection down", secs(10))
-        .await;
-    ferry
-        .wait_for_line_since(mark, "reconnected", secs(15))
-        .await;
+    wait_noticed_and_reconnected(&mut run.ferry, mark, "connection down", secs(10)).await;
     let got = subscriber
         .inbox
         .collect_until("the second message", |m| m.text() == "second", secs(30))
         .await;
     eprintln!("[keep-alive] {} message(s) after the stall", got.len());
-    assert!(ferry.terminate().await.success());
+    assert!(run.ferry.terminate().await.success());
 }
 
 /// The write itself blocks: ferry's sink connection stalls while it sends a 12 MiB message,
@@ -562,39 +516,32 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_that_never_completes_is_noticed() {
     const SIZE: usize = 12 << 20;
-    let mosquitto = unlimited_mosquitto();
-    let proxy = TcpProxy::start(mosquitto.port).await;
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  src:
-    mqtt: { url: "@MQTT@", client_id: ferry-big-in, max_packet_size: 64MiB }
-  out:
-    mqtt: { url: "@PROXY@", client_id: ferry-big-out, keep_alive: 1s }
-routes:
+    let mut run = Scenario::new()
+        .mosquitto_with("src", unlimited())
+        .keys("src", "client_id: ferry-big-in, max_packet_size: 64MiB")
+        .connection("out", "src")
+        .through_proxy("out")
+        .keys("out", "client_id: ferry-big-out, keep_alive: 1s")
+        .routes(
+            r#"
   - name: big
     from: { connection: src, topic: "big/in", qos: 1 }
     to: { connection: out, topic: big/out, qos: 1 }
 "#,
-        &[("@PROXY@", proxy.mqtt_url()), ("@MQTT@", mosquitto.url())],
-    ));
-    ferry.wait_ready().await;
-    let mut subscriber = MqttPeer::connect(&mosquitto.url()).await;
-    subscriber.subscribe("big/out", 1).await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+        )
+        .start()
+        .await;
+    let mut subscriber = run.mqtt_subscriber("src", "big/out", 1).await;
+    let publisher = run.mqtt_peer("src").await;
 
-    let mark = ferry.mark();
-    proxy.stall_existing();
+    let mark = run.ferry.mark();
+    run.proxy("out").stall_existing();
     publisher.publish("big/in", vec![7u8; SIZE], 1, false).await;
-    ferry
-        .wait_for_line_since(mark, "the connection is stalled", secs(15))
-        .await;
-    ferry
-        .wait_for_line_since(mark, "reconnected", secs(15))
-        .await;
+    let noticed = "the connection is stalled";
+    wait_noticed_and_reconnected(&mut run.ferry, mark, noticed, secs(15)).await;
     let got = subscriber.inbox.collect(1, secs(30)).await;
     assert_eq!(got[0].payload.len(), SIZE);
-    assert!(ferry.terminate().await.success());
+    assert!(run.ferry.terminate().await.success());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -606,18 +553,14 @@ routes:
 #[ignore]
 async fn measure_relay_rates_with_a_persistent_session() {
     const N: usize = 20_000;
-    let mosquitto = unlimited_mosquitto();
-    let nats = NatsServer::start(NatsOptions::default());
     let state = tempfile::tempdir().unwrap();
-    let mut ferry = Ferry::start(&fill(
-        r#"
-state_dir: "@STATE@"
-connections:
-  mq:
-    mqtt: { url: "@MQTT@", client_id: ferry-measure }
-  nc:
-    nats: { url: "@NATS@" }
-routes:
+    let mut run = Scenario::new()
+        .settings(&format!("state_dir: \"{}\"", state.path().display()))
+        .mosquitto_with("mq", unlimited())
+        .keys("mq", "client_id: ferry-measure")
+        .nats("nc")
+        .routes(
+            r#"
   - name: up
     from: { connection: mq, topic: "up/#", qos: 1 }
     to: { connection: nc, subject: "up.x" }
@@ -628,44 +571,32 @@ routes:
     from: { connection: nc, subject: "down.>" }
     to: { connection: mq, topic: down/x, qos: 1 }
 "#,
-        &[
-            ("@MQTT@", mosquitto.url()),
-            ("@NATS@", nats.url()),
-            ("@STATE@", state.path().display().to_string()),
-        ],
-    ));
-    ferry.wait_ready().await;
-    let nats_peer = NatsPeer::connect(&nats.url()).await;
-    let mut up = nats_peer.subscribe("up.>").await;
-    let mut mqtt_sub = MqttPeer::connect(&mosquitto.url()).await;
-    mqtt_sub.subscribe("echoed/#", 1).await;
+        )
+        .start()
+        .await;
+    let (nats_peer, mut up) = run.nats_subscriber("nc", "up.>").await;
+    let mut mqtt_sub = run.mqtt_subscriber("mq", "echoed/#", 1).await;
     mqtt_sub.subscribe("down/#", 1).await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let publisher = run.mqtt_peer("mq").await;
 
+    let rate =
+        |count: usize, started: std::time::Instant| count as f64 / started.elapsed().as_secs_f64();
     let started = std::time::Instant::now();
     publisher.publish_all(messages("up/s", "up", N), 1).await;
     collect_stream(&mut up, "up", N, Vec::new(), secs(300), millis(0)).await;
     eprintln!(
         "[measure] MQTT QoS 1 -> NATS: {:.0} msg/s",
-        N as f64 / started.elapsed().as_secs_f64()
+        rate(N, started)
     );
 
     let started = std::time::Instant::now();
-    publisher
-        .publish_all(messages("echo/s", "echo", N / 4), 1)
+    let echo = Load::new("echo", N / 4);
+    echo.publish(&publisher, "echo/s").await;
+    echo.receive(&mut mqtt_sub.inbox, Vec::new(), secs(300), millis(0))
         .await;
-    collect_stream(
-        &mut mqtt_sub.inbox,
-        "echo",
-        N / 4,
-        Vec::new(),
-        secs(300),
-        millis(0),
-    )
-    .await;
     eprintln!(
         "[measure] MQTT QoS 1 -> same connection QoS 1: {:.0} msg/s",
-        (N / 4) as f64 / started.elapsed().as_secs_f64()
+        rate(N / 4, started)
     );
 
     let started = std::time::Instant::now();
@@ -683,14 +614,10 @@ routes:
     .await;
     eprintln!(
         "[measure] NATS -> MQTT QoS 1: {:.0} msg/s",
-        (N / 4) as f64 / started.elapsed().as_secs_f64()
+        rate(N / 4, started)
     );
-    assert!(ferry.terminate().await.success());
-    for line in ferry
-        .lines()
-        .iter()
-        .filter(|l| l.contains("session checkpoints"))
-    {
+    assert!(run.ferry.terminate().await.success());
+    for line in (run.ferry.lines().iter()).filter(|l| l.contains("session checkpoints")) {
         eprintln!("[measure] {line}");
     }
 }
@@ -704,33 +631,33 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_dropping_every_connection_sees_reconnects_paced_by_the_backoff() {
     const WATCHED: Duration = secs(5);
-    let mosquitto = unlimited_mosquitto();
-    let proxy = TcpProxy::start(mosquitto.port).await;
-    let mut ferry = Ferry::start(&fill(
-        r#"
-connections:
-  flaky:
-    mqtt:
-      url: "@PROXY@"
-      client_id: ferry-flaky
-    reconnect: { initial_delay: 100ms, max_delay: 1s, connect_timeout: 2s, stable_after: 30s }
-  direct:
-    mqtt: { url: "@MQTT@", client_id: ferry-direct }
-routes:
+    let mut run = Scenario::new()
+        .mosquitto_with("direct", unlimited())
+        .keys("direct", "client_id: ferry-direct")
+        .connection("flaky", "direct")
+        .through_proxy("flaky")
+        .keys("flaky", "client_id: ferry-flaky")
+        .connection_settings(
+            "flaky",
+            "reconnect: { initial_delay: 100ms, max_delay: 1s, connect_timeout: 2s, stable_after: 30s }",
+        )
+        .routes(
+            r#"
   - name: relay
     from: { connection: flaky, topic: "in/#", qos: 1 }
     to: { connection: direct, topic: "out/x", qos: 1 }
 "#,
-        &[("@PROXY@", proxy.mqtt_url()), ("@MQTT@", mosquitto.url())],
-    ));
-    ferry.wait_ready().await;
-    let mark = ferry.mark();
+        )
+        .start()
+        .await;
+    let mark = run.ferry.mark();
+    let proxy = run.proxy("flaky");
     proxy.drop_after_first_reply();
     let before = proxy.accepted();
     proxy.sever();
     tokio::time::sleep(WATCHED).await;
     let attempts = proxy.accepted() - before;
-    let downs = ferry.lines()[mark..]
+    let downs = run.ferry.lines()[mark..]
         .iter()
         .filter(|l| l.contains("connection down") && l.contains("connection=flaky"))
         .count();
@@ -748,5 +675,5 @@ routes:
         downs + 1 >= attempts,
         "{attempts} attempts, but ferry logged only {downs} drops"
     );
-    assert!(ferry.terminate().await.success());
+    assert!(run.ferry.terminate().await.success());
 }

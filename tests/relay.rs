@@ -62,9 +62,7 @@ fn unlimited_queue() -> MosquittoOptions {
 /// in order.
 async fn expect_load(inbox: &mut Inbox, separator: &str) {
     let end = format!("load{separator}end");
-    let mut got = inbox
-        .collect_until("the final `end` message", |m| m.topic == end, secs(120))
-        .await;
+    let mut got = inbox.collect_until_topic(&end, secs(120)).await;
     got.pop();
     for m in &got {
         let (stream, _) = parse_seq(&m.payload).expect("sequence payload");
@@ -286,9 +284,7 @@ async fn jq_filter_and_transform() {
         .publish("rooms/c", r#"{"room":"c","value":30.5}"#, 1, false)
         .await;
 
-    let got = inbox
-        .collect_until("the message for room c", |m| m.topic == "warm.c", secs(15))
-        .await;
+    let got = inbox.collect_until_topic("warm.c", secs(15)).await;
     let got: Vec<(String, serde_json::Value)> =
         got.iter().map(|m| (m.topic.clone(), m.json())).collect();
     assert_eq!(

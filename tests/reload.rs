@@ -48,6 +48,20 @@ routes:
     )
 }
 
+/// Publishes `"x"` on `in.a` and returns what route `changing` made of it.
+async fn through_changing(nats_peer: &NatsPeer, changing_inbox: &mut Inbox) -> Msg {
+    nats_peer.publish("in.a", "\"x\"").await;
+    (changing_inbox.recv(secs(10)).await).expect("changing relays")
+}
+
+/// What arrives at `inbox` before the final `end` message (on `end_subject`), which must come
+/// within 60 s.
+async fn until_end(inbox: &mut Inbox, end_subject: &str) -> Vec<Msg> {
+    let mut got = inbox.collect_until_topic(end_subject, secs(60)).await;
+    got.pop();
+    got
+}
+
 /// Four reloads while 3,000 QoS 1 messages stream through `steady`: a new transform, a broken
 /// file, a route added, a route removed. Every steady message arrives once and in order, the
 /// log says `steady` was left alone each time, and each change takes effect.
@@ -59,8 +73,7 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     });
     let nats = NatsServer::start(NatsOptions::default());
     let (mqtt_url, nats_url) = (mosquitto.url(), nats.url());
-    let mut ferry = Ferry::start(&config(&mqtt_url, &nats_url, 1, false));
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&config(&mqtt_url, &nats_url, 1, false)).await;
 
     let nats_peer = NatsPeer::connect(&nats_url).await;
     let mut steady_inbox = nats_peer.subscribe("steady.>").await;
@@ -88,22 +101,14 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     });
 
     // The transform before any reload.
-    nats_peer.publish("in.a", "\"x\"").await;
-    let m = changing_inbox
-        .recv(secs(10))
-        .await
-        .expect("changing relays");
+    let m = through_changing(&nats_peer, changing_inbox).await;
     assert_eq!(m.json()["version"], 1, "{m:?}");
 
     // 1. A new transform: only `changing` restarts.
     let line = reload(&mut ferry, &config(&mqtt_url, &nats_url, 2, false)).await;
     assert!(line.contains("restarted: changing"), "{line}");
     assert!(line.contains("unchanged: steady"), "{line}");
-    nats_peer.publish("in.a", "\"x\"").await;
-    let m = changing_inbox
-        .recv(secs(10))
-        .await
-        .expect("changing relays");
+    let m = through_changing(&nats_peer, changing_inbox).await;
     assert_eq!(m.json()["version"], 2, "the new transform applies: {m:?}");
 
     // 2. A broken file: refused with its position, the old configuration keeps running.
@@ -124,11 +129,7 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     ferry
         .wait_for_line_since(mark, "keeps running", secs(20))
         .await;
-    nats_peer.publish("in.a", "\"x\"").await;
-    let m = changing_inbox
-        .recv(secs(10))
-        .await
-        .expect("changing relays");
+    let m = through_changing(&nats_peer, changing_inbox).await;
     assert_eq!(m.json()["version"], 2, "still the old configuration: {m:?}");
 
     // 3. A route added on `changing`'s source connection: that connection and `changing`
@@ -149,11 +150,7 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     assert!(line.contains("stopped: added"), "{line}");
     assert!(line.contains("unchanged: steady"), "{line}");
     nats_peer.publish("extra.a", "gone").await;
-    nats_peer.publish("in.a", "\"x\"").await;
-    changing_inbox
-        .recv(secs(10))
-        .await
-        .expect("changing relays");
+    through_changing(&nats_peer, changing_inbox).await;
     extra_inbox.expect_nothing(Duration::from_millis(300)).await;
 
     assert!(
@@ -162,14 +159,7 @@ async fn untouched_route_keeps_flowing_through_reloads() {
     );
     streaming.store(false, Ordering::Relaxed);
     stream.await.unwrap();
-    let mut got = steady_inbox
-        .collect_until(
-            "the final `end` message",
-            |m| m.topic == "steady.end",
-            secs(60),
-        )
-        .await;
-    got.pop();
+    let got = until_end(&mut steady_inbox, "steady.end").await;
     let tally = Tally::of_msgs(STEADY, "s0", &got).report("steady through four reloads");
     tally.assert_none_lost("steady");
     assert_eq!(tally.duplicates, 0, "{tally}");
@@ -187,26 +177,17 @@ async fn restarted_source_connection_loses_nothing() {
     });
     let nats = NatsServer::start(NatsOptions::default());
     let yaml = |max_messages: usize| {
-        format!(
-            r#"
-connections:
-  mq:
-    mqtt: {{ url: "{}", client_id: ferry-reload-source }}
-  nc:
-    nats: {{ url: "{}" }}
-routes:
-  - name: load
-    from: {{ connection: mq, topic: "load/#", qos: 1 }}
-    to: {{ connection: nc, subject: auto }}
-    delivery: at-least-once
-    queue: {{ max_messages: {max_messages} }}
-"#,
-            mosquitto.url(),
-            nats.url()
+        let route_keys =
+            format!("    delivery: at-least-once\n    queue: {{ max_messages: {max_messages} }}\n");
+        mqtt_to_nats(
+            &mosquitto,
+            &nats,
+            "ferry-reload-source",
+            "load",
+            &route_keys,
         )
     };
-    let mut ferry = Ferry::start(&yaml(1000));
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&yaml(1000)).await;
     let nats_peer = NatsPeer::connect(&nats.url()).await;
     let mut inbox = nats_peer.subscribe("load.>").await;
     let publisher = MqttPeer::connect(&mosquitto.url()).await;
@@ -228,17 +209,35 @@ routes:
         assert!(line.contains("restarted: mq"), "{line}");
     }
     stream.await.unwrap();
-    let mut got = inbox
-        .collect_until(
-            "the final `end` message",
-            |m| m.topic == "load.end",
-            secs(60),
-        )
-        .await;
-    got.pop();
+    let mut got = until_end(&mut inbox, "load.end").await;
     got.insert(0, first);
     let tally = Tally::of_msgs(2_000, "s0", &got).report("source connection restarted twice");
     tally.assert_none_lost("load");
+}
+
+/// Connections `mq` (MQTT, client id `client_id`) and `nc` (NATS), and route `name`:
+/// `<name>/#` on `mq` at QoS 1 to `nc`, subject `auto`, then `route_keys` (YAML lines).
+fn mqtt_to_nats(
+    mosquitto: &Mosquitto,
+    nats: &NatsServer,
+    client_id: &str,
+    name: &str,
+    route_keys: &str,
+) -> String {
+    let (mqtt, nats) = (mosquitto.url(), nats.url());
+    format!(
+        r#"
+connections:
+  mq:
+    mqtt: {{ url: "{mqtt}", client_id: {client_id} }}
+  nc:
+    nats: {{ url: "{nats}" }}
+routes:
+  - name: {name}
+    from: {{ connection: mq, topic: "{name}/#", qos: 1 }}
+    to: {{ connection: nc, subject: auto }}
+{route_keys}"#
+    )
 }
 
 /// Writes `yaml` over ferry's config file, sends SIGHUP, and returns the line that sums up what
@@ -259,27 +258,19 @@ async fn route_with_a_spool_restarts() {
     let mosquitto = Mosquitto::start(MosquittoOptions::default());
     let nats = NatsServer::start(NatsOptions::default());
     let yaml = |version: u32| {
-        format!(
-            r#"
-state_dir: state
-connections:
-  mq:
-    mqtt: {{ url: "{}", client_id: ferry-reload-spool }}
-  nc:
-    nats: {{ url: "{}" }}
-routes:
-  - name: spooled
-    from: {{ connection: mq, topic: "spooled/#", qos: 1 }}
-    to: {{ connection: nc, subject: auto }}
-    transform: '{{version: {version}, body: .}}'
-    spool: {{ max_bytes: 10MiB }}
-"#,
-            mosquitto.url(),
-            nats.url()
-        )
+        let route_keys = format!(
+            "    transform: '{{version: {version}, body: .}}'\n    spool: {{ max_bytes: 10MiB }}\n"
+        );
+        let route = mqtt_to_nats(
+            &mosquitto,
+            &nats,
+            "ferry-reload-spool",
+            "spooled",
+            &route_keys,
+        );
+        format!("state_dir: state{route}")
     };
-    let mut ferry = Ferry::start(&yaml(1));
-    ferry.wait_ready().await;
+    let mut ferry = Ferry::start_ready(&yaml(1)).await;
     let nats_peer = NatsPeer::connect(&nats.url()).await;
     let mut inbox = nats_peer.subscribe("spooled.>").await;
     let publisher = MqttPeer::connect(&mosquitto.url()).await;

@@ -8,7 +8,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use support::*;
 
@@ -72,14 +72,7 @@ async fn nats_probe_until_through(publisher: &NatsPeer, inbox: &mut Inbox) {
 /// Collects until `stream`'s message `count - 1` arrives and checks that `stream` arrived
 /// complete, once each, in order (messages of other streams and probes are ignored).
 async fn expect_stream(inbox: &mut Inbox, stream: &str, count: usize) {
-    let last = format!("{stream}:{}:", count - 1);
-    let got = inbox
-        .collect_until(
-            &format!("message {last}"),
-            |m| m.text().starts_with(&last),
-            secs(60),
-        )
-        .await;
+    let got = inbox.collect_until_seq(stream, count - 1, secs(60)).await;
     let mine: Vec<Msg> = got
         .into_iter()
         .filter(|m| parse_seq(&m.payload).is_some_and(|(s, _)| s == stream))
@@ -87,8 +80,6 @@ async fn expect_stream(inbox: &mut Inbox, stream: &str, count: usize) {
     assert_sequences(&mine, &[stream], count);
 }
 
-/// Publishes `stream:0..` on `stream/during` every 2 ms until stopped: traffic in flight while
-/// a broker dies.
 /// Publishes `count` messages of stream `name` on `stream/<name>` (QoS 1) and expects every
 /// one of them on NATS, once and in order.
 async fn relay_stream(publisher: &MqttPeer, inbox: &mut Inbox, name: &str, count: usize) {
@@ -102,6 +93,8 @@ async fn relay_stream(publisher: &MqttPeer, inbox: &mut Inbox, name: &str, count
     expect_stream(inbox, name, count).await;
 }
 
+/// Publishes `stream:0..` on `stream/during` every 2 ms until stopped: traffic in flight while
+/// a broker dies.
 fn background_publisher(
     publisher: Arc<MqttPeer>,
     stop: Arc<AtomicBool>,
@@ -124,6 +117,26 @@ fn background_publisher(
     })
 }
 
+/// Relays a first stream of 100 (`before`), then kills `broker` (SIGKILL) while a
+/// [`background_publisher`] publishes, and waits until ferry saw the connection go down.
+/// Returns ferry's log mark from before the kill, and the publisher's stop flag and task.
+async fn kill_mid_stream(
+    run: &mut Running,
+    broker: &str,
+    publisher: &Arc<MqttPeer>,
+    inbox: &mut Inbox,
+) -> (usize, Arc<AtomicBool>, tokio::task::JoinHandle<usize>) {
+    relay_stream(publisher, inbox, "before", 100).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let during = background_publisher(publisher.clone(), stop.clone());
+    let mark = run.ferry.mark();
+    run.brokers.broker_mut(broker).kill9();
+    run.ferry
+        .wait_for_line_since(mark, "connection down", secs(30))
+        .await;
+    (mark, stop, during)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_server_killed_mid_stream_and_restarted_traffic_resumes() {
     let mut run = up_and_down(MosquittoOptions::default(), "{ when_full: block }")
@@ -132,16 +145,8 @@ async fn nats_server_killed_mid_stream_and_restarted_traffic_resumes() {
 
     let (_subscriber, mut inbox) = run.nats_subscriber("nc", "stream.>").await;
     let publisher = Arc::new(run.mqtt_peer("mq").await);
-    relay_stream(&publisher, &mut inbox, "before", 100).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let during = background_publisher(publisher.clone(), stop.clone());
+    let (mark, stop, during) = kill_mid_stream(&mut run, "nc", &publisher, &mut inbox).await;
     let ferry = &mut run.ferry;
-    let mark = ferry.mark();
-    run.brokers.broker_mut("nc").kill9();
-    ferry
-        .wait_for_line_since(mark, "connection down", secs(30))
-        .await;
     run.brokers.broker_mut("nc").restart();
     ferry
         .wait_for_line_since(mark, "reconnected", secs(60))
@@ -170,16 +175,8 @@ async fn mosquitto_killed_and_restarted_ferry_resubscribes_and_publishes_again()
 
     let (nats_peer, mut from_mqtt) = run.nats_subscriber("nc", "stream.>").await;
     let publisher = Arc::new(run.mqtt_peer("mq").await);
-    relay_stream(&publisher, &mut from_mqtt, "before", 100).await;
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let during = background_publisher(publisher.clone(), stop.clone());
+    let (mark, stop, during) = kill_mid_stream(&mut run, "mq", &publisher, &mut from_mqtt).await;
     let ferry = &mut run.ferry;
-    let mark = ferry.mark();
-    run.brokers.broker_mut("mq").kill9();
-    ferry
-        .wait_for_line_since(mark, "connection down", secs(30))
-        .await;
     stop.store(true, Ordering::Relaxed);
     during.abort();
     run.brokers.broker_mut("mq").restart();
@@ -217,36 +214,6 @@ async fn mosquitto_killed_and_restarted_ferry_resubscribes_and_publishes_again()
 const FLOOD: usize = 32_000;
 const FLOOD_SIZE: usize = 4096;
 const RSS_LIMIT_KIB: u64 = 100 * 1024;
-
-/// Samples ferry's resident memory every 50 ms; `stop()` returns the peak in KiB.
-struct RssSampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RssSampler {
-    fn start(pid: u32) -> RssSampler {
-        let peak = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            while !s.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_kib(pid) {
-                    p.fetch_max(kib, Ordering::Relaxed);
-                }
-                tokio::time::sleep(millis(50)).await;
-            }
-        });
-        RssSampler { peak, stop, task }
-    }
-
-    async fn stop(self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.task.await;
-        self.peak.load(Ordering::Relaxed)
-    }
-}
 
 /// Sets up mosquitto (no per-client queue limit: the broker must not be the one dropping),
 /// nats-server, ferry with a 10-message queue and `when_full`, a NATS subscriber, and an MQTT
@@ -310,7 +277,7 @@ async fn when_full_block_loses_nothing_and_memory_stays_bounded() {
     // Every message is now either inside ferry or queued for it at the broker.
     nats.resume();
     let got = inbox.collect(FLOOD, secs(180)).await;
-    let peak = rss.stop().await;
+    let peak = rss.peak_kib();
     assert_sequences(&got, &["flood"], FLOOD);
     assert!(
         peak < RSS_LIMIT_KIB,
@@ -329,11 +296,13 @@ async fn when_full_block_loses_nothing_and_memory_stays_bounded() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
-    let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_newest").await;
-    let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
-
+/// Pauses the sink's nats-server, floods the route (sampling ferry's memory from then on) until
+/// ferry says it is dropping messages, and resumes the server.
+async fn flood_until_dropping(
+    ferry: &mut Ferry,
+    nats: &NatsServer,
+    publisher: &MqttPeer,
+) -> RssSampler {
     let mark = ferry.mark();
     nats.pause();
     let rss = RssSampler::start(ferry.pid());
@@ -342,6 +311,15 @@ async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
         .wait_for_line_since(mark, "dropping messages", secs(60))
         .await;
     nats.resume();
+    rss
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
+    let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_newest").await;
+    let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
+
+    let rss = flood_until_dropping(ferry, nats, &publisher).await;
 
     // drop_newest may also drop a probe, so probe until one comes through: then every flood
     // message before it has been delivered or dropped.
@@ -365,7 +343,7 @@ async fn when_full_drop_newest_counts_what_it_drops_and_memory_stays_bounded() {
             "no probe came through within 120s"
         );
     }
-    let peak = rss.stop().await;
+    let peak = rss.peak_kib();
     assert!(
         ferry.terminate().await.success(),
         "ferry did not exit 0 after SIGTERM"
@@ -417,22 +395,13 @@ async fn when_full_drop_oldest_keeps_the_newest_and_memory_stays_bounded() {
     let (mut run, _sub, mut inbox, publisher) = flood_setup("drop_oldest").await;
     let (nats, ferry) = (run.brokers.nats("nc"), &mut run.ferry);
 
-    let mark = ferry.mark();
-    nats.pause();
-    let rss = RssSampler::start(ferry.pid());
-    publisher.publish_all(flood_messages(), 1).await;
-    ferry
-        .wait_for_line_since(mark, "dropping messages", secs(60))
-        .await;
-    nats.resume();
+    let rss = flood_until_dropping(ferry, nats, &publisher).await;
 
     // drop_oldest never refuses the newest message, so a single probe always comes through,
     // after every flood message that was not dropped.
     publisher.publish("stream/probe", "probe", 1, false).await;
-    let got = inbox
-        .collect_until("the probe", |m| m.topic == "stream.probe", secs(120))
-        .await;
-    let peak = rss.stop().await;
+    let got = inbox.collect_until_topic("stream.probe", secs(120)).await;
+    let peak = rss.peak_kib();
     assert!(
         ferry.terminate().await.success(),
         "ferry did not exit 0 after SIGTERM"
@@ -524,7 +493,7 @@ async fn sigterm_delivers_queued_messages_and_exits_0() {
     publisher.flush().await;
     probe_sub
         .inbox
-        .collect_until("the probe", |m| m.topic == "probe/go", secs(15))
+        .collect_until_topic("probe/go", secs(15))
         .await;
 
     // ferry has read all N; most of them wait in its queue for the paused broker.

@@ -230,21 +230,6 @@ async fn scripted_run(
     }
 }
 
-/// Messages as `(topic, payload)` pairs, for exact comparisons.
-fn pairs(messages: &[Msg]) -> Vec<(String, String)> {
-    messages
-        .iter()
-        .map(|m| (m.topic.clone(), m.text()))
-        .collect()
-}
-
-fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Parsing, filtering, routes
 
@@ -294,13 +279,10 @@ routes:
     server.send("event: json\ndata: {\"n\": 3,\ndata:  \"ok\": true}\n\n");
     server.send("event: end\ndata: end\n\n");
 
-    let got = peer
-        .inbox
-        .collect_until("`end`", |m| m.topic == "end", secs(15))
-        .await;
-    assert_eq!(
-        pairs(&got),
-        owned(&[
+    let got = peer.inbox.collect_until_topic("end", secs(15)).await;
+    assert_messages(
+        &got,
+        &[
             ("greeting", "hello"),
             ("nospace", "no space after the colon"),
             ("message", "line one\n two, one space kept\n\nfour"),
@@ -308,7 +290,7 @@ routes:
             ("cr", "lone CR endings"),
             ("json", "{\"n\": 3,\n \"ok\": true}"),
             ("end", "end"),
-        ])
+        ],
     );
     peer.inbox.expect_nothing(millis(300)).await;
     assert_eq!(ferry.terminate().await.code(), Some(0));
@@ -359,25 +341,19 @@ routes:
     server.send("event: post\nid: 6\ndata: {\"a\":3}\n\n");
     server.send("event: delete\nid: 7\ndata: end\n\n");
 
-    let changes = mqtt
-        .inbox
-        .collect_until("`db/post/6`", |m| m.topic == "db/post/6", secs(15))
-        .await;
-    assert_eq!(
-        pairs(&changes),
-        owned(&[
+    let changes = mqtt.inbox.collect_until_topic("db/post/6", secs(15)).await;
+    assert_messages(
+        &changes,
+        &[
             ("db/post/1", "{\"a\":1}"),
             ("db/put/3", "{\"a\":2}"),
             ("db/post/6", "{\"a\":3}"),
-        ])
+        ],
     );
     let deleted = deletes
         .collect_until("the last delete", |m| m.text() == "end", secs(15))
         .await;
-    assert_eq!(
-        pairs(&deleted),
-        owned(&[("delete", "[\"x\"]"), ("delete", "end")])
-    );
+    assert_messages(&deleted, &[("delete", "[\"x\"]"), ("delete", "end")]);
     mqtt.inbox.expect_nothing(millis(300)).await;
     deletes.expect_nothing(millis(100)).await;
     assert_eq!(server.requests().len(), 1, "one stream for both routes");
@@ -429,8 +405,9 @@ routes:
     assert_eq!(request.header("x-tenant"), Some(key));
     assert_eq!(request.header("content-type"), Some("application/json"));
     server.send("event: order\ndata: 1\n\n");
-    let got = peer.inbox.collect(1, secs(10)).await;
-    assert_eq!(pairs(&got), owned(&[("order", "1")]));
+    peer.inbox
+        .expect_messages(&[("order", "1")], secs(10))
+        .await;
     // A failure and its reconnection are logged too: still no key.
     server.close_stream();
     server.wait_for_requests(2, secs(10)).await;
@@ -483,8 +460,9 @@ routes:
 
     // Ids are any text, not only ASCII.
     server.send("retry: 300\n\nid: a-1\ndata: one\n\nid: ä-2\ndata: two\n\n");
-    let got = peer.inbox.collect(2, secs(10)).await;
-    assert_eq!(pairs(&got), owned(&[("e/a-1", "one"), ("e/ä-2", "two")]));
+    peer.inbox
+        .expect_messages(&[("e/a-1", "one"), ("e/ä-2", "two")], secs(10))
+        .await;
 
     let closed_at = std::time::Instant::now();
     server.close_stream();
@@ -496,8 +474,9 @@ routes:
         "reconnected after {waited:?}: sooner than the server's `retry: 300` allows"
     );
     server.send("id: a-3\ndata: three\n\n");
-    let got = peer.inbox.collect(1, secs(10)).await;
-    assert_eq!(pairs(&got), owned(&[("e/a-3", "three")]));
+    peer.inbox
+        .expect_messages(&[("e/a-3", "three")], secs(10))
+        .await;
 
     // Silence: no event, no comment. idle_timeout (1.5 s) declares the stream dead.
     let mark = ferry.mark();
@@ -513,8 +492,9 @@ routes:
         .wait_for_line_since(mark, "idle_timeout", secs(5))
         .await;
     server.send("id: a-4\ndata: four\n\n");
-    let got = peer.inbox.collect(1, secs(10)).await;
-    assert_eq!(pairs(&got), owned(&[("e/a-4", "four")]));
+    peer.inbox
+        .expect_messages(&[("e/a-4", "four")], secs(10))
+        .await;
     assert_eq!(ferry.terminate().await.code(), Some(0));
 }
 
@@ -629,8 +609,9 @@ routes:
     server.wait_for_requests(1, secs(15)).await;
     ferry.wait_ready().await;
     server.send("event: hello\ndata: world\n\n");
-    let got = peer.inbox.collect(1, secs(10)).await;
-    assert_eq!(pairs(&got), owned(&[("hello", "world")]));
+    peer.inbox
+        .expect_messages(&[("hello", "world")], secs(10))
+        .await;
     let warnings = ferry
         .lines()
         .iter()
@@ -982,13 +963,14 @@ async fn restdb_example_relays_changes_and_keeps_the_key_secret() {
             .map(|e| e.data.clone())
             .unwrap()
     };
-    assert_eq!(
-        pairs(&got),
-        vec![
-            ("db/customers/post".to_string(), data("post")),
-            ("db/customers/put".to_string(), data("put")),
-            ("db/customers/delete".to_string(), data("delete")),
-        ]
+    let (post, put, delete) = (data("post"), data("put"), data("delete"));
+    assert_messages(
+        &got,
+        &[
+            ("db/customers/post", &post),
+            ("db/customers/put", &put),
+            ("db/customers/delete", &delete),
+        ],
     );
     peer.inbox.expect_nothing(millis(300)).await;
 

@@ -44,6 +44,51 @@ routes:
     )
 }
 
+/// What each test starts with: the brokers, ferry on [`config`] with one fault hook set in its
+/// environment, ready, a NATS peer reading `out.load`, and an MQTT publisher. A test binds
+/// every field: one left out would be dropped (a broker stopped) at once.
+struct Supervised {
+    _mosquitto: Mosquitto,
+    _nats: NatsServer,
+    /// ferry's admin listener, `http://127.0.0.1:PORT`.
+    admin: String,
+    ferry: Ferry,
+    peer: NatsPeer,
+    out: Inbox,
+    publisher: MqttPeer,
+}
+
+async fn start(mq_reconnect: &str, fault: (&str, &str)) -> Supervised {
+    let mosquitto = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    let port = free_port();
+    let yaml = config(port, &mosquitto, &nats, mq_reconnect);
+    let mut ferry = Ferry::start_with_env(&yaml, &[fault]);
+    ferry.wait_ready().await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+    let out = peer.subscribe("out.load").await;
+    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    Supervised {
+        _mosquitto: mosquitto,
+        _nats: nats,
+        admin: format!("http://127.0.0.1:{port}"),
+        ferry,
+        peer,
+        out,
+        publisher,
+    }
+}
+
+/// Arms the fault hook (SIGUSR1) and returns ferry's log mark from before it.
+async fn arm_the_fault(ferry: &mut Ferry) -> usize {
+    let mark = ferry.mark();
+    ferry.signal("USR1");
+    ferry
+        .wait_for_line_since(mark, "arming the fault", secs(10))
+        .await;
+    mark
+}
+
 async fn get(url: &str) -> (u16, String) {
     let response = http_client()
         .get(url)
@@ -80,14 +125,7 @@ async fn publish_range(publisher: &MqttPeer, from: usize, to: usize) {
 /// of `0..count` did, counting `earlier` (collected before) too; duplicates are allowed: what
 /// a dead task had not confirmed comes again.
 async fn expect_all(inbox: &mut Inbox, count: usize, earlier: Vec<Msg>) -> Tally {
-    let last = format!("load:{}:", count - 1);
-    let got = inbox
-        .collect_until(
-            &format!("message {last}"),
-            |m| m.text().starts_with(&last),
-            secs(60),
-        )
-        .await;
+    let got = inbox.collect_until_seq("load", count - 1, secs(60)).await;
     // What was in flight when the task died may come again after the last one.
     let mut got = [earlier, got].concat();
     got.extend(inbox.collect_for(millis(500)).await);
@@ -100,25 +138,23 @@ async fn expect_all(inbox: &mut Inbox, count: usize, earlier: Vec<Msg>) -> Tally
 /// every message arrives: what the dead worker had not confirmed comes again from the broker.
 #[tokio::test]
 async fn a_route_worker_killed_by_a_panic_is_restarted_and_loses_nothing() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let port = free_port();
-    let admin = format!("http://127.0.0.1:{port}");
-    let yaml = config(port, &mosquitto, &nats, "{ initial_delay: 100ms }");
-    let mut ferry = Ferry::start_with_env(&yaml, &[("FERRY_FAULT_PANIC", "route load/worker")]);
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
-    let mut out = peer.subscribe("out.load").await;
-    peer.sync().await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let Supervised {
+        _mosquitto,
+        _nats,
+        admin,
+        mut ferry,
+        peer: _peer,
+        mut out,
+        publisher,
+    } = start(
+        "{ initial_delay: 100ms }",
+        ("FERRY_FAULT_PANIC", "route load/worker"),
+    )
+    .await;
 
     publish_range(&publisher, 0, 200).await;
     out.collect(100, secs(30)).await;
-    let mark = ferry.mark();
-    ferry.signal("USR1");
-    ferry
-        .wait_for_line_since(mark, "arming the fault", secs(10))
-        .await;
+    let mark = arm_the_fault(&mut ferry).await;
     publish_range(&publisher, 200, 400).await;
     ferry
         .wait_for_line_since(mark, "route load: task `worker` panicked", secs(30))
@@ -156,28 +192,22 @@ async fn a_route_worker_killed_by_a_panic_is_restarted_and_loses_nothing() {
 /// ready again, and the route relays everything, before and after.
 #[tokio::test]
 async fn a_connection_task_killed_by_a_panic_is_restarted_and_readyz_shows_it() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let port = free_port();
-    let admin = format!("http://127.0.0.1:{port}");
     // The first restart of mq's tasks waits at least a second: time to see it on /readyz.
     let reconnect = "{ initial_delay: 2s, max_delay: 4s }";
-    let yaml = config(port, &mosquitto, &nats, reconnect);
-    let mut ferry =
-        Ferry::start_with_env(&yaml, &[("FERRY_FAULT_PANIC", "connection mq/event loop")]);
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
-    let mut out = peer.subscribe("out.load").await;
-    peer.sync().await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
+    let fault = ("FERRY_FAULT_PANIC", "connection mq/event loop");
+    let Supervised {
+        _mosquitto,
+        _nats,
+        admin,
+        mut ferry,
+        peer: _peer,
+        mut out,
+        publisher,
+    } = start(reconnect, fault).await;
     publish_range(&publisher, 0, 50).await;
     let earlier = out.collect(50, secs(30)).await;
 
-    let mark = ferry.mark();
-    ferry.signal("USR1");
-    ferry
-        .wait_for_line_since(mark, "arming the fault", secs(10))
-        .await;
+    let mark = arm_the_fault(&mut ferry).await;
     // The next event of the MQTT client (this publish) polls the event loop, which panics.
     publish_range(&publisher, 50, 100).await;
     ferry
@@ -220,18 +250,20 @@ async fn a_connection_task_killed_by_a_panic_is_restarted_and_readyz_shows_it() 
 /// messages around it all arrive, and ferry keeps running.
 #[tokio::test]
 async fn a_message_that_panics_the_worker_twice_is_dead_lettered() {
-    let mosquitto = Mosquitto::start(MosquittoOptions::default());
-    let nats = NatsServer::start(NatsOptions::default());
-    let port = free_port();
-    let admin = format!("http://127.0.0.1:{port}");
-    let yaml = config(port, &mosquitto, &nats, "{ initial_delay: 100ms }");
-    let mut ferry = Ferry::start_with_env(&yaml, &[("FERRY_FAULT_PANIC_PAYLOAD", "poison")]);
-    ferry.wait_ready().await;
-    let peer = NatsPeer::connect(&nats.url()).await;
-    let mut out = peer.subscribe("out.load").await;
+    let Supervised {
+        _mosquitto,
+        _nats,
+        admin,
+        mut ferry,
+        peer,
+        mut out,
+        publisher,
+    } = start(
+        "{ initial_delay: 100ms }",
+        ("FERRY_FAULT_PANIC_PAYLOAD", "poison"),
+    )
+    .await;
     let mut dead = peer.subscribe("dead.load").await;
-    peer.sync().await;
-    let publisher = MqttPeer::connect(&mosquitto.url()).await;
 
     publish_range(&publisher, 0, 20).await;
     publisher.publish("load/n", "poison pill", 1, false).await;

@@ -70,6 +70,13 @@ impl Ferry {
         Self::start_with_env(yaml, &[])
     }
 
+    /// [`Ferry::start`], then waits until it is ready ([`Self::wait_ready`]).
+    pub async fn start_ready(yaml: &str) -> Ferry {
+        let mut ferry = Ferry::start(yaml);
+        ferry.wait_ready().await;
+        ferry
+    }
+
     /// Like [`Ferry::start`], with extra environment variables.
     pub fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Ferry {
         Self::launch(&["run", "-c", "bridges.yaml"], yaml, env, false, None)
@@ -242,6 +249,14 @@ impl Ferry {
         self.log.lines.lock().unwrap().clone()
     }
 
+    /// Asserts that no line ferry printed so far contains `secret`.
+    pub fn assert_never_logged(&self, secret: &str) {
+        let leaked: Vec<String> = (self.lines().into_iter())
+            .filter(|l| l.contains(secret))
+            .collect();
+        assert!(leaked.is_empty(), "a secret is in ferry's log: {leaked:?}");
+    }
+
     /// The number of lines printed so far: pass it to the `*_since` waits to look only at
     /// what comes after an action (e.g. `reconnected` after a broker restart).
     pub fn mark(&self) -> usize {
@@ -331,6 +346,12 @@ impl Ferry {
     /// Sends a signal by name (`TERM`, `INT`, `HUP`, `STOP`, `CONT`, ...).
     pub fn signal(&self, signal: &str) {
         send_signal(self.pid, signal);
+    }
+
+    /// Kills ferry with SIGKILL, as a crash would, and waits until it is gone (10 s at most).
+    pub async fn kill9(&mut self) {
+        self.signal("KILL");
+        self.wait_exit(secs(10)).await;
     }
 
     /// Waits (bounded) for the process to exit; panics with the last lines if it does not.

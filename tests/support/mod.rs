@@ -12,6 +12,8 @@
 //!   [`Tally`] counts what arrived of a numbered load (lost, duplicated, reordered);
 //! - [`Scenario`] starts the brokers a test names, and ferry on routes between them, so a
 //!   test states only its routes and what it checks;
+//! - [`NatsOutage`] runs a spooled MQTT → NATS route through a nats-server crash, counting
+//!   what reached NATS in a JetStream stream;
 //! - [`parse_exposition`] reads `/metrics` with the official Prometheus parsers;
 //! - [`TcpProxy`] sits between ferry and a broker and can stop forwarding without closing;
 //! - [`Nchan`] (nginx + nchan) and [`PocketBase`] are real SSE servers, [`WebhookServer`] a
@@ -33,6 +35,7 @@ mod brokers;
 mod certs;
 mod ferry;
 mod migratorydata;
+mod nats_outage;
 mod peers;
 mod prometheus;
 mod proxy;
@@ -48,6 +51,8 @@ pub use certs::*;
 pub use ferry::*;
 #[allow(unused_imports)]
 pub use migratorydata::*;
+#[allow(unused_imports)]
+pub use nats_outage::*;
 #[allow(unused_imports)]
 pub use peers::*;
 #[allow(unused_imports)]

@@ -146,6 +146,33 @@ impl Inbox {
         }
     }
 
+    /// As many messages as `expected` holds ([`Self::collect`]), which must be those
+    /// `(topic, payload)` pairs in that order ([`assert_messages`]).
+    pub async fn expect_messages(&mut self, expected: &[(&str, &str)], timeout: Duration) {
+        let got = self.collect(expected.len(), timeout).await;
+        assert_messages(&got, expected);
+    }
+
+    /// Messages up to and including the first on `topic` (or NATS subject), as
+    /// [`Self::collect_until`].
+    pub async fn collect_until_topic(&mut self, topic: &str, timeout: Duration) -> Vec<Msg> {
+        let what = format!("a message on `{topic}`");
+        (self.collect_until(&what, |m| m.topic == topic, timeout)).await
+    }
+
+    /// Messages up to and including number `seq` of the numbered stream `stream`
+    /// ([`seq_payload`]), as [`Self::collect_until`].
+    pub async fn collect_until_seq(
+        &mut self,
+        stream: &str,
+        seq: usize,
+        timeout: Duration,
+    ) -> Vec<Msg> {
+        let last = format!("{stream}:{seq}:");
+        let what = format!("message {last}");
+        (self.collect_until(&what, |m| m.text().starts_with(&last), timeout)).await
+    }
+
     /// Asserts that nothing arrives for `quiet` (an absence can only be checked over a window).
     pub async fn expect_nothing(&mut self, quiet: Duration) {
         if let Ok(Some(m)) = tokio::time::timeout(quiet, self.rx.recv()).await {
@@ -172,6 +199,15 @@ impl Inbox {
         }
         got
     }
+}
+
+/// Asserts that `got` are the `(topic, payload text)` pairs `expected`, in that order.
+pub fn assert_messages(got: &[Msg], expected: &[(&str, &str)]) {
+    let got: Vec<(&str, String)> = (got.iter()).map(|m| (m.topic.as_str(), m.text())).collect();
+    let expected: Vec<(&str, String)> = (expected.iter())
+        .map(|(topic, payload)| (*topic, payload.to_string()))
+        .collect();
+    assert_eq!(got, expected);
 }
 
 fn describe(got: &[Msg]) -> String {
@@ -308,6 +344,14 @@ impl MqttPeer {
                 Err(format!("{label}: no CONNACK within 10s"))
             }
         }
+    }
+
+    /// A client connected to `url` ([`Self::connect`]) and subscribed to `filter` at `qos`
+    /// (SUBACK received); what arrives is in its `inbox`.
+    pub async fn subscribed(url: &str, filter: &str, qos: u8) -> MqttPeer {
+        let peer = MqttPeer::connect(url).await;
+        peer.subscribe(filter, qos).await;
+        peer
     }
 
     /// Subscribes and returns once the broker granted the subscription (SUBACK).

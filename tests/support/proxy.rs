@@ -63,9 +63,15 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts listening at once (needs a tokio runtime: call it from an async test).
     pub async fn start(upstream: u16) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the proxy's port");
+        TcpProxy::start_in_runtime(upstream)
+    }
+
+    /// [`Self::start`] from synchronous code that runs inside a tokio runtime, as a
+    /// [`Scenario`](super::Scenario) starting its brokers does.
+    pub fn start_in_runtime(upstream: u16) -> TcpProxy {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy's port");
+        listener.set_nonblocking(true).unwrap();
+        let listener = TcpListener::from_std(listener).expect("a tokio runtime");
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
             stall_new: AtomicBool::new(false),

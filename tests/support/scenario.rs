@@ -17,7 +17,10 @@
 //! ```
 //!
 //! Each broker is a connection of the same name in the generated `bridges.yaml`
-//! (`plant: { mqtt: { url: ... } }`), with whatever else [`Scenario::keys`] adds to it. Built
+//! (`plant: { mqtt: { url: ... } }`), with whatever else [`Scenario::keys`] adds to it;
+//! [`Scenario::connection`] adds a second client of the same broker,
+//! [`Scenario::through_proxy`] puts a [`TcpProxy`] between a connection and its broker, and
+//! [`Scenario::other_connection`] names a server the test started itself. Built
 //! on [`Mosquitto`], [`NatsServer`], [`Ferry`] and the peers: nothing here starts a process
 //! another way.
 
@@ -45,6 +48,22 @@ impl Broker {
             Broker::Nats(_) => "nats",
         }
     }
+
+    /// The URL of `proxy` in front of this broker, in its protocol's scheme.
+    fn url_through(&self, proxy: &TcpProxy) -> String {
+        match self {
+            Broker::Mosquitto(_) => proxy.mqtt_url(),
+            Broker::Nats(_) => proxy.nats_url(),
+        }
+    }
+
+    /// The port of its plain listener, which a proxy forwards to.
+    fn port(&self) -> u16 {
+        match self {
+            Broker::Mosquitto(m) => m.port,
+            Broker::Nats(n) => n.port,
+        }
+    }
 }
 
 /// What to start: brokers (each a connection of the same name), the routes between them, and
@@ -52,11 +71,26 @@ impl Broker {
 #[derive(Default)]
 pub struct Scenario {
     brokers: Vec<(String, BrokerOptions)>,
-    /// Per connection, extra keys of its protocol map (`client_id: a, version: 5`).
-    keys: Vec<(String, String)>,
+    /// In the order they are written in `bridges.yaml`.
+    connections: Vec<Connection>,
+    /// Connections to servers that are not brokers of the scenario, YAML lines.
+    other_connections: String,
     /// Top-level settings, written before `connections:`.
     settings: String,
     routes: String,
+}
+
+/// A connection of the generated `bridges.yaml`.
+struct Connection {
+    name: String,
+    /// The broker it connects to.
+    broker: String,
+    /// It reaches the broker through a [`TcpProxy`].
+    proxied: bool,
+    /// Extra keys of its protocol map, each written after `, `.
+    keys: String,
+    /// Its own keys beside the protocol map (`reconnect: ...`), YAML lines.
+    settings: String,
 }
 
 enum BrokerOptions {
@@ -78,7 +112,7 @@ impl Scenario {
     pub fn mosquitto_with(mut self, name: &str, options: MosquittoOptions) -> Scenario {
         let broker = BrokerOptions::Mosquitto(options);
         self.brokers.push((name.into(), broker));
-        self
+        self.connection(name, name)
     }
 
     /// A nats-server, and a `nats` connection `name` to it.
@@ -90,18 +124,65 @@ impl Scenario {
     pub fn nats_with(mut self, name: &str, options: NatsOptions) -> Scenario {
         self.brokers
             .push((name.into(), BrokerOptions::Nats(options)));
+        self.connection(name, name)
+    }
+
+    /// Connection `name` to the broker `broker` of the scenario: a second client of a broker
+    /// has a connection of its own.
+    pub fn connection(mut self, name: &str, broker: &str) -> Scenario {
+        assert!(
+            self.brokers.iter().any(|(n, _)| n == broker),
+            "no broker {broker} in the scenario"
+        );
+        self.connections.push(Connection {
+            name: name.into(),
+            broker: broker.into(),
+            proxied: false,
+            keys: String::new(),
+            settings: String::new(),
+        });
+        self
+    }
+
+    /// Connection `name` reaches its broker through a [`TcpProxy`] ([`Brokers::proxy`]), which
+    /// the test can stall or sever.
+    pub fn through_proxy(mut self, name: &str) -> Scenario {
+        self.connection_mut(name).proxied = true;
         self
     }
 
     /// More keys for connection `name`'s protocol map, as YAML flow entries
     /// (`client_id: ferry-a, version: 5`).
     pub fn keys(mut self, name: &str, keys: &str) -> Scenario {
-        assert!(
-            self.brokers.iter().any(|(n, _)| n == name),
-            "no broker {name} in the scenario"
-        );
-        self.keys.push((name.into(), keys.into()));
+        self.connection_mut(name)
+            .keys
+            .push_str(&format!(", {keys}"));
         self
+    }
+
+    /// Keys of connection `name` beside its protocol map (`reconnect: { ... }`), one YAML line
+    /// each.
+    pub fn connection_settings(mut self, name: &str, yaml: &str) -> Scenario {
+        let connection = self.connection_mut(name);
+        for line in yaml.lines().filter(|l| !l.trim().is_empty()) {
+            connection
+                .settings
+                .push_str(&format!("    {}\n", line.trim()));
+        }
+        self
+    }
+
+    /// Connection `name` to a server that is not a broker of the scenario (an HTTP receiver, a
+    /// fake), `yaml` its value in flow style (`{ http: { url: "..." } }`).
+    pub fn other_connection(mut self, name: &str, yaml: &str) -> Scenario {
+        (self.other_connections).push_str(&format!("  {name}: {yaml}\n"));
+        self
+    }
+
+    fn connection_mut(&mut self, name: &str) -> &mut Connection {
+        (self.connections.iter_mut())
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no connection {name} in the scenario"))
     }
 
     /// Top-level settings (`shutdown_timeout: 2s`, `admin: ...`), YAML lines.
@@ -124,8 +205,9 @@ impl Scenario {
         self.start_brokers().start_ferry().await
     }
 
-    /// Starts the brokers only, writing the config ferry would run on ([`Brokers::config`]),
-    /// for a test that sets something up before ferry starts.
+    /// Starts the brokers (and proxies) only, writing the config ferry would run on
+    /// ([`Brokers::config`]), for a test that sets something up before ferry starts. Called
+    /// from an async test: a proxy needs its runtime.
     pub fn start_brokers(self) -> Brokers {
         let brokers: Vec<(String, Broker)> = (self.brokers.into_iter())
             .map(|(name, options)| {
@@ -136,25 +218,43 @@ impl Scenario {
                 (name, broker)
             })
             .collect();
+        let mut proxies = Vec::new();
         let mut config = self.settings;
         config.push_str("connections:\n");
-        for (name, broker) in &brokers {
-            let keys: String = (self.keys.iter())
-                .filter(|(n, _)| n == name)
-                .map(|(_, keys)| format!(", {keys}"))
-                .collect();
-            config.push_str(&format!(
-                "  {name}:\n    {}: {{ url: \"{}\"{keys} }}\n",
-                broker.protocol(),
+        for connection in &self.connections {
+            let (_, broker) = (brokers.iter())
+                .find(|(n, _)| *n == connection.broker)
+                .expect("a connection's broker is in the scenario");
+            let url = if connection.proxied {
+                let proxy = TcpProxy::start_in_runtime(broker.port());
+                let url = broker.url_through(&proxy);
+                proxies.push((connection.name.clone(), proxy));
+                url
+            } else {
                 broker.url()
+            };
+            let Connection {
+                name,
+                keys,
+                settings,
+                ..
+            } = connection;
+            let protocol = broker.protocol();
+            config.push_str(&format!(
+                "  {name}:\n    {protocol}: {{ url: \"{url}\"{keys} }}\n{settings}"
             ));
         }
+        config.push_str(&self.other_connections);
         config.push_str("routes:");
         if !self.routes.starts_with('\n') {
             config.push('\n');
         }
         config.push_str(&self.routes);
-        Brokers { config, brokers }
+        Brokers {
+            config,
+            brokers,
+            proxies,
+        }
     }
 }
 
@@ -163,6 +263,8 @@ pub struct Brokers {
     /// The `bridges.yaml` of the scenario.
     pub config: String,
     brokers: Vec<(String, Broker)>,
+    /// Per proxied connection, its proxy.
+    proxies: Vec<(String, TcpProxy)>,
 }
 
 /// A started scenario: its brokers and the ferry routing between them, ready. Reads as its
@@ -188,8 +290,7 @@ impl std::ops::DerefMut for Running {
 impl Brokers {
     /// Starts ferry on [`Self::config`] and waits until it is ready.
     pub async fn start_ferry(self) -> Running {
-        let mut ferry = Ferry::start(&self.config);
-        ferry.wait_ready().await;
+        let ferry = Ferry::start_ready(&self.config).await;
         Running {
             ferry,
             brokers: self,
@@ -216,6 +317,14 @@ impl Brokers {
         }
     }
 
+    /// The proxy between connection `name` and its broker ([`Scenario::through_proxy`]).
+    pub fn proxy(&self, name: &str) -> &TcpProxy {
+        (self.proxies.iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p)
+            .unwrap_or_else(|| panic!("connection {name} has no proxy"))
+    }
+
     /// The mosquitto broker `name`.
     pub fn mosquitto(&self, name: &str) -> &Mosquitto {
         match self.broker(name) {
@@ -240,9 +349,7 @@ impl Brokers {
     /// A test client subscribed (SUBACK received) to `filter` at `qos` on mosquitto `name`;
     /// what arrives is in its `inbox`.
     pub async fn mqtt_subscriber(&self, name: &str, filter: &str, qos: u8) -> MqttPeer {
-        let peer = self.mqtt_peer(name).await;
-        peer.subscribe(filter, qos).await;
-        peer
+        MqttPeer::subscribed(&self.mosquitto(name).url(), filter, qos).await
     }
 
     /// A test client connected to the nats-server `name`.
