@@ -3,15 +3,15 @@
 //!
 //! After sending DISCONNECT, the client crates drop their socket at once. A busy broker may
 //! not have read yet what came just before it: the acks of the last messages ferry delivered.
-//! Meanwhile it goes on passing messages to the connection, and once ferry's side is closed
-//! its writes fail (at once, or after the reset its first write draws). A broker whose write
-//! fails may drop the connection without reading the rest of its buffer: mosquitto does
-//! ("disconnected: Broken pipe"). Those acks are then lost, and the broker delivers the
-//! messages again to the next session although they were delivered: duplicates across a
-//! clean stop. So after DISCONNECT ferry half-closes the socket (the broker reads DISCONNECT,
-//! then the end of the stream) and keeps reading, discarding what still comes, until the
-//! broker closes its side: a broker closes after reading DISCONNECT, so it read everything
-//! before it.
+//! Meanwhile it goes on passing messages to the connection. Once ferry's side is closed, it
+//! answers with a reset (at once if messages were left unread in it, or to the broker's next
+//! write), and a broker that sees the reset, or a write fail, may drop the connection without
+//! reading the rest of its buffer: mosquitto does ("closed its connection", or "disconnected:
+//! Broken pipe"). Those acks are then lost, and the broker delivers the messages again to the
+//! next session although they were delivered: duplicates across a clean stop. So after
+//! DISCONNECT ferry half-closes the socket (the broker reads DISCONNECT, then the end of the
+//! stream) and keeps reading, discarding what still comes, until the broker closes its side:
+//! a broker closes after reading DISCONNECT, so it read everything before it.
 //!
 //! The second handle is a duplicate of the socket's descriptor, taken when the socket is
 //! opened (the crates accept a socket connector) and dropped whenever the connection is lost
