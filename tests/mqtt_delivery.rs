@@ -297,6 +297,58 @@ async fn a_clean_stop_mid_stream_neither_loses_nor_repeats() {
     assert!(ferry.terminate().await.success());
 }
 
+/// SIGTERM while the source's broker is too busy to read (stopped with SIGSTOP until ferry has
+/// sent DISCONNECT): ferry's last acks wait in the socket, and when the broker wakes up a
+/// publisher has sent it more messages for ferry's subscription. Had ferry closed its socket
+/// after DISCONNECT, the broker's writes of those messages would fail and it would drop the
+/// connection before reading the acks (mosquitto logs "disconnected: Broken pipe"), then
+/// deliver the acknowledged messages again to the next ferry: hundreds of duplicates. ferry
+/// closes only once the broker closed the connection, so the broker read every ack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_waits_for_a_busy_broker_to_read_the_last_acks() {
+    const SENT: usize = 2_000;
+    let mut brokers =
+        plant_to_out("ferry-busy-stop", "", "\n    queue: { max_messages: 10 }").start_brokers();
+    let mut subscriber = brokers.mqtt_subscriber("out", "relayed/#", 1).await;
+    let mut ferry = Ferry::start(&brokers.config);
+    ferry.wait_ready().await;
+    let publisher = brokers.mqtt_peer("plant").await;
+    publisher
+        .publish_all(messages("up/s", "busy", SENT), 1)
+        .await;
+    let mut got = subscriber.inbox.collect(SENT / 10, secs(60)).await;
+
+    brokers.broker_mut("plant").pause();
+    ferry.signal("TERM");
+    // Until ferry sent DISCONNECT on `plant` (and waits for the broker), or exited.
+    let sent_disconnect = |l: &String| {
+        l.contains("waiting for the broker to close") && l.contains("connection=plant")
+    };
+    let deadline = tokio::time::Instant::now() + secs(30);
+    while ferry.is_running() && !ferry.lines().iter().any(sent_disconnect) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ferry neither sent DISCONNECT nor exited: {}",
+            ferry.tail(30)
+        );
+        tokio::time::sleep(millis(20)).await;
+    }
+    // More messages for ferry's subscription, in the broker's socket when it wakes up.
+    publisher
+        .publish_all(messages("up/late", "late", 100), 0)
+        .await;
+    brokers.broker_mut("plant").resume();
+    assert!(ferry.wait_exit(secs(30)).await.success());
+    got.extend(subscriber.inbox.drain());
+
+    let mut ferry = Ferry::start(&brokers.config);
+    let got = collect_stream(&mut subscriber.inbox, "busy", SENT, got, secs(60), secs(1)).await;
+    let tally = Tally::of_msgs(SENT, "busy", &got).report("busy stop");
+    tally.assert_none_lost("busy stop");
+    assert_eq!(tally.duplicates, 0, "delivered twice across a clean stop");
+    assert!(ferry.terminate().await.success());
+}
+
 /// A restarted ferry takes over the session the broker kept for its client id as its own: the
 /// connection that is a source also publishes (QoS 2, so every packet id the dead process may
 /// have left half-released is released first) and subscribes (the probe's topic is

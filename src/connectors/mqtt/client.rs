@@ -17,6 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use mqtt5::QoS;
 
+use super::socket::SocketHandle;
 use crate::config::{self, MqttTransport, MqttVersion};
 use crate::message::Headers;
 
@@ -186,10 +187,11 @@ pub fn build(
     name: &str,
     cfg: &config::MqttConnection,
     reconnect: &config::Reconnect,
+    socket: &SocketHandle,
 ) -> anyhow::Result<(Client, EventLoop)> {
     match cfg.version {
-        MqttVersion::V5 => build_v5(name, cfg, reconnect),
-        MqttVersion::V311 => build_v311(name, cfg, reconnect),
+        MqttVersion::V5 => build_v5(name, cfg, reconnect, socket),
+        MqttVersion::V311 => build_v311(name, cfg, reconnect, socket),
     }
 }
 
@@ -227,6 +229,7 @@ fn build_v5(
     name: &str,
     cfg: &config::MqttConnection,
     reconnect: &config::Reconnect,
+    socket: &SocketHandle,
 ) -> anyhow::Result<(Client, EventLoop)> {
     let mut options = options_for_transport!(mqtt5, name, cfg);
     options
@@ -265,6 +268,8 @@ fn build_v5(
     let mut network = mqtt5::NetworkOptions::new();
     network.set_tcp_nodelay(true);
     options.set_network_options(network);
+    // Ferry opens the socket, so that a clean stop can close it after the broker (`socket`).
+    options.set_socket_connector(socket.connector(mqtt5::default_socket_connect));
     if !cfg.clean_start {
         // Set last: the session to adopt is made from the options (see `session`).
         let adopt = super::session::adopt_v5(&options);
@@ -279,6 +284,7 @@ fn build_v311(
     name: &str,
     cfg: &config::MqttConnection,
     reconnect: &config::Reconnect,
+    socket: &SocketHandle,
 ) -> anyhow::Result<(Client, EventLoop)> {
     let mut options = options_for_transport!(mqtt4, name, cfg);
     options
@@ -294,6 +300,8 @@ fn build_v311(
         // Both default to 10 KiB. MQTT 3.1.1 has no way to learn the broker's limit, so outgoing
         // is only bounded by what MQTT can encode.
         .set_max_packet_size(cfg.max_packet_size as usize, MQTT_MAX_REMAINING_LENGTH);
+    // As for MQTT 5: see `socket`.
+    options.set_socket_connector(socket.connector(mqtt4::default_socket_connect));
     match (&cfg.username, &cfg.password) {
         (Some(user), Some(password)) => {
             options.set_credentials(user.clone(), Bytes::from(password.expose().to_owned()))
@@ -802,8 +810,13 @@ mod tests {
 
     #[test]
     fn v5_options_fix_the_crate_defaults() {
-        let (_, eventloop) =
-            build("t", &config(MqttVersion::V5), &config::Reconnect::default()).unwrap();
+        let (_, eventloop) = build(
+            "t",
+            &config(MqttVersion::V5),
+            &config::Reconnect::default(),
+            &SocketHandle::default(),
+        )
+        .unwrap();
         let EventLoop::V5(eventloop) = eventloop else {
             panic!("v5")
         };
@@ -834,6 +847,7 @@ mod tests {
         );
         assert!(options.last_will().is_some());
         assert!(format!("{:?}", options.network_options()).contains("tcp_nodelay: true"));
+        assert!(options.has_socket_connector());
     }
 
     #[test]
@@ -842,6 +856,7 @@ mod tests {
             "t",
             &config(MqttVersion::V311),
             &config::Reconnect::default(),
+            &SocketHandle::default(),
         )
         .unwrap();
         let EventLoop::V311(eventloop) = eventloop else {
@@ -861,15 +876,23 @@ mod tests {
         assert_eq!(eventloop.mqtt_options.ack_mode(), mqtt4::AckMode::Manual);
         assert_eq!(eventloop.network_options().connection_timeout(), 10);
         assert!(format!("{:?}", eventloop.network_options()).contains("tcp_nodelay: true"));
+        assert!(eventloop.mqtt_options.has_socket_connector());
     }
 
     #[test]
     fn publish_size_counts_headers_only_on_v5() {
-        let (v5, _) = build("t", &config(MqttVersion::V5), &config::Reconnect::default()).unwrap();
+        let (v5, _) = build(
+            "t",
+            &config(MqttVersion::V5),
+            &config::Reconnect::default(),
+            &SocketHandle::default(),
+        )
+        .unwrap();
         let (v4, _) = build(
             "t",
             &config(MqttVersion::V311),
             &config::Reconnect::default(),
+            &SocketHandle::default(),
         )
         .unwrap();
         let headers = vec![("k".to_string(), "vv".to_string())];

@@ -60,6 +60,7 @@ use super::client::{
     Subscription,
 };
 use super::liveness::{Due, Liveness};
+use super::socket::SocketHandle;
 use super::topic;
 use crate::contracts::ConnectionContext;
 use crate::contracts::queue::RouteInput;
@@ -134,6 +135,8 @@ pub struct EventLoopTask {
     /// session a previous process made (its identifiers may mean other filters).
     pub trust_subscription_ids: bool,
     pub liveness: Liveness,
+    /// Ferry's own handle on the connection's socket, to close it after the broker.
+    pub socket: SocketHandle,
 }
 
 /// The event loop's state between turns.
@@ -407,6 +410,7 @@ impl EventLoopTask {
         turn.connected = false;
         self.link.set_connected(false);
         turn.suback = None;
+        self.socket.forget();
         // Acks of the old connection must never reach a new one (see `acks`). Three places
         // could hold them:
         // - the client's request channel and its own queue: both crates' `EventLoop::clean`,
@@ -527,9 +531,9 @@ impl EventLoopTask {
     }
 
     /// Closes the connection: first sends the acks of what was delivered and lets what the
-    /// sinks queued reach the broker, then sends DISCONNECT, all within `CLOSE_TIMEOUT`.
-    /// Without a connection there is nothing to send (and the acks would be for a connection
-    /// that is gone).
+    /// sinks queued reach the broker, then sends DISCONNECT, and closes the socket once the
+    /// broker closed its side (see `socket`), all within `CLOSE_TIMEOUT`. Without a connection
+    /// there is nothing to send (and the acks would be for a connection that is gone).
     async fn disconnect(mut self, connected: bool, mut acks: VecDeque<AckToken>) {
         if !connected {
             match self.eventloop.unsent() {
@@ -541,7 +545,8 @@ impl EventLoopTask {
             }
             return;
         }
-        let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        let closed = tokio::time::timeout_at(deadline, async {
             loop {
                 self.send_acks(&mut acks);
                 if acks.is_empty() && self.eventloop.unsent() == 0 {
@@ -562,7 +567,21 @@ impl EventLoopTask {
         .await;
         let why = match closed {
             Ok(Ok(())) => {
-                tracing::debug!(connection = %self.name, "disconnected");
+                tracing::debug!(
+                    connection = %self.name,
+                    "DISCONNECT sent; waiting for the broker to close the connection"
+                );
+                // The client's own handle on the socket goes: ours stays until the broker
+                // closed its side.
+                drop(self.eventloop);
+                match self.socket.close_after_broker(deadline).await {
+                    Ok(()) => tracing::debug!(connection = %self.name, "disconnected"),
+                    Err(why) => tracing::warn!(
+                        connection = %self.name,
+                        "closed after DISCONNECT, but {why}: if it had not read the acks of the \
+                         last messages delivered yet, it delivers those again"
+                    ),
+                }
                 return;
             }
             Ok(Err(error)) => error.to_string(),

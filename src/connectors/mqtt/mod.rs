@@ -9,6 +9,8 @@
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
 //! - [`topic`] holds the pure topic and filter rules.
+//! - [`socket`] opens the client's socket and, at a clean stop, closes it only once the broker
+//!   closed its side, so the acks sent last are read.
 //!
 //! Delivery: an incoming QoS 1/2 message is acknowledged (PUBACK / PUBREC) only once every
 //! route that took it confirmed it, so a message ferry did not deliver stays with the broker,
@@ -23,6 +25,7 @@ mod liveness;
 pub mod names;
 pub mod protocol;
 mod session;
+mod socket;
 mod topic;
 pub mod url_form;
 
@@ -35,6 +38,7 @@ use anyhow::{anyhow, bail, ensure};
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
 use self::event_loop::{EventLoopTask, RouteSource};
 use self::liveness::Liveness;
+use self::socket::SocketHandle;
 use super::{Connection, Sinks};
 use crate::config::{MqttVersion, Retain, SinkSpec, SourceSpec};
 use crate::contracts::queue::RouteInput;
@@ -59,6 +63,8 @@ pub struct MqttConnection {
     /// Built in `new`, so sinks can hold the client before the connection starts; or why it
     /// could not be built (reported by `add_source` and the sinks, which can fail).
     built: Result<(Client, EventLoop), String>,
+    /// Ferry's own handle on the client's socket (see [`socket`]).
+    socket: SocketHandle,
     link: Arc<Link>,
     routes: Vec<RouteSource>,
     /// What this connection subscribes to, one entry per distinct filter.
@@ -129,13 +135,15 @@ impl MqttConnection {
         reconnect: crate::config::Reconnect,
         status: ConnectionStatus,
     ) -> Self {
-        let built = client::build(name, &config, &reconnect).map_err(|e| format!("{e:#}"));
+        let socket = SocketHandle::default();
+        let built = client::build(name, &config, &reconnect, &socket).map_err(|e| format!("{e:#}"));
         MqttConnection {
             name: name.into(),
             config,
             reconnect,
             status,
             built,
+            socket,
             link: Arc::default(),
             routes: Vec::new(),
             subscriptions: Vec::new(),
@@ -271,6 +279,7 @@ impl Connection for MqttConnection {
             link: this.link,
             trust_subscription_ids: true,
             liveness: Liveness::new(probe, this.config.keep_alive),
+            socket: this.socket,
         };
         task.spawn(this.routes, runtime);
     }
