@@ -9,15 +9,22 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{self, Flag, Interpolated, OneOrList, Text, TextMap, Whole};
-use crate::connectors::sse::config as sse;
 
-mod protocols;
-pub use protocols::{
-    Handshake, HttpConnection, HttpMethod, HttpSink, JetStreamDeliver, JetStreamSource, LineFormat,
+// Each protocol's connection, source and sink live in its connector's folder, beside the keys
+// they are read from; the enums below wrap them.
+pub use crate::connectors::http::config::{HttpConnection, HttpSink};
+pub use crate::connectors::migratorydata::config::{
     MigratoryDataConnection, MigratoryDataQos, MigratoryDataSink, MigratoryDataSource,
-    MqttConnection, MqttSink, MqttSource, MqttTransport, MqttVersion, NatsConnection, NatsSink,
-    NatsSource, SseConnection, SseServerSink, SseSource, StdioConnection, StdioSink,
 };
+pub use crate::connectors::mqtt::config::{
+    LastWill, MqttConnection, MqttSink, MqttSource, MqttTransport, MqttVersion,
+};
+pub use crate::connectors::nats::config::{
+    JetStreamDeliver, JetStreamSource, NatsConnection, NatsSink, NatsSource,
+};
+pub use crate::connectors::sse::config::{Handshake, SseConnection, SseSource};
+pub use crate::connectors::sse_server::config::{SseServerConnection, SseServerSink};
+pub use crate::connectors::stdio::config::{LineFormat, StdioConnection, StdioSink};
 
 /// A whole `bridges.yaml`.
 #[derive(Clone, Debug, PartialEq)]
@@ -405,9 +412,25 @@ fn written() -> bool {
     true
 }
 
-pub use crate::connectors::mqtt::config::{DEFAULT_MAX_OUTGOING_PACKET_SIZE, LastWill};
+/// The method of an HTTP request, for the protocols that speak HTTP (an SSE stream's request
+/// and handshake, an HTTP sink's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+    Put,
+}
 
-pub use crate::connectors::sse_server::config::SseServerConnection;
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+        }
+    }
+}
 
 /// One route: a source, the mapping stage, one or more sinks.
 #[derive(Clone, Debug, PartialEq)]

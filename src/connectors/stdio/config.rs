@@ -1,0 +1,35 @@
+//! Standard input and output of `ferry relay` as the connector receives them: how a line is a
+//! message, and the subject written with each. Never written in a `bridges.yaml`: `ferry relay`
+//! builds them from `-`.
+
+use crate::config::{Protocol, Target};
+
+/// Standard input or output of `ferry relay`: how a line is a message.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StdioConnection {
+    pub lines: LineFormat,
+}
+
+/// How one line of standard input or output is one message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LineFormat {
+    /// `{"subject": ..., "payload": ..., "headers": {...}, "time": ...}`; the payload as text,
+    /// or base64 (`"payload_base64": true` on the line) when it is not UTF-8 or when
+    /// `base64` asks for it always.
+    ///
+    /// `names` is the protocol whose syntax subjects follow on this side, so that a capture
+    /// replays onto either broker: on standard output, the source's, written in each line as
+    /// `"protocol"`; on standard input, the sink's, to which a line's own `"protocol"` (if it
+    /// has one) is converted by the MQTT⇄NATS codec.
+    Json { base64: bool, names: Protocol },
+    /// The line is the payload, without its newline; the subject is the relay's `--subject`
+    /// (input) or dropped (output).
+    Raw,
+}
+
+/// Standard output as a sink.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StdioSink {
+    /// The subject written with each message; `Auto` keeps the source's own.
+    pub subject: Target,
+}
