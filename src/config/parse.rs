@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS, Reader};
+use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS};
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::file::{ConfigFile, READ_ON_THEIR_OWN as FILE_SECTIONS};
 use super::interpolate::{Lookup, scalar_text};
@@ -18,6 +18,7 @@ use super::loops;
 use super::model::*;
 #[cfg(test)]
 use super::ranges::{parse_duration, parse_size};
+use super::reader::Reader;
 use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
 use super::yaml::{self, Key, Node, Pos, Value};
 use super::{admin_listener, decode, delivery};
@@ -282,7 +283,7 @@ impl<'a> Decoder<'a> {
         {
             return Some(Connection {
                 name,
-                kind: ConnectionKind::Stdio(self.stdio_connection(n)?),
+                kind: ConnectionKind::Stdio(self.read(|r| r.stdio_connection(n))?),
                 reconnect: Reconnect::default(),
             });
         }
@@ -301,15 +302,21 @@ impl<'a> Decoder<'a> {
             .filter_map(|p| node.get(p).map(|n| (*p, n)))
             .collect();
         let kind = match given.as_slice() {
-            [("mqtt", n)] => self.read(|r| r.mqtt(&name, n)).map(ConnectionKind::Mqtt),
-            [("nats", n)] => self.read(|r| r.nats(n)).map(ConnectionKind::Nats),
-            [("sse", n)] => self.read(|r| r.sse(n)).map(ConnectionKind::Sse),
-            [("http", n)] => self.read(|r| r.http(n)).map(ConnectionKind::Http),
+            [("mqtt", n)] => self
+                .read(|r| r.mqtt_connection(&name, n))
+                .map(ConnectionKind::Mqtt),
+            [("nats", n)] => self
+                .read(|r| r.nats_connection(n))
+                .map(ConnectionKind::Nats),
+            [("sse", n)] => self.read(|r| r.sse_connection(n)).map(ConnectionKind::Sse),
+            [("http", n)] => self
+                .read(|r| r.http_connection(n))
+                .map(ConnectionKind::Http),
             [("migratorydata", n)] => self
-                .read(|r| r.migratorydata(n))
+                .read(|r| r.migratorydata_connection(n))
                 .map(ConnectionKind::MigratoryData),
             [(_, n)] => self
-                .read(|r| r.sse_server(n))
+                .read(|r| r.sse_server_connection(n))
                 .map(ConnectionKind::SseServer),
             [] => {
                 self.error(
@@ -351,39 +358,6 @@ impl<'a> Decoder<'a> {
                 false
             }
         }
-    }
-
-    /// Standard input or output, which only `ferry relay` builds (always well formed, so a
-    /// value it does not know is a bug there): `lines: json` (with `base64` and `names`, the
-    /// protocol whose syntax the lines' subjects follow) or `raw`.
-    fn stdio_connection(&mut self, node: &Node) -> Option<StdioConnection> {
-        let text = |key: &str| match node.get(key).map(|n| &n.value) {
-            Some(Value::Str(s)) => Some(s.as_str()),
-            _ => None,
-        };
-        let lines = match text("lines") {
-            Some("raw") => LineFormat::Raw,
-            _ => LineFormat::Json {
-                base64: matches!(
-                    node.get("base64").map(|n| &n.value),
-                    Some(Value::Bool(true))
-                ),
-                names: match text("names") {
-                    None => Protocol::Stdio,
-                    Some(name) => match crate::connectors::protocol::PROTOCOLS
-                        .iter()
-                        .find(|d| d.name() == name)
-                    {
-                        Some(d) => d.protocol(),
-                        None => {
-                            self.error(node.pos, format!("`{name}` is not a protocol"), None);
-                            return None;
-                        }
-                    },
-                },
-            },
-        };
-        Some(StdioConnection { lines })
     }
 
     fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {

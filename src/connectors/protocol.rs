@@ -158,6 +158,12 @@ pub trait Descriptor: Sync {
     /// Which ends of a route it can be.
     fn directions(&self) -> Directions;
 
+    /// Its name after an article, as messages call an end of a route on it: `an MQTT` (an
+    /// MQTT source), `an HTTP` (an HTTP sink). `None`: "a source or sink".
+    fn with_article(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether a `bridges.yaml` can name it (`ferry relay` alone builds standard input and
     /// output).
     fn in_config_files(&self) -> bool {

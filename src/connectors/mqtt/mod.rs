@@ -22,6 +22,7 @@ mod event_loop;
 mod liveness;
 pub mod names;
 pub mod protocol;
+mod read;
 mod session;
 mod topic;
 pub mod url_form;

@@ -21,6 +21,10 @@ impl Descriptor for Mqtt {
         }
     }
 
+    fn with_article(&self) -> Option<&'static str> {
+        Some("an MQTT")
+    }
+
     fn name_rule(&self) -> Option<NameRule> {
         Some(names::topic)
     }

@@ -1,8 +1,24 @@
-//! Standard input and output of `ferry relay` as the connector receives them: how a line is a
-//! message, and the subject written with each. Never written in a `bridges.yaml`: `ferry relay`
-//! builds them from `-`.
+//! Standard input and output of `ferry relay`: the keys of a source and sink on them, and the
+//! connection and sink the connector receives (how a line is a message, and the subject written
+//! with each). Never written in a `bridges.yaml`: `ferry relay` builds them from `-`.
 
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::config::values::{self, Text};
 use crate::config::{Protocol, Target};
+
+/// A source standard input reads (`ferry relay - ...`): never in a file.
+#[derive(Deserialize, JsonSchema)]
+pub struct StdioSourceKeys {}
+
+/// A sink standard output writes (`ferry relay ... -`): never in a file.
+#[derive(Deserialize, JsonSchema)]
+pub struct StdioSinkKeys {
+    #[serde(default = "values::auto")]
+    #[schemars(with = "Text")]
+    pub subject: String,
+}
 
 /// Standard input or output of `ferry relay`: how a line is a message.
 #[derive(Clone, Debug, PartialEq)]

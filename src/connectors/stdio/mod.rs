@@ -62,6 +62,7 @@
 
 pub mod config;
 pub mod protocol;
+mod read;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;

@@ -1,16 +1,20 @@
-//! A NATS connection's checks: its URLs' schemes, the credentials they may carry, and one
-//! way to authenticate.
+//! A `nats:` connection, source and sink read from the file and checked beyond their shape:
+//! the URLs' schemes, the credentials they may carry, one way to authenticate; subjects and
+//! JetStream names that NATS takes.
 
-use super::{Reader, item_positions};
+use super::config::{
+    NatsConnection, NatsSection, NatsSink, NatsSinkKeys, NatsSource, NatsSourceKeys,
+};
+use super::names;
 use crate::config::diagnostics::Report;
-use crate::config::model::NatsConnection;
-use crate::config::redact::redact_url;
+use crate::config::reader::{Reader, item_positions};
+use crate::config::redact_url;
 use crate::config::url_credentials::{self, UrlCredentials};
 use crate::config::yaml::Node;
-use crate::connectors::nats::config::NatsSection;
 
 impl Reader<'_> {
-    pub fn nats(&mut self, node: &Node) -> Option<NatsConnection> {
+    /// The NATS connection written at `node`.
+    pub fn nats_connection(&mut self, node: &Node) -> Option<NatsConnection> {
         let nats: NatsSection = self.section(node)?;
         let positions = item_positions(node.get("url"));
         let urls: Vec<_> = (nats.url.0.into_iter().enumerate())
@@ -54,11 +58,9 @@ impl Reader<'_> {
             creds: nats.creds,
             tls: self.tls(nats.tls, node),
             ping_interval: nats.ping_interval,
-            probe: nats.probe.check(
-                node.get("probe"),
-                crate::connectors::nats::names::subject,
-                self.errors,
-            ),
+            probe: nats
+                .probe
+                .check(node.get("probe"), names::subject, self.errors),
         };
         if nats.tls.required && nats.urls.iter().any(|u| u.starts_with("ws://")) {
             // The client never puts TLS inside a plain WebSocket: the block would be ignored.
@@ -86,5 +88,45 @@ impl Reader<'_> {
                 .report(node.pos, "`password` without `user`", "add `user: ...`");
         }
         Some(nats)
+    }
+
+    /// The NATS source at `node`: a core subscription, or a JetStream consumer.
+    pub fn nats_source(&mut self, keys: NatsSourceKeys, node: &Node) -> NatsSource {
+        let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
+        self.errors
+            .rule(at("subject"), names::subscription(&keys.subject));
+        if let Some(js) = &keys.jetstream {
+            let js_node = node.get("jetstream").unwrap_or(node);
+            for (key, name) in [("stream", &js.stream), ("consumer", &js.consumer)] {
+                // JetStream names become subject tokens: no dots, wildcards or spaces.
+                if name.is_empty() || name.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
+                    self.errors.report(
+                        js_node.get(key).map_or(js_node.pos, |n| n.pos),
+                        format!("`{name}` is not a valid JetStream {key} name"),
+                        "use letters, digits, `-` and `_`",
+                    );
+                }
+            }
+            if keys.queue.is_some() {
+                self.errors.report(
+                    node.pos,
+                    "a JetStream source takes no `queue`",
+                    "instances that bind the same durable `consumer` share its messages",
+                );
+            }
+        }
+        NatsSource {
+            subject: keys.subject,
+            queue_group: keys.queue,
+            jetstream: keys.jetstream,
+        }
+    }
+
+    /// The NATS sink at `node`; its subject may use `captures`.
+    pub fn nats_sink(&mut self, keys: NatsSinkKeys, node: &Node, captures: &[String]) -> NatsSink {
+        NatsSink {
+            subject: self.target(node, "subject", keys.subject, names::subject, captures),
+            jetstream: keys.jetstream,
+        }
     }
 }
