@@ -140,7 +140,9 @@ impl<'a> Decoder<'a> {
                         None => self.broken.push(key.name.clone()),
                     }
                 }
-                self.check_sse_servers(entries, &connections, admin.is_some());
+                // Checks across connections, each protocol's in its folder.
+                self.reader()
+                    .sse_servers_on_admin_listener(entries, &connections, admin.is_some());
             }
             Some(other) => self.error(
                 other.pos,
@@ -195,45 +197,6 @@ impl<'a> Decoder<'a> {
         };
         self.refuse_endless_loops(&config, &route_positions);
         Some(config)
-    }
-
-    /// `sse_server` connections live on the admin listener, each on a path of its own.
-    fn check_sse_servers(
-        &mut self,
-        entries: &[(Key, Node)],
-        connections: &BTreeMap<String, Connection>,
-        admin: bool,
-    ) {
-        let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
-        for (key, _) in entries {
-            let Some(Connection {
-                kind: ConnectionKind::SseServer(server),
-                ..
-            }) = connections.get(&key.name)
-            else {
-                continue;
-            };
-            if !admin {
-                self.error(
-                    key.pos,
-                    format!(
-                        "connection `{}` serves SSE on the admin listener, which is off",
-                        key.name
-                    ),
-                    Some("turn it on at the top level: `admin: {listen: 127.0.0.1:9090}`".into()),
-                );
-            }
-            if let Some(other) = paths.insert(&server.path, &key.name) {
-                self.error(
-                    key.pos,
-                    format!(
-                        "connections `{other}` and `{}` both serve `{}`",
-                        key.name, server.path
-                    ),
-                    Some("give each sse_server a path of its own".into()),
-                );
-            }
-        }
     }
 
     fn loop_guard(&mut self, node: &Node) -> LoopGuard {

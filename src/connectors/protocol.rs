@@ -246,6 +246,12 @@ pub trait Descriptor: Sync {
         false
     }
 
+    /// `source` asking the server not to send back what its own connection publishes, for a
+    /// source on a connection that [`has_no_local`](Descriptor::has_no_local).
+    fn with_no_local(&self, source: &SourceSpec) -> SourceSpec {
+        source.clone()
+    }
+
     /// The names a source subscribes to, as the user wrote them (filters, a subject, event
     /// types).
     fn source_names(&self, _source: &SourceSpec) -> Vec<String> {

@@ -191,9 +191,7 @@ impl ConnectionKind {
     /// for JSON lines the one they carry (see [`LineFormat::Json`]).
     pub fn names(&self) -> Protocol {
         match self {
-            ConnectionKind::Stdio(StdioConnection {
-                lines: LineFormat::Json { names, .. },
-            }) => *names,
+            ConnectionKind::Stdio(stdio) => stdio.names(),
             other => other.protocol(),
         }
     }

@@ -1,10 +1,14 @@
 //! An `sse_server:` connection and sink read from the file and checked beyond their shape: a
-//! path the admin listener can serve and does not use itself, an origin, and event types.
+//! path the admin listener can serve and does not use itself, an origin, and event types; and
+//! across connections, the admin listener on and no path served twice.
+
+use std::collections::BTreeMap;
 
 use super::config::{SseServerConnection, SseServerSink, SseServerSinkKeys};
 use crate::config::diagnostics::Report;
 use crate::config::reader::Reader;
-use crate::config::yaml::Node;
+use crate::config::yaml::{Key, Node};
+use crate::config::{Connection, ConnectionKind};
 use crate::connectors::sse::protocol::event_type;
 
 impl Reader<'_> {
@@ -65,6 +69,47 @@ impl Reader<'_> {
     ) -> SseServerSink {
         SseServerSink {
             event: self.target(node, "event", keys.event, event_type, captures),
+        }
+    }
+
+    /// `sse_server` connections live on the admin listener, each on a path of its own;
+    /// `entries` are the file's connections as written, `connections` those read, `admin`
+    /// whether the listener is on.
+    pub fn sse_servers_on_admin_listener(
+        &mut self,
+        entries: &[(Key, Node)],
+        connections: &BTreeMap<String, Connection>,
+        admin: bool,
+    ) {
+        let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+        for (key, _) in entries {
+            let Some(Connection {
+                kind: ConnectionKind::SseServer(server),
+                ..
+            }) = connections.get(&key.name)
+            else {
+                continue;
+            };
+            if !admin {
+                self.errors.report(
+                    key.pos,
+                    format!(
+                        "connection `{}` serves SSE on the admin listener, which is off",
+                        key.name
+                    ),
+                    "turn it on at the top level: `admin: {listen: 127.0.0.1:9090}`",
+                );
+            }
+            if let Some(other) = paths.insert(&server.path, &key.name) {
+                self.errors.report(
+                    key.pos,
+                    format!(
+                        "connections `{other}` and `{}` both serve `{}`",
+                        key.name, server.path
+                    ),
+                    "give each sse_server a path of its own",
+                );
+            }
         }
     }
 }

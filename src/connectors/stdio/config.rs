@@ -26,6 +26,17 @@ pub struct StdioConnection {
     pub lines: LineFormat,
 }
 
+impl StdioConnection {
+    /// The protocol whose syntax the names of its messages follow: for JSON lines, the one
+    /// they carry; raw lines are standard input's own.
+    pub fn names(&self) -> Protocol {
+        match self.lines {
+            LineFormat::Json { names, .. } => names,
+            LineFormat::Raw => Protocol::Stdio,
+        }
+    }
+}
+
 /// How one line of standard input or output is one message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LineFormat {
