@@ -22,6 +22,7 @@ use super::reader::Reader;
 use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
 use super::yaml::{self, Key, Node, Pos, Value};
 use super::{admin_listener, decode, delivery};
+use crate::connectors::protocol::PROTOCOLS;
 use crate::mapping::{jq, marker};
 
 /// Which front end a document comes from.
@@ -259,36 +260,42 @@ impl<'a> Decoder<'a> {
             Some(node) => self.reader().reconnect(node),
             None => Reconnect::default(),
         };
-        const PROTOCOLS: [&str; 6] = ["mqtt", "nats", "sse", "http", "sse_server", "migratorydata"];
-        let given: Vec<(&'static str, &Node)> = PROTOCOLS
-            .iter()
-            .filter_map(|p| node.get(p).map(|n| (*p, n)))
+        // The protocols a file can name, as the registry lists them; one arm each below, which
+        // the compiler asks for when a protocol is added.
+        let protocols = PROTOCOLS.iter().filter(|d| d.in_config_files());
+        let given: Vec<(Protocol, &Node)> = protocols
+            .clone()
+            .filter_map(|d| node.get(d.name()).map(|n| (d.protocol(), n)))
             .collect();
         let kind = match given.as_slice() {
-            [("mqtt", n)] => self
+            [(Protocol::Mqtt, n)] => self
                 .read(|r| r.mqtt_connection(&name, n))
                 .map(ConnectionKind::Mqtt),
-            [("nats", n)] => self
+            [(Protocol::Nats, n)] => self
                 .read(|r| r.nats_connection(n))
                 .map(ConnectionKind::Nats),
-            [("sse", n)] => self.read(|r| r.sse_connection(n)).map(ConnectionKind::Sse),
-            [("http", n)] => self
+            [(Protocol::Sse, n)] => self.read(|r| r.sse_connection(n)).map(ConnectionKind::Sse),
+            [(Protocol::Http, n)] => self
                 .read(|r| r.http_connection(n))
                 .map(ConnectionKind::Http),
-            [("migratorydata", n)] => self
-                .read(|r| r.migratorydata_connection(n))
-                .map(ConnectionKind::MigratoryData),
-            [(_, n)] => self
+            [(Protocol::SseServer, n)] => self
                 .read(|r| r.sse_server_connection(n))
                 .map(ConnectionKind::SseServer),
+            [(Protocol::MigratoryData, n)] => self
+                .read(|r| r.migratorydata_connection(n))
+                .map(ConnectionKind::MigratoryData),
+            // Never in a file (`in_config_files`): only `ferry relay` builds it, above.
+            [(Protocol::Stdio, _)] => None,
             [] => {
+                let keys: Vec<String> = protocols.map(|d| format!("`{}:`", d.name())).collect();
+                let (last, rest) = keys.split_last().expect("a file can name some protocol");
                 self.error(
                     key.pos,
                     format!("connection `{name}` names no protocol"),
-                    Some(
-                        "put its settings under `mqtt:`, `nats:`, `sse:`, `http:`, `sse_server:` or `migratorydata:`"
-                            .into(),
-                    ),
+                    Some(format!(
+                        "put its settings under {} or {last}",
+                        rest.join(", ")
+                    )),
                 );
                 return None;
             }
