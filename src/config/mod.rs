@@ -25,7 +25,6 @@ mod route_ends;
 pub(crate) mod route_section;
 pub mod schema;
 pub mod security;
-pub(crate) mod url_credentials;
 mod validate;
 pub(crate) mod values;
 pub mod yaml;
