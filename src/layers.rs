@@ -6,15 +6,16 @@
 //! 1. the message (`message.rs`): what flows, and its acknowledgement;
 //! 2. configuration primitives: the positioned YAML tree, diagnostics, `${...}`
 //!    interpolation, duration and size ranges, URL redaction;
-//! 3. the shared contracts (`contracts/`): what connectors and the pipeline agree on (a
+//! 3. the configuration model (`config/model/` and each connector's `config.rs`): the typed,
+//!    validated configuration;
+//! 4. the shared contracts (`contracts/`): what connectors and the pipeline agree on (a
 //!    sink, a route's input queue, connection status and backoff, supervised tasks);
-//! 4. protocol descriptions: in each connector's folder, the I/O-free files that say what the
-//!    protocol is (`config.rs`, `protocol.rs`, `names.rs`, `url.rs`) and the registry
+//! 5. protocol descriptions: in each connector's folder, the I/O-free files that say what the
+//!    protocol is (`protocol.rs`, `names.rs`, `url_form.rs`) and the registry
 //!    (`connectors/protocol.rs`);
-//! 5. the configuration model (`config/model/`): the typed, validated configuration;
 //! 6. mapping (`mapping/`): what a route does to each message, pure;
-//! 7. configuration assembly (the rest of `config/`): parsing and checking `bridges.yaml` and
-//!    `ferry relay`'s URLs into the model;
+//! 7. configuration assembly (the rest of `config/`, and each connector's `read.rs`): parsing
+//!    and checking `bridges.yaml` and `ferry relay`'s URLs into the model;
 //! 8. connectors (the rest of `connectors/`): the protocol clients and servers;
 //! 9. the pipeline (`pipeline/`): routes, workers, spools, supervision, reload;
 //! 10. commands: the admin listener, the daemon, `ferry relay`, `ferry check`'s explanation,
@@ -64,7 +65,13 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("mapping", &["mapping/"]),
-    ("configuration assembly", &["config/"]),
+    // Reading a protocol's sections into the model lives in its folder, beside its keys, but
+    // it is configuration assembly: it extends the `Reader` of `config/` and may check
+    // templates, which the mapping compiles.
+    (
+        "configuration assembly",
+        &["config/", "connectors/*/read.rs"],
+    ),
     ("connectors", &["connectors/"]),
     ("the pipeline", &["pipeline/"]),
     (

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS, Reader};
+use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS};
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
 use super::file::{ConfigFile, READ_ON_THEIR_OWN as FILE_SECTIONS};
 use super::interpolate::{Lookup, scalar_text};
@@ -18,9 +18,11 @@ use super::loops;
 use super::model::*;
 #[cfg(test)]
 use super::ranges::{parse_duration, parse_size};
+use super::reader::Reader;
 use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
 use super::yaml::{self, Key, Node, Pos, Value};
 use super::{admin_listener, decode, delivery};
+use crate::connectors::protocol::PROTOCOLS;
 use crate::mapping::{jq, marker};
 
 /// Which front end a document comes from.
@@ -139,7 +141,9 @@ impl<'a> Decoder<'a> {
                         None => self.broken.push(key.name.clone()),
                     }
                 }
-                self.check_sse_servers(entries, &connections, admin.is_some());
+                // Checks across connections, each protocol's in its folder.
+                self.reader()
+                    .sse_servers_on_admin_listener(entries, &connections, admin.is_some());
             }
             Some(other) => self.error(
                 other.pos,
@@ -196,45 +200,6 @@ impl<'a> Decoder<'a> {
         Some(config)
     }
 
-    /// `sse_server` connections live on the admin listener, each on a path of its own.
-    fn check_sse_servers(
-        &mut self,
-        entries: &[(Key, Node)],
-        connections: &BTreeMap<String, Connection>,
-        admin: bool,
-    ) {
-        let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
-        for (key, _) in entries {
-            let Some(Connection {
-                kind: ConnectionKind::SseServer(server),
-                ..
-            }) = connections.get(&key.name)
-            else {
-                continue;
-            };
-            if !admin {
-                self.error(
-                    key.pos,
-                    format!(
-                        "connection `{}` serves SSE on the admin listener, which is off",
-                        key.name
-                    ),
-                    Some("turn it on at the top level: `admin: {listen: 127.0.0.1:9090}`".into()),
-                );
-            }
-            if let Some(other) = paths.insert(&server.path, &key.name) {
-                self.error(
-                    key.pos,
-                    format!(
-                        "connections `{other}` and `{}` both serve `{}`",
-                        key.name, server.path
-                    ),
-                    Some("give each sse_server a path of its own".into()),
-                );
-            }
-        }
-    }
-
     fn loop_guard(&mut self, node: &Node) -> LoopGuard {
         let read = decode::section::<LoopGuard>(node, self.lookup);
         self.errors.extend(read.errors);
@@ -282,7 +247,7 @@ impl<'a> Decoder<'a> {
         {
             return Some(Connection {
                 name,
-                kind: ConnectionKind::Stdio(self.stdio_connection(n)?),
+                kind: ConnectionKind::Stdio(self.read(|r| r.stdio_connection(n))?),
                 reconnect: Reconnect::default(),
             });
         }
@@ -295,30 +260,42 @@ impl<'a> Decoder<'a> {
             Some(node) => self.reader().reconnect(node),
             None => Reconnect::default(),
         };
-        const PROTOCOLS: [&str; 6] = ["mqtt", "nats", "sse", "http", "sse_server", "migratorydata"];
-        let given: Vec<(&'static str, &Node)> = PROTOCOLS
-            .iter()
-            .filter_map(|p| node.get(p).map(|n| (*p, n)))
+        // The protocols a file can name, as the registry lists them; one arm each below, which
+        // the compiler asks for when a protocol is added.
+        let protocols = PROTOCOLS.iter().filter(|d| d.in_config_files());
+        let given: Vec<(Protocol, &Node)> = protocols
+            .clone()
+            .filter_map(|d| node.get(d.name()).map(|n| (d.protocol(), n)))
             .collect();
         let kind = match given.as_slice() {
-            [("mqtt", n)] => self.read(|r| r.mqtt(&name, n)).map(ConnectionKind::Mqtt),
-            [("nats", n)] => self.read(|r| r.nats(n)).map(ConnectionKind::Nats),
-            [("sse", n)] => self.read(|r| r.sse(n)).map(ConnectionKind::Sse),
-            [("http", n)] => self.read(|r| r.http(n)).map(ConnectionKind::Http),
-            [("migratorydata", n)] => self
-                .read(|r| r.migratorydata(n))
-                .map(ConnectionKind::MigratoryData),
-            [(_, n)] => self
-                .read(|r| r.sse_server(n))
+            [(Protocol::Mqtt, n)] => self
+                .read(|r| r.mqtt_connection(&name, n))
+                .map(ConnectionKind::Mqtt),
+            [(Protocol::Nats, n)] => self
+                .read(|r| r.nats_connection(n))
+                .map(ConnectionKind::Nats),
+            [(Protocol::Sse, n)] => self.read(|r| r.sse_connection(n)).map(ConnectionKind::Sse),
+            [(Protocol::Http, n)] => self
+                .read(|r| r.http_connection(n))
+                .map(ConnectionKind::Http),
+            [(Protocol::SseServer, n)] => self
+                .read(|r| r.sse_server_connection(n))
                 .map(ConnectionKind::SseServer),
+            [(Protocol::MigratoryData, n)] => self
+                .read(|r| r.migratorydata_connection(n))
+                .map(ConnectionKind::MigratoryData),
+            // Never in a file (`in_config_files`): only `ferry relay` builds it, above.
+            [(Protocol::Stdio, _)] => None,
             [] => {
+                let keys: Vec<String> = protocols.map(|d| format!("`{}:`", d.name())).collect();
+                let (last, rest) = keys.split_last().expect("a file can name some protocol");
                 self.error(
                     key.pos,
                     format!("connection `{name}` names no protocol"),
-                    Some(
-                        "put its settings under `mqtt:`, `nats:`, `sse:`, `http:`, `sse_server:` or `migratorydata:`"
-                            .into(),
-                    ),
+                    Some(format!(
+                        "put its settings under {} or {last}",
+                        rest.join(", ")
+                    )),
                 );
                 return None;
             }
@@ -351,39 +328,6 @@ impl<'a> Decoder<'a> {
                 false
             }
         }
-    }
-
-    /// Standard input or output, which only `ferry relay` builds (always well formed, so a
-    /// value it does not know is a bug there): `lines: json` (with `base64` and `names`, the
-    /// protocol whose syntax the lines' subjects follow) or `raw`.
-    fn stdio_connection(&mut self, node: &Node) -> Option<StdioConnection> {
-        let text = |key: &str| match node.get(key).map(|n| &n.value) {
-            Some(Value::Str(s)) => Some(s.as_str()),
-            _ => None,
-        };
-        let lines = match text("lines") {
-            Some("raw") => LineFormat::Raw,
-            _ => LineFormat::Json {
-                base64: matches!(
-                    node.get("base64").map(|n| &n.value),
-                    Some(Value::Bool(true))
-                ),
-                names: match text("names") {
-                    None => Protocol::Stdio,
-                    Some(name) => match crate::connectors::protocol::PROTOCOLS
-                        .iter()
-                        .find(|d| d.name() == name)
-                    {
-                        Some(d) => d.protocol(),
-                        None => {
-                            self.error(node.pos, format!("`{name}` is not a protocol"), None);
-                            return None;
-                        }
-                    },
-                },
-            },
-        };
-        Some(StdioConnection { lines })
     }
 
     fn route(&mut self, node: &Node, connections: &BTreeMap<String, Connection>) -> Option<Route> {

@@ -1,25 +1,27 @@
 //! A route's source (`from`) and sinks (`to`, `dead_letter`) as the file writes them: the
-//! keys every one takes, beside the keys of the protocol of the connection it names (those
-//! live with the protocol, in `connectors/<proto>/config.rs`); and the checks that make them
-//! the model's [`Source`] and [`Sink`].
+//! keys every one takes, beside the keys of the protocol of the connection it names; and the
+//! checks that make them the model's [`Source`] and [`Sink`]. Each protocol's keys, and the
+//! checks they need, live with the protocol (`connectors/<proto>/config.rs` and `read.rs`):
+//! here, one arm per protocol hands its part to them.
 
-use crate::connectors::protocol::{Described, End};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use super::connections::Reader;
 use super::decode;
 use super::diagnostics::Report;
 use super::model::*;
+use super::reader::Reader;
 use super::values::{Flag, Interpolated, Text};
-use super::yaml::{Node, Pos};
-use crate::connectors::http::config::{HttpSinkKeys, SinkMethod};
+use super::yaml::Node;
+use crate::connectors::http::config::HttpSinkKeys;
 use crate::connectors::migratorydata::config::{MigratoryDataSinkKeys, MigratoryDataSourceKeys};
 use crate::connectors::mqtt::config::{MqttSinkKeys, MqttSourceKeys};
 use crate::connectors::nats::config::{NatsSinkKeys, NatsSourceKeys};
+use crate::connectors::protocol::{Described, End, NameRule};
 use crate::connectors::sse::config::SseSourceKeys;
 use crate::connectors::sse_server::config::SseServerSinkKeys;
+use crate::connectors::stdio::config::{StdioSinkKeys, StdioSourceKeys};
 
 /// Keys every source takes.
 #[derive(Deserialize, JsonSchema)]
@@ -97,31 +99,14 @@ pub enum SinkForm {
     MigratoryData(Endpoint<SinkCommon, MigratoryDataSinkKeys>),
 }
 
-/// A source standard input reads (`ferry relay - ...`): never in a file.
-#[derive(Deserialize, JsonSchema)]
-pub struct StdioSourceKeys {}
-
-/// A sink standard output writes (`ferry relay ... -`): never in a file.
-#[derive(Deserialize, JsonSchema)]
-pub struct StdioSinkKeys {
-    #[serde(default = "super::values::auto")]
-    #[schemars(with = "Text")]
-    subject: String,
-}
-
-/// What a source or sink on `protocol` is called in messages.
-fn what(protocol: Protocol, source: bool) -> &'static str {
-    match (protocol, source) {
-        (Protocol::Mqtt, true) => "an MQTT source",
-        (Protocol::Nats, true) => "a NATS source",
-        (Protocol::Sse, true) => "an SSE source",
-        (Protocol::MigratoryData, true) => "a MigratoryData source",
-        (Protocol::Mqtt, false) => "an MQTT sink",
-        (Protocol::Nats, false) => "a NATS sink",
-        (Protocol::Http, false) => "an HTTP sink",
-        (Protocol::SseServer, false) => "an sse_server sink",
-        (Protocol::MigratoryData, false) => "a MigratoryData sink",
-        _ => "a source or sink",
+/// What `end` of a route on `protocol` is called in messages: `an MQTT source`.
+fn what(protocol: Protocol, end: End) -> String {
+    match protocol.descriptor().with_article() {
+        Some(name) => match end {
+            End::Source => format!("{name} source"),
+            End::Sink => format!("{name} sink"),
+        },
+        None => "a source or sink".to_string(),
     }
 }
 
@@ -135,6 +120,29 @@ impl Reader<'_> {
         self.keep(read)
     }
 
+    /// The keys every source takes and the protocol's (`P`), read from `node` (called
+    /// `what`); `read` checks the protocol's and makes its part of the model.
+    fn source_keys<P: DeserializeOwned + JsonSchema>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        read: impl FnOnce(&mut Self, P) -> SourceSpec,
+    ) -> Option<(SourceCommon, SourceSpec)> {
+        let (common, keys) = self.endpoint::<SourceCommon, P>(node, what)?;
+        Some((common, read(self, keys)))
+    }
+
+    /// The keys every sink takes and the protocol's (`P`), as for a source.
+    fn sink_keys<P: DeserializeOwned + JsonSchema>(
+        &mut self,
+        node: &Node,
+        what: &str,
+        read: impl FnOnce(&mut Self, P) -> SinkSpec,
+    ) -> Option<(SinkCommon, SinkSpec)> {
+        let (common, keys) = self.endpoint::<SinkCommon, P>(node, what)?;
+        Some((common, read(self, keys)))
+    }
+
     /// The source at `node`, which names `connection` (`c`).
     pub fn source(&mut self, node: &Node, connection: String, c: &Connection) -> Option<Source> {
         let protocol = c.kind.protocol();
@@ -142,82 +150,32 @@ impl Reader<'_> {
             self.errors.report(node.pos, message, hint);
             return None;
         }
-        let what = what(protocol, true);
+        let what = &what(protocol, End::Source);
         let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
         let (common, spec) = match &c.kind {
             ConnectionKind::Mqtt(mqtt) => {
-                let (common, keys) = self.endpoint::<SourceCommon, MqttSourceKeys>(node, what)?;
-                (common, self.mqtt_source(keys, node, &connection, mqtt)?)
+                self.source_keys(node, what, |r, keys: MqttSourceKeys| {
+                    SourceSpec::Mqtt(r.mqtt_source(keys, node, &connection, mqtt))
+                })
             }
-            ConnectionKind::Nats(_) => {
-                let (common, keys) = self.endpoint::<SourceCommon, NatsSourceKeys>(node, what)?;
-                self.errors.rule(
-                    at("subject"),
-                    crate::connectors::nats::names::subscription(&keys.subject),
-                );
-                if let Some(js) = &keys.jetstream {
-                    let js_node = node.get("jetstream").unwrap_or(node);
-                    for (key, name) in [("stream", &js.stream), ("consumer", &js.consumer)] {
-                        // JetStream names become subject tokens: no dots, wildcards or spaces.
-                        if name.is_empty() || name.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
-                            self.errors.report(
-                                js_node.get(key).map_or(js_node.pos, |n| n.pos),
-                                format!("`{name}` is not a valid JetStream {key} name"),
-                                "use letters, digits, `-` and `_`",
-                            );
-                        }
-                    }
-                    if keys.queue.is_some() {
-                        self.errors.report(
-                            node.pos,
-                            "a JetStream source takes no `queue`",
-                            "instances that bind the same durable `consumer` share its messages",
-                        );
-                    }
-                }
-                let spec = SourceSpec::Nats(NatsSource {
-                    subject: keys.subject,
-                    queue_group: keys.queue,
-                    jetstream: keys.jetstream,
-                });
-                (common, spec)
-            }
-            ConnectionKind::Sse(_) => {
-                let (common, keys) = self.endpoint::<SourceCommon, SseSourceKeys>(node, what)?;
-                let events = keys.events.map(|e| e.0).unwrap_or_default();
-                let positions = super::connections::item_positions(node.get("events"));
-                let events = (events.into_iter().enumerate())
-                    .filter(|(i, e)| {
-                        let pos = positions.get(*i).copied().unwrap_or(node.pos);
-                        self.errors
-                            .rule(pos, crate::connectors::sse::protocol::event_type(e))
-                    })
-                    .map(|(_, e)| e)
-                    .collect();
-                (common, SourceSpec::Sse(SseSource { events }))
-            }
+            ConnectionKind::Nats(_) => self.source_keys(node, what, |r, keys: NatsSourceKeys| {
+                SourceSpec::Nats(r.nats_source(keys, node))
+            }),
+            ConnectionKind::Sse(_) => self.source_keys(node, what, |r, keys: SseSourceKeys| {
+                SourceSpec::Sse(r.sse_source(keys, node))
+            }),
             ConnectionKind::MigratoryData(_) => {
-                let (common, keys) =
-                    self.endpoint::<SourceCommon, MigratoryDataSourceKeys>(node, what)?;
-                self.errors.rule(
-                    at("subject"),
-                    crate::connectors::migratorydata::protocol::subject(&keys.subject),
-                );
-                let spec = SourceSpec::MigratoryData(MigratoryDataSource {
-                    subject: keys.subject,
-                    history: keys.history,
-                });
-                (common, spec)
+                self.source_keys(node, what, |r, keys: MigratoryDataSourceKeys| {
+                    SourceSpec::MigratoryData(r.migratorydata_source(keys, node))
+                })
             }
             // Only `ferry relay` builds standard input (Front::Relay).
             ConnectionKind::Stdio(_) => {
-                let (common, StdioSourceKeys {}) =
-                    self.endpoint::<SourceCommon, StdioSourceKeys>(node, what)?;
-                (common, SourceSpec::Stdio)
+                self.source_keys(node, what, |_, StdioSourceKeys {}| SourceSpec::Stdio)
             }
             // Refused above: ferry only writes to them.
-            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => return None,
-        };
+            ConnectionKind::Http(_) | ConnectionKind::SseServer(_) => None,
+        }?;
         let pattern = common.pattern.filter(|text| match regex::Regex::new(text) {
             Ok(_) => true,
             Err(e) => {
@@ -241,67 +199,6 @@ impl Reader<'_> {
         })
     }
 
-    fn mqtt_source(
-        &mut self,
-        keys: MqttSourceKeys,
-        node: &Node,
-        connection: &str,
-        mqtt: &MqttConnection,
-    ) -> Option<SourceSpec> {
-        let mut topics = Vec::new();
-        let mut filter = |reader: &mut Self, topic: String, pos: Pos| {
-            if reader
-                .errors
-                .rule(pos, crate::connectors::mqtt::names::filter(&topic))
-            {
-                topics.push(topic);
-            }
-        };
-        match (keys.topic, keys.topics) {
-            (Some(topic), None) => {
-                filter(self, topic, node.get("topic").map_or(node.pos, |n| n.pos))
-            }
-            (None, Some(list)) => {
-                let positions = super::connections::item_positions(node.get("topics"));
-                for (i, topic) in list.0.into_iter().enumerate() {
-                    filter(self, topic, positions.get(i).copied().unwrap_or(node.pos));
-                }
-            }
-            (Some(_), Some(_)) => self.errors.report(
-                node.pos,
-                "an MQTT source takes `topic` or `topics`, not both",
-                "put every filter in `topics: [...]`",
-            ),
-            (None, None) => self.errors.report(
-                node.pos,
-                "an MQTT source needs `topic`",
-                "add e.g. `topic: \"sensors/#\"`",
-            ),
-        }
-        if let Some(group) = &keys.share
-            && (group.is_empty() || group.contains(['/', '+', '#']))
-        {
-            self.errors.report(
-                node.get("share").map_or(node.pos, |n| n.pos),
-                format!("`{group}` is not a valid shared-subscription group"),
-                "a group name is one level: no `/`, `+` or `#`",
-            );
-        }
-        if keys.no_local && mqtt.version != MqttVersion::V5 {
-            self.errors.report(
-                node.pos,
-                "`no_local` needs MQTT 5",
-                format!("set `version: 5` on connection `{connection}`"),
-            );
-        }
-        Some(SourceSpec::Mqtt(MqttSource {
-            topics,
-            qos: keys.qos,
-            share: keys.share,
-            no_local: keys.no_local,
-        }))
-    }
-
     /// The sink at `node`, which names `connection` (`c`); its templates may use `captures`.
     pub fn sink(
         &mut self,
@@ -319,88 +216,34 @@ impl Reader<'_> {
             self.errors.report(node.pos, message, hint);
             return None;
         }
-        let what = what(c.kind.protocol(), false);
+        let what = &what(c.kind.protocol(), End::Sink);
         let (common, spec) = match &c.kind {
-            ConnectionKind::Mqtt(_) => {
-                let (common, keys) = self.endpoint::<SinkCommon, MqttSinkKeys>(node, what)?;
-                let topic = self.target(
-                    node,
-                    "topic",
-                    keys.topic,
-                    crate::connectors::mqtt::names::topic,
-                    captures,
-                );
-                let spec = SinkSpec::Mqtt(MqttSink {
-                    topic,
-                    qos: keys.qos,
-                    retain: keys.retain,
-                });
-                (common, spec)
-            }
-            ConnectionKind::Nats(_) => {
-                let (common, keys) = self.endpoint::<SinkCommon, NatsSinkKeys>(node, what)?;
-                let subject = self.target(
-                    node,
-                    "subject",
-                    keys.subject,
-                    crate::connectors::nats::names::subject,
-                    captures,
-                );
-                let spec = SinkSpec::Nats(NatsSink {
-                    subject,
-                    jetstream: keys.jetstream,
-                });
-                (common, spec)
-            }
-            ConnectionKind::Http(_) => {
-                let (common, keys) = self.endpoint::<SinkCommon, HttpSinkKeys>(node, what)?;
-                let url = match keys.url {
-                    Some(url) => self.target(node, "url", url, |_| Ok(()), captures),
-                    None => Target::Auto,
-                };
-                let method = match keys.method {
-                    SinkMethod::Post => HttpMethod::Post,
-                    SinkMethod::Put => HttpMethod::Put,
-                };
-                (common, SinkSpec::Http(HttpSink { url, method }))
-            }
+            ConnectionKind::Mqtt(_) => self.sink_keys(node, what, |r, keys: MqttSinkKeys| {
+                SinkSpec::Mqtt(r.mqtt_sink(keys, node, captures))
+            }),
+            ConnectionKind::Nats(_) => self.sink_keys(node, what, |r, keys: NatsSinkKeys| {
+                SinkSpec::Nats(r.nats_sink(keys, node, captures))
+            }),
+            ConnectionKind::Http(_) => self.sink_keys(node, what, |r, keys: HttpSinkKeys| {
+                SinkSpec::Http(r.http_sink(keys, node, captures))
+            }),
             ConnectionKind::SseServer(_) => {
-                let (common, keys) = self.endpoint::<SinkCommon, SseServerSinkKeys>(node, what)?;
-                let event = self.target(
-                    node,
-                    "event",
-                    keys.event,
-                    crate::connectors::sse::protocol::event_type,
-                    captures,
-                );
-                (common, SinkSpec::SseServer(SseServerSink { event }))
+                self.sink_keys(node, what, |r, keys: SseServerSinkKeys| {
+                    SinkSpec::SseServer(r.sse_server_sink(keys, node, captures))
+                })
             }
             ConnectionKind::MigratoryData(_) => {
-                let (common, keys) =
-                    self.endpoint::<SinkCommon, MigratoryDataSinkKeys>(node, what)?;
-                let subject = self.target(
-                    node,
-                    "subject",
-                    keys.subject,
-                    crate::connectors::migratorydata::protocol::subject,
-                    captures,
-                );
-                let spec = SinkSpec::MigratoryData(MigratoryDataSink {
-                    subject,
-                    retained: keys.retained,
-                    qos: keys.qos,
-                });
-                (common, spec)
+                self.sink_keys(node, what, |r, keys: MigratoryDataSinkKeys| {
+                    SinkSpec::MigratoryData(r.migratorydata_sink(keys, node, captures))
+                })
             }
             // Only `ferry relay` builds standard output (Front::Relay).
-            ConnectionKind::Stdio(_) => {
-                let (common, keys) = self.endpoint::<SinkCommon, StdioSinkKeys>(node, what)?;
-                let subject = self.target(node, "subject", keys.subject, |_| Ok(()), captures);
-                (common, SinkSpec::Stdio(StdioSink { subject }))
-            }
+            ConnectionKind::Stdio(_) => self.sink_keys(node, what, |r, keys: StdioSinkKeys| {
+                SinkSpec::Stdio(r.stdio_sink(keys, node, captures))
+            }),
             // Refused above: ferry only reads it.
-            ConnectionKind::Sse(_) => return None,
-        };
+            ConnectionKind::Sse(_) => None,
+        }?;
         Some(Sink {
             connection: common.connection,
             spec,
@@ -409,14 +252,15 @@ impl Reader<'_> {
         })
     }
 
-    /// A sink's `topic`/`subject`: `auto`, or a template. A template without `{{` is a plain
-    /// name and is checked against the protocol's rules right away.
-    fn target(
+    /// A sink's `topic`/`subject` (its `key`): `auto`, or a template that may use `captures`.
+    /// A template without `{{` is a plain name and is checked against the protocol's `rule`
+    /// right away.
+    pub fn target(
         &mut self,
         node: &Node,
         key: &str,
         text: String,
-        rule: fn(&str) -> Result<(), crate::connectors::protocol::Problem>,
+        rule: NameRule,
         captures: &[String],
     ) -> Target {
         if text == "auto" {

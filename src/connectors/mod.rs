@@ -3,7 +3,9 @@
 //!
 //! Each protocol's folder also says what the protocol is, without any I/O, in its
 //! `protocol.rs`: a [`protocol::Descriptor`] that the configuration checks, `ferry check` and
-//! the loop analysis ask; [`protocol::PROTOCOLS`] lists them all.
+//! the loop analysis ask; [`protocol::PROTOCOLS`] lists them all. And it holds the protocol's
+//! configuration: its keys and the connection, source and sink it receives (`config.rs`), and
+//! the checks that read the one into the other (`read.rs`).
 //!
 //! A connection is opened once per `connections:` entry that some route uses. Before it starts,
 //! every route reading from it registers its source with [`Connection::add_source`] (messages go

@@ -158,6 +158,12 @@ pub trait Descriptor: Sync {
     /// Which ends of a route it can be.
     fn directions(&self) -> Directions;
 
+    /// Its name after an article, as messages call an end of a route on it: `an MQTT` (an
+    /// MQTT source), `an HTTP` (an HTTP sink). `None`: "a source or sink".
+    fn with_article(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether a `bridges.yaml` can name it (`ferry relay` alone builds standard input and
     /// output).
     fn in_config_files(&self) -> bool {
@@ -238,6 +244,12 @@ pub trait Descriptor: Sync {
     /// connection itself published (MQTT 5 `no_local`).
     fn has_no_local(&self, _connection: &ConnectionKind) -> bool {
         false
+    }
+
+    /// `source` asking the server not to send back what its own connection publishes, for a
+    /// source on a connection that [`has_no_local`](Descriptor::has_no_local).
+    fn with_no_local(&self, source: &SourceSpec) -> SourceSpec {
+        source.clone()
     }
 
     /// The names a source subscribes to, as the user wrote them (filters, a subject, event

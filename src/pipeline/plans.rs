@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use crate::config::loops;
 use crate::config::{self, Config, SourceSpec};
+use crate::connectors::protocol::Described;
 
 /// What a connection is made of; a connection restarts on a reload when this changes.
 #[derive(Clone, PartialEq)]
@@ -64,14 +65,14 @@ impl Plans {
                 }
             }
             let no_local = analysis.no_local.contains(&index);
-            let mut spec = route.from.spec.clone();
-            if let SourceSpec::Mqtt(mqtt) = &mut spec
-                && no_local
-            {
+            let spec = if no_local {
                 // The other half of a two-way pair publishes here: let the broker keep our
                 // own publishes from coming back at all (MQTT 5), rather than drop them later.
-                mqtt.no_local = true;
-            }
+                let protocol = route.from.spec.protocol();
+                protocol.descriptor().with_no_local(&route.from.spec)
+            } else {
+                route.from.spec.clone()
+            };
             if let Some(plan) = connections.get_mut(&route.from.connection) {
                 plan.sources
                     .push((route.name.clone(), spec, route.queue.clone()));
@@ -114,4 +115,54 @@ fn host_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "ferry".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Lookup, parse};
+
+    /// The source each connection's plan subscribes with, by route.
+    fn planned_sources(yaml: &str) -> BTreeMap<String, SourceSpec> {
+        let config = parse(yaml, "test.yaml", &Lookup::system()).unwrap_or_else(|e| panic!("{e}"));
+        Plans::of(&config)
+            .connections
+            .into_values()
+            .flat_map(|plan| plan.sources)
+            .map(|(route, spec, _)| (route, spec))
+            .collect()
+    }
+
+    fn no_local(spec: &SourceSpec) -> bool {
+        match spec {
+            SourceSpec::Mqtt(mqtt) => mqtt.no_local,
+            other => panic!("not an MQTT source: {other:?}"),
+        }
+    }
+
+    /// A two-way bridge over MQTT 5 subscribes with `no_local`, so the broker keeps ferry's own
+    /// publishes from coming back; a one-way route does not ask for it.
+    #[test]
+    fn the_mqtt_half_of_a_two_way_bridge_subscribes_with_no_local() {
+        let two_way = |version: &str| {
+            format!(
+                r#"
+connections:
+  mq: {{ mqtt: {{ url: "mqtt://localhost:1883", version: "{version}" }} }}
+  nc: {{ nats: {{ url: "nats://localhost:4222" }} }}
+routes:
+  - name: up
+    from: {{ connection: mq, topic: "bridge/#" }}
+    to: {{ connection: nc, subject: auto }}
+  - name: down
+    from: {{ connection: nc, subject: "bridge.>" }}
+    to: {{ connection: mq, topic: auto }}
+"#
+            )
+        };
+        assert!(no_local(&planned_sources(&two_way("5"))["up"]));
+
+        let one_way = two_way("5").replace("bridge.>", "elsewhere.>");
+        assert!(!no_local(&planned_sources(&one_way)["up"]));
+    }
 }

@@ -9,15 +9,25 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::values::{self, Flag, Interpolated, OneOrList, Text, TextMap, Whole};
-use crate::connectors::sse::config as sse;
 
-mod protocols;
-pub use protocols::{
-    Handshake, HttpConnection, HttpMethod, HttpSink, JetStreamDeliver, JetStreamSource, LineFormat,
+mod secret;
+pub use secret::{Secret, SecretUrl};
+
+// Each protocol's connection, source and sink live in its connector's folder, beside the keys
+// they are read from; the enums below wrap them.
+pub use crate::connectors::http::config::{HttpConnection, HttpSink};
+pub use crate::connectors::migratorydata::config::{
     MigratoryDataConnection, MigratoryDataQos, MigratoryDataSink, MigratoryDataSource,
-    MqttConnection, MqttSink, MqttSource, MqttTransport, MqttVersion, NatsConnection, NatsSink,
-    NatsSource, SseConnection, SseServerSink, SseSource, StdioConnection, StdioSink,
 };
+pub use crate::connectors::mqtt::config::{
+    LastWill, MqttConnection, MqttSink, MqttSource, MqttTransport, MqttVersion,
+};
+pub use crate::connectors::nats::config::{
+    JetStreamDeliver, JetStreamSource, NatsConnection, NatsSink, NatsSource,
+};
+pub use crate::connectors::sse::config::{Handshake, SseConnection, SseSource};
+pub use crate::connectors::sse_server::config::{SseServerConnection, SseServerSink};
+pub use crate::connectors::stdio::config::{LineFormat, StdioConnection, StdioSink};
 
 /// A whole `bridges.yaml`.
 #[derive(Clone, Debug, PartialEq)]
@@ -184,9 +194,7 @@ impl ConnectionKind {
     /// for JSON lines the one they carry (see [`LineFormat::Json`]).
     pub fn names(&self) -> Protocol {
         match self {
-            ConnectionKind::Stdio(StdioConnection {
-                lines: LineFormat::Json { names, .. },
-            }) => *names,
+            ConnectionKind::Stdio(stdio) => stdio.names(),
             other => other.protocol(),
         }
     }
@@ -312,68 +320,6 @@ impl Default for Probe {
     }
 }
 
-/// A password, token or key. `Debug` and `Display` print `***`, so it cannot leak into logs,
-/// errors or `ferry check`; the value is reached only through [`Secret::expose`], where it is
-/// sent.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(Secret)
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-/// A URL that may carry credentials (`user:password@`, an API key in its query). `Debug` and
-/// `Display` show it with them masked (see [`redact_url`](super::redact_url)); the URL to
-/// connect to is reached only through [`SecretUrl::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(String);
-
-impl SecretUrl {
-    pub fn new(url: impl Into<String>) -> Self {
-        SecretUrl(url.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}", super::redact_url(&self.0))
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&super::redact_url(&self.0))
-    }
-}
-
 /// TLS settings (for mqtts://, wss://, tls://, https:// URLs).
 // Shared by every protocol. Read from a `tls:` block; without one, `Tls::default()`.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, schemars::JsonSchema)]
@@ -405,9 +351,25 @@ fn written() -> bool {
     true
 }
 
-pub use crate::connectors::mqtt::config::{DEFAULT_MAX_OUTGOING_PACKET_SIZE, LastWill};
+/// The method of an HTTP request, for the protocols that speak HTTP (an SSE stream's request
+/// and handshake, an HTTP sink's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HttpMethod {
+    #[default]
+    Get,
+    Post,
+    Put,
+}
 
-pub use crate::connectors::sse_server::config::SseServerConnection;
+impl HttpMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpMethod::Get => "GET",
+            HttpMethod::Post => "POST",
+            HttpMethod::Put => "PUT",
+        }
+    }
+}
 
 /// One route: a source, the mapping stage, one or more sinks.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,12 +1,14 @@
-//! An `http:` connection as `bridges.yaml` writes it: the endpoint ferry sends each message to.
+//! An `http:` connection: its keys as `bridges.yaml` writes them (the endpoint ferry sends
+//! each message to), and the connection and sink the connector receives once they are
+//! checked.
 
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Tls;
 use crate::config::values::{self, Interpolated, Text, TextMap, Whole};
+use crate::config::{HttpMethod, Secret, SecretUrl, Target, Tls};
 
 /// An HTTP endpoint ferry sends each message to.
 #[derive(Deserialize, JsonSchema)]
@@ -61,4 +63,26 @@ pub enum SinkMethod {
     #[default]
     Post,
     Put,
+}
+
+/// HTTP endpoints ferry sends messages to (webhooks, REST APIs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpConnection {
+    /// Base URL; a sink's `url` is resolved against it.
+    pub url: SecretUrl,
+    /// Headers sent with every request (credentials from `${ENV}` or `${file:...}`).
+    pub headers: Vec<(String, Secret)>,
+    pub tls: Tls,
+    /// How long one request may take, connecting included.
+    pub timeout: Duration,
+    /// Requests in flight at once on this connection, over all routes.
+    pub max_concurrent: usize,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpSink {
+    /// Rendered into the message's subject and resolved against the connection's URL;
+    /// `Auto` posts to the connection's URL itself.
+    pub url: Target,
+    pub method: HttpMethod,
 }

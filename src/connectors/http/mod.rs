@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod protocol;
+mod read;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

@@ -21,6 +21,10 @@ impl Descriptor for Http {
         }
     }
 
+    fn with_article(&self) -> Option<&'static str> {
+        Some("an HTTP")
+    }
+
     fn noun(&self) -> &'static str {
         "URL"
     }

@@ -1,13 +1,14 @@
-//! A `migratorydata:` connection as `bridges.yaml` writes it: a MigratoryData server or
-//! cluster, through its REST API.
+//! A `migratorydata:` connection: its keys as `bridges.yaml` writes them (a MigratoryData
+//! server or cluster, through its REST API), and the connection, source and sink the
+//! connector receives once they are checked.
 
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::values::{self, Interpolated, OneOrList, Text, Whole};
-use crate::config::{MigratoryDataQos, Retain, Secret, Tls};
+use crate::config::{Retain, Secret, Target, Tls};
 
 /// `max_response_size` when unset: a consume answer carries up to 1000 messages.
 pub const DEFAULT_MAX_RESPONSE_SIZE: u64 = 16 * 1024 * 1024;
@@ -83,5 +84,64 @@ pub struct MigratoryDataSinkKeys {
     /// MigratoryData's quality of service.
     #[serde(default)]
     #[schemars(with = "Interpolated<MigratoryDataQos>")]
+    pub qos: MigratoryDataQos,
+}
+
+/// A MigratoryData server reached through its REST API (`Rest.Enable = true` on the server):
+/// `POST /rest/produce` to publish, `GET /rest/consume` polled to read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigratoryDataConnection {
+    /// The servers' base URLs (http:// or https://), in the order they are tried: on a
+    /// connection failure ferry moves to the next, and back to the first once the one it is on
+    /// stayed up for `reconnect.stable_after`.
+    pub servers: Vec<String>,
+    /// The entitlement token sent with every request (from `${ENV}` or `${file:...}`).
+    pub token: Secret,
+    pub tls: Tls,
+    /// How long one request may take, connecting included.
+    pub timeout: Duration,
+    /// How often each source subject is polled when the last poll brought nothing.
+    pub poll_interval: Duration,
+    /// The most of one server answer (a produce or consume answer) ferry reads.
+    pub max_response_size: usize,
+}
+
+/// A MigratoryData subject a route reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigratoryDataSource {
+    /// The subject, `/a/b`.
+    pub subject: String,
+    /// How many past messages the first poll delivers (`history=N`) while ferry has no
+    /// cursor for the subject; `None` (or 0): none, ferry starts from the subject's last
+    /// message and delivers what comes after it.
+    pub history: Option<u32>,
+}
+
+/// MigratoryData's quality of service for a publish.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+#[schemars(extend("errorMessage" = "`{value}` is not a valid MigratoryData qos"))]
+pub enum MigratoryDataQos {
+    #[default]
+    Standard,
+    Guaranteed,
+}
+
+impl MigratoryDataQos {
+    /// The value of the `qos=` query parameter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MigratoryDataQos::Standard => "standard",
+            MigratoryDataQos::Guaranteed => "guaranteed",
+        }
+    }
+}
+
+/// A MigratoryData subject a route publishes to.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MigratoryDataSink {
+    /// The subject (`/a/b`); `Auto` is the source's name as a MigratoryData subject.
+    pub subject: Target,
+    pub retained: Retain,
     pub qos: MigratoryDataQos,
 }

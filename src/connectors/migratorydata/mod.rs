@@ -37,6 +37,7 @@
 
 pub mod config;
 pub mod protocol;
+mod read;
 mod rest;
 mod servers;
 

@@ -20,6 +20,10 @@ impl Descriptor for MigratoryData {
         }
     }
 
+    fn with_article(&self) -> Option<&'static str> {
+        Some("a MigratoryData")
+    }
+
     fn name_rule(&self) -> Option<NameRule> {
         Some(subject)
     }

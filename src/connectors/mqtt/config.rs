@@ -1,4 +1,5 @@
-//! An `mqtt:` connection as `bridges.yaml` writes it: an MQTT broker (3.1.1 or 5).
+//! An `mqtt:` connection: its keys as `bridges.yaml` writes them (an MQTT broker, 3.1.1 or
+//! 5), and the connection, source and sink the connector receives once they are checked.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use serde::Deserialize;
 
 use crate::config::probe::ProbeSetting;
 use crate::config::values::{self, Flag, Interpolated, OneOrList, Size, Text, Whole};
-use crate::config::{Retain, Secret, Tls};
+use crate::config::{Probe, Retain, Secret, SecretUrl, Target, Tls};
 
 /// `max_outgoing_packet_size` when unset: 256 MiB, about MQTT's own limit (a remaining length
 /// of 268,435,455 bytes).
@@ -26,7 +27,7 @@ pub struct MqttSection {
     pub url: String,
     /// MQTT protocol version.
     #[serde(default = "default_version")]
-    #[schemars(with = "Interpolated<MqttVersion>")]
+    #[schemars(with = "Interpolated<MqttVersionSetting>")]
     pub version: String,
     /// The client id; stable, so the broker keeps ferry's session. Default: `ferry-<name>`.
     #[schemars(with = "Option<Text>")]
@@ -92,9 +93,10 @@ fn default_max_outgoing_packet_size() -> u64 {
 }
 
 /// MQTT protocol version: 5, or 3.1.1 (also written 3, 4 or 311).
-pub struct MqttVersion;
+// The spellings `version:` accepts, for the schema; the version they mean is [`MqttVersion`].
+pub struct MqttVersionSetting;
 
-impl JsonSchema for MqttVersion {
+impl JsonSchema for MqttVersionSetting {
     fn schema_name() -> Cow<'static, str> {
         "MqttVersion".into()
     }
@@ -166,5 +168,122 @@ pub struct MqttSinkKeys {
     /// Publish retained: `true`, `false`, or `source` (as the message arrived).
     #[serde(default)]
     #[schemars(with = "Interpolated<Retain>")]
+    pub retain: Retain,
+}
+
+/// The MQTT protocol version ferry speaks to the broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttVersion {
+    V311,
+    V5,
+}
+
+/// How the MQTT connection reaches the broker, from the URL's scheme.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MqttTransport {
+    /// `mqtt://`
+    Tcp,
+    /// `mqtts://`
+    Tls,
+    /// `ws://`
+    Ws,
+    /// `wss://`
+    Wss,
+}
+
+impl MqttTransport {
+    pub fn is_tls(self) -> bool {
+        matches!(self, MqttTransport::Tls | MqttTransport::Wss)
+    }
+
+    /// The transport a URL scheme names (`tcp` and `ssl` as mosquitto's tools accept them).
+    pub fn from_scheme(scheme: &str) -> Option<MqttTransport> {
+        Some(match scheme {
+            "mqtt" | "tcp" => MqttTransport::Tcp,
+            "mqtts" | "ssl" => MqttTransport::Tls,
+            "ws" => MqttTransport::Ws,
+            "wss" => MqttTransport::Wss,
+            _ => return None,
+        })
+    }
+
+    /// The scheme of its URLs.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            MqttTransport::Tcp => "mqtt",
+            MqttTransport::Tls => "mqtts",
+            MqttTransport::Ws => "ws",
+            MqttTransport::Wss => "wss",
+        }
+    }
+
+    /// The port a URL without one means.
+    pub fn default_port(self) -> u16 {
+        match self {
+            MqttTransport::Tcp => 1883,
+            MqttTransport::Tls => 8883,
+            MqttTransport::Ws => 80,
+            MqttTransport::Wss => 443,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttConnection {
+    /// The URL as written (without credentials), for logs.
+    pub url: String,
+    pub transport: MqttTransport,
+    pub host: String,
+    pub port: u16,
+    /// For ws:// and wss://: the full URL the WebSocket handshake goes to.
+    pub ws_url: Option<SecretUrl>,
+    pub version: MqttVersion,
+    pub client_id: String,
+    /// `false` keeps a persistent session: the broker holds messages while ferry is away.
+    pub clean_start: bool,
+    /// MQTT 5 session expiry interval; `None` means the session ends with the connection.
+    pub session_expiry: Option<Duration>,
+    pub keep_alive: Duration,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tls: Tls,
+    /// Largest packet accepted from the broker.
+    pub max_packet_size: u32,
+    /// Largest PUBLISH packet ferry sends when the broker did not announce a limit (MQTT 3.1.1
+    /// never does): a larger message is refused before it is sent.
+    pub max_outgoing_packet_size: u32,
+    pub last_will: Option<LastWill>,
+    /// `None` when turned off (`probe: false`).
+    pub probe: Option<Probe>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttSource {
+    /// Topic filters, as the user wrote them (without any `$share/` prefix).
+    pub topics: Vec<String>,
+    pub qos: u8,
+    /// Shared-subscription group: the broker spreads messages over the group's members.
+    pub share: Option<String>,
+    /// MQTT 5: do not receive what this same connection published.
+    pub no_local: bool,
+}
+
+impl MqttSource {
+    /// The filters as subscribed, with `$share/GROUP/` in front when a group is set.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.topics
+            .iter()
+            .map(|t| match &self.share {
+                Some(group) => format!("$share/{group}/{t}"),
+                None => t.clone(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MqttSink {
+    pub topic: Target,
+    pub qos: u8,
     pub retain: Retain,
 }

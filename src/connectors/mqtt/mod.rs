@@ -24,6 +24,7 @@ mod event_loop;
 mod liveness;
 pub mod names;
 pub mod protocol;
+mod read;
 mod session;
 mod socket;
 mod topic;

@@ -2,7 +2,9 @@
 //! at-least-once, and ferry's loop marker in MQTT 5 user properties (3.1.1 has none).
 
 use super::names;
-use crate::config::{ConnectionKind, MqttVersion, Protocol, Retain, SinkSpec, SourceSpec, Tls};
+use crate::config::{
+    ConnectionKind, MqttSource, MqttVersion, Protocol, Retain, SinkSpec, SourceSpec, Tls,
+};
 use crate::connectors::protocol::{
     Credentials, Descriptor, Directions, Keeps, Limit, NameRule, Surroundings, Wildcards,
 };
@@ -19,6 +21,10 @@ impl Descriptor for Mqtt {
             source: true,
             sink: true,
         }
+    }
+
+    fn with_article(&self) -> Option<&'static str> {
+        Some("an MQTT")
     }
 
     fn name_rule(&self) -> Option<NameRule> {
@@ -52,6 +58,16 @@ impl Descriptor for Mqtt {
 
     fn has_no_local(&self, connection: &ConnectionKind) -> bool {
         self.carries_marker(connection)
+    }
+
+    fn with_no_local(&self, source: &SourceSpec) -> SourceSpec {
+        match source {
+            SourceSpec::Mqtt(mqtt) => SourceSpec::Mqtt(MqttSource {
+                no_local: true,
+                ..mqtt.clone()
+            }),
+            other => other.clone(),
+        }
     }
 
     fn source_names(&self, source: &SourceSpec) -> Vec<String> {

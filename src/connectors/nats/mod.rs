@@ -22,6 +22,7 @@ mod jetstream;
 pub mod names;
 mod probe;
 pub mod protocol;
+mod read;
 pub mod url_form;
 
 use std::sync::atomic::{AtomicU64, Ordering};

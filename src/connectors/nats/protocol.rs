@@ -23,6 +23,10 @@ impl Descriptor for Nats {
         }
     }
 
+    fn with_article(&self) -> Option<&'static str> {
+        Some("a NATS")
+    }
+
     fn name_rule(&self) -> Option<NameRule> {
         Some(names::subject)
     }

@@ -1,12 +1,13 @@
-//! An `sse:` connection as `bridges.yaml` writes it: a server-sent-event stream ferry reads.
+//! An `sse:` connection: its keys as `bridges.yaml` writes them (a server-sent-event stream
+//! ferry reads), and the connection and source the connector receives once they are checked.
 
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Tls;
 use crate::config::values::{self, Flag, Interpolated, OneOrList, Size, Text, TextMap};
+use crate::config::{HttpMethod, Secret, SecretUrl, Tls};
 
 /// `max_line_size` and `max_event_size` when unset.
 pub const DEFAULT_MAX_EVENT_SIZE: u64 = 16 * 1024 * 1024;
@@ -136,4 +137,63 @@ pub struct SseSourceKeys {
     /// The event names to relay. Default: all.
     #[schemars(with = "Option<OneOrList<Text>>")]
     pub events: Option<OneOrList<String>>,
+}
+
+/// A server-sent-events stream ferry reads: database change feeds and the like.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseConnection {
+    /// The stream's URL (http:// or https://), query parameters already added.
+    pub url: SecretUrl,
+    pub method: HttpMethod,
+    /// Request body, for `method: POST`.
+    pub body: Option<String>,
+    /// Request headers (API keys come from `${ENV}` or `${file:...}`).
+    pub headers: Vec<(String, Secret)>,
+    pub tls: Tls,
+    /// No event and no comment for this long: the stream is dead, reconnect.
+    pub idle_timeout: Duration,
+    /// Save the id of the last delivered event and send it as `Last-Event-ID`, after a
+    /// reconnect and after a restart.
+    pub resume: bool,
+    pub handshake: Option<Handshake>,
+    /// The longest line ferry buffers from the stream; a longer one fails the stream.
+    pub max_line_size: usize,
+    /// The most data one event may carry; a larger one fails the stream.
+    pub max_event_size: usize,
+    /// The most ferry reads of an answer that is not the stream (an error page, a handshake's
+    /// reply).
+    pub max_response_body: usize,
+}
+
+impl SseConnection {
+    pub const DEFAULT_MAX_LINE_SIZE: usize = DEFAULT_MAX_EVENT_SIZE as usize;
+    pub const DEFAULT_MAX_EVENT_SIZE: usize = DEFAULT_MAX_EVENT_SIZE as usize;
+    pub const DEFAULT_MAX_RESPONSE_BODY: usize = DEFAULT_MAX_RESPONSE_BODY as usize;
+}
+
+/// An HTTP request fired when a given event arrives on an SSE stream, e.g. PocketBase's
+/// subscription POST after `PB_CONNECT`. The event itself is not delivered to routes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Handshake {
+    /// The event type that triggers it.
+    pub on: String,
+    pub method: HttpMethod,
+    /// Template; relative URLs are resolved against the stream's URL.
+    pub url: SecretUrl,
+    /// Name and template (an `Authorization` or an API key, often).
+    pub headers: Vec<(String, Secret)>,
+    /// Template over the event (`payload`, `event`, `id`).
+    pub body: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseSource {
+    /// Event types this route takes; empty takes every event.
+    pub events: Vec<String>,
+}
+
+impl SseSource {
+    pub fn takes(&self, event: &str) -> bool {
+        self.events.is_empty() || self.events.iter().any(|e| e == event)
+    }
 }

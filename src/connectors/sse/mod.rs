@@ -21,6 +21,7 @@ pub(crate) mod cursor;
 mod handshake;
 mod parse;
 pub mod protocol;
+mod read;
 mod transport;
 pub mod url_form;
 

@@ -21,6 +21,10 @@ impl Descriptor for Sse {
         }
     }
 
+    fn with_article(&self) -> Option<&'static str> {
+        Some("an SSE")
+    }
+
     fn refusal(&self, connection: &str, end: End) -> Option<Problem> {
         (end == End::Sink).then(|| {
             (

@@ -1,13 +1,14 @@
-//! An `sse_server:` connection as `bridges.yaml` writes it: a `text/event-stream` ferry serves
-//! on the admin listener, for browsers (`EventSource`).
+//! An `sse_server:` connection as `bridges.yaml` writes it and the connector receives it: a
+//! `text/event-stream` ferry serves on the admin listener, for browsers (`EventSource`); and
+//! its sink.
 
 use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::config::Secret;
 use crate::config::values::{self, Text, Whole};
+use crate::config::{Secret, Target};
 
 /// A server-sent-event stream served to browsers on the admin listener.
 #[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
@@ -63,4 +64,10 @@ pub struct SseServerSinkKeys {
     #[serde(default = "values::auto")]
     #[schemars(with = "Text")]
     pub event: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SseServerSink {
+    /// The `event:` of each served event; `Auto` is the source's name as it came.
+    pub event: Target,
 }

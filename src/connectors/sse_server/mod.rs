@@ -34,6 +34,7 @@
 
 pub mod config;
 pub mod protocol;
+mod read;
 
 use std::borrow::Cow;
 use std::collections::VecDeque;

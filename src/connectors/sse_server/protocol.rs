@@ -19,6 +19,10 @@ impl Descriptor for SseServer {
         }
     }
 
+    fn with_article(&self) -> Option<&'static str> {
+        Some("an sse_server")
+    }
+
     fn serves_on_admin_listener(&self) -> bool {
         true
     }

@@ -60,7 +60,9 @@
 //! by another, which writes every line queued at that moment in one write and flushes, and a
 //! `send` resolves only once its line is written to the file descriptor.
 
+pub mod config;
 pub mod protocol;
+mod read;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -76,7 +78,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{Connection, Sinks};
-use crate::config::{self, LineFormat, Protocol, SinkSpec, SourceSpec};
+use crate::config::{LineFormat, Protocol, SinkSpec, SourceSpec};
 use crate::contracts::queue::RouteInput;
 use crate::contracts::status::{ConnectionStatus, RateLimitedLog};
 use crate::contracts::supervisor;

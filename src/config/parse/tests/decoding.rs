@@ -397,3 +397,17 @@ fn refuses_sse_server_mistakes() {
     let text = errors(&two).join("\n");
     assert!(text.contains("both serve `/events/sensors`"), "{text}");
 }
+
+#[test]
+fn a_connection_names_one_protocol() {
+    let text = "connections:\n  a: { reconnect: { initial_delay: 1s } }\n  b: { mqtt: { url: \"mqtt://x\" }, nats: { url: \"nats://y\" } }\nroutes: []\n";
+    assert_eq!(
+        errors(text),
+        [
+            "b.yaml:2:3: error: connection `a` names no protocol",
+            "  hint: put its settings under `mqtt:`, `nats:`, `sse:`, `http:`, `sse_server:` or `migratorydata:`",
+            "b.yaml:3:6: error: connection `b` is both `mqtt` and `nats`",
+            "  hint: a connection is one endpoint: split it into two connections",
+        ]
+    );
+}

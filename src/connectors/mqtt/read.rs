@@ -1,14 +1,18 @@
-//! An MQTT connection's checks: its URL gives the transport, host and port; the version,
-//! session and sizes must agree with each other.
+//! An `mqtt:` connection, source and sink read from the file and checked beyond their shape:
+//! the URL gives the transport, host and port; the version, session and sizes must agree with
+//! each other; topics and filters follow MQTT's rules.
 
 use std::time::Duration;
 
-use super::Reader;
+use super::config::{
+    DEFAULT_MAX_OUTGOING_PACKET_SIZE, MqttConnection, MqttSection, MqttSink, MqttSinkKeys,
+    MqttSource, MqttSourceKeys, MqttTransport, MqttVersion,
+};
+use super::names;
 use crate::config::diagnostics::Report;
-use crate::config::model::{MqttConnection, MqttTransport, MqttVersion, Secret, SecretUrl};
-use crate::config::redact::redact_url;
-use crate::config::yaml::Node;
-use crate::connectors::mqtt::config::{DEFAULT_MAX_OUTGOING_PACKET_SIZE, MqttSection};
+use crate::config::reader::{Reader, item_positions};
+use crate::config::yaml::{Node, Pos};
+use crate::config::{Secret, SecretUrl, redact_url};
 
 /// MQTT 5 session expiry when the connection keeps its session and says nothing: long enough
 /// to ride out a maintenance window, short enough that a retired ferry's session goes away.
@@ -16,7 +20,7 @@ const DEFAULT_SESSION_EXPIRY: Duration = Duration::from_secs(24 * 60 * 60);
 
 impl Reader<'_> {
     /// The MQTT connection called `name`, written at `node`.
-    pub fn mqtt(&mut self, name: &str, node: &Node) -> Option<MqttConnection> {
+    pub fn mqtt_connection(&mut self, name: &str, node: &Node) -> Option<MqttConnection> {
         let mqtt: MqttSection = self.section(node)?;
         let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
         let version = match mqtt.version.as_str() {
@@ -51,14 +55,12 @@ impl Reader<'_> {
             let topic_at = node.get("last_will").and_then(|n| n.get("topic"));
             let pos = topic_at.map_or(node.pos, |n| n.pos);
             self.errors
-                .rule(pos, crate::connectors::mqtt::names::topic(&will.topic))
+                .rule(pos, names::topic(&will.topic))
                 .then_some(will)
         });
-        let probe = mqtt.probe.check(
-            node.get("probe"),
-            crate::connectors::mqtt::names::topic,
-            self.errors,
-        );
+        let probe = mqtt
+            .probe
+            .check(node.get("probe"), names::topic, self.errors);
 
         let url = &mqtt.url;
         let url_pos = at("url");
@@ -147,5 +149,73 @@ impl Reader<'_> {
             last_will,
             probe,
         })
+    }
+
+    /// The MQTT source at `node`, on connection `connection` (`mqtt`).
+    pub fn mqtt_source(
+        &mut self,
+        keys: MqttSourceKeys,
+        node: &Node,
+        connection: &str,
+        mqtt: &MqttConnection,
+    ) -> MqttSource {
+        let mut topics = Vec::new();
+        let mut filter = |reader: &mut Self, topic: String, pos: Pos| {
+            if reader.errors.rule(pos, names::filter(&topic)) {
+                topics.push(topic);
+            }
+        };
+        match (keys.topic, keys.topics) {
+            (Some(topic), None) => {
+                filter(self, topic, node.get("topic").map_or(node.pos, |n| n.pos))
+            }
+            (None, Some(list)) => {
+                let positions = item_positions(node.get("topics"));
+                for (i, topic) in list.0.into_iter().enumerate() {
+                    filter(self, topic, positions.get(i).copied().unwrap_or(node.pos));
+                }
+            }
+            (Some(_), Some(_)) => self.errors.report(
+                node.pos,
+                "an MQTT source takes `topic` or `topics`, not both",
+                "put every filter in `topics: [...]`",
+            ),
+            (None, None) => self.errors.report(
+                node.pos,
+                "an MQTT source needs `topic`",
+                "add e.g. `topic: \"sensors/#\"`",
+            ),
+        }
+        if let Some(group) = &keys.share
+            && (group.is_empty() || group.contains(['/', '+', '#']))
+        {
+            self.errors.report(
+                node.get("share").map_or(node.pos, |n| n.pos),
+                format!("`{group}` is not a valid shared-subscription group"),
+                "a group name is one level: no `/`, `+` or `#`",
+            );
+        }
+        if keys.no_local && mqtt.version != MqttVersion::V5 {
+            self.errors.report(
+                node.pos,
+                "`no_local` needs MQTT 5",
+                format!("set `version: 5` on connection `{connection}`"),
+            );
+        }
+        MqttSource {
+            topics,
+            qos: keys.qos,
+            share: keys.share,
+            no_local: keys.no_local,
+        }
+    }
+
+    /// The MQTT sink at `node`; its topic may use `captures`.
+    pub fn mqtt_sink(&mut self, keys: MqttSinkKeys, node: &Node, captures: &[String]) -> MqttSink {
+        MqttSink {
+            topic: self.target(node, "topic", keys.topic, names::topic, captures),
+            qos: keys.qos,
+            retain: keys.retain,
+        }
     }
 }

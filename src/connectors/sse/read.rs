@@ -1,17 +1,20 @@
-//! An SSE connection's checks: its URL with the query added, headers, the handshake's
-//! templates, and the bounds on what the server sends.
+//! An `sse:` connection and source read from the file and checked beyond their shape: the
+//! URL with its query added, headers, the handshake's templates, the bounds on what the server
+//! sends, and the event types a source takes.
 
-use super::Reader;
-use crate::config::diagnostics::Report;
-use crate::config::model::{Handshake, HttpMethod, SecretUrl, SseConnection};
-use crate::config::yaml::Node;
-use crate::connectors::sse::config::{
-    DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_RESPONSE_BODY, HandshakeMethod, HandshakeSection,
-    SseSection, StreamMethod,
+use super::config::{
+    DEFAULT_MAX_EVENT_SIZE, DEFAULT_MAX_RESPONSE_BODY, Handshake, HandshakeMethod,
+    HandshakeSection, SseConnection, SseSection, SseSource, SseSourceKeys, StreamMethod,
 };
+use super::protocol::event_type;
+use crate::config::diagnostics::Report;
+use crate::config::reader::{Reader, item_positions};
+use crate::config::yaml::Node;
+use crate::config::{HttpMethod, SecretUrl};
 
 impl Reader<'_> {
-    pub fn sse(&mut self, node: &Node) -> Option<SseConnection> {
+    /// The SSE connection written at `node`.
+    pub fn sse_connection(&mut self, node: &Node) -> Option<SseConnection> {
         let sse: SseSection = self.section(node)?;
         let mut url = self.http_url(&sse.url, node.get("url"));
         let method = match sse.method {
@@ -101,5 +104,19 @@ impl Reader<'_> {
             body: h.body.filter(|_| body_ok),
         })
         .filter(|_| url_ok)
+    }
+
+    /// The SSE source at `node`: the event types it takes.
+    pub fn sse_source(&mut self, keys: SseSourceKeys, node: &Node) -> SseSource {
+        let events = keys.events.map(|e| e.0).unwrap_or_default();
+        let positions = item_positions(node.get("events"));
+        let events = (events.into_iter().enumerate())
+            .filter(|(i, e)| {
+                let pos = positions.get(*i).copied().unwrap_or(node.pos);
+                self.errors.rule(pos, event_type(e))
+            })
+            .map(|(_, e)| e)
+            .collect();
+        SseSource { events }
     }
 }

@@ -1,0 +1,229 @@
+//! A `nats:` connection, source and sink read from the file and checked beyond their shape:
+//! the URLs' schemes, the credentials they may carry, one way to authenticate; subjects and
+//! JetStream names that NATS takes.
+//!
+//! Credentials written in the userinfo of NATS URLs (`nats://user:password@host`,
+//! `nats://TOKEN@host`) are taken out of them here: the URLs are then safe to show anywhere
+//! (async-nats itself logs the server URL at debug level), and the credentials live only in
+//! [`Secret`]s.
+
+use super::config::{
+    NatsConnection, NatsSection, NatsSink, NatsSinkKeys, NatsSource, NatsSourceKeys,
+};
+use super::names;
+use crate::config::Secret;
+use crate::config::diagnostics::Report;
+use crate::config::reader::{Reader, item_positions};
+use crate::config::redact_url;
+use crate::config::yaml::{Node, Pos};
+
+impl Reader<'_> {
+    /// The NATS connection written at `node`.
+    pub fn nats_connection(&mut self, node: &Node) -> Option<NatsConnection> {
+        let nats: NatsSection = self.section(node)?;
+        let positions = item_positions(node.get("url"));
+        let urls: Vec<_> = (nats.url.0.into_iter().enumerate())
+            .map(|(i, url)| (positions.get(i).copied().unwrap_or(node.pos), url))
+            .collect();
+        for (pos, url) in &urls {
+            let scheme = url.split_once("://").map(|(s, _)| s).unwrap_or("");
+            if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+                self.errors.report(
+                    *pos,
+                    format!("`{}` is not a NATS url", redact_url(url)),
+                    "write e.g. `nats://server:4222`, `tls://server:4222` or `ws://server:8080`",
+                );
+            }
+        }
+        let (urls, in_url, conflicts) = split_nats_urls(urls);
+        for pos in conflicts {
+            self.errors.report(
+                pos,
+                "the NATS urls carry different credentials",
+                "write them once, in `user`/`password` or `token`, and the urls without",
+            );
+        }
+        let (mut user, mut password, mut token) = (nats.user, nats.password, nats.token);
+        // Credentials written in the URL, when the fields name none (the fields win, as for
+        // MQTT).
+        if user.is_none() && token.is_none() {
+            match in_url {
+                Some(UrlCredentials::UserPassword(u, p)) => (user, password) = (Some(u), Some(p)),
+                Some(UrlCredentials::Token(t)) => token = Some(t),
+                None => {}
+            }
+        }
+        let nats = NatsConnection {
+            urls,
+            name: nats.name,
+            user,
+            password,
+            token,
+            nkey: nats.nkey,
+            creds: nats.creds,
+            tls: self.tls(nats.tls, node),
+            ping_interval: nats.ping_interval,
+            probe: nats
+                .probe
+                .check(node.get("probe"), names::subject, self.errors),
+        };
+        if nats.tls.required && nats.urls.iter().any(|u| u.starts_with("ws://")) {
+            // The client never puts TLS inside a plain WebSocket: the block would be ignored.
+            self.errors.report(
+                node.pos,
+                "`tls` is set but a url is ws://, which never uses TLS",
+                "use wss:// (or tls:// / nats:// for plain TCP)",
+            );
+        }
+        let auths = [
+            nats.user.is_some(),
+            nats.token.is_some(),
+            nats.nkey.is_some(),
+            nats.creds.is_some(),
+        ];
+        if auths.iter().filter(|a| **a).count() > 1 {
+            self.errors.report(
+                node.pos,
+                "a NATS connection takes one way to authenticate",
+                "use either user/password, token, nkey, or creds",
+            );
+        }
+        if nats.password.is_some() && nats.user.is_none() {
+            self.errors
+                .report(node.pos, "`password` without `user`", "add `user: ...`");
+        }
+        Some(nats)
+    }
+
+    /// The NATS source at `node`: a core subscription, or a JetStream consumer.
+    pub fn nats_source(&mut self, keys: NatsSourceKeys, node: &Node) -> NatsSource {
+        let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
+        self.errors
+            .rule(at("subject"), names::subscription(&keys.subject));
+        if let Some(js) = &keys.jetstream {
+            let js_node = node.get("jetstream").unwrap_or(node);
+            for (key, name) in [("stream", &js.stream), ("consumer", &js.consumer)] {
+                // JetStream names become subject tokens: no dots, wildcards or spaces.
+                if name.is_empty() || name.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
+                    self.errors.report(
+                        js_node.get(key).map_or(js_node.pos, |n| n.pos),
+                        format!("`{name}` is not a valid JetStream {key} name"),
+                        "use letters, digits, `-` and `_`",
+                    );
+                }
+            }
+            if keys.queue.is_some() {
+                self.errors.report(
+                    node.pos,
+                    "a JetStream source takes no `queue`",
+                    "instances that bind the same durable `consumer` share its messages",
+                );
+            }
+        }
+        NatsSource {
+            subject: keys.subject,
+            queue_group: keys.queue,
+            jetstream: keys.jetstream,
+        }
+    }
+
+    /// The NATS sink at `node`; its subject may use `captures`.
+    pub fn nats_sink(&mut self, keys: NatsSinkKeys, node: &Node, captures: &[String]) -> NatsSink {
+        NatsSink {
+            subject: self.target(node, "subject", keys.subject, names::subject, captures),
+            jetstream: keys.jetstream,
+        }
+    }
+}
+
+/// Credentials found in the userinfo of a NATS URL.
+#[derive(PartialEq)]
+pub enum UrlCredentials {
+    UserPassword(String, Secret),
+    /// A user alone is a token, as the nats tools read it.
+    Token(Secret),
+}
+
+/// The URLs without their userinfo, the credentials they carried, and where a URL carries
+/// credentials other than an earlier one's (one connection authenticates one way).
+pub fn split_nats_urls(
+    urls: Vec<(Pos, String)>,
+) -> (Vec<String>, Option<UrlCredentials>, Vec<Pos>) {
+    let mut found: Option<UrlCredentials> = None;
+    let mut conflicts = Vec::new();
+    let mut bare = Vec::with_capacity(urls.len());
+    for (pos, url) in urls {
+        let Some((scheme, rest)) = url.split_once("://") else {
+            bare.push(url);
+            continue;
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let Some(at) = rest[..end].rfind('@') else {
+            bare.push(url);
+            continue;
+        };
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
+        let these = match rest[..at].split_once(':') {
+            Some((user, password)) => {
+                UrlCredentials::UserPassword(decode(user), Secret::new(decode(password)))
+            }
+            None => UrlCredentials::Token(Secret::new(decode(&rest[..at]))),
+        };
+        match &found {
+            Some(other) if *other != these => conflicts.push(pos),
+            _ => found = Some(these),
+        }
+        bare.push(format!("{scheme}://{}", &rest[at + 1..]));
+    }
+    (bare, found, conflicts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn at(url: &str) -> Vec<(Pos, String)> {
+        vec![(Pos { line: 1, col: 1 }, url.to_string())]
+    }
+
+    #[test]
+    fn takes_user_password_or_token_out_of_the_url() {
+        let (urls, found, conflicts) = split_nats_urls(at("nats://fe%40rry:p%3Aw@h:4222"));
+        assert_eq!(urls, ["nats://h:4222"]);
+        assert!(conflicts.is_empty());
+        match found {
+            Some(UrlCredentials::UserPassword(user, password)) => {
+                assert_eq!((user.as_str(), password.expose()), ("fe@rry", "p:w"));
+            }
+            _ => panic!("user and password expected"),
+        }
+        let (urls, found, _) = split_nats_urls(at("tls://T0ken@h"));
+        assert_eq!(urls, ["tls://h"]);
+        assert!(matches!(found, Some(UrlCredentials::Token(t)) if t.expose() == "T0ken"));
+        let (urls, found, _) = split_nats_urls(at("nats://h:4222"));
+        assert_eq!(urls, ["nats://h:4222"]);
+        assert!(found.is_none());
+    }
+
+    proptest! {
+        /// Any text as the userinfo (URL text is the user's, and may be any Unicode): no
+        /// panic, and the URL kept never holds it.
+        #[test]
+        fn the_kept_url_never_holds_the_credentials(
+            user in "[^@/?#:]{1,20}",
+            password in "[^@/?#]{0,20}",
+            host in "[a-z][a-z0-9.]{0,20}",
+        ) {
+            let secret = format!("{user}:{password}X");
+            let (urls, found, _) = split_nats_urls(at(&format!("nats://{secret}@{host}:4222")));
+            prop_assert_eq!(&urls[0], &format!("nats://{host}:4222"));
+            prop_assert!(found.is_some());
+            let _ = split_nats_urls(at(&format!("{user}://{password}@")));
+        }
+    }
+}
