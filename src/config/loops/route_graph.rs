@@ -160,16 +160,28 @@ impl RouteGraph {
 /// Every edge of the route graph, in (route, sink, next route) order.
 fn edges(config: &Config, brokers: &BTreeMap<String, String>) -> Vec<Edge> {
     let filters: Vec<Vec<String>> = config.routes.iter().map(|r| r.from.spec.names()).collect();
-    // The routes' subscriptions, by the broker and protocol they subscribe on.
-    let mut subscriptions: HashMap<(&str, Protocol), FilterTree> = HashMap::new();
+    // The routes' subscriptions, by the broker and protocol they subscribe on: only where some
+    // sink publishes (routes that all read from one broker and write to another need none).
+    let mut subscriptions: HashMap<(&str, Protocol), FilterTree> = config
+        .routes
+        .iter()
+        .flat_map(|route| &route.to)
+        .map(|s| {
+            (
+                (broker_of(brokers, &s.connection), s.spec.protocol()),
+                FilterTree::default(),
+            )
+        })
+        .collect();
     for (r, route) in config.routes.iter().enumerate() {
         let protocol = route.from.spec.protocol();
         let Some(syntax) = wildcards(protocol) else {
             continue;
         };
-        let tree = subscriptions
-            .entry((broker_of(brokers, &route.from.connection), protocol))
-            .or_default();
+        let key = (broker_of(brokers, &route.from.connection), protocol);
+        let Some(tree) = subscriptions.get_mut(&key) else {
+            continue;
+        };
         for filter in &filters[r] {
             tree.insert(filter, r, syntax);
         }
