@@ -13,8 +13,8 @@
 //! route `r'` when sink `k` publishes to the broker `r'` subscribes on, under names `r'`'s
 //! filter(s) may match. Names are estimated from the sink's `auto` conversion or its template;
 //! every estimate errs towards more overlap, since a missed loop is worse than a guarded sink.
-//! The graph and its cycles are built in [`route_graph`], at a cost that grows with the routes
-//! and edges rather than with their pairs; whether two names meet is [`overlap`]'s.
+//! The graph and its cycles are built in `route_graph`, at a cost that grows with the routes
+//! and edges rather than with their pairs; whether two names meet is `overlap`'s.
 //!
 //! What each protocol contributes (its wildcards, its servers, whether it carries the marker)
 //! comes from its [`Descriptor`](crate::connectors::protocol::Descriptor).
