@@ -51,8 +51,8 @@ pub fn outer<T: DeserializeOwned + JsonSchema>(
     lookup: &Lookup,
 ) -> Section<T> {
     let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-    let root = schema::generator().into_root_schema_for::<T>().to_value();
-    let errors = Validator::new(&root, lookup)
+    let root = schema::root_of::<T>();
+    let errors = Validator::new(root, lookup)
         .skipping(inner)
         .check(node, what);
     let value = read_around(node, &errors, lookup);
@@ -63,8 +63,8 @@ pub fn outer<T: DeserializeOwned + JsonSchema>(
 /// own.
 pub fn shape<T: JsonSchema>(node: &Node, inner: &[&str], lookup: &Lookup) -> Vec<Diagnostic> {
     let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-    let root = schema::generator().into_root_schema_for::<T>().to_value();
-    Validator::new(&root, lookup)
+    let root = schema::root_of::<T>();
+    Validator::new(root, lookup)
         .skipping(inner)
         .check(node, what)
 }
@@ -83,8 +83,8 @@ pub fn parts<Whole: JsonSchema, A: DeserializeOwned, B: DeserializeOwned>(
 }
 
 fn check<T: JsonSchema>(node: &Node, what: &str, lookup: &Lookup) -> Vec<Diagnostic> {
-    let root = schema::generator().into_root_schema_for::<T>().to_value();
-    Validator::new(&root, lookup).check(node, what)
+    let root = schema::root_of::<T>();
+    Validator::new(root, lookup).check(node, what)
 }
 
 /// `node` read without the keys and values `errors` are about.
@@ -169,7 +169,7 @@ mod tests {
     /// A section written in its `minimal` form is the same as that form with every default
     /// the schema shows written out: the schema shows the defaults the types have.
     fn shows_its_defaults<T: DeserializeOwned + JsonSchema + PartialEq + Debug>(minimal: Value) {
-        let schema = schema::generator().into_root_schema_for::<T>().to_value();
+        let schema = schema::root_of::<T>();
         let mut written = minimal.clone();
         let properties = schema["properties"].as_object().unwrap();
         for (key, property) in properties {

@@ -13,6 +13,8 @@
 //! route `r'` when sink `k` publishes to the broker `r'` subscribes on, under names `r'`'s
 //! filter(s) may match. Names are estimated from the sink's `auto` conversion or its template;
 //! every estimate errs towards more overlap, since a missed loop is worse than a guarded sink.
+//! The graph and its cycles are built in `route_graph`, at a cost that grows with the routes
+//! and edges rather than with their pairs; whether two names meet is `overlap`'s.
 //!
 //! What each protocol contributes (its wildcards, its servers, whether it carries the marker)
 //! comes from its [`Descriptor`](crate::connectors::protocol::Descriptor).
@@ -20,19 +22,17 @@
 //! Pure code: no I/O, only the validated [`Config`]. It lives with the configuration checks,
 //! not in `mapping`: it reads the whole configuration at once, where mapping works on one route.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+mod overlap;
+mod route_graph;
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::model::{Config, Connection, Protocol, Route, Sink, Target};
 use super::resolved::{ResolvedRoute, ResolvedSink};
 use crate::connectors::protocol::{Described, Subscribes, Wildcards};
 use crate::mapping::codec::{filter_to_subjects, subject_to_topic};
-
-/// At most this many simple cycles are listed; beyond it [`Analysis::truncated`] is set.
-const MAX_CYCLES: usize = 4096;
-
-/// At most this many search steps are spent listing cycles, so a dense graph cannot hang
-/// `ferry check`.
-const MAX_STEPS: usize = 1_000_000;
+use overlap::overlaps;
+use route_graph::{Edge, RouteGraph};
 
 /// What the analysis found: where the run-time guard applies, and every loop with its verdict.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -130,10 +130,10 @@ fn quoted(patterns: &[String]) -> String {
 /// Finds every loop in `config`'s routes, where the guard applies, and where `no_local` is safe.
 pub fn analyse(config: &Config) -> Analysis {
     let brokers = brokers(config);
-    let edges = edges(config, &brokers);
-    let guarded = on_cycles(config.routes.len(), &edges);
-    let no_local = no_local(config, &edges, &guarded);
-    let (found, truncated) = simple_cycles(config.routes.len(), &edges);
+    let graph = RouteGraph::new(config, &brokers);
+    let guarded = graph.on_cycles();
+    let no_local = no_local(config, &graph.edges, &guarded);
+    let (found, truncated) = graph.simple_cycles();
     let cycles = found.into_iter().map(|path| cycle(config, &path)).collect();
     Analysis {
         guarded,
@@ -204,7 +204,7 @@ fn auto_names(filters: &[String], from: Protocol, to: Protocol) -> Vec<String> {
 /// level with an expression becomes a one-level wildcard, unless the expression may span levels
 /// (see [`spans_levels`]): then the rest is a multi-level wildcard. Control blocks (`{% %}`)
 /// and comments make it a multi-level wildcard from the start.
-pub fn template_pattern(template: &str, syntax: Wildcards) -> String {
+fn template_pattern(template: &str, syntax: Wildcards) -> String {
     if template.contains("{%") || template.contains("{#") {
         return syntax.rest.to_string();
     }
@@ -299,83 +299,12 @@ fn identifiers(expression: &str) -> Vec<(usize, usize)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Overlap: whether a name a sink publishes can be received by a filter.
-
-/// One level of a pattern.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Level<'a> {
-    Literal(&'a str),
-    /// `+` or `*`.
-    One,
-    /// `#` (at least 0 more levels) or `>` (at least 1).
-    Rest {
-        at_least: usize,
-    },
-}
-
-fn levels(pattern: &str, syntax: Wildcards) -> Vec<Level<'_>> {
-    pattern
-        .split(syntax.separator)
-        .map(|l| {
-            if l == syntax.one_level {
-                Level::One
-            } else if l == syntax.rest {
-                Level::Rest {
-                    at_least: syntax.rest_at_least,
-                }
-            } else {
-                Level::Literal(l)
-            }
-        })
-        .collect()
-}
-
-/// Whether some name matched by `published` (what a sink may publish) is received by a
-/// subscription to `filter`. MQTT `a/#` receives `a` too; MQTT filters that start with a
-/// wildcard do not receive topics whose first level starts with `$` (MQTT 4.7.2), but a
-/// published pattern that starts with a wildcard may still name ordinary topics.
-pub fn overlaps(published: &str, filter: &str, syntax: Wildcards) -> bool {
-    let names = levels(published, syntax);
-    let subscribed = levels(filter, syntax);
-    if syntax.hides_dollar_names
-        && matches!(names.first(), Some(Level::Literal(l)) if l.starts_with('$'))
-        && matches!(subscribed.first(), Some(Level::One | Level::Rest { .. }))
-    {
-        return false;
-    }
-    intersect(&names, &subscribed)
-}
-
-/// Whether two level patterns match a common name. A multi-level wildcard is always last.
-fn intersect(a: &[Level], b: &[Level]) -> bool {
-    match (a.first(), b.first()) {
-        (Some(Level::Rest { at_least }), _) => has_at_least(b, *at_least),
-        (_, Some(Level::Rest { at_least })) => has_at_least(a, *at_least),
-        (None, None) => true,
-        (None, _) | (_, None) => false,
-        (Some(x), Some(y)) => one_level_meets(*x, *y) && intersect(&a[1..], &b[1..]),
-    }
-}
-
-/// Whether a pattern can match a name of at least `n` levels.
-fn has_at_least(pattern: &[Level], n: usize) -> bool {
-    pattern.len() >= n || pattern.iter().any(|l| matches!(l, Level::Rest { .. }))
-}
-
-fn one_level_meets(a: Level, b: Level) -> bool {
-    match (a, b) {
-        (Level::Literal(x), Level::Literal(y)) => x == y,
-        _ => true,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Brokers: which connections reach the same server.
 
 /// Each connection's broker: connections of one protocol that share a server (MQTT host:port,
 /// NATS any URL's host:port, counted transitively, since URLs of one cluster fail over to each
 /// other) are one broker, named by the first of them in name order.
-pub fn brokers(config: &Config) -> BTreeMap<String, String> {
+fn brokers(config: &Config) -> BTreeMap<String, String> {
     let names: Vec<&Connection> = config.connections.values().collect();
     let mut group: Vec<usize> = (0..names.len()).collect();
     for i in 0..names.len() {
@@ -399,7 +328,7 @@ pub fn brokers(config: &Config) -> BTreeMap<String, String> {
 }
 
 /// Whether two connections of the same protocol point at a common server.
-pub fn same_server(a: &Connection, b: &Connection) -> bool {
+fn same_server(a: &Connection, b: &Connection) -> bool {
     let protocol = a.kind.protocol();
     if protocol != b.kind.protocol() {
         return false;
@@ -424,129 +353,6 @@ fn server(host: &str, port: u16) -> String {
         h => h,
     };
     format!("{host}:{port}")
-}
-
-// ---------------------------------------------------------------------------------------------
-// The route graph.
-
-/// Route `from` publishes, through its sink `sink`, what route `to` receives.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Edge {
-    from: usize,
-    sink: usize,
-    to: usize,
-}
-
-/// Every edge of the route graph, in (route, sink, next route) order.
-fn edges(config: &Config, brokers: &BTreeMap<String, String>) -> Vec<Edge> {
-    let mut found = Vec::new();
-    for (from, route) in config.routes.iter().enumerate() {
-        for (sink, s) in route.to.iter().enumerate() {
-            let Some(syntax) = wildcards(s.spec.protocol()) else {
-                continue;
-            };
-            let names = sink_names(route, sink);
-            for (to, next) in config.routes.iter().enumerate() {
-                let reaches = broker_of(brokers, &s.connection)
-                    == broker_of(brokers, &next.from.connection)
-                    && next.from.spec.protocol() == s.spec.protocol()
-                    && next
-                        .from
-                        .spec
-                        .names()
-                        .iter()
-                        .any(|f| names.iter().any(|n| overlaps(n, f, syntax)));
-                if reaches {
-                    found.push(Edge { from, sink, to });
-                }
-            }
-        }
-    }
-    found
-}
-
-/// The broker of a connection (an unknown connection is its own).
-fn broker_of<'a>(brokers: &'a BTreeMap<String, String>, connection: &'a str) -> &'a str {
-    brokers.get(connection).map_or(connection, String::as_str)
-}
-
-/// The sinks on at least one cycle: an edge `r → r'` is on one when `r'` leads back to `r`.
-fn on_cycles(routes: usize, edges: &[Edge]) -> BTreeSet<(usize, usize)> {
-    edges
-        .iter()
-        .filter(|e| reachable(routes, edges, e.to).contains(&e.from))
-        .map(|e| (e.from, e.sink))
-        .collect()
-}
-
-/// The routes reachable from `start` (itself included).
-fn reachable(routes: usize, edges: &[Edge], start: usize) -> BTreeSet<usize> {
-    let mut seen = BTreeSet::from([start]);
-    let mut queue = VecDeque::from([start]);
-    while let Some(r) = queue.pop_front() {
-        for e in edges.iter().filter(|e| e.from == r) {
-            if e.to < routes && seen.insert(e.to) {
-                queue.push_back(e.to);
-            }
-        }
-    }
-    seen
-}
-
-/// Every simple cycle (no route twice), each listed once from its lowest route, up to
-/// [`MAX_CYCLES`] cycles and [`MAX_STEPS`] search steps; the flag says whether it stopped early.
-fn simple_cycles(routes: usize, edges: &[Edge]) -> (Vec<Vec<Edge>>, bool) {
-    let mut search = CycleSearch {
-        edges,
-        found: Vec::new(),
-        steps: 0,
-        truncated: false,
-    };
-    for start in 0..routes {
-        // Only routes that lead back to `start` can be on a cycle through it.
-        let back: BTreeSet<usize> = (start..routes)
-            .filter(|&r| reachable(routes, edges, r).contains(&start))
-            .collect();
-        let mut path = Vec::new();
-        search.extend(start, start, &back, &mut path);
-        if search.truncated {
-            break;
-        }
-    }
-    (search.found, search.truncated)
-}
-
-/// A depth-first search for simple cycles through one start route.
-struct CycleSearch<'a> {
-    edges: &'a [Edge],
-    found: Vec<Vec<Edge>>,
-    steps: usize,
-    truncated: bool,
-}
-
-impl CycleSearch<'_> {
-    /// Follows every edge out of `at` that stays within `allowed` and off `path`.
-    fn extend(&mut self, start: usize, at: usize, allowed: &BTreeSet<usize>, path: &mut Vec<Edge>) {
-        for &edge in self.edges.iter().filter(|e| e.from == at) {
-            self.steps += 1;
-            if self.found.len() >= MAX_CYCLES || self.steps >= MAX_STEPS {
-                self.truncated = true;
-                return;
-            }
-            if edge.to == start {
-                path.push(edge);
-                self.found.push(path.clone());
-                path.pop();
-            } else if allowed.contains(&edge.to) && !path.iter().any(|e| e.from == edge.to) {
-                path.push(edge);
-                self.extend(start, edge.to, allowed, path);
-                path.pop();
-                if self.truncated {
-                    return;
-                }
-            }
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -618,6 +424,11 @@ fn no_local(
     edges: &[Edge],
     guarded: &BTreeSet<(usize, usize)>,
 ) -> BTreeSet<usize> {
+    // The edges into each route.
+    let mut feeders: Vec<Vec<Edge>> = vec![Vec::new(); config.routes.len()];
+    for edge in edges {
+        feeders[edge.to].push(*edge);
+    }
     config
         .routes
         .iter()
@@ -637,9 +448,9 @@ fn no_local(
                 .iter()
                 .enumerate()
                 .all(|(k, s)| &s.connection == sink && guarded.contains(&(r, k)));
-            let feeders_from_sink = edges
+            let feeders_from_sink = feeders[r]
                 .iter()
-                .filter(|e| e.to == r && &config.routes[e.from].to[e.sink].connection == source)
+                .filter(|e| &config.routes[e.from].to[e.sink].connection == source)
                 .all(|e| &config.routes[e.from].from.connection == sink);
             on_mqtt5 && all_guarded_on_one && feeders_from_sink
         })
@@ -697,6 +508,7 @@ impl Analysis {
 
 #[cfg(test)]
 mod tests {
+    use super::route_graph::MAX_CYCLES;
     use super::*;
     use crate::config::{ConnectionKind, Lookup, MqttVersion, parse};
 
@@ -1025,5 +837,53 @@ routes:
         assert!(a.truncated);
         assert_eq!(a.cycles.len(), MAX_CYCLES);
         assert_eq!(a.guarded.len(), 12);
+    }
+
+    /// Two loops hidden among 2,000 routes, one through two routes and one through three, are
+    /// both found and named, and no other sink is guarded.
+    #[test]
+    fn two_loops_among_two_thousand_routes() {
+        let mut yaml = String::from(
+            "connections:\n  plant: { mqtt: { url: \"mqtt://plant\" } }\n  core: { nats: { url: \"nats://core\" } }\nroutes:\n",
+        );
+        for i in 0..1000 {
+            yaml.push_str(&format!(
+                "  - {{ name: up{i}, from: {{ connection: plant, topic: \"site{i}/+/temp\" }}, to: {{ connection: core, subject: \"idle.site{i}\" }} }}\n"
+            ));
+        }
+        for i in 0..997 {
+            yaml.push_str(&format!(
+                "  - {{ name: down{i}, from: {{ connection: core, subject: \"cmd.site{i}.*\" }}, to: {{ connection: plant, topic: \"commands/site{i}/{{{{ subject[2] }}}}\" }} }}\n"
+            ));
+        }
+        // up123 publishes `idle.site123`, which `echo` takes back to `site123/x/temp`.
+        yaml.push_str("  - { name: echo, from: { connection: core, subject: idle.site123 }, to: { connection: plant, topic: site123/x/temp } }\n");
+        // down456's commands come back, through two more routes, as a command to the same site.
+        yaml.push_str("  - { name: again, from: { connection: plant, topic: commands/site456/# }, to: { connection: core, subject: relay.site456 } }\n");
+        yaml.push_str("  - { name: relay, from: { connection: core, subject: relay.site456 }, to: { connection: core, subject: cmd.site456.relayed } }\n");
+        let c = config(&yaml);
+        assert_eq!(c.routes.len(), 2000);
+        let a = analyse(&c);
+        let described: Vec<String> = a.cycles.iter().map(|cycle| cycle.describe(&c)).collect();
+        assert_eq!(
+            described,
+            [
+                "route up123 (plant `site123/+/temp` → core `idle.site123`) → \
+                 route echo (core `idle.site123` → plant `site123/x/temp`) → route up123",
+                "route down456 (core `cmd.site456.*` → plant `commands/site456/+`) → \
+                 route again (plant `commands/site456/#` → core `relay.site456`) → \
+                 route relay (core `relay.site456` → core `cmd.site456.relayed`) → route down456",
+            ]
+        );
+        assert!(
+            a.cycles
+                .iter()
+                .all(|cycle| cycle.verdict == Verdict::Guarded)
+        );
+        assert_eq!(
+            a.guarded,
+            BTreeSet::from([(123, 0), (1456, 0), (1997, 0), (1998, 0), (1999, 0)])
+        );
+        assert!(!a.truncated);
     }
 }

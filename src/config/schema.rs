@@ -12,9 +12,13 @@
 //! know which protocol a route's `connection:` names, so a source or sink is any of the
 //! protocols' shapes; `ferry check` stays the authority.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
-use schemars::{Schema, SchemaGenerator};
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
 use super::file::ConfigFile;
@@ -32,12 +36,26 @@ pub fn schema() -> Schema {
 }
 
 /// The generator of the schema of `bridges.yaml` or of one of its sections.
-pub(super) fn generator() -> SchemaGenerator {
+fn generator() -> SchemaGenerator {
     SchemaSettings::draft2020_12()
         .with(|s| {
             s.transforms.push(Box::new(RecursiveTransform(refuse_null)));
         })
         .into_generator()
+}
+
+/// The root schema (with its `$defs`) of the section type `T`, as JSON, generated the first time
+/// it is asked for and kept for the rest of the process, by `schema_id` (which schemars itself
+/// takes to tell types apart). A file with thousands of routes reads thousands of sections of a
+/// dozen types, and generating a schema costs far more than checking a section against it.
+pub(super) fn root_of<T: JsonSchema>() -> &'static Value {
+    // Leaked on purpose: one schema per section type, a small fixed set, kept for good.
+    static ROOTS: LazyLock<Mutex<HashMap<Cow<'static, str>, &'static Value>>> =
+        LazyLock::new(Mutex::default);
+    let mut roots = ROOTS.lock().unwrap_or_else(PoisonError::into_inner);
+    roots
+        .entry(T::schema_id())
+        .or_insert_with(|| Box::leak(Box::new(generator().into_root_schema_for::<T>().to_value())))
 }
 
 /// schemars lets an `Option` field be `null`; the parser refuses `key: null` (an absent key

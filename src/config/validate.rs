@@ -422,10 +422,10 @@ mod tests {
 
     /// Every error in `text` read as a `T`, as `LINE:COL message | hint`.
     fn errors<T: schemars::JsonSchema>(text: &str) -> Vec<String> {
-        let root = schema::generator().into_root_schema_for::<T>().to_value();
+        let root = schema::root_of::<T>();
         let node = yaml::parse(text).unwrap();
         let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-        Validator::new(&root, &lookup())
+        Validator::new(root, &lookup())
             .check(&node, what)
             .into_iter()
             .map(|d| {
