@@ -8,7 +8,7 @@
 //! by hand, as an [`Obj`] that remembers which keys were asked for and reports the rest as
 //! unknown with a "did you mean".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS};
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
@@ -158,6 +158,8 @@ impl<'a> Decoder<'a> {
         }
         let mut routes = Vec::new();
         let mut route_positions = Vec::new();
+        // A set, not a scan of the routes read so far: a file may hold thousands of routes.
+        let mut route_names = HashSet::new();
         match root.get("routes") {
             Some(Node {
                 value: Value::Seq(items),
@@ -165,7 +167,7 @@ impl<'a> Decoder<'a> {
             }) => {
                 for item in items {
                     if let Some(route) = self.route(item, &connections) {
-                        if routes.iter().any(|r: &Route| r.name == route.name) {
+                        if !route_names.insert(route.name.clone()) {
                             self.error(
                                 item.pos,
                                 format!("two routes are called `{}`", route.name),
