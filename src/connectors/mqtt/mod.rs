@@ -3,8 +3,11 @@
 //!
 //! - [`client`] puts the two client crates (MQTT 5 and 3.1.1) behind one surface and sets the
 //!   options that matter for throughput and memory.
-//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to routes, back
-//!   off and reconnect, disconnect cleanly on close.
+//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to the
+//!   dispatcher, back off and reconnect, disconnect cleanly on close.
+//! - [`subscribe`] splits the connection's filters into SUBSCRIBE packets and queues them as
+//!   the client has room, so any number of routes can subscribe.
+//! - [`dispatch`] hands each message to the routes that take it.
 //! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
@@ -20,12 +23,14 @@
 mod acks;
 mod client;
 pub mod config;
+mod dispatch;
 mod event_loop;
 mod liveness;
 pub mod names;
 pub mod protocol;
 mod session;
 mod socket;
+mod subscribe;
 mod topic;
 pub mod url_form;
 
@@ -36,7 +41,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure};
 
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
-use self::event_loop::{EventLoopTask, RouteSource};
+use self::dispatch::RouteSource;
+use self::event_loop::EventLoopTask;
 use self::liveness::Liveness;
 use self::socket::SocketHandle;
 use super::{Connection, Sinks};
