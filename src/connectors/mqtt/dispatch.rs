@@ -1,6 +1,11 @@
 //! The dispatcher: the task that hands each message the event loop received to the routes
 //! that take it, in arrival order, waiting on full route queues (`when_full: block`) so the
 //! event loop never has to.
+//!
+//! Finding those routes costs the same however many routes the connection has
+//! ([`Routing`]): with subscription identifiers, each identifier in the message leads straight
+//! to the routes that subscribed its filter; without, the topic is looked up in a tree of
+//! every route's filters. Only the routes found check the message against their own filters.
 
 use std::sync::Arc;
 
@@ -10,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::acks::Receipt;
 use super::client::AckToken;
 use super::topic;
+use super::topic_tree::TopicTree;
 use crate::contracts::queue::RouteInput;
 use crate::message::{Ack, Incoming, Message};
 
@@ -41,6 +47,59 @@ impl RouteSource {
     }
 }
 
+/// Which routes take a message, found without going through every route. Built once, at start.
+pub struct Routing {
+    routes: Vec<RouteSource>,
+    /// By subscription identifier (index + 1), the routes that subscribed its filter, in route
+    /// order. Identical filters of several routes are one subscription of the connection.
+    by_id: Vec<Vec<usize>>,
+    /// Every route's filters, each standing for its route.
+    tree: TopicTree<usize>,
+}
+
+impl Routing {
+    pub fn new(routes: Vec<RouteSource>) -> Self {
+        let mut by_id: Vec<Vec<usize>> = Vec::new();
+        let mut tree = TopicTree::new();
+        for (index, route) in routes.iter().enumerate() {
+            for (id, filter) in &route.filters {
+                if by_id.len() < *id {
+                    by_id.resize_with(*id, Vec::new);
+                }
+                let subscribers = &mut by_id[id - 1];
+                if subscribers.last() != Some(&index) {
+                    subscribers.push(index);
+                }
+                tree.insert(filter, index);
+            }
+        }
+        Routing {
+            routes,
+            by_id,
+            tree,
+        }
+    }
+
+    /// The routes that take a message on `topic_name` delivered for `subscription_ids`
+    /// (empty when unknown), in route order, into `takers` (cleared first).
+    fn takers(&self, topic_name: &str, subscription_ids: &[usize], takers: &mut Vec<usize>) {
+        takers.clear();
+        if subscription_ids.is_empty() {
+            self.tree.matches(topic_name, |route| takers.push(route));
+        } else {
+            for id in subscription_ids {
+                if let Some(routes) = id.checked_sub(1).and_then(|i| self.by_id.get(i)) {
+                    takers.extend(routes);
+                }
+            }
+        }
+        takers.sort_unstable();
+        takers.dedup();
+        // A route with overlapping filters takes only the copy of its first matching one.
+        takers.retain(|&route| self.routes[route].accepts(topic_name, subscription_ids));
+    }
+}
+
 /// A message that arrived, as the event loop hands it to the dispatcher.
 pub struct Arrival {
     pub message: Message,
@@ -54,10 +113,12 @@ pub struct Arrival {
 /// forwarded is handed over, or at close.
 pub async fn dispatch(
     connection: Arc<str>,
-    routes: Vec<RouteSource>,
+    routing: Routing,
     mut rx: mpsc::Receiver<Arrival>,
     close: CancellationToken,
 ) {
+    // The routes of the message at hand, kept between messages.
+    let mut takers = Vec::new();
     loop {
         let Arrival {
             message,
@@ -71,10 +132,8 @@ pub async fn dispatch(
                 None => return,
             },
         };
-        let Some(last) = routes
-            .iter()
-            .rposition(|r| r.accepts(&message.subject, &ids))
-        else {
+        routing.takers(&message.subject, &ids, &mut takers);
+        let Some((&last, others)) = takers.split_last() else {
             tracing::debug!(%connection, topic = %message.subject, "no route matches; dropped");
             if let Some(receipt) = receipt {
                 receipt.confirm();
@@ -82,15 +141,12 @@ pub async fn dispatch(
             continue;
         };
         // Every matching route but the last gets a (cheap) clone; the last the message itself.
-        for route in routes[..last]
-            .iter()
-            .filter(|r| r.accepts(&message.subject, &ids))
-        {
-            if !deliver(route, message.clone(), &receipt, &close).await {
+        for &route in others {
+            if !deliver(&routing.routes[route], message.clone(), &receipt, &close).await {
                 return;
             }
         }
-        if !deliver(&routes[last], message, &receipt, &close).await {
+        if !deliver(&routing.routes[last], message, &receipt, &close).await {
             return;
         }
         // Every route has its own share of the receipt now: the message is acknowledged once
@@ -168,5 +224,98 @@ mod tests {
         let shared = route(&[(4, "t/#")]);
         assert!(shared.accepts("t/x", &[4]));
         assert!(!shared.accepts("t/x", &[1]));
+    }
+
+    fn takers(routing: &Routing, topic_name: &str, ids: &[usize]) -> Vec<usize> {
+        let mut takers = Vec::new();
+        routing.takers(topic_name, ids, &mut takers);
+        takers
+    }
+
+    #[test]
+    fn an_identifier_leads_to_every_route_of_its_filter() {
+        // Routes 0 and 2 share subscription 1; route 1 has 2 and 3, overlapping.
+        let routing = Routing::new(vec![
+            route(&[(1, "a/+")]),
+            route(&[(2, "a/#"), (3, "a/b")]),
+            route(&[(1, "a/+")]),
+            route(&[(4, "c")]),
+        ]);
+        assert_eq!(routing.by_id, vec![vec![0, 2], vec![1], vec![1], vec![3]]);
+        assert_eq!(takers(&routing, "a/b", &[1]), vec![0, 2]);
+        // Route 1 takes the copy of its first matching filter only.
+        assert_eq!(takers(&routing, "a/b", &[3]), Vec::<usize>::new());
+        assert_eq!(takers(&routing, "a/b", &[3, 2, 1]), vec![0, 1, 2]);
+        // A stray or unknown identifier pulls in nothing.
+        assert_eq!(takers(&routing, "x", &[4]), Vec::<usize>::new());
+        assert_eq!(takers(&routing, "c", &[0, 9]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn without_identifiers_the_topic_finds_the_routes() {
+        let routing = Routing::new(vec![
+            route(&[(1, "a/+")]),
+            route(&[(2, "a/#"), (3, "a/b")]),
+            route(&[(4, "#")]),
+        ]);
+        assert_eq!(takers(&routing, "a/b", &[]), vec![0, 1, 2]);
+        assert_eq!(takers(&routing, "a", &[]), vec![1, 2]);
+        assert_eq!(takers(&routing, "$SYS/x", &[]), Vec::<usize>::new());
+    }
+
+    mod agrees_with_every_route {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn filter() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::collection::vec(prop_oneof!["a", "b", "\\+"], 1..4)
+                    .prop_map(|levels| levels.join("/")),
+                Just("#".to_string()),
+                "[ab]/#",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 500,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// The routes found are exactly those that accept the message, asked one by one.
+            #[test]
+            fn takers_are_the_routes_that_accept(
+                routes in prop::collection::vec(prop::collection::vec(filter(), 1..4), 1..8),
+                topic in prop::collection::vec(prop_oneof!["a", "b"], 1..4),
+                ids in prop::collection::vec(0usize..12, 0..3),
+            ) {
+                // Identical filters are one subscription, as the connection makes them.
+                let mut subscriptions: Vec<String> = Vec::new();
+                let routes: Vec<RouteSource> = routes
+                    .iter()
+                    .map(|filters| {
+                        let with_ids: Vec<(usize, &str)> = filters
+                            .iter()
+                            .map(|f| {
+                                let index = subscriptions.iter().position(|s| s == f);
+                                let index = index.unwrap_or_else(|| {
+                                    subscriptions.push(f.clone());
+                                    subscriptions.len() - 1
+                                });
+                                (index + 1, f.as_str())
+                            })
+                            .collect();
+                        route(&with_ids)
+                    })
+                    .collect();
+                let topic = topic.join("/");
+                let expected: Vec<usize> = (0..routes.len())
+                    .filter(|&i| routes[i].accepts(&topic, &ids))
+                    .collect();
+                let routing = Routing::new(routes);
+                prop_assert_eq!(takers(&routing, &topic, &ids), expected);
+            }
+        }
     }
 }

@@ -57,7 +57,7 @@ use super::acks::AckTracker;
 use super::client::{
     AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, Subscription,
 };
-use super::dispatch::{Arrival, RouteSource, dispatch};
+use super::dispatch::{Arrival, RouteSource, Routing, dispatch};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
 use super::subscribe::{Fed, Subscribing};
@@ -138,7 +138,8 @@ impl EventLoopTask {
             None
         } else {
             let (tx, rx) = mpsc::channel(DISPATCH_CAPACITY);
-            let dispatcher = dispatch(self.name.clone(), routes, rx, runtime.close.clone());
+            let routing = Routing::new(routes);
+            let dispatcher = dispatch(self.name.clone(), routing, rx, runtime.close.clone());
             runtime.sources.spawn("dispatcher", dispatcher);
             Some(tx)
         };

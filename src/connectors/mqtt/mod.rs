@@ -11,7 +11,7 @@
 //! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
-//! - [`topic`] holds the pure topic and filter rules.
+//! - [`topic`] holds the pure topic and filter rules, [`topic_tree`] the filters as a tree.
 //! - [`socket`] opens the client's socket and, at a clean stop, closes it only once the broker
 //!   closed its side, so the acks sent last are read.
 //!
@@ -32,6 +32,7 @@ mod session;
 mod socket;
 mod subscribe;
 mod topic;
+mod topic_tree;
 pub mod url_form;
 
 use std::sync::Arc;
