@@ -35,6 +35,7 @@ mod topic;
 mod topic_tree;
 pub mod url_form;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -76,6 +77,9 @@ pub struct MqttConnection {
     routes: Vec<RouteSource>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
+    /// Each filter's index in `subscriptions`: thousands of routes are added without comparing
+    /// each filter with every one before it.
+    subscription_index: HashMap<String, usize>,
 }
 
 /// Makes the sinks of one MQTT connection: each a handle on its client.
@@ -154,6 +158,7 @@ impl MqttConnection {
             link: Arc::default(),
             routes: Vec::new(),
             subscriptions: Vec::new(),
+            subscription_index: HashMap::new(),
         }
     }
 
@@ -188,20 +193,19 @@ impl MqttConnection {
     /// subscription per filter, at the highest QoS any route asked for, no_local only if every
     /// route asked for it. Returns its subscription identifier (index + 1).
     fn subscribe(&mut self, subscription: Subscription) -> usize {
-        let same = self
-            .subscriptions
-            .iter()
-            .position(|s| s.filter == subscription.filter);
-        let index = match same {
-            Some(index) => {
+        let index = match self.subscription_index.get(&subscription.filter) {
+            Some(&index) => {
                 let existing = &mut self.subscriptions[index];
                 existing.qos = existing.qos.max(subscription.qos);
                 existing.no_local &= subscription.no_local;
                 index
             }
             None => {
+                let index = self.subscriptions.len();
+                self.subscription_index
+                    .insert(subscription.filter.clone(), index);
                 self.subscriptions.push(subscription);
-                self.subscriptions.len() - 1
+                index
             }
         };
         index + 1
