@@ -77,3 +77,50 @@ async fn five_thousand_routes_on_one_mqtt5_connection_come_up_and_deliver() {
 async fn five_thousand_routes_on_one_mqtt311_connection_come_up_and_deliver() {
     every_route_delivers(r#"version: "3.1.1", client_id: ferry-many-v311"#).await;
 }
+
+/// Routes whose filters overlap, their own and each other's, on one connection (`keys`): a
+/// message on `a/b` matches four subscriptions, and mosquitto (on MQTT 5) sends a copy for
+/// each; each route still takes it once.
+async fn overlapping_routes_take_one_copy_each(keys: &str) {
+    let run = Scenario::new()
+        .mosquitto("plant")
+        .keys("plant", keys)
+        .nats("core")
+        .routes(
+            r#"
+  - name: all
+    from: { connection: plant, topic: "a/#" }
+    to: { connection: core, subject: out.all }
+  - name: two
+    from: { connection: plant, topics: ["a/+", "a/b"] }
+    to: { connection: core, subject: out.two }
+  - name: same
+    from: { connection: plant, topic: "a/+" }
+    to: { connection: core, subject: out.same }
+  - name: other
+    from: { connection: plant, topic: "b/+" }
+    to: { connection: core, subject: out.other }
+"#,
+        )
+        .start()
+        .await;
+    let (_subscriber, mut inbox) = run.nats_subscriber("core", "out.>").await;
+    let publisher = run.mqtt_peer("plant").await;
+    publisher.publish("a/b", "1", 1, false).await;
+    let mut got = inbox.collect(3, secs(10)).await;
+    got.extend(inbox.collect_for(Duration::from_millis(500)).await);
+    let mut subjects: Vec<String> = got.into_iter().map(|m| m.topic).collect();
+    subjects.sort();
+    assert_eq!(subjects, ["out.all", "out.same", "out.two"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_routes_take_one_copy_each_on_mqtt5() {
+    overlapping_routes_take_one_copy_each("client_id: ferry-overlap-v5").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn overlapping_routes_take_one_copy_each_on_mqtt311() {
+    overlapping_routes_take_one_copy_each(r#"version: "3.1.1", client_id: ferry-overlap-v311"#)
+        .await;
+}
