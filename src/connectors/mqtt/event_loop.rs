@@ -413,8 +413,10 @@ impl EventLoopTask {
             }
         }
     }
+
     /// Queues the SUBSCRIBE packets not queued yet as the client has room; once all are, waits
-    /// for their SUBACKs.
+    /// for their SUBACKs. Meanwhile the connection is not up: the probe waits for the SUBACKs
+    /// (it subscribes last), and the stall watchdog sees `poll` report each SUBSCRIBE it sends.
     fn feed_subscriptions(&self, turn: &mut Turn) {
         let Some(subscribing) = &mut turn.subscribing else {
             return;
