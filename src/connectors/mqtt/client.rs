@@ -462,53 +462,50 @@ impl Client {
     /// The largest remaining length MQTT can encode; larger packets are refused locally.
     pub const MAX_REMAINING_LENGTH: usize = MQTT_MAX_REMAINING_LENGTH;
 
-    /// Subscribes to all of `subscriptions` without waiting (the caller is the task that polls
-    /// the event loop: waiting on the request channel could block it for good). The returned
-    /// [`SubAcks`] resolve once the broker answered.
-    ///
-    /// With `identify` (MQTT 5, when the broker supports it), each filter gets its own SUBSCRIBE
-    /// carrying the subscription identifier `index + 1`. A broker may send one copy of a message
-    /// per matching subscription (mosquitto does, on MQTT 5); the identifiers in each copy tell
-    /// which subscriptions it is for, so each route takes exactly one copy.
-    pub fn subscribe(
+    /// Queues one SUBSCRIBE for `subscriptions` without waiting (the caller is the task that
+    /// polls the event loop: waiting on the request channel could block it for good), with the
+    /// MQTT 5 subscription identifier `id` (MQTT 3.1.1 has none). The notice resolves once the
+    /// broker answered. How the connection's filters are split into packets is `subscribe`'s.
+    pub fn try_subscribe(
         &self,
         subscriptions: &[Subscription],
-        identify: bool,
-    ) -> anyhow::Result<SubAcks> {
+        id: Option<usize>,
+    ) -> Result<SubscribeNotice, SubscribeError> {
         match self {
             Client::V5(client) => {
-                let filter = |s: &Subscription| {
+                let filters = subscriptions.iter().map(|s| {
                     mqtt5::SubscribeFilterInput::new(s.filter.clone(), qos(s.qos))
                         .no_local(s.no_local)
                         // Keep the publisher's retain flag, so `retain: from_source` copies it
                         // for live messages too (as mosquitto bridges do).
                         .preserve_retain(true)
+                });
+                let queued = match id {
+                    Some(id) => {
+                        let properties = mqtt5::SubscribeProperties {
+                            id: Some(id),
+                            user_properties: Vec::new(),
+                        };
+                        client.try_subscribe_many_with_properties_tracked(filters, properties)
+                    }
+                    None => client.try_subscribe_many_tracked(filters),
                 };
-                if !identify {
-                    let notice =
-                        client.try_subscribe_many_tracked(subscriptions.iter().map(filter))?;
-                    return Ok(SubAcks(vec![SubscribeNotice::V5(notice)]));
-                }
-                let mut notices = Vec::with_capacity(subscriptions.len());
-                for (index, subscription) in subscriptions.iter().enumerate() {
-                    let properties = mqtt5::SubscribeProperties {
-                        id: Some(index + 1),
-                        user_properties: Vec::new(),
-                    };
-                    let notice = client.try_subscribe_many_with_properties_tracked(
-                        [filter(subscription)],
-                        properties,
-                    )?;
-                    notices.push(SubscribeNotice::V5(notice));
-                }
-                Ok(SubAcks(notices))
+                queued.map(SubscribeNotice::V5).map_err(|e| match e {
+                    mqtt5::ClientError::RequestChannelFull(_) => SubscribeError::Full,
+                    e => SubscribeError::Failed(e.into()),
+                })
             }
             Client::V311(client) => {
                 let filters = subscriptions
                     .iter()
                     .map(|s| mqtt4::SubscribeFilterInput::new(s.filter.clone(), qos(s.qos)));
-                let notice = client.try_subscribe_many_tracked(filters)?;
-                Ok(SubAcks(vec![SubscribeNotice::V311(notice)]))
+                client
+                    .try_subscribe_many_tracked(filters)
+                    .map(SubscribeNotice::V311)
+                    .map_err(|e| match e {
+                        mqtt4::ClientError::RequestChannelFull(_) => SubscribeError::Full,
+                        e => SubscribeError::Failed(e.into()),
+                    })
             }
         }
     }
@@ -582,29 +579,24 @@ fn varint_len(n: usize) -> usize {
     }
 }
 
-/// The pending answers to the SUBSCRIBE packets [`Client::subscribe`] sent.
-pub struct SubAcks(Vec<SubscribeNotice>);
-
-impl SubAcks {
-    /// Per subscription, in order: `None` when granted, or the broker's reason for refusing it.
-    /// `Err` when a SUBSCRIBE never got an answer (the connection dropped first).
-    pub async fn wait(self) -> Result<Vec<Option<String>>, String> {
-        let mut codes = Vec::new();
-        for notice in self.0 {
-            codes.extend(notice.wait().await?);
-        }
-        Ok(codes)
-    }
+/// Why a SUBSCRIBE was not queued.
+pub enum SubscribeError {
+    /// The client's request queue is full: try again after the event loop ran.
+    Full,
+    /// The client refused it (an invalid filter) or the event loop is gone.
+    Failed(anyhow::Error),
 }
 
 /// Resolves when the broker answered one SUBSCRIBE.
-enum SubscribeNotice {
+pub enum SubscribeNotice {
     V5(mqtt5::SubscribeNotice),
     V311(mqtt4::SubscribeNotice),
 }
 
 impl SubscribeNotice {
-    async fn wait(self) -> Result<Vec<Option<String>>, String> {
+    /// Per filter of the SUBSCRIBE, in order: `None` when granted, or the broker's reason for
+    /// refusing it. `Err` when it never got an answer (the connection dropped first).
+    pub async fn wait(self) -> Result<Vec<Option<String>>, String> {
         match self {
             SubscribeNotice::V5(notice) => {
                 let suback = notice.wait_async().await.map_err(|e| e.to_string())?;

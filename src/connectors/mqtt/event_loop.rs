@@ -1,5 +1,5 @@
-//! The connection's tasks: the supervised event loop, and the dispatcher that hands incoming
-//! messages to the routes.
+//! The connection's event loop task, supervised; it hands incoming messages to the dispatcher
+//! (`dispatch`), which hands them to the routes.
 //!
 //! The event loop task is the only one polling the MQTT client: it connects, (re)subscribes,
 //! backs off after failures, sends what sinks queued on the client, and sends the acks of
@@ -51,21 +51,19 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::Link;
-use super::acks::{AckTracker, Receipt};
+use super::acks::AckTracker;
 use super::client::{
-    AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, SubAcks,
-    Subscription,
+    AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, Subscription,
 };
+use super::dispatch::{Arrival, RouteSource, Routing, dispatch};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
-use super::topic;
+use super::subscribe::{Fed, Subscribing};
 use crate::contracts::ConnectionContext;
-use crate::contracts::queue::RouteInput;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
-use crate::message::{Ack, Incoming, Message};
+use crate::message::Message;
 
 /// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
 const DISPATCH_CAPACITY: usize = 256;
@@ -83,42 +81,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
 /// How long the client's own DISCONNECT waits for in-flight QoS 1/2 publishes (none are left
 /// by then, unless the close timed out).
 const DISCONNECT_DRAIN: Duration = Duration::from_secs(1);
-
-/// A route reading from this connection.
-pub struct RouteSource {
-    pub input: RouteInput,
-    /// The route's subscriptions: their identifier (index + 1 in the connection's list) and
-    /// their filter as applied to topic names (without `$share/GROUP/`).
-    pub filters: Vec<(usize, String)>,
-}
-
-impl RouteSource {
-    /// Whether this route takes a message on `topic_name` delivered for the subscriptions
-    /// `subscription_ids` (empty when unknown: MQTT 3.1.1, or a broker without identifiers).
-    ///
-    /// A broker may deliver one copy per matching subscription. The route takes only the copy
-    /// for its first subscription that matches the topic, so it sees each message once even
-    /// when its own filters, or other routes' filters, overlap.
-    fn accepts(&self, topic_name: &str, subscription_ids: &[usize]) -> bool {
-        let mut matching = self
-            .filters
-            .iter()
-            .filter(|(_, f)| topic::matches(topic_name, f));
-        match matching.next() {
-            None => false,
-            Some(_) if subscription_ids.is_empty() => true,
-            Some((id, _)) => subscription_ids.contains(id),
-        }
-    }
-}
-
-/// A message that arrived, as the event loop hands it to the dispatcher.
-struct Arrival {
-    message: Message,
-    subscription_ids: Vec<usize>,
-    /// QoS 1/2: the message's place in the ack order.
-    receipt: Option<Receipt<AckToken>>,
-}
 
 /// Everything the event loop task owns.
 pub struct EventLoopTask {
@@ -150,7 +112,9 @@ struct Turn {
     connected: bool,
     /// The broker confirmed our subscriptions in its current session.
     subscribed: bool,
-    /// The SUBACK we wait for before calling the connection up.
+    /// The SUBSCRIBE packets still to queue on the client (see `subscribe`).
+    subscribing: Option<Subscribing>,
+    /// The SUBACKs we wait for before calling the connection up.
     suback: Option<Pin<Box<SubAckFuture>>>,
     /// After a failure: when to poll (and so reconnect) again.
     retry_at: Option<Instant>,
@@ -174,7 +138,8 @@ impl EventLoopTask {
             None
         } else {
             let (tx, rx) = mpsc::channel(DISPATCH_CAPACITY);
-            let dispatcher = dispatch(self.name.clone(), routes, rx, runtime.close.clone());
+            let routing = Routing::new(routes);
+            let dispatcher = dispatch(self.name.clone(), routing, rx, runtime.close.clone());
             runtime.sources.spawn("dispatcher", dispatcher);
             Some(tx)
         };
@@ -195,6 +160,7 @@ impl EventLoopTask {
             acks: VecDeque::new(),
             connected: false,
             subscribed: false,
+            subscribing: None,
             suback: None,
             retry_at: None,
             left_with_broker: 0,
@@ -206,6 +172,7 @@ impl EventLoopTask {
         loop {
             tracker.take_released(&mut turn.acks);
             self.send_acks(&mut turn.acks);
+            self.feed_subscriptions(&mut turn);
             // The hole waits for the routes to confirm what came before it, and for those acks
             // to leave the client.
             let mut hole_waits_for_client = false;
@@ -320,10 +287,8 @@ impl EventLoopTask {
                     } else {
                         turn.subscribed = false;
                     }
-                    turn.suback = self
-                        .on_connack(ack, turn.subscribed)
-                        .map(|notice| -> Pin<Box<SubAckFuture>> { Box::pin(notice.wait()) });
-                    if turn.suback.is_none() {
+                    turn.subscribing = self.on_connack(ack, turn.subscribed);
+                    if turn.subscribing.is_none() {
                         turn.subscribed = true;
                     }
                 }
@@ -409,6 +374,7 @@ impl EventLoopTask {
     ) {
         turn.connected = false;
         self.link.set_connected(false);
+        turn.subscribing = None;
         turn.suback = None;
         self.socket.forget();
         // Acks of the old connection must never reach a new one (see `acks`). Three places
@@ -447,10 +413,29 @@ impl EventLoopTask {
             }
         }
     }
+
+    /// Queues the SUBSCRIBE packets not queued yet as the client has room; once all are, waits
+    /// for their SUBACKs. Meanwhile the connection is not up: the probe waits for the SUBACKs
+    /// (it subscribes last), and the stall watchdog sees `poll` report each SUBSCRIBE it sends.
+    fn feed_subscriptions(&self, turn: &mut Turn) {
+        let Some(subscribing) = &mut turn.subscribing else {
+            return;
+        };
+        match subscribing.feed(&self.client, &self.subscriptions) {
+            Fed::More => return,
+            Fed::All(subacks) => turn.suback = Some(Box::pin(subacks.wait())),
+            Fed::Failed(error) => {
+                tracing::error!(connection = %self.name, "cannot subscribe: {error:#}");
+                turn.subscribed = true;
+            }
+        }
+        turn.subscribing = None;
+    }
+
     /// A new connection: resets the backoff, records the broker's link, and subscribes when
-    /// the broker does not hold our subscriptions. Returns the SUBACK to wait for, or `None`
-    /// when the connection is up already.
-    fn on_connack(&mut self, ack: ConnAck, subscribed: bool) -> Option<SubAcks> {
+    /// the broker does not hold our subscriptions. Returns the SUBSCRIBE packets to send, or
+    /// `None` when the connection is up already.
+    fn on_connack(&mut self, ack: ConnAck, subscribed: bool) -> Option<Subscribing> {
         self.backoff.reset();
         self.link.update(&ack);
         self.trust_subscription_ids = !ack.broker_only_resume;
@@ -469,16 +454,11 @@ impl EventLoopTask {
             self.status.up(&format!("to {}", self.url));
             return None;
         }
-        match self
-            .client
-            .subscribe(&self.subscriptions, ack.subscription_ids_available)
-        {
-            Ok(notice) => Some(notice),
-            Err(error) => {
-                tracing::error!(connection = %self.name, "cannot subscribe: {error:#}");
-                None
-            }
-        }
+        Some(Subscribing::new(
+            &self.subscriptions,
+            ack.subscription_ids_available,
+            ack.max_packet_size,
+        ))
     }
 
     /// The broker answered our SUBSCRIBE. Returns whether the subscriptions are in place.
@@ -691,88 +671,6 @@ async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
     }
 }
 
-/// Gives each received message to every route whose filters match its topic, in arrival order.
-/// Ends once the event loop stopped forwarding (the sources stopped) and everything it had
-/// forwarded is handed over, or at close.
-async fn dispatch(
-    connection: Arc<str>,
-    routes: Vec<RouteSource>,
-    mut rx: mpsc::Receiver<Arrival>,
-    close: CancellationToken,
-) {
-    loop {
-        let Arrival {
-            message,
-            subscription_ids: ids,
-            receipt,
-        } = tokio::select! {
-            biased;
-            _ = close.cancelled() => return,
-            arrival = rx.recv() => match arrival {
-                Some(arrival) => arrival,
-                None => return,
-            },
-        };
-        let Some(last) = routes
-            .iter()
-            .rposition(|r| r.accepts(&message.subject, &ids))
-        else {
-            tracing::debug!(%connection, topic = %message.subject, "no route matches; dropped");
-            if let Some(receipt) = receipt {
-                receipt.confirm();
-            }
-            continue;
-        };
-        // Every matching route but the last gets a (cheap) clone; the last the message itself.
-        for route in routes[..last]
-            .iter()
-            .filter(|r| r.accepts(&message.subject, &ids))
-        {
-            if !deliver(route, message.clone(), &receipt, &close).await {
-                return;
-            }
-        }
-        if !deliver(&routes[last], message, &receipt, &close).await {
-            return;
-        }
-        // Every route has its own share of the receipt now: the message is acknowledged once
-        // they all confirmed.
-        if let Some(receipt) = receipt {
-            receipt.confirm();
-        }
-    }
-}
-
-/// Pushes `message` into the route's queue, waiting for room if the route blocks when full,
-/// with an ack that settles the route's share of `receipt`. `false` when the connection closed
-/// meanwhile.
-async fn deliver(
-    route: &RouteSource,
-    message: Message,
-    receipt: &Option<Receipt<AckToken>>,
-    close: &CancellationToken,
-) -> bool {
-    let ack = match receipt {
-        // Dropped unconfirmed, the closure drops the receipt unconfirmed: a nack.
-        Some(receipt) => {
-            let share = receipt.clone();
-            Ack::new(move |confirmed| {
-                if confirmed {
-                    share.confirm();
-                }
-            })
-        }
-        None => Ack::none(),
-    };
-    let incoming = Incoming { message, ack };
-    tokio::select! {
-        biased;
-        _ = close.cancelled() => false,
-        // A `false` from push means the route is shutting down: nothing more to do here.
-        _ = route.input.push(incoming) => true,
-    }
-}
-
 impl Link {
     fn update(&self, ack: &ConnAck) {
         self.max_packet_size
@@ -787,45 +685,5 @@ impl Link {
     fn set_connected(&self, up: bool) {
         self.connected
             .send_if_modified(|connected| std::mem::replace(connected, up) != up);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::contracts::queue::bounded;
-
-    fn route(filters: &[(usize, &str)]) -> RouteSource {
-        RouteSource {
-            input: bounded("r", Default::default()).0,
-            filters: filters.iter().map(|(id, f)| (*id, f.to_string())).collect(),
-        }
-    }
-
-    #[test]
-    fn without_identifiers_routes_match_by_topic() {
-        let r = route(&[(1, "a/#"), (2, "b/+")]);
-        assert!(r.accepts("a", &[]));
-        assert!(r.accepts("b/c", &[]));
-        assert!(!r.accepts("b/c/d", &[]));
-        assert!(!r.accepts("c", &[]));
-    }
-
-    #[test]
-    fn with_identifiers_a_route_takes_one_copy() {
-        // Overlapping filters of one route: copies for subscription 1 and 2 may both arrive.
-        let r = route(&[(1, "a/#"), (2, "a/b")]);
-        assert!(r.accepts("a/b", &[1]));
-        assert!(!r.accepts("a/b", &[2]));
-        assert!(r.accepts("a/b", &[2, 1]));
-        assert!(r.accepts("a/c", &[1]));
-        // A copy for another route's subscription is not this route's.
-        assert!(!r.accepts("a/c", &[3]));
-        // The topic must still match: a stray identifier does not pull in foreign topics.
-        assert!(!r.accepts("x/y", &[1]));
-        // Shared: a route whose filter is `$share/g/t/#` stores `t/#`.
-        let shared = route(&[(4, "t/#")]);
-        assert!(shared.accepts("t/x", &[4]));
-        assert!(!shared.accepts("t/x", &[1]));
     }
 }

@@ -3,12 +3,15 @@
 //!
 //! - [`client`] puts the two client crates (MQTT 5 and 3.1.1) behind one surface and sets the
 //!   options that matter for throughput and memory.
-//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to routes, back
-//!   off and reconnect, disconnect cleanly on close.
+//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to the
+//!   dispatcher, back off and reconnect, disconnect cleanly on close.
+//! - [`subscribe`] splits the connection's filters into SUBSCRIBE packets and queues them as
+//!   the client has room, so any number of routes can subscribe.
+//! - [`dispatch`] hands each message to the routes that take it.
 //! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
-//! - [`topic`] holds the pure topic and filter rules.
+//! - [`topic`] holds the pure topic and filter rules, [`topic_tree`] the filters as a tree.
 //! - [`socket`] opens the client's socket and, at a clean stop, closes it only once the broker
 //!   closed its side, so the acks sent last are read.
 //!
@@ -20,6 +23,7 @@
 mod acks;
 mod client;
 pub mod config;
+mod dispatch;
 mod event_loop;
 mod liveness;
 pub mod names;
@@ -27,9 +31,12 @@ pub mod protocol;
 mod read;
 mod session;
 mod socket;
+mod subscribe;
 mod topic;
+mod topic_tree;
 pub mod url_form;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
@@ -37,7 +44,8 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, ensure};
 
 use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
-use self::event_loop::{EventLoopTask, RouteSource};
+use self::dispatch::RouteSource;
+use self::event_loop::EventLoopTask;
 use self::liveness::Liveness;
 use self::socket::SocketHandle;
 use super::{Connection, Sinks};
@@ -70,6 +78,9 @@ pub struct MqttConnection {
     routes: Vec<RouteSource>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
+    /// Each filter's index in `subscriptions`: thousands of routes are added without comparing
+    /// each filter with every one before it.
+    subscription_index: HashMap<String, usize>,
 }
 
 /// Makes the sinks of one MQTT connection: each a handle on its client.
@@ -148,6 +159,7 @@ impl MqttConnection {
             link: Arc::default(),
             routes: Vec::new(),
             subscriptions: Vec::new(),
+            subscription_index: HashMap::new(),
         }
     }
 
@@ -182,20 +194,19 @@ impl MqttConnection {
     /// subscription per filter, at the highest QoS any route asked for, no_local only if every
     /// route asked for it. Returns its subscription identifier (index + 1).
     fn subscribe(&mut self, subscription: Subscription) -> usize {
-        let same = self
-            .subscriptions
-            .iter()
-            .position(|s| s.filter == subscription.filter);
-        let index = match same {
-            Some(index) => {
+        let index = match self.subscription_index.get(&subscription.filter) {
+            Some(&index) => {
                 let existing = &mut self.subscriptions[index];
                 existing.qos = existing.qos.max(subscription.qos);
                 existing.no_local &= subscription.no_local;
                 index
             }
             None => {
+                let index = self.subscriptions.len();
+                self.subscription_index
+                    .insert(subscription.filter.clone(), index);
                 self.subscriptions.push(subscription);
-                self.subscriptions.len() - 1
+                index
             }
         };
         index + 1

@@ -1,0 +1,321 @@
+//! The dispatcher: the task that hands each message the event loop received to the routes
+//! that take it, in arrival order, waiting on full route queues (`when_full: block`) so the
+//! event loop never has to.
+//!
+//! Finding those routes costs the same however many routes the connection has
+//! ([`Routing`]): with subscription identifiers, each identifier in the message leads straight
+//! to the routes that subscribed its filter; without, the topic is looked up in a tree of
+//! every route's filters. Only the routes found check the message against their own filters.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::acks::Receipt;
+use super::client::AckToken;
+use super::topic;
+use super::topic_tree::TopicTree;
+use crate::contracts::queue::RouteInput;
+use crate::message::{Ack, Incoming, Message};
+
+/// A route reading from this connection.
+pub struct RouteSource {
+    pub input: RouteInput,
+    /// The route's subscriptions: their identifier (index + 1 in the connection's list) and
+    /// their filter as applied to topic names (without `$share/GROUP/`).
+    pub filters: Vec<(usize, String)>,
+}
+
+impl RouteSource {
+    /// Whether this route takes a message on `topic_name` delivered for the subscriptions
+    /// `subscription_ids` (empty when unknown: MQTT 3.1.1, or a broker without identifiers).
+    ///
+    /// A broker may deliver one copy per matching subscription. The route takes only the copy
+    /// for its first subscription that matches the topic, so it sees each message once even
+    /// when its own filters, or other routes' filters, overlap.
+    fn accepts(&self, topic_name: &str, subscription_ids: &[usize]) -> bool {
+        let mut matching = self
+            .filters
+            .iter()
+            .filter(|(_, f)| topic::matches(topic_name, f));
+        match matching.next() {
+            None => false,
+            Some(_) if subscription_ids.is_empty() => true,
+            Some((id, _)) => subscription_ids.contains(id),
+        }
+    }
+}
+
+/// Which routes take a message, found without going through every route. Built once, at start.
+pub struct Routing {
+    routes: Vec<RouteSource>,
+    /// By subscription identifier (index + 1), the routes that subscribed its filter, in route
+    /// order. Identical filters of several routes are one subscription of the connection.
+    by_id: Vec<Vec<usize>>,
+    /// Every route's filters, each standing for its route.
+    tree: TopicTree<usize>,
+}
+
+impl Routing {
+    pub fn new(routes: Vec<RouteSource>) -> Self {
+        let mut by_id: Vec<Vec<usize>> = Vec::new();
+        let mut tree = TopicTree::new();
+        for (index, route) in routes.iter().enumerate() {
+            for (id, filter) in &route.filters {
+                if by_id.len() < *id {
+                    by_id.resize_with(*id, Vec::new);
+                }
+                let subscribers = &mut by_id[id - 1];
+                if subscribers.last() != Some(&index) {
+                    subscribers.push(index);
+                }
+                tree.insert(filter, index);
+            }
+        }
+        Routing {
+            routes,
+            by_id,
+            tree,
+        }
+    }
+
+    /// The routes that take a message on `topic_name` delivered for `subscription_ids`
+    /// (empty when unknown), in route order, into `takers` (cleared first).
+    fn takers(&self, topic_name: &str, subscription_ids: &[usize], takers: &mut Vec<usize>) {
+        takers.clear();
+        if subscription_ids.is_empty() {
+            self.tree.matches(topic_name, |route| takers.push(route));
+        } else {
+            for id in subscription_ids {
+                if let Some(routes) = id.checked_sub(1).and_then(|i| self.by_id.get(i)) {
+                    takers.extend(routes);
+                }
+            }
+        }
+        takers.sort_unstable();
+        takers.dedup();
+        // A route with overlapping filters takes only the copy of its first matching one.
+        takers.retain(|&route| self.routes[route].accepts(topic_name, subscription_ids));
+    }
+}
+
+/// A message that arrived, as the event loop hands it to the dispatcher.
+pub struct Arrival {
+    pub message: Message,
+    pub subscription_ids: Vec<usize>,
+    /// QoS 1/2: the message's place in the ack order.
+    pub receipt: Option<Receipt<AckToken>>,
+}
+
+/// Gives each received message to every route whose filters match its topic, in arrival order.
+/// Ends once the event loop stopped forwarding (the sources stopped) and everything it had
+/// forwarded is handed over, or at close.
+pub async fn dispatch(
+    connection: Arc<str>,
+    routing: Routing,
+    mut rx: mpsc::Receiver<Arrival>,
+    close: CancellationToken,
+) {
+    // The routes of the message at hand, kept between messages.
+    let mut takers = Vec::new();
+    loop {
+        let Arrival {
+            message,
+            subscription_ids: ids,
+            receipt,
+        } = tokio::select! {
+            biased;
+            _ = close.cancelled() => return,
+            arrival = rx.recv() => match arrival {
+                Some(arrival) => arrival,
+                None => return,
+            },
+        };
+        routing.takers(&message.subject, &ids, &mut takers);
+        let Some((&last, others)) = takers.split_last() else {
+            tracing::debug!(%connection, topic = %message.subject, "no route matches; dropped");
+            if let Some(receipt) = receipt {
+                receipt.confirm();
+            }
+            continue;
+        };
+        // Every matching route but the last gets a (cheap) clone; the last the message itself.
+        for &route in others {
+            if !deliver(&routing.routes[route], message.clone(), &receipt, &close).await {
+                return;
+            }
+        }
+        if !deliver(&routing.routes[last], message, &receipt, &close).await {
+            return;
+        }
+        // Every route has its own share of the receipt now: the message is acknowledged once
+        // they all confirmed.
+        if let Some(receipt) = receipt {
+            receipt.confirm();
+        }
+    }
+}
+
+/// Pushes `message` into the route's queue, waiting for room if the route blocks when full,
+/// with an ack that settles the route's share of `receipt`. `false` when the connection closed
+/// meanwhile.
+async fn deliver(
+    route: &RouteSource,
+    message: Message,
+    receipt: &Option<Receipt<AckToken>>,
+    close: &CancellationToken,
+) -> bool {
+    let ack = match receipt {
+        // Dropped unconfirmed, the closure drops the receipt unconfirmed: a nack.
+        Some(receipt) => {
+            let share = receipt.clone();
+            Ack::new(move |confirmed| {
+                if confirmed {
+                    share.confirm();
+                }
+            })
+        }
+        None => Ack::none(),
+    };
+    let incoming = Incoming { message, ack };
+    tokio::select! {
+        biased;
+        _ = close.cancelled() => false,
+        // A `false` from push means the route is shutting down: nothing more to do here.
+        _ = route.input.push(incoming) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contracts::queue::bounded;
+
+    fn route(filters: &[(usize, &str)]) -> RouteSource {
+        RouteSource {
+            input: bounded("r", Default::default()).0,
+            filters: filters.iter().map(|(id, f)| (*id, f.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn without_identifiers_routes_match_by_topic() {
+        let r = route(&[(1, "a/#"), (2, "b/+")]);
+        assert!(r.accepts("a", &[]));
+        assert!(r.accepts("b/c", &[]));
+        assert!(!r.accepts("b/c/d", &[]));
+        assert!(!r.accepts("c", &[]));
+    }
+
+    #[test]
+    fn with_identifiers_a_route_takes_one_copy() {
+        // Overlapping filters of one route: copies for subscription 1 and 2 may both arrive.
+        let r = route(&[(1, "a/#"), (2, "a/b")]);
+        assert!(r.accepts("a/b", &[1]));
+        assert!(!r.accepts("a/b", &[2]));
+        assert!(r.accepts("a/b", &[2, 1]));
+        assert!(r.accepts("a/c", &[1]));
+        // A copy for another route's subscription is not this route's.
+        assert!(!r.accepts("a/c", &[3]));
+        // The topic must still match: a stray identifier does not pull in foreign topics.
+        assert!(!r.accepts("x/y", &[1]));
+        // Shared: a route whose filter is `$share/g/t/#` stores `t/#`.
+        let shared = route(&[(4, "t/#")]);
+        assert!(shared.accepts("t/x", &[4]));
+        assert!(!shared.accepts("t/x", &[1]));
+    }
+
+    fn takers(routing: &Routing, topic_name: &str, ids: &[usize]) -> Vec<usize> {
+        let mut takers = Vec::new();
+        routing.takers(topic_name, ids, &mut takers);
+        takers
+    }
+
+    #[test]
+    fn an_identifier_leads_to_every_route_of_its_filter() {
+        // Routes 0 and 2 share subscription 1; route 1 has 2 and 3, overlapping.
+        let routing = Routing::new(vec![
+            route(&[(1, "a/+")]),
+            route(&[(2, "a/#"), (3, "a/b")]),
+            route(&[(1, "a/+")]),
+            route(&[(4, "c")]),
+        ]);
+        assert_eq!(routing.by_id, vec![vec![0, 2], vec![1], vec![1], vec![3]]);
+        assert_eq!(takers(&routing, "a/b", &[1]), vec![0, 2]);
+        // Route 1 takes the copy of its first matching filter only.
+        assert_eq!(takers(&routing, "a/b", &[3]), Vec::<usize>::new());
+        assert_eq!(takers(&routing, "a/b", &[3, 2, 1]), vec![0, 1, 2]);
+        // A stray or unknown identifier pulls in nothing.
+        assert_eq!(takers(&routing, "x", &[4]), Vec::<usize>::new());
+        assert_eq!(takers(&routing, "c", &[0, 9]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn without_identifiers_the_topic_finds_the_routes() {
+        let routing = Routing::new(vec![
+            route(&[(1, "a/+")]),
+            route(&[(2, "a/#"), (3, "a/b")]),
+            route(&[(4, "#")]),
+        ]);
+        assert_eq!(takers(&routing, "a/b", &[]), vec![0, 1, 2]);
+        assert_eq!(takers(&routing, "a", &[]), vec![1, 2]);
+        assert_eq!(takers(&routing, "$SYS/x", &[]), Vec::<usize>::new());
+    }
+
+    mod agrees_with_every_route {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn filter() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::collection::vec(prop_oneof!["a", "b", "\\+"], 1..4)
+                    .prop_map(|levels| levels.join("/")),
+                Just("#".to_string()),
+                "[ab]/#",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: 500,
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// The routes found are exactly those that accept the message, asked one by one.
+            #[test]
+            fn takers_are_the_routes_that_accept(
+                routes in prop::collection::vec(prop::collection::vec(filter(), 1..4), 1..8),
+                topic in prop::collection::vec(prop_oneof!["a", "b"], 1..4),
+                ids in prop::collection::vec(0usize..12, 0..3),
+            ) {
+                // Identical filters are one subscription, as the connection makes them.
+                let mut subscriptions: Vec<String> = Vec::new();
+                let routes: Vec<RouteSource> = routes
+                    .iter()
+                    .map(|filters| {
+                        let with_ids: Vec<(usize, &str)> = filters
+                            .iter()
+                            .map(|f| {
+                                let index = subscriptions.iter().position(|s| s == f);
+                                let index = index.unwrap_or_else(|| {
+                                    subscriptions.push(f.clone());
+                                    subscriptions.len() - 1
+                                });
+                                (index + 1, f.as_str())
+                            })
+                            .collect();
+                        route(&with_ids)
+                    })
+                    .collect();
+                let topic = topic.join("/");
+                let expected: Vec<usize> = (0..routes.len())
+                    .filter(|&i| routes[i].accepts(&topic, &ids))
+                    .collect();
+                let routing = Routing::new(routes);
+                prop_assert_eq!(takers(&routing, &topic, &ids), expected);
+            }
+        }
+    }
+}
