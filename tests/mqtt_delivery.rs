@@ -321,18 +321,14 @@ async fn a_clean_stop_waits_for_a_busy_broker_to_read_the_last_acks() {
     brokers.broker_mut("plant").pause();
     ferry.signal("TERM");
     // Until ferry sent DISCONNECT on `plant` (and waits for the broker), or exited.
-    let sent_disconnect = |l: &String| {
-        l.contains("waiting for the broker to close") && l.contains("connection=plant")
-    };
-    let deadline = tokio::time::Instant::now() + secs(30);
-    while ferry.is_running() && !ferry.lines().iter().any(sent_disconnect) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "ferry neither sent DISCONNECT nor exited: {}",
-            ferry.tail(30)
-        );
-        tokio::time::sleep(millis(20)).await;
-    }
+    ferry
+        .wait_for_match_or_exit(
+            0,
+            "DISCONNECT sent on plant",
+            |l| l.contains("waiting for the broker to close") && l.contains("connection=plant"),
+            secs(30),
+        )
+        .await;
     // More messages for ferry's subscription, in the broker's socket when it wakes up.
     publisher
         .publish_all(messages("up/late", "late", 100), 0)

@@ -294,6 +294,27 @@ impl Ferry {
         pred: impl Fn(&str) -> bool,
         timeout: Duration,
     ) -> String {
+        match self.wait_for_match_or_exit(mark, what, pred, timeout).await {
+            Some(line) => line,
+            None => {
+                let status = self.wait_exit(secs(5)).await;
+                panic!(
+                    "ferry exited ({status}) without printing {what}; its last lines:\n{}",
+                    self.tail(40)
+                );
+            }
+        }
+    }
+
+    /// Waits until a line printed after `mark` satisfies `pred` (`what` describes it), or
+    /// ferry's output ends (it exited): `None`. Panics after `timeout`.
+    pub async fn wait_for_match_or_exit(
+        &mut self,
+        mark: usize,
+        what: &str,
+        pred: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> Option<String> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut changed = self.log.changed.subscribe();
         let mut from = mark;
@@ -302,23 +323,21 @@ impl Ferry {
             {
                 let lines = self.log.lines.lock().unwrap();
                 if let Some(line) = lines.iter().skip(from).find(|l| pred(l)) {
-                    return line.clone();
+                    return Some(line.clone());
                 }
                 from = from.max(lines.len());
             }
             if self.log.closed() {
-                let status = self.wait_exit(secs(5)).await;
-                panic!(
-                    "ferry exited ({status}) without printing {what}; its last lines:\n{}",
-                    self.tail(40)
-                );
+                return None;
             }
-            match tokio::time::timeout_at(deadline, changed.changed()).await {
-                Ok(_) => {}
-                Err(_) => panic!(
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                panic!(
                     "ferry did not print {what} within {timeout:?}; its last lines:\n{}",
                     self.tail(40)
-                ),
+                );
             }
         }
     }
