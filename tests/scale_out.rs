@@ -118,7 +118,7 @@ async fn mqtt_shared_subscription_keeps_a_killed_members_share_for_its_restart()
     )
     .await;
     // The survivors relay their shares; what is missing then waits for the dead session.
-    load.collect_for(secs(2)).await;
+    load.settle(secs(2), secs(60)).await;
     let held = TOTAL - load.unique();
     let survivors = load.count_via("out.2", killed_at) + load.count_via("out.3", killed_at);
     eprintln!(
@@ -188,7 +188,7 @@ async fn nats_queue_group_loses_only_what_the_killed_member_held() {
         secs(120),
     )
     .await;
-    load.collect_for(secs(2)).await;
+    load.settle(secs(2), secs(60)).await;
     let tally = report(&load, "nats queue group");
     let in_flight = load.window + load.chunk;
     eprintln!(
@@ -211,7 +211,7 @@ async fn nats_queue_group_loses_only_what_the_killed_member_held() {
     // chunk that may have raced with it) is lost.
     let lost_late = (0..TOTAL)
         .filter(|seq| *seq >= published_at_kill + load.chunk)
-        .filter(|seq| !load.arrivals.iter().any(|a| a.seq == *seq))
+        .filter(|seq| !load.arrived(*seq))
         .count();
     assert_eq!(
         lost_late, 0,

@@ -89,6 +89,11 @@ impl<'a> Load<'a> {
         self.unique
     }
 
+    /// Number `seq` arrived at least once.
+    pub fn arrived(&self, seq: usize) -> bool {
+        self.seen.get(seq).copied().unwrap_or(false)
+    }
+
     /// Every number arrived at least once.
     pub fn complete(&self) -> bool {
         self.unique == self.total
@@ -151,6 +156,25 @@ impl<'a> Load<'a> {
     pub async fn collect_for(&mut self, window: Duration) {
         for m in self.inbox.collect_for(window).await {
             self.record(m);
+        }
+    }
+
+    /// Collects until nothing arrives for `quiet` (whatever relays has relayed what it will);
+    /// panics if arrivals go on past `timeout`.
+    pub async fn settle(&mut self, quiet: Duration, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let before = self.arrivals.len();
+            self.collect_for(quiet).await;
+            if self.arrivals.len() == before {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{}: still arriving after {timeout:?}: {}",
+                self.label,
+                self.tally()
+            );
         }
     }
 
