@@ -4,6 +4,7 @@
 //! and one instance is killed with SIGKILL mid-stream. Each test counts what the arrangement
 //! promises ([Scaling out](../docs/scale-out.md)): nothing lost, duplicates within what the
 //! killed instance held, order where it is promised; and for the queue group, what it loses.
+//! A last test shows the `overflow` policy holding an instance back until there is a backlog.
 //!
 //! Every instance relays to its own subject (`out.1`, `out.2`, `out.3`), so the counting
 //! subscriber sees which instance relayed each message. The publisher is held to a window
@@ -398,4 +399,37 @@ async fn jetstream_pinned_priority_group_with_one_pending_keeps_the_order() {
         "more than the one held came twice: {tally}"
     );
     assert_eq!(switches(&load), 1, "{:?}", load.by_subject());
+}
+
+/// A priority group with `overflow`: an instance with `min_pending` pulls only while the
+/// consumer holds at least that many messages waiting, and stops once it holds fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_overflow_instance_pulls_only_past_a_backlog() {
+    let nats = NatsOptions {
+        binary: Some(nats_server_2_15()),
+        ..NatsOptions::default()
+    };
+    let group = "priority_group: { name: ferries, policy: overflow, min_pending: 1000 }";
+    let (_brokers, publisher, mut inbox, mut ferries) = jetstream_instances(nats, group).await;
+    ferries.start(1).await;
+    let numbered = |seqs: std::ops::Range<usize>| {
+        seqs.map(|i| ("load.a".to_string(), seq_payload("overflow", i, 0)))
+    };
+    publisher.jetstream_publish_all(numbered(0..500)).await;
+    inbox.expect_nothing(secs(2)).await;
+    publisher.jetstream_publish_all(numbered(500..1_500)).await;
+    let mut relayed = vec![
+        inbox
+            .recv(secs(30))
+            .await
+            .expect("nothing relayed past the backlog"),
+    ];
+    relayed.extend(inbox.collect_for(secs(2)).await);
+    // Pulled while 1,500 down to 1,000 were waiting: 501 messages, then it stops.
+    let tally = Tally::of_msgs(1_500, "overflow", &relayed).report("jetstream overflow");
+    assert!(
+        tally.received <= 501,
+        "pulled below the backlog of 1,000: {tally}"
+    );
+    assert_eq!(tally.duplicates + tally.reordered, 0, "{tally}");
 }
