@@ -219,8 +219,8 @@ pub(super) struct Bound {
     /// The consumer's own `ack_wait` and window, which apply whatever the route says.
     pub(super) ack_wait: Duration,
     pub(super) window: usize,
-    /// For a `pinned_client` consumer: how long its pin outlives an instance that stopped
-    /// pulling.
+    /// For a `pinned_client` consumer: how long the server keeps the pin of an instance that
+    /// stopped pulling but is still connected.
     pub(super) pinned_ttl: Option<Duration>,
     pub(super) notes: Vec<String>,
 }
