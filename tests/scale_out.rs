@@ -4,7 +4,8 @@
 //! and one instance is killed with SIGKILL mid-stream. Each test counts what the arrangement
 //! promises ([Scaling out](../docs/scale-out.md)): nothing lost, duplicates within what the
 //! killed instance held, order where it is promised; and for the queue group, what it loses.
-//! A last test shows the `overflow` policy holding an instance back until there is a backlog.
+//! Two last tests show the `overflow` policy holding an instance back until there is a
+//! backlog, and a server too old for priority groups refused rather than used without them.
 //!
 //! Every instance relays to its own subject (`out.1`, `out.2`, `out.3`), so the counting
 //! subscriber sees which instance relayed each message. The publisher is held to a window
@@ -432,4 +433,20 @@ async fn jetstream_overflow_instance_pulls_only_past_a_backlog() {
         "pulled below the backlog of 1,000: {tally}"
     );
     assert_eq!(tally.duplicates + tally.reordered, 0, "{tally}");
+}
+
+/// A nats-server before 2.11 creates a consumer without the priority group it does not know:
+/// ferry says so, and does not read through it as a plain shared durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_priority_groups_is_refused_loudly() {
+    let group = "priority_group: { name: ferries, policy: pinned_client }";
+    let (_brokers, publisher, mut inbox, ferries) =
+        jetstream_instances(NatsOptions::default(), group).await;
+    let mut ferry = Ferry::start(&ferries.config.replace("INSTANCE", "1"));
+    let needle = "priority groups need nats-server 2.11 or later";
+    ferry.wait_for_line(needle, secs(15)).await;
+    publisher
+        .jetstream_publish_all([("load.a".to_string(), seq_payload("old", 0, 0))])
+        .await;
+    inbox.expect_nothing(secs(2)).await;
 }

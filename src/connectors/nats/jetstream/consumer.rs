@@ -245,6 +245,25 @@ pub(super) async fn bind(
                 ))
             })?;
             let info = consumer.cached_info();
+            // A server before 2.11 creates the consumer without the fields it does not know,
+            // and the instances would then share it as a plain durable.
+            if let Some(group) = &wanted.priority_group
+                && !info.config.priority_groups.contains(&group.name)
+            {
+                let removed = stream.delete_consumer(&wanted.consumer).await.is_ok();
+                return Err(Problem::Refused(format!(
+                    "the server ignored the priority group `{}` of JetStream consumer `{}` on \
+                     stream `{}`: priority groups need nats-server 2.11 or later{}",
+                    group.name,
+                    wanted.consumer,
+                    wanted.stream,
+                    if removed {
+                        "; ferry removed the consumer it had just created"
+                    } else {
+                        ""
+                    }
+                )));
+            }
             return Ok(Bound {
                 ack_wait: info.config.ack_wait,
                 window: window(info.config.max_ack_pending, wanted.max_ack_pending),
