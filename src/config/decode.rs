@@ -147,7 +147,7 @@ mod tests {
     use crate::connectors::http::config::HttpSection;
     use crate::connectors::migratorydata::config::MigratoryDataSection;
     use crate::connectors::mqtt::config::MqttSection;
-    use crate::connectors::nats::config::NatsSection;
+    use crate::connectors::nats::config::{NatsSection, PriorityGroup};
     use crate::connectors::sse::config::{HandshakeSection, SseSection};
     use crate::connectors::sse_server::config::SseServerConnection;
 
@@ -200,5 +200,6 @@ mod tests {
         shows_its_defaults::<Spool>(json!({}));
         shows_its_defaults::<HeaderRules>(json!({}));
         shows_its_defaults::<JetStreamSource>(json!({ "stream": "S", "consumer": "c" }));
+        shows_its_defaults::<PriorityGroup>(json!({ "name": "g", "policy": "pinned_client" }));
     }
 }

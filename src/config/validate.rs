@@ -45,6 +45,10 @@ const MAPPINGS: &[(&str, &str)] = &[
         "JetStreamSource",
         "`jetstream` (a map of stream, consumer, ...)",
     ),
+    (
+        "PriorityGroup",
+        "`priority_group` (a map of name, policy, ...)",
+    ),
     ("Spool", "`spool` (a map of dir, max_bytes)"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),

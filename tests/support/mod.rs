@@ -12,6 +12,8 @@
 //!   [`Tally`] counts what arrived of a numbered load (lost, duplicated, reordered);
 //! - [`Scenario`] starts the brokers a test names, and ferry on routes between them, so a
 //!   test states only its routes and what it checks;
+//! - [`Load`] drives a numbered load through ferry, the publisher held to a window, and
+//!   records which subject each message came on, for tests that kill an instance under load;
 //! - [`NatsOutage`] runs a spooled MQTT → NATS route through a nats-server crash, counting
 //!   what reached NATS in a JetStream stream;
 //! - [`parse_exposition`] reads `/metrics` with the official Prometheus parsers;
@@ -34,6 +36,7 @@ mod process;
 mod brokers;
 mod certs;
 mod ferry;
+mod load;
 mod migratorydata;
 mod nats_outage;
 mod peers;
@@ -49,6 +52,8 @@ pub use brokers::*;
 pub use certs::*;
 #[allow(unused_imports)]
 pub use ferry::*;
+#[allow(unused_imports)]
+pub use load::*;
 #[allow(unused_imports)]
 pub use migratorydata::*;
 #[allow(unused_imports)]

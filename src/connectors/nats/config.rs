@@ -141,6 +141,10 @@ pub struct JetStreamSource {
     #[serde(default)]
     #[schemars(with = "Interpolated<JetStreamDeliver>")]
     pub deliver: JetStreamDeliver,
+    /// Share the consumer among ferry instances through a priority group (nats-server 2.11
+    /// or later): one pinned instance at a time, or standbys that pull only past a backlog.
+    /// Without it, every instance bound to the consumer pulls its share.
+    pub priority_group: Option<PriorityGroup>,
 }
 
 impl JetStreamSource {
@@ -150,6 +154,69 @@ impl JetStreamSource {
 
     fn default_ack_wait() -> Duration {
         Duration::from_secs(30)
+    }
+}
+
+/// A priority group of a JetStream consumer: which of the instances that pull through it get
+/// messages.
+// The consumer's `priority_groups` (one group) and `priority_policy`; ferry pulls with the
+// group's name.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PriorityGroup {
+    /// The group's name, the same in every instance (up to 16 letters, digits, `-`, `_`, `/`
+    /// or `=`).
+    #[schemars(with = "Text")]
+    pub name: String,
+    /// `pinned_client`: the server delivers to one instance at a time and the others wait on
+    /// standby; `overflow`: an instance with `min_pending` pulls only while the consumer holds
+    /// at least that many messages.
+    #[schemars(with = "Interpolated<PriorityPolicy>")]
+    pub policy: PriorityPolicy,
+    /// With `pinned_client`: how long the server keeps the pin of an instance that stopped
+    /// pulling but is still connected (it hangs) before a standby takes over; one that
+    /// disconnects loses it at once.
+    #[serde(
+        default = "PriorityGroup::default_pinned_ttl",
+        with = "values::duration"
+    )]
+    #[schemars(with = "values::Duration")]
+    pub pinned_ttl: Duration,
+    /// With `overflow`: this instance pulls only while the consumer holds at least this many
+    /// messages not yet delivered (unset: it always pulls).
+    #[schemars(with = "Option<Whole<1, 1000000000>>")]
+    pub min_pending: Option<u64>,
+}
+
+impl PriorityGroup {
+    /// The server's own default.
+    fn default_pinned_ttl() -> Duration {
+        Duration::from_secs(120)
+    }
+}
+
+/// How a JetStream consumer's priority group shares its messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(
+    rename = "PriorityPolicy",
+    extend("errorMessage" = "`{value}` is not a valid priority `policy`")
+)]
+pub enum PriorityPolicy {
+    /// One instance at a time gets the messages, in order; a standby takes over once it
+    /// disconnects, or stopped pulling for `pinned_ttl`.
+    PinnedClient,
+    /// Every instance may pull; one with `min_pending` only past that backlog.
+    Overflow,
+}
+
+impl PriorityPolicy {
+    /// As the server and `ferry check` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PriorityPolicy::PinnedClient => "pinned_client",
+            PriorityPolicy::Overflow => "overflow",
+        }
     }
 }
 

@@ -2,6 +2,7 @@
 //! carry ferry's loop marker; at-least-once through JetStream only (a consumer to read, the
 //! stream's ack to publish), since core NATS never redelivers.
 
+use super::config::{PriorityGroup, PriorityPolicy};
 use super::names;
 use crate::config::{ConnectionKind, Protocol, SinkSpec, SourceSpec, Tls};
 use crate::connectors::protocol::{
@@ -83,10 +84,22 @@ impl Descriptor for Nats {
                 "read through a JetStream consumer: `jetstream: { stream: NAME, consumer: NAME }` on the source",
             )),
             Some(js) => Keeps::AtLeastOnce(format!(
-                "source: JetStream consumer `{}` on stream `{}`, acknowledged after every sink confirmed; unacknowledged messages come back after {}",
+                "source: JetStream consumer `{}` on stream `{}`, acknowledged after every sink confirmed; unacknowledged messages come back after {}{}",
                 js.consumer,
                 js.stream,
-                humantime::format_duration(js.ack_wait)
+                humantime::format_duration(js.ack_wait),
+                match &js.priority_group {
+                    Some(PriorityGroup {
+                        name,
+                        policy: PriorityPolicy::PinnedClient,
+                        pinned_ttl,
+                        ..
+                    }) => format!(
+                        "; priority group `{name}` pins one instance at a time: a standby takes over once it disconnects, or {} after it stops pulling",
+                        humantime::format_duration(*pinned_ttl)
+                    ),
+                    Some(_) | None => String::new(),
+                }
             )),
         })
     }
@@ -162,7 +175,20 @@ impl Descriptor for Nats {
             "nats {connection} [{}]{}",
             s.subject,
             match (&s.queue_group, &s.jetstream) {
-                (_, Some(js)) => format!(" jetstream {}/{}", js.stream, js.consumer),
+                (_, Some(js)) => format!(
+                    " jetstream {}/{}{}",
+                    js.stream,
+                    js.consumer,
+                    js.priority_group
+                        .as_ref()
+                        .map_or(String::new(), |g| format!(
+                            " priority group {} ({}{})",
+                            g.name,
+                            g.policy.name(),
+                            g.min_pending
+                                .map_or(String::new(), |n| format!(", min_pending {n}"))
+                        ))
+                ),
                 (Some(q), None) => format!(" queue {q}"),
                 (None, None) => String::new(),
             }

@@ -7,8 +7,11 @@
 //! (async-nats itself logs the server URL at debug level), and the credentials live only in
 //! [`Secret`]s.
 
+use std::time::Duration;
+
 use super::config::{
-    NatsConnection, NatsSection, NatsSink, NatsSinkKeys, NatsSource, NatsSourceKeys,
+    NatsConnection, NatsSection, NatsSink, NatsSinkKeys, NatsSource, NatsSourceKeys, PriorityGroup,
+    PriorityPolicy,
 };
 use super::names;
 use crate::config::Secret;
@@ -112,6 +115,10 @@ impl Reader<'_> {
                     );
                 }
             }
+            if let Some(group) = &js.priority_group {
+                let group_node = js_node.get("priority_group").unwrap_or(js_node);
+                self.priority_group(group, group_node);
+            }
             if keys.queue.is_some() {
                 self.errors.report(
                     node.pos,
@@ -124,6 +131,46 @@ impl Reader<'_> {
             subject: keys.subject,
             queue_group: keys.queue,
             jetstream: keys.jetstream,
+        }
+    }
+
+    /// A JetStream source's `priority_group` at `node`.
+    fn priority_group(&mut self, group: &PriorityGroup, node: &Node) {
+        let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '/' | '=');
+        if group.name.is_empty() || group.name.len() > 16 || !group.name.chars().all(valid) {
+            self.errors.report(
+                at("name"),
+                format!("`{}` is not a valid priority group name", group.name),
+                "use up to 16 letters, digits, `-`, `_`, `/` or `=`",
+            );
+        }
+        match group.policy {
+            PriorityPolicy::PinnedClient => {
+                if group.min_pending.is_some() {
+                    self.errors.report(
+                        at("min_pending"),
+                        "`min_pending` applies to the `overflow` policy only",
+                        "remove it, or write `policy: overflow`",
+                    );
+                }
+                if group.pinned_ttl < Duration::from_secs(1) {
+                    self.errors.report(
+                        at("pinned_ttl"),
+                        "`pinned_ttl` must be at least 1s",
+                        "ferry renews its pull requests three times per `pinned_ttl`",
+                    );
+                }
+            }
+            PriorityPolicy::Overflow => {
+                if node.get("pinned_ttl").is_some() {
+                    self.errors.report(
+                        at("pinned_ttl"),
+                        "`pinned_ttl` applies to the `pinned_client` policy only",
+                        "remove it, or write `policy: pinned_client`",
+                    );
+                }
+            }
         }
     }
 
@@ -208,6 +255,82 @@ mod tests {
         let (urls, found, _) = split_nats_urls(at("nats://h:4222"));
         assert_eq!(urls, ["nats://h:4222"]);
         assert!(found.is_none());
+    }
+
+    /// The configuration of one JetStream route whose consumer has `group`, or its errors.
+    fn with_priority_group(group: &str, ack_wait: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "connections:\n  core: {{ nats: {{ url: nats://n }} }}\nroutes:\n  - name: r\n    \
+             from:\n      connection: core\n      subject: orders.>\n      jetstream:\n        \
+             stream: ORDERS\n        consumer: ferry\n        ack_wait: {ack_wait}\n        \
+             priority_group: {group}\n    to: {{ connection: core, subject: out }}\n"
+        );
+        let lookup = crate::config::Lookup {
+            var: &|_| None,
+            file: &|_| Err(std::io::Error::other("none")),
+        };
+        crate::config::parse(&text, "b.yaml", &lookup).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_priority_group_is_read_with_its_defaults() {
+        let config = with_priority_group("{ name: orders, policy: pinned_client }", "30s")
+            .unwrap_or_else(|e| panic!("{e}"));
+        let crate::config::SourceSpec::Nats(source) = &config.routes[0].from.spec else {
+            panic!("not a NATS source")
+        };
+        let group = source.jetstream.as_ref().unwrap().priority_group.as_ref();
+        assert_eq!(
+            group,
+            Some(&PriorityGroup {
+                name: "orders".into(),
+                policy: PriorityPolicy::PinnedClient,
+                pinned_ttl: std::time::Duration::from_secs(120),
+                min_pending: None,
+            })
+        );
+        with_priority_group("{ name: o, policy: overflow, min_pending: 500 }", "30s")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    #[test]
+    fn a_priority_group_is_refused_where_it_cannot_work() {
+        let cases = [
+            (
+                "{ name: a.b, policy: pinned_client }",
+                "30s",
+                "b.yaml:12:33: error: `a.b` is not a valid priority group name",
+            ),
+            (
+                "{ name: orders-and-more-orders, policy: overflow }",
+                "30s",
+                "not a valid priority group name",
+            ),
+            (
+                "{ name: o, policy: pinned_client, pinned_ttl: 500ms }",
+                "30s",
+                "b.yaml:12:71: error: `pinned_ttl` must be at least 1s",
+            ),
+            (
+                "{ name: o, policy: pinned_client, min_pending: 5 }",
+                "5s",
+                "`min_pending` applies to the `overflow` policy only",
+            ),
+            (
+                "{ name: o, policy: overflow, pinned_ttl: 10s }",
+                "5s",
+                "`pinned_ttl` applies to the `pinned_client` policy only",
+            ),
+            (
+                "{ name: o, policy: pinned }",
+                "5s",
+                "`pinned` is not a valid priority `policy`",
+            ),
+        ];
+        for (group, ack_wait, error) in cases {
+            let errors = with_priority_group(group, ack_wait).unwrap_err();
+            assert!(errors.contains(error), "{group}: {error:?} not in {errors}");
+        }
     }
 
     proptest! {

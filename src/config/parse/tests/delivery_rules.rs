@@ -89,6 +89,7 @@ fn decodes_delivery_spool_jetstream_and_probes() {
             max_ack_pending: 50,
             ack_wait: Duration::from_secs(5),
             deliver: JetStreamDeliver::New,
+            priority_group: None,
         })
     );
     assert_eq!(

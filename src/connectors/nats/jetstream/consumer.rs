@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::consumer::{AckPolicy, Consumer, DeliverPolicy, FromConsumer, pull};
+use async_nats::jetstream::consumer::{
+    AckPolicy, Consumer, DeliverPolicy, FromConsumer, PriorityPolicy, pull,
+};
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer};
 
 use super::JetStreamRoute;
 use crate::config::{self, JetStreamDeliver};
+use crate::connectors::nats::config::{PriorityGroup, PriorityPolicy as Policy};
 
 /// The window when neither the consumer nor the route set a positive `max_ack_pending`.
 const DEFAULT_WINDOW: usize = 1000;
@@ -26,9 +29,41 @@ fn consumer_config(route: &str, subject: &str, wanted: &config::JetStreamSource)
             JetStreamDeliver::All => DeliverPolicy::All,
             JetStreamDeliver::New => DeliverPolicy::New,
         },
+        priority_policy: policy_of(wanted.priority_group.as_ref()),
+        priority_groups: wanted
+            .priority_group
+            .iter()
+            .map(|g| g.name.clone())
+            .collect(),
+        priority_timeout: match &wanted.priority_group {
+            Some(g) if g.policy == Policy::PinnedClient => g.pinned_ttl,
+            _ => Duration::ZERO,
+        },
         ..Default::default()
     }
 }
+
+/// The server's priority policy for a route's `priority_group`.
+fn policy_of(group: Option<&PriorityGroup>) -> PriorityPolicy {
+    match group.map(|g| g.policy) {
+        None => PriorityPolicy::None,
+        Some(Policy::PinnedClient) => PriorityPolicy::PinnedClient,
+        Some(Policy::Overflow) => PriorityPolicy::Overflow,
+    }
+}
+
+/// A priority policy as the server and the route write it.
+fn policy_name(policy: &PriorityPolicy) -> &'static str {
+    match policy {
+        PriorityPolicy::None => "none",
+        PriorityPolicy::PinnedClient => "pinned_client",
+        PriorityPolicy::Overflow => "overflow",
+    }
+}
+
+/// How long a pinned consumer keeps the pin of an instance that stopped pulling, when it
+/// leaves it to the server.
+const SERVER_PINNED_TTL: Duration = Duration::from_secs(120);
 
 /// Whether an existing consumer can serve a route.
 #[derive(Debug, PartialEq)]
@@ -68,6 +103,30 @@ fn fit(existing: &consumer::Config, subject: &str, wanted: &config::JetStreamSou
         };
         differs.push(format!("{filter}, the route reads `{subject}`"));
     }
+    let group = wanted.priority_group.as_ref();
+    let groups_fit = match group {
+        None => existing.priority_groups.is_empty(),
+        Some(g) => existing.priority_groups.contains(&g.name),
+    };
+    if existing.priority_policy != policy_of(group) || !groups_fit {
+        let theirs = match existing.priority_groups.as_slice() {
+            [] => "it has no priority group".to_string(),
+            names => format!(
+                "its priority groups are `{}` with policy `{}`",
+                names.join("`, `"),
+                policy_name(&existing.priority_policy)
+            ),
+        };
+        let ours = match group {
+            None => "the route names none".to_string(),
+            Some(g) => format!(
+                "the route's is `{}` with policy `{}`",
+                g.name,
+                g.policy.name()
+            ),
+        };
+        differs.push(format!("{theirs}, {ours}"));
+    }
     if !differs.is_empty() {
         return Fit::Refused(format!(
             "JetStream consumer `{consumer}` on stream `{stream}` cannot serve this route: {}. \
@@ -99,7 +158,24 @@ fn fit(existing: &consumer::Config, subject: &str, wanted: &config::JetStreamSou
             existing.max_ack_pending, wanted.max_ack_pending
         ));
     }
+    if let Some(g) = group.filter(|g| g.policy == Policy::PinnedClient) {
+        let theirs = pinned_ttl(existing);
+        if theirs != g.pinned_ttl {
+            notes.push(format!(
+                "pinned_ttl {theirs:?} (the route says {:?})",
+                g.pinned_ttl
+            ));
+        }
+    }
     Fit::Usable(notes)
+}
+
+/// How long the server keeps a consumer's pin on an instance that stopped pulling.
+fn pinned_ttl(consumer: &consumer::Config) -> Duration {
+    match consumer.priority_timeout {
+        Duration::ZERO => SERVER_PINNED_TTL,
+        ttl => ttl,
+    }
 }
 
 /// The messages ferry may hold at once: the consumer's `max_ack_pending`, or the route's when
@@ -110,6 +186,11 @@ pub(super) fn window(consumer: i64, route: i64) -> usize {
         .filter(|n| *n > 0)
         .min()
         .map_or(DEFAULT_WINDOW, |n| n as usize)
+}
+
+/// A consumer's pinned TTL, if it pins.
+fn pinned_of(consumer: &consumer::Config) -> Option<Duration> {
+    (consumer.priority_policy == PriorityPolicy::PinnedClient).then(|| pinned_ttl(consumer))
 }
 
 /// Why a source cannot read now. Either way ferry tries again later; the difference is what
@@ -138,6 +219,9 @@ pub(super) struct Bound {
     /// The consumer's own `ack_wait` and window, which apply whatever the route says.
     pub(super) ack_wait: Duration,
     pub(super) window: usize,
+    /// For a `pinned_client` consumer: how long the server keeps the pin of an instance that
+    /// stopped pulling but is still connected.
+    pub(super) pinned_ttl: Option<Duration>,
     pub(super) notes: Vec<String>,
 }
 
@@ -161,9 +245,29 @@ pub(super) async fn bind(
                 ))
             })?;
             let info = consumer.cached_info();
+            // A server before 2.11 creates the consumer without the fields it does not know,
+            // and the instances would then share it as a plain durable.
+            if let Some(group) = &wanted.priority_group
+                && !info.config.priority_groups.contains(&group.name)
+            {
+                let removed = stream.delete_consumer(&wanted.consumer).await.is_ok();
+                return Err(Problem::Refused(format!(
+                    "the server ignored the priority group `{}` of JetStream consumer `{}` on \
+                     stream `{}`: priority groups need nats-server 2.11 or later{}",
+                    group.name,
+                    wanted.consumer,
+                    wanted.stream,
+                    if removed {
+                        "; ferry removed the consumer it had just created"
+                    } else {
+                        ""
+                    }
+                )));
+            }
             return Ok(Bound {
                 ack_wait: info.config.ack_wait,
                 window: window(info.config.max_ack_pending, wanted.max_ack_pending),
+                pinned_ttl: pinned_of(&info.config),
                 consumer,
                 created: true,
                 notes: Vec::new(),
@@ -197,6 +301,7 @@ pub(super) async fn bind(
     Ok(Bound {
         ack_wait: info.config.ack_wait,
         window: window(info.config.max_ack_pending, wanted.max_ack_pending),
+        pinned_ttl: pinned_of(&info.config),
         consumer: Consumer::new(config, info, js.clone()),
         created: false,
         notes,
@@ -214,6 +319,7 @@ pub(super) mod tests {
             max_ack_pending: 1000,
             ack_wait: Duration::from_secs(30),
             deliver: JetStreamDeliver::All,
+            priority_group: None,
         }
     }
 
@@ -270,6 +376,54 @@ pub(super) mod tests {
         assert!(why.contains("ack policy is `none`"), "{why}");
         assert!(why.contains("no filter subject"), "{why}");
         assert!(!why.contains("set the route's `subject"), "{why}");
+    }
+
+    #[test]
+    fn a_priority_group_is_created_and_must_match() {
+        use async_nats::jetstream::consumer::IntoConsumerConfig;
+        let pinned = config::JetStreamSource {
+            priority_group: Some(PriorityGroup {
+                name: "orders".into(),
+                policy: Policy::PinnedClient,
+                pinned_ttl: Duration::from_secs(10),
+                min_pending: None,
+            }),
+            ..wanted()
+        };
+        let config = consumer_config("iot", "iot.>", &pinned).into_consumer_config();
+        assert_eq!(config.priority_policy, PriorityPolicy::PinnedClient);
+        assert_eq!(config.priority_groups, ["orders"]);
+        assert_eq!(config.priority_timeout, Duration::from_secs(10));
+        assert_eq!(pinned_of(&config), Some(Duration::from_secs(10)));
+        assert_eq!(fit(&config, "iot.>", &pinned), Fit::Usable(vec![]));
+
+        let Fit::Refused(why) = fit(&config, "iot.>", &wanted()) else {
+            panic!("a route without a group accepted a pinned consumer");
+        };
+        assert!(
+            why.contains(
+                "its priority groups are `orders` with policy `pinned_client`, the route names none"
+            ),
+            "{why}"
+        );
+        let Fit::Refused(why) = fit(&created("iot.>"), "iot.>", &pinned) else {
+            panic!("a pinned route accepted a consumer without a group");
+        };
+        assert!(
+            why.contains(
+                "it has no priority group, the route's is `orders` with policy `pinned_client`"
+            ),
+            "{why}"
+        );
+
+        let mut server_default = config.clone();
+        server_default.priority_timeout = Duration::ZERO;
+        assert_eq!(
+            fit(&server_default, "iot.>", &pinned),
+            Fit::Usable(vec!["pinned_ttl 120s (the route says 10s)".into()])
+        );
+        assert_eq!(pinned_of(&server_default), Some(SERVER_PINNED_TTL));
+        assert_eq!(pinned_of(&created("iot.>")), None);
     }
 
     #[test]

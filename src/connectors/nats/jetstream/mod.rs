@@ -4,10 +4,14 @@
 //! The source, in the order things happen:
 //! - **Binding.** ferry looks the durable consumer up on its stream. If it exists, ferry uses it
 //!   as it is, once it checked that it can serve the route: a pull consumer (no deliver subject),
-//!   explicit acks, and the route's `subject` as its filter. Anything else is refused, naming
-//!   what differs and how to fix it: ferry never changes nor recreates a consumer someone else
-//!   made. If it does not exist, ferry creates it from the route's settings. Several ferry
-//!   instances bound to one durable consumer share its messages: that is JetStream's queue group.
+//!   explicit acks, the route's `subject` as its filter and the route's priority group, if any.
+//!   Anything else is refused, naming what differs and how to fix it: ferry never changes nor
+//!   recreates a consumer someone else made. If it does not exist, ferry creates it from the
+//!   route's settings. Several ferry instances bound to one durable consumer share its
+//!   messages: that is JetStream's queue group. With a `priority_group` the policy decides
+//!   which instance gets them (one pinned at a time, or one that helps only past a backlog),
+//!   and ferry pulls as a member of the group; a pinned one renews its pull requests well
+//!   within `pinned_ttl`, so it keeps its pin while it runs.
 //! - **Window.** The consumer's `max_ack_pending` caps the messages the server hands out and
 //!   nobody acked yet. ferry holds at most that many (from the pull to the ack), so a slow sink
 //!   stops the pulls, not ferry's memory.

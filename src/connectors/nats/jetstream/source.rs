@@ -22,6 +22,8 @@ use crate::message::{Incoming, Message};
 /// Idle heartbeat asked of the server for each pull: two missed, and the pull stream is
 /// rebuilt. Short, so a consumer lost on the server is noticed within seconds.
 const HEARTBEAT: Duration = Duration::from_secs(5);
+/// How long an idle pull request waits before it is renewed (the client's own default).
+const PULL_EXPIRES: Duration = Duration::from_secs(30);
 /// Messages asked for per pull request, at most (the window may be smaller).
 const MAX_BATCH: usize = 256;
 
@@ -163,14 +165,22 @@ impl Reader {
             Err(problem) => return Pulled::Failed(problem),
         };
         self.tracker.set_limits(bound.window, bound.ack_wait);
-        let mut messages = match bound
-            .consumer
-            .stream()
+        let mut pull = (bound.consumer.stream())
             .max_messages_per_batch(bound.window.min(MAX_BATCH))
-            .heartbeat(HEARTBEAT)
-            .messages()
-            .await
-        {
+            .heartbeat(HEARTBEAT);
+        if let Some(group) = &self.source.route.config.priority_group {
+            pull = pull.group(group.name.clone());
+            if let Some(min) = group.min_pending {
+                pull = pull.min_pending(min as usize);
+            }
+        }
+        if let Some(ttl) = bound.pinned_ttl {
+            // The server moves the pin off an instance whose pull requests stop for
+            // `pinned_ttl`: an idle request is renewed well within it.
+            let expires = (ttl / 3).min(PULL_EXPIRES);
+            pull = pull.expires(expires).heartbeat(HEARTBEAT.min(expires / 2));
+        }
+        let mut messages = match pull.messages().await {
             Ok(messages) => messages,
             Err(e) => return Pulled::Failed(Problem::Unavailable(format!("cannot pull: {e}"))),
         };
@@ -225,8 +235,12 @@ impl Reader {
                 bound.notes.join(", ")
             )
         };
+        let group = match &self.source.route.config.priority_group {
+            Some(g) => format!(", priority group {} {}", g.name, g.policy.name()),
+            None => String::new(),
+        };
         tracing::info!(
-            "{}: {} (filter `{}`, window {}, ack_wait {:?}){notes}",
+            "{}: {} (filter `{}`, window {}, ack_wait {:?}{group}){notes}",
             self.trouble.what,
             if bound.created { "created" } else { "bound" },
             self.source.route.subject,
