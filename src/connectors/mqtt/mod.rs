@@ -284,7 +284,6 @@ impl Connection for MqttConnection {
             name: this.name,
             url: this.config.url,
             client,
-            eventloop,
             status: this.status,
             backoff: Backoff::new(&this.reconnect),
             subscriptions: this.subscriptions,
@@ -293,7 +292,7 @@ impl Connection for MqttConnection {
             liveness: Liveness::new(probe, this.config.keep_alive),
             socket: this.socket,
         };
-        task.spawn(this.routes, runtime);
+        task.spawn(eventloop, this.routes, runtime);
     }
 }
 
