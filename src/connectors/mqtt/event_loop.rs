@@ -1,13 +1,12 @@
-//! The connection's event loop task, supervised; it hands incoming messages to the dispatcher
-//! (`dispatch`), which hands them to the routes.
+//! The connection's event loop task, supervised; it hands incoming messages straight to the
+//! routes' queues (`dispatch`), with no task in between.
 //!
 //! The event loop task is the only one polling the MQTT client: it connects, (re)subscribes,
 //! backs off after failures, sends what sinks queued on the client, and sends the acks of
-//! delivered messages (see `acks`). It never waits on a route: a message goes to the
-//! dispatcher when its channel has room, and meanwhile waits in the event loop's own queue
-//! while the event loop keeps polling: reading the PUBACKs the sinks wait for, sending the
-//! acks the routes release. So a route that reads a connection and publishes back through it
-//! cannot stall it. The dispatcher is what waits on full route queues (`when_full: block`).
+//! delivered messages (see `acks`). It never waits on a route: a message a full route queue
+//! cannot take yet (`when_full: block`) waits in the event loop's own queue while the event
+//! loop keeps polling: reading the PUBACKs the sinks wait for, sending the acks the routes
+//! release. So a route that reads a connection and publishes back through it cannot stall it.
 //!
 //! Memory and slow routes: on MQTT 5 ferry asks the broker for at most `RECEIVE_MAXIMUM`
 //! unacknowledged QoS 1/2 messages, and acks wait for the sinks, so a broker that keeps to it
@@ -42,7 +41,7 @@
 //! PUBACK already read is reported as lost (the route publishes the message again). A frame
 //! half read or half written is safe: the codec keeps what it read, and its write buffer moves
 //! on by what the socket took. So each `poll` runs to its end: the other things this task waits
-//! for (released acks, room in the dispatcher's channel, timers, close) are handled while the
+//! for (released acks, room in a full route queue, timers, close) are handled while the
 //! same `poll` stays pinned, through the client's handle (acks and probes go into its request
 //! queue, which wakes the `poll`). What needs the event loop itself waits for `poll` to return,
 //! which it does after every batch of requests it sent and every packet it read. Tearing a
@@ -53,10 +52,11 @@
 //! that did not finish within the close timeout; and, as a last resort, one on a connection
 //! being torn down whose socket could not be shut down.
 //!
-//! Shutdown: when the sources stop, the event loop stops forwarding (what it still held is
-//! never acknowledged, so the broker delivers it again next time) and keeps running for the
-//! sinks and the acks until close; the dispatcher hands over what it already has, then ends.
-//! At close, the acks of what was delivered go out before DISCONNECT.
+//! Shutdown: when the sources stop, the event loop takes no more messages (what arrives is
+//! never acknowledged, so the broker delivers it again next time), hands over what it already
+//! received (shutdown waits for that before it closes the route queues), and keeps running for
+//! the sinks and the acks until close. At close, the acks of what was delivered go out before
+//! DISCONNECT.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -65,7 +65,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio::time::error::Elapsed;
 
@@ -74,21 +74,20 @@ use super::acks::AckTracker;
 use super::client::{
     AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, Subscription,
 };
-use super::dispatch::{Arrival, RouteSource, Routing, dispatch};
+use super::dispatch::{Arrival, Dispatcher, RouteSource};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
 use super::subscribe::{Fed, Subscribing};
 use crate::contracts::ConnectionContext;
+use crate::contracts::queue::RouteInput;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::Message;
 
-/// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
-const DISPATCH_CAPACITY: usize = 256;
-/// Messages the event loop holds for the dispatcher before it leaves further ones with the
+/// Messages the event loop holds for full routes before it leaves further ones with the
 /// broker. Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never
 /// fill it.
 const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
-/// Payload bytes the event loop holds for the dispatcher at most.
+/// Payload bytes the event loop holds for full routes at most.
 const PENDING_MAX_BYTES: usize = 64 << 20;
 /// On close, how long the publishes the sinks queued may take to reach the broker, DISCONNECT
 /// included. The daemon gives its connections 5 s to close.
@@ -118,10 +117,16 @@ pub struct EventLoopTask {
 
 /// The event loop's state between turns.
 struct Turn {
-    /// To the dispatcher; `None` once the sources stopped (or without routes).
-    dispatch: Option<mpsc::Sender<Arrival>>,
-    /// Received, waiting for room in the dispatcher's channel.
+    /// Hands messages to the routes; `None` without routes.
+    dispatcher: Option<Dispatcher>,
+    /// The sources have not stopped, and there are routes: messages are taken.
+    taking: bool,
+    /// Received, waiting for the routes to have room, behind the one the dispatcher holds.
     pending: Pending,
+    /// Held by a task in the connection's sources group, which shutdown waits for before it
+    /// closes the route queues: dropped once what was received before the sources stopped is
+    /// handed over.
+    handing_over: Option<oneshot::Sender<()>>,
     /// Released acks the client's request queue had no room for yet.
     acks: VecDeque<AckToken>,
     connected: bool,
@@ -161,7 +166,7 @@ enum Flow {
 }
 
 impl EventLoopTask {
-    /// Spawns the event loop task and, when routes read from this connection, the dispatcher.
+    /// Spawns the event loop task, which hands what it receives to `routes` itself.
     pub fn spawn(
         self,
         eventloop: EventLoop,
@@ -169,31 +174,43 @@ impl EventLoopTask {
         runtime: &ConnectionContext,
     ) {
         let tracker = AckTracker::new();
-        let dispatch = if routes.is_empty() {
-            None
+        let (dispatcher, handing_over) = if routes.is_empty() {
+            (None, None)
         } else {
-            let (tx, rx) = mpsc::channel(DISPATCH_CAPACITY);
-            let routing = Routing::new(routes);
-            let dispatcher = dispatch(self.name.clone(), routing, rx, runtime.close.clone());
-            runtime.sources.spawn("dispatcher", dispatcher);
-            Some(tx)
+            // Shutdown waits for the sources group: this task stands there for the event loop
+            // until it handed over what it received (see `Turn::handing_over`).
+            let (handing_over, handed_over) = oneshot::channel::<()>();
+            runtime.sources.spawn("hand-over", async move {
+                let _ = handed_over.await;
+            });
+            let dispatcher = Dispatcher::new(self.name.clone(), routes);
+            (Some(dispatcher), Some(handing_over))
         };
         runtime.tasks.spawn(
             "event loop",
-            self.run(eventloop, dispatch, tracker, runtime.clone()),
+            self.run(
+                eventloop,
+                dispatcher,
+                handing_over,
+                tracker,
+                runtime.clone(),
+            ),
         );
     }
 
     async fn run(
         mut self,
         mut eventloop: EventLoop,
-        dispatch: Option<mpsc::Sender<Arrival>>,
+        dispatcher: Option<Dispatcher>,
+        handing_over: Option<oneshot::Sender<()>>,
         tracker: Arc<AckTracker<AckToken>>,
         runtime: ConnectionContext,
     ) {
         let mut turn = Turn {
-            dispatch,
+            taking: dispatcher.is_some(),
+            dispatcher,
             pending: Pending::default(),
+            handing_over,
             acks: VecDeque::new(),
             connected: false,
             subscribed: false,
@@ -240,13 +257,11 @@ impl EventLoopTask {
                     let step = tokio::select! {
                         biased;
                         _ = runtime.close.cancelled() => Step::Close,
-                        _ = runtime.stop_sources.cancelled(), if turn.dispatch.is_some() => {
-                            Step::StopSources
-                        }
+                        _ = runtime.stop_sources.cancelled(), if turn.taking => Step::StopSources,
                         () = tracker.wait_released() => Step::Released,
                         result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
-                        room = has_room(turn.dispatch.as_ref()), if !turn.pending.is_empty() => {
-                            Step::Room(room)
+                        () = room(turn.dispatcher.as_ref().and_then(Dispatcher::blocked_on)) => {
+                            Step::Room
                         }
                         () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
                         // Outside `poll`, so it fires even while `poll` is stuck on the network.
@@ -277,7 +292,8 @@ impl EventLoopTask {
                 Flow::Close(polled) => break polled,
             }
         };
-        turn.dispatch = None;
+        turn.taking = false;
+        turn.handing_over = None;
         tracker.take_released(&mut turn.acks);
         let left = tracker.unacknowledged() + turn.left_with_broker + turn.held_back;
         if left > 0 && turn.connected {
@@ -302,7 +318,7 @@ impl EventLoopTask {
         if !turn.connected {
             return None;
         }
-        if turn.dispatch.is_some() && tracker.blocked() {
+        if turn.taking && tracker.blocked() {
             // Only shutdown lets go of messages unconfirmed, and the sources have not
             // stopped: whatever did, the broker must deliver it again.
             return Some(NACKED.to_string());
@@ -333,11 +349,12 @@ impl EventLoopTask {
     ) -> Option<Flow> {
         match step {
             Step::Close => unreachable!("close is handled by the caller"),
-            // What was not handed over yet is never acknowledged: the broker delivers it
-            // again to the next session.
+            // What was received so far is still handed over (shutdown waits for it, see
+            // `Turn::handing_over`); what comes now is never taken, nor acknowledged: the
+            // broker delivers it again to the next session.
             Step::StopSources => {
-                turn.dispatch = None;
-                turn.pending.clear();
+                turn.taking = false;
+                turn.hand_over();
             }
             // The acks go into the client's request queue, which wakes the `poll` in flight.
             // They are of the current connection: when one fails, `poll` drains the queue and
@@ -345,17 +362,11 @@ impl EventLoopTask {
             Step::Released => {
                 tracker.take_released(&mut turn.acks);
                 self.send_acks(&mut turn.acks);
-                if turn.connected && turn.dispatch.is_some() && tracker.blocked() {
+                if turn.connected && turn.taking && tracker.blocked() {
                     return self.tear_down(turn, polling, NACKED.to_string());
                 }
             }
-            Step::Room(true) => {
-                let tx = turn.dispatch.as_ref().expect("room in a channel");
-                if feed(tx, &mut turn.pending).is_err() {
-                    turn.dispatch = None;
-                }
-            }
-            Step::Room(false) => turn.dispatch = None,
+            Step::Room => turn.hand_over(),
             Step::Retry => turn.retry_at = None,
             Step::Resume => {}
             Step::Liveness => match self.liveness.due(Instant::now()) {
@@ -473,10 +484,10 @@ impl EventLoopTask {
         }
         // After the sources stopped, or on a connection being torn down, nothing more is
         // taken (nor acknowledged): the broker delivers it again.
-        let Some(tx) = turn.dispatch.as_ref().filter(|_| turn.cut.is_none()) else {
+        if !turn.taking || turn.cut.is_some() {
             turn.left_with_broker += usize::from(received.ack.is_some() && turn.cut.is_none());
             return;
-        };
+        }
         let acknowledged = received.ack.is_some();
         if acknowledged && turn.held_back > 0 {
             turn.held_back += 1;
@@ -505,9 +516,7 @@ impl EventLoopTask {
         }
         let arrival = self.arrival(received, tracker);
         turn.pending.push(arrival);
-        if feed(tx, &mut turn.pending).is_err() {
-            turn.dispatch = None;
-        }
+        turn.hand_over();
     }
 
     /// Tears the network connection down on purpose (between two `poll`s) and builds it again
@@ -768,12 +777,31 @@ struct Closing {
     disconnect_queued: bool,
 }
 
-/// Received messages waiting for room in the dispatcher's channel, oldest first.
+/// Received messages waiting for the routes to have room, oldest first.
 #[derive(Default)]
 struct Pending {
     items: VecDeque<Arrival>,
     /// Their payload bytes.
     bytes: usize,
+}
+
+impl Turn {
+    /// Hands what waits to the routes, as far as they take it now. Once the sources stopped
+    /// and everything received before is handed over, shutdown may close the route queues.
+    fn hand_over(&mut self) {
+        let Some(dispatcher) = &mut self.dispatcher else {
+            return;
+        };
+        let pending = &mut self.pending;
+        let all = dispatcher.hand_over(|| {
+            let arrival = pending.items.pop_front()?;
+            pending.bytes -= arrival.message.payload.len();
+            Some(arrival)
+        });
+        if all && !self.taking {
+            self.handing_over = None;
+        }
+    }
 }
 
 impl Pending {
@@ -782,18 +810,9 @@ impl Pending {
         self.items.push_back(arrival);
     }
 
-    fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
     /// At the cap: what arrives now stays with the broker (see the module doc).
     fn is_full(&self) -> bool {
         self.items.len() >= PENDING_LIMIT || self.bytes >= PENDING_MAX_BYTES
-    }
-
-    fn clear(&mut self) {
-        self.items.clear();
-        self.bytes = 0;
     }
 
     fn retain(&mut self, keep: impl FnMut(&Arrival) -> bool) {
@@ -802,32 +821,11 @@ impl Pending {
     }
 }
 
-/// Hands pending messages to the dispatcher, oldest first, while its channel has room. `Err`
-/// when the dispatcher is gone.
-fn feed(tx: &mpsc::Sender<Arrival>, pending: &mut Pending) -> Result<(), ()> {
-    while let Some(arrival) = pending.items.pop_front() {
-        let size = arrival.message.payload.len();
-        match tx.try_send(arrival) {
-            Ok(()) => pending.bytes -= size,
-            Err(mpsc::error::TrySendError::Full(arrival)) => {
-                pending.items.push_front(arrival);
-                return Ok(());
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                pending.clear();
-                return Err(());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Resolves once the dispatcher's channel has room (`true`) or the dispatcher is gone
-/// (`false`). Never resolves without a dispatcher.
-async fn has_room(tx: Option<&mpsc::Sender<Arrival>>) -> bool {
-    match tx {
-        // The permit goes back at once; `feed` takes the room with `try_send`.
-        Some(tx) => tx.reserve().await.is_ok(),
+/// Resolves once the route holding up the dispatcher may have room (see
+/// `Dispatcher::blocked_on`); never while none does.
+async fn room(blocked_on: Option<(&RouteInput, usize)>) {
+    match blocked_on {
+        Some((route, size)) => route.room(size).await,
         None => std::future::pending().await,
     }
 }
@@ -847,8 +845,8 @@ enum Step {
     StopSources,
     /// The tracker released acks, or a message was let go of unconfirmed.
     Released,
-    /// The dispatcher's channel has room (or, `false`, the dispatcher is gone).
-    Room(bool),
+    /// The route holding up the dispatcher may have room.
+    Room,
     /// The backoff after a failure is over: poll (and so reconnect) again.
     Retry,
     /// The pause of a full queue is over: read again.

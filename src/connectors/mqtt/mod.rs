@@ -3,11 +3,12 @@
 //!
 //! - [`client`] puts the two client crates (MQTT 5 and 3.1.1) behind one surface and sets the
 //!   options that matter for throughput and memory.
-//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to the
-//!   dispatcher, back off and reconnect, disconnect cleanly on close.
+//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to the routes,
+//!   back off and reconnect, disconnect cleanly on close.
 //! - [`subscribe`] splits the connection's filters into SUBSCRIBE packets and queues them as
 //!   the client has room, so any number of routes can subscribe.
-//! - [`dispatch`] hands each message to the routes that take it.
+//! - [`dispatch`] finds the routes that take each message and pushes it into their queues, on
+//!   the event loop's task.
 //! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
