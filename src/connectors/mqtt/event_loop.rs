@@ -224,6 +224,12 @@ impl EventLoopTask {
             qos0_dropped: 0,
             qos0_dropped_log: RateLimitedLog::default(),
         };
+        // The liveness timer, armed for the earliest time it may be due. Its deadlines move
+        // with every packet (see `liveness`); re-arming it that often would cost a timer
+        // operation per message, so a timer that fires early finds nothing due and is armed
+        // again for the later time.
+        let mut liveness_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut liveness_armed: Option<Instant> = None;
         let closing = loop {
             // Between two `poll`s: the only time the event loop itself is at hand.
             tracker.take_released(&mut turn.acks);
@@ -254,6 +260,14 @@ impl EventLoopTask {
                         watched,
                         turn.subscribed,
                     );
+                    match wake {
+                        Some(at) if liveness_armed.is_none_or(|armed| at < armed) => {
+                            liveness_timer.as_mut().reset(at);
+                            liveness_armed = Some(at);
+                        }
+                        Some(_) => {}
+                        None => liveness_armed = None,
+                    }
                     let step = tokio::select! {
                         biased;
                         _ = runtime.close.cancelled() => Step::Close,
@@ -265,7 +279,10 @@ impl EventLoopTask {
                         }
                         () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
                         // Outside `poll`, so it fires even while `poll` is stuck on the network.
-                        () = sleep_until(wake), if wake.is_some() => Step::Liveness,
+                        () = &mut liveness_timer, if liveness_armed.is_some() => {
+                            liveness_armed = None;
+                            Step::Liveness
+                        }
                         () = sleep_until(pause_until), if pause_until.is_some() => Step::Resume,
                         event = in_flight(poll.as_mut()), if polling => {
                             break Flow::Polled(event);
