@@ -7,10 +7,11 @@
 //! to the routes that subscribed its filter; without, the topic is looked up in a tree of
 //! every route's filters. Only the routes found check the message against their own filters.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::acks::Receipt;
-use super::client::AckToken;
+use super::client::{AckToken, RECEIVE_MAXIMUM};
 use super::topic;
 use super::topic_tree::TopicTree;
 use crate::contracts::queue::RouteInput;
@@ -209,6 +210,45 @@ impl Dispatcher {
         let incoming = current.waiting.as_ref()?;
         let route = &self.routing.routes[self.takers[current.taken]];
         Some((&route.input, incoming.message.payload.len()))
+    }
+}
+
+/// Messages the event loop holds for full routes before it leaves further ones with the
+/// broker. Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never
+/// fill it.
+const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
+/// Payload bytes the event loop holds for full routes at most.
+const PENDING_MAX_BYTES: usize = 64 << 20;
+
+/// Received messages waiting for the routes to have room, oldest first.
+#[derive(Default)]
+pub struct Pending {
+    items: VecDeque<Arrival>,
+    /// Their payload bytes.
+    bytes: usize,
+}
+
+impl Pending {
+    pub fn push(&mut self, arrival: Arrival) {
+        self.bytes += arrival.message.payload.len();
+        self.items.push_back(arrival);
+    }
+
+    /// At the cap: what arrives now stays with the broker (see `event_loop`).
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= PENDING_LIMIT || self.bytes >= PENDING_MAX_BYTES
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&Arrival) -> bool) {
+        self.items.retain(keep);
+        self.bytes = self.items.iter().map(|d| d.message.payload.len()).sum();
+    }
+
+    /// The oldest, taken out.
+    pub fn pop_front(&mut self) -> Option<Arrival> {
+        let arrival = self.items.pop_front()?;
+        self.bytes -= arrival.message.payload.len();
+        Some(arrival)
     }
 }
 

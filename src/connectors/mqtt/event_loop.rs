@@ -12,7 +12,7 @@
 //! unacknowledged QoS 1/2 messages, and acks wait for the sinks, so a broker that keeps to it
 //! never has more than that many messages inside ferry. Not every broker keeps to it
 //! (mosquitto 2.0.11 sends on after any ack), QoS 0 has no flow control, and MQTT 3.1.1 has no
-//! receive maximum; so the event loop's queue has a cap (`PENDING_LIMIT` messages,
+//! receive maximum; so the event loop's queue has a cap (`dispatch::PENDING_LIMIT` messages,
 //! `PENDING_MAX_BYTES` of payload). The event loop never stops reading, though, however long
 //! the routes are full: it must, to send keep-alives (the client sends PINGREQ only while it is
 //! polled, and a broker drops a client whose keep-alive lapsed, then sends every unacknowledged
@@ -67,14 +67,14 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio::time::Instant;
-use tokio::time::error::Elapsed;
 
 use super::Link;
 use super::acks::AckTracker;
 use super::client::{
-    AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, Subscription,
+    AckError, AckToken, Client, ConnAck, Event, EventLoop, Received, Subscription,
 };
-use super::dispatch::{Arrival, Dispatcher, RouteSource};
+use super::close::{CLOSE_TIMEOUT, Closing, DISCONNECT_DRAIN};
+use super::dispatch::{Arrival, Dispatcher, Pending, RouteSource};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
 use super::subscribe::{Fed, Subscribing};
@@ -82,19 +82,6 @@ use crate::contracts::ConnectionContext;
 use crate::contracts::queue::RouteInput;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::Message;
-
-/// Messages the event loop holds for full routes before it leaves further ones with the
-/// broker. Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never
-/// fill it.
-const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
-/// Payload bytes the event loop holds for full routes at most.
-const PENDING_MAX_BYTES: usize = 64 << 20;
-/// On close, how long the publishes the sinks queued may take to reach the broker, DISCONNECT
-/// included. The daemon gives its connections 5 s to close.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
-/// How long the client's DISCONNECT waits for the PUBACKs of publishes in flight: most of
-/// `CLOSE_TIMEOUT`, leaving the broker time to close its side.
-const DISCONNECT_DRAIN: Duration = Duration::from_secs(3);
 
 /// Everything the event loop task owns but the client's event loop, which `run` keeps apart:
 /// a `poll` in flight borrows it while the rest goes on.
@@ -589,7 +576,7 @@ impl EventLoopTask {
 
     /// Queues released acks on the client, oldest first, until its request queue is full; the
     /// rest wait for the next turn.
-    fn send_acks(&self, acks: &mut VecDeque<AckToken>) {
+    pub(super) fn send_acks(&self, acks: &mut VecDeque<AckToken>) {
         while let Some(token) = acks.front() {
             match self.client.try_ack(token) {
                 Ok(()) => {
@@ -699,107 +686,6 @@ impl EventLoopTask {
             receipt: received.ack.map(|token| tracker.track(token)),
         }
     }
-
-    /// Closes the connection: first sends the acks of what was delivered, then DISCONNECT,
-    /// which the client sends once what the sinks queued before it is out and the publishes in
-    /// flight are acknowledged (within `DISCONNECT_DRAIN`); then closes the socket once the
-    /// broker closed its side (see `socket`), all within `CLOSE_TIMEOUT` of close. Without a
-    /// connection there is nothing to send (and the acks would be for a connection that is
-    /// gone).
-    async fn disconnect(
-        self,
-        mut eventloop: EventLoop,
-        connected: bool,
-        mut acks: VecDeque<AckToken>,
-        closing: Closing,
-    ) {
-        if !connected {
-            match eventloop.unsent() {
-                0 => tracing::debug!(connection = %self.name, "closed"),
-                unsent => tracing::warn!(
-                    connection = %self.name,
-                    "closed while disconnected: {unsent} publish(es) never reached the broker"
-                ),
-            }
-            return;
-        }
-        let Closing {
-            deadline,
-            polled,
-            mut disconnect_queued,
-        } = closing;
-        let closed = match polled {
-            Some(Err(_)) => Err(format!("timed out after {CLOSE_TIMEOUT:?}")),
-            polled => tokio::time::timeout_at(deadline, async {
-                let mut polled = polled.and_then(Result::ok);
-                loop {
-                    if let Some(event) = polled.take()
-                        && let Event::Disconnected = event?
-                    {
-                        return Ok(());
-                    }
-                    self.send_acks(&mut acks);
-                    if acks.is_empty() && !disconnect_queued {
-                        anyhow::ensure!(
-                            self.client.disconnect(DISCONNECT_DRAIN),
-                            "the client is gone"
-                        );
-                        disconnect_queued = true;
-                    }
-                    polled = Some(eventloop.poll().await);
-                }
-            })
-            .await
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("timed out after {CLOSE_TIMEOUT:?}")))
-            .map_err(|error| error.to_string()),
-        };
-        let why = match closed {
-            Ok(()) => {
-                tracing::debug!(
-                    connection = %self.name,
-                    "DISCONNECT sent; waiting for the broker to close the connection"
-                );
-                // The client's own handle on the socket goes: ours stays until the broker
-                // closed its side.
-                drop(eventloop);
-                match self.socket.close_after_broker(deadline).await {
-                    Ok(()) => tracing::debug!(connection = %self.name, "disconnected"),
-                    Err(why) => tracing::warn!(
-                        connection = %self.name,
-                        "closed after DISCONNECT, but {why}: if it had not read the acks of the \
-                         last messages delivered yet, it delivers those again"
-                    ),
-                }
-                return;
-            }
-            Err(why) => why,
-        };
-        tracing::warn!(
-            connection = %self.name,
-            "closed without a clean DISCONNECT ({why}); {} publish(es) and {} ack(s) never \
-             reached the broker",
-            eventloop.unsent(),
-            acks.len()
-        );
-    }
-}
-
-/// Where close found the connection.
-struct Closing {
-    /// Everything, DISCONNECT and the broker closing its side included, is over by then.
-    deadline: Instant,
-    /// What the `poll` in flight at close returned (`Err` when it did not in time).
-    polled: Option<Result<anyhow::Result<Event>, Elapsed>>,
-    /// DISCONNECT is queued on the client already.
-    disconnect_queued: bool,
-}
-
-/// Received messages waiting for the routes to have room, oldest first.
-#[derive(Default)]
-struct Pending {
-    items: VecDeque<Arrival>,
-    /// Their payload bytes.
-    bytes: usize,
 }
 
 impl Turn {
@@ -810,31 +696,10 @@ impl Turn {
             return;
         };
         let pending = &mut self.pending;
-        let all = dispatcher.hand_over(|| {
-            let arrival = pending.items.pop_front()?;
-            pending.bytes -= arrival.message.payload.len();
-            Some(arrival)
-        });
+        let all = dispatcher.hand_over(|| pending.pop_front());
         if all && !self.taking {
             self.handing_over = None;
         }
-    }
-}
-
-impl Pending {
-    fn push(&mut self, arrival: Arrival) {
-        self.bytes += arrival.message.payload.len();
-        self.items.push_back(arrival);
-    }
-
-    /// At the cap: what arrives now stays with the broker (see the module doc).
-    fn is_full(&self) -> bool {
-        self.items.len() >= PENDING_LIMIT || self.bytes >= PENDING_MAX_BYTES
-    }
-
-    fn retain(&mut self, keep: impl FnMut(&Arrival) -> bool) {
-        self.items.retain(keep);
-        self.bytes = self.items.iter().map(|d| d.message.payload.len()).sum();
     }
 }
 

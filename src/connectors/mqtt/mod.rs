@@ -10,6 +10,7 @@
 //! - [`dispatch`] finds the routes that take each message and pushes it into their queues, on
 //!   the event loop's task.
 //! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
+//! - [`close`] closes a connection cleanly: the last acks, DISCONNECT, the socket last.
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
 //! - [`topic`] holds the pure topic and filter rules, [`topic_tree`] the filters as a tree.
@@ -23,6 +24,7 @@
 
 mod acks;
 mod client;
+mod close;
 pub mod config;
 mod dispatch;
 mod event_loop;
