@@ -34,6 +34,15 @@ struct Shared {
     drop_log: crate::contracts::status::RateLimitedLog,
 }
 
+impl Shared {
+    /// Whether a message of `size` payload bytes must wait (or make room).
+    fn full(&self, state: &State, size: usize) -> bool {
+        state.items.len() >= self.config.max_messages
+            // One message larger than max_bytes still passes alone, or it never would.
+            || (state.bytes + size > self.config.max_bytes && !state.items.is_empty())
+    }
+}
+
 /// Creates a route's queue: the input its source pushes into, the output its worker pops from.
 pub fn bounded(route: &str, config: QueueConfig) -> (RouteInput, RouteOutput) {
     let shared = Arc::new(Shared {
@@ -67,59 +76,81 @@ impl RouteInput {
     /// Hands a message to the route. With `when_full: block` this waits for room; otherwise it
     /// never waits. Returns `false` when the route no longer takes messages (shutting down).
     pub async fn push(&self, incoming: Incoming) -> bool {
+        let mut incoming = incoming;
+        loop {
+            let room = self.shared.not_full.notified();
+            match self.try_push(incoming) {
+                Ok(taken) => return taken,
+                Err(back) => incoming = back,
+            }
+            room.await;
+        }
+    }
+
+    /// `push` for a source that must not wait: where `push` would wait for room, gives the
+    /// message back (`Err`) for the source to hold on to until [`Self::room`].
+    // The message comes back as it went in: boxing it would cost an allocation per message.
+    #[allow(clippy::result_large_err)]
+    pub fn try_push(&self, incoming: Incoming) -> Result<bool, Incoming> {
         let shared = &*self.shared;
         let size = incoming.message.payload.len();
-        let mut incoming = Some(incoming);
+        let mut state = shared.state.lock().expect("queue lock");
+        if state.closed {
+            return Ok(false);
+        }
+        if !shared.full(&state, size) {
+            state.bytes += size;
+            state.items.push_back(incoming);
+            drop(state);
+            shared.not_empty.notify_one();
+            return Ok(true);
+        }
+        match shared.config.when_full {
+            WhenFull::Block => Err(incoming),
+            WhenFull::DropNewest => {
+                drop(state);
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                self.log_drop("drop_newest");
+                // Dropping is what the route asked for (at-most-once), so the source is told
+                // the message is dealt with. A nack would hold back every later
+                // acknowledgement of an in-order source (MQTT, the SSE cursor) until a
+                // restart, and then bring the dropped message back.
+                incoming.ack.confirm();
+                Ok(true)
+            }
+            WhenFull::DropOldest => {
+                let mut dropped = Vec::new();
+                while !state.items.is_empty()
+                    && (state.items.len() >= shared.config.max_messages
+                        || state.bytes + size > shared.config.max_bytes)
+                {
+                    let old = state.items.pop_front().expect("not empty");
+                    state.bytes -= old.message.payload.len();
+                    shared.dropped.fetch_add(1, Ordering::Relaxed);
+                    dropped.push(old.ack);
+                }
+                state.bytes += size;
+                state.items.push_back(incoming);
+                drop(state);
+                // As for drop_newest; outside the lock, as acks call into sources.
+                dropped.into_iter().for_each(crate::message::Ack::confirm);
+                self.log_drop("drop_oldest");
+                shared.not_empty.notify_one();
+                Ok(true)
+            }
+        }
+    }
+
+    /// Resolves once a message of `size` payload bytes fits in the queue, or it closed: time
+    /// to `try_push` it again.
+    pub async fn room(&self, size: usize) {
+        let shared = &*self.shared;
         loop {
             let room = shared.not_full.notified();
             {
-                let mut state = shared.state.lock().expect("queue lock");
-                if state.closed {
-                    return false;
-                }
-                let full = state.items.len() >= shared.config.max_messages
-                    // One message larger than max_bytes still passes alone, or it never would.
-                    || (state.bytes + size > shared.config.max_bytes && !state.items.is_empty());
-                if !full {
-                    state.bytes += size;
-                    state.items.push_back(incoming.take().expect("pushed once"));
-                    drop(state);
-                    shared.not_empty.notify_one();
-                    return true;
-                }
-                match shared.config.when_full {
-                    WhenFull::Block => {}
-                    WhenFull::DropNewest => {
-                        drop(state);
-                        shared.dropped.fetch_add(1, Ordering::Relaxed);
-                        self.log_drop("drop_newest");
-                        // Dropping is what the route asked for (at-most-once), so the source
-                        // is told the message is dealt with. A nack would hold back every
-                        // later acknowledgement of an in-order source (MQTT, the SSE cursor)
-                        // until a restart, and then bring the dropped message back.
-                        incoming.take().expect("pushed once").ack.confirm();
-                        return true;
-                    }
-                    WhenFull::DropOldest => {
-                        let mut dropped = Vec::new();
-                        while !state.items.is_empty()
-                            && (state.items.len() >= shared.config.max_messages
-                                || state.bytes + size > shared.config.max_bytes)
-                        {
-                            let old = state.items.pop_front().expect("not empty");
-                            state.bytes -= old.message.payload.len();
-                            shared.dropped.fetch_add(1, Ordering::Relaxed);
-                            dropped.push(old.ack);
-                        }
-                        state.bytes += size;
-                        state.items.push_back(incoming.take().expect("pushed once"));
-                        drop(state);
-                        // As for drop_newest; outside the lock, as acks call into sources.
-                        dropped.into_iter().for_each(crate::message::Ack::confirm);
-                        self.log_drop("drop_oldest");
-                        shared.not_empty.notify_one();
-                        return true;
-                    }
+                let state = shared.state.lock().expect("queue lock");
+                if state.closed || !shared.full(&state, size) {
+                    return;
                 }
             }
             room.await;

@@ -1,19 +1,17 @@
-//! The dispatcher: the task that hands each message the event loop received to the routes
-//! that take it, in arrival order, waiting on full route queues (`when_full: block`) so the
-//! event loop never has to.
+//! The dispatcher: hands each message the event loop received to the routes that take it, in
+//! arrival order, on the event loop's task; a route whose queue is full and blocks
+//! (`when_full: block`) holds the message there while the event loop goes on polling.
 //!
 //! Finding those routes costs the same however many routes the connection has
 //! ([`Routing`]): with subscription identifiers, each identifier in the message leads straight
 //! to the routes that subscribed its filter; without, the topic is looked up in a tree of
 //! every route's filters. Only the routes found check the message against their own filters.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-
 use super::acks::Receipt;
-use super::client::AckToken;
+use super::client::{AckToken, RECEIVE_MAXIMUM};
 use super::topic;
 use super::topic_tree::TopicTree;
 use crate::contracts::queue::RouteInput;
@@ -48,7 +46,7 @@ impl RouteSource {
 }
 
 /// Which routes take a message, found without going through every route. Built once, at start.
-pub struct Routing {
+struct Routing {
     routes: Vec<RouteSource>,
     /// By subscription identifier (index + 1), the routes that subscribed its filter, in route
     /// order. Identical filters of several routes are one subscription of the connection.
@@ -58,7 +56,7 @@ pub struct Routing {
 }
 
 impl Routing {
-    pub fn new(routes: Vec<RouteSource>) -> Self {
+    fn new(routes: Vec<RouteSource>) -> Self {
         let mut by_id: Vec<Vec<usize>> = Vec::new();
         let mut tree = TopicTree::new();
         for (index, route) in routes.iter().enumerate() {
@@ -100,7 +98,7 @@ impl Routing {
     }
 }
 
-/// A message that arrived, as the event loop hands it to the dispatcher.
+/// A message that arrived, as the event loop hands it to the routes.
 pub struct Arrival {
     pub message: Message,
     pub subscription_ids: Vec<usize>,
@@ -108,66 +106,156 @@ pub struct Arrival {
     pub receipt: Option<Receipt<AckToken>>,
 }
 
-/// Gives each received message to every route whose filters match its topic, in arrival order.
-/// Ends once the event loop stopped forwarding (the sources stopped) and everything it had
-/// forwarded is handed over, or at close.
-pub async fn dispatch(
+/// Hands each message the event loop received to every route whose filters match its topic,
+/// in arrival order, on the event loop's own task: a message reaches its routes' queues with
+/// no task in between. It never waits: a route whose queue is full and blocks
+/// (`when_full: block`) keeps the message here, and the event loop waits for its room
+/// ([`Dispatcher::room`]) while it goes on polling.
+pub struct Dispatcher {
     connection: Arc<str>,
     routing: Routing,
-    mut rx: mpsc::Receiver<Arrival>,
-    close: CancellationToken,
-) {
-    // The routes of the message at hand, kept between messages.
-    let mut takers = Vec::new();
-    loop {
-        let Arrival {
-            message,
-            subscription_ids: ids,
-            receipt,
-        } = tokio::select! {
-            biased;
-            _ = close.cancelled() => return,
-            arrival = rx.recv() => match arrival {
-                Some(arrival) => arrival,
-                None => return,
-            },
-        };
-        routing.takers(&message.subject, &ids, &mut takers);
-        let Some((&last, others)) = takers.split_last() else {
-            tracing::debug!(%connection, topic = %message.subject, "no route matches; dropped");
-            if let Some(receipt) = receipt {
+    /// The message being handed over, while a route has not taken it yet.
+    current: Option<HandOver>,
+    /// The routes of the current message, in route order (kept between messages).
+    takers: Vec<usize>,
+}
+
+/// Where the hand-over of one message stands.
+struct HandOver {
+    /// `None` once the last route's copy is made.
+    message: Option<Message>,
+    receipt: Option<Receipt<AckToken>>,
+    /// How many of its routes took it.
+    taken: usize,
+    /// The copy the next route had no room for.
+    waiting: Option<Incoming>,
+}
+
+impl Dispatcher {
+    pub fn new(connection: Arc<str>, routes: Vec<RouteSource>) -> Self {
+        Dispatcher {
+            connection,
+            routing: Routing::new(routes),
+            current: None,
+            takers: Vec::new(),
+        }
+    }
+
+    /// Hands the waiting messages (`next` gives them, oldest first) to their routes, as far as
+    /// the routes take them without waiting. `false` when a route's queue is full and blocks:
+    /// the message stays here, and [`Self::room`] says when to try again.
+    pub fn hand_over(&mut self, mut next: impl FnMut() -> Option<Arrival>) -> bool {
+        loop {
+            let current = match &mut self.current {
+                Some(current) => current,
+                None => {
+                    let Some(arrival) = next() else {
+                        return true;
+                    };
+                    let (message, ids) = (&arrival.message, &arrival.subscription_ids);
+                    self.routing.takers(&message.subject, ids, &mut self.takers);
+                    if self.takers.is_empty() {
+                        tracing::debug!(
+                            connection = %self.connection,
+                            topic = %message.subject,
+                            "no route matches; dropped"
+                        );
+                        if let Some(receipt) = arrival.receipt {
+                            receipt.confirm();
+                        }
+                        continue;
+                    }
+                    self.current.insert(HandOver {
+                        message: Some(arrival.message),
+                        receipt: arrival.receipt,
+                        taken: 0,
+                        waiting: None,
+                    })
+                }
+            };
+            while let Some(&route) = self.takers.get(current.taken) {
+                let incoming = current.waiting.take().unwrap_or_else(|| {
+                    // Every route but the last gets a (cheap) clone; the last the message.
+                    let message = match current.taken + 1 == self.takers.len() {
+                        true => current.message.take(),
+                        false => current.message.clone(),
+                    };
+                    Incoming {
+                        message: message.expect("a copy per route"),
+                        ack: share(&current.receipt),
+                    }
+                });
+                // A `false` from the queue means the route is shutting down: its copy is let
+                // go of, unconfirmed.
+                match self.routing.routes[route].input.try_push(incoming) {
+                    Ok(_) => current.taken += 1,
+                    Err(back) => {
+                        current.waiting = Some(back);
+                        return false;
+                    }
+                }
+            }
+            // Every route has its own share of the receipt now: the message is acknowledged
+            // once they all confirmed.
+            if let Some(receipt) = self.current.take().and_then(|done| done.receipt) {
                 receipt.confirm();
             }
-            continue;
-        };
-        // Every matching route but the last gets a (cheap) clone; the last the message itself.
-        for &route in others {
-            if !deliver(&routing.routes[route], message.clone(), &receipt, &close).await {
-                return;
-            }
         }
-        if !deliver(&routing.routes[last], message, &receipt, &close).await {
-            return;
-        }
-        // Every route has its own share of the receipt now: the message is acknowledged once
-        // they all confirmed.
-        if let Some(receipt) = receipt {
-            receipt.confirm();
-        }
+    }
+
+    /// The queue of the route holding up the current message, and the size to wait for there
+    /// ([`RouteInput::room`]); `None` while nothing waits.
+    pub fn blocked_on(&self) -> Option<(&RouteInput, usize)> {
+        let current = self.current.as_ref()?;
+        let incoming = current.waiting.as_ref()?;
+        let route = &self.routing.routes[self.takers[current.taken]];
+        Some((&route.input, incoming.message.payload.len()))
     }
 }
 
-/// Pushes `message` into the route's queue, waiting for room if the route blocks when full,
-/// with an ack that settles the route's share of `receipt`. `false` when the connection closed
-/// meanwhile.
-async fn deliver(
-    route: &RouteSource,
-    message: Message,
-    receipt: &Option<Receipt<AckToken>>,
-    close: &CancellationToken,
-) -> bool {
-    let ack = match receipt {
-        // Dropped unconfirmed, the closure drops the receipt unconfirmed: a nack.
+/// Messages the event loop holds for full routes before it leaves further ones with the
+/// broker. Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never
+/// fill it.
+const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
+/// Payload bytes the event loop holds for full routes at most.
+const PENDING_MAX_BYTES: usize = 64 << 20;
+
+/// Received messages waiting for the routes to have room, oldest first.
+#[derive(Default)]
+pub struct Pending {
+    items: VecDeque<Arrival>,
+    /// Their payload bytes.
+    bytes: usize,
+}
+
+impl Pending {
+    pub fn push(&mut self, arrival: Arrival) {
+        self.bytes += arrival.message.payload.len();
+        self.items.push_back(arrival);
+    }
+
+    /// At the cap: what arrives now stays with the broker (see `event_loop`).
+    pub fn is_full(&self) -> bool {
+        self.items.len() >= PENDING_LIMIT || self.bytes >= PENDING_MAX_BYTES
+    }
+
+    pub fn retain(&mut self, keep: impl FnMut(&Arrival) -> bool) {
+        self.items.retain(keep);
+        self.bytes = self.items.iter().map(|d| d.message.payload.len()).sum();
+    }
+
+    /// The oldest, taken out.
+    pub fn pop_front(&mut self) -> Option<Arrival> {
+        let arrival = self.items.pop_front()?;
+        self.bytes -= arrival.message.payload.len();
+        Some(arrival)
+    }
+}
+
+/// A route's ack for its copy of a message: confirming it settles the route's share of
+/// `receipt`; dropped unconfirmed, it drops the share unconfirmed: a nack.
+fn share(receipt: &Option<Receipt<AckToken>>) -> Ack {
+    match receipt {
         Some(receipt) => {
             let share = receipt.clone();
             Ack::new(move |confirmed| {
@@ -177,13 +265,6 @@ async fn deliver(
             })
         }
         None => Ack::none(),
-    };
-    let incoming = Incoming { message, ack };
-    tokio::select! {
-        biased;
-        _ = close.cancelled() => false,
-        // A `false` from push means the route is shutting down: nothing more to do here.
-        _ = route.input.push(incoming) => true,
     }
 }
 

@@ -1,19 +1,18 @@
-//! The connection's event loop task, supervised; it hands incoming messages to the dispatcher
-//! (`dispatch`), which hands them to the routes.
+//! The connection's event loop task, supervised; it hands incoming messages straight to the
+//! routes' queues (`dispatch`), with no task in between.
 //!
 //! The event loop task is the only one polling the MQTT client: it connects, (re)subscribes,
 //! backs off after failures, sends what sinks queued on the client, and sends the acks of
-//! delivered messages (see `acks`). It never waits on a route: a message goes to the
-//! dispatcher when its channel has room, and meanwhile waits in the event loop's own queue
-//! while the event loop keeps polling: reading the PUBACKs the sinks wait for, sending the
-//! acks the routes release. So a route that reads a connection and publishes back through it
-//! cannot stall it. The dispatcher is what waits on full route queues (`when_full: block`).
+//! delivered messages (see `acks`). It never waits on a route: a message a full route queue
+//! cannot take yet (`when_full: block`) waits in the event loop's own queue while the event
+//! loop keeps polling: reading the PUBACKs the sinks wait for, sending the acks the routes
+//! release. So a route that reads a connection and publishes back through it cannot stall it.
 //!
 //! Memory and slow routes: on MQTT 5 ferry asks the broker for at most `RECEIVE_MAXIMUM`
 //! unacknowledged QoS 1/2 messages, and acks wait for the sinks, so a broker that keeps to it
 //! never has more than that many messages inside ferry. Not every broker keeps to it
 //! (mosquitto 2.0.11 sends on after any ack), QoS 0 has no flow control, and MQTT 3.1.1 has no
-//! receive maximum; so the event loop's queue has a cap (`PENDING_LIMIT` messages,
+//! receive maximum; so the event loop's queue has a cap (`dispatch::PENDING_LIMIT` messages,
 //! `PENDING_MAX_BYTES` of payload). The event loop never stops reading, though, however long
 //! the routes are full: it must, to send keep-alives (the client sends PINGREQ only while it is
 //! polled, and a broker drops a client whose keep-alive lapsed, then sends every unacknowledged
@@ -32,15 +31,32 @@
 //! - a QoS 0 message over the cap is dropped and counted (a rate-limited warning), as a broker
 //!   drops QoS 0 messages for a slow client.
 //!
-//! Connecting is never interrupted: the client's connect runs inside `poll`, and a `poll`
-//! dropped half-way drops the half-open connection with it, so while connecting only close and
-//! stop_sources may cut in (anything else would reconnect at once, past the backoff, each time
-//! a route confirms a message).
+//! The client's `poll` is never dropped half-way. It is not cancel-safe: inside it the client
+//! takes a request off its queue and updates its session state before writing the packet, and
+//! a write waits when the socket is full; it reads a PUBACK, frees the publish's slot and only
+//! completes the publish's notice after flushing. Dropped at such a point, a PUBACK or a
+//! PUBLISH taken from the queue is never written (the broker then holds the message
+//! unacknowledged, or the sink waits for a PUBACK that cannot come), a PINGREQ the client
+//! counts as sent never goes out (the next keep-alive fails the connection), and a sink's
+//! PUBACK already read is reported as lost (the route publishes the message again). A frame
+//! half read or half written is safe: the codec keeps what it read, and its write buffer moves
+//! on by what the socket took. So each `poll` runs to its end: the other things this task waits
+//! for (released acks, room in a full route queue, timers, close) are handled while the
+//! same `poll` stays pinned, through the client's handle (acks and probes go into its request
+//! queue, which wakes the `poll`). What needs the event loop itself waits for `poll` to return,
+//! which it does after every batch of requests it sent and every packet it read. Tearing a
+//! connection down on purpose while a `poll` is in flight shuts its socket down (`socket`), and
+//! `poll` fails and cleans up as after any lost connection. Close queues the last acks, then
+//! DISCONNECT, and lets the same `poll` send them. A `poll` is dropped only where nothing is
+//! left to lose: one still connecting, at close (it has taken nothing from the queues yet); one
+//! that did not finish within the close timeout; and, as a last resort, one on a connection
+//! being torn down whose socket could not be shut down.
 //!
-//! Shutdown: when the sources stop, the event loop stops forwarding (what it still held is
-//! never acknowledged, so the broker delivers it again next time) and keeps running for the
-//! sinks and the acks until close; the dispatcher hands over what it already has, then ends.
-//! At close, the acks of what was delivered go out before DISCONNECT.
+//! Shutdown: when the sources stop, the event loop takes no more messages (what arrives is
+//! never acknowledged, so the broker delivers it again next time), hands over what it already
+//! received (shutdown waits for that before it closes the route queues), and keeps running for
+//! the sinks and the acks until close. At close, the acks of what was delivered go out before
+//! DISCONNECT.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -49,46 +65,31 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Link;
 use super::acks::AckTracker;
 use super::client::{
-    AckError, AckToken, Client, ConnAck, Event, EventLoop, RECEIVE_MAXIMUM, Received, Subscription,
+    AckError, AckToken, Client, ConnAck, Event, EventLoop, Received, Subscription,
 };
-use super::dispatch::{Arrival, RouteSource, Routing, dispatch};
+use super::close::{CLOSE_TIMEOUT, Closing, DISCONNECT_DRAIN};
+use super::dispatch::{Arrival, Dispatcher, Pending, RouteSource};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
 use super::subscribe::{Fed, Subscribing};
 use crate::contracts::ConnectionContext;
+use crate::contracts::queue::RouteInput;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::Message;
 
-/// Messages between the event loop and the dispatcher. Small: the route queues are the buffer.
-const DISPATCH_CAPACITY: usize = 256;
-/// Messages the event loop holds for the dispatcher before it leaves further ones with the
-/// broker. Above the receive maximum, so QoS 1/2 messages from a broker that keeps to it never
-/// fill it.
-const PENDING_LIMIT: usize = RECEIVE_MAXIMUM as usize + 256;
-/// Payload bytes the event loop holds for the dispatcher at most.
-const PENDING_MAX_BYTES: usize = 64 << 20;
-/// With a hole open and its acks still in the client, how soon to look again.
-const HOLE_RECHECK: Duration = Duration::from_millis(20);
-/// On close, how long the publishes the sinks queued may take to reach the broker, DISCONNECT
-/// included. The daemon gives its connections 5 s to close.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(4);
-/// How long the client's own DISCONNECT waits for in-flight QoS 1/2 publishes (none are left
-/// by then, unless the close timed out).
-const DISCONNECT_DRAIN: Duration = Duration::from_secs(1);
-
-/// Everything the event loop task owns.
+/// Everything the event loop task owns but the client's event loop, which `run` keeps apart:
+/// a `poll` in flight borrows it while the rest goes on.
 pub struct EventLoopTask {
     pub name: Arc<str>,
     /// The broker URL (without credentials), for logs.
     pub url: String,
     pub client: Client,
-    pub eventloop: EventLoop,
     pub status: ConnectionStatus,
     pub backoff: Backoff,
     pub subscriptions: Vec<Subscription>,
@@ -103,10 +104,16 @@ pub struct EventLoopTask {
 
 /// The event loop's state between turns.
 struct Turn {
-    /// To the dispatcher; `None` once the sources stopped (or without routes).
-    dispatch: Option<mpsc::Sender<Arrival>>,
-    /// Received, waiting for room in the dispatcher's channel.
+    /// Hands messages to the routes; `None` without routes.
+    dispatcher: Option<Dispatcher>,
+    /// The sources have not stopped, and there are routes: messages are taken.
+    taking: bool,
+    /// Received, waiting for the routes to have room, behind the one the dispatcher holds.
     pending: Pending,
+    /// Held by a task in the connection's sources group, which shutdown waits for before it
+    /// closes the route queues: dropped once what was received before the sources stopped is
+    /// handed over.
+    handing_over: Option<oneshot::Sender<()>>,
     /// Released acks the client's request queue had no room for yet.
     acks: VecDeque<AckToken>,
     connected: bool,
@@ -118,6 +125,9 @@ struct Turn {
     suback: Option<Pin<Box<SubAckFuture>>>,
     /// After a failure: when to poll (and so reconnect) again.
     retry_at: Option<Instant>,
+    /// Why the socket was shut down under a `poll` in flight: that `poll` fails next, and this
+    /// is what the log says.
+    cut: Option<String>,
     /// QoS 1/2 messages that arrived after the sources stopped: never taken, never acknowledged.
     left_with_broker: usize,
     /// QoS 1/2 messages of this connection that arrived while the queue was full, left
@@ -130,76 +140,90 @@ struct Turn {
     qos0_dropped_log: RateLimitedLog,
 }
 
+/// How a turn ends.
+enum Flow {
+    /// `poll` returned this.
+    Polled(anyhow::Result<Event>),
+    /// Nothing was polled; look again at what to do.
+    Again,
+    /// Tear the connection down, for this reason.
+    Reconnect(String),
+    /// Close, and how far it got while a `poll` was in flight.
+    Close(Closing),
+}
+
 impl EventLoopTask {
-    /// Spawns the event loop task and, when routes read from this connection, the dispatcher.
-    pub fn spawn(self, routes: Vec<RouteSource>, runtime: &ConnectionContext) {
+    /// Spawns the event loop task, which hands what it receives to `routes` itself.
+    pub fn spawn(
+        self,
+        eventloop: EventLoop,
+        routes: Vec<RouteSource>,
+        runtime: &ConnectionContext,
+    ) {
         let tracker = AckTracker::new();
-        let dispatch = if routes.is_empty() {
-            None
+        let (dispatcher, handing_over) = if routes.is_empty() {
+            (None, None)
         } else {
-            let (tx, rx) = mpsc::channel(DISPATCH_CAPACITY);
-            let routing = Routing::new(routes);
-            let dispatcher = dispatch(self.name.clone(), routing, rx, runtime.close.clone());
-            runtime.sources.spawn("dispatcher", dispatcher);
-            Some(tx)
+            // Shutdown waits for the sources group: this task stands there for the event loop
+            // until it handed over what it received (see `Turn::handing_over`).
+            let (handing_over, handed_over) = oneshot::channel::<()>();
+            runtime.sources.spawn("hand-over", async move {
+                let _ = handed_over.await;
+            });
+            let dispatcher = Dispatcher::new(self.name.clone(), routes);
+            (Some(dispatcher), Some(handing_over))
         };
-        runtime
-            .tasks
-            .spawn("event loop", self.run(dispatch, tracker, runtime.clone()));
+        runtime.tasks.spawn(
+            "event loop",
+            self.run(
+                eventloop,
+                dispatcher,
+                handing_over,
+                tracker,
+                runtime.clone(),
+            ),
+        );
     }
 
     async fn run(
         mut self,
-        dispatch: Option<mpsc::Sender<Arrival>>,
+        mut eventloop: EventLoop,
+        dispatcher: Option<Dispatcher>,
+        handing_over: Option<oneshot::Sender<()>>,
         tracker: Arc<AckTracker<AckToken>>,
         runtime: ConnectionContext,
     ) {
         let mut turn = Turn {
-            dispatch,
+            taking: dispatcher.is_some(),
+            dispatcher,
             pending: Pending::default(),
+            handing_over,
             acks: VecDeque::new(),
             connected: false,
             subscribed: false,
             subscribing: None,
             suback: None,
             retry_at: None,
+            cut: None,
             left_with_broker: 0,
             held_back: 0,
             full_since: None,
             qos0_dropped: 0,
             qos0_dropped_log: RateLimitedLog::default(),
         };
-        loop {
+        // The liveness timer, armed for the earliest time it may be due. Its deadlines move
+        // with every packet (see `liveness`); re-arming it that often would cost a timer
+        // operation per message, so a timer that fires early finds nothing due and is armed
+        // again for the later time.
+        let mut liveness_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
+        let mut liveness_armed: Option<Instant> = None;
+        let closing = loop {
+            // Between two `poll`s: the only time the event loop itself is at hand.
             tracker.take_released(&mut turn.acks);
             self.send_acks(&mut turn.acks);
             self.feed_subscriptions(&mut turn);
-            // The hole waits for the routes to confirm what came before it, and for those acks
-            // to leave the client.
-            let mut hole_waits_for_client = false;
-            if turn.connected && turn.dispatch.is_some() && tracker.blocked() {
-                // Only shutdown lets go of messages unconfirmed, and the sources have not
-                // stopped: whatever did, the broker must deliver it again.
-                self.reconnect(
-                    &mut turn,
-                    &tracker,
-                    &"a route let go of a message without confirming it: reconnecting, so the \
-                      broker delivers it (and what came after it) again",
-                );
-            } else if turn.connected
-                && turn.held_back > 0
-                && tracker.unacknowledged() == 0
-                && turn.acks.is_empty()
-            {
-                if self.eventloop.requests_queued() {
-                    hole_waits_for_client = true;
-                } else {
-                    let why = format!(
-                        "{} message(s) arrived while the routes were full and were left with \
-                         the broker; reconnecting so that it sends them again",
-                        turn.held_back
-                    );
-                    self.reconnect(&mut turn, &tracker, &why);
-                }
+            if let Some(why) = self.teardown_due(&turn, &tracker, &eventloop) {
+                self.reconnect(&mut eventloop, &mut turn, &tracker, &why);
             }
             // A full queue first pauses reading, briefly (see the module doc).
             let now = Instant::now();
@@ -212,134 +236,68 @@ impl EventLoopTask {
                 .map(|since| since + self.liveness.max_pause())
                 .filter(|until| turn.connected && turn.held_back == 0 && now < *until);
             let polling = turn.retry_at.is_none() && pause_until.is_none();
-            // Inside `poll` the client is connecting: see the module doc.
-            let connecting = polling && !turn.connected;
-            let wake =
-                self.liveness
-                    .wake_at(Instant::now(), turn.connected, polling, turn.subscribed);
-            let step = tokio::select! {
-                biased;
-                _ = runtime.close.cancelled() => break,
-                _ = runtime.stop_sources.cancelled(), if turn.dispatch.is_some() => {
-                    Step::StopSources
-                }
-                () = tracker.wait_released(), if !connecting => continue,
-                result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
-                room = has_room(turn.dispatch.as_ref()),
-                    if !connecting && !turn.pending.is_empty() => Step::Room(room),
-                () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
-                // Outside `poll`, so it fires even while `poll` is stuck on the network.
-                () = sleep_until(wake), if wake.is_some() => Step::Liveness,
-                () = tokio::time::sleep(HOLE_RECHECK), if hole_waits_for_client => continue,
-                () = sleep_until(pause_until), if pause_until.is_some() => continue,
-                event = self.eventloop.poll(), if polling => Step::Poll(event),
-            };
-            if let Step::Poll(_) = step {
-                self.liveness.progress(Instant::now());
-            }
-            match step {
-                // What was not handed over yet is never acknowledged: the broker delivers it
-                // again to the next session.
-                Step::StopSources => {
-                    turn.dispatch = None;
-                    turn.pending.clear();
-                }
-                Step::Room(true) => {
-                    let tx = turn.dispatch.as_ref().expect("room in a channel");
-                    if feed(tx, &mut turn.pending).is_err() {
-                        turn.dispatch = None;
-                    }
-                }
-                Step::Room(false) => turn.dispatch = None,
-                Step::Retry => turn.retry_at = None,
-                Step::Liveness => match self.liveness.due(Instant::now()) {
-                    Due::Nothing => {}
-                    Due::SendProbe(payload) => {
-                        let topic = self.liveness.probe_topic().unwrap_or_default();
-                        if !self.client.try_publish_probe(topic, payload) {
-                            self.liveness.probe_not_sent();
+            let flow = {
+                let mut poll = std::pin::pin!(polling.then(|| eventloop.poll()));
+                loop {
+                    // A connection being torn down is watched no more.
+                    let watched = polling && turn.cut.is_none();
+                    let wake = self.liveness.wake_at(
+                        Instant::now(),
+                        turn.connected,
+                        watched,
+                        turn.subscribed,
+                    );
+                    match wake {
+                        Some(at) if liveness_armed.is_none_or(|armed| at < armed) => {
+                            liveness_timer.as_mut().reset(at);
+                            liveness_armed = Some(at);
                         }
+                        Some(_) => {}
+                        None => liveness_armed = None,
                     }
-                    Due::Dead(why) => {
-                        // The broker may have lost our subscriptions without a word.
-                        turn.subscribed = false;
-                        self.reconnect(&mut turn, &tracker, &why);
-                    }
-                },
-                Step::SubAck(result) => {
-                    turn.suback = None;
-                    if self.on_suback(result) {
-                        turn.subscribed = true;
-                    }
-                }
-                Step::Poll(Ok(Event::ConnAck(ack))) => {
-                    self.eventloop.forget_session_store();
-                    turn.connected = true;
-                    self.link.set_connected(true);
-                    self.liveness.restart(Instant::now());
-                    // Acks belong to the connection they arrived on (see `acks`).
-                    tracker.new_generation();
-                    turn.acks.clear();
-                    if ack.session_present {
-                        // The broker delivers the unacknowledged messages of the old connection
-                        // again: the copies not handed over yet would only be duplicates.
-                        turn.pending.retain(|d| d.receipt.is_none());
-                    } else {
-                        turn.subscribed = false;
-                    }
-                    turn.subscribing = self.on_connack(ack, turn.subscribed);
-                    if turn.subscribing.is_none() {
-                        turn.subscribed = true;
-                    }
-                }
-                Step::Poll(Ok(Event::Publish(received))) => {
-                    if self.liveness.is_probe_topic(&received.topic) {
-                        // Probes never reach routes, and are never acknowledged (QoS 0).
-                        self.liveness.probe_came_back(&received.payload);
-                        continue;
-                    }
-                    // After the sources stopped, nothing more is taken (nor acknowledged).
-                    let Some(tx) = &turn.dispatch else {
-                        turn.left_with_broker += usize::from(received.ack.is_some());
-                        continue;
+                    let step = tokio::select! {
+                        biased;
+                        _ = runtime.close.cancelled() => Step::Close,
+                        _ = runtime.stop_sources.cancelled(), if turn.taking => Step::StopSources,
+                        () = tracker.wait_released() => Step::Released,
+                        result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
+                        () = room(turn.dispatcher.as_ref().and_then(Dispatcher::blocked_on)) => {
+                            Step::Room
+                        }
+                        () = sleep_until(turn.retry_at), if turn.retry_at.is_some() => Step::Retry,
+                        // Outside `poll`, so it fires even while `poll` is stuck on the network.
+                        () = &mut liveness_timer, if liveness_armed.is_some() => {
+                            liveness_armed = None;
+                            Step::Liveness
+                        }
+                        () = sleep_until(pause_until), if pause_until.is_some() => Step::Resume,
+                        event = in_flight(poll.as_mut()), if polling => {
+                            break Flow::Polled(event);
+                        }
                     };
-                    let acknowledged = received.ack.is_some();
-                    if acknowledged && turn.held_back > 0 {
-                        turn.held_back += 1;
-                        continue;
+                    if let Step::Close = step {
+                        let closing = self.close_during_poll(poll.as_mut(), &mut turn, &tracker);
+                        break Flow::Close(closing.await);
                     }
-                    if turn.pending.is_full() {
-                        if acknowledged {
-                            tracing::debug!(
-                                connection = %self.name,
-                                "the routes are full: leaving QoS 1/2 messages with the broker \
-                                 until they caught up"
-                            );
-                            turn.held_back = 1;
-                        } else {
-                            turn.qos0_dropped += 1;
-                            let dropped = turn.qos0_dropped;
-                            turn.qos0_dropped_log.warn(|| {
-                                format!(
-                                    "connection {}: QoS 0 message dropped: the routes are full \
-                                     ({dropped} dropped since the start)",
-                                    self.name
-                                )
-                            });
-                        }
-                        continue;
-                    }
-                    let arrival = self.arrival(received, &tracker);
-                    turn.pending.push(arrival);
-                    if feed(tx, &mut turn.pending).is_err() {
-                        turn.dispatch = None;
+                    match self.on_step(step, &mut turn, &tracker, polling) {
+                        None if polling => continue,
+                        None => break Flow::Again,
+                        Some(flow) => break flow,
                     }
                 }
-                Step::Poll(Ok(Event::Disconnected | Event::Other)) => {}
-                Step::Poll(Err(error)) => self.lose_connection(&mut turn, &tracker, &error),
+            };
+            match flow {
+                Flow::Polled(event) => {
+                    self.liveness.progress(Instant::now());
+                    self.on_polled(event, &mut eventloop, &mut turn, &tracker);
+                }
+                Flow::Again => {}
+                Flow::Reconnect(why) => self.reconnect(&mut eventloop, &mut turn, &tracker, &why),
+                Flow::Close(polled) => break polled,
             }
-        }
-        turn.dispatch = None;
+        };
+        turn.taking = false;
+        turn.handing_over = None;
         tracker.take_released(&mut turn.acks);
         let left = tracker.unacknowledged() + turn.left_with_broker + turn.held_back;
         if left > 0 && turn.connected {
@@ -349,18 +307,233 @@ impl EventLoopTask {
                  delivers them again"
             );
         }
-        self.disconnect(turn.connected, turn.acks).await;
+        let connected = turn.connected && turn.cut.is_none();
+        self.disconnect(eventloop, connected, turn.acks, closing)
+            .await;
     }
 
-    /// Tears the network connection down on purpose and builds it again after the backoff,
-    /// like a failed one.
+    /// Between two `poll`s: why to tear the connection down now, if it must be.
+    fn teardown_due(
+        &self,
+        turn: &Turn,
+        tracker: &AckTracker<AckToken>,
+        eventloop: &EventLoop,
+    ) -> Option<String> {
+        if !turn.connected {
+            return None;
+        }
+        if turn.taking && tracker.blocked() {
+            // Only shutdown lets go of messages unconfirmed, and the sources have not
+            // stopped: whatever did, the broker must deliver it again.
+            return Some(NACKED.to_string());
+        }
+        // The hole waits for the routes to confirm what came before it, and for those acks to
+        // leave the client; `poll` returns once it wrote them, and this is asked again.
+        (turn.held_back > 0
+            && tracker.unacknowledged() == 0
+            && turn.acks.is_empty()
+            && !eventloop.requests_queued())
+        .then(|| {
+            format!(
+                "{} message(s) arrived while the routes were full and were left with the \
+                 broker; reconnecting so that it sends them again",
+                turn.held_back
+            )
+        })
+    }
+
+    /// Handles what woke the task, without the event loop (a `poll` may be in flight). `None`
+    /// to go on waiting.
+    fn on_step(
+        &mut self,
+        step: Step,
+        turn: &mut Turn,
+        tracker: &AckTracker<AckToken>,
+        polling: bool,
+    ) -> Option<Flow> {
+        match step {
+            Step::Close => unreachable!("close is handled by the caller"),
+            // What was received so far is still handed over (shutdown waits for it, see
+            // `Turn::handing_over`); what comes now is never taken, nor acknowledged: the
+            // broker delivers it again to the next session.
+            Step::StopSources => {
+                turn.taking = false;
+                turn.hand_over();
+            }
+            // The acks go into the client's request queue, which wakes the `poll` in flight.
+            // They are of the current connection: when one fails, `poll` drains the queue and
+            // returns the failure in the same wake-up (see `lose_connection`).
+            Step::Released => {
+                tracker.take_released(&mut turn.acks);
+                self.send_acks(&mut turn.acks);
+                if turn.connected && turn.taking && tracker.blocked() {
+                    return self.tear_down(turn, polling, NACKED.to_string());
+                }
+            }
+            Step::Room => turn.hand_over(),
+            Step::Retry => turn.retry_at = None,
+            Step::Resume => {}
+            Step::Liveness => match self.liveness.due(Instant::now()) {
+                Due::Nothing => {}
+                Due::SendProbe(payload) => {
+                    let topic = self.liveness.probe_topic().unwrap_or_default();
+                    if !self.client.try_publish_probe(topic, payload) {
+                        self.liveness.probe_not_sent();
+                    }
+                }
+                Due::Dead(why) => {
+                    // The broker may have lost our subscriptions without a word.
+                    turn.subscribed = false;
+                    return self.tear_down(turn, polling, why);
+                }
+            },
+            Step::SubAck(result) => {
+                turn.suback = None;
+                if self.on_suback(result) {
+                    turn.subscribed = true;
+                }
+            }
+        }
+        None
+    }
+
+    /// Tears the connection down. With a `poll` in flight, by shutting its socket down: that
+    /// `poll` fails, and the connection is lost as any other (see the module doc). Without a
+    /// `poll`, or if the socket could not be shut down, the turn ends and the caller drops the
+    /// connection (and the `poll`, if one was in flight).
+    fn tear_down(&mut self, turn: &mut Turn, polling: bool, why: String) -> Option<Flow> {
+        if turn.cut.is_some() {
+            return None;
+        }
+        if polling && self.socket.shut_down() {
+            turn.cut = Some(why);
+            return None;
+        }
+        Some(Flow::Reconnect(why))
+    }
+
+    /// Close came while a `poll` may be in flight: if it is, and the connection is up, queues
+    /// the released acks and DISCONNECT (once every ack is queued) and lets that `poll` run
+    /// until it returns, within `CLOSE_TIMEOUT`; `disconnect` goes on from there. A `poll`
+    /// still connecting, or on a socket already shut down, is dropped: it took nothing from the
+    /// queues, or what it took belonged to a connection that is gone.
+    async fn close_during_poll<F: Future<Output = anyhow::Result<Event>>>(
+        &mut self,
+        poll: Pin<&mut Option<F>>,
+        turn: &mut Turn,
+        tracker: &AckTracker<AckToken>,
+    ) -> Closing {
+        let mut closing = Closing {
+            deadline: Instant::now() + CLOSE_TIMEOUT,
+            polled: None,
+            disconnect_queued: false,
+        };
+        if poll.is_none() || !turn.connected || turn.cut.is_some() {
+            return closing;
+        }
+        tracker.take_released(&mut turn.acks);
+        self.send_acks(&mut turn.acks);
+        if turn.acks.is_empty() {
+            // The client gone, `poll` returns at once.
+            closing.disconnect_queued = self.client.disconnect(DISCONNECT_DRAIN);
+        }
+        closing.polled = Some(tokio::time::timeout_at(closing.deadline, in_flight(poll)).await);
+        closing
+    }
+
+    /// What `poll` returned.
+    fn on_polled(
+        &mut self,
+        event: anyhow::Result<Event>,
+        eventloop: &mut EventLoop,
+        turn: &mut Turn,
+        tracker: &Arc<AckTracker<AckToken>>,
+    ) {
+        let received = match event {
+            Ok(Event::ConnAck(ack)) => {
+                eventloop.forget_session_store();
+                turn.connected = true;
+                self.link.set_connected(true);
+                self.liveness.restart(Instant::now());
+                // Acks belong to the connection they arrived on (see `acks`).
+                tracker.new_generation();
+                turn.acks.clear();
+                if ack.session_present {
+                    // The broker delivers the unacknowledged messages of the old connection
+                    // again: the copies not handed over yet would only be duplicates.
+                    turn.pending.retain(|d| d.receipt.is_none());
+                } else {
+                    turn.subscribed = false;
+                }
+                turn.subscribing = self.on_connack(ack, turn.subscribed);
+                if turn.subscribing.is_none() {
+                    turn.subscribed = true;
+                }
+                return;
+            }
+            Ok(Event::Publish(received)) => received,
+            Ok(Event::Disconnected | Event::Other) => return,
+            Err(error) => {
+                match turn.cut.take() {
+                    Some(why) => self.lose_connection(turn, tracker, &why),
+                    None => self.lose_connection(turn, tracker, &error),
+                }
+                return;
+            }
+        };
+        if self.liveness.is_probe_topic(&received.topic) {
+            // Probes never reach routes, and are never acknowledged (QoS 0).
+            self.liveness.probe_came_back(&received.payload);
+            return;
+        }
+        // After the sources stopped, or on a connection being torn down, nothing more is
+        // taken (nor acknowledged): the broker delivers it again.
+        if !turn.taking || turn.cut.is_some() {
+            turn.left_with_broker += usize::from(received.ack.is_some() && turn.cut.is_none());
+            return;
+        }
+        let acknowledged = received.ack.is_some();
+        if acknowledged && turn.held_back > 0 {
+            turn.held_back += 1;
+            return;
+        }
+        if turn.pending.is_full() {
+            if acknowledged {
+                tracing::debug!(
+                    connection = %self.name,
+                    "the routes are full: leaving QoS 1/2 messages with the broker until they \
+                     caught up"
+                );
+                turn.held_back = 1;
+            } else {
+                turn.qos0_dropped += 1;
+                let dropped = turn.qos0_dropped;
+                turn.qos0_dropped_log.warn(|| {
+                    format!(
+                        "connection {}: QoS 0 message dropped: the routes are full ({dropped} \
+                         dropped since the start)",
+                        self.name
+                    )
+                });
+            }
+            return;
+        }
+        let arrival = self.arrival(received, tracker);
+        turn.pending.push(arrival);
+        turn.hand_over();
+    }
+
+    /// Tears the network connection down on purpose (between two `poll`s) and builds it again
+    /// after the backoff, like a failed one.
     fn reconnect(
         &mut self,
+        eventloop: &mut EventLoop,
         turn: &mut Turn,
         tracker: &AckTracker<AckToken>,
         why: &dyn std::fmt::Display,
     ) {
-        self.eventloop.drop_connection();
+        eventloop.drop_connection();
+        turn.cut = None;
         self.lose_connection(turn, tracker, why);
     }
 
@@ -383,8 +556,12 @@ impl EventLoopTask {
         //   which `poll` runs when a connection fails and `drop_connection` runs when we tear
         //   one down, drains them and drops every PUBACK/PUBREC ("should_replay_after_reconnect"
         //   in the crates), keeping only publishes, PUBRELs and SUBSCRIBEs for the next
-        //   connection. Only this task queues acks, and only between two `poll`s, so every
-        //   ack it queued for the old connection was in the client before that `clean` ran;
+        //   connection. Only this task queues acks, and only while no `poll` runs: between
+        //   two, or while one waits. A `poll` that finds its connection failed runs `clean`
+        //   and returns the failure without waiting in between (the session checkpoint after
+        //   it waits on nothing: ferry's session store answers at once, and later there is
+        //   none), and this task learns of it before it queues anything else; so every ack it
+        //   queued for the old connection was in the client before that `clean` ran;
         // - `turn.acks`, released but not yet queued: dropped here;
         // - the tracker, for messages still with the routes: a new generation, so their
         //   receipts settle into nothing. The broker delivers those messages again.
@@ -399,7 +576,7 @@ impl EventLoopTask {
 
     /// Queues released acks on the client, oldest first, until its request queue is full; the
     /// rest wait for the next turn.
-    fn send_acks(&self, acks: &mut VecDeque<AckToken>) {
+    pub(super) fn send_acks(&self, acks: &mut VecDeque<AckToken>) {
         while let Some(token) = acks.front() {
             match self.client.try_ack(token) {
                 Ok(()) => {
@@ -509,134 +686,28 @@ impl EventLoopTask {
             receipt: received.ack.map(|token| tracker.track(token)),
         }
     }
+}
 
-    /// Closes the connection: first sends the acks of what was delivered and lets what the
-    /// sinks queued reach the broker, then sends DISCONNECT, and closes the socket once the
-    /// broker closed its side (see `socket`), all within `CLOSE_TIMEOUT`. Without a connection
-    /// there is nothing to send (and the acks would be for a connection that is gone).
-    async fn disconnect(mut self, connected: bool, mut acks: VecDeque<AckToken>) {
-        if !connected {
-            match self.eventloop.unsent() {
-                0 => tracing::debug!(connection = %self.name, "closed"),
-                unsent => tracing::warn!(
-                    connection = %self.name,
-                    "closed while disconnected: {unsent} publish(es) never reached the broker"
-                ),
-            }
+impl Turn {
+    /// Hands what waits to the routes, as far as they take it now. Once the sources stopped
+    /// and everything received before is handed over, shutdown may close the route queues.
+    fn hand_over(&mut self) {
+        let Some(dispatcher) = &mut self.dispatcher else {
             return;
-        }
-        let deadline = Instant::now() + CLOSE_TIMEOUT;
-        let closed = tokio::time::timeout_at(deadline, async {
-            loop {
-                self.send_acks(&mut acks);
-                if acks.is_empty() && self.eventloop.unsent() == 0 {
-                    break;
-                }
-                self.eventloop.poll().await?;
-            }
-            anyhow::ensure!(
-                self.client.disconnect(DISCONNECT_DRAIN),
-                "the client is gone"
-            );
-            loop {
-                if let Event::Disconnected = self.eventloop.poll().await? {
-                    return Ok(());
-                }
-            }
-        })
-        .await;
-        let why = match closed {
-            Ok(Ok(())) => {
-                tracing::debug!(
-                    connection = %self.name,
-                    "DISCONNECT sent; waiting for the broker to close the connection"
-                );
-                // The client's own handle on the socket goes: ours stays until the broker
-                // closed its side.
-                drop(self.eventloop);
-                match self.socket.close_after_broker(deadline).await {
-                    Ok(()) => tracing::debug!(connection = %self.name, "disconnected"),
-                    Err(why) => tracing::warn!(
-                        connection = %self.name,
-                        "closed after DISCONNECT, but {why}: if it had not read the acks of the \
-                         last messages delivered yet, it delivers those again"
-                    ),
-                }
-                return;
-            }
-            Ok(Err(error)) => error.to_string(),
-            Err(_) => format!("timed out after {CLOSE_TIMEOUT:?}"),
         };
-        tracing::warn!(
-            connection = %self.name,
-            "closed without a clean DISCONNECT ({why}); {} publish(es) and {} ack(s) never \
-             reached the broker",
-            self.eventloop.unsent(),
-            acks.len()
-        );
-    }
-}
-
-/// Received messages waiting for room in the dispatcher's channel, oldest first.
-#[derive(Default)]
-struct Pending {
-    items: VecDeque<Arrival>,
-    /// Their payload bytes.
-    bytes: usize,
-}
-
-impl Pending {
-    fn push(&mut self, arrival: Arrival) {
-        self.bytes += arrival.message.payload.len();
-        self.items.push_back(arrival);
-    }
-
-    fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-
-    /// At the cap: what arrives now stays with the broker (see the module doc).
-    fn is_full(&self) -> bool {
-        self.items.len() >= PENDING_LIMIT || self.bytes >= PENDING_MAX_BYTES
-    }
-
-    fn clear(&mut self) {
-        self.items.clear();
-        self.bytes = 0;
-    }
-
-    fn retain(&mut self, keep: impl FnMut(&Arrival) -> bool) {
-        self.items.retain(keep);
-        self.bytes = self.items.iter().map(|d| d.message.payload.len()).sum();
-    }
-}
-
-/// Hands pending messages to the dispatcher, oldest first, while its channel has room. `Err`
-/// when the dispatcher is gone.
-fn feed(tx: &mpsc::Sender<Arrival>, pending: &mut Pending) -> Result<(), ()> {
-    while let Some(arrival) = pending.items.pop_front() {
-        let size = arrival.message.payload.len();
-        match tx.try_send(arrival) {
-            Ok(()) => pending.bytes -= size,
-            Err(mpsc::error::TrySendError::Full(arrival)) => {
-                pending.items.push_front(arrival);
-                return Ok(());
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                pending.clear();
-                return Err(());
-            }
+        let pending = &mut self.pending;
+        let all = dispatcher.hand_over(|| pending.pop_front());
+        if all && !self.taking {
+            self.handing_over = None;
         }
     }
-    Ok(())
 }
 
-/// Resolves once the dispatcher's channel has room (`true`) or the dispatcher is gone
-/// (`false`). Never resolves without a dispatcher.
-async fn has_room(tx: Option<&mpsc::Sender<Arrival>>) -> bool {
-    match tx {
-        // The permit goes back at once; `feed` takes the room with `try_send`.
-        Some(tx) => tx.reserve().await.is_ok(),
+/// Resolves once the route holding up the dispatcher may have room (see
+/// `Dispatcher::blocked_on`); never while none does.
+async fn room(blocked_on: Option<(&RouteInput, usize)>) {
+    match blocked_on {
+        Some((route, size)) => route.room(size).await,
         None => std::future::pending().await,
     }
 }
@@ -650,17 +721,34 @@ async fn sleep_until(at: Option<Instant>) {
 
 type SubAckFuture = dyn Future<Output = Result<Vec<Option<String>>, String>> + Send;
 
-/// What a turn of the event loop brought that needs the event loop task.
+/// What woke the event loop task, besides its `poll`.
 enum Step {
+    Close,
     StopSources,
-    /// The dispatcher's channel has room (or, `false`, the dispatcher is gone).
-    Room(bool),
+    /// The tracker released acks, or a message was let go of unconfirmed.
+    Released,
+    /// The route holding up the dispatcher may have room.
+    Room,
     /// The backoff after a failure is over: poll (and so reconnect) again.
     Retry,
+    /// The pause of a full queue is over: read again.
+    Resume,
     /// A liveness timer fired (see `liveness`).
     Liveness,
     SubAck(Result<Vec<Option<String>>, String>),
-    Poll(anyhow::Result<Event>),
+}
+
+/// Why the event loop reconnects when a route let go of a message unconfirmed.
+const NACKED: &str = "a route let go of a message without confirming it: reconnecting, so the \
+                      broker delivers it (and what came after it) again";
+
+/// Runs the `poll` in flight on to its end; never resolves without one. Dropping this leaves
+/// the `poll` where it is, to go on with next time.
+async fn in_flight<F: Future>(poll: Pin<&mut Option<F>>) -> F::Output {
+    match poll.as_pin_mut() {
+        Some(poll) => poll.await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Awaits the future if there is one; never resolves otherwise.

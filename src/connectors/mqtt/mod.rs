@@ -3,12 +3,14 @@
 //!
 //! - [`client`] puts the two client crates (MQTT 5 and 3.1.1) behind one surface and sets the
 //!   options that matter for throughput and memory.
-//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to the
-//!   dispatcher, back off and reconnect, disconnect cleanly on close.
+//! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to the routes,
+//!   back off and reconnect, disconnect cleanly on close.
 //! - [`subscribe`] splits the connection's filters into SUBSCRIBE packets and queues them as
 //!   the client has room, so any number of routes can subscribe.
-//! - [`dispatch`] hands each message to the routes that take it.
+//! - [`dispatch`] finds the routes that take each message and pushes it into their queues, on
+//!   the event loop's task.
 //! - [`liveness`] notices a silent subscription (the probe) or a stalled connection.
+//! - [`close`] closes a connection cleanly: the last acks, DISCONNECT, the socket last.
 //! - [`acks`] keeps incoming QoS 1/2 messages unacknowledged until every route that took them
 //!   confirmed, and releases their acks in arrival order.
 //! - [`topic`] holds the pure topic and filter rules, [`topic_tree`] the filters as a tree.
@@ -22,6 +24,7 @@
 
 mod acks;
 mod client;
+mod close;
 pub mod config;
 mod dispatch;
 mod event_loop;
@@ -284,7 +287,6 @@ impl Connection for MqttConnection {
             name: this.name,
             url: this.config.url,
             client,
-            eventloop,
             status: this.status,
             backoff: Backoff::new(&this.reconnect),
             subscriptions: this.subscriptions,
@@ -293,7 +295,7 @@ impl Connection for MqttConnection {
             liveness: Liveness::new(probe, this.config.keep_alive),
             socket: this.socket,
         };
-        task.spawn(this.routes, runtime);
+        task.spawn(eventloop, this.routes, runtime);
     }
 }
 

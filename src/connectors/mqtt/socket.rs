@@ -71,6 +71,23 @@ impl SocketHandle {
         self.lock().take();
     }
 
+    /// Shuts the socket of the connection that is up down both ways, from outside the client:
+    /// whatever the client's `poll` waits on (a read, a write to a full socket) fails, and it
+    /// cleans up as after any lost connection. `false` when ferry holds no handle on it.
+    pub fn shut_down(&self) -> bool {
+        let socket = self.lock();
+        let Some(handle) = socket.as_ref() else {
+            return false;
+        };
+        // Shutting down acts on the socket, not on the descriptor: a duplicate does, and
+        // closing it leaves the socket open to the client.
+        handle
+            .try_clone()
+            .map(std::net::TcpStream::from)
+            .and_then(|stream| stream.shutdown(std::net::Shutdown::Both))
+            .is_ok()
+    }
+
     /// Call once the client sent DISCONNECT and let go of the socket: half-closes it, then
     /// reads (and drops) what the broker still sends until the broker closes its side, or
     /// `deadline`. `Err` when the deadline came first: the broker may not have read the last

@@ -25,7 +25,7 @@ pub mod protocol;
 mod read;
 pub mod url_form;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -67,52 +67,62 @@ struct Handles {
 }
 
 /// Group flushes: one socket flush confirms every core publish queued before it, so a route
-/// with many messages in flight pays one flush per batch, not one per message.
+/// with many messages in flight pays one flush per batch, not one per message. The flush is
+/// asked for by the first confirmation awaited while none is under way, on the route
+/// worker's own task: no task of its own to wake per message, no timer.
 struct Flushes {
     /// Core publishes queued with the client so far.
     queued: AtomicU64,
-    /// Wakes the flusher; a wake-up that finds it busy is kept for its next turn.
-    wake: tokio::sync::Notify,
-    /// How many of the queued publishes the flushes so far have written.
+    /// A confirmation is flushing for everyone: the others wait for `written`.
+    flushing: AtomicBool,
+    /// How many of the queued publishes the flushes so far have written. Also sent, unchanged,
+    /// when a flush ends without writing, so that a waiting confirmation takes over.
     written: watch::Sender<u64>,
 }
 
 impl Flushes {
-    /// Flushes whatever was queued since the last flush, until `close`.
-    async fn run(
-        self: Arc<Self>,
-        client: async_nats::Client,
-        close: tokio_util::sync::CancellationToken,
-    ) {
+    /// Resolves once the publish numbered `queued` was written to the socket (`Ok`), or the
+    /// flush failed or the client is gone (`Err`).
+    async fn written(&self, client: &async_nats::Client, queued: u64) -> Result<(), ()> {
+        let mut written = self.written.subscribe();
         loop {
-            tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = close.cancelled() => return,
+            if *written.borrow_and_update() >= queued {
+                return Ok(());
             }
-            let target = self.queued.load(Ordering::Acquire);
-            if target <= *self.written.borrow() {
+            if self.flushing.swap(true, Ordering::AcqRel) {
+                written.changed().await.map_err(|_| ())?;
                 continue;
             }
-            match client.flush().await {
+            // This confirmation flushes, for every publish queued so far; dropped half-way,
+            // it hands the flush on (see `Flushing`).
+            let flushing = Flushing(self);
+            let target = self.queued.load(Ordering::Acquire);
+            let flushed = client.flush().await;
+            drop(flushing);
+            match flushed {
                 Ok(()) => {
-                    self.written.send_if_modified(|written| {
-                        let newer = target > *written;
-                        *written = (*written).max(target);
-                        newer
-                    });
+                    self.written
+                        .send_modify(|written| *written = (*written).max(target));
                 }
-                Err(e) => {
-                    // The connection broke: the publishes waiting hear it from the disconnect
-                    // watch. Try again shortly for what gets queued after the reconnect.
-                    tracing::debug!("flush failed: {e}");
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                        _ = close.cancelled() => return,
-                    }
-                    self.wake.notify_one();
+                // The connection broke: the route hears it from the disconnect watch, or
+                // from this.
+                Err(error) => {
+                    tracing::debug!("flush failed: {error}");
+                    return Err(());
                 }
             }
         }
+    }
+}
+
+/// A flush under way. When it ends, however it ends, the next confirmation may flush, and
+/// those waiting look again.
+struct Flushing<'a>(&'a Flushes);
+
+impl Drop for Flushing<'_> {
+    fn drop(&mut self) {
+        self.0.flushing.store(false, Ordering::Release);
+        self.0.written.send_modify(|_| {});
     }
 }
 
@@ -344,13 +354,9 @@ impl NatsConnection {
         let (disconnects_tx, disconnects) = watch::channel(0u64);
         let flushes = Arc::new(Flushes {
             queued: AtomicU64::new(0),
-            wake: tokio::sync::Notify::new(),
+            flushing: AtomicBool::new(false),
             written: watch::Sender::new(0),
         });
-        runtime.tasks.spawn(
-            "flusher",
-            flushes.clone().run(client.clone(), runtime.close.clone()),
-        );
         let _ = self.handles.set(Handles {
             client: client.clone(),
             jetstream: context.clone(),
@@ -679,10 +685,9 @@ impl NatsSink {
                 )));
             }
         }
-        let flushes = &handles.flushes;
-        let queued = flushes.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        flushes.wake.notify_one();
-        let mut written = flushes.written.subscribe();
+        let queued = handles.flushes.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        let flushes = handles.flushes.clone();
+        let client = client.clone();
         let name = self.connection.clone();
         Ok(Confirmation::Pending(Box::pin(async move {
             let lost = || {
@@ -691,10 +696,11 @@ impl NatsSink {
                 ))
             };
             tokio::select! {
-                flushed = written.wait_for(|written| *written >= queued) => match flushed {
-                    Ok(_) if connects() == connection => Ok(()),
-                    Ok(_) => Err(lost()),
-                    Err(_) => Err(SinkError::Unavailable(format!("connection {name} is closed"))),
+                flushed = flushes.written(&client, queued) => match flushed {
+                    Ok(()) if connects() == connection => Ok(()),
+                    Ok(()) => Err(lost()),
+                    Err(()) if connects() != connection => Err(lost()),
+                    Err(()) => Err(SinkError::Unavailable(format!("connection {name} is closed"))),
                 },
                 _ = disconnects.changed() => Err(lost()),
             }
