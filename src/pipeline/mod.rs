@@ -457,6 +457,7 @@ impl Pipeline {
             .map(|r| (r.plan.route.name.clone(), r))
             .collect();
         let mut to_start = Vec::new();
+        self.routes.reserve_exact(config.routes.len());
         for (index, route) in config.routes.iter().enumerate() {
             let plan = plans.routes[&route.name].clone();
             let live = match old.remove(&route.name) {
@@ -613,7 +614,10 @@ impl Pipeline {
                 spool: None,
             })
         };
-        let mut sinks: Vec<RouteSink> = route.to.iter().map(sink).collect::<anyhow::Result<_>>()?;
+        let mut sinks = Vec::with_capacity(route.to.len());
+        for to in &route.to {
+            sinks.push(sink(to)?);
+        }
         let dead_letter = route.dead_letter.as_ref().map(sink).transpose()?;
         if let (Some(spool), Some(dir)) = (&route.spool, &live.plan.spool_dir) {
             // One spool per sink, so a sink that is up never gets another's backlog twice.
@@ -651,7 +655,8 @@ impl Pipeline {
                 route.transform.as_deref(),
                 route.from.format,
                 route.transform_budget,
-            ),
+            )
+            .map(Box::new),
         })
     }
 
