@@ -127,7 +127,7 @@ impl WorkerHandle {
 
     /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
     /// [`Pipeline::recover`]). The route worker's unit tests run it this way too.
-    fn spawn(supervisor: &Supervisor, worker: RouteWorker) -> WorkerHandle {
+    fn spawn(supervisor: &Supervisor, worker: Box<RouteWorker>) -> WorkerHandle {
         let owner = Owner::Route(worker.name.to_string());
         // Paced like a connection with default settings: a route has no `reconnect:` of its own.
         let run = supervisor.run_of(owner, &config::Reconnect::default());
@@ -594,7 +594,7 @@ impl Pipeline {
         index: usize,
         live: &LiveRoute,
         analysis: &loops::Analysis,
-    ) -> anyhow::Result<RouteWorker> {
+    ) -> anyhow::Result<Box<RouteWorker>> {
         let route = &config.routes[index];
         anyhow::ensure!(
             self.connections.contains_key(&route.from.connection),
@@ -636,7 +636,7 @@ impl Pipeline {
                 sink.spool = Some(opened);
             }
         }
-        Ok(RouteWorker {
+        Ok(Box::new(RouteWorker {
             name: route.name.as_str().into(),
             queue: live.output.clone(),
             mapping: analysis
@@ -661,7 +661,7 @@ impl Pipeline {
                 route.transform_budget,
             )
             .map(Box::new),
-        })
+        }))
     }
 
     /// Shuts down: the sources stop reading, what is queued is delivered within the shutdown

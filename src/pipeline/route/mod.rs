@@ -127,7 +127,9 @@ impl RouteWorker {
     /// Runs until the queue is closed and drained (or the shutdown deadline passed). Each
     /// spooled sink gets a forwarder (a task of the route's `run`), which stops once the queue
     /// is done: what its spool still holds then waits on disk for the next start.
-    pub async fn run(self, run: OwnerRun) {
+    /// The worker is boxed: a future keeps what it was given besides what it works on, and a
+    /// worker in place would take that room twice.
+    pub async fn run(self: Box<Self>, run: OwnerRun) {
         // Most of a route's task is the state of delivering (the window in flight, retries,
         // the spool), kilobytes that a route which never sees a message need not hold: until
         // its first message (or its stop) it waits in this small future, and the rest is
@@ -142,8 +144,8 @@ impl RouteWorker {
         Box::pin(self.deliver_all(run)).await
     }
 
-    async fn deliver_all(self, run: OwnerRun) {
-        let worker = Arc::new(self);
+    async fn deliver_all(self: Box<Self>, run: OwnerRun) {
+        let worker: Arc<Self> = Arc::from(self);
         let forwarding = worker.abandon.child_token();
         let forwarders = run.tasks(forwarding.clone());
         for (index, sink) in worker.sinks.iter().enumerate() {

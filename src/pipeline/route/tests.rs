@@ -108,7 +108,7 @@ impl TestedRoute {
     /// Starts a worker on the route's queue (again, after a restart or a stop).
     fn start(&mut self) {
         let worker = self.build();
-        self.worker = Some(WorkerHandle::spawn(&self.supervisor, worker));
+        self.worker = Some(WorkerHandle::spawn(&self.supervisor, Box::new(worker)));
     }
 
     /// The worker of the route, not started.
@@ -267,9 +267,8 @@ async fn an_idle_worker_holds_no_delivery_state() {
     let run = route
         .supervisor
         .run_of(Owner::Route("telemetry".into()), &Default::default());
-    let worker = route.build();
-    let delivering = std::mem::size_of_val(&worker.deliver_all(run.clone()));
-    let idle = std::mem::size_of_val(&route.build().run(run));
+    let delivering = std::mem::size_of_val(&Box::new(route.build()).deliver_all(run.clone()));
+    let idle = std::mem::size_of_val(&Box::new(route.build()).run(run));
     assert!(
         idle + 1024 < delivering,
         "an idle worker's future takes {idle} bytes, delivering {delivering}"
