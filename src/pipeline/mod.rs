@@ -28,8 +28,8 @@ pub mod spool;
 pub mod tap;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -115,13 +115,18 @@ struct WorkerHandle {
 
 impl WorkerHandle {
     fn none() -> WorkerHandle {
-        let stop = CancellationToken::new();
-        let done = Tasks::unsupervised(stop.clone());
-        done.close();
+        // One ended group serves every route without a worker: a group of its own comes with
+        // a supervisor of its own, a kilobyte or two for each route of a start of thousands.
+        static ENDED: OnceLock<Tasks> = OnceLock::new();
+        let done = ENDED.get_or_init(|| {
+            let done = Tasks::unsupervised(CancellationToken::new());
+            done.close();
+            done
+        });
         WorkerHandle {
-            stop,
+            stop: CancellationToken::new(),
             abandon: CancellationToken::new(),
-            done,
+            done: done.clone(),
         }
     }
 
