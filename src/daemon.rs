@@ -31,6 +31,9 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
 
     let mut pipeline = Pipeline::start(&config, AdminListener::start)?;
+    // The pipeline keeps its own copy; at thousands of routes a second one is megabytes.
+    let startup_timeout = config.startup_timeout;
+    drop(config);
     let stop_watchdog = CancellationToken::new();
     if let Some(interval) = systemd::watchdog_interval() {
         // From the start, not from READY: systemd's watchdog runs from the moment it started
@@ -49,7 +52,7 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
 
     // Startup: wait for every connection (bounded). A SIGHUP meanwhile is remembered and done
     // once ferry is ready: a reload replaces part of the pipeline that is starting.
-    let deadline = tokio::time::Instant::now() + config.startup_timeout;
+    let deadline = tokio::time::Instant::now() + startup_timeout;
     let mut reload_asked = false;
     loop {
         let mut failed = None;
@@ -68,7 +71,7 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
                     tracing::warn!(
                         "not every connection is up after startup_timeout ({}); ready anyway, \
                          and the routes over these connections wait for them: {}",
-                        humantime::format_duration(config.startup_timeout),
+                        humantime::format_duration(startup_timeout),
                         pipeline.not_up().join(", ")
                     );
                 }

@@ -200,6 +200,20 @@ impl RouteOutput {
         }
     }
 
+    /// Resolves once a message is queued or the queue is closed, taking nothing.
+    pub async fn wait_for_message(&self) {
+        loop {
+            let arrived = self.shared.not_empty.notified();
+            {
+                let state = self.shared.state.lock().expect("queue lock");
+                if !state.items.is_empty() || state.closed {
+                    return;
+                }
+            }
+            arrived.await;
+        }
+    }
+
     /// The next message if one is queued now, without waiting.
     pub fn try_pop(&self) -> Option<Incoming> {
         let shared = &*self.shared;
@@ -391,6 +405,25 @@ mod tests {
         let last = last.expect("what was queued is still delivered");
         assert_eq!(payload(&last.message), "m-0");
         assert!(within("the end of the queue", output.pop()).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_message_ends_when_one_is_queued_or_the_queue_closes() {
+        let source = MemorySource::new("plant");
+        let (input, output) = queue(10, 1024, WhenFull::Block);
+        let waiting = output.wait_for_message();
+        tokio::pin!(waiting);
+        assert!(waiting.as_mut().now_or_never().is_none(), "nothing queued");
+        source.feed(&input, "t", ["m-0"]).await;
+        within("the wait, once a message came", waiting).await;
+        assert_eq!(output.len(), 1, "waiting takes nothing");
+        assert_eq!(drain(&output), ["m-0"]);
+
+        let waiting = output.wait_for_message();
+        tokio::pin!(waiting);
+        assert!(waiting.as_mut().now_or_never().is_none());
+        output.close();
+        within("the wait, once the queue closed", waiting).await;
     }
 
     #[tokio::test]

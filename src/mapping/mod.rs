@@ -244,12 +244,14 @@ impl Mapping {
                     .map(|(name, t)| Ok((name.clone(), Template::compile(t)?)))
                     .collect::<Result<_, String>>()?,
             },
-            sinks: route
-                .to
-                .iter()
-                .zip(&resolved.sinks)
-                .map(|(sink, side)| sink_side(sink, side))
-                .collect::<Result<_, _>>()?,
+            sinks: {
+                let mut sinks = (route.to.iter().zip(&resolved.sinks))
+                    .map(|(sink, side)| sink_side(sink, side))
+                    .collect::<Result<Vec<_>, _>>()?;
+                // A collected vector keeps room for four, and routes come by thousands.
+                sinks.shrink_to_fit();
+                sinks
+            },
             dead_letter: match (&route.dead_letter, &resolved.dead_letter) {
                 (Some(sink), Some(side)) => Some(sink_side(sink, side)?),
                 _ => None,

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use minijinja::value::{Enumerator, Object, ObjectRepr, Value};
 use minijinja::{Environment, UndefinedBehavior};
@@ -75,9 +75,13 @@ fn migratorydata_to_topic(subject: &str) -> String {
     subject.strip_prefix('/').unwrap_or(subject).to_string()
 }
 
-/// A compiled template.
+/// A checked template, compiled for rendering at its first render.
 pub struct Template {
-    env: Environment<'static>,
+    source: Box<str>,
+    /// Made by the first render. A compiled template takes some 16 KB (minijinja's
+    /// environment and instruction buffers), and at thousands of routes most never see a
+    /// message: they pay for the source alone.
+    env: OnceLock<Box<Environment<'static>>>,
     /// The variables the template names; only those are built for each message.
     uses: Uses,
     /// `match.NAME` names the template uses.
@@ -112,18 +116,9 @@ pub const FUEL: u64 = 100_000;
 pub const MAX_RENDERED: usize = 65_535;
 
 impl Template {
-    /// Compiles `source`; the error is minijinja's message.
+    /// Checks `source` and finds what it uses; the error is minijinja's message.
     pub fn compile(source: &str) -> Result<Template, String> {
-        let mut env = Environment::new();
-        // A missing variable or payload field is an error (the message is dead-lettered), not
-        // an empty string that would silently publish to the wrong subject. `default` and
-        // `is defined` still work for values that may be absent.
-        env.set_undefined_behavior(UndefinedBehavior::Strict);
-        env.set_fuel(Some(FUEL));
-        env.add_filter("nats", |v: Value| codec::topic_to_subject(&text(&v)));
-        env.add_filter("mqtt", |v: Value| codec::subject_to_topic(&text(&v)));
-        env.add_template_owned(NAME, source.to_string())
-            .map_err(|e| describe(&e))?;
+        let env = environment(source)?;
         let template = env.get_template(NAME).map_err(|e| describe(&e))?;
         let names = template.undeclared_variables(false);
         let captures = template
@@ -143,7 +138,8 @@ impl Template {
             route: names.contains("route"),
         };
         Ok(Template {
-            env,
+            source: source.into(),
+            env: OnceLock::new(),
             uses,
             captures,
         })
@@ -195,7 +191,14 @@ impl Template {
             id: scope.message.id.as_deref().map(Value::from),
             route: uses.route.then(|| Value::from(scope.route)),
         };
-        let template = self.env.get_template(NAME).map_err(|e| describe(&e))?;
+        let env = match self.env.get() {
+            Some(env) => env,
+            None => {
+                let env = Box::new(environment(&self.source)?);
+                self.env.get_or_init(|| env)
+            }
+        };
+        let template = env.get_template(NAME).map_err(|e| describe(&e))?;
         let mut out = Bounded::default();
         match template.render_captured_to(Value::from_object(context), &mut out) {
             Ok(_) => {
@@ -208,6 +211,21 @@ impl Template {
             Err(e) => Err(describe(&e)),
         }
     }
+}
+
+/// `source` compiled, with ferry's settings and filters.
+fn environment(source: &str) -> Result<Environment<'static>, String> {
+    let mut env = Environment::new();
+    // A missing variable or payload field is an error (the message is dead-lettered), not
+    // an empty string that would silently publish to the wrong subject. `default` and
+    // `is defined` still work for values that may be absent.
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_fuel(Some(FUEL));
+    env.add_filter("nats", |v: Value| codec::topic_to_subject(&text(&v)));
+    env.add_filter("mqtt", |v: Value| codec::subject_to_topic(&text(&v)));
+    env.add_template_owned(NAME, source.to_string())
+        .map_err(|e| describe(&e))?;
+    Ok(env)
 }
 
 /// Takes a render's output up to [`MAX_RENDERED`] bytes, then refuses.
@@ -368,6 +386,24 @@ mod tests {
             };
             Template::compile(template).unwrap().render(&scope)
         }
+    }
+
+    #[test]
+    fn a_template_is_compiled_for_rendering_at_its_first_render() {
+        let t = Template::compile("iot.{{ topic[1] }}").unwrap();
+        assert!(t.env.get().is_none(), "compiled before any message");
+        let c = case(Protocol::Mqtt, "sensors/kitchen/temp", "{}");
+        let scope = Scope {
+            route: "r",
+            message: &c.message,
+            protocol: c.protocol,
+            captures: &c.captures,
+            payload: &c.payload,
+            format: PayloadFormat::Json,
+        };
+        assert_eq!(t.render(&scope).unwrap(), "iot.kitchen");
+        assert!(t.env.get().is_some());
+        assert_eq!(t.render(&scope).unwrap(), "iot.kitchen");
     }
 
     #[test]

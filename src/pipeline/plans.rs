@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::loops;
 use crate::config::{self, Config, SourceSpec};
@@ -25,9 +26,10 @@ pub(super) struct RoutePlan {
     /// Its sinks (by index) that lie on a loop, where the loop guard applies.
     pub(super) guarded: Vec<usize>,
     pub(super) no_local: bool,
-    pub(super) brokers: BTreeMap<String, String>,
+    /// The brokers of the whole configuration, one map every route's plan shares.
+    pub(super) brokers: Arc<BTreeMap<String, String>>,
     pub(super) loop_guard: config::LoopGuard,
-    pub(super) instance: String,
+    pub(super) instance: Arc<str>,
     pub(super) spool_dir: Option<PathBuf>,
 }
 
@@ -48,7 +50,8 @@ pub(super) struct Plans {
 impl Plans {
     pub(super) fn of(config: &Config) -> Plans {
         let analysis = loops::analyse(config);
-        let instance = instance_name(config);
+        let instance: Arc<str> = instance_name(config).into();
+        let brokers = Arc::new(analysis.brokers.clone());
         let state_dir = config.state_dir();
         let mut connections = BTreeMap::new();
         let mut routes = BTreeMap::new();
@@ -85,7 +88,7 @@ impl Plans {
                         .filter(|sink| analysis.guarded.contains(&(index, *sink)))
                         .collect(),
                     no_local,
-                    brokers: analysis.brokers.clone(),
+                    brokers: brokers.clone(),
                     loop_guard: config.loop_guard.clone(),
                     instance: instance.clone(),
                     spool_dir: config.spool_dir(route),

@@ -615,7 +615,9 @@ impl SegmentLog {
 /// forwarder (which reads and forwards). File operations are short page-cache reads and writes
 /// under a lock; the one slow call, `fdatasync`, runs off the async threads.
 pub struct Spool {
-    log: Mutex<SegmentLog>,
+    /// Boxed: a sink holds its `Option<Spool>` in place, and most sinks have no spool, so
+    /// they should not pay for a segment log's size.
+    log: Mutex<Box<SegmentLog>>,
     dir: PathBuf,
     /// Wakes the forwarder: a record was appended.
     appended: Notify,
@@ -629,14 +631,14 @@ impl Spool {
     /// `max_bytes`. Fails when the directory cannot be created or written.
     pub fn open(dir: &Path, max_bytes: u64, used: Arc<AtomicU64>) -> io::Result<Spool> {
         Ok(Spool {
-            log: Mutex::new(SegmentLog::open(dir, max_bytes, used)?),
+            log: Mutex::new(Box::new(SegmentLog::open(dir, max_bytes, used)?)),
             dir: dir.to_path_buf(),
             appended: Notify::new(),
             released: Notify::new(),
         })
     }
 
-    fn log(&self) -> std::sync::MutexGuard<'_, SegmentLog> {
+    fn log(&self) -> std::sync::MutexGuard<'_, Box<SegmentLog>> {
         self.log.lock().expect("spool lock")
     }
 

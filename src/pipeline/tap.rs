@@ -3,9 +3,13 @@
 //! atomic load; while someone does, a hook clones the message (the payload is shared, not
 //! copied) into a bounded broadcast channel, where a tapper that reads too slowly misses
 //! events instead of holding the route up.
+//!
+//! The channel exists only while someone taps: its buffer is tens of kilobytes, and almost
+//! no route is ever tapped, so at thousands of routes a channel per route would be most of
+//! ferry's memory. The first tapper makes it, the last one to leave drops it.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::broadcast;
@@ -55,25 +59,35 @@ pub struct TapEvent {
     pub time: SystemTime,
 }
 
-struct Inner {
+/// What a route's tap and its tappers share.
+#[derive(Default)]
+struct Shared {
     /// Tappers connected now; the hooks do nothing while it is zero.
-    tappers: Arc<AtomicUsize>,
-    events: broadcast::Sender<Arc<TapEvent>>,
+    tappers: AtomicUsize,
+    /// The events' channel, while someone taps (and the route runs).
+    events: Mutex<Option<broadcast::Sender<Arc<TapEvent>>>>,
+}
+
+impl Shared {
+    fn events(&self) -> std::sync::MutexGuard<'_, Option<broadcast::Sender<Arc<TapEvent>>>> {
+        self.events.lock().expect("tap lock")
+    }
+}
+
+/// The route's side of its tap: when the last clone goes (the route is gone), the channel
+/// goes with it, and its tappers see the end.
+#[derive(Default)]
+struct Inner(Arc<Shared>);
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.0.events().take();
+    }
 }
 
 /// A route's tap. Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Tap(Arc<Inner>);
-
-impl Default for Tap {
-    fn default() -> Self {
-        let (events, _) = broadcast::channel(TAP_BUFFER);
-        Tap(Arc::new(Inner {
-            tappers: Arc::new(AtomicUsize::new(0)),
-            events,
-        }))
-    }
-}
 
 impl Tap {
     /// A message as the route took it from its queue, before mapping.
@@ -106,29 +120,40 @@ impl Tap {
 
     /// True while someone taps: the one atomic load every hook costs.
     fn is_tapped(&self) -> bool {
-        self.0.tappers.load(Ordering::Relaxed) > 0
+        self.shared().tappers.load(Ordering::Relaxed) > 0
+    }
+
+    fn shared(&self) -> &Shared {
+        &(self.0).0
     }
 
     fn send(&self, stage: Stage, sink: Option<String>, reason: Option<String>, message: &Message) {
-        // Never waits: a full channel overwrites the oldest event, which the slow tapper is
-        // then told it missed. An error only means the last tapper just left.
-        let _ = self.0.events.send(Arc::new(TapEvent {
+        let event = Arc::new(TapEvent {
             stage,
             sink,
             reason,
             message: message.clone(),
             time: SystemTime::now(),
-        }));
+        });
+        // Never waits: a full channel overwrites the oldest event, which the slow tapper is
+        // then told it missed. No channel, or an error, only means the last tapper just left.
+        if let Some(events) = self.shared().events().as_ref() {
+            let _ = events.send(event);
+        }
     }
 
     /// Starts tapping: events from now on, until the [`Tapper`] is dropped. The tapper holds
     /// no reference to the route, so a route a reload removes ends its tappers' streams.
     pub fn subscribe(&self) -> Tapper {
-        let events = self.0.events.subscribe();
-        self.0.tappers.fetch_add(1, Ordering::Relaxed);
+        let shared = &(self.0).0;
+        let mut events = shared.events();
+        let events = events
+            .get_or_insert_with(|| broadcast::channel(TAP_BUFFER).0)
+            .subscribe();
+        shared.tappers.fetch_add(1, Ordering::Relaxed);
         Tapper {
             events,
-            tappers: self.0.tappers.clone(),
+            shared: shared.clone(),
         }
     }
 }
@@ -147,7 +172,7 @@ pub enum Tapped {
 /// One tapper's subscription to a route's [`Tap`].
 pub struct Tapper {
     events: broadcast::Receiver<Arc<TapEvent>>,
-    tappers: Arc<AtomicUsize>,
+    shared: Arc<Shared>,
 }
 
 impl Tapper {
@@ -163,7 +188,11 @@ impl Tapper {
 
 impl Drop for Tapper {
     fn drop(&mut self) {
-        self.tappers.fetch_sub(1, Ordering::Relaxed);
+        // Under the channel's lock, so a tapper arriving now finds the channel or makes one.
+        let mut events = self.shared.events();
+        if self.shared.tappers.fetch_sub(1, Ordering::Relaxed) == 1 {
+            events.take();
+        }
     }
 }
 
@@ -194,6 +223,44 @@ mod tests {
         }
         drop(tapper);
         assert!(!tap.is_tapped());
+    }
+
+    fn has_channel(tap: &Tap) -> bool {
+        tap.shared().events().is_some()
+    }
+
+    #[tokio::test]
+    async fn the_channel_exists_only_while_someone_taps() {
+        let tap = Tap::default();
+        tap.before(&message(0));
+        assert!(!has_channel(&tap), "an untapped route holds a tap channel");
+
+        let mut first = tap.subscribe();
+        let mut second = tap.subscribe();
+        assert!(has_channel(&tap));
+        tap.before(&message(1));
+        for tapper in [&mut first, &mut second] {
+            match tapper.next().await {
+                Tapped::Event(e) => assert_eq!(e.message.subject, "s/1"),
+                other => panic!("expected an event, got {other:?}"),
+            }
+        }
+        drop(first);
+        assert!(has_channel(&tap), "dropped while a tapper remains");
+        drop(second);
+        assert!(!has_channel(&tap), "kept after the last tapper left");
+
+        // A tapper coming later gets a channel of its own and the events from then on.
+        tap.before(&message(2));
+        let mut later = tap.subscribe();
+        tap.filtered(&message(3));
+        match later.next().await {
+            Tapped::Event(e) => {
+                assert_eq!(e.message.subject, "s/3");
+                assert_eq!(e.stage, Stage::Filtered);
+            }
+            other => panic!("expected an event, got {other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -13,8 +13,9 @@ pub struct TopicTree<T> {
 }
 
 struct Node<T> {
-    /// The next level, by name.
-    children: HashMap<Box<str>, Node<T>>,
+    /// The next level, by name. Boxed: a map keeps room for a few entries, and most
+    /// nodes have one child (a route's own filter), so the room is a pointer each.
+    children: HashMap<Box<str>, Box<Node<T>>>,
     /// The next level is `+`.
     plus: Option<Box<Node<T>>>,
     /// Filters ending here with `/#` (or `#` alone, at the root).

@@ -69,8 +69,9 @@ pub struct RouteWorker {
     pub ids: Arc<MessageIds>,
     /// The messages that panicked this route's worker, kept across its restarts.
     pub suspects: Arc<Suspects>,
-    /// Runs the filter and transform under the route's budget (none without them).
-    pub jq: Option<super::jq_worker::JqWorker>,
+    /// Runs the filter and transform under the route's budget (none without them). Boxed,
+    /// as most routes have neither and a worker is held by its task from the start.
+    pub jq: Option<Box<super::jq_worker::JqWorker>>,
 }
 
 /// At most this many messages of a route are in flight at once: handed to their sinks'
@@ -126,8 +127,25 @@ impl RouteWorker {
     /// Runs until the queue is closed and drained (or the shutdown deadline passed). Each
     /// spooled sink gets a forwarder (a task of the route's `run`), which stops once the queue
     /// is done: what its spool still holds then waits on disk for the next start.
-    pub async fn run(self, run: OwnerRun) {
-        let worker = Arc::new(self);
+    /// The worker is boxed: a future keeps what it was given besides what it works on, and a
+    /// worker in place would take that room twice.
+    pub async fn run(self: Box<Self>, run: OwnerRun) {
+        // Most of a route's task is the state of delivering (the window in flight, retries,
+        // the spool), kilobytes that a route which never sees a message need not hold: until
+        // its first message (or its stop) it waits in this small future, and the rest is
+        // allocated then. A spooled sink's forwarder has work from the start.
+        if !self.sinks.iter().any(|s| s.spool.is_some()) {
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => {}
+                _ = self.queue.wait_for_message() => {}
+            }
+        }
+        Box::pin(self.deliver_all(run)).await
+    }
+
+    async fn deliver_all(self: Box<Self>, run: OwnerRun) {
+        let worker: Arc<Self> = Arc::from(self);
         let forwarding = worker.abandon.child_token();
         let forwarders = run.tasks(forwarding.clone());
         for (index, sink) in worker.sinks.iter().enumerate() {

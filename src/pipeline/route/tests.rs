@@ -107,6 +107,12 @@ impl TestedRoute {
 
     /// Starts a worker on the route's queue (again, after a restart or a stop).
     fn start(&mut self) {
+        let worker = self.build();
+        self.worker = Some(WorkerHandle::spawn(&self.supervisor, Box::new(worker)));
+    }
+
+    /// The worker of the route, not started.
+    fn build(&self) -> RouteWorker {
         let route = &self.config.routes[0];
         let sink = |connection: &str, sink: &ScriptedSink| RouteSink {
             connection: connection.to_string(),
@@ -125,7 +131,7 @@ impl TestedRoute {
             }
         }
         let analysis = loops::analyse(&self.config);
-        let worker = RouteWorker {
+        RouteWorker {
             name: route.name.as_str().into(),
             queue: self.output.clone(),
             mapping: Mapping::new(
@@ -148,8 +154,7 @@ impl TestedRoute {
             ids: Default::default(),
             suspects: self.suspects.clone(),
             jq: None,
-        };
-        self.worker = Some(WorkerHandle::spawn(&self.supervisor, worker));
+        }
     }
 
     fn worker(&self) -> &WorkerHandle {
@@ -251,6 +256,23 @@ async fn messages_reach_every_sink_in_order() {
     assert_eq!(route.count(|c| &c.unconfirmed), 0);
     assert!(dead.confirmed().is_empty());
     route.shut_down().await;
+}
+
+/// A route that never sees a message holds little more than its worker: the state of
+/// delivering is allocated with the first message.
+#[tokio::test]
+async fn an_idle_worker_holds_no_delivery_state() {
+    let (core, dead) = (ScriptedSink::new(), ScriptedSink::new());
+    let route = TestedRoute::new(ONE_SINK, &[&core], &dead);
+    let run = route
+        .supervisor
+        .run_of(Owner::Route("telemetry".into()), &Default::default());
+    let delivering = std::mem::size_of_val(&Box::new(route.build()).deliver_all(run.clone()));
+    let idle = std::mem::size_of_val(&Box::new(route.build()).run(run));
+    assert!(
+        idle + 1024 < delivering,
+        "an idle worker's future takes {idle} bytes, delivering {delivering}"
+    );
 }
 
 /// A route whose sink holds every confirmation until the test releases it, fed a full
