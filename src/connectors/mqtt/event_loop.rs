@@ -451,6 +451,11 @@ impl EventLoopTask {
     ) {
         let received = match event {
             Ok(Event::ConnAck(ack)) => {
+                if eventloop.release_held_ids(&ack) {
+                    // Nothing was taken on this connection yet; the next `poll` connects again.
+                    self.socket.forget();
+                    return;
+                }
                 eventloop.forget_session_store();
                 turn.connected = true;
                 self.link.set_connected(true);
