@@ -452,7 +452,8 @@ impl EventLoopTask {
         let received = match event {
             Ok(Event::ConnAck(ack)) => {
                 if eventloop.release_held_ids(&ack) {
-                    // Nothing was taken on this connection yet; the next `poll` connects again.
+                    // Nothing was taken on this connection; the next `poll` connects again. A
+                    // publish queued before fails as after a session reset: its route retries.
                     self.socket.forget();
                     return;
                 }

@@ -15,21 +15,25 @@
 //!
 //! Except the packet ids of outgoing QoS 2 publishes the broker acknowledged with PUBREC and
 //! never saw released. The broker holds them in the session, and they count against its receive
-//! maximum [MQTT-3.3.4-7]: the new process's QoS 2 publishes, on top of them, exceed it, and
-//! mosquitto 2.0 then closes the connection (its log: "Reused message ID ... detected" for the
-//! ids it replaces, then "Unknown error"); on the next connection the same, a few ids further,
+//! maximum [MQTT-3.3.4-7]: the new process's QoS 2 publishes, on top of them, exceed it. mosquitto
+//! 2.0 answers the first publish past it with PUBREC "quota exceeded" (0x97) and closes the
+//! connection (its log: "Reused message ID ... detected" for the held ids it replaces, then "Bad
+//! socket read/write ... Unknown error"); the next connection gets a few ids further, and so on,
 //! with hundreds of duplicates and a growing backoff. Other brokers drop a new publish that
-//! reuses a held id as a duplicate [MQTT-4.3.3-10]. So when the broker says it kept the
-//! session, the connection releases every id the dead process could have held before it
-//! publishes anything: a PUBREL for each id up to the inflight window (the broker's receive
-//! maximum, at most ours), answered by PUBCOMP, "packet identifier not found" included. Which
-//! ids those are is known only from the first CONNACK, after the client has loaded the empty
-//! session, and a replayed id above the broker's receive maximum fails the connection; so the
-//! first connection is dropped at its CONNACK, and the next one adopts a second session whose
-//! replay holds those PUBRELs (under another store scope, so that the client loads it). The
-//! client sends the replay before anything new, and gives a new publish an id only once its
-//! PUBCOMP came. A held message released this way reaches the subscribers: a duplicate of what
-//! its source delivers again, as at-least-once allows.
+//! reuses a held id as a duplicate [MQTT-4.3.3-10].
+//!
+//! So when the broker says it kept the session, the connection releases every id the dead
+//! process could have held before it publishes anything: a PUBREL for each id of the inflight
+//! window (the broker's receive maximum, at most ours: the dead process numbered its publishes
+//! from the same range), each answered by PUBCOMP, "packet identifier not found" included. The
+//! client sends a PUBREL only for an id its session holds, and sends a restored session's
+//! replay before anything new, keeping those ids taken until their PUBCOMP; so the PUBRELs go in
+//! a session to adopt. But the window is known only from the CONNACK, after the client loaded
+//! the session, and a replayed id above the broker's receive maximum fails the connection. So
+//! the first connection is dropped at its CONNACK, unused, and the next one adopts a second
+//! session whose replay holds the PUBRELs (under another store scope: the client loads a
+//! session again only for another key). A held message released this way reaches the
+//! subscribers: a duplicate of what its source delivers again, as at-least-once allows.
 //!
 //! The alternative, a session file the client rewrites at every change of its state
 //! (`<state_dir>/mqtt/<connection>.session`), was measured (debug build, this machine, 20,000
