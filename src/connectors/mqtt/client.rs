@@ -668,6 +668,19 @@ impl EventLoop {
         }
     }
 
+    /// At a CONNACK: on a kept MQTT 5 session, before anything is published, swaps the session
+    /// the client adopted for one that releases the QoS 2 packet ids a dead process left with
+    /// the broker, and drops the connection for the next `poll` to connect with it (see
+    /// `session`). Returns whether it did; then the connection is not up.
+    pub fn release_held_ids(&mut self, ack: &ConnAck) -> bool {
+        match self {
+            EventLoop::V5(eventloop) => {
+                super::session::release_held_ids_v5(eventloop, ack.session_present)
+            }
+            EventLoop::V311(_) => false,
+        }
+    }
+
     /// After the first connection: the MQTT 5 client has taken the session it adopts (see
     /// `session`), and must not build a checkpoint of its state on every request for a store
     /// that keeps nothing.

@@ -451,6 +451,12 @@ impl EventLoopTask {
     ) {
         let received = match event {
             Ok(Event::ConnAck(ack)) => {
+                if eventloop.release_held_ids(&ack) {
+                    // Nothing was taken on this connection; the next `poll` connects again. A
+                    // publish queued before fails as after a session reset: its route retries.
+                    self.socket.forget();
+                    return;
+                }
                 eventloop.forget_session_store();
                 turn.connected = true;
                 self.link.set_connected(true);

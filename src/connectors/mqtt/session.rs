@@ -11,15 +11,29 @@
 //! nothing in flight, and from then on its state and the broker's agree. What the dead process
 //! had in flight needs nothing from the client: its unacknowledged incoming messages are
 //! delivered again by the broker, its unconfirmed publishes again by their own sources (they
-//! were never acknowledged there). The one thing the broker may still hold is the packet id of
-//! an outgoing QoS 2 publish it acknowledged with PUBREC and never saw released; a new QoS 2
-//! publish reusing that id is a duplicate to a broker that follows [MQTT-4.3.3-10] and is
-//! dropped (mosquitto instead replaces the held message with the new one, which loses nothing:
-//! the held one was never confirmed to its route). A PUBREL for every id the dead process could
-//! have used would release them, but which ids those are depends on the receive maximum the
-//! broker announces in the CONNACK, after the session is loaded; replaying an id above it fails
-//! the connection. So: a known limit for QoS 2 sinks after a crash, on brokers other than
-//! mosquitto.
+//! were never acknowledged there).
+//!
+//! Except the packet ids of outgoing QoS 2 publishes the broker acknowledged with PUBREC and
+//! never saw released. The broker holds them in the session, and they count against its receive
+//! maximum [MQTT-3.3.4-7]: the new process's QoS 2 publishes, on top of them, exceed it. mosquitto
+//! 2.0 answers the first publish past it with PUBREC "quota exceeded" (0x97) and closes the
+//! connection (its log: "Reused message ID ... detected" for the held ids it replaces, then "Bad
+//! socket read/write ... Unknown error"); the next connection gets a few ids further, and so on,
+//! with hundreds of duplicates and a growing backoff. Other brokers drop a new publish that
+//! reuses a held id as a duplicate [MQTT-4.3.3-10].
+//!
+//! So when the broker says it kept the session, the connection releases every id the dead
+//! process could have held before it publishes anything: a PUBREL for each id of the inflight
+//! window (the broker's receive maximum, at most ours: the dead process numbered its publishes
+//! from the same range), each answered by PUBCOMP, "packet identifier not found" included. The
+//! client sends a PUBREL only for an id its session holds, and sends a restored session's
+//! replay before anything new, keeping those ids taken until their PUBCOMP; so the PUBRELs go in
+//! a session to adopt. But the window is known only from the CONNACK, after the client loaded
+//! the session, and a replayed id above the broker's receive maximum fails the connection. So
+//! the first connection is dropped at its CONNACK, unused, and the next one adopts a second
+//! session whose replay holds the PUBRELs (under another store scope: the client loads a
+//! session again only for another key). A held message released this way reaches the
+//! subscribers: a duplicate of what its source delivers again, as at-least-once allows.
 //!
 //! The alternative, a session file the client rewrites at every change of its state
 //! (`<state_dir>/mqtt/<connection>.session`), was measured (debug build, this machine, 20,000
@@ -45,10 +59,46 @@ impl<S> Adopt<S> {
     }
 }
 
-/// The MQTT 5 session to adopt, made from the client's options.
+/// The MQTT 5 session to adopt at the first connection, made from the client's options.
 pub fn adopt_v5(options: &mqtt5::MqttOptions) -> Adopt<mqtt5::PersistedSession> {
+    Adopt(Mutex::new(Some(session_v5(options, Vec::new()))))
+}
+
+/// The store scope of the session that releases the dead process's QoS 2 packet ids.
+const RELEASE_SCOPE: &str = "release";
+
+/// At the CONNACK of the first connection: when the broker kept the session, hands the client
+/// the session that releases every QoS 2 packet id the dead process could have held (see the
+/// module doc) and drops the connection, so that the next `poll` connects again with it.
+/// Returns whether it did.
+pub fn release_held_ids_v5(eventloop: &mut mqtt5::EventLoop, session_present: bool) -> bool {
+    if !session_present
+        || eventloop.options.session_store().is_none()
+        || eventloop.options.session_store_scope() == RELEASE_SCOPE
+    {
+        return false;
+    }
+    // The broker's receive maximum, at most ours: the ids the client (and so the dead process)
+    // numbers its publishes from.
+    let window = eventloop.diagnostics().outbound.max_inflight;
+    let replay = (1..=window)
+        .map(|pkid| mqtt5::PersistedRequest::PubRel(mqtt5::PersistedPubRel { pkid }))
+        .collect();
+    let session = session_v5(&eventloop.options, replay);
+    eventloop
+        .options
+        .set_session_store(Adopt(Mutex::new(Some(session))))
+        .set_session_store_scope(RELEASE_SCOPE);
+    eventloop.clean();
+    true
+}
+
+fn session_v5(
+    options: &mqtt5::MqttOptions,
+    replay: Vec<mqtt5::PersistedRequest>,
+) -> mqtt5::PersistedSession {
     let inflight = options.get_outgoing_inflight_upper_limit();
-    let session = mqtt5::PersistedSession {
+    mqtt5::PersistedSession {
         format_version: 1,
         client_id: options.client_id(),
         clean_start: options.clean_start(),
@@ -57,10 +107,9 @@ pub fn adopt_v5(options: &mqtt5::MqttOptions) -> Adopt<mqtt5::PersistedSession> 
         ack_mode: mqtt5::PersistedAckMode::Manual,
         last_pkid: 0,
         last_puback: 0,
-        replay: Vec::new(),
+        replay,
         incoming_qos2: Vec::new(),
-    };
-    Adopt(Mutex::new(Some(session)))
+    }
 }
 
 /// In a macro for the crate's long future types.
