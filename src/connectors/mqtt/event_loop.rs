@@ -83,6 +83,10 @@ use crate::contracts::queue::RouteInput;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::Message;
 
+/// How long a connection torn down on purpose waits for the broker to read the last acks
+/// and close its side (see `reconnect`).
+const TEARDOWN_GRACE: Duration = Duration::from_secs(1);
+
 /// Everything the event loop task owns but the client's event loop, which `run` keeps apart:
 /// a `poll` in flight borrows it while the rest goes on.
 pub struct EventLoopTask {
@@ -223,7 +227,8 @@ impl EventLoopTask {
             self.send_acks(&mut turn.acks);
             self.feed_subscriptions(&mut turn);
             if let Some(why) = self.teardown_due(&turn, &tracker, &eventloop) {
-                self.reconnect(&mut eventloop, &mut turn, &tracker, &why);
+                self.reconnect(&mut eventloop, &mut turn, &tracker, &why)
+                    .await;
             }
             // A full queue first pauses reading, briefly (see the module doc).
             let now = Instant::now();
@@ -292,7 +297,10 @@ impl EventLoopTask {
                     self.on_polled(event, &mut eventloop, &mut turn, &tracker);
                 }
                 Flow::Again => {}
-                Flow::Reconnect(why) => self.reconnect(&mut eventloop, &mut turn, &tracker, &why),
+                Flow::Reconnect(why) => {
+                    self.reconnect(&mut eventloop, &mut turn, &tracker, &why)
+                        .await
+                }
                 Flow::Close(polled) => break polled,
             }
         };
@@ -531,14 +539,25 @@ impl EventLoopTask {
 
     /// Tears the network connection down on purpose (between two `poll`s) and builds it again
     /// after the backoff, like a failed one.
-    fn reconnect(
+    ///
+    /// The acks the last `poll` wrote may still be in the socket, unread by the broker, while
+    /// the broker goes on sending (the held-back messages). Closing a socket with unread data
+    /// in it resets the connection, and a broker reset before it read those acks drops them
+    /// and delivers their messages again: duplicates, out of order. So the client lets go of
+    /// the socket, and ferry's own handle half-closes it and waits (briefly) for the broker to
+    /// close its side, as a clean stop does.
+    async fn reconnect(
         &mut self,
         eventloop: &mut EventLoop,
         turn: &mut Turn,
         tracker: &AckTracker<AckToken>,
-        why: &dyn std::fmt::Display,
+        why: &(dyn std::fmt::Display + Sync),
     ) {
         eventloop.drop_connection();
+        let grace = Instant::now() + TEARDOWN_GRACE;
+        if let Err(late) = self.socket.close_after_broker(grace).await {
+            tracing::debug!(connection = %self.name, "torn down, but {late}");
+        }
         turn.cut = None;
         self.lose_connection(turn, tracker, why);
     }
