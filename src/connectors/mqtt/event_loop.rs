@@ -538,14 +538,10 @@ impl EventLoopTask {
     }
 
     /// Tears the network connection down on purpose (between two `poll`s) and builds it again
-    /// after the backoff, like a failed one.
-    ///
-    /// The acks the last `poll` wrote may still be in the socket, unread by the broker, while
-    /// the broker goes on sending (the held-back messages). Closing a socket with unread data
-    /// in it resets the connection, and a broker reset before it read those acks drops them
-    /// and delivers their messages again: duplicates, out of order. So the client lets go of
-    /// the socket, and ferry's own handle half-closes it and waits (briefly) for the broker to
-    /// close its side, as a clean stop does.
+    /// after the backoff, like a failed one. Closing a socket with unread data in it (held-back
+    /// messages) resets it, and a broker reset before it read the last acks delivers their
+    /// messages again, out of order: ferry's own handle half-closes it and waits for the
+    /// broker to close its side, as a clean stop does.
     async fn reconnect(
         &mut self,
         eventloop: &mut EventLoop,
