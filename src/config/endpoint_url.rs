@@ -86,6 +86,9 @@ pub struct Given {
     pub password: Option<String>,
     /// The relay's process id, which keeps the client ids of two relays apart.
     pub instance: u32,
+    /// The machine's host name, which keeps the persistent sessions of the instances of a
+    /// shared subscription apart.
+    pub machine: String,
 }
 
 /// An endpoint as configuration: its connection, and the keys of the route's source or sink.

@@ -401,6 +401,7 @@ fn endpoint(
         user,
         password,
         instance: std::process::id(),
+        machine: super::values::host_name(),
     };
     let mut at = EndpointOrigins::new(origins, side, &shown);
     let whole = at.whole();
@@ -824,6 +825,27 @@ mod tests {
         );
         assert_eq!(js.deliver, JetStreamDeliver::New);
 
+        let c = relay(
+            "nats://h/orders.>?stream=ORDERS&consumer=relay&max_ack_pending=1&ack_wait=5s\
+             &priority_group=orders&policy=pinned_client&pinned_ttl=30s",
+            "-",
+        );
+        let js = nats_source(&c).jetstream.clone().unwrap();
+        assert_eq!(
+            (js.max_ack_pending, js.ack_wait),
+            (1, Duration::from_secs(5))
+        );
+        let group = js.priority_group.unwrap();
+        assert_eq!(group.name, "orders");
+        assert_eq!(group.policy, PriorityPolicy::PinnedClient);
+        assert_eq!(group.pinned_ttl, Duration::from_secs(30));
+        let c = relay(
+            "nats://h/orders.>?stream=ORDERS&consumer=relay&priority_group=g&policy=overflow&min_pending=500",
+            "-",
+        );
+        let group = nats_source(&c).jetstream.clone().unwrap().priority_group;
+        assert_eq!(group.unwrap().min_pending, Some(500));
+
         let c = relay("-", "nats://h/out.x?jetstream=true");
         match &route(&c).to[0].spec {
             SinkSpec::Nats(s) => {
@@ -1151,6 +1173,22 @@ mod tests {
                 "nats://h/x?stream=S.1&consumer=C",
                 "-",
                 "not a valid JetStream stream name",
+            ),
+            (
+                "nats://h/x?policy=overflow",
+                "-",
+                "`policy` is a setting of a priority group",
+            ),
+            (
+                "nats://h/x?priority_group=g",
+                "-",
+                "`priority_group` needs a JetStream consumer",
+            ),
+            ("-", "nats://h/x?priority_group=g", "applies to FROM"),
+            (
+                "nats://h/x?stream=S&consumer=C&priority_group=g&policy=sticky",
+                "-",
+                "not a valid priority `policy`",
             ),
             ("ws://h/x", "-", "does not say which protocol"),
             (

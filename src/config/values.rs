@@ -240,6 +240,16 @@ impl<'de> Deserialize<'de> for TextMap {
     }
 }
 
+/// The machine's host name: the default `loop_guard.instance`, and what tells the instances of
+/// a shared `ferry relay` apart.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "ferry".to_string())
+}
+
 /// `auto`: a sink's name is its source's, converted to the sink's protocol.
 pub fn auto() -> String {
     "auto".into()

@@ -107,17 +107,8 @@ impl Plans {
 pub fn instance_name(config: &Config) -> String {
     match &config.loop_guard.instance {
         Some(name) => name.clone(),
-        None => host_name(),
+        None => crate::config::values::host_name(),
     }
-}
-
-/// The machine's host name.
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "ferry".to_string())
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ pub use crate::connectors::mqtt::config::{
     LastWill, MqttConnection, MqttSink, MqttSource, MqttTransport, MqttVersion,
 };
 pub use crate::connectors::nats::config::{
-    JetStreamDeliver, JetStreamSource, NatsConnection, NatsSink, NatsSource,
+    JetStreamDeliver, JetStreamSource, NatsConnection, NatsSink, NatsSource, PriorityPolicy,
 };
 pub use crate::connectors::sse::config::{Handshake, SseConnection, SseSource};
 pub use crate::connectors::sse_server::config::{SseServerConnection, SseServerSink};

@@ -86,19 +86,11 @@ fn read(
         }
         false => format!("{scheme}://{}:{port}", url.host),
     };
-    // A persistent session only where at-least-once needs it, under an id that stays the same
-    // from one run to the next (and differs between FROM and TO on the same broker).
     let client_id = client_id.unwrap_or_else(|| {
         let side = given.side.connection();
-        if given.at_least_once {
-            let key = format!(
-                "{side}|{address}|{}|{}",
-                name.as_deref().unwrap_or(""),
-                share.as_deref().unwrap_or("")
-            );
-            format!("ferry-relay-{:08x}", crc32fast::hash(key.as_bytes()))
-        } else {
-            format!("ferry-relay-{}-{side}", given.instance)
+        match given.at_least_once {
+            true => session_client_id(side, &address, name.as_deref(), share.as_deref(), given),
+            false => format!("ferry-relay-{}-{side}", given.instance),
         }
     });
     let whole = at.whole();
@@ -159,5 +151,54 @@ fn qos(query: &mut Query) -> Result<Option<u8>, Problem> {
             format!("`qos={q}` is not an MQTT QoS"),
             "write qos=0, qos=1 or qos=2".into(),
         )),
+    }
+}
+
+/// The client id of a relay's persistent session (at-least-once): the same from one run to the
+/// next, different for FROM and TO on one broker. The members of a shared subscription each
+/// need their own session: on other machines the host name keeps them apart; on one machine
+/// only `client_id=` can.
+fn session_client_id(
+    side: &str,
+    address: &str,
+    name: Option<&str>,
+    share: Option<&str>,
+    given: &Given,
+) -> String {
+    let member = match share {
+        Some(group) => format!("{group}|{}", given.machine),
+        None => String::new(),
+    };
+    let key = format!("{side}|{address}|{}|{member}", name.unwrap_or(""));
+    format!("ferry-relay-{:08x}", crc32fast::hash(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn on(machine: &str) -> Given {
+        Given {
+            side: Side::From,
+            at_least_once: true,
+            qos: None,
+            user: None,
+            password: None,
+            instance: 1,
+            machine: machine.into(),
+        }
+    }
+
+    #[test]
+    fn shared_relays_on_two_machines_keep_two_sessions() {
+        let id = |share, given: &Given| {
+            session_client_id("from", "mqtt://b:1883", Some("s/#"), share, given)
+        };
+        let (a, b) = (on("edge-a"), on("edge-b"));
+        assert_ne!(id(Some("g"), &a), id(Some("g"), &b));
+        assert_eq!(id(Some("g"), &a), id(Some("g"), &on("edge-a")));
+        // Without a share, the machine does not matter: one session per URL, as before.
+        assert_eq!(id(None, &a), id(None, &b));
+        assert!(id(None, &a).starts_with("ferry-relay-"));
     }
 }

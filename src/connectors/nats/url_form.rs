@@ -25,7 +25,9 @@ pub const FORM: UrlForm = UrlForm {
         "ws+nats://HOST[:PORT]/PATH?subject=SUBJECT              NATS over WebSocket; wss+nats://",
     ],
     keys: Some(
-        "NATS queue=GROUP (FROM), stream=NAME&consumer=NAME[&deliver=all|new] (JetStream, FROM), jetstream=true (TO)",
+        "NATS queue=GROUP (FROM), jetstream=true (TO), stream=NAME&consumer=NAME (JetStream, FROM) with\n\
+         \x20       deliver=all|new max_ack_pending=N ack_wait=DUR, priority_group=NAME with policy=pinned_client|overflow\n\
+         \x20       pinned_ttl=DUR min_pending=N",
     ),
     read,
 };
@@ -36,6 +38,12 @@ const KEYS: &[&str] = &[
     "stream",
     "consumer",
     "deliver",
+    "max_ack_pending",
+    "ack_wait",
+    "priority_group",
+    "policy",
+    "pinned_ttl",
+    "min_pending",
     "jetstream",
     "subject",
 ];
@@ -45,9 +53,20 @@ const WS_KEYS: &[&str] = &[
     "stream",
     "consumer",
     "deliver",
+    "max_ack_pending",
+    "ack_wait",
+    "priority_group",
+    "policy",
+    "pinned_ttl",
+    "min_pending",
     "jetstream",
     "protocol",
 ];
+
+/// The keys of the source's `jetstream:` map a URL may set, besides `stream` and `consumer`.
+const CONSUMER_KEYS: &[&str] = &["deliver", "max_ack_pending", "ack_wait"];
+/// The keys of its `priority_group:` map, `priority_group=` being the group's `name`.
+const GROUP_KEYS: &[&str] = &["policy", "pinned_ttl", "min_pending"];
 
 fn read(
     url: &EndpointUrl,
@@ -66,20 +85,37 @@ fn read(
     let queue = query.one("queue")?;
     let stream = query.one("stream")?;
     let consumer = query.one("consumer")?;
-    let deliver = query.one("deliver")?;
+    let mut consumer_keys = Vec::new();
+    for key in CONSUMER_KEYS {
+        if let Some(value) = query.one(key)? {
+            consumer_keys.push((*key, value));
+        }
+    }
+    let group = query.one("priority_group")?;
+    let mut group_keys = Vec::new();
+    for key in GROUP_KEYS {
+        if let Some(value) = query.one(key)? {
+            group_keys.push((*key, value));
+        }
+    }
     let jetstream = query.one("jetstream")?;
     if ws {
         query.all("protocol");
     }
     query.finish(if ws { WS_KEYS } else { KEYS })?;
+    let named = |keys: &[(&'static str, String)]| keys.first().map(|(key, _)| *key);
     if given.side == Side::To {
-        let source_keys = [
+        let source_key = [
             ("queue", &queue),
             ("stream", &stream),
             ("consumer", &consumer),
-            ("deliver", &deliver),
-        ];
-        if let Some((key, _)) = source_keys.iter().find(|(_, v)| v.is_some()) {
+        ]
+        .into_iter()
+        .find_map(|(key, v)| v.as_ref().map(|_| key))
+        .or(named(&consumer_keys))
+        .or(group.as_ref().map(|_| "priority_group"))
+        .or(named(&group_keys));
+        if let Some(key) = source_key {
             return Err((
                 format!("`{key}` applies to FROM: it is how ferry reads"),
                 "leave it out of TO (jetstream=true publishes to JetStream)".into(),
@@ -92,23 +128,41 @@ fn read(
             "write ?stream=NAME&consumer=NAME on FROM".into(),
         ));
     }
+    if group.is_none()
+        && let Some(key) = named(&group_keys)
+    {
+        return Err((
+            format!("`{key}` is a setting of a priority group"),
+            "add ?priority_group=NAME&policy=pinned_client|overflow".into(),
+        ));
+    }
     let whole = at.whole();
-    // `?stream=&consumer=` are the two halves of the source's `jetstream:`.
+    // `?stream=&consumer=` are the two halves of the source's `jetstream:`; the other consumer
+    // keys, and `priority_group=` with its own, go into it.
     let consumer = match (stream, consumer) {
-        (None, None) if deliver.is_some() => {
-            return Err((
-                "`deliver` needs a JetStream consumer".into(),
-                "add ?stream=NAME&consumer=NAME".into(),
-            ));
+        (None, None) => {
+            if let Some(key) = named(&consumer_keys).or(group.as_ref().map(|_| "priority_group")) {
+                return Err((
+                    format!("`{key}` needs a JetStream consumer"),
+                    "add ?stream=NAME&consumer=NAME".into(),
+                ));
+            }
+            None
         }
-        (None, None) => None,
         (Some(stream), Some(consumer)) => {
             let mut keys = vec![
                 ("stream", text(whole, &stream)),
                 ("consumer", text(whole, &consumer)),
             ];
-            if let Some(deliver) = deliver {
-                keys.push(("deliver", text(whole, &deliver)));
+            for (key, value) in &consumer_keys {
+                keys.push((key, text(whole, value)));
+            }
+            if let Some(name) = group {
+                let mut group = vec![("name", text(whole, &name))];
+                for (key, value) in &group_keys {
+                    group.push((key, text(whole, value)));
+                }
+                keys.push(("priority_group", map(whole, group)));
             }
             Some(map(whole, keys))
         }
