@@ -113,6 +113,7 @@ const PROTOCOL_CRATES: &[(&str, &[&str])] = &[
         "axum",
         &[
             "connectors/sse_server/",
+            "connectors/http_server/",
             "admin/",
             // `HttpRoutes`: how a connection hands its HTTP routes to the admin listener.
             "connectors/mod.rs",

@@ -9,14 +9,15 @@ use super::model::Reconnect;
 use super::reader::Reader;
 use super::yaml::Node;
 use crate::connectors::http::config::HttpSection;
+use crate::connectors::http_server::config::HttpServerConnection;
 use crate::connectors::migratorydata::config::MigratoryDataSection;
 use crate::connectors::mqtt::config::MqttSection;
 use crate::connectors::nats::config::NatsSection;
 use crate::connectors::sse::config::SseSection;
 use crate::connectors::sse_server::config::SseServerConnection;
 
-/// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http`, `sse_server` or
-/// `migratorydata`.
+/// A named endpoint: exactly one of `mqtt`, `nats`, `sse`, `http`, `sse_server`,
+/// `http_server` or `migratorydata`.
 #[derive(JsonSchema)]
 #[allow(
     dead_code,
@@ -31,6 +32,7 @@ use crate::connectors::sse_server::config::SseServerConnection;
         { "required": ["sse"] },
         { "required": ["http"] },
         { "required": ["sse_server"] },
+        { "required": ["http_server"] },
         { "required": ["migratorydata"] }
     ])
 )]
@@ -45,6 +47,8 @@ pub struct ConnectionSection {
     http: Option<HttpSection>,
     /// A server-sent-event stream ferry serves to browsers, on the admin listener.
     sse_server: Option<SseServerConnection>,
+    /// A path on the admin listener where clients POST messages (webhooks, scripts).
+    http_server: Option<HttpServerConnection>,
     /// A MigratoryData server or cluster, through its REST API.
     migratorydata: Option<MigratoryDataSection>,
     /// How ferry reconnects when the connection drops: exponential backoff with jitter.
@@ -58,6 +62,7 @@ pub const READ_ON_THEIR_OWN: &[&str] = &[
     "SseConnection",
     "HttpConnection",
     "SseServerConnection",
+    "HttpServerConnection",
     "MigratoryDataConnection",
     "Reconnect",
 ];

@@ -38,8 +38,8 @@ impl<T> Section<T> {
 /// `node` read as a `T`, with every error in it.
 pub fn section<T: DeserializeOwned + JsonSchema>(node: &Node, lookup: &Lookup) -> Section<T> {
     let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-    let errors = check::<T>(node, what, lookup);
-    let value = read_around(node, &errors, lookup);
+    let mut errors = check::<T>(node, what, lookup);
+    let value = read_around(node, &mut errors, lookup);
     Section { value, errors }
 }
 
@@ -52,10 +52,10 @@ pub fn outer<T: DeserializeOwned + JsonSchema>(
 ) -> Section<T> {
     let what = name_of(&T::schema_name()).unwrap_or("a mapping");
     let root = schema::root_of::<T>();
-    let errors = Validator::new(root, lookup)
+    let mut errors = Validator::new(root, lookup)
         .skipping(inner)
         .check(node, what);
-    let value = read_around(node, &errors, lookup);
+    let value = read_around(node, &mut errors, lookup);
     Section { value, errors }
 }
 
@@ -76,9 +76,9 @@ pub fn parts<Whole: JsonSchema, A: DeserializeOwned, B: DeserializeOwned>(
     what: &str,
     lookup: &Lookup,
 ) -> Section<(A, B)> {
-    let errors = check::<Whole>(node, what, lookup);
-    let value = read_around(node, &errors, lookup)
-        .and_then(|a| Some((a, read_around(node, &errors, lookup)?)));
+    let mut errors = check::<Whole>(node, what, lookup);
+    let value = read_around(node, &mut errors, lookup)
+        .and_then(|a| Some((a, read_around(node, &mut errors, lookup)?)));
     Section { value, errors }
 }
 
@@ -88,13 +88,15 @@ fn check<T: JsonSchema>(node: &Node, what: &str, lookup: &Lookup) -> Vec<Diagnos
 }
 
 /// `node` read without the keys and values `errors` are about.
+// A section that passed its schema and still does not deserialize is reported too (a
+// protocol's keys type that refuses the keys every source shares, say): never read as nothing.
 fn read_around<T: DeserializeOwned>(
     node: &Node,
-    errors: &[Diagnostic],
+    errors: &mut Vec<Diagnostic>,
     lookup: &Lookup,
 ) -> Option<T> {
     if errors.is_empty() {
-        return read(node, lookup).ok();
+        return read(node, lookup).map_err(|e| errors.extend(e)).ok();
     }
     let places: Vec<Pos> = errors.iter().map(|e| e.pos).collect();
     read(&without(node, &places)?, lookup).ok()
@@ -145,6 +147,7 @@ mod tests {
     };
     use crate::config::yaml;
     use crate::connectors::http::config::HttpSection;
+    use crate::connectors::http_server::config::HttpServerConnection;
     use crate::connectors::migratorydata::config::MigratoryDataSection;
     use crate::connectors::mqtt::config::MqttSection;
     use crate::connectors::nats::config::{NatsSection, PriorityGroup};
@@ -196,6 +199,7 @@ mod tests {
         shows_its_defaults::<HttpSection>(json!({ "url": "http://h" }));
         shows_its_defaults::<MigratoryDataSection>(json!({ "servers": "http://m", "token": "t" }));
         shows_its_defaults::<SseServerConnection>(json!({ "path": "/p" }));
+        shows_its_defaults::<HttpServerConnection>(json!({ "path": "/p" }));
         shows_its_defaults::<Queue>(json!({}));
         shows_its_defaults::<Spool>(json!({}));
         shows_its_defaults::<HeaderRules>(json!({}));

@@ -141,9 +141,9 @@ impl<'a> Decoder<'a> {
                         None => self.broken.push(key.name.clone()),
                     }
                 }
-                // Checks across connections, each protocol's in its folder.
+                // Checks across connections.
                 self.reader()
-                    .sse_servers_on_admin_listener(entries, &connections, admin.is_some());
+                    .served_on_admin_listener(entries, &connections, admin.is_some());
             }
             Some(other) => self.error(
                 other.pos,
@@ -283,6 +283,9 @@ impl<'a> Decoder<'a> {
             [(Protocol::SseServer, n)] => self
                 .read(|r| r.sse_server_connection(n))
                 .map(ConnectionKind::SseServer),
+            [(Protocol::HttpServer, n)] => self
+                .read(|r| r.http_server_connection(n))
+                .map(ConnectionKind::HttpServer),
             [(Protocol::MigratoryData, n)] => self
                 .read(|r| r.migratorydata_connection(n))
                 .map(ConnectionKind::MigratoryData),
@@ -451,7 +454,7 @@ impl<'a> Decoder<'a> {
         if damaged {
             return None;
         }
-        let route = Route {
+        let mut route = Route {
             name: name?,
             from: from?,
             to: to?,
@@ -465,6 +468,13 @@ impl<'a> Decoder<'a> {
             stop_after,
             transform_budget,
         };
+        // A POST is answered once it is delivered only where the route promises it.
+        if matches!(route.from.spec, SourceSpec::HttpServer(_)) {
+            let promised = delivery::guarantee(&route, connections).delivery;
+            if let SourceSpec::HttpServer(source) = &mut route.from.spec {
+                source.confirm = promised == Delivery::AtLeastOnce;
+            }
+        }
         if let (Some(node), Some(Delivery::AtLeastOnce)) = (delivery_node, delivery) {
             let guarantee = delivery::guarantee(&route, connections);
             for limit in &guarantee.limits {

@@ -4,12 +4,15 @@
 //! connector's folder (`connectors/<protocol>/read.rs`), so reading a protocol's sections is
 //! written where its keys are.
 
+use std::collections::BTreeMap;
+
 use super::decode;
 use super::diagnostics::{Diagnostic, Report};
 use super::interpolate::Lookup;
-use super::model::{Secret, Tls};
+use super::model::{Connection, ConnectionKind, Secret, Tls};
 use super::redact::redact_url;
-use super::yaml::{Node, Pos, Value};
+use super::yaml::{Key, Node, Pos, Value};
+use crate::contracts::admin_listener::OWN_PATHS;
 use crate::mapping::template;
 
 /// Errors being collected, and where `${...}` look up their values.
@@ -107,6 +110,77 @@ impl<'a> Reader<'a> {
                 }
                 None => true,
             },
+        }
+    }
+
+    /// Whether `path` (the `path` key of the section at `node`) is one the admin listener can
+    /// serve `what` on and does not use itself; `example` is a good one.
+    pub fn admin_path(&mut self, path: &str, node: &Node, what: &str, example: &str) -> bool {
+        let at = node.get("path").map_or(node.pos, |n| n.pos);
+        // What a client sends unescaped (RFC 3986 path characters), so the path in the config
+        // is the path in the request; `{`, `}` and `%` stay out.
+        let url_char = |c: char| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@".contains(c);
+        if !path.starts_with('/') || path == "/" || !path.chars().all(url_char) {
+            self.errors.report(
+                at,
+                format!("`{path}` is not a path ferry can serve {what} on"),
+                format!("write an absolute path of plain URL characters, such as `{example}`"),
+            );
+            false
+        } else if OWN_PATHS
+            .iter()
+            .any(|own| path == *own || path.starts_with(&format!("{own}/")))
+        {
+            self.errors.report(
+                at,
+                format!("`{path}` is the admin listener's own path"),
+                format!(
+                    "choose another path; {} and what is under them are taken",
+                    OWN_PATHS.join(", ")
+                ),
+            );
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Connections that serve on the admin listener (`sse_server`, `http_server`) need it on,
+    /// and a path each; `entries` are the file's connections as written, `connections` those
+    /// read, `admin` whether the listener is on.
+    pub fn served_on_admin_listener(
+        &mut self,
+        entries: &[(Key, Node)],
+        connections: &BTreeMap<String, Connection>,
+        admin: bool,
+    ) {
+        let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+        for (key, _) in entries {
+            let (path, serves) = match connections.get(&key.name).map(|c| &c.kind) {
+                Some(ConnectionKind::SseServer(s)) => (s.path.as_str(), "serves SSE"),
+                Some(ConnectionKind::HttpServer(h)) => (h.path.as_str(), "takes POSTs"),
+                _ => continue,
+            };
+            if !admin {
+                self.errors.report(
+                    key.pos,
+                    format!(
+                        "connection `{}` {serves} on the admin listener, which is off",
+                        key.name
+                    ),
+                    "turn it on at the top level: `admin: {listen: 127.0.0.1:9090}`",
+                );
+            }
+            if let Some(other) = paths.insert(path, &key.name) {
+                self.errors.report(
+                    key.pos,
+                    format!(
+                        "connections `{other}` and `{}` both serve `{path}`",
+                        key.name
+                    ),
+                    "give each connection on the admin listener a path of its own",
+                );
+            }
         }
     }
 

@@ -15,6 +15,7 @@ use super::reader::Reader;
 use super::values::{Flag, Interpolated, Text};
 use super::yaml::Node;
 use crate::connectors::http::config::HttpSinkKeys;
+use crate::connectors::http_server::config::HttpServerSourceKeys;
 use crate::connectors::migratorydata::config::{MigratoryDataSinkKeys, MigratoryDataSourceKeys};
 use crate::connectors::mqtt::config::{MqttSinkKeys, MqttSourceKeys};
 use crate::connectors::nats::config::{NatsSinkKeys, NatsSourceKeys};
@@ -84,6 +85,7 @@ pub enum SourceForm {
     Nats(Endpoint<SourceCommon, NatsSourceKeys>),
     Sse(Endpoint<SourceCommon, SseSourceKeys>),
     MigratoryData(Endpoint<SourceCommon, MigratoryDataSourceKeys>),
+    HttpServer(Endpoint<SourceCommon, HttpServerSourceKeys>),
 }
 
 /// A sink; its keys depend on the protocol of the connection it names.
@@ -169,6 +171,11 @@ impl Reader<'_> {
                     SourceSpec::MigratoryData(r.migratorydata_source(keys, node))
                 })
             }
+            ConnectionKind::HttpServer(_) => {
+                self.source_keys(node, what, |r, keys: HttpServerSourceKeys| {
+                    SourceSpec::HttpServer(r.http_server_source(keys))
+                })
+            }
             // Only `ferry relay` builds standard input (Front::Relay).
             ConnectionKind::Stdio(_) => {
                 self.source_keys(node, what, |_, StdioSourceKeys {}| SourceSpec::Stdio)
@@ -241,8 +248,8 @@ impl Reader<'_> {
             ConnectionKind::Stdio(_) => self.sink_keys(node, what, |r, keys: StdioSinkKeys| {
                 SinkSpec::Stdio(r.stdio_sink(keys, node, captures))
             }),
-            // Refused above: ferry only reads it.
-            ConnectionKind::Sse(_) => None,
+            // Refused above: ferry only reads them.
+            ConnectionKind::Sse(_) | ConnectionKind::HttpServer(_) => None,
         }?;
         Some(Sink {
             connection: common.connection,

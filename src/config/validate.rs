@@ -52,6 +52,7 @@ const MAPPINGS: &[(&str, &str)] = &[
     ("Spool", "`spool` (a map of dir, max_bytes)"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),
+    ("HttpServerConnection", "an http_server connection"),
     ("MigratoryDataConnection", "a MigratoryData connection"),
 ];
 

@@ -24,6 +24,7 @@ use crate::contracts::{ConnectionContext, Sink};
 
 pub mod http;
 pub(crate) mod http_client;
+pub mod http_server;
 pub mod migratorydata;
 pub mod mqtt;
 pub mod nats;
@@ -131,6 +132,11 @@ pub fn open(
             Box::new(stdio::StdioConnection::new(name, stdio.clone(), status))
         }
         ConnectionKind::SseServer(server) => Box::new(sse_server::SseServerConnection::new(
+            name,
+            server.clone(),
+            status,
+        )),
+        ConnectionKind::HttpServer(server) => Box::new(http_server::HttpServerConnection::new(
             name,
             server.clone(),
             status,

@@ -15,15 +15,16 @@ use crate::config::{
     ConnectionKind, Protocol, Secret, SinkSpec, SourceSpec, Tls, is_secret_query_key,
 };
 
-use super::{http, migratorydata, mqtt, nats, sse, sse_server, stdio};
+use super::{http, http_server, migratorydata, mqtt, nats, sse, sse_server, stdio};
 
 /// Every protocol ferry speaks, one line each, in the order hints list them.
-pub static PROTOCOLS: [&dyn Descriptor; 7] = [
+pub static PROTOCOLS: [&dyn Descriptor; 8] = [
     &mqtt::protocol::Mqtt,
     &nats::protocol::Nats,
     &sse::protocol::Sse,
     &http::protocol::Http,
     &sse_server::protocol::SseServer,
+    &http_server::protocol::HttpServer,
     &migratorydata::protocol::MigratoryData,
     &stdio::protocol::Stdio,
 ];
@@ -393,7 +394,7 @@ mod tests {
         );
         assert_eq!(
             hint,
-            "read from an mqtt, nats, sse or migratorydata connection"
+            "read from an mqtt, nats, sse, http_server or migratorydata connection"
         );
         assert!(http.refusal("hook", End::Sink).is_none());
     }

@@ -49,10 +49,11 @@ impl Scope<'_> {
         }
     }
 
-    /// The source name as a NATS subject.
+    /// The source name as a NATS subject. A path POSTed to ferry is `/`-separated as an MQTT
+    /// topic is, and converted the same way.
     pub fn subject(&self) -> String {
         match self.protocol {
-            Protocol::Mqtt => codec::topic_to_subject(&self.message.subject),
+            Protocol::Mqtt | Protocol::HttpServer => codec::topic_to_subject(&self.message.subject),
             Protocol::MigratoryData => {
                 codec::topic_to_subject(&migratorydata_to_topic(&self.message.subject))
             }

@@ -16,6 +16,7 @@ pub use secret::{Secret, SecretUrl};
 // Each protocol's connection, source and sink live in its connector's folder, beside the keys
 // they are read from; the enums below wrap them.
 pub use crate::connectors::http::config::{HttpConnection, HttpSink};
+pub use crate::connectors::http_server::config::{HttpServerConnection, HttpServerSource};
 pub use crate::connectors::migratorydata::config::{
     MigratoryDataConnection, MigratoryDataQos, MigratoryDataSink, MigratoryDataSource,
 };
@@ -182,6 +183,7 @@ pub enum ConnectionKind {
     Sse(SseConnection),
     Http(HttpConnection),
     SseServer(SseServerConnection),
+    HttpServer(HttpServerConnection),
     /// A MigratoryData server (or cluster) through its REST API.
     MigratoryData(MigratoryDataConnection),
     /// Standard input (as a source) or standard output (as a sink) of `ferry relay`, one
@@ -206,6 +208,7 @@ impl ConnectionKind {
             ConnectionKind::Sse(_) => Protocol::Sse,
             ConnectionKind::Http(_) => Protocol::Http,
             ConnectionKind::SseServer(_) => Protocol::SseServer,
+            ConnectionKind::HttpServer(_) => Protocol::HttpServer,
             ConnectionKind::MigratoryData(_) => Protocol::MigratoryData,
             ConnectionKind::Stdio(_) => Protocol::Stdio,
         }
@@ -226,6 +229,8 @@ pub enum Protocol {
     Http,
     /// A server-sent-events stream ferry serves on the admin listener (sink only).
     SseServer,
+    /// HTTP requests ferry takes on the admin listener (source only).
+    HttpServer,
     /// MigratoryData's REST API: subjects like `/a/b` (source and sink).
     MigratoryData,
     /// Lines on standard input or output (`ferry relay -`).
@@ -241,6 +246,7 @@ impl Protocol {
             Protocol::Sse => "sse",
             Protocol::Http => "http",
             Protocol::SseServer => "sse_server",
+            Protocol::HttpServer => "http_server",
             Protocol::MigratoryData => "migratorydata",
             Protocol::Stdio => "stdio",
         }
@@ -546,6 +552,7 @@ pub enum SourceSpec {
     Nats(NatsSource),
     Sse(SseSource),
     MigratoryData(MigratoryDataSource),
+    HttpServer(HttpServerSource),
     /// Every line of standard input is a message; the route ends at the end of the input.
     Stdio,
 }
@@ -557,6 +564,7 @@ impl SourceSpec {
             SourceSpec::Nats(_) => Protocol::Nats,
             SourceSpec::Sse(_) => Protocol::Sse,
             SourceSpec::MigratoryData(_) => Protocol::MigratoryData,
+            SourceSpec::HttpServer(_) => Protocol::HttpServer,
             SourceSpec::Stdio => Protocol::Stdio,
         }
     }

@@ -398,6 +398,57 @@ fn refuses_sse_server_mistakes() {
     assert!(text.contains("both serve `/events/sensors`"), "{text}");
 }
 
+/// An http_server connection: read with its defaults, answered after delivery only on an
+/// at-least-once route; refused without the admin listener, on another connection's path, or
+/// with a header name that is not one.
+#[test]
+fn http_server_connections() {
+    let yaml = SSE_SERVER.replace(
+        "routes:",
+        "  hooks: { http_server: { path: /hooks, keep_headers: [X-Event] } }\nroutes:\n  - name: in\n    from: { connection: hooks }\n    to: { connection: m, topic: \"in/{{ topic }}\", qos: 1 }\n  - name: fast\n    from: { connection: hooks }\n    to: { connection: m, topic: fast, qos: 0 }",
+    );
+    let config = parse(&yaml, "b.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+    let confirm = |route: &str| match &config
+        .routes
+        .iter()
+        .find(|r| r.name == route)
+        .unwrap()
+        .from
+        .spec
+    {
+        SourceSpec::HttpServer(s) => s.confirm,
+        other => panic!("{other:?}"),
+    };
+    assert!(confirm("in") && !confirm("fast"));
+    match &config.connections["hooks"].kind {
+        ConnectionKind::HttpServer(h) => {
+            assert_eq!(
+                (h.max_body, h.confirm_timeout),
+                (1 << 20, Duration::from_secs(10))
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let off = errors(&yaml.replace("admin: { listen: 9090 }\n", "")).join("\n");
+    assert!(
+        off.contains("connection `hooks` takes POSTs on the admin listener, which is off"),
+        "{off}"
+    );
+    let same = errors(&yaml.replace("path: /hooks", "path: /events/sensors")).join("\n");
+    assert!(
+        same.contains("connections `hooks` and `web` both serve `/events/sensors`")
+            || same.contains("connections `web` and `hooks` both serve"),
+        "{same}"
+    );
+    let header = errors(&yaml.replace("X-Event", "\"X Event\"")).join("\n");
+    assert!(
+        header.contains("`X Event` is not an HTTP header name"),
+        "{header}"
+    );
+    let own = errors(&yaml.replace("path: /hooks", "path: /metrics/x")).join("\n");
+    assert!(own.contains("is the admin listener's own path"), "{own}");
+}
+
 #[test]
 fn a_connection_names_one_protocol() {
     let text = "connections:\n  a: { reconnect: { initial_delay: 1s } }\n  b: { mqtt: { url: \"mqtt://x\" }, nats: { url: \"nats://y\" } }\nroutes: []\n";
@@ -405,7 +456,7 @@ fn a_connection_names_one_protocol() {
         errors(text),
         [
             "b.yaml:2:3: error: connection `a` names no protocol",
-            "  hint: put its settings under `mqtt:`, `nats:`, `sse:`, `http:`, `sse_server:` or `migratorydata:`",
+            "  hint: put its settings under `mqtt:`, `nats:`, `sse:`, `http:`, `sse_server:`, `http_server:` or `migratorydata:`",
             "b.yaml:3:6: error: connection `b` is both `mqtt` and `nats`",
             "  hint: a connection is one endpoint: split it into two connections",
         ]
