@@ -330,7 +330,13 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = runtime.expect("a tokio runtime").block_on(run(args)) {
+    // The relay runs as a task, on the runtime's worker as ferry's tasks do: under `block_on`
+    // in a multi-thread runtime it would run on the main thread, and every message would cross
+    // from the worker (which drives the sockets) to it.
+    let relay = runtime
+        .expect("a tokio runtime")
+        .block_on(async { tokio::spawn(run(args)).await });
+    if let Err(e) = relay.map_err(Error::from).and_then(|relayed| relayed) {
         eprintln!("spike-relay: {e}");
         std::process::exit(1);
     }
