@@ -95,34 +95,40 @@ impl Flushes {
             }
             // This confirmation flushes, for every publish queued so far; dropped half-way,
             // it hands the flush on (see `Flushing`).
-            let flushing = Flushing(self);
+            let mut flushing = Flushing {
+                flushes: self,
+                wrote: 0,
+            };
             let target = self.queued.load(Ordering::Acquire);
             let flushed = client.flush().await;
+            if flushed.is_ok() {
+                flushing.wrote = target;
+            }
             drop(flushing);
-            match flushed {
-                Ok(()) => {
-                    self.written
-                        .send_modify(|written| *written = (*written).max(target));
-                }
-                // The connection broke: the route hears it from the disconnect watch, or
-                // from this.
-                Err(error) => {
-                    tracing::debug!("flush failed: {error}");
-                    return Err(());
-                }
+            // The connection broke: the route hears it from the disconnect watch, or from this.
+            if let Err(error) = flushed {
+                tracing::debug!("flush failed: {error}");
+                return Err(());
             }
         }
     }
 }
 
 /// A flush under way. When it ends, however it ends, the next confirmation may flush, and
-/// those waiting look again.
-struct Flushing<'a>(&'a Flushes);
+/// those waiting look again: one notification says both what it wrote and that it ended.
+struct Flushing<'a> {
+    flushes: &'a Flushes,
+    /// The publishes queued before it, once it succeeded (until then 0: `written` stays).
+    wrote: u64,
+}
 
 impl Drop for Flushing<'_> {
     fn drop(&mut self) {
-        self.0.flushing.store(false, Ordering::Release);
-        self.0.written.send_modify(|_| {});
+        self.flushes.flushing.store(false, Ordering::Release);
+        let wrote = self.wrote;
+        self.flushes
+            .written
+            .send_modify(|written| *written = (*written).max(wrote));
     }
 }
 
