@@ -467,3 +467,36 @@ proptest::proptest! {
         proptest::prop_assert!(reason.starts_with(&value) || value.chars().count() <= reason.chars().count());
     }
 }
+
+/// A message id is formatted only on a route where something reads it.
+#[test]
+fn only_routes_that_read_ids_get_them() {
+    let route = |to: &str, extra: &str| {
+        mapping(&format!(
+            "  - name: r\n    from: {{ connection: plant, topic: \"a/#\" }}\n    to: {to}\n{extra}"
+        ))
+        .uses_message_ids()
+    };
+    let core = r#"{ connection: core, subject: "a.b" }"#;
+    assert!(!route(core, ""));
+    assert!(!route(r#"{ connection: plant, topic: "b" }"#, ""));
+    assert!(route(
+        r#"{ connection: core, subject: "a.b", jetstream: true }"#,
+        ""
+    ));
+    assert!(route(r#"{ connection: core, subject: "a.{{ id }}" }"#, ""));
+    assert!(route(
+        core,
+        "    headers: { set: { x-id: \"{{ id }}\" } }\n"
+    ));
+    assert!(route(core, "    transform: '{v: ., id: $meta.id}'\n"));
+    assert!(route(core, "    spool: {}\n"));
+    assert!(route(
+        core,
+        "    dead_letter: { connection: core, subject: \"dead\", jetstream: true }\n"
+    ));
+    assert!(!route(
+        core,
+        "    headers: { set: { x-site: \"{{ topic[0] }}\" } }\n"
+    ));
+}
