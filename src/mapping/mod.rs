@@ -170,6 +170,9 @@ struct SinkSide {
     noun: &'static str,
     /// The rule its headers follow, where its protocol has one.
     header_rule: Option<HeaderRule>,
+    /// Whether what it publishes carries headers: not on a connection that has nowhere to
+    /// put them (MQTT 3.1.1), unless an envelope carries them in the payload.
+    headers: bool,
     /// Whether what it publishes gets ferry's loop marker. Only brokers can hand a message
     /// back to a route (those whose names the loop analysis reads); a webhook or a browser has
     /// no use for the marker (nor for the host name in it).
@@ -199,13 +202,15 @@ impl Mapping {
         let sink_side = |sink: &config::Sink, side: &ResolvedSink| -> Result<SinkSide, String> {
             // Asked once here rather than for every message.
             let descriptor = side.protocol.descriptor();
+            let headers = side.carries_headers || sink.envelope;
             Ok(SinkSide {
                 connection: sink.connection.clone(),
                 protocol: side.protocol,
                 name_rule: descriptor.name_rule(),
                 noun: descriptor.noun(),
                 header_rule: descriptor.header_rule(),
-                marked: descriptor.wildcards().is_some(),
+                headers,
+                marked: headers && descriptor.wildcards().is_some(),
                 target: match sink.spec.target() {
                     Target::Auto => SinkTarget::Auto,
                     Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
@@ -408,7 +413,10 @@ impl Mapping {
                     echoes += 1;
                     continue;
                 }
-                let mut headers = headers.clone();
+                let mut headers = match sink.headers {
+                    true => headers.clone(),
+                    false => Headers::new(),
+                };
                 if sink.marked {
                     marker.stamp(
                         &mut headers,
