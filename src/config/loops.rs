@@ -27,7 +27,9 @@ mod route_graph;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Config, Connection, Protocol, Route, Sink, Target};
+use super::model::{
+    Config, Connection, ConnectionKind, MqttVersion, Protocol, Route, Sink, Target,
+};
 use super::resolved::{ResolvedRoute, ResolvedSink};
 use crate::connectors::protocol::{Described, Subscribes, Wildcards};
 use crate::mapping::codec::{filter_to_subjects, subject_to_topic};
@@ -482,9 +484,14 @@ impl Analysis {
                     .cloned()
                     .collect()
             });
+            let kind = &connection(&sink.connection)?.kind;
             Ok(ResolvedSink {
-                protocol: connection(&sink.connection)?.kind.protocol(),
+                protocol: kind.protocol(),
                 guard,
+                carries_headers: !matches!(
+                    kind,
+                    ConnectionKind::Mqtt(mqtt) if mqtt.version == MqttVersion::V311
+                ),
             })
         };
         Ok(ResolvedRoute {

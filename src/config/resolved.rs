@@ -28,4 +28,7 @@ pub struct ResolvedSink {
     /// When the sink lies on a cycle of routes: every connection to its broker, which a
     /// message must not have been on (ferry's loop guard); `None`: the sink is not guarded.
     pub guard: Option<Vec<String>>,
+    /// Whether its connection can carry headers at all: an MQTT 3.1.1 connection has nowhere
+    /// to put them.
+    pub carries_headers: bool,
 }

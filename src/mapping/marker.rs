@@ -81,6 +81,8 @@ impl Marker {
         }
         via.push(',');
         via.push_str(sink);
+        // The headers were cloned to their exact length: one growth for the three, not two.
+        headers.reserve_exact(3);
         headers.push((INSTANCE.to_string(), instance.to_string()));
         headers.push((VIA.to_string(), via));
         headers.push((

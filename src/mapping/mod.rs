@@ -22,7 +22,7 @@ use std::time::UNIX_EPOCH;
 use jaq_json::Val;
 use regex::Regex;
 
-use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, Target};
+use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, SinkSpec, Target};
 use crate::connectors::protocol::{Described, HeaderRule, NameRule};
 use crate::message::{Headers, Message};
 use marker::Marker;
@@ -139,6 +139,8 @@ pub struct Mapping {
     dead_letter: Option<SinkSide>,
     instance: String,
     max_hops: u32,
+    /// Whether anything reads a message's id (see [`Mapping::uses_message_ids`]).
+    message_ids: bool,
 }
 
 #[derive(Debug)]
@@ -168,6 +170,9 @@ struct SinkSide {
     noun: &'static str,
     /// The rule its headers follow, where its protocol has one.
     header_rule: Option<HeaderRule>,
+    /// Whether what it publishes carries headers: not on a connection that has nowhere to
+    /// put them (MQTT 3.1.1), unless an envelope carries them in the payload.
+    headers: bool,
     /// Whether what it publishes gets ferry's loop marker. Only brokers can hand a message
     /// back to a route (those whose names the loop analysis reads); a webhook or a browser has
     /// no use for the marker (nor for the host name in it).
@@ -197,13 +202,15 @@ impl Mapping {
         let sink_side = |sink: &config::Sink, side: &ResolvedSink| -> Result<SinkSide, String> {
             // Asked once here rather than for every message.
             let descriptor = side.protocol.descriptor();
+            let headers = side.carries_headers || sink.envelope;
             Ok(SinkSide {
                 connection: sink.connection.clone(),
                 protocol: side.protocol,
                 name_rule: descriptor.name_rule(),
                 noun: descriptor.noun(),
                 header_rule: descriptor.header_rule(),
-                marked: descriptor.wildcards().is_some(),
+                headers,
+                marked: headers && descriptor.wildcards().is_some(),
                 target: match sink.spec.target() {
                     Target::Auto => SinkTarget::Auto,
                     Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
@@ -213,52 +220,80 @@ impl Mapping {
                 guard: side.guard.clone(),
             })
         };
+        let source = SourceSide {
+            connection: route.from.connection.clone(),
+            protocol: resolved.source_names,
+            pattern: route
+                .from
+                .pattern
+                .as_deref()
+                .map(Regex::new)
+                .transpose()
+                .map_err(|e| e.to_string())?,
+            format: route.from.format,
+            unwrap: route.from.envelope,
+        };
+        let filter = program(&route.filter)?;
+        let transform = program(&route.transform)?;
         let uses_variables =
             |code: &Option<String>| code.as_deref().is_some_and(|c| c.contains('$'));
+        let programs_use_variables =
+            uses_variables(&route.filter) || uses_variables(&route.transform);
+        let headers = HeaderMapping {
+            forward: route.headers.forward,
+            remove: route.headers.remove.clone(),
+            set: route
+                .headers
+                .set
+                .iter()
+                .map(|(name, t)| Ok((name.clone(), Template::compile(t)?)))
+                .collect::<Result<_, String>>()?,
+        };
+        let mut sinks = (route.to.iter().zip(&resolved.sinks))
+            .map(|(sink, side)| sink_side(sink, side))
+            .collect::<Result<Vec<_>, _>>()?;
+        // A collected vector keeps room for four, and routes come by thousands.
+        sinks.shrink_to_fit();
+        let dead_letter = match (&route.dead_letter, &resolved.dead_letter) {
+            (Some(sink), Some(side)) => Some(sink_side(sink, side)?),
+            _ => None,
+        };
+        // Who reads an id: JetStream (its `Nats-Msg-Id`) and MigratoryData (a produce's
+        // closure), as sinks or the dead-letter sink; a spool, which keeps it for whichever
+        // sink forwards the message later; a template that names `id`; a program that reads
+        // `$meta` (any variable, to be safe).
+        let reads_ids = |sink: &config::Sink| match &sink.spec {
+            SinkSpec::Nats(nats) => nats.jetstream,
+            SinkSpec::MigratoryData(_) => true,
+            _ => false,
+        };
+        let renders_ids =
+            |side: &SinkSide| matches!(&side.target, SinkTarget::Template(t) if t.uses_id());
+        let message_ids = route.to.iter().chain(&route.dead_letter).any(reads_ids)
+            || route.spool.is_some()
+            || programs_use_variables
+            || headers.set.iter().any(|(_, t)| t.uses_id())
+            || sinks.iter().chain(&dead_letter).any(renders_ids);
         Ok(Mapping {
             route: route.name.clone(),
-            source: SourceSide {
-                connection: route.from.connection.clone(),
-                protocol: resolved.source_names,
-                pattern: route
-                    .from
-                    .pattern
-                    .as_deref()
-                    .map(Regex::new)
-                    .transpose()
-                    .map_err(|e| e.to_string())?,
-                format: route.from.format,
-                unwrap: route.from.envelope,
-            },
-            filter: program(&route.filter)?,
-            transform: program(&route.transform)?,
-            programs_use_variables: uses_variables(&route.filter)
-                || uses_variables(&route.transform),
-            headers: HeaderMapping {
-                forward: route.headers.forward,
-                remove: route.headers.remove.clone(),
-                set: route
-                    .headers
-                    .set
-                    .iter()
-                    .map(|(name, t)| Ok((name.clone(), Template::compile(t)?)))
-                    .collect::<Result<_, String>>()?,
-            },
-            sinks: {
-                let mut sinks = (route.to.iter().zip(&resolved.sinks))
-                    .map(|(sink, side)| sink_side(sink, side))
-                    .collect::<Result<Vec<_>, _>>()?;
-                // A collected vector keeps room for four, and routes come by thousands.
-                sinks.shrink_to_fit();
-                sinks
-            },
-            dead_letter: match (&route.dead_letter, &resolved.dead_letter) {
-                (Some(sink), Some(side)) => Some(sink_side(sink, side)?),
-                _ => None,
-            },
+            source,
+            filter,
+            transform,
+            programs_use_variables,
+            headers,
+            sinks,
+            dead_letter,
             instance: instance.to_string(),
             max_hops: resolved.max_hops,
+            message_ids,
         })
+    }
+
+    /// Whether anything on this route reads a message's id: a sink that derives a key from
+    /// it, a spool, a template or a program. A route where nothing does gives its messages
+    /// none (formatting one for every message would be wasted).
+    pub fn uses_message_ids(&self) -> bool {
+        self.message_ids
     }
 
     /// The connection each sink publishes on, by sink number.
@@ -378,7 +413,10 @@ impl Mapping {
                     echoes += 1;
                     continue;
                 }
-                let mut headers = headers.clone();
+                let mut headers = match sink.headers {
+                    true => headers.clone(),
+                    false => Headers::new(),
+                };
                 if sink.marked {
                     marker.stamp(
                         &mut headers,

@@ -97,6 +97,7 @@ struct Uses {
     input: bool,
     headers: bool,
     captures: bool,
+    id: bool,
     route: bool,
 }
 
@@ -136,6 +137,7 @@ impl Template {
             input: names.contains("input"),
             headers: names.contains("headers"),
             captures: names.contains("match"),
+            id: names.contains("id"),
             route: names.contains("route"),
         };
         Ok(Template {
@@ -153,6 +155,12 @@ impl Template {
             return Some(format!("match.{name}"));
         }
         (self.uses.captures && available.is_empty()).then(|| "match".to_string())
+    }
+
+    /// Whether the template names the message's `id`: a route that renders one gives every
+    /// message an id, as for a sink that reads it.
+    pub fn uses_id(&self) -> bool {
+        self.uses.id
     }
 
     /// Renders the template for one message.

@@ -467,3 +467,66 @@ proptest::proptest! {
         proptest::prop_assert!(reason.starts_with(&value) || value.chars().count() <= reason.chars().count());
     }
 }
+
+/// A message id is formatted only on a route where something reads it.
+#[test]
+fn only_routes_that_read_ids_get_them() {
+    let route = |to: &str, extra: &str| {
+        mapping(&format!(
+            "  - name: r\n    from: {{ connection: plant, topic: \"a/#\" }}\n    to: {to}\n{extra}"
+        ))
+        .uses_message_ids()
+    };
+    let core = r#"{ connection: core, subject: "a.b" }"#;
+    assert!(!route(core, ""));
+    assert!(!route(r#"{ connection: plant, topic: "b" }"#, ""));
+    assert!(route(
+        r#"{ connection: core, subject: "a.b", jetstream: true }"#,
+        ""
+    ));
+    assert!(route(r#"{ connection: core, subject: "a.{{ id }}" }"#, ""));
+    assert!(route(
+        core,
+        "    headers: { set: { x-id: \"{{ id }}\" } }\n"
+    ));
+    assert!(route(core, "    transform: '{v: ., id: $meta.id}'\n"));
+    assert!(route(core, "    spool: {}\n"));
+    assert!(route(
+        core,
+        "    dead_letter: { connection: core, subject: \"dead\", jetstream: true }\n"
+    ));
+    assert!(!route(
+        core,
+        "    headers: { set: { x-site: \"{{ topic[0] }}\" } }\n"
+    ));
+}
+
+/// An MQTT 3.1.1 sink has nowhere to put headers: none are built for it (nor the loop
+/// marker), unless an envelope carries them in the payload.
+#[test]
+fn a_sink_without_headers_gets_none() {
+    let lookup = Lookup {
+        var: &|_| None,
+        file: &|_| Ok(String::new()),
+    };
+    let text = r#"
+connections:
+  core: { nats: { url: "nats://127.0.0.1:4222" } }
+  old: { mqtt: { url: "mqtt://127.0.0.1:1883", version: "3.1.1" } }
+routes:
+  - name: r
+    from: { connection: core, subject: "a.>" }
+    headers: { set: { x-site: "p1" } }
+    to:
+      - { connection: old, topic: "plain" }
+      - { connection: old, topic: "wrapped", envelope: true }
+"#;
+    let config = parse(text, "test.yaml", &lookup).unwrap_or_else(|e| panic!("{e}"));
+    let m = Mapping::new(&no_cycles().resolve(&config, 0).unwrap(), "edge").unwrap();
+    let mut msg = message("core", "a.b", "{}");
+    msg.headers.push(("site".into(), "p1".into()));
+    let out = published(m.apply(&msg));
+    assert!(out[0].1.headers.is_empty(), "{:?}", out[0].1.headers);
+    assert!(marker::header(&out[1].1.headers, "x-site").is_some());
+    assert!(marker::header(&out[1].1.headers, marker::HOPS).is_some());
+}

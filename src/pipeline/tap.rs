@@ -119,7 +119,7 @@ impl Tap {
     }
 
     /// True while someone taps: the one atomic load every hook costs.
-    fn is_tapped(&self) -> bool {
+    pub fn is_tapped(&self) -> bool {
         self.shared().tappers.load(Ordering::Relaxed) > 0
     }
 

@@ -388,13 +388,10 @@ impl MqttSink {
     /// broker's announced Maximum Packet Size (MQTT 5 CONNACK), or else than
     /// `max_outgoing_packet_size`, is refused here and the route goes on with the next.
     fn check(&self, message: &Message, retain: bool) -> Result<(), SinkError> {
+        // The topic follows MQTT's rules (`names::topic`): the route's mapping checked it for
+        // every publish and dead letter, and the spool's forwarder checks what it kept from an
+        // earlier run, so it is not checked again here.
         let topic = &message.subject;
-        if let Some(why) = topic::publish_topic_error(topic) {
-            return Err(SinkError::Rejected(format!(
-                "connection {}: cannot publish to MQTT topic {topic:?}: {why}",
-                self.connection
-            )));
-        }
         let size =
             self.client
                 .publish_size(topic, message.payload.len(), self.qos, &message.headers);

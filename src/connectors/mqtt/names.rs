@@ -76,7 +76,19 @@ mod tests {
         for bad in ["", "a/#/b", "a#", "a/b+", "#/a"] {
             assert!(filter(bad).is_err(), "{bad}");
         }
-        assert!(topic("a/+").is_err());
-        topic("a/b.c").unwrap();
+        for ok in ["a/b.c", "/", "$SYS/x", &"x".repeat(65_535)] {
+            topic(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "a/+",
+            "a/+/b",
+            "a/#",
+            "a#b",
+            "a\0b",
+            &"x".repeat(65_536),
+        ] {
+            assert!(topic(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -3,21 +3,6 @@
 /// The longest string MQTT can encode: its length prefix is two bytes.
 pub const MAX_TOPIC_LEN: usize = 65_535;
 
-/// Why `topic` cannot be published to, or `None` when it can.
-pub fn publish_topic_error(topic: &str) -> Option<&'static str> {
-    if topic.is_empty() {
-        Some("the topic is empty")
-    } else if topic.len() > MAX_TOPIC_LEN {
-        Some("the topic is longer than 65,535 bytes")
-    } else if topic.contains(['+', '#']) {
-        Some("the topic contains a wildcard (+ or #), which only subscriptions may use")
-    } else if topic.contains('\0') {
-        Some("the topic contains a NUL character")
-    } else {
-        None
-    }
-}
-
 /// Why `filter` (without any `$share/GROUP/` prefix) cannot be subscribed to, or `None`.
 pub fn filter_error(filter: &str) -> Option<&'static str> {
     if filter.is_empty() {
@@ -154,20 +139,6 @@ mod tests {
         assert!(share_group_error("a/b").is_some());
         assert!(share_group_error("a+b").is_some());
         assert!(share_group_error("#").is_some());
-    }
-
-    #[test]
-    fn publish_topics_are_validated() {
-        assert!(publish_topic_error("a/b").is_none());
-        assert!(publish_topic_error("/").is_none());
-        assert!(publish_topic_error("$SYS/x").is_none());
-        assert!(publish_topic_error("").is_some());
-        assert!(publish_topic_error("a/+/b").is_some());
-        assert!(publish_topic_error("a/#").is_some());
-        assert!(publish_topic_error("a#b").is_some());
-        assert!(publish_topic_error("a\0b").is_some());
-        assert!(publish_topic_error(&"x".repeat(MAX_TOPIC_LEN)).is_none());
-        assert!(publish_topic_error(&"x".repeat(MAX_TOPIC_LEN + 1)).is_some());
     }
 
     #[test]

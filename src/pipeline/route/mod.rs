@@ -65,7 +65,8 @@ pub struct RouteWorker {
     pub warnings: RateLimitedLog,
     /// `delivery: at-most-once`: the source is confirmed as soon as a message is taken.
     pub at_most_once: bool,
-    /// Gives messages without an id of their own one (see [`MessageIds`]).
+    /// Gives messages without an id of their own one, on routes where something reads it
+    /// (see [`MessageIds`], [`Mapping::uses_message_ids`]).
     pub ids: Arc<MessageIds>,
     /// The messages that panicked this route's worker, kept across its restarts.
     pub suspects: Arc<Suspects>,
@@ -203,7 +204,10 @@ impl RouteWorker {
             };
             self.counters.received.fetch_add(1, Ordering::Relaxed);
             self.counters.unconfirmed.fetch_add(1, Ordering::Relaxed);
-            self.ids.assign(&mut incoming.message);
+            // An id only where something reads it (a tapper shows it too).
+            if self.mapping.uses_message_ids() || self.tap.is_tapped() {
+                self.ids.assign(&mut incoming.message);
+            }
             self.tap.before(&incoming.message);
             let ack = match self.at_most_once {
                 true => {
