@@ -27,7 +27,7 @@ pub mod route;
 pub mod spool;
 pub mod tap;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -504,19 +504,22 @@ impl Pipeline {
             self.routes.push(live);
         }
         // Connections: open the ones that do not run, their sources registered.
+        let positions: HashMap<&str, usize> = (self.routes.iter().enumerate())
+            .map(|(index, live)| (live.plan.route.name.as_str(), index))
+            .collect();
         let mut opened = Vec::new();
-        for (name, plan) in &plans.connections {
-            if self.connections.contains_key(name) {
+        for (name, plan) in std::mem::take(&mut plans.connections) {
+            if self.connections.contains_key(&name) {
                 continue;
             }
-            let status = ConnectionStatus::new(name, plan.connection.kind.protocol().name());
+            let status = ConnectionStatus::new(&name, plan.connection.kind.protocol().name());
             let mut connection =
                 connectors::open(&plan.connection, status.clone(), &plan.state_dir);
             let mut refused = None;
-            for (route, spec, _) in &plan.sources {
-                let live = self.routes.iter().find(|r| &r.plan.route.name == route);
-                let live = live.expect("every planned route is listed");
-                if let Err(e) = connection.add_source(route, spec, live.input.clone()) {
+            for source in &plan.sources {
+                let route = &source.route.name;
+                let live = &self.routes[positions[route.as_str()]];
+                if let Err(e) = connection.add_source(route, source.spec(), live.input.clone()) {
                     refused = Some(e.context(format!("route {route}")));
                     break;
                 }
@@ -536,15 +539,16 @@ impl Pipeline {
             if serves_admin && self.admin_bound {
                 summary.needs_restart.push(format!("connection {name}"));
             }
+            let runtime = ConnectionContext::new(
+                &self
+                    .supervisor
+                    .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),
+            );
             self.connections.insert(
                 name.clone(),
                 LiveConnection {
-                    plan: plan.clone(),
-                    runtime: ConnectionContext::new(
-                        &self
-                            .supervisor
-                            .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),
-                    ),
+                    plan,
+                    runtime,
                     sinks,
                     status,
                     serves_admin,
@@ -648,7 +652,7 @@ impl Pipeline {
             queue: live.output.clone(),
             mapping: analysis
                 .resolve(config, index)
-                .and_then(|resolved| Mapping::new(&resolved, &live.plan.instance))
+                .and_then(|resolved| Mapping::new(&resolved, &live.plan.everywhere.instance))
                 .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
             sinks,
             dead_letter,
@@ -756,10 +760,7 @@ impl LiveRoute {
     fn view(&self, connections: &BTreeMap<String, config::Connection>) -> observe::RouteView {
         let route = &self.plan.route;
         observe::RouteView {
-            name: route.name.clone(),
-            from: route.from.connection.clone(),
-            to: route.to.iter().map(|s| s.connection.clone()).collect(),
-            dead_letter: route.dead_letter.as_ref().map(|s| s.connection.clone()),
+            route: route.clone(),
             at_least_once: config::delivery::guarantee(route, connections).delivery
                 == config::Delivery::AtLeastOnce,
             counters: self.counters.clone(),
