@@ -133,7 +133,7 @@ impl WorkerHandle {
     /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
     /// [`Pipeline::recover`]). The route worker's unit tests run it this way too.
     fn spawn(supervisor: &Supervisor, worker: Box<RouteWorker>) -> WorkerHandle {
-        let owner = Owner::Route(worker.name.to_string());
+        let owner = Owner::Route(worker.name.clone());
         // Paced like a connection with default settings: a route has no `reconnect:` of its own.
         let run = supervisor.run_of(owner, &config::Reconnect::default());
         let handle = WorkerHandle {
@@ -276,9 +276,9 @@ impl Pipeline {
         let _ = self.start_new(&config, &restarted, &mut summary, false);
         for owner in owners {
             let runs = match &owner {
-                Owner::Connection(name) => self.connections.contains_key(name),
+                Owner::Connection(name) => self.connections.contains_key(&**name),
                 Owner::Route(name) => (self.routes.iter())
-                    .any(|r| &r.plan.route.name == name && r.worker.is_running()),
+                    .any(|r| *r.plan.route.name == **name && r.worker.is_running()),
                 Owner::Ferry => true,
             };
             match runs {
@@ -363,7 +363,7 @@ impl Pipeline {
         let plans = Plans::of(new);
         let mut stopping: BTreeSet<String> = BTreeSet::new();
         for (name, live) in &self.connections {
-            let has_failed = failed.contains(&Owner::Connection(name.clone()));
+            let has_failed = failed.contains(&Owner::Connection(name.as_str().into()));
             if plans.connections.get(name) == Some(&live.plan) && !has_failed {
                 continue;
             }
@@ -376,7 +376,7 @@ impl Pipeline {
         let stops_route = |live: &LiveRoute| {
             let route = &live.plan.route;
             plans.routes.get(&route.name) != Some(&live.plan)
-                || failed.contains(&Owner::Route(route.name.clone()))
+                || failed.contains(&Owner::Route(route.name.as_str().into()))
                 || route_connections(route).any(|c| stopping.contains(c))
         };
         // 1. Sources of the connections that stop: they hand over what they received.
@@ -404,7 +404,7 @@ impl Pipeline {
             match plans.routes.get(name) {
                 Some(_) => summary.routes_restarted.push(name.clone()),
                 None => {
-                    self.supervisor.forget(&Owner::Route(name.clone()));
+                    self.supervisor.forget(&Owner::Route(name.as_str().into()));
                     summary.routes_stopped.push(name.clone());
                     // Nothing will take what is left: the source sends it again.
                     live.output.discard();
@@ -427,7 +427,8 @@ impl Pipeline {
             if plans.connections.contains_key(name) {
                 summary.connections_restarted.push(name.clone());
             } else {
-                self.supervisor.forget(&Owner::Connection(name.clone()));
+                self.supervisor
+                    .forget(&Owner::Connection(name.as_str().into()));
             }
         }
         stopping
@@ -539,11 +540,10 @@ impl Pipeline {
             if serves_admin && self.admin_bound {
                 summary.needs_restart.push(format!("connection {name}"));
             }
-            let runtime = ConnectionContext::new(
-                &self
-                    .supervisor
-                    .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),
-            );
+            let runtime = ConnectionContext::new(&self.supervisor.run_of(
+                Owner::Connection(name.as_str().into()),
+                &plan.connection.reconnect,
+            ));
             self.connections.insert(
                 name.clone(),
                 LiveConnection {
@@ -644,11 +644,11 @@ impl Pipeline {
                         route.name,
                         dir.display()
                     ))?;
-                sink.spool = Some(opened);
+                sink.spool = Some(Box::new(opened));
             }
         }
         Ok(Box::new(RouteWorker {
-            name: route.name.as_str().into(),
+            name: live.output.route().clone(),
             queue: live.output.clone(),
             mapping: analysis
                 .resolve(config, index)
