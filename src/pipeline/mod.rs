@@ -26,10 +26,11 @@ mod reload_summary;
 pub mod route;
 pub mod spool;
 pub mod tap;
+mod worker_handle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,10 +44,11 @@ use crate::connectors::{self, HttpRoutes, Sinks};
 use crate::contracts::ConnectionContext;
 use crate::contracts::queue::{self, RouteInput, RouteOutput};
 use crate::contracts::status::{ConnectionStatus, State};
-use crate::contracts::supervisor::{self, Owner, Supervisor, Tasks};
+use crate::contracts::supervisor::{self, Owner, Supervisor};
 use crate::mapping::Mapping;
 use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
+use worker_handle::WorkerHandle;
 
 pub use plans::instance_name;
 use plans::{ConnectionPlan, Plans, RoutePlan, route_connections};
@@ -101,73 +103,6 @@ struct LiveRoute {
     /// The messages that panicked its worker (see [`Suspects`]).
     suspects: Arc<Suspects>,
     worker: WorkerHandle,
-}
-
-/// A route worker's task and how to stop it.
-struct WorkerHandle {
-    /// Finish the message in hand and return (a reload replaces the worker).
-    stop: CancellationToken,
-    /// Stop retrying an unavailable sink (a deadline passed).
-    abandon: CancellationToken,
-    /// The worker's task (and its spool forwarders'), supervised.
-    done: Tasks,
-}
-
-impl WorkerHandle {
-    fn none() -> WorkerHandle {
-        // One ended group serves every route without a worker: a group of its own comes with
-        // a supervisor of its own, a kilobyte or two for each route of a start of thousands.
-        static ENDED: OnceLock<Tasks> = OnceLock::new();
-        let done = ENDED.get_or_init(|| {
-            let done = Tasks::unsupervised(CancellationToken::new());
-            done.close();
-            done
-        });
-        WorkerHandle {
-            stop: CancellationToken::new(),
-            abandon: CancellationToken::new(),
-            done: done.clone(),
-        }
-    }
-
-    /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
-    /// [`Pipeline::recover`]). The route worker's unit tests run it this way too.
-    fn spawn(supervisor: &Supervisor, worker: Box<RouteWorker>) -> WorkerHandle {
-        let owner = Owner::Route(worker.name.clone());
-        // Paced like a connection with default settings: a route has no `reconnect:` of its own.
-        let run = supervisor.run_of(owner, &config::Reconnect::default());
-        let handle = WorkerHandle {
-            stop: worker.stop.clone(),
-            abandon: worker.abandon.clone(),
-            done: run.tasks(worker.stop.clone()),
-        };
-        // A worker ends when told to (a reload's stop, the queue closed at shutdown) or by
-        // itself (`stop_after`): only a panic is a failure.
-        // Boxed: a task keeps its future in place, and the supervision around it (the panic
-        // catch) keeps room for it twice over: in place, an idle route's task took 4 KB.
-        handle
-            .done
-            .spawn_finite("worker", Box::pin(worker.run(run)));
-        handle.done.close();
-        handle
-    }
-
-    /// Whether the worker's task still runs.
-    fn is_running(&self) -> bool {
-        self.done.is_running()
-    }
-
-    /// Stops the worker, giving it until `deadline` to finish the message in hand.
-    async fn stop(&self, deadline: Instant) {
-        self.stop.cancel();
-        if tokio::time::timeout_at(deadline, self.done.wait())
-            .await
-            .is_err()
-        {
-            self.abandon.cancel();
-            self.done.wait().await;
-        }
-    }
 }
 
 impl Pipeline {
