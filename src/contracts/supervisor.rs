@@ -126,7 +126,7 @@ impl Supervisor {
             supervisor: self.clone(),
             owner,
             generation: *generation,
-            reconnect: reconnect.clone(),
+            reconnect: shared_pacing(reconnect),
         }))
     }
 
@@ -305,7 +305,19 @@ struct Run {
     supervisor: Supervisor,
     owner: Owner,
     generation: u64,
-    reconnect: Reconnect,
+    /// How its restarts are paced.
+    reconnect: Arc<Reconnect>,
+}
+
+/// `reconnect` as a run holds it: the default pacing (every route's) is one value all runs
+/// share, so that thousands of routes do not hold a copy each.
+fn shared_pacing(reconnect: &Reconnect) -> Arc<Reconnect> {
+    static DEFAULT: std::sync::OnceLock<Arc<Reconnect>> = std::sync::OnceLock::new();
+    let default = DEFAULT.get_or_init(|| Arc::new(Reconnect::default()));
+    match *reconnect == **default {
+        true => default.clone(),
+        false => Arc::new(reconnect.clone()),
+    }
 }
 
 impl OwnerRun {
