@@ -31,7 +31,8 @@ pub async fn run(path: &Path, config: Config) -> anyhow::Result<()> {
     let mut signals = Signals::install()?;
 
     let mut pipeline = Pipeline::start(&config, AdminListener::start)?;
-    // The pipeline keeps its own copy; at thousands of routes a second one is megabytes.
+    // The pipeline keeps its own copy (its routes shared with this one), which reloads replace:
+    // this one would hold the first routes for as long as ferry runs.
     let startup_timeout = config.startup_timeout;
     drop(config);
     let stop_watchdog = CancellationToken::new();

@@ -112,7 +112,7 @@ fn per_route<'a>(
 ) -> impl Iterator<Item = ([(&'a str, &'a str); 1], ConstCounter<u64>)> + 'a {
     view.routes
         .iter()
-        .map(move |r| ([("route", r.name.as_str())], ConstCounter::new(value(r))))
+        .map(move |r| ([("route", r.name())], ConstCounter::new(value(r))))
 }
 
 /// One gauge sample per route.
@@ -122,7 +122,7 @@ fn per_route_gauge<'a>(
 ) -> impl Iterator<Item = ([(&'a str, &'a str); 1], ConstGauge<i64>)> + 'a {
     view.routes.iter().map(move |r| {
         let v = i64::try_from(value(r)).unwrap_or(i64::MAX);
-        ([("route", r.name.as_str())], ConstGauge::new(v))
+        ([("route", r.name())], ConstGauge::new(v))
     })
 }
 
@@ -167,7 +167,7 @@ impl Collector for PipelineCollector {
         for (route, sinks) in &latencies {
             for (sink, timing) in sinks {
                 sent.push((
-                    [("route", route.name.as_str()), ("sink", sink.as_str())],
+                    [("route", route.name()), ("sink", sink.as_str())],
                     ConstCounter::new(load(&timing.sent)),
                 ));
             }
@@ -188,7 +188,7 @@ impl Collector for PipelineCollector {
         )?;
         let mut dropped = Vec::new();
         for r in &view.routes {
-            let route = r.name.as_str();
+            let route = r.name();
             let full = match r.queue.config().when_full {
                 WhenFull::DropNewest => "queue_full_drop_newest",
                 // With `block` nothing is dropped; the zero shows under the other name.
@@ -296,7 +296,7 @@ impl Collector for PipelineCollector {
         )?;
         for (route, sinks) in &latencies {
             for (sink, timing) in sinks {
-                let labels = [("route", route.name.as_str()), ("sink", sink.as_str())];
+                let labels = [("route", route.name()), ("sink", sink.as_str())];
                 timing.seconds.encode(histograms.encode_family(&labels)?)?;
             }
         }

@@ -54,10 +54,10 @@ fn describe(view: &View) -> Value {
                 .map(|(sink, timing)| (sink, timing.sent.load(Ordering::Relaxed).into()))
                 .collect();
             json!({
-                "name": r.name,
-                "from": r.from,
-                "to": r.to,
-                "dead_letter": r.dead_letter,
+                "name": r.route.name,
+                "from": r.route.from.connection,
+                "to": r.route.to.iter().map(|s| &s.connection).collect::<Vec<_>>(),
+                "dead_letter": r.route.dead_letter.as_ref().map(|s| &s.connection),
                 "delivery": if r.at_least_once { "at-least-once" } else { "at-most-once" },
                 "counters": {
                     "received": n(&c.received),
@@ -164,7 +164,7 @@ pub(super) async fn tap(State(shared): State<Shared>, Path(route): Path<String>)
         );
     }
     let view = shared.observed.view();
-    let Some(found) = view.routes.iter().find(|r| r.name == route) else {
+    let Some(found) = view.routes.iter().find(|r| r.name() == route) else {
         return json_response(StatusCode::NOT_FOUND, &json!({ "error": "no such route" }));
     };
     let tapper = found.tap.subscribe();

@@ -9,6 +9,7 @@
 //! unknown with a "did you mean".
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use super::connections::{ConnectionSection, READ_ON_THEIR_OWN as CONNECTION_SECTIONS};
 use super::diagnostics::{ConfigErrors, Diagnostic, did_you_mean};
@@ -174,7 +175,7 @@ impl<'a> Decoder<'a> {
                                 Some("give every route its own name".into()),
                             );
                         }
-                        routes.push(route);
+                        routes.push(Arc::new(route));
                         route_positions.push(item.pos);
                     }
                 }

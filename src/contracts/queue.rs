@@ -185,6 +185,11 @@ pub struct RouteOutput {
 }
 
 impl RouteOutput {
+    /// The route's name, for its worker and its supervision to share.
+    pub fn route(&self) -> &Arc<str> {
+        &self.shared.route
+    }
+
     /// The next message, or `None` once the queue is closed and empty.
     pub async fn pop(&self) -> Option<Incoming> {
         loop {

@@ -221,18 +221,15 @@ pub fn error_text(error: &dyn std::fmt::Display) -> String {
 
 /// Logs a warning at most once per interval; the ones in between are counted and reported with
 /// the next one, so a flood of bad messages cannot flood the log.
+#[derive(Default)]
 pub struct RateLimitedLog {
-    interval: Duration,
+    /// When the last warning was logged, and how many were suppressed since.
     state: Mutex<(Option<Instant>, u64)>,
 }
 
-impl Default for RateLimitedLog {
-    fn default() -> Self {
-        RateLimitedLog {
-            interval: Duration::from_secs(5),
-            state: Mutex::new((None, 0)),
-        }
-    }
+impl RateLimitedLog {
+    /// At most one warning in this long.
+    const INTERVAL: Duration = Duration::from_secs(5);
 }
 
 impl RateLimitedLog {
@@ -241,7 +238,7 @@ impl RateLimitedLog {
         let mut state = self.state.lock().expect("log lock");
         let now = Instant::now();
         match state.0 {
-            Some(last) if now.duration_since(last) < self.interval => state.1 += 1,
+            Some(last) if now.duration_since(last) < Self::INTERVAL => state.1 += 1,
             _ => {
                 let suppressed = std::mem::take(&mut state.1);
                 state.0 = Some(now);

@@ -31,10 +31,12 @@ use super::status::{Backoff, error_text};
 use crate::config::Reconnect;
 
 /// What a task belongs to, and what is restarted when it fails.
+// The names are shared: every task of an owner, and each of the supervisor's records of it,
+// holds one, and at thousands of routes a copy each added up.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Owner {
-    Connection(String),
-    Route(String),
+    Connection(Arc<str>),
+    Route(Arc<str>),
     /// ferry's own tasks: the admin listener, the watchdog.
     Ferry,
 }
@@ -102,6 +104,7 @@ struct Registry {
     down: BTreeMap<Owner, Down>,
     /// Failures (each followed by a restart) per owner and task since ferry started.
     restarts: BTreeMap<(Owner, &'static str), u64>,
+    /// Made at an owner's first failure: most never fail.
     backoff: BTreeMap<Owner, Backoff>,
     /// The current generation of each owner's tasks: a failure reported by the tasks of an
     /// owner's previous run (ending as it is replaced) does not bring the new one down.
@@ -119,17 +122,12 @@ impl Supervisor {
         let mut registry = self.0.registry.lock().expect("supervisor lock");
         let generation = registry.generation.entry(owner.clone()).or_default();
         *generation += 1;
-        let generation = *generation;
-        registry
-            .backoff
-            .entry(owner.clone())
-            .or_insert_with(|| Backoff::new(reconnect));
-        OwnerRun {
+        OwnerRun(Arc::new(Run {
             supervisor: self.clone(),
             owner,
-            generation,
-            reconnect: reconnect.clone(),
-        }
+            generation: *generation,
+            reconnect: shared_pacing(reconnect),
+        }))
     }
 
     /// Tasks ending from now on were told to: nothing is marked down or restarted.
@@ -150,32 +148,32 @@ impl Supervisor {
         let mut registry = self.0.registry.lock().expect("supervisor lock");
         // A task that restarts itself has no previous run that could report late; ferry's
         // own tasks share one owner, and each has its run.
-        if !by_itself && registry.generation.get(&run.owner) != Some(&run.generation) {
+        if !by_itself && registry.generation.get(&run.0.owner) != Some(&run.0.generation) {
             return;
         }
         *registry
             .restarts
-            .entry((run.owner.clone(), task))
+            .entry((run.0.owner.clone(), task))
             .or_default() += 1;
-        if registry.down.contains_key(&run.owner) {
+        if registry.down.contains_key(&run.0.owner) {
             return;
         }
         let delay = registry
             .backoff
-            .entry(run.owner.clone())
-            .or_insert_with(|| Backoff::new(&run.reconnect))
+            .entry(run.0.owner.clone())
+            .or_insert_with(|| Backoff::new(&run.0.reconnect))
             .next_delay();
         tracing::error!(
             "{}: task `{task}` {why}; restarting {} in {}",
-            run.owner,
-            match run.owner {
+            run.0.owner,
+            match run.0.owner {
                 Owner::Ferry => "it",
                 _ => "its tasks",
             },
             humantime::format_duration(Duration::from_millis(delay.as_millis() as u64))
         );
         registry.down.insert(
-            run.owner.clone(),
+            run.0.owner.clone(),
             Down {
                 task,
                 why,
@@ -298,13 +296,28 @@ impl Supervisor {
     }
 }
 
-/// One run of an owner: its task groups report failures under this run's generation.
+/// One run of an owner: its task groups report failures under this run's generation. Cheap to
+/// clone: each of the run's groups and tasks holds it.
 #[derive(Clone)]
-pub struct OwnerRun {
+pub struct OwnerRun(Arc<Run>);
+
+struct Run {
     supervisor: Supervisor,
     owner: Owner,
     generation: u64,
-    reconnect: Reconnect,
+    /// How its restarts are paced.
+    reconnect: Arc<Reconnect>,
+}
+
+/// `reconnect` as a run holds it: the default pacing (every route's) is one value all runs
+/// share, so that thousands of routes do not hold a copy each.
+fn shared_pacing(reconnect: &Reconnect) -> Arc<Reconnect> {
+    static DEFAULT: std::sync::OnceLock<Arc<Reconnect>> = std::sync::OnceLock::new();
+    let default = DEFAULT.get_or_init(|| Arc::new(Reconnect::default()));
+    match *reconnect == **default {
+        true => default.clone(),
+        false => Arc::new(reconnect.clone()),
+    }
 }
 
 impl OwnerRun {
@@ -360,7 +373,7 @@ impl Tasks {
     {
         let run = self.run.clone();
         let asked = self.asked.clone();
-        let future = fault::hook(run.owner.clone(), task, future);
+        let future = fault::hook(run.0.owner.clone(), task, future);
         self.tracker.spawn(async move {
             let why = match AssertUnwindSafe(future).catch_unwind().await {
                 Err(panic) => format!("panicked: {}", panic_text(panic.as_ref())),
@@ -369,7 +382,7 @@ impl Tasks {
                 }
                 Ok(()) => return,
             };
-            run.supervisor.failed(&run, task, why, false);
+            run.0.supervisor.failed(&run, task, why, false);
         });
     }
 
@@ -385,24 +398,24 @@ impl Tasks {
         let asked = self.asked.clone();
         self.tracker.spawn(async move {
             loop {
-                let future = fault::hook(run.owner.clone(), task, make());
+                let future = fault::hook(run.0.owner.clone(), task, make());
                 let why = match AssertUnwindSafe(future).catch_unwind().await {
                     Err(panic) => format!("panicked: {}", panic_text(panic.as_ref())),
                     Ok(()) if asked.is_cancelled() => return,
                     Ok(()) => "ended unexpectedly".to_string(),
                 };
-                if run.supervisor.is_shutting_down() {
+                if run.0.supervisor.is_shutting_down() {
                     return;
                 }
-                run.supervisor.failed(&run, task, why, true);
-                let retry_at = (run.supervisor.down().into_iter())
-                    .find(|(owner, _)| *owner == run.owner)
+                run.0.supervisor.failed(&run, task, why, true);
+                let retry_at = (run.0.supervisor.down().into_iter())
+                    .find(|(owner, _)| *owner == run.0.owner)
                     .map_or_else(Instant::now, |(_, down)| down.retry_at);
                 tokio::select! {
                     () = tokio::time::sleep_until(retry_at) => {}
                     () = asked.cancelled() => return,
                 }
-                run.supervisor.restarted(&run.owner);
+                run.0.supervisor.restarted(&run.0.owner);
             }
         });
     }
@@ -630,6 +643,26 @@ mod tests {
         tasks.close();
         tasks.wait().await;
         assert!(supervisor.down().is_empty());
+    }
+
+    /// An owner keeps no backoff until its first failure: most routes never fail, and each
+    /// backoff was a few hundred bytes at thousands of routes. The failed one gets its own.
+    #[tokio::test]
+    async fn only_an_owner_that_failed_keeps_a_backoff() {
+        let supervisor = Supervisor::new();
+        let backoffs = || supervisor.0.registry.lock().unwrap().backoff.len();
+        let runs: Vec<OwnerRun> = (0..3)
+            .map(|i| supervisor.run_of(Owner::Route(format!("r{i}").into()), &quick()))
+            .collect();
+        assert_eq!(backoffs(), 0);
+        runs[1]
+            .tasks(CancellationToken::new())
+            .spawn("worker", async { panic!("x") });
+        let due = tokio::time::timeout(Duration::from_secs(5), supervisor.due())
+            .await
+            .expect("the restart comes due");
+        assert_eq!(due, vec![Owner::Route("r1".into())]);
+        assert_eq!(backoffs(), 1);
     }
 
     /// A failure reported by an owner's previous run (its tasks ending as they are replaced)

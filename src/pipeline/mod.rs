@@ -26,10 +26,11 @@ mod reload_summary;
 pub mod route;
 pub mod spool;
 pub mod tap;
+mod worker_handle;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -43,10 +44,11 @@ use crate::connectors::{self, HttpRoutes, Sinks};
 use crate::contracts::ConnectionContext;
 use crate::contracts::queue::{self, RouteInput, RouteOutput};
 use crate::contracts::status::{ConnectionStatus, State};
-use crate::contracts::supervisor::{self, Owner, Supervisor, Tasks};
+use crate::contracts::supervisor::{self, Owner, Supervisor};
 use crate::mapping::Mapping;
 use route::{MessageIds, RouteCounters, RouteSink, RouteWorker, Suspects};
 use spool::Spool;
+use worker_handle::WorkerHandle;
 
 pub use plans::instance_name;
 use plans::{ConnectionPlan, Plans, RoutePlan, route_connections};
@@ -101,73 +103,6 @@ struct LiveRoute {
     /// The messages that panicked its worker (see [`Suspects`]).
     suspects: Arc<Suspects>,
     worker: WorkerHandle,
-}
-
-/// A route worker's task and how to stop it.
-struct WorkerHandle {
-    /// Finish the message in hand and return (a reload replaces the worker).
-    stop: CancellationToken,
-    /// Stop retrying an unavailable sink (a deadline passed).
-    abandon: CancellationToken,
-    /// The worker's task (and its spool forwarders'), supervised.
-    done: Tasks,
-}
-
-impl WorkerHandle {
-    fn none() -> WorkerHandle {
-        // One ended group serves every route without a worker: a group of its own comes with
-        // a supervisor of its own, a kilobyte or two for each route of a start of thousands.
-        static ENDED: OnceLock<Tasks> = OnceLock::new();
-        let done = ENDED.get_or_init(|| {
-            let done = Tasks::unsupervised(CancellationToken::new());
-            done.close();
-            done
-        });
-        WorkerHandle {
-            stop: CancellationToken::new(),
-            abandon: CancellationToken::new(),
-            done: done.clone(),
-        }
-    }
-
-    /// Runs `worker` as a supervised task of its route: a panic restarts the route (see
-    /// [`Pipeline::recover`]). The route worker's unit tests run it this way too.
-    fn spawn(supervisor: &Supervisor, worker: Box<RouteWorker>) -> WorkerHandle {
-        let owner = Owner::Route(worker.name.to_string());
-        // Paced like a connection with default settings: a route has no `reconnect:` of its own.
-        let run = supervisor.run_of(owner, &config::Reconnect::default());
-        let handle = WorkerHandle {
-            stop: worker.stop.clone(),
-            abandon: worker.abandon.clone(),
-            done: run.tasks(worker.stop.clone()),
-        };
-        // A worker ends when told to (a reload's stop, the queue closed at shutdown) or by
-        // itself (`stop_after`): only a panic is a failure.
-        // Boxed: a task keeps its future in place, and the supervision around it (the panic
-        // catch) keeps room for it twice over: in place, an idle route's task took 4 KB.
-        handle
-            .done
-            .spawn_finite("worker", Box::pin(worker.run(run)));
-        handle.done.close();
-        handle
-    }
-
-    /// Whether the worker's task still runs.
-    fn is_running(&self) -> bool {
-        self.done.is_running()
-    }
-
-    /// Stops the worker, giving it until `deadline` to finish the message in hand.
-    async fn stop(&self, deadline: Instant) {
-        self.stop.cancel();
-        if tokio::time::timeout_at(deadline, self.done.wait())
-            .await
-            .is_err()
-        {
-            self.abandon.cancel();
-            self.done.wait().await;
-        }
-    }
 }
 
 impl Pipeline {
@@ -276,9 +211,9 @@ impl Pipeline {
         let _ = self.start_new(&config, &restarted, &mut summary, false);
         for owner in owners {
             let runs = match &owner {
-                Owner::Connection(name) => self.connections.contains_key(name),
+                Owner::Connection(name) => self.connections.contains_key(&**name),
                 Owner::Route(name) => (self.routes.iter())
-                    .any(|r| &r.plan.route.name == name && r.worker.is_running()),
+                    .any(|r| *r.plan.route.name == **name && r.worker.is_running()),
                 Owner::Ferry => true,
             };
             match runs {
@@ -363,7 +298,7 @@ impl Pipeline {
         let plans = Plans::of(new);
         let mut stopping: BTreeSet<String> = BTreeSet::new();
         for (name, live) in &self.connections {
-            let has_failed = failed.contains(&Owner::Connection(name.clone()));
+            let has_failed = failed.contains(&Owner::Connection(name.as_str().into()));
             if plans.connections.get(name) == Some(&live.plan) && !has_failed {
                 continue;
             }
@@ -376,7 +311,7 @@ impl Pipeline {
         let stops_route = |live: &LiveRoute| {
             let route = &live.plan.route;
             plans.routes.get(&route.name) != Some(&live.plan)
-                || failed.contains(&Owner::Route(route.name.clone()))
+                || failed.contains(&Owner::Route(route.name.as_str().into()))
                 || route_connections(route).any(|c| stopping.contains(c))
         };
         // 1. Sources of the connections that stop: they hand over what they received.
@@ -404,7 +339,7 @@ impl Pipeline {
             match plans.routes.get(name) {
                 Some(_) => summary.routes_restarted.push(name.clone()),
                 None => {
-                    self.supervisor.forget(&Owner::Route(name.clone()));
+                    self.supervisor.forget(&Owner::Route(name.as_str().into()));
                     summary.routes_stopped.push(name.clone());
                     // Nothing will take what is left: the source sends it again.
                     live.output.discard();
@@ -427,7 +362,8 @@ impl Pipeline {
             if plans.connections.contains_key(name) {
                 summary.connections_restarted.push(name.clone());
             } else {
-                self.supervisor.forget(&Owner::Connection(name.clone()));
+                self.supervisor
+                    .forget(&Owner::Connection(name.as_str().into()));
             }
         }
         stopping
@@ -504,19 +440,22 @@ impl Pipeline {
             self.routes.push(live);
         }
         // Connections: open the ones that do not run, their sources registered.
+        let positions: HashMap<&str, usize> = (self.routes.iter().enumerate())
+            .map(|(index, live)| (live.plan.route.name.as_str(), index))
+            .collect();
         let mut opened = Vec::new();
-        for (name, plan) in &plans.connections {
-            if self.connections.contains_key(name) {
+        for (name, plan) in std::mem::take(&mut plans.connections) {
+            if self.connections.contains_key(&name) {
                 continue;
             }
-            let status = ConnectionStatus::new(name, plan.connection.kind.protocol().name());
+            let status = ConnectionStatus::new(&name, plan.connection.kind.protocol().name());
             let mut connection =
                 connectors::open(&plan.connection, status.clone(), &plan.state_dir);
             let mut refused = None;
-            for (route, spec, _) in &plan.sources {
-                let live = self.routes.iter().find(|r| &r.plan.route.name == route);
-                let live = live.expect("every planned route is listed");
-                if let Err(e) = connection.add_source(route, spec, live.input.clone()) {
+            for source in &plan.sources {
+                let route = &source.route.name;
+                let live = &self.routes[positions[route.as_str()]];
+                if let Err(e) = connection.add_source(route, source.spec(), live.input.clone()) {
                     refused = Some(e.context(format!("route {route}")));
                     break;
                 }
@@ -536,15 +475,15 @@ impl Pipeline {
             if serves_admin && self.admin_bound {
                 summary.needs_restart.push(format!("connection {name}"));
             }
+            let runtime = ConnectionContext::new(&self.supervisor.run_of(
+                Owner::Connection(name.as_str().into()),
+                &plan.connection.reconnect,
+            ));
             self.connections.insert(
                 name.clone(),
                 LiveConnection {
-                    plan: plan.clone(),
-                    runtime: ConnectionContext::new(
-                        &self
-                            .supervisor
-                            .run_of(Owner::Connection(name.clone()), &plan.connection.reconnect),
-                    ),
+                    plan,
+                    runtime,
                     sinks,
                     status,
                     serves_admin,
@@ -640,15 +579,15 @@ impl Pipeline {
                         route.name,
                         dir.display()
                     ))?;
-                sink.spool = Some(opened);
+                sink.spool = Some(Box::new(opened));
             }
         }
         Ok(Box::new(RouteWorker {
-            name: route.name.as_str().into(),
+            name: live.output.route().clone(),
             queue: live.output.clone(),
             mapping: analysis
                 .resolve(config, index)
-                .and_then(|resolved| Mapping::new(&resolved, &live.plan.instance))
+                .and_then(|resolved| Mapping::new(&resolved, &live.plan.everywhere.instance))
                 .map_err(|e| anyhow::anyhow!("route {}: {e}", route.name))?,
             sinks,
             dead_letter,
@@ -756,10 +695,7 @@ impl LiveRoute {
     fn view(&self, connections: &BTreeMap<String, config::Connection>) -> observe::RouteView {
         let route = &self.plan.route;
         observe::RouteView {
-            name: route.name.clone(),
-            from: route.from.connection.clone(),
-            to: route.to.iter().map(|s| s.connection.clone()).collect(),
-            dead_letter: route.dead_letter.as_ref().map(|s| s.connection.clone()),
+            route: route.clone(),
             at_least_once: config::delivery::guarantee(route, connections).delivery
                 == config::Delivery::AtLeastOnce,
             counters: self.counters.clone(),

@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 
 use super::route::RouteCounters;
 use super::tap::Tap;
+use crate::config;
 use crate::contracts::queue::RouteOutput;
 use crate::contracts::status::ConnectionStatus;
 use crate::contracts::supervisor::Supervisor;
@@ -38,17 +39,19 @@ pub struct View {
 /// One running route. Its counters, queue and tap live as long as the route does: a reload
 /// that restarts the route's worker keeps them, so counters never go back.
 pub struct RouteView {
-    pub name: String,
-    /// The connection its source reads from.
-    pub from: String,
-    /// The connections of its sinks, in `to:` order.
-    pub to: Vec<String>,
-    /// The connection of its dead-letter sink.
-    pub dead_letter: Option<String>,
+    /// The route as configured: its name, the connections of its source, sinks and
+    /// dead-letter sink. The running configuration's own, shared rather than copied.
+    pub route: Arc<config::Route>,
     /// `delivery: at-least-once` (or implied by its sides).
     pub at_least_once: bool,
     pub counters: Arc<RouteCounters>,
     /// Depth (`len`), bytes (`bytes`) and drops (`dropped`) of its queue.
     pub queue: RouteOutput,
     pub tap: Tap,
+}
+
+impl RouteView {
+    pub fn name(&self) -> &str {
+        &self.route.name
+    }
 }

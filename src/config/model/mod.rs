@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -35,7 +36,9 @@ pub use crate::connectors::stdio::config::{LineFormat, StdioConnection, StdioSin
 pub struct Config {
     /// Named endpoints, shared by any number of routes.
     pub connections: BTreeMap<String, Connection>,
-    pub routes: Vec<Route>,
+    /// Shared, not copied, by whatever keeps a route beside its configuration (the pipeline's
+    /// plan of each route): at thousands of routes each copy is megabytes.
+    pub routes: Vec<Arc<Route>>,
     /// How long SIGINT/SIGTERM waits for queued messages to reach their sinks.
     pub shutdown_timeout: Duration,
     /// How long `ferry run` waits for every connection to come up before it tells systemd it is

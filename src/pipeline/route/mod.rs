@@ -41,8 +41,9 @@ const SPOOL_RETRY_MAX: Duration = Duration::from_secs(5);
 pub struct RouteSink {
     pub connection: String,
     pub sink: Arc<dyn Sink>,
-    /// Where its messages wait while it is unreachable, when the route has a spool.
-    pub spool: Option<Spool>,
+    /// Where its messages wait while it is unreachable, when the route has a spool. Boxed:
+    /// most routes have none, and every route holds its sinks for as long as it runs.
+    pub spool: Option<Box<Spool>>,
 }
 
 pub struct RouteWorker {
@@ -316,7 +317,7 @@ impl RouteWorker {
     }
 
     fn spools(&self) -> impl Iterator<Item = &Spool> {
-        self.sinks.iter().filter_map(|s| s.spool.as_ref())
+        self.sinks.iter().filter_map(|s| s.spool.as_deref())
     }
 
     /// Makes what the spools took durable (one fsync each), then confirms the acks that

@@ -127,7 +127,9 @@ impl TestedRoute {
             for (index, sink) in sinks.iter_mut().enumerate() {
                 let dir = dir.path().join(format!("{index}-{}", sink.connection));
                 let bytes = self.counters.spool_bytes.clone();
-                sink.spool = Some(Spool::open(&dir, 1 << 20, bytes).expect("the spool opens"));
+                sink.spool = Some(Box::new(
+                    Spool::open(&dir, 1 << 20, bytes).expect("the spool opens"),
+                ));
             }
         }
         let analysis = loops::analyse(&self.config);
