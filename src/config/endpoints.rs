@@ -368,6 +368,10 @@ fn endpoint(
             }
         };
     }
+    // `ws+mqtt://...?protocol=mqtt` says its protocol twice: taken here, so no form sees it.
+    if url.scheme.starts_with("ws") {
+        query.all("protocol");
+    }
     let Some(form) = FORMS
         .iter()
         .find(|f| f.schemes.contains(&url.scheme.as_str()))
@@ -813,6 +817,9 @@ mod tests {
         assert_eq!(nats_source(&c).subject, "a.b");
         let c = relay("ws://h:8080?protocol=nats&subject=a", "-");
         assert_eq!(nats_of(&c, FROM).urls, ["ws://h:8080"]);
+        // The protocol said twice, by the scheme and the query.
+        let c = relay("ws+nats://h:8080?protocol=nats&subject=a", "-");
+        assert_eq!(nats_source(&c).subject, "a");
 
         let c = relay(
             "nats://h/orders.>?stream=ORDERS&consumer=relay&deliver=new",

@@ -32,15 +32,6 @@ pub const FORM: UrlForm = UrlForm {
 
 /// The query keys, in the order the hint lists them.
 const KEYS: &[&str] = &["qos", "version", "client_id", "share", "retain", "topic"];
-const WS_KEYS: &[&str] = &[
-    "topic",
-    "qos",
-    "version",
-    "client_id",
-    "share",
-    "retain",
-    "protocol",
-];
 
 fn read(
     url: &EndpointUrl,
@@ -61,10 +52,7 @@ fn read(
     let client_id = query.one("client_id")?;
     let share = query.one("share")?;
     let retain = query.one("retain")?;
-    if ws {
-        query.all("protocol");
-    }
-    query.finish(if ws { WS_KEYS } else { KEYS })?;
+    query.finish(KEYS)?;
     if given.side == Side::To && share.is_some() {
         return Err((
             "`share` applies to FROM: a shared subscription spreads what is read".into(),

@@ -47,21 +47,6 @@ const KEYS: &[&str] = &[
     "jetstream",
     "subject",
 ];
-const WS_KEYS: &[&str] = &[
-    "subject",
-    "queue",
-    "stream",
-    "consumer",
-    "deliver",
-    "max_ack_pending",
-    "ack_wait",
-    "priority_group",
-    "policy",
-    "pinned_ttl",
-    "min_pending",
-    "jetstream",
-    "protocol",
-];
 
 /// The keys of the source's `jetstream:` map a URL may set, besides `stream` and `consumer`.
 const CONSUMER_KEYS: &[&str] = &["deliver", "max_ack_pending", "ack_wait"];
@@ -99,10 +84,7 @@ fn read(
         }
     }
     let jetstream = query.one("jetstream")?;
-    if ws {
-        query.all("protocol");
-    }
-    query.finish(if ws { WS_KEYS } else { KEYS })?;
+    query.finish(KEYS)?;
     let named = |keys: &[(&'static str, String)]| keys.first().map(|(key, _)| *key);
     if given.side == Side::To {
         let source_key = [
