@@ -150,7 +150,7 @@ mod tests {
     use crate::connectors::http_server::config::HttpServerConnection;
     use crate::connectors::migratorydata::config::MigratoryDataSection;
     use crate::connectors::mqtt::config::MqttSection;
-    use crate::connectors::nats::config::{NatsSection, PriorityGroup};
+    use crate::connectors::nats::config::{KvSink, KvSource, NatsSection, PriorityGroup};
     use crate::connectors::sse::config::{HandshakeSection, SseSection};
     use crate::connectors::sse_server::config::SseServerConnection;
 
@@ -205,5 +205,7 @@ mod tests {
         shows_its_defaults::<HeaderRules>(json!({}));
         shows_its_defaults::<JetStreamSource>(json!({ "stream": "S", "consumer": "c" }));
         shows_its_defaults::<PriorityGroup>(json!({ "name": "g", "policy": "pinned_client" }));
+        shows_its_defaults::<KvSource>(json!({ "bucket": "b", "consumer": "c" }));
+        shows_its_defaults::<KvSink>(json!({ "bucket": "b" }));
     }
 }

@@ -49,6 +49,11 @@ const MAPPINGS: &[(&str, &str)] = &[
         "PriorityGroup",
         "`priority_group` (a map of name, policy, ...)",
     ),
+    ("KvSource", "`kv` (a map of bucket, consumer, ...)"),
+    (
+        "KvSink",
+        "`kv` (a map of bucket, delete_on_empty, check_revision)",
+    ),
     ("Spool", "`spool` (a map of dir, max_bytes)"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),

@@ -54,7 +54,8 @@ fn default_ping_interval() -> Duration {
     Duration::from_secs(20)
 }
 
-/// A NATS source: a core NATS subscription, or a JetStream durable consumer.
+/// A NATS source: a core NATS subscription, a JetStream durable consumer, or a KV bucket
+/// watched through one.
 #[derive(Deserialize, JsonSchema)]
 pub struct NatsSourceKeys {
     /// The subject to subscribe to (`*` and `>` wildcards).
@@ -65,9 +66,12 @@ pub struct NatsSourceKeys {
     pub queue: Option<String>,
     /// Read through a JetStream durable consumer (at-least-once).
     pub jetstream: Option<JetStreamSource>,
+    /// Watch a KV bucket through a durable consumer (at-least-once): each message is an
+    /// entry, its subject the key; `subject` is then the keys to watch (`>` for all).
+    pub kv: Option<KvSource>,
 }
 
-/// A NATS sink.
+/// A NATS sink: core NATS, a JetStream stream, or a KV bucket.
 #[derive(Deserialize, JsonSchema)]
 pub struct NatsSinkKeys {
     /// The subject: a template such as `iot.{{ topic[1] }}.temperature`, or `auto` (the
@@ -79,6 +83,8 @@ pub struct NatsSinkKeys {
     #[serde(default)]
     #[schemars(with = "Flag")]
     pub jetstream: bool,
+    /// Put into a KV bucket and wait for its ack: `subject` is then the key.
+    pub kv: Option<KvSink>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -112,6 +118,9 @@ pub struct NatsSource {
     pub queue_group: Option<String>,
     /// Read through a durable JetStream pull consumer instead of a core subscription.
     pub jetstream: Option<JetStreamSource>,
+    /// Watch a KV bucket (its stream, through a durable pull consumer); `subject` filters
+    /// the keys. Boxed: most sources have none.
+    pub kv: Option<Box<KvSource>>,
 }
 
 /// A JetStream durable consumer.
@@ -241,4 +250,80 @@ pub struct NatsSink {
     /// Publish to JetStream and wait for the stream's ack (with `Nats-Msg-Id` for
     /// deduplication), rather than core NATS.
     pub jetstream: bool,
+    /// Put into a KV bucket, the subject being the key. Boxed: most sinks have none.
+    pub kv: Option<Box<KvSink>>,
+}
+
+/// A KV bucket a route watches.
+// The bucket is the stream `KV_<bucket>`; ferry reads it as the JetStream source does, through
+// a durable pull consumer filtered on `$KV.<bucket>.<subject>`.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KvSource {
+    /// The bucket's name (made with `nats kv add`).
+    #[schemars(with = "Text")]
+    pub bucket: String,
+    /// The durable consumer's name (created if missing): a restart resumes after the last
+    /// revision it acknowledged.
+    #[schemars(with = "Text")]
+    pub consumer: String,
+    /// Where a new consumer starts.
+    #[serde(default)]
+    #[schemars(with = "Interpolated<KvDeliver>")]
+    pub deliver: KvDeliver,
+    /// Entries delivered but not yet acknowledged, at most.
+    #[serde(default = "JetStreamSource::default_max_ack_pending")]
+    #[schemars(with = "Whole<1, 1000000>")]
+    pub max_ack_pending: i64,
+    /// How long the server waits for an ack before it delivers an entry again.
+    #[serde(
+        default = "JetStreamSource::default_ack_wait",
+        with = "values::duration"
+    )]
+    #[schemars(with = "values::Duration")]
+    pub ack_wait: Duration,
+}
+
+/// Where a new KV consumer starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+#[schemars(extend("errorMessage" = "`{value}` is not a valid KV `deliver` policy"))]
+pub enum KvDeliver {
+    /// The current value of each key, then every change (as a KV watcher does).
+    #[default]
+    LastPerSubject,
+    /// Every revision the bucket still holds, then every change.
+    All,
+    /// Only changes made from now on.
+    New,
+}
+
+impl KvDeliver {
+    /// As the server and `ferry check` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDeliver::LastPerSubject => "last_per_subject",
+            KvDeliver::All => "all",
+            KvDeliver::New => "new",
+        }
+    }
+}
+
+/// A KV bucket a route puts into.
+#[derive(Clone, Debug, PartialEq, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KvSink {
+    /// The bucket's name (made with `nats kv add`).
+    #[schemars(with = "Text")]
+    pub bucket: String,
+    /// An empty payload deletes the key (an empty MQTT retained message clears its topic)
+    /// rather than putting an empty value.
+    #[serde(default)]
+    #[schemars(with = "Flag")]
+    pub delete_on_empty: bool,
+    /// Put only if the key is still at the revision the message's `KV-Revision` header names
+    /// (a message without one is put as it is); a stale one is refused (dead letter).
+    #[serde(default)]
+    #[schemars(with = "Flag")]
+    pub check_revision: bool,
 }

@@ -19,6 +19,7 @@
 pub mod config;
 mod diagnose;
 mod jetstream;
+mod kv;
 pub mod names;
 mod probe;
 pub mod protocol;
@@ -283,7 +284,9 @@ impl Sinks for NatsSinks {
             connection: self.name.clone(),
             handles: self.handles.clone(),
             connected: self.connected.clone(),
-            jetstream: sink.jetstream,
+            // A KV put waits for the stream's ack, one at a time, as a JetStream publish does.
+            jetstream: sink.jetstream || sink.kv.is_some(),
+            kv: sink.kv.clone(),
         }))
     }
 }
@@ -298,14 +301,18 @@ impl Connection for NatsConnection {
         let SourceSpec::Nats(source) = source else {
             anyhow::bail!("connection {} is NATS, the source is not", self.name);
         };
-        match &source.jetstream {
-            Some(consumer) => self.jetstream_sources.push(jetstream::JetStreamRoute {
+        match (&source.jetstream, &source.kv) {
+            (Some(consumer), _) => self.jetstream_sources.push(jetstream::JetStreamRoute {
                 route: route.to_string(),
                 subject: source.subject.clone(),
                 config: consumer.clone(),
                 input,
+                kv: None,
             }),
-            None => self.sources.push(SourceRoute {
+            (None, Some(bucket)) => {
+                (self.jetstream_sources).push(kv::watch(route, &source.subject, bucket, input))
+            }
+            (None, None) => self.sources.push(SourceRoute {
                 subject: source.subject.clone(),
                 queue_group: source.queue_group.clone(),
                 input,
@@ -571,6 +578,7 @@ struct NatsSink {
     handles: Arc<tokio::sync::OnceCell<Handles>>,
     connected: Arc<watch::Sender<Option<bool>>>,
     jetstream: bool,
+    kv: Option<Box<config::KvSink>>,
 }
 
 impl Sink for NatsSink {
@@ -625,6 +633,9 @@ impl NatsSink {
         // async-nats panics on a header it cannot write): the route's mapping checked them
         // for every publish and dead letter, and the spool's forwarder checks what it kept
         // from an earlier run, so they are not checked again here.
+        if let Some(kv) = &self.kv {
+            return kv::put(kv, handles, message).await;
+        }
         let mut headers = HeaderMap::new();
         for (k, v) in &message.headers {
             if !(self.jetstream && jetstream::is_publish_control(k)) {
@@ -634,6 +645,7 @@ impl NatsSink {
         if self.jetstream {
             return jetstream::publish(
                 &handles.jetstream,
+                message.subject.clone(),
                 message,
                 headers,
                 handles.disconnects.clone(),

@@ -56,6 +56,46 @@ fn check(subject: &str, wildcards: bool) -> Result<(), Problem> {
     Ok(())
 }
 
+/// A KV key to put to: a subject NATS can publish to, made of letters, digits and `-/_=.`
+/// only (as nats-server and the NATS clients take keys).
+pub fn kv_key(key: &str) -> Result<(), Problem> {
+    subject(key)?;
+    kv_tokens(key, "key")
+}
+
+/// The keys a KV source watches: a subscription whose tokens are wildcards or KV key text.
+pub fn kv_keys(pattern: &str) -> Result<(), Problem> {
+    subscription(pattern)?;
+    kv_tokens(pattern, "key pattern")
+}
+
+fn kv_tokens(key: &str, what: &str) -> Result<(), Problem> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'/' | b'_' | b'=');
+    let wild = |token: &str| token == "*" || token == ">";
+    if key
+        .split('.')
+        .all(|token| wild(token) || token.bytes().all(valid))
+    {
+        return Ok(());
+    }
+    Err((
+        format!("`{key}` is not a KV {what}"),
+        "KV keys hold letters, digits, `-`, `/`, `_`, `=` and `.` only".into(),
+    ))
+}
+
+/// A KV bucket's name.
+pub fn kv_bucket(name: &str) -> Result<(), Problem> {
+    let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_');
+    if !name.is_empty() && name.bytes().all(valid) {
+        return Ok(());
+    }
+    Err((
+        format!("`{name}` is not a valid KV bucket name"),
+        "use letters, digits, `-` and `_`".into(),
+    ))
+}
+
 /// A header that can travel over NATS (and HTTP): the name printable ASCII without `:`, the
 /// value on one line.
 pub fn header(name: &str, value: &str) -> Result<(), Problem> {
@@ -88,6 +128,20 @@ mod tests {
         }
         assert!(subject("a.*").is_err());
         assert!(subject("a\tb").unwrap_err().0.contains("whitespace"));
+        kv_key("devices.a-1.state/x=2").unwrap();
+        kv_keys("devices.*.>").unwrap();
+        for bad in ["a b", "a..b", "a.*", "é", "a:b", "a#b", ".a"] {
+            assert!(kv_key(bad).is_err(), "{bad}");
+        }
+        assert!(kv_keys("a.b*").is_err());
+        assert!(
+            kv_keys("a.b@c.>")
+                .unwrap_err()
+                .0
+                .contains("not a KV key pattern")
+        );
+        kv_bucket("device_state-1").unwrap();
+        assert!(kv_bucket("a.b").is_err() && kv_bucket("").is_err());
         header("x-site", "plant 1").unwrap();
         for (name, value) in [
             ("a b", "v"),

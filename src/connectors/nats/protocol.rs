@@ -2,7 +2,7 @@
 //! carry ferry's loop marker; at-least-once through JetStream only (a consumer to read, the
 //! stream's ack to publish), since core NATS never redelivers.
 
-use super::config::{PriorityGroup, PriorityPolicy};
+use super::config::{KvDeliver, PriorityGroup, PriorityPolicy};
 use super::names;
 use crate::config::{ConnectionKind, Protocol, SinkSpec, SourceSpec, Tls};
 use crate::connectors::protocol::{
@@ -75,6 +75,20 @@ impl Descriptor for Nats {
         let SourceSpec::Nats(source) = source else {
             return None;
         };
+        if let Some(kv) = &source.kv {
+            return Some(Keeps::AtLeastOnce(format!(
+                "source: KV bucket `{}` (keys `{}`) through durable consumer `{}`, from {}; each entry acknowledged after every sink confirmed, so a restart resumes after the last revision acknowledged; unacknowledged entries come back after {}",
+                kv.bucket,
+                source.subject,
+                kv.consumer,
+                match kv.deliver {
+                    KvDeliver::LastPerSubject => "the current value of each key, then every change",
+                    KvDeliver::All => "every revision the bucket holds, then every change",
+                    KvDeliver::New => "the changes made after it was created",
+                },
+                humantime::format_duration(kv.ack_wait),
+            )));
+        }
         Some(match &source.jetstream {
             None => Keeps::AtMostOnce(Limit::new(
                 format!(
@@ -114,6 +128,22 @@ impl Descriptor for Nats {
         let SinkSpec::Nats(nats) = sink else {
             return None;
         };
+        if let Some(kv) = &nats.kv {
+            return Some(Keeps::AtLeastOnce(format!(
+                "{role}: KV bucket `{}` via `{to}`, the subject as the key, confirmed by the stream's ack; Nats-Msg-Id lets the stream drop a re-send{}{}",
+                kv.bucket,
+                if kv.delete_on_empty {
+                    "; an empty payload deletes the key"
+                } else {
+                    ""
+                },
+                if kv.check_revision {
+                    "; a message with a KV-Revision header is put only if the key is still at that revision, or dead-lettered"
+                } else {
+                    ""
+                },
+            )));
+        }
         Some(Keeps::AtLeastOnce(if nats.jetstream {
             format!(
                 "{role}: JetStream via `{to}`, confirmed by the stream's ack; Nats-Msg-Id lets the stream drop a re-send"
@@ -174,8 +204,10 @@ impl Descriptor for Nats {
         format!(
             "nats {connection} [{}]{}",
             s.subject,
-            match (&s.queue_group, &s.jetstream) {
-                (_, Some(js)) => format!(
+            match (&s.queue_group, &s.jetstream, &s.kv) {
+                (_, _, Some(kv)) =>
+                    format!(" kv {}/{} ({})", kv.bucket, kv.consumer, kv.deliver.name()),
+                (_, Some(js), None) => format!(
                     " jetstream {}/{}{}",
                     js.stream,
                     js.consumer,
@@ -189,8 +221,8 @@ impl Descriptor for Nats {
                                 .map_or(String::new(), |n| format!(", min_pending {n}"))
                         ))
                 ),
-                (Some(q), None) => format!(" queue {q}"),
-                (None, None) => String::new(),
+                (Some(q), None, None) => format!(" queue {q}"),
+                (None, None, None) => String::new(),
             }
         )
     }
@@ -199,6 +231,9 @@ impl Descriptor for Nats {
         let SinkSpec::Nats(n) = sink else {
             return String::new();
         };
+        if let Some(kv) = &n.kv {
+            return format!("nats {connection} kv {} key {target}", kv.bucket);
+        }
         format!(
             "nats {connection} subject {target}{}",
             if n.jetstream { " (jetstream)" } else { "" }

@@ -101,19 +101,15 @@ impl Reader<'_> {
     /// The NATS source at `node`: a core subscription, or a JetStream consumer.
     pub fn nats_source(&mut self, keys: NatsSourceKeys, node: &Node) -> NatsSource {
         let at = |key: &str| node.get(key).map_or(node.pos, |n| n.pos);
-        self.errors
-            .rule(at("subject"), names::subscription(&keys.subject));
+        let rule = match keys.kv {
+            Some(_) => names::kv_keys,
+            None => names::subscription,
+        };
+        self.errors.rule(at("subject"), rule(&keys.subject));
         if let Some(js) = &keys.jetstream {
             let js_node = node.get("jetstream").unwrap_or(node);
             for (key, name) in [("stream", &js.stream), ("consumer", &js.consumer)] {
-                // JetStream names become subject tokens: no dots, wildcards or spaces.
-                if name.is_empty() || name.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
-                    self.errors.report(
-                        js_node.get(key).map_or(js_node.pos, |n| n.pos),
-                        format!("`{name}` is not a valid JetStream {key} name"),
-                        "use letters, digits, `-` and `_`",
-                    );
-                }
+                self.jetstream_name(js_node, key, name);
             }
             if let Some(group) = &js.priority_group {
                 let group_node = js_node.get("priority_group").unwrap_or(js_node);
@@ -127,10 +123,43 @@ impl Reader<'_> {
                 );
             }
         }
+        if let Some(kv) = &keys.kv {
+            let kv_node = node.get("kv").unwrap_or(node);
+            let at = |key: &str| kv_node.get(key).map_or(kv_node.pos, |n| n.pos);
+            self.errors.rule(at("bucket"), names::kv_bucket(&kv.bucket));
+            self.jetstream_name(kv_node, "consumer", &kv.consumer);
+            if keys.jetstream.is_some() {
+                self.errors.report(
+                    node.pos,
+                    "a NATS source reads either a JetStream stream or a KV bucket",
+                    "keep `jetstream` or `kv`",
+                );
+            }
+            if keys.queue.is_some() {
+                self.errors.report(
+                    node.pos,
+                    "a KV source takes no `queue`",
+                    "instances that bind the same durable `consumer` share its entries",
+                );
+            }
+        }
         NatsSource {
             subject: keys.subject,
             queue_group: keys.queue,
             jetstream: keys.jetstream,
+            kv: keys.kv.map(Box::new),
+        }
+    }
+
+    /// A JetStream stream's or consumer's name at `node`'s `key`: names become subject
+    /// tokens, so no dots, wildcards or spaces.
+    fn jetstream_name(&mut self, node: &Node, key: &str, name: &str) {
+        if name.is_empty() || name.contains(['.', '*', '>', ' ', '\t', '/', '\\']) {
+            self.errors.report(
+                node.get(key).map_or(node.pos, |n| n.pos),
+                format!("`{name}` is not a valid JetStream {key} name"),
+                "use letters, digits, `-` and `_`",
+            );
         }
     }
 
@@ -176,9 +205,26 @@ impl Reader<'_> {
 
     /// The NATS sink at `node`; its subject may use `captures`.
     pub fn nats_sink(&mut self, keys: NatsSinkKeys, node: &Node, captures: &[String]) -> NatsSink {
+        let rule = match keys.kv {
+            Some(_) => names::kv_key,
+            None => names::subject,
+        };
+        if let Some(kv) = &keys.kv {
+            let kv_node = node.get("kv").unwrap_or(node);
+            let bucket = kv_node.get("bucket").map_or(kv_node.pos, |n| n.pos);
+            self.errors.rule(bucket, names::kv_bucket(&kv.bucket));
+            if keys.jetstream {
+                self.errors.report(
+                    node.get("jetstream").map_or(node.pos, |n| n.pos),
+                    "a KV sink always waits for the bucket's ack: `jetstream` says nothing more",
+                    "remove `jetstream`",
+                );
+            }
+        }
         NatsSink {
-            subject: self.target(node, "subject", keys.subject, names::subject, captures),
+            subject: self.target(node, "subject", keys.subject, rule, captures),
             jetstream: keys.jetstream,
+            kv: keys.kv.map(Box::new),
         }
     }
 }

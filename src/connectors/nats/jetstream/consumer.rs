@@ -237,7 +237,10 @@ pub(super) async fn bind(
     let info = match stream.consumer_info(&wanted.consumer).await {
         Ok(info) => info,
         Err(e) if e.kind() == ConsumerInfoErrorKind::NotFound => {
-            let config = consumer_config(&route.route, &route.subject, wanted);
+            let mut config = consumer_config(&route.route, &route.subject, wanted);
+            if let Some(kv) = &route.kv {
+                config.deliver_policy = kv.deliver_policy();
+            }
             let consumer = stream.create_consumer(config).await.map_err(|e| {
                 Problem::Unavailable(format!(
                     "cannot create JetStream consumer `{}` on stream `{}`: {e}",
@@ -275,11 +278,14 @@ pub(super) async fn bind(
         }
         Err(e) => {
             return Err(Problem::Unavailable(match e.kind() {
-                ConsumerInfoErrorKind::StreamNotFound => format!(
-                    "JetStream stream `{}` does not exist on the server: create it (e.g. `nats \
-                     stream add {} --subjects '{}'`)",
-                    wanted.stream, wanted.stream, route.subject
-                ),
+                ConsumerInfoErrorKind::StreamNotFound => match &route.kv {
+                    Some(kv) => kv.missing(),
+                    None => format!(
+                        "JetStream stream `{}` does not exist on the server: create it (e.g. \
+                         `nats stream add {} --subjects '{}'`)",
+                        wanted.stream, wanted.stream, route.subject
+                    ),
+                },
                 ConsumerInfoErrorKind::NoResponders => {
                     "JetStream does not answer on this connection (not enabled on the server, \
                      or not for this account)"

@@ -52,6 +52,8 @@ pub(super) struct JetStreamRoute {
     pub subject: String,
     pub config: config::JetStreamSource,
     pub input: RouteInput,
+    /// Set when the stream is a KV bucket's: its messages are read as entries of the bucket.
+    pub kv: Option<super::kv::Watch>,
 }
 
 impl JetStreamRoute {

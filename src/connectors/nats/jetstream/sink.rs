@@ -29,14 +29,16 @@ pub(in crate::connectors::nats) fn is_publish_control(header: &str) -> bool {
             .is_some_and(|start| start.eq_ignore_ascii_case(EXPECTED))
 }
 
-/// Publishes to JetStream and waits for the stream's ack. `headers` are the message's own,
-/// without [`is_publish_control`] ones; `Nats-Msg-Id` is set here.
+/// Publishes to JetStream (to `subject`: the message's own, or the KV subject of its key) and
+/// waits for the stream's ack. `headers` are the message's own, without [`is_publish_control`]
+/// ones (a KV put adds its own); `Nats-Msg-Id` is set here.
 ///
 /// A disconnect while the ack is awaited ends the wait at once (the request went down with
 /// the connection, or its answer did): the route sends the message again, and the stream
 /// drops the copy if the first one was stored.
 pub(in crate::connectors::nats) async fn publish(
     jetstream: &jetstream::Context,
+    subject: String,
     message: &Message,
     mut headers: HeaderMap,
     mut disconnects: watch::Receiver<u64>,
@@ -45,7 +47,6 @@ pub(in crate::connectors::nats) async fn publish(
         headers.insert("Nats-Msg-Id", id.as_str());
     }
     disconnects.borrow_and_update();
-    let subject = message.subject.clone();
     let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT * 2;
     let lost = |subject: &str| {
         SinkError::Unavailable(format!(

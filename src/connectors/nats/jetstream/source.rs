@@ -252,10 +252,13 @@ impl Reader {
 
     /// Holds a message until the route finishes with it, and hands it over.
     fn hold(&self, message: jetstream::Message) {
-        let id = message
-            .info()
-            .map(|info| format!("{}:{}", info.stream, info.stream_sequence))
-            .ok();
+        let (id, sequence) = match message.info() {
+            Ok(info) => (
+                Some(format!("{}:{}", info.stream, info.stream_sequence)),
+                info.stream_sequence,
+            ),
+            Err(_) => (None, 0),
+        };
         let message = message.message;
         let Some(reply) = message.reply.clone() else {
             return; // not a JetStream delivery: nothing to ack
@@ -272,6 +275,9 @@ impl Reader {
         );
         m.headers = super::super::headers_of(message.headers.as_ref());
         m.id = id;
+        if let Some(kv) = &self.source.route.kv {
+            kv.read(&mut m, sequence);
+        }
         // Fails only once the hand-over stopped (shutdown): the ack nacks on drop.
         let _ = self.hand.send(Incoming { message: m, ack });
     }
