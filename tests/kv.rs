@@ -317,3 +317,97 @@ async fn keys_become_retained_topics_and_a_delete_or_purge_clears_them() {
     assert!(retained[0].retain);
     late.inbox.expect_nothing(millis(500)).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// both at once: examples/retained-kv-mirror.yaml
+
+/// examples/retained-kv-mirror.yaml as written (the servers' addresses filled in): state set
+/// on either side, before ferry starts and while it runs, deletes included, reaches the other
+/// side once, and nothing comes back over a quiet period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_retained_kv_mirror_crosses_each_change_once() {
+    let brokers = Scenario::new()
+        .nats_with("core", jetstream())
+        .mosquitto("plant")
+        .routes("")
+        .start_brokers();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/retained-kv-mirror.yaml"
+    ))
+    .unwrap();
+    let config = fill(
+        &example,
+        &[
+            ("mqtt://127.0.0.1:1883", brokers.mosquitto("plant").url()),
+            ("nats://127.0.0.1:4222", brokers.nats("core").url()),
+        ],
+    );
+    let js = brokers.nats_peer("core").await;
+    let store = bucket(&js, "device_state", 10).await;
+    let device = brokers.mqtt_peer("plant").await;
+    // Before ferry: a device's retained state, and a key a NATS client put.
+    device.publish("devices/pump/state", "on", 1, true).await;
+    store
+        .put("devices.valve.state", "open".into())
+        .await
+        .unwrap();
+    let mut mqtt = brokers.mqtt_subscriber("plant", "devices/#", 1).await;
+    assert_eq!(
+        texts(&mqtt.inbox.collect(1, secs(5)).await),
+        pairs(&[("devices/pump/state", "on")]),
+        "the device's retained state"
+    );
+    let mut watch = store.watch(">").await.unwrap();
+
+    let _ferry = Ferry::start_ready(&config).await;
+    wait_entry(&mut watch, "devices.pump.state", kv::Operation::Put, "on").await;
+    mqtt.inbox
+        .expect_messages(&[("devices/valve/state", "open")], secs(10))
+        .await;
+
+    // While ferry runs: a change and a delete on each side.
+    device.publish("devices/pump/state", "off", 1, true).await;
+    wait_entry(&mut watch, "devices.pump.state", kv::Operation::Put, "off").await;
+    store
+        .put("devices.valve.state", "shut".into())
+        .await
+        .unwrap();
+    mqtt.inbox
+        .expect_messages(
+            &[
+                ("devices/pump/state", "off"),
+                ("devices/valve/state", "shut"),
+            ],
+            secs(10),
+        )
+        .await;
+    device.publish("devices/pump/state", "", 1, true).await;
+    wait_entry(&mut watch, "devices.pump.state", kv::Operation::Delete, "").await;
+    store.delete("devices.valve.state").await.unwrap();
+    mqtt.inbox
+        .expect_messages(
+            &[("devices/pump/state", ""), ("devices/valve/state", "")],
+            secs(10),
+        )
+        .await;
+
+    // A quiet period: an echo would be a second copy of some change on either side.
+    let echoes = mqtt.inbox.collect_for(secs(2)).await;
+    assert!(echoes.is_empty(), "echoed to MQTT: {echoes:?}");
+    let put = |v: &str| (kv::Operation::Put, v.to_string());
+    let deleted = (kv::Operation::Delete, String::new());
+    assert_eq!(
+        history(&store, "devices.pump.state").await,
+        [put("on"), put("off"), deleted.clone()],
+        "the device's changes, each stored once"
+    );
+    assert_eq!(
+        history(&store, "devices.valve.state").await,
+        [put("open"), put("shut"), deleted],
+        "the NATS client's changes, none written back"
+    );
+    // Both topics cleared: a device subscribing now gets nothing.
+    let mut late = brokers.mqtt_subscriber("plant", "devices/#", 1).await;
+    late.inbox.expect_nothing(millis(500)).await;
+}
