@@ -411,3 +411,85 @@ async fn example_retained_kv_mirror_crosses_each_change_once() {
     let mut late = brokers.mqtt_subscriber("plant", "devices/#", 1).await;
     late.inbox.expect_nothing(millis(500)).await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// a restart in the middle of a stream of puts
+
+/// Entries put before and while ferry restarts, and the window of entries ferry may hold
+/// unacknowledged.
+const PUTS: usize = 3000;
+const WINDOW: usize = 100;
+
+/// A bucket watched by a route into core NATS (`out.<key>`): `PUTS` entries are put (each key
+/// once) while ferry relays them; it is stopped once a tenth crossed (`kill -9`, or SIGTERM
+/// when `kill` is false), the puts going on, and a new ferry is started. Returns what crossed,
+/// once every entry did.
+async fn restarted_mid_stream(kill: bool) -> Tally {
+    let brokers = Scenario::new()
+        .settings("shutdown_timeout: 10s\n")
+        .nats_with("core", jetstream())
+        .routes(&fill(
+            r#"
+  - name: from-kv
+    from:
+      connection: core
+      subject: "load.>"
+      kv: { bucket: load, consumer: ferry-load, max_ack_pending: @WINDOW@, ack_wait: 5s }
+    to: { connection: core, subject: "out.{{ subject }}" }
+"#,
+            &[("@WINDOW@", WINDOW.to_string())],
+        ))
+        .start_brokers();
+    let js = brokers.nats_peer("core").await;
+    let store = bucket(&js, "load", 1).await;
+    let mut out = js.subscribe("out.>").await;
+    let mut ferry = Ferry::start_ready(&brokers.config).await;
+    let writer = tokio::spawn(async move {
+        for i in 0..PUTS {
+            let value = seq_payload("kv", i, 0);
+            store.put(format!("load.{i}"), value).await.unwrap();
+        }
+    });
+    let mut got = out.collect(PUTS / 10, secs(30)).await;
+    if kill {
+        ferry.kill9().await;
+    } else {
+        assert!(ferry.terminate().await.success());
+    }
+    got.extend(out.drain());
+    let at_stop = got.len();
+    assert!(
+        !writer.is_finished(),
+        "ferry stopped after the puts: not mid-stream"
+    );
+
+    let _ferry = Ferry::start_ready(&brokers.config).await;
+    // What ferry held unacknowledged when it was killed comes back after ack_wait.
+    let deadline = tokio::time::Instant::now() + secs(60);
+    while Tally::of_msgs(PUTS, "kv", &got).lost > 0 {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match out.recv(left).await {
+            Some(m) => got.push(m),
+            None => Tally::of_msgs(PUTS, "kv", &got).assert_none_lost("after the restart"),
+        }
+    }
+    writer.await.unwrap();
+    got.extend(out.collect_for(millis(500)).await);
+    let how = if kill { "kill -9" } else { "SIGTERM" };
+    Tally::of_msgs(PUTS, "kv", &got).report(&format!("kv source, {how} after {at_stop} crossed"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_stream_it_resumes_after_the_last_revision_acknowledged() {
+    let tally = restarted_mid_stream(true).await;
+    tally.assert_none_lost("kill -9");
+    // At-least-once: only what ferry held unacknowledged may cross twice.
+    assert!(tally.duplicates <= WINDOW, "{tally}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_with_sigterm_it_resumes_without_a_duplicate() {
+    let tally = restarted_mid_stream(false).await;
+    tally.assert_none_lost("SIGTERM");
+    assert_eq!(tally.duplicates, 0, "{tally}");
+}
