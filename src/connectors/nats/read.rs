@@ -379,6 +379,61 @@ mod tests {
         }
     }
 
+    /// The errors of a configuration with `route` (YAML lines at a route's indentation).
+    fn errors_of(route: &str) -> String {
+        let text = format!(
+            "connections:\n  core: {{ nats: {{ url: nats://n }} }}\nroutes:\n  - name: r\n{route}"
+        );
+        let lookup = crate::config::Lookup {
+            var: &|_| None,
+            file: &|_| Err(std::io::Error::other("none")),
+        };
+        crate::config::parse(&text, "b.yaml", &lookup)
+            .map_or_else(|e| e.to_string(), |_| String::new())
+    }
+
+    #[test]
+    fn kv_sources_and_sinks_are_checked_beyond_their_shape() {
+        let good = "    from: { connection: core, subject: \"devices.*.state\", kv: { bucket: \
+                    state, consumer: ferry } }\n    to: { connection: core, kv: { bucket: b2, \
+                    delete_on_empty: true } }\n";
+        assert_eq!(errors_of(good), "");
+        let cases = [
+            (
+                "    from: { connection: core, subject: \"a.b@c\", kv: { bucket: s, consumer: c } }\n    to: { connection: core, subject: x }\n",
+                "b.yaml:5:40: error: `a.b@c` is not a KV key pattern",
+            ),
+            (
+                "    from: { connection: core, subject: x, kv: { bucket: s.t, consumer: c } }\n    to: { connection: core, subject: x }\n",
+                "`s.t` is not a valid KV bucket name",
+            ),
+            (
+                "    from: { connection: core, subject: x, queue: q, kv: { bucket: s, consumer: c } }\n    to: { connection: core, subject: x }\n",
+                "a KV source takes no `queue`",
+            ),
+            (
+                "    from: { connection: core, subject: x, jetstream: { stream: S, consumer: c }, kv: { bucket: s, consumer: c } }\n    to: { connection: core, subject: x }\n",
+                "reads either a JetStream stream or a KV bucket",
+            ),
+            (
+                "    from: { connection: core, subject: x }\n    to: { connection: core, subject: \"a:b\", kv: { bucket: s } }\n",
+                "`a:b` is not a KV key",
+            ),
+            (
+                "    from: { connection: core, subject: x }\n    to: { connection: core, subject: y, jetstream: true, kv: { bucket: s } }\n",
+                "a KV sink always waits for the bucket's ack",
+            ),
+            (
+                "    from: { connection: core, subject: x, kv: { bucket: s, consumer: c, deliver: last } }\n    to: { connection: core, subject: y }\n",
+                "`last` is not a valid KV `deliver` policy",
+            ),
+        ];
+        for (route, error) in cases {
+            let errors = errors_of(route);
+            assert!(errors.contains(error), "{error:?} not in {errors}");
+        }
+    }
+
     proptest! {
         /// Any text as the userinfo (URL text is the user's, and may be any Unicode): no
         /// panic, and the URL kept never holds it.

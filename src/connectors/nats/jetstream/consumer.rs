@@ -279,7 +279,7 @@ pub(super) async fn bind(
         Err(e) => {
             return Err(Problem::Unavailable(match e.kind() {
                 ConsumerInfoErrorKind::StreamNotFound => match &route.kv {
-                    Some(kv) => kv.missing(),
+                    Some(kv) => super::super::kv::missing(&kv.bucket),
                     None => format!(
                         "JetStream stream `{}` does not exist on the server: create it (e.g. \
                          `nats stream add {} --subjects '{}'`)",

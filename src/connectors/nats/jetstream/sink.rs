@@ -6,6 +6,7 @@ use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 use tokio::sync::watch;
 
+use super::super::kv;
 use super::REQUEST_TIMEOUT;
 use crate::contracts::{Confirmation, SinkError};
 use crate::message::Message;
@@ -99,10 +100,13 @@ const TRANSIENT: &[ErrorCode] = &[
 /// the stream refuses it for what it is).
 fn publish_error(subject: &str, error: &PublishError) -> SinkError {
     match error.kind() {
-        PublishErrorKind::StreamNotFound => SinkError::Unavailable(format!(
-            "no JetStream stream captures subject `{subject}` (no responders): create one, \
-             check the sink's subject, or wait for JetStream if the server is starting"
-        )),
+        PublishErrorKind::StreamNotFound => SinkError::Unavailable(match kv::bucket_of(subject) {
+            Some(bucket) => kv::missing(bucket),
+            None => format!(
+                "no JetStream stream captures subject `{subject}` (no responders): create one, \
+                 check the sink's subject, or wait for JetStream if the server is starting"
+            ),
+        }),
         PublishErrorKind::MaxPayloadExceeded => {
             SinkError::Rejected(format!("message to `{subject}`: {error}"))
         }
@@ -169,6 +173,15 @@ mod tests {
             no_stream
                 .to_string()
                 .contains("no JetStream stream captures subject `out.x`")
+        );
+        let no_bucket = publish_error(
+            "$KV.state.devices.a",
+            &PublishError::new(PublishErrorKind::StreamNotFound),
+        );
+        assert!(retry(&no_bucket));
+        assert!(
+            (no_bucket.to_string()).contains("KV bucket `state` does not exist"),
+            "{no_bucket}"
         );
         assert!(retry(&publish_error(
             "out.x",

@@ -100,15 +100,20 @@ impl Watch {
             (BUCKET.to_string(), self.bucket.clone()),
         ]);
     }
+}
 
-    /// What to do when the bucket is missing.
-    pub fn missing(&self) -> String {
-        format!(
-            "KV bucket `{bucket}` does not exist on the server: create it (e.g. `nats kv add \
-             {bucket}`)",
-            bucket = self.bucket
-        )
-    }
+/// What to do when `bucket` is missing.
+pub(super) fn missing(bucket: &str) -> String {
+    format!(
+        "KV bucket `{bucket}` does not exist on the server: create it (e.g. `nats kv add \
+         {bucket}`)"
+    )
+}
+
+/// The bucket a KV subject (`$KV.<bucket>.<key>`) is in.
+pub(super) fn bucket_of(subject: &str) -> Option<&str> {
+    let (bucket, _key) = subject.strip_prefix("$KV.")?.split_once('.')?;
+    Some(bucket)
 }
 
 #[cfg(test)]
@@ -158,6 +163,8 @@ mod tests {
             [(OPERATION, "PURGE"), (REVISION, "7"), (BUCKET, "state")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
         );
+        assert_eq!(bucket_of("$KV.state.devices.a"), Some("state"));
+        assert_eq!(bucket_of("kv.state.devices.a"), None);
         let delete = entry("$KV.state.k", vec![("kv-operation".into(), "DEL".into())]);
         assert_eq!(
             crate::mapping::marker::header(&delete.headers, OPERATION),
