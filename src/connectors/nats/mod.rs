@@ -1,5 +1,5 @@
-//! NATS connector, on async-nats: core NATS subscriptions and publishes, and JetStream
-//! ([`jetstream`]) sources and sinks.
+//! NATS connector, on async-nats: core NATS subscriptions and publishes, JetStream
+//! ([`jetstream`]) sources and sinks, and KV buckets ([`kv`]) read and written through them.
 //!
 //! async-nats supervises the connection itself: it retries the first connection, reconnects
 //! with the delay we give it (ferry's capped, jittered backoff), fails over between the URLs,
@@ -310,7 +310,8 @@ impl Connection for NatsConnection {
                 kv: None,
             }),
             (None, Some(bucket)) => {
-                (self.jetstream_sources).push(kv::watch(route, &source.subject, bucket, input))
+                let watch = kv::watch(route, &source.subject, bucket, input);
+                self.jetstream_sources.push(watch)
             }
             (None, None) => self.sources.push(SourceRoute {
                 subject: source.subject.clone(),
