@@ -335,6 +335,19 @@ async fn example_retained_kv_mirror_crosses_each_change_once() {
             ("nats://127.0.0.1:4222", brokers.nats("core").url()),
         ],
     );
+    // What ferry check says the example promises: the loop and its guard, and each side.
+    let check = ferry_check(&config).all();
+    for promise in [
+        "loop: route into-kv (plant `devices/+/state` → core `devices.*.state`) → route from-kv",
+        "guarded: ferry's marker stops each message",
+        "source: KV bucket `device_state` (keys `devices.*.state`) through durable consumer \
+         `ferry-state-mirror`, from the current value of each key, then every change",
+        "sink: KV bucket `device_state` via `core`, the subject as the key, confirmed by the \
+         stream's ack",
+        "an empty payload deletes the key",
+    ] {
+        assert!(check.contains(promise), "{promise:?} not in {check}");
+    }
     let js = brokers.nats_peer("core").await;
     let store = bucket(&js, "device_state", 10).await;
     let device = brokers.mqtt_peer("plant").await;

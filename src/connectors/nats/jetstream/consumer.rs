@@ -75,8 +75,15 @@ enum Fit {
     Refused(String),
 }
 
-/// Checks an existing consumer against the route that wants to read through it.
-fn fit(existing: &consumer::Config, subject: &str, wanted: &config::JetStreamSource) -> Fit {
+/// Checks an existing consumer against the route that wants to read through it: `subject` is
+/// the consumer's filter the route needs, `prefix` the part of it the route's `subject` key
+/// does not write (`$KV.<bucket>.` for a KV source, else nothing).
+fn fit(
+    existing: &consumer::Config,
+    subject: &str,
+    prefix: &str,
+    wanted: &config::JetStreamSource,
+) -> Fit {
     let mut differs = Vec::new();
     if let Some(deliver_subject) = &existing.deliver_subject {
         differs.push(format!(
@@ -133,13 +140,11 @@ fn fit(existing: &consumer::Config, subject: &str, wanted: &config::JetStreamSou
              Delete it (`nats consumer rm {stream} {consumer}`) and ferry creates it as the \
              route says, or name another `consumer:`{}",
             differs.join("; "),
-            if existing.filter_subject.is_empty() || existing.filter_subject == subject {
-                String::new()
-            } else {
-                format!(
-                    ", or set the route's `subject: {}`",
-                    existing.filter_subject
-                )
+            match existing.filter_subject.strip_prefix(prefix) {
+                Some(filter) if !filter.is_empty() && existing.filter_subject != subject => {
+                    format!(", or set the route's `subject: {filter}`")
+                }
+                _ => String::new(),
             },
             consumer = wanted.consumer,
             stream = wanted.stream,
@@ -298,7 +303,8 @@ pub(super) async fn bind(
             }));
         }
     };
-    let notes = match fit(&info.config, &route.subject, wanted) {
+    let prefix = route.kv.as_ref().map_or("", |kv| kv.prefix.as_str());
+    let notes = match fit(&info.config, &route.subject, prefix, wanted) {
         Fit::Usable(notes) => notes,
         Fit::Refused(why) => return Err(Problem::Refused(why)),
     };
@@ -342,7 +348,7 @@ pub(super) mod tests {
         assert_eq!(config.ack_policy, AckPolicy::Explicit);
         assert_eq!(config.deliver_policy, DeliverPolicy::All);
         assert!(config.deliver_subject.is_none());
-        assert_eq!(fit(&config, "iot.>", &wanted()), Fit::Usable(vec![]));
+        assert_eq!(fit(&config, "iot.>", "", &wanted()), Fit::Usable(vec![]));
         let new = config::JetStreamSource {
             deliver: JetStreamDeliver::New,
             ..wanted()
@@ -355,7 +361,7 @@ pub(super) mod tests {
 
     #[test]
     fn another_filter_subject_is_refused_with_both_fixes() {
-        let Fit::Refused(why) = fit(&created("other.>"), "iot.>", &wanted()) else {
+        let Fit::Refused(why) = fit(&created("other.>"), "iot.>", "", &wanted()) else {
             panic!("accepted a consumer with another filter");
         };
         assert!(
@@ -367,12 +373,25 @@ pub(super) mod tests {
     }
 
     #[test]
+    fn a_kv_consumer_with_another_filter_names_the_keys_to_write() {
+        let Fit::Refused(why) = fit(
+            &created("$KV.state.other.>"),
+            "$KV.state.devices.>",
+            "$KV.state.",
+            &wanted(),
+        ) else {
+            panic!("accepted a consumer with another filter");
+        };
+        assert!(why.contains("set the route's `subject: other.>`"), "{why}");
+    }
+
+    #[test]
     fn a_push_consumer_or_other_ack_policy_is_refused() {
         let mut push = created("iot.>");
         push.deliver_subject = Some("deliver.here".into());
         push.ack_policy = AckPolicy::None;
         push.filter_subject = String::new();
-        let Fit::Refused(why) = fit(&push, "iot.>", &wanted()) else {
+        let Fit::Refused(why) = fit(&push, "iot.>", "", &wanted()) else {
             panic!("accepted a push consumer");
         };
         assert!(
@@ -401,9 +420,9 @@ pub(super) mod tests {
         assert_eq!(config.priority_groups, ["orders"]);
         assert_eq!(config.priority_timeout, Duration::from_secs(10));
         assert_eq!(pinned_of(&config), Some(Duration::from_secs(10)));
-        assert_eq!(fit(&config, "iot.>", &pinned), Fit::Usable(vec![]));
+        assert_eq!(fit(&config, "iot.>", "", &pinned), Fit::Usable(vec![]));
 
-        let Fit::Refused(why) = fit(&config, "iot.>", &wanted()) else {
+        let Fit::Refused(why) = fit(&config, "iot.>", "", &wanted()) else {
             panic!("a route without a group accepted a pinned consumer");
         };
         assert!(
@@ -412,7 +431,7 @@ pub(super) mod tests {
             ),
             "{why}"
         );
-        let Fit::Refused(why) = fit(&created("iot.>"), "iot.>", &pinned) else {
+        let Fit::Refused(why) = fit(&created("iot.>"), "iot.>", "", &pinned) else {
             panic!("a pinned route accepted a consumer without a group");
         };
         assert!(
@@ -425,7 +444,7 @@ pub(super) mod tests {
         let mut server_default = config.clone();
         server_default.priority_timeout = Duration::ZERO;
         assert_eq!(
-            fit(&server_default, "iot.>", &pinned),
+            fit(&server_default, "iot.>", "", &pinned),
             Fit::Usable(vec!["pinned_ttl 120s (the route says 10s)".into()])
         );
         assert_eq!(pinned_of(&server_default), Some(SERVER_PINNED_TTL));
@@ -437,7 +456,7 @@ pub(super) mod tests {
         let mut config = created("iot.>");
         config.ack_wait = Duration::from_secs(10);
         config.max_ack_pending = 20;
-        let Fit::Usable(notes) = fit(&config, "iot.>", &wanted()) else {
+        let Fit::Usable(notes) = fit(&config, "iot.>", "", &wanted()) else {
             panic!("refused a usable consumer");
         };
         assert_eq!(

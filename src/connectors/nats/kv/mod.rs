@@ -46,6 +46,8 @@ fn is_entry_header(header: &str) -> bool {
 pub(super) struct Watch {
     pub bucket: String,
     pub deliver: KvDeliver,
+    /// What the bucket's subjects have before the key: `$KV.<bucket>.`.
+    pub prefix: String,
 }
 
 /// The JetStream source of a route that watches `keys` of a bucket.
@@ -66,6 +68,7 @@ pub(super) fn watch(route: &str, keys: &str, kv: &KvSource, input: RouteInput) -
         kv: Some(Watch {
             bucket: kv.bucket.clone(),
             deliver: kv.deliver,
+            prefix: format!("$KV.{}.", kv.bucket),
         }),
     }
 }
@@ -84,8 +87,7 @@ impl Watch {
     /// subject is the key, and headers say the operation, the revision and the bucket (set
     /// here, whatever the stored message claimed). A delete or purge has an empty payload.
     pub fn read(&self, message: &mut Message, revision: u64) {
-        let prefix = "$KV.".len() + self.bucket.len() + 1;
-        if let Some(key) = message.subject.get(prefix..) {
+        if let Some(key) = message.subject.strip_prefix(&self.prefix) {
             message.subject = key.to_string();
         }
         let operation = match crate::mapping::marker::header(&message.headers, OPERATION) {
@@ -125,6 +127,7 @@ mod tests {
         let watch = Watch {
             bucket: "state".into(),
             deliver: KvDeliver::LastPerSubject,
+            prefix: "$KV.state.".into(),
         };
         let mut m = Message::new("core".into(), subject, "");
         m.headers = headers;
