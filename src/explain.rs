@@ -266,7 +266,7 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
             );
         }
         Outcome::Failed(failure) => failed(&mut out, &failure),
-        Outcome::Mapped { steps, echoes } => {
+        Outcome::Mapped { steps, echoes, .. } => {
             for step in steps {
                 match step {
                     Step::Publish { sink, message } => {
