@@ -248,3 +248,27 @@ async fn failures_are_logged_with_the_trace_id_and_trace_off_leaves_headers_alon
     })
     .await;
 }
+
+/// `ferry check` says what a route that does not keep the default does with traces.
+#[test]
+fn ferry_check_explains_a_route_that_starts_traces() {
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/trace-context.yaml"
+    ))
+    .unwrap();
+    let out = ferry_check(&example);
+    let stdout = &out.stdout;
+    assert_eq!(out.code, Some(0), "{stdout}{}", out.stderr);
+    let ingest = stdout.split("route ingest:").nth(1).expect("route ingest");
+    assert!(
+        ingest.contains("trace: continues a message's W3C trace as a new span, and starts one"),
+        "{stdout}"
+    );
+    let uplink = stdout.split("route uplink:").nth(1).unwrap();
+    let uplink = uplink.split("route ingest:").next().unwrap();
+    assert!(
+        !uplink.contains("trace:"),
+        "the default goes unsaid: {stdout}"
+    );
+}
