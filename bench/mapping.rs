@@ -210,6 +210,48 @@ fn apply(c: &mut Criterion) {
     group.finish();
 }
 
+/// Trace context: the same MQTT → NATS route (`subject: auto`, no jq) with `trace: off`, the
+/// default `propagate` and `start`, for a message without a `traceparent` and one with. What
+/// `untraced` costs over `trace_off` is what the feature costs a message that has no trace.
+const TRACE_ROUTES: &str = r#"
+connections:
+  plant: { mqtt: { url: "mqtt://127.0.0.1:1883", version: 5 } }
+  core: { nats: { url: "nats://127.0.0.1:4222" } }
+routes:
+  - name: trace-off
+    from: { connection: plant, topic: "sensors/#" }
+    headers: { trace: off }
+    to: { connection: core, subject: auto }
+  - name: propagate
+    from: { connection: plant, topic: "sensors/#" }
+    to: { connection: core, subject: auto }
+  - name: start
+    from: { connection: plant, topic: "sensors/#" }
+    headers: { trace: start }
+    to: { connection: core, subject: auto }
+"#;
+
+fn trace(c: &mut Criterion) {
+    let config = config::parse(TRACE_ROUTES, "bench.yaml", &Lookup::system()).expect("valid");
+    let analysis = loops::analyse(&config);
+    let route = |i| Mapping::new(&analysis.resolve(&config, i).unwrap(), "bench").unwrap();
+    let (off, propagate, start) = (route(0), route(1), route(2));
+    let untraced = message(SENSOR_TOPIC);
+    let mut traced = message(SENSOR_TOPIC);
+    traced.headers.push((
+        "traceparent".into(),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+    ));
+    let mut group = c.benchmark_group("trace");
+    group.bench_function("trace_off", |b| b.iter(|| off.apply(black_box(&untraced))));
+    group.bench_function("untraced", |b| {
+        b.iter(|| propagate.apply(black_box(&untraced)))
+    });
+    group.bench_function("traced", |b| b.iter(|| propagate.apply(black_box(&traced))));
+    group.bench_function("started", |b| b.iter(|| start.apply(black_box(&untraced))));
+    group.finish();
+}
+
 /// The same telemetry route with its filter and transform in a worker process under a budget,
 /// as the daemon runs it: what the hand-off costs per message, against `mapping/apply_*`.
 fn worker(c: &mut Criterion) {
@@ -267,6 +309,6 @@ fn settings() -> Criterion {
 criterion_group! {
     name = benches;
     config = settings();
-    targets = codec, template, jq, apply, worker
+    targets = codec, template, jq, apply, trace, worker
 }
 criterion_main!(benches);

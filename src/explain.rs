@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use crate::config::loops;
 use crate::config::{
-    Config, Delivery, PayloadFormat, Protocol, Target, WhenFull, delivery, security,
+    Config, Delivery, PayloadFormat, Protocol, Target, TraceMode, WhenFull, delivery, security,
 };
 use crate::connectors::protocol::{Described, Subscribes, Surroundings};
 use crate::mapping::{Failure, Mapping, Outcome, Step, marker};
@@ -116,6 +116,22 @@ pub fn explain(config: &Config) -> String {
         );
         if let Some(d) = &route.dead_letter {
             let _ = writeln!(out, "  dead letters: {}", sink(d));
+        }
+        // The default (continue a trace that arrives) goes unsaid, as defaults do here.
+        match route.headers.trace {
+            TraceMode::Propagate => {}
+            TraceMode::Start => {
+                let _ = writeln!(
+                    out,
+                    "  trace: continues a message's W3C trace as a new span, and starts one for a message without"
+                );
+            }
+            TraceMode::Off => {
+                let _ = writeln!(
+                    out,
+                    "  trace: off; traceparent and tracestate pass as any other header"
+                );
+            }
         }
         if let Some(dir) = config.spool_dir(route) {
             let max = route.spool.as_ref().map_or(0, |s| s.max_bytes);
@@ -266,7 +282,7 @@ pub fn map(config: &Config, route: &str, message: &Message) -> Result<(String, b
             );
         }
         Outcome::Failed(failure) => failed(&mut out, &failure),
-        Outcome::Mapped { steps, echoes } => {
+        Outcome::Mapped { steps, echoes, .. } => {
             for step in steps {
                 match step {
                     Step::Publish { sink, message } => {

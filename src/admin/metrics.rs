@@ -218,6 +218,13 @@ impl Collector for PipelineCollector {
         )?;
         family(
             e,
+            "ferry_traces_replaced",
+            "Messages whose traceparent was malformed, sent on with a new trace instead (W3C Trace Context)",
+            Counter,
+            per_route(view, |r| load(&r.counters.traces_replaced)),
+        )?;
+        family(
+            e,
             "ferry_messages_dead_lettered",
             "Failed messages the route's dead-letter sink took",
             Counter,

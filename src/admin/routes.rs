@@ -69,6 +69,7 @@ fn describe(view: &View) -> Value {
                     "dropped": r.queue.dropped(),
                     "echoes": n(&c.echoes),
                     "looped": n(&c.looped),
+                    "traces_replaced": n(&c.traces_replaced),
                     "spooled": n(&c.spooled),
                     "forwarded": n(&c.forwarded),
                     "pending_acks": r.queue.len() as u64 + n(&c.unconfirmed),
@@ -228,6 +229,9 @@ fn event_json(event: &TapEvent) -> Value {
     if let Some(id) = &m.id {
         line.insert("id".into(), id.clone().into());
     }
+    if let Some(trace) = crate::mapping::trace::trace_id(&m.headers) {
+        line.insert("trace_id".into(), trace.into());
+    }
     if let Some(reason) = &event.reason {
         line.insert("reason".into(), reason.clone().into());
     }
@@ -271,5 +275,22 @@ mod tests {
         });
         assert_eq!(binary["payload"], "/wA=");
         assert_eq!(binary["payload_base64"], true);
+    }
+
+    #[test]
+    fn a_traced_message_shows_its_trace_id() {
+        let mut message = Message::new("mq".into(), "s", "x");
+        message.headers.push((
+            "traceparent".into(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        ));
+        let event = event_json(&TapEvent {
+            stage: Stage::Before,
+            sink: None,
+            reason: None,
+            message,
+            time: SystemTime::UNIX_EPOCH,
+        });
+        assert_eq!(event["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     }
 }

@@ -317,10 +317,15 @@ fn human(event: &Value) -> String {
     } else {
         payload
     };
+    // The trace id last, so that grepping a tap for one message's trace finds each stage.
+    let trace = match event["trace_id"].as_str() {
+        Some(id) => format!("  trace={}", escape_controls(id)),
+        None => String::new(),
+    };
     match stage.as_str() {
-        "after" => format!("after → {}  {subject}  {payload}", text("sink")),
-        "failed" => format!("failed  {subject}  {}", text("reason")),
-        _ => format!("{stage}  {subject}  {payload}"),
+        "after" => format!("after → {}  {subject}  {payload}{trace}", text("sink")),
+        "failed" => format!("failed  {subject}  {}{trace}", text("reason")),
+        _ => format!("{stage}  {subject}  {payload}{trace}"),
     }
 }
 
@@ -379,6 +384,10 @@ mod tests {
                 &json!({"stage": "before", "subject": "s", "payload": "/wA=", "payload_base64": true})
             ),
             "before  s  (binary, base64) /wA="
+        );
+        assert_eq!(
+            human(&json!({"stage": "failed", "subject": "s", "reason": "r", "trace_id": "4bf9"})),
+            "failed  s  r  trace=4bf9"
         );
     }
 

@@ -9,11 +9,13 @@
 
 pub mod codec;
 pub mod excerpt;
+mod headers;
 pub mod jq;
 pub mod jq_wire;
 pub mod marker;
 pub mod payload;
 pub mod template;
+pub mod trace;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -25,6 +27,7 @@ use regex::Regex;
 use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, SinkSpec, Target};
 use crate::connectors::protocol::{Described, HeaderRule, NameRule};
 use crate::message::{Headers, Message};
+use headers::HeaderMapping;
 use marker::Marker;
 use payload::Payload;
 use template::{Scope, Template};
@@ -92,9 +95,14 @@ pub enum Outcome {
     TooManyHops(u32),
     /// It failed before reaching any sink.
     Failed(Failure),
-    /// In order, what to publish where (or why one output cannot be), and how many publishes
-    /// the loop guard left out.
-    Mapped { steps: Vec<Step>, echoes: u32 },
+    /// In order, what to publish where (or why one output cannot be), how many publishes
+    /// the loop guard left out, and whether the message's `traceparent` was malformed (and
+    /// replaced by a new trace).
+    Mapped {
+        steps: Vec<Step>,
+        echoes: u32,
+        malformed_trace: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -150,13 +158,6 @@ struct SourceSide {
     pattern: Option<Regex>,
     format: PayloadFormat,
     unwrap: bool,
-}
-
-#[derive(Debug)]
-struct HeaderMapping {
-    forward: bool,
-    remove: Vec<String>,
-    set: Vec<(String, Template)>,
 }
 
 /// One sink as the mapping stage sees it.
@@ -239,16 +240,7 @@ impl Mapping {
             |code: &Option<String>| code.as_deref().is_some_and(|c| c.contains('$'));
         let programs_use_variables =
             uses_variables(&route.filter) || uses_variables(&route.transform);
-        let headers = HeaderMapping {
-            forward: route.headers.forward,
-            remove: route.headers.remove.clone(),
-            set: route
-                .headers
-                .set
-                .iter()
-                .map(|(name, t)| Ok((name.clone(), Template::compile(t)?)))
-                .collect::<Result<_, String>>()?,
-        };
+        let headers = HeaderMapping::new(&route.headers)?;
         let mut sinks = (route.to.iter().zip(&resolved.sinks))
             .map(|(sink, side)| sink_side(sink, side))
             .collect::<Result<Vec<_>, _>>()?;
@@ -390,6 +382,14 @@ impl Mapping {
         }
         let mut steps = Vec::with_capacity(outputs.len() * self.sinks.len());
         let mut echoes = 0;
+        let hop = self.headers.trace_hop(&message.headers);
+        let malformed_trace = matches!(
+            hop,
+            trace::Hop::Started {
+                malformed: true,
+                ..
+            }
+        );
         for output in &outputs {
             let scope = Scope {
                 route: &self.route,
@@ -399,7 +399,7 @@ impl Mapping {
                 payload: output,
                 format: self.source.format,
             };
-            let headers = match self.headers(&scope) {
+            let headers = match self.headers.headers(&scope, &hop) {
                 Ok(h) => h,
                 Err(failure) => {
                     steps.push(Step::Fail(failure));
@@ -431,7 +431,11 @@ impl Mapping {
                 });
             }
         }
-        Ok(Some(Outcome::Mapped { steps, echoes }))
+        Ok(Some(Outcome::Mapped {
+            steps,
+            echoes,
+            malformed_trace,
+        }))
     }
 
     /// The message with its envelope taken off (`envelope: true` on the source).
@@ -558,35 +562,6 @@ impl Mapping {
                 .into_iter(),
             ),
         ]
-    }
-
-    /// The headers every sink gets for one output: the source's (unless `forward: false`),
-    /// without `remove`d ones and ferry's own, plus `set`.
-    fn headers(&self, scope: &Scope) -> Result<Headers, Failure> {
-        let rules = &self.headers;
-        let mut headers: Headers = if rules.forward {
-            scope
-                .message
-                .headers
-                .iter()
-                .filter(|(k, _)| {
-                    !marker::is_ferry_header(k)
-                        && !rules.remove.iter().any(|r| r.eq_ignore_ascii_case(k))
-                })
-                .cloned()
-                .collect()
-        } else {
-            Headers::new()
-        };
-        for (name, template) in &rules.set {
-            let value = match template.render(scope) {
-                Ok(v) => v,
-                Err(e) => return fail(Stage::Template, format!("header `{name}`: {e}")),
-            };
-            headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
-            headers.push((name.clone(), value));
-        }
-        Ok(headers)
     }
 
     /// The dead letter for a message that failed: the message as it arrived, with headers

@@ -292,14 +292,14 @@ fn the_loop_guard_drops_echoes_on_cycle_sinks_only() {
         (marker::VIA.into(), "plant,core".into()),
         (marker::HOPS.into(), "1".into()),
     ];
-    let Outcome::Mapped { steps, echoes } = m.apply(&echo) else {
+    let Outcome::Mapped { steps, echoes, .. } = m.apply(&echo) else {
         panic!()
     };
     assert_eq!(echoes, 1);
     assert_eq!(steps.len(), 1, "the mirror sink is not on a cycle");
     // The same from another instance is a first hop here.
     echo.headers[0].1 = "other".into();
-    let Outcome::Mapped { steps, echoes } = m.apply(&echo) else {
+    let Outcome::Mapped { steps, echoes, .. } = m.apply(&echo) else {
         panic!()
     };
     assert_eq!((steps.len(), echoes), (2, 0));

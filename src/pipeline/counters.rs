@@ -25,6 +25,8 @@ pub struct RouteCounters {
     pub echoes: AtomicU64,
     /// Dropped after `loop_guard.max_hops` ferry hops.
     pub looped: AtomicU64,
+    /// Messages whose `traceparent` was malformed, sent on with a new trace instead.
+    pub traces_replaced: AtomicU64,
     /// Publishes that went to a sink's spool (the sink was unreachable, or its spool not empty).
     pub spooled: AtomicU64,
     /// Of the spooled, how many were forwarded to their sink since (also counted in `sent`).

@@ -525,6 +525,10 @@ pub struct HeaderRules {
         )
     )]
     pub set: Vec<(String, String)>,
+    /// W3C trace context (`traceparent`, `tracestate`): `propagate` continues a trace a
+    /// message arrives with as ferry's own hop (same trace id, new parent id), `start` also
+    /// begins one for a message without, `off` passes them as any other header.
+    pub trace: TraceMode,
 }
 
 impl Default for HeaderRules {
@@ -533,8 +537,28 @@ impl Default for HeaderRules {
             forward: true,
             remove: Vec::new(),
             set: Vec::new(),
+            trace: TraceMode::default(),
         }
     }
+}
+
+/// What a route does with W3C trace context.
+// `forward` and `remove` leave the trace headers to this setting unless it is `off`; `set`
+// still wins over it.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+#[schemars(extend("errorMessage" = "`{value}` is not a trace setting"))]
+pub enum TraceMode {
+    /// A valid `traceparent` goes on as ferry's child span, with its `tracestate`; a malformed
+    /// one is replaced by a new trace (and counted); a message without one gets none.
+    #[default]
+    Propagate,
+    /// As `propagate`, and a message without a `traceparent` starts a new trace.
+    Start,
+    /// The trace headers are headers like any other (`forward`, `remove`).
+    Off,
 }
 
 #[derive(Clone, Debug, PartialEq)]

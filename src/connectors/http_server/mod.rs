@@ -222,16 +222,22 @@ fn message_name(prefix: &str, path: &str) -> String {
         .into_owned()
 }
 
-/// `Content-Type` (so named, as the sinks map it to their own content type) and the kept
-/// headers (in lower case, as HTTP gives them), as the message's headers; values that are not
-/// text are left out.
+/// `Content-Type` (so named, as the sinks map it to their own content type), the W3C trace
+/// context (so a trace a webhook's sender started goes on through ferry) and the kept headers
+/// (in lower case, as HTTP gives them), as the message's headers; values that are not text
+/// are left out.
 fn kept_headers(headers: &HeaderMap, keep: &[HeaderName]) -> Vec<(String, String)> {
+    const ALWAYS: [HeaderName; 3] = [
+        header::CONTENT_TYPE,
+        HeaderName::from_static("traceparent"),
+        HeaderName::from_static("tracestate"),
+    ];
     let named = |name: &HeaderName| match name == header::CONTENT_TYPE {
         true => "Content-Type".to_string(),
         false => name.as_str().to_string(),
     };
-    std::iter::once(&header::CONTENT_TYPE)
-        .chain(keep.iter().filter(|n| **n != header::CONTENT_TYPE))
+    (ALWAYS.iter())
+        .chain(keep.iter().filter(|n| !ALWAYS.contains(n)))
         .flat_map(|name| {
             (headers.get_all(name).iter())
                 .filter_map(|v| v.to_str().ok())

@@ -426,17 +426,26 @@ impl RouteWorker {
                 let looped = self.counters.looped.fetch_add(1, Ordering::Relaxed) + 1;
                 self.warnings.warn(|| {
                     format!(
-                        "route {}: dropped a message on `{}` after {hops} ferry hops (loop_guard.max_hops); ferry instances are relaying it in a loop ({looped} so far)",
-                        self.name, message.subject
+                        "route {}: dropped a message on `{}`{} after {hops} ferry hops (loop_guard.max_hops); ferry instances are relaying it in a loop ({looped} so far)",
+                        self.name,
+                        message.subject,
+                        traced(message)
                     )
                 });
                 return true;
             }
             Outcome::Failed(failure) => return self.failed(sending, failure).await,
-            Outcome::Mapped { steps, echoes } => {
+            Outcome::Mapped {
+                steps,
+                echoes,
+                malformed_trace,
+            } => {
                 self.counters
                     .echoes
                     .fetch_add(echoes.into(), Ordering::Relaxed);
+                if malformed_trace {
+                    self.malformed_trace(message);
+                }
                 steps
             }
         };
@@ -681,11 +690,38 @@ impl RouteWorker {
         }
         self.warnings.warn(|| {
             format!(
-                "route {}: message on `{}` not delivered, {failure}{fate} ({failed} failed so far)",
-                self.name, original.subject
+                "route {}: message on `{}`{} not delivered, {failure}{fate} ({failed} failed so far)",
+                self.name,
+                original.subject,
+                traced(original)
             )
         });
         finished
+    }
+
+    /// Counts and logs (rate-limited) a message whose `traceparent` was malformed: the mapping
+    /// sent it on with a new trace, as the W3C specification says.
+    fn malformed_trace(&self, message: &Message) {
+        let n = self
+            .counters
+            .traces_replaced
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        self.warnings.warn(|| {
+            format!(
+                "route {}: message on `{}` had a malformed traceparent; sent on with a new trace ({n} so far)",
+                self.name, message.subject
+            )
+        });
+    }
+}
+
+/// ` (trace <id>)` for a message that belongs to a trace, so that an operator can find it
+/// across hops; empty otherwise.
+fn traced(message: &Message) -> String {
+    match crate::mapping::trace::trace_id(&message.headers) {
+        Some(id) => format!(" (trace {id})"),
+        None => String::new(),
     }
 }
 
