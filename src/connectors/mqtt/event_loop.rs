@@ -221,6 +221,12 @@ impl EventLoopTask {
         // again for the later time.
         let mut liveness_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         let mut liveness_armed: Option<Instant> = None;
+        // Made once and kept across turns: a wait made anew on every turn registers with its
+        // token or the tracker each time, and unregisters when the turn ends, a lock pair per
+        // message. The tracker's wait, once it fired, is made again.
+        let mut close = std::pin::pin!(runtime.close.cancelled());
+        let mut stop_sources = std::pin::pin!(runtime.stop_sources.cancelled());
+        let mut released = std::pin::pin!(tracker.wait_released());
         let closing = loop {
             // Between two `poll`s: the only time the event loop itself is at hand.
             tracker.take_released(&mut turn.acks);
@@ -262,9 +268,12 @@ impl EventLoopTask {
                     }
                     let step = tokio::select! {
                         biased;
-                        _ = runtime.close.cancelled() => Step::Close,
-                        _ = runtime.stop_sources.cancelled(), if turn.taking => Step::StopSources,
-                        () = tracker.wait_released() => Step::Released,
+                        () = &mut close => Step::Close,
+                        () = &mut stop_sources, if turn.taking => Step::StopSources,
+                        () = &mut released => {
+                            released.set(tracker.wait_released());
+                            Step::Released
+                        }
                         result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
                         () = room(turn.dispatcher.as_ref().and_then(Dispatcher::blocked_on)) => {
                             Step::Room
