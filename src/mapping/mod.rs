@@ -361,15 +361,24 @@ impl Mapping {
                     true => headers.clone(),
                     false => Headers::new(),
                 };
+                // How many of the last headers passed the sink's header rule already.
+                let mut checked = 0;
                 if sink.marked {
-                    marker.stamp(
-                        &mut headers,
-                        &self.instance,
-                        &self.source.connection,
-                        &sink.connection,
-                    );
+                    match sink.first_hop_marker(marker, &self.instance, &self.source.connection) {
+                        Some(stamp) => {
+                            headers.reserve_exact(stamp.len());
+                            headers.extend_from_slice(stamp);
+                            checked = stamp.len();
+                        }
+                        None => marker.stamp(
+                            &mut headers,
+                            &self.instance,
+                            &self.source.connection,
+                            &sink.connection,
+                        ),
+                    }
                 }
-                steps.push(match sink.publish(&scope, headers) {
+                steps.push(match sink.publish(&scope, headers, checked) {
                     Ok(message) => Step::Publish { sink: k, message },
                     Err(failure) => Step::Fail(failure),
                 });

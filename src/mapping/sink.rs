@@ -1,6 +1,9 @@
 //! One sink of a route as the mapping stage sees it: how it names what it publishes, which
 //! headers it can carry, and the message it publishes for one output (or a dead letter).
 
+use std::sync::OnceLock;
+
+use super::marker::Marker;
 use super::payload::{self, Payload};
 use super::template::{Scope, Template};
 use super::{Failure, Stage, fail};
@@ -26,6 +29,10 @@ pub(super) struct SinkSide {
     /// back to a route (those whose names the loop analysis reads); a webhook or a browser has
     /// no use for the marker (nor for the host name in it).
     pub(super) marked: bool,
+    /// The marker of a message that arrived without one, the same for all of them: made at
+    /// the first, kept if it passes the header rule (else each is stamped and checked, and
+    /// fails as it would).
+    first_hop_marker: OnceLock<Option<Headers>>,
     target: SinkTarget,
     format: PayloadFormat,
     wrap: bool,
@@ -56,6 +63,7 @@ impl SinkSide {
             header_rule: descriptor.header_rule(),
             headers,
             marked: headers && descriptor.wildcards().is_some(),
+            first_hop_marker: OnceLock::new(),
             target: match sink.spec.target() {
                 Target::Auto => SinkTarget::Auto,
                 Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
@@ -71,10 +79,16 @@ impl SinkSide {
         matches!(&self.target, SinkTarget::Template(t) if t.uses_id())
     }
 
-    /// The message this sink publishes for one output.
-    pub(super) fn publish(&self, scope: &Scope, headers: Headers) -> Result<Message, Failure> {
+    /// The message this sink publishes for one output; the last `checked` headers passed the
+    /// header rule before.
+    pub(super) fn publish(
+        &self,
+        scope: &Scope,
+        headers: Headers,
+        checked: usize,
+    ) -> Result<Message, Failure> {
         let subject = self.subject(scope)?;
-        self.check_headers(&headers)?;
+        self.check_headers(&headers[..headers.len() - checked])?;
         let payload = if self.wrap {
             // A raw payload is embedded as the source reads it; a jq value as the sink writes it.
             let format = match scope.payload {
@@ -144,9 +158,28 @@ impl SinkSide {
         )
     }
 
+    /// The marker of a message that arrived without one, when it did and that marker passes
+    /// the header rule.
+    pub(super) fn first_hop_marker(
+        &self,
+        marker: &Marker,
+        instance: &str,
+        origin: &str,
+    ) -> Option<&Headers> {
+        if !marker.is_absent() {
+            return None;
+        }
+        let made = self.first_hop_marker.get_or_init(|| {
+            let mut stamp = Headers::new();
+            marker.stamp(&mut stamp, instance, origin, &self.connection);
+            self.check_headers(&stamp).is_ok().then_some(stamp)
+        });
+        made.as_ref()
+    }
+
     /// Headers this sink's protocol cannot carry fail the publish (MQTT 5 user properties take
     /// any UTF-8; NATS headers do not).
-    pub(super) fn check_headers(&self, headers: &Headers) -> Result<(), Failure> {
+    pub(super) fn check_headers(&self, headers: &[(String, String)]) -> Result<(), Failure> {
         let Some(rule) = self.header_rule else {
             return Ok(());
         };
