@@ -160,11 +160,16 @@ pub fn topic_to_subject(topic: &str) -> String {
                 if i == 0 && RESERVED_FIRST_LEVELS.contains(&level) {
                     out.push('/');
                 }
-                for c in level.chars() {
-                    match c {
-                        '.' => out.push_str("//"),
-                        c if escaped(c) => push_escape(&mut out, c),
-                        c => out.push(c),
+                // Most levels have nothing to escape: copied whole, not a character at a time.
+                if !level.contains(|c| c == '.' || escaped(c)) {
+                    out.push_str(level);
+                } else {
+                    for c in level.chars() {
+                        match c {
+                            '.' => out.push_str("//"),
+                            c if escaped(c) => push_escape(&mut out, c),
+                            c => out.push(c),
+                        }
                     }
                 }
             }

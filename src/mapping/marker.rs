@@ -59,6 +59,12 @@ impl Marker {
         Marker { via, hops }
     }
 
+    /// Whether the message arrived without a marker (or one of no instance's hops): what
+    /// [`Marker::stamp`] appends is then the same for every such message of a sink.
+    pub fn is_absent(&self) -> bool {
+        self.hops == 0 && self.via.is_empty()
+    }
+
     /// Whether the message has already been on one of `connections` (the names of one broker).
     /// Never on its first hop through this instance.
     pub fn has_been_on(&self, connections: &[String]) -> bool {

@@ -14,6 +14,7 @@ pub mod jq;
 pub mod jq_wire;
 pub mod marker;
 pub mod payload;
+mod sink;
 pub mod template;
 pub mod trace;
 
@@ -24,13 +25,13 @@ use std::time::UNIX_EPOCH;
 use jaq_json::Val;
 use regex::Regex;
 
-use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, ResolvedSink, SinkSpec, Target};
-use crate::connectors::protocol::{Described, HeaderRule, NameRule};
+use crate::config::{self, PayloadFormat, Protocol, ResolvedRoute, SinkSpec};
 use crate::message::{Headers, Message};
 use headers::HeaderMapping;
 use marker::Marker;
 use payload::Payload;
-use template::{Scope, Template};
+use sink::SinkSide;
+use template::Scope;
 
 /// Where in a route a message failed; it names the stage in dead letters (`Ferry-Stage`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,67 +161,12 @@ struct SourceSide {
     unwrap: bool,
 }
 
-/// One sink as the mapping stage sees it.
-#[derive(Debug)]
-struct SinkSide {
-    connection: String,
-    protocol: Protocol,
-    /// The rule the names it publishes follow; `None`: any name.
-    name_rule: Option<NameRule>,
-    /// What its name is called in a reason (`topic`, `URL`, ...).
-    noun: &'static str,
-    /// The rule its headers follow, where its protocol has one.
-    header_rule: Option<HeaderRule>,
-    /// Whether what it publishes carries headers: not on a connection that has nowhere to
-    /// put them (MQTT 3.1.1), unless an envelope carries them in the payload.
-    headers: bool,
-    /// Whether what it publishes gets ferry's loop marker. Only brokers can hand a message
-    /// back to a route (those whose names the loop analysis reads); a webhook or a browser has
-    /// no use for the marker (nor for the host name in it).
-    marked: bool,
-    target: SinkTarget,
-    format: PayloadFormat,
-    wrap: bool,
-    /// When this sink lies on a cycle of routes: every connection name of its broker, which a
-    /// message must not have been on.
-    guard: Option<Vec<String>>,
-}
-
-/// How a sink names what it publishes.
-#[derive(Debug)]
-enum SinkTarget {
-    /// The source name, converted for the sink's protocol by the codec.
-    Auto,
-    Template(Box<Template>),
-}
-
 impl Mapping {
     /// Compiles a route (already validated), resolved against its configuration; `instance`
     /// is the name ferry marks its messages with.
     pub fn new(resolved: &ResolvedRoute, instance: &str) -> Result<Mapping, String> {
         let route = resolved.route;
         let program = |code: &Option<String>| code.as_deref().map(jq::Program::compile).transpose();
-        let sink_side = |sink: &config::Sink, side: &ResolvedSink| -> Result<SinkSide, String> {
-            // Asked once here rather than for every message.
-            let descriptor = side.protocol.descriptor();
-            let headers = side.carries_headers || sink.envelope;
-            Ok(SinkSide {
-                connection: sink.connection.clone(),
-                protocol: side.protocol,
-                name_rule: descriptor.name_rule(),
-                noun: descriptor.noun(),
-                header_rule: descriptor.header_rule(),
-                headers,
-                marked: headers && descriptor.wildcards().is_some(),
-                target: match sink.spec.target() {
-                    Target::Auto => SinkTarget::Auto,
-                    Target::Template(t) => SinkTarget::Template(Box::new(Template::compile(t)?)),
-                },
-                format: sink.format,
-                wrap: sink.envelope,
-                guard: side.guard.clone(),
-            })
-        };
         let source = SourceSide {
             connection: route.from.connection.clone(),
             protocol: resolved.source_names,
@@ -242,12 +188,12 @@ impl Mapping {
             uses_variables(&route.filter) || uses_variables(&route.transform);
         let headers = HeaderMapping::new(&route.headers)?;
         let mut sinks = (route.to.iter().zip(&resolved.sinks))
-            .map(|(sink, side)| sink_side(sink, side))
+            .map(|(sink, side)| SinkSide::new(sink, side))
             .collect::<Result<Vec<_>, _>>()?;
         // A collected vector keeps room for four, and routes come by thousands.
         sinks.shrink_to_fit();
         let dead_letter = match (&route.dead_letter, &resolved.dead_letter) {
-            (Some(sink), Some(side)) => Some(sink_side(sink, side)?),
+            (Some(sink), Some(side)) => Some(SinkSide::new(sink, side)?),
             _ => None,
         };
         // Who reads an id: JetStream (its `Nats-Msg-Id`) and MigratoryData (a produce's
@@ -259,13 +205,11 @@ impl Mapping {
             SinkSpec::MigratoryData(_) => true,
             _ => false,
         };
-        let renders_ids =
-            |side: &SinkSide| matches!(&side.target, SinkTarget::Template(t) if t.uses_id());
         let message_ids = route.to.iter().chain(&route.dead_letter).any(reads_ids)
             || route.spool.is_some()
             || programs_use_variables
             || headers.set.iter().any(|(_, t)| t.uses_id())
-            || sinks.iter().chain(&dead_letter).any(renders_ids);
+            || sinks.iter().chain(&dead_letter).any(SinkSide::renders_ids);
         Ok(Mapping {
             route: route.name.clone(),
             source,
@@ -417,15 +361,24 @@ impl Mapping {
                     true => headers.clone(),
                     false => Headers::new(),
                 };
+                // How many of the last headers passed the sink's header rule already.
+                let mut checked = 0;
                 if sink.marked {
-                    marker.stamp(
-                        &mut headers,
-                        &self.instance,
-                        &self.source.connection,
-                        &sink.connection,
-                    );
+                    match sink.first_hop_marker(marker, &self.instance, &self.source.connection) {
+                        Some(stamp) => {
+                            headers.reserve_exact(stamp.len());
+                            headers.extend_from_slice(stamp);
+                            checked = stamp.len();
+                        }
+                        None => marker.stamp(
+                            &mut headers,
+                            &self.instance,
+                            &self.source.connection,
+                            &sink.connection,
+                        ),
+                    }
                 }
-                steps.push(match sink.publish(&scope, headers) {
+                steps.push(match sink.publish(&scope, headers, checked) {
                     Ok(message) => Step::Publish { sink: k, message },
                     Err(failure) => Step::Fail(failure),
                 });
@@ -616,141 +569,6 @@ impl Mapping {
     /// The connection of the dead-letter sink, if there is one.
     pub fn dead_letter_connection(&self) -> Option<&str> {
         self.dead_letter.as_ref().map(|s| s.connection.as_str())
-    }
-}
-
-impl SinkSide {
-    /// The message this sink publishes for one output.
-    fn publish(&self, scope: &Scope, headers: Headers) -> Result<Message, Failure> {
-        let subject = self.subject(scope)?;
-        self.check_headers(&headers)?;
-        let payload = if self.wrap {
-            // A raw payload is embedded as the source reads it; a jq value as the sink writes it.
-            let format = match scope.payload {
-                Payload::Raw(_) => scope.format,
-                Payload::Value(_) => self.format,
-            };
-            match self.wrap(scope, format, &headers) {
-                Ok(p) => p,
-                Err(reason) => return fail(Stage::Encode, reason),
-            }
-        } else {
-            match scope.payload {
-                // No transform, but the sink writes another format: read it, write it anew.
-                Payload::Raw(bytes) if self.format != scope.format => {
-                    match payload::read(bytes, scope.format) {
-                        Ok(value) => Payload::Value(value).write(self.format),
-                        Err(reason) => return fail(Stage::Decode, reason),
-                    }
-                }
-                payload => payload.write(self.format),
-            }
-        };
-        Ok(outgoing(scope.message, subject, payload, headers))
-    }
-
-    /// A dead letter: the payload exactly as it arrived (in an envelope as base64 when it is
-    /// not in the source's format: the envelope must not fail for the very reason the message
-    /// did). Headers NATS cannot carry are left out rather than losing the letter.
-    fn dead_letter(&self, scope: &Scope, mut headers: Headers) -> Result<Message, Failure> {
-        let subject = self.subject(scope)?;
-        if let Some(rule) = self.header_rule {
-            headers.retain(|(k, v)| rule(k, v).is_ok());
-        }
-        let payload = match (self.wrap, scope.payload) {
-            (false, payload) => payload.write(scope.format),
-            (true, _) => self
-                .wrap(scope, scope.format, &headers)
-                .or_else(|_| self.wrap(scope, PayloadFormat::Bytes, &headers))
-                .map_err(|reason| Failure {
-                    stage: Stage::Encode,
-                    reason,
-                })?,
-        };
-        Ok(outgoing(scope.message, subject, payload, headers))
-    }
-
-    fn wrap(
-        &self,
-        scope: &Scope,
-        format: PayloadFormat,
-        headers: &Headers,
-    ) -> Result<bytes::Bytes, String> {
-        let name = match scope.protocol {
-            Protocol::Mqtt => payload::Name::Topic(scope.message.subject.clone()),
-            _ => payload::Name::Subject(scope.message.subject.clone()),
-        };
-        payload::wrap(
-            &name,
-            scope.payload,
-            format,
-            headers,
-            scope.message.received,
-        )
-    }
-
-    /// Headers this sink's protocol cannot carry fail the publish (MQTT 5 user properties take
-    /// any UTF-8; NATS headers do not).
-    fn check_headers(&self, headers: &Headers) -> Result<(), Failure> {
-        let Some(rule) = self.header_rule else {
-            return Ok(());
-        };
-        for (k, v) in headers {
-            if let Err((what, _)) = rule(k, v) {
-                return fail(Stage::Headers, format!("{what} (for {})", self.connection));
-            }
-        }
-        Ok(())
-    }
-
-    /// The subject or topic to publish to, checked against the sink protocol's rules.
-    fn subject(&self, scope: &Scope) -> Result<String, Failure> {
-        let name = match &self.target {
-            SinkTarget::Auto => match self.protocol {
-                Protocol::Mqtt => scope.topic(),
-                Protocol::Nats => scope.subject(),
-                Protocol::MigratoryData => scope.migratorydata_subject(),
-                // The connection's own URL.
-                Protocol::Http => String::new(),
-                // Event types, lines, and any protocol of its own syntax: the name as it came.
-                _ => scope.message.subject.clone(),
-            },
-            SinkTarget::Template(t) => match t.render(scope) {
-                Ok(name) => name,
-                Err(e) => {
-                    return fail(
-                        Stage::Template,
-                        format!("{} for `{}`: {e}", self.noun, self.connection),
-                    );
-                }
-            },
-        };
-        self.check_name(&name)?;
-        Ok(name)
-    }
-
-    /// A name this sink's protocol cannot publish to fails the publish.
-    fn check_name(&self, name: &str) -> Result<(), Failure> {
-        match self.name_rule.map_or(Ok(()), |rule| rule(name)) {
-            Ok(()) => Ok(()),
-            Err((what, _)) => fail(Stage::Template, format!("{what} (for {})", self.connection)),
-        }
-    }
-}
-
-/// What a sink publishes for `source`: a new name, payload and headers, the rest as it came.
-/// Built field by field: cloning `source` would copy its name and headers only to drop them.
-fn outgoing(source: &Message, subject: String, payload: bytes::Bytes, headers: Headers) -> Message {
-    Message {
-        subject,
-        payload,
-        headers,
-        qos: source.qos,
-        retain: source.retain,
-        origin: source.origin.clone(),
-        received: source.received,
-        event: source.event.clone(),
-        id: source.id.clone(),
     }
 }
 

@@ -12,6 +12,9 @@
 //!
 //! Filters: `nats` (MQTT topic → NATS subject) and `mqtt` (the inverse), besides minijinja's own
 //! (`lower`, `upper`, `replace`, `default`, ...).
+//!
+//! A template of text and plain names only (`out.{{ subject[-1] }}`) renders without minijinja,
+//! to the same text (see `Piece`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -87,6 +90,19 @@ pub struct Template {
     uses: Uses,
     /// `match.NAME` names the template uses.
     captures: Vec<String>,
+    /// The template as text and names, when it is no more than that (see [`Piece`]).
+    pieces: Option<Box<[Piece]>>,
+}
+
+/// A part of a template that is only text and whole or indexed names (`out.{{ subject[-1] }}`,
+/// the usual rewrite), which renders by splitting the name: minijinja takes several thousand
+/// instructions a message for the same text (its context, its machine, its output).
+#[derive(Debug, PartialEq)]
+enum Piece {
+    /// Text of the source, from and to these byte offsets.
+    Text(u32, u32),
+    /// `topic` or `subject` (`topic: false`), whole or one level (negative: from the end).
+    Name { topic: bool, level: Option<i64> },
 }
 
 #[derive(Default)]
@@ -145,6 +161,7 @@ impl Template {
             env: OnceLock::new(),
             uses,
             captures,
+            pieces: pieces(source),
         })
     }
 
@@ -165,6 +182,44 @@ impl Template {
 
     /// Renders the template for one message.
     pub fn render(&self, scope: &Scope) -> Result<String, String> {
+        // What the pieces cannot render (a level the name does not have) minijinja renders,
+        // into the error it gives.
+        if let Some(pieces) = &self.pieces
+            && let Some(text) = self.render_pieces(pieces, scope)
+        {
+            return Ok(text);
+        }
+        self.render_minijinja(scope)
+    }
+
+    /// Renders a template of [`Piece`]s; `None` where a level is missing or the text is too
+    /// long.
+    fn render_pieces(&self, pieces: &[Piece], scope: &Scope) -> Option<String> {
+        let topic = self.uses.topic.then(|| scope.topic());
+        let subject = self.uses.subject.then(|| scope.subject());
+        let mut text = String::new();
+        for piece in pieces {
+            match *piece {
+                Piece::Text(from, to) => text.push_str(&self.source[from as usize..to as usize]),
+                Piece::Name {
+                    topic: is_topic,
+                    level,
+                } => {
+                    let (name, separator) = match is_topic {
+                        true => (topic.as_deref()?, '/'),
+                        false => (subject.as_deref()?, '.'),
+                    };
+                    text.push_str(match level {
+                        None => name,
+                        Some(level) => nth_level(name, separator, level)?,
+                    });
+                }
+            }
+        }
+        (text.len() <= MAX_RENDERED).then_some(text)
+    }
+
+    fn render_minijinja(&self, scope: &Scope) -> Result<String, String> {
         let uses = &self.uses;
         // Only what the template names is built (this is most of a render's cost).
         let strings = |used: bool, pairs: &mut dyn Iterator<Item = (&String, &String)>| {
@@ -220,6 +275,74 @@ impl Template {
             Err(e) => Err(describe(&e)),
         }
     }
+}
+
+/// `source` as [`Piece`]s, when it is only text and `{{ topic }}`, `{{ subject[N] }}` and the
+/// like. Whatever else minijinja would read differently is left to it: a brace in the text
+/// (`{%`, `{#`), whitespace control (`{{-`), a line break (minijinja drops a trailing one),
+/// anything but a plain name or a plain index.
+fn pieces(source: &str) -> Option<Box<[Piece]>> {
+    if source.len() > u32::MAX as usize || source.contains(['\n', '\r']) {
+        return None;
+    }
+    let mut pieces = Vec::new();
+    let text = |pieces: &mut Vec<Piece>, from: usize, to: usize| {
+        let t = &source[from..to];
+        if t.contains(['{', '}']) {
+            return None;
+        }
+        if !t.is_empty() {
+            pieces.push(Piece::Text(from as u32, to as u32));
+        }
+        Some(())
+    };
+    let mut at = 0;
+    while let Some(open) = source[at..].find("{{").map(|o| at + o) {
+        text(&mut pieces, at, open)?;
+        let close = source[open + 2..].find("}}").map(|c| open + 2 + c)?;
+        pieces.push(name_piece(
+            source[open + 2..close].trim_matches([' ', '\t']),
+        )?);
+        at = close + 2;
+    }
+    text(&mut pieces, at, source.len())?;
+    Some(pieces.into_boxed_slice())
+}
+
+/// `topic`, `subject`, `topic[N]` or `subject[N]` (N an integer, negative from the end).
+fn name_piece(expression: &str) -> Option<Piece> {
+    let (name, level) = match expression.split_once('[') {
+        None => (expression, None),
+        Some((name, index)) => {
+            let digits = index.strip_suffix(']')?;
+            let magnitude = digits.strip_prefix('-').unwrap_or(digits);
+            let canonical = !magnitude.is_empty()
+                && magnitude.bytes().all(|b| b.is_ascii_digit())
+                && (magnitude == "0" || !magnitude.starts_with('0'));
+            if !canonical {
+                return None;
+            }
+            (name, Some(digits.parse::<i64>().ok()?))
+        }
+    };
+    match name {
+        "topic" => Some(Piece::Name { topic: true, level }),
+        "subject" => Some(Piece::Name {
+            topic: false,
+            level,
+        }),
+        _ => None,
+    }
+}
+
+/// Level `level` of `name` (negative: from the end), as [`Segments`] indexes it.
+fn nth_level(name: &str, separator: char, level: i64) -> Option<&str> {
+    let index = if level < 0 {
+        usize::try_from(name.split(separator).count() as i64 + level).ok()?
+    } else {
+        usize::try_from(level).ok()?
+    };
+    name.split(separator).nth(index)
 }
 
 /// `source` compiled, with ferry's settings and filters.
@@ -399,7 +522,7 @@ mod tests {
 
     #[test]
     fn a_template_is_compiled_for_rendering_at_its_first_render() {
-        let t = Template::compile("iot.{{ topic[1] }}").unwrap();
+        let t = Template::compile("iot.{{ topic[1] | lower }}").unwrap();
         assert!(t.env.get().is_none(), "compiled before any message");
         let c = case(Protocol::Mqtt, "sensors/kitchen/temp", "{}");
         let scope = Scope {
@@ -413,6 +536,47 @@ mod tests {
         assert_eq!(t.render(&scope).unwrap(), "iot.kitchen");
         assert!(t.env.get().is_some());
         assert_eq!(t.render(&scope).unwrap(), "iot.kitchen");
+        // Text and names render without minijinja; a level the name lacks, with it (its error).
+        let t = Template::compile("iot.{{ topic[1] }}").unwrap();
+        assert_eq!(t.render(&scope).unwrap(), "iot.kitchen");
+        assert!(t.env.get().is_none(), "rendered by its pieces");
+        let t = Template::compile("iot.{{ topic[7] }}").unwrap();
+        assert!(t.render(&scope).is_err());
+        assert!(t.env.get().is_some());
+    }
+
+    #[test]
+    fn only_text_and_plain_names_are_pieces() {
+        for simple in [
+            "plain.text",
+            "{{ topic }}",
+            "out.{{ subject[-1] }}",
+            "a/{{topic[1]}}/{{ subject[0] }}",
+            "x{{\ttopic[-0] }}",
+            "",
+        ] {
+            assert!(pieces(simple).is_some(), "{simple}");
+        }
+        for other in [
+            "{{ topic | upper }}",
+            "{% if true %}x{% endif %}",
+            "a{b",
+            "a}b",
+            "{# c #}x",
+            "{{- topic }}",
+            "{{ topic -}}",
+            "{{ topic[01] }}",
+            "{{ topic[1:] }}",
+            "{{ topic [1] }}",
+            "{{ topic[ 1 ] }}",
+            "{{ topic[99999999999999999999] }}",
+            "{{ topics }}",
+            "{{ payload }}",
+            "{{ topic }}\n",
+            "{{ topic ",
+        ] {
+            assert!(pieces(other).is_none(), "{other}");
+        }
     }
 
     #[test]
@@ -551,6 +715,38 @@ mod tests {
                 "{{ payload.f[:3] }}{{ payload.f * 3 }}",
             ] {
                 let _ = c.render(template);
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// A template of pieces renders what minijinja renders, whatever the name.
+        #[test]
+        fn pieces_render_as_minijinja_does(
+            subject in "[a-z./]{0,12}|\\PC{0,12}",
+            nats in proptest::prelude::any::<bool>(),
+        ) {
+            let protocol = if nats { Protocol::Nats } else { Protocol::Mqtt };
+            let c = case(protocol, &subject, "{}");
+            let scope = Scope {
+                route: "r",
+                message: &c.message,
+                protocol: c.protocol,
+                captures: &c.captures,
+                payload: &c.payload,
+                format: PayloadFormat::Json,
+            };
+            for template in [
+                "{{ topic }}/{{ subject }}",
+                "out.{{ subject[-1] }}",
+                "a/{{ topic[1] }}/b",
+                "{{topic[0]}}{{ subject[2] }}",
+                "x{{ topic[-3] }}.{{ subject[-0] }}",
+                "plain",
+            ] {
+                let t = Template::compile(template).unwrap();
+                proptest::prop_assert!(t.pieces.is_some(), "{}", template);
+                proptest::prop_assert_eq!(t.render(&scope), t.render_minijinja(&scope), "{}", template);
             }
         }
     }

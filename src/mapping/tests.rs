@@ -530,3 +530,59 @@ routes:
     assert!(marker::header(&out[1].1.headers, "x-site").is_some());
     assert!(marker::header(&out[1].1.headers, marker::HOPS).is_some());
 }
+
+#[test]
+fn the_marker_of_a_first_hop_is_made_once_and_a_later_hop_stamped_anew() {
+    let m = mapping(
+        r#"
+  - name: up
+    from: { connection: plant, topic: "a/#" }
+    to: { connection: core, subject: auto }
+"#,
+    );
+    let marker = |out: &Message| {
+        [marker::INSTANCE, marker::VIA, marker::HOPS].map(|n| header(out, n).map(str::to_string))
+    };
+    let fresh = [Some("edge"), Some("plant,core"), Some("1")].map(|v| v.map(str::to_string));
+    for _ in 0..2 {
+        let out = first(m.apply(&message("plant", "a/b", "1")));
+        assert_eq!(marker(&out), fresh);
+        assert_eq!(out.headers.len(), 3);
+    }
+    // Hops made elsewhere count on.
+    let mut relayed = message("plant", "a/b", "1");
+    relayed.headers = vec![
+        (marker::INSTANCE.into(), "other".into()),
+        (marker::HOPS.into(), "2".into()),
+    ];
+    let out = first(m.apply(&relayed));
+    assert_eq!(header(&out, marker::HOPS), Some("3"));
+    assert_eq!(header(&out, marker::VIA), Some("plant,core"));
+
+    // An instance name NATS cannot carry fails every publish as before, first hop or not.
+    let m = Mapping::new(
+        &no_cycles()
+            .resolve(
+                &config(
+                    r#"
+  - name: up
+    from: { connection: plant, topic: "a/#" }
+    to: { connection: core, subject: auto }
+"#,
+                ),
+                0,
+            )
+            .unwrap(),
+        "ed\nge",
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let Outcome::Mapped { steps, .. } = m.apply(&message("plant", "a/b", "1")) else {
+            panic!("not mapped")
+        };
+        assert!(
+            matches!(&steps[..], [Step::Fail(f)] if f.stage == Stage::Headers && f.reason.contains("line break")),
+            "{steps:?}"
+        );
+    }
+}

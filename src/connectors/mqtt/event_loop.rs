@@ -78,8 +78,8 @@ use super::dispatch::{Arrival, Dispatcher, Pending, RouteSource};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
 use super::subscribe::{Fed, Subscribing};
+use super::wake::{Step, SubAckFuture, in_flight, maybe, room, sleep_until};
 use crate::contracts::ConnectionContext;
-use crate::contracts::queue::RouteInput;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::Message;
 
@@ -221,6 +221,12 @@ impl EventLoopTask {
         // again for the later time.
         let mut liveness_timer = std::pin::pin!(tokio::time::sleep(Duration::ZERO));
         let mut liveness_armed: Option<Instant> = None;
+        // Made once and kept across turns: a wait made anew on every turn registers with its
+        // token or the tracker each time, and unregisters when the turn ends, a lock pair per
+        // message. The tracker's wait, once it fired, is made again.
+        let mut close = std::pin::pin!(runtime.close.cancelled());
+        let mut stop_sources = std::pin::pin!(runtime.stop_sources.cancelled());
+        let mut released = std::pin::pin!(tracker.wait_released());
         let closing = loop {
             // Between two `poll`s: the only time the event loop itself is at hand.
             tracker.take_released(&mut turn.acks);
@@ -262,9 +268,12 @@ impl EventLoopTask {
                     }
                     let step = tokio::select! {
                         biased;
-                        _ = runtime.close.cancelled() => Step::Close,
-                        _ = runtime.stop_sources.cancelled(), if turn.taking => Step::StopSources,
-                        () = tracker.wait_released() => Step::Released,
+                        () = &mut close => Step::Close,
+                        () = &mut stop_sources, if turn.taking => Step::StopSources,
+                        () = &mut released => {
+                            released.set(tracker.wait_released());
+                            Step::Released
+                        }
                         result = maybe(turn.suback.as_mut()) => Step::SubAck(result),
                         () = room(turn.dispatcher.as_ref().and_then(Dispatcher::blocked_on)) => {
                             Step::Room
@@ -724,61 +733,9 @@ impl Turn {
     }
 }
 
-/// Resolves once the route holding up the dispatcher may have room (see
-/// `Dispatcher::blocked_on`); never while none does.
-async fn room(blocked_on: Option<(&RouteInput, usize)>) {
-    match blocked_on {
-        Some((route, size)) => route.room(size).await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-type SubAckFuture = dyn Future<Output = Result<Vec<Option<String>>, String>> + Send;
-
-/// What woke the event loop task, besides its `poll`.
-enum Step {
-    Close,
-    StopSources,
-    /// The tracker released acks, or a message was let go of unconfirmed.
-    Released,
-    /// The route holding up the dispatcher may have room.
-    Room,
-    /// The backoff after a failure is over: poll (and so reconnect) again.
-    Retry,
-    /// The pause of a full queue is over: read again.
-    Resume,
-    /// A liveness timer fired (see `liveness`).
-    Liveness,
-    SubAck(Result<Vec<Option<String>>, String>),
-}
-
 /// Why the event loop reconnects when a route let go of a message unconfirmed.
 const NACKED: &str = "a route let go of a message without confirming it: reconnecting, so the \
                       broker delivers it (and what came after it) again";
-
-/// Runs the `poll` in flight on to its end; never resolves without one. Dropping this leaves
-/// the `poll` where it is, to go on with next time.
-async fn in_flight<F: Future>(poll: Pin<&mut Option<F>>) -> F::Output {
-    match poll.as_pin_mut() {
-        Some(poll) => poll.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Awaits the future if there is one; never resolves otherwise.
-async fn maybe<F: Future + Unpin>(future: Option<&mut F>) -> F::Output {
-    match future {
-        Some(future) => future.await,
-        None => std::future::pending().await,
-    }
-}
 
 impl Link {
     fn update(&self, ack: &ConnAck) {

@@ -38,6 +38,7 @@ mod subscribe;
 mod topic;
 mod topic_tree;
 pub mod url_form;
+mod wake;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -8,13 +8,14 @@
 //! sink is back. While a sink's spool holds anything, that sink's new messages go behind it.
 
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 mod spooling;
 
@@ -104,12 +105,24 @@ struct QueuedOutput {
 }
 
 /// What the worker has taken from the queue and not finished with.
-#[derive(Default)]
 struct Outstanding {
     /// Messages in flight, oldest first: their sources are confirmed in this order.
     window: std::collections::VecDeque<InFlight>,
     /// Acks of messages finished with, waiting for a spool's fsync (see `make_durable`).
     waiting: Vec<Ack>,
+    /// The worker's `abandon`, raced by every queueing and confirmation. Made once: a wait
+    /// made for each of them would register with the token and unregister again, per message.
+    abandoned: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl Outstanding {
+    fn new(abandon: &CancellationToken) -> Outstanding {
+        Outstanding {
+            window: Default::default(),
+            waiting: Vec::new(),
+            abandoned: Box::pin(abandon.clone().cancelled_owned()),
+        }
+    }
 }
 
 /// The shutdown deadline passed before a message was dealt with.
@@ -171,7 +184,9 @@ impl RouteWorker {
             Some(_) => 1,
             None => IN_FLIGHT,
         };
-        let mut outstanding = Outstanding::default();
+        let mut outstanding = Outstanding::new(&self.abandon);
+        // Made once, as `Outstanding::abandoned`.
+        let mut stopped = std::pin::pin!(self.stop.cancelled());
         loop {
             if !outstanding.waiting.is_empty()
                 && (outstanding.waiting.len() >= MAX_GROUP_COMMIT || self.queue.is_empty())
@@ -196,7 +211,7 @@ impl RouteWorker {
                 }
                 None => tokio::select! {
                     biased;
-                    _ = self.stop.cancelled() => None,
+                    () = &mut stopped => None,
                     next = self.queue.pop() => next,
                 },
             };
@@ -269,7 +284,7 @@ impl RouteWorker {
             let sink = &self.sinks[output.sink];
             let confirmed = tokio::select! {
                 confirmed = output.confirmation.wait() => confirmed,
-                _ = self.abandon.cancelled() => {
+                () = outstanding.abandoned.as_mut() => {
                     outstanding.window.push_front(sending);
                     return false;
                 }
@@ -475,7 +490,7 @@ impl RouteWorker {
                         let started = Instant::now();
                         let queued = tokio::select! {
                             queued = sink.sink.queue(&out) => queued,
-                            _ = self.abandon.cancelled() => return false,
+                            () = outstanding.abandoned.as_mut() => return false,
                         };
                         match queued {
                             Ok(confirmation) => {
