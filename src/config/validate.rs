@@ -50,6 +50,7 @@ const MAPPINGS: &[(&str, &str)] = &[
         "`priority_group` (a map of name, policy, ...)",
     ),
     ("Spool", "`spool` (a map of dir, max_bytes)"),
+    ("Request", "`request` (a map of timeout, max_in_flight)"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),
     ("HttpServerConnection", "an http_server connection"),

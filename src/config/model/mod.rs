@@ -404,6 +404,8 @@ pub struct Route {
     pub stop_after: Option<u64>,
     /// What the route's filter and transform may take of one message.
     pub transform_budget: TransformBudget,
+    /// A request route (`request:`): its sink's reply goes back to whoever asked.
+    pub request: Option<Request>,
 }
 
 /// What a route's jq programs (filter and transform) may take of one message
@@ -471,6 +473,41 @@ impl Spool {
     /// A spool's size limit when `max_bytes` is not given.
     fn default_max_bytes() -> u64 {
         1024 * 1024 * 1024
+    }
+}
+
+/// A request route: each message is a request its one sink makes in turn, and the reply goes
+/// back to the requester (a NATS reply inbox, an MQTT 5 response topic, the HTTP response).
+// Checked at parse (`config/request_route.rs`): which ends can ask and answer.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// How long a request waits for its reply; past it the requester is told so.
+    #[serde(default = "Request::default_timeout", with = "values::duration")]
+    #[schemars(with = "values::Duration")]
+    pub timeout: Duration,
+    /// The most requests of the route waiting for their replies at once.
+    #[serde(default = "Request::default_max_in_flight")]
+    #[schemars(with = "Whole<1, 65536>")]
+    pub max_in_flight: usize,
+}
+
+impl Request {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn default_max_in_flight() -> usize {
+        256
+    }
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            timeout: Request::default_timeout(),
+            max_in_flight: Request::default_max_in_flight(),
+        }
     }
 }
 
@@ -561,6 +598,17 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// Makes the source hand each message's way back to its requester to the route (a request
+    /// route's source; `config/request_route.rs` checked that it has one).
+    pub fn answer_requests(&mut self) {
+        match self {
+            SourceSpec::Nats(nats) => nats.replies = true,
+            SourceSpec::Mqtt(mqtt) => mqtt.replies = true,
+            SourceSpec::HttpServer(http) => http.replies = true,
+            _ => {}
+        }
+    }
+
     pub fn protocol(&self) -> Protocol {
         match self {
             SourceSpec::Mqtt(_) => Protocol::Mqtt,

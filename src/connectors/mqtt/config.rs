@@ -266,6 +266,8 @@ pub struct MqttSource {
     pub share: Option<String>,
     /// MQTT 5: do not receive what this same connection published.
     pub no_local: bool,
+    /// The route is a request route: each message's reply goes to its response topic.
+    pub replies: bool,
 }
 
 impl MqttSource {

@@ -183,6 +183,7 @@ impl Dispatcher {
                     Incoming {
                         message: message.expect("a copy per route"),
                         ack: share(&current.receipt),
+                        reply: None,
                     }
                 });
                 // A `false` from the queue means the route is shutting down: its copy is let

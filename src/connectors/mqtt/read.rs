@@ -207,6 +207,7 @@ impl Reader<'_> {
             qos: keys.qos,
             share: keys.share,
             no_local: keys.no_local,
+            replies: false,
         }
     }
 

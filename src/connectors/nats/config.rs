@@ -112,6 +112,8 @@ pub struct NatsSource {
     pub queue_group: Option<String>,
     /// Read through a durable JetStream pull consumer instead of a core subscription.
     pub jetstream: Option<JetStreamSource>,
+    /// The route is a request route: each message's reply goes to its reply inbox.
+    pub replies: bool,
 }
 
 /// A JetStream durable consumer.

@@ -131,6 +131,7 @@ impl Reader<'_> {
             subject: keys.subject,
             queue_group: keys.queue,
             jetstream: keys.jetstream,
+            replies: false,
         }
     }
 

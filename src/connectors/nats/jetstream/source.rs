@@ -273,7 +273,11 @@ impl Reader {
         m.headers = super::super::headers_of(message.headers.as_ref());
         m.id = id;
         // Fails only once the hand-over stopped (shutdown): the ack nacks on drop.
-        let _ = self.hand.send(Incoming { message: m, ack });
+        let _ = self.hand.send(Incoming {
+            message: m,
+            ack,
+            reply: None,
+        });
     }
 }
 
