@@ -350,3 +350,45 @@ routes:
         assert!(all.contains(hint), "{all}");
     }
 }
+
+/// examples/request-reply.yaml, run as written (the server and the port filled in): the curl
+/// and the NATS request of its comment get the service's reply.
+#[tokio::test]
+async fn example_request_reply() {
+    let nats = NatsServer::start(NatsOptions::default());
+    let port = free_port();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/request-reply.yaml"
+    ))
+    .unwrap();
+    let config = fill(
+        &example,
+        &[
+            ("${NATS_URL:-nats://127.0.0.1:4222}", nats.url()),
+            ("127.0.0.1:9090", format!("127.0.0.1:{port}")),
+        ],
+    );
+    let mut ferry = Ferry::start(&config);
+    ferry.wait_ready().await;
+    let peer = NatsPeer::connect(&nats.url()).await;
+    let _service = service(&peer, "svc.echo", 2, millis(0)).await;
+    let (status, body) = curl(
+        &["-d", "ping"],
+        &format!("http://127.0.0.1:{port}/api/echo"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.ends_with(":ping"), "{body}");
+    let request = async_nats::Request::new()
+        .payload(Bytes::from_static(b"ping"))
+        .timeout(Some(secs(10)));
+    let reply = within(
+        secs(15),
+        "a reply",
+        peer.client.send_request("api.echo", request),
+    )
+    .await
+    .expect("the service's reply");
+    assert!(reply.payload.ends_with(b":ping"), "{:?}", reply.payload);
+}

@@ -12,6 +12,8 @@
 //!   `when_full`, the client is told to come back rather than held), when ferry is stopping, or
 //!   when a route gave the message up; **504** when the sinks did not confirm within
 //!   `confirm_timeout` (the message may still be delivered: sending it again may duplicate);
+//! - on a request route (`request:`), the reply: **200** with its payload and `Content-Type`,
+//!   **504** when none came within the route's timeout, **502** when the request failed;
 //! - **401** without the connection's bearer token, **405** for another method, **413** for a
 //!   body over `max_body`.
 //!
