@@ -392,3 +392,107 @@ async fn example_request_reply() {
     .expect("the service's reply");
     assert!(reply.payload.ends_with(b":ping"), "{:?}", reply.payload);
 }
+
+/// A mosquitto and a nats-server, and ferry relaying MQTT 5 requests on `svc/<name>` to
+/// `svc.<name>` with `timeout`.
+async fn mqtt_to_nats(timeout: &str) -> Running {
+    let routes = format!(
+        r#"
+  - name: ask
+    from: {{ connection: mq, topic: "svc/+", qos: 1 }}
+    to: {{ connection: nats, subject: "svc.{{{{ topic[1] }}}}" }}
+    request: {{ timeout: {timeout} }}
+    dead_letter: {{ connection: nats, subject: "dead.ask" }}
+"#
+    );
+    Scenario::new()
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .nats("nats")
+        .routes(&routes)
+        .start()
+        .await
+}
+
+/// mosquitto_rr's answer to `request` on `topic` (its response topic `reply/<tag>`): its
+/// exit code and what it printed (`%P|%p`: user properties, payload).
+async fn mosquitto_rr(port: u16, topic: &str, tag: &str, request: &str) -> (Option<i32>, String) {
+    let rr = require_binary("mosquitto_rr", "mosquitto-clients");
+    let output = tokio::process::Command::new(rr)
+        .args([
+            "-V",
+            "5",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+        ])
+        .args(["-t", topic, "-e", &format!("reply/{tag}"), "-m", request])
+        .args(["-W", "20", "-F", "%P|%p"])
+        .output()
+        .await
+        .expect("mosquitto_rr runs");
+    let text = String::from_utf8_lossy(&output.stdout)
+        .trim_end()
+        .to_string();
+    (output.status.code(), text)
+}
+
+/// mosquitto_rr (MQTT 5: Response Topic and Correlation Data) asks a NATS service in a queue
+/// group of two through ferry: each of 16 requesters at once gets the answer to its own
+/// request, and both members serve.
+#[tokio::test]
+async fn mosquitto_rr_asks_a_nats_service_in_a_queue_group() {
+    let running = mqtt_to_nats("5s").await;
+    let port = running.mosquitto("mq").port;
+    let peer = running.nats_peer("nats").await;
+    let service = service(&peer, "svc.echo", 2, millis(0)).await;
+    let mut asked = Vec::new();
+    for i in 0..16 {
+        asked.push(tokio::spawn(async move {
+            mosquitto_rr(port, "svc/echo", &i.to_string(), &format!("q{i}")).await
+        }));
+    }
+    for (i, asked) in asked.into_iter().enumerate() {
+        let (code, text) = within(secs(30), "mosquitto_rr", asked).await.unwrap();
+        assert_eq!(code, Some(0), "request {i}: {text}");
+        assert!(text.ends_with(&format!(":q{i}")), "request {i} got {text}");
+    }
+    for (member, served) in service.served.iter().enumerate() {
+        assert!(
+            served.load(Ordering::SeqCst) > 0,
+            "member {member} served none"
+        );
+    }
+}
+
+/// No reply within the route's timeout: mosquitto_rr gets an empty answer whose user
+/// properties say 504, long before its own timeout. A request without a Response Topic is
+/// dead-lettered with the reason.
+#[tokio::test]
+async fn mqtt_requests_without_a_reply_or_a_response_topic() {
+    let running = mqtt_to_nats("1s").await;
+    let port = running.mosquitto("mq").port;
+    let peer = running.nats_peer("nats").await;
+    let _silent = peer.subscribe("svc.>").await;
+    let mut dead = peer.subscribe("dead.ask").await;
+    let started = std::time::Instant::now();
+    let (code, text) = mosquitto_rr(port, "svc/slow", "slow", "q").await;
+    assert_eq!(code, Some(0), "{text}");
+    assert!(started.elapsed() < secs(10), "{:?}", started.elapsed());
+    assert!(text.contains("Nats-Service-Error-Code:504"), "{text}");
+    assert!(text.contains("no reply within 1s"), "{text}");
+    assert!(text.ends_with('|'), "the answer is empty: {text}");
+
+    let mqtt = running.mqtt_peer("mq").await;
+    mqtt.publish("svc/plain", "no response topic", 1, false)
+        .await;
+    let letter = dead.recv(secs(10)).await.expect("a dead letter");
+    assert_eq!(letter.text(), "no response topic");
+    assert_eq!(
+        letter.header("Ferry-Error"),
+        Some("a request without a response topic")
+    );
+}

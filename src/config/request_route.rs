@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use super::model::{Connection, ConnectionKind, MqttVersion, Route, SinkSpec, SourceSpec};
 
-/// MQTT 5 request routes are not built yet.
+/// An MQTT 5 sink cannot make requests yet.
 const MQTT_5_NOT_YET: (&str, &str) = (
-    "request routes over MQTT 5 are not supported yet",
-    "ask and answer over core NATS or http_server",
+    "an MQTT 5 sink cannot make requests yet",
+    "ask a core NATS service; MQTT 5 requesters can already ask one through ferry",
 );
 
 /// Where in the route a problem is reported.
@@ -50,10 +50,7 @@ pub(super) fn problems(
             "an MQTT 3.1.1 source cannot answer a request".into(),
             version_5(&from.connection),
         )),
-        SourceSpec::Mqtt(_) => {
-            found.push((At::From, MQTT_5_NOT_YET.0.into(), MQTT_5_NOT_YET.1.into()))
-        }
-        SourceSpec::Nats(_) | SourceSpec::HttpServer(_) => {}
+        SourceSpec::Nats(_) | SourceSpec::Mqtt(_) | SourceSpec::HttpServer(_) => {}
         other => found.push((
             At::From,
             format!(

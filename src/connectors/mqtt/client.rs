@@ -63,6 +63,17 @@ pub struct Received {
     /// The PUBACK (QoS 1) or PUBREC (QoS 2) to send once the message is delivered; `None` at
     /// QoS 0. The client runs in manual ack mode: nothing is acknowledged unless sent.
     pub ack: Option<AckToken>,
+    /// MQTT 5: where the answer to this message goes, when it is a request. Boxed: few
+    /// messages are requests, and every event has room for the largest.
+    pub response: Option<Box<Response>>,
+}
+
+/// MQTT 5 request/response: the topic an answer goes to and the correlation data it carries
+/// back (the requester's, or ferry's own on the requests it makes).
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub topic: String,
+    pub correlation: Option<Bytes>,
 }
 
 /// The acknowledgement of one incoming QoS 1/2 message, valid on the network connection it
@@ -418,6 +429,35 @@ impl Client {
         }
     }
 
+    /// MQTT 5: queues a PUBLISH that is a request (`response`: where its answer goes, with
+    /// the correlation data to match it) or an answer (`response.topic` unused: only its
+    /// correlation data goes along). `Invalid` on MQTT 3.1.1, which has neither.
+    pub async fn publish_v5(
+        &self,
+        topic: String,
+        payload: Bytes,
+        qos_level: u8,
+        headers: &Headers,
+        response_topic: Option<String>,
+        correlation: Option<Bytes>,
+    ) -> Result<Queued, PublishError> {
+        let Client::V5(client) = self else {
+            return Err(PublishError::Invalid);
+        };
+        let mut properties = publish_properties(headers);
+        properties.response_topic = response_topic;
+        properties.correlation_data = correlation;
+        let options = mqtt5::PublishOptions::new(qos(qos_level)).properties(properties);
+        let queued = match qos_level {
+            0 => (client.publish(topic, payload, options).await).map(|()| Queued::Qos0),
+            _ => (client.publish_tracked(topic, payload, options).await).map(Queued::V5),
+        };
+        queued.map_err(|e| match e {
+            mqtt5::ClientError::InvalidRequest(_) => PublishError::Invalid,
+            _ => PublishError::Closed,
+        })
+    }
+
     /// Queues a QoS 0 liveness probe without waiting (the caller polls the event loop). `false`
     /// when the request queue had no room.
     pub fn try_publish_probe(&self, topic: &str, payload: Bytes) -> bool {
@@ -699,13 +739,19 @@ impl EventLoop {
         match self {
             EventLoop::V5(eventloop) => Ok(match eventloop.poll().await? {
                 mqtt5::Event::Incoming(mqtt5::Packet::Publish(publish)) => {
-                    let (headers, subscription_ids) = match publish.properties {
+                    let (headers, subscription_ids, response) = match publish.properties {
                         Some(p) => {
                             let mut headers = p.user_properties;
                             if let Some(content_type) = p.content_type {
                                 headers.push((CONTENT_TYPE.to_string(), content_type));
                             }
-                            (headers, p.subscription_identifiers)
+                            let response = p.response_topic.map(|topic| {
+                                Box::new(Response {
+                                    topic,
+                                    correlation: p.correlation_data,
+                                })
+                            });
+                            (headers, p.subscription_identifiers, response)
                         }
                         None => Default::default(),
                     };
@@ -726,6 +772,7 @@ impl EventLoop {
                         headers,
                         subscription_ids,
                         ack,
+                        response,
                     })
                 }
                 mqtt5::Event::Incoming(mqtt5::Packet::ConnAck(connack)) => {
@@ -763,6 +810,7 @@ impl EventLoop {
                         headers: Headers::new(),
                         subscription_ids: Vec::new(),
                         ack,
+                        response: None,
                     })
                 }
                 mqtt4::Event::Incoming(mqtt4::Packet::ConnAck(connack)) => {

@@ -32,6 +32,7 @@ mod liveness;
 pub mod names;
 pub mod protocol;
 mod read;
+mod replies;
 mod session;
 mod socket;
 mod subscribe;
@@ -79,6 +80,8 @@ pub struct MqttConnection {
     socket: SocketHandle,
     link: Arc<Link>,
     routes: Vec<RouteSource>,
+    /// Its request routes' answers, and the task that publishes them once started.
+    replier: Option<(replies::Replies, replies::Replier)>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
     /// Each filter's index in `subscriptions`: thousands of routes are added without comparing
@@ -161,6 +164,7 @@ impl MqttConnection {
             socket,
             link: Arc::default(),
             routes: Vec::new(),
+            replier: None,
             subscriptions: Vec::new(),
             subscription_index: HashMap::new(),
         }
@@ -259,7 +263,15 @@ impl Connection for MqttConnection {
             });
             filters.push((id, filter));
         }
-        self.routes.push(RouteSource { input, filters });
+        let replies = match source.replies {
+            true => Some(self.replier.get_or_insert_with(replies::channel).0.clone()),
+            false => None,
+        };
+        self.routes.push(RouteSource {
+            input,
+            filters,
+            replies,
+        });
         Ok(())
     }
 
@@ -283,6 +295,9 @@ impl Connection for MqttConnection {
                 return;
             }
         };
+        if let Some((_, replier)) = this.replier {
+            replier.spawn(client.clone(), runtime);
+        }
         let task = EventLoopTask {
             name: this.name,
             url: this.config.url,
