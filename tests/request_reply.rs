@@ -496,3 +496,113 @@ async fn mqtt_requests_without_a_reply_or_a_response_topic() {
         Some("a request without a response topic")
     );
 }
+
+/// An MQTT 5 responder on `filter` (rumqttc v5, as a device would be): answers each request
+/// `<payload>` with `done:<payload>` on its Response Topic, with its Correlation Data, after
+/// `delay`; counts how many requests it holds at once. Returns once subscribed.
+async fn mqtt_responder(port: u16, filter: &str, delay: Duration) -> Arc<AtomicUsize> {
+    use mqtt5::{AsyncClient, Broker, Event, MqttOptions, Packet, PublishOptions, QoS};
+    let options = MqttOptions::new(format!("responder-{port}"), Broker::tcp("127.0.0.1", port));
+    let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    let most_at_once = Arc::new(AtomicUsize::new(0));
+    let holding = Arc::new(AtomicUsize::new(0));
+    let most = most_at_once.clone();
+    let filter = filter.to_string();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    client
+                        .subscribe(filter.clone(), QoS::AtLeastOnce)
+                        .await
+                        .unwrap();
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(request))) => {
+                    let Some(properties) = request.properties else {
+                        continue;
+                    };
+                    let Some(to) = properties.response_topic else {
+                        continue;
+                    };
+                    let (client, holding, most) = (client.clone(), holding.clone(), most.clone());
+                    tokio::spawn(async move {
+                        let now = holding.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        holding.fetch_sub(1, Ordering::SeqCst);
+                        let text = String::from_utf8_lossy(&request.payload).to_string();
+                        let answer = mqtt5::PublishProperties {
+                            correlation_data: properties.correlation_data,
+                            content_type: Some("text/plain".into()),
+                            ..Default::default()
+                        };
+                        let options = PublishOptions::new(QoS::AtLeastOnce).properties(answer);
+                        let _ = client
+                            .publish(to, Bytes::from(format!("done:{text}")), options)
+                            .await;
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(millis(100)).await,
+            }
+        }
+    });
+    within(secs(10), "the responder's SUBACK", subscribed)
+        .await
+        .unwrap();
+    most_at_once
+}
+
+/// NATS requests on `dev.<id>.cmd` become MQTT 5 requests on `dev/<id>/cmd` (ferry's reply
+/// topic and Correlation Data): each NATS requester gets the MQTT responder's answer to its
+/// own request; with `max_in_flight: 2` the responder never holds more than two at once.
+#[tokio::test]
+async fn nats_requests_reach_an_mqtt_5_responder() {
+    let routes = r#"
+  - name: command
+    from: { connection: nats, subject: "dev.*.cmd" }
+    to: { connection: mq, topic: "dev/{{ subject[1] }}/cmd", qos: 1 }
+    request: { timeout: 10s, max_in_flight: 2 }
+"#;
+    let running = Scenario::new()
+        .mosquitto("mq")
+        .keys("mq", "version: 5")
+        .nats("nats")
+        .routes(routes)
+        .start()
+        .await;
+    let port = running.mosquitto("mq").port;
+    let most_at_once = mqtt_responder(port, "dev/+/cmd", millis(300)).await;
+    let peer = running.nats_peer("nats").await;
+    let mut asked = Vec::new();
+    for i in 0..8 {
+        let client = peer.client.clone();
+        asked.push(tokio::spawn(async move {
+            let request = async_nats::Request::new()
+                .payload(Bytes::from(format!("q{i}")))
+                .timeout(Some(secs(30)));
+            (
+                i,
+                client.send_request(format!("dev.{i}.cmd"), request).await,
+            )
+        }));
+    }
+    for asked in asked {
+        let (i, reply) = within(secs(40), "a reply", asked).await.unwrap();
+        let reply = reply.unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(reply.payload, format!("done:q{i}"));
+        let headers = reply.headers.expect("the reply's headers");
+        assert_eq!(
+            headers.get("Content-Type").map(|v| v.as_str()),
+            Some("text/plain")
+        );
+    }
+    assert_eq!(most_at_once.load(Ordering::SeqCst), 2);
+}

@@ -189,6 +189,7 @@ impl<'a> Decoder<'a> {
             None => {}
         }
         let file = read.value?;
+        request_route::mark_asking(&routes, &mut connections);
         let config = Config {
             connections,
             routes,

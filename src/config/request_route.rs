@@ -4,13 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::model::{Connection, ConnectionKind, MqttVersion, Route, SinkSpec, SourceSpec};
+use std::sync::Arc;
 
-/// An MQTT 5 sink cannot make requests yet.
-const MQTT_5_NOT_YET: (&str, &str) = (
-    "an MQTT 5 sink cannot make requests yet",
-    "ask a core NATS service; MQTT 5 requesters can already ask one through ferry",
-);
+use super::model::{Connection, ConnectionKind, MqttVersion, Route, SinkSpec, SourceSpec};
 
 /// Where in the route a problem is reported.
 pub(super) enum At {
@@ -80,8 +76,7 @@ pub(super) fn problems(
                 "an MQTT 3.1.1 sink cannot make a request".into(),
                 version_5(&sink.connection),
             )),
-            SinkSpec::Mqtt(_) => found.push((At::To, MQTT_5_NOT_YET.0.into(), MQTT_5_NOT_YET.1.into())),
-            SinkSpec::Nats(_) => {}
+            SinkSpec::Nats(_) | SinkSpec::Mqtt(_) => {}
             other => found.push((
                 At::To,
                 format!("a {} sink cannot make a request", other.protocol().name()),
@@ -98,4 +93,21 @@ pub(super) fn problems(
         ));
     }
     found
+}
+
+/// Marks the MQTT connections request routes ask through, so each subscribes to its reply
+/// topic (and only those do).
+pub(super) fn mark_asking(routes: &[Arc<Route>], connections: &mut BTreeMap<String, Connection>) {
+    let asking = routes
+        .iter()
+        .filter(|r| r.request.is_some())
+        .flat_map(|r| &r.to);
+    for sink in asking {
+        if let (SinkSpec::Mqtt(_), Some(connection)) =
+            (&sink.spec, connections.get_mut(&sink.connection))
+            && let ConnectionKind::Mqtt(mqtt) = &mut connection.kind
+        {
+            mqtt.asks = true;
+        }
+    }
 }

@@ -72,7 +72,8 @@ pub struct Received {
 /// back (the requester's, or ferry's own on the requests it makes).
 #[derive(Clone, Debug)]
 pub struct Response {
-    pub topic: String,
+    /// `None` on a reply, which carries only the correlation data.
+    pub topic: Option<String>,
     pub correlation: Option<Bytes>,
 }
 
@@ -745,9 +746,11 @@ impl EventLoop {
                             if let Some(content_type) = p.content_type {
                                 headers.push((CONTENT_TYPE.to_string(), content_type));
                             }
-                            let response = p.response_topic.map(|topic| {
+                            let response = (p.response_topic.is_some()
+                                || p.correlation_data.is_some())
+                            .then(|| {
                                 Box::new(Response {
-                                    topic,
+                                    topic: p.response_topic,
                                     correlation: p.correlation_data,
                                 })
                             });
@@ -858,6 +861,8 @@ mod tests {
                 retain: true,
             }),
             probe: None,
+            reply_topic: "ferry/replies/ferry-test".into(),
+            asks: false,
         }
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use super::acks::Receipt;
 use super::client::{AckToken, RECEIVE_MAXIMUM, Response};
-use super::replies::Replies;
+use super::replies::{Asked, Replies};
 use super::topic;
 use super::topic_tree::TopicTree;
 use crate::contracts::queue::RouteInput;
@@ -26,6 +26,9 @@ pub struct RouteSource {
     pub filters: Vec<(usize, String)>,
     /// A request route's: its messages come with the way back to their requester.
     pub replies: Option<Replies>,
+    /// Not a route but ferry's own reply topic: what arrives there goes to the requests
+    /// waiting for it (its `input` takes nothing).
+    pub asked: Option<Arc<Asked>>,
 }
 
 impl RouteSource {
@@ -184,6 +187,19 @@ impl Dispatcher {
                 }
             };
             while let Some(&route) = self.takers.get(current.taken) {
+                if let Some(asked) = &self.routing.routes[route].asked {
+                    let reply = match current.taken + 1 == self.takers.len() {
+                        true => current.message.take(),
+                        false => current.message.clone(),
+                    };
+                    let correlation = current
+                        .response
+                        .as_ref()
+                        .and_then(|r| r.correlation.as_ref());
+                    asked.settle(reply.expect("a copy per route"), correlation);
+                    current.taken += 1;
+                    continue;
+                }
                 let replies = self.routing.routes[route].replies.as_ref();
                 let incoming = current.waiting.take().unwrap_or_else(|| {
                     // Every route but the last gets a (cheap) clone; the last the message.
@@ -290,6 +306,7 @@ mod tests {
             input: bounded("r", Default::default()).0,
             filters: filters.iter().map(|(id, f)| (*id, f.to_string())).collect(),
             replies: None,
+            asked: None,
         }
     }
 

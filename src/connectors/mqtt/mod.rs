@@ -82,6 +82,8 @@ pub struct MqttConnection {
     routes: Vec<RouteSource>,
     /// Its request routes' answers, and the task that publishes them once started.
     replier: Option<(replies::Replies, replies::Replier)>,
+    /// The requests this connection's sinks made, waiting for replies on its reply topic.
+    asked: Option<Arc<replies::Asked>>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
     /// Each filter's index in `subscriptions`: thousands of routes are added without comparing
@@ -97,6 +99,7 @@ struct MqttSinks {
     /// Or why the client could not be built.
     client: Result<Client, String>,
     link: Arc<Link>,
+    asked: Option<Arc<replies::Asked>>,
 }
 
 impl Sinks for MqttSinks {
@@ -116,6 +119,7 @@ impl Sinks for MqttSinks {
             retain: sink.retain,
             link: self.link.clone(),
             max_outgoing_packet_size: self.max_outgoing_packet_size,
+            asked: self.asked.clone(),
         }))
     }
 }
@@ -155,7 +159,7 @@ impl MqttConnection {
     ) -> Self {
         let socket = SocketHandle::default();
         let built = client::build(name, &config, &reconnect, &socket).map_err(|e| format!("{e:#}"));
-        MqttConnection {
+        let mut connection = MqttConnection {
             name: name.into(),
             config,
             reconnect,
@@ -165,9 +169,33 @@ impl MqttConnection {
             link: Arc::default(),
             routes: Vec::new(),
             replier: None,
+            asked: None,
             subscriptions: Vec::new(),
             subscription_index: HashMap::new(),
+        };
+        if connection.config.asks && connection.config.version == MqttVersion::V5 {
+            connection.ask_through();
         }
+        connection
+    }
+
+    /// Subscribes to the reply topic, whose messages go to the requests waiting for them.
+    fn ask_through(&mut self) {
+        let topic = self.config.reply_topic.clone();
+        let asked = Arc::new(replies::Asked::new(topic.clone()));
+        let id = self.subscribe(Subscription {
+            filter: topic.clone(),
+            qos: 1,
+            no_local: false,
+        });
+        let (input, _) = crate::contracts::queue::bounded(&self.name, Default::default());
+        self.routes.push(RouteSource {
+            input,
+            filters: vec![(id, topic)],
+            replies: None,
+            asked: Some(asked.clone()),
+        });
+        self.asked = Some(asked);
     }
 
     fn client(&self) -> anyhow::Result<&Client> {
@@ -271,6 +299,7 @@ impl Connection for MqttConnection {
             input,
             filters,
             replies,
+            asked: None,
         });
         Ok(())
     }
@@ -281,6 +310,7 @@ impl Connection for MqttConnection {
             max_outgoing_packet_size: self.config.max_outgoing_packet_size as usize,
             client: self.client().cloned().map_err(|e| format!("{e:#}")),
             link: self.link.clone(),
+            asked: self.asked.clone(),
         })
     }
 
@@ -322,6 +352,8 @@ struct MqttSink {
     retain: Retain,
     link: Arc<Link>,
     max_outgoing_packet_size: usize,
+    /// Where its requests wait for their replies (a request route's sink).
+    asked: Option<Arc<replies::Asked>>,
 }
 
 impl Sink for MqttSink {
@@ -331,6 +363,31 @@ impl Sink for MqttSink {
 
     fn queue<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Confirmation, SinkError>> {
         Box::pin(self.queue_publish(message))
+    }
+
+    fn request<'a>(
+        &'a self,
+        message: &'a Message,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, SinkError>> {
+        Box::pin(async move {
+            let Some(asked) = &self.asked else {
+                return Err(SinkError::Rejected(format!(
+                    "connection {} takes no replies (MQTT 3.1.1)",
+                    self.connection
+                )));
+            };
+            self.check(message, false)?;
+            if !*self.link.connected.borrow() {
+                return Err(SinkError::Unavailable(format!(
+                    "connection {} is down",
+                    self.connection
+                )));
+            }
+            asked
+                .ask(&self.client, &self.connection, message, self.qos)
+                .await
+        })
     }
 }
 

@@ -6,14 +6,25 @@
 //! no reply, the answer is an empty message whose user properties say why, the pair a NATS
 //! requester gets as headers (`mapping/answer.rs`). A request without a Response Topic cannot
 //! be answered: the route dead-letters it.
+//!
+//! As a sink, a request is published with the connection's reply topic as its Response Topic
+//! and 16 random bytes as its Correlation Data; the connection subscribes to the reply topic
+//! (only when a request route asks through it, again after every reconnect), and the
+//! dispatcher hands what arrives there to the requests waiting ([`Asked`]), not to routes. A
+//! reply whose correlation no request waits for (late, or unknown) is dropped and counted. The
+//! requests waiting are bounded by the routes' `max_in_flight`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
-use super::client::{Client, Response};
-use crate::contracts::ConnectionContext;
+use super::client::{Client, PublishError, Response};
+use crate::contracts::{ConnectionContext, SinkError};
 use crate::mapping::answer;
-use crate::message::{Headers, Reply};
+use crate::message::{Headers, Message, Reply};
 
 /// An answer on its way to a requester's response topic.
 struct Answered {
@@ -39,7 +50,7 @@ pub fn channel() -> (Replies, Replier) {
 impl Replies {
     /// The way back to the sender of a request that came with `response` at `qos`.
     pub fn to(&self, response: Option<&Response>, qos: u8) -> Reply {
-        let Some(to) = response.cloned() else {
+        let Some(to) = response.filter(|r| r.topic.is_some()).cloned() else {
             return Reply::nowhere("a request without a response topic");
         };
         let replies = self.0.clone();
@@ -75,13 +86,109 @@ impl Replier {
                     payload,
                     headers,
                 } = answered;
+                let topic = to.topic.unwrap_or_default();
                 let published = client
-                    .publish_v5(to.topic, payload, qos, &headers, None, to.correlation)
+                    .publish_v5(topic, payload, qos, &headers, None, to.correlation)
                     .await;
                 if published.is_err() {
                     tracing::debug!("cannot answer a request: the client refused the publish");
                 }
             }
         });
+    }
+}
+
+/// The requests ferry made through this connection, waiting for their replies on its reply
+/// topic, by correlation data.
+pub struct Asked {
+    topic: String,
+    waiting: Mutex<HashMap<Bytes, oneshot::Sender<Message>>>,
+    /// Replies no request waited for: late (after the route's timeout) or unknown.
+    late: AtomicU64,
+}
+
+impl Asked {
+    pub fn new(topic: String) -> Asked {
+        Asked {
+            topic,
+            waiting: Mutex::default(),
+            late: AtomicU64::new(0),
+        }
+    }
+
+    /// A reply arrived on the reply topic: to the request waiting for its correlation data,
+    /// or dropped.
+    pub fn settle(&self, reply: Message, correlation: Option<&Bytes>) {
+        let waiting = correlation.and_then(|c| self.waiting.lock().expect("asked").remove(c));
+        let answered = waiting.is_some_and(|request| request.send(reply).is_ok());
+        if !answered {
+            let late = self.late.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::debug!(
+                "a reply on {} no request waits for (late or unknown) was dropped ({late} so far)",
+                self.topic
+            );
+        }
+    }
+
+    /// Publishes `message` as a request at `qos` and waits for its reply (the route's worker
+    /// bounds the wait; dropped, the request stops waiting).
+    pub async fn ask(
+        &self,
+        client: &Client,
+        connection: &str,
+        message: &Message,
+        qos: u8,
+    ) -> Result<Message, SinkError> {
+        let correlation =
+            Bytes::from(std::array::from_fn::<u8, 16, _>(|_| fastrand::u8(..)).to_vec());
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .expect("asked")
+            .insert(correlation.clone(), tx);
+        let _waiting = Waiting {
+            asked: self,
+            correlation: correlation.clone(),
+        };
+        let published = client
+            .publish_v5(
+                message.subject.clone(),
+                message.payload.clone(),
+                qos,
+                &message.headers,
+                Some(self.topic.clone()),
+                Some(correlation),
+            )
+            .await;
+        match published {
+            Ok(_) => {}
+            Err(PublishError::Invalid) => {
+                return Err(SinkError::Rejected(format!(
+                    "connection {connection}: the MQTT client refused to publish to {:?}",
+                    message.subject
+                )));
+            }
+            Err(PublishError::Closed) => {
+                return Err(SinkError::Unavailable(format!(
+                    "connection {connection} is closed"
+                )));
+            }
+        }
+        rx.await.map_err(|_| {
+            SinkError::Unavailable(format!("connection {connection} closed before the reply"))
+        })
+    }
+}
+
+/// A request waiting: however its wait ends, its correlation is forgotten, so a reply after
+/// it counts as late.
+struct Waiting<'a> {
+    asked: &'a Asked,
+    correlation: Bytes,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        (self.asked.waiting.lock().expect("asked")).remove(&self.correlation);
     }
 }
