@@ -378,12 +378,7 @@ impl Sink for MqttSink {
                 )));
             };
             self.check(message, false)?;
-            if !*self.link.connected.borrow() {
-                return Err(SinkError::Unavailable(format!(
-                    "connection {} is down",
-                    self.connection
-                )));
-            }
+            self.connected().await?;
             asked
                 .ask(&self.client, &self.connection, message, self.qos)
                 .await
@@ -406,15 +401,7 @@ impl MqttSink {
                  {PUBLISH_TIMEOUT:?} (connection down or broker too slow)"
             ))
         };
-        if !*self.link.connected.borrow() {
-            let mut connected = self.link.connected.subscribe();
-            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
-                .await
-                .map_err(|_| {
-                    SinkError::Unavailable(format!("connection {} is down", self.connection))
-                })?
-                .map_err(|_| self.closed())?;
-        }
+        self.connected().await?;
         let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         let publish = self.client.publish(
             message.subject.clone(),
@@ -448,6 +435,20 @@ impl MqttSink {
                 Err(_) => Err(timed_out(&connection)),
             }
         })))
+    }
+
+    /// Waits for the connection to be up, `CONNECTION_WAIT` at most.
+    async fn connected(&self) -> Result<(), SinkError> {
+        if !*self.link.connected.borrow() {
+            let mut connected = self.link.connected.subscribe();
+            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
+                .await
+                .map_err(|_| {
+                    SinkError::Unavailable(format!("connection {} is down", self.connection))
+                })?
+                .map_err(|_| self.closed())?;
+        }
+        Ok(())
     }
 
     fn closed(&self) -> SinkError {
