@@ -31,7 +31,7 @@ fn explain_request(route: &crate::config::Route, request: &crate::config::Reques
     format!(
         "request: each message is a request to the sink, its reply goes back to {replied}; \
          up to {} at once; no reply within {timeout}: the requester gets {timed_out}; a reply \
-         after that is dropped",
+         after that is dropped (counted)",
         request.max_in_flight
     )
 }

@@ -606,3 +606,42 @@ async fn nats_requests_reach_an_mqtt_5_responder() {
     }
     assert_eq!(most_at_once.load(Ordering::SeqCst), 2);
 }
+
+/// A service slower than the route's timeout: the requester is told 504 at the timeout, and
+/// the reply that comes after is dropped and counted late.
+#[tokio::test]
+async fn a_late_reply_is_dropped_and_counted() {
+    let routes = r#"
+  - name: ask
+    from: { connection: nats, subject: "front.>" }
+    to: { connection: nats, subject: "svc.{{ subject[1] }}" }
+    request: { timeout: 1s }
+"#;
+    let (running, admin) = start(routes).await;
+    let peer = running.nats_peer("nats").await;
+    let service = service(&peer, "svc.slow", 1, millis(1500)).await;
+    let request = async_nats::Request::new()
+        .payload(Bytes::from_static(b"q"))
+        .timeout(Some(secs(20)));
+    let reply = within(
+        secs(10),
+        "the timeout answer",
+        peer.client.send_request("front.slow", request),
+    )
+    .await
+    .expect("the timeout answer");
+    let headers = reply.headers.expect("the error headers");
+    assert_eq!(
+        headers.get("Nats-Service-Error-Code").map(|v| v.as_str()),
+        Some("504")
+    );
+    assert_eq!(service.served[0].load(Ordering::SeqCst), 1);
+    let deadline = tokio::time::Instant::now() + secs(10);
+    while metric(&admin, "ferry_late_replies_total", "ask").await != Some(1) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the late reply was not counted"
+        );
+        tokio::time::sleep(millis(100)).await;
+    }
+}

@@ -258,6 +258,13 @@ impl Collector for PipelineCollector {
         )?;
         family(
             e,
+            "ferry_late_replies",
+            "Replies that came after their request timed out (dropped)",
+            Counter,
+            requests(|c| &c.late_replies),
+        )?;
+        family(
+            e,
             "ferry_queue_messages",
             "Messages waiting in the route's queue",
             Gauge,

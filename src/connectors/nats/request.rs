@@ -7,8 +7,9 @@
 //! at its own timeout.
 //!
 //! As a sink, a request is the client's own `request`: a NATS service in a queue group works
-//! unchanged, and "no responders" fails the request at once. A reply that comes after the
-//! route gave up is dropped by the client unseen.
+//! unchanged, and "no responders" fails the request at once. The request waits for as long
+//! as the route's worker keeps it (past its timeout, to count a late reply); a reply after
+//! that is dropped by the client unseen.
 
 use async_nats::{HeaderMap, RequestErrorKind, Subject};
 use bytes::Bytes;

@@ -15,7 +15,7 @@ use futures_util::stream::FuturesUnordered;
 use super::RouteWorker;
 use crate::config::Request;
 use crate::mapping::{Failure, Outcome, Stage, Step};
-use crate::message::{Answer, Incoming, Message};
+use crate::message::{Ack, Answer, Incoming, Message, Reply};
 
 impl RouteWorker {
     /// Takes requests from the queue until it closes (or the worker is stopped), at most
@@ -57,61 +57,81 @@ impl RouteWorker {
             self.ids.assign(&mut message);
         }
         self.tap.before(&message);
-        let nowhere = match &reply {
-            None => Some("a request with no way back to its requester"),
-            Some(reply) => reply.unanswerable(),
+        let reply = match reply {
+            Some(reply) if reply.unanswerable().is_none() => reply,
+            unanswerable => {
+                let why = (unanswerable.as_ref().and_then(|r| r.unanswerable()))
+                    .unwrap_or("a request with no way back to its requester");
+                let failure = Failure {
+                    stage: Stage::Decode,
+                    reason: why.into(),
+                };
+                self.fail(&message, failure).await;
+                return self.settled(ack);
+            }
         };
-        if let Some(why) = nowhere {
-            let failure = Failure {
-                stage: Stage::Decode,
-                reason: why.into(),
-            };
-            self.fail(&message, failure).await;
-        } else {
-            let answer = self.answer(&message, timeout).await;
-            if let Some(reply) = reply {
+        match self.prepare(&message).await {
+            Ok(request) => self.make(&request, timeout, reply, ack).await,
+            Err(answer) => {
                 reply.answer(answer);
+                self.settled(ack);
             }
         }
+    }
+
+    /// The request's source is confirmed: its answer was handed back (or it had none).
+    fn settled(&self, ack: Ack) {
         ack.confirm();
         self.counters.unconfirmed.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Maps the request, makes it on the route's sink, and says what the requester gets.
-    async fn answer(&self, message: &Message, timeout: Duration) -> Answer {
-        let request = match self.map(message).await {
+    /// Maps the request: what to ask the sink, or what the requester gets instead.
+    async fn prepare(&self, message: &Message) -> Result<Message, Answer> {
+        match self.map(message).await {
             Outcome::Filtered => {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                 self.tap.filtered(message);
-                return Answer::Failed("the route's filter left the request out".into());
+                Err(Answer::Failed(
+                    "the route's filter left the request out".into(),
+                ))
             }
             Outcome::TooManyHops(hops) => {
                 self.counters.looped.fetch_add(1, Ordering::Relaxed);
-                return Answer::Failed(format!("the request looped ({hops} ferry hops)"));
+                Err(Answer::Failed(format!(
+                    "the request looped ({hops} ferry hops)"
+                )))
             }
-            Outcome::Failed(failure) => return self.refused(message, failure).await,
+            Outcome::Failed(failure) => Err(self.refused(message, failure).await),
             Outcome::Mapped { steps, echoes } => {
                 self.counters
                     .echoes
                     .fetch_add(echoes.into(), Ordering::Relaxed);
                 // One sink: the first output is the request (a transform yields one).
                 match steps.into_iter().next() {
-                    Some(Step::Publish { message, .. }) => message,
-                    Some(Step::Fail(failure)) => return self.refused(message, failure).await,
-                    None => return Answer::Failed("the loop guard left the request out".into()),
+                    Some(Step::Publish { message, .. }) => Ok(message),
+                    Some(Step::Fail(failure)) => Err(self.refused(message, failure).await),
+                    None => Err(Answer::Failed("the loop guard left the request out".into())),
                 }
             }
-        };
+        }
+    }
+
+    /// Makes the request on the route's sink, answers the requester and confirms the source.
+    /// A request that timed out is still outstanding at the service: it keeps its place in
+    /// `max_in_flight` for as long again, and a reply that comes then is counted late (and
+    /// dropped).
+    async fn make(&self, request: &Message, timeout: Duration, reply: Reply, ack: Ack) {
         let sink = &self.sinks[0];
-        self.tap.after(&sink.connection, &request);
+        self.tap.after(&sink.connection, request);
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        match tokio::time::timeout(timeout, sink.sink.request(&request, timeout)).await {
-            Ok(Ok(reply)) => {
+        let mut asking = sink.sink.request(request, timeout);
+        let answer = match tokio::time::timeout(timeout, &mut asking).await {
+            Ok(Ok(answered)) => {
                 self.counters.sent.fetch_add(1, Ordering::Relaxed);
                 self.counters.replies.fetch_add(1, Ordering::Relaxed);
                 self.observe_sent(sink, started);
-                Answer::Reply(reply)
+                Answer::Reply(answered)
             }
             Ok(Err(error)) => {
                 let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
@@ -131,9 +151,20 @@ impl RouteWorker {
                         self.name, request.subject
                     )
                 });
-                Answer::TimedOut(timeout)
+                reply.answer(Answer::TimedOut(timeout));
+                self.settled(ack);
+                let late = tokio::select! {
+                    late = tokio::time::timeout(timeout, asking) => matches!(late, Ok(Ok(_))),
+                    _ = self.abandon.cancelled() => false,
+                };
+                if late {
+                    self.counters.late_replies.fetch_add(1, Ordering::Relaxed);
+                }
+                return;
             }
-        }
+        };
+        reply.answer(answer);
+        self.settled(ack);
     }
 
     /// A request the mapping could not make: failed (dead-lettered if the route has a
