@@ -17,6 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use mqtt5::QoS;
 
+use super::replies::Response;
 use super::socket::SocketHandle;
 use crate::config::{self, MqttTransport, MqttVersion};
 use crate::message::Headers;
@@ -63,18 +64,8 @@ pub struct Received {
     /// The PUBACK (QoS 1) or PUBREC (QoS 2) to send once the message is delivered; `None` at
     /// QoS 0. The client runs in manual ack mode: nothing is acknowledged unless sent.
     pub ack: Option<AckToken>,
-    /// MQTT 5: where the answer to this message goes, when it is a request. Boxed: few
-    /// messages are requests, and every event has room for the largest.
+    /// MQTT 5: its Response Topic and Correlation Data (a request's, or a reply's).
     pub response: Option<Box<Response>>,
-}
-
-/// MQTT 5 request/response: the topic an answer goes to and the correlation data it carries
-/// back (the requester's, or ferry's own on the requests it makes).
-#[derive(Clone, Debug)]
-pub struct Response {
-    /// `None` on a reply, which carries only the correlation data.
-    pub topic: Option<String>,
-    pub correlation: Option<Bytes>,
 }
 
 /// The acknowledgement of one incoming QoS 1/2 message, valid on the network connection it
@@ -377,8 +368,9 @@ impl Client {
     }
 
     /// Queues a PUBLISH; waits only while the request channel is full. `headers` become MQTT 5
-    /// user properties and content type (MQTT 3.1.1 has nowhere to put them). A QoS 1/2 publish
-    /// comes back with the notice its PUBACK/PUBCOMP resolves ([`Queued::confirmed`]).
+    /// user properties and content type (MQTT 3.1.1 has nowhere to put them), `response` its
+    /// Response Topic and Correlation Data (`Invalid` on MQTT 3.1.1). A QoS 1/2 publish comes
+    /// back with the notice its PUBACK/PUBCOMP resolves ([`Queued::confirmed`]).
     pub async fn publish(
         &self,
         topic: String,
@@ -386,12 +378,18 @@ impl Client {
         qos_level: u8,
         retain: bool,
         headers: &Headers,
+        response: Option<Response>,
     ) -> Result<Queued, PublishError> {
         match self {
             Client::V5(client) => {
                 let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
-                if !headers.is_empty() {
-                    options = options.properties(publish_properties(headers));
+                if !headers.is_empty() || response.is_some() {
+                    let mut properties = publish_properties(headers);
+                    if let Some(response) = response {
+                        properties.response_topic = response.topic;
+                        properties.correlation_data = response.correlation;
+                    }
+                    options = options.properties(properties);
                 }
                 let queued = if qos_level == 0 {
                     client
@@ -409,6 +407,7 @@ impl Client {
                     _ => PublishError::Closed,
                 })
             }
+            Client::V311(_) if response.is_some() => Err(PublishError::Invalid),
             Client::V311(client) => {
                 let options = mqtt4::PublishOptions::new(qos(qos_level)).retain(retain);
                 let queued = if qos_level == 0 {
@@ -428,35 +427,6 @@ impl Client {
                 })
             }
         }
-    }
-
-    /// MQTT 5: queues a PUBLISH that is a request (`response`: where its answer goes, with
-    /// the correlation data to match it) or an answer (`response.topic` unused: only its
-    /// correlation data goes along). `Invalid` on MQTT 3.1.1, which has neither.
-    pub async fn publish_v5(
-        &self,
-        topic: String,
-        payload: Bytes,
-        qos_level: u8,
-        headers: &Headers,
-        response_topic: Option<String>,
-        correlation: Option<Bytes>,
-    ) -> Result<Queued, PublishError> {
-        let Client::V5(client) = self else {
-            return Err(PublishError::Invalid);
-        };
-        let mut properties = publish_properties(headers);
-        properties.response_topic = response_topic;
-        properties.correlation_data = correlation;
-        let options = mqtt5::PublishOptions::new(qos(qos_level)).properties(properties);
-        let queued = match qos_level {
-            0 => (client.publish(topic, payload, options).await).map(|()| Queued::Qos0),
-            _ => (client.publish_tracked(topic, payload, options).await).map(Queued::V5),
-        };
-        queued.map_err(|e| match e {
-            mqtt5::ClientError::InvalidRequest(_) => PublishError::Invalid,
-            _ => PublishError::Closed,
-        })
     }
 
     /// Queues a QoS 0 liveness probe without waiting (the caller polls the event loop). `false`
@@ -746,14 +716,7 @@ impl EventLoop {
                             if let Some(content_type) = p.content_type {
                                 headers.push((CONTENT_TYPE.to_string(), content_type));
                             }
-                            let response = (p.response_topic.is_some()
-                                || p.correlation_data.is_some())
-                            .then(|| {
-                                Box::new(Response {
-                                    topic: p.response_topic,
-                                    correlation: p.correlation_data,
-                                })
-                            });
+                            let response = Response::of(p.response_topic, p.correlation_data);
                             (headers, p.subscription_identifiers, response)
                         }
                         None => Default::default(),

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::acks::Receipt;
-use super::client::{AckToken, RECEIVE_MAXIMUM, Response};
-use super::replies::{Asked, Replies};
+use super::client::{AckToken, RECEIVE_MAXIMUM};
+use super::replies::{Asked, Replies, Response};
 use super::topic;
 use super::topic_tree::TopicTree;
 use crate::contracts::queue::RouteInput;

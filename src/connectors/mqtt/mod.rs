@@ -409,6 +409,7 @@ impl MqttSink {
             self.qos,
             retain,
             &message.headers,
+            None,
         );
         let queued = match tokio::time::timeout_at(deadline, publish).await {
             Ok(Ok(client::Queued::Qos0)) => return Ok(Confirmation::Done),

@@ -21,10 +21,28 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::client::{Client, PublishError, Response};
+use super::client::{Client, PublishError};
 use crate::contracts::{ConnectionContext, SinkError};
 use crate::mapping::answer;
 use crate::message::{Headers, Message, Reply};
+
+/// MQTT 5 request/response: the topic an answer goes to and the correlation data it carries
+/// back (the requester's, or ferry's own on the requests it makes).
+#[derive(Clone, Debug)]
+pub struct Response {
+    /// `None` on a reply, which carries only the correlation data.
+    pub topic: Option<String>,
+    pub correlation: Option<Bytes>,
+}
+
+impl Response {
+    /// What a PUBLISH's properties say of request/response, if anything. Boxed: few messages
+    /// are requests or replies, and every event of the client has room for the largest.
+    pub fn of(topic: Option<String>, correlation: Option<Bytes>) -> Option<Box<Response>> {
+        (topic.is_some() || correlation.is_some())
+            .then(|| Box::new(Response { topic, correlation }))
+    }
+}
 
 /// An answer on its way to a requester's response topic.
 struct Answered {
@@ -86,9 +104,14 @@ impl Replier {
                     payload,
                     headers,
                 } = answered;
+                // An answer carries the request's correlation data, and no response topic.
                 let topic = to.topic.unwrap_or_default();
+                let back = Response {
+                    topic: None,
+                    correlation: to.correlation,
+                };
                 let published = client
-                    .publish_v5(topic, payload, qos, &headers, None, to.correlation)
+                    .publish(topic, payload, qos, false, &headers, Some(back))
                     .await;
                 if published.is_err() {
                     tracing::debug!("cannot answer a request: the client refused the publish");
@@ -151,13 +174,16 @@ impl Asked {
             correlation: correlation.clone(),
         };
         let published = client
-            .publish_v5(
+            .publish(
                 message.subject.clone(),
                 message.payload.clone(),
                 qos,
+                false,
                 &message.headers,
-                Some(self.topic.clone()),
-                Some(correlation),
+                Some(Response {
+                    topic: Some(self.topic.clone()),
+                    correlation: Some(correlation),
+                }),
             )
             .await;
         match published {
