@@ -8,8 +8,33 @@ use crate::config::{
     Config, Delivery, PayloadFormat, Protocol, Target, TraceMode, WhenFull, delivery, security,
 };
 use crate::connectors::protocol::{Described, Subscribes, Surroundings};
-use crate::mapping::{Failure, Mapping, Outcome, Step, marker};
+use crate::mapping::{Failure, Mapping, Outcome, Step, answer, marker};
 use crate::message::Message;
+
+/// What a request route promises its requesters.
+fn explain_request(route: &crate::config::Route, request: &crate::config::Request) -> String {
+    let timeout = crate::config::values::duration::text(request.timeout);
+    let (replied, timed_out) = match route.from.spec.protocol() {
+        Protocol::HttpServer => ("the HTTP response (200)", "504".to_string()),
+        Protocol::Mqtt => (
+            "its response topic, with its correlation data",
+            format!(
+                "an empty message with user property {} 504",
+                answer::ERROR_CODE
+            ),
+        ),
+        _ => (
+            "its reply inbox",
+            format!("an empty reply with header {} 504", answer::ERROR_CODE),
+        ),
+    };
+    format!(
+        "request: each message is a request to the sink, its reply goes back to {replied}; \
+         up to {} at once; no reply within {timeout}: the requester gets {timed_out}; a reply \
+         after that is dropped (counted)",
+        request.max_in_flight
+    )
+}
 
 /// A human-readable description of every route.
 pub fn explain(config: &Config) -> String {
@@ -132,6 +157,9 @@ pub fn explain(config: &Config) -> String {
                     "  trace: off; traceparent and tracestate pass as any other header"
                 );
             }
+        }
+        if let Some(request) = &route.request {
+            let _ = writeln!(out, "  {}", explain_request(route, request));
         }
         if let Some(dir) = config.spool_dir(route) {
             let max = route.spool.as_ref().map_or(0, |s| s.max_bytes);

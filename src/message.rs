@@ -91,11 +91,83 @@ impl fmt::Debug for Ack {
     }
 }
 
-/// What a source hands to a route: the message and its ack.
+/// What a request route got for a request: what its requester is told.
+#[derive(Debug)]
+pub enum Answer {
+    /// The sink's reply, as the service sent it.
+    Reply(Message),
+    /// No reply came within the route's `request.timeout`.
+    TimedOut(std::time::Duration),
+    /// The request could not be made or answered (no responders, the sink down, ferry
+    /// stopping), and why.
+    Failed(String),
+}
+
+/// The way back to whoever sent a request, made by a request route's source: the route hands
+/// it the [`Answer`] once. Dropped unanswered, it answers [`Answer::Failed`] (ferry stopped),
+/// so a requester is never left waiting for nothing.
+pub struct Reply(Way);
+
+enum Way {
+    Back(Box<dyn FnOnce(Answer) + Send>),
+    /// The request came without a way back (a NATS message without a reply inbox, an MQTT 5
+    /// publish without a response topic): why, for the route to say when it dead-letters it.
+    Nowhere(&'static str),
+    Answered,
+}
+
+impl Reply {
+    /// A reply that hands its answer to `back`.
+    pub fn new(back: impl FnOnce(Answer) + Send + 'static) -> Self {
+        Reply(Way::Back(Box::new(back)))
+    }
+
+    /// A request that cannot be answered, and why.
+    pub fn nowhere(why: &'static str) -> Self {
+        Reply(Way::Nowhere(why))
+    }
+
+    /// Why the request cannot be answered, if it cannot.
+    pub fn unanswerable(&self) -> Option<&'static str> {
+        match self.0 {
+            Way::Nowhere(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Tells the requester.
+    pub fn answer(mut self, answer: Answer) {
+        if let Way::Back(back) = std::mem::replace(&mut self.0, Way::Answered) {
+            back(answer);
+        }
+    }
+}
+
+impl Drop for Reply {
+    fn drop(&mut self) {
+        if let Way::Back(back) = std::mem::replace(&mut self.0, Way::Answered) {
+            back(Answer::Failed("ferry stopped".into()));
+        }
+    }
+}
+
+impl fmt::Debug for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Way::Back(_) => "Reply(pending)",
+            Way::Nowhere(_) => "Reply(nowhere)",
+            Way::Answered => "Reply(answered)",
+        })
+    }
+}
+
+/// What a source hands to a route: the message and its ack, and on a request route the way
+/// back to the requester.
 #[derive(Debug)]
 pub struct Incoming {
     pub message: Message,
     pub ack: Ack,
+    pub reply: Option<Reply>,
 }
 
 impl Incoming {
@@ -104,6 +176,7 @@ impl Incoming {
         Incoming {
             message,
             ack: Ack::none(),
+            reply: None,
         }
     }
 }

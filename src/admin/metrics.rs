@@ -27,6 +27,7 @@ use super::Shared;
 use crate::config::WhenFull;
 use crate::contracts::status::State as ConnectionState;
 use crate::pipeline::observe::{Observed, RouteView, View};
+use crate::pipeline::route::RouteCounters;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -229,6 +230,45 @@ impl Collector for PipelineCollector {
             "Failed messages the route's dead-letter sink took",
             Counter,
             per_route(view, |r| load(&r.counters.dead_lettered)),
+        )?;
+        // Request routes only: a route that makes no requests has nothing to show here.
+        let requests = |value: fn(&RouteCounters) -> &AtomicU64| {
+            (view.routes.iter())
+                .filter(|r| r.route.request.is_some())
+                .map(move |r| {
+                    (
+                        [("route", r.name())],
+                        ConstCounter::new(load(value(&r.counters))),
+                    )
+                })
+        };
+        family(
+            e,
+            "ferry_requests",
+            "Requests the request route made on its sink",
+            Counter,
+            requests(|c| &c.requests),
+        )?;
+        family(
+            e,
+            "ferry_replies",
+            "Replies the request route handed back to their requesters",
+            Counter,
+            requests(|c| &c.replies),
+        )?;
+        family(
+            e,
+            "ferry_request_timeouts",
+            "Requests that got no reply within the route's request timeout (the requester was told)",
+            Counter,
+            requests(|c| &c.timeouts),
+        )?;
+        family(
+            e,
+            "ferry_late_replies",
+            "Replies that came after their request timed out (dropped)",
+            Counter,
+            requests(|c| &c.late_replies),
         )?;
         family(
             e,

@@ -143,7 +143,8 @@ mod tests {
     use super::*;
     use crate::config::admin_listener::AdminSection;
     use crate::config::model::{
-        HeaderRules, JetStreamSource, LastWill, LoopGuard, Probe, Queue, Reconnect, Spool, Tls,
+        HeaderRules, JetStreamSource, LastWill, LoopGuard, Probe, Queue, Reconnect, Request, Spool,
+        Tls,
     };
     use crate::config::yaml;
     use crate::connectors::http::config::HttpSection;
@@ -202,6 +203,7 @@ mod tests {
         shows_its_defaults::<HttpServerConnection>(json!({ "path": "/p" }));
         shows_its_defaults::<Queue>(json!({}));
         shows_its_defaults::<Spool>(json!({}));
+        shows_its_defaults::<Request>(json!({}));
         shows_its_defaults::<HeaderRules>(json!({}));
         shows_its_defaults::<JetStreamSource>(json!({ "stream": "S", "consumer": "c" }));
         shows_its_defaults::<PriorityGroup>(json!({ "name": "g", "policy": "pinned_client" }));

@@ -19,6 +19,7 @@ mod ranges;
 pub(crate) mod reader;
 mod redact;
 pub mod reference;
+mod request_route;
 mod resolved;
 mod route_ends;
 pub(crate) mod route_section;

@@ -22,7 +22,7 @@ use super::ranges::{parse_duration, parse_size};
 use super::reader::Reader;
 use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
 use super::yaml::{self, Key, Node, Pos, Value};
-use super::{admin_listener, decode, delivery};
+use super::{admin_listener, decode, delivery, request_route};
 use crate::connectors::protocol::PROTOCOLS;
 use crate::mapping::{jq, marker};
 
@@ -189,6 +189,7 @@ impl<'a> Decoder<'a> {
             None => {}
         }
         let file = read.value?;
+        request_route::mark_asking(&routes, &mut connections);
         let config = Config {
             connections,
             routes,
@@ -431,6 +432,9 @@ impl<'a> Decoder<'a> {
         let delivery_node = node.get("delivery");
         let delivery = section.delivery.map(Delivery::from);
         let spool = node.get("spool").and_then(|n| self.spool(n));
+        let request = node
+            .get("request")
+            .and_then(|n| self.reader().section::<Request>(n));
         let dead_letter = node.get("dead_letter").and_then(|n| {
             let sink = self.sink(
                 n,
@@ -468,7 +472,19 @@ impl<'a> Decoder<'a> {
             spool,
             stop_after,
             transform_budget,
+            request,
         };
+        if route.request.is_some() {
+            for (place, message, hint) in request_route::problems(&route, connections) {
+                let key = match place {
+                    request_route::At::From => "from",
+                    request_route::At::To => "to",
+                    request_route::At::Spool => "spool",
+                };
+                self.error(at(key), message, Some(hint));
+            }
+            route.from.spec.answer_requests();
+        }
         // A POST is answered once it is delivered only where the route promises it.
         if matches!(route.from.spec, SourceSpec::HttpServer(_)) {
             let promised = delivery::guarantee(&route, connections).delivery;

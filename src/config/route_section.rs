@@ -8,13 +8,14 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use super::model::{Delivery, HeaderRules, Queue, Spool, TransformBudget};
+use super::model::{Delivery, HeaderRules, Queue, Request, Spool, TransformBudget};
 use super::route_ends::{SinkForm, SourceForm};
 use super::values::{self, Interpolated, OneOrList, Text};
 
 /// The sections of a route read on their own: the route's schema describes them, its check
 /// leaves them be.
-pub const READ_ON_THEIR_OWN: &[&str] = &["Source", "Sink", "HeaderRules", "Queue", "Spool"];
+pub const READ_ON_THEIR_OWN: &[&str] =
+    &["Source", "Sink", "HeaderRules", "Queue", "Spool", "Request"];
 
 /// A route: one source, a mapping stage, one or more sinks.
 #[derive(Deserialize, JsonSchema)]
@@ -65,6 +66,9 @@ pub struct RouteSection {
     /// in headers.
     #[schemars(with = "Option<SinkForm>")]
     pub dead_letter: Option<IgnoredAny>,
+    /// Makes the route a request route: its one sink's reply goes back to the requester.
+    #[schemars(with = "Option<Request>")]
+    pub request: Option<IgnoredAny>,
 }
 
 fn default_transform_timeout() -> Duration {

@@ -55,6 +55,7 @@ const MAPPINGS: &[(&str, &str)] = &[
         "`kv` (a map of bucket, delete_on_empty, check_revision)",
     ),
     ("Spool", "`spool` (a map of dir, max_bytes)"),
+    ("Request", "`request` (a map of timeout, max_in_flight)"),
     ("HttpConnection", "an HTTP connection"),
     ("SseServerConnection", "an sse_server connection"),
     ("HttpServerConnection", "an http_server connection"),

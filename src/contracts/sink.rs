@@ -63,4 +63,18 @@ pub trait Sink: Send + Sync {
             Ok(Confirmation::Done)
         })
     }
+
+    /// Makes `message` a request (its `subject` already rendered for this sink) and resolves
+    /// with the reply. A request route's worker bounds the wait by the route's
+    /// `request.timeout`, which comes as `timeout` for sinks that keep their own books on
+    /// waiting requests. Only sinks whose protocol can ask (core NATS, MQTT 5) make requests;
+    /// the configuration check keeps request routes to those, so the default is unreachable.
+    fn request<'a>(
+        &'a self,
+        message: &'a Message,
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, SinkError>> {
+        let _ = (message, timeout);
+        Box::pin(async { Err(SinkError::Rejected("this sink cannot make requests".into())) })
+    }
 }

@@ -7,6 +7,7 @@
 //! the loop guard, the subject or topic, headers, the payload written per the sink's format, an
 //! envelope (`envelope: true` on the sink).
 
+pub mod answer;
 pub mod codec;
 pub mod excerpt;
 mod headers;

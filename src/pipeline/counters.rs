@@ -39,6 +39,12 @@ pub struct RouteCounters {
     pub spool_bytes: Arc<AtomicU64>,
     /// Damaged spool records set aside (to `.damaged` files) and skipped.
     pub spool_damaged: AtomicU64,
+    /// A request route's requests made, replies handed back, requests that got no reply in
+    /// time, and replies that came after that (dropped).
+    pub requests: AtomicU64,
+    pub replies: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub late_replies: AtomicU64,
     /// How long each sink took to confirm the publishes it took (the dead-letter sink's are
     /// not counted here); a histogram's count is that sink's messages sent.
     pub sink_latency: SinkLatency,

@@ -600,6 +600,7 @@ impl Pipeline {
             stop: CancellationToken::new(),
             tap: live.tap.clone(),
             stop_after: route.stop_after,
+            request: route.request.clone(),
             jq: jq_worker::JqWorker::new(
                 route.filter.as_deref(),
                 route.transform.as_deref(),

@@ -285,6 +285,7 @@ impl MemorySource {
                     .push(Settled { payload, confirmed });
                 changed.send_replace(());
             }),
+            reply: None,
         }
     }
 

@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::values::{self, Flag, Interpolated, OneOrList, Text, TextMap, Whole};
+use super::values::{self, Flag, Interpolated, Text, Whole};
 
+mod headers;
 mod secret;
+pub use headers::{HeaderRules, TraceMode};
 pub use secret::{Secret, SecretUrl};
 
 // Each protocol's connection, source and sink live in its connector's folder, beside the keys
@@ -404,6 +406,8 @@ pub struct Route {
     pub stop_after: Option<u64>,
     /// What the route's filter and transform may take of one message.
     pub transform_budget: TransformBudget,
+    /// A request route (`request:`): its sink's reply goes back to whoever asked.
+    pub request: Option<Request>,
 }
 
 /// What a route's jq programs (filter and transform) may take of one message
@@ -474,6 +478,41 @@ impl Spool {
     }
 }
 
+/// A request route: each message is a request its one sink makes in turn, and the reply goes
+/// back to the requester (a NATS reply inbox, an MQTT 5 response topic, the HTTP response).
+// Checked at parse (`config/request_route.rs`): which ends can ask and answer.
+#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Request {
+    /// How long a request waits for its reply; past it the requester is told so.
+    #[serde(default = "Request::default_timeout", with = "values::duration")]
+    #[schemars(with = "values::Duration")]
+    pub timeout: Duration,
+    /// The most requests of the route waiting for their replies at once.
+    #[serde(default = "Request::default_max_in_flight")]
+    #[schemars(with = "Whole<1, 65536>")]
+    pub max_in_flight: usize,
+}
+
+impl Request {
+    fn default_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn default_max_in_flight() -> usize {
+        256
+    }
+}
+
+impl Default for Request {
+    fn default() -> Self {
+        Request {
+            timeout: Request::default_timeout(),
+            max_in_flight: Request::default_max_in_flight(),
+        }
+    }
+}
+
 /// How a payload is read or written.
 // Read by jq, templates and envelopes; written from jq's outputs.
 #[derive(
@@ -489,76 +528,6 @@ pub enum PayloadFormat {
     Text,
     /// Raw bytes; jq sees a byte string, envelopes carry it as base64.
     Bytes,
-}
-
-/// Headers and user properties.
-// Which headers (NATS headers, MQTT 5 user properties) a route passes on.
-#[derive(Clone, Debug, PartialEq, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields, default)]
-pub struct HeaderRules {
-    /// Pass on the headers the message arrived with.
-    #[schemars(with = "Flag")]
-    pub forward: bool,
-    /// Header names not to pass on.
-    // Compared case-insensitively.
-    #[serde(
-        deserialize_with = "values::one_or_list",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    #[schemars(
-        with = "Option<OneOrList<Text>>",
-        extend("x-name" = "header name")
-    )]
-    pub remove: Vec<String>,
-    /// Headers to set (values are templates), e.g. `{site: plant-1}`.
-    // Added or replaced: name and template, in the order written.
-    #[serde(
-        deserialize_with = "values::text_map",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    #[schemars(
-        with = "Option<TextMap>",
-        extend(
-            "x-name" = "header value",
-            "errorMessage" = "`headers.set` must be a mapping, found {found}",
-            "x-hint" = "e.g. `set: { site: plant-1 }`"
-        )
-    )]
-    pub set: Vec<(String, String)>,
-    /// W3C trace context (`traceparent`, `tracestate`): `propagate` continues a trace a
-    /// message arrives with as ferry's own hop (same trace id, new parent id), `start` also
-    /// begins one for a message without, `off` passes them as any other header.
-    pub trace: TraceMode,
-}
-
-impl Default for HeaderRules {
-    fn default() -> Self {
-        HeaderRules {
-            forward: true,
-            remove: Vec::new(),
-            set: Vec::new(),
-            trace: TraceMode::default(),
-        }
-    }
-}
-
-/// What a route does with W3C trace context.
-// `forward` and `remove` leave the trace headers to this setting unless it is `off`; `set`
-// still wins over it.
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, serde::Serialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-#[schemars(extend("errorMessage" = "`{value}` is not a trace setting"))]
-pub enum TraceMode {
-    /// A valid `traceparent` goes on as ferry's child span, with its `tracestate`; a malformed
-    /// one is replaced by a new trace (and counted); a message without one gets none.
-    #[default]
-    Propagate,
-    /// As `propagate`, and a message without a `traceparent` starts a new trace.
-    Start,
-    /// The trace headers are headers like any other (`forward`, `remove`).
-    Off,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -585,6 +554,17 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// Makes the source hand each message's way back to its requester to the route (a request
+    /// route's source; `config/request_route.rs` checked that it has one).
+    pub fn answer_requests(&mut self) {
+        match self {
+            SourceSpec::Nats(nats) => nats.replies = true,
+            SourceSpec::Mqtt(mqtt) => mqtt.replies = true,
+            SourceSpec::HttpServer(http) => http.replies = true,
+            _ => {}
+        }
+    }
+
     pub fn protocol(&self) -> Protocol {
         match self {
             SourceSpec::Mqtt(_) => Protocol::Mqtt,

@@ -60,4 +60,6 @@ pub struct HttpServerSource {
     /// The route promises at-least-once: a POST is answered once every sink confirmed (202),
     /// not as soon as the route took it (200).
     pub confirm: bool,
+    /// The route is a request route: a POST is answered with its reply.
+    pub replies: bool,
 }

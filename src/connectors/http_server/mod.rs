@@ -12,6 +12,8 @@
 //!   `when_full`, the client is told to come back rather than held), when ferry is stopping, or
 //!   when a route gave the message up; **504** when the sinks did not confirm within
 //!   `confirm_timeout` (the message may still be delivered: sending it again may duplicate);
+//! - on a request route (`request:`), the reply: **200** with its payload and `Content-Type`,
+//!   **504** when none came within the route's timeout, **502** when the request failed;
 //! - **401** without the connection's bearer token, **405** for another method, **413** for a
 //!   body over `max_body`.
 //!
@@ -38,7 +40,7 @@ use crate::contracts::ConnectionContext;
 use crate::contracts::admin_listener::same_secret;
 use crate::contracts::queue::RouteInput;
 use crate::contracts::status::ConnectionStatus;
-use crate::message::{Ack, Incoming, Message};
+use crate::message::{Ack, Answer, Incoming, Message, Reply};
 
 /// What a client is told to wait before it sends a refused message again.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -66,6 +68,8 @@ struct Reader {
     input: RouteInput,
     /// It promises at-least-once: answer once its sinks confirmed.
     confirm: bool,
+    /// A request route: the answer is its reply.
+    replies: bool,
 }
 
 impl HttpServerConnection {
@@ -102,6 +106,7 @@ impl Connection for HttpServerConnection {
         let reader = Reader {
             input,
             confirm: source.confirm,
+            replies: source.replies,
         };
         self.ingress.routes.lock().expect("routes").push(reader);
         Ok(())
@@ -165,6 +170,7 @@ async fn deliver(
     payload: Bytes,
 ) -> Response {
     let mut confirmations = Vec::new();
+    let mut answered = None;
     {
         let routes = ingress.routes.lock().expect("routes");
         if routes.is_empty() {
@@ -173,7 +179,17 @@ async fn deliver(
         for route in routes.iter() {
             let mut message = Message::new(ingress.origin.clone(), name.clone(), payload.clone());
             message.headers = headers.clone();
-            let (ack, confirmed) = if route.confirm {
+            let reply = match route.replies && answered.is_none() {
+                true => {
+                    let (tx, rx) = oneshot::channel();
+                    answered = Some(rx);
+                    Some(Reply::new(move |answer| {
+                        let _ = tx.send(answer);
+                    }))
+                }
+                false => None,
+            };
+            let (ack, confirmed) = if route.confirm && reply.is_none() {
                 let (tx, rx) = oneshot::channel();
                 let ack = Ack::new(move |ok| {
                     let _ = tx.send(ok);
@@ -182,12 +198,25 @@ async fn deliver(
             } else {
                 (Ack::none(), None)
             };
-            match route.input.try_push(Incoming { message, ack }) {
+            let incoming = Incoming {
+                message,
+                ack,
+                reply,
+            };
+            match route.input.try_push(incoming) {
                 Ok(true) => confirmations.extend(confirmed),
                 Ok(false) => return unavailable("ferry is stopping"),
                 Err(_) => return unavailable("the route's queue is full"),
             }
         }
+    }
+    if let Some(answered) = answered {
+        // The route answers in its `request.timeout`, and a reply dropped unanswered says so.
+        return replied(
+            answered
+                .await
+                .unwrap_or(Answer::Failed("ferry stopped".into())),
+        );
     }
     if confirmations.is_empty() {
         return answer(StatusCode::OK, "taken");
@@ -202,6 +231,33 @@ async fn deliver(
             StatusCode::GATEWAY_TIMEOUT,
             "not confirmed in time; it may still be delivered",
         ),
+    }
+}
+
+/// A request route's answer: 200 with the reply (and its `Content-Type`), 504 when none
+/// came in time, 502 when the request failed.
+fn replied(answered: Answer) -> Response {
+    match answered {
+        Answer::Reply(reply) => {
+            let mut response = (StatusCode::OK, reply.payload).into_response();
+            let content_type = (reply.headers.iter())
+                .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+                .and_then(|(_, value)| HeaderValue::from_str(value).ok());
+            if let Some(content_type) = content_type {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_TYPE, content_type);
+            }
+            response
+        }
+        Answer::TimedOut(after) => answer(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "no reply within {}",
+                crate::config::values::duration::text(after)
+            ),
+        ),
+        Answer::Failed(why) => answer(StatusCode::BAD_GATEWAY, &format!("no reply: {why}")),
     }
 }
 

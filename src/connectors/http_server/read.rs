@@ -27,6 +27,9 @@ impl Reader<'_> {
     /// The http_server source at `node`. Whether its route promises at-least-once is known
     /// once the whole route is read (see `confirm`).
     pub fn http_server_source(&mut self, _keys: HttpServerSourceKeys) -> HttpServerSource {
-        HttpServerSource { confirm: false }
+        HttpServerSource {
+            confirm: false,
+            replies: false,
+        }
     }
 }

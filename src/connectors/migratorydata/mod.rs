@@ -657,6 +657,7 @@ impl Poller {
             let incoming = Incoming {
                 message: message.clone(),
                 ack,
+                reply: None,
             };
             if !route.push(incoming).await {
                 return false;

@@ -17,6 +17,7 @@ use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use mqtt5::QoS;
 
+use super::replies::Response;
 use super::socket::SocketHandle;
 use crate::config::{self, MqttTransport, MqttVersion};
 use crate::message::Headers;
@@ -63,6 +64,8 @@ pub struct Received {
     /// The PUBACK (QoS 1) or PUBREC (QoS 2) to send once the message is delivered; `None` at
     /// QoS 0. The client runs in manual ack mode: nothing is acknowledged unless sent.
     pub ack: Option<AckToken>,
+    /// MQTT 5: its Response Topic and Correlation Data (a request's, or a reply's).
+    pub response: Option<Box<Response>>,
 }
 
 /// The acknowledgement of one incoming QoS 1/2 message, valid on the network connection it
@@ -365,8 +368,9 @@ impl Client {
     }
 
     /// Queues a PUBLISH; waits only while the request channel is full. `headers` become MQTT 5
-    /// user properties and content type (MQTT 3.1.1 has nowhere to put them). A QoS 1/2 publish
-    /// comes back with the notice its PUBACK/PUBCOMP resolves ([`Queued::confirmed`]).
+    /// user properties and content type (MQTT 3.1.1 has nowhere to put them), `response` its
+    /// Response Topic and Correlation Data (`Invalid` on MQTT 3.1.1). A QoS 1/2 publish comes
+    /// back with the notice its PUBACK/PUBCOMP resolves ([`Queued::confirmed`]).
     pub async fn publish(
         &self,
         topic: String,
@@ -374,12 +378,18 @@ impl Client {
         qos_level: u8,
         retain: bool,
         headers: &Headers,
+        response: Option<Response>,
     ) -> Result<Queued, PublishError> {
         match self {
             Client::V5(client) => {
                 let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
-                if !headers.is_empty() {
-                    options = options.properties(publish_properties(headers));
+                if !headers.is_empty() || response.is_some() {
+                    let mut properties = publish_properties(headers);
+                    if let Some(response) = response {
+                        properties.response_topic = response.topic;
+                        properties.correlation_data = response.correlation;
+                    }
+                    options = options.properties(properties);
                 }
                 let queued = if qos_level == 0 {
                     client
@@ -397,6 +407,7 @@ impl Client {
                     _ => PublishError::Closed,
                 })
             }
+            Client::V311(_) if response.is_some() => Err(PublishError::Invalid),
             Client::V311(client) => {
                 let options = mqtt4::PublishOptions::new(qos(qos_level)).retain(retain);
                 let queued = if qos_level == 0 {
@@ -699,13 +710,14 @@ impl EventLoop {
         match self {
             EventLoop::V5(eventloop) => Ok(match eventloop.poll().await? {
                 mqtt5::Event::Incoming(mqtt5::Packet::Publish(publish)) => {
-                    let (headers, subscription_ids) = match publish.properties {
+                    let (headers, subscription_ids, response) = match publish.properties {
                         Some(p) => {
                             let mut headers = p.user_properties;
                             if let Some(content_type) = p.content_type {
                                 headers.push((CONTENT_TYPE.to_string(), content_type));
                             }
-                            (headers, p.subscription_identifiers)
+                            let response = Response::of(p.response_topic, p.correlation_data);
+                            (headers, p.subscription_identifiers, response)
                         }
                         None => Default::default(),
                     };
@@ -726,6 +738,7 @@ impl EventLoop {
                         headers,
                         subscription_ids,
                         ack,
+                        response,
                     })
                 }
                 mqtt5::Event::Incoming(mqtt5::Packet::ConnAck(connack)) => {
@@ -763,6 +776,7 @@ impl EventLoop {
                         headers: Headers::new(),
                         subscription_ids: Vec::new(),
                         ack,
+                        response: None,
                     })
                 }
                 mqtt4::Event::Incoming(mqtt4::Packet::ConnAck(connack)) => {
@@ -810,6 +824,8 @@ mod tests {
                 retain: true,
             }),
             probe: None,
+            reply_topic: "ferry/replies/ferry-test".into(),
+            asks: false,
         }
     }
 

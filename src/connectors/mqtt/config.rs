@@ -74,6 +74,10 @@ pub struct MqttSection {
     /// The liveness probe.
     #[serde(default)]
     pub probe: ProbeSetting,
+    /// MQTT 5: the topic the replies to ferry's own requests come to, subscribed only when a
+    /// request route asks through this connection. Default: `ferry/replies/<client_id>`.
+    #[schemars(with = "Option<Text>")]
+    pub reply_topic: Option<String>,
 }
 
 fn default_version() -> String {
@@ -255,6 +259,10 @@ pub struct MqttConnection {
     pub last_will: Option<LastWill>,
     /// `None` when turned off (`probe: false`).
     pub probe: Option<Probe>,
+    /// Where the replies to ferry's own requests come to.
+    pub reply_topic: String,
+    /// A request route asks through this connection: it subscribes to `reply_topic`.
+    pub asks: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -266,6 +274,8 @@ pub struct MqttSource {
     pub share: Option<String>,
     /// MQTT 5: do not receive what this same connection published.
     pub no_local: bool,
+    /// The route is a request route: each message's reply goes to its response topic.
+    pub replies: bool,
 }
 
 impl MqttSource {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use super::acks::Receipt;
 use super::client::{AckToken, RECEIVE_MAXIMUM};
+use super::replies::{Asked, Replies, Response};
 use super::topic;
 use super::topic_tree::TopicTree;
 use crate::contracts::queue::RouteInput;
@@ -23,6 +24,11 @@ pub struct RouteSource {
     /// The route's subscriptions: their identifier (index + 1 in the connection's list) and
     /// their filter as applied to topic names (without `$share/GROUP/`).
     pub filters: Vec<(usize, String)>,
+    /// A request route's: its messages come with the way back to their requester.
+    pub replies: Option<Replies>,
+    /// Not a route but ferry's own reply topic: what arrives there goes to the requests
+    /// waiting for it (its `input` takes nothing).
+    pub asked: Option<Arc<Asked>>,
 }
 
 impl RouteSource {
@@ -104,6 +110,8 @@ pub struct Arrival {
     pub subscription_ids: Vec<usize>,
     /// QoS 1/2: the message's place in the ack order.
     pub receipt: Option<Receipt<AckToken>>,
+    /// MQTT 5: where its answer goes, for request routes.
+    pub response: Option<Box<Response>>,
 }
 
 /// Hands each message the event loop received to every route whose filters match its topic,
@@ -129,6 +137,9 @@ struct HandOver {
     taken: usize,
     /// The copy the next route had no room for.
     waiting: Option<Incoming>,
+    /// Where its answer goes, and at which QoS, for request routes.
+    response: Option<Box<Response>>,
+    qos: u8,
 }
 
 impl Dispatcher {
@@ -166,14 +177,30 @@ impl Dispatcher {
                         continue;
                     }
                     self.current.insert(HandOver {
+                        qos: arrival.message.qos,
                         message: Some(arrival.message),
                         receipt: arrival.receipt,
                         taken: 0,
                         waiting: None,
+                        response: arrival.response,
                     })
                 }
             };
             while let Some(&route) = self.takers.get(current.taken) {
+                if let Some(asked) = &self.routing.routes[route].asked {
+                    let reply = match current.taken + 1 == self.takers.len() {
+                        true => current.message.take(),
+                        false => current.message.clone(),
+                    };
+                    let correlation = current
+                        .response
+                        .as_ref()
+                        .and_then(|r| r.correlation.as_ref());
+                    asked.settle(reply.expect("a copy per route"), correlation);
+                    current.taken += 1;
+                    continue;
+                }
+                let replies = self.routing.routes[route].replies.as_ref();
                 let incoming = current.waiting.take().unwrap_or_else(|| {
                     // Every route but the last gets a (cheap) clone; the last the message.
                     let message = match current.taken + 1 == self.takers.len() {
@@ -183,6 +210,7 @@ impl Dispatcher {
                     Incoming {
                         message: message.expect("a copy per route"),
                         ack: share(&current.receipt),
+                        reply: replies.map(|r| r.to(current.response.as_deref(), current.qos)),
                     }
                 });
                 // A `false` from the queue means the route is shutting down: its copy is let
@@ -277,6 +305,8 @@ mod tests {
         RouteSource {
             input: bounded("r", Default::default()).0,
             filters: filters.iter().map(|(id, f)| (*id, f.to_string())).collect(),
+            replies: None,
+            asked: None,
         }
     }
 

@@ -714,6 +714,7 @@ impl EventLoopTask {
             message,
             subscription_ids,
             receipt: received.ack.map(|token| tracker.track(token)),
+            response: received.response,
         }
     }
 }

@@ -32,6 +32,7 @@ mod liveness;
 pub mod names;
 pub mod protocol;
 mod read;
+mod replies;
 mod session;
 mod socket;
 mod subscribe;
@@ -80,6 +81,10 @@ pub struct MqttConnection {
     socket: SocketHandle,
     link: Arc<Link>,
     routes: Vec<RouteSource>,
+    /// Its request routes' answers, and the task that publishes them once started.
+    replier: Option<(replies::Replies, replies::Replier)>,
+    /// The requests this connection's sinks made, waiting for replies on its reply topic.
+    asked: Option<Arc<replies::Asked>>,
     /// What this connection subscribes to, one entry per distinct filter.
     subscriptions: Vec<Subscription>,
     /// Each filter's index in `subscriptions`: thousands of routes are added without comparing
@@ -95,6 +100,7 @@ struct MqttSinks {
     /// Or why the client could not be built.
     client: Result<Client, String>,
     link: Arc<Link>,
+    asked: Option<Arc<replies::Asked>>,
 }
 
 impl Sinks for MqttSinks {
@@ -114,6 +120,7 @@ impl Sinks for MqttSinks {
             retain: sink.retain,
             link: self.link.clone(),
             max_outgoing_packet_size: self.max_outgoing_packet_size,
+            asked: self.asked.clone(),
         }))
     }
 }
@@ -153,7 +160,7 @@ impl MqttConnection {
     ) -> Self {
         let socket = SocketHandle::default();
         let built = client::build(name, &config, &reconnect, &socket).map_err(|e| format!("{e:#}"));
-        MqttConnection {
+        let mut connection = MqttConnection {
             name: name.into(),
             config,
             reconnect,
@@ -162,9 +169,34 @@ impl MqttConnection {
             socket,
             link: Arc::default(),
             routes: Vec::new(),
+            replier: None,
+            asked: None,
             subscriptions: Vec::new(),
             subscription_index: HashMap::new(),
+        };
+        if connection.config.asks && connection.config.version == MqttVersion::V5 {
+            connection.ask_through();
         }
+        connection
+    }
+
+    /// Subscribes to the reply topic, whose messages go to the requests waiting for them.
+    fn ask_through(&mut self) {
+        let topic = self.config.reply_topic.clone();
+        let asked = Arc::new(replies::Asked::new(topic.clone()));
+        let id = self.subscribe(Subscription {
+            filter: topic.clone(),
+            qos: 1,
+            no_local: false,
+        });
+        let (input, _) = crate::contracts::queue::bounded(&self.name, Default::default());
+        self.routes.push(RouteSource {
+            input,
+            filters: vec![(id, topic)],
+            replies: None,
+            asked: Some(asked.clone()),
+        });
+        self.asked = Some(asked);
     }
 
     fn client(&self) -> anyhow::Result<&Client> {
@@ -260,7 +292,16 @@ impl Connection for MqttConnection {
             });
             filters.push((id, filter));
         }
-        self.routes.push(RouteSource { input, filters });
+        let replies = match source.replies {
+            true => Some(self.replier.get_or_insert_with(replies::channel).0.clone()),
+            false => None,
+        };
+        self.routes.push(RouteSource {
+            input,
+            filters,
+            replies,
+            asked: None,
+        });
         Ok(())
     }
 
@@ -270,6 +311,7 @@ impl Connection for MqttConnection {
             max_outgoing_packet_size: self.config.max_outgoing_packet_size as usize,
             client: self.client().cloned().map_err(|e| format!("{e:#}")),
             link: self.link.clone(),
+            asked: self.asked.clone(),
         })
     }
 
@@ -284,6 +326,9 @@ impl Connection for MqttConnection {
                 return;
             }
         };
+        if let Some((_, replier)) = this.replier {
+            replier.spawn(client.clone(), runtime);
+        }
         let task = EventLoopTask {
             name: this.name,
             url: this.config.url,
@@ -308,6 +353,8 @@ struct MqttSink {
     retain: Retain,
     link: Arc<Link>,
     max_outgoing_packet_size: usize,
+    /// Where its requests wait for their replies (a request route's sink).
+    asked: Option<Arc<replies::Asked>>,
 }
 
 impl Sink for MqttSink {
@@ -317,6 +364,26 @@ impl Sink for MqttSink {
 
     fn queue<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Confirmation, SinkError>> {
         Box::pin(self.queue_publish(message))
+    }
+
+    fn request<'a>(
+        &'a self,
+        message: &'a Message,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, SinkError>> {
+        Box::pin(async move {
+            let Some(asked) = &self.asked else {
+                return Err(SinkError::Rejected(format!(
+                    "connection {} takes no replies (MQTT 3.1.1)",
+                    self.connection
+                )));
+            };
+            self.check(message, false)?;
+            self.connected().await?;
+            asked
+                .ask(&self.client, &self.connection, message, self.qos)
+                .await
+        })
     }
 }
 
@@ -335,15 +402,7 @@ impl MqttSink {
                  {PUBLISH_TIMEOUT:?} (connection down or broker too slow)"
             ))
         };
-        if !*self.link.connected.borrow() {
-            let mut connected = self.link.connected.subscribe();
-            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
-                .await
-                .map_err(|_| {
-                    SinkError::Unavailable(format!("connection {} is down", self.connection))
-                })?
-                .map_err(|_| self.closed())?;
-        }
+        self.connected().await?;
         let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         let publish = self.client.publish(
             message.subject.clone(),
@@ -351,6 +410,7 @@ impl MqttSink {
             self.qos,
             retain,
             &message.headers,
+            None,
         );
         let queued = match tokio::time::timeout_at(deadline, publish).await {
             Ok(Ok(client::Queued::Qos0)) => return Ok(Confirmation::Done),
@@ -377,6 +437,20 @@ impl MqttSink {
                 Err(_) => Err(timed_out(&connection)),
             }
         })))
+    }
+
+    /// Waits for the connection to be up, `CONNECTION_WAIT` at most.
+    async fn connected(&self) -> Result<(), SinkError> {
+        if !*self.link.connected.borrow() {
+            let mut connected = self.link.connected.subscribe();
+            tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(|up| *up))
+                .await
+                .map_err(|_| {
+                    SinkError::Unavailable(format!("connection {} is down", self.connection))
+                })?
+                .map_err(|_| self.closed())?;
+        }
+        Ok(())
     }
 
     fn closed(&self) -> SinkError {

@@ -128,6 +128,7 @@ impl Reader<'_> {
                 "with MQTT 3.1.1, `clean_start: false` alone keeps the session",
             );
         }
+        let client_id = mqtt.client_id.unwrap_or_else(|| format!("ferry-{name}"));
         Some(MqttConnection {
             url: redact_url(url),
             transport,
@@ -135,7 +136,9 @@ impl Reader<'_> {
             port,
             ws_url,
             version,
-            client_id: mqtt.client_id.unwrap_or_else(|| format!("ferry-{name}")),
+            reply_topic: (mqtt.reply_topic).unwrap_or_else(|| format!("ferry/replies/{client_id}")),
+            asks: false,
+            client_id,
             clean_start: mqtt.clean_start,
             session_expiry,
             keep_alive: mqtt.keep_alive,
@@ -207,6 +210,7 @@ impl Reader<'_> {
             qos: keys.qos,
             share: keys.share,
             no_local: keys.no_local,
+            replies: false,
         }
     }
 

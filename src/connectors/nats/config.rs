@@ -121,6 +121,8 @@ pub struct NatsSource {
     /// Watch a KV bucket (its stream, through a durable pull consumer); `subject` filters
     /// the keys. Boxed: most sources have none.
     pub kv: Option<Box<KvSource>>,
+    /// The route is a request route: each message's reply goes to its reply inbox.
+    pub replies: bool,
 }
 
 /// A JetStream durable consumer.

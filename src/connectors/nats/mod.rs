@@ -24,6 +24,7 @@ pub mod names;
 mod probe;
 pub mod protocol;
 mod read;
+mod request;
 pub mod url_form;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -56,6 +57,8 @@ struct SourceRoute {
     subject: String,
     queue_group: Option<String>,
     input: RouteInput,
+    /// A request route's: its messages come with the way back to their requester.
+    replies: bool,
 }
 
 /// The client, once it exists, with its JetStream context.
@@ -317,6 +320,7 @@ impl Connection for NatsConnection {
                 subject: source.subject.clone(),
                 queue_group: source.queue_group.clone(),
                 input,
+                replies: source.replies,
             }),
         }
         Ok(())
@@ -396,6 +400,8 @@ impl NatsConnection {
             }
             _ => None,
         };
+        let replies = (self.sources.iter().any(|s| s.replies))
+            .then(|| request::Replies::start(client.clone(), &runtime));
         for source in &self.sources {
             let subscriber = match &source.queue_group {
                 Some(group) => {
@@ -419,6 +425,7 @@ impl NatsConnection {
                     source.input.clone(),
                     probe_subject.clone(),
                     runtime.stop_sources.clone(),
+                    replies.clone().filter(|_| source.replies),
                 ),
             );
         }
@@ -533,6 +540,7 @@ async fn feed(
     input: RouteInput,
     probe_subject: Option<Arc<str>>,
     stop: tokio_util::sync::CancellationToken,
+    replies: Option<request::Replies>,
 ) {
     let mut draining = false;
     loop {
@@ -550,9 +558,14 @@ async fn feed(
         if probe::is_probe(subject) || probe_subject.as_deref() == Some(subject) {
             continue;
         }
+        let reply = replies.as_ref().map(|replies| replies.to(&message));
         let mut m = Message::new(origin.clone(), subject.to_string(), message.payload);
         m.headers = headers_of(message.headers.as_ref());
-        if !input.push(Incoming::unacked(m)).await {
+        let incoming = Incoming {
+            reply,
+            ..Incoming::unacked(m)
+        };
+        if !input.push(incoming).await {
             break;
         }
     }
@@ -600,10 +613,47 @@ impl Sink for NatsSink {
             Ok(confirmation)
         })
     }
+
+    fn request<'a>(
+        &'a self,
+        message: &'a Message,
+        _timeout: Duration,
+    ) -> BoxFuture<'a, Result<Message, SinkError>> {
+        Box::pin(request::make(self, message))
+    }
 }
 
 impl NatsSink {
     async fn queue_publish(&self, message: &Message) -> Result<Confirmation, SinkError> {
+        let handles = self.handles().await?;
+        // The subject and headers follow NATS's rules (`names::subject`, `names::header`;
+        // async-nats panics on a header it cannot write): the route's mapping checked them
+        // for every publish and dead letter, and the spool's forwarder checks what it kept
+        // from an earlier run, so they are not checked again here.
+        if let Some(kv) = &self.kv {
+            return kv::put(kv, handles, message).await;
+        }
+        let mut headers = HeaderMap::new();
+        for (k, v) in &message.headers {
+            if !(self.jetstream && jetstream::is_publish_control(k)) {
+                headers.append(header_name(k), v.as_str());
+            }
+        }
+        if self.jetstream {
+            return jetstream::publish(
+                &handles.jetstream,
+                message.subject.clone(),
+                message,
+                headers,
+                handles.disconnects.clone(),
+            )
+            .await;
+        }
+        self.publish_core(handles, message, headers).await
+    }
+
+    /// The client, once the connection is up; unavailable while it is not.
+    async fn handles(&self) -> Result<&Handles, SinkError> {
         if self.connected.borrow().is_none() {
             let mut connected = self.connected.subscribe();
             tokio::time::timeout(CONNECTION_WAIT, connected.wait_for(Option::is_some))
@@ -630,30 +680,7 @@ impl NatsSink {
                 self.connection
             )));
         }
-        // The subject and headers follow NATS's rules (`names::subject`, `names::header`;
-        // async-nats panics on a header it cannot write): the route's mapping checked them
-        // for every publish and dead letter, and the spool's forwarder checks what it kept
-        // from an earlier run, so they are not checked again here.
-        if let Some(kv) = &self.kv {
-            return kv::put(kv, handles, message).await;
-        }
-        let mut headers = HeaderMap::new();
-        for (k, v) in &message.headers {
-            if !(self.jetstream && jetstream::is_publish_control(k)) {
-                headers.append(header_name(k), v.as_str());
-            }
-        }
-        if self.jetstream {
-            return jetstream::publish(
-                &handles.jetstream,
-                message.subject.clone(),
-                message,
-                headers,
-                handles.disconnects.clone(),
-            )
-            .await;
-        }
-        self.publish_core(handles, message, headers).await
+        Ok(handles)
     }
 
     /// Publishes on core NATS and waits until the message has left ferry: the client wrote it

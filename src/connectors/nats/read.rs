@@ -148,6 +148,7 @@ impl Reader<'_> {
             queue_group: keys.queue,
             jetstream: keys.jetstream,
             kv: keys.kv.map(Box::new),
+            replies: false,
         }
     }
 

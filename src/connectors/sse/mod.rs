@@ -438,6 +438,7 @@ impl Reader {
             let incoming = Incoming {
                 message: message.clone(),
                 ack,
+                reply: None,
             };
             if !route.input.push(incoming).await {
                 return false;

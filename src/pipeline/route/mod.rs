@@ -17,6 +17,7 @@ use futures_util::FutureExt;
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+mod requests;
 mod spooling;
 
 pub use super::counters::{LATENCY_BUCKETS, RouteCounters, SinkLatency, SinkTiming};
@@ -75,6 +76,8 @@ pub struct RouteWorker {
     /// Runs the filter and transform under the route's budget (none without them). Boxed,
     /// as most routes have neither and a worker is held by its task from the start.
     pub jq: Option<Box<super::jq_worker::JqWorker>>,
+    /// A request route's `request:`: its worker asks and answers (`requests.rs`).
+    pub request: Option<crate::config::Request>,
 }
 
 /// At most this many messages of a route are in flight at once: handed to their sinks'
@@ -156,7 +159,10 @@ impl RouteWorker {
                 _ = self.queue.wait_for_message() => {}
             }
         }
-        Box::pin(self.deliver_all(run)).await
+        match self.request.clone() {
+            Some(request) => Box::pin(self.answer_requests(request)).await,
+            None => Box::pin(self.deliver_all(run)).await,
+        }
     }
 
     async fn deliver_all(self: Box<Self>, run: OwnerRun) {
@@ -420,18 +426,7 @@ impl RouteWorker {
     /// or spooled at once. False when the message was abandoned (the shutdown deadline).
     async fn deliver(&self, sending: &mut InFlight, outstanding: &mut Outstanding) -> bool {
         let message = &sending.message;
-        supervisor::fault::message(&message.payload);
-        let outcome = match &self.jq {
-            None => self.mapping.apply(message),
-            Some(jq) => match self.mapping.prepare(message) {
-                Err(outcome) => outcome,
-                Ok(pending) => {
-                    let outputs = jq.run(pending.payload(), pending.vars.as_ref()).await;
-                    self.mapping.finish(pending, outputs)
-                }
-            },
-        };
-        let steps = match outcome {
+        let steps = match self.map(message).await {
             Outcome::Filtered => {
                 self.counters.filtered.fetch_add(1, Ordering::Relaxed);
                 self.tap.filtered(message);
@@ -528,6 +523,22 @@ impl RouteWorker {
             }
         }
         true
+    }
+
+    /// What the route's mapping stage makes of `message` (its filter and transform in the
+    /// route's jq worker, if it has them).
+    async fn map(&self, message: &Message) -> Outcome {
+        supervisor::fault::message(&message.payload);
+        match &self.jq {
+            None => self.mapping.apply(message),
+            Some(jq) => match self.mapping.prepare(message) {
+                Err(outcome) => outcome,
+                Ok(pending) => {
+                    let outputs = jq.run(pending.payload(), pending.vars.as_ref()).await;
+                    self.mapping.finish(pending, outputs)
+                }
+            },
+        }
     }
 
     /// A message is counted as failed, and dead-lettered, once, however many of its outputs

@@ -156,6 +156,7 @@ impl TestedRoute {
             ids: Default::default(),
             suspects: self.suspects.clone(),
             jq: None,
+            request: None,
         }
     }
 

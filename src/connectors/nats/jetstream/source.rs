@@ -279,7 +279,11 @@ impl Reader {
             kv.read(&mut m, sequence);
         }
         // Fails only once the hand-over stopped (shutdown): the ack nacks on drop.
-        let _ = self.hand.send(Incoming { message: m, ack });
+        let _ = self.hand.send(Incoming {
+            message: m,
+            ack,
+            reply: None,
+        });
     }
 }
 
