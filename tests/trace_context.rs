@@ -272,3 +272,55 @@ fn ferry_check_explains_a_route_that_starts_traces() {
         "the default goes unsaid: {stdout}"
     );
 }
+
+/// A webhook sender's trace goes on through an `http_server` source: curl's `traceparent` and
+/// `tracestate` reach the MQTT 5 subscriber as ferry's child span, with no `keep_headers`.
+#[tokio::test]
+async fn a_webhook_senders_trace_goes_on_through_http_in() {
+    within(secs(60), "the http_server trace test", async {
+        let port = free_port();
+        let run = Scenario::new()
+            .mosquitto("plant")
+            .keys("plant", "version: 5")
+            .settings(&format!("admin: {{ listen: \"127.0.0.1:{port}\" }}"))
+            .other_connection("hooks", "{ http_server: { path: /hooks } }")
+            .routes(
+                r#"
+  - name: webhooks
+    from: { connection: hooks }
+    to: { connection: plant, topic: "hooks/{{ topic }}", qos: 1 }
+    delivery: at-least-once
+"#,
+            )
+            .start()
+            .await;
+        let mut subscriber = run.mqtt_subscriber("plant", "hooks/#", 1).await;
+        let curl = require_binary("curl", "curl");
+        let status = tokio::process::Command::new(curl)
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "20",
+            ])
+            .args(["-H", &format!("traceparent: {TRACEPARENT}")])
+            .args(["-H", "tracestate: congo=t61rcWkgMzE", "-d", "{}"])
+            .arg(format!("http://127.0.0.1:{port}/hooks/build"))
+            .output()
+            .await
+            .expect("curl runs");
+        assert_eq!(String::from_utf8_lossy(&status.stdout), "202");
+        let m = subscriber.inbox.recv(secs(20)).await.expect("published");
+        let (_, trace, parent, flags) = parts(m.header("traceparent").expect("traceparent"));
+        assert_eq!((trace.as_str(), flags.as_str()), (TRACE_ID, "01"));
+        assert_ne!(
+            parent, "00f067aa0ba902b7",
+            "ferry's hop is a span of its own"
+        );
+        assert_eq!(m.header("tracestate"), Some("congo=t61rcWkgMzE"));
+    })
+    .await;
+}

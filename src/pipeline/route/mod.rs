@@ -450,12 +450,7 @@ impl RouteWorker {
                 echoes,
                 malformed_trace,
             } => {
-                self.counters
-                    .echoes
-                    .fetch_add(echoes.into(), Ordering::Relaxed);
-                if malformed_trace {
-                    self.malformed_trace(message);
-                }
+                self.count_mapped(message, echoes, malformed_trace);
                 steps
             }
         };
@@ -723,6 +718,17 @@ impl RouteWorker {
             )
         });
         finished
+    }
+
+    /// Counts what the mapping of `message` left out (publishes the loop guard dropped) or
+    /// replaced (a malformed `traceparent`), for the send loop and the request worker alike.
+    fn count_mapped(&self, message: &Message, echoes: u32, malformed_trace: bool) {
+        self.counters
+            .echoes
+            .fetch_add(echoes.into(), Ordering::Relaxed);
+        if malformed_trace {
+            self.malformed_trace(message);
+        }
     }
 
     /// Counts and logs (rate-limited) a message whose `traceparent` was malformed: the mapping

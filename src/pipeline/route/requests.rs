@@ -107,12 +107,7 @@ impl RouteWorker {
                 echoes,
                 malformed_trace,
             } => {
-                self.counters
-                    .echoes
-                    .fetch_add(echoes.into(), Ordering::Relaxed);
-                if malformed_trace {
-                    self.malformed_trace(message);
-                }
+                self.count_mapped(message, echoes, malformed_trace);
                 // One sink: the first output is the request (a transform yields one).
                 match steps.into_iter().next() {
                     Some(Step::Publish { message, .. }) => Ok(message),
