@@ -335,6 +335,11 @@ routes:
             "remove `jetstream: true`",
         ),
         (
+            r#"{ connection: nats, subject: "svc.x", kv: { bucket: devices } }"#,
+            "a KV sink cannot make a request",
+            "remove `kv:`",
+        ),
+        (
             r#"[{ connection: nats, subject: "a" }, { connection: nats, subject: "b" }]"#,
             "a request route has exactly one sink",
             "make one request route per service",
@@ -466,6 +471,78 @@ async fn mosquitto_rr_asks_a_nats_service_in_a_queue_group() {
             "member {member} served none"
         );
     }
+}
+
+/// Two MQTT 5 requests that share one response topic, told apart only by their Correlation
+/// Data (as a device with one reply topic asks): each answer comes back with its own request's
+/// Correlation Data, so the requester can match them.
+#[tokio::test]
+async fn each_answer_carries_its_requests_correlation_data() {
+    use mqtt5::{AsyncClient, Broker, Event, MqttOptions, Packet, PublishOptions, QoS};
+    let running = mqtt_to_nats("5s").await;
+    let port = running.mosquitto("mq").port;
+    let peer = running.nats_peer("nats").await;
+    let _service = service(&peer, "svc.echo", 1, millis(0)).await;
+    let options = MqttOptions::new("requester", Broker::tcp("127.0.0.1", port));
+    let (client, mut eventloop) = AsyncClient::builder(options).capacity(100).build();
+    let (answers_tx, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    let (subscribed_tx, subscribed) = tokio::sync::oneshot::channel();
+    let mut subscribed_tx = Some(subscribed_tx);
+    let subscriber = client.clone();
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => subscriber
+                    .subscribe("replies/shared", QoS::AtLeastOnce)
+                    .await
+                    .unwrap(),
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    if let Some(tx) = subscribed_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(answer))) => {
+                    let correlation = answer.properties.and_then(|p| p.correlation_data);
+                    let _ = answers_tx.send((correlation, answer.payload));
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(millis(100)).await,
+            }
+        }
+    });
+    within(secs(10), "the requester's SUBACK", subscribed)
+        .await
+        .unwrap();
+    for (correlation, request) in [("c-1", "q1"), ("c-2", "q2")] {
+        let properties = mqtt5::PublishProperties {
+            response_topic: Some("replies/shared".into()),
+            correlation_data: Some(Bytes::from(correlation)),
+            ..Default::default()
+        };
+        let options = PublishOptions::new(QoS::AtLeastOnce).properties(properties);
+        client
+            .publish("svc/echo", Bytes::from(request), options)
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let (correlation, payload) = within(secs(20), "an answer", answers.recv())
+            .await
+            .expect("an answer");
+        got.push((
+            String::from_utf8_lossy(&correlation.expect("correlation data")).to_string(),
+            String::from_utf8_lossy(&payload).to_string(),
+        ));
+    }
+    got.sort();
+    assert!(
+        got[0].0 == "c-1"
+            && got[0].1.ends_with(":q1")
+            && got[1].0 == "c-2"
+            && got[1].1.ends_with(":q2"),
+        "each answer with its own request's correlation data: {got:?}"
+    );
 }
 
 /// No reply within the route's timeout: mosquitto_rr gets an empty answer whose user

@@ -35,6 +35,11 @@ pub(super) fn problems(
     };
     let from = &route.from;
     match &from.spec {
+        SourceSpec::Nats(nats) if nats.kv.is_some() => found.push((
+            At::From,
+            "a KV source cannot answer a request: a bucket's entries have no reply inbox".into(),
+            "read the service's subject with a core NATS subscription (no `kv:`)".into(),
+        )),
         SourceSpec::Nats(nats) if nats.jetstream.is_some() => found.push((
             At::From,
             "a JetStream source cannot answer a request: a stream's messages have no reply inbox"
@@ -65,6 +70,12 @@ pub(super) fn problems(
     }
     for sink in route.to.iter().take(1) {
         match &sink.spec {
+            SinkSpec::Nats(nats) if nats.kv.is_some() => found.push((
+                At::To,
+                "a KV sink cannot make a request: the bucket answers with its ack, not a reply"
+                    .into(),
+                "remove `kv:` to ask a NATS service".into(),
+            )),
             SinkSpec::Nats(nats) if nats.jetstream => found.push((
                 At::To,
                 "a JetStream sink cannot make a request: the stream answers with its ack, not a reply"

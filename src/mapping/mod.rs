@@ -197,12 +197,12 @@ impl Mapping {
             (Some(sink), Some(side)) => Some(SinkSide::new(sink, side)?),
             _ => None,
         };
-        // Who reads an id: JetStream (its `Nats-Msg-Id`) and MigratoryData (a produce's
-        // closure), as sinks or the dead-letter sink; a spool, which keeps it for whichever
+        // Who reads an id: JetStream and KV buckets (the stream's `Nats-Msg-Id`) and
+        // MigratoryData (a produce's closure), as sinks or the dead-letter sink; a spool, which keeps it for whichever
         // sink forwards the message later; a template that names `id`; a program that reads
         // `$meta` (any variable, to be safe).
         let reads_ids = |sink: &config::Sink| match &sink.spec {
-            SinkSpec::Nats(nats) => nats.jetstream,
+            SinkSpec::Nats(nats) => nats.jetstream || nats.kv.is_some(),
             SinkSpec::MigratoryData(_) => true,
             _ => false,
         };

@@ -484,6 +484,11 @@ fn only_routes_that_read_ids_get_them() {
         r#"{ connection: core, subject: "a.b", jetstream: true }"#,
         ""
     ));
+    // A KV put is a JetStream publish: its `Nats-Msg-Id` drops a re-send.
+    assert!(route(
+        r#"{ connection: core, subject: "a.b", kv: { bucket: state } }"#,
+        ""
+    ));
     assert!(route(r#"{ connection: core, subject: "a.{{ id }}" }"#, ""));
     assert!(route(
         core,

@@ -59,7 +59,9 @@ pub struct Replies(mpsc::UnboundedSender<Answered>);
 /// The answers waiting for the replier task, until the connection starts it.
 pub struct Replier(mpsc::UnboundedReceiver<Answered>);
 
-// Unbounded, yet bounded by the routes: an answer is one of a route's `max_in_flight`.
+// Unbounded: an answer is queued once its request is done, so what bounds this queue is how
+// fast the connection publishes the answers against how fast requests come, on the same
+// connection; a bound here would have to drop answers.
 pub fn channel() -> (Replies, Replier) {
     let (tx, rx) = mpsc::unbounded_channel();
     (Replies(tx), Replier(rx))

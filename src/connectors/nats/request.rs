@@ -33,7 +33,9 @@ pub(super) struct Replies(mpsc::UnboundedSender<Answered>);
 
 impl Replies {
     /// Starts the task that publishes the answers of this connection's request routes.
-    // Unbounded, yet bounded by the routes: an answer is one of a route's `max_in_flight`.
+    // Unbounded: an answer is queued once its request is done, so what bounds this queue is
+    // how fast the connection publishes the answers against how fast requests come, on the
+    // same connection; a bound here would have to drop answers.
     pub(super) fn start(client: async_nats::Client, runtime: &ConnectionContext) -> Replies {
         let (tx, mut answers) = mpsc::unbounded_channel::<Answered>();
         let close = runtime.close.clone();
@@ -94,9 +96,13 @@ fn nats_headers(headers: &Headers) -> HeaderMap {
 /// worker bounds the wait.
 pub(super) async fn make(sink: &NatsSink, message: &Message) -> Result<Message, SinkError> {
     let handles = sink.handles().await?;
+    // An inbox of its own, subscribed for this request and unsubscribed when the wait ends:
+    // async-nats's shared inbox forgets a request only when its reply comes, so every request
+    // a silent service never answered would stay in the client for good.
     let request = async_nats::Request::new()
         .payload(message.payload.clone())
         .headers(nats_headers(&message.headers))
+        .inbox(handles.client.new_inbox())
         .timeout(None);
     let subject = &message.subject;
     match handles.client.send_request(subject.clone(), request).await {

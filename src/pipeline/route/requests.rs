@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 
-use super::RouteWorker;
+use super::{RouteWorker, traced};
 use crate::config::Request;
 use crate::mapping::{Failure, Outcome, Stage, Step};
 use crate::message::{Ack, Answer, Incoming, Message, Reply};
@@ -139,8 +139,10 @@ impl RouteWorker {
                 let failed = self.counters.failed.fetch_add(1, Ordering::Relaxed) + 1;
                 self.warnings.warn(|| {
                     format!(
-                        "route {}: request on `{}` failed: {error} ({failed} failed so far)",
-                        self.name, request.subject
+                        "route {}: request on `{}`{} failed: {error} ({failed} failed so far)",
+                        self.name,
+                        request.subject,
+                        traced(request)
                     )
                 });
                 Answer::Failed(error.to_string())
@@ -149,8 +151,10 @@ impl RouteWorker {
                 let timeouts = self.counters.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
                 self.warnings.warn(|| {
                     format!(
-                        "route {}: no reply to a request on `{}` within {timeout:?} ({timeouts} so far)",
-                        self.name, request.subject
+                        "route {}: no reply to a request on `{}`{} within {timeout:?} ({timeouts} so far)",
+                        self.name,
+                        request.subject,
+                        traced(request)
                     )
                 });
                 reply.answer(Answer::TimedOut(timeout));

@@ -32,11 +32,13 @@ pub const OPERATION: &str = "KV-Operation";
 pub const REVISION: &str = "KV-Revision";
 /// The bucket the entry is in.
 pub const BUCKET: &str = "KV-Bucket";
+/// Why the server itself wrote an entry (nats-server 2.11+: `MaxAge`, `Purge`, `Remove`).
+const MARKER_REASON: &str = "Nats-Marker-Reason";
 
 /// Whether `header` is one a KV source sets on each entry: about where the message was read,
 /// not what it says, so a KV sink does not store it with a new entry.
 fn is_entry_header(header: &str) -> bool {
-    [OPERATION, REVISION, BUCKET, "Nats-Rollup"]
+    [OPERATION, REVISION, BUCKET, "Nats-Rollup", MARKER_REASON]
         .iter()
         .any(|h| h.eq_ignore_ascii_case(header))
 }
@@ -90,9 +92,14 @@ impl Watch {
         if let Some(key) = message.subject.strip_prefix(&self.prefix) {
             message.subject = key.to_string();
         }
-        let operation = match crate::mapping::marker::header(&message.headers, OPERATION) {
-            Some(op) if op.eq_ignore_ascii_case("DEL") => "DEL",
-            Some(op) if op.eq_ignore_ascii_case("PURGE") => "PURGE",
+        let header = |name| crate::mapping::marker::header(&message.headers, name);
+        // nats-server 2.11+ writes its own markers (a key's TTL ran out, a purge or removal by
+        // the server) with `Nats-Marker-Reason` instead of `KV-Operation`.
+        let operation = match (header(OPERATION), header(MARKER_REASON)) {
+            (Some(op), _) if op.eq_ignore_ascii_case("DEL") => "DEL",
+            (Some(op), _) if op.eq_ignore_ascii_case("PURGE") => "PURGE",
+            (None, Some("MaxAge" | "Purge")) => "PURGE",
+            (None, Some("Remove")) => "DEL",
             _ => "PUT",
         };
         message.headers.retain(|(name, _)| !is_entry_header(name));
@@ -173,5 +180,21 @@ mod tests {
             crate::mapping::marker::header(&delete.headers, OPERATION),
             Some("DEL")
         );
+    }
+
+    #[test]
+    fn the_servers_own_markers_are_deletes_and_purges() {
+        for (reason, operation) in [("MaxAge", "PURGE"), ("Purge", "PURGE"), ("Remove", "DEL")] {
+            let marker = entry(
+                "$KV.state.k",
+                vec![("Nats-Marker-Reason".into(), reason.into())],
+            );
+            assert_eq!(
+                marker.headers,
+                [(OPERATION, operation), (REVISION, "7"), (BUCKET, "state")]
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+                "{reason}"
+            );
+        }
     }
 }
