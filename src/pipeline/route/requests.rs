@@ -96,7 +96,15 @@ impl RouteWorker {
                 ))
             }
             Outcome::TooManyHops(hops) => {
-                self.counters.looped.fetch_add(1, Ordering::Relaxed);
+                let looped = self.counters.looped.fetch_add(1, Ordering::Relaxed) + 1;
+                self.warnings.warn(|| {
+                    format!(
+                        "route {}: answered a request on `{}`{} as failed after {hops} ferry hops (loop_guard.max_hops); ferry instances are relaying it in a loop ({looped} so far)",
+                        self.name,
+                        message.subject,
+                        traced(message)
+                    )
+                });
                 Err(Answer::Failed(format!(
                     "the request looped ({hops} ferry hops)"
                 )))
