@@ -338,7 +338,7 @@ fn describe(out: &mut String, connection: &str, protocol: Protocol, message: &Me
     let headers: Vec<String> = message
         .headers
         .iter()
-        .filter(|(k, _)| ![marker::INSTANCE, marker::VIA, marker::HOPS].contains(&k.as_str()))
+        .filter(|(k, _)| k != marker::VIA)
         .map(|(k, v)| format!("{k}: {v}"))
         .collect();
     if !headers.is_empty() {

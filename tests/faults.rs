@@ -48,7 +48,7 @@ struct Relay {
     mqtt_url: String,
     nats_url: String,
     /// Also the MQTT client id's suffix and `loop_guard.instance`: it marks what this
-    /// instance published (header `Ferry-Instance`), which tells two instances' work apart.
+    /// instance published (its loop marker, `Ferry-Via`), which tells two instances' work apart.
     instance: String,
     /// ferry's state directory (spool, ...), kept across restarts of this instance.
     state_dir: std::path::PathBuf,
@@ -281,11 +281,11 @@ async fn collect(
 /// JetStream `ack_wait` 3 s).
 const GIVE_UP_QUIET: Duration = secs(20);
 
-/// How many of `msgs` each ferry instance published (header `Ferry-Instance`).
+/// How many of `msgs` each ferry instance published (its loop marker, `Ferry-Via`).
 fn per_instance(msgs: &[Msg]) -> std::collections::BTreeMap<String, usize> {
     let mut counts = std::collections::BTreeMap::new();
     for m in msgs {
-        let instance = m.header("Ferry-Instance").unwrap_or("(none)").to_string();
+        let instance = m.ferry_instance().unwrap_or("(none)").to_string();
         *counts.entry(instance).or_default() += 1;
     }
     counts

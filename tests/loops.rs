@@ -238,7 +238,7 @@ routes:
     // On NATS: the original (no ferry headers) and what ferry B relayed.
     let (relayed_nats, original): (Vec<&Msg>, Vec<&Msg>) = nats_copies
         .iter()
-        .partition(|m| m.header("Ferry-Instance").is_some());
+        .partition(|m| m.ferry_instance().is_some());
     assert_eq!(
         original.len(),
         1,
@@ -247,7 +247,7 @@ routes:
     for m in &mqtt_copies {
         assert_eq!(m.topic, "hop/ping");
         assert_eq!(
-            m.header("Ferry-Instance"),
+            m.ferry_instance(),
             Some("ferry-a"),
             "an MQTT copy not published by ferry A: {:?}",
             m.headers
@@ -257,7 +257,7 @@ routes:
     for m in &relayed_nats {
         assert_eq!(m.topic, "hop.ping");
         assert_eq!(
-            m.header("Ferry-Instance"),
+            m.ferry_instance(),
             Some("ferry-b"),
             "a NATS copy not published by ferry B: {:?}",
             m.headers
@@ -268,7 +268,7 @@ routes:
     // MQTT, and B drops what arrives with 3 hops (max_hops: 3).
     let hops = |msgs: &[&Msg]| -> Vec<String> {
         msgs.iter()
-            .map(|m| m.header("Ferry-Hops").unwrap_or("?").to_string())
+            .map(|m| m.ferry_hops().map_or("?".into(), |h| h.to_string()))
             .collect()
     };
     assert_eq!(
@@ -279,15 +279,15 @@ routes:
     assert_eq!(hops(&relayed_nats), ["2"], "NATS copies relayed by ferry B");
 }
 
-/// A `Ferry-Hops` header holding a number from 1 to `max`.
+/// A loop marker (`Ferry-Via`) counting from 1 to `max` hops.
 fn assert_hops_within(m: &Msg, max: usize) {
-    let hops: usize = m
-        .header("Ferry-Hops")
-        .and_then(|h| h.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no numeric Ferry-Hops header: {m:?} {:?}", m.headers));
+    let hops = m
+        .ferry_hops()
+        .unwrap_or_else(|| panic!("no loop marker with a hop count: {m:?} {:?}", m.headers))
+        as usize;
     assert!(
         (1..=max).contains(&hops),
-        "Ferry-Hops {hops} is outside 1..={max}: {m:?} {:?}",
+        "hop count {hops} is outside 1..={max}: {m:?} {:?}",
         m.headers
     );
 }

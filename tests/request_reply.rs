@@ -141,7 +141,7 @@ async fn nats_requests_reach_a_queue_group_service_and_get_their_replies() {
             headers.get("Content-Type").map(|v| v.as_str()),
             Some("text/plain")
         );
-        assert!(headers.get("Ferry-Hops").is_none(), "{headers:?}");
+        assert!(headers.get("Ferry-Via").is_none(), "{headers:?}");
     }
     for (member, served) in service.served.iter().enumerate() {
         assert!(

@@ -61,7 +61,7 @@ mod tests {
     fn a_reply_goes_back_without_ferrys_marker() {
         let mut reply = Message::new("n".into(), "_INBOX.x", "42");
         reply.headers = vec![
-            ("Ferry-Hops".into(), "1".into()),
+            ("Ferry-Via".into(), "1;edge;a,b".into()),
             ("Content-Type".into(), "text/plain".into()),
         ];
         let (payload, headers) = sent(Answer::Reply(reply));

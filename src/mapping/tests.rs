@@ -97,8 +97,7 @@ fn match_captures_name_subjects_and_headers() {
     assert_eq!(header(out, "room"), Some("KITCHEN"));
     assert_eq!(header(out, "site"), Some("p1"));
     assert_eq!(header(out, "x-debug"), None);
-    assert_eq!(header(out, marker::VIA), Some("plant,core"));
-    assert_eq!(header(out, marker::HOPS), Some("1"));
+    assert_eq!(header(out, marker::VIA), Some("1;edge;plant,core"));
     assert!(matches!(
         m.apply(&message("plant", "sensors/kitchen/humidity", "1")),
         Outcome::Filtered
@@ -287,24 +286,20 @@ fn the_loop_guard_drops_echoes_on_cycle_sinks_only() {
     let m = Mapping::new(&analysis.resolve(&config, 0).unwrap(), "edge").unwrap();
     // A message that came from plant through this instance: not back to plant.
     let mut echo = message("core", "bridge.x", "1");
-    echo.headers = vec![
-        (marker::INSTANCE.into(), "edge".into()),
-        (marker::VIA.into(), "plant,core".into()),
-        (marker::HOPS.into(), "1".into()),
-    ];
+    echo.headers = vec![(marker::VIA.into(), "1;edge;plant,core".into())];
     let Outcome::Mapped { steps, echoes, .. } = m.apply(&echo) else {
         panic!()
     };
     assert_eq!(echoes, 1);
     assert_eq!(steps.len(), 1, "the mirror sink is not on a cycle");
     // The same from another instance is a first hop here.
-    echo.headers[0].1 = "other".into();
+    echo.headers[0].1 = "1;other;plant,core".into();
     let Outcome::Mapped { steps, echoes, .. } = m.apply(&echo) else {
         panic!()
     };
     assert_eq!((steps.len(), echoes), (2, 0));
     // Too many hops, whoever counted them.
-    echo.headers[2].1 = "8".into();
+    echo.headers[0].1 = "8;other;plant,core".into();
     assert!(matches!(m.apply(&echo), Outcome::TooManyHops(8)));
 }
 
@@ -333,7 +328,7 @@ fn dead_letters_see_captures_stay_unchanged_and_survive_an_envelope() {
     );
     assert_eq!(json["headers"][marker::STAGE], "decode");
     assert!(
-        header(&letter, marker::HOPS).is_some(),
+        header(&letter, marker::VIA).is_some(),
         "marked like any publish"
     );
 }
@@ -533,7 +528,7 @@ routes:
     let out = published(m.apply(&msg));
     assert!(out[0].1.headers.is_empty(), "{:?}", out[0].1.headers);
     assert!(marker::header(&out[1].1.headers, "x-site").is_some());
-    assert!(marker::header(&out[1].1.headers, marker::HOPS).is_some());
+    assert!(marker::header(&out[1].1.headers, marker::VIA).is_some());
 }
 
 #[test]
@@ -545,24 +540,16 @@ fn the_marker_of_a_first_hop_is_made_once_and_a_later_hop_stamped_anew() {
     to: { connection: core, subject: auto }
 "#,
     );
-    let marker = |out: &Message| {
-        [marker::INSTANCE, marker::VIA, marker::HOPS].map(|n| header(out, n).map(str::to_string))
-    };
-    let fresh = [Some("edge"), Some("plant,core"), Some("1")].map(|v| v.map(str::to_string));
     for _ in 0..2 {
         let out = first(m.apply(&message("plant", "a/b", "1")));
-        assert_eq!(marker(&out), fresh);
-        assert_eq!(out.headers.len(), 3);
+        assert_eq!(header(&out, marker::VIA), Some("1;edge;plant,core"));
+        assert_eq!(out.headers.len(), 1);
     }
     // Hops made elsewhere count on.
     let mut relayed = message("plant", "a/b", "1");
-    relayed.headers = vec![
-        (marker::INSTANCE.into(), "other".into()),
-        (marker::HOPS.into(), "2".into()),
-    ];
+    relayed.headers = vec![(marker::VIA.into(), "2;other;x,y".into())];
     let out = first(m.apply(&relayed));
-    assert_eq!(header(&out, marker::HOPS), Some("3"));
-    assert_eq!(header(&out, marker::VIA), Some("plant,core"));
+    assert_eq!(header(&out, marker::VIA), Some("3;edge;plant,core"));
 
     // An instance name NATS cannot carry fails every publish as before, first hop or not.
     let m = Mapping::new(

@@ -50,6 +50,19 @@ impl Msg {
         self.header_values(name).into_iter().next()
     }
 
+    /// ferry's loop marker (`Ferry-Via: <hops>;<instance>;<connections>`): the instance that
+    /// published this copy.
+    pub fn ferry_instance(&self) -> Option<&str> {
+        let value = self.header("Ferry-Via")?;
+        value.get(value.find(';')? + 1..value.rfind(';')?)
+    }
+
+    /// ferry's loop marker: how many ferry hops this copy has made.
+    pub fn ferry_hops(&self) -> Option<u32> {
+        let value = self.header("Ferry-Via")?;
+        value.split(';').next()?.trim().parse().ok()
+    }
+
     /// The payload parsed as JSON (panics with the payload if it is not JSON).
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or_else(|e| {

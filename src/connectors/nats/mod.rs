@@ -571,18 +571,14 @@ async fn feed(
     }
 }
 
-/// The NATS header name for `name`: ferry's own loop-guard headers, on every message, are
-/// made once, not parsed again for each.
+/// The NATS header name for `name`: ferry's loop marker, on every message, is made once, not
+/// parsed again for each.
 fn header_name(name: &str) -> async_nats::HeaderName {
-    use crate::mapping::marker::{HOPS, INSTANCE, VIA};
-    const MARKER: [(&str, async_nats::HeaderName); 3] = [
-        (INSTANCE, async_nats::HeaderName::from_static(INSTANCE)),
-        (VIA, async_nats::HeaderName::from_static(VIA)),
-        (HOPS, async_nats::HeaderName::from_static(HOPS)),
-    ];
-    match MARKER.iter().find(|(marker, _)| *marker == name) {
-        Some((_, header)) => header.clone(),
-        None => async_nats::header::IntoHeaderName::into_header_name(name),
+    use crate::mapping::marker::VIA;
+    const MARKER: async_nats::HeaderName = async_nats::HeaderName::from_static(VIA);
+    match name == VIA {
+        true => MARKER,
+        false => async_nats::header::IntoHeaderName::into_header_name(name),
     }
 }
 

@@ -185,9 +185,9 @@ fn dead_letters_need_a_name_and_headers_a_good_one() {
         text.contains("a dead-letter sink needs a name of its own"),
         "{text}"
     );
-    let text = errors(&MAPPING.replace("set: { room", "set: { Ferry-Hops")).join("\n");
+    let text = errors(&MAPPING.replace("set: { room", "set: { Ferry-Via")).join("\n");
     assert!(
-        text.contains("`Ferry-Hops` is one of ferry's own headers"),
+        text.contains("`Ferry-Via` is one of ferry's own headers"),
         "{text}"
     );
 }

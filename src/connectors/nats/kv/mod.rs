@@ -146,13 +146,13 @@ mod tests {
     fn an_entry_is_named_by_its_key_and_says_what_it_is() {
         let put = entry(
             "$KV.state.devices.a.state",
-            vec![("Ferry-Hops".into(), "1".into())],
+            vec![("Ferry-Via".into(), "1;edge;a,b".into())],
         );
         assert_eq!(put.subject, "devices.a.state");
         assert_eq!(
             put.headers,
             [
-                ("Ferry-Hops", "1"),
+                ("Ferry-Via", "1;edge;a,b"),
                 (OPERATION, "PUT"),
                 (REVISION, "7"),
                 (BUCKET, "state")
