@@ -337,12 +337,13 @@ fn name_piece(expression: &str) -> Option<Piece> {
 
 /// Level `level` of `name` (negative: from the end), as [`Segments`] indexes it.
 fn nth_level(name: &str, separator: char, level: i64) -> Option<&str> {
-    let index = if level < 0 {
-        usize::try_from(name.split(separator).count() as i64 + level).ok()?
-    } else {
-        usize::try_from(level).ok()?
-    };
-    name.split(separator).nth(index)
+    match usize::try_from(level) {
+        Ok(index) => name.split(separator).nth(index),
+        // From the end: only the levels after it are looked at, not the whole name twice.
+        Err(_) => name
+            .rsplit(separator)
+            .nth(usize::try_from(-(level + 1)).ok()?),
+    }
 }
 
 /// `source` compiled, with ferry's settings and filters.

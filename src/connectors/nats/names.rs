@@ -31,22 +31,23 @@ fn check(subject: &str, wildcards: bool) -> Result<(), Problem> {
             "NATS subjects cannot hold spaces or tabs; use `_` or `-`, or split into tokens with `.`".into(),
         ));
     }
-    let last = subject.split('.').count() - 1;
-    for (i, token) in subject.split('.').enumerate() {
+    // One pass over the bytes (`.`, `*` and `>` are ASCII), not a search per token.
+    let mut tokens = subject.as_bytes().split(|&b| b == b'.').peekable();
+    while let Some(token) = tokens.next() {
         if token.is_empty() {
             return Err((
                 format!("NATS subject `{subject}` has an empty token"),
                 "remove the leading, trailing or doubled `.`".into(),
             ));
         }
-        let wild = token.bytes().any(|b| b == b'*' || b == b'>');
+        let wild = token.iter().any(|&b| b == b'*' || b == b'>');
         if wild && !wildcards {
             return Err((
                 format!("a NATS subject to publish to cannot contain `*` or `>`: `{subject}`"),
                 "wildcards belong in sources, not in sinks".into(),
             ));
         }
-        if wild && (token.len() > 1 || (token == ">" && i != last)) {
+        if wild && (token.len() > 1 || (token == b">" && tokens.peek().is_some())) {
             return Err((
                 format!("NATS wildcard misplaced in `{subject}`"),
                 "`*` must be a whole token, and `>` the whole last token, e.g. `iot.*.temp`, `iot.>`".into(),
