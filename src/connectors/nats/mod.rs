@@ -695,12 +695,14 @@ impl NatsSink {
         headers: HeaderMap,
     ) -> Result<Confirmation, SinkError> {
         let client = &handles.client;
-        let statistics = client.statistics();
-        let connects = move || statistics.connects.load(Ordering::SeqCst);
+        let connects =
+            |handles: &Handles| handles.client.statistics().connects.load(Ordering::SeqCst);
         let mut disconnects = handles.disconnects.clone();
         disconnects.borrow_and_update();
-        let connection = connects();
-        let subject = message.subject.clone();
+        let connection = connects(handles);
+        // The client takes a subject it may copy; one made from the owned name is not copied
+        // again (a `String` would be).
+        let subject = async_nats::Subject::from(message.subject.clone());
         let payload = message.payload.clone();
         let publish = async {
             if headers.is_empty() {
@@ -728,8 +730,10 @@ impl NatsSink {
             }
         }
         let queued = handles.flushes.queued.fetch_add(1, Ordering::AcqRel) + 1;
-        let flushes = handles.flushes.clone();
-        let client = client.clone();
+        // The confirmation reaches the client through the connection's handles, which it
+        // shares: one reference count, not a clone of the client (its channels, watches and
+        // counters) for every message.
+        let shared = self.handles.clone();
         let name = self.connection.clone();
         Ok(Confirmation::Pending(Box::pin(async move {
             let lost = || {
@@ -737,11 +741,15 @@ impl NatsSink {
                     "connection {name}: the connection was lost before the message was written"
                 ))
             };
+            // Set before the publish this confirms.
+            let Some(handles) = shared.get() else {
+                return Err(lost());
+            };
             tokio::select! {
-                flushed = flushes.written(&client, queued) => match flushed {
-                    Ok(()) if connects() == connection => Ok(()),
+                flushed = handles.flushes.written(&handles.client, queued) => match flushed {
+                    Ok(()) if connects(handles) == connection => Ok(()),
                     Ok(()) => Err(lost()),
-                    Err(()) if connects() != connection => Err(lost()),
+                    Err(()) if connects(handles) != connection => Err(lost()),
                     Err(()) => Err(SinkError::Unavailable(format!("connection {name} is closed"))),
                 },
                 _ = disconnects.changed() => Err(lost()),
