@@ -51,10 +51,11 @@ pub fn outer<T: DeserializeOwned + JsonSchema>(
     lookup: &Lookup,
 ) -> Section<T> {
     let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-    let root = schema::root_of::<T>();
-    let mut errors = Validator::new(root, lookup)
-        .skipping(inner)
-        .check(node, what);
+    let schema = schema::section_schema::<T>();
+    let mut errors =
+        Validator::new(schema.root(), lookup)
+            .skipping(inner)
+            .check(node, schema.part(), what);
     let value = read_around(node, &mut errors, lookup);
     Section { value, errors }
 }
@@ -63,10 +64,10 @@ pub fn outer<T: DeserializeOwned + JsonSchema>(
 /// own.
 pub fn shape<T: JsonSchema>(node: &Node, inner: &[&str], lookup: &Lookup) -> Vec<Diagnostic> {
     let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-    let root = schema::root_of::<T>();
-    Validator::new(root, lookup)
+    let schema = schema::section_schema::<T>();
+    Validator::new(schema.root(), lookup)
         .skipping(inner)
-        .check(node, what)
+        .check(node, schema.part(), what)
 }
 
 /// `node` read as two types from the same mapping (serde skips the keys of the other),
@@ -83,8 +84,8 @@ pub fn parts<Whole: JsonSchema, A: DeserializeOwned, B: DeserializeOwned>(
 }
 
 fn check<T: JsonSchema>(node: &Node, what: &str, lookup: &Lookup) -> Vec<Diagnostic> {
-    let root = schema::root_of::<T>();
-    Validator::new(root, lookup).check(node, what)
+    let schema = schema::section_schema::<T>();
+    Validator::new(schema.root(), lookup).check(node, schema.part(), what)
 }
 
 /// `node` read without the keys and values `errors` are about.
@@ -173,9 +174,9 @@ mod tests {
     /// A section written in its `minimal` form is the same as that form with every default
     /// the schema shows written out: the schema shows the defaults the types have.
     fn shows_its_defaults<T: DeserializeOwned + JsonSchema + PartialEq + Debug>(minimal: Value) {
-        let schema = schema::root_of::<T>();
+        let schema = schema::section_schema::<T>();
         let mut written = minimal.clone();
-        let properties = schema["properties"].as_object().unwrap();
+        let properties = schema.part()["properties"].as_object().unwrap();
         for (key, property) in properties {
             if let Some(default) = property.get("default") {
                 written[key] = default.clone();

@@ -22,7 +22,7 @@ use super::ranges::{parse_duration, parse_size};
 use super::reader::Reader;
 use super::route_section::{READ_ON_THEIR_OWN, RouteSection};
 use super::yaml::{self, Key, Node, Pos, Value};
-use super::{admin_listener, decode, delivery, request_route};
+use super::{admin_listener, decode, delivery, request_route, schema};
 use crate::connectors::protocol::PROTOCOLS;
 use crate::mapping::{jq, marker};
 
@@ -56,6 +56,8 @@ pub fn parse_document(
     lookup: &Lookup,
     front: Front,
 ) -> Result<Config, ConfigErrors> {
+    // One parse of the built-in schema for every section of the document.
+    let _schema = schema::hold();
     let mut d = Decoder {
         lookup,
         errors: Vec::new(),

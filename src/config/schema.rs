@@ -14,12 +14,12 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::file::ConfigFile;
 
@@ -44,11 +44,109 @@ fn generator() -> SchemaGenerator {
         .into_generator()
 }
 
+/// The schema `ferry check` checks the file's sections against, built into the binary: `ferry
+/// schema`'s without its descriptions, and which definition in it each section type is, by the
+/// type's `schema_id`. Generating the schemas took some 6 M instructions, most of what reading
+/// a small file costs; parsing this copy takes a small part of that. The test
+/// `the_built_in_schema_is_the_generated_one` keeps it in step with the types
+/// (`FERRY_BLESS=1 cargo test --lib config::schema` writes it).
+const BUILT_IN: &str = include_str!("built_in_schema.json");
+
+/// The built-in schema, parsed, while anyone holds it.
+static HELD: Mutex<Weak<BuiltIn>> = Mutex::new(Weak::new());
+
+struct BuiltIn {
+    /// What `ferry schema` prints, without descriptions: its `$defs` are every section's.
+    schema: Value,
+    /// A section type's `schema_id` → the name of its definition (`null`: the file's top level).
+    sections: Map<String, Value>,
+}
+
+/// Keeps the built-in schema parsed while it lives. Reading a document holds one, so that its
+/// thousands of sections share one parse; once read, the schema goes (a daemon keeps none).
+pub(super) struct Hold(#[allow(dead_code, reason = "held, never read")] Arc<BuiltIn>);
+
+pub(super) fn hold() -> Hold {
+    Hold(built_in())
+}
+
+fn built_in() -> Arc<BuiltIn> {
+    let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(built_in) = held.upgrade() {
+        return built_in;
+    }
+    let Ok(Value::Object(mut file)) = serde_json::from_str::<Value>(BUILT_IN) else {
+        unreachable!("the built-in schema is a JSON object (a test reads it)");
+    };
+    let built_in = Arc::new(BuiltIn {
+        schema: file.remove("schema").unwrap_or_default(),
+        sections: match file.remove("sections") {
+            Some(Value::Object(sections)) => sections,
+            _ => Map::new(),
+        },
+    });
+    *held = Arc::downgrade(&built_in);
+    built_in
+}
+
+/// The schema a section of type `T` is checked against: a root (with the `$defs` its
+/// references name) and `T`'s part of it.
+pub(super) struct SectionSchema {
+    root: Root,
+    /// `T`'s definition in the root's `$defs`; `None`: the root itself.
+    definition: Option<String>,
+}
+
+enum Root {
+    BuiltIn(Arc<BuiltIn>),
+    Generated(&'static Value),
+}
+
+impl SectionSchema {
+    pub fn root(&self) -> &Value {
+        match &self.root {
+            Root::BuiltIn(built_in) => &built_in.schema,
+            Root::Generated(root) => root,
+        }
+    }
+
+    /// The section's own schema.
+    pub fn part(&self) -> &Value {
+        match &self.definition {
+            Some(name) => &self.root()["$defs"][name],
+            None => self.root(),
+        }
+    }
+}
+
+/// The schema of the section type `T`: the built-in one, or for a type it does not know,
+/// generated (and kept, see [`root_of`]).
+pub(super) fn section_schema<T: JsonSchema>() -> SectionSchema {
+    let built_in = built_in();
+    match built_in.sections.get(T::schema_id().as_ref()) {
+        Some(definition) => {
+            let definition = definition.as_str().map(String::from);
+            SectionSchema {
+                root: Root::BuiltIn(built_in),
+                definition,
+            }
+        }
+        None => {
+            #[cfg(test)]
+            tests::GENERATED.with_borrow_mut(|generated| generated.push(T::schema_id().into()));
+            SectionSchema {
+                root: Root::Generated(root_of::<T>()),
+                definition: None,
+            }
+        }
+    }
+}
+
 /// The root schema (with its `$defs`) of the section type `T`, as JSON, generated the first time
 /// it is asked for and kept for the rest of the process, by `schema_id` (which schemars itself
 /// takes to tell types apart). A file with thousands of routes reads thousands of sections of a
 /// dozen types, and generating a schema costs far more than checking a section against it.
-pub(super) fn root_of<T: JsonSchema>() -> &'static Value {
+fn root_of<T: JsonSchema>() -> &'static Value {
     // Leaked on purpose: one schema per section type, a small fixed set, kept for good.
     static ROOTS: LazyLock<Mutex<HashMap<Cow<'static, str>, &'static Value>>> =
         LazyLock::new(Mutex::default);
@@ -89,14 +187,194 @@ fn refuse_null(schema: &mut Schema) {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
     use std::path::{Path, PathBuf};
     use std::sync::OnceLock;
 
+    use schemars::JsonSchema;
     use serde_json::{Map, Value, json};
 
     use super::super::interpolate::Lookup;
     use super::super::parse::parse;
     use super::super::yaml::{self, Node};
+
+    thread_local! {
+        /// The section types whose schema this test's thread generated: none the built-in
+        /// schema knows.
+        pub(super) static GENERATED: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// The schema `T`'s sections are checked against, generated as `ferry check` did before
+    /// the built-in copy: its `schema_id`, its definition's name and its root schema.
+    fn generated<T: JsonSchema>() -> (String, String, Value) {
+        let root = super::generator().into_root_schema_for::<T>().to_value();
+        (T::schema_id().into(), T::schema_name().into(), root)
+    }
+
+    /// Every section type the parser reads on its own (and those the tests read so), with
+    /// its generated schema.
+    fn section_types() -> Vec<(String, String, Value)> {
+        use crate::config::admin_listener::AdminSection;
+        use crate::config::connections::ConnectionSection;
+        use crate::config::model::{
+            HeaderRules, JetStreamSource, LastWill, LoopGuard, Probe, Queue, Reconnect, Request,
+            Spool, Tls,
+        };
+        use crate::config::route_ends::{Endpoint, SinkCommon, SourceCommon};
+        use crate::config::route_section::RouteSection;
+        use crate::connectors::http::config::{HttpSection, HttpSinkKeys};
+        use crate::connectors::http_server::config::{HttpServerConnection, HttpServerSourceKeys};
+        use crate::connectors::migratorydata::config::{
+            MigratoryDataSection, MigratoryDataSinkKeys, MigratoryDataSourceKeys,
+        };
+        use crate::connectors::mqtt::config::{MqttSection, MqttSinkKeys, MqttSourceKeys};
+        use crate::connectors::nats::config::{
+            KvSink, KvSource, NatsSection, NatsSinkKeys, NatsSourceKeys, PriorityGroup,
+        };
+        use crate::connectors::sse::config::{HandshakeSection, SseSection, SseSourceKeys};
+        use crate::connectors::sse_server::config::{SseServerConnection, SseServerSinkKeys};
+        use crate::connectors::stdio::config::{StdioSinkKeys, StdioSourceKeys};
+        vec![
+            generated::<ConnectionSection>(),
+            generated::<RouteSection>(),
+            generated::<AdminSection>(),
+            generated::<LoopGuard>(),
+            generated::<Reconnect>(),
+            generated::<Request>(),
+            generated::<Spool>(),
+            generated::<HeaderRules>(),
+            generated::<Queue>(),
+            generated::<MqttSection>(),
+            generated::<NatsSection>(),
+            generated::<SseSection>(),
+            generated::<HttpSection>(),
+            generated::<SseServerConnection>(),
+            generated::<HttpServerConnection>(),
+            generated::<MigratoryDataSection>(),
+            generated::<Endpoint<SourceCommon, MqttSourceKeys>>(),
+            generated::<Endpoint<SourceCommon, NatsSourceKeys>>(),
+            generated::<Endpoint<SourceCommon, SseSourceKeys>>(),
+            generated::<Endpoint<SourceCommon, MigratoryDataSourceKeys>>(),
+            generated::<Endpoint<SourceCommon, HttpServerSourceKeys>>(),
+            generated::<Endpoint<SourceCommon, StdioSourceKeys>>(),
+            generated::<Endpoint<SinkCommon, MqttSinkKeys>>(),
+            generated::<Endpoint<SinkCommon, NatsSinkKeys>>(),
+            generated::<Endpoint<SinkCommon, HttpSinkKeys>>(),
+            generated::<Endpoint<SinkCommon, SseServerSinkKeys>>(),
+            generated::<Endpoint<SinkCommon, MigratoryDataSinkKeys>>(),
+            generated::<Endpoint<SinkCommon, StdioSinkKeys>>(),
+            // Read on their own only by the tests.
+            generated::<Probe>(),
+            generated::<Tls>(),
+            generated::<LastWill>(),
+            generated::<HandshakeSection>(),
+            generated::<JetStreamSource>(),
+            generated::<PriorityGroup>(),
+            generated::<KvSource>(),
+            generated::<KvSink>(),
+        ]
+    }
+
+    /// `schema` without the descriptions, which only editors show.
+    fn without_descriptions(schema: &mut Value) {
+        match schema {
+            Value::Object(object) => {
+                object.remove("description");
+                for (key, value) in object.iter_mut() {
+                    match key.as_str() {
+                        // Names of the user's (keys, definitions): each maps to a schema.
+                        "properties" | "$defs" | "patternProperties" => {
+                            for value in value
+                                .as_object_mut()
+                                .into_iter()
+                                .flat_map(|m| m.values_mut())
+                            {
+                                without_descriptions(value);
+                            }
+                        }
+                        // Values of the file, not schemas.
+                        "default" | "examples" | "const" | "enum" => {}
+                        _ => without_descriptions(value),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(without_descriptions),
+            _ => {}
+        }
+    }
+
+    /// The built-in schema as the types generate it now: `ferry schema`'s, without its
+    /// descriptions, with every section type's definitions, and which definition each
+    /// section type is. One name is one definition: two that differ fail here.
+    fn built_in_now() -> Value {
+        let mut schema = super::schema().to_value();
+        without_descriptions(&mut schema);
+        let mut sections = Map::new();
+        sections.insert(super::ConfigFile::schema_id().into(), Value::Null);
+        for (id, name, mut root) in section_types() {
+            without_descriptions(&mut root);
+            let Value::Object(mut top) = root else {
+                panic!("{id}'s schema is no object");
+            };
+            let definitions = top.remove("$defs");
+            top.remove("$schema");
+            top.remove("title");
+            let known = schema["$defs"].as_object_mut().expect("the file has $defs");
+            let mut define = |name: String, definition: Value| match known.get(&name) {
+                Some(known) => assert_eq!(
+                    known, &definition,
+                    "{id}: two definitions named {name} differ"
+                ),
+                None => drop(known.insert(name, definition)),
+            };
+            for (name, definition) in definitions.into_iter().flat_map(|d| match d {
+                Value::Object(d) => d,
+                _ => Map::new(),
+            }) {
+                define(name, definition);
+            }
+            define(name.clone(), Value::Object(top));
+            sections.insert(id, Value::String(name));
+        }
+        json!({ "sections": sections, "schema": schema })
+    }
+
+    /// The schema built into the binary is the one the types generate. With `FERRY_BLESS=1`
+    /// it is written instead.
+    #[test]
+    fn the_built_in_schema_is_the_generated_one() {
+        let now = built_in_now();
+        let path = repo_file("src/config/built_in_schema.json");
+        let mut text = serde_json::to_string(&now).unwrap();
+        text.push('\n');
+        if std::env::var_os("FERRY_BLESS").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &text).unwrap();
+            return;
+        }
+        let built_in: Value = serde_json::from_str(super::BUILT_IN).unwrap();
+        assert!(
+            built_in == now,
+            "{} is not what the configuration types generate: FERRY_BLESS=1 cargo test --lib \
+             config::schema writes it",
+            path.display()
+        );
+    }
+
+    /// Reading a file, or `ferry relay`'s endpoints, generates no schema: every section type
+    /// the parser reads is in the built-in schema.
+    #[test]
+    fn reading_generates_no_schema() {
+        parse(EVERY_KEY, "every.yaml", &lookup()).unwrap_or_else(|e| panic!("{e}"));
+        for (from, to) in [("-", "mqtt://b/t"), ("nats://n/s", "-")] {
+            let args = crate::config::endpoints::RelayArgs {
+                from: from.into(),
+                to: to.into(),
+                ..Default::default()
+            };
+            crate::config::endpoints::relay_config(&args).unwrap_or_else(|e| panic!("{e}"));
+        }
+        GENERATED.with_borrow(|generated| assert!(generated.is_empty(), "{generated:?}"));
+    }
 
     /// A configuration that writes every key the parser knows, each kind of connection, source
     /// and sink at least once.

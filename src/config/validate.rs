@@ -1,7 +1,7 @@
 //! Checks the positioned YAML tree against the JSON Schema that schemars generates for the
-//! file's types, collecting every error with its position, in the words an operator reads in
-//! `ferry check`: an unknown key with "did you mean", a missing one, a value of the wrong
-//! kind or out of its range. serde's derive would stop at the first error; this walks on.
+//! file's types (the copy built into the binary, see `schema.rs`), collecting every error with
+//! its position, in the words an operator reads in `ferry check`: an unknown key with "did you
+//! mean", a missing one, a value of the wrong kind or out of its range. serde's derive would stop at the first error; this walks on.
 //!
 //! It knows the parts of JSON Schema that schemars emits for the file's types: `$ref` into
 //! `$defs`, `type`, `properties`, `required`, `additionalProperties` (false, or the schema of
@@ -94,9 +94,10 @@ impl<'a> Validator<'a> {
         Validator { skip, ..self }
     }
 
-    /// Every error in `node`, which the whole root schema describes and the user calls `what`.
-    pub fn check(mut self, node: &Node, what: &str) -> Vec<Diagnostic> {
-        self.value(node, self.root, what, what);
+    /// Every error in `node`, which `schema` (the root or a part of it) describes and the user
+    /// calls `what`.
+    pub fn check(mut self, node: &Node, schema: &Json, what: &str) -> Vec<Diagnostic> {
+        self.value(node, schema, what, what);
         self.errors
     }
 
@@ -433,11 +434,11 @@ mod tests {
 
     /// Every error in `text` read as a `T`, as `LINE:COL message | hint`.
     fn errors<T: schemars::JsonSchema>(text: &str) -> Vec<String> {
-        let root = schema::root_of::<T>();
+        let schema = schema::section_schema::<T>();
         let node = yaml::parse(text).unwrap();
         let what = name_of(&T::schema_name()).unwrap_or("a mapping");
-        Validator::new(root, &lookup())
-            .check(&node, what)
+        Validator::new(schema.root(), &lookup())
+            .check(&node, schema.part(), what)
             .into_iter()
             .map(|d| {
                 let hint = d.hint.unwrap_or_default();

@@ -41,6 +41,19 @@ impl Shared {
             // One message larger than max_bytes still passes alone, or it never would.
             || (state.bytes + size > self.config.max_bytes && !state.items.is_empty())
     }
+
+    /// Room for one more message in `items`, which holds fewer than `max_messages`. The ring
+    /// doubles as it fills, but never past `max_messages`: doubling alone would take the
+    /// default 10,000 to 16,384 slots, 1.3 MB a full route holds that no message can use.
+    fn make_room(&self, items: &mut VecDeque<Incoming>) {
+        if items.len() == items.capacity() {
+            let more = items
+                .len()
+                .max(4)
+                .min(self.config.max_messages - items.len());
+            items.reserve_exact(more);
+        }
+    }
 }
 
 /// Creates a route's queue: the input its source pushes into, the output its worker pops from.
@@ -100,6 +113,7 @@ impl RouteInput {
         }
         if !shared.full(&state, size) {
             state.bytes += size;
+            shared.make_room(&mut state.items);
             state.items.push_back(incoming);
             drop(state);
             shared.not_empty.notify_one();
@@ -130,6 +144,7 @@ impl RouteInput {
                     dropped.push(old.ack);
                 }
                 state.bytes += size;
+                shared.make_room(&mut state.items);
                 state.items.push_back(incoming);
                 drop(state);
                 // As for drop_newest; outside the lock, as acks call into sources.
@@ -305,6 +320,25 @@ mod tests {
         std::iter::from_fn(|| output.try_pop())
             .map(|i| payload(&i.message))
             .collect()
+    }
+
+    /// A full queue's ring holds `max_messages` slots, not the next power of two, whichever
+    /// way it filled; after a drop it stays at that size.
+    #[tokio::test]
+    async fn a_full_queue_holds_no_more_slots_than_it_may_use() {
+        let source = MemorySource::new("plant");
+        for when_full in [WhenFull::Block, WhenFull::DropOldest] {
+            let (input, _output) = queue(10, 1 << 20, when_full);
+            source
+                .feed(&input, "t", (0..10).map(|i| format!("m-{i}")))
+                .await;
+            let slots = || input.shared.state.lock().unwrap().items.capacity();
+            assert_eq!(slots(), 10, "{when_full:?}");
+            if when_full == WhenFull::DropOldest {
+                source.feed(&input, "t", ["m-10"]).await;
+                assert_eq!(slots(), 10);
+            }
+        }
     }
 
     #[tokio::test]

@@ -202,6 +202,12 @@ impl Parser {
                         max: self.limits.max_event,
                     }));
                 }
+                // The data becomes the message's payload, queued as it is: the first line gets
+                // room for itself and its LF exactly, not the doubling a push makes, which a
+                // full queue of one-line events would hold twice over.
+                if self.data.is_empty() {
+                    self.data.reserve_exact(value.len() + 1);
+                }
                 self.data.push_str(&value);
                 self.data.push('\n');
             }
@@ -360,6 +366,21 @@ mod tests {
             parse("data: one\ndata: two\ndata:\ndata: four\n\n"),
             vec![message("one\ntwo\n\nfour")]
         );
+    }
+
+    /// A one-line event's data holds no more memory than its bytes and the LF it was read
+    /// with: it is queued as the payload, thousands at a time.
+    #[test]
+    fn a_one_line_event_holds_no_spare_room() {
+        let line = "x".repeat(128);
+        for event in parse(&format!("data: {line}\n\ndata: {line}\n\n")) {
+            assert_eq!(event.data, line);
+            assert!(
+                event.data.capacity() <= line.len() + 1,
+                "{}",
+                event.data.capacity()
+            );
+        }
     }
 
     #[test]
