@@ -686,7 +686,9 @@ async fn a_busy_sink_connection_is_never_taken_for_stalled() {
     assert_eq!(topics.len(), MESSAGES, "every message once");
     let lines = run.ferry.lines();
     assert!(
-        !lines.iter().any(|l| l.contains("stalled") || l.contains("connection down")),
+        !lines
+            .iter()
+            .any(|l| l.contains("stalled") || l.contains("connection down")),
         "ferry took its busy connection for stalled:\n{}",
         run.ferry.tail(20)
     );

@@ -81,7 +81,7 @@ use super::dispatch::{Arrival, Dispatcher, Pending, RouteSource};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
 use super::subscribe::{Fed, Subscribing};
-use super::wake::{Step, SubAckFuture, in_flight, maybe, room, sleep_until};
+use super::wake::{Gated, Step, SubAckFuture, in_flight, maybe, room, sleep_until};
 use crate::contracts::ConnectionContext;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::Message;
@@ -227,9 +227,10 @@ impl EventLoopTask {
         // Made once and kept across turns: a wait made anew on every turn registers with its
         // token or the tracker each time, and unregisters when the turn ends, a lock pair per
         // message. The tracker's wait, once it fired, is made again.
-        let mut close = std::pin::pin!(runtime.close.cancelled());
-        let mut stop_sources = std::pin::pin!(runtime.stop_sources.cancelled());
-        let mut released = std::pin::pin!(tracker.wait_released());
+        // Gated: polled only when they fired, not on every wake-up of the task.
+        let mut close = Gated::new(runtime.close.cancelled());
+        let mut stop_sources = Gated::new(runtime.stop_sources.cancelled());
+        let mut released = Gated::new(tracker.wait_released());
         let quiet = Quiet::new();
         let closing = loop {
             // Between two `poll`s: the only time the event loop itself is at hand.
@@ -254,11 +255,8 @@ impl EventLoopTask {
             let flow = {
                 let mut poll = std::pin::pin!(polling.then(|| eventloop.poll(Some(&quiet))));
                 loop {
-                    // What `poll` went on past counts for the stall watchdog; whether it may go
-                    // on past the next is decided again after each step.
-                    if let Some(at) = quiet.passed() {
-                        self.liveness.progress(at);
-                    }
+                    // Whether `poll` may go on past the next events is decided again after
+                    // each step.
                     quiet.set(turn.quiet());
                     // A connection being torn down is watched no more.
                     let watched = polling && turn.cut.is_none();
@@ -299,6 +297,11 @@ impl EventLoopTask {
                             break Flow::Polled(event);
                         }
                     };
+                    // `poll` may have gone on past events while this `select!` waited: the
+                    // stall watchdog (`Step::Liveness`) must count them.
+                    if let Some(at) = quiet.passed() {
+                        self.liveness.progress(at);
+                    }
                     if let Step::Close = step {
                         // Close goes on from the next event `poll` returns, whatever it is.
                         quiet.set(false);
