@@ -105,6 +105,7 @@ pub struct ConnAck {
 /// Shared by the event loop task and its `poll` in flight: whether `poll` may go on past
 /// `Event::Other` (the task has nothing to do between two `poll`s then), and when it last did.
 pub struct Quiet {
+    /// Set by the event loop task before each wait, from `Turn::quiet`.
     set: AtomicBool,
     /// When `poll` last went on past an event, as nanoseconds after `start`, plus one; 0 once
     /// taken.
