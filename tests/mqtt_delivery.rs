@@ -650,6 +650,51 @@ async fn keep_alive_notices_a_stalled_sink_connection() {
     assert!(run.ferry.terminate().await.success());
 }
 
+/// A sink connection's event loop goes on past the PUBLISHes and PUBACKs of its messages, and
+/// past its pings, without a turn of ferry's own for each: what it goes past still counts as
+/// progress, so a connection kept busy (and then idle) for more than twice its keep-alive is
+/// never taken for stalled, and every message arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_sink_connection_is_never_taken_for_stalled() {
+    const MESSAGES: usize = 60;
+    let mut run = Scenario::new()
+        .mosquitto_with("out", unlimited())
+        .keys("out", "client_id: ferry-busy-sink, keep_alive: 1s")
+        .nats("nc")
+        .routes(
+            r#"
+  - name: down
+    from: { connection: nc, subject: "cmd.>" }
+    to: { connection: out, topic: "cmd/{{ subject[1] }}", qos: 1 }
+"#,
+        )
+        .start()
+        .await;
+    let mut subscriber = run.mqtt_subscriber("out", "cmd/#", 1).await;
+    let publisher = run.nats_peer("nc").await;
+    // Three seconds of messages (three keep-alives), then as long again idle: the watchdog
+    // gives up on a connection after two keep-alives without progress.
+    for i in 0..MESSAGES {
+        publisher.publish(&format!("cmd.m{i}"), "busy").await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = subscriber.inbox.collect(MESSAGES, secs(10)).await;
+    tokio::time::sleep(secs(3)).await;
+    let mut topics: Vec<_> = got.iter().map(|m| m.topic.clone()).collect();
+    topics.sort();
+    topics.dedup();
+    assert_eq!(topics.len(), MESSAGES, "every message once");
+    let lines = run.ferry.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("stalled") || l.contains("connection down")),
+        "ferry took its busy connection for stalled:\n{}",
+        run.ferry.tail(20)
+    );
+    assert!(run.ferry.terminate().await.success());
+}
+
 /// The write itself blocks: ferry's sink connection stalls while it sends a 12 MiB message,
 /// more than the socket buffers hold, so the client's `poll` waits in that write and its own
 /// keep-alive (which needs `poll`) cannot run. ferry's watchdog, outside `poll`, notices; the

@@ -11,11 +11,13 @@
 //! limit, a request channel of 10 with one request per event-loop turn (QoS 1 lost 8 % to
 //! mosquitto's queue limit), and TCP_NODELAY off.
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use mqtt5::QoS;
+use tokio::time::Instant;
 
 use super::replies::Response;
 use super::socket::SocketHandle;
@@ -35,10 +37,10 @@ const OUTGOING_INFLIGHT: u16 = 100;
 /// connection holds in memory: at most this many unacknowledged messages.
 pub const RECEIVE_MAXIMUM: u16 = 1000;
 /// The largest remaining length MQTT can encode (a four-byte variable integer).
-const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
+pub(super) const MQTT_MAX_REMAINING_LENGTH: usize = 268_435_455;
 
 /// The header that stands for the MQTT 5 content type property.
-const CONTENT_TYPE: &str = "Content-Type";
+pub(super) const CONTENT_TYPE: &str = "Content-Type";
 
 /// One subscription as sent to the broker.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +102,48 @@ pub struct ConnAck {
     pub subscription_ids_available: bool,
 }
 
+/// Shared by the event loop task and its `poll` in flight: whether `poll` may go on past
+/// `Event::Other` (the task has nothing to do between two `poll`s then), and when it last did.
+pub struct Quiet {
+    /// Set by the event loop task before each wait, from `Turn::quiet`.
+    set: AtomicBool,
+    /// When `poll` last went on past an event, as nanoseconds after `start`, plus one; 0 once
+    /// taken.
+    passed: AtomicU64,
+    start: Instant,
+}
+
+impl Quiet {
+    pub fn new() -> Self {
+        Quiet {
+            set: AtomicBool::new(false),
+            passed: AtomicU64::new(0),
+            start: Instant::now(),
+        }
+    }
+
+    pub fn set(&self, quiet: bool) {
+        self.set.store(quiet, Ordering::Relaxed);
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Relaxed)
+    }
+
+    fn note(&self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.passed.store(nanos + 1, Ordering::Relaxed);
+    }
+
+    /// When `poll` last went on past an event, if it did since the last call.
+    pub fn passed(&self) -> Option<Instant> {
+        match self.passed.swap(0, Ordering::Relaxed) {
+            0 => None,
+            nanos => Some(self.start + Duration::from_nanos(nanos - 1)),
+        }
+    }
+}
+
 /// What one turn of the event loop produced, as far as the connector cares.
 pub enum Event {
     ConnAck(ConnAck),
@@ -107,68 +151,6 @@ pub enum Event {
     /// Our DISCONNECT went out (after a requested disconnect).
     Disconnected,
     Other,
-}
-
-/// Why a publish was not queued.
-pub enum PublishError {
-    /// The client refused the request itself (bad topic or properties).
-    Invalid,
-    /// The event loop is gone.
-    Closed,
-}
-
-/// What became of a queued QoS 1/2 publish, as far as the broker said.
-pub enum Refused {
-    /// Not now: the session was reset, the connection resumed without local state, the broker
-    /// is over its quota. The same message may succeed later.
-    Retry(String),
-    /// The broker refused this message (not authorized, invalid topic or payload).
-    Rejected(String),
-}
-
-/// A queued publish: QoS 0 is done once queued; QoS 1/2 wait for the broker's PUBACK/PUBCOMP.
-pub enum Queued {
-    Qos0,
-    V5(mqtt5::PublishNotice),
-    V311(mqtt4::PublishNotice),
-}
-
-impl Queued {
-    /// Resolves once the broker confirmed the publish (QoS 1: PUBACK, QoS 2: PUBCOMP). The
-    /// client replays an unconfirmed publish after a reconnect, so this may take that long.
-    pub async fn confirmed(self) -> Result<(), Refused> {
-        match self {
-            Queued::Qos0 => Ok(()),
-            Queued::V5(notice) => match notice.wait_async().await {
-                Ok(mqtt5::PublishResult::Qos1(ack)) if (ack.reason as u8) >= 0x80 => Err(
-                    refused_v5(&format!("PUBACK {:?}", ack.reason), ack.reason as u8),
-                ),
-                Ok(mqtt5::PublishResult::Qos2PubRecRejected(rec)) => Err(refused_v5(
-                    &format!("PUBREC {:?}", rec.reason),
-                    rec.reason as u8,
-                )),
-                Ok(mqtt5::PublishResult::Qos2Completed(comp)) if (comp.reason as u8) >= 0x80 => {
-                    Err(Refused::Retry(format!("PUBCOMP {:?}", comp.reason)))
-                }
-                Ok(_) => Ok(()),
-                Err(error) => Err(Refused::Retry(error.to_string())),
-            },
-            Queued::V311(notice) => match notice.wait_async().await {
-                Ok(_) => Ok(()),
-                Err(error) => Err(Refused::Retry(error.to_string())),
-            },
-        }
-    }
-}
-
-/// A refusal by reason code: over quota or a packet id clash pass, the rest are about the
-/// message itself.
-fn refused_v5(what: &str, code: u8) -> Refused {
-    // 0x91 Packet Identifier in use, 0x97 Quota exceeded, 0x80 Unspecified error.
-    match code {
-        0x80 | 0x91 | 0x97 => Refused::Retry(format!("the broker answered {what}")),
-        _ => Refused::Rejected(format!("the broker answered {what}")),
-    }
 }
 
 /// A cheap, cloneable handle that queues requests on the connection's event loop.
@@ -351,7 +333,7 @@ fn saturating_secs(duration: Duration) -> u32 {
 }
 
 /// Both crates share mqttbytes-core's `QoS`. The config only allows 0, 1 and 2.
-fn qos(qos: u8) -> QoS {
+pub(super) fn qos(qos: u8) -> QoS {
     match qos {
         0 => QoS::AtMostOnce,
         1 => QoS::AtLeastOnce,
@@ -364,68 +346,6 @@ impl Client {
         match self {
             Client::V5(_) => MqttVersion::V5,
             Client::V311(_) => MqttVersion::V311,
-        }
-    }
-
-    /// Queues a PUBLISH; waits only while the request channel is full. `headers` become MQTT 5
-    /// user properties and content type (MQTT 3.1.1 has nowhere to put them), `response` its
-    /// Response Topic and Correlation Data (`Invalid` on MQTT 3.1.1). A QoS 1/2 publish comes
-    /// back with the notice its PUBACK/PUBCOMP resolves ([`Queued::confirmed`]).
-    pub async fn publish(
-        &self,
-        topic: String,
-        payload: Bytes,
-        qos_level: u8,
-        retain: bool,
-        headers: &Headers,
-        response: Option<Response>,
-    ) -> Result<Queued, PublishError> {
-        match self {
-            Client::V5(client) => {
-                let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
-                if !headers.is_empty() || response.is_some() {
-                    let mut properties = publish_properties(headers);
-                    if let Some(response) = response {
-                        properties.response_topic = response.topic;
-                        properties.correlation_data = response.correlation;
-                    }
-                    options = options.properties(properties);
-                }
-                let queued = if qos_level == 0 {
-                    client
-                        .publish(topic, payload, options)
-                        .await
-                        .map(|()| Queued::Qos0)
-                } else {
-                    client
-                        .publish_tracked(topic, payload, options)
-                        .await
-                        .map(Queued::V5)
-                };
-                queued.map_err(|e| match e {
-                    mqtt5::ClientError::InvalidRequest(_) => PublishError::Invalid,
-                    _ => PublishError::Closed,
-                })
-            }
-            Client::V311(_) if response.is_some() => Err(PublishError::Invalid),
-            Client::V311(client) => {
-                let options = mqtt4::PublishOptions::new(qos(qos_level)).retain(retain);
-                let queued = if qos_level == 0 {
-                    client
-                        .publish(topic, payload, options)
-                        .await
-                        .map(|()| Queued::Qos0)
-                } else {
-                    client
-                        .publish_tracked(topic, payload, options)
-                        .await
-                        .map(Queued::V311)
-                };
-                queued.map_err(|e| match e {
-                    mqtt4::ClientError::InvalidRequest(_) => PublishError::Invalid,
-                    _ => PublishError::Closed,
-                })
-            }
         }
     }
 
@@ -464,14 +384,6 @@ impl Client {
             AckError::Closed
         })
     }
-
-    /// Size of the PUBLISH packet `publish` would send, fixed header included.
-    pub fn publish_size(&self, topic: &str, payload: usize, qos: u8, headers: &Headers) -> usize {
-        packet_size(self.version(), topic, payload, qos, headers)
-    }
-
-    /// The largest remaining length MQTT can encode; larger packets are refused locally.
-    pub const MAX_REMAINING_LENGTH: usize = MQTT_MAX_REMAINING_LENGTH;
 
     /// Queues one SUBSCRIBE for `subscriptions` without waiting (the caller is the task that
     /// polls the event loop: waiting on the request channel could block it for good), with the
@@ -528,65 +440,6 @@ impl Client {
             Client::V5(client) => client.try_disconnect_with_timeout(drain).is_ok(),
             Client::V311(client) => client.try_disconnect_with_timeout(drain).is_ok(),
         }
-    }
-}
-
-/// The MQTT 5 properties of a PUBLISH carrying `headers`, in their order: a `Content-Type`
-/// header is MQTT 5's own content type property (the first one; as over HTTP or NATS), every
-/// other header a user property.
-fn publish_properties(headers: &Headers) -> mqtt5::PublishProperties {
-    let (content_type, user_properties): (Vec<_>, Vec<_>) = headers
-        .iter()
-        .cloned()
-        .partition(|(name, _)| name.eq_ignore_ascii_case(CONTENT_TYPE));
-    mqtt5::PublishProperties {
-        user_properties,
-        content_type: content_type.into_iter().next().map(|(_, v)| v),
-        ..Default::default()
-    }
-}
-
-/// Size of the PUBLISH packet `Client::publish` sends, fixed header included: what a broker's
-/// Maximum Packet Size is compared with.
-fn packet_size(
-    version: MqttVersion,
-    topic: &str,
-    payload: usize,
-    qos: u8,
-    headers: &Headers,
-) -> usize {
-    let properties = match version {
-        MqttVersion::V5 => {
-            // As `publish_properties` makes them: the content type property (id, length,
-            // value) once, each user property as id and two length-prefixed strings.
-            let mut content_type = false;
-            let len: usize = headers
-                .iter()
-                .map(|(k, v)| {
-                    if !k.eq_ignore_ascii_case(CONTENT_TYPE) {
-                        1 + 2 + k.len() + 2 + v.len()
-                    } else if !std::mem::replace(&mut content_type, true) {
-                        1 + 2 + v.len()
-                    } else {
-                        0
-                    }
-                })
-                .sum();
-            varint_len(len) + len
-        }
-        MqttVersion::V311 => 0,
-    };
-    let packet_id = if qos > 0 { 2 } else { 0 };
-    let remaining = 2 + topic.len() + packet_id + properties + payload;
-    1 + varint_len(remaining) + remaining
-}
-
-fn varint_len(n: usize) -> usize {
-    match n {
-        0..=127 => 1,
-        128..=16_383 => 2,
-        16_384..=2_097_151 => 3,
-        _ => 4,
     }
 }
 
@@ -706,7 +559,21 @@ impl EventLoop {
 
     /// Runs the event loop until it has something to report. After an error, the next call
     /// reconnects.
-    pub async fn poll(&mut self) -> anyhow::Result<Event> {
+    ///
+    /// While `quiet` is set, it goes on past the events the event loop task does nothing for
+    /// (`Event::Other`: the PUBLISHes and PUBACKs it writes, the PUBACKs it reads, pings),
+    /// noting when it saw the last one for the stall watchdog: returning each would cost the
+    /// task a whole turn, and a QoS 1 message makes up to three of them.
+    pub async fn poll(&mut self, quiet: Option<&Quiet>) -> anyhow::Result<Event> {
+        loop {
+            match self.poll_once().await? {
+                Event::Other if let Some(quiet) = quiet.filter(|q| q.is_set()) => quiet.note(),
+                event => return Ok(event),
+            }
+        }
+    }
+
+    async fn poll_once(&mut self) -> anyhow::Result<Event> {
         match self {
             EventLoop::V5(eventloop) => Ok(match eventloop.poll().await? {
                 mqtt5::Event::Incoming(mqtt5::Packet::Publish(publish)) => {
@@ -931,53 +798,5 @@ mod tests {
         assert_eq!(keep_alive_secs(Duration::from_millis(200)), 1);
         assert_eq!(keep_alive_secs(Duration::from_secs(60)), 60);
         assert_eq!(keep_alive_secs(Duration::from_secs(1 << 20)), u16::MAX);
-    }
-
-    mod sizes {
-        use super::*;
-        use proptest::prelude::*;
-
-        fn text() -> impl Strategy<Value = String> {
-            prop_oneof![
-                Just("Content-Type".to_string()),
-                Just("content-type".to_string()),
-                "[a-zé€]{0,8}",
-            ]
-        }
-
-        proptest! {
-            #![proptest_config(ProptestConfig {
-                cases: 2000,
-                failure_persistence: None,
-                ..ProptestConfig::default()
-            })]
-
-            #[test]
-            fn packet_size_is_what_the_client_encodes(
-                topic in "[a-z/é😀]{1,20}",
-                payload in 0usize..70_000,
-                qos_level in 0u8..=2,
-                headers in prop::collection::vec((text(), text()), 0..6),
-            ) {
-                let pkid = u16::from(qos_level > 0);
-                let mut v5 = mqtt5::Publish::new(
-                    topic.clone(),
-                    qos(qos_level),
-                    vec![0u8; payload],
-                    (!headers.is_empty()).then(|| publish_properties(&headers)),
-                );
-                v5.pkid = pkid;
-                prop_assert_eq!(
-                    packet_size(MqttVersion::V5, &topic, payload, qos_level, &headers),
-                    v5.size()
-                );
-                let mut v311 = mqtt4::Publish::new(topic.clone(), qos(qos_level), vec![0u8; payload]);
-                v311.pkid = pkid;
-                prop_assert_eq!(
-                    packet_size(MqttVersion::V311, &topic, payload, qos_level, &headers),
-                    v311.size()
-                );
-            }
-        }
     }
 }

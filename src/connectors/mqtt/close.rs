@@ -78,7 +78,7 @@ impl EventLoopTask {
                         );
                         disconnect_queued = true;
                     }
-                    polled = Some(eventloop.poll().await);
+                    polled = Some(eventloop.poll(None).await);
                 }
             })
             .await

@@ -44,7 +44,10 @@
 //! for (released acks, room in a full route queue, timers, close) are handled while the
 //! same `poll` stays pinned, through the client's handle (acks and probes go into its request
 //! queue, which wakes the `poll`). What needs the event loop itself waits for `poll` to return,
-//! which it does after every batch of requests it sent and every packet it read. Tearing a
+//! which it does after every batch of requests it sent and every packet it read, except that
+//! while the task has nothing to do between two `poll`s (`Turn::quiet`) it goes on past the
+//! events that need nothing of it: the PUBLISHes and PUBACKs it writes, the PUBACKs it reads
+//! (`client::Quiet`). Tearing a
 //! connection down on purpose while a `poll` is in flight shuts its socket down (`socket`), and
 //! `poll` fails and cleans up as after any lost connection. Close queues the last acks, then
 //! DISCONNECT, and lets the same `poll` send them. A `poll` is dropped only where nothing is
@@ -71,14 +74,14 @@ use tokio::time::Instant;
 use super::Link;
 use super::acks::AckTracker;
 use super::client::{
-    AckError, AckToken, Client, ConnAck, Event, EventLoop, Received, Subscription,
+    AckError, AckToken, Client, ConnAck, Event, EventLoop, Quiet, Received, Subscription,
 };
 use super::close::{CLOSE_TIMEOUT, Closing, DISCONNECT_DRAIN};
 use super::dispatch::{Arrival, Dispatcher, Pending, RouteSource};
 use super::liveness::{Due, Liveness};
 use super::socket::SocketHandle;
 use super::subscribe::{Fed, Subscribing};
-use super::wake::{Step, SubAckFuture, in_flight, maybe, room, sleep_until};
+use super::wake::{Gated, Step, SubAckFuture, in_flight, maybe, room, sleep_until};
 use crate::contracts::ConnectionContext;
 use crate::contracts::status::{Backoff, ConnectionStatus, RateLimitedLog};
 use crate::message::Message;
@@ -224,9 +227,11 @@ impl EventLoopTask {
         // Made once and kept across turns: a wait made anew on every turn registers with its
         // token or the tracker each time, and unregisters when the turn ends, a lock pair per
         // message. The tracker's wait, once it fired, is made again.
-        let mut close = std::pin::pin!(runtime.close.cancelled());
-        let mut stop_sources = std::pin::pin!(runtime.stop_sources.cancelled());
-        let mut released = std::pin::pin!(tracker.wait_released());
+        // Gated: polled only when they fired, not on every wake-up of the task.
+        let mut close = Gated::new(runtime.close.cancelled());
+        let mut stop_sources = Gated::new(runtime.stop_sources.cancelled());
+        let mut released = Gated::new(tracker.wait_released());
+        let quiet = Quiet::new();
         let closing = loop {
             // Between two `poll`s: the only time the event loop itself is at hand.
             tracker.take_released(&mut turn.acks);
@@ -248,8 +253,11 @@ impl EventLoopTask {
                 .filter(|until| turn.connected && turn.held_back == 0 && now < *until);
             let polling = turn.retry_at.is_none() && pause_until.is_none();
             let flow = {
-                let mut poll = std::pin::pin!(polling.then(|| eventloop.poll()));
+                let mut poll = std::pin::pin!(polling.then(|| eventloop.poll(Some(&quiet))));
                 loop {
+                    // Whether `poll` may go on past the next events is decided again after
+                    // each step.
+                    quiet.set(turn.quiet());
                     // A connection being torn down is watched no more.
                     let watched = polling && turn.cut.is_none();
                     let wake = self.liveness.wake_at(
@@ -289,7 +297,14 @@ impl EventLoopTask {
                             break Flow::Polled(event);
                         }
                     };
+                    // `poll` may have gone on past events while this `select!` waited: the
+                    // stall watchdog (`Step::Liveness`) must count them.
+                    if let Some(at) = quiet.passed() {
+                        self.liveness.progress(at);
+                    }
                     if let Step::Close = step {
+                        // Close goes on from the next event `poll` returns, whatever it is.
+                        quiet.set(false);
                         let closing = self.close_during_poll(poll.as_mut(), &mut turn, &tracker);
                         break Flow::Close(closing.await);
                     }
@@ -720,6 +735,19 @@ impl EventLoopTask {
 }
 
 impl Turn {
+    /// Nothing to do between two `poll`s but to start the next: no acks waiting for room in
+    /// the client, no SUBSCRIBE to queue, no hole to close, no full queue to pause reading for,
+    /// no teardown under way. Then `poll` goes on past the events that need nothing of this
+    /// task (see `EventLoop::poll`), and a nack tears the connection down from its step.
+    fn quiet(&self) -> bool {
+        self.connected
+            && self.cut.is_none()
+            && self.acks.is_empty()
+            && self.subscribing.is_none()
+            && self.held_back == 0
+            && !self.pending.is_full()
+    }
+
     /// Hands what waits to the routes, as far as they take it now. Once the sources stopped
     /// and everything received before is handed over, shutdown may close the route queues.
     fn hand_over(&mut self) {

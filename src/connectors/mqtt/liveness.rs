@@ -101,9 +101,10 @@ impl Liveness {
         }
     }
 
-    /// `poll` reported something.
-    pub fn progress(&mut self, now: Instant) {
-        self.last_progress = now;
+    /// `poll` reported something, or went on past it (at `at`, which may be earlier than a
+    /// progress already noted).
+    pub fn progress(&mut self, at: Instant) {
+        self.last_progress = self.last_progress.max(at);
     }
 
     /// The timers only run while the connection is up and the event loop reads: otherwise

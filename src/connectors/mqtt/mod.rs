@@ -2,7 +2,7 @@
 //! that reads from it or publishes through it. MQTT 3.1.1 and 5 both work.
 //!
 //! - [`client`] puts the two client crates (MQTT 5 and 3.1.1) behind one surface and sets the
-//!   options that matter for throughput and memory.
+//!   options that matter for throughput and memory; [`publish`] is its publishing side.
 //! - [`event_loop`] is the supervised task: connect, subscribe, hand messages to the routes,
 //!   back off and reconnect, disconnect cleanly on close.
 //! - [`subscribe`] splits the connection's filters into SUBSCRIBE packets and queues them as
@@ -31,6 +31,7 @@ mod event_loop;
 mod liveness;
 pub mod names;
 pub mod protocol;
+mod publish;
 mod read;
 mod replies;
 mod session;
@@ -48,10 +49,11 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, ensure};
 
-use self::client::{Client, EventLoop, PublishError, Refused, Subscription};
+use self::client::{Client, EventLoop, Subscription};
 use self::dispatch::RouteSource;
 use self::event_loop::EventLoopTask;
 use self::liveness::Liveness;
+use self::publish::{PublishError, Queued, Refused, TryPublishError};
 use self::socket::SocketHandle;
 use super::{Connection, Sinks};
 use crate::config::{MqttVersion, Retain, SinkSpec, SourceSpec};
@@ -363,7 +365,14 @@ impl Sink for MqttSink {
     }
 
     fn queue<'a>(&'a self, message: &'a Message) -> BoxFuture<'a, Result<Confirmation, SinkError>> {
-        Box::pin(self.queue_publish(message))
+        // The publish that may wait (`queue_publish`) is a future of a kilobyte or more: it is
+        // boxed on its own, only when the quick way did not do (see `publish`).
+        Box::pin(async move {
+            match self.try_queue_publish(message) {
+                Some(queued) => queued,
+                None => Box::pin(self.queue_publish(message)).await,
+            }
+        })
     }
 
     fn request<'a>(
@@ -396,12 +405,6 @@ impl MqttSink {
             Retain::FromSource => message.retain,
         };
         self.check(message, retain)?;
-        let timed_out = |connection: &str| {
-            SinkError::Unavailable(format!(
-                "connection {connection}: the broker did not confirm a publish within \
-                 {PUBLISH_TIMEOUT:?} (connection down or broker too slow)"
-            ))
-        };
         self.connected().await?;
         let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
         let publish = self.client.publish(
@@ -412,17 +415,60 @@ impl MqttSink {
             &message.headers,
             None,
         );
-        let queued = match tokio::time::timeout_at(deadline, publish).await {
-            Ok(Ok(client::Queued::Qos0)) => return Ok(Confirmation::Done),
-            Ok(Ok(queued)) => queued,
-            Ok(Err(PublishError::Invalid)) => {
+        match tokio::time::timeout_at(deadline, publish).await {
+            Ok(queued) => self.confirmation(message, queued, deadline),
+            Err(_) => Err(unconfirmed(&self.connection)),
+        }
+    }
+
+    /// `queue_publish` without waiting: `None` when it would wait, for the connection or for
+    /// room in the client's request queue, and nothing was queued then.
+    fn try_queue_publish(&self, message: &Message) -> Option<Result<Confirmation, SinkError>> {
+        if !*self.link.connected.borrow() {
+            return None;
+        }
+        let retain = match self.retain {
+            Retain::Fixed(retain) => retain,
+            Retain::FromSource => message.retain,
+        };
+        if let Err(refused) = self.check(message, retain) {
+            return Some(Err(refused));
+        }
+        let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
+        let queued = self.client.try_publish(
+            message.subject.clone(),
+            message.payload.clone(),
+            self.qos,
+            retain,
+            &message.headers,
+        );
+        match queued {
+            Ok(queued) => Some(self.confirmation(message, Ok(queued), deadline)),
+            Err(TryPublishError::Full) => None,
+            Err(TryPublishError::Failed(error)) => {
+                Some(self.confirmation(message, Err(error), deadline))
+            }
+        }
+    }
+
+    /// What confirms a publish the client took (or why it did not take it): its PUBACK/PUBCOMP
+    /// by `deadline` (nothing to wait for at QoS 0).
+    fn confirmation(
+        &self,
+        message: &Message,
+        queued: Result<Queued, PublishError>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Confirmation, SinkError> {
+        let queued = match queued {
+            Ok(Queued::Qos0) => return Ok(Confirmation::Done),
+            Ok(queued) => queued,
+            Err(PublishError::Invalid) => {
                 return Err(SinkError::Rejected(format!(
                     "connection {}: the MQTT client refused to publish to {:?}",
                     self.connection, message.subject
                 )));
             }
-            Ok(Err(PublishError::Closed)) => return Err(self.closed()),
-            Err(_) => return Err(timed_out(&self.connection)),
+            Err(PublishError::Closed) => return Err(self.closed()),
         };
         let connection = self.connection.clone();
         Ok(Confirmation::Pending(Box::pin(async move {
@@ -434,7 +480,7 @@ impl MqttSink {
                 Ok(Err(Refused::Rejected(why))) => Err(SinkError::Rejected(format!(
                     "connection {connection}: publish refused: {why}"
                 ))),
-                Err(_) => Err(timed_out(&connection)),
+                Err(_) => Err(unconfirmed(&connection)),
             }
         })))
     }
@@ -500,4 +546,12 @@ impl MqttSink {
         }
         Ok(())
     }
+}
+
+/// A publish the broker did not confirm within `PUBLISH_TIMEOUT`.
+fn unconfirmed(connection: &str) -> SinkError {
+    SinkError::Unavailable(format!(
+        "connection {connection}: the broker did not confirm a publish within \
+         {PUBLISH_TIMEOUT:?} (connection down or broker too slow)"
+    ))
 }

@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-use super::client::{Client, PublishError};
+use super::client::Client;
+use super::publish::PublishError;
 use crate::contracts::{ConnectionContext, SinkError};
 use crate::mapping::answer;
 use crate::message::{Headers, Message, Reply};
