@@ -400,10 +400,7 @@ impl MqttSink {
     /// Queues the PUBLISH with the client; the confirmation is its PUBACK/PUBCOMP (nothing to
     /// wait for at QoS 0), within `PUBLISH_TIMEOUT` of the call.
     async fn queue_publish(&self, message: &Message) -> Result<Confirmation, SinkError> {
-        let retain = match self.retain {
-            Retain::Fixed(retain) => retain,
-            Retain::FromSource => message.retain,
-        };
+        let retain = self.retain_of(message);
         self.check(message, retain)?;
         self.connected().await?;
         let deadline = tokio::time::Instant::now() + PUBLISH_TIMEOUT;
@@ -421,16 +418,21 @@ impl MqttSink {
         }
     }
 
+    /// The retain flag `message` is published with.
+    fn retain_of(&self, message: &Message) -> bool {
+        match self.retain {
+            Retain::Fixed(retain) => retain,
+            Retain::FromSource => message.retain,
+        }
+    }
+
     /// `queue_publish` without waiting: `None` when it would wait, for the connection or for
     /// room in the client's request queue, and nothing was queued then.
     fn try_queue_publish(&self, message: &Message) -> Option<Result<Confirmation, SinkError>> {
         if !*self.link.connected.borrow() {
             return None;
         }
-        let retain = match self.retain {
-            Retain::Fixed(retain) => retain,
-            Retain::FromSource => message.retain,
-        };
+        let retain = self.retain_of(message);
         if let Err(refused) = self.check(message, retain) {
             return Some(Err(refused));
         }

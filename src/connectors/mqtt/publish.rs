@@ -73,6 +73,26 @@ impl Queued {
     }
 }
 
+/// A publish's MQTT 5 options: `headers` as user properties and content type, `response` as
+/// its Response Topic and Correlation Data; no properties at all when there are neither.
+fn v5_options(
+    qos_level: u8,
+    retain: bool,
+    headers: &Headers,
+    response: Option<Response>,
+) -> mqtt5::PublishOptions {
+    let options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
+    if headers.is_empty() && response.is_none() {
+        return options;
+    }
+    let mut properties = publish_properties(headers);
+    if let Some(response) = response {
+        properties.response_topic = response.topic;
+        properties.correlation_data = response.correlation;
+    }
+    options.properties(properties)
+}
+
 /// A refusal by reason code: over quota or a packet id clash pass, the rest are about the
 /// message itself.
 fn refused_v5(what: &str, code: u8) -> Refused {
@@ -99,15 +119,7 @@ impl Client {
     ) -> Result<Queued, PublishError> {
         match self {
             Client::V5(client) => {
-                let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
-                if !headers.is_empty() || response.is_some() {
-                    let mut properties = publish_properties(headers);
-                    if let Some(response) = response {
-                        properties.response_topic = response.topic;
-                        properties.correlation_data = response.correlation;
-                    }
-                    options = options.properties(properties);
-                }
+                let options = v5_options(qos_level, retain, headers, response);
                 let queued = if qos_level == 0 {
                     client
                         .publish(topic, payload, options)
@@ -158,10 +170,7 @@ impl Client {
     ) -> Result<Queued, TryPublishError> {
         match self {
             Client::V5(client) => {
-                let mut options = mqtt5::PublishOptions::new(qos(qos_level)).retain(retain);
-                if !headers.is_empty() {
-                    options = options.properties(publish_properties(headers));
-                }
+                let options = v5_options(qos_level, retain, headers, None);
                 let queued = if qos_level == 0 {
                     client
                         .try_publish(topic, payload, options)
