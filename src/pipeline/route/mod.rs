@@ -473,6 +473,10 @@ impl RouteWorker {
                         *count += 1;
                     }
                     let sink = &self.sinks[index];
+                    // A tap opened after this message was taken: it still shows an id.
+                    if out.id.is_none() && self.tap.is_tapped() {
+                        self.ids.assign(&mut out);
+                    }
                     self.tap.after(&sink.connection, &out);
                     let published = if sink.spool.is_some() {
                         self.publish_or_spool(sink, &out).await
