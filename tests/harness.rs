@@ -154,6 +154,22 @@ async fn a_paused_nats_server_delivers_after_resume() {
     assert_eq!(inbox.collect(1, secs(10)).await[0].text(), "while paused");
 }
 
+/// A server counts as up only once the port is listened on by a socket of its own: a port
+/// that someone else took after the harness picked it must not pass for it.
+#[test]
+fn a_port_counts_as_the_servers_only_when_its_own_socket_listens() {
+    let broker = Mosquitto::start(MosquittoOptions::default());
+    let nats = NatsServer::start(NatsOptions::default());
+    assert!(listens_in_group(broker.port, broker.pid()));
+    assert!(listens_in_group(nats.port, nats.pid()));
+
+    let someone_else = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = someone_else.local_addr().unwrap().port();
+    assert!(port_accepts(taken));
+    assert!(!listens_in_group(taken, broker.pid()));
+    assert!(!listens_in_group(nats.port, broker.pid()));
+}
+
 #[test]
 fn position_of_reports_one_based_line_and_column() {
     let text = "a: 1\nroutes:\n  - to: { subjet: x }\n";

@@ -24,9 +24,9 @@
 //!   hand-written fakes (restdb.io is a hosted service, MigratoryData a commercial server;
 //!   restdb.rs and migratorydata.rs say what documentation each follows).
 //!
-//! Waiting is always bounded and always on an event (a port accepts connections, a log line
-//! appears, a SUBACK or a probe message arrives); a wait that runs out panics and says what did
-//! not happen.
+//! Waiting is always bounded and always on an event (a server's own socket listens on its
+//! port, a log line appears, a SUBACK or a probe message arrives); a wait that runs out panics
+//! and says what did not happen.
 
 #![allow(dead_code)]
 
@@ -240,31 +240,6 @@ impl RssSampler {
 impl Drop for RssSampler {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Waits (bounded) until every port accepts TCP connections, checking `alive` in between so a
-/// process that died is reported at once instead of at the deadline.
-pub(crate) fn wait_for_ports(
-    what: &str,
-    ports: &[u16],
-    timeout: Duration,
-    mut alive: impl FnMut() -> Result<(), String>,
-) {
-    let deadline = Instant::now() + timeout;
-    for &port in ports {
-        loop {
-            if let Err(why) = alive() {
-                panic!("{what} is not running: {why}");
-            }
-            if port_accepts(port) {
-                break;
-            }
-            if Instant::now() > deadline {
-                panic!("{what} did not accept connections on 127.0.0.1:{port} within {timeout:?}");
-            }
-            std::thread::sleep(millis(20));
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use super::{millis, secs, send_signal, tail_file, wait_for_ports};
+use super::{millis, port_accepts, secs, send_signal, tail_file};
 
 /// The shell wrapper that ties a process to the test process (see [`tied_command`]).
 const TIE: &str = r#"exec 3<&0 </dev/null
@@ -156,10 +156,20 @@ impl ServerProcess {
     }
 
     fn wait_ready(&mut self) {
-        let what = self.what.clone();
         let ports = self.ready.ports.clone();
         let within = self.ready.within;
-        wait_for_ports(&what, &ports, within, || self.alive());
+        let group = self.pid();
+        for &port in &ports {
+            // "The port accepts" alone is not enough: the port was free when the harness
+            // picked it, but another process (an outgoing connection's ephemeral port, a
+            // benchmark's broker) may have taken it since, and then this server is about to
+            // fail to bind while someone else answers.
+            self.wait_until(
+                within,
+                &format!("127.0.0.1:{port} did not accept connections on a socket of its own"),
+                || port_accepts(port) && listens_in_group(port, group),
+            );
+        }
         if let (Some(path), Some(&port)) = (self.ready.http_health, ports.first()) {
             self.wait_until(within, &format!("GET {path} did not answer 200"), || {
                 http_get_blocking(port, path).is_some_and(|(status, _)| status == 200)
@@ -297,6 +307,39 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// True when a listening TCP socket on `port` (any address) is held by a process of group
+/// `pgid`: the inodes of the listening sockets in /proc/net/tcp and tcp6, against the socket
+/// descriptors the group's processes hold (/proc/PID/fd).
+pub fn listens_in_group(port: u16, pgid: u32) -> bool {
+    let listening: Vec<String> = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|text| {
+            text.lines()
+                .skip(1)
+                .filter_map(|line| {
+                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    let local_port = fields.get(1)?.rsplit_once(':')?.1;
+                    let listens = *fields.get(3)? == "0A";
+                    let inode = fields.get(9)?;
+                    (listens && u16::from_str_radix(local_port, 16).ok()? == port)
+                        .then(|| format!("socket:[{inode}]"))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    !listening.is_empty()
+        && group_members(pgid).into_iter().any(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| listening.iter().any(|l| target.as_os_str() == l.as_str()))
+        })
 }
 
 /// `GET path` on 127.0.0.1:`port` with a plain blocking socket (HTTP/1.0): the status and the
