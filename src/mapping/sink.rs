@@ -195,8 +195,8 @@ impl SinkSide {
     fn subject(&self, scope: &Scope) -> Result<String, Failure> {
         let name = match &self.target {
             SinkTarget::Auto => match self.protocol {
-                Protocol::Mqtt => scope.topic(),
-                Protocol::Nats => scope.subject(),
+                Protocol::Mqtt => scope.topic().into_owned(),
+                Protocol::Nats => scope.subject().into_owned(),
                 Protocol::MigratoryData => scope.migratorydata_subject(),
                 // The connection's own URL.
                 Protocol::Http => String::new(),

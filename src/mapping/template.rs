@@ -16,6 +16,7 @@
 //! A template of text and plain names only (`out.{{ subject[-1] }}`) renders without minijinja,
 //! to the same text (see `Piece`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -42,25 +43,27 @@ pub struct Scope<'a> {
     pub format: PayloadFormat,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
     /// The source name as an MQTT topic.
-    pub fn topic(&self) -> String {
+    pub fn topic(&self) -> Cow<'a, str> {
         match self.protocol {
-            Protocol::Nats => codec::subject_to_topic(&self.message.subject),
-            Protocol::MigratoryData => migratorydata_to_topic(&self.message.subject),
-            _ => self.message.subject.clone(),
+            Protocol::Nats => codec::subject_to_topic(&self.message.subject).into(),
+            Protocol::MigratoryData => migratorydata_to_topic(&self.message.subject).into(),
+            _ => self.message.subject.as_str().into(),
         }
     }
 
     /// The source name as a NATS subject. A path POSTed to ferry is `/`-separated as an MQTT
     /// topic is, and converted the same way.
-    pub fn subject(&self) -> String {
+    pub fn subject(&self) -> Cow<'a, str> {
         match self.protocol {
-            Protocol::Mqtt | Protocol::HttpServer => codec::topic_to_subject(&self.message.subject),
-            Protocol::MigratoryData => {
-                codec::topic_to_subject(&migratorydata_to_topic(&self.message.subject))
+            Protocol::Mqtt | Protocol::HttpServer => {
+                codec::topic_to_subject(&self.message.subject).into()
             }
-            _ => self.message.subject.clone(),
+            Protocol::MigratoryData => {
+                codec::topic_to_subject(&migratorydata_to_topic(&self.message.subject)).into()
+            }
+            _ => self.message.subject.as_str().into(),
         }
     }
 
@@ -197,7 +200,9 @@ impl Template {
     fn render_pieces(&self, pieces: &[Piece], scope: &Scope) -> Option<String> {
         let topic = self.uses.topic.then(|| scope.topic());
         let subject = self.uses.subject.then(|| scope.subject());
-        let mut text = String::new();
+        // Room for the text and the whole name: no growing on the way.
+        let names = topic.as_ref().map_or(0, |t| t.len()) + subject.as_ref().map_or(0, |s| s.len());
+        let mut text = String::with_capacity(self.source.len() + names);
         for piece in pieces {
             match *piece {
                 Piece::Text(from, to) => text.push_str(&self.source[from as usize..to as usize]),
@@ -231,8 +236,12 @@ impl Template {
             })
         };
         let context = Context {
-            topic: uses.topic.then(|| Segments::value(scope.topic(), '/')),
-            subject: uses.subject.then(|| Segments::value(scope.subject(), '.')),
+            topic: uses
+                .topic
+                .then(|| Segments::value(scope.topic().into_owned(), '/')),
+            subject: uses
+                .subject
+                .then(|| Segments::value(scope.subject().into_owned(), '.')),
             payload: match uses.payload {
                 true => Some(scope.payload.template_value(scope.format)?),
                 false => None,
