@@ -101,11 +101,17 @@ pub enum Outcome {
     /// the loop guard left out, and whether the message's `traceparent` was malformed (and
     /// replaced by a new trace).
     Mapped {
-        steps: Vec<Step>,
+        steps: Steps,
         echoes: u32,
         malformed_trace: bool,
     },
 }
+
+/// What a message became, sink by sink: nearly always one step, kept inline.
+pub type Steps = smallvec::SmallVec<[Step; 1]>;
+
+/// The payloads a message's programs made: nearly always one, kept inline.
+type Outputs = smallvec::SmallVec<[Payload; 1]>;
 
 #[derive(Debug)]
 pub enum Step {
@@ -277,6 +283,9 @@ impl Mapping {
     /// The mapping up to its jq programs, for a route that runs them elsewhere (a worker
     /// process under a time and memory budget): either the outcome already (filtered, failed,
     /// looped) or what the programs need, to be ended with [`Mapping::finish`].
+    // The outcome is as large as `apply`'s (its one step is kept inline) and handed back the
+    // same way; boxing it would allocate for every message a filter drops.
+    #[allow(clippy::result_large_err)]
     pub fn prepare<'m>(&self, original: &'m Message) -> Result<Pending<'m>, Outcome> {
         let marker = Marker::read(&original.headers, &self.instance);
         if marker.hops >= self.max_hops {
@@ -320,12 +329,12 @@ impl Mapping {
         message: &Message,
         captures: &[(String, String)],
         marker: &Marker,
-        outputs: Vec<Payload>,
+        outputs: Outputs,
     ) -> Result<Option<Outcome>, Failure> {
         if outputs.is_empty() {
             return Ok(None);
         }
-        let mut steps = Vec::with_capacity(outputs.len() * self.sinks.len());
+        let mut steps = Steps::with_capacity(outputs.len() * self.sinks.len());
         let mut echoes = 0;
         let hop = self.headers.trace_hop(&message.headers);
         let malformed_trace = matches!(
@@ -451,9 +460,9 @@ impl Mapping {
         &self,
         message: &Message,
         captures: &[(String, String)],
-    ) -> Result<Vec<Payload>, Failure> {
+    ) -> Result<Outputs, Failure> {
         if self.filter.is_none() && self.transform.is_none() {
-            return Ok(vec![Payload::Raw(message.payload.clone())]);
+            return Ok(smallvec::smallvec![Payload::Raw(message.payload.clone())]);
         }
         let input = match payload::read(&message.payload, self.source.format) {
             Ok(v) => v,
@@ -467,12 +476,12 @@ impl Mapping {
         if let Some(filter) = &self.filter {
             match filter.matches(input.clone(), &vars) {
                 Ok(true) => {}
-                Ok(false) => return Ok(Vec::new()),
+                Ok(false) => return Ok(Outputs::new()),
                 Err(e) => return fail(Stage::Filter, e.to_string()),
             }
         }
         match &self.transform {
-            None => Ok(vec![Payload::Raw(message.payload.clone())]),
+            None => Ok(smallvec::smallvec![Payload::Raw(message.payload.clone())]),
             Some(transform) => match transform.run(input, &vars) {
                 Ok(values) => Ok(values.into_iter().map(Payload::Value).collect()),
                 Err(e) => fail(Stage::Transform, e.to_string()),

@@ -265,55 +265,94 @@ impl NatsSink {
     /// What confirms a core publish the client took: the flush that writes it, on the
     /// connection it was queued on.
     fn confirmation(&self, handles: &Handles, queued_on: QueuedOn) -> Confirmation {
-        let QueuedOn {
-            connection,
-            mut disconnects,
-        } = queued_on;
-        let queued = handles.flushes.queued.fetch_add(1, Ordering::AcqRel) + 1;
+        let ticket = Ticket {
+            queued: handles.flushes.queued.fetch_add(1, Ordering::AcqRel) + 1,
+            queued_on,
+        };
         // The confirmation reaches the client through the connection's handles, which it
         // shares: one reference count, not a clone of the client (its channels, watches and
         // counters) for every message.
         let shared = self.handles.clone();
         let name = self.connection.clone();
+        // A group flush writes many publishes at once, so a confirmation is often settled by
+        // the time the route asks: only one that must wait for a flush makes the future that
+        // waits (hundreds of bytes, with the flush's).
         Confirmation::Pending(Box::pin(async move {
-            let lost = || {
-                SinkError::Unavailable(format!(
-                    "connection {name}: the connection was lost before the message was written"
-                ))
-            };
             // Set before the publish this confirms.
             let Some(handles) = shared.get() else {
-                return Err(lost());
+                return Err(lost(&name));
             };
-            tokio::select! {
-                flushed = handles.flushes.written(&handles.client, queued) => match flushed {
-                    Ok(()) if connects(handles) == connection => Ok(()),
-                    Ok(()) => Err(lost()),
-                    Err(()) if connects(handles) != connection => Err(lost()),
-                    Err(()) => Err(SinkError::Unavailable(format!("connection {name} is closed"))),
-                },
-                _ = disconnects.changed() => Err(lost()),
+            match ticket.settled(handles, &name) {
+                Some(settled) => settled,
+                None => Box::pin(ticket.wait(handles, &name)).await,
             }
         }))
     }
 }
 
 /// Which connection a core publish went out on, taken before the publish: the client's count
-/// of connects, and the disconnect watch as it stood.
+/// of connects, and of disconnects (the watch's) so far.
 struct QueuedOn {
     connection: u64,
-    disconnects: watch::Receiver<u64>,
+    disconnects: u64,
 }
 
 impl QueuedOn {
     fn now(handles: &Handles) -> QueuedOn {
-        let mut disconnects = handles.disconnects.clone();
-        disconnects.borrow_and_update();
         QueuedOn {
             connection: connects(handles),
-            disconnects,
+            disconnects: *handles.disconnects.borrow(),
         }
     }
+}
+
+/// A core publish the client took, numbered in the order of the connection's publishes.
+struct Ticket {
+    queued: u64,
+    queued_on: QueuedOn,
+}
+
+impl Ticket {
+    /// How the publish ended, if it did: written by a flush on the connection it was queued
+    /// on, or lost with that connection.
+    fn settled(&self, handles: &Handles, name: &str) -> Option<Result<(), SinkError>> {
+        if *handles.disconnects.borrow() != self.queued_on.disconnects {
+            return Some(Err(lost(name)));
+        }
+        (*handles.flushes.written.borrow() >= self.queued)
+            .then(|| self.on_its_connection(handles, name))
+    }
+
+    fn on_its_connection(&self, handles: &Handles, name: &str) -> Result<(), SinkError> {
+        match connects(handles) == self.queued_on.connection {
+            true => Ok(()),
+            false => Err(lost(name)),
+        }
+    }
+
+    /// Waits for the flush that writes the publish (making it if none is under way), or for
+    /// its connection to be lost.
+    async fn wait(self, handles: &Handles, name: &str) -> Result<(), SinkError> {
+        let mut disconnects = handles.disconnects.clone();
+        if *disconnects.borrow_and_update() != self.queued_on.disconnects {
+            return Err(lost(name));
+        }
+        tokio::select! {
+            flushed = handles.flushes.written(&handles.client, self.queued) => match flushed {
+                Ok(()) => self.on_its_connection(handles, name),
+                Err(()) if connects(handles) != self.queued_on.connection => Err(lost(name)),
+                Err(()) => Err(SinkError::Unavailable(format!("connection {name} is closed"))),
+            },
+            _ = disconnects.changed() => Err(lost(name)),
+        }
+    }
+}
+
+/// A publish lost with its connection before it was written: the route sends it again.
+fn lost(name: &str) -> SinkError {
+    SinkError::Unavailable(format!(
+        "connection {name}: the connection was lost before the message was written"
+    ))
 }
 
 /// How many times the client connected so far.

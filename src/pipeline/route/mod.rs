@@ -91,8 +91,9 @@ struct InFlight {
     message: Message,
     /// The source's ack (none once confirmed at the take: `delivery: at-most-once`).
     ack: Option<Ack>,
-    /// Queued publishes, in the order they were queued, waiting for confirmation.
-    outputs: Vec<QueuedOutput>,
+    /// Queued publishes, in the order they were queued, waiting for confirmation: nearly
+    /// always one, kept inline.
+    outputs: smallvec::SmallVec<[QueuedOutput; 1]>,
     /// Counted as failed (and dead-lettered) already.
     failed: bool,
 }
@@ -241,7 +242,7 @@ impl RouteWorker {
             let mut sending = InFlight {
                 message: incoming.message,
                 ack,
-                outputs: Vec::new(),
+                outputs: Default::default(),
                 failed: false,
             };
             let delivered = AssertUnwindSafe(self.deliver(&mut sending, &mut outstanding))
