@@ -189,6 +189,9 @@ async fn metrics_and_routes_count_the_traffic_sent() {
         assert_eq!(v("ferry_messages_filtered_total", &raw), 0.0);
         assert_eq!(v("ferry_messages_failed_total", &raw), 5.0);
         assert_eq!(v("ferry_messages_dead_lettered_total", &raw), 5.0);
+        // Both sinks took every publish at the first try: nothing was published twice.
+        assert_eq!(v("ferry_publishes_retried_total", &warm), 0.0);
+        assert_eq!(v("ferry_publishes_retried_total", &raw), 0.0);
         for reason in ["queue_full_drop_oldest", "loop_max_hops", "echo"] {
             assert_eq!(
                 v(
@@ -308,6 +311,7 @@ async fn metrics_and_routes_count_the_traffic_sent() {
     );
     assert_eq!(c["sent_by_sink"]["core"], 20);
     assert_eq!(c["pending_acks"], 0);
+    assert_eq!(c["retried"], 0);
     assert_eq!(
         keys(&warm["queue"]),
         [

@@ -219,6 +219,13 @@ impl Collector for PipelineCollector {
         )?;
         family(
             e,
+            "ferry_publishes_retried",
+            "Publishes tried again after their sink failed to take or confirm them (unavailable, no confirmation in time, busy); what failed may still have reached the far side, as a duplicate",
+            Counter,
+            per_route(view, |r| load(&r.counters.retried)),
+        )?;
+        family(
+            e,
             "ferry_traces_replaced",
             "Messages whose traceparent was malformed, sent on with a new trace instead (W3C Trace Context)",
             Counter,

@@ -66,6 +66,7 @@ fn describe(view: &View) -> Value {
                     "filtered": n(&c.filtered),
                     "failed": n(&c.failed),
                     "dead_lettered": n(&c.dead_lettered),
+                    "retried": n(&c.retried),
                     "dropped": r.queue.dropped(),
                     "echoes": n(&c.echoes),
                     "looped": n(&c.looped),

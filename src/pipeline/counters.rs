@@ -27,6 +27,9 @@ pub struct RouteCounters {
     pub looped: AtomicU64,
     /// Messages whose `traceparent` was malformed, sent on with a new trace instead.
     pub traces_replaced: AtomicU64,
+    /// Publishes tried again after their sink failed to take or confirm them (unavailable, no
+    /// confirmation in time, busy). What failed may still have reached the far side.
+    pub retried: AtomicU64,
     /// Publishes that went to a sink's spool (the sink was unreachable, or its spool not empty).
     pub spooled: AtomicU64,
     /// Of the spooled, how many were forwarded to their sink since (also counted in `sent`).

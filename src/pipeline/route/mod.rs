@@ -658,8 +658,9 @@ impl RouteWorker {
         self.publish(sink, message, &self.abandon, &retry).await
     }
 
-    /// Waits before the next try of a sink that failed with `error` (logged, rate-limited).
-    /// `Err` when `give_up` came first.
+    /// Waits before the next try of a sink that failed with `error` (logged, rate-limited;
+    /// counted once the wait is over, as the try is then made). `Err` when `give_up` came
+    /// first.
     async fn wait_to_retry(
         &self,
         sink: &RouteSink,
@@ -680,7 +681,12 @@ impl RouteWorker {
             )
         });
         tokio::select! {
-            _ = tokio::time::sleep(delay) => Ok(()),
+            _ = tokio::time::sleep(delay) => {
+                // The failed try may still have reached the far side (a confirmation lost with
+                // its connection): counted, so a duplicate there can be traced to this.
+                self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
             _ = give_up.cancelled() => Err(()),
         }
     }

@@ -377,6 +377,11 @@ async fn an_unavailable_sink_is_retried_with_backoff_then_delivered() {
     assert_eq!(core.confirmed(), sent);
     assert_settled_once(&route.source, &sent);
     assert_eq!(route.count(|c| &c.failed), 0);
+    assert_eq!(
+        route.count(|c| &c.retried),
+        3,
+        "each try after a failure counted"
+    );
     route.shut_down().await;
 }
 
@@ -394,6 +399,8 @@ async fn a_lost_confirmation_is_sent_again() {
     let tried: Vec<String> = core.log(|l| l.tries.iter().map(|t| payload(&t.message)).collect());
     assert_eq!(tried, ["m-0", "m-0", "m-1"]);
     assert_eq!(core.confirmed(), ["m-0", "m-1"]);
+    // The lost confirmation's publish may have reached the far side: the second is counted.
+    assert_eq!(route.count(|c| &c.retried), 1);
     assert_settled_once(&route.source, &numbered("m", 2));
     route.shut_down().await;
 }
