@@ -1,5 +1,6 @@
-//! Transports and protocol versions: MQTT 3.1.1 and 5, MQTT over TLS (a CA the test makes;
-//! and an unrelated CA, which must be refused), MQTT over WebSocket, NATS over WebSocket.
+//! Transports and protocol versions: MQTT 3.1.1 and 5, MQTT over TLS (a CA the test makes,
+//! trusted as `ca:` or as the system's roots, refused when ferry trusts an unrelated CA or the
+//! machine's own roots), MQTT over WebSocket, NATS over WebSocket.
 //!
 //! Each test gives ferry one MQTT and one NATS connection written a particular way and checks
 //! that messages flow both ways through them; the test's own peers use the brokers' plain
@@ -15,8 +16,20 @@ const N: usize = 20;
 /// `up` (MQTT `up/#` → NATS, auto) and `down` (NATS `down.>` → MQTT, auto, QoS 1); checks
 /// that N messages pass each way, in order.
 async fn assert_two_way(mq: &str, nc: &str, mosquitto: &Mosquitto, nats: &NatsServer) -> Ferry {
-    let mut ferry = Ferry::start(&format!(
-        r#"
+    assert_two_way_with_env(mq, nc, mosquitto, nats, &[]).await
+}
+
+/// `assert_two_way`, with ferry started with `env` added to its environment.
+async fn assert_two_way_with_env(
+    mq: &str,
+    nc: &str,
+    mosquitto: &Mosquitto,
+    nats: &NatsServer,
+    env: &[(&str, &str)],
+) -> Ferry {
+    let mut ferry = Ferry::start_with_env(
+        &format!(
+            r#"
 connections:
   mq:
     mqtt: {mq}
@@ -30,7 +43,9 @@ routes:
     from: {{ connection: nc, subject: "down.>" }}
     to: {{ connection: mq, topic: auto, qos: 1 }}
 "#
-    ));
+        ),
+        env,
+    );
     ferry.wait_ready().await;
 
     let nats_peer = NatsPeer::connect(&nats.url()).await;
@@ -118,12 +133,48 @@ async fn mqtt_over_tls_with_the_test_ca_relays_both_ways() {
     let _ferry = assert_two_way(&mq, &nc, &mosquitto, &nats).await;
 }
 
+/// Without a `ca:`, the system's root certificates are read at the first handshake; with the
+/// test CA as the system's (`SSL_CERT_FILE`, which the system store honours), the server is
+/// trusted and the connection relays both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_without_a_ca_trusts_a_server_the_system_roots_sign() {
+    let pki = TestPki::generate();
+    let mosquitto = Mosquitto::start(MosquittoOptions {
+        tls: Some(pki.server_tls()),
+        ..Default::default()
+    });
+    let nats = NatsServer::start(NatsOptions::default());
+    let mq = format!(
+        r#"{{ url: "{}", client_id: ferry-system-roots }}"#,
+        mosquitto.tls_url()
+    );
+    let nc = format!(r#"{{ url: "{}" }}"#, nats.url());
+    let ca = pki.ca.display().to_string();
+    let _ferry =
+        assert_two_way_with_env(&mq, &nc, &mosquitto, &nats, &[("SSL_CERT_FILE", &ca)]).await;
+}
+
 /// Trusting an unrelated CA, the TLS connection is refused: ferry logs a certificate error,
 /// relays nothing from that connection, and keeps running (a healthy route on a second
 /// connection still works).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_tls_with_the_wrong_ca_is_refused_and_ferry_keeps_running() {
     let pki = TestPki::generate();
+    let tls = format!(r#"{{ ca: "{}" }}"#, pki.other_ca.display());
+    assert_untrusted_server_refused(&pki, &tls).await;
+}
+
+/// Without a `ca:`, the system's root certificates decide (read at the first handshake), and
+/// none of them signed the test CA: refused the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_over_tls_without_a_ca_checks_the_system_roots_and_refuses_the_test_ca() {
+    let pki = TestPki::generate();
+    assert_untrusted_server_refused(&pki, "{}").await;
+}
+
+/// Starts mosquitto with `pki`'s server certificate and ferry with a connection to its TLS
+/// listener whose `tls:` block is `tls`, which must not trust it; checks the refusal.
+async fn assert_untrusted_server_refused(pki: &TestPki, tls: &str) {
     let mosquitto = Mosquitto::start(MosquittoOptions {
         tls: Some(pki.server_tls()),
         ..Default::default()
@@ -133,7 +184,7 @@ async fn mqtt_over_tls_with_the_wrong_ca_is_refused_and_ferry_keeps_running() {
         r#"
 connections:
   untrusted:
-    mqtt: {{ url: "{tls}", client_id: ferry-wrong-ca, tls: {{ ca: "{other_ca}" }} }}
+    mqtt: {{ url: "{url}", client_id: ferry-wrong-ca, tls: {tls} }}
   plain:
     mqtt: {{ url: "{plain}", client_id: ferry-plain }}
   nc:
@@ -146,8 +197,7 @@ routes:
     from: {{ connection: plain, topic: "probe/#", qos: 1 }}
     to: {{ connection: nc, subject: "probed" }}
 "#,
-        tls = mosquitto.tls_url(),
-        other_ca = pki.other_ca.display(),
+        url = mosquitto.tls_url(),
         plain = mosquitto.url(),
         nats = nats.url()
     ));

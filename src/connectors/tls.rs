@@ -3,7 +3,7 @@
 //! verification that can only be turned off explicitly (and then says so in the log).
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use rustls::ClientConfig;
@@ -30,23 +30,26 @@ pub fn client_config(tls: &Tls, connection: &str) -> anyhow::Result<Arc<ClientCo
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(NoVerification))
     } else {
-        let mut roots = rustls::RootCertStore::empty();
         match &tls.ca {
             Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
                 for cert in read_certs(ca)? {
                     roots.add(cert).with_context(|| {
                         format!("{}: not a usable CA certificate", ca.display())
                     })?;
                 }
+                builder.with_root_certificates(roots)
             }
             None => {
-                let native = rustls_native_certs::load_native_certs();
-                for cert in native.certs {
-                    let _ = roots.add(cert);
-                }
+                let verifier = SystemRoots {
+                    algorithms: builder.crypto_provider().signature_verification_algorithms,
+                    roots: OnceLock::new(),
+                };
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
             }
         }
-        builder.with_root_certificates(roots)
     };
     let config = match (&tls.cert, &tls.key) {
         (Some(cert), Some(key)) => builder
@@ -75,6 +78,76 @@ pub(crate) fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
     rustls_pemfile::private_key(&mut pem.as_slice())
         .with_context(|| format!("{}: not a PEM private key file", path.display()))?
         .with_context(|| format!("{}: no private key in it", path.display()))
+}
+
+/// Verifies as `with_root_certificates` would with the system's root certificates, but reads
+/// them at the first handshake: an SSE or HTTP connection to an `http://` URL builds a TLS
+/// configuration too (its requests may be redirected, a handshake URL may be absolute), and
+/// the system's store is some hundred certificates (about 66 KB parsed) held for the
+/// daemon's life by a connection that may never use them.
+#[derive(Debug)]
+struct SystemRoots {
+    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
+    roots: OnceLock<rustls::RootCertStore>,
+}
+
+impl SystemRoots {
+    fn roots(&self) -> &rustls::RootCertStore {
+        self.roots.get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            // Unreadable or unusable entries are skipped, as they always were: a server whose
+            // root is among them fails its handshake as an unknown issuer.
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+            roots
+        })
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for SystemRoots {
+    // What rustls' own webpki verifier does without revocation lists.
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            self.roots(),
+            intermediates,
+            now,
+            self.algorithms.all,
+        )?;
+        rustls::client::verify_server_name(&cert, server_name)?;
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
 }
 
 /// Accepts any server certificate. Only reachable through `insecure_skip_verify: true`.
@@ -115,5 +188,41 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
         rustls::crypto::ring::default_provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    use super::*;
+
+    fn system_roots() -> SystemRoots {
+        SystemRoots {
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            roots: OnceLock::new(),
+        }
+    }
+
+    #[test]
+    fn the_system_roots_are_read_at_the_first_handshake_only() {
+        let verifier = system_roots();
+        assert!(verifier.roots.get().is_none(), "read before any handshake");
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let name = ServerName::try_from("localhost").unwrap();
+        let verdict =
+            verifier.verify_server_cert(cert.cert.der(), &[], &name, &[], UnixTime::now());
+        // A certificate no system root signed is refused, as rustls' own verifier refuses it.
+        assert!(
+            matches!(
+                verdict,
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer
+                ))
+            ),
+            "{verdict:?}"
+        );
+        assert!(verifier.roots.get().is_some());
     }
 }
