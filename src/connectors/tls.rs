@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
 use rustls::ClientConfig;
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::Tls;
@@ -41,10 +42,7 @@ pub fn client_config(tls: &Tls, connection: &str) -> anyhow::Result<Arc<ClientCo
                 builder.with_root_certificates(roots)
             }
             None => {
-                let verifier = SystemRoots {
-                    algorithms: builder.crypto_provider().signature_verification_algorithms,
-                    roots: OnceLock::new(),
-                };
+                let verifier = SystemRoots::new(builder.crypto_provider().clone());
                 builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(verifier))
@@ -80,51 +78,57 @@ pub(crate) fn read_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         .with_context(|| format!("{}: no private key in it", path.display()))
 }
 
-/// Verifies as `with_root_certificates` would with the system's root certificates, but reads
-/// them at the first handshake: an SSE or HTTP connection to an `http://` URL builds a TLS
-/// configuration too (its requests may be redirected, a handshake URL may be absolute), and
-/// the system's store is some hundred certificates (about 66 KB parsed) held for the
-/// daemon's life by a connection that may never use them.
+/// rustls' own verifier with the system's root certificates, as `with_root_certificates`
+/// makes it, but built at the first handshake: an SSE or HTTP connection to an `http://` URL
+/// builds a TLS configuration too (its requests may be redirected, a handshake URL may be
+/// absolute), and the system's store is some hundred certificates (about 66 KB parsed) held
+/// for the daemon's life by a connection that may never use them.
 #[derive(Debug)]
 struct SystemRoots {
-    algorithms: rustls::crypto::WebPkiSupportedAlgorithms,
-    roots: OnceLock<rustls::RootCertStore>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, rustls::Error>>,
 }
 
 impl SystemRoots {
-    fn roots(&self) -> &rustls::RootCertStore {
-        self.roots.get_or_init(|| {
+    fn new(provider: Arc<rustls::crypto::CryptoProvider>) -> SystemRoots {
+        SystemRoots {
+            provider,
+            verifier: OnceLock::new(),
+        }
+    }
+
+    fn verifier(&self) -> Result<&WebPkiServerVerifier, rustls::Error> {
+        let made = self.verifier.get_or_init(|| {
             let mut roots = rustls::RootCertStore::empty();
             // Unreadable or unusable entries are skipped, as they always were: a server whose
             // root is among them fails its handshake as an unknown issuer.
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
             }
-            roots
-        })
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(format!("the system's root certificates: {e}")))
+        });
+        made.as_deref().map_err(Clone::clone)
     }
 }
 
 impl rustls::client::danger::ServerCertVerifier for SystemRoots {
-    // What rustls' own webpki verifier does without revocation lists.
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
+        ocsp_response: &[u8],
         now: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            self.roots(),
+        self.verifier()?.verify_server_cert(
+            end_entity,
             intermediates,
+            server_name,
+            ocsp_response,
             now,
-            self.algorithms.all,
-        )?;
-        rustls::client::verify_server_name(&cert, server_name)?;
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
+        )
     }
 
     fn verify_tls12_signature(
@@ -133,7 +137,7 @@ impl rustls::client::danger::ServerCertVerifier for SystemRoots {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        self.verifier()?.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -142,11 +146,15 @@ impl rustls::client::danger::ServerCertVerifier for SystemRoots {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        self.verifier()?.verify_tls13_signature(message, cert, dss)
     }
 
+    // Asked before any certificate arrives: what the provider verifies, as rustls' verifier
+    // answers, without reading the roots yet.
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -199,16 +207,16 @@ mod tests {
     use super::*;
 
     fn system_roots() -> SystemRoots {
-        SystemRoots {
-            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
-            roots: OnceLock::new(),
-        }
+        SystemRoots::new(Arc::new(rustls::crypto::ring::default_provider()))
     }
 
     #[test]
     fn the_system_roots_are_read_at_the_first_handshake_only() {
         let verifier = system_roots();
-        assert!(verifier.roots.get().is_none(), "read before any handshake");
+        assert!(
+            verifier.verifier.get().is_none(),
+            "read before any handshake"
+        );
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         let name = ServerName::try_from("localhost").unwrap();
         let verdict =
@@ -223,6 +231,6 @@ mod tests {
             ),
             "{verdict:?}"
         );
-        assert!(verifier.roots.get().is_some());
+        assert!(verifier.verifier.get().is_some());
     }
 }
