@@ -119,18 +119,8 @@ async fn mqtt_5_connection_relays_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_tls_with_the_test_ca_relays_both_ways() {
     let pki = TestPki::generate();
-    let mosquitto = Mosquitto::start(MosquittoOptions {
-        tls: Some(pki.server_tls()),
-        ..Default::default()
-    });
-    let nats = NatsServer::start(NatsOptions::default());
-    let mq = format!(
-        r#"{{ url: "{}", client_id: ferry-tls, tls: {{ ca: "{}" }} }}"#,
-        mosquitto.tls_url(),
-        pki.ca.display()
-    );
-    let nc = format!(r#"{{ url: "{}" }}"#, nats.url());
-    let _ferry = assert_two_way(&mq, &nc, &mosquitto, &nats).await;
+    let tls = format!(r#", tls: {{ ca: "{}" }}"#, pki.ca.display());
+    assert_two_way_over_tls(&pki, &tls, &[]).await;
 }
 
 /// Without a `ca:`, the system's root certificates are read at the first handshake; with the
@@ -139,19 +129,25 @@ async fn mqtt_over_tls_with_the_test_ca_relays_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt_over_tls_without_a_ca_trusts_a_server_the_system_roots_sign() {
     let pki = TestPki::generate();
+    let ca = pki.ca.display().to_string();
+    assert_two_way_over_tls(&pki, "", &[("SSL_CERT_FILE", &ca)]).await;
+}
+
+/// `assert_two_way` with the MQTT connection on mosquitto's TLS listener (`pki`'s server
+/// certificate), its settings ending with `tls` (`, tls: {...}`, or nothing), and ferry
+/// started with `env` added to its environment.
+async fn assert_two_way_over_tls(pki: &TestPki, tls: &str, env: &[(&str, &str)]) {
     let mosquitto = Mosquitto::start(MosquittoOptions {
         tls: Some(pki.server_tls()),
         ..Default::default()
     });
     let nats = NatsServer::start(NatsOptions::default());
     let mq = format!(
-        r#"{{ url: "{}", client_id: ferry-system-roots }}"#,
+        r#"{{ url: "{}", client_id: ferry-tls{tls} }}"#,
         mosquitto.tls_url()
     );
     let nc = format!(r#"{{ url: "{}" }}"#, nats.url());
-    let ca = pki.ca.display().to_string();
-    let _ferry =
-        assert_two_way_with_env(&mq, &nc, &mosquitto, &nats, &[("SSL_CERT_FILE", &ca)]).await;
+    let _ferry = assert_two_way_with_env(&mq, &nc, &mosquitto, &nats, env).await;
 }
 
 /// Trusting an unrelated CA, the TLS connection is refused: ferry logs a certificate error,
